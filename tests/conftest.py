@@ -1,0 +1,68 @@
+"""Shared fixtures: the backend matrix and the hypothesis profiles.
+
+Every backend usable here runs the layer tests; CuPy and torch-on-CUDA are marked `gpu`
+and skip cleanly on machines without a CUDA device.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, settings
+
+from xpcnn import backend
+
+settings.register_profile(
+    "ci", max_examples=12, deadline=None, derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile("dev", max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("XPCNN_HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
+
+# (backend, device) pairs; GPU ones carry the gpu marker.
+CPU_TARGETS = [("numpy", None), ("array_api_strict", None), ("torch", "cpu")]
+GPU_TARGETS = [("cupy", None), ("torch", "cuda")]
+
+
+def _usable(name: str, device: str | None) -> str | None:
+    reason = backend.unavailable_reason(name)
+    if reason is None and name == "torch" and device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            reason = "no CUDA device"
+    return reason
+
+
+def _target_params() -> list:
+    params = []
+    for name, device in CPU_TARGETS + GPU_TARGETS:
+        marks = [pytest.mark.gpu] if (name, device) in GPU_TARGETS else []
+        reason = _usable(name, device)
+        if reason is not None:
+            marks.append(pytest.mark.skip(reason=f"{name}: {reason}"))
+        label = name if device in (None, "cpu") else f"{name}-{device}"
+        params.append(pytest.param((name, device), id=label, marks=marks))
+    return params
+
+
+TARGETS = _target_params()
+
+
+@pytest.fixture(params=TARGETS, scope="session")
+def target(request):
+    """(backend name, device spec) of every usable backend."""
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def to_target(target):
+    """Move host data to the current target: to_target(array, dtype=None)."""
+    name, device = target
+
+    def move(array, dtype=None):
+        return backend.to_backend(np.asarray(array), name, device, dtype)
+
+    return move

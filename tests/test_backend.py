@@ -1,0 +1,68 @@
+"""The backend module: names, devices, dtypes, transfers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from xpcnn import backend
+
+
+def test_available_backends_are_usable():
+    names = backend.available_backends()
+    assert "numpy" in names
+    for name in names:
+        assert backend.unavailable_reason(name) is None
+        backend.namespace(name)
+
+
+def test_unknown_backend_and_unusable_backend():
+    with pytest.raises(ValueError, match="unknown backend 'jax'"):
+        backend.namespace("jax")
+    for name in set(backend.BACKENDS) - set(backend.available_backends()):
+        with pytest.raises(backend.BackendUnavailable, match=name):
+            backend.namespace(name)
+
+
+def test_round_trip_copies_and_keeps_values(target):
+    host = np.arange(12, dtype=np.float32).reshape(3, 4)
+    moved = backend.to_backend(host, *target)
+    assert backend.backend_of(moved) == target[0]
+    back = backend.to_numpy(moved)
+    np.testing.assert_array_equal(back, host)
+    host[0, 0] = 99.0  # the moved copy never shares memory with its source
+    assert backend.to_numpy(moved)[0, 0] == 0.0
+
+
+def test_between_backends_and_dtypes(target):
+    for source in backend.available_backends():
+        if source == "cupy" and target[0] != "cupy":
+            continue
+        x = backend.to_backend(np.ones((2, 3)), source)
+        y = backend.to_backend(x, target[0], target[1], "float32")
+        assert backend.dtype_name(y.dtype) == "float32"
+        np.testing.assert_array_equal(backend.to_numpy(y), np.ones((2, 3)))
+
+
+def test_read_only_host_arrays_move():
+    host = np.frombuffer(bytes(range(8)), dtype=np.uint8)  # read-only, like IDX data
+    for name in backend.available_backends():
+        np.testing.assert_array_equal(backend.to_numpy(backend.to_backend(host, name)), host)
+
+
+def test_dtype_and_device_validation():
+    xp = backend.namespace("numpy")
+    assert backend.dtype(xp, "float64") == xp.float64
+    with pytest.raises(ValueError, match="unsupported dtype 'float16'"):
+        backend.dtype(xp, "float16")
+    with pytest.raises(ValueError, match="only the device 'cpu'"):
+        backend.device("numpy", "cuda:0")
+    assert backend.devices("numpy") == ["cpu"]
+
+
+def test_keep_mask_is_the_same_on_every_backend():
+    reference = backend.keep_mask(3, 7, 0.5, np.zeros((4, 5), np.float32))
+    for name in backend.available_backends():
+        like = backend.to_backend(np.zeros((4, 5)), name, None, "float32")
+        np.testing.assert_array_equal(backend.to_numpy(backend.keep_mask(3, 7, 0.5, like)), reference)
+    assert not np.array_equal(backend.keep_mask(3, 8, 0.5, np.zeros((4, 5), np.float32)), reference)

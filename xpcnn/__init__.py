@@ -1,0 +1,49 @@
+"""xpcnn: a readable convolutional-network library on the Python Array API standard.
+
+Every layer's forward and backward is written once against the standard namespace, so
+the same network runs on NumPy, CuPy, PyTorch tensors and array-api-strict.
+
+Building blocks
+    Conv2D, MaxPool2D, AvgPool2D, Flatten, Dense, ReLU, Tanh, Sigmoid, Dropout,
+    BatchNorm2D -- layers with forward(x, training) / backward(dy), params and grads.
+    SoftmaxCrossEntropy -- the loss. Sequential -- a network of layers.
+
+Backends (xpcnn.backend)
+    available_backends(), to_backend(x, name), to_numpy(x).
+
+Correctness tools
+    gradcheck(layer, x), gradcheck_loss(loss, logits, labels).
+
+Example
+    >>> import numpy as np, xpcnn
+    >>> net = xpcnn.Sequential([xpcnn.Conv2D(1, 8, 3), xpcnn.ReLU(), xpcnn.MaxPool2D(2),
+    ...                         xpcnn.Flatten(), xpcnn.Dense(8 * 13 * 13, 10)])
+    >>> net.to("numpy", dtype="float32").forward(np.zeros((2, 1, 28, 28), np.float32)).shape
+    (2, 10)
+"""
+
+from .backend import available_backends, to_backend, to_numpy
+from .gradcheck import GradcheckError, GradcheckResult, gradcheck, gradcheck_loss
+from .layers import (
+    AvgPool2D,
+    BatchNorm2D,
+    Conv2D,
+    Dense,
+    Dropout,
+    Flatten,
+    Layer,
+    MaxPool2D,
+    ReLU,
+    Sigmoid,
+    Tanh,
+)
+from .losses import SoftmaxCrossEntropy
+from .model import Sequential
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AvgPool2D", "BatchNorm2D", "Conv2D", "Dense", "Dropout", "Flatten", "Layer", "MaxPool2D",
+    "ReLU", "Sigmoid", "Tanh", "SoftmaxCrossEntropy", "Sequential", "available_backends",
+    "to_backend", "to_numpy", "gradcheck", "gradcheck_loss", "GradcheckError", "GradcheckResult",
+]

@@ -1,0 +1,215 @@
+"""Backends: the one module that knows array-library names.
+
+A backend is a name ("numpy", "torch", "cupy", "array_api_strict") that resolves to an
+Array API namespace and a device. Everything else in xpcnn asks this module for
+namespaces, devices, dtypes, transfers and seeded initial values, so layer math never
+branches on the library.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+from typing import Any
+
+import array_api_compat
+import numpy as np
+
+BACKENDS: tuple[str, ...] = ("numpy", "torch", "array_api_strict", "cupy")
+DTYPES: tuple[str, ...] = ("float32", "float64")
+
+_NAMESPACE_MODULES = {
+    "numpy": "array_api_compat.numpy",
+    "torch": "array_api_compat.torch",
+    "cupy": "array_api_compat.cupy",
+    "array_api_strict": "array_api_strict",
+}
+
+
+class BackendUnavailable(RuntimeError):
+    """A backend was asked for that cannot be used on this machine."""
+
+
+def _check_name(name: str) -> None:
+    if name not in _NAMESPACE_MODULES:
+        raise ValueError(f"unknown backend {name!r}; expected one of {', '.join(BACKENDS)}")
+
+
+@functools.lru_cache(maxsize=None)
+def unavailable_reason(name: str) -> str | None:
+    """Why backend `name` cannot run here, or None when it can."""
+    _check_name(name)
+    library = "array_api_strict" if name == "array_api_strict" else name
+    try:
+        module = importlib.import_module(library)
+        importlib.import_module(_NAMESPACE_MODULES[name])
+    except ImportError as exc:
+        return f"not installed ({exc})"
+    if name == "cupy":
+        try:
+            count = module.cuda.runtime.getDeviceCount()
+        except Exception as exc:  # CuPy raises its own CUDA error types here
+            return f"no CUDA device ({exc.__class__.__name__}: {exc})"
+        if count < 1:
+            return "no CUDA device"
+    return None
+
+
+def available_backends() -> list[str]:
+    """The backends importable and usable on this machine, in BACKENDS order."""
+    return [name for name in BACKENDS if unavailable_reason(name) is None]
+
+
+def namespace(name: str) -> Any:
+    """The Array API namespace of backend `name`; raises BackendUnavailable if unusable."""
+    reason = unavailable_reason(name)
+    if reason is not None:
+        raise BackendUnavailable(f"backend {name!r} is not usable here: {reason}")
+    return importlib.import_module(_NAMESPACE_MODULES[name])
+
+
+def backend_of(x: Any) -> str:
+    """The backend name an array belongs to."""
+    if array_api_compat.is_numpy_array(x):
+        return "numpy"
+    if array_api_compat.is_torch_array(x):
+        return "torch"
+    if array_api_compat.is_cupy_array(x):
+        return "cupy"
+    if type(x).__module__.startswith("array_api_strict"):
+        return "array_api_strict"
+    raise TypeError(f"not an array of a supported backend: {type(x).__name__}")
+
+
+def device(name: str, spec: Any = None) -> Any:
+    """Resolve a device spec ("cpu", "cuda:1", 0, None for the default) for backend `name`."""
+    xp = namespace(name)
+    if spec is None:
+        if name == "cupy":
+            return importlib.import_module("cupy").cuda.Device()
+        if name == "torch":
+            return importlib.import_module("torch").device("cpu")
+        return xp.__array_namespace_info__().default_device()
+    if not isinstance(spec, (str, int)):
+        return spec  # already a device object of the library
+    if name == "torch":
+        return importlib.import_module("torch").device(spec)
+    if name == "cupy":
+        if isinstance(spec, str):
+            spec = spec.removeprefix("cuda").removeprefix(":") or 0
+        return importlib.import_module("cupy").cuda.Device(int(spec))
+    if name == "numpy":
+        if str(spec) != "cpu":
+            raise ValueError(f"backend 'numpy' has only the device 'cpu', got {spec!r}")
+        return "cpu"
+    for candidate in xp.__array_namespace_info__().devices():
+        if spec in (candidate, str(candidate), getattr(candidate, "_device", None)):
+            return candidate
+    raise ValueError(f"backend {name!r} has no device {spec!r}")
+
+
+def devices(name: str) -> list[str]:
+    """Names of the devices backend `name` can use here."""
+    xp = namespace(name)
+    if name == "torch":
+        torch = importlib.import_module("torch")
+        return ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if name == "cupy":
+        count = importlib.import_module("cupy").cuda.runtime.getDeviceCount()
+        return [f"cuda:{i}" for i in range(count)]
+    return [str(d) for d in xp.__array_namespace_info__().devices()]
+
+
+def dtype(xp: Any, name: Any) -> Any:
+    """The floating dtype of namespace `xp` for "float32"/"float64" (or a dtype of xp)."""
+    if isinstance(name, str):
+        if name not in DTYPES:
+            raise ValueError(f"unsupported dtype {name!r}; expected one of {', '.join(DTYPES)}")
+        return getattr(xp, name)
+    for candidate in DTYPES:
+        if name == getattr(xp, candidate):
+            return name
+    raise ValueError(f"unsupported dtype {name!r}; expected float32 or float64")
+
+
+def dtype_name(dt: Any) -> str:
+    """'float32', 'int64', ... for a dtype of any backend."""
+    return str(dt).rsplit(".", 1)[-1].strip("'>")
+
+
+def to_numpy(x: Any) -> np.ndarray:
+    """Copy an array of any backend to host memory as a NumPy array."""
+    name = backend_of(x)
+    if name == "numpy":
+        return np.asarray(x)
+    if name == "torch":
+        return x.detach().cpu().numpy()
+    if name == "cupy":
+        return x.get()
+    return np.from_dlpack(x)
+
+
+def to_backend(x: Any, name: str, device_spec: Any = None, dtype_spec: Any = None) -> Any:
+    """A copy of `x` (any backend, or host data) on backend `name`.
+
+    Tries DLPack first (device to device where the libraries share one), then goes through
+    host NumPy. The result never shares memory with `x`, so in-place updates of one cannot
+    change the other.
+    """
+    xp = namespace(name)
+    dev = device(name, device_spec)
+    try:
+        source = backend_of(x)
+    except TypeError:
+        source = None
+    result = None
+    if source is not None and source != name:
+        try:
+            result = xp.from_dlpack(x)
+        except (BufferError, RuntimeError, TypeError, ValueError, AttributeError):
+            result = None
+    if result is None:
+        result = to_numpy(x) if source not in (None, name) else x
+    result = xp.asarray(result, device=dev, copy=True)
+    if dtype_spec is not None:
+        result = xp.astype(result, dtype(xp, dtype_spec))
+    return result
+
+
+def host_rng(seed: int | np.random.Generator | None) -> np.random.Generator:
+    """A NumPy Generator: the given one, or a new one seeded with `seed` (0 for None)."""
+    if isinstance(seed, np.random.Generator):
+        return seed
+    return np.random.default_rng(0 if seed is None else seed)
+
+
+def kaiming_normal(shape: tuple[int, ...], fan_in: int, rng: np.random.Generator) -> Any:
+    """He/Kaiming normal weights, std sqrt(2 / fan_in), drawn on the host (NumPy float32).
+
+    Drawn in float64 and rounded once, so a float64 copy of the same network differs from
+    the float32 one only by that rounding.
+    """
+    values = rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)
+    return values.astype(np.float32)
+
+
+def zeros(shape: tuple[int, ...]) -> Any:
+    """Host zeros (NumPy float32): the starting value of biases and running means."""
+    return np.zeros(shape, dtype=np.float32)
+
+
+def ones(shape: tuple[int, ...]) -> Any:
+    """Host ones (NumPy float32): the starting value of scales and running variances."""
+    return np.ones(shape, dtype=np.float32)
+
+
+def keep_mask(seed: int, call: int, p: float, like: Any) -> Any:
+    """A keep-mask (1 kept, 0 dropped) shaped and placed like `like`, in its dtype.
+
+    Drawn on the host from (seed, call), so the n-th mask of a seed is the same on every
+    backend and after a resume, whatever happened in between.
+    """
+    rng = np.random.default_rng([seed, call])
+    mask = (rng.random(tuple(like.shape)) >= p).astype(np.float64)
+    name = backend_of(like)
+    return to_backend(mask, name, array_api_compat.device(like), like.dtype)

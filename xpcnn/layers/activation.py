@@ -1,0 +1,51 @@
+"""Element-wise activations. Each caches its output: the derivative is a function of it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from array_api_compat import device
+
+from .base import Layer
+
+
+class ReLU(Layer):
+    """y = max(x, 0); dy passes where y > 0 (the subgradient at 0 is 0, as in PyTorch)."""
+
+    def forward(self, x: Any, training: bool = True) -> Any:
+        xp = self._namespace(x)
+        y = xp.maximum(x, xp.zeros((), dtype=x.dtype, device=device(x)))
+        return self._keep(training, y, y)
+
+    def backward(self, dy: Any) -> Any:
+        y = self._take_cache(dy)
+        xp = self._namespace(dy)
+        return xp.where(y > 0, dy, xp.zeros((), dtype=dy.dtype, device=device(dy)))
+
+
+class Tanh(Layer):
+    """y = tanh(x); dx = dy * (1 - y^2)."""
+
+    def forward(self, x: Any, training: bool = True) -> Any:
+        xp = self._namespace(x)
+        y = xp.tanh(x)
+        return self._keep(training, y, y)
+
+    def backward(self, dy: Any) -> Any:
+        y = self._take_cache(dy)
+        return dy * (1 - y * y)
+
+
+class Sigmoid(Layer):
+    """y = 1 / (1 + exp(-x)), computed without overflow; dx = dy * y * (1 - y)."""
+
+    def forward(self, x: Any, training: bool = True) -> Any:
+        xp = self._namespace(x)
+        # exp(-|x|) <= 1 never overflows; both branches of the where are finite.
+        e = xp.exp(-xp.abs(x))
+        y = xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
+        return self._keep(training, y, y)
+
+    def backward(self, dy: Any) -> Any:
+        y = self._take_cache(dy)
+        return dy * y * (1 - y)

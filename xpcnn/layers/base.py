@@ -1,0 +1,141 @@
+"""The Layer protocol every layer follows, and the input checks they share."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from array_api_compat import array_namespace, device
+
+from .. import backend
+
+Shape = tuple[int, ...]
+
+
+class Layer:
+    """A differentiable step of a network.
+
+    `forward(x, training)` computes the output and, when training, caches what
+    `backward(dy)` needs; `backward` returns the input gradient and fills `grads` with one
+    array per entry of `params` (same keys), overwriting earlier values. `buffers` hold
+    state that is saved but not trained (running statistics).
+    """
+
+    def __init__(self) -> None:
+        self.params: dict[str, Any] = {}
+        self.grads: dict[str, Any] = {}
+        self.buffers: dict[str, Any] = {}
+        self._cache: Any = None
+
+    def forward(self, x: Any, training: bool = True) -> Any:
+        raise NotImplementedError
+
+    def backward(self, dy: Any) -> Any:
+        raise NotImplementedError
+
+    def __call__(self, x: Any, training: bool = True) -> Any:
+        return self.forward(x, training)
+
+    def output_shape(self, input_shape: Shape) -> Shape:
+        """The output shape for `input_shape`; raises ValueError if the layer cannot take it."""
+        return tuple(input_shape)
+
+    def config(self) -> dict[str, Any]:
+        """Constructor arguments, JSON-ready: `type(self)(**config())` rebuilds the layer."""
+        return {}
+
+    def extra_state(self) -> dict[str, int]:
+        """Integer state besides arrays that a checkpoint must keep (e.g. a dropout counter)."""
+        return {}
+
+    def load_extra_state(self, state: dict[str, int]) -> None:
+        if state:
+            raise ValueError(f"{self!r} keeps no extra state, got {sorted(state)}")
+
+    def to(self, backend_name: str, device_spec: Any = None, dtype: Any = None) -> "Layer":
+        """Move parameters and buffers to a backend/device/dtype (default: keep the dtype)."""
+        for store in (self.params, self.buffers):
+            for key, value in store.items():
+                target = dtype if dtype is not None else backend.dtype_name(value.dtype)
+                store[key] = backend.to_backend(value, backend_name, device_spec, target)
+        self.grads = {}
+        self._cache = None
+        return self
+
+    def __repr__(self) -> str:
+        def short(value: Any) -> Any:  # [3, 3] -> 3, [1, 2] -> (1, 2)
+            if isinstance(value, list):
+                return value[0] if len(set(value)) == 1 else tuple(value)
+            return value
+
+        args = ", ".join(f"{k}={short(v)!r}" for k, v in self.config().items())
+        return f"{type(self).__name__}({args})"
+
+    # -- helpers for subclasses ------------------------------------------------------
+
+    def _namespace(self, x: Any) -> Any:
+        """The namespace of `x`, after checking it is floating and matches the parameters."""
+        try:
+            xp = array_namespace(x, *self.params.values())
+        except TypeError as exc:
+            where = sorted({backend.backend_of(p) for p in self.params.values()})
+            raise TypeError(
+                f"{self!r}: input is a {type(x).__module__}.{type(x).__name__} but the "
+                f"parameters live on {where}; move the model with .to(...) ({exc})"
+            ) from None
+        if not xp.isdtype(x.dtype, "real floating"):
+            raise TypeError(f"{self!r}: expected a floating-point input, got dtype {x.dtype}")
+        for value in self.params.values():
+            if value.dtype != x.dtype:
+                raise TypeError(
+                    f"{self!r}: input dtype {x.dtype} does not match parameter dtype "
+                    f"{value.dtype}; convert the input or call .to(..., dtype=...)"
+                )
+            if device(value) != device(x):
+                raise ValueError(
+                    f"{self!r}: input is on device {device(x)} but parameters are on "
+                    f"{device(value)}"
+                )
+        return xp
+
+    def _expect_ndim(self, shape: Shape, names: str) -> None:
+        """Check `shape` has one axis per letter of `names` (e.g. "NCHW")."""
+        if len(shape) != len(names):
+            raise ValueError(
+                f"{self!r}: expected a {len(names)}-D input ({', '.join(names)}), "
+                f"got shape {tuple(shape)}"
+            )
+
+    def _keep(self, training: bool, cache: Any, y: Any) -> Any:
+        """Return `y`, caching `cache` for backward when training."""
+        if training:
+            self._cache = (cache, tuple(y.shape))
+        return y
+
+    def _take_cache(self, dy: Any) -> Any:
+        """The forward cache, after checking `dy` has the output's shape.
+
+        The cache is released, so a finished step holds no activations.
+        """
+        if self._cache is None:
+            raise RuntimeError(
+                f"{self!r}: backward() needs a preceding forward(x, training=True)"
+            )
+        (cache, out_shape), self._cache = self._cache, None
+        if tuple(dy.shape) != out_shape:
+            raise ValueError(
+                f"{self!r}: backward expected dy of shape {out_shape}, got {tuple(dy.shape)}"
+            )
+        return cache
+
+
+def pair(value: int | tuple[int, int] | list[int], what: str) -> tuple[int, int]:
+    """(a, b) from an int or a pair of positive ints; `what` names it in errors."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = (value, value)
+    if (
+        isinstance(value, (tuple, list))
+        and len(value) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    ):
+        return (value[0], value[1])
+    raise ValueError(f"{what} must be an int or a pair of ints, got {value!r}")

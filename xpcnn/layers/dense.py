@@ -1,0 +1,46 @@
+"""Fully connected layer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import backend
+from .base import Layer, Shape
+
+
+class Dense(Layer):
+    """y = x @ weight.T + bias; weight (out_features, in_features), bias (out_features,)."""
+
+    def __init__(self, in_features: int, out_features: int, *, rng: Any = None) -> None:
+        super().__init__()
+        if in_features < 1 or out_features < 1:
+            raise ValueError(f"Dense sizes must be >= 1, got {in_features}, {out_features}")
+        self.in_features, self.out_features = in_features, out_features
+        host = backend.host_rng(rng)
+        self.params = {
+            "weight": backend.kaiming_normal((out_features, in_features), in_features, host),
+            "bias": backend.zeros((out_features,)),
+        }
+
+    def config(self) -> dict[str, Any]:
+        return {"in_features": self.in_features, "out_features": self.out_features}
+
+    def output_shape(self, input_shape: Shape) -> Shape:
+        self._expect_ndim(input_shape, "NF")
+        if input_shape[1] != self.in_features:
+            raise ValueError(
+                f"{self!r}: expected input (N, {self.in_features}), got shape {tuple(input_shape)}"
+            )
+        return (input_shape[0], self.out_features)
+
+    def forward(self, x: Any, training: bool = True) -> Any:
+        self._namespace(x)
+        self.output_shape(x.shape)
+        # x: (N, in) @ weight.T: (in, out) -> (N, out)
+        return self._keep(training, x, x @ self.params["weight"].T + self.params["bias"])
+
+    def backward(self, dy: Any) -> Any:
+        x = self._take_cache(dy)
+        xp = self._namespace(dy)
+        self.grads = {"weight": dy.T @ x, "bias": xp.sum(dy, axis=0)}
+        return dy @ self.params["weight"]

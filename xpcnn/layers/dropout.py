@@ -1,0 +1,45 @@
+"""Inverted dropout with reproducible masks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import backend
+from .base import Layer
+
+
+class Dropout(Layer):
+    """Training: y = x * mask / (1 - p), mask ~ Bernoulli(1 - p); evaluation: y = x.
+
+    The n-th training mask is drawn on the host from (seed, n), so a seed gives the same
+    masks on every backend and after a checkpoint resume (the counter is saved state).
+    """
+
+    def __init__(self, p: float = 0.5, *, seed: int = 0) -> None:
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"Dropout p must be in [0, 1), got {p}")
+        self.p, self.seed, self.calls = p, seed, 0
+
+    def config(self) -> dict[str, Any]:
+        return {"p": self.p, "seed": self.seed}
+
+    def extra_state(self) -> dict[str, int]:
+        return {"calls": self.calls}
+
+    def load_extra_state(self, state: dict[str, int]) -> None:
+        if set(state) != {"calls"} or not isinstance(state["calls"], int) or state["calls"] < 0:
+            raise ValueError(f"{self!r}: expected extra state {{'calls': int >= 0}}, got {state!r}")
+        self.calls = state["calls"]
+
+    def forward(self, x: Any, training: bool = True) -> Any:
+        self._namespace(x)
+        if not training or self.p == 0.0:
+            return self._keep(training, None, x)
+        scaled_mask = backend.keep_mask(self.seed, self.calls, self.p, x) / (1 - self.p)
+        self.calls += 1
+        return self._keep(training, scaled_mask, x * scaled_mask)
+
+    def backward(self, dy: Any) -> Any:
+        scaled_mask = self._take_cache(dy)
+        return dy if scaled_mask is None else dy * scaled_mask

@@ -1,0 +1,90 @@
+"""Max and average pooling over k*k windows, no padding, floor semantics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from array_api_compat import device
+
+from .base import Layer, Shape, pair
+from .windows import output_size, tap, tap_index
+
+
+class _Pool2D(Layer):
+    def __init__(
+        self, kernel_size: int | tuple[int, int], stride: int | tuple[int, int] | None = None
+    ) -> None:
+        super().__init__()
+        self.kernel_size = pair(kernel_size, "kernel_size")
+        self.stride = self.kernel_size if stride is None else pair(stride, "stride")
+        if min(self.kernel_size) < 1 or min(self.stride) < 1:
+            raise ValueError(f"kernel_size and stride must be >= 1, got {kernel_size}, {stride}")
+
+    def config(self) -> dict[str, Any]:
+        return {"kernel_size": list(self.kernel_size), "stride": list(self.stride)}
+
+    def output_shape(self, input_shape: Shape) -> Shape:
+        self._expect_ndim(input_shape, "NCHW")
+        n, c, h, w = input_shape
+        (kh, kw), (sh, sw) = self.kernel_size, self.stride
+        if h < kh or w < kw:
+            raise ValueError(
+                f"{self!r}: expected input (N, C, H, W) with H >= {kh} and W >= {kw}, "
+                f"got shape {tuple(input_shape)}"
+            )
+        return (n, c, output_size(h, kh, sh), output_size(w, kw, sw))
+
+    def _taps(self) -> list[tuple[int, int]]:
+        """Window positions in row-major order: the order that defines 'first maximum'."""
+        kh, kw = self.kernel_size
+        return [(i, j) for i in range(kh) for j in range(kw)]
+
+
+class MaxPool2D(_Pool2D):
+    """y = max over each window. Backward sends a window's gradient to its first maximum
+    (row-major), as PyTorch does, so ties never split or duplicate a gradient."""
+
+    def forward(self, x: Any, training: bool = True) -> Any:
+        xp = self._namespace(x)
+        out_hw = self.output_shape(x.shape)[2:]
+        taps = self._taps()
+        y = tap(x, *taps[0], out_hw, self.stride)
+        for i, j in taps[1:]:
+            y = xp.maximum(y, tap(x, i, j, out_hw, self.stride))
+        return self._keep(training, (x, y), y)
+
+    def backward(self, dy: Any) -> Any:
+        x, y = self._take_cache(dy)
+        xp = self._namespace(dy)
+        out_hw = tuple(y.shape[2:])
+        zero = xp.zeros((), dtype=dy.dtype, device=device(dy))
+        dx = xp.zeros(x.shape, dtype=dy.dtype, device=device(dy))
+        unclaimed = xp.ones(y.shape, dtype=xp.bool, device=device(dy))
+        for i, j in self._taps():
+            first_max = (tap(x, i, j, out_hw, self.stride) == y) & unclaimed
+            dx[tap_index(i, j, out_hw, self.stride)] += xp.where(first_max, dy, zero)
+            unclaimed = unclaimed & ~first_max
+        return dx
+
+
+class AvgPool2D(_Pool2D):
+    """y = mean over each window; backward spreads dy / (kh*kw) over the window."""
+
+    def forward(self, x: Any, training: bool = True) -> Any:
+        self._namespace(x)
+        out_hw = self.output_shape(x.shape)[2:]
+        taps = self._taps()
+        total = tap(x, *taps[0], out_hw, self.stride)
+        for i, j in taps[1:]:
+            total = total + tap(x, i, j, out_hw, self.stride)
+        return self._keep(training, tuple(x.shape), total / len(taps))
+
+    def backward(self, dy: Any) -> Any:
+        x_shape = self._take_cache(dy)
+        xp = self._namespace(dy)
+        out_hw = tuple(dy.shape[2:])
+        share = dy / len(self._taps())
+        dx = xp.zeros(x_shape, dtype=dy.dtype, device=device(dy))
+        for i, j in self._taps():
+            dx[tap_index(i, j, out_hw, self.stride)] += share
+        return dx

@@ -1,0 +1,158 @@
+"""Sequential: a network as an ordered list of layers."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import array_api_compat
+
+from . import backend
+from .layers import LAYER_TYPES, Layer
+
+Shape = tuple[int, ...]
+
+
+class Sequential:
+    """Layers applied in order; parameters named "<index>.<name>" (e.g. "0.weight")."""
+
+    def __init__(self, layers: Sequence[Layer]) -> None:
+        layers = list(layers)
+        for index, layer in enumerate(layers):
+            if not isinstance(layer, Layer):
+                raise TypeError(f"Sequential: item {index} is {type(layer).__name__}, not a Layer")
+        if not layers:
+            raise ValueError("Sequential needs at least one layer")
+        self.layers = layers
+
+    def __iter__(self) -> Iterator[Layer]:
+        return iter(self.layers)
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def __getitem__(self, index: int) -> Layer:
+        return self.layers[index]
+
+    def __repr__(self) -> str:
+        inner = "".join(f"\n  ({i}) {layer!r}" for i, layer in enumerate(self.layers))
+        return f"Sequential({inner}\n)"
+
+    def forward(self, x: Any, training: bool = True) -> Any:
+        for layer in self.layers:
+            x = layer.forward(x, training)
+        return x
+
+    __call__ = forward
+
+    def backward(self, dy: Any) -> Any:
+        """Backpropagate `dy` through every layer, last to first; returns d(loss)/d(input)."""
+        for layer in reversed(self.layers):
+            dy = layer.backward(dy)
+        return dy
+
+    def _named(self, attribute: str) -> dict[str, Any]:
+        return {
+            f"{index}.{key}": value
+            for index, layer in enumerate(self.layers)
+            for key, value in getattr(layer, attribute).items()
+        }
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """Every trainable array, by name; the arrays themselves, not copies."""
+        return self._named("params")
+
+    @property
+    def grads(self) -> dict[str, Any]:
+        """The gradients of the last backward, by parameter name."""
+        return self._named("grads")
+
+    @property
+    def buffers(self) -> dict[str, Any]:
+        """Saved, untrained state (running statistics), by name."""
+        return self._named("buffers")
+
+    def set_array(self, name: str, value: Any) -> None:
+        """Replace parameter or buffer `name` (e.g. "3.running_mean") with `value`."""
+        index, _, key = name.partition(".")
+        layer = self.layers[int(index)]
+        store = layer.params if key in layer.params else layer.buffers
+        if key not in store:
+            raise KeyError(f"{layer!r} has no parameter or buffer {key!r}")
+        store[key] = value
+
+    def to(self, backend_name: str, device: Any = None, dtype: Any = None) -> "Sequential":
+        """Move every layer to a backend, device and dtype (default: keep the dtype)."""
+        for layer in self.layers:
+            layer.to(backend_name, device, dtype)
+        return self
+
+    def _first_param(self) -> Any:
+        for value in self.params.values():
+            return value
+        raise ValueError("this network has no parameters")
+
+    @property
+    def backend(self) -> str:
+        return backend.backend_of(self._first_param())
+
+    @property
+    def dtype(self) -> str:
+        return backend.dtype_name(self._first_param().dtype)
+
+    @property
+    def device(self) -> Any:
+        return array_api_compat.device(self._first_param())
+
+    def num_params(self) -> int:
+        return sum(math.prod(p.shape) for p in self.params.values())
+
+    def output_shapes(self, input_shape: Shape) -> list[Shape]:
+        """The output shape of each layer for `input_shape`; raises on the first misfit."""
+        shapes, shape = [], tuple(input_shape)
+        for layer in self.layers:
+            shape = layer.output_shape(shape)
+            shapes.append(shape)
+        return shapes
+
+    def summary(self, input_shape: Shape) -> str:
+        """A table of layers, output shapes and parameter counts for `input_shape`."""
+        rows = [("#", "layer", "output shape", "params")]
+        for index, (layer, shape) in enumerate(zip(self.layers, self.output_shapes(input_shape))):
+            count = sum(math.prod(p.shape) for p in layer.params.values())
+            rows.append((str(index), repr(layer), str(shape), f"{count:,}"))
+        widths = [max(len(row[col]) for row in rows) for col in range(4)]
+        line = "  ".join("-" * w for w in widths)
+        text = [
+            "  ".join(cell.ljust(w) if c < 3 else cell.rjust(w) for c, (cell, w) in enumerate(zip(row, widths)))
+            for row in rows
+        ]
+        text.insert(1, line)
+        text += [line, f"input {tuple(input_shape)}, {self.num_params():,} parameters"]
+        return "\n".join(text)
+
+    def config(self) -> list[dict[str, Any]]:
+        """The architecture as JSON-ready data; `Sequential.from_config` rebuilds it."""
+        return [{"type": type(layer).__name__, "config": layer.config()} for layer in self.layers]
+
+    @classmethod
+    def from_config(cls, config: Any) -> "Sequential":
+        """Build a network (fresh weights) from `config()` output; rejects unknown layers."""
+        if not isinstance(config, list):
+            raise ValueError(f"architecture must be a list of layers, got {type(config).__name__}")
+        layers = []
+        for index, entry in enumerate(config):
+            if not isinstance(entry, dict) or set(entry) != {"type", "config"}:
+                raise ValueError(f"layer {index}: expected {{'type': ..., 'config': {{...}}}}, got {entry!r}")
+            kind, args = entry["type"], entry["config"]
+            if kind not in LAYER_TYPES:
+                raise ValueError(f"layer {index}: unknown layer type {kind!r}; known: {', '.join(LAYER_TYPES)}")
+            if not isinstance(args, dict):
+                raise ValueError(f"layer {index} ({kind}): config must be a dict, got {args!r}")
+            try:
+                layers.append(LAYER_TYPES[kind](**args))
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"layer {index} ({kind}): bad config {args!r}: {exc}") from None
+        return cls(layers)
