@@ -40,7 +40,7 @@ from .layers import (
 from .losses import SoftmaxCrossEntropy
 from .model import Sequential
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 __all__ = [
     "AvgPool2D", "BatchNorm2D", "Conv2D", "Dense", "Dropout", "Flatten", "Layer", "MaxPool2D",

@@ -1,0 +1,186 @@
+"""Checkpoints: portable round trips, strict validation, atomic saves under SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import zipfile
+
+import numpy as np
+import pytest
+
+import xpcnn
+from xpcnn import backend, models
+from xpcnn.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from xpcnn.optim import Adam
+
+
+def trained_step(net, target):
+    """One Adam step so that optimizer state and BN running statistics are non-trivial."""
+    opt = Adam(net, 1e-3)
+    rng = np.random.default_rng(0)
+    x = backend.to_backend(rng.standard_normal((4, 1, 28, 28)), *target, net.dtype)
+    loss = xpcnn.SoftmaxCrossEntropy()
+    loss.forward(net.forward(x), backend.to_backend(rng.integers(0, 10, 4), *target))
+    net.backward(loss.backward())
+    opt.step()
+    return opt, x
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_save_anywhere_load_on_numpy_same_outputs(tmp_path, target, dtype):
+    net = models.lenet(3).to(*target, dtype)
+    opt, x = trained_step(net, target)
+    expected = backend.to_numpy(net.forward(x, training=False))
+    save_checkpoint(tmp_path / "c.npz", net, opt, {"note": "hello"})
+    loaded = load_checkpoint(tmp_path / "c.npz", "numpy")
+    assert loaded.model.backend == "numpy" and loaded.model.dtype == dtype
+    got = loaded.model.forward(backend.to_numpy(x), training=False)
+    if target[0] == "numpy":
+        np.testing.assert_array_equal(got, expected)
+    else:  # same weights, another library's kernels: equal up to rounding
+        tol = 1e-5 if dtype == "float32" else 1e-12
+        np.testing.assert_allclose(got, expected, rtol=tol, atol=tol)
+    assert loaded.trainer == {"note": "hello"}
+    assert loaded.optimizer["steps"] == 1 and set(loaded.optimizer_arrays) == set(opt.state_arrays())
+    assert loaded.model[11].calls == net[11].calls == 1  # dropout counter travels too
+    for name, value in net.buffers.items():
+        np.testing.assert_array_equal(backend.to_numpy(loaded.model.buffers[name]), backend.to_numpy(value))
+
+
+def test_load_onto_every_backend(tmp_path, target):
+    net = models.seed(1)
+    save_checkpoint(tmp_path / "c.npz", net)
+    loaded = load_checkpoint(tmp_path / "c.npz", *target)
+    assert loaded.model.backend == target[0]
+    for name, value in net.params.items():
+        np.testing.assert_array_equal(backend.to_numpy(loaded.model.params[name]), value)
+
+
+def rewrite(path, out, *, meta=None, drop=(), replace=None):
+    """Copy checkpoint `path` to `out`, editing its metadata or arrays."""
+    with np.load(path, allow_pickle=False) as archive:
+        arrays = {k: archive[k] for k in archive.files if k not in drop}
+    info = json.loads(arrays["__meta__"].tobytes())
+    if meta:
+        meta(info)
+    arrays["__meta__"] = np.frombuffer(json.dumps(info).encode(), np.uint8)
+    arrays.update(replace or {})
+    np.savez(out, **arrays)
+    return out
+
+
+@pytest.fixture
+def saved(tmp_path):
+    path = tmp_path / "good.npz"
+    save_checkpoint(path, models.seed(0))
+    return path
+
+
+def test_mismatches_are_named(saved, tmp_path):
+    def grow(info):
+        info["architecture"][4]["config"]["out_features"] = 64
+
+    with pytest.raises(CheckpointError, match=r"param/4.weight: shape \(128, 1352\), architecture needs \(64, 1352\)"):
+        load_checkpoint(rewrite(saved, tmp_path / "a.npz", meta=grow))
+
+    def forget(info):
+        del info["arrays"]["param/0.bias"]
+
+    with pytest.raises(CheckpointError, match=r"missing param/0.bias"):
+        load_checkpoint(rewrite(saved, tmp_path / "b.npz", meta=forget, drop=["param/0.bias"]))
+
+    def evil(info):
+        info["architecture"][0]["type"] = "os.system"
+
+    with pytest.raises(CheckpointError, match="unknown layer type 'os.system'"):
+        load_checkpoint(rewrite(saved, tmp_path / "c.npz", meta=evil))
+
+    with pytest.raises(CheckpointError, match="metadata says"):
+        load_checkpoint(rewrite(saved, tmp_path / "d.npz", replace={"param/0.bias": np.zeros(8, np.float64)}))
+
+    with pytest.raises(CheckpointError, match="differ from those stored"):
+        load_checkpoint(rewrite(saved, tmp_path / "e.npz", replace={"param/99.weight": np.zeros(3, np.float32)}))
+
+
+def test_not_a_checkpoint(tmp_path):
+    (tmp_path / "random.npz").write_bytes(os.urandom(1000))
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        load_checkpoint(tmp_path / "random.npz")
+    np.savez(tmp_path / "plain.npz", a=np.zeros(3))
+    with pytest.raises(CheckpointError, match="no __meta__"):
+        load_checkpoint(tmp_path / "plain.npz")
+    np.save(tmp_path / "single.npy", np.zeros(3))
+    with pytest.raises(CheckpointError, match="single array"):
+        load_checkpoint(tmp_path / "single.npy")
+
+
+def test_pickled_arrays_are_never_loaded(saved, tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    out = tmp_path / "evil.npz"
+    with np.load(saved, allow_pickle=False) as archive:
+        arrays = {k: archive[k] for k in archive.files}
+    arrays["param/0.bias"] = np.array([Payload()] * 8, dtype=object)
+    np.savez(out, **arrays)
+    with pytest.raises(CheckpointError):
+        load_checkpoint(out)
+    assert not marker.exists()
+
+
+def test_member_larger_than_declared_is_refused_before_reading(saved, tmp_path):
+    out = tmp_path / "big.npz"
+    with zipfile.ZipFile(saved) as source, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as target:
+        for item in source.infolist():
+            data = source.read(item)
+            if item.filename == "param/0.bias.npy":
+                data += bytes(10 << 20)  # 10 MB of trailing zeros, compresses to little
+            target.writestr(item.filename, data)
+    with pytest.raises(CheckpointError, match="unpacks to"):
+        load_checkpoint(out)
+
+
+SAVER = textwrap.dedent(
+    """
+    import sys, numpy as np
+    from xpcnn import models
+    from xpcnn.checkpoint import save_checkpoint
+    net = models.lenet(0)
+    print("ready", flush=True)
+    i = 0
+    while True:
+        i += 1
+        net.params["0.bias"][...] = i
+        save_checkpoint(sys.argv[1], net, trainer={"i": i})
+    """
+)
+
+
+def test_sigkill_while_saving_keeps_a_loadable_checkpoint(tmp_path):
+    path = tmp_path / "ckpt.npz"
+    save_checkpoint(path, models.lenet(0), trainer={"i": 0})
+    rng = np.random.default_rng(0)
+    last = 0
+    for _ in range(6):
+        process = subprocess.Popen([sys.executable, "-c", SAVER, str(path)], stdout=subprocess.PIPE)
+        assert process.stdout.readline().strip() == b"ready"
+        time.sleep(rng.uniform(0.05, 0.6))
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        loaded = load_checkpoint(path)  # never half-written
+        i = loaded.trainer["i"]
+        assert np.all(loaded.model.params["0.bias"] == i)
+        last = max(last, i)
+    assert last > 0
+    # A killed save may leave its temporary file, never anything named like a checkpoint.
+    leftovers = {p.name for p in tmp_path.iterdir()} - {"ckpt.npz"}
+    assert all(name.startswith(".ckpt.npz.") and name.endswith(".tmp") for name in leftovers)

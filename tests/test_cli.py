@@ -1,0 +1,137 @@
+"""The xpcnn command, run as a subprocess: exit codes, outputs, an end-to-end run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from xpcnn.checkpoint import load_checkpoint
+from xpcnn.datasets import load_bundled
+
+
+def env_without_data(tmp_path: Path) -> dict[str, str]:
+    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"), PYTHONWARNINGS="ignore")
+    env.pop("XPCNN_DATA_DIR", None)
+    return env
+
+
+def xpcnn(*args: str, env: dict[str, str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "xpcnn.cli", *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """One short training run on the bundled subset, shared by the tests below."""
+    tmp = tmp_path_factory.mktemp("cli")
+    env = env_without_data(tmp)
+    result = xpcnn("train", "--no-download", "--limit", "1500", "--epochs", "1", "--out", "run", "--no-progress",
+                   "--val-split", "0.1", env=env, cwd=tmp)
+    return tmp, env, result
+
+
+def test_train_end_to_end(run):
+    tmp, env, result = run
+    assert result.returncode == 0, result.stderr
+    assert "using the bundled MNIST subset" in result.stdout
+    assert "test accuracy" in result.stdout and "epoch 1/1" in result.stdout
+    files = {p.name for p in (tmp / "run").iterdir()}
+    assert {"checkpoint.npz", "metrics.jsonl", "summary.json"} <= files
+    summary = json.loads((tmp / "run" / "summary.json").read_text())
+    assert summary["model"] == "seed" and summary["train_images"] == 1350 and summary["test_accuracy"] > 0.5
+    row = json.loads((tmp / "run" / "metrics.jsonl").read_text().splitlines()[0])
+    assert {"train_loss", "val_accuracy"} <= set(row)
+    if "plots:" in result.stdout:
+        assert {"curves.png", "confusion.png"} <= files
+
+
+def test_evaluate(run):
+    tmp, env, _ = run
+    result = xpcnn("evaluate", "run/checkpoint.npz", "--no-download", "--json", env=env, cwd=tmp)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["images"] == 2000 and 0.5 < report["accuracy"] <= 1.0
+
+
+def test_predict_npy_and_png(run):
+    tmp, env, _ = run
+    test = load_bundled().test
+    np.save(tmp / "digit.npy", test.images[0])
+    result = xpcnn("predict", "run/checkpoint.npz", "digit.npy", "--top", "2", env=env, cwd=tmp)
+    assert result.returncode == 0, result.stderr
+    line = result.stdout.strip()
+    assert line.startswith("digit.npy: ") and line.count("%") == 2
+
+
+def test_predict_picture(run):
+    image_module = pytest.importorskip("PIL.Image")
+    tmp, env, _ = run
+    test = load_bundled().test
+    picked = np.flatnonzero(test.labels == 0)[:1]
+    # Dark ink on light paper, twice MNIST's size: --invert and the resize must undo both.
+    image_module.fromarray(255 - test.images[picked[0]]).resize((56, 56)).save(tmp / "paper.png")
+    result = xpcnn("predict", "run/checkpoint.npz", "paper.png", "--invert", env=env, cwd=tmp)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("paper.png: ") and "%" in result.stdout
+
+
+def test_usage_errors_exit_2(tmp_path):
+    env = env_without_data(tmp_path)
+    for args in (["train", "--epochs", "0"], ["train", "--model", "resnet"], ["frobnicate"], [],
+                 ["train", "--optimizer", "adam", "--momentum", "0.9", "--no-download"]):
+        result = xpcnn(*args, env=env, cwd=tmp_path)
+        assert result.returncode == 2, (args, result.stderr)
+        assert "usage:" in result.stderr
+
+
+def test_failures_are_one_line_exit_1(tmp_path):
+    env = env_without_data(tmp_path)
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    result = xpcnn("evaluate", "junk.npz", env=env, cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1 and "junk.npz" in result.stderr and "Traceback" not in result.stderr
+    result = xpcnn("--debug", "evaluate", "junk.npz", env=env, cwd=tmp_path)
+    assert result.returncode == 1 and "Traceback" in result.stderr
+
+
+def test_refuses_to_overwrite_a_run_and_resumes(run):
+    tmp, env, _ = run
+    result = xpcnn("train", "--out", "run", "--no-download", env=env, cwd=tmp)
+    assert result.returncode == 2 and "--resume" in result.stderr
+    result = xpcnn("train", "--out", "run", "--resume", "--epochs", "2", "--no-download", "--limit", "1500",
+                   "--val-split", "0.1", "--no-progress", "--no-plots", env=env, cwd=tmp)
+    assert result.returncode == 0, result.stderr
+    assert "resuming" in result.stdout and "epoch 2/2" in result.stdout
+
+
+def test_ctrl_c_saves_and_resume_finishes(tmp_path):
+    env = env_without_data(tmp_path)
+    command = [sys.executable, "-m", "xpcnn.cli", "train", "--no-download", "--limit", "3000", "--epochs", "2",
+               "--out", "run", "--checkpoint-every", "5", "--no-progress", "--no-plots"]
+    process = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "run" / "checkpoint.npz").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "checkpoint saved" in stdout and "--resume" in stdout
+    steps = load_checkpoint(tmp_path / "run" / "checkpoint.npz").optimizer["steps"]
+    assert 0 < steps < 2 * 47
+    result = xpcnn("train", "--out", "run", "--resume", "--no-download", "--limit", "3000", "--no-progress", "--no-plots", env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert load_checkpoint(tmp_path / "run" / "checkpoint.npz").optimizer["steps"] == 2 * 47
+
+
+def test_info_lists_backends(tmp_path):
+    result = xpcnn("info", env=env_without_data(tmp_path), cwd=tmp_path)
+    assert result.returncode == 0
+    assert "backend numpy: usable" in result.stdout and "backend cupy:" in result.stdout
+    assert "OPENBLAS_CORETYPE=" in result.stdout

@@ -1,0 +1,123 @@
+"""Optimizers against hand-computed updates and against torch.optim; schedules."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import xpcnn
+from xpcnn import backend
+from xpcnn.optim import SGD, Adam, AdamW, Cosine, Schedule, StepDecay, schedule_from_config
+
+
+def one_param_model(target, value=1.0, grad=0.5):
+    """A Dense(1, 1) whose weight is `value` and gradient `grad` (bias the same)."""
+    net = xpcnn.Sequential([xpcnn.Dense(1, 1)]).to(*target, "float64")
+    layer = net[0]
+    layer.params = {k: backend.to_backend(np.full(p.shape, value), *target, "float64") for k, p in layer.params.items()}
+    layer.grads = {k: backend.to_backend(np.full(p.shape, grad), *target, "float64") for k, p in layer.params.items()}
+    return net
+
+
+def weight(net) -> float:
+    return float(backend.to_numpy(net.params["0.weight"]).ravel()[0])
+
+
+def test_sgd_plain_momentum_nesterov_and_decay_by_hand(target):
+    net = one_param_model(target)
+    SGD(net, lr=0.1).step()
+    assert weight(net) == pytest.approx(1 - 0.1 * 0.5)
+    net = one_param_model(target)
+    opt = SGD(net, lr=0.1, momentum=0.9, weight_decay=0.2)
+    opt.step()  # g = 0.5 + 0.2*1 = 0.7; v = 0.7; w = 1 - 0.07 = 0.93
+    assert weight(net) == pytest.approx(0.93)
+    opt.step()  # g = 0.5 + 0.2*0.93 = 0.686; v = 0.9*0.7 + 0.686 = 1.316; w = 0.93 - 0.1316
+    assert weight(net) == pytest.approx(0.93 - 0.1316)
+    net = one_param_model(target)
+    opt = SGD(net, lr=0.1, momentum=0.5, nesterov=True)
+    opt.step()  # v = 0.5; step = g + 0.5 v = 0.75
+    opt.step()  # v = 0.25 + 0.5 = 0.75; step = 0.5 + 0.375 = 0.875
+    assert weight(net) == pytest.approx(1 - 0.075 - 0.0875)
+
+
+def test_adam_and_adamw_first_step_by_hand(target):
+    net = one_param_model(target)
+    Adam(net, lr=0.01).step()  # bias-corrected m / sqrt(v) = sign(g) on step 1
+    assert weight(net) == pytest.approx(1 - 0.01, abs=1e-9)
+    net = one_param_model(target)
+    AdamW(net, lr=0.01, weight_decay=0.1).step()
+    assert weight(net) == pytest.approx(1 * (1 - 0.001) - 0.01, abs=1e-9)
+    net = one_param_model(target)
+    Adam(net, lr=0.01, weight_decay=0.1).step()  # L2 changes g, not the first step's size
+    assert weight(net) == pytest.approx(1 - 0.01, abs=1e-9)
+
+
+def test_state_lives_on_the_model_backend(target):
+    net = one_param_model(target)
+    opt = Adam(net, lr=0.01)
+    opt.step()
+    for value in opt.state_arrays().values():
+        assert backend.backend_of(value) == target[0]
+        assert backend.dtype_name(value.dtype) == "float64"
+
+
+def test_step_without_gradients_is_an_error():
+    net = xpcnn.Sequential([xpcnn.Dense(2, 2)])
+    with pytest.raises(RuntimeError, match="no gradient for 0.weight"):
+        SGD(net, 0.1).step()
+    SGD(net, 0.1).zero_grad()
+    assert float(np.sum(net.grads["0.weight"])) == 0.0
+
+
+@pytest.mark.parametrize("kind", ["sgd", "nesterov", "adam", "adamw"])
+def test_against_torch_optim(target, kind):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(0)
+    net = xpcnn.Sequential([xpcnn.Dense(4, 3, rng=rng)]).to(*target, "float64")
+    t_params = [torch.tensor(backend.to_numpy(p), requires_grad=True) for p in net.params.values()]
+    if kind == "sgd":
+        ours, theirs = SGD(net, 0.1, momentum=0.9, weight_decay=0.01), torch.optim.SGD(t_params, 0.1, momentum=0.9, weight_decay=0.01)
+    elif kind == "nesterov":
+        ours, theirs = SGD(net, 0.1, momentum=0.8, nesterov=True), torch.optim.SGD(t_params, 0.1, momentum=0.8, nesterov=True)
+    elif kind == "adam":
+        ours, theirs = Adam(net, 0.01, weight_decay=0.01), torch.optim.Adam(t_params, 0.01, weight_decay=0.01)
+    else:
+        ours, theirs = AdamW(net, 0.01, weight_decay=0.05), torch.optim.AdamW(t_params, 0.01, weight_decay=0.05)
+    for step in range(5):
+        grads = [rng.standard_normal(p.shape) for p in t_params]
+        for layer in net:
+            layer.grads = {k: backend.to_backend(g, *target, "float64") for k, g in zip(layer.params, grads)}
+        for p, g in zip(t_params, grads):
+            p.grad = torch.tensor(g)
+        ours.step()
+        theirs.step()
+        for mine, reference in zip(net.params.values(), t_params):
+            np.testing.assert_allclose(backend.to_numpy(mine), reference.detach().numpy(), rtol=1e-12, atol=1e-14)
+
+
+def test_schedules():
+    assert Schedule()(100) == 1.0
+    step = StepDecay(10, 0.5)
+    assert [step(s) for s in (0, 9, 10, 25)] == [1.0, 1.0, 0.5, 0.25]
+    cosine = Cosine(total=110, warmup=10, floor=0.0)
+    assert cosine(0) == pytest.approx(0.1) and cosine(9) == pytest.approx(1.0)
+    assert cosine(10) == pytest.approx(1.0) and cosine(60) == pytest.approx(0.5) and cosine(110) == pytest.approx(0.0)
+    assert all(cosine(s) >= cosine(s + 1) for s in range(10, 110))
+    assert schedule_from_config(cosine.config())(60) == cosine(60)
+    with pytest.raises(ValueError, match="unknown schedule"):
+        schedule_from_config({"type": "exotic"})
+    with pytest.raises(ValueError):
+        Cosine(total=10, warmup=10)
+
+
+def test_optimizer_uses_the_schedule():
+    net = xpcnn.Sequential([xpcnn.Dense(1, 1)])
+    opt = SGD(net, 1.0, schedule=StepDecay(1, 0.5))
+    lrs = []
+    for _ in range(3):
+        lrs.append(opt.current_lr)
+        net[0].grads = {k: np.zeros_like(p) for k, p in net[0].params.items()}
+        opt.step()
+    assert lrs == [1.0, 0.5, 0.25] and math.isclose(opt.current_lr, 0.125)

@@ -1,0 +1,186 @@
+"""Checkpoints: arrays plus JSON in one .npz file, no pickle, loadable on any backend.
+
+Members: "__meta__" (UTF-8 JSON as uint8), "param/<name>", "buffer/<name>" and
+"optim/<slot>/<name>". The JSON holds the architecture, each array's shape and dtype,
+layer extra state (dropout counters), optimizer settings and the trainer's state.
+Saving is atomic (temporary file, fsync, rename): a crash keeps the previous checkpoint.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import backend
+from ._version import __version__
+from .atomic import atomic_write_bytes
+from .model import Sequential
+
+FORMAT = "xpcnn-checkpoint"
+VERSION = 1
+META_KEY = "__meta__"
+MAX_META_BYTES = 1 << 24  # 16 MiB of JSON is far beyond any real architecture and history
+MAX_ARRAY_BYTES = 1 << 31  # 2 GiB per array
+NPY_HEADER_SLACK = 1 << 16  # an .npy member is its header (< 64 KiB) plus the declared data
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is unreadable or does not match what it declares."""
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint: the model (on the requested backend), the optimizer's settings,
+    step count and state arrays (host), and the trainer's JSON state."""
+
+    model: Sequential
+    optimizer: dict[str, Any] | None = None
+    optimizer_arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    trainer: dict[str, Any] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def save_checkpoint(path: str | Path, model: Sequential, optimizer: Any = None, trainer: dict[str, Any] | None = None) -> None:
+    """Write model, optimizer and trainer state to `path` atomically."""
+    arrays: dict[str, np.ndarray] = {}
+    arrays.update({f"param/{k}": backend.to_numpy(v) for k, v in model.params.items()})
+    arrays.update({f"buffer/{k}": backend.to_numpy(v) for k, v in model.buffers.items()})
+    optimizer_meta = None
+    if optimizer is not None:
+        arrays.update({f"optim/{k}": backend.to_numpy(v) for k, v in optimizer.state_arrays().items()})
+        optimizer_meta = {"config": optimizer.config(), "steps": optimizer.steps}
+    meta = {
+        "format": FORMAT,
+        "version": VERSION,
+        "xpcnn": __version__,
+        "architecture": model.config(),
+        "extra_state": {str(i): layer.extra_state() for i, layer in enumerate(model) if layer.extra_state()},
+        "arrays": {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in arrays.items()},
+        "optimizer": optimizer_meta,
+        "trainer": trainer or {},
+    }
+    arrays[META_KEY] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def _read_meta(archive: Any, path: Path) -> dict[str, Any]:
+    if META_KEY not in archive.files:
+        raise CheckpointError(f"{path}: not an xpcnn checkpoint (no {META_KEY} entry)")
+    raw = archive[META_KEY]
+    if raw.dtype != np.uint8 or raw.ndim != 1 or raw.size > MAX_META_BYTES:
+        raise CheckpointError(f"{path}: {META_KEY} must be a 1-D uint8 array of at most {MAX_META_BYTES:,} bytes")
+    try:
+        meta = json.loads(raw.tobytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path}: {META_KEY} is not UTF-8 JSON: {exc}") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not an xpcnn checkpoint (format {meta.get('format') if isinstance(meta, dict) else None!r})")
+    if meta.get("version") != VERSION:
+        raise CheckpointError(f"{path}: checkpoint version {meta.get('version')!r}, this xpcnn reads version {VERSION}")
+    for key in ("architecture", "arrays", "extra_state", "trainer"):
+        if key not in meta:
+            raise CheckpointError(f"{path}: checkpoint metadata lacks {key!r}")
+    return meta
+
+
+def _expected_arrays(model: Sequential) -> dict[str, tuple[tuple[int, ...], str]]:
+    expected = {f"param/{k}": v for k, v in model.params.items()}
+    expected.update({f"buffer/{k}": v for k, v in model.buffers.items()})
+    return {k: (tuple(v.shape), backend.dtype_name(v.dtype)) for k, v in expected.items()}
+
+
+def load_checkpoint(path: str | Path, backend_name: str = "numpy", device: Any = None, dtype: str | None = None) -> Checkpoint:
+    """Load a checkpoint onto a backend (dtype: the saved one unless given).
+
+    Every array must be exactly what the architecture needs (names, shapes, one float
+    dtype); a mismatch raises CheckpointError listing each difference.
+    """
+    path = Path(path)
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise
+        raise CheckpointError(f"{path}: not a readable checkpoint (.npz): {exc}") from None
+    if not hasattr(archive, "files"):
+        raise CheckpointError(f"{path}: a single array, not a checkpoint archive")
+    with archive:
+        meta = _read_meta(archive, path)
+        try:
+            model = Sequential.from_config(meta["architecture"])
+        except (ValueError, TypeError) as exc:
+            raise CheckpointError(f"{path}: bad architecture: {exc}") from None
+        declared = meta["arrays"]
+        stored = set(archive.files) - {META_KEY}
+        if not isinstance(declared, dict) or set(declared) != stored:
+            raise CheckpointError(f"{path}: the arrays listed in the metadata differ from those stored: {sorted(set(declared) ^ stored)}")
+        expected = _expected_arrays(model)
+        problems = [f"missing {k}" for k in expected if k not in stored]
+        problems += [f"unexpected {k}" for k in stored if k not in expected and not k.startswith("optim/")]
+        arrays: dict[str, np.ndarray] = {}
+        for key in sorted(stored):
+            arrays[key] = _read_array(archive, key, declared[key], path)
+            if key in expected and tuple(arrays[key].shape) != expected[key][0]:
+                problems.append(f"{key}: shape {tuple(arrays[key].shape)}, architecture needs {expected[key][0]}")
+        dtypes = {str(arrays[k].dtype) for k in expected if k in arrays}
+        if len(dtypes) > 1 or not dtypes <= set(backend.DTYPES):
+            problems.append(f"model arrays must share one dtype of {backend.DTYPES}, got {sorted(dtypes)}")
+        if problems:
+            raise CheckpointError(f"{path}: does not match its architecture: " + "; ".join(problems))
+    for key, value in arrays.items():
+        if not key.startswith("optim/"):
+            model.set_array(key.partition("/")[2], value)
+    for index, state in meta["extra_state"].items():
+        try:
+            model[int(index)].load_extra_state(state)
+        except (ValueError, IndexError, TypeError) as exc:
+            raise CheckpointError(f"{path}: bad extra state for layer {index}: {exc}") from None
+    model.to(backend_name, device, dtype)
+    optimizer_arrays = {k.removeprefix("optim/"): v for k, v in arrays.items() if k.startswith("optim/")}
+    return Checkpoint(model, meta.get("optimizer"), optimizer_arrays, meta["trainer"], meta)
+
+
+def _read_array(archive: Any, key: str, declared: Any, path: Path) -> np.ndarray:
+    """One member, after checking its declared size against the limit, then against itself."""
+    try:
+        shape, dtype = tuple(int(d) for d in declared["shape"]), np.dtype(declared["dtype"])
+    except (TypeError, KeyError, ValueError) as exc:
+        raise CheckpointError(f"{path}: bad declaration of {key}: {declared!r} ({exc})") from None
+    if any(d < 0 for d in shape) or int(np.prod(shape, dtype=np.float64)) * dtype.itemsize > MAX_ARRAY_BYTES:
+        raise CheckpointError(f"{path}: {key} declares shape {shape} of {dtype}, negative or over {MAX_ARRAY_BYTES:,} bytes")
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    try:
+        member_size = archive.zip.getinfo(f"{key}.npy").file_size
+    except KeyError:
+        raise CheckpointError(f"{path}: {key} is not stored as an .npy member") from None
+    if member_size > nbytes + NPY_HEADER_SLACK:
+        raise CheckpointError(f"{path}: {key} unpacks to {member_size:,} bytes, its declaration allows {nbytes:,}")
+    # NumPy allocates what the .npy header asks for before reading: check the header first.
+    header_readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+    try:
+        with archive.zip.open(f"{key}.npy") as member:
+            version = np.lib.format.read_magic(member)
+            if version not in header_readers:
+                raise ValueError(f"unsupported .npy version {version}")
+            header_shape, _, header_dtype = header_readers[version](member)
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
+        raise CheckpointError(f"{path}: cannot read the header of {key}: {exc}") from None
+    if tuple(header_shape) != shape or header_dtype != dtype:
+        raise CheckpointError(f"{path}: {key} is stored as {tuple(header_shape)} {header_dtype}, metadata says {shape} {dtype}")
+    try:
+        value = archive[key]
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
+        raise CheckpointError(f"{path}: cannot read {key}: {exc}") from None
+    if value.shape != shape or value.dtype != dtype:
+        raise CheckpointError(f"{path}: {key} is {value.shape} {value.dtype}, metadata says {shape} {dtype}")
+    if value.dtype.kind != "f":
+        raise CheckpointError(f"{path}: {key} has dtype {value.dtype}, expected floating point")
+    return value

@@ -1,0 +1,141 @@
+"""Finding, verifying and downloading dataset files.
+
+Files are looked for in the `--data-dir` folder, then `$XPCNN_DATA_DIR`, then the per-user
+cache (`$XDG_CACHE_HOME/xpcnn` or `~/.cache/xpcnn`), each folder either holding the files
+or a sub-folder named after the dataset. A file counts only once its checksum matches.
+Downloads go to a temporary file in the cache, are verified, then renamed into place, so
+an interrupted or corrupted download never leaves a file that looks valid.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .idx import GZIP_MAGIC, IDXError, parse_idx, read_idx_bytes
+from .sources import DataFile, DatasetSpec
+
+GZIP_SLACK = 1 << 20  # a gzip file is never much larger than its content
+
+
+class ChecksumError(ValueError):
+    """A file's content does not match the published checksum."""
+
+
+class DownloadError(RuntimeError):
+    """No mirror delivered a valid file; the message lists every attempt."""
+
+
+def cache_dir() -> Path:
+    """The per-user cache folder of xpcnn."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "xpcnn"
+
+
+def search_dirs(spec: DatasetSpec, data_dir: str | Path | None = None) -> list[Path]:
+    """Folders to look in, in order: data_dir, $XPCNN_DATA_DIR, the cache; each also with
+    a sub-folder named after the dataset."""
+    roots = [Path(p) for p in (data_dir, os.environ.get("XPCNN_DATA_DIR")) if p]
+    roots.append(cache_dir())
+    return [d for root in roots for d in (root, root / spec.name)]
+
+
+def load_verified(path: Path, file: DataFile) -> np.ndarray:
+    """Read `path` as the data file `file` describes; ChecksumError or IDXError if it is not."""
+    if file.of == "gzip":
+        with open(path, "rb") as handle:
+            raw = handle.read(file.size + GZIP_SLACK)
+        if not raw.startswith(GZIP_MAGIC):
+            raise ChecksumError(f"{path}: only the published gzip file of {file.name} can be verified ({file.algorithm} of the .gz)")
+        digest = file.hash()
+        digest.update(raw)
+        if digest.hexdigest() != file.digest:
+            raise ChecksumError(f"{path}: {file.algorithm} of the gzip file is {digest.hexdigest()}, expected {file.digest}")
+        content = read_idx_bytes(path, max_bytes=file.size)
+    else:
+        content = read_idx_bytes(path, max_bytes=file.size)
+        digest = file.hash()
+        digest.update(content)
+        if digest.hexdigest() != file.digest:
+            raise ChecksumError(f"{path}: {file.algorithm} of the uncompressed content is {digest.hexdigest()}, expected {file.digest}")
+    if len(content) != file.size:
+        raise ChecksumError(f"{path}: {len(content):,} uncompressed bytes, expected {file.size:,}")
+    return parse_idx(content, path)
+
+
+def find_file(file: DataFile, dirs: Sequence[Path]) -> Path | None:
+    """The first existing `name` or `name.gz` in `dirs` (not yet verified)."""
+    for folder in dirs:
+        for candidate in (folder / file.name, folder / f"{file.name}.gz"):
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def _fetch(url: str, folder: Path, limit: int, timeout: float) -> Path:
+    """Stream `url` into a new temporary file in `folder`, at most `limit` bytes."""
+    fd, name = tempfile.mkstemp(dir=folder, prefix=".download-", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
+            received = 0
+            while chunk := response.read(1 << 16):
+                received += len(chunk)
+                if received > limit:
+                    raise DownloadError(f"{url}: more than {limit:,} bytes, refusing the rest")
+                out.write(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+    except BaseException:
+        os.unlink(name)
+        raise
+    return Path(name)
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def download_file(
+    file: DataFile,
+    mirrors: Sequence[str],
+    folder: Path,
+    *,
+    tries: int = 2,
+    timeout: float = 30.0,
+    backoff: float = 1.0,
+    log: Callable[[str], None] = lambda message: None,
+) -> Path:
+    """Download `file` (as name.gz) into `folder` from the first mirror that delivers a
+    verified copy, trying each mirror `tries` times; returns the final path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"{file.name}.gz"
+    failures = []
+    for mirror in mirrors:
+        url = mirror.rstrip("/") + f"/{file.name}.gz"
+        for attempt in range(1, tries + 1):
+            log(f"downloading {url}")
+            try:
+                part = _fetch(url, folder, file.size + GZIP_SLACK, timeout)
+                try:
+                    load_verified(part, file)
+                    os.replace(part, target)
+                    _fsync_dir(folder)
+                    return target
+                finally:
+                    part.unlink(missing_ok=True)
+            except (OSError, http.client.HTTPException, IDXError, ChecksumError, DownloadError) as exc:
+                failures.append(f"{url} (try {attempt}): {exc}")
+                if attempt < tries:
+                    time.sleep(backoff * attempt)
+    raise DownloadError(f"could not download {file.name}: " + "; ".join(failures))

@@ -1,0 +1,135 @@
+"""Datasets in memory: the full files when they can be found or downloaded, else the
+MNIST subset that ships inside the package."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from .files import ChecksumError, DownloadError, cache_dir, download_file, find_file, load_verified, search_dirs
+from .idx import IDXError
+from .sources import DATASETS, MNIST, DatasetSpec
+
+BUNDLED_FILE = "mnist-subset.npz"
+BUNDLED_CHECKSUMS = "mnist-subset.json"
+
+
+class DataNotFound(RuntimeError):
+    """The dataset is neither on disk nor downloadable, and has no bundled subset."""
+
+
+@dataclass
+class Dataset:
+    """Images (N, H, W) uint8 and labels (N,) int64 of one split, with the dataset's spec."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    spec: DatasetSpec
+
+    def __post_init__(self) -> None:
+        if self.images.ndim != 3 or self.images.dtype != np.uint8:
+            raise ValueError(f"{self.spec.name}: images must be (N, H, W) uint8, got {self.images.shape} {self.images.dtype}")
+        if self.labels.shape != (self.images.shape[0],):
+            raise ValueError(f"{self.spec.name}: {self.images.shape[0]} images but labels of shape {self.labels.shape}")
+        self.labels = self.labels.astype(np.int64)
+        if self.labels.size and (self.labels.min() < 0 or self.labels.max() >= len(self.spec.classes)):
+            raise ValueError(f"{self.spec.name}: labels must be in [0, {len(self.spec.classes)}), got [{self.labels.min()}, {self.labels.max()}]")
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of one normalised image."""
+        return (1, *self.images.shape[1:])
+
+    def normalize(self, images: np.ndarray) -> np.ndarray:
+        """uint8 (n, H, W) -> float32 (n, 1, H, W), scaled to [0, 1] then standardised."""
+        x = images.astype(np.float32) / np.float32(255.0)
+        return ((x - np.float32(self.spec.mean)) / np.float32(self.spec.std))[:, None, :, :]
+
+    def subset(self, indices: np.ndarray) -> "Dataset":
+        return Dataset(self.images[indices], self.labels[indices], self.spec)
+
+    def split(self, fraction: float, seed: int = 0) -> tuple["Dataset", "Dataset"]:
+        """(rest, held_out): a random `fraction` held out, e.g. for validation."""
+        if not 0.0 < fraction < 1.0:
+            raise ValueError(f"split fraction must be in (0, 1), got {fraction}")
+        order = np.random.default_rng(seed).permutation(len(self))
+        cut = int(round(len(self) * fraction))
+        return self.subset(np.sort(order[cut:])), self.subset(np.sort(order[:cut]))
+
+
+@dataclass
+class Loaded:
+    train: Dataset
+    test: Dataset
+    source: str  # one line: where the data came from
+
+
+def bundled_path() -> Path:
+    return Path(str(resources.files("xpcnn.datasets") / "data" / BUNDLED_FILE))
+
+
+def load_bundled() -> Loaded:
+    """The stratified MNIST subset shipped with xpcnn, checked against its checksums."""
+    path = bundled_path()
+    meta = json.loads((path.parent / BUNDLED_CHECKSUMS).read_text())
+    content = path.read_bytes()
+    actual = hashlib.sha256(content).hexdigest()
+    if actual != meta["sha256"]:
+        raise ChecksumError(f"{path}: sha256 {actual}, expected {meta['sha256']}; the installation is damaged")
+    with np.load(path, allow_pickle=False) as arrays:
+        data = {key: arrays[key] for key in ("train_images", "train_labels", "test_images", "test_labels")}
+    return Loaded(
+        Dataset(data["train_images"], data["train_labels"], MNIST),
+        Dataset(data["test_images"], data["test_labels"], MNIST),
+        f"bundled MNIST subset ({len(data['train_labels']):,} train / {len(data['test_labels']):,} test images)",
+    )
+
+
+def load_full(spec: DatasetSpec, data_dir: str | Path | None = None, download: bool = True,
+              log: Callable[[str], None] = lambda message: None) -> Loaded:
+    """The full dataset from disk, downloading missing files into the cache if allowed."""
+    dirs = search_dirs(spec, data_dir)
+    arrays, places = {}, set()
+    for key, file in spec.files.items():
+        path = find_file(file, dirs)
+        if path is None:
+            if not download:
+                raise DataNotFound(f"{spec.name}: {file.name} not found in {', '.join(map(str, dirs))}")
+            path = download_file(file, spec.mirrors, cache_dir() / spec.name, log=log)
+        arrays[key] = load_verified(path, file)
+        places.add(str(path.parent))
+    return Loaded(
+        Dataset(arrays["train_images"], arrays["train_labels"], spec),
+        Dataset(arrays["test_images"], arrays["test_labels"], spec),
+        f"full {spec.name} from {', '.join(sorted(places))}",
+    )
+
+
+def load_dataset(name: str = "mnist", data_dir: str | Path | None = None, *, download: bool = True,
+                 allow_bundled: bool = True, log: Callable[[str], None] = lambda message: None) -> Loaded:
+    """The best data available: full files (found or downloaded), else, for MNIST, the
+    bundled subset, announced in one line through `log`. A file that is present but
+    fails its checksum is an error, never silently replaced by the subset."""
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; expected one of {', '.join(DATASETS)}")
+    spec = DATASETS[name]
+    try:
+        return load_full(spec, data_dir, download, log)
+    except (DataNotFound, DownloadError) as exc:
+        if not (allow_bundled and spec is MNIST):
+            raise DataNotFound(str(exc)) from None
+        loaded = load_bundled()
+        log(f"full MNIST neither found nor downloadable; using the {loaded.source}")
+        return loaded
+
+
+__all__ = ["Dataset", "Loaded", "DataNotFound", "load_dataset", "load_full", "load_bundled", "IDXError", "ChecksumError"]

@@ -1,0 +1,202 @@
+"""Optimizers and learning-rate schedules.
+
+Updates follow PyTorch's definitions (torch.optim.SGD, Adam, AdamW) and are applied in
+place to the model's arrays; optimizer state (momenta) is created with `zeros_like` of
+each parameter, so it lives on the model's backend, device and dtype.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from array_api_compat import array_namespace
+
+from .model import Sequential
+
+
+class Schedule:
+    """A learning-rate multiplier as a function of the optimizer step (0-based)."""
+
+    def __call__(self, step: int) -> float:
+        return 1.0
+
+    def config(self) -> dict[str, Any]:
+        return {"type": "constant"}
+
+
+class StepDecay(Schedule):
+    """Multiply by `gamma` every `every` steps."""
+
+    def __init__(self, every: int, gamma: float = 0.1) -> None:
+        if every < 1 or gamma <= 0:
+            raise ValueError(f"StepDecay needs every >= 1 and gamma > 0, got {every}, {gamma}")
+        self.every, self.gamma = every, gamma
+
+    def __call__(self, step: int) -> float:
+        return self.gamma ** (step // self.every)
+
+    def config(self) -> dict[str, Any]:
+        return {"type": "step", "every": self.every, "gamma": self.gamma}
+
+
+class Cosine(Schedule):
+    """Linear warm-up over `warmup` steps, then cosine decay to `floor` at `total` steps."""
+
+    def __init__(self, total: int, warmup: int = 0, floor: float = 0.0) -> None:
+        if total < 1 or not 0 <= warmup < total or not 0.0 <= floor <= 1.0:
+            raise ValueError(f"Cosine needs total >= 1, 0 <= warmup < total, 0 <= floor <= 1, got {total}, {warmup}, {floor}")
+        self.total, self.warmup, self.floor = total, warmup, floor
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return (step + 1) / self.warmup
+        progress = min(1.0, (step - self.warmup) / max(1, self.total - self.warmup))
+        return self.floor + (1 - self.floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    def config(self) -> dict[str, Any]:
+        return {"type": "cosine", "total": self.total, "warmup": self.warmup, "floor": self.floor}
+
+
+SCHEDULES = {"constant": Schedule, "step": StepDecay, "cosine": Cosine}
+
+
+def schedule_from_config(config: dict[str, Any]) -> Schedule:
+    kind = config.get("type")
+    if kind not in SCHEDULES:
+        raise ValueError(f"unknown schedule {kind!r}; expected one of {', '.join(SCHEDULES)}")
+    return SCHEDULES[kind](**{k: v for k, v in config.items() if k != "type"})
+
+
+class Optimizer:
+    """Base: `step()` applies one update from the model's grads; `zero_grad()` clears them."""
+
+    slots: tuple[str, ...] = ()  # names of the per-parameter state arrays
+
+    def __init__(self, model: Sequential, lr: float, weight_decay: float = 0.0, schedule: Schedule | None = None) -> None:
+        if lr <= 0 or weight_decay < 0:
+            raise ValueError(f"{type(self).__name__} needs lr > 0 and weight_decay >= 0, got {lr}, {weight_decay}")
+        self.model, self.lr, self.weight_decay = model, lr, weight_decay
+        self.schedule = schedule or Schedule()
+        self.steps = 0
+        self.state: dict[str, dict[str, Any]] = {slot: {} for slot in self.slots}
+
+    @property
+    def current_lr(self) -> float:
+        """The learning rate the next step will use."""
+        return self.lr * self.schedule(self.steps)
+
+    def step(self) -> None:
+        lr = self.current_lr
+        grads = self.model.grads
+        for name, param in self.model.params.items():
+            if name not in grads:
+                raise RuntimeError(f"{type(self).__name__}: no gradient for {name}; run backward() before step()")
+            self._update(name, param, grads[name], lr)
+        self.steps += 1
+
+    def zero_grad(self) -> None:
+        for layer in self.model:
+            layer.grads = {k: array_namespace(p).zeros_like(p) for k, p in layer.params.items()}
+
+    def _slot(self, slot: str, name: str, param: Any) -> Any:
+        store = self.state[slot]
+        if name not in store:
+            store[name] = array_namespace(param).zeros_like(param)
+        return store[name]
+
+    def _update(self, name: str, param: Any, grad: Any, lr: float) -> None:
+        raise NotImplementedError
+
+    def config(self) -> dict[str, Any]:
+        return {"type": type(self).__name__, "lr": self.lr, "weight_decay": self.weight_decay, "schedule": self.schedule.config()}
+
+    def state_arrays(self) -> dict[str, Any]:
+        """Per-parameter state as "slot/param" -> array (for checkpoints)."""
+        return {f"{slot}/{name}": value for slot, store in self.state.items() for name, value in store.items()}
+
+    def load_state_arrays(self, arrays: dict[str, Any], steps: int) -> None:
+        """Restore `state_arrays()` output (already on the model's backend) and the step count."""
+        params = self.model.params
+        state: dict[str, dict[str, Any]] = {slot: {} for slot in self.slots}
+        for key, value in arrays.items():
+            slot, _, name = key.partition("/")
+            if slot not in state or name not in params:
+                raise ValueError(f"{type(self).__name__}: unexpected state {key!r}")
+            if tuple(value.shape) != tuple(params[name].shape) or value.dtype != params[name].dtype:
+                raise ValueError(f"{type(self).__name__}: state {key!r} is {tuple(value.shape)} {value.dtype}, parameter is {tuple(params[name].shape)} {params[name].dtype}")
+            state[slot][name] = value
+        self.state, self.steps = state, steps
+
+
+class SGD(Optimizer):
+    """p -= lr * (g + wd p), with optional (Nesterov) momentum as in torch.optim.SGD."""
+
+    slots = ("momentum",)
+
+    def __init__(self, model: Sequential, lr: float, momentum: float = 0.0, nesterov: bool = False,
+                 weight_decay: float = 0.0, schedule: Schedule | None = None) -> None:
+        super().__init__(model, lr, weight_decay, schedule)
+        if not 0.0 <= momentum < 1.0 or (nesterov and momentum == 0.0):
+            raise ValueError(f"SGD needs 0 <= momentum < 1 (> 0 for nesterov), got {momentum}")
+        self.momentum, self.nesterov = momentum, nesterov
+
+    def _update(self, name: str, param: Any, grad: Any, lr: float) -> None:
+        if self.weight_decay:
+            grad = grad + self.weight_decay * param
+        if self.momentum:
+            velocity = self._slot("momentum", name, param)
+            velocity *= self.momentum
+            velocity += grad
+            grad = grad + self.momentum * velocity if self.nesterov else velocity
+        param -= lr * grad
+
+    def config(self) -> dict[str, Any]:
+        return {**super().config(), "momentum": self.momentum, "nesterov": self.nesterov}
+
+
+class Adam(Optimizer):
+    """Adam (torch.optim.Adam): weight decay is added to the gradient (L2)."""
+
+    slots = ("exp_avg", "exp_avg_sq")
+    decoupled = False
+
+    def __init__(self, model: Sequential, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0.0, schedule: Schedule | None = None) -> None:
+        super().__init__(model, lr, weight_decay, schedule)
+        if not all(0.0 <= b < 1.0 for b in betas) or eps <= 0:
+            raise ValueError(f"{type(self).__name__} needs betas in [0, 1) and eps > 0, got {betas}, {eps}")
+        self.betas, self.eps = tuple(betas), eps
+
+    def _update(self, name: str, param: Any, grad: Any, lr: float) -> None:
+        xp = array_namespace(param)
+        beta1, beta2 = self.betas
+        if self.weight_decay:
+            if self.decoupled:
+                param *= 1 - lr * self.weight_decay
+            else:
+                grad = grad + self.weight_decay * param
+        m, v = self._slot("exp_avg", name, param), self._slot("exp_avg_sq", name, param)
+        m *= beta1
+        m += (1 - beta1) * grad
+        v *= beta2
+        v += (1 - beta2) * (grad * grad)
+        t = self.steps + 1
+        denominator = xp.sqrt(v) / math.sqrt(1 - beta2**t) + self.eps
+        param -= (lr / (1 - beta1**t)) * (m / denominator)
+
+    def config(self) -> dict[str, Any]:
+        return {**super().config(), "betas": list(self.betas), "eps": self.eps}
+
+
+class AdamW(Adam):
+    """AdamW (torch.optim.AdamW): weight decay shrinks the weights directly (decoupled)."""
+
+    decoupled = True
+
+    def __init__(self, model: Sequential, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 1e-2, schedule: Schedule | None = None) -> None:
+        super().__init__(model, lr, betas, eps, weight_decay, schedule)
+
+
+OPTIMIZERS: dict[str, type[Optimizer]] = {"sgd": SGD, "adam": Adam, "adamw": AdamW}
