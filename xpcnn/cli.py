@@ -114,6 +114,17 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--invert", action="store_true", help="images are dark ink on light paper")
     predict.add_argument("--top", type=_positive_int, default=1, help="show the K most likely classes")
 
+    parity = commands.add_parser("parity", help="compare backends layer by layer on the same weights and batch",
+                                 description="Exit status 0 when every judged difference is within tolerance, 1 when not, 2 on bad usage or a backend not usable here.")
+    parity.add_argument("--backends", default="numpy,torch", help="comma-separated, first is the reference; NAME or NAME:DEVICE, e.g. numpy,cupy or numpy,torch:cuda (default: numpy,torch)")
+    parity.add_argument("--model", default="seed", help="preset (seed, lenet) or a checkpoint file (default: seed)")
+    parity.add_argument("--dtype", default="float64", choices=backend.DTYPES)
+    parity.add_argument("--batch-size", type=_positive_int, default=32, help="images of the bundled MNIST subset to use (default: 32)")
+    parity.add_argument("--steps", type=int, default=0, help="also train K steps on each backend and follow the drift (default: 0)")
+    parity.add_argument("--optimizer", default="sgd", choices=sorted(OPTIMIZERS), help="optimizer of --steps (default: sgd)")
+    parity.add_argument("--seed", type=int, default=0, help="seed of a preset's weights (default: 0)")
+    parity.add_argument("--json", action="store_true", help="print the report as JSON")
+
     commands.add_parser("info", help="version, usable backends, devices, BLAS")
 
     download = commands.add_parser("download", help="download and verify a dataset into the cache")
@@ -334,7 +345,60 @@ def cmd_download(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "info": cmd_info, "download": cmd_download}
+def cmd_parity(args: argparse.Namespace) -> int:
+    from . import parity
+    from .checkpoint import load_checkpoint
+    from .datasets import batches, load_bundled
+    from .models import PRESETS, build
+
+    targets = [parity.parse_target(spec.strip()) for spec in args.backends.split(",") if spec.strip()]
+    if len(targets) < 2:
+        raise UsageError("--backends needs at least two backends, e.g. numpy,torch")
+    for name, device in targets:
+        if name not in backend.BACKENDS:
+            raise UsageError(f"unknown backend {name!r}; expected one of {', '.join(backend.BACKENDS)}")
+        reason = backend.unavailable_reason(name)
+        if reason is None and device is not None:
+            try:
+                backend.device(name, device)
+                backend.to_backend(np.zeros(1), name, device)
+            except Exception as exc:  # each library reports a missing device its own way
+                reason = f"device {device!r} not usable: {exc}"
+        if reason is not None:
+            raise UsageError(f"backend {name}{':' + device if device else ''} is not usable here: {reason}")
+    if args.steps < 0:
+        raise UsageError("--steps must be >= 0")
+    if args.model in PRESETS:
+        model = build(args.model, args.seed)
+    elif Path(args.model).is_file():
+        model = load_checkpoint(args.model).model
+    else:
+        raise UsageError(f"--model {args.model!r} is neither a preset ({', '.join(PRESETS)}) nor a checkpoint file")
+    data = load_bundled()
+    x, y = next(batches(data.test, args.batch_size, shuffle=False))
+    report = parity.compare(model, x, y, targets, args.dtype)
+    result: dict[str, Any] = {"model": args.model, "batch_size": args.batch_size, "compare": report.to_dict()}
+    passed = report.passed
+    steps_report = None
+    if args.steps:
+        train_batches = list(batches(data.train, args.batch_size, seed=args.seed))[: args.steps]
+        steps_report = parity.trajectory(model, train_batches, targets, args.dtype, args.optimizer)
+        result["trajectory"] = steps_report.to_dict()
+        passed = passed and steps_report.passed
+    result["passed"] = passed
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(f"parity of {args.model} ({model.num_params():,} parameters), batch of {args.batch_size} bundled MNIST images, {args.dtype}")
+        print(report.to_table())
+        if steps_report is not None:
+            print(f"\ntraining {args.steps} steps with {args.optimizer}:")
+            print(steps_report.to_table())
+        print("PASS" if passed else "FAIL")
+    return 0 if passed else 1
+
+
+COMMANDS = {"train": cmd_train, "parity": cmd_parity, "evaluate": cmd_evaluate, "predict": cmd_predict, "info": cmd_info, "download": cmd_download}
 
 
 def main(argv: list[str] | None = None) -> int:
