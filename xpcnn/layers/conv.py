@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from array_api_compat import device
+
 from .. import backend
 from .base import Layer, Shape, pair
-from .windows import Padding, col2im, im2col, output_size
+from .windows import Padding, channel_rows, col2im, from_channel_rows, im2col, output_size
 
 
 def _padding(padding: Any, kernel: tuple[int, int], stride: tuple[int, int]) -> Padding:
@@ -85,23 +87,41 @@ class Conv2D(Layer):
         xp = self._namespace(x)
         n, o, ho, wo = self.output_shape(x.shape)
         weight, bias = self.params["weight"], self.params["bias"]
-        # x: (N, C, H, W) -> cols: (C*kh*kw, N*Ho*Wo)
-        cols = im2col(x, self.kernel_size, self.stride, self.padding, (ho, wo))
-        w2 = xp.reshape(weight, (o, -1))  # (O, C*kh*kw)
-        y = w2 @ cols + xp.reshape(bias, (o, 1))  # (O, N*Ho*Wo)
-        y = xp.permute_dims(xp.reshape(y, (o, n, ho, wo)), (1, 0, 2, 3))
-        return self._keep(training, (tuple(x.shape), cols), y)
+        # x: (N, C, H, W) -> cols: (C, kh, kw, N, Ho, Wo), read as (C*kh*kw, N*Ho*Wo)
+        cols = im2col(x, self.kernel_size, self.stride, self.padding, (ho, wo), self._reusable_buffer(x, (n, ho, wo)))
+        cols2 = xp.reshape(cols, (-1, n * ho * wo))
+        y = xp.reshape(weight, (o, -1)) @ cols2 + xp.reshape(bias, (o, 1))  # (O, N*Ho*Wo)
+        if training:
+            self._buffer = cols
+        return self._keep(training, (tuple(x.shape), cols2), from_channel_rows(y, (n, o, ho, wo)))
+
+    def _reusable_buffer(self, x: Any, out: tuple[int, int, int]) -> Any:
+        """Last step's im2col buffer, if it fits and no pending backward still needs it.
+
+        Reusing it saves allocating (and the OS zeroing) tens of MB per step, and its
+        padding positions are already zero."""
+        buffer = getattr(self, "_buffer", None)
+        n, ho, wo = out
+        c, (kh, kw) = self.in_channels, self.kernel_size
+        if buffer is None or self._cache is not None or tuple(buffer.shape) != (c, kh, kw, n, ho, wo):
+            return None
+        if buffer.dtype != x.dtype or device(buffer) != device(x):
+            return None
+        return buffer
 
     def backward(self, dy: Any) -> Any:
         x_shape, cols = self._take_cache(dy)
         xp = self._namespace(dy)
-        n, o, ho, wo = dy.shape
         weight = self.params["weight"]
-        # dy: (N, O, Ho, Wo) -> (O, N*Ho*Wo), the layout of the forward product
-        dy2 = xp.reshape(xp.permute_dims(dy, (1, 0, 2, 3)), (o, n * ho * wo))
+        o = weight.shape[0]
+        dy2 = channel_rows(dy)  # (O, N*Ho*Wo), the layout of the forward product
         self.grads = {
             "weight": xp.reshape(dy2 @ cols.T, weight.shape),
             "bias": xp.sum(dy2, axis=1),
         }
         dcols = xp.reshape(weight, (o, -1)).T @ dy2  # (C*kh*kw, N*Ho*Wo)
-        return col2im(dcols, x_shape, self.kernel_size, self.stride, self.padding, (ho, wo))
+        return col2im(dcols, x_shape, self.kernel_size, self.stride, self.padding, tuple(dy.shape[2:]))
+
+    def to(self, backend_name: str, device_spec: Any = None, dtype: Any = None) -> "Conv2D":
+        self._buffer = None
+        return super().to(backend_name, device_spec, dtype)

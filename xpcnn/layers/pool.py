@@ -7,7 +7,7 @@ from typing import Any
 from array_api_compat import device
 
 from .base import Layer, Shape, pair
-from .windows import output_size, tap, tap_index
+from .windows import output_size, tap, tap_index, zeros_nchw
 
 
 class _Pool2D(Layer):
@@ -58,12 +58,23 @@ class MaxPool2D(_Pool2D):
         xp = self._namespace(dy)
         out_hw = tuple(y.shape[2:])
         zero = xp.zeros((), dtype=dy.dtype, device=device(dy))
-        dx = xp.zeros(x.shape, dtype=dy.dtype, device=device(dy))
-        unclaimed = xp.ones(y.shape, dtype=xp.bool, device=device(dy))
-        for i, j in self._taps():
-            first_max = (tap(x, i, j, out_hw, self.stride) == y) & unclaimed
-            dx[tap_index(i, j, out_hw, self.stride)] += xp.where(first_max, dy, zero)
-            unclaimed = unclaimed & ~first_max
+        overlapping = any(s < k for s, k in zip(self.stride, self.kernel_size))
+        dx = zeros_nchw(dy, tuple(x.shape))
+        taps = self._taps()
+        claimed = None  # windows whose maximum an earlier tap already took
+        for number, (i, j) in enumerate(taps):
+            if number == len(taps) - 1 and claimed is not None:
+                first = ~claimed  # the maximum is somewhere: if no earlier tap, then this one
+            else:
+                is_max = tap(x, i, j, out_hw, self.stride) == y
+                first = is_max if claimed is None else is_max & ~claimed
+                claimed = is_max if claimed is None else claimed | is_max
+            routed = xp.where(first, dy, zero)
+            index = tap_index(i, j, out_hw, self.stride)
+            if overlapping:
+                dx[index] += routed
+            else:  # each input position lies in one window at most: plain assignment
+                dx[index] = routed
         return dx
 
 
@@ -84,7 +95,7 @@ class AvgPool2D(_Pool2D):
         xp = self._namespace(dy)
         out_hw = tuple(dy.shape[2:])
         share = dy / len(self._taps())
-        dx = xp.zeros(x_shape, dtype=dy.dtype, device=device(dy))
+        dx = zeros_nchw(dy, x_shape)
         for i, j in self._taps():
             dx[tap_index(i, j, out_hw, self.stride)] += share
         return dx

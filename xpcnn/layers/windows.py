@@ -1,7 +1,14 @@
-"""Sliding-window helpers shared by convolution and pooling.
+"""Sliding windows and the memory layout of feature maps, shared by convolution, pooling
+and batch norm.
 
-A k*k window sliding with stride s over an input is read as k*k strided slices ("taps"):
-tap (i, j) holds element (i + s*oh, j + s*ow) of every window (oh, ow). Working tap by tap
+Layout: feature maps are (N, C, H, W) arrays, but the layers that allocate them allocate
+channel-major memory, (C, N, H, W) seen through `permute_dims`. A convolution's matrix
+product produces that layout naturally, and in it the per-channel view (C, N*H*W) that
+batch norm and the next convolution need is a free reshape instead of a copy. Nothing
+depends on it for correctness: any (N, C, H, W) array works, some just cost a copy.
+
+Windows: a k*k window sliding with stride s is read as k*k strided slices ("taps"): tap
+(i, j) holds element (i + s*oh, j + s*ow) of every window (oh, ow). Working tap by tap
 keeps everything to standard slicing, with no gather, scatter or as_strided.
 """
 
@@ -31,47 +38,86 @@ def tap(x: Any, i: int, j: int, out_hw: Pair, stride: Pair) -> Any:
     return x[tap_index(i, j, out_hw, stride)]
 
 
-def im2col(x: Any, kernel: Pair, stride: Pair, padding: Padding, out_hw: Pair) -> Any:
+def channels_first(x: Any) -> Any:
+    """(N, C, H, W) -> the (C, N, H, W) view (free for channel-major memory)."""
+    return array_namespace(x).permute_dims(x, (1, 0, 2, 3))
+
+
+def channel_rows(x: Any) -> Any:
+    """(N, C, H, W) -> (C, N*H*W): one row per channel (free for channel-major memory)."""
+    xp = array_namespace(x)
+    return xp.reshape(channels_first(x), (x.shape[1], -1))
+
+
+def from_channel_rows(rows: Any, shape: tuple[int, ...]) -> Any:
+    """(C, N*H*W) -> (N, C, H, W) of `shape`, keeping the channel-major memory."""
+    n, c, h, w = shape
+    return channels_first(array_namespace(rows).reshape(rows, (c, n, h, w)))
+
+
+def zeros_nchw(like: Any, shape: tuple[int, ...]) -> Any:
+    """Zeros of (N, C, H, W) `shape` in channel-major memory, on `like`'s device."""
+    xp = array_namespace(like)
+    n, c, h, w = shape
+    return channels_first(xp.zeros((c, n, h, w), dtype=like.dtype, device=device(like)))
+
+
+def _valid(i: int, size: int, out: int, stride: int, before: int) -> tuple[int, int]:
+    """Output positions [lo, hi) whose tap i (input index o*stride + i - before) lies inside
+    an input of length `size`: the rest read padding."""
+    lo = max(0, -((i - before) // stride))  # ceil((before - i) / stride)
+    hi = min(out, (size - 1 - i + before) // stride + 1)
+    return lo, max(lo, hi)
+
+
+def _tap_blocks(kernel: Pair, stride: Pair, padding: Padding, in_hw: Pair, out_hw: Pair):
+    """For each tap (i, j): (i, j, output rows, output cols, input rows, input cols) of the
+    part of the windows that lies inside the input (the rest is zero padding)."""
+    (kh, kw), (sh, sw), (h, w), (ho, wo) = kernel, stride, in_hw, out_hw
+    top, _, left, _ = padding
+    for i in range(kh):
+        r0, r1 = _valid(i, h, ho, sh, top)
+        for j in range(kw):
+            c0, c1 = _valid(j, w, wo, sw, left)
+            if r0 < r1 and c0 < c1:
+                rows_in = slice(r0 * sh + i - top, (r1 - 1) * sh + i - top + 1, sh)
+                cols_in = slice(c0 * sw + j - left, (c1 - 1) * sw + j - left + 1, sw)
+                yield i, j, slice(r0, r1), slice(c0, c1), rows_in, cols_in
+
+
+def im2col(x: Any, kernel: Pair, stride: Pair, padding: Padding, out_hw: Pair, buffer: Any = None) -> Any:
     """Unfold windows into columns.
 
     x: (N, C, H, W) -> cols: (C*kh*kw, N*Ho*Wo), rows ordered (c, i, j) to match a
-    (O, C, kh, kw) weight reshaped to (O, C*kh*kw). Built in a (C, N, ...) layout so each
-    tap is one slice assignment and the matrix product reads contiguous rows.
+    (O, C, kh, kw) weight reshaped to (O, C*kh*kw). Filled tap by tap, straight from x:
+    only the in-bounds block of each tap is written, so padding is never materialised.
+    `buffer`, a (C, kh, kw, N, Ho, Wo) array from an earlier call with the same geometry,
+    is reused: its padding positions are still zero.
     """
     xp = array_namespace(x)
     n, c, h, w = x.shape
     (kh, kw), (ho, wo) = kernel, out_hw
-    top, bottom, left, right = padding
-    x_cn = xp.permute_dims(x, (1, 0, 2, 3))
-    if any(padding):
-        padded = xp.zeros(
-            (c, n, h + top + bottom, w + left + right), dtype=x.dtype, device=device(x)
-        )
-        padded[:, :, top : top + h, left : left + w] = x_cn
-        x_cn = padded
-    cols = xp.empty((c, kh, kw, n, ho, wo), dtype=x.dtype, device=device(x))
-    for i in range(kh):
-        for j in range(kw):
-            cols[:, i, j, :, :, :] = tap(x_cn, i, j, out_hw, stride)
-    return xp.reshape(cols, (c * kh * kw, n * ho * wo))
+    if buffer is None:
+        make = xp.zeros if any(padding) else xp.empty
+        buffer = make((c, kh, kw, n, ho, wo), dtype=x.dtype, device=device(x))
+    x_cn = channels_first(x)
+    for i, j, rows_out, cols_out, rows_in, cols_in in _tap_blocks(kernel, stride, padding, (h, w), out_hw):
+        buffer[:, i, j, :, rows_out, cols_out] = x_cn[:, :, rows_in, cols_in]
+    return buffer
 
 
-def col2im(
-    cols: Any, x_shape: tuple[int, ...], kernel: Pair, stride: Pair, padding: Padding, out_hw: Pair
-) -> Any:
+def col2im(cols: Any, x_shape: tuple[int, ...], kernel: Pair, stride: Pair, padding: Padding, out_hw: Pair) -> Any:
     """Fold columns back, summing overlaps: the adjoint of im2col.
 
-    cols: (C*kh*kw, N*Ho*Wo) -> (N, C, H, W). One slice addition per tap; the taps of one
-    window never overlap each other, so no scatter with repeated indices is needed.
+    cols: (C*kh*kw, N*Ho*Wo) -> (N, C, H, W) in channel-major memory. One slice addition
+    per tap (padding parts dropped); the taps of one window never overlap each other, so
+    no scatter with repeated indices is needed.
     """
     xp = array_namespace(cols)
     n, c, h, w = x_shape
     (kh, kw), (ho, wo) = kernel, out_hw
-    top, bottom, left, right = padding
     cols6 = xp.reshape(cols, (c, kh, kw, n, ho, wo))
-    dx = xp.zeros((c, n, h + top + bottom, w + left + right), dtype=cols.dtype, device=device(cols))
-    for i in range(kh):
-        for j in range(kw):
-            dx[tap_index(i, j, out_hw, stride)] += cols6[:, i, j, :, :, :]
-    dx = dx[:, :, top : top + h, left : left + w]
-    return xp.permute_dims(dx, (1, 0, 2, 3))
+    dx = xp.zeros((c, n, h, w), dtype=cols.dtype, device=device(cols))
+    for i, j, rows_out, cols_out, rows_in, cols_in in _tap_blocks(kernel, stride, padding, (h, w), out_hw):
+        dx[:, :, rows_in, cols_in] += cols6[:, i, j, :, rows_out, cols_out]
+    return channels_first(dx)

@@ -1,0 +1,266 @@
+"""xpcnn against PyTorch on the same machine, same network, same threads, side by side.
+
+    python benchmarks/bench.py [--repeats 7] [--threads N] [--gpu] [--save]
+
+Prints one markdown report: training throughput (forward, loss, backward, update) at
+batch 64 and 256 and inference throughput at batch 1000 for the `seed` and `lenet`
+presets, xpcnn and PyTorch timed alternately within each repeat so that their ratio
+holds on a noisy machine (medians, with min and max); the share of the machine's own
+float32 matmul peak that the training step reaches; peak resident memory of a lenet
+batch-256 training process for each library; a per-layer time breakdown of xpcnn's step;
+threads, BLAS and kernel. OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE are unset for this
+process (their old values are reported). --save writes the report under
+benchmarks/results/. --gpu compares CuPy with PyTorch on CUDA (batch 256 and 1024).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import release_openblas  # noqa: E402  (must run before NumPy is imported)
+
+OPENBLAS_WAS = release_openblas()
+
+import numpy as np  # noqa: E402
+
+from common import blas_description, machine, timed, torch_twin, train_flops_per_image  # noqa: E402
+
+import xpcnn  # noqa: E402
+from xpcnn import backend, models  # noqa: E402
+from xpcnn.optim import SGD, Adam  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def xpcnn_step(model, optimizer, x, y):
+    loss = xpcnn.SoftmaxCrossEntropy()
+
+    def step():
+        loss.forward(model.forward(x), y)
+        model.backward(loss.backward())
+        optimizer.step()
+
+    return step
+
+
+def torch_step(net, optimizer, x, y, sync):
+    import torch
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        torch.nn.functional.cross_entropy(net(x), y).backward()
+        optimizer.step()
+        sync()
+
+    return step
+
+
+def make_optimizers(preset, model, net):
+    import torch
+
+    if preset == "seed":
+        return SGD(model, 0.01, momentum=0.9), torch.optim.SGD(net.parameters(), 0.01, momentum=0.9)
+    return Adam(model, 1e-3), torch.optim.Adam(net.parameters(), 1e-3)
+
+
+def side_by_side(ours, theirs, images, repeats, steps):
+    """Throughputs (images/s) of both, alternating within each repeat."""
+    ours(), theirs(), ours(), theirs()  # warm-up: allocations, kernels, caches
+    mine, reference = [], []
+    for _ in range(repeats):
+        mine.append(images * steps / timed(ours, steps))
+        reference.append(images * steps / timed(theirs, steps))
+    ratios = [a / b for a, b in zip(mine, reference)]
+    return mine, reference, ratios
+
+
+def fmt(values):
+    return f"{statistics.median(values):,.0f} ({min(values):,.0f}-{max(values):,.0f})"
+
+
+def matmul_peak(xp, device, sync, size=2048, repeats=5):
+    a = backend.to_backend(np.random.default_rng(0).standard_normal((size, size)), device[0], device[1], "float32")
+    b = backend.to_backend(np.random.default_rng(1).standard_normal((size, size)), device[0], device[1], "float32")
+
+    def product():
+        a @ b
+        sync()
+
+    product()
+    best = min(timed(product, 1) for _ in range(repeats))
+    return 2.0 * size**3 / best
+
+
+def layer_breakdown(model, x, y, repeats, sync):
+    """Median milliseconds of each layer's forward and backward within a training step."""
+    loss = xpcnn.SoftmaxCrossEntropy()
+    forward = {i: [] for i in range(len(model))}
+    backward = {i: [] for i in range(len(model))}
+    for r in range(repeats + 1):
+        h = x
+        for i, layer in enumerate(model):
+            start = time.perf_counter()
+            h = layer.forward(h)
+            sync()
+            forward[i].append(time.perf_counter() - start)
+        loss.forward(h, y)
+        d = loss.backward()
+        for i in reversed(range(len(model))):
+            start = time.perf_counter()
+            d = model[i].backward(d)
+            sync()
+            backward[i].append(time.perf_counter() - start)
+    rows = []
+    for i, layer in enumerate(model):
+        f, b = statistics.median(forward[i][1:]) * 1e3, statistics.median(backward[i][1:]) * 1e3
+        rows.append((i, repr(layer), f, b))
+    return rows
+
+
+MEMORY_CHILD = """
+import json, resource, sys
+sys.path.insert(0, {bench!r})
+from common import release_openblas
+release_openblas()
+import numpy as np, torch
+torch.set_num_threads({threads})
+from threadpoolctl import threadpool_limits
+threadpool_limits({threads})
+import xpcnn
+from xpcnn import models
+from xpcnn.optim import Adam
+from common import torch_twin
+rng = np.random.default_rng(0)
+x = rng.standard_normal((256, 1, 28, 28)).astype(np.float32); y = rng.integers(0, 10, 256)
+model = models.build("lenet")
+if {library!r} == "xpcnn":
+    opt, loss = Adam(model, 1e-3), xpcnn.SoftmaxCrossEntropy()
+    for _ in range(5):
+        loss.forward(model.forward(x), y); model.backward(loss.backward()); opt.step()
+else:
+    net = torch_twin(model); opt = torch.optim.Adam(net.parameters(), 1e-3)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    for _ in range(5):
+        opt.zero_grad(); torch.nn.functional.cross_entropy(net(xt), yt).backward(); opt.step()
+print(json.dumps({{"peak_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}}))
+"""
+
+
+def peak_memory(library, threads):
+    """Peak resident memory (MiB) of a fresh process training lenet at batch 256."""
+    code = MEMORY_CHILD.format(bench=str(Path(__file__).resolve().parent), threads=threads, library=library)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    return json.loads(out.stdout.strip().splitlines()[-1])["peak_kib"] / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--gpu", action="store_true", help="CuPy vs PyTorch on CUDA")
+    parser.add_argument("--save", action="store_true", help="write the report to benchmarks/results/")
+    parser.add_argument("--presets", default="seed,lenet")
+    args = parser.parse_args()
+
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(args.threads)
+    threadpool_limits(args.threads)
+    if args.gpu:
+        import cupy
+
+        ours_target, torch_device, batch_sizes = ("cupy", None), "cuda", (256, 1024)
+
+        def sync():
+            cupy.cuda.Device().synchronize()
+            torch.cuda.synchronize()
+
+        device_name = f"{torch.cuda.get_device_name()} (CuPy {cupy.__version__}, torch {torch.__version__}, CUDA {torch.version.cuda})"
+    else:
+        ours_target, torch_device, batch_sizes = ("numpy", None), "cpu", (64, 256)
+
+        def sync():
+            pass
+
+        device_name = "CPU"
+
+    lines = [
+        f"# xpcnn vs PyTorch, {'GPU' if args.gpu else 'CPU'}, {time.strftime('%Y-%m-%d')}",
+        "",
+        f"- machine: {machine()}; device: {device_name}",
+        f"- threads: {args.threads} (torch.set_num_threads and threadpoolctl); BLAS: {blas_description()}",
+        f"- OpenBLAS overrides before this run: {', '.join(f'{k}={v}' for k, v in OPENBLAS_WAS.items() if v) or 'none'} (unset for this process)",
+        f"- xpcnn {xpcnn.__version__}, NumPy {np.__version__}, PyTorch {torch.__version__}; float32; {args.repeats} alternating repeats, median (min-max)",
+        "",
+        "## Throughput (images/s)",
+        "",
+        "| preset | batch | mode | xpcnn | PyTorch | xpcnn / PyTorch | share of matmul peak (xpcnn / torch) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    xp = backend.namespace(ours_target[0])
+    peak = matmul_peak(xp, ours_target, sync)
+    rng = np.random.default_rng(0)
+    breakdowns = {}
+    for preset in args.presets.split(","):
+        model = models.build(preset).to(*ours_target)
+        net = torch_twin(model, torch_device)
+        flops = train_flops_per_image(model)
+        for batch in batch_sizes:
+            x_host, y_host = rng.standard_normal((batch, 1, 28, 28)).astype(np.float32), rng.integers(0, 10, batch)
+            x, y = backend.to_backend(x_host, *ours_target), backend.to_backend(y_host, *ours_target)
+            xt, yt = torch.from_numpy(x_host).to(torch_device), torch.from_numpy(y_host).to(torch_device)
+            ours_opt, torch_opt = make_optimizers(preset, model, net)
+            steps = max(2, int(2048 / batch))
+            mine, reference, ratios = side_by_side(xpcnn_step(model, ours_opt, x, y), torch_step(net, torch_opt, xt, yt, sync), batch, args.repeats, steps)
+            share = f"{statistics.median(mine) * flops / peak:.0%} / {statistics.median(reference) * flops / peak:.0%}"
+            lines.append(f"| {preset} | {batch} | train | {fmt(mine)} | {fmt(reference)} | {statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f}) | {share} |")
+            if batch == batch_sizes[-1]:
+                breakdowns[preset] = layer_breakdown(model, x, y, args.repeats, sync)
+        inference = 1000 if not args.gpu else 4096
+        x_host = rng.standard_normal((inference, 1, 28, 28)).astype(np.float32)
+        x, xt = backend.to_backend(x_host, *ours_target), torch.from_numpy(x_host).to(torch_device)
+        net.eval()
+
+        def ours_infer():
+            model.forward(x, training=False)
+            sync()
+
+        def torch_infer():
+            with torch.no_grad():
+                net(xt)
+            sync()
+
+        mine, reference, ratios = side_by_side(ours_infer, torch_infer, inference, args.repeats, 2)
+        lines.append(f"| {preset} | {inference} | inference | {fmt(mine)} | {fmt(reference)} | {statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f}) | |")
+    lines += ["", f"Matmul peak (float32, 2048^3 `xp.matmul`, best of 5): {peak / 1e9:,.1f} GFLOP/s. "
+              "Share of peak = training images/s x FLOPs per training image (forward, input and weight gradients of convolutions and dense layers) / peak.", ""]
+    if not args.gpu:
+        ours_mib, torch_mib = peak_memory("xpcnn", args.threads), peak_memory("torch", args.threads)
+        lines += ["## Peak resident memory, lenet, batch 256, 5 Adam steps (fresh process each, includes the interpreter and both libraries' imports)", "",
+                  "| xpcnn | PyTorch | ratio |", "|---|---|---|", f"| {ours_mib:,.0f} MiB | {torch_mib:,.0f} MiB | {ours_mib / torch_mib:.2f} |", ""]
+    for preset, rows in breakdowns.items():
+        total = sum(f + b for _, _, f, b in rows)
+        lines += [f"## xpcnn per-layer time, {preset}, batch {batch_sizes[-1]} (median ms; total {total:.1f} ms without the update)", "",
+                  "| # | layer | forward | backward | share |", "|---|---|---|---|---|"]
+        lines += [f"| {i} | `{name}` | {f:.2f} | {b:.2f} | {(f + b) / total:.0%} |" for i, name, f, b in rows]
+        lines.append("")
+    report = "\n".join(lines)
+    print(report)
+    if args.save:
+        RESULTS.mkdir(exist_ok=True)
+        path = RESULTS / f"bench-{'gpu' if args.gpu else 'cpu'}-{time.strftime('%Y%m%d')}.md"
+        path.write_text(report + "\n")
+        print(f"\nsaved to {path}")
+
+
+if __name__ == "__main__":
+    main()

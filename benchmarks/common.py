@@ -1,0 +1,99 @@
+"""Shared by the benchmarks: a PyTorch twin of an xpcnn network, FLOP counts, machine facts.
+
+OpenBLAS reads OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE when NumPy is first imported, so
+`release_openblas()` must run before anything imports NumPy; it records what was set.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from typing import Any
+
+OPENBLAS_VARIABLES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+
+
+def release_openblas() -> dict[str, str | None]:
+    """Unset the OpenBLAS kernel overrides for this process; returns their old values."""
+    return {name: os.environ.pop(name, None) for name in OPENBLAS_VARIABLES}
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
+
+
+def blas_description() -> str:
+    from threadpoolctl import threadpool_info
+
+    pools = [f"{p.get('internal_api')} {p.get('version')} ({p.get('architecture', '?')} kernel, {p.get('num_threads')} threads)"
+             for p in threadpool_info() if p.get("user_api") == "blas"]
+    return "; ".join(pools) or "unknown"
+
+
+def train_flops_per_image(model: Any, input_shape: tuple[int, int, int] = (1, 28, 28)) -> float:
+    """Multiply-add FLOPs (2 per MAC) of one training image: forward, input gradient and
+    weight gradient of every convolution and dense layer (3x the forward products)."""
+    from xpcnn import Conv2D, Dense
+
+    shapes = model.output_shapes((1, *input_shape))
+    total = 0.0
+    for layer, out in zip(model, shapes):
+        if isinstance(layer, Conv2D):
+            kh, kw = layer.kernel_size
+            total += 2.0 * layer.in_channels * kh * kw * out[1] * out[2] * out[3]
+        elif isinstance(layer, Dense):
+            total += 2.0 * layer.in_features * layer.out_features
+    return 3 * total
+
+
+def torch_twin(model: Any, device: str = "cpu") -> Any:
+    """The same network in torch.nn, with the same weights (float32)."""
+    import torch
+    from torch import nn
+
+    from xpcnn import AvgPool2D, BatchNorm2D, Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU, Sigmoid, Tanh, to_numpy
+
+    modules = []
+    for layer in model:
+        if isinstance(layer, Conv2D):
+            top, bottom, left, right = layer.padding
+            conv = nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride)
+            if (top, left) != (bottom, right):
+                modules.append(nn.ZeroPad2d((left, right, top, bottom)))
+            else:
+                conv.padding = (top, left)
+            modules.append(conv)
+        elif isinstance(layer, Dense):
+            modules.append(nn.Linear(layer.in_features, layer.out_features))
+        elif isinstance(layer, BatchNorm2D):
+            modules.append(nn.BatchNorm2d(layer.num_features, layer.eps, layer.momentum))
+        elif isinstance(layer, MaxPool2D):
+            modules.append(nn.MaxPool2d(layer.kernel_size, layer.stride))
+        elif isinstance(layer, AvgPool2D):
+            modules.append(nn.AvgPool2d(layer.kernel_size, layer.stride))
+        elif isinstance(layer, Dropout):
+            modules.append(nn.Dropout(layer.p))
+        else:
+            modules.append({ReLU: nn.ReLU, Tanh: nn.Tanh, Sigmoid: nn.Sigmoid, Flatten: nn.Flatten}[type(layer)]())
+        with torch.no_grad():
+            for key, value in layer.params.items():
+                getattr(modules[-1], key).copy_(torch.from_numpy(to_numpy(value).astype("float32")))
+    return nn.Sequential(*modules).to(device)
+
+
+def timed(function: Any, repeats: int) -> float:
+    """Seconds of `repeats` calls of function()."""
+    start = time.perf_counter()
+    for _ in range(repeats):
+        function()
+    return time.perf_counter() - start
