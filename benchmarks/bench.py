@@ -45,7 +45,7 @@ def xpcnn_step(model, optimizer, x, y):
 
     def step():
         loss.forward(model.forward(x), y)
-        model.backward(loss.backward())
+        model.backward(loss.backward(), input_grad=False)  # as torch: no gradient for the data
         optimizer.step()
 
     return step
@@ -144,7 +144,7 @@ model = models.build("lenet")
 if {library!r} == "xpcnn":
     opt, loss = Adam(model, 1e-3), xpcnn.SoftmaxCrossEntropy()
     for _ in range(5):
-        loss.forward(model.forward(x), y); model.backward(loss.backward()); opt.step()
+        loss.forward(model.forward(x), y); model.backward(loss.backward(), input_grad=False); opt.step()
 else:
     net = torch_twin(model); opt = torch.optim.Adam(net.parameters(), 1e-3)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)

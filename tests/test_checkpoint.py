@@ -159,7 +159,7 @@ SAVER = textwrap.dedent(
     i = 0
     while True:
         i += 1
-        net.params["0.bias"][...] = i
+        net.params["9.bias"][...] = i
         save_checkpoint(sys.argv[1], net, trainer={"i": i})
     """
 )
@@ -178,7 +178,7 @@ def test_sigkill_while_saving_keeps_a_loadable_checkpoint(tmp_path):
         process.wait()
         loaded = load_checkpoint(path)  # never half-written
         i = loaded.trainer["i"]
-        assert np.all(loaded.model.params["0.bias"] == i)
+        assert np.all(loaded.model.params["9.bias"] == i)
         last = max(last, i)
     assert last > 0
     # A killed save may leave its temporary file, never anything named like a checkpoint.

@@ -165,3 +165,14 @@ def test_loss_rejects_float_labels_and_bad_shapes(to_target):
         loss_fn.forward(to_target(np.zeros((2, 3)), "float32"), to_target(np.zeros(2), "float32"))
     with pytest.raises(ValueError, match=r"logits \(N, K\) and labels \(N,\)"):
         loss_fn.forward(to_target(np.zeros((2, 3)), "float32"), to_target(np.zeros(3, np.int64)))
+
+
+def test_skipping_the_input_gradient_keeps_parameter_gradients(target, to_target):
+    x = to_target(np.random.default_rng(0).standard_normal((4, 1, 28, 28)), "float64")
+    full, skipped = seed_net(1).to(*target, "float64"), seed_net(1).to(*target, "float64")
+    for net, input_grad in ((full, True), (skipped, False)):
+        y = net.forward(x)
+        result = net.backward(to_target(np.ones(tuple(y.shape)), "float64"), input_grad=input_grad)
+        assert (result is None) == (not input_grad)
+    for name in full.grads:
+        np.testing.assert_array_equal(backend.to_numpy(skipped.grads[name]), backend.to_numpy(full.grads[name]))

@@ -46,11 +46,16 @@ class Sequential:
 
     __call__ = forward
 
-    def backward(self, dy: Any) -> Any:
-        """Backpropagate `dy` through every layer, last to first; returns d(loss)/d(input)."""
-        for layer in reversed(self.layers):
+    def backward(self, dy: Any, input_grad: bool = True) -> Any:
+        """Backpropagate `dy` through every layer, last to first; returns d(loss)/d(input),
+        or None with `input_grad=False`, which lets the first layer skip that work (the
+        input is data: training never needs its gradient)."""
+        for index in reversed(range(len(self.layers))):
+            layer = self.layers[index]
+            if index == 0 and not input_grad and layer.skips_input_grad:
+                return layer.backward(dy, input_grad=False)
             dy = layer.backward(dy)
-        return dy
+        return dy if input_grad else None
 
     def _named(self, attribute: str) -> dict[str, Any]:
         return {

@@ -23,12 +23,13 @@ def seed(rng: int = 0) -> Sequential:
 
 def lenet(rng: int = 0) -> Sequential:
     """A small modern LeNet: two 3x3 convolution blocks with batch norm, then a dropout
-    head (99.2 % on MNIST in 5 epochs). Max pooling comes before ReLU: the two commute
-    exactly, and ReLU then touches a quarter of the values."""
+    head (99.2 % on MNIST in 5 epochs). The convolutions have no bias (batch norm cancels
+    it exactly), and max pooling comes before ReLU: the two commute exactly, and ReLU then
+    touches a quarter of the values."""
     host = backend.host_rng(rng)
     return Sequential([
-        Conv2D(1, 32, 3, padding=1, rng=host), BatchNorm2D(32), MaxPool2D(2), ReLU(),  # 32x14x14
-        Conv2D(32, 64, 3, padding=1, rng=host), BatchNorm2D(64), MaxPool2D(2), ReLU(),  # 64x7x7
+        Conv2D(1, 32, 3, padding=1, bias=False, rng=host), BatchNorm2D(32), MaxPool2D(2), ReLU(),  # 32x14x14
+        Conv2D(32, 64, 3, padding=1, bias=False, rng=host), BatchNorm2D(64), MaxPool2D(2), ReLU(),  # 64x7x7
         Flatten(), Dense(64 * 7 * 7, 128, rng=host), ReLU(), Dropout(0.3, seed=int(host.integers(2**31))),
         Dense(128, 10, rng=host),
     ])

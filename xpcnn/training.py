@@ -242,7 +242,7 @@ class Trainer:
                 f"{self.optimizer.steps + 1}, lr {self.optimizer.current_lr:g}); weights are from the step before"
                 + (f"; last good checkpoint: {self.checkpoint_path}" if self.checkpoint_path and self.checkpoint_path.exists() else "")
             )
-        model.backward(self.loss_fn.backward())
+        model.backward(self.loss_fn.backward(), input_grad=False)
         self.optimizer.step()
         n = int(y.shape[0])
         s.loss_sum += loss_value * n

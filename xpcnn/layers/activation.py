@@ -20,7 +20,8 @@ class ReLU(Layer):
     def backward(self, dy: Any) -> Any:
         y = self._take_cache(dy)
         xp = self._namespace(dy)
-        return xp.where(y > 0, dy, xp.zeros((), dtype=dy.dtype, device=device(dy)))
+        # A multiply by the 0/1 mask: NumPy's where is several times slower on random masks.
+        return dy * xp.astype(y > 0, dy.dtype)
 
 
 class Tanh(Layer):

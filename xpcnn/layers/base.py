@@ -17,14 +17,19 @@ class Layer:
     `forward(x, training)` computes the output and, when training, caches what
     `backward(dy)` needs; `backward` returns the input gradient and fills `grads` with one
     array per entry of `params` (same keys), overwriting earlier values. `buffers` hold
-    state that is saved but not trained (running statistics).
+    state that is saved but not trained (running statistics). Layers whose input gradient
+    costs real work (`skips_input_grad`) also take `backward(dy, input_grad=False)`, which
+    fills `grads` and returns None: what a first layer does, whose input is the data.
     """
+
+    skips_input_grad = False
 
     def __init__(self) -> None:
         self.params: dict[str, Any] = {}
         self.grads: dict[str, Any] = {}
         self.buffers: dict[str, Any] = {}
         self._cache: Any = None
+        self._scratch_array: Any = None  # work memory reused across steps (see _scratch)
 
     def forward(self, x: Any, training: bool = True) -> Any:
         raise NotImplementedError
@@ -59,6 +64,7 @@ class Layer:
                 store[key] = backend.to_backend(value, backend_name, device_spec, target)
         self.grads = {}
         self._cache = None
+        self._scratch_array = None
         return self
 
     def __repr__(self) -> str:
@@ -104,6 +110,20 @@ class Layer:
                 f"{self!r}: expected a {len(names)}-D input ({', '.join(names)}), "
                 f"got shape {tuple(shape)}"
             )
+
+    def _scratch(self, shape: Shape, like: Any, zeroed: bool = False) -> Any:
+        """A work array of `shape`, in `like`'s dtype and device, owned by this layer.
+
+        Last step's array is handed back when it fits and no pending backward still holds
+        it, saving a large allocation (and the OS zeroing fresh pages) per step; whatever
+        was zero in it is still zero. A training forward keeps the array for next time.
+        """
+        old = self._scratch_array
+        if (old is not None and self._cache is None and tuple(old.shape) == tuple(shape)
+                and old.dtype == like.dtype and device(old) == device(like)):
+            return old
+        xp = array_namespace(like)
+        return (xp.zeros if zeroed else xp.empty)(tuple(shape), dtype=like.dtype, device=device(like))
 
     def _keep(self, training: bool, cache: Any, y: Any) -> Any:
         """Return `y`, caching `cache` for backward when training."""

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from array_api_compat import device
-
 from .. import backend
 from .base import Layer, Shape, pair
 from .windows import Padding, channel_rows, col2im, from_channel_rows, im2col, output_size
@@ -32,7 +30,9 @@ def _padding(padding: Any, kernel: tuple[int, int], stride: tuple[int, int]) -> 
 
 
 class Conv2D(Layer):
-    """y[n, o] = sum_c x[n, c] (*) weight[o, c] + bias[o]; weight (O, C, kh, kw), bias (O,)."""
+    """y[n, o] = sum_c x[n, c] (*) weight[o, c] + bias[o]; weight (O, C, kh, kw), bias (O,).
+
+    `bias=False` drops the bias: right before batch norm it is cancelled exactly anyway."""
 
     def __init__(
         self,
@@ -42,6 +42,7 @@ class Conv2D(Layer):
         stride: int | tuple[int, int] = 1,
         padding: int | tuple[int, ...] | str = 0,
         *,
+        bias: bool = True,
         rng: Any = None,
     ) -> None:
         super().__init__()
@@ -56,10 +57,9 @@ class Conv2D(Layer):
         kh, kw = self.kernel_size
         fan_in = in_channels * kh * kw
         host = backend.host_rng(rng)
-        self.params = {
-            "weight": backend.kaiming_normal((out_channels, in_channels, kh, kw), fan_in, host),
-            "bias": backend.zeros((out_channels,)),
-        }
+        self.params = {"weight": backend.kaiming_normal((out_channels, in_channels, kh, kw), fan_in, host)}
+        if bias:
+            self.params["bias"] = backend.zeros((out_channels,))
 
     def config(self) -> dict[str, Any]:
         return {
@@ -68,6 +68,7 @@ class Conv2D(Layer):
             "kernel_size": list(self.kernel_size),
             "stride": list(self.stride),
             "padding": list(self.padding),
+            "bias": "bias" in self.params,
         }
 
     def output_shape(self, input_shape: Shape) -> Shape:
@@ -86,42 +87,31 @@ class Conv2D(Layer):
     def forward(self, x: Any, training: bool = True) -> Any:
         xp = self._namespace(x)
         n, o, ho, wo = self.output_shape(x.shape)
-        weight, bias = self.params["weight"], self.params["bias"]
+        weight = self.params["weight"]
         # x: (N, C, H, W) -> cols: (C, kh, kw, N, Ho, Wo), read as (C*kh*kw, N*Ho*Wo)
-        cols = im2col(x, self.kernel_size, self.stride, self.padding, (ho, wo), self._reusable_buffer(x, (n, ho, wo)))
+        c, (kh, kw) = self.in_channels, self.kernel_size
+        buffer = self._scratch((c, kh, kw, n, ho, wo), x, zeroed=any(self.padding))
+        cols = im2col(x, self.kernel_size, self.stride, self.padding, (ho, wo), buffer)
         cols2 = xp.reshape(cols, (-1, n * ho * wo))
-        y = xp.reshape(weight, (o, -1)) @ cols2 + xp.reshape(bias, (o, 1))  # (O, N*Ho*Wo)
+        y = xp.reshape(weight, (o, -1)) @ cols2  # (O, N*Ho*Wo)
+        if "bias" in self.params:
+            y += xp.reshape(self.params["bias"], (o, 1))
         if training:
-            self._buffer = cols
+            self._scratch_array = cols
         return self._keep(training, (tuple(x.shape), cols2), from_channel_rows(y, (n, o, ho, wo)))
 
-    def _reusable_buffer(self, x: Any, out: tuple[int, int, int]) -> Any:
-        """Last step's im2col buffer, if it fits and no pending backward still needs it.
+    skips_input_grad = True
 
-        Reusing it saves allocating (and the OS zeroing) tens of MB per step, and its
-        padding positions are already zero."""
-        buffer = getattr(self, "_buffer", None)
-        n, ho, wo = out
-        c, (kh, kw) = self.in_channels, self.kernel_size
-        if buffer is None or self._cache is not None or tuple(buffer.shape) != (c, kh, kw, n, ho, wo):
-            return None
-        if buffer.dtype != x.dtype or device(buffer) != device(x):
-            return None
-        return buffer
-
-    def backward(self, dy: Any) -> Any:
+    def backward(self, dy: Any, input_grad: bool = True) -> Any:
         x_shape, cols = self._take_cache(dy)
         xp = self._namespace(dy)
         weight = self.params["weight"]
         o = weight.shape[0]
         dy2 = channel_rows(dy)  # (O, N*Ho*Wo), the layout of the forward product
-        self.grads = {
-            "weight": xp.reshape(dy2 @ cols.T, weight.shape),
-            "bias": xp.sum(dy2, axis=1),
-        }
+        self.grads = {"weight": xp.reshape(dy2 @ cols.T, weight.shape)}
+        if "bias" in self.params:
+            self.grads["bias"] = xp.sum(dy2, axis=1)
+        if not input_grad:
+            return None
         dcols = xp.reshape(weight, (o, -1)).T @ dy2  # (C*kh*kw, N*Ho*Wo)
         return col2im(dcols, x_shape, self.kernel_size, self.stride, self.padding, tuple(dy.shape[2:]))
-
-    def to(self, backend_name: str, device_spec: Any = None, dtype: Any = None) -> "Conv2D":
-        self._buffer = None
-        return super().to(backend_name, device_spec, dtype)

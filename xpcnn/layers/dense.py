@@ -39,8 +39,10 @@ class Dense(Layer):
         # x: (N, in) @ weight.T: (in, out) -> (N, out)
         return self._keep(training, x, x @ self.params["weight"].T + self.params["bias"])
 
-    def backward(self, dy: Any) -> Any:
+    skips_input_grad = True
+
+    def backward(self, dy: Any, input_grad: bool = True) -> Any:
         x = self._take_cache(dy)
         xp = self._namespace(dy)
         self.grads = {"weight": dy.T @ x, "bias": xp.sum(dy, axis=0)}
-        return dy @ self.params["weight"]
+        return dy @ self.params["weight"] if input_grad else None

@@ -7,7 +7,7 @@ from typing import Any
 from array_api_compat import device
 
 from .base import Layer, Shape, pair
-from .windows import output_size, tap, tap_index, zeros_nchw
+from .windows import channels_first, output_size, tap, tap_index, zeros_nchw
 
 
 class _Pool2D(Layer):
@@ -46,36 +46,44 @@ class MaxPool2D(_Pool2D):
 
     def forward(self, x: Any, training: bool = True) -> Any:
         xp = self._namespace(x)
-        out_hw = self.output_shape(x.shape)[2:]
+        n, c, ho, wo = self.output_shape(x.shape)
         taps = self._taps()
-        y = tap(x, *taps[0], out_hw, self.stride)
-        for i, j in taps[1:]:
-            y = xp.maximum(y, tap(x, i, j, out_hw, self.stride))
-        return self._keep(training, (x, y), y)
+        # Each tap copied once into a contiguous stack: the max and backward's comparisons
+        # then read contiguous memory instead of k*k strided views each.
+        stack = self._scratch((len(taps), c, n, ho, wo), x)
+        x_cn = channels_first(x)
+        for number, (i, j) in enumerate(taps):
+            stack[number, ...] = tap(x_cn, i, j, (ho, wo), self.stride)
+        y_cn = xp.max(stack, axis=0)  # (C, N, Ho, Wo)
+        if training:
+            self._scratch_array = stack
+        return self._keep(training, (tuple(x.shape), stack, y_cn), channels_first(y_cn))
 
     def backward(self, dy: Any) -> Any:
-        x, y = self._take_cache(dy)
+        x_shape, stack, y_cn = self._take_cache(dy)
         xp = self._namespace(dy)
-        out_hw = tuple(y.shape[2:])
-        zero = xp.zeros((), dtype=dy.dtype, device=device(dy))
-        overlapping = any(s < k for s, k in zip(self.stride, self.kernel_size))
-        dx = zeros_nchw(dy, tuple(x.shape))
+        n, c, h, w = x_shape
+        out_hw = tuple(dy.shape[2:])
+        dy_cn = channels_first(dy)
         taps = self._taps()
+        overlapping = any(s < k for s, k in zip(self.stride, self.kernel_size))
+        tiled = self.stride == self.kernel_size and (h, w) == tuple(o * k for o, k in zip(out_hw, self.kernel_size))
+        dx_cn = (xp.empty if tiled else xp.zeros)((c, n, h, w), dtype=dy.dtype, device=device(dy))
         claimed = None  # windows whose maximum an earlier tap already took
         for number, (i, j) in enumerate(taps):
             if number == len(taps) - 1 and claimed is not None:
                 first = ~claimed  # the maximum is somewhere: if no earlier tap, then this one
             else:
-                is_max = tap(x, i, j, out_hw, self.stride) == y
+                is_max = stack[number, ...] == y_cn
                 first = is_max if claimed is None else is_max & ~claimed
                 claimed = is_max if claimed is None else claimed | is_max
-            routed = xp.where(first, dy, zero)
+            routed = dy_cn * xp.astype(first, dy.dtype)  # NumPy: several times faster than where
             index = tap_index(i, j, out_hw, self.stride)
             if overlapping:
-                dx[index] += routed
+                dx_cn[index] += routed
             else:  # each input position lies in one window at most: plain assignment
-                dx[index] = routed
-        return dx
+                dx_cn[index] = routed
+        return channels_first(dx_cn)
 
 
 class AvgPool2D(_Pool2D):

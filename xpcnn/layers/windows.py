@@ -85,24 +85,16 @@ def _tap_blocks(kernel: Pair, stride: Pair, padding: Padding, in_hw: Pair, out_h
                 yield i, j, slice(r0, r1), slice(c0, c1), rows_in, cols_in
 
 
-def im2col(x: Any, kernel: Pair, stride: Pair, padding: Padding, out_hw: Pair, buffer: Any = None) -> Any:
-    """Unfold windows into columns.
+def im2col(x: Any, kernel: Pair, stride: Pair, padding: Padding, out_hw: Pair, buffer: Any) -> Any:
+    """Unfold windows into columns, in `buffer`.
 
-    x: (N, C, H, W) -> cols: (C*kh*kw, N*Ho*Wo), rows ordered (c, i, j) to match a
-    (O, C, kh, kw) weight reshaped to (O, C*kh*kw). Filled tap by tap, straight from x:
-    only the in-bounds block of each tap is written, so padding is never materialised.
-    `buffer`, a (C, kh, kw, N, Ho, Wo) array from an earlier call with the same geometry,
-    is reused: its padding positions are still zero.
+    x: (N, C, H, W) -> buffer: (C, kh, kw, N, Ho, Wo), read as (C*kh*kw, N*Ho*Wo) with
+    rows ordered (c, i, j) to match a (O, C, kh, kw) weight reshaped to (O, C*kh*kw).
+    Filled tap by tap straight from x: only the in-bounds block of each tap is written,
+    so padding is never materialised; the buffer's padding positions must be zero.
     """
-    xp = array_namespace(x)
-    n, c, h, w = x.shape
-    (kh, kw), (ho, wo) = kernel, out_hw
-    if buffer is None:
-        make = xp.zeros if any(padding) else xp.empty
-        buffer = make((c, kh, kw, n, ho, wo), dtype=x.dtype, device=device(x))
-    x_cn = channels_first(x)
-    for i, j, rows_out, cols_out, rows_in, cols_in in _tap_blocks(kernel, stride, padding, (h, w), out_hw):
-        buffer[:, i, j, :, rows_out, cols_out] = x_cn[:, :, rows_in, cols_in]
+    for i, j, rows_out, cols_out, rows_in, cols_in in _tap_blocks(kernel, stride, padding, tuple(x.shape[2:]), out_hw):
+        buffer[:, i, j, :, rows_out, cols_out] = channels_first(x)[:, :, rows_in, cols_in]
     return buffer
 
 
