@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import io
 import json
+import struct
+import tokenize
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,16 +74,34 @@ def save_checkpoint(path: str | Path, model: Sequential, optimizer: Any = None, 
     atomic_write_bytes(path, buffer.getvalue())
 
 
+# What a damaged zip archive or .npy member raises from inside zipfile, zlib and NumPy.
+# (tokenize.TokenError and SyntaxError come from NumPy parsing a malformed .npy header.)
+ARCHIVE_ERRORS = (ValueError, OSError, EOFError, KeyError, NotImplementedError, SyntaxError,
+                  tokenize.TokenError, zipfile.BadZipFile, zlib.error, struct.error)
+ZIP_MAGIC = b"PK\x03\x04"
+
+
+def _member(archive: Any, key: str, path: Path) -> np.ndarray:
+    """One array of the archive; any damage becomes a CheckpointError naming it."""
+    try:
+        return archive[key]
+    except ARCHIVE_ERRORS as exc:
+        raise CheckpointError(f"{path}: cannot read {key}: {type(exc).__name__}: {exc}"[:300]) from None
+
+
 def _read_meta(archive: Any, path: Path) -> dict[str, Any]:
     if META_KEY not in archive.files:
         raise CheckpointError(f"{path}: not an xpcnn checkpoint (no {META_KEY} entry)")
-    raw = archive[META_KEY]
+    info = archive.zip.getinfo(f"{META_KEY}.npy")
+    if info.file_size > MAX_META_BYTES + NPY_HEADER_SLACK:
+        raise CheckpointError(f"{path}: {META_KEY} unpacks to {info.file_size:,} bytes, over the limit of {MAX_META_BYTES:,}")
+    raw = _member(archive, META_KEY, path)
     if raw.dtype != np.uint8 or raw.ndim != 1 or raw.size > MAX_META_BYTES:
         raise CheckpointError(f"{path}: {META_KEY} must be a 1-D uint8 array of at most {MAX_META_BYTES:,} bytes")
     try:
         meta = json.loads(raw.tobytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path}: {META_KEY} is not UTF-8 JSON: {exc}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise CheckpointError(f"{path}: {META_KEY} is not usable UTF-8 JSON: {type(exc).__name__}: {exc}"[:300]) from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not an xpcnn checkpoint (format {meta.get('format') if isinstance(meta, dict) else None!r})")
     if meta.get("version") != VERSION:
@@ -104,14 +125,15 @@ def load_checkpoint(path: str | Path, backend_name: str = "numpy", device: Any =
     dtype); a mismatch raises CheckpointError listing each difference.
     """
     path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such checkpoint file")
+    with open(path, "rb") as handle:
+        if handle.read(4) != ZIP_MAGIC:  # np.load would read any .npy whole, whatever it asks for
+            raise CheckpointError(f"{path}: not a checkpoint archive (.npz files start with {ZIP_MAGIC!r})")
     try:
         archive = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        if isinstance(exc, FileNotFoundError):
-            raise
+    except ARCHIVE_ERRORS as exc:
         raise CheckpointError(f"{path}: not a readable checkpoint (.npz): {exc}") from None
-    if not hasattr(archive, "files"):
-        raise CheckpointError(f"{path}: a single array, not a checkpoint archive")
     with archive:
         meta = _read_meta(archive, path)
         try:
@@ -171,14 +193,11 @@ def _read_array(archive: Any, key: str, declared: Any, path: Path) -> np.ndarray
             if version not in header_readers:
                 raise ValueError(f"unsupported .npy version {version}")
             header_shape, _, header_dtype = header_readers[version](member)
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
-        raise CheckpointError(f"{path}: cannot read the header of {key}: {exc}") from None
+    except ARCHIVE_ERRORS as exc:
+        raise CheckpointError(f"{path}: cannot read the header of {key}: {type(exc).__name__}: {exc}"[:300]) from None
     if tuple(header_shape) != shape or header_dtype != dtype:
         raise CheckpointError(f"{path}: {key} is stored as {tuple(header_shape)} {header_dtype}, metadata says {shape} {dtype}")
-    try:
-        value = archive[key]
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
-        raise CheckpointError(f"{path}: cannot read {key}: {exc}") from None
+    value = _member(archive, key, path)
     if value.shape != shape or value.dtype != dtype:
         raise CheckpointError(f"{path}: {key} is {value.shape} {value.dtype}, metadata says {shape} {dtype}")
     if value.dtype.kind != "f":

@@ -22,8 +22,8 @@ from ._version import __version__
 
 # Per-preset defaults, used where a flag is not given.
 RECIPES: dict[str, dict[str, Any]] = {
-    "seed": {"epochs": 3, "batch_size": 64, "optimizer": "sgd", "lr": 0.01, "momentum": 0.9, "schedule": "cosine", "weight_decay": 0.0},
-    "lenet": {"epochs": 5, "batch_size": 128, "optimizer": "adam", "lr": 2e-3, "momentum": 0.0, "schedule": "cosine", "weight_decay": 0.0},
+    "seed": {"epochs": 3, "batch_size": 64, "optimizer": "sgd", "lr": 0.01, "momentum": 0.9, "schedule": "cosine", "weight_decay": 0.0, "augment": 0},
+    "lenet": {"epochs": 5, "batch_size": 128, "optimizer": "adam", "lr": 2e-3, "momentum": 0.0, "schedule": "cosine", "weight_decay": 0.0, "augment": 0},
 }
 
 
@@ -90,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--weight-decay", type=float, help="(default: 0)")
     train.add_argument("--schedule", choices=sorted(SCHEDULES), help="learning-rate schedule (default: cosine)")
     train.add_argument("--warmup", type=int, default=0, help="warm-up steps of the cosine schedule")
+    train.add_argument("--augment", type=int, help="shift training images randomly by up to N pixels (default: 0)")
     train.add_argument("--seed", type=int, default=0, help="seed of weights, batch order and dropout (default: 0)")
     _add_data_flags(train)
     train.add_argument("--val-split", type=_fraction, default=0.0, help="fraction of the training set held out for validation")
@@ -98,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     train.add_argument("--checkpoint-every", type=_positive_int, help="also checkpoint every K optimizer steps")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.add_argument("--detect-anomaly", action="store_true", help="check every layer for NaN/Inf and name the first (slower)")
     train.add_argument("--no-plots", action="store_true", help="do not draw PNG plots")
 
     evaluate = commands.add_parser("evaluate", help="test accuracy of a checkpoint")
@@ -138,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
     recipe = dict(RECIPES[args.model])
-    for key in ("epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "schedule"):
+    for key in ("epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "schedule", "augment"):
         if getattr(args, key) is not None:
             recipe[key] = getattr(args, key)
     return recipe
@@ -204,7 +206,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         train_set, val_set = train_set.split(args.val_split, args.seed)
     progress = not args.no_progress
     if args.resume:
-        trainer = Trainer.resume(checkpoint, args.backend, args.device, progress=progress, log=_say)
+        trainer = Trainer.resume(checkpoint, args.backend, args.device, progress=progress, log=_say, anomaly=args.detect_anomaly)
         settings = trainer.info["settings"]
         epochs = args.epochs or settings["epochs"]
         _say(f"resuming {out} at epoch {trainer.state.epoch + 1}, batch {trainer.state.batch}")
@@ -216,7 +218,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         spec = loaded.train.spec
         info = {"model": args.model, "settings": settings, "data": {"name": spec.name, "mean": spec.mean, "std": spec.std, "classes": list(spec.classes)}}
         trainer = Trainer(model, optimizer, batch_size=settings["batch_size"], seed=args.seed, run_dir=out,
-                          checkpoint_every=args.checkpoint_every, progress=progress, log=_say, info=info)
+                          checkpoint_every=args.checkpoint_every, progress=progress, log=_say, info=info,
+                          anomaly=args.detect_anomaly, augment=settings["augment"])
     if args.checkpoint_every:
         trainer.checkpoint_every = args.checkpoint_every
     model = trainer.model

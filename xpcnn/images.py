@@ -6,6 +6,7 @@ decompression bomb is refused instead of filling memory.
 
 from __future__ import annotations
 
+import tokenize
 from pathlib import Path
 
 import numpy as np
@@ -43,8 +44,8 @@ def _read_npy(path: Path, size: tuple[int, int]) -> np.ndarray:
             array = np.lib.format.read_array(handle, allow_pickle=False)
     except ImageError:
         raise
-    except (OSError, ValueError, EOFError) as exc:
-        raise ImageError(f"{path}: not a readable .npy image: {exc}") from None
+    except (OSError, ValueError, EOFError, SyntaxError, tokenize.TokenError) as exc:  # NumPy's header parser
+        raise ImageError(f"{path}: not a readable .npy image: {type(exc).__name__}: {exc}"[:300]) from None
     if array.dtype == np.uint8:
         return np.ascontiguousarray(array)
     if array.dtype.kind == "f" and np.all(np.isfinite(array)) and array.min() >= 0.0 and array.max() <= 1.0:
@@ -68,5 +69,7 @@ def _read_picture(path: Path, size: tuple[int, int]) -> np.ndarray:
             return np.asarray(grey, dtype=np.uint8).copy()
     except ImageError:
         raise
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError, SyntaxError) as exc:
+    except Image.DecompressionBombError as exc:  # Pillow's own, stricter-than-ours-for-huge check at open
+        raise ImageError(f"{path}: over the limit of {MAX_PIXELS:,} pixels ({exc})") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise ImageError(f"{path}: not a readable image: {exc}") from None

@@ -12,6 +12,8 @@ from . import backend
 from .layers import LAYER_TYPES, Layer
 
 Shape = tuple[int, ...]
+MAX_VALUES = 1 << 29  # parameters of an architecture read from a file: 2 GiB of float32
+MAX_LAYERS = 10_000
 
 
 class Sequential:
@@ -143,21 +145,35 @@ class Sequential:
         return [{"type": type(layer).__name__, "config": layer.config()} for layer in self.layers]
 
     @classmethod
-    def from_config(cls, config: Any) -> "Sequential":
-        """Build a network (fresh weights) from `config()` output; rejects unknown layers."""
-        if not isinstance(config, list):
-            raise ValueError(f"architecture must be a list of layers, got {type(config).__name__}")
-        layers = []
+    def from_config(cls, config: Any, max_values: int = MAX_VALUES) -> "Sequential":
+        """Build a network (fresh weights) from `config()` output. Unknown layer types,
+        malformed arguments and architectures of more than `max_values` parameter and
+        buffer values are refused before anything is allocated."""
+        if not isinstance(config, list) or len(config) > MAX_LAYERS:
+            raise ValueError(f"architecture must be a list of at most {MAX_LAYERS} layers, got {type(config).__name__}")
+        planned = []
         for index, entry in enumerate(config):
             if not isinstance(entry, dict) or set(entry) != {"type", "config"}:
-                raise ValueError(f"layer {index}: expected {{'type': ..., 'config': {{...}}}}, got {entry!r}")
+                raise ValueError(f"layer {index}: expected {{'type': ..., 'config': {{...}}}}, got {entry!r}"[:300])
             kind, args = entry["type"], entry["config"]
             if kind not in LAYER_TYPES:
-                raise ValueError(f"layer {index}: unknown layer type {kind!r}; known: {', '.join(LAYER_TYPES)}")
-            if not isinstance(args, dict):
-                raise ValueError(f"layer {index} ({kind}): config must be a dict, got {args!r}")
+                raise ValueError(f"layer {index}: unknown layer type {kind!r}; known: {', '.join(LAYER_TYPES)}"[:300])
+            if not isinstance(args, dict) or not all(isinstance(v, (bool, int, float, str, list)) for v in args.values()):
+                raise ValueError(f"layer {index} ({kind}): config must map names to numbers, strings or lists, got {args!r}"[:300])
+            try:
+                size = LAYER_TYPES[kind].planned_size(args)
+            except (TypeError, ValueError, OverflowError) as exc:
+                raise ValueError(f"layer {index} ({kind}): bad config {args!r}: {exc}"[:300]) from None
+            if size < 0:
+                raise ValueError(f"layer {index} ({kind}): negative sizes in {args!r}"[:300])
+            planned.append(size)
+        if sum(planned) > max_values:
+            raise ValueError(f"architecture asks for {sum(planned):,} parameter values, over the limit of {max_values:,}")
+        layers = []
+        for index, entry in enumerate(config):
+            kind, args = entry["type"], entry["config"]
             try:
                 layers.append(LAYER_TYPES[kind](**args))
-            except (TypeError, ValueError) as exc:
-                raise ValueError(f"layer {index} ({kind}): bad config {args!r}: {exc}") from None
+            except (TypeError, ValueError, OverflowError) as exc:
+                raise ValueError(f"layer {index} ({kind}): bad config {args!r}: {exc}"[:300]) from None
         return cls(layers)

@@ -24,6 +24,7 @@ import numpy as np
 from array_api_compat import array_namespace
 
 from . import backend
+from .anomaly import NonFiniteError, backward_checked, forward_checked
 from .atomic import atomic_write_text
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .datasets import Dataset, batches, num_batches
@@ -119,6 +120,8 @@ class Trainer:
         progress: bool = True,
         log: Callable[[str], None] = print,
         info: dict[str, Any] | None = None,
+        anomaly: bool = False,
+        augment: int = 0,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -128,6 +131,8 @@ class Trainer:
         self.batch_size, self.seed = batch_size, seed
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.checkpoint_every, self.progress, self.log = checkpoint_every, progress, log
+        self.anomaly = anomaly  # check every layer for NaN/Inf (see xpcnn.anomaly)
+        self.augment = augment  # random shifts of up to this many pixels (see datasets.batches)
         self.info = dict(info or {})  # saved with checkpoints: model name, data statistics...
         self.state = Progress()
         self._stop_requested = False
@@ -147,7 +152,7 @@ class Trainer:
         return {
             "epoch": s.epoch, "batch": s.batch, "loss_sum": s.loss_sum, "correct": s.correct,
             "seen": s.seen, "seconds": s.seconds, "history": s.history,
-            "batch_size": self.batch_size, "seed": self.seed, "info": self.info,
+            "batch_size": self.batch_size, "seed": self.seed, "augment": self.augment, "info": self.info,
         }
 
     def save(self) -> Path | None:
@@ -168,7 +173,8 @@ class Trainer:
         optimizer = optimizer_from_checkpoint(checkpoint)
         state = checkpoint.trainer
         kwargs.setdefault("run_dir", Path(path).parent)
-        trainer = cls(checkpoint.model, optimizer, batch_size=state["batch_size"], seed=state["seed"], info=state.get("info"), **kwargs)
+        trainer = cls(checkpoint.model, optimizer, batch_size=state["batch_size"], seed=state["seed"],
+                      augment=int(state.get("augment", 0)), info=state.get("info"), **kwargs)
         trainer.state = Progress(
             epoch=int(state["epoch"]), batch=int(state["batch"]), loss_sum=float(state["loss_sum"]),
             correct=float(state["correct"]), seen=int(state["seen"]), seconds=float(state["seconds"]),
@@ -211,7 +217,7 @@ class Trainer:
         bar = self._progress_bar(total, epochs)
         started = time.perf_counter()
         try:
-            for x, y in batches(train, self.batch_size, seed=self.seed, epoch=s.epoch, start=s.batch,
+            for x, y in batches(train, self.batch_size, seed=self.seed, epoch=s.epoch, start=s.batch, augment=self.augment,
                                 backend_name=model.backend, device=model.device, dtype=model.dtype):
                 if self._stop_requested:
                     s.seconds += time.perf_counter() - started
@@ -233,16 +239,23 @@ class Trainer:
 
     def _step(self, x: Any, y: Any) -> None:
         s, model = self.state, self.model
-        logits = model.forward(x, training=True)
-        loss = self.loss_fn.forward(logits, y)
-        loss_value = float(loss)
-        if not math.isfinite(loss_value):
-            raise TrainingDiverged(
-                f"loss is {loss_value} at epoch {s.epoch + 1}, batch {s.batch + 1} (optimizer step "
-                f"{self.optimizer.steps + 1}, lr {self.optimizer.current_lr:g}); weights are from the step before"
-                + (f"; last good checkpoint: {self.checkpoint_path}" if self.checkpoint_path and self.checkpoint_path.exists() else "")
-            )
-        model.backward(self.loss_fn.backward(), input_grad=False)
+        where = f"step {self.optimizer.steps + 1} (epoch {s.epoch + 1}, batch {s.batch + 1})"
+        try:
+            logits = forward_checked(model, x, True, where) if self.anomaly else model.forward(x, training=True)
+            loss = self.loss_fn.forward(logits, y)
+            loss_value = float(loss)
+            if not math.isfinite(loss_value):
+                raise TrainingDiverged(
+                    f"loss is {loss_value} at {where}, lr {self.optimizer.current_lr:g}; "
+                    "weights are from the step before; --detect-anomaly names the first layer with a NaN/Inf"
+                )
+            if self.anomaly:
+                backward_checked(model, self.loss_fn.backward(), where, input_grad=False)
+            else:
+                model.backward(self.loss_fn.backward(), input_grad=False)
+        except (TrainingDiverged, NonFiniteError) as exc:
+            last_good = self.checkpoint_path if self.checkpoint_path and self.checkpoint_path.exists() else None
+            raise type(exc)(f"{exc}" + (f"; last good checkpoint: {last_good}" if last_good else "")) from None
         self.optimizer.step()
         n = int(y.shape[0])
         s.loss_sum += loss_value * n

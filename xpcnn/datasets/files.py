@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import http.client
 import os
+import socket
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -106,6 +108,13 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def _permanent(error: BaseException) -> bool:
+    """Failures a retry cannot fix: unknown host, or an HTTP 4xx answer."""
+    if isinstance(error, urllib.error.HTTPError):
+        return 400 <= error.code < 500
+    return isinstance(error, urllib.error.URLError) and isinstance(error.reason, socket.gaierror)
+
+
 def download_file(
     file: DataFile,
     mirrors: Sequence[str],
@@ -136,6 +145,8 @@ def download_file(
                     part.unlink(missing_ok=True)
             except (OSError, http.client.HTTPException, IDXError, ChecksumError, DownloadError) as exc:
                 failures.append(f"{url} (try {attempt}): {exc}")
+                if _permanent(exc):
+                    break  # another try at this mirror would fail the same way
                 if attempt < tries:
                     time.sleep(backoff * attempt)
     raise DownloadError(f"could not download {file.name}: " + "; ".join(failures))

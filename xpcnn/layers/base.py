@@ -48,6 +48,13 @@ class Layer:
         """Constructor arguments, JSON-ready: `type(self)(**config())` rebuilds the layer."""
         return {}
 
+    @classmethod
+    def planned_size(cls, config: dict[str, Any]) -> int:
+        """How many values the parameters and buffers of `cls(**config)` would hold,
+        computed without building it, so an untrusted config is refused before any
+        allocation (0 for layers without parameters)."""
+        return 0
+
     def extra_state(self) -> dict[str, int]:
         """Integer state besides arrays that a checkpoint must keep (e.g. a dropout counter)."""
         return {}

@@ -61,6 +61,12 @@ class Conv2D(Layer):
         if bias:
             self.params["bias"] = backend.zeros((out_channels,))
 
+    @classmethod
+    def planned_size(cls, config: dict[str, Any]) -> int:
+        kh, kw = pair(config.get("kernel_size", 0), "kernel_size")
+        out_channels = int(config.get("out_channels", 0))
+        return out_channels * int(config.get("in_channels", 0)) * kh * kw + out_channels
+
     def config(self) -> dict[str, Any]:
         return {
             "in_channels": self.in_channels,

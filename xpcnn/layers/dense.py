@@ -22,6 +22,11 @@ class Dense(Layer):
             "bias": backend.zeros((out_features,)),
         }
 
+    @classmethod
+    def planned_size(cls, config: dict[str, Any]) -> int:
+        out_features = int(config.get("out_features", 0))
+        return out_features * int(config.get("in_features", 0)) + out_features
+
     def config(self) -> dict[str, Any]:
         return {"in_features": self.in_features, "out_features": self.out_features}
 

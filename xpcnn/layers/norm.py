@@ -30,6 +30,10 @@ class BatchNorm2D(Layer):
             "running_var": backend.ones((num_features,)),
         }
 
+    @classmethod
+    def planned_size(cls, config: dict[str, Any]) -> int:
+        return 4 * int(config.get("num_features", 0))
+
     def config(self) -> dict[str, Any]:
         return {"num_features": self.num_features, "eps": self.eps, "momentum": self.momentum}
 

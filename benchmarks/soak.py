@@ -1,0 +1,86 @@
+"""Soak: does memory stay flat over a long run? (a benchmark, not a timed test)
+
+    python benchmarks/soak.py [--epochs 8] [--predictions 5000] [--save]
+
+Trains the `seed` preset for several epochs on the bundled MNIST subset through the same
+Trainer the CLI uses (progress bar on, checkpoint every epoch), then runs thousands of
+single-image predictions. After each epoch, and after each block of predictions, it
+records the resident memory (current and peak). A leak through layer caches, histories,
+progress bars or checkpoint buffers shows as current memory growing epoch after epoch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+import xpcnn
+from xpcnn import models
+from xpcnn.datasets import MNIST, load_bundled
+from xpcnn.optim import SGD
+from xpcnn.training import Trainer, predict
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import machine  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def resident_mib() -> float:
+    """Current resident set size, from /proc (Linux)."""
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def peak_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--predictions", type=int, default=5000)
+    parser.add_argument("--save", action="store_true")
+    args = parser.parse_args()
+    data = load_bundled()
+    model = models.build("seed")
+    rows = []
+    with tempfile.TemporaryDirectory() as run_dir:
+        trainer = Trainer(model, SGD(model, 0.01, momentum=0.9), batch_size=64, run_dir=run_dir, log=lambda m: None)
+        for epoch in range(1, args.epochs + 1):
+            start = time.perf_counter()
+            trainer.fit(data.train, epoch, val=data.test)
+            rows.append((f"epoch {epoch}", time.perf_counter() - start, resident_mib(), peak_mib()))
+        blocks = 5
+        for block in range(1, blocks + 1):
+            start = time.perf_counter()
+            for index in range(args.predictions // blocks):
+                predict(model, data.test.images[index % len(data.test)], MNIST.mean, MNIST.std)
+            rows.append((f"{block * (args.predictions // blocks):,} predictions", time.perf_counter() - start, resident_mib(), peak_mib()))
+    epoch_rss = [r[2] for r in rows[: args.epochs]]
+    growth = epoch_rss[-1] - epoch_rss[1] if len(epoch_rss) > 2 else 0.0
+    lines = [
+        f"# Soak, seed preset, {time.strftime('%Y-%m-%d')}", "",
+        f"- machine: {machine()}; xpcnn {xpcnn.__version__}, NumPy {np.__version__}",
+        f"- {args.epochs} epochs of the bundled subset ({len(data.train):,} images, batch 64, validation on {len(data.test):,}) with a checkpoint each epoch, then {args.predictions:,} single-image predictions", "",
+        "| after | seconds | resident MiB | peak MiB |", "|---|---|---|---|",
+        *[f"| {name} | {seconds:.1f} | {rss:.1f} | {peak:.1f} |" for name, seconds, rss, peak in rows], "",
+        f"Resident memory from epoch 2 to epoch {args.epochs}: {growth:+.1f} MiB "
+        f"({'flat: no growth beyond allocator noise' if abs(growth) < 5 else 'GROWING: look for a leak'}).",
+    ]
+    report = "\n".join(lines)
+    print(report)
+    if args.save:
+        RESULTS.mkdir(exist_ok=True)
+        (RESULTS / "soak.md").write_text(report + "\n")
+
+
+if __name__ == "__main__":
+    main()

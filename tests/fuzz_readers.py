@@ -1,0 +1,58 @@
+"""Coverage-guided fuzz target (atheris) for the readers of untrusted files.
+
+    python tests/fuzz_readers.py -runs=20000            # bounded, as the test suite runs it
+    python tests/fuzz_readers.py -max_total_time=600    # longer, by hand
+
+Each input is tried as an IDX file (raw, then gzip-wrapped), a checkpoint and a .npy
+image. Only the project's own documented errors may come out; anything else (a crash, a
+MemoryError, another exception) stops the fuzzer with the input that caused it.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import sys
+import tempfile
+
+import atheris
+
+with atheris.instrument_imports():
+    from xpcnn.checkpoint import CheckpointError, load_checkpoint
+    from xpcnn.datasets.idx import IDXError, read_idx
+    from xpcnn.images import ImageError, read_image
+
+FOLDER = tempfile.mkdtemp(prefix="xpcnn-fuzz-")
+LIMIT = 1 << 24  # 16 MiB: a header asking for more is refused before allocation
+
+
+def write(name: str, data: bytes) -> str:
+    path = os.path.join(FOLDER, name)
+    with open(path, "wb") as handle:
+        handle.write(data)
+    return path
+
+
+def one_input(data: bytes) -> None:
+    for content in (data, gzip.compress(data, compresslevel=1)):
+        try:
+            read_idx(write("input.idx", content), max_bytes=LIMIT)
+        except IDXError:
+            pass
+    try:
+        load_checkpoint(write("input.npz", data))
+    except CheckpointError:
+        pass
+    try:
+        read_image(write("input.npy", data))
+    except ImageError:
+        pass
+
+
+def main() -> None:
+    atheris.Setup(sys.argv, one_input)
+    atheris.Fuzz()
+
+
+if __name__ == "__main__":
+    main()
