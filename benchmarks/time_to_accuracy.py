@@ -21,7 +21,6 @@ from common import release_openblas  # noqa: E402  (before NumPy is imported)
 
 OPENBLAS_WAS = release_openblas()
 
-import numpy as np  # noqa: E402
 
 from common import blas_description, machine, torch_twin  # noqa: E402
 

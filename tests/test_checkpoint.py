@@ -184,3 +184,11 @@ def test_sigkill_while_saving_keeps_a_loadable_checkpoint(tmp_path):
     # A killed save may leave its temporary file, never anything named like a checkpoint.
     leftovers = {p.name for p in tmp_path.iterdir()} - {"ckpt.npz"}
     assert all(name.startswith(".ckpt.npz.") and name.endswith(".tmp") for name in leftovers)
+
+
+def test_written_files_get_the_usual_mode(tmp_path):
+    from xpcnn.atomic import FILE_MODE, atomic_write_text
+
+    atomic_write_text(tmp_path / "a.txt", "x")
+    (tmp_path / "b.txt").write_text("x")  # an ordinary new file, for comparison
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == (tmp_path / "b.txt").stat().st_mode & 0o777 == FILE_MODE

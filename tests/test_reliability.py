@@ -29,12 +29,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import xpcnn
-from xpcnn import backend, models
+from xpcnn import models
 from xpcnn.anomaly import NonFiniteError
 from xpcnn.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from xpcnn.datasets import DataFile, download_file, load_verified
 from xpcnn.datasets.files import find_file
-from xpcnn.datasets.idx import IDXError, read_idx, write_idx
+from xpcnn.datasets.idx import IDXError, read_idx
 from xpcnn.images import ImageError, read_image
 from xpcnn.optim import SGD
 from xpcnn.training import Trainer, TrainingDiverged

@@ -45,5 +45,5 @@ from ._version import __version__
 __all__ = [
     "AvgPool2D", "BatchNorm2D", "Conv2D", "Dense", "Dropout", "Flatten", "Layer", "MaxPool2D",
     "ReLU", "Sigmoid", "Tanh", "SoftmaxCrossEntropy", "Sequential", "available_backends",
-    "to_backend", "to_numpy", "gradcheck", "gradcheck_loss", "GradcheckError", "GradcheckResult",
+    "to_backend", "to_numpy", "gradcheck", "gradcheck_loss", "GradcheckError", "GradcheckResult", "__version__",
 ]

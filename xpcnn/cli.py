@@ -23,7 +23,7 @@ from ._version import __version__
 # Per-preset defaults, used where a flag is not given.
 RECIPES: dict[str, dict[str, Any]] = {
     "seed": {"epochs": 3, "batch_size": 64, "optimizer": "sgd", "lr": 0.01, "momentum": 0.9, "schedule": "cosine", "weight_decay": 0.0, "augment": 0},
-    "lenet": {"epochs": 5, "batch_size": 128, "optimizer": "adam", "lr": 2e-3, "momentum": 0.0, "schedule": "cosine", "weight_decay": 0.0, "augment": 0},
+    "lenet": {"epochs": 5, "batch_size": 64, "optimizer": "adam", "lr": 2e-3, "momentum": 0.0, "schedule": "cosine", "weight_decay": 0.0, "augment": 1},
 }
 
 
@@ -83,14 +83,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_backend_flags(train)
     train.add_argument("--dtype", default="float32", choices=backend.DTYPES)
     train.add_argument("--epochs", type=_positive_int, help="total epochs (seed: 3, lenet: 5)")
-    train.add_argument("--batch-size", type=_positive_int, help="(seed: 64, lenet: 128)")
+    train.add_argument("--batch-size", type=_positive_int, help="(seed: 64, lenet: 64)")
     train.add_argument("--optimizer", choices=sorted(OPTIMIZERS), help="(seed: sgd, lenet: adam)")
     train.add_argument("--lr", type=_positive_float, help="peak learning rate (seed: 0.01, lenet: 0.002)")
     train.add_argument("--momentum", type=float, help="SGD momentum (seed: 0.9)")
     train.add_argument("--weight-decay", type=float, help="(default: 0)")
     train.add_argument("--schedule", choices=sorted(SCHEDULES), help="learning-rate schedule (default: cosine)")
     train.add_argument("--warmup", type=int, default=0, help="warm-up steps of the cosine schedule")
-    train.add_argument("--augment", type=int, help="shift training images randomly by up to N pixels (default: 0)")
+    train.add_argument("--augment", type=int, help="shift training images randomly by up to N pixels (seed: 0, lenet: 1)")
     train.add_argument("--seed", type=int, default=0, help="seed of weights, batch order and dropout (default: 0)")
     _add_data_flags(train)
     train.add_argument("--val-split", type=_fraction, default=0.0, help="fraction of the training set held out for validation")

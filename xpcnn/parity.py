@@ -288,7 +288,7 @@ class TrajectoryReport:
         return {**asdict(self), "passed": self.passed}
 
     def to_table(self) -> str:
-        lines = [f"step  " + "  ".join(f"loss {b:>16s}" for b in self.backends) + "  max weight drift  allowed"]
+        lines = ["step  " + "  ".join(f"loss {b:>16s}" for b in self.backends) + "  max weight drift  allowed"]
         for step, (losses, drift) in enumerate(zip(self.losses, self.drift)):
             allowed = self.tolerance_per_step * (step + 1)
             lines.append(f"{step + 1:4d}  " + "  ".join(f"{v:21.10f}" for v in losses) + f"  {drift:16.3e}  {allowed:7.0e}{'' if drift <= allowed else '  FAIL'}")

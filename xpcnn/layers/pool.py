@@ -100,7 +100,7 @@ class AvgPool2D(_Pool2D):
 
     def backward(self, dy: Any) -> Any:
         x_shape = self._take_cache(dy)
-        xp = self._namespace(dy)
+        self._namespace(dy)
         out_hw = tuple(dy.shape[2:])
         share = dy / len(self._taps())
         dx = zeros_nchw(dy, x_shape)
