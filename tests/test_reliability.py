@@ -235,7 +235,7 @@ def cli(*args: str) -> list[str]:
 
 def train_args(out: Path) -> list[str]:
     return ["train", "--no-download", "--limit", "1280", "--epochs", "2", "--out", str(out), "--no-progress",
-            "--no-plots", "--checkpoint-every", "1", "--model", "lenet"]
+            "--no-plots", "--checkpoint-every", "1", "--model", "lenet", "--batch-size", "128", "--augment", "1"]
 
 
 STEPS = 2 * 1280 // 128
