@@ -20,16 +20,10 @@ def release_openblas() -> dict[str, str | None]:
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as info:
-            for line in info:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
+    """CPU model, cores, operating system (imports NumPy: call after release_openblas)."""
+    from xpcnn.cli import machine_description
+
+    return f"{machine_description()}, {platform.system()} {platform.release()}"
 
 
 def blas_description() -> str:
