@@ -302,10 +302,10 @@ class _Slow(http.server.BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("Content-Length", str(len(self.body)))
         self.end_headers()
-        for start in range(0, len(self.body), 4096):
+        for start in range(0, len(self.body), 4096):  # ~40 chunks: two seconds in all
             self.wfile.write(self.body[start : start + 4096])
             self.wfile.flush()
-            time.sleep(0.01)
+            time.sleep(0.05)
 
     def log_message(self, *args):
         pass
