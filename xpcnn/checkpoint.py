@@ -24,6 +24,7 @@ from . import backend
 from ._version import __version__
 from .atomic import atomic_write_bytes
 from .model import Sequential
+from .npyheader import read_npy_header
 
 FORMAT = "xpcnn-checkpoint"
 VERSION = 1
@@ -186,17 +187,13 @@ def _read_array(archive: Any, key: str, declared: Any, path: Path) -> np.ndarray
     if member_size > nbytes + NPY_HEADER_SLACK:
         raise CheckpointError(f"{path}: {key} unpacks to {member_size:,} bytes, its declaration allows {nbytes:,}")
     # NumPy allocates what the .npy header asks for before reading: check the header first.
-    header_readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
     try:
         with archive.zip.open(f"{key}.npy") as member:
-            version = np.lib.format.read_magic(member)
-            if version not in header_readers:
-                raise ValueError(f"unsupported .npy version {version}")
-            header_shape, _, header_dtype = header_readers[version](member)
+            header_shape, header_dtype = read_npy_header(member)
     except ARCHIVE_ERRORS as exc:
         raise CheckpointError(f"{path}: cannot read the header of {key}: {type(exc).__name__}: {exc}"[:300]) from None
-    if tuple(header_shape) != shape or header_dtype != dtype:
-        raise CheckpointError(f"{path}: {key} is stored as {tuple(header_shape)} {header_dtype}, metadata says {shape} {dtype}")
+    if header_shape != shape or header_dtype != dtype:
+        raise CheckpointError(f"{path}: {key} is stored as {header_shape} {header_dtype}, metadata says {shape} {dtype}")
     value = _member(archive, key, path)
     if value.shape != shape or value.dtype != dtype:
         raise CheckpointError(f"{path}: {key} is {value.shape} {value.dtype}, metadata says {shape} {dtype}")

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
+from .npyheader import read_npy_header
+
 MAX_PIXELS = 25_000_000  # 5000 x 5000: any photo of a digit, nothing that exhausts memory
 SIZE = (28, 28)
-_NPY_HEADERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
 
 
 class ImageError(ValueError):
@@ -32,12 +33,9 @@ def read_image(path: str | Path, invert: bool = False, size: tuple[int, int] = S
 def _read_npy(path: Path, size: tuple[int, int]) -> np.ndarray:
     try:
         with open(path, "rb") as handle:
-            version = np.lib.format.read_magic(handle)
-            if version not in _NPY_HEADERS:
-                raise ImageError(f"{path}: unsupported .npy version {version}")
-            shape, _, dtype = _NPY_HEADERS[version](handle)
-            if tuple(shape) != size:
-                raise ImageError(f"{path}: expected an array of shape {size}, the header says {tuple(shape)}")
+            shape, dtype = read_npy_header(handle)
+            if shape != size:
+                raise ImageError(f"{path}: expected an array of shape {size}, the header says {shape}")
             if dtype.kind not in "uif" or dtype.hasobject:
                 raise ImageError(f"{path}: expected uint8 or float pixels, got {dtype}")
             handle.seek(0)
