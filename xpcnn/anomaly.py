@@ -48,8 +48,7 @@ def backward_checked(model: Sequential, dy: Any, step: str, input_grad: bool = T
     check_finite(dy, f"{step}: gradient of the loss")
     for index in reversed(range(len(model))):
         layer = model[index]
-        skip = index == 0 and not input_grad and layer.skips_input_grad
-        dy = layer.backward(dy, input_grad=False) if skip else layer.backward(dy)
+        dy = model.backward_layer(index, dy, input_grad)
         for key, grad in layer.grads.items():
             check_finite(grad, f"{step}: gradient of {_name(index, layer)} {key} in backward")
         if dy is not None:

@@ -53,11 +53,16 @@ class Sequential:
         or None with `input_grad=False`, which lets the first layer skip that work (the
         input is data: training never needs its gradient)."""
         for index in reversed(range(len(self.layers))):
-            layer = self.layers[index]
-            if index == 0 and not input_grad and layer.skips_input_grad:
-                return layer.backward(dy, input_grad=False)
-            dy = layer.backward(dy)
+            dy = self.backward_layer(index, dy, input_grad)
         return dy if input_grad else None
+
+    def backward_layer(self, index: int, dy: Any, input_grad: bool = True) -> Any:
+        """Backward of layer `index` alone; the first layer skips its input gradient
+        (returning None) when `input_grad` is off and it can."""
+        layer = self.layers[index]
+        if index == 0 and not input_grad and layer.skips_input_grad:
+            return layer.backward(dy, input_grad=False)
+        return layer.backward(dy)
 
     def _named(self, attribute: str) -> dict[str, Any]:
         return {
