@@ -3,7 +3,7 @@
     python benchmarks/bench.py [--repeats 7] [--threads N] [--gpu] [--save]
 
 Prints one markdown report: training throughput (forward, loss, backward, update) at
-batch 64 and 256 and inference throughput at batch 1000 for the `seed` and `lenet`
+batch 64 and 256 and inference throughput at batch 1000 for the `tutorial` and `lenet`
 presets, xpcnn and PyTorch timed alternately within each repeat so that their ratio
 holds on a noisy machine (medians, with min and max); the share of the machine's own
 float32 matmul peak that the training step reaches; peak resident memory of a lenet
@@ -34,7 +34,8 @@ import numpy as np  # noqa: E402
 from common import blas_description, machine, timed, torch_twin, train_flops_per_image  # noqa: E402
 
 import xpcnn  # noqa: E402
-from xpcnn import backend, models  # noqa: E402
+from xpcnn import backend, presets  # noqa: E402
+from xpcnn.hooks import TimerHook  # noqa: E402
 from xpcnn.optim import SGD, Adam  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -66,7 +67,7 @@ def torch_step(net, optimizer, x, y, sync):
 def make_optimizers(preset, model, net):
     import torch
 
-    if preset == "seed":
+    if preset == "tutorial":
         return SGD(model, 0.01, momentum=0.9), torch.optim.SGD(net.parameters(), 0.01, momentum=0.9)
     return Adam(model, 1e-3), torch.optim.Adam(net.parameters(), 1e-3)
 
@@ -99,30 +100,14 @@ def matmul_peak(xp, device, sync, size=2048, repeats=5):
     return 2.0 * size**3 / best
 
 
-def layer_breakdown(model, x, y, repeats, sync):
-    """Median milliseconds of each layer's forward and backward within a training step."""
-    loss = xpcnn.SoftmaxCrossEntropy()
-    forward = {i: [] for i in range(len(model))}
-    backward = {i: [] for i in range(len(model))}
-    for r in range(repeats + 1):
-        h = x
-        for i, layer in enumerate(model):
-            start = time.perf_counter()
-            h = layer.forward(h)
-            sync()
-            forward[i].append(time.perf_counter() - start)
-        loss.forward(h, y)
-        d = loss.backward()
-        for i in reversed(range(len(model))):
-            start = time.perf_counter()
-            d = model[i].backward(d)
-            sync()
-            backward[i].append(time.perf_counter() - start)
-    rows = []
-    for i, layer in enumerate(model):
-        f, b = statistics.median(forward[i][1:]) * 1e3, statistics.median(backward[i][1:]) * 1e3
-        rows.append((i, repr(layer), f, b))
-    return rows
+def layer_breakdown(step, model, repeats, sync):
+    """Median milliseconds of each layer's forward and backward within the training step
+    `step` (the one timed above), measured by a TimerHook; the first call is warm-up."""
+    timer = TimerHook(sync)
+    with model.hooked(timer):
+        for _ in range(repeats + 1):
+            step()
+    return timer.medians(skip=1)
 
 
 MEMORY_CHILD = """
@@ -138,14 +123,14 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 threadpool_limits({threads})
 import xpcnn
-from xpcnn import models
+from xpcnn import presets
 if {library!r} == "torch":  # only the library measured is imported
     import torch
     torch.set_num_threads({threads})
     from common import torch_twin
 rng = np.random.default_rng(0)
 x = rng.standard_normal((256, 1, 28, 28)).astype(np.float32); y = rng.integers(0, 10, 256)
-model = models.build("lenet")
+model = presets.build("lenet")
 before = resident_mib()
 if {library!r} == "xpcnn":
     from xpcnn.optim import Adam
@@ -178,7 +163,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--gpu", action="store_true", help="CuPy vs PyTorch on CUDA")
     parser.add_argument("--save", action="store_true", help="write the report to benchmarks/results/")
-    parser.add_argument("--presets", default="seed,lenet")
+    parser.add_argument("--presets", default="tutorial,lenet")
     args = parser.parse_args()
 
     import torch
@@ -222,7 +207,7 @@ def main() -> None:
     rng = np.random.default_rng(0)
     breakdowns = {}
     for preset in args.presets.split(","):
-        model = models.build(preset).to(*ours_target)
+        model = presets.build(preset).to(*ours_target)
         net = torch_twin(model, torch_device)
         flops = train_flops_per_image(model)
         for batch in batch_sizes:
@@ -231,11 +216,12 @@ def main() -> None:
             xt, yt = torch.from_numpy(x_host).to(torch_device), torch.from_numpy(y_host).to(torch_device)
             ours_opt, torch_opt = make_optimizers(preset, model, net)
             steps = max(2, int(2048 / batch))
-            mine, reference, ratios = side_by_side(xpcnn_step(model, ours_opt, x, y), torch_step(net, torch_opt, xt, yt, sync), batch, args.repeats, steps)
+            ours_step = xpcnn_step(model, ours_opt, x, y)
+            mine, reference, ratios = side_by_side(ours_step, torch_step(net, torch_opt, xt, yt, sync), batch, args.repeats, steps)
             share = f"{statistics.median(mine) * flops / peak:.0%} / {statistics.median(reference) * flops / peak:.0%}"
             lines.append(f"| {preset} | {batch} | train | {fmt(mine)} | {fmt(reference)} | {statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f}) | {share} |")
             if batch == batch_sizes[-1]:
-                breakdowns[preset] = layer_breakdown(model, x, y, args.repeats, sync)
+                breakdowns[preset] = layer_breakdown(ours_step, model, args.repeats, sync)
         inference = 1000 if not args.gpu else 4096
         x_host = rng.standard_normal((inference, 1, 28, 28)).astype(np.float32)
         x, xt = backend.to_backend(x_host, *ours_target), torch.from_numpy(x_host).to(torch_device)

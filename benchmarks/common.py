@@ -21,17 +21,15 @@ def release_openblas() -> dict[str, str | None]:
 
 def machine() -> str:
     """CPU model, cores, operating system (imports NumPy: call after release_openblas)."""
-    from xpcnn.cli import machine_description
+    from xpcnn import machine as this_machine
 
-    return f"{machine_description()}, {platform.system()} {platform.release()}"
+    return f"{this_machine.cpu()}, {platform.system()} {platform.release()}"
 
 
 def blas_description() -> str:
-    from threadpoolctl import threadpool_info
+    from xpcnn import machine as this_machine
 
-    pools = [f"{p.get('internal_api')} {p.get('version')} ({p.get('architecture', '?')} kernel, {p.get('num_threads')} threads)"
-             for p in threadpool_info() if p.get("user_api") == "blas"]
-    return "; ".join(pools) or "unknown"
+    return "; ".join(this_machine.blas()) or "unknown"
 
 
 def train_flops_per_image(model: Any, input_shape: tuple[int, int, int] = (1, 28, 28)) -> float:

@@ -2,7 +2,7 @@
 
     python benchmarks/soak.py [--epochs 8] [--predictions 5000] [--save]
 
-Trains the `seed` preset for several epochs on the bundled MNIST subset through the same
+Trains the `tutorial` preset for several epochs on the bundled MNIST subset through the same
 Trainer the CLI uses (progress bar on, checkpoint every epoch), then runs thousands of
 single-image predictions. After each epoch, and after each block of predictions, it
 records the resident memory (current and peak). A leak through layer caches, histories,
@@ -22,10 +22,11 @@ from pathlib import Path
 import numpy as np
 
 import xpcnn
-from xpcnn import models
+from xpcnn import presets
 from xpcnn.datasets import MNIST, load_bundled
 from xpcnn.optim import SGD
-from xpcnn.training import Trainer, predict
+from xpcnn.evaluation import predict
+from xpcnn.training import Trainer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine  # noqa: E402
@@ -50,7 +51,7 @@ def main() -> None:
     parser.add_argument("--save", action="store_true")
     args = parser.parse_args()
     data = load_bundled()
-    model = models.build("seed")
+    model = presets.build("tutorial")
     rows = []
     with tempfile.TemporaryDirectory() as run_dir:
         # Progress bar on (to stderr), as in the CLI: a leak through tqdm would show here too.
@@ -73,7 +74,7 @@ def main() -> None:
     growth = max(epoch_rss[half:], default=0.0) - max(epoch_rss[1:half], default=0.0)
     prediction_growth = rows[-1][2] - rows[args.epochs][2]
     lines = [
-        f"# Soak, seed preset, {time.strftime('%Y-%m-%d')}", "",
+        f"# Soak, tutorial preset, {time.strftime('%Y-%m-%d')}", "",
         f"- machine: {machine()}; xpcnn {xpcnn.__version__}, NumPy {np.__version__}",
         f"- {args.epochs} epochs of the bundled subset ({len(data.train):,} images, batch 64, validation on {len(data.test):,}) with a checkpoint each epoch, then {args.predictions:,} single-image predictions", "",
         "| after | seconds | resident MiB | peak MiB |", "|---|---|---|---|",

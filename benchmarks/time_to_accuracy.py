@@ -25,10 +25,10 @@ OPENBLAS_WAS = release_openblas()
 from common import blas_description, machine, torch_twin  # noqa: E402
 
 import xpcnn  # noqa: E402
-from xpcnn import models  # noqa: E402
+from xpcnn import presets  # noqa: E402
 from xpcnn.datasets import batches, load_dataset, num_batches  # noqa: E402
 from xpcnn.optim import Adam, Cosine  # noqa: E402
-from xpcnn.training import evaluate  # noqa: E402
+from xpcnn.evaluation import evaluate  # noqa: E402
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
 
@@ -36,7 +36,7 @@ DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
 def run(library, data, epochs, batch_size, target, eval_every, threads):
     import torch
 
-    model = models.build("lenet")
+    model = presets.build("lenet")
     steps_per_epoch = num_batches(len(data.train), batch_size)
     total = epochs * steps_per_epoch
     if library == "xpcnn":

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import xpcnn
-from xpcnn import backend, models
+from xpcnn import backend, presets
 from xpcnn.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from xpcnn.optim import Adam
 
@@ -34,7 +34,7 @@ def trained_step(net, target):
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_save_anywhere_load_on_numpy_same_outputs(tmp_path, target, dtype):
-    net = models.lenet(3).to(*target, dtype)
+    net = presets.lenet(3).to(*target, dtype)
     opt, x = trained_step(net, target)
     expected = backend.to_numpy(net.forward(x, training=False))
     save_checkpoint(tmp_path / "c.npz", net, opt, {"note": "hello"})
@@ -54,7 +54,7 @@ def test_save_anywhere_load_on_numpy_same_outputs(tmp_path, target, dtype):
 
 
 def test_load_onto_every_backend(tmp_path, target):
-    net = models.seed(1)
+    net = presets.tutorial(1)
     save_checkpoint(tmp_path / "c.npz", net)
     loaded = load_checkpoint(tmp_path / "c.npz", *target)
     assert loaded.model.backend == target[0]
@@ -78,7 +78,7 @@ def rewrite(path, out, *, meta=None, drop=(), replace=None):
 @pytest.fixture
 def saved(tmp_path):
     path = tmp_path / "good.npz"
-    save_checkpoint(path, models.seed(0))
+    save_checkpoint(path, presets.tutorial(0))
     return path
 
 
@@ -152,9 +152,9 @@ def test_member_larger_than_declared_is_refused_before_reading(saved, tmp_path):
 SAVER = textwrap.dedent(
     """
     import sys, numpy as np
-    from xpcnn import models
+    from xpcnn import presets
     from xpcnn.checkpoint import save_checkpoint
-    net = models.lenet(0)
+    net = presets.lenet(0)
     print("ready", flush=True)
     i = 0
     while True:
@@ -168,7 +168,7 @@ SAVER = textwrap.dedent(
 
 def test_sigkill_while_saving_keeps_a_loadable_checkpoint(tmp_path):
     path = tmp_path / "ckpt.npz"
-    save_checkpoint(path, models.lenet(0), trainer={"i": 0})
+    save_checkpoint(path, presets.lenet(0), trainer={"i": 0})
     rng = np.random.default_rng(0)
     last = 0
     for attempt in range(6):

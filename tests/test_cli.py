@@ -45,7 +45,7 @@ def test_train_end_to_end(run):
     files = {p.name for p in (tmp / "run").iterdir()}
     assert {"checkpoint.npz", "metrics.jsonl", "summary.json"} <= files
     summary = json.loads((tmp / "run" / "summary.json").read_text())
-    assert summary["model"] == "seed" and summary["train_images"] == 1350 and summary["test_accuracy"] > 0.5
+    assert summary["model"] == "tutorial" and summary["train_images"] == 1350 and summary["test_accuracy"] > 0.5
     row = json.loads((tmp / "run" / "metrics.jsonl").read_text().splitlines()[0])
     assert {"train_loss", "val_accuracy"} <= set(row)
     if "plots:" in result.stdout:

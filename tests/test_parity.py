@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import xpcnn
-from xpcnn import backend, models, parity
+from xpcnn import backend, parity, presets
 from xpcnn.datasets import batches, load_bundled
 from xpcnn.optim import SGD, Adam
 from xpcnn.training import Trainer
@@ -28,7 +28,7 @@ def batch():
 def test_presets_agree_with_numpy(target, batch, preset, dtype):
     if target[0] == "numpy":
         pytest.skip("numpy is the reference")
-    report = parity.compare(models.build(preset), *batch, ["numpy", target], dtype)
+    report = parity.compare(presets.build(preset), *batch, ["numpy", target], dtype)
     assert report.passed, report.to_table()
     local = report.worst("local")
     assert local.max_rel < parity.TOLERANCES[dtype] / 10  # headroom, as documented
@@ -36,7 +36,7 @@ def test_presets_agree_with_numpy(target, batch, preset, dtype):
 
 
 def test_report_covers_every_layer_and_parameter(batch):
-    model = models.build("seed")
+    model = presets.build("tutorial")
     report = parity.compare(model, *batch, ["numpy", "numpy"], "float64")
     local = [row for row in report.rows if row.view == "local"]
     assert len(local) == len(model) + 1 + len(model.params) + len(model)  # outputs, loss, grads, input grads
@@ -54,7 +54,7 @@ def torch_module():
 def test_a_perturbed_matmul_fails_at_the_first_layer(batch, torch_module, monkeypatch):
     original = torch_module.Tensor.__matmul__
     monkeypatch.setattr(torch_module.Tensor, "__matmul__", lambda a, b: original(a, b) * 1.01)
-    report = parity.compare(models.build("seed"), *batch, ["numpy", "torch"], "float32")
+    report = parity.compare(presets.build("tutorial"), *batch, ["numpy", "torch"], "float32")
     assert not report.passed
     first = report.first_failure
     assert (first.view, first.layer, first.name, first.quantity) == ("local", 0, "Conv2D", "output")
@@ -69,7 +69,7 @@ def test_a_backward_fault_in_one_layer_is_named(batch, torch_module, monkeypatch
         return dx * 1.001 if backend.backend_of(dy) == "torch" else dx
 
     monkeypatch.setattr(xpcnn.MaxPool2D, "backward", faulty)
-    report = parity.compare(models.build("seed"), *batch, ["numpy", "torch"], "float64")
+    report = parity.compare(presets.build("tutorial"), *batch, ["numpy", "torch"], "float64")
     first = report.first_failure
     assert (first.layer, first.name, first.quantity) == (1, "MaxPool2D", "grad input")
     assert all(row.passed for row in report.rows if row.view == "local" and row.layer != 1)
@@ -78,16 +78,16 @@ def test_a_backward_fault_in_one_layer_is_named(batch, torch_module, monkeypatch
 def test_trajectory_follows_training_and_can_fail(torch_module, monkeypatch):
     data = load_bundled()
     train_batches = list(batches(data.train, 16, seed=0))[:4]
-    report = parity.trajectory(models.build("seed"), train_batches, ["numpy", "torch"], "float64", "sgd")
+    report = parity.trajectory(presets.build("tutorial"), train_batches, ["numpy", "torch"], "float64", "sgd")
     assert report.passed and len(report.drift) == 4 and len(report.losses[0]) == 2
     assert "PASS" in report.to_table()
     original = torch_module.Tensor.__matmul__
     monkeypatch.setattr(torch_module.Tensor, "__matmul__", lambda a, b: original(a, b) * (1 + 1e-6))
-    assert not parity.trajectory(models.build("seed"), train_batches, ["numpy", "torch"], "float64", "adam").passed
+    assert not parity.trajectory(presets.build("tutorial"), train_batches, ["numpy", "torch"], "float64", "adam").passed
 
 
 def test_clone_is_independent():
-    model = models.build("lenet")
+    model = presets.build("lenet")
     copy = parity.clone(model, "numpy", dtype="float64")
     copy.params["0.weight"][...] = 0
     assert np.any(model.params["0.weight"] != 0) and model.dtype == "float32"
@@ -142,7 +142,7 @@ def test_a_training_step_stays_on_its_device(count_transfers, preset):
     device and move nothing to the host."""
     strict = pytest.importorskip("array_api_strict")
     device = strict.Device("device1")
-    model = models.build(preset).to("array_api_strict", device)
+    model = presets.build(preset).to("array_api_strict", device)
     rng = np.random.default_rng(0)
     x = backend.to_backend(rng.standard_normal((8, 1, 28, 28)), "array_api_strict", device, "float32")
     y = backend.to_backend(rng.integers(0, 10, 8), "array_api_strict", device)
@@ -161,7 +161,7 @@ def test_the_trainer_moves_two_scalars_per_step(count_transfers):
     strict = pytest.importorskip("array_api_strict")
     device = strict.Device("device1")
     data = load_bundled().train.subset(np.arange(64))
-    model = models.build("seed").to("array_api_strict", device)
+    model = presets.build("tutorial").to("array_api_strict", device)
     trainer = Trainer(model, SGD(model, 0.01), batch_size=16, progress=False, log=lambda m: None)
     count_transfers["n"] = 0
     trainer.fit(data, 1)

@@ -29,8 +29,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import xpcnn
-from xpcnn import models
-from xpcnn.anomaly import NonFiniteError
+from xpcnn import presets
+from xpcnn.anomaly import AnomalyHook, NonFiniteError
 from xpcnn.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from xpcnn.datasets import DataFile, download_file, load_verified
 from xpcnn.datasets.files import find_file
@@ -355,14 +355,14 @@ def test_sigkill_during_download_never_leaves_a_valid_looking_file(tmp_path):
 
 def test_anomaly_mode_names_the_input(tmp_path):
     data = xpcnn.datasets.load_bundled().train.subset(np.arange(64))
-    model = models.build("seed")
+    model = presets.build("tutorial")
     trainer = Trainer(model, SGD(model, 0.01), batch_size=32, progress=False, log=lambda m: None, anomaly=True)
     x = np.zeros((2, 1, 28, 28), np.float32)
     x[1, 0, 3, 3] = np.nan
-    from xpcnn.anomaly import forward_checked
-
     with pytest.raises(NonFiniteError, match=r"step 1: the input batch: 1 NaN and 0 Inf among 1,568 values"):
-        forward_checked(model, x, True, "step 1")
+        with model.hooked(AnomalyHook("step 1")):
+            model.forward(x, training=True)
+    assert model.hooks == []  # the hook leaves with the block, also on an error
     model.params["4.weight"][0, 0] = np.inf  # a weight gone bad
     with pytest.raises(NonFiniteError, match=r"step 1 \(epoch 1, batch 1\): output of layer 4 \(Dense\) in forward"):
         trainer.fit(data, 1)
@@ -370,7 +370,7 @@ def test_anomaly_mode_names_the_input(tmp_path):
 
 def test_divergence_keeps_the_last_good_checkpoint(tmp_path):
     data = xpcnn.datasets.load_bundled().train.subset(np.arange(256))
-    model = models.build("seed")
+    model = presets.build("tutorial")
     optimizer = SGD(model, 0.01)
     trainer = Trainer(model, optimizer, batch_size=64, run_dir=tmp_path, progress=False, log=lambda m: None, anomaly=True)
     trainer.fit(data, 1)
@@ -388,6 +388,6 @@ def test_divergence_keeps_the_last_good_checkpoint(tmp_path):
 def test_float16_input_is_named(target, to_target):
     if target[0] == "array_api_strict":
         pytest.skip("array_api_strict has no float16")
-    model = models.build("seed").to(*target)
+    model = presets.build("tutorial").to(*target)
     with pytest.raises(TypeError, match=r"Conv2D.*input dtype .*float16 does not match parameter dtype .*float32"):
         model.forward(to_target(np.zeros((1, 1, 28, 28), np.float16)))

@@ -11,7 +11,8 @@ import xpcnn
 from xpcnn import backend
 from xpcnn.datasets import MNIST, Dataset, load_bundled
 from xpcnn.optim import SGD, Adam, Cosine
-from xpcnn.training import Trainer, TrainingDiverged, TrainingInterrupted, confusion_matrix, evaluate, predict
+from xpcnn.evaluation import confusion_matrix, evaluate, predict
+from xpcnn.training import Trainer, TrainingDiverged, TrainingInterrupted
 
 
 def small_net(seed=0):

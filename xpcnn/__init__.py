@@ -6,13 +6,22 @@ the same network runs on NumPy, CuPy, PyTorch tensors and array-api-strict.
 Building blocks
     Conv2D, MaxPool2D, AvgPool2D, Flatten, Dense, ReLU, Tanh, Sigmoid, Dropout,
     BatchNorm2D -- layers with forward(x, training) / backward(dy), params and grads.
-    SoftmaxCrossEntropy -- the loss. Sequential -- a network of layers.
+    SoftmaxCrossEntropy -- the loss. Sequential -- a network of layers, with hooks
+    (xpcnn.hooks) that run around every layer.
+
+Training and using a network
+    xpcnn.presets -- the tutorial and lenet networks and their recipes: build(name), recipe(name).
+    xpcnn.optim -- SGD, Adam, AdamW, schedules; build(name, model, lr), Optimizer.from_config.
+    xpcnn.datasets -- load_dataset("mnist"), the bundled subset, batches.
+    Trainer -- the training loop and its run folder; evaluate, predict -- using a network.
+    load_checkpoint, save_checkpoint -- arrays plus JSON, loadable on any backend.
 
 Backends (xpcnn.backend)
     available_backends(), to_backend(x, name), to_numpy(x).
 
 Correctness tools
-    gradcheck(layer, x), gradcheck_loss(loss, logits, labels).
+    gradcheck(layer, x), gradcheck_loss(loss, logits, labels); xpcnn.parity.compare;
+    xpcnn.anomaly (NaN/Inf detection by layer).
 
 Example
     >>> import numpy as np, xpcnn
@@ -22,7 +31,11 @@ Example
     (2, 10)
 """
 
+from . import backend, datasets, hooks, optim, presets
+from ._version import __version__
 from .backend import available_backends, to_backend, to_numpy
+from .checkpoint import load_checkpoint, save_checkpoint
+from .evaluation import evaluate, predict
 from .gradcheck import GradcheckError, GradcheckResult, gradcheck, gradcheck_loss
 from .layers import (
     AvgPool2D,
@@ -39,11 +52,12 @@ from .layers import (
 )
 from .losses import SoftmaxCrossEntropy
 from .model import Sequential
-
-from ._version import __version__
+from .training import Trainer
 
 __all__ = [
     "AvgPool2D", "BatchNorm2D", "Conv2D", "Dense", "Dropout", "Flatten", "Layer", "MaxPool2D",
-    "ReLU", "Sigmoid", "Tanh", "SoftmaxCrossEntropy", "Sequential", "available_backends",
-    "to_backend", "to_numpy", "gradcheck", "gradcheck_loss", "GradcheckError", "GradcheckResult", "__version__",
+    "ReLU", "Sigmoid", "Tanh", "SoftmaxCrossEntropy", "Sequential", "Trainer", "evaluate", "predict",
+    "load_checkpoint", "save_checkpoint", "available_backends", "to_backend", "to_numpy",
+    "gradcheck", "gradcheck_loss", "GradcheckError", "GradcheckResult", "backend", "datasets",
+    "hooks", "optim", "presets", "__version__",
 ]

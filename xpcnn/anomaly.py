@@ -1,8 +1,9 @@
 """Anomaly detection: find where the first NaN or Inf of a step appeared.
 
 Opt-in (`Trainer(anomaly=True)`, `xpcnn train --detect-anomaly`), like PyTorch's
-detect_anomaly: every layer's output, input gradient and parameter gradients are checked,
-at the price of one scalar transfer per check.
+detect_anomaly: `AnomalyHook`, attached with `model.hooked(...)`, checks every layer's
+output, input gradient and parameter gradients, at the price of one scalar transfer per
+check.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import Any
 
 from array_api_compat import array_namespace
 
-from .model import Sequential
+from .hooks import LayerHook
 
 
 class NonFiniteError(FloatingPointError):
@@ -34,23 +35,29 @@ def _name(index: int, layer: Any) -> str:
     return f"layer {index} ({type(layer).__name__})"
 
 
-def forward_checked(model: Sequential, x: Any, training: bool, step: str) -> Any:
-    """model.forward, checking the input and each layer's output."""
-    check_finite(x, f"{step}: the input batch")
-    for index, layer in enumerate(model):
-        x = layer.forward(x, training)
-        check_finite(x, f"{step}: output of {_name(index, layer)} in forward")
-    return x
+class AnomalyHook(LayerHook):
+    """Checks the input batch, every layer's output, the loss gradient, and every input
+    and parameter gradient; `step` names where in training the check ran."""
 
+    def __init__(self, step: str = "this step") -> None:
+        self.step = step
+        self._loss_gradient_checked = False
 
-def backward_checked(model: Sequential, dy: Any, step: str, input_grad: bool = True) -> Any:
-    """model.backward, checking each layer's input gradient and parameter gradients."""
-    check_finite(dy, f"{step}: gradient of the loss")
-    for index in reversed(range(len(model))):
-        layer = model[index]
-        dy = model.backward_layer(index, dy, input_grad)
+    def before_forward(self, index: int, layer: Any, x: Any) -> None:
+        if index == 0:
+            check_finite(x, f"{self.step}: the input batch")
+            self._loss_gradient_checked = False
+
+    def after_forward(self, index: int, layer: Any, y: Any) -> None:
+        check_finite(y, f"{self.step}: output of {_name(index, layer)} in forward")
+
+    def before_backward(self, index: int, layer: Any, dy: Any) -> None:
+        if not self._loss_gradient_checked:  # later layers' dy was checked as an input gradient
+            check_finite(dy, f"{self.step}: gradient of the loss")
+            self._loss_gradient_checked = True
+
+    def after_backward(self, index: int, layer: Any, dx: Any) -> None:
         for key, grad in layer.grads.items():
-            check_finite(grad, f"{step}: gradient of {_name(index, layer)} {key} in backward")
-        if dy is not None:
-            check_finite(dy, f"{step}: input gradient of {_name(index, layer)} in backward")
-    return dy
+            check_finite(grad, f"{self.step}: gradient of {_name(index, layer)} {key} in backward")
+        if dx is not None:
+            check_finite(dx, f"{self.step}: input gradient of {_name(index, layer)} in backward")

@@ -2,8 +2,8 @@
 
 A backend is a name ("numpy", "torch", "cupy", "array_api_strict") that resolves to an
 Array API namespace and a device. Everything else in xpcnn asks this module for
-namespaces, devices, dtypes, transfers and seeded initial values, so layer math never
-branches on the library.
+namespaces, devices, dtypes and transfers, so layer math never branches on the library.
+(Initial values and dropout masks are drawn on the host: see `xpcnn.init`.)
 """
 
 from __future__ import annotations
@@ -108,6 +108,21 @@ def device(name: str, spec: Any = None) -> Any:
     raise ValueError(f"backend {name!r} has no device {spec!r}")
 
 
+def device_unusable_reason(name: str, spec: Any = None) -> str | None:
+    """Why backend `name` cannot run on device `spec` here (None: it can), found by
+    placing a small array there: each library reports a missing device its own way."""
+    if name not in BACKENDS:
+        return f"unknown backend {name!r}; expected one of {', '.join(BACKENDS)}"
+    reason = unavailable_reason(name)
+    if reason is not None or spec is None:
+        return reason
+    try:
+        to_backend(np.zeros(1), name, spec)
+    except Exception as exc:  # noqa: BLE001 (CUDA errors, ValueError, RuntimeError...)
+        return f"device {spec!r} not usable: {exc}"
+    return None
+
+
 def devices(name: str) -> list[str]:
     """Names of the devices backend `name` can use here."""
     xp = namespace(name)
@@ -174,42 +189,3 @@ def to_backend(x: Any, name: str, device_spec: Any = None, dtype_spec: Any = Non
     if dtype_spec is not None:
         result = xp.astype(result, dtype(xp, dtype_spec))
     return result
-
-
-def host_rng(seed: int | np.random.Generator | None) -> np.random.Generator:
-    """A NumPy Generator: the given one, or a new one seeded with `seed` (0 for None)."""
-    if isinstance(seed, np.random.Generator):
-        return seed
-    return np.random.default_rng(0 if seed is None else seed)
-
-
-def kaiming_normal(shape: tuple[int, ...], fan_in: int, rng: np.random.Generator) -> Any:
-    """He/Kaiming normal weights, std sqrt(2 / fan_in), drawn on the host (NumPy float32).
-
-    Drawn in float64 and rounded once, so a float64 copy of the same network differs from
-    the float32 one only by that rounding.
-    """
-    values = rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)
-    return values.astype(np.float32)
-
-
-def zeros(shape: tuple[int, ...]) -> Any:
-    """Host zeros (NumPy float32): the starting value of biases and running means."""
-    return np.zeros(shape, dtype=np.float32)
-
-
-def ones(shape: tuple[int, ...]) -> Any:
-    """Host ones (NumPy float32): the starting value of scales and running variances."""
-    return np.ones(shape, dtype=np.float32)
-
-
-def keep_mask(seed: int, call: int, p: float, like: Any) -> Any:
-    """A keep-mask (1 kept, 0 dropped) shaped and placed like `like`, in its dtype.
-
-    Drawn on the host from (seed, call), so the n-th mask of a seed is the same on every
-    backend and after a resume, whatever happened in between.
-    """
-    rng = np.random.default_rng([seed, call])
-    mask = (rng.random(tuple(like.shape)) >= p).astype(np.float64)
-    name = backend_of(like)
-    return to_backend(mask, name, array_api_compat.device(like), like.dtype)

@@ -48,6 +48,17 @@ class Checkpoint:
     optimizer_arrays: dict[str, np.ndarray] = field(default_factory=dict)
     trainer: dict[str, Any] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+
+    def data_statistics(self) -> dict[str, Any]:
+        """What the model was trained on: dataset name, normalisation mean and std, class
+        names (see training.data_statistics); CheckpointError if the file lacks them."""
+        info = self.trainer.get("info")
+        data = info.get("data") if isinstance(info, dict) else None
+        if not isinstance(data, dict) or not {"name", "mean", "std", "classes"} <= set(data):
+            raise CheckpointError(f"{self.path}: no data statistics (dataset, mean, std, classes) in the checkpoint; "
+                                  "it was saved before training (Trainer.fit writes them)")
+        return data
 
 
 def save_checkpoint(path: str | Path, model: Sequential, optimizer: Any = None, trainer: dict[str, Any] | None = None) -> None:
@@ -168,7 +179,7 @@ def load_checkpoint(path: str | Path, backend_name: str = "numpy", device: Any =
             raise CheckpointError(f"{path}: bad extra state for layer {index}: {exc}") from None
     model.to(backend_name, device, dtype)
     optimizer_arrays = {k.removeprefix("optim/"): v for k, v in arrays.items() if k.startswith("optim/")}
-    return Checkpoint(model, meta.get("optimizer"), optimizer_arrays, meta["trainer"], meta)
+    return Checkpoint(model, meta.get("optimizer"), optimizer_arrays, meta["trainer"], meta, path)
 
 
 def _read_array(archive: Any, key: str, declared: Any, path: Path) -> np.ndarray:

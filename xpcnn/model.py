@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import array_api_compat
 
 from . import backend
+from .hooks import LayerHook
 from .layers import LAYER_TYPES, Layer
+from .layers.base import Shape
 
-Shape = tuple[int, ...]
 MAX_VALUES = 1 << 29  # parameters of an architecture read from a file: 2 GiB of float32
 MAX_LAYERS = 10_000
 
@@ -27,6 +29,7 @@ class Sequential:
         if not layers:
             raise ValueError("Sequential needs at least one layer")
         self.layers = layers
+        self.hooks: list[LayerHook] = []  # see hooked()
 
     def __iter__(self) -> Iterator[Layer]:
         return iter(self.layers)
@@ -41,9 +44,23 @@ class Sequential:
         inner = "".join(f"\n  ({i}) {layer!r}" for i, layer in enumerate(self.layers))
         return f"Sequential({inner}\n)"
 
+    @contextmanager
+    def hooked(self, *hooks: LayerHook) -> Iterator["Sequential"]:
+        """Run `hooks` around every layer's forward and backward inside the block."""
+        self.hooks += hooks
+        try:
+            yield self
+        finally:
+            for hook in hooks:
+                self.hooks.remove(hook)
+
     def forward(self, x: Any, training: bool = True) -> Any:
-        for layer in self.layers:
+        for index, layer in enumerate(self.layers):
+            for hook in self.hooks:
+                hook.before_forward(index, layer, x)
             x = layer.forward(x, training)
+            for hook in self.hooks:
+                hook.after_forward(index, layer, x)
         return x
 
     __call__ = forward
@@ -53,16 +70,16 @@ class Sequential:
         or None with `input_grad=False`, which lets the first layer skip that work (the
         input is data: training never needs its gradient)."""
         for index in reversed(range(len(self.layers))):
-            dy = self.backward_layer(index, dy, input_grad)
+            layer = self.layers[index]
+            for hook in self.hooks:
+                hook.before_backward(index, layer, dy)
+            if index == 0 and not input_grad and layer.skips_input_grad:
+                dy = layer.backward(dy, input_grad=False)
+            else:
+                dy = layer.backward(dy)
+            for hook in self.hooks:
+                hook.after_backward(index, layer, dy)
         return dy if input_grad else None
-
-    def backward_layer(self, index: int, dy: Any, input_grad: bool = True) -> Any:
-        """Backward of layer `index` alone; the first layer skips its input gradient
-        (returning None) when `input_grad` is off and it can."""
-        layer = self.layers[index]
-        if index == 0 and not input_grad and layer.skips_input_grad:
-            return layer.backward(dy, input_grad=False)
-        return layer.backward(dy)
 
     def _named(self, attribute: str) -> dict[str, Any]:
         return {

@@ -61,7 +61,20 @@ class Cosine(Schedule):
 SCHEDULES = {"constant": Schedule, "step": StepDecay, "cosine": Cosine}
 
 
+def plan_schedule(name: str, total_steps: int, warmup: int = 0) -> Schedule:
+    """Schedule `name` planned over a run of `total_steps` optimizer steps: "cosine"
+    (with `warmup` linear warm-up steps), "step" (x0.1 after each third) or "constant"."""
+    if name == "cosine":
+        return Cosine(total_steps, warmup)
+    if name == "step":
+        return StepDecay(max(1, total_steps // 3), 0.1)
+    if name == "constant":
+        return Schedule()
+    raise ValueError(f"unknown schedule {name!r}; expected one of {', '.join(SCHEDULES)}")
+
+
 def schedule_from_config(config: dict[str, Any]) -> Schedule:
+    """Rebuild a schedule from its `config()`."""
     kind = config.get("type")
     if kind not in SCHEDULES:
         raise ValueError(f"unknown schedule {kind!r}; expected one of {', '.join(SCHEDULES)}")
@@ -109,7 +122,20 @@ class Optimizer:
         raise NotImplementedError
 
     def config(self) -> dict[str, Any]:
+        """The settings, JSON-ready: `Optimizer.from_config(model, config())` rebuilds it."""
         return {"type": type(self).__name__, "lr": self.lr, "weight_decay": self.weight_decay, "schedule": self.schedule.config()}
+
+    @classmethod
+    def from_config(cls, model: Sequential, config: dict[str, Any]) -> "Optimizer":
+        """A fresh optimizer (no state, step 0) for `model` from `config()` output."""
+        settings = dict(config)
+        kind = str(settings.pop("type", "")).lower()
+        if kind not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {kind!r}; expected one of {', '.join(OPTIMIZERS)}")
+        schedule = schedule_from_config(settings.pop("schedule", {"type": "constant"}))
+        if "betas" in settings:
+            settings["betas"] = tuple(settings["betas"])
+        return OPTIMIZERS[kind](model, schedule=schedule, **settings)
 
     def state_arrays(self) -> dict[str, Any]:
         """Per-parameter state as "slot/param" -> array (for checkpoints)."""
@@ -200,3 +226,15 @@ class AdamW(Adam):
 
 
 OPTIMIZERS: dict[str, type[Optimizer]] = {"sgd": SGD, "adam": Adam, "adamw": AdamW}
+
+
+def build(name: str, model: Sequential, lr: float, *, momentum: float = 0.0, weight_decay: float = 0.0,
+          schedule: Schedule | None = None) -> Optimizer:
+    """Optimizer `name` ("sgd", "adam", "adamw") for `model`; `momentum` is SGD's only."""
+    if name not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {name!r}; expected one of {', '.join(OPTIMIZERS)}")
+    if name == "sgd":
+        return SGD(model, lr, momentum=momentum, weight_decay=weight_decay, schedule=schedule)
+    if momentum:
+        raise ValueError(f"momentum applies to sgd only, not {name}")
+    return OPTIMIZERS[name](model, lr, weight_decay=weight_decay, schedule=schedule)

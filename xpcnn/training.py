@@ -1,16 +1,17 @@
-"""Training, evaluation and prediction.
+"""The training loop and the run it writes.
 
 One step: forward, loss, a finiteness check of the loss (before any weight changes),
 backward, optimizer update. The loss and the count of correct predictions are the only
-values that leave the device, as two scalars per step. A run can checkpoint every epoch
-and every k steps, stops cleanly on Ctrl-C after saving, and resumes to the same weights
-an uninterrupted run reaches: the batch order is a function of (seed, epoch), and the
-optimizer state, dropout counters and partial-epoch sums are all in the checkpoint.
+values that leave the device, as two scalars per step. A run with a folder checkpoints
+every epoch and every k steps, stops cleanly on Ctrl-C after saving, and resumes to the
+same weights an uninterrupted run reaches: the batch order is a function of (seed,
+epoch), and the optimizer state, dropout counters and partial-epoch sums are all in the
+checkpoint. The checkpoint also describes the run (model, settings, data statistics), so
+`xpcnn evaluate`, `predict` and `train --resume` take one written from Python as well.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import signal
 import threading
@@ -21,19 +22,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from array_api_compat import array_namespace
 
-from . import backend
-from .anomaly import NonFiniteError, backward_checked, forward_checked
-from .atomic import atomic_write_text
-from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from . import backend, machine
+from ._version import __version__
+from .anomaly import AnomalyHook, NonFiniteError
+from .checkpoint import load_checkpoint, save_checkpoint
 from .datasets import Dataset, batches, num_batches
+from .evaluation import confusion_matrix, count_correct, evaluate
 from .losses import SoftmaxCrossEntropy
 from .model import Sequential
-from .optim import OPTIMIZERS, Optimizer, schedule_from_config
-
-CHECKPOINT_NAME = "checkpoint.npz"
-METRICS_NAME = "metrics.jsonl"
+from .optim import Optimizer
+from .run_folder import RunFolder
 
 
 class TrainingDiverged(RuntimeError):
@@ -46,49 +45,6 @@ class TrainingInterrupted(RuntimeError):
     def __init__(self, message: str, checkpoint: Path | None) -> None:
         super().__init__(message)
         self.checkpoint = checkpoint
-
-
-def count_correct(logits: Any, labels: Any) -> Any:
-    """Number of rows whose arg-max equals the label, as a 0-d float array on the device."""
-    xp = array_namespace(logits)
-    return xp.sum(xp.astype(xp.argmax(logits, axis=1) == labels, xp.float32))
-
-
-def evaluate(model: Sequential, dataset: Dataset, batch_size: int = 1000) -> dict[str, Any]:
-    """Mean loss, accuracy and host predictions over `dataset`, in evaluation mode."""
-    loss_fn = SoftmaxCrossEntropy()
-    total_loss, predictions = 0.0, []
-    for x, y in batches(dataset, batch_size, shuffle=False, backend_name=model.backend, device=model.device, dtype=model.dtype):
-        logits = model.forward(x, training=False)
-        total_loss += float(loss_fn.forward(logits, y)) * int(y.shape[0])
-        predictions.append(backend.to_numpy(array_namespace(logits).argmax(logits, axis=1)))
-    predicted = np.concatenate(predictions) if predictions else np.zeros(0, np.int64)
-    count = max(len(dataset), 1)
-    return {"loss": total_loss / count, "accuracy": float(np.mean(predicted == dataset.labels)) if len(dataset) else 0.0, "predictions": predicted}
-
-
-def predict(model: Sequential, images: np.ndarray, mean: float, std: float, batch_size: int = 1000) -> np.ndarray:
-    """Class probabilities (n, K) on the host for uint8 images (n, H, W) or (H, W)."""
-    images = np.asarray(images)
-    if images.ndim == 2:
-        images = images[None]
-    if images.ndim != 3 or images.dtype != np.uint8:
-        raise ValueError(f"predict expects uint8 images (n, H, W), got {images.shape} {images.dtype}")
-    outputs = []
-    for start in range(0, images.shape[0], batch_size):
-        chunk = (images[start : start + batch_size].astype(np.float32) / 255.0 - mean) / std
-        x = backend.to_backend(chunk[:, None], model.backend, model.device, model.dtype)
-        logits = backend.to_numpy(model.forward(x, training=False)).astype(np.float64)
-        shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-        outputs.append(shifted / shifted.sum(axis=1, keepdims=True))
-    return np.concatenate(outputs)
-
-
-def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, classes: int) -> np.ndarray:
-    """counts[true, predicted]."""
-    counts = np.zeros((classes, classes), np.int64)
-    np.add.at(counts, (labels, predictions), 1)
-    return counts
 
 
 @dataclass
@@ -104,9 +60,17 @@ class Progress:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
+def data_statistics(dataset: Dataset) -> dict[str, Any]:
+    """What using a model needs to know of its training data: dataset name, the
+    normalisation (mean, std), the class names, and where the data came from."""
+    spec = dataset.spec
+    return {"name": spec.name, "mean": spec.mean, "std": spec.std, "classes": list(spec.classes), "source": dataset.source}
+
+
 class Trainer:
-    """Trains a model with an optimizer on a Dataset, writing into `run_dir` (optional)
-    the latest checkpoint and one JSON line of metrics per epoch."""
+    """Trains a model with an optimizer on a Dataset. With `run_dir`, keeps the run folder
+    (see xpcnn.run_folder): the latest checkpoint, metrics per epoch and, after
+    `finish(test)`, the summary and plots. `name` names the model in the run's record."""
 
     def __init__(
         self,
@@ -115,72 +79,116 @@ class Trainer:
         *,
         batch_size: int = 64,
         seed: int = 0,
+        augment: int = 0,
         run_dir: str | Path | None = None,
+        name: str = "custom",
         checkpoint_every: int | None = None,
         progress: bool = True,
         log: Callable[[str], None] = print,
-        info: dict[str, Any] | None = None,
         anomaly: bool = False,
-        augment: int = 0,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if checkpoint_every is not None and checkpoint_every < 1:
             raise ValueError(f"checkpoint_every must be >= 1 step, got {checkpoint_every}")
         self.model, self.optimizer, self.loss_fn = model, optimizer, SoftmaxCrossEntropy()
-        self.batch_size, self.seed = batch_size, seed
-        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.batch_size, self.seed, self.name = batch_size, seed, name
+        self.augment = augment  # random shifts of up to this many pixels (see datasets.batches)
+        self.folder = RunFolder(run_dir) if run_dir is not None else None
         self.checkpoint_every, self.progress, self.log = checkpoint_every, progress, log
         self.anomaly = anomaly  # check every layer for NaN/Inf (see xpcnn.anomaly)
-        self.augment = augment  # random shifts of up to this many pixels (see datasets.batches)
-        self.info = dict(info or {})  # saved with checkpoints: model name, data statistics...
+        self.epochs = 0  # the run's total, set by fit()
+        self.data: dict[str, Any] | None = None  # data_statistics() of the training set
+        self.train_images = 0
         self.state = Progress()
         self._stop_requested = False
 
     @property
     def checkpoint_path(self) -> Path | None:
-        return self.run_dir / CHECKPOINT_NAME if self.run_dir else None
+        return self.folder.checkpoint if self.folder else None
 
     @property
     def history(self) -> list[dict[str, Any]]:
         return self.state.history
 
-    # -- checkpoints -------------------------------------------------------------------
+    # -- the record of the run ---------------------------------------------------------
+
+    def settings(self) -> dict[str, Any]:
+        """How the run trains: epochs, batch, optimizer, learning rate and schedule, augmentation."""
+        config = self.optimizer.config()
+        schedule = config["schedule"]
+        return {
+            "epochs": self.epochs, "batch_size": self.batch_size, "optimizer": config["type"].lower(),
+            "lr": config["lr"], "momentum": config.get("momentum", 0.0), "weight_decay": config["weight_decay"],
+            "schedule": schedule["type"], "warmup": schedule.get("warmup", 0), "augment": self.augment,
+        }
 
     def trainer_state(self) -> dict[str, Any]:
+        """The JSON part of a checkpoint: progress, seeds and the description of the run."""
         s = self.state
         return {
             "epoch": s.epoch, "batch": s.batch, "loss_sum": s.loss_sum, "correct": s.correct,
             "seen": s.seen, "seconds": s.seconds, "history": s.history,
-            "batch_size": self.batch_size, "seed": self.seed, "augment": self.augment, "info": self.info,
+            "batch_size": self.batch_size, "seed": self.seed, "augment": self.augment,
+            "info": {"model": self.name, "settings": self.settings(), "data": self.data},
         }
 
     def save(self) -> Path | None:
         """Write the checkpoint and the metrics file (both atomically); returns the path."""
-        if self.run_dir is None:
+        if self.folder is None:
             return None
-        save_checkpoint(self.checkpoint_path, self.model, self.optimizer, self.trainer_state())
-        lines = "".join(json.dumps(row) + "\n" for row in self.state.history)
-        atomic_write_text(self.run_dir / METRICS_NAME, lines)
-        return self.checkpoint_path
+        save_checkpoint(self.folder.checkpoint, self.model, self.optimizer, self.trainer_state())
+        self.folder.write_metrics(self.state.history)
+        return self.folder.checkpoint
 
     @classmethod
     def resume(cls, path: str | Path, backend_name: str = "numpy", device: Any = None, **kwargs: Any) -> "Trainer":
-        """A trainer continuing from a checkpoint written by `save()`."""
+        """A trainer continuing from a checkpoint written by `save()`, on any backend."""
         checkpoint = load_checkpoint(path, backend_name, device)
-        if checkpoint.optimizer is None or "epoch" not in checkpoint.trainer:
-            raise ValueError(f"{path}: has no optimizer or trainer state to resume from")
-        optimizer = optimizer_from_checkpoint(checkpoint)
         state = checkpoint.trainer
+        if checkpoint.optimizer is None or "epoch" not in state:
+            raise ValueError(f"{path}: has no optimizer or trainer state to resume from")
+        model = checkpoint.model
+        optimizer = Optimizer.from_config(model, checkpoint.optimizer["config"])
+        arrays = {k: backend.to_backend(v, model.backend, model.device) for k, v in checkpoint.optimizer_arrays.items()}
+        optimizer.load_state_arrays(arrays, int(checkpoint.optimizer["steps"]))
+        info = state.get("info") or {}
         kwargs.setdefault("run_dir", Path(path).parent)
-        trainer = cls(checkpoint.model, optimizer, batch_size=state["batch_size"], seed=state["seed"],
-                      augment=int(state.get("augment", 0)), info=state.get("info"), **kwargs)
+        kwargs.setdefault("name", info.get("model", "custom"))
+        trainer = cls(model, optimizer, batch_size=state["batch_size"], seed=state["seed"],
+                      augment=int(state.get("augment", 0)), **kwargs)
+        trainer.data, trainer.epochs = info.get("data"), int(info.get("settings", {}).get("epochs", 0))
         trainer.state = Progress(
             epoch=int(state["epoch"]), batch=int(state["batch"]), loss_sum=float(state["loss_sum"]),
             correct=float(state["correct"]), seen=int(state["seen"]), seconds=float(state["seconds"]),
             history=list(state["history"]),
         )
         return trainer
+
+    def finish(self, test: Dataset, *, plots: bool = True) -> dict[str, Any]:
+        """Evaluate on `test` and complete the run folder: summary.json and, with `plots`
+        and matplotlib, curves.png and confusion.png. Returns `evaluate()`'s result."""
+        result = evaluate(self.model, test)
+        if self.folder is None:
+            return result
+        self.folder.write_summary(self.summary(result, test))
+        if plots:
+            classes = list(test.spec.classes)
+            counts = confusion_matrix(test.labels, result["predictions"], len(classes))
+            self.folder.draw_plots(self.history, counts, classes, f"{self.name} on {test.spec.name}", self.log)
+        return result
+
+    def summary(self, result: dict[str, Any], test: Dataset) -> dict[str, Any]:
+        """summary.json: the run's description with its test result and where it ran."""
+        model = self.model
+        return {
+            "model": self.name, "settings": self.settings(), "data": test.source or test.spec.name,
+            "train_images": self.train_images, "test_images": len(test),
+            "epochs": len(self.history), "test_accuracy": result["accuracy"], "test_loss": result["loss"],
+            "train_seconds": sum(row["seconds"] for row in self.history),
+            "backend": model.backend, "device": str(model.device), "dtype": model.dtype,
+            "machine": machine.cpu(), "xpcnn": __version__, "date": time.strftime("%Y-%m-%d"),
+        }
 
     # -- the loop ------------------------------------------------------------------------
 
@@ -189,6 +197,7 @@ class Trainer:
 
     def fit(self, train: Dataset, epochs: int, val: Dataset | None = None) -> list[dict[str, Any]]:
         """Train until `epochs` epochs are complete (counting those already done)."""
+        self.epochs, self.data, self.train_images = epochs, data_statistics(train), len(train)
         in_main_thread = threading.current_thread() is threading.main_thread()
         previous = signal.signal(signal.SIGINT, self._on_sigint) if in_main_thread else None
         try:
@@ -209,7 +218,8 @@ class Trainer:
             from tqdm.auto import tqdm
         except ImportError:
             return None
-        return tqdm(total=total, initial=self.state.batch, desc=f"epoch {self.state.epoch + 1}/{epochs}", unit="batch", leave=False, dynamic_ncols=True)
+        return tqdm(total=total, initial=self.state.batch, desc=f"epoch {self.state.epoch + 1}/{epochs}",
+                    unit="batch", leave=False, dynamic_ncols=True)
 
     def _run_epoch(self, train: Dataset, epochs: int, val: Dataset | None) -> None:
         model, s = self.model, self.state
@@ -235,23 +245,22 @@ class Trainer:
             if bar is not None:
                 bar.close()
         s.seconds += time.perf_counter() - started
-        self._finish_epoch(train, epochs, val)
+        self._finish_epoch(epochs, val)
 
     def _step(self, x: Any, y: Any) -> None:
         s, model = self.state, self.model
         where = f"step {self.optimizer.steps + 1} (epoch {s.epoch + 1}, batch {s.batch + 1})"
+        hooks = (AnomalyHook(where),) if self.anomaly else ()
         try:
-            logits = forward_checked(model, x, True, where) if self.anomaly else model.forward(x, training=True)
-            loss = self.loss_fn.forward(logits, y)
-            loss_value = float(loss)
-            if not math.isfinite(loss_value):
-                raise TrainingDiverged(
-                    f"loss is {loss_value} at {where}, lr {self.optimizer.current_lr:g}; "
-                    "weights are from the step before; --detect-anomaly names the first layer with a NaN/Inf"
-                )
-            if self.anomaly:
-                backward_checked(model, self.loss_fn.backward(), where, input_grad=False)
-            else:
+            with model.hooked(*hooks):
+                logits = model.forward(x, training=True)
+                loss = self.loss_fn.forward(logits, y)
+                loss_value = float(loss)
+                if not math.isfinite(loss_value):
+                    raise TrainingDiverged(
+                        f"loss is {loss_value} at {where}, lr {self.optimizer.current_lr:g}; "
+                        "weights are from the step before; --detect-anomaly names the first layer with a NaN/Inf"
+                    )
                 model.backward(self.loss_fn.backward(), input_grad=False)
         except (TrainingDiverged, NonFiniteError) as exc:
             last_good = self.checkpoint_path if self.checkpoint_path and self.checkpoint_path.exists() else None
@@ -263,7 +272,7 @@ class Trainer:
         s.seen += n
         s.batch += 1
 
-    def _finish_epoch(self, train: Dataset, epochs: int, val: Dataset | None) -> None:
+    def _finish_epoch(self, epochs: int, val: Dataset | None) -> None:
         s = self.state
         row: dict[str, Any] = {
             "epoch": s.epoch + 1,
@@ -283,19 +292,3 @@ class Trainer:
             message += f" | val loss {row['val_loss']:.4f}, accuracy {row['val_accuracy']:.2%}"
         self.log(message + f" | {row['seconds']:.1f} s")
         self.save()
-
-
-def optimizer_from_checkpoint(checkpoint: Checkpoint) -> Optimizer:
-    """Rebuild the optimizer saved with a checkpoint, its state on the model's backend."""
-    config = dict(checkpoint.optimizer["config"])
-    kind = config.pop("type").lower()
-    if kind not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {kind!r} in checkpoint")
-    schedule = schedule_from_config(config.pop("schedule"))
-    if "betas" in config:
-        config["betas"] = tuple(config["betas"])
-    optimizer = OPTIMIZERS[kind](checkpoint.model, schedule=schedule, **config)
-    model = checkpoint.model
-    arrays = {k: backend.to_backend(v, model.backend, model.device) for k, v in checkpoint.optimizer_arrays.items()}
-    optimizer.load_state_arrays(arrays, int(checkpoint.optimizer["steps"]))
-    return optimizer

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import fsync_dir
 from .idx import GZIP_MAGIC, IDXError, parse_idx, read_idx_bytes
 from .sources import DataFile, DatasetSpec
 
@@ -100,14 +101,6 @@ def _fetch(url: str, folder: Path, limit: int, timeout: float) -> Path:
     return Path(name)
 
 
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _permanent(error: BaseException) -> bool:
     """Failures a retry cannot fix: unknown host, or an HTTP 4xx answer."""
     if isinstance(error, urllib.error.HTTPError):
@@ -139,7 +132,7 @@ def download_file(
                 try:
                     load_verified(part, file)
                     os.replace(part, target)
-                    _fsync_dir(folder)
+                    fsync_dir(folder)
                     return target
                 finally:
                     part.unlink(missing_ok=True)

@@ -24,13 +24,22 @@ class DataNotFound(RuntimeError):
     """The dataset is neither on disk nor downloadable, and has no bundled subset."""
 
 
+def normalize(images: np.ndarray, mean: float, std: float) -> np.ndarray:
+    """uint8 images (n, H, W) -> float32 (n, 1, H, W), scaled to [0, 1] then standardised
+    with the training set's `mean` and `std`: what a network trained by xpcnn expects."""
+    x = images.astype(np.float32) / np.float32(255.0)
+    return ((x - np.float32(mean)) / np.float32(std))[:, None, :, :]
+
+
 @dataclass
 class Dataset:
-    """Images (N, H, W) uint8 and labels (N,) int64 of one split, with the dataset's spec."""
+    """Images (N, H, W) uint8 and labels (N,) int64 of one split, with the dataset's spec
+    and where it was read from."""
 
     images: np.ndarray
     labels: np.ndarray
     spec: DatasetSpec
+    source: str = ""  # one line, e.g. "full mnist from /data/mnist"
 
     def __post_init__(self) -> None:
         if self.images.ndim != 3 or self.images.dtype != np.uint8:
@@ -44,18 +53,19 @@ class Dataset:
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
-    @property
-    def input_shape(self) -> tuple[int, int, int]:
-        """(C, H, W) of one normalised image."""
-        return (1, *self.images.shape[1:])
-
     def normalize(self, images: np.ndarray) -> np.ndarray:
-        """uint8 (n, H, W) -> float32 (n, 1, H, W), scaled to [0, 1] then standardised."""
-        x = images.astype(np.float32) / np.float32(255.0)
-        return ((x - np.float32(self.spec.mean)) / np.float32(self.spec.std))[:, None, :, :]
+        """`normalize` with this dataset's statistics."""
+        return normalize(images, self.spec.mean, self.spec.std)
 
     def subset(self, indices: np.ndarray) -> "Dataset":
-        return Dataset(self.images[indices], self.labels[indices], self.spec)
+        return Dataset(self.images[indices], self.labels[indices], self.spec, self.source)
+
+    def sample(self, count: int | None, seed: int = 0) -> "Dataset":
+        """`count` images drawn at random from `seed`, kept in their order (all of them
+        when `count` is None or not smaller than the dataset)."""
+        if count is None or count >= len(self):
+            return self
+        return self.subset(np.sort(np.random.default_rng(seed).permutation(len(self))[:count]))
 
     def split(self, fraction: float, seed: int = 0) -> tuple["Dataset", "Dataset"]:
         """(rest, held_out): a random `fraction` held out, e.g. for validation."""
@@ -70,7 +80,11 @@ class Dataset:
 class Loaded:
     train: Dataset
     test: Dataset
-    source: str  # one line: where the data came from
+
+    @property
+    def source(self) -> str:
+        """One line: where the data came from."""
+        return self.train.source
 
 
 def bundled_path() -> Path:
@@ -87,10 +101,10 @@ def load_bundled() -> Loaded:
         raise ChecksumError(f"{path}: sha256 {actual}, expected {meta['sha256']}; the installation is damaged")
     with np.load(path, allow_pickle=False) as arrays:
         data = {key: arrays[key] for key in ("train_images", "train_labels", "test_images", "test_labels")}
+    source = f"bundled MNIST subset ({len(data['train_labels']):,} train / {len(data['test_labels']):,} test images)"
     return Loaded(
-        Dataset(data["train_images"], data["train_labels"], MNIST),
-        Dataset(data["test_images"], data["test_labels"], MNIST),
-        f"bundled MNIST subset ({len(data['train_labels']):,} train / {len(data['test_labels']):,} test images)",
+        Dataset(data["train_images"], data["train_labels"], MNIST, source),
+        Dataset(data["test_images"], data["test_labels"], MNIST, source),
     )
 
 
@@ -107,11 +121,30 @@ def load_full(spec: DatasetSpec, data_dir: str | Path | None = None, download: b
             path = download_file(file, spec.mirrors, cache_dir() / spec.name, log=log)
         arrays[key] = load_verified(path, file)
         places.add(str(path.parent))
+    source = f"full {spec.name} from {', '.join(sorted(places))}"
     return Loaded(
-        Dataset(arrays["train_images"], arrays["train_labels"], spec),
-        Dataset(arrays["test_images"], arrays["test_labels"], spec),
-        f"full {spec.name} from {', '.join(sorted(places))}",
+        Dataset(arrays["train_images"], arrays["train_labels"], spec, source),
+        Dataset(arrays["test_images"], arrays["test_labels"], spec, source),
     )
+
+
+def download(name: str = "mnist", data_dir: str | Path | None = None,
+             log: Callable[[str], None] = lambda message: None) -> list[tuple[Path, bool]]:
+    """Make sure every file of dataset `name` is in `data_dir` (default: the cache) and
+    verified, downloading what is missing; returns (path, downloaded) per file."""
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; expected one of {', '.join(DATASETS)}")
+    spec = DATASETS[name]
+    folder = Path(data_dir) if data_dir else cache_dir() / spec.name
+    results = []
+    for file in spec.files.values():
+        path = find_file(file, [folder])
+        if path is not None:
+            load_verified(path, file)
+            results.append((path, False))
+        else:
+            results.append((download_file(file, spec.mirrors, folder, log=log), True))
+    return results
 
 
 def load_dataset(name: str = "mnist", data_dir: str | Path | None = None, *, download: bool = True,
@@ -131,5 +164,3 @@ def load_dataset(name: str = "mnist", data_dir: str | Path | None = None, *, dow
         log(f"full MNIST neither found nor downloadable; using the {loaded.source}")
         return loaded
 
-
-__all__ = ["Dataset", "Loaded", "DataNotFound", "load_dataset", "load_full", "load_bundled", "IDXError", "ChecksumError"]

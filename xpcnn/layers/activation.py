@@ -15,10 +15,10 @@ class ReLU(Layer):
     def forward(self, x: Any, training: bool = True) -> Any:
         xp = self._namespace(x)
         y = xp.maximum(x, xp.zeros((), dtype=x.dtype, device=device(x)))
-        return self._keep(training, y, y)
+        return self._save_for_backward(training, y, y)
 
     def backward(self, dy: Any) -> Any:
-        y = self._take_cache(dy)
+        y = self._saved_for_backward(dy)
         xp = self._namespace(dy)
         # A multiply by the 0/1 mask: NumPy's where is several times slower on random masks.
         return dy * xp.astype(y > 0, dy.dtype)
@@ -30,10 +30,10 @@ class Tanh(Layer):
     def forward(self, x: Any, training: bool = True) -> Any:
         xp = self._namespace(x)
         y = xp.tanh(x)
-        return self._keep(training, y, y)
+        return self._save_for_backward(training, y, y)
 
     def backward(self, dy: Any) -> Any:
-        y = self._take_cache(dy)
+        y = self._saved_for_backward(dy)
         return dy * (1 - y * y)
 
 
@@ -45,8 +45,8 @@ class Sigmoid(Layer):
         # exp(-|x|) <= 1 never overflows; both branches of the where are finite.
         e = xp.exp(-xp.abs(x))
         y = xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
-        return self._keep(training, y, y)
+        return self._save_for_backward(training, y, y)
 
     def backward(self, dy: Any) -> Any:
-        y = self._take_cache(dy)
+        y = self._saved_for_backward(dy)
         return dy * y * (1 - y)

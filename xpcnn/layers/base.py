@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+import math
 from typing import Any
 
 from array_api_compat import array_namespace, device
@@ -49,11 +51,23 @@ class Layer:
         return {}
 
     @classmethod
+    def array_shapes(cls, arguments: dict[str, Any]) -> dict[str, Shape]:
+        """The shapes of the parameters and buffers of `cls(**arguments)`, by name: the one
+        declaration that `__init__` allocates from and `planned_size` counts. `arguments`
+        holds every constructor argument (defaults filled in)."""
+        return {}
+
+    @classmethod
     def planned_size(cls, config: dict[str, Any]) -> int:
         """How many values the parameters and buffers of `cls(**config)` would hold,
         computed without building it, so an untrusted config is refused before any
-        allocation (0 for layers without parameters)."""
-        return 0
+        allocation. Unknown or missing arguments raise TypeError, as the constructor would."""
+        bound = inspect.signature(cls).bind(**config)
+        bound.apply_defaults()
+        shapes = cls.array_shapes(bound.arguments)
+        if any(int(size) < 0 for shape in shapes.values() for size in shape):
+            raise ValueError(f"negative sizes in {shapes}")
+        return sum(math.prod(int(size) for size in shape) for shape in shapes.values())
 
     def extra_state(self) -> dict[str, int]:
         """Integer state besides arrays that a checkpoint must keep (e.g. a dropout counter)."""
@@ -132,16 +146,17 @@ class Layer:
         xp = array_namespace(like)
         return (xp.zeros if zeroed else xp.empty)(tuple(shape), dtype=like.dtype, device=device(like))
 
-    def _keep(self, training: bool, cache: Any, y: Any) -> Any:
-        """Return `y`, caching `cache` for backward when training."""
+    def _save_for_backward(self, training: bool, saved: Any, y: Any) -> Any:
+        """Return the output `y`; when training, keep `saved` (what backward needs) with
+        the output's shape."""
         if training:
-            self._cache = (cache, tuple(y.shape))
+            self._cache = (saved, tuple(y.shape))
         return y
 
-    def _take_cache(self, dy: Any) -> Any:
-        """The forward cache, after checking `dy` has the output's shape.
+    def _saved_for_backward(self, dy: Any) -> Any:
+        """What forward saved, after checking `dy` has the output's shape.
 
-        The cache is released, so a finished step holds no activations.
+        It is released, so a finished step holds no activations.
         """
         if self._cache is None:
             raise RuntimeError(

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
-from .. import backend
+from .. import init
 from .base import Layer, Shape, pair
 from .windows import Padding, channel_rows, col2im, from_channel_rows, im2col, output_size
 
@@ -54,18 +55,21 @@ class Conv2D(Layer):
         if min(self.kernel_size) < 1 or min(self.stride) < 1:
             raise ValueError(f"kernel_size and stride must be >= 1, got {kernel_size}, {stride}")
         self.padding = _padding(padding, self.kernel_size, self.stride)
-        kh, kw = self.kernel_size
-        fan_in = in_channels * kh * kw
-        host = backend.host_rng(rng)
-        self.params = {"weight": backend.kaiming_normal((out_channels, in_channels, kh, kw), fan_in, host)}
+        self.bias = bias
+        shapes = self.array_shapes(self.config())
+        fan_in = math.prod(shapes["weight"][1:])
+        self.params = {"weight": init.kaiming_normal(shapes["weight"], fan_in, init.host_rng(rng))}
         if bias:
-            self.params["bias"] = backend.zeros((out_channels,))
+            self.params["bias"] = init.zeros(shapes["bias"])
 
     @classmethod
-    def planned_size(cls, config: dict[str, Any]) -> int:
-        kh, kw = pair(config.get("kernel_size", 0), "kernel_size")
-        out_channels = int(config.get("out_channels", 0))
-        return out_channels * int(config.get("in_channels", 0)) * kh * kw + out_channels
+    def array_shapes(cls, arguments: dict[str, Any]) -> dict[str, Shape]:
+        o, c = int(arguments["out_channels"]), int(arguments["in_channels"])
+        kh, kw = pair(arguments["kernel_size"], "kernel_size")
+        shapes = {"weight": (o, c, kh, kw)}
+        if arguments["bias"]:
+            shapes["bias"] = (o,)
+        return shapes
 
     def config(self) -> dict[str, Any]:
         return {
@@ -74,7 +78,7 @@ class Conv2D(Layer):
             "kernel_size": list(self.kernel_size),
             "stride": list(self.stride),
             "padding": list(self.padding),
-            "bias": "bias" in self.params,
+            "bias": self.bias,
         }
 
     def output_shape(self, input_shape: Shape) -> Shape:
@@ -100,22 +104,22 @@ class Conv2D(Layer):
         cols = im2col(x, self.kernel_size, self.stride, self.padding, (ho, wo), buffer)
         cols2 = xp.reshape(cols, (-1, n * ho * wo))
         y = xp.reshape(weight, (o, -1)) @ cols2  # (O, N*Ho*Wo)
-        if "bias" in self.params:
+        if self.bias:
             y += xp.reshape(self.params["bias"], (o, 1))
         if training:
             self._scratch_array = cols
-        return self._keep(training, (tuple(x.shape), cols2), from_channel_rows(y, (n, o, ho, wo)))
+        return self._save_for_backward(training, (tuple(x.shape), cols2), from_channel_rows(y, (n, o, ho, wo)))
 
     skips_input_grad = True
 
     def backward(self, dy: Any, input_grad: bool = True) -> Any:
-        x_shape, cols = self._take_cache(dy)
+        x_shape, cols = self._saved_for_backward(dy)
         xp = self._namespace(dy)
         weight = self.params["weight"]
         o = weight.shape[0]
         dy2 = channel_rows(dy)  # (O, N*Ho*Wo), the layout of the forward product
         self.grads = {"weight": xp.reshape(dy2 @ cols.T, weight.shape)}
-        if "bias" in self.params:
+        if self.bias:
             self.grads["bias"] = xp.sum(dy2, axis=1)
         if not input_grad:
             return None

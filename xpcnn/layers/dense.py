@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .. import backend
+from .. import init
 from .base import Layer, Shape
 
 
@@ -16,16 +16,16 @@ class Dense(Layer):
         if in_features < 1 or out_features < 1:
             raise ValueError(f"Dense sizes must be >= 1, got {in_features}, {out_features}")
         self.in_features, self.out_features = in_features, out_features
-        host = backend.host_rng(rng)
+        shapes = self.array_shapes(self.config())
         self.params = {
-            "weight": backend.kaiming_normal((out_features, in_features), in_features, host),
-            "bias": backend.zeros((out_features,)),
+            "weight": init.kaiming_normal(shapes["weight"], in_features, init.host_rng(rng)),
+            "bias": init.zeros(shapes["bias"]),
         }
 
     @classmethod
-    def planned_size(cls, config: dict[str, Any]) -> int:
-        out_features = int(config.get("out_features", 0))
-        return out_features * int(config.get("in_features", 0)) + out_features
+    def array_shapes(cls, arguments: dict[str, Any]) -> dict[str, Shape]:
+        n_in, n_out = int(arguments["in_features"]), int(arguments["out_features"])
+        return {"weight": (n_out, n_in), "bias": (n_out,)}
 
     def config(self) -> dict[str, Any]:
         return {"in_features": self.in_features, "out_features": self.out_features}
@@ -42,12 +42,12 @@ class Dense(Layer):
         self._namespace(x)
         self.output_shape(x.shape)
         # x: (N, in) @ weight.T: (in, out) -> (N, out)
-        return self._keep(training, x, x @ self.params["weight"].T + self.params["bias"])
+        return self._save_for_backward(training, x, x @ self.params["weight"].T + self.params["bias"])
 
     skips_input_grad = True
 
     def backward(self, dy: Any, input_grad: bool = True) -> Any:
-        x = self._take_cache(dy)
+        x = self._saved_for_backward(dy)
         xp = self._namespace(dy)
         self.grads = {"weight": dy.T @ x, "bias": xp.sum(dy, axis=0)}
         return dy @ self.params["weight"] if input_grad else None

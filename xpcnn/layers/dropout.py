@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .. import backend
+from .. import init
 from .base import Layer
 
 
@@ -35,11 +35,11 @@ class Dropout(Layer):
     def forward(self, x: Any, training: bool = True) -> Any:
         self._namespace(x)
         if not training or self.p == 0.0:
-            return self._keep(training, None, x)
-        scaled_mask = backend.keep_mask(self.seed, self.calls, self.p, x) / (1 - self.p)
+            return self._save_for_backward(training, None, x)
+        scaled_mask = init.keep_mask(self.seed, self.calls, self.p, x) / (1 - self.p)
         self.calls += 1
-        return self._keep(training, scaled_mask, x * scaled_mask)
+        return self._save_for_backward(training, scaled_mask, x * scaled_mask)
 
     def backward(self, dy: Any) -> Any:
-        scaled_mask = self._take_cache(dy)
+        scaled_mask = self._saved_for_backward(dy)
         return dy if scaled_mask is None else dy * scaled_mask

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .. import backend
+from .. import init
 from .base import Layer, Shape
 from .windows import channel_rows, from_channel_rows
 
@@ -24,15 +24,14 @@ class BatchNorm2D(Layer):
         if not 0.0 <= momentum <= 1.0 or eps <= 0.0:
             raise ValueError(f"BatchNorm2D needs 0 <= momentum <= 1 and eps > 0, got {momentum}, {eps}")
         self.num_features, self.eps, self.momentum = num_features, eps, momentum
-        self.params = {"weight": backend.ones((num_features,)), "bias": backend.zeros((num_features,))}
-        self.buffers = {
-            "running_mean": backend.zeros((num_features,)),
-            "running_var": backend.ones((num_features,)),
-        }
+        shapes = self.array_shapes(self.config())
+        self.params = {"weight": init.ones(shapes["weight"]), "bias": init.zeros(shapes["bias"])}
+        self.buffers = {"running_mean": init.zeros(shapes["running_mean"]), "running_var": init.ones(shapes["running_var"])}
 
     @classmethod
-    def planned_size(cls, config: dict[str, Any]) -> int:
-        return 4 * int(config.get("num_features", 0))
+    def array_shapes(cls, arguments: dict[str, Any]) -> dict[str, Shape]:
+        c = int(arguments["num_features"])
+        return {"weight": (c,), "bias": (c,), "running_mean": (c,), "running_var": (c,)}
 
     def config(self) -> dict[str, Any]:
         return {"num_features": self.num_features, "eps": self.eps, "momentum": self.momentum}
@@ -71,10 +70,10 @@ class BatchNorm2D(Layer):
         self.buffers["running_var"] = (1 - m) * self.buffers["running_var"] + m * xp.reshape(var, (c,)) * (count / (count - 1))
         y = centred * (gamma * inv_std)  # = x_hat * gamma, without storing x_hat
         y += beta
-        return self._keep(training, (centred, inv_std), from_channel_rows(y, shape))
+        return self._save_for_backward(training, (centred, inv_std), from_channel_rows(y, shape))
 
     def backward(self, dy: Any) -> Any:
-        centred, inv_std = self._take_cache(dy)
+        centred, inv_std = self._saved_for_backward(dy)
         xp = self._namespace(dy)
         c, count = centred.shape
         dy_rows = channel_rows(dy)

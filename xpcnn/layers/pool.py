@@ -7,7 +7,7 @@ from typing import Any
 from array_api_compat import device
 
 from .base import Layer, Shape, pair
-from .windows import channels_first, output_size, tap, tap_index, zeros_nchw
+from .windows import swap_batch_and_channels, output_size, tap, tap_index, zeros_nchw
 
 
 class _Pool2D(Layer):
@@ -51,20 +51,20 @@ class MaxPool2D(_Pool2D):
         # Each tap copied once into a contiguous stack: the max and backward's comparisons
         # then read contiguous memory instead of k*k strided views each.
         stack = self._scratch((len(taps), c, n, ho, wo), x)
-        x_cn = channels_first(x)
+        x_cn = swap_batch_and_channels(x)
         for number, (i, j) in enumerate(taps):
             stack[number, ...] = tap(x_cn, i, j, (ho, wo), self.stride)
         y_cn = xp.max(stack, axis=0)  # (C, N, Ho, Wo)
         if training:
             self._scratch_array = stack
-        return self._keep(training, (tuple(x.shape), stack, y_cn), channels_first(y_cn))
+        return self._save_for_backward(training, (tuple(x.shape), stack, y_cn), swap_batch_and_channels(y_cn))
 
     def backward(self, dy: Any) -> Any:
-        x_shape, stack, y_cn = self._take_cache(dy)
+        x_shape, stack, y_cn = self._saved_for_backward(dy)
         xp = self._namespace(dy)
         n, c, h, w = x_shape
         out_hw = tuple(dy.shape[2:])
-        dy_cn = channels_first(dy)
+        dy_cn = swap_batch_and_channels(dy)
         taps = self._taps()
         overlapping = any(s < k for s, k in zip(self.stride, self.kernel_size))
         tiled = self.stride == self.kernel_size and (h, w) == tuple(o * k for o, k in zip(out_hw, self.kernel_size))
@@ -83,7 +83,7 @@ class MaxPool2D(_Pool2D):
                 dx_cn[index] += routed
             else:  # each input position lies in one window at most: plain assignment
                 dx_cn[index] = routed
-        return channels_first(dx_cn)
+        return swap_batch_and_channels(dx_cn)
 
 
 class AvgPool2D(_Pool2D):
@@ -96,10 +96,10 @@ class AvgPool2D(_Pool2D):
         total = tap(x, *taps[0], out_hw, self.stride)
         for i, j in taps[1:]:
             total = total + tap(x, i, j, out_hw, self.stride)
-        return self._keep(training, tuple(x.shape), total / len(taps))
+        return self._save_for_backward(training, tuple(x.shape), total / len(taps))
 
     def backward(self, dy: Any) -> Any:
-        x_shape = self._take_cache(dy)
+        x_shape = self._saved_for_backward(dy)
         self._namespace(dy)
         out_hw = tuple(dy.shape[2:])
         share = dy / len(self._taps())

@@ -18,8 +18,8 @@ class Flatten(Layer):
 
     def forward(self, x: Any, training: bool = True) -> Any:
         xp = self._namespace(x)
-        return self._keep(training, tuple(x.shape), xp.reshape(x, self.output_shape(x.shape)))
+        return self._save_for_backward(training, tuple(x.shape), xp.reshape(x, self.output_shape(x.shape)))
 
     def backward(self, dy: Any) -> Any:
-        x_shape = self._take_cache(dy)
+        x_shape = self._saved_for_backward(dy)
         return self._namespace(dy).reshape(dy, x_shape)

@@ -38,28 +38,29 @@ def tap(x: Any, i: int, j: int, out_hw: Pair, stride: Pair) -> Any:
     return x[tap_index(i, j, out_hw, stride)]
 
 
-def channels_first(x: Any) -> Any:
-    """(N, C, H, W) -> the (C, N, H, W) view (free for channel-major memory)."""
+def swap_batch_and_channels(x: Any) -> Any:
+    """(N, C, H, W) <-> (C, N, H, W): a view with the first two axes exchanged, its own
+    inverse. Channel-major memory seen as (N, C, H, W) becomes contiguous (C, N, H, W)."""
     return array_namespace(x).permute_dims(x, (1, 0, 2, 3))
 
 
 def channel_rows(x: Any) -> Any:
     """(N, C, H, W) -> (C, N*H*W): one row per channel (free for channel-major memory)."""
     xp = array_namespace(x)
-    return xp.reshape(channels_first(x), (x.shape[1], -1))
+    return xp.reshape(swap_batch_and_channels(x), (x.shape[1], -1))
 
 
 def from_channel_rows(rows: Any, shape: tuple[int, ...]) -> Any:
     """(C, N*H*W) -> (N, C, H, W) of `shape`, keeping the channel-major memory."""
     n, c, h, w = shape
-    return channels_first(array_namespace(rows).reshape(rows, (c, n, h, w)))
+    return swap_batch_and_channels(array_namespace(rows).reshape(rows, (c, n, h, w)))
 
 
 def zeros_nchw(like: Any, shape: tuple[int, ...]) -> Any:
     """Zeros of (N, C, H, W) `shape` in channel-major memory, on `like`'s device."""
     xp = array_namespace(like)
     n, c, h, w = shape
-    return channels_first(xp.zeros((c, n, h, w), dtype=like.dtype, device=device(like)))
+    return swap_batch_and_channels(xp.zeros((c, n, h, w), dtype=like.dtype, device=device(like)))
 
 
 def _valid(i: int, size: int, out: int, stride: int, before: int) -> tuple[int, int]:
@@ -94,7 +95,7 @@ def im2col(x: Any, kernel: Pair, stride: Pair, padding: Padding, out_hw: Pair, b
     so padding is never materialised; the buffer's padding positions must be zero.
     """
     for i, j, rows_out, cols_out, rows_in, cols_in in _tap_blocks(kernel, stride, padding, tuple(x.shape[2:]), out_hw):
-        buffer[:, i, j, :, rows_out, cols_out] = channels_first(x)[:, :, rows_in, cols_in]
+        buffer[:, i, j, :, rows_out, cols_out] = swap_batch_and_channels(x)[:, :, rows_in, cols_in]
     return buffer
 
 
@@ -112,4 +113,4 @@ def col2im(cols: Any, x_shape: tuple[int, ...], kernel: Pair, stride: Pair, padd
     dx = xp.zeros((c, n, h, w), dtype=cols.dtype, device=device(cols))
     for i, j, rows_out, cols_out, rows_in, cols_in in _tap_blocks(kernel, stride, padding, (h, w), out_hw):
         dx[:, :, rows_in, cols_in] += cols6[:, i, j, :, rows_out, cols_out]
-    return channels_first(dx)
+    return swap_batch_and_channels(dx)

@@ -1,0 +1,57 @@
+"""Using a trained network: test accuracy, class probabilities, the confusion matrix."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from array_api_compat import array_namespace
+
+from . import backend
+from .datasets import Dataset, batches, normalize
+from .losses import SoftmaxCrossEntropy
+from .model import Sequential
+
+
+def count_correct(logits: Any, labels: Any) -> Any:
+    """Number of rows whose arg-max equals the label, as a 0-d float array on the device."""
+    xp = array_namespace(logits)
+    return xp.sum(xp.astype(xp.argmax(logits, axis=1) == labels, xp.float32))
+
+
+def evaluate(model: Sequential, dataset: Dataset, batch_size: int = 1000) -> dict[str, Any]:
+    """Mean loss, accuracy and host predictions over `dataset`, in evaluation mode."""
+    loss_fn = SoftmaxCrossEntropy()
+    total_loss, predictions = 0.0, []
+    for x, y in batches(dataset, batch_size, shuffle=False, backend_name=model.backend, device=model.device, dtype=model.dtype):
+        logits = model.forward(x, training=False)
+        total_loss += float(loss_fn.forward(logits, y)) * int(y.shape[0])
+        predictions.append(backend.to_numpy(array_namespace(logits).argmax(logits, axis=1)))
+    predicted = np.concatenate(predictions) if predictions else np.zeros(0, np.int64)
+    count = max(len(dataset), 1)
+    accuracy = float(np.mean(predicted == dataset.labels)) if len(dataset) else 0.0
+    return {"loss": total_loss / count, "accuracy": accuracy, "predictions": predicted}
+
+
+def predict(model: Sequential, images: np.ndarray, mean: float, std: float, batch_size: int = 1000) -> np.ndarray:
+    """Class probabilities (n, K) on the host for uint8 images (n, H, W) or (H, W)."""
+    images = np.asarray(images)
+    if images.ndim == 2:
+        images = images[None]
+    if images.ndim != 3 or images.dtype != np.uint8:
+        raise ValueError(f"predict expects uint8 images (n, H, W), got {images.shape} {images.dtype}")
+    outputs = []
+    for start in range(0, images.shape[0], batch_size):
+        chunk = normalize(images[start : start + batch_size], mean, std)
+        x = backend.to_backend(chunk, model.backend, model.device, model.dtype)
+        logits = backend.to_numpy(model.forward(x, training=False)).astype(np.float64)
+        shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+        outputs.append(shifted / shifted.sum(axis=1, keepdims=True))
+    return np.concatenate(outputs)
+
+
+def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, classes: int) -> np.ndarray:
+    """counts[true, predicted]."""
+    counts = np.zeros((classes, classes), np.int64)
+    np.add.at(counts, (labels, predictions), 1)
+    return counts

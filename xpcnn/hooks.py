@@ -1,0 +1,113 @@
+"""Layer hooks: code that runs around every layer's forward and backward in a Sequential.
+
+The one per-layer loop is `Sequential.forward/backward`; tools that need to look at each
+layer (anomaly detection, parity tracing, per-layer timing) attach a hook instead of
+walking the layers themselves, the way Chainer's function hooks do:
+
+    timer = TimerHook()
+    with model.hooked(timer):
+        ...  # training steps, exactly as usual
+    print(timer.table())
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from . import backend
+
+
+class LayerHook:
+    """Called by Sequential around each layer; override what you need (all do nothing).
+
+    `index` is the layer's position; `dx` is None where the first layer skipped its input
+    gradient (`backward(..., input_grad=False)`).
+    """
+
+    def before_forward(self, index: int, layer: Any, x: Any) -> None:
+        pass
+
+    def after_forward(self, index: int, layer: Any, y: Any) -> None:
+        pass
+
+    def before_backward(self, index: int, layer: Any, dy: Any) -> None:
+        pass
+
+    def after_backward(self, index: int, layer: Any, dx: Any) -> None:
+        pass
+
+
+class TimerHook(LayerHook):
+    """Wall time of each layer's forward and backward, per call.
+
+    `sync` runs before every clock reading; pass the device's synchronize on a GPU, where
+    a call returns before its kernels finish.
+    """
+
+    def __init__(self, sync: Callable[[], None] = lambda: None) -> None:
+        self.sync = sync
+        self.forward: dict[int, list[float]] = {}
+        self.backward: dict[int, list[float]] = {}
+        self.names: dict[int, str] = {}
+        self._started = 0.0
+
+    def _start(self) -> None:
+        self.sync()
+        self._started = time.perf_counter()
+
+    def _stop(self, store: dict[int, list[float]], index: int, layer: Any) -> None:
+        self.sync()
+        store.setdefault(index, []).append(time.perf_counter() - self._started)
+        self.names[index] = repr(layer)
+
+    def before_forward(self, index: int, layer: Any, x: Any) -> None:
+        self._start()
+
+    def after_forward(self, index: int, layer: Any, y: Any) -> None:
+        self._stop(self.forward, index, layer)
+
+    def before_backward(self, index: int, layer: Any, dy: Any) -> None:
+        self._start()
+
+    def after_backward(self, index: int, layer: Any, dx: Any) -> None:
+        self._stop(self.backward, index, layer)
+
+    def medians(self, skip: int = 0) -> list[tuple[int, str, float, float]]:
+        """(index, layer, forward ms, backward ms): medians over the calls after the
+        first `skip` (warm-up), layers in order."""
+        def median_ms(times: list[float]) -> float:
+            kept = times[skip:] or times
+            return statistics.median(kept) * 1e3 if kept else 0.0
+
+        return [(i, self.names[i], median_ms(self.forward.get(i, [])), median_ms(self.backward.get(i, [])))
+                for i in sorted(self.names)]
+
+
+class TraceHook(LayerHook):
+    """Host copies of everything a step computed, by layer index: each layer's input and
+    output, its upstream gradient, its input gradient and its parameter gradients."""
+
+    def __init__(self) -> None:
+        self.inputs: dict[int, np.ndarray] = {}
+        self.outputs: dict[int, np.ndarray] = {}
+        self.upstream: dict[int, np.ndarray] = {}
+        self.input_grads: dict[int, np.ndarray | None] = {}
+        self.param_grads: dict[int, dict[str, np.ndarray]] = {}
+
+    def before_forward(self, index: int, layer: Any, x: Any) -> None:
+        self.inputs[index] = backend.to_numpy(x)
+
+    def after_forward(self, index: int, layer: Any, y: Any) -> None:
+        self.outputs[index] = backend.to_numpy(y)
+
+    def before_backward(self, index: int, layer: Any, dy: Any) -> None:
+        self.upstream[index] = backend.to_numpy(dy)
+
+    def after_backward(self, index: int, layer: Any, dx: Any) -> None:
+        self.input_grads[index] = None if dx is None else backend.to_numpy(dx)
+        self.param_grads[index] = {key: backend.to_numpy(value) for key, value in layer.grads.items()}

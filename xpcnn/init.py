@@ -1,0 +1,54 @@
+"""Initial values and random masks, drawn on the host so every backend gets the same.
+
+Weights come from a seeded NumPy Generator and are then moved to the backend: the same
+seed gives the same network on NumPy, CuPy, PyTorch and array-api-strict. Dropout masks
+are drawn from (seed, call) for the same reason, and so that a resumed run draws the
+masks an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import array_api_compat
+import numpy as np
+
+from . import backend
+
+
+def host_rng(seed: int | np.random.Generator | None) -> np.random.Generator:
+    """A NumPy Generator: the given one, or a new one seeded with `seed` (0 for None)."""
+    if isinstance(seed, np.random.Generator):
+        return seed
+    return np.random.default_rng(0 if seed is None else seed)
+
+
+def kaiming_normal(shape: tuple[int, ...], fan_in: int, rng: np.random.Generator) -> np.ndarray:
+    """He/Kaiming normal weights, std sqrt(2 / fan_in), drawn on the host (NumPy float32).
+
+    Drawn in float64 and rounded once, so a float64 copy of the same network differs from
+    the float32 one only by that rounding.
+    """
+    values = rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)
+    return values.astype(np.float32)
+
+
+def zeros(shape: tuple[int, ...]) -> np.ndarray:
+    """Host zeros (NumPy float32): the starting value of biases and running means."""
+    return np.zeros(shape, dtype=np.float32)
+
+
+def ones(shape: tuple[int, ...]) -> np.ndarray:
+    """Host ones (NumPy float32): the starting value of scales and running variances."""
+    return np.ones(shape, dtype=np.float32)
+
+
+def keep_mask(seed: int, call: int, p: float, like: Any) -> Any:
+    """A keep-mask (1 kept, 0 dropped) shaped and placed like `like`, in its dtype.
+
+    Drawn on the host from (seed, call), so the n-th mask of a seed is the same on every
+    backend and after a resume, whatever happened in between.
+    """
+    rng = np.random.default_rng([seed, call])
+    mask = (rng.random(tuple(like.shape)) >= p).astype(np.float64)
+    return backend.to_backend(mask, backend.backend_of(like), array_api_compat.device(like), like.dtype)

@@ -1,0 +1,101 @@
+"""Preset networks for 28x28 single-channel images (MNIST, Fashion-MNIST), each with the
+recipe it is trained with by default.
+
+    net = presets.build("lenet", seed=0)
+    recipe = presets.recipe("lenet")            # what `xpcnn train --model lenet` uses
+    optimizer = recipe.build_optimizer(net, steps_per_epoch)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from . import init, optim
+from .layers import BatchNorm2D, Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU
+from .model import Sequential
+
+
+def tutorial(seed: int = 0) -> Sequential:
+    """The tutorial's network, made to learn: Conv2D 8x3x3 -> ReLU -> MaxPool2D 2 ->
+    Flatten -> Dense 128 -> ReLU -> Dense 10, with ReLU moved after the pooling: the two
+    commute exactly (max and ReLU are both monotone, and ties route to zero gradients
+    either way), and ReLU then touches a quarter of the values."""
+    host = init.host_rng(seed)
+    return Sequential([
+        Conv2D(1, 8, 3, rng=host), MaxPool2D(2), ReLU(), Flatten(),
+        Dense(8 * 13 * 13, 128, rng=host), ReLU(), Dense(128, 10, rng=host),
+    ])
+
+
+def lenet(seed: int = 0) -> Sequential:
+    """A small modern LeNet: two 3x3 convolution blocks with batch norm, then a dropout
+    head (99.2 % on MNIST in 5 epochs). The convolutions have no bias (batch norm cancels
+    it exactly), and max pooling comes before ReLU: the two commute exactly, and ReLU then
+    touches a quarter of the values."""
+    host = init.host_rng(seed)
+    return Sequential([
+        Conv2D(1, 32, 3, padding=1, bias=False, rng=host), BatchNorm2D(32), MaxPool2D(2), ReLU(),  # 32x14x14
+        Conv2D(32, 64, 3, padding=1, bias=False, rng=host), BatchNorm2D(64), MaxPool2D(2), ReLU(),  # 64x7x7
+        Flatten(), Dense(64 * 7 * 7, 128, rng=host), ReLU(), Dropout(0.3, seed=int(host.integers(2**31))),
+        Dense(128, 10, rng=host),
+    ])
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a preset is trained by default; `xpcnn train` flags override single fields."""
+
+    epochs: int
+    batch_size: int
+    optimizer: str  # a name of optim.OPTIMIZERS
+    lr: float  # peak learning rate
+    momentum: float = 0.0  # SGD only
+    weight_decay: float = 0.0
+    schedule: str = "cosine"  # a name of optim.SCHEDULES
+    warmup: int = 0  # linear warm-up steps of the cosine schedule
+    augment: int = 0  # random shifts of up to this many pixels
+
+    def replace(self, **changes: Any) -> "Recipe":
+        """A copy with the given fields changed; None leaves a field as it is."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def total_steps(self, steps_per_epoch: int) -> int:
+        return self.epochs * steps_per_epoch
+
+    def build_optimizer(self, model: Sequential, steps_per_epoch: int) -> optim.Optimizer:
+        """The recipe's optimizer for `model`, its schedule planned over the whole run."""
+        schedule = optim.plan_schedule(self.schedule, self.total_steps(steps_per_epoch), self.warmup)
+        return optim.build(self.optimizer, model, self.lr, momentum=self.momentum,
+                           weight_decay=self.weight_decay, schedule=schedule)
+
+
+PRESETS: dict[str, Callable[[int], Sequential]] = {"tutorial": tutorial, "lenet": lenet}
+ALIASES = {"seed": "tutorial"}  # the tutorial preset's first name, kept working
+RECIPES: dict[str, Recipe] = {
+    "tutorial": Recipe(epochs=3, batch_size=64, optimizer="sgd", lr=0.01, momentum=0.9),
+    "lenet": Recipe(epochs=5, batch_size=64, optimizer="adam", lr=2e-3, augment=1),
+}
+
+
+def canonical(name: str) -> str:
+    """The preset's name, aliases resolved; ValueError for an unknown one."""
+    name = ALIASES.get(name, name)
+    if name not in PRESETS:
+        raise ValueError(f"unknown model {name!r}; expected one of {', '.join(PRESETS)}")
+    return name
+
+
+def build(name: str, seed: int = 0) -> Sequential:
+    """A preset network by name, initialised from `seed` (NumPy backend, float32)."""
+    return PRESETS[canonical(name)](seed)
+
+
+def recipe(name: str) -> Recipe:
+    """The default training recipe of preset `name`."""
+    return RECIPES[canonical(name)]
