@@ -30,7 +30,6 @@ from common import release_openblas  # noqa: E402  (must run before NumPy is imp
 OPENBLAS_WAS = release_openblas()
 
 import numpy as np  # noqa: E402
-
 from common import blas_description, machine, timed, torch_twin, train_flops_per_image  # noqa: E402
 
 import xpcnn  # noqa: E402

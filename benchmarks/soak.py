@@ -24,8 +24,8 @@ import numpy as np
 import xpcnn
 from xpcnn import presets
 from xpcnn.datasets import MNIST, load_bundled
-from xpcnn.optim import SGD
 from xpcnn.evaluation import predict
+from xpcnn.optim import SGD
 from xpcnn.training import Trainer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

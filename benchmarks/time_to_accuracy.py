@@ -27,8 +27,8 @@ from common import blas_description, machine, torch_twin  # noqa: E402
 import xpcnn  # noqa: E402
 from xpcnn import presets  # noqa: E402
 from xpcnn.datasets import batches, load_dataset, num_batches  # noqa: E402
-from xpcnn.optim import Adam, Cosine  # noqa: E402
 from xpcnn.evaluation import evaluate  # noqa: E402
+from xpcnn.optim import Adam, Cosine  # noqa: E402
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
 

@@ -14,8 +14,20 @@ import pytest
 
 from xpcnn import backend
 from xpcnn.datasets import (
-    MNIST, ChecksumError, DataFile, DataNotFound, Dataset, DatasetSpec, DownloadError, batches,
-    download_file, epoch_order, load_bundled, load_dataset, load_verified, num_batches,
+    MNIST,
+    ChecksumError,
+    DataFile,
+    DataNotFound,
+    Dataset,
+    DatasetSpec,
+    DownloadError,
+    batches,
+    download_file,
+    epoch_order,
+    load_bundled,
+    load_dataset,
+    load_verified,
+    num_batches,
 )
 from xpcnn.datasets.idx import write_idx
 from xpcnn.datasets.loading import BUNDLED_CHECKSUMS, bundled_path

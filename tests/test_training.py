@@ -10,8 +10,8 @@ import pytest
 import xpcnn
 from xpcnn import backend
 from xpcnn.datasets import MNIST, Dataset, load_bundled
-from xpcnn.optim import SGD, Adam, Cosine
 from xpcnn.evaluation import confusion_matrix, evaluate, predict
+from xpcnn.optim import SGD, Adam, Cosine
 from xpcnn.training import Trainer, TrainingDiverged, TrainingInterrupted
 
 

@@ -35,7 +35,7 @@ def _check_name(name: str) -> None:
         raise ValueError(f"unknown backend {name!r}; expected one of {', '.join(BACKENDS)}")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def unavailable_reason(name: str) -> str | None:
     """Why backend `name` cannot run here, or None when it can."""
     _check_name(name)

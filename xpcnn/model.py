@@ -45,7 +45,7 @@ class Sequential:
         return f"Sequential({inner}\n)"
 
     @contextmanager
-    def hooked(self, *hooks: LayerHook) -> Iterator["Sequential"]:
+    def hooked(self, *hooks: LayerHook) -> Iterator[Sequential]:
         """Run `hooks` around every layer's forward and backward inside the block."""
         self.hooks += hooks
         try:
@@ -112,7 +112,7 @@ class Sequential:
             raise KeyError(f"{layer!r} has no parameter or buffer {key!r}")
         store[key] = value
 
-    def to(self, backend_name: str, device: Any = None, dtype: Any = None) -> "Sequential":
+    def to(self, backend_name: str, device: Any = None, dtype: Any = None) -> Sequential:
         """Move every layer to a backend, device and dtype (default: keep the dtype)."""
         for layer in self.layers:
             layer.to(backend_name, device, dtype)
@@ -167,7 +167,7 @@ class Sequential:
         return [{"type": type(layer).__name__, "config": layer.config()} for layer in self.layers]
 
     @classmethod
-    def from_config(cls, config: Any, max_values: int = MAX_VALUES) -> "Sequential":
+    def from_config(cls, config: Any, max_values: int = MAX_VALUES) -> Sequential:
         """Build a network (fresh weights) from `config()` output. Unknown layer types,
         malformed arguments and architectures of more than `max_values` parameter and
         buffer values are refused before anything is allocated."""

@@ -126,7 +126,7 @@ class Optimizer:
         return {"type": type(self).__name__, "lr": self.lr, "weight_decay": self.weight_decay, "schedule": self.schedule.config()}
 
     @classmethod
-    def from_config(cls, model: Sequential, config: dict[str, Any]) -> "Optimizer":
+    def from_config(cls, model: Sequential, config: dict[str, Any]) -> Optimizer:
         """A fresh optimizer (no state, step 0) for `model` from `config()` output."""
         settings = dict(config)
         kind = str(settings.pop("type", "")).lower()

@@ -58,7 +58,7 @@ class Recipe:
     warmup: int = 0  # linear warm-up steps of the cosine schedule
     augment: int = 0  # random shifts of up to this many pixels
 
-    def replace(self, **changes: Any) -> "Recipe":
+    def replace(self, **changes: Any) -> Recipe:
         """A copy with the given fields changed; None leaves a field as it is."""
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 

@@ -142,7 +142,7 @@ class Trainer:
         return self.folder.checkpoint
 
     @classmethod
-    def resume(cls, path: str | Path, backend_name: str = "numpy", device: Any = None, **kwargs: Any) -> "Trainer":
+    def resume(cls, path: str | Path, backend_name: str = "numpy", device: Any = None, **kwargs: Any) -> Trainer:
         """A trainer continuing from a checkpoint written by `save()`, on any backend."""
         checkpoint = load_checkpoint(path, backend_name, device)
         state = checkpoint.trainer

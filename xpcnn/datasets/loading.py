@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 
 from .files import ChecksumError, DownloadError, cache_dir, download_file, find_file, load_verified, search_dirs
-from .idx import IDXError
 from .sources import DATASETS, MNIST, DatasetSpec
 
 BUNDLED_FILE = "mnist-subset.npz"
@@ -57,17 +56,17 @@ class Dataset:
         """`normalize` with this dataset's statistics."""
         return normalize(images, self.spec.mean, self.spec.std)
 
-    def subset(self, indices: np.ndarray) -> "Dataset":
+    def subset(self, indices: np.ndarray) -> Dataset:
         return Dataset(self.images[indices], self.labels[indices], self.spec, self.source)
 
-    def sample(self, count: int | None, seed: int = 0) -> "Dataset":
+    def sample(self, count: int | None, seed: int = 0) -> Dataset:
         """`count` images drawn at random from `seed`, kept in their order (all of them
         when `count` is None or not smaller than the dataset)."""
         if count is None or count >= len(self):
             return self
         return self.subset(np.sort(np.random.default_rng(seed).permutation(len(self))[:count]))
 
-    def split(self, fraction: float, seed: int = 0) -> tuple["Dataset", "Dataset"]:
+    def split(self, fraction: float, seed: int = 0) -> tuple[Dataset, Dataset]:
         """(rest, held_out): a random `fraction` held out, e.g. for validation."""
         if not 0.0 < fraction < 1.0:
             raise ValueError(f"split fraction must be in (0, 1), got {fraction}")

@@ -17,7 +17,7 @@ class DataFile:
     digest: str
     of: str = "content"
 
-    def hash(self) -> "hashlib._Hash":
+    def hash(self) -> hashlib._Hash:
         return hashlib.new(self.algorithm)
 
 

@@ -77,7 +77,7 @@ class Layer:
         if state:
             raise ValueError(f"{self!r} keeps no extra state, got {sorted(state)}")
 
-    def to(self, backend_name: str, device_spec: Any = None, dtype: Any = None) -> "Layer":
+    def to(self, backend_name: str, device_spec: Any = None, dtype: Any = None) -> Layer:
         """Move parameters and buffers to a backend/device/dtype (default: keep the dtype)."""
         for store in (self.params, self.buffers):
             for key, value in store.items():

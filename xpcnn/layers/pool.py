@@ -7,7 +7,7 @@ from typing import Any
 from array_api_compat import device
 
 from .base import Layer, Shape, pair
-from .windows import swap_batch_and_channels, output_size, tap, tap_index, zeros_nchw
+from .windows import output_size, swap_batch_and_channels, tap, tap_index, zeros_nchw
 
 
 class _Pool2D(Layer):
