@@ -151,9 +151,123 @@ print(json.dumps({{"before_mib": before, "peak_mib": peak}}))
 def peak_memory(library, threads):
     """(resident MiB after imports and setup, peak MiB) of a fresh process training lenet at batch 256."""
     code = MEMORY_CHILD.format(bench=str(Path(__file__).resolve().parent), threads=threads, library=library)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
     result = json.loads(out.stdout.strip().splitlines()[-1])
     return result["before_mib"], result["peak_mib"]
+
+
+def device_setup(gpu: bool):
+    """(xpcnn target, torch device, training batch sizes, sync, device description)."""
+    import torch
+
+    if not gpu:
+        return ("numpy", None), "cpu", (64, 256), lambda: None, "CPU"
+    import cupy
+
+    def sync():
+        cupy.cuda.Device().synchronize()
+        torch.cuda.synchronize()
+
+    versions = f"CuPy {cupy.__version__}, torch {torch.__version__}, CUDA {torch.version.cuda}"
+    return ("cupy", None), "cuda", (256, 1024), sync, f"{torch.cuda.get_device_name()} ({versions})"
+
+
+def ratio_row(preset, batch, mode, mine, reference, ratios, share=""):
+    ratio = f"{statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f})"
+    return f"| {preset} | {batch} | {mode} | {fmt(mine)} | {fmt(reference)} | {ratio} | {share} |"
+
+
+def header_lines(args, device_name):
+    import torch
+
+    overrides = ", ".join(f"{k}={v}" for k, v in OPENBLAS_WAS.items() if v) or "none"
+    return [
+        f"# xpcnn vs PyTorch, {'GPU' if args.gpu else 'CPU'}, {time.strftime('%Y-%m-%d')}",
+        "",
+        f"- machine: {machine()}; device: {device_name}",
+        f"- threads: {args.threads} (torch.set_num_threads and threadpoolctl); BLAS: {blas_description()}",
+        f"- OpenBLAS overrides before this run: {overrides} (unset for this process)",
+        f"- xpcnn {xpcnn.__version__}, NumPy {np.__version__}, PyTorch {torch.__version__}; float32; "
+        f"{args.repeats} alternating repeats, median (min-max)",
+        "",
+        "## Throughput (images/s)",
+        "",
+        "| preset | batch | mode | xpcnn | PyTorch | xpcnn / PyTorch | share of matmul peak (xpcnn / torch) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+
+
+def preset_rows(preset, args, setup, peak, rng, breakdowns):
+    """Training rows at each batch size and one inference row; fills breakdowns[preset]."""
+    import torch
+
+    ours_target, torch_device, batch_sizes, sync, _ = setup
+    model = presets.build(preset).to(*ours_target)
+    net = torch_twin(model, torch_device)
+    flops = train_flops_per_image(model)
+    rows = []
+    for batch in batch_sizes:
+        x_host, y_host = rng.standard_normal((batch, 1, 28, 28)).astype(np.float32), rng.integers(0, 10, batch)
+        x, y = backend.to_backend(x_host, *ours_target), backend.to_backend(y_host, *ours_target)
+        xt, yt = torch.from_numpy(x_host).to(torch_device), torch.from_numpy(y_host).to(torch_device)
+        ours_opt, torch_opt = make_optimizers(preset, model, net)
+        ours_step = xpcnn_step(model, ours_opt, x, y)
+        theirs_step = torch_step(net, torch_opt, xt, yt, sync)
+        mine, reference, ratios = side_by_side(ours_step, theirs_step, batch, args.repeats, max(2, 2048 // batch))
+        share = f"{statistics.median(mine) * flops / peak:.0%} / {statistics.median(reference) * flops / peak:.0%}"
+        rows.append(ratio_row(preset, batch, "train", mine, reference, ratios, share))
+        if batch == batch_sizes[-1]:
+            breakdowns[preset] = layer_breakdown(ours_step, model, args.repeats, sync)
+    inference = 4096 if args.gpu else 1000
+    x_host = rng.standard_normal((inference, 1, 28, 28)).astype(np.float32)
+    x, xt = backend.to_backend(x_host, *ours_target), torch.from_numpy(x_host).to(torch_device)
+    net.eval()
+
+    def ours_infer():
+        model.forward(x, training=False)
+        sync()
+
+    def torch_infer():
+        with torch.no_grad():
+            net(xt)
+        sync()
+
+    mine, reference, ratios = side_by_side(ours_infer, torch_infer, inference, args.repeats, 2)
+    rows.append(ratio_row(preset, inference, "inference", mine, reference, ratios))
+    return rows
+
+
+def memory_lines(threads):
+    (ours_base, ours_peak), (torch_base, torch_peak) = peak_memory("xpcnn", threads), peak_memory("torch", threads)
+    ours_train, torch_train = ours_peak - ours_base, torch_peak - torch_base
+    return [
+        "## Peak resident memory, lenet, batch 256, 5 Adam steps (a fresh process each, importing only its library)",
+        "",
+        "| | xpcnn | PyTorch | ratio |",
+        "|---|---|---|---|",
+        f"| peak of the process | {ours_peak:,.0f} MiB | {torch_peak:,.0f} MiB | {ours_peak / torch_peak:.2f} |",
+        f"| training (peak minus resident after imports and setup) | {ours_train:,.0f} MiB "
+        f"| {torch_train:,.0f} MiB | {ours_train / torch_train:.2f} |",
+        "",
+    ]
+
+
+def breakdown_lines(preset, batch, rows):
+    total = sum(f + b for _, _, f, b in rows)
+    lines = [
+        f"## xpcnn per-layer time, {preset}, batch {batch} (median ms; total {total:.1f} ms without the update)",
+        "",
+        "| # | layer | forward | backward | share |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [f"| {i} | `{name}` | {f:.2f} | {b:.2f} | {(f + b) / total:.0%} |" for i, name, f, b in rows]
+    return lines + [""]
 
 
 def main() -> None:
@@ -170,88 +284,25 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     threadpool_limits(args.threads)
-    if args.gpu:
-        import cupy
-
-        ours_target, torch_device, batch_sizes = ("cupy", None), "cuda", (256, 1024)
-
-        def sync():
-            cupy.cuda.Device().synchronize()
-            torch.cuda.synchronize()
-
-        device_name = f"{torch.cuda.get_device_name()} (CuPy {cupy.__version__}, torch {torch.__version__}, CUDA {torch.version.cuda})"
-    else:
-        ours_target, torch_device, batch_sizes = ("numpy", None), "cpu", (64, 256)
-
-        def sync():
-            pass
-
-        device_name = "CPU"
-
-    lines = [
-        f"# xpcnn vs PyTorch, {'GPU' if args.gpu else 'CPU'}, {time.strftime('%Y-%m-%d')}",
-        "",
-        f"- machine: {machine()}; device: {device_name}",
-        f"- threads: {args.threads} (torch.set_num_threads and threadpoolctl); BLAS: {blas_description()}",
-        f"- OpenBLAS overrides before this run: {', '.join(f'{k}={v}' for k, v in OPENBLAS_WAS.items() if v) or 'none'} (unset for this process)",
-        f"- xpcnn {xpcnn.__version__}, NumPy {np.__version__}, PyTorch {torch.__version__}; float32; {args.repeats} alternating repeats, median (min-max)",
-        "",
-        "## Throughput (images/s)",
-        "",
-        "| preset | batch | mode | xpcnn | PyTorch | xpcnn / PyTorch | share of matmul peak (xpcnn / torch) |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    xp = backend.namespace(ours_target[0])
-    peak = matmul_peak(xp, ours_target, sync)
+    setup = device_setup(args.gpu)
+    ours_target, _, batch_sizes, sync, device_name = setup
+    lines = header_lines(args, device_name)
+    peak = matmul_peak(backend.namespace(ours_target[0]), ours_target, sync)
     rng = np.random.default_rng(0)
     breakdowns = {}
     for preset in args.presets.split(","):
-        model = presets.build(preset).to(*ours_target)
-        net = torch_twin(model, torch_device)
-        flops = train_flops_per_image(model)
-        for batch in batch_sizes:
-            x_host, y_host = rng.standard_normal((batch, 1, 28, 28)).astype(np.float32), rng.integers(0, 10, batch)
-            x, y = backend.to_backend(x_host, *ours_target), backend.to_backend(y_host, *ours_target)
-            xt, yt = torch.from_numpy(x_host).to(torch_device), torch.from_numpy(y_host).to(torch_device)
-            ours_opt, torch_opt = make_optimizers(preset, model, net)
-            steps = max(2, int(2048 / batch))
-            ours_step = xpcnn_step(model, ours_opt, x, y)
-            mine, reference, ratios = side_by_side(ours_step, torch_step(net, torch_opt, xt, yt, sync), batch, args.repeats, steps)
-            share = f"{statistics.median(mine) * flops / peak:.0%} / {statistics.median(reference) * flops / peak:.0%}"
-            lines.append(f"| {preset} | {batch} | train | {fmt(mine)} | {fmt(reference)} | {statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f}) | {share} |")
-            if batch == batch_sizes[-1]:
-                breakdowns[preset] = layer_breakdown(ours_step, model, args.repeats, sync)
-        inference = 1000 if not args.gpu else 4096
-        x_host = rng.standard_normal((inference, 1, 28, 28)).astype(np.float32)
-        x, xt = backend.to_backend(x_host, *ours_target), torch.from_numpy(x_host).to(torch_device)
-        net.eval()
-
-        def ours_infer():
-            model.forward(x, training=False)
-            sync()
-
-        def torch_infer():
-            with torch.no_grad():
-                net(xt)
-            sync()
-
-        mine, reference, ratios = side_by_side(ours_infer, torch_infer, inference, args.repeats, 2)
-        lines.append(f"| {preset} | {inference} | inference | {fmt(mine)} | {fmt(reference)} | {statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f}) | |")
-    lines += ["", f"Matmul peak (float32, 2048^3 `xp.matmul`, best of 5): {peak / 1e9:,.1f} GFLOP/s. "
-              "Share of peak = training images/s x FLOPs per training image (forward, input and weight gradients of convolutions and dense layers) / peak.", ""]
+        lines += preset_rows(preset, args, setup, peak, rng, breakdowns)
+    lines += [
+        "",
+        f"Matmul peak (float32, 2048^3 `xp.matmul`, best of 5): {peak / 1e9:,.1f} GFLOP/s. Share of peak = "
+        "training images/s x FLOPs per training image (forward, input and weight gradients of convolutions and "
+        "dense layers) / peak.",
+        "",
+    ]
     if not args.gpu:
-        (ours_base, ours_peak), (torch_base, torch_peak) = peak_memory("xpcnn", args.threads), peak_memory("torch", args.threads)
-        ours_train, torch_train = ours_peak - ours_base, torch_peak - torch_base
-        lines += ["## Peak resident memory, lenet, batch 256, 5 Adam steps (a fresh process each, importing only its library)", "",
-                  "| | xpcnn | PyTorch | ratio |", "|---|---|---|---|",
-                  f"| peak of the process | {ours_peak:,.0f} MiB | {torch_peak:,.0f} MiB | {ours_peak / torch_peak:.2f} |",
-                  f"| training (peak minus resident after imports and setup) | {ours_train:,.0f} MiB | {torch_train:,.0f} MiB | {ours_train / torch_train:.2f} |", ""]
+        lines += memory_lines(args.threads)
     for preset, rows in breakdowns.items():
-        total = sum(f + b for _, _, f, b in rows)
-        lines += [f"## xpcnn per-layer time, {preset}, batch {batch_sizes[-1]} (median ms; total {total:.1f} ms without the update)", "",
-                  "| # | layer | forward | backward | share |", "|---|---|---|---|---|"]
-        lines += [f"| {i} | `{name}` | {f:.2f} | {b:.2f} | {(f + b) / total:.0%} |" for i, name, f, b in rows]
-        lines.append("")
+        lines += breakdown_lines(preset, batch_sizes[-1], rows)
     report = "\n".join(lines)
     print(report)
     if args.save:
@@ -259,7 +310,6 @@ def main() -> None:
         path = RESULTS / f"bench-{'gpu' if args.gpu else 'cpu'}-{time.strftime('%Y%m%d')}.md"
         path.write_text(report + "\n")
         print(f"\nsaved to {path}")
-
 
 if __name__ == "__main__":
     main()

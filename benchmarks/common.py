@@ -59,7 +59,9 @@ def torch_twin(model: Any, device: str = "cpu") -> Any:
     for layer in model:
         if isinstance(layer, Conv2D):
             top, bottom, left, right = layer.padding
-            conv = nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride, bias="bias" in layer.params)
+            conv = nn.Conv2d(
+                layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride, bias="bias" in layer.params
+            )
             if (top, left) != (bottom, right):
                 modules.append(nn.ZeroPad2d((left, right, top, bottom)))
             else:

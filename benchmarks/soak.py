@@ -65,7 +65,14 @@ def main() -> None:
             start = time.perf_counter()
             for index in range(args.predictions // blocks):
                 predict(model, data.test.images[index % len(data.test)], MNIST.mean, MNIST.std)
-            rows.append((f"{block * (args.predictions // blocks):,} predictions", time.perf_counter() - start, resident_mib(), peak_mib()))
+            rows.append(
+                (
+                    f"{block * (args.predictions // blocks):,} predictions",
+                    time.perf_counter() - start,
+                    resident_mib(),
+                    peak_mib(),
+                )
+            )
     # Resident memory breathes by one batch's arrays as the allocator reuses or returns
     # them; a leak shows as a rising floor. Compare the highest reading of the early epochs
     # (after the first, which pays for the imports and first allocations) with the late ones.
@@ -73,15 +80,22 @@ def main() -> None:
     half = max(2, (args.epochs + 1) // 2)
     growth = max(epoch_rss[half:], default=0.0) - max(epoch_rss[1:half], default=0.0)
     prediction_growth = rows[-1][2] - rows[args.epochs][2]
+    flat = max(growth, prediction_growth) < 5
+    verdict = "flat: no growth beyond allocator noise" if flat else "GROWING: look for a leak"
     lines = [
-        f"# Soak, tutorial preset, {time.strftime('%Y-%m-%d')}", "",
+        f"# Soak, tutorial preset, {time.strftime('%Y-%m-%d')}",
+        "",
         f"- machine: {machine()}; xpcnn {xpcnn.__version__}, NumPy {np.__version__}",
-        f"- {args.epochs} epochs of the bundled subset ({len(data.train):,} images, batch 64, validation on {len(data.test):,}) with a checkpoint each epoch, then {args.predictions:,} single-image predictions", "",
-        "| after | seconds | resident MiB | peak MiB |", "|---|---|---|---|",
-        *[f"| {name} | {seconds:.1f} | {rss:.1f} | {peak:.1f} |" for name, seconds, rss, peak in rows], "",
+        f"- {args.epochs} epochs of the bundled subset ({len(data.train):,} images, batch 64, validation on "
+        f"{len(data.test):,}) with a checkpoint each epoch, then {args.predictions:,} single-image predictions",
+        "",
+        "| after | seconds | resident MiB | peak MiB |",
+        "|---|---|---|---|",
+        *[f"| {name} | {seconds:.1f} | {rss:.1f} | {peak:.1f} |" for name, seconds, rss, peak in rows],
+        "",
         f"Highest resident memory in epochs {half + 1}-{args.epochs} minus that in epochs 2-{half}: {growth:+.1f} MiB; "
         f"over the predictions: {prediction_growth:+.1f} MiB "
-        f"({'flat: no growth beyond allocator noise' if max(growth, prediction_growth) < 5 else 'GROWING: look for a leak'}).",
+        f"({verdict}).",
     ]
     report = "\n".join(lines)
     print(report)

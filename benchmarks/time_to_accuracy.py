@@ -103,8 +103,10 @@ def main() -> None:
     eval_every = max(1, num_batches(len(data.train), args.batch_size) // 4)
     print(f"# Time to {args.target:.1%} MNIST test accuracy, lenet, {time.strftime('%Y-%m-%d')}\n")
     print(f"- machine: {machine()}; threads {args.threads}; BLAS: {blas_description()}")
-    print(f"- OpenBLAS overrides before this run: {', '.join(f'{k}={v}' for k, v in OPENBLAS_WAS.items() if v) or 'none'} (unset here)")
-    print(f"- data: {data.source}; recipe: Adam lr 2e-3, cosine over {args.epochs} epochs, batch {args.batch_size}, seed 0\n")
+    overrides = ", ".join(f"{k}={v}" for k, v in OPENBLAS_WAS.items() if v) or "none"
+    print(f"- OpenBLAS overrides before this run: {overrides} (unset here)")
+    print(f"- data: {data.source}; recipe: Adam lr 2e-3, cosine over {args.epochs} epochs, "
+          f"batch {args.batch_size}, seed 0\n")
     print("| library | reached | after epochs | training time | test accuracy then |")
     print("|---|---|---|---|---|")
     trails = []
@@ -112,7 +114,10 @@ def main() -> None:
         history = run(library, data, args.epochs, args.batch_size, args.target, eval_every, args.threads)
         epochs, clock, acc = history[-1]
         name = "xpcnn (NumPy)" if library == "xpcnn" else f"PyTorch {torch.__version__}"
-        print(f"| {name} | {'yes' if acc >= args.target else 'no'} | {epochs:.2f} | {clock:.0f} s | {acc:.2%} |", flush=True)
+        print(
+            f"| {name} | {'yes' if acc >= args.target else 'no'} | {epochs:.2f} | {clock:.0f} s | {acc:.2%} |",
+            flush=True,
+        )
         trails.append(f"- {name}: " + ", ".join(f"{e:.2f} epochs {a:.2%} ({c:.0f} s)" for e, c, a in history))
     print("\nTest accuracy at each evaluation:\n")
     print("\n".join(trails))

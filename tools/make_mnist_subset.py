@@ -61,7 +61,10 @@ def main() -> None:
         "sha256": hashlib.sha256(content).hexdigest(),
         "source": "MNIST (LeCun, Cortes, Burges), CC BY-SA 3.0; stratified sample, seed "
         f"{args.seed}, drawn by tools/make_mnist_subset.py",
-        "arrays": {k: {"shape": list(v.shape), "dtype": str(v.dtype), "sha256": hashlib.sha256(v.tobytes()).hexdigest()} for k, v in arrays.items()},
+        "arrays": {
+            k: {"shape": list(v.shape), "dtype": str(v.dtype), "sha256": hashlib.sha256(v.tobytes()).hexdigest()}
+            for k, v in arrays.items()
+        },
     }
     (OUT / BUNDLED_CHECKSUMS).write_text(json.dumps(meta, indent=2) + "\n")
     print(f"wrote {OUT / BUNDLED_FILE} ({len(content):,} bytes)")

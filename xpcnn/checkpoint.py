@@ -61,7 +61,9 @@ class Checkpoint:
         return data
 
 
-def save_checkpoint(path: str | Path, model: Sequential, optimizer: Any = None, trainer: dict[str, Any] | None = None) -> None:
+def save_checkpoint(
+    path: str | Path, model: Sequential, optimizer: Any = None, trainer: dict[str, Any] | None = None
+) -> None:
     """Write model, optimizer and trainer state to `path` atomically."""
     arrays: dict[str, np.ndarray] = {}
     arrays.update({f"param/{k}": backend.to_numpy(v) for k, v in model.params.items()})
@@ -106,16 +108,22 @@ def _read_meta(archive: Any, path: Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: not an xpcnn checkpoint (no {META_KEY} entry)")
     info = archive.zip.getinfo(f"{META_KEY}.npy")
     if info.file_size > MAX_META_BYTES + NPY_HEADER_SLACK:
-        raise CheckpointError(f"{path}: {META_KEY} unpacks to {info.file_size:,} bytes, over the limit of {MAX_META_BYTES:,}")
+        raise CheckpointError(
+            f"{path}: {META_KEY} unpacks to {info.file_size:,} bytes, over the limit of {MAX_META_BYTES:,}"
+        )
     raw = _member(archive, META_KEY, path)
     if raw.dtype != np.uint8 or raw.ndim != 1 or raw.size > MAX_META_BYTES:
         raise CheckpointError(f"{path}: {META_KEY} must be a 1-D uint8 array of at most {MAX_META_BYTES:,} bytes")
     try:
         meta = json.loads(raw.tobytes().decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise CheckpointError(f"{path}: {META_KEY} is not usable UTF-8 JSON: {type(exc).__name__}: {exc}"[:300]) from None
+        raise CheckpointError(
+            f"{path}: {META_KEY} is not usable UTF-8 JSON: {type(exc).__name__}: {exc}"[:300]
+        ) from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not an xpcnn checkpoint (format {meta.get('format') if isinstance(meta, dict) else None!r})")
+        raise CheckpointError(
+            f"{path}: not an xpcnn checkpoint (format {meta.get('format') if isinstance(meta, dict) else None!r})"
+        )
     if meta.get("version") != VERSION:
         raise CheckpointError(f"{path}: checkpoint version {meta.get('version')!r}, this xpcnn reads version {VERSION}")
     for key in ("architecture", "arrays", "extra_state", "trainer"):
@@ -130,7 +138,9 @@ def _expected_arrays(model: Sequential) -> dict[str, tuple[tuple[int, ...], str]
     return {k: (tuple(v.shape), backend.dtype_name(v.dtype)) for k, v in expected.items()}
 
 
-def load_checkpoint(path: str | Path, backend_name: str = "numpy", device: Any = None, dtype: str | None = None) -> Checkpoint:
+def load_checkpoint(
+    path: str | Path, backend_name: str = "numpy", device: Any = None, dtype: str | None = None
+) -> Checkpoint:
     """Load a checkpoint onto a backend (dtype: the saved one unless given).
 
     Every array must be exactly what the architecture needs (names, shapes, one float
@@ -155,7 +165,9 @@ def load_checkpoint(path: str | Path, backend_name: str = "numpy", device: Any =
         declared = meta["arrays"]
         stored = set(archive.files) - {META_KEY}
         if not isinstance(declared, dict) or set(declared) != stored:
-            raise CheckpointError(f"{path}: the arrays listed in the metadata differ from those stored: {sorted(set(declared) ^ stored)}")
+            raise CheckpointError(
+                f"{path}: the arrays listed in the metadata differ from those stored: {sorted(set(declared) ^ stored)}"
+            )
         expected = _expected_arrays(model)
         problems = [f"missing {k}" for k in expected if k not in stored]
         problems += [f"unexpected {k}" for k in stored if k not in expected and not k.startswith("optim/")]
@@ -189,7 +201,9 @@ def _read_array(archive: Any, key: str, declared: Any, path: Path) -> np.ndarray
     except (TypeError, KeyError, ValueError) as exc:
         raise CheckpointError(f"{path}: bad declaration of {key}: {declared!r} ({exc})") from None
     if any(d < 0 for d in shape) or int(np.prod(shape, dtype=np.float64)) * dtype.itemsize > MAX_ARRAY_BYTES:
-        raise CheckpointError(f"{path}: {key} declares shape {shape} of {dtype}, negative or over {MAX_ARRAY_BYTES:,} bytes")
+        raise CheckpointError(
+            f"{path}: {key} declares shape {shape} of {dtype}, negative or over {MAX_ARRAY_BYTES:,} bytes"
+        )
     nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     try:
         member_size = archive.zip.getinfo(f"{key}.npy").file_size
@@ -204,7 +218,9 @@ def _read_array(archive: Any, key: str, declared: Any, path: Path) -> np.ndarray
     except ARCHIVE_ERRORS as exc:
         raise CheckpointError(f"{path}: cannot read the header of {key}: {type(exc).__name__}: {exc}"[:300]) from None
     if header_shape != shape or header_dtype != dtype:
-        raise CheckpointError(f"{path}: {key} is stored as {header_shape} {header_dtype}, metadata says {shape} {dtype}")
+        raise CheckpointError(
+            f"{path}: {key} is stored as {header_shape} {header_dtype}, metadata says {shape} {dtype}"
+        )
     value = _member(archive, key, path)
     if value.shape != shape or value.dtype != dtype:
         raise CheckpointError(f"{path}: {key} is {value.shape} {value.dtype}, metadata says {shape} {dtype}")

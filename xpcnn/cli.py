@@ -9,15 +9,13 @@ saving a checkpoint).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
-import os
-import platform
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from . import backend, machine, presets
 from ._version import __version__
@@ -27,32 +25,25 @@ class UsageError(Exception):
     """Arguments that parse but do not fit together (exit status 2)."""
 
 
-def _say(message: str) -> None:
-    print(message, flush=True)
+_say = functools.partial(print, flush=True)  # progress and results, in order with the progress bar
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+def _checked(convert: Callable[[str], Any], accept: Callable[[Any], bool], expected: str) -> Callable[[str], Any]:
+    """An argparse type: `convert`, then refuse values that `accept` rejects."""
+    def parse(text: str) -> Any:
+        value = convert(text)
+        if not accept(value):
+            raise argparse.ArgumentTypeError(f"must be {expected}, got {value}")
+        return value
+
+    return parse
 
 
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
-    return value
+_positive_int = _checked(int, lambda value: value >= 1, ">= 1")
+_positive_float = _checked(float, lambda value: value > 0, "> 0")
+_count = _checked(int, lambda value: value >= 0, ">= 0")
+_fraction = _checked(float, lambda value: 0.0 <= value < 1.0, "in [0, 1)")
 
-
-def _fraction(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {value}")
-    return value
-
-
-# -- the parser ------------------------------------------------------------------------
 
 PRESET_CHOICES = sorted(presets.PRESETS) + sorted(presets.ALIASES)
 PRESET_HELP = f"preset: {', '.join(presets.PRESETS)} ({', '.join(f'{a} = {n}' for a, n in presets.ALIASES.items())})"
@@ -64,44 +55,47 @@ def _by_preset(field: str) -> str:
 
 
 def _add_backend_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--backend", default="numpy", choices=backend.BACKENDS, help="array library to run on (default: numpy)")
-    parser.add_argument("--device", default=None, help="device of the backend, e.g. cpu, cuda:0 (default: the backend's default)")
+    parser.add_argument("--backend", default="numpy", choices=backend.BACKENDS, help="array library (default: numpy)")
+    parser.add_argument("--device", help="device of the backend, e.g. cpu, cuda:0 (default: the backend's default)")
 
 
 def _add_data_flags(parser: argparse.ArgumentParser) -> None:
     from .datasets import DATASETS
 
     parser.add_argument("--dataset", default="mnist", choices=sorted(DATASETS), help="dataset (default: mnist)")
-    parser.add_argument("--data-dir", default=None, help="folder with the IDX files (else $XPCNN_DATA_DIR, then the cache)")
-    parser.add_argument("--no-download", action="store_true", help="never download; fall back to the bundled MNIST subset")
+    parser.add_argument("--data-dir", help="folder with the IDX files (else $XPCNN_DATA_DIR, then the cache)")
+    parser.add_argument("--no-download", action="store_true", help="never download; fall back to the bundled subset")
 
 
 def _add_train_parser(commands: Any) -> None:
     from .optim import OPTIMIZERS, SCHEDULES
 
-    train = commands.add_parser("train", help="train a model and write a run folder", description="Train a preset on MNIST or Fashion-MNIST. Writes the checkpoint, metrics.jsonl, summary.json and (with matplotlib) plots into the run folder.")
-    train.add_argument("--model", default="tutorial", choices=PRESET_CHOICES, help=f"{PRESET_HELP} (default: tutorial)")
+    train = commands.add_parser("train", help="train a model and write a run folder", description=(
+        "Train a preset on MNIST or Fashion-MNIST. Writes the checkpoint, metrics.jsonl, summary.json and (with "
+        "matplotlib) plots into the run folder."))
+    flag = train.add_argument
+    flag("--model", default="tutorial", choices=PRESET_CHOICES, help=f"{PRESET_HELP} (default: tutorial)")
     _add_backend_flags(train)
-    train.add_argument("--dtype", default="float32", choices=backend.DTYPES)
-    train.add_argument("--epochs", type=_positive_int, help=f"total epochs ({_by_preset('epochs')})")
-    train.add_argument("--batch-size", type=_positive_int, help=f"({_by_preset('batch_size')})")
-    train.add_argument("--optimizer", choices=sorted(OPTIMIZERS), help=f"({_by_preset('optimizer')})")
-    train.add_argument("--lr", type=_positive_float, help=f"peak learning rate ({_by_preset('lr')})")
-    train.add_argument("--momentum", type=float, help=f"SGD momentum ({_by_preset('momentum')})")
-    train.add_argument("--weight-decay", type=float, help="(default: 0)")
-    train.add_argument("--schedule", choices=sorted(SCHEDULES), help="learning-rate schedule (default: cosine)")
-    train.add_argument("--warmup", type=int, help="warm-up steps of the cosine schedule (default: 0)")
-    train.add_argument("--augment", type=int, help=f"shift training images randomly by up to N pixels ({_by_preset('augment')})")
-    train.add_argument("--seed", type=int, default=0, help="seed of weights, batch order and dropout (default: 0)")
+    flag("--dtype", default="float32", choices=backend.DTYPES)
+    flag("--epochs", type=_positive_int, help=f"total epochs ({_by_preset('epochs')})")
+    flag("--batch-size", type=_positive_int, help=f"({_by_preset('batch_size')})")
+    flag("--optimizer", choices=sorted(OPTIMIZERS), help=f"({_by_preset('optimizer')})")
+    flag("--lr", type=_positive_float, help=f"peak learning rate ({_by_preset('lr')})")
+    flag("--momentum", type=float, help=f"SGD momentum ({_by_preset('momentum')})")
+    flag("--weight-decay", type=float, help="(default: 0)")
+    flag("--schedule", choices=sorted(SCHEDULES), help="learning-rate schedule (default: cosine)")
+    flag("--warmup", type=int, help="warm-up steps of the cosine schedule (default: 0)")
+    flag("--augment", type=int, help=f"shift training images by up to N pixels ({_by_preset('augment')})")
+    flag("--seed", type=int, default=0, help="seed of weights, batch order and dropout (default: 0)")
     _add_data_flags(train)
-    train.add_argument("--val-split", type=_fraction, default=0.0, help="fraction of the training set held out for validation")
-    train.add_argument("--limit", type=_positive_int, help="use only this many training (and test) images, for quick runs")
-    train.add_argument("--out", type=Path, help="run folder (default: runs/<model>-<time>)")
-    train.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
-    train.add_argument("--checkpoint-every", type=_positive_int, help="also checkpoint every K optimizer steps")
-    train.add_argument("--no-progress", action="store_true", help="no progress bar")
-    train.add_argument("--detect-anomaly", action="store_true", help="check every layer for NaN/Inf and name the first (slower)")
-    train.add_argument("--no-plots", action="store_true", help="do not draw PNG plots")
+    flag("--val-split", type=_fraction, default=0.0, help="fraction of the training set held out for validation")
+    flag("--limit", type=_positive_int, help="use only this many training (and test) images, for quick runs")
+    flag("--out", type=Path, help="run folder (default: runs/<model>-<time>)")
+    flag("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    flag("--checkpoint-every", type=_positive_int, help="also checkpoint every K optimizer steps")
+    flag("--no-progress", action="store_true", help="no progress bar")
+    flag("--detect-anomaly", action="store_true", help="check every layer for NaN/Inf and name the first (slower)")
+    flag("--no-plots", action="store_true", help="do not draw PNG plots")
 
 
 def _add_use_parsers(commands: Any) -> None:
@@ -124,19 +118,23 @@ def _add_parity_parser(commands: Any) -> None:
     from .optim import OPTIMIZERS
 
     parity = commands.add_parser("parity", help="compare backends layer by layer on the same weights and batch",
-                                 description="Exit status 0 when every judged difference is within tolerance, 1 when not, 2 on bad usage or a backend not usable here.")
-    parity.add_argument("--backends", default="numpy,torch", help="comma-separated, first is the reference; NAME or NAME:DEVICE, e.g. numpy,cupy or numpy,torch:cuda (default: numpy,torch)")
-    parity.add_argument("--model", default="tutorial", help=f"{PRESET_HELP}, or a checkpoint file (default: tutorial)")
-    parity.add_argument("--dtype", default="float64", choices=backend.DTYPES)
-    parity.add_argument("--batch-size", type=_positive_int, default=32, help="images of the bundled MNIST subset to use (default: 32)")
-    parity.add_argument("--steps", type=int, default=0, help="also train K steps on each backend and follow the drift (default: 0)")
-    parity.add_argument("--optimizer", default="sgd", choices=sorted(OPTIMIZERS), help="optimizer of --steps (default: sgd)")
-    parity.add_argument("--seed", type=int, default=0, help="seed of a preset's weights (default: 0)")
-    parity.add_argument("--json", action="store_true", help="print the report as JSON")
+                                 description="Exit status 0 when every judged difference is within tolerance, "
+                                 "1 when not, 2 on bad usage or a backend not usable here.")
+    flag = parity.add_argument
+    flag("--backends", default="numpy,torch", help="comma-separated, first is the reference; NAME or NAME:DEVICE, "
+         "e.g. numpy,cupy or numpy,torch:cuda (default: numpy,torch)")
+    flag("--model", default="tutorial", help=f"{PRESET_HELP}, or a checkpoint file (default: tutorial)")
+    flag("--dtype", default="float64", choices=backend.DTYPES)
+    flag("--batch-size", type=_positive_int, default=32, help="bundled MNIST images to use (default: 32)")
+    flag("--steps", type=_count, default=0, help="also train K steps on each backend, follow the drift (default: 0)")
+    flag("--optimizer", default="sgd", choices=sorted(OPTIMIZERS), help="optimizer of --steps (default: sgd)")
+    flag("--seed", type=int, default=0, help="seed of a preset's weights (default: 0)")
+    flag("--json", action="store_true", help="print the report as JSON")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="xpcnn", description="Train and use CNNs written once for NumPy, CuPy, PyTorch and array-api-strict.")
+    parser = argparse.ArgumentParser(prog="xpcnn", description="Train and use CNNs written once for NumPy, CuPy, "
+                                     "PyTorch and array-api-strict.")
     parser.add_argument("--version", action="version", version=f"xpcnn {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -150,34 +148,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# -- train -----------------------------------------------------------------------------
-
-
 def _recipe(args: argparse.Namespace) -> presets.Recipe:
     """The preset's recipe with the flags given on the command line."""
-    recipe = presets.recipe(args.model).replace(
-        epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr, momentum=args.momentum,
-        weight_decay=args.weight_decay, schedule=args.schedule, warmup=args.warmup, augment=args.augment)
-    if recipe.optimizer != "sgd":
-        if args.momentum is not None:
-            raise UsageError("--momentum applies to --optimizer sgd only")
-        recipe = recipe.replace(momentum=0.0)
-    if args.val_split and args.limit and args.limit < 10:
-        raise UsageError("--limit is too small to hold out a validation split")
-    return recipe
-
-
-def _new_trainer(args: argparse.Namespace, recipe: presets.Recipe, train_size: int, options: dict[str, Any]) -> Any:
-    from .datasets import num_batches
-    from .training import Trainer
-
-    name = presets.canonical(args.model)
-    model = presets.build(name, args.seed).to(args.backend, args.device, args.dtype)
-    steps_per_epoch = num_batches(train_size, recipe.batch_size)
-    if recipe.schedule == "cosine" and recipe.warmup >= recipe.total_steps(steps_per_epoch):
-        raise UsageError(f"--warmup {recipe.warmup} must be below the total number of steps ({recipe.total_steps(steps_per_epoch)})")
-    return Trainer(model, recipe.build_optimizer(model, steps_per_epoch), batch_size=recipe.batch_size, seed=args.seed,
-                   augment=recipe.augment, name=name, **options)
+    try:
+        return presets.recipe(args.model).replace(
+            epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
+            momentum=args.momentum, weight_decay=args.weight_decay, schedule=args.schedule, warmup=args.warmup,
+            augment=args.augment)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -190,13 +169,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume != checkpoint.exists():
         raise UsageError(f"--resume: no checkpoint in {out}" if args.resume else
                          f"{out} already holds a checkpoint; pass --resume to continue it, or choose another --out")
+    if args.val_split and args.limit and args.limit < 10:
+        raise UsageError("--limit is too small to hold out a validation split")
     recipe = _recipe(args)
     loaded = load_dataset(args.dataset, args.data_dir, download=not args.no_download, log=_say)
     _say(f"data: {loaded.source}")
-    train_set, test_set = loaded.train.sample(args.limit, args.seed), loaded.test.sample(args.limit, args.seed + 1)
-    val_set = None
-    if args.val_split:
-        train_set, val_set = train_set.split(args.val_split, args.seed)
+    train_set, val_set, test_set = loaded.splits(args.limit, args.seed, args.val_split)
     options = {"run_dir": out, "checkpoint_every": args.checkpoint_every, "progress": not args.no_progress,
                "log": _say, "anomaly": args.detect_anomaly}
     if args.resume:
@@ -204,11 +182,16 @@ def cmd_train(args: argparse.Namespace) -> int:
         epochs = args.epochs or trainer.epochs
         _say(f"resuming {out} at epoch {trainer.state.epoch + 1}, batch {trainer.state.batch}")
     else:
-        trainer, epochs = _new_trainer(args, recipe, len(train_set), options), recipe.epochs
+        try:  # what it refuses are the recipe's settings: flags that do not fit this run
+            trainer = Trainer.for_preset(args.model, recipe, len(train_set), seed=args.seed, backend_name=args.backend,
+                                         device=args.device, dtype=args.dtype, **options)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        epochs = recipe.epochs
     model, settings = trainer.model, trainer.settings()
-    _say(f"training {trainer.name} ({model.num_params():,} parameters) on {model.backend} ({model.device}, {model.dtype}) "
-         f"for {epochs} epoch{'s' if epochs != 1 else ''}, {settings['optimizer']} lr {settings['lr']:g}, "
-         f"batch {settings['batch_size']}; run folder {out}")
+    _say(f"training {trainer.name} ({model.num_params():,} parameters) on {model.backend} ({model.device}, "
+         f"{model.dtype}) for {epochs} epoch{'s' if epochs != 1 else ''}, {settings['optimizer']} lr "
+         f"{settings['lr']:g}, batch {settings['batch_size']}; run folder {out}")
     try:
         trainer.fit(train_set, epochs, val_set)
     except TrainingInterrupted as stop:
@@ -220,40 +203,26 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-# -- evaluate, predict, parity, info, download ------------------------------------------
-
-
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .checkpoint import load_checkpoint
-    from .datasets import load_dataset
-    from .evaluation import evaluate
+    from .evaluation import evaluate_checkpoint
 
-    checkpoint = load_checkpoint(args.checkpoint, args.backend, args.device)
-    data = checkpoint.data_statistics()
-    if data["name"] != args.dataset:
-        _say(f"note: the model was trained on {data['name']}, evaluating on {args.dataset}")
-    loaded = load_dataset(args.dataset, args.data_dir, download=not args.no_download, log=_say)
-    result = evaluate(checkpoint.model, loaded.test, args.batch_size)
+    result = evaluate_checkpoint(args.checkpoint, args.dataset, args.data_dir, download=not args.no_download,
+                                 backend_name=args.backend, device=args.device, batch_size=args.batch_size, log=_say)
     if args.json:
-        print(json.dumps({"accuracy": result["accuracy"], "loss": result["loss"], "images": len(loaded.test), "data": loaded.source}))
+        print(json.dumps(result))
     else:
-        _say(f"data: {loaded.source}")
-        _say(f"test accuracy {result['accuracy']:.2%} (loss {result['loss']:.4f}) on {len(loaded.test):,} images")
+        _say(f"data: {result['data']}")
+        _say(f"test accuracy {result['accuracy']:.2%} (loss {result['loss']:.4f}) on {result['images']:,} images")
     return 0
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from .checkpoint import load_checkpoint
-    from .evaluation import predict
-    from .images import read_image
+    from .evaluation import classify_files
 
-    checkpoint = load_checkpoint(args.checkpoint, args.backend, args.device)
-    data = checkpoint.data_statistics()
-    images = np.stack([read_image(path, invert=args.invert) for path in args.images])
-    probabilities = predict(checkpoint.model, images, data["mean"], data["std"])
-    for path, row in zip(args.images, probabilities):
-        best = np.argsort(row)[::-1][: args.top]
-        print(f"{path}: " + ", ".join(f"{data['classes'][k]} ({row[k]:.1%})" for k in best))
+    results = classify_files(args.checkpoint, args.images, invert=args.invert, top=args.top,
+                             backend_name=args.backend, device=args.device)
+    for path, best in zip(args.images, results):
+        print(f"{path}: " + ", ".join(f"{name} ({probability:.1%})" for name, probability in best))
     return 0
 
 
@@ -261,21 +230,17 @@ def cmd_parity(args: argparse.Namespace) -> int:
     from . import parity
     from .checkpoint import load_checkpoint
 
-    targets = [parity.parse_target(spec.strip()) for spec in args.backends.split(",") if spec.strip()]
-    if len(targets) < 2:
-        raise UsageError("--backends needs at least two backends, e.g. numpy,torch")
-    for name, device in targets:
-        reason = backend.device_unusable_reason(name, device)
-        if reason is not None:
-            raise UsageError(f"backend {name}{':' + device if device else ''} is not usable here: {reason}")
-    if args.steps < 0:
-        raise UsageError("--steps must be >= 0")
+    try:
+        targets = parity.usable_targets(args.backends)
+    except ValueError as exc:
+        raise UsageError(f"--backends: {exc}") from None
     if args.model in PRESET_CHOICES:
         model = presets.build(args.model, args.seed)
     elif Path(args.model).is_file():
         model = load_checkpoint(args.model).model
     else:
-        raise UsageError(f"--model {args.model!r} is neither a preset ({', '.join(PRESET_CHOICES)}) nor a checkpoint file")
+        raise UsageError(f"--model {args.model!r} is neither a preset ({', '.join(PRESET_CHOICES)}) "
+                         "nor a checkpoint file")
     result = parity.check(model, targets, args.dtype, batch_size=args.batch_size, steps=args.steps,
                           optimizer=args.optimizer, seed=args.seed, name=args.model)
     print(json.dumps(result.to_dict(), indent=2) if args.json else result.to_text())
@@ -283,17 +248,7 @@ def cmd_parity(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    print(f"xpcnn {__version__}, Python {platform.python_version()}, NumPy {np.__version__}")
-    print(f"machine: {machine.cpu()}")
-    for name in backend.BACKENDS:
-        reason = backend.unavailable_reason(name)
-        if reason is None:
-            print(f"backend {name}: usable; devices {', '.join(backend.devices(name))}; dtypes {', '.join(backend.DTYPES)}")
-        else:
-            print(f"backend {name}: not usable: {reason}")
-    for line in machine.blas() or ["unknown (install threadpoolctl to see it)"]:
-        print(f"BLAS: {line}")
-    print(f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}")
+    print("\n".join(machine.report()))
     return 0
 
 
@@ -305,7 +260,8 @@ def cmd_download(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "parity": cmd_parity, "evaluate": cmd_evaluate, "predict": cmd_predict, "info": cmd_info, "download": cmd_download}
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "parity": cmd_parity,
+            "info": cmd_info, "download": cmd_download}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,14 +1,19 @@
-"""Using a trained network: test accuracy, class probabilities, the confusion matrix."""
+"""Using a trained network: test accuracy, class probabilities, the confusion matrix;
+and the same for a saved model (what `xpcnn evaluate` and `xpcnn predict` run)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from array_api_compat import array_namespace
 
 from . import backend
-from .datasets import Dataset, batches, normalize
+from .checkpoint import load_checkpoint
+from .datasets import Dataset, batches, load_dataset, normalize
+from .images import read_image
 from .losses import SoftmaxCrossEntropy
 from .model import Sequential
 
@@ -23,7 +28,9 @@ def evaluate(model: Sequential, dataset: Dataset, batch_size: int = 1000) -> dic
     """Mean loss, accuracy and host predictions over `dataset`, in evaluation mode."""
     loss_fn = SoftmaxCrossEntropy()
     total_loss, predictions = 0.0, []
-    for x, y in batches(dataset, batch_size, shuffle=False, backend_name=model.backend, device=model.device, dtype=model.dtype):
+    for x, y in batches(
+        dataset, batch_size, shuffle=False, backend_name=model.backend, device=model.device, dtype=model.dtype
+    ):
         logits = model.forward(x, training=False)
         total_loss += float(loss_fn.forward(logits, y)) * int(y.shape[0])
         predictions.append(backend.to_numpy(array_namespace(logits).argmax(logits, axis=1)))
@@ -55,3 +62,29 @@ def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, classes: int) 
     counts = np.zeros((classes, classes), np.int64)
     np.add.at(counts, (labels, predictions), 1)
     return counts
+
+
+def evaluate_checkpoint(path: str | Path, dataset: str = "mnist", data_dir: str | Path | None = None, *,
+                        download: bool = True, backend_name: str = "numpy", device: Any = None, batch_size: int = 1000,
+                        log: Callable[[str], None] = lambda message: None) -> dict[str, Any]:
+    """Test loss and accuracy of a saved model on the test split of `dataset` (what
+    `xpcnn evaluate` prints): {"accuracy", "loss", "images", "data"}, "data" saying where
+    the images came from. `log` is told when the model was trained on another dataset."""
+    checkpoint = load_checkpoint(path, backend_name, device)
+    trained_on = checkpoint.data_statistics()["name"]
+    if trained_on != dataset:
+        log(f"note: the model was trained on {trained_on}, evaluating on {dataset}")
+    loaded = load_dataset(dataset, data_dir, download=download, log=log)
+    result = evaluate(checkpoint.model, loaded.test, batch_size)
+    return {"accuracy": result["accuracy"], "loss": result["loss"], "images": len(loaded.test), "data": loaded.source}
+
+
+def classify_files(path: str | Path, images: Sequence[str | Path], *, invert: bool = False, top: int = 1,
+                   backend_name: str = "numpy", device: Any = None) -> list[list[tuple[str, float]]]:
+    """For each image file (PNG/JPEG or .npy, see xpcnn.images), the `top` most likely
+    classes of the saved model with their probabilities, most likely first."""
+    checkpoint = load_checkpoint(path, backend_name, device)
+    data = checkpoint.data_statistics()
+    pixels = np.stack([read_image(image, invert=invert) for image in images])
+    probabilities = predict(checkpoint.model, pixels, data["mean"], data["std"])
+    return [[(data["classes"][k], float(row[k])) for k in np.argsort(row)[::-1][:top]] for row in probabilities]

@@ -61,14 +61,18 @@ def _numeric_gradient(objective: Callable[[], float], array: Any, eps: float) ->
 
 def _finish(result: GradcheckResult, tol: float, what: str, raise_on_fail: bool) -> GradcheckResult:
     if raise_on_fail and result.worst > tol:
-        raise GradcheckError(f"gradcheck of {what} failed: worst relative error {result.worst:.3e} > {tol:.1e} ({result})")
+        raise GradcheckError(
+            f"gradcheck of {what} failed: worst relative error {result.worst:.3e} > {tol:.1e} ({result})"
+        )
     return result
 
 
 def _require_float64(what: str, arrays: dict[str, Any]) -> None:
     for name, value in arrays.items():
         if backend.dtype_name(value.dtype) != "float64":
-            raise TypeError(f"gradcheck of {what} needs float64, but {name} is {value.dtype}; use .to(..., dtype='float64')")
+            raise TypeError(
+                f"gradcheck of {what} needs float64, but {name} is {value.dtype}; use .to(..., dtype='float64')"
+            )
 
 
 def gradcheck(

@@ -48,14 +48,18 @@ def _read_npy(path: Path, size: tuple[int, int]) -> np.ndarray:
         return np.ascontiguousarray(array)
     if array.dtype.kind == "f" and np.all(np.isfinite(array)) and array.min() >= 0.0 and array.max() <= 1.0:
         return np.round(array * 255).astype(np.uint8)
-    raise ImageError(f"{path}: pixels must be uint8, or floating in [0, 1]; got {array.dtype} in [{array.min()}, {array.max()}]")
+    raise ImageError(
+        f"{path}: pixels must be uint8, or floating in [0, 1]; got {array.dtype} in [{array.min()}, {array.max()}]"
+    )
 
 
 def _read_picture(path: Path, size: tuple[int, int]) -> np.ndarray:
     try:
         from PIL import Image, UnidentifiedImageError
     except ImportError:
-        raise ImageError(f"{path}: reading PNG/JPEG needs Pillow (pip install 'xpcnn[plot]'), or pass a .npy file") from None
+        raise ImageError(
+            f"{path}: reading PNG/JPEG needs Pillow (pip install 'xpcnn[plot]'), or pass a .npy file"
+        ) from None
     try:
         with Image.open(path) as image:  # reads the header only
             width, height = image.size

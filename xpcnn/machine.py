@@ -1,11 +1,17 @@
 """A description of this machine for run summaries, `xpcnn info` and the benchmarks:
-processor, cores, and the BLAS library NumPy calls with its kernel and threads."""
+processor, cores, the BLAS library NumPy calls with its kernel and threads, and which
+backends and devices are usable."""
 
 from __future__ import annotations
 
 import os
 import platform
 from pathlib import Path
+
+import numpy as np
+
+from . import backend
+from ._version import __version__
 
 
 def cpu() -> str:
@@ -30,3 +36,19 @@ def blas() -> list[str]:
         return []
     return [f"{pool.get('internal_api')} {pool.get('version')} ({pool.get('architecture', '?')} kernel, "
             f"{pool.get('num_threads')} threads)" for pool in threadpool_info() if pool.get("user_api") == "blas"]
+
+
+def report() -> list[str]:
+    """What `xpcnn info` prints: versions, processor, each backend (usable, with devices,
+    or why not), BLAS, and the OpenBLAS kernel override if one is set."""
+    lines = [f"xpcnn {__version__}, Python {platform.python_version()}, NumPy {np.__version__}", f"machine: {cpu()}"]
+    for name in backend.BACKENDS:
+        reason = backend.unavailable_reason(name)
+        if reason is None:
+            devices, dtypes = ", ".join(backend.devices(name)), ", ".join(backend.DTYPES)
+            lines.append(f"backend {name}: usable; devices {devices}; dtypes {dtypes}")
+        else:
+            lines.append(f"backend {name}: not usable: {reason}")
+    lines += [f"BLAS: {line}" for line in blas() or ["unknown (install threadpoolctl to see it)"]]
+    lines.append(f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}")
+    return lines

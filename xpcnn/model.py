@@ -180,8 +180,12 @@ class Sequential:
             kind, args = entry["type"], entry["config"]
             if kind not in LAYER_TYPES:
                 raise ValueError(f"layer {index}: unknown layer type {kind!r}; known: {', '.join(LAYER_TYPES)}"[:300])
-            if not isinstance(args, dict) or not all(isinstance(v, (bool, int, float, str, list)) for v in args.values()):
-                raise ValueError(f"layer {index} ({kind}): config must map names to numbers, strings or lists, got {args!r}"[:300])
+            if not isinstance(args, dict) or not all(
+                isinstance(v, (bool, int, float, str, list)) for v in args.values()
+            ):
+                raise ValueError(
+                    f"layer {index} ({kind}): config must map names to numbers, strings or lists, got {args!r}"[:300]
+                )
             try:
                 size = LAYER_TYPES[kind].planned_size(args)
             except (TypeError, ValueError, OverflowError) as exc:
@@ -190,7 +194,9 @@ class Sequential:
                 raise ValueError(f"layer {index} ({kind}): negative sizes in {args!r}"[:300])
             planned.append(size)
         if sum(planned) > max_values:
-            raise ValueError(f"architecture asks for {sum(planned):,} parameter values, over the limit of {max_values:,}")
+            raise ValueError(
+                f"architecture asks for {sum(planned):,} parameter values, over the limit of {max_values:,}"
+            )
         layers = []
         for index, entry in enumerate(config):
             kind, args = entry["type"], entry["config"]

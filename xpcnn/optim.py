@@ -45,7 +45,9 @@ class Cosine(Schedule):
 
     def __init__(self, total: int, warmup: int = 0, floor: float = 0.0) -> None:
         if total < 1 or not 0 <= warmup < total or not 0.0 <= floor <= 1.0:
-            raise ValueError(f"Cosine needs total >= 1, 0 <= warmup < total, 0 <= floor <= 1, got {total}, {warmup}, {floor}")
+            raise ValueError(
+                f"Cosine needs total >= 1, 0 <= warmup < total, 0 <= floor <= 1, got {total}, {warmup}, {floor}"
+            )
         self.total, self.warmup, self.floor = total, warmup, floor
 
     def __call__(self, step: int) -> float:
@@ -86,7 +88,9 @@ class Optimizer:
 
     slots: tuple[str, ...] = ()  # names of the per-parameter state arrays
 
-    def __init__(self, model: Sequential, lr: float, weight_decay: float = 0.0, schedule: Schedule | None = None) -> None:
+    def __init__(
+        self, model: Sequential, lr: float, weight_decay: float = 0.0, schedule: Schedule | None = None
+    ) -> None:
         if lr <= 0 or weight_decay < 0:
             raise ValueError(f"{type(self).__name__} needs lr > 0 and weight_decay >= 0, got {lr}, {weight_decay}")
         self.model, self.lr, self.weight_decay = model, lr, weight_decay
@@ -123,7 +127,12 @@ class Optimizer:
 
     def config(self) -> dict[str, Any]:
         """The settings, JSON-ready: `Optimizer.from_config(model, config())` rebuilds it."""
-        return {"type": type(self).__name__, "lr": self.lr, "weight_decay": self.weight_decay, "schedule": self.schedule.config()}
+        return {
+            "type": type(self).__name__,
+            "lr": self.lr,
+            "weight_decay": self.weight_decay,
+            "schedule": self.schedule.config(),
+        }
 
     @classmethod
     def from_config(cls, model: Sequential, config: dict[str, Any]) -> Optimizer:
@@ -150,7 +159,10 @@ class Optimizer:
             if slot not in state or name not in params:
                 raise ValueError(f"{type(self).__name__}: unexpected state {key!r}")
             if tuple(value.shape) != tuple(params[name].shape) or value.dtype != params[name].dtype:
-                raise ValueError(f"{type(self).__name__}: state {key!r} is {tuple(value.shape)} {value.dtype}, parameter is {tuple(params[name].shape)} {params[name].dtype}")
+                raise ValueError(
+                    f"{type(self).__name__}: state {key!r} is {tuple(value.shape)} {value.dtype}, "
+                    f"parameter is {tuple(params[name].shape)} {params[name].dtype}"
+                )
             state[slot][name] = value
         self.state, self.steps = state, steps
 

@@ -59,6 +59,19 @@ def parse_target(spec: str) -> tuple[str, str | None]:
     return name, device or None
 
 
+def usable_targets(spec: str) -> list[tuple[str, str | None]]:
+    """"numpy,torch:cuda" -> [("numpy", None), ("torch", "cuda")], after checking there are
+    at least two and each runs here; ValueError naming the first that does not."""
+    targets = [parse_target(part.strip()) for part in spec.split(",") if part.strip()]
+    if len(targets) < 2:
+        raise ValueError("needs at least two backends, e.g. numpy,torch")
+    for name, device in targets:
+        reason = backend.device_unusable_reason(name, device)
+        if reason is not None:
+            raise ValueError(f"backend {name}{':' + device if device else ''} is not usable here: {reason}")
+    return targets
+
+
 def target_label(target: tuple[str, Any]) -> str:
     name, device = target
     return name if device in (None, "cpu") else f"{name}:{device}"
@@ -147,7 +160,18 @@ class ParityReport:
             where = "loss" if row.layer is None else f"{row.layer} {row.name}"
             verdict = ("ok" if row.passed else "FAIL") if row.judged else "(shown)"
             tolerance = f"{row.tolerance:.0e}" if row.judged else "-"
-            lines.append((row.view, where, row.quantity, row.backend, f"{row.max_abs:.3e}", f"{row.max_rel:.3e}", tolerance, verdict))
+            lines.append(
+                (
+                    row.view,
+                    where,
+                    row.quantity,
+                    row.backend,
+                    f"{row.max_abs:.3e}",
+                    f"{row.max_rel:.3e}",
+                    tolerance,
+                    verdict,
+                )
+            )
         widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
         text = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in lines]
         text.insert(1, "  ".join("-" * w for w in widths))
@@ -211,12 +235,36 @@ def _rows(view: str, label: str, layers: list[Any], run: _Trace, ref: _Trace, to
                 *difference(run.outputs[i], ref.outputs[i], ref.inputs[i]), tol, judged)
             for i, layer in enumerate(layers)]
     loss_abs = abs(run.loss - ref.loss)
-    rows.append(Row(view, None, "SoftmaxCrossEntropy", "loss", label, loss_abs, loss_abs / max(abs(ref.loss), 1e-30), tol))
+    rows.append(
+        Row(view, None, "SoftmaxCrossEntropy", "loss", label, loss_abs, loss_abs / max(abs(ref.loss), 1e-30), tol)
+    )
     for i in reversed(range(len(layers))):
         name = type(layers[i]).__name__
         for key, grad in run.param_grads[i].items():
-            rows.append(Row(view, i, name, f"grad {key}", label, *difference(grad, ref.param_grads[i][key], ref.upstream[i]), tol, judged))
-        rows.append(Row(view, i, name, "grad input", label, *difference(run.input_grads[i], ref.input_grads[i], ref.upstream[i]), tol, judged))
+            rows.append(
+                Row(
+                    view,
+                    i,
+                    name,
+                    f"grad {key}",
+                    label,
+                    *difference(grad, ref.param_grads[i][key], ref.upstream[i]),
+                    tol,
+                    judged,
+                )
+            )
+        rows.append(
+            Row(
+                view,
+                i,
+                name,
+                "grad input",
+                label,
+                *difference(run.input_grads[i], ref.input_grads[i], ref.upstream[i]),
+                tol,
+                judged,
+            )
+        )
     return rows
 
 
@@ -259,7 +307,9 @@ def _layer_drift(model: Sequential, reference: Sequential) -> float:
     worst = 0.0
     for mine, theirs in zip(model, reference):
         if mine.params:
-            diff = max(_max_abs(backend.to_numpy(mine.params[k]) - backend.to_numpy(theirs.params[k])) for k in mine.params)
+            diff = max(
+                _max_abs(backend.to_numpy(mine.params[k]) - backend.to_numpy(theirs.params[k])) for k in mine.params
+            )
             scale = max(_max_abs(backend.to_numpy(v)) for v in theirs.params.values())
             worst = max(worst, diff / scale if scale > 0 else diff)
     return worst
@@ -287,7 +337,11 @@ class TrajectoryReport:
         lines = ["step  " + "  ".join(f"loss {b:>16s}" for b in self.backends) + "  max weight drift  allowed"]
         for step, (losses, drift) in enumerate(zip(self.losses, self.drift)):
             allowed = self.tolerance_per_step * (step + 1)
-            lines.append(f"{step + 1:4d}  " + "  ".join(f"{v:21.10f}" for v in losses) + f"  {drift:16.3e}  {allowed:7.0e}{'' if drift <= allowed else '  FAIL'}")
+            lines.append(
+                f"{step + 1:4d}  "
+                + "  ".join(f"{v:21.10f}" for v in losses)
+                + f"  {drift:16.3e}  {allowed:7.0e}{'' if drift <= allowed else '  FAIL'}"
+            )
         lines.append(f"reference {self.reference}, {self.dtype}: {'PASS' if self.passed else 'FAIL'}")
         return "\n".join(lines)
 
@@ -311,7 +365,9 @@ def trajectory(
     optimizers = [optim.build(optimizer, m, lr, momentum=momentum) for m in copies]
     family = "sgd" if optimizer == "sgd" else "adam"
     allowed = TRAJECTORY_TOLERANCES[(family, dtype)] if tolerance_per_step is None else tolerance_per_step
-    report = TrajectoryReport(target_label(targets[0]), dtype, [target_label(t) for t in targets], tolerance_per_step=allowed)
+    report = TrajectoryReport(
+        target_label(targets[0]), dtype, [target_label(t) for t in targets], tolerance_per_step=allowed
+    )
     loss_fn = SoftmaxCrossEntropy()
     for x_host, y_host in batches:
         losses = []
@@ -354,13 +410,25 @@ class ParityCheck:
         lines = [f"parity of {self.model} ({self.parameters:,} parameters), batch of {self.batch_size} "
                  f"bundled MNIST images, {self.compare.dtype}", self.compare.to_table()]
         if self.trajectory is not None:
-            lines += [f"\ntraining {len(self.trajectory.drift)} steps with {self.optimizer}:", self.trajectory.to_table()]
+            lines += [
+                f"\ntraining {len(self.trajectory.drift)} steps with {self.optimizer}:",
+                self.trajectory.to_table(),
+            ]
         lines.append("PASS" if self.passed else "FAIL")
         return "\n".join(lines)
 
 
-def check(model: Sequential, backends: Sequence[str | tuple[str, Any]], dtype: str = "float64", *,
-          batch_size: int = 32, steps: int = 0, optimizer: str = "sgd", seed: int = 0, name: str = "model") -> ParityCheck:
+def check(
+    model: Sequential,
+    backends: Sequence[str | tuple[str, Any]],
+    dtype: str = "float64",
+    *,
+    batch_size: int = 32,
+    steps: int = 0,
+    optimizer: str = "sgd",
+    seed: int = 0,
+    name: str = "model",
+) -> ParityCheck:
     """`compare` on the first `batch_size` images of the bundled MNIST test set and, with
     `steps`, `trajectory` over that many training batches drawn from `seed`."""
     from .datasets import batches, load_bundled
@@ -369,7 +437,9 @@ def check(model: Sequential, backends: Sequence[str | tuple[str, Any]], dtype: s
         raise ValueError(f"steps must be >= 0, got {steps}")
     data = load_bundled()
     x, y = next(batches(data.test, batch_size, shuffle=False))
-    result = ParityCheck(name, model.num_params(), batch_size, compare(model, x, y, backends, dtype), optimizer=optimizer)
+    result = ParityCheck(
+        name, model.num_params(), batch_size, compare(model, x, y, backends, dtype), optimizer=optimizer
+    )
     if steps:
         train_batches = list(itertools.islice(batches(data.train, batch_size, seed=seed), steps))
         result.trajectory = trajectory(model, train_batches, backends, dtype, optimizer)

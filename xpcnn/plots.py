@@ -61,11 +61,18 @@ def confusion(counts: np.ndarray, classes: list[str], path: str | Path, title: s
     rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
     image = axes.imshow(rates, cmap="Blues", vmin=0, vmax=1)
     ticks = range(len(classes))
-    axes.set_xticks(ticks, classes, rotation=45 if max(map(len, classes)) > 2 else 0, ha="right" if max(map(len, classes)) > 2 else "center")
+    axes.set_xticks(
+        ticks,
+        classes,
+        rotation=45 if max(map(len, classes)) > 2 else 0,
+        ha="right" if max(map(len, classes)) > 2 else "center",
+    )
     axes.set_yticks(ticks, classes)
     axes.set(xlabel="predicted", ylabel="true", title=title or "confusion matrix (test set)")
     for (i, j), value in np.ndenumerate(counts):
         if value:
-            axes.text(j, i, str(value), ha="center", va="center", fontsize=7, color="white" if rates[i, j] > 0.5 else "black")
+            axes.text(
+                j, i, str(value), ha="center", va="center", fontsize=7, color="white" if rates[i, j] > 0.5 else "black"
+            )
     figure.colorbar(image, ax=axes, label="share of true class")
     _save(figure, Path(path))

@@ -59,8 +59,14 @@ class Recipe:
     augment: int = 0  # random shifts of up to this many pixels
 
     def replace(self, **changes: Any) -> Recipe:
-        """A copy with the given fields changed; None leaves a field as it is."""
-        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+        """A copy with the given fields changed; None leaves a field as it is. Switching to
+        an optimizer other than SGD drops the momentum, which only SGD has."""
+        changes = {key: value for key, value in changes.items() if value is not None}
+        if changes.get("optimizer", self.optimizer) != "sgd":
+            if changes.get("momentum"):
+                raise ValueError("momentum applies to the sgd optimizer only")
+            changes["momentum"] = 0.0
+        return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -70,7 +76,10 @@ class Recipe:
 
     def build_optimizer(self, model: Sequential, steps_per_epoch: int) -> optim.Optimizer:
         """The recipe's optimizer for `model`, its schedule planned over the whole run."""
-        schedule = optim.plan_schedule(self.schedule, self.total_steps(steps_per_epoch), self.warmup)
+        total = self.total_steps(steps_per_epoch)
+        if self.schedule == "cosine" and not 0 <= self.warmup < total:
+            raise ValueError(f"warm-up of {self.warmup} steps must be in [0, {total}), the run's number of steps")
+        schedule = optim.plan_schedule(self.schedule, total, self.warmup)
         return optim.build(self.optimizer, model, self.lr, momentum=self.momentum,
                            weight_decay=self.weight_decay, schedule=schedule)
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from . import backend, machine
+from . import backend, machine, presets
 from ._version import __version__
 from .anomaly import AnomalyHook, NonFiniteError
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -32,6 +32,7 @@ from .evaluation import confusion_matrix, count_correct, evaluate
 from .losses import SoftmaxCrossEntropy
 from .model import Sequential
 from .optim import Optimizer
+from .presets import Recipe
 from .run_folder import RunFolder
 
 
@@ -64,7 +65,13 @@ def data_statistics(dataset: Dataset) -> dict[str, Any]:
     """What using a model needs to know of its training data: dataset name, the
     normalisation (mean, std), the class names, and where the data came from."""
     spec = dataset.spec
-    return {"name": spec.name, "mean": spec.mean, "std": spec.std, "classes": list(spec.classes), "source": dataset.source}
+    return {
+        "name": spec.name,
+        "mean": spec.mean,
+        "std": spec.std,
+        "classes": list(spec.classes),
+        "source": dataset.source,
+    }
 
 
 class Trainer:
@@ -140,6 +147,18 @@ class Trainer:
         save_checkpoint(self.folder.checkpoint, self.model, self.optimizer, self.trainer_state())
         self.folder.write_metrics(self.state.history)
         return self.folder.checkpoint
+
+    @classmethod
+    def for_preset(cls, name: str, recipe: Recipe | None = None, train_size: int = 60_000, *, seed: int = 0,
+                   backend_name: str = "numpy", device: Any = None, dtype: str = "float32", **options: Any) -> Trainer:
+        """A trainer for a new run of preset `name` with `recipe` (default: the preset's
+        own), its schedule planned over `train_size` training images; what `xpcnn train`
+        runs. `options` are Trainer's (run_dir, progress, ...)."""
+        recipe = recipe or presets.recipe(name)
+        model = presets.build(name, seed).to(backend_name, device, dtype)
+        optimizer = recipe.build_optimizer(model, num_batches(train_size, recipe.batch_size))
+        return cls(model, optimizer, batch_size=recipe.batch_size, seed=seed, augment=recipe.augment,
+                   name=presets.canonical(name), **options)
 
     @classmethod
     def resume(cls, path: str | Path, backend_name: str = "numpy", device: Any = None, **kwargs: Any) -> Trainer:
@@ -227,8 +246,17 @@ class Trainer:
         bar = self._progress_bar(total, epochs)
         started = time.perf_counter()
         try:
-            for x, y in batches(train, self.batch_size, seed=self.seed, epoch=s.epoch, start=s.batch, augment=self.augment,
-                                backend_name=model.backend, device=model.device, dtype=model.dtype):
+            for x, y in batches(
+                train,
+                self.batch_size,
+                seed=self.seed,
+                epoch=s.epoch,
+                start=s.batch,
+                augment=self.augment,
+                backend_name=model.backend,
+                device=model.device,
+                dtype=model.dtype,
+            ):
                 if self._stop_requested:
                     s.seconds += time.perf_counter() - started
                     path = self.save()

@@ -56,18 +56,24 @@ def load_verified(path: Path, file: DataFile) -> np.ndarray:
         with open(path, "rb") as handle:
             raw = handle.read(file.size + GZIP_SLACK)
         if not raw.startswith(GZIP_MAGIC):
-            raise ChecksumError(f"{path}: only the published gzip file of {file.name} can be verified ({file.algorithm} of the .gz)")
+            raise ChecksumError(
+                f"{path}: only the published gzip file of {file.name} can be verified ({file.algorithm} of the .gz)"
+            )
         digest = file.hash()
         digest.update(raw)
         if digest.hexdigest() != file.digest:
-            raise ChecksumError(f"{path}: {file.algorithm} of the gzip file is {digest.hexdigest()}, expected {file.digest}")
+            raise ChecksumError(
+                f"{path}: {file.algorithm} of the gzip file is {digest.hexdigest()}, expected {file.digest}"
+            )
         content = read_idx_bytes(path, max_bytes=file.size)
     else:
         content = read_idx_bytes(path, max_bytes=file.size)
         digest = file.hash()
         digest.update(content)
         if digest.hexdigest() != file.digest:
-            raise ChecksumError(f"{path}: {file.algorithm} of the uncompressed content is {digest.hexdigest()}, expected {file.digest}")
+            raise ChecksumError(
+                f"{path}: {file.algorithm} of the uncompressed content is {digest.hexdigest()}, expected {file.digest}"
+            )
     if len(content) != file.size:
         raise ChecksumError(f"{path}: {len(content):,} uncompressed bytes, expected {file.size:,}")
     return parse_idx(content, path)

@@ -56,7 +56,10 @@ def _parse_header(head: bytes, source: object, max_bytes: int) -> tuple[np.dtype
     dtype = np.dtype(IDX_TYPES[head[2]])
     size = math.prod(dims) * dtype.itemsize
     if size > max_bytes:
-        raise IDXError(f"{source}: IDX header asks for shape {dims} of {dtype.name} = {size:,} bytes, over the limit of {max_bytes:,}")
+        raise IDXError(
+            f"{source}: IDX header asks for shape {dims} of {dtype.name} = {size:,} bytes, "
+            f"over the limit of {max_bytes:,}"
+        )
     return dtype, dims, header_length
 
 
@@ -75,7 +78,9 @@ def read_idx_bytes(path: str | Path, max_bytes: int = MAX_BYTES) -> bytes:
             raise
         raise IDXError(f"{path}: cannot read: {exc}") from None
     if len(body) < size:
-        raise IDXError(f"{path}: truncated: header announces {size:,} data bytes for shape {dims}, file has {len(body):,}")
+        raise IDXError(
+            f"{path}: truncated: header announces {size:,} data bytes for shape {dims}, file has {len(body):,}"
+        )
     if len(body) > size:
         raise IDXError(f"{path}: trailing data after the {size:,} bytes announced for shape {dims}")
     return head[:header_length] + body
@@ -86,7 +91,10 @@ def parse_idx(content: bytes, source: object = "<bytes>", max_bytes: int = MAX_B
     dtype, dims, header_length = _parse_header(content[: 4 + 4 * MAX_NDIM], source, max_bytes)
     size = math.prod(dims) * dtype.itemsize
     if len(content) - header_length != size:
-        raise IDXError(f"{source}: header announces {size:,} data bytes for shape {dims}, content has {len(content) - header_length:,}")
+        raise IDXError(
+            f"{source}: header announces {size:,} data bytes for shape {dims}, "
+            f"content has {len(content) - header_length:,}"
+        )
     return np.frombuffer(content, dtype, offset=header_length).reshape(dims).astype(dtype.newbyteorder("="))
 
 

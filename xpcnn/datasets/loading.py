@@ -42,12 +42,17 @@ class Dataset:
 
     def __post_init__(self) -> None:
         if self.images.ndim != 3 or self.images.dtype != np.uint8:
-            raise ValueError(f"{self.spec.name}: images must be (N, H, W) uint8, got {self.images.shape} {self.images.dtype}")
+            raise ValueError(
+                f"{self.spec.name}: images must be (N, H, W) uint8, got {self.images.shape} {self.images.dtype}"
+            )
         if self.labels.shape != (self.images.shape[0],):
             raise ValueError(f"{self.spec.name}: {self.images.shape[0]} images but labels of shape {self.labels.shape}")
         self.labels = self.labels.astype(np.int64)
         if self.labels.size and (self.labels.min() < 0 or self.labels.max() >= len(self.spec.classes)):
-            raise ValueError(f"{self.spec.name}: labels must be in [0, {len(self.spec.classes)}), got [{self.labels.min()}, {self.labels.max()}]")
+            raise ValueError(
+                f"{self.spec.name}: labels must be in [0, {len(self.spec.classes)}), "
+                f"got [{self.labels.min()}, {self.labels.max()}]"
+            )
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -84,6 +89,17 @@ class Loaded:
     def source(self) -> str:
         """One line: where the data came from."""
         return self.train.source
+
+    def splits(self, limit: int | None = None, seed: int = 0, val_split: float = 0.0
+               ) -> tuple[Dataset, Dataset | None, Dataset]:
+        """(train, validation or None, test) as `xpcnn train` uses them: at most `limit`
+        images of each split drawn from `seed`, then `val_split` of the training images
+        held out for validation."""
+        train, test = self.train.sample(limit, seed), self.test.sample(limit, seed + 1)
+        if not val_split:
+            return train, None, test
+        train, val = train.split(val_split, seed)
+        return train, val, test
 
 
 def bundled_path() -> Path:

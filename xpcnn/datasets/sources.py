@@ -34,10 +34,30 @@ class DatasetSpec:
 MNIST = DatasetSpec(
     name="mnist",
     files={
-        "train_images": DataFile("train-images-idx3-ubyte", 47040016, "sha256", "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db"),
-        "train_labels": DataFile("train-labels-idx1-ubyte", 60008, "sha256", "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5"),
-        "test_images": DataFile("t10k-images-idx3-ubyte", 7840016, "sha256", "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7"),
-        "test_labels": DataFile("t10k-labels-idx1-ubyte", 10008, "sha256", "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2"),
+        "train_images": DataFile(
+            "train-images-idx3-ubyte",
+            47040016,
+            "sha256",
+            "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+        ),
+        "train_labels": DataFile(
+            "train-labels-idx1-ubyte",
+            60008,
+            "sha256",
+            "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+        ),
+        "test_images": DataFile(
+            "t10k-images-idx3-ubyte",
+            7840016,
+            "sha256",
+            "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+        ),
+        "test_labels": DataFile(
+            "t10k-labels-idx1-ubyte",
+            10008,
+            "sha256",
+            "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+        ),
     },
     mirrors=(
         "https://ossci-datasets.s3.amazonaws.com/mnist/",
@@ -53,7 +73,9 @@ MNIST = DatasetSpec(
 FASHION_MNIST = DatasetSpec(
     name="fashion-mnist",
     files={
-        "train_images": DataFile("train-images-idx3-ubyte", 47040016, "md5", "8d4fb7e6c68d591d4c3dfef9ec88bf0d", "gzip"),
+        "train_images": DataFile(
+            "train-images-idx3-ubyte", 47040016, "md5", "8d4fb7e6c68d591d4c3dfef9ec88bf0d", "gzip"
+        ),
         "train_labels": DataFile("train-labels-idx1-ubyte", 60008, "md5", "25c81989df183df01b3e8a0aad5dffbe", "gzip"),
         "test_images": DataFile("t10k-images-idx3-ubyte", 7840016, "md5", "bef4ecab320f06d8554ea6380940ec79", "gzip"),
         "test_labels": DataFile("t10k-labels-idx1-ubyte", 10008, "md5", "bb300cfdad3c16e7a12a480ee83cd310", "gzip"),

@@ -26,7 +26,10 @@ class BatchNorm2D(Layer):
         self.num_features, self.eps, self.momentum = num_features, eps, momentum
         shapes = self.array_shapes(self.config())
         self.params = {"weight": init.ones(shapes["weight"]), "bias": init.zeros(shapes["bias"])}
-        self.buffers = {"running_mean": init.zeros(shapes["running_mean"]), "running_var": init.ones(shapes["running_var"])}
+        self.buffers = {
+            "running_mean": init.zeros(shapes["running_mean"]),
+            "running_var": init.ones(shapes["running_var"]),
+        }
 
     @classmethod
     def array_shapes(cls, arguments: dict[str, Any]) -> dict[str, Shape]:
@@ -67,7 +70,9 @@ class BatchNorm2D(Layer):
         inv_std = 1 / xp.sqrt(var + self.eps)
         m = self.momentum
         self.buffers["running_mean"] = (1 - m) * self.buffers["running_mean"] + m * xp.reshape(mean, (c,))
-        self.buffers["running_var"] = (1 - m) * self.buffers["running_var"] + m * xp.reshape(var, (c,)) * (count / (count - 1))
+        self.buffers["running_var"] = (1 - m) * self.buffers["running_var"] + m * xp.reshape(var, (c,)) * (
+            count / (count - 1)
+        )
         y = centred * (gamma * inv_std)  # = x_hat * gamma, without storing x_hat
         y += beta
         return self._save_for_backward(training, (centred, inv_std), from_channel_rows(y, shape))

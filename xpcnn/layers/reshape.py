@@ -13,7 +13,9 @@ class Flatten(Layer):
 
     def output_shape(self, input_shape: Shape) -> Shape:
         if len(input_shape) < 2:
-            raise ValueError(f"{self!r}: expected an input with a batch axis and at least one more, got shape {tuple(input_shape)}")
+            raise ValueError(
+                f"{self!r}: expected an input with a batch axis and at least one more, got shape {tuple(input_shape)}"
+            )
         return (input_shape[0], math.prod(input_shape[1:]))
 
     def forward(self, x: Any, training: bool = True) -> Any:
