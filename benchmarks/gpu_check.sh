@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # GPU check: run on a machine with CUDA, CuPy and PyTorch but no internet, from the
-# repository root. Carry array-api-compat and array-api-strict as wheels in .whl/ (see
-# README "GPU check"). Writes everything under $OUT (default: gpu-results/), at most
+# repository root. Carry array-api-compat and array-api-strict as wheels in .whl/ (on the
+# CPU machine: pip download --no-deps --only-binary=:all: --python-version 3.12 -d .whl
+# array-api-compat array-api-strict). Writes everything under $OUT (default: gpu-results/), at most
 # 8 files, within about five minutes:
 #   env.txt         GPU, driver, library versions, `xpcnn info`
 #   pytest-gpu.txt  the gpu-marked tests (CuPy and torch-on-CUDA rows of the test matrix)
@@ -32,7 +33,7 @@ echo "pytest exit $?" >>"$OUT/pytest-gpu.txt"
 : >"$OUT/parity.txt"
 : >"$OUT/parity.jsonl"
 for other in cupy torch:cuda; do
-  for model in seed lenet; do
+  for model in tutorial lenet; do
     for dtype in float32 float64; do
       args=(--backends "numpy,$other" --model "$model" --dtype "$dtype" --steps 5)
       { echo "== xpcnn parity ${args[*]}"; timeout 60 python3 -m xpcnn.cli parity "${args[@]}"; echo "exit $?"; } >>"$OUT/parity.txt" 2>&1

@@ -104,7 +104,7 @@ class Trainer:
         self.folder = RunFolder(run_dir) if run_dir is not None else None
         self.checkpoint_every, self.progress, self.log = checkpoint_every, progress, log
         self.anomaly = anomaly  # check every layer for NaN/Inf (see xpcnn.anomaly)
-        self.epochs = 0  # the run's total, set by fit()
+        self.epochs = 0  # the run's total number of epochs (see fit)
         self.data: dict[str, Any] | None = None  # data_statistics() of the training set
         self.train_images = 0
         self.state = Progress()
@@ -157,8 +157,10 @@ class Trainer:
         recipe = recipe or presets.recipe(name)
         model = presets.build(name, seed).to(backend_name, device, dtype)
         optimizer = recipe.build_optimizer(model, num_batches(train_size, recipe.batch_size))
-        return cls(model, optimizer, batch_size=recipe.batch_size, seed=seed, augment=recipe.augment,
-                   name=presets.canonical(name), **options)
+        trainer = cls(model, optimizer, batch_size=recipe.batch_size, seed=seed, augment=recipe.augment,
+                      name=presets.canonical(name), **options)
+        trainer.epochs = recipe.epochs
+        return trainer
 
     @classmethod
     def resume(cls, path: str | Path, backend_name: str = "numpy", device: Any = None, **kwargs: Any) -> Trainer:
@@ -216,7 +218,10 @@ class Trainer:
 
     def fit(self, train: Dataset, epochs: int, val: Dataset | None = None) -> list[dict[str, Any]]:
         """Train until `epochs` epochs are complete (counting those already done)."""
-        self.epochs, self.data, self.train_images = epochs, data_statistics(train), len(train)
+        # The run's total: what the schedule was planned for (for_preset) or what fit was
+        # asked for, whichever is more; a run fitted part of the way continues to it on resume.
+        self.epochs = max(self.epochs, epochs)
+        self.data, self.train_images = data_statistics(train), len(train)
         in_main_thread = threading.current_thread() is threading.main_thread()
         previous = signal.signal(signal.SIGINT, self._on_sigint) if in_main_thread else None
         try:
