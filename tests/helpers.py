@@ -1,8 +1,28 @@
-"""Input builders shared by the tests."""
+"""Builders and checks shared by the tests: inputs, small networks, hostile files, the torch oracle.
+
+Plain functions only; fixtures live in conftest.py.
+"""
 
 from __future__ import annotations
 
+import io
+import random
+from pathlib import Path
+
 import numpy as np
+import pytest
+from hypothesis import strategies as st
+
+import xpcnn
+from xpcnn import backend
+from xpcnn.checkpoint import save_checkpoint
+from xpcnn.datasets import MNIST, Dataset
+from xpcnn.model import Sequential
+
+# -- inputs for gradient checks ------------------------------------------------------------
+
+GRAD_TOL = 1e-6  # worst relative error of a float64 gradient check
+seeds = st.integers(0, 2**32 - 1)
 
 
 def distinct_values(shape: tuple[int, ...], rng: np.random.Generator, gap: float = 0.1) -> np.ndarray:
@@ -16,3 +36,129 @@ def away_from_zero(shape: tuple[int, ...], rng: np.random.Generator, margin: flo
     """Normal values pushed at least `margin` away from 0, the kink of ReLU."""
     values = rng.standard_normal(shape)
     return np.sign(values) * (np.abs(values) + margin) + (values == 0) * margin
+
+
+# -- networks and data -------------------------------------------------------------------------
+
+
+def small_net(seed: int = 0) -> Sequential:
+    """A network with every kind of state: batch norm statistics, a dropout counter."""
+    rng = np.random.default_rng(seed)
+    return xpcnn.Sequential([
+        xpcnn.Conv2D(1, 8, 3, rng=rng), xpcnn.BatchNorm2D(8), xpcnn.MaxPool2D(2), xpcnn.ReLU(),
+        xpcnn.Flatten(), xpcnn.Dropout(0.2, seed=3), xpcnn.Dense(8 * 13 * 13, 10, rng=rng),
+    ])
+
+
+def seed_net(rng=0) -> Sequential:
+    """The seed-shaped network: conv, ReLU, max-pool, two dense layers (28x28 input)."""
+    rng = np.random.default_rng(rng)
+    return Sequential([
+        xpcnn.Conv2D(1, 8, 3, rng=rng), xpcnn.ReLU(), xpcnn.MaxPool2D(2), xpcnn.Flatten(),
+        xpcnn.Dense(8 * 13 * 13, 128, rng=rng), xpcnn.ReLU(), xpcnn.Dense(128, 10, rng=rng),
+    ])
+
+
+def small_dataset(n: int = 10) -> Dataset:
+    """`n` random 28x28 MNIST-like images and labels."""
+    rng = np.random.default_rng(1)
+    return Dataset(rng.integers(0, 256, (n, 28, 28), dtype=np.uint8), rng.integers(0, 10, n), MNIST)
+
+
+# -- hostile files -------------------------------------------------------------------------------
+
+
+def good_idx() -> bytes:
+    """A valid uint8 IDX file of shape (2, 5, 4)."""
+    buffer = io.BytesIO()
+    array = (np.arange(2 * 5 * 4) % 251).astype(np.uint8).reshape(2, 5, 4)
+    buffer.write(bytes([0, 0, 8, 3]) + np.asarray(array.shape, ">u4").tobytes() + array.tobytes())
+    return buffer.getvalue()
+
+
+def small_checkpoint(tmp_path: Path) -> bytes:
+    """The bytes of a valid checkpoint of a tiny network for (N, 1, 6, 6) input, 3 classes."""
+    net = xpcnn.Sequential([xpcnn.Conv2D(1, 2, 3, rng=0), xpcnn.ReLU(), xpcnn.Flatten(),
+                            xpcnn.Dense(2 * 4 * 4, 3, rng=0)])
+    save_checkpoint(tmp_path / "seed.npz", net, trainer={"epoch": 0})
+    return (tmp_path / "seed.npz").read_bytes()
+
+
+def mutate(data: bytes, rng: random.Random, edits: int) -> bytes:
+    """Flip, insert, delete bytes, or cut the tail."""
+    data = bytearray(data)
+    for _ in range(edits):
+        choice = rng.randrange(4)
+        if choice == 0 and data:
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        elif choice == 1:
+            data.insert(rng.randrange(len(data) + 1), rng.randrange(256))
+        elif choice == 2 and data:
+            del data[rng.randrange(len(data))]
+        elif data:
+            del data[rng.randrange(len(data)):]
+    return bytes(data)
+
+
+# -- the torch oracle --------------------------------------------------------------------------
+# xpcnn against torch.nn.functional and autograd: forward outputs and every gradient must
+# agree, float64 within 1e-10, float32 within 1e-5 (relative, max norm). xpcnn runs on every
+# backend; torch is always the reference.
+
+ORACLE_TOLERANCE = {"float64": 1e-10, "float32": 1e-5}
+ORACLE_DTYPES = ["float64", "float32"]
+
+
+def torch_functional():
+    """torch.nn.functional, or skip the calling test where torch is missing."""
+    return pytest.importorskip("torch").nn.functional
+
+
+def rel(actual, expected) -> float:
+    """Max-norm error of `actual`, relative to the max norm of `expected`."""
+    actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
+    scale = max(np.abs(expected).max(initial=0.0), 1e-12)
+    return float(np.abs(actual - expected).max(initial=0.0) / scale)
+
+
+def run_xpcnn(layer, x_host, dy_host, name, device, dtype):
+    layer.to(name, device, dtype)
+    x = backend.to_backend(x_host, name, device, dtype)
+    y = layer.forward(x)
+    dx = layer.backward(backend.to_backend(dy_host, name, device, dtype))
+    grads = {k: backend.to_numpy(v) for k, v in layer.grads.items()}
+    return backend.to_numpy(y), backend.to_numpy(dx), grads
+
+
+def run_torch(fn, x_host, dy_host, params_host, dtype):
+    import torch
+
+    tdtype = getattr(torch, dtype)
+    x = torch.tensor(x_host, dtype=tdtype, requires_grad=True)
+    params = {k: torch.tensor(v, dtype=tdtype, requires_grad=True) for k, v in params_host.items()}
+    y = fn(x, **params)
+    y.backward(torch.tensor(dy_host, dtype=tdtype))
+    return y.detach().numpy(), x.grad.numpy(), {k: p.grad.numpy() for k, p in params.items()}
+
+
+def check(layer, fn, x_host, target, dtype, params_host=None):
+    """Same weights, input and upstream gradient through xpcnn and through torch."""
+    import torch
+
+    params_host = params_host or {k: backend.to_numpy(v).astype(np.float64) for k, v in layer.params.items()}
+    for key, value in params_host.items():
+        layer.params[key] = value
+    tdtype = getattr(torch, dtype)
+    with torch.no_grad():
+        probe = fn(torch.tensor(x_host, dtype=tdtype),
+                   **{k: torch.tensor(v, dtype=tdtype) for k, v in params_host.items()})
+    dy_host = np.random.default_rng(7).standard_normal(tuple(probe.shape))
+    ref_y, ref_dx, ref_grads = run_torch(fn, x_host, dy_host, params_host, dtype)
+    y, dx, grads = run_xpcnn(layer, x_host, dy_host, target[0], target[1], dtype)
+    tol = ORACLE_TOLERANCE[dtype]
+    assert y.shape == ref_y.shape
+    assert rel(y, ref_y) <= tol, f"forward differs: {rel(y, ref_y):.2e}"
+    assert rel(dx, ref_dx) <= tol, f"input gradient differs: {rel(dx, ref_dx):.2e}"
+    assert set(grads) == set(ref_grads)
+    for key in grads:
+        assert rel(grads[key], ref_grads[key]) <= tol, f"{key} gradient differs: {rel(grads[key], ref_grads[key]):.2e}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from xpcnn import backend, init
+from xpcnn import backend
 
 
 def test_available_backends_are_usable():
@@ -59,10 +59,3 @@ def test_dtype_and_device_validation():
         backend.device("numpy", "cuda:0")
     assert backend.devices("numpy") == ["cpu"]
 
-
-def test_keep_mask_is_the_same_on_every_backend():
-    reference = init.keep_mask(3, 7, 0.5, np.zeros((4, 5), np.float32))
-    for name in backend.available_backends():
-        like = backend.to_backend(np.zeros((4, 5)), name, None, "float32")
-        np.testing.assert_array_equal(backend.to_numpy(init.keep_mask(3, 7, 0.5, like)), reference)
-    assert not np.array_equal(init.keep_mask(3, 8, 0.5, np.zeros((4, 5), np.float32)), reference)

@@ -1,4 +1,5 @@
-"""Checkpoints: portable round trips, strict validation, atomic saves under SIGKILL."""
+"""Checkpoints (xpcnn/checkpoint.py): portable round trips, strict validation, atomic saves
+under SIGKILL, and untrusted files: mutations, escaping member paths, hostile architectures."""
 
 from __future__ import annotations
 
@@ -13,11 +14,15 @@ import zipfile
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import xpcnn
 from xpcnn import backend, presets
 from xpcnn.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from xpcnn.optim import Adam
+
+from .helpers import mutate, small_checkpoint
 
 
 def trained_step(net, target):
@@ -189,9 +194,63 @@ def test_sigkill_while_saving_keeps_a_loadable_checkpoint(tmp_path):
     assert all(name.startswith(".ckpt.npz.") and name.endswith(".tmp") for name in leftovers)
 
 
-def test_written_files_get_the_usual_mode(tmp_path):
-    from xpcnn.atomic import FILE_MODE, atomic_write_text
 
-    atomic_write_text(tmp_path / "a.txt", "x")
-    (tmp_path / "b.txt").write_text("x")  # an ordinary new file, for comparison
-    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == (tmp_path / "b.txt").stat().st_mode & 0o777 == FILE_MODE
+# -- untrusted checkpoints ---------------------------------------------------------------------
+
+
+@settings(max_examples=150)
+@given(st.randoms(use_true_random=False), st.integers(1, 6))
+def test_mutations_are_refused_or_usable(tmp_path_factory, rng, edits):
+    folder = tmp_path_factory.mktemp("ckpt")
+    data = mutate(small_checkpoint(folder), rng, edits)
+    (folder / "m.npz").write_bytes(data)
+    try:
+        checkpoint = load_checkpoint(folder / "m.npz")
+    except CheckpointError:
+        return
+    x = np.zeros((1, 1, 6, 6), np.float32)
+    assert checkpoint.model.forward(x).shape == (1, 3)  # accepted means usable
+
+
+def test_archive_member_paths_cannot_escape(tmp_path):
+    good = tmp_path / "good.npz"
+    good.write_bytes(small_checkpoint(tmp_path))
+    evil = tmp_path / "evil.npz"
+    with zipfile.ZipFile(good) as source, zipfile.ZipFile(evil, "w") as target:
+        for item in source.infolist():
+            target.writestr(item.filename, source.read(item))
+        target.writestr("../../escaped.npy", source.read("param/0.weight.npy"))
+    before = set(tmp_path.parent.rglob("escaped*"))
+    with pytest.raises(CheckpointError):
+        load_checkpoint(evil)
+    assert set(tmp_path.parent.rglob("escaped*")) == before  # nothing is ever extracted
+
+
+@pytest.mark.parametrize("config", [
+    [{"type": "Dense", "config": {"in_features": 10**9, "out_features": 10**6}}],
+    [{"type": "Conv2D", "config": {"in_channels": 2**40, "out_channels": 2**40, "kernel_size": 3}}],
+    [{"type": "Conv2D", "config": {"in_channels": -3, "out_channels": 8, "kernel_size": 3}}],
+    [{"type": "Dense", "config": {"in_features": 3, "out_features": 2, "rng": {"__class__": "x"}}}],
+    [{"type": "Dense"}],
+    {"not": "a list"},
+])
+def test_hostile_architectures_are_refused_before_allocating(tmp_path, config):
+    path = tmp_path / "c.npz"
+    path.write_bytes(small_checkpoint(tmp_path))
+    with np.load(path, allow_pickle=False) as archive:
+        arrays = {k: archive[k] for k in archive.files}
+    meta = json.loads(arrays["__meta__"].tobytes())
+    meta["architecture"] = config
+    arrays["__meta__"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+    np.savez(path, **arrays)
+    start = time.perf_counter()
+    with pytest.raises(CheckpointError, match="bad architecture"):
+        load_checkpoint(path)
+    assert time.perf_counter() - start < 5
+
+
+def test_deeply_nested_json_is_refused(tmp_path):
+    path = tmp_path / "c.npz"
+    np.savez(path, __meta__=np.frombuffer(b"[" * 100_000 + b"]" * 100_000, np.uint8))
+    with pytest.raises(CheckpointError, match="JSON"):
+        load_checkpoint(path)

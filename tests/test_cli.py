@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -24,7 +25,8 @@ def env_without_data(tmp_path: Path) -> dict[str, str]:
 
 
 def xpcnn(*args: str, env: dict[str, str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "xpcnn.cli", *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "xpcnn.cli", *args], env=env, cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +117,8 @@ def test_ctrl_c_saves_and_resume_finishes(tmp_path):
     env = env_without_data(tmp_path)
     command = [sys.executable, "-m", "xpcnn.cli", "train", "--no-download", "--limit", "3000", "--epochs", "2",
                "--out", "run", "--checkpoint-every", "5", "--no-progress", "--no-plots"]
-    process = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
     deadline = time.monotonic() + 120
     while not (tmp_path / "run" / "checkpoint.npz").exists() and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -125,7 +128,8 @@ def test_ctrl_c_saves_and_resume_finishes(tmp_path):
     assert "checkpoint saved" in stdout and "--resume" in stdout
     steps = load_checkpoint(tmp_path / "run" / "checkpoint.npz").optimizer["steps"]
     assert 0 < steps < 2 * 47
-    result = xpcnn("train", "--out", "run", "--resume", "--no-download", "--limit", "3000", "--no-progress", "--no-plots", env=env, cwd=tmp_path)
+    result = xpcnn("train", "--out", "run", "--resume", "--no-download", "--limit", "3000", "--no-progress",
+                   "--no-plots", env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert load_checkpoint(tmp_path / "run" / "checkpoint.npz").optimizer["steps"] == 2 * 47
 
@@ -135,3 +139,68 @@ def test_info_lists_backends(tmp_path):
     assert result.returncode == 0
     assert "backend numpy: usable" in result.stdout and "backend cupy:" in result.stdout
     assert "OPENBLAS_CORETYPE=" in result.stdout
+
+
+# -- SIGKILL during training, then resume ---------------------------------------------------
+
+
+def cli_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "xpcnn.cli", *args]
+
+
+def kill_train_args(out: Path) -> list[str]:
+    return ["train", "--no-download", "--limit", "1280", "--epochs", "2", "--out", str(out), "--no-progress",
+            "--no-plots", "--checkpoint-every", "1", "--model", "lenet", "--batch-size", "128", "--augment", "1"]
+
+
+KILL_STEPS = 2 * 1280 // 128
+
+
+def saved_steps(run: Path) -> int:
+    try:
+        return load_checkpoint(run / "checkpoint.npz").optimizer["steps"]
+    except FileNotFoundError:
+        return 0
+
+
+def check_run_folder(run: Path) -> None:
+    """The checkpoint loads, and the metrics file is its history or one epoch behind."""
+    if not (run / "checkpoint.npz").exists():
+        return
+    history = load_checkpoint(run / "checkpoint.npz").trainer["history"]
+    metrics = run / "metrics.jsonl"
+    rows = [json.loads(line) for line in metrics.read_text().splitlines()] if metrics.exists() else []
+    assert rows == history[: len(rows)] and len(rows) >= len(history) - 1
+
+
+def test_sigkill_during_training_and_resume_equals_an_uninterrupted_run(tmp_path):
+    """Kill a real run at random moments (after a random number of steps, plus a random
+    fraction of a step: inside steps and inside checkpoint writes), resume each time."""
+    env = env_without_data(tmp_path)
+    reference = tmp_path / "reference"
+    subprocess.run(cli_command(*kill_train_args(reference)), env=env, check=True, capture_output=True, timeout=600)
+    run = tmp_path / "run"
+    rng = random.Random(0)
+    targets = sorted(rng.sample(range(1, KILL_STEPS), 6))
+    for target in targets:
+        resume = ["--resume"] if (run / "checkpoint.npz").exists() else []
+        process = subprocess.Popen(cli_command(*kill_train_args(run), *resume), env=env, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 300
+        while saved_steps(run) < target and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(rng.uniform(0.0, 0.3))
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        check_run_folder(run)
+    finish = subprocess.run(cli_command(*kill_train_args(run), "--resume"), env=env, capture_output=True, text=True,
+                            timeout=600)
+    assert finish.returncode == 0, finish.stderr[-2000:]
+    check_run_folder(run)
+    final, expected = load_checkpoint(run / "checkpoint.npz"), load_checkpoint(reference / "checkpoint.npz")
+    for name, value in expected.model.params.items():
+        np.testing.assert_array_equal(final.model.params[name], value, err_msg=name)
+    for name, value in expected.model.buffers.items():
+        np.testing.assert_array_equal(final.model.buffers[name], value, err_msg=name)
+    assert final.optimizer["steps"] == expected.optimizer["steps"] == KILL_STEPS
+    print(f"{len(targets)} SIGKILLs after steps {targets}, resumed to identical weights")

@@ -78,14 +78,16 @@ def test_against_torch_optim(target, kind):
     net = xpcnn.Sequential([xpcnn.Dense(4, 3, rng=rng)]).to(*target, "float64")
     t_params = [torch.tensor(backend.to_numpy(p), requires_grad=True) for p in net.params.values()]
     if kind == "sgd":
-        ours, theirs = SGD(net, 0.1, momentum=0.9, weight_decay=0.01), torch.optim.SGD(t_params, 0.1, momentum=0.9, weight_decay=0.01)
+        ours = SGD(net, 0.1, momentum=0.9, weight_decay=0.01)
+        theirs = torch.optim.SGD(t_params, 0.1, momentum=0.9, weight_decay=0.01)
     elif kind == "nesterov":
-        ours, theirs = SGD(net, 0.1, momentum=0.8, nesterov=True), torch.optim.SGD(t_params, 0.1, momentum=0.8, nesterov=True)
+        ours = SGD(net, 0.1, momentum=0.8, nesterov=True)
+        theirs = torch.optim.SGD(t_params, 0.1, momentum=0.8, nesterov=True)
     elif kind == "adam":
         ours, theirs = Adam(net, 0.01, weight_decay=0.01), torch.optim.Adam(t_params, 0.01, weight_decay=0.01)
     else:
         ours, theirs = AdamW(net, 0.01, weight_decay=0.05), torch.optim.AdamW(t_params, 0.01, weight_decay=0.05)
-    for step in range(5):
+    for _ in range(5):
         grads = [rng.standard_normal(p.shape) for p in t_params]
         for layer in net:
             layer.grads = {k: backend.to_backend(g, *target, "float64") for k, g in zip(layer.params, grads)}
@@ -121,3 +123,39 @@ def test_optimizer_uses_the_schedule():
         net[0].grads = {k: np.zeros_like(p) for k, p in net[0].params.items()}
         opt.step()
     assert lrs == [1.0, 0.5, 0.25] and math.isclose(opt.current_lr, 0.125)
+
+
+@pytest.mark.parametrize("name, expected", [("sgd", SGD), ("adam", Adam), ("adamw", AdamW)])
+def test_build_by_name_and_rebuild_from_config(name, expected):
+    from xpcnn.optim import Optimizer, build
+
+    net = one_param_model(("numpy", None))
+    momentum = 0.5 if name == "sgd" else 0.0
+    opt = build(name, net, 0.1, momentum=momentum, weight_decay=0.01, schedule=Cosine(100, 5))
+    assert type(opt) is expected and opt.lr == 0.1 and opt.weight_decay == 0.01
+    rebuilt = Optimizer.from_config(net, opt.config())
+    assert type(rebuilt) is expected and rebuilt.config() == opt.config() and rebuilt.steps == 0
+
+
+def test_build_refuses_unknown_names_and_momentum_outside_sgd():
+    from xpcnn.optim import Optimizer, build
+
+    net = one_param_model(("numpy", None))
+    with pytest.raises(ValueError, match="unknown optimizer 'rmsprop'"):
+        build("rmsprop", net, 0.1)
+    with pytest.raises(ValueError, match="momentum applies to sgd only"):
+        build("adam", net, 0.1, momentum=0.9)
+    with pytest.raises(ValueError, match="unknown optimizer 'lbfgs'"):
+        Optimizer.from_config(net, {"type": "LBFGS", "lr": 0.1})
+
+
+def test_plan_schedule_by_name():
+    from xpcnn.optim import plan_schedule
+
+    cosine = plan_schedule("cosine", 90, 9)
+    assert isinstance(cosine, Cosine) and (cosine.total, cosine.warmup) == (90, 9)
+    step = plan_schedule("step", 90)
+    assert isinstance(step, StepDecay) and step.every == 30
+    assert plan_schedule("constant", 90)(50) == 1.0
+    with pytest.raises(ValueError, match="unknown schedule 'linear'"):
+        plan_schedule("linear", 90)

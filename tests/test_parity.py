@@ -96,18 +96,21 @@ def test_clone_is_independent():
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_cli_parity_lenet(dtype):
     pytest.importorskip("torch")
-    result = subprocess.run([sys.executable, "-m", "xpcnn.cli", "parity", "--backends", "numpy,torch", "--model", "lenet",
-                             "--dtype", dtype, "--steps", "2", "--json"], capture_output=True, text=True, timeout=300)
+    result = subprocess.run([sys.executable, "-m", "xpcnn.cli", "parity", "--backends", "numpy,torch", "--model",
+                             "lenet", "--dtype", dtype, "--steps", "2", "--json"],
+                            capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr
     report = json.loads(result.stdout)
     assert report["passed"] and report["compare"]["dtype"] == dtype and len(report["trajectory"]["drift"]) == 2
 
 
 def test_cli_parity_names_unusable_backends():
-    result = subprocess.run([sys.executable, "-m", "xpcnn.cli", "parity", "--backends", "numpy,nosuch"], capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-m", "xpcnn.cli", "parity", "--backends", "numpy,nosuch"],
+                            capture_output=True, text=True)
     assert result.returncode == 2 and "unknown backend 'nosuch'" in result.stderr
     if backend.unavailable_reason("cupy") is not None:
-        result = subprocess.run([sys.executable, "-m", "xpcnn.cli", "parity", "--backends", "numpy,cupy"], capture_output=True, text=True)
+        result = subprocess.run([sys.executable, "-m", "xpcnn.cli", "parity", "--backends", "numpy,cupy"],
+                                capture_output=True, text=True)
         assert result.returncode == 2 and "backend cupy is not usable here" in result.stderr
 
 

@@ -7,20 +7,15 @@ import json
 import numpy as np
 import pytest
 
-import xpcnn
-from xpcnn import backend
-from xpcnn.datasets import MNIST, Dataset, load_bundled
-from xpcnn.evaluation import confusion_matrix, evaluate, predict
+from xpcnn import backend, presets
+from xpcnn.anomaly import NonFiniteError
+from xpcnn.checkpoint import load_checkpoint
+from xpcnn.datasets import load_bundled
+from xpcnn.evaluation import evaluate
 from xpcnn.optim import SGD, Adam, Cosine
 from xpcnn.training import Trainer, TrainingDiverged, TrainingInterrupted
 
-
-def small_net(seed=0):
-    rng = np.random.default_rng(seed)
-    return xpcnn.Sequential([
-        xpcnn.Conv2D(1, 8, 3, rng=rng), xpcnn.BatchNorm2D(8), xpcnn.MaxPool2D(2), xpcnn.ReLU(),
-        xpcnn.Flatten(), xpcnn.Dropout(0.2, seed=3), xpcnn.Dense(8 * 13 * 13, 10, rng=rng),
-    ])
+from .helpers import small_net
 
 
 @pytest.fixture(scope="module")
@@ -78,31 +73,20 @@ def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, data, stop_at):
     for name, value in reference.model.buffers.items():
         np.testing.assert_array_equal(resumed.model.buffers[name], value, err_msg=name)
     strip = [{k: v for k, v in row.items() if k not in ("seconds", "images_per_second")} for row in reference.history]
-    assert [{k: v for k, v in row.items() if k not in ("seconds", "images_per_second")} for row in resumed.history] == strip
+    assert [{k: v for k, v in row.items() if k not in ("seconds", "images_per_second")}
+            for row in resumed.history] == strip
 
 
 def test_divergence_stops_before_the_weights_change(tmp_path, data):
     train, _ = data
     net = small_net()
     trainer = Trainer(net, SGD(net, 1e30), batch_size=64, run_dir=tmp_path, progress=False, log=lambda m: None)
-    with pytest.raises(TrainingDiverged, match=r"loss is (nan|inf) at step \d+ \(epoch 1, batch \d+\), lr 1e\+30") as info:
+    message = r"loss is (nan|inf) at step \d+ \(epoch 1, batch \d+\), lr 1e\+30"
+    with pytest.raises(TrainingDiverged, match=message) as info:
         trainer.fit(train, 3)
     assert "--detect-anomaly" in str(info.value)
     for value in trainer.model.params.values():
         assert np.all(np.isfinite(value))
-
-
-def test_evaluate_predict_and_confusion(data):
-    _, test = data
-    net = small_net()
-    result = evaluate(net, test, batch_size=128)
-    assert result["predictions"].shape == (300,) and 0 <= result["accuracy"] <= 1
-    probabilities = predict(net, test.images[:5], MNIST.mean, MNIST.std)
-    assert probabilities.shape == (5, 10)
-    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-6)
-    np.testing.assert_array_equal(np.argmax(probabilities, axis=1), result["predictions"][:5])
-    counts = confusion_matrix(np.array([0, 1, 1, 2]), np.array([0, 1, 2, 2]), 3)
-    np.testing.assert_array_equal(counts, [[1, 0, 0], [0, 1, 1], [0, 0, 1]])
 
 
 def test_training_on_every_backend(target, data):
@@ -115,6 +99,19 @@ def test_training_on_every_backend(target, data):
         assert backend.backend_of(value) == target[0]
 
 
-def test_dataset_labels_out_of_range_never_reach_the_loss():
-    with pytest.raises(ValueError, match=r"labels must be in \[0, 10\)"):
-        Dataset(np.zeros((1, 28, 28), np.uint8), np.array([12]), MNIST)
+def test_divergence_keeps_the_last_good_checkpoint(tmp_path):
+    data = load_bundled().train.subset(np.arange(256))
+    model = presets.build("tutorial")
+    optimizer = SGD(model, 0.01)
+    trainer = Trainer(model, optimizer, batch_size=64, run_dir=tmp_path, progress=False, log=lambda m: None,
+                      anomaly=True)
+    trainer.fit(data, 1)
+    good = load_checkpoint(tmp_path / "checkpoint.npz")
+    optimizer.lr = 1e30
+    with pytest.raises((TrainingDiverged, NonFiniteError), match="last good checkpoint") as info:
+        trainer.fit(data, 3)
+    assert "layer" in str(info.value) or "loss is" in str(info.value)
+    kept = load_checkpoint(tmp_path / "checkpoint.npz")
+    assert kept.trainer["epoch"] >= good.trainer["epoch"]
+    for value in kept.model.params.values():
+        assert np.all(np.isfinite(value))

@@ -1,13 +1,30 @@
-"""The seed-shaped network memorises a fixed random batch with plain SGD, on every backend."""
+"""Sequential (xpcnn/model.py): parameter names, summary, config round trip, and the
+seed-shaped network memorising a fixed random batch with plain SGD on every backend."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 import xpcnn
 from xpcnn import backend
+from xpcnn.model import Sequential
 
-from .test_layers import seed_net
+from .helpers import seed_net
+
+
+def test_sequential_names_summary_and_config():
+    net = seed_net()
+    assert list(net.params) == ["0.weight", "0.bias", "4.weight", "4.bias", "6.weight", "6.bias"]
+    assert net.num_params() == 80 + 1352 * 128 + 128 + 1290
+    table = net.summary((1, 1, 28, 28))
+    assert "(1, 8, 26, 26)" in table and "(1, 10)" in table and f"{net.num_params():,} parameters" in table
+    rebuilt = Sequential.from_config(net.config())
+    assert rebuilt.config() == net.config()
+    with pytest.raises(ValueError, match="unknown layer type 'Evil'"):
+        Sequential.from_config([{"type": "Evil", "config": {}}])
+    with pytest.raises(ValueError, match=r"expected input \(N, 1352\)"):
+        net.summary((1, 1, 30, 30))
 
 
 def test_seed_network_overfits_64_random_images(target):

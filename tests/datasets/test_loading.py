@@ -1,0 +1,84 @@
+"""Loading datasets (xpcnn/datasets/loading.py): the bundled subset, the search order and
+its fallback, full MNIST from XPCNN_DATA_DIR, corrupt files, Dataset validation and split."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from xpcnn.datasets import MNIST, ChecksumError, DataNotFound, Dataset, load_bundled, load_dataset
+from xpcnn.datasets.loading import BUNDLED_CHECKSUMS, bundled_path
+
+from ..helpers import small_dataset
+
+# Next to the repository: <repo>/../shared/data/mnist
+SHARED_MNIST = Path(__file__).resolve().parents[3] / "shared" / "data" / "mnist"
+
+
+def test_bundled_subset_checksums_and_stratification():
+    loaded = load_bundled()
+    assert len(loaded.train) == 10_000 and len(loaded.test) == 2_000
+    assert bundled_path().stat().st_size <= 4 * 2**20
+    assert (bundled_path().parent / BUNDLED_CHECKSUMS).exists()
+    shares = np.bincount(loaded.train.labels, minlength=10) / len(loaded.train)
+    # MNIST's training shares run from 9.0 % (digit 5) to 11.2 % (digit 1).
+    assert shares.min() > 0.085 and shares.max() < 0.115 and shares.argmax() == 1
+
+
+def test_damaged_bundled_subset_is_refused(tmp_path, monkeypatch):
+    copy = tmp_path / "mnist-subset.npz"
+    data = bytearray(bundled_path().read_bytes())
+    data[1000] ^= 0xFF
+    copy.write_bytes(bytes(data))
+    (tmp_path / BUNDLED_CHECKSUMS).write_bytes((bundled_path().parent / BUNDLED_CHECKSUMS).read_bytes())
+    monkeypatch.setattr("xpcnn.datasets.loading.bundled_path", lambda: copy)
+    with pytest.raises(ChecksumError, match="installation is damaged"):
+        load_bundled()
+
+
+def test_search_order_and_fallback(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("XPCNN_DATA_DIR", raising=False)
+    messages = []
+    loaded = load_dataset("mnist", tmp_path / "empty", download=False, log=messages.append)
+    assert "bundled" in loaded.source and len(messages) == 1 and "bundled" in messages[0]
+    with pytest.raises(DataNotFound, match="fashion-mnist"):
+        load_dataset("fashion-mnist", tmp_path / "empty", download=False)
+    with pytest.raises(ValueError, match="unknown dataset"):
+        load_dataset("cifar")
+
+
+@pytest.mark.skipif(not SHARED_MNIST.is_dir(), reason="full MNIST not in ../shared/data/mnist")
+def test_full_mnist_from_the_environment_variable(monkeypatch):
+    monkeypatch.setenv("XPCNN_DATA_DIR", str(SHARED_MNIST))
+    loaded = load_dataset("mnist", download=False)
+    assert loaded.source.startswith("full mnist") and len(loaded.train) == 60_000 and len(loaded.test) == 10_000
+    pixels = loaded.train.images.astype(np.float64) / 255
+    assert abs(pixels.mean() - MNIST.mean) < 1e-4 and abs(pixels.std() - MNIST.std) < 1e-4
+
+
+def test_a_corrupt_file_in_the_data_dir_is_an_error_not_a_fallback(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    (tmp_path / "data").mkdir()
+    labels = b"\x00\x00\x08\x01" + np.asarray([3], ">u4").tobytes() + bytes(3)
+    (tmp_path / "data" / "t10k-labels-idx1-ubyte").write_bytes(labels)
+    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte"):
+        (tmp_path / "data" / name).write_bytes(b"junk")
+    with pytest.raises((ChecksumError, ValueError), match="data"):
+        load_dataset("mnist", tmp_path / "data", download=False)
+
+
+def test_dataset_validation_and_split():
+    with pytest.raises(ValueError, match="labels must be in"):
+        Dataset(np.zeros((2, 28, 28), np.uint8), np.array([0, 10]), MNIST)
+    with pytest.raises(ValueError, match="uint8"):
+        Dataset(np.zeros((2, 28, 28), np.float32), np.array([0, 1]), MNIST)
+    rest, held = small_dataset(10).split(0.3, seed=0)
+    assert len(rest) == 7 and len(held) == 3
+
+
+def test_dataset_labels_out_of_range_never_reach_the_loss():
+    with pytest.raises(ValueError, match=r"labels must be in \[0, 10\)"):
+        Dataset(np.zeros((1, 28, 28), np.uint8), np.array([12]), MNIST)

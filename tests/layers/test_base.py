@@ -1,0 +1,89 @@
+"""The Layer protocol (xpcnn/layers/base.py) that every layer shares: input dtype and
+backend checks, backward after forward, grads keyed like params, skipping the input
+gradient."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import xpcnn
+from xpcnn import backend, presets
+
+from ..helpers import seed_net
+
+
+def test_dtype_mismatch_and_integer_input(target, to_target):
+    layer = xpcnn.Dense(3, 2).to(*target)  # float32 parameters
+    with pytest.raises(TypeError, match="does not match parameter dtype"):
+        layer.forward(to_target(np.zeros((1, 3)), "float64"))
+    with pytest.raises(TypeError, match="floating-point input"):
+        xpcnn.ReLU().forward(to_target(np.zeros((1, 3), np.int64)))
+
+
+def test_float16_input_is_named(target, to_target):
+    if target[0] == "array_api_strict":
+        pytest.skip("array_api_strict has no float16")
+    model = presets.build("tutorial").to(*target)
+    with pytest.raises(TypeError, match=r"Conv2D.*input dtype .*float16 does not match parameter dtype .*float32"):
+        model.forward(to_target(np.zeros((1, 1, 28, 28), np.float16)))
+
+
+def test_mixing_backends_is_refused():
+    torch = pytest.importorskip("torch")
+    with pytest.raises(TypeError, match="move the model"):
+        xpcnn.Dense(3, 2).forward(torch.zeros((1, 3)))
+
+
+def test_backward_needs_forward_and_matching_dy(to_target):
+    layer = xpcnn.Tanh()
+    with pytest.raises(RuntimeError, match="preceding forward"):
+        layer.backward(to_target(np.zeros((2, 2)), "float32"))
+    layer.forward(to_target(np.zeros((2, 2)), "float32"), training=False)
+    with pytest.raises(RuntimeError, match="training=True"):
+        layer.backward(to_target(np.zeros((2, 2)), "float32"))
+    layer.forward(to_target(np.zeros((2, 2)), "float32"))
+    with pytest.raises(ValueError, match=r"dy of shape \(2, 2\), got \(1, 2\)"):
+        layer.backward(to_target(np.zeros((1, 2)), "float32"))
+
+
+def test_layer_grads_follow_param_keys(target, to_target):
+    for layer in (xpcnn.Conv2D(2, 3, 2), xpcnn.Dense(4, 2), xpcnn.BatchNorm2D(2)):
+        layer.to(*target, dtype="float64")
+        shape = (3, 4) if isinstance(layer, xpcnn.Dense) else (3, 2, 4, 4)
+        y = layer.forward(to_target(np.random.default_rng(0).standard_normal(shape), "float64"))
+        layer.backward(to_target(np.ones(tuple(y.shape)), "float64"))
+        assert set(layer.grads) == set(layer.params)
+        for key in layer.params:
+            assert layer.grads[key].shape == layer.params[key].shape
+
+
+def test_skipping_the_input_gradient_keeps_parameter_gradients(target, to_target):
+    x = to_target(np.random.default_rng(0).standard_normal((4, 1, 28, 28)), "float64")
+    full, skipped = seed_net(1).to(*target, "float64"), seed_net(1).to(*target, "float64")
+    for net, input_grad in ((full, True), (skipped, False)):
+        y = net.forward(x)
+        result = net.backward(to_target(np.ones(tuple(y.shape)), "float64"), input_grad=input_grad)
+        assert (result is None) == (not input_grad)
+    for name in full.grads:
+        np.testing.assert_array_equal(backend.to_numpy(skipped.grads[name]), backend.to_numpy(full.grads[name]))
+
+
+@pytest.mark.parametrize("layer", [
+    xpcnn.Conv2D(3, 5, (2, 4)), xpcnn.Conv2D(3, 5, 3, bias=False), xpcnn.Dense(7, 2), xpcnn.BatchNorm2D(6),
+    xpcnn.MaxPool2D(2), xpcnn.AvgPool2D(3, 1), xpcnn.ReLU(), xpcnn.Dropout(0.2), xpcnn.Flatten(),
+], ids=repr)
+def test_one_declaration_gives_the_arrays_and_their_planned_size(layer):
+    arrays = {**layer.params, **layer.buffers}
+    declared = type(layer).array_shapes(layer.config())
+    assert declared == {name: tuple(value.shape) for name, value in arrays.items()}
+    assert type(layer).planned_size(layer.config()) == sum(int(np.prod(v.shape)) for v in arrays.values())
+
+
+def test_planned_size_refuses_what_the_constructor_would():
+    with pytest.raises(TypeError):
+        xpcnn.Dense.planned_size({"in_features": 3, "out_features": 2, "color": "red"})
+    with pytest.raises(TypeError):
+        xpcnn.Dense.planned_size({"in_features": 3})
+    with pytest.raises(ValueError, match="negative"):
+        xpcnn.Dense.planned_size({"in_features": -3, "out_features": 2})

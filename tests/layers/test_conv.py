@@ -1,0 +1,107 @@
+"""Conv2D (xpcnn/layers/conv.py): argument and shape checks, gradients against finite
+differences, and outputs and gradients against torch."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import xpcnn
+from xpcnn import backend, gradcheck
+
+from ..helpers import GRAD_TOL, ORACLE_DTYPES, check, seeds, torch_functional
+
+
+@pytest.mark.parametrize(
+    "layer, shape, message",
+    [
+        (xpcnn.Conv2D(3, 4, 3), (2, 1, 8, 8), r"expected input \(N, 3, H, W\).*got shape \(2, 1, 8, 8\)"),
+        (xpcnn.Conv2D(1, 4, 5), (2, 1, 4, 8), r"padded H >= 5"),
+        (xpcnn.Conv2D(1, 4, 3), (1, 8, 8), r"expected a 4-D input \(N, C, H, W\), got shape \(1, 8, 8\)"),
+    ],
+    ids=["channels", "kernel-taller-than-input", "not-4-d"],
+)
+def test_bad_shapes_name_layer_expected_and_actual(target, to_target, layer, shape, message):
+    layer.to(*target)
+    with pytest.raises(ValueError, match=message):
+        layer.forward(to_target(np.zeros(shape), "float32"))
+
+
+@pytest.mark.parametrize("kwargs", [dict(kernel_size=0), dict(kernel_size=(2, 2, 2)), dict(kernel_size=2, stride=0),
+                                    dict(kernel_size=3, padding=-1), dict(kernel_size=3, stride=2, padding="same")])
+def test_bad_constructor_arguments(kwargs):
+    with pytest.raises(ValueError):
+        xpcnn.Conv2D(1, 1, **kwargs)
+
+
+# -- gradients against central finite differences, float64, on every backend ---------------
+# Hypothesis draws the configurations: kernels 1..5, strides 1..3, paddings 0..2,
+# non-square inputs and kernels, odd sizes, batch 1.
+
+
+@st.composite
+def conv_configs(draw):
+    kh, kw = draw(st.integers(1, 5)), draw(st.integers(1, 5))
+    sh, sw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    ph, pw = draw(st.integers(0, 2)), draw(st.integers(0, 2))
+    h = draw(st.integers(max(1, kh - 2 * ph), kh + 4))
+    w = draw(st.integers(max(1, kw - 2 * pw), kw + 4))
+    return dict(
+        n=draw(st.integers(1, 2)), c=draw(st.integers(1, 2)), o=draw(st.integers(1, 3)),
+        kernel=(kh, kw), stride=(sh, sw), padding=(ph, pw), hw=(h, w), seed=draw(seeds),
+    )
+
+
+@given(conv_configs())
+def test_gradient_matches_finite_differences(target, to_target, cfg):
+    rng = np.random.default_rng(cfg["seed"])
+    layer = xpcnn.Conv2D(cfg["c"], cfg["o"], cfg["kernel"], cfg["stride"], cfg["padding"], rng=rng)
+    layer.to(target[0], target[1], "float64")
+    # Non-zero biases so the bias gradient is checked against a non-trivial output.
+    layer.params["bias"] = to_target(rng.standard_normal(cfg["o"]), "float64")
+    x = to_target(rng.standard_normal((cfg["n"], cfg["c"], *cfg["hw"])), "float64")
+    assert gradcheck(layer, x, tol=GRAD_TOL).worst <= GRAD_TOL
+
+
+@pytest.mark.parametrize("padding", ["same", "valid"])
+@pytest.mark.parametrize("kernel", [(2, 4), (3, 3), (5, 2)])
+def test_gradient_with_string_padding(target, to_target, padding, kernel):
+    rng = np.random.default_rng(1)
+    layer = xpcnn.Conv2D(2, 3, kernel, padding=padding, rng=rng).to(target[0], target[1], "float64")
+    x = to_target(rng.standard_normal((1, 2, 6, 7)), "float64")
+    if padding == "same":
+        assert tuple(layer.forward(x).shape) == (1, 3, 6, 7)
+    gradcheck(layer, x, tol=GRAD_TOL)
+
+
+# -- against torch.nn.functional.conv2d -------------------------------------------------------
+
+CONV_CASES = [
+    # (in, out, kernel, stride, padding, input H, W)
+    (1, 8, 3, 1, 0, 28, 28),
+    (3, 4, (2, 5), (2, 1), (1, 2), 11, 9),
+    (2, 3, 5, 3, 2, 13, 10),
+    (4, 2, 1, 2, 0, 7, 7),
+    (2, 5, (4, 3), 1, "same", 8, 9),
+]
+
+
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")
+@pytest.mark.parametrize("dtype", ORACLE_DTYPES)
+@pytest.mark.parametrize("case", CONV_CASES, ids=str)
+def test_matches_torch(target, dtype, case):
+    F = torch_functional()
+    cin, cout, kernel, stride, padding, h, w = case
+    rng = np.random.default_rng(0)
+    layer = xpcnn.Conv2D(cin, cout, kernel, stride, padding, rng=rng)
+    params = {"weight": backend.to_numpy(layer.params["weight"]).astype(np.float64), "bias": rng.standard_normal(cout)}
+
+    def fn(x, weight, bias):
+        if padding == "same":
+            return F.conv2d(x, weight, bias, stride, padding="same")
+        ph, pw = (padding, padding) if isinstance(padding, int) else padding
+        return F.conv2d(x, weight, bias, stride, (ph, pw))
+
+    check(layer, fn, rng.standard_normal((2, cin, h, w)), target, dtype, params)

@@ -1,0 +1,55 @@
+"""Presets and their recipes: what `xpcnn train --model NAME` builds and trains with."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from xpcnn import backend, optim, presets
+
+
+def test_seed_is_the_old_name_of_the_tutorial_preset():
+    old, new = presets.build("seed", 3), presets.build("tutorial", 3)
+    assert old.config() == new.config()
+    for name, value in new.params.items():
+        np.testing.assert_array_equal(backend.to_numpy(old.params[name]), backend.to_numpy(value))
+    assert presets.recipe("seed") == presets.recipe("tutorial")
+    assert presets.canonical("seed") == "tutorial"
+
+
+def test_unknown_preset_names_the_choices():
+    with pytest.raises(ValueError, match="unknown model 'nosuch'; expected one of tutorial, lenet"):
+        presets.build("nosuch")
+
+
+def test_recipes_are_the_documented_defaults():
+    tutorial, lenet = presets.recipe("tutorial"), presets.recipe("lenet")
+    assert (tutorial.epochs, tutorial.batch_size, tutorial.optimizer, tutorial.lr, tutorial.momentum) == (
+        3, 64, "sgd", 0.01, 0.9)
+    assert (lenet.epochs, lenet.batch_size, lenet.optimizer, lenet.lr, lenet.augment) == (5, 64, "adam", 2e-3, 1)
+    assert tutorial.schedule == lenet.schedule == "cosine"
+
+
+def test_recipe_builds_its_optimizer_with_the_schedule_over_the_whole_run():
+    model = presets.build("tutorial")
+    opt = presets.recipe("tutorial").build_optimizer(model, steps_per_epoch=10)
+    assert isinstance(opt, optim.SGD) and opt.momentum == 0.9 and opt.lr == 0.01
+    assert isinstance(opt.schedule, optim.Cosine) and opt.schedule.total == 30
+
+
+def test_replace_keeps_unset_fields_and_drops_momentum_for_other_optimizers():
+    recipe = presets.recipe("tutorial")
+    assert recipe.replace(epochs=None, lr=0.1) == recipe.replace(lr=0.1)
+    assert recipe.replace(lr=0.1).momentum == 0.9
+    adam = recipe.replace(optimizer="adam")
+    assert adam.optimizer == "adam" and adam.momentum == 0.0
+    assert isinstance(adam.build_optimizer(presets.build("tutorial"), 5), optim.Adam)
+    with pytest.raises(ValueError, match="momentum applies to the sgd optimizer only"):
+        recipe.replace(optimizer="adam", momentum=0.5)
+
+
+def test_a_warm_up_longer_than_the_run_is_refused():
+    recipe = presets.recipe("tutorial").replace(epochs=1, warmup=10)
+    with pytest.raises(ValueError, match=r"warm-up of 10 steps must be in \[0, 10\)"):
+        recipe.build_optimizer(presets.build("tutorial"), steps_per_epoch=10)
+    assert recipe.build_optimizer(presets.build("tutorial"), steps_per_epoch=11).schedule.warmup == 10

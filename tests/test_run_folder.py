@@ -1,0 +1,74 @@
+"""The run folder: the same files whether a run is started from Python or by `xpcnn train`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+from xpcnn import Trainer, presets
+from xpcnn.datasets import load_bundled
+from xpcnn.run_folder import RunFolder
+
+
+def quiet(message):
+    pass
+
+
+def cli(*args, cwd, env):
+    command = [sys.executable, "-m", "xpcnn.cli", *args]
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_a_run_from_python_works_with_the_command(tmp_path):
+    data = load_bundled()
+    train, test = data.train.sample(640, seed=0), data.test.sample(200, seed=1)
+    trainer = Trainer.for_preset("lenet", presets.recipe("lenet").replace(epochs=2), len(train),
+                                 run_dir=tmp_path / "run", progress=False, log=quiet)
+    trainer.fit(train, 1)  # the first of the recipe's two epochs, then continue from the command line
+    result = trainer.finish(test, plots=False)
+    folder = RunFolder(tmp_path / "run")
+    summary = json.loads(folder.summary.read_text())
+    assert summary["model"] == "lenet" and summary["epochs"] == 1 and summary["test_accuracy"] == result["accuracy"]
+    assert summary["settings"]["optimizer"] == "adam" and summary["train_images"] == 640
+
+    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"), PYTHONWARNINGS="ignore")
+    env.pop("XPCNN_DATA_DIR", None)
+    evaluated = cli("evaluate", str(folder.checkpoint), "--no-download", "--json", cwd=tmp_path, env=env)
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert json.loads(evaluated.stdout.splitlines()[-1])["images"] == 2000
+
+    np.save(tmp_path / "digit.npy", test.images[0])
+    predicted = cli("predict", str(folder.checkpoint), str(tmp_path / "digit.npy"), cwd=tmp_path, env=env)
+    assert predicted.returncode == 0 and predicted.stdout.startswith(f"{tmp_path / 'digit.npy'}: "), predicted.stderr
+
+    resumed = cli("train", "--out", "run", "--resume", "--no-download", "--limit", "640", "--no-progress",
+                  "--no-plots", cwd=tmp_path, env=env)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming run at epoch 2" in resumed.stdout and "for 2 epochs" in resumed.stdout
+    assert json.loads(folder.summary.read_text())["epochs"] == 2
+
+
+def test_finish_draws_the_plots(tmp_path):
+    data = load_bundled()
+    train, test = data.train.sample(256, seed=0), data.test.sample(100, seed=1)
+    messages = []
+    trainer = Trainer.for_preset("tutorial", train_size=len(train), run_dir=tmp_path, progress=False,
+                                 log=messages.append)
+    trainer.fit(train, 1)
+    trainer.finish(test)
+    assert {"checkpoint.npz", "metrics.jsonl", "summary.json", "curves.png", "confusion.png"} <= {
+        path.name for path in tmp_path.iterdir()}
+    assert any(message.startswith("plots: ") for message in messages)
+    assert (tmp_path / "curves.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_without_a_folder_finish_only_evaluates(tmp_path):
+    data = load_bundled()
+    trainer = Trainer.for_preset("tutorial", train_size=128, progress=False, log=quiet)
+    trainer.fit(data.train.sample(128), 1)
+    result = trainer.finish(data.test.sample(50))
+    assert set(result) == {"loss", "accuracy", "predictions"} and trainer.checkpoint_path is None
