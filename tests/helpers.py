@@ -18,6 +18,7 @@ from xpcnn import backend
 from xpcnn.checkpoint import save_checkpoint
 from xpcnn.datasets import MNIST, Dataset
 from xpcnn.model import Sequential
+from xpcnn.optim import SGD
 
 # -- inputs for gradient checks ------------------------------------------------------------
 
@@ -77,10 +78,15 @@ def good_idx() -> bytes:
 
 
 def small_checkpoint(tmp_path: Path) -> bytes:
-    """The bytes of a valid checkpoint of a tiny network for (N, 1, 6, 6) input, 3 classes."""
+    """The bytes of a valid checkpoint of a tiny network for (N, 1, 6, 6) input, 3 classes,
+    with optimizer state and a trainer's progress and run description."""
     net = xpcnn.Sequential([xpcnn.Conv2D(1, 2, 3, rng=0), xpcnn.ReLU(), xpcnn.Flatten(),
                             xpcnn.Dense(2 * 4 * 4, 3, rng=0)])
-    save_checkpoint(tmp_path / "seed.npz", net, trainer={"epoch": 0})
+    trainer = xpcnn.Trainer(net, SGD(net, 0.1, momentum=0.9), batch_size=4, progress=False, log=lambda m: None)
+    for name, param in net.params.items():  # a step's momentum, without a step
+        trainer.optimizer.state["momentum"][name] = np.full_like(param, 0.5)
+    trainer.data = {"name": "mnist", "mean": 0.13, "std": 0.31, "classes": ["a", "b", "c"], "source": "test"}
+    save_checkpoint(tmp_path / "seed.npz", net, trainer.optimizer, trainer.trainer_state())
     return (tmp_path / "seed.npz").read_bytes()
 
 

@@ -244,7 +244,7 @@ def test_hostile_architectures_are_refused_before_allocating(tmp_path, config):
     arrays["__meta__"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
     np.savez(path, **arrays)
     start = time.perf_counter()
-    with pytest.raises(CheckpointError, match="bad architecture"):
+    with pytest.raises(CheckpointError, match="field architecture"):
         load_checkpoint(path)
     assert time.perf_counter() - start < 5
 

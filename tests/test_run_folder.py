@@ -24,8 +24,7 @@ def cli(*args, cwd, env):
 
 
 def test_a_run_from_python_works_with_the_command(tmp_path):
-    data = load_bundled()
-    train, test = data.train.sample(640, seed=0), data.test.sample(200, seed=1)
+    train, _, test = load_bundled().splits(limit=640)  # splits() records how to read them again
     trainer = Trainer.for_preset("lenet", presets.recipe("lenet").replace(epochs=2), len(train),
                                  run_dir=tmp_path / "run", progress=False, log=quiet)
     trainer.fit(train, 1)  # the first of the recipe's two epochs, then continue from the command line
@@ -39,14 +38,14 @@ def test_a_run_from_python_works_with_the_command(tmp_path):
     env.pop("XPCNN_DATA_DIR", None)
     evaluated = cli("evaluate", str(folder.checkpoint), "--no-download", "--json", cwd=tmp_path, env=env)
     assert evaluated.returncode == 0, evaluated.stderr
-    assert json.loads(evaluated.stdout.splitlines()[-1])["images"] == 2000
+    assert json.loads(evaluated.stdout.splitlines()[-1])["images"] == 2000  # evaluate: the whole test split
 
     np.save(tmp_path / "digit.npy", test.images[0])
     predicted = cli("predict", str(folder.checkpoint), str(tmp_path / "digit.npy"), cwd=tmp_path, env=env)
     assert predicted.returncode == 0 and predicted.stdout.startswith(f"{tmp_path / 'digit.npy'}: "), predicted.stderr
 
-    resumed = cli("train", "--out", "run", "--resume", "--no-download", "--limit", "640", "--no-progress",
-                  "--no-plots", cwd=tmp_path, env=env)
+    resumed = cli("train", "--out", "run", "--resume", "--limit", "640", "--no-progress", "--no-plots",
+                  cwd=tmp_path, env=env)  # the saved settings and images; an equal flag is fine
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming run at epoch 2" in resumed.stdout and "for 2 epochs" in resumed.stdout
     assert json.loads(folder.summary.read_text())["epochs"] == 2

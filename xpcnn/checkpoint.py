@@ -4,12 +4,19 @@ Members: "__meta__" (UTF-8 JSON as uint8), "param/<name>", "buffer/<name>" and
 "optim/<slot>/<name>". The JSON holds the architecture, each array's shape and dtype,
 layer extra state (dropout counters), optimizer settings and the trainer's state.
 Saving is atomic (temporary file, fsync, rename): a crash keeps the previous checkpoint.
+
+Loading trusts nothing: the metadata is checked field by field (checkpoint_schema), the
+arrays it declares are compared with what the architecture needs before any is read or
+the network built, members must be stored uncompressed and no larger than declared (so
+loading never needs much more memory than the file's size), and every array must be
+finite.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import math
 import struct
 import tokenize
 import zipfile
@@ -23,6 +30,7 @@ import numpy as np
 from . import backend
 from ._version import __version__
 from .atomic import atomic_write_bytes
+from .checkpoint_schema import CheckpointError, check_meta
 from .model import Sequential
 from .npyheader import read_npy_header
 
@@ -30,12 +38,8 @@ FORMAT = "xpcnn-checkpoint"
 VERSION = 1
 META_KEY = "__meta__"
 MAX_META_BYTES = 1 << 24  # 16 MiB of JSON is far beyond any real architecture and history
-MAX_ARRAY_BYTES = 1 << 31  # 2 GiB per array
 NPY_HEADER_SLACK = 1 << 16  # an .npy member is its header (< 64 KiB) plus the declared data
 
-
-class CheckpointError(ValueError):
-    """A checkpoint file is unreadable or does not match what it declares."""
 
 
 @dataclass
@@ -126,16 +130,57 @@ def _read_meta(archive: Any, path: Path) -> dict[str, Any]:
         )
     if meta.get("version") != VERSION:
         raise CheckpointError(f"{path}: checkpoint version {meta.get('version')!r}, this xpcnn reads version {VERSION}")
-    for key in ("architecture", "arrays", "extra_state", "trainer"):
-        if key not in meta:
-            raise CheckpointError(f"{path}: checkpoint metadata lacks {key!r}")
+    check_meta(meta, path)
     return meta
 
 
-def _expected_arrays(model: Sequential) -> dict[str, tuple[tuple[int, ...], str]]:
-    expected = {f"param/{k}": v for k, v in model.params.items()}
-    expected.update({f"buffer/{k}": v for k, v in model.buffers.items()})
-    return {k: (tuple(v.shape), backend.dtype_name(v.dtype)) for k, v in expected.items()}
+def _expected_arrays(meta: dict[str, Any], path: Path) -> tuple[dict[str, tuple[int, ...]], set[str]]:
+    """(the arrays the architecture needs, by member name, with their shapes; the names of
+    optimizer state arrays it may also hold), computed from the metadata alone."""
+    try:
+        planned = Sequential.planned_arrays(meta["architecture"])
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: field architecture: {exc}") from None
+    required = {f"{kind}/{name}": shape for name, (kind, shape) in planned.items()}
+    optional: set[str] = set()
+    if meta["optimizer"] is not None:
+        from .optim import OPTIMIZERS  # the slots each optimizer keeps
+
+        kind = str(meta["optimizer"]["config"]["type"]).lower()
+        if kind not in OPTIMIZERS:
+            raise CheckpointError(f"{path}: field optimizer.config.type: unknown optimizer {kind!r}")
+        params = [name for name, (role, _) in planned.items() if role == "param"]
+        optional = {f"optim/{slot}/{name}" for slot in OPTIMIZERS[kind].slots for name in params}
+    return required, optional
+
+
+def _check_declared(meta: dict[str, Any], archive: Any, path: Path) -> None:
+    """Compare the declared arrays with what the architecture needs and with the archive's
+    members, before any array is read or the network is built."""
+    declared, stored = meta["arrays"], set(archive.files) - {META_KEY}
+    if set(declared) != stored:
+        raise CheckpointError(f"{path}: the arrays listed in the metadata differ from those stored: "
+                              f"{sorted(set(declared) ^ stored)[:10]}")
+    required, optional = _expected_arrays(meta, path)
+    problems = [f"missing {key}" for key in required if key not in declared]
+    problems += [f"unexpected {key}" for key in declared if key not in required and key not in optional]
+    for key, entry in declared.items():
+        need = required.get(key) or required.get("param/" + key.split("/", 2)[-1])
+        if need is not None and tuple(entry["shape"]) != need:
+            problems.append(f"{key}: shape {tuple(entry['shape'])}, architecture needs {need}")
+    if len({entry["dtype"] for entry in declared.values()}) > 1:
+        problems.append(f"arrays must share one dtype, got {sorted({e['dtype'] for e in declared.values()})}")
+    if problems:
+        raise CheckpointError(f"{path}: does not match its architecture: " + "; ".join(problems[:10]))
+    members = {key: archive.zip.getinfo(f"{key}.npy") for key in declared}
+    for key, entry in declared.items():
+        nbytes = math.prod(entry["shape"]) * np.dtype(entry["dtype"]).itemsize
+        if members[key].file_size > nbytes + NPY_HEADER_SLACK:
+            raise CheckpointError(f"{path}: {key} unpacks to {members[key].file_size:,} bytes, its declaration "
+                                  f"allows {nbytes:,}")
+    for key, member in members.items():  # stored, so reading never needs more memory than the file's size
+        if member.compress_type != zipfile.ZIP_STORED:
+            raise CheckpointError(f"{path}: {key} is compressed; xpcnn writes (and reads) stored arrays only")
 
 
 def load_checkpoint(
@@ -144,7 +189,7 @@ def load_checkpoint(
     """Load a checkpoint onto a backend (dtype: the saved one unless given).
 
     Every array must be exactly what the architecture needs (names, shapes, one float
-    dtype); a mismatch raises CheckpointError listing each difference.
+    dtype) and finite; anything else raises CheckpointError naming the file and what differs.
     """
     path = Path(path)
     if not path.is_file():
@@ -158,29 +203,17 @@ def load_checkpoint(
         raise CheckpointError(f"{path}: not a readable checkpoint (.npz): {exc}") from None
     with archive:
         meta = _read_meta(archive, path)
-        try:
-            model = Sequential.from_config(meta["architecture"])
-        except (ValueError, TypeError) as exc:
-            raise CheckpointError(f"{path}: bad architecture: {exc}") from None
-        declared = meta["arrays"]
-        stored = set(archive.files) - {META_KEY}
-        if not isinstance(declared, dict) or set(declared) != stored:
-            raise CheckpointError(
-                f"{path}: the arrays listed in the metadata differ from those stored: {sorted(set(declared) ^ stored)}"
-            )
-        expected = _expected_arrays(model)
-        problems = [f"missing {k}" for k in expected if k not in stored]
-        problems += [f"unexpected {k}" for k in stored if k not in expected and not k.startswith("optim/")]
-        arrays: dict[str, np.ndarray] = {}
-        for key in sorted(stored):
-            arrays[key] = _read_array(archive, key, declared[key], path)
-            if key in expected and tuple(arrays[key].shape) != expected[key][0]:
-                problems.append(f"{key}: shape {tuple(arrays[key].shape)}, architecture needs {expected[key][0]}")
-        dtypes = {str(arrays[k].dtype) for k in expected if k in arrays}
-        if len(dtypes) > 1 or not dtypes <= set(backend.DTYPES):
-            problems.append(f"model arrays must share one dtype of {backend.DTYPES}, got {sorted(dtypes)}")
-        if problems:
-            raise CheckpointError(f"{path}: does not match its architecture: " + "; ".join(problems))
+        _check_declared(meta, archive, path)
+        arrays = {key: _read_array(archive, key, meta["arrays"][key], path) for key in sorted(meta["arrays"])}
+    model = _build(meta, arrays, path)
+    model.to(backend_name, device, dtype)
+    optimizer_arrays = {k.removeprefix("optim/"): v for k, v in arrays.items() if k.startswith("optim/")}
+    return Checkpoint(model, meta["optimizer"], optimizer_arrays, meta["trainer"], meta, path)
+
+
+def _build(meta: dict[str, Any], arrays: dict[str, np.ndarray], path: Path) -> Sequential:
+    """The network of the architecture, holding the checkpoint's arrays and extra state."""
+    model = Sequential.from_config(meta["architecture"])
     for key, value in arrays.items():
         if not key.startswith("optim/"):
             model.set_array(key.partition("/")[2], value)
@@ -188,29 +221,13 @@ def load_checkpoint(
         try:
             model[int(index)].load_extra_state(state)
         except (ValueError, IndexError, TypeError) as exc:
-            raise CheckpointError(f"{path}: bad extra state for layer {index}: {exc}") from None
-    model.to(backend_name, device, dtype)
-    optimizer_arrays = {k.removeprefix("optim/"): v for k, v in arrays.items() if k.startswith("optim/")}
-    return Checkpoint(model, meta.get("optimizer"), optimizer_arrays, meta["trainer"], meta, path)
+            raise CheckpointError(f"{path}: field extra_state.{index}: {exc}") from None
+    return model
 
 
 def _read_array(archive: Any, key: str, declared: Any, path: Path) -> np.ndarray:
     """One member, after checking its declared size against the limit, then against itself."""
-    try:
-        shape, dtype = tuple(int(d) for d in declared["shape"]), np.dtype(declared["dtype"])
-    except (TypeError, KeyError, ValueError) as exc:
-        raise CheckpointError(f"{path}: bad declaration of {key}: {declared!r} ({exc})") from None
-    if any(d < 0 for d in shape) or int(np.prod(shape, dtype=np.float64)) * dtype.itemsize > MAX_ARRAY_BYTES:
-        raise CheckpointError(
-            f"{path}: {key} declares shape {shape} of {dtype}, negative or over {MAX_ARRAY_BYTES:,} bytes"
-        )
-    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    try:
-        member_size = archive.zip.getinfo(f"{key}.npy").file_size
-    except KeyError:
-        raise CheckpointError(f"{path}: {key} is not stored as an .npy member") from None
-    if member_size > nbytes + NPY_HEADER_SLACK:
-        raise CheckpointError(f"{path}: {key} unpacks to {member_size:,} bytes, its declaration allows {nbytes:,}")
+    shape, dtype = tuple(declared["shape"]), np.dtype(declared["dtype"])
     # NumPy allocates what the .npy header asks for before reading: check the header first.
     try:
         with archive.zip.open(f"{key}.npy") as member:
@@ -218,12 +235,12 @@ def _read_array(archive: Any, key: str, declared: Any, path: Path) -> np.ndarray
     except ARCHIVE_ERRORS as exc:
         raise CheckpointError(f"{path}: cannot read the header of {key}: {type(exc).__name__}: {exc}"[:300]) from None
     if header_shape != shape or header_dtype != dtype:
-        raise CheckpointError(
-            f"{path}: {key} is stored as {header_shape} {header_dtype}, metadata says {shape} {dtype}"
-        )
+        raise CheckpointError(f"{path}: {key} is stored as {header_shape} {header_dtype}, "
+                              f"metadata says {shape} {dtype}")
     value = _member(archive, key, path)
     if value.shape != shape or value.dtype != dtype:
         raise CheckpointError(f"{path}: {key} is {value.shape} {value.dtype}, metadata says {shape} {dtype}")
-    if value.dtype.kind != "f":
-        raise CheckpointError(f"{path}: {key} has dtype {value.dtype}, expected floating point")
+    if not np.all(np.isfinite(value)):
+        raise CheckpointError(f"{path}: {key} holds NaN or Inf values; a usable model has finite weights "
+                              "and statistics")
     return value

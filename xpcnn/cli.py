@@ -62,7 +62,8 @@ def _add_backend_flags(parser: argparse.ArgumentParser) -> None:
 def _add_data_flags(parser: argparse.ArgumentParser) -> None:
     from .datasets import DATASETS
 
-    parser.add_argument("--dataset", default="mnist", choices=sorted(DATASETS), help="dataset (default: mnist)")
+    parser.add_argument("--dataset", choices=sorted(DATASETS), help="dataset (default: mnist; for evaluate, the one "
+                        "the model was trained on)")
     parser.add_argument("--data-dir", help="folder with the IDX files (else $XPCNN_DATA_DIR, then the cache)")
     parser.add_argument("--no-download", action="store_true", help="never download; fall back to the bundled subset")
 
@@ -74,9 +75,9 @@ def _add_train_parser(commands: Any) -> None:
         "Train a preset on MNIST or Fashion-MNIST. Writes the checkpoint, metrics.jsonl, summary.json and (with "
         "matplotlib) plots into the run folder."))
     flag = train.add_argument
-    flag("--model", default="tutorial", choices=PRESET_CHOICES, help=f"{PRESET_HELP} (default: tutorial)")
+    flag("--model", choices=PRESET_CHOICES, help=f"{PRESET_HELP} (default: tutorial)")
     _add_backend_flags(train)
-    flag("--dtype", default="float32", choices=backend.DTYPES)
+    flag("--dtype", choices=backend.DTYPES, help="(default: float32)")
     flag("--epochs", type=_positive_int, help=f"total epochs ({_by_preset('epochs')})")
     flag("--batch-size", type=_positive_int, help=f"({_by_preset('batch_size')})")
     flag("--optimizer", choices=sorted(OPTIMIZERS), help=f"({_by_preset('optimizer')})")
@@ -86,12 +87,13 @@ def _add_train_parser(commands: Any) -> None:
     flag("--schedule", choices=sorted(SCHEDULES), help="learning-rate schedule (default: cosine)")
     flag("--warmup", type=int, help="warm-up steps of the cosine schedule (default: 0)")
     flag("--augment", type=int, help=f"shift training images by up to N pixels ({_by_preset('augment')})")
-    flag("--seed", type=int, default=0, help="seed of weights, batch order and dropout (default: 0)")
+    flag("--seed", type=_count, help="seed of weights, batch order and dropout (default: 0)")
     _add_data_flags(train)
-    flag("--val-split", type=_fraction, default=0.0, help="fraction of the training set held out for validation")
+    flag("--val-split", type=_fraction, help="fraction of the training set held out for validation (default: 0)")
     flag("--limit", type=_positive_int, help="use only this many training (and test) images, for quick runs")
     flag("--out", type=Path, help="run folder (default: runs/<model>-<time>)")
-    flag("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    flag("--resume", action="store_true", help="continue the run in --out with its saved settings and data; "
+         "--epochs beyond the saved total extends it")
     flag("--checkpoint-every", type=_positive_int, help="also checkpoint every K optimizer steps")
     flag("--no-progress", action="store_true", help="no progress bar")
     flag("--detect-anomaly", action="store_true", help="check every layer for NaN/Inf and name the first (slower)")
@@ -148,52 +150,57 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _recipe(args: argparse.Namespace) -> presets.Recipe:
-    """The preset's recipe with the flags given on the command line."""
+# Flags that must agree with a run's saved settings when it is resumed.
+RESUMED = ("model", "dtype", "seed", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "schedule",
+           "warmup", "augment", "dataset", "data_dir", "limit", "val_split")
+
+
+def _start(args: argparse.Namespace, options: dict[str, Any]) -> tuple[Any, Any]:
+    from .training import start_run
+
+    if args.val_split and args.limit and args.limit < 10:
+        raise UsageError("--limit is too small to hold out a validation split")
+    recipe = presets.recipe(args.model or "tutorial").replace(  # the preset's recipe, changed by the flags given
+        epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
+        momentum=args.momentum, weight_decay=args.weight_decay, schedule=args.schedule, warmup=args.warmup,
+        augment=args.augment)
+    return start_run(args.model or "tutorial", recipe, dataset=args.dataset or "mnist", data_dir=args.data_dir,
+                     download=not args.no_download, limit=args.limit, seed=args.seed or 0,
+                     val_split=args.val_split or 0.0, backend_name=args.backend, device=args.device,
+                     dtype=args.dtype or "float32", log=_say, **options)
+
+
+def _resume(args: argparse.Namespace, checkpoint: Path, options: dict[str, Any]) -> tuple[Any, Any]:
+    from .training import SettingsConflict, resume_run
+
+    given = {key: getattr(args, key) for key in RESUMED if getattr(args, key) is not None}
     try:
-        return presets.recipe(args.model).replace(
-            epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
-            momentum=args.momentum, weight_decay=args.weight_decay, schedule=args.schedule, warmup=args.warmup,
-            augment=args.augment)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
+        trainer, data = resume_run(checkpoint, args.backend, args.device, epochs=args.epochs, expected=given,
+                                   log=_say, **options)
+    except SettingsConflict as exc:
+        raise UsageError(f"--{exc.key.replace('_', '-')} {exc.given} differs from the run's saved {exc.saved}: "
+                         "--resume continues the run as it was started; leave the flag out, or start a new run "
+                         "in another --out") from None
+    _say(f"resuming {checkpoint.parent} at epoch {trainer.state.epoch + 1}, batch {trainer.state.batch}")
+    return trainer, data
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .datasets import load_dataset
     from .run_folder import RunFolder
-    from .training import Trainer, TrainingInterrupted
+    from .training import TrainingInterrupted
 
-    out = args.out or Path("runs") / f"{presets.canonical(args.model)}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out = args.out or Path("runs") / f"{presets.canonical(args.model or 'tutorial')}-{time.strftime('%Y%m%d-%H%M%S')}"
     checkpoint = RunFolder(out).checkpoint
     if args.resume != checkpoint.exists():
         raise UsageError(f"--resume: no checkpoint in {out}" if args.resume else
                          f"{out} already holds a checkpoint; pass --resume to continue it, or choose another --out")
-    if args.val_split and args.limit and args.limit < 10:
-        raise UsageError("--limit is too small to hold out a validation split")
-    recipe = _recipe(args)
-    loaded = load_dataset(args.dataset, args.data_dir, download=not args.no_download, log=_say)
-    _say(f"data: {loaded.source}")
-    train_set, val_set, test_set = loaded.splits(args.limit, args.seed, args.val_split)
     options = {"run_dir": out, "checkpoint_every": args.checkpoint_every, "progress": not args.no_progress,
-               "log": _say, "anomaly": args.detect_anomaly}
-    if args.resume:
-        trainer = Trainer.resume(checkpoint, args.backend, args.device, **options)
-        epochs = args.epochs or trainer.epochs
-        _say(f"resuming {out} at epoch {trainer.state.epoch + 1}, batch {trainer.state.batch}")
-    else:
-        try:  # what it refuses are the recipe's settings: flags that do not fit this run
-            trainer = Trainer.for_preset(args.model, recipe, len(train_set), seed=args.seed, backend_name=args.backend,
-                                         device=args.device, dtype=args.dtype, **options)
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
-        epochs = recipe.epochs
-    model, settings = trainer.model, trainer.settings()
-    _say(f"training {trainer.name} ({model.num_params():,} parameters) on {model.backend} ({model.device}, "
-         f"{model.dtype}) for {epochs} epoch{'s' if epochs != 1 else ''}, {settings['optimizer']} lr "
-         f"{settings['lr']:g}, batch {settings['batch_size']}; run folder {out}")
+               "anomaly": args.detect_anomaly}
+    trainer, (train_set, val_set, test_set) = (_resume(args, checkpoint, options) if args.resume
+                                               else _start(args, options))
+    _say(f"training {trainer.describe()}; run folder {out}")
     try:
-        trainer.fit(train_set, epochs, val_set)
+        trainer.fit(train_set, trainer.epochs, val_set)
     except TrainingInterrupted as stop:
         _say(f"{stop}; checkpoint saved to {stop.checkpoint}; continue with: xpcnn train --out {out} --resume")
         return 130
@@ -269,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except UsageError as exc:
+    except (UsageError, presets.SettingsError) as exc:  # settings that do not fit: a usage error
         if args.debug:
             raise
         parser.print_usage(sys.stderr)

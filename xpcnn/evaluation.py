@@ -64,14 +64,16 @@ def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, classes: int) 
     return counts
 
 
-def evaluate_checkpoint(path: str | Path, dataset: str = "mnist", data_dir: str | Path | None = None, *,
+def evaluate_checkpoint(path: str | Path, dataset: str | None = None, data_dir: str | Path | None = None, *,
                         download: bool = True, backend_name: str = "numpy", device: Any = None, batch_size: int = 1000,
                         log: Callable[[str], None] = lambda message: None) -> dict[str, Any]:
-    """Test loss and accuracy of a saved model on the test split of `dataset` (what
-    `xpcnn evaluate` prints): {"accuracy", "loss", "images", "data"}, "data" saying where
-    the images came from. `log` is told when the model was trained on another dataset."""
+    """Test loss and accuracy of a saved model on the test split of `dataset` (default: the
+    one it was trained on), as `xpcnn evaluate` prints them: {"accuracy", "loss", "images",
+    "data"}, "data" saying where the images came from. `log` is told when the model was
+    trained on another dataset."""
     checkpoint = load_checkpoint(path, backend_name, device)
     trained_on = checkpoint.data_statistics()["name"]
+    dataset = dataset or trained_on
     if trained_on != dataset:
         log(f"note: the model was trained on {trained_on}, evaluating on {dataset}")
     loaded = load_dataset(dataset, data_dir, download=download, log=log)

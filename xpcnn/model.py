@@ -167,41 +167,52 @@ class Sequential:
         return [{"type": type(layer).__name__, "config": layer.config()} for layer in self.layers]
 
     @classmethod
-    def from_config(cls, config: Any, max_values: int = MAX_VALUES) -> Sequential:
-        """Build a network (fresh weights) from `config()` output. Unknown layer types,
-        malformed arguments and architectures of more than `max_values` parameter and
-        buffer values are refused before anything is allocated."""
+    def planned_arrays(cls, config: Any, max_values: int = MAX_VALUES) -> dict[str, tuple[str, Shape]]:
+        """What `from_config(config)` would hold, without building it: {"0.weight": ("param",
+        shape), "1.running_mean": ("buffer", shape), ...}. Unknown layer types, malformed
+        arguments and more than `max_values` values in all raise ValueError naming the layer."""
         if not isinstance(config, list) or len(config) > MAX_LAYERS:
             raise ValueError(f"architecture must be a list of at most {MAX_LAYERS} layers, got {type(config).__name__}")
-        planned = []
+        planned: dict[str, tuple[str, Shape]] = {}
         for index, entry in enumerate(config):
-            if not isinstance(entry, dict) or set(entry) != {"type", "config"}:
-                raise ValueError(f"layer {index}: expected {{'type': ..., 'config': {{...}}}}, got {entry!r}"[:300])
-            kind, args = entry["type"], entry["config"]
-            if kind not in LAYER_TYPES:
-                raise ValueError(f"layer {index}: unknown layer type {kind!r}; known: {', '.join(LAYER_TYPES)}"[:300])
-            if not isinstance(args, dict) or not all(
-                isinstance(v, (bool, int, float, str, list)) for v in args.values()
-            ):
-                raise ValueError(
-                    f"layer {index} ({kind}): config must map names to numbers, strings or lists, got {args!r}"[:300]
-                )
+            kind = _layer_type(index, entry)
             try:
-                size = LAYER_TYPES[kind].planned_size(args)
+                shapes = kind.planned_shapes(entry["config"])
             except (TypeError, ValueError, OverflowError) as exc:
-                raise ValueError(f"layer {index} ({kind}): bad config {args!r}: {exc}"[:300]) from None
-            if size < 0:
-                raise ValueError(f"layer {index} ({kind}): negative sizes in {args!r}"[:300])
-            planned.append(size)
-        if sum(planned) > max_values:
-            raise ValueError(
-                f"architecture asks for {sum(planned):,} parameter values, over the limit of {max_values:,}"
-            )
+                raise _bad_config(index, entry, exc) from None
+            for name, shape in shapes.items():
+                planned[f"{index}.{name}"] = ("buffer" if name in kind.buffer_names else "param", shape)
+        total = sum(math.prod(shape) for _, shape in planned.values())
+        if total > max_values:
+            raise ValueError(f"architecture asks for {total:,} parameter values, over the limit of {max_values:,}")
+        return planned
+
+    @classmethod
+    def from_config(cls, config: Any, max_values: int = MAX_VALUES) -> Sequential:
+        """Build a network (fresh weights) from `config()` output, after `planned_arrays`
+        has checked it: nothing is allocated for a config that is refused."""
+        cls.planned_arrays(config, max_values)
         layers = []
         for index, entry in enumerate(config):
-            kind, args = entry["type"], entry["config"]
             try:
-                layers.append(LAYER_TYPES[kind](**args))
+                layers.append(LAYER_TYPES[entry["type"]](**entry["config"]))
             except (TypeError, ValueError, OverflowError) as exc:
-                raise ValueError(f"layer {index} ({kind}): bad config {args!r}: {exc}"[:300]) from None
+                raise _bad_config(index, entry, exc) from None
         return cls(layers)
+
+
+def _bad_config(index: int, entry: dict[str, Any], error: Exception) -> ValueError:
+    return ValueError(f"layer {index} ({entry['type']}): bad config {entry['config']!r}: {error}"[:300])
+
+
+def _layer_type(index: int, entry: Any) -> type[Layer]:
+    """The layer class of one `config()` entry, after checking the entry's form."""
+    if not isinstance(entry, dict) or set(entry) != {"type", "config"}:
+        raise ValueError(f"layer {index}: expected {{'type': ..., 'config': {{...}}}}, got {entry!r}"[:300])
+    kind, args = entry["type"], entry["config"]
+    if not isinstance(kind, str) or kind not in LAYER_TYPES:
+        raise ValueError(f"layer {index}: unknown layer type {kind!r}; known: {', '.join(LAYER_TYPES)}"[:300])
+    if not isinstance(args, dict) or not all(isinstance(v, (bool, int, float, str, list)) for v in args.values()):
+        raise ValueError(f"layer {index} ({kind}): config must map names to numbers, strings or lists, "
+                         f"got {args!r}"[:300])
+    return LAYER_TYPES[kind]

@@ -10,8 +10,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from array_api_compat import array_namespace
+from array_api_compat import array_namespace, device
 
+from . import backend
 from .model import Sequential
 
 
@@ -23,6 +24,10 @@ class Schedule:
 
     def config(self) -> dict[str, Any]:
         return {"type": "constant"}
+
+    def replanned(self, old_total: int, new_total: int) -> Schedule:
+        """This schedule stretched from a run of `old_total` steps to one of `new_total`."""
+        return self
 
 
 class StepDecay(Schedule):
@@ -38,6 +43,9 @@ class StepDecay(Schedule):
 
     def config(self) -> dict[str, Any]:
         return {"type": "step", "every": self.every, "gamma": self.gamma}
+
+    def replanned(self, old_total: int, new_total: int) -> Schedule:
+        return StepDecay(max(1, self.every * new_total // max(old_total, 1)), self.gamma)
 
 
 class Cosine(Schedule):
@@ -58,6 +66,9 @@ class Cosine(Schedule):
 
     def config(self) -> dict[str, Any]:
         return {"type": "cosine", "total": self.total, "warmup": self.warmup, "floor": self.floor}
+
+    def replanned(self, old_total: int, new_total: int) -> Schedule:
+        return Cosine(new_total, min(self.warmup, new_total - 1), self.floor)
 
 
 SCHEDULES = {"constant": Schedule, "step": StepDecay, "cosine": Cosine}
@@ -105,6 +116,7 @@ class Optimizer:
 
     def step(self) -> None:
         lr = self.current_lr
+        self._follow_model()
         grads = self.model.grads
         for name, param in self.model.params.items():
             if name not in grads:
@@ -115,6 +127,17 @@ class Optimizer:
     def zero_grad(self) -> None:
         for layer in self.model:
             layer.grads = {k: array_namespace(p).zeros_like(p) for k, p in layer.params.items()}
+
+    def _follow_model(self) -> None:
+        """Move state arrays to where their parameters are now: after `model.to(...)`
+        (another backend, device or dtype) the momenta follow instead of mixing."""
+        params = self.model.params
+        for store in self.state.values():
+            for name, value in store.items():
+                param = params[name]
+                if type(value) is not type(param) or value.dtype != param.dtype or device(value) != device(param):
+                    store[name] = backend.to_backend(value, backend.backend_of(param), device(param),
+                                                     backend.dtype_name(param.dtype))
 
     def _slot(self, slot: str, name: str, param: Any) -> Any:
         store = self.state[slot]
@@ -147,7 +170,9 @@ class Optimizer:
         return OPTIMIZERS[kind](model, schedule=schedule, **settings)
 
     def state_arrays(self) -> dict[str, Any]:
-        """Per-parameter state as "slot/param" -> array (for checkpoints)."""
+        """Per-parameter state as "slot/param" -> array (for checkpoints), placed like the
+        parameters."""
+        self._follow_model()
         return {f"{slot}/{name}": value for slot, store in self.state.items() for name, value in store.items()}
 
     def load_state_arrays(self, arrays: dict[str, Any], steps: int) -> None:

@@ -44,6 +44,11 @@ def lenet(seed: int = 0) -> Sequential:
     ])
 
 
+class SettingsError(ValueError):
+    """Training settings that do not fit together or do not fit the run (a momentum for
+    Adam, a warm-up longer than the run, a resumed run asked to change)."""
+
+
 @dataclass(frozen=True)
 class Recipe:
     """How a preset is trained by default; `xpcnn train` flags override single fields."""
@@ -64,7 +69,7 @@ class Recipe:
         changes = {key: value for key, value in changes.items() if value is not None}
         if changes.get("optimizer", self.optimizer) != "sgd":
             if changes.get("momentum"):
-                raise ValueError("momentum applies to the sgd optimizer only")
+                raise SettingsError("momentum applies to the sgd optimizer only")
             changes["momentum"] = 0.0
         return dataclasses.replace(self, **changes)
 
@@ -78,7 +83,7 @@ class Recipe:
         """The recipe's optimizer for `model`, its schedule planned over the whole run."""
         total = self.total_steps(steps_per_epoch)
         if self.schedule == "cosine" and not 0 <= self.warmup < total:
-            raise ValueError(f"warm-up of {self.warmup} steps must be in [0, {total}), the run's number of steps")
+            raise SettingsError(f"warm-up of {self.warmup} steps must be in [0, {total}), the run's number of steps")
         schedule = optim.plan_schedule(self.schedule, total, self.warmup)
         return optim.build(self.optimizer, model, self.lr, momentum=self.momentum,
                            weight_decay=self.weight_decay, schedule=schedule)

@@ -26,14 +26,24 @@ import numpy as np
 from . import backend, machine, presets
 from ._version import __version__
 from .anomaly import AnomalyHook, NonFiniteError
-from .checkpoint import load_checkpoint, save_checkpoint
-from .datasets import Dataset, batches, num_batches
+from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
+from .datasets import Dataset, Selection, batches, load_dataset, num_batches
 from .evaluation import confusion_matrix, count_correct, evaluate
 from .losses import SoftmaxCrossEntropy
 from .model import Sequential
 from .optim import Optimizer
-from .presets import Recipe
+from .presets import Recipe, SettingsError
 from .run_folder import RunFolder
+
+Splits = tuple[Dataset, Dataset | None, Dataset]  # train, validation (or None), test
+
+
+class SettingsConflict(SettingsError):
+    """A resumed run was given a setting that differs from its saved one."""
+
+    def __init__(self, key: str, saved: Any, given: Any) -> None:
+        super().__init__(f"{key} {given} differs from the run's saved {saved}")
+        self.key, self.saved, self.given = key, saved, given
 
 
 class TrainingDiverged(RuntimeError):
@@ -106,6 +116,7 @@ class Trainer:
         self.anomaly = anomaly  # check every layer for NaN/Inf (see xpcnn.anomaly)
         self.epochs = 0  # the run's total number of epochs (see fit)
         self.data: dict[str, Any] | None = None  # data_statistics() of the training set
+        self.selection: Selection | None = None  # how to read the training images again
         self.train_images = 0
         self.state = Progress()
         self._stop_requested = False
@@ -121,14 +132,61 @@ class Trainer:
     # -- the record of the run ---------------------------------------------------------
 
     def settings(self) -> dict[str, Any]:
-        """How the run trains: epochs, batch, optimizer, learning rate and schedule, augmentation."""
+        """Everything the run was started with: model, dtype, seed, epochs, batch, optimizer,
+        learning rate and schedule, augmentation, and which data (`Selection`, if known)."""
         config = self.optimizer.config()
         schedule = config["schedule"]
         return {
+            "model": self.name, "dtype": self.model.dtype, "seed": self.seed,
             "epochs": self.epochs, "batch_size": self.batch_size, "optimizer": config["type"].lower(),
             "lr": config["lr"], "momentum": config.get("momentum", 0.0), "weight_decay": config["weight_decay"],
             "schedule": schedule["type"], "warmup": schedule.get("warmup", 0), "augment": self.augment,
+            "data": None if self.selection is None else self.selection.to_dict(),
         }
+
+    def describe(self) -> str:
+        """One line: model, size, backend, epochs, optimizer and learning rate, batch."""
+        model, settings, now = self.model, self.settings(), self.optimizer.current_lr
+        lr = f"lr {settings['lr']:g}" + (f" (now {now:.3g})" if now != settings["lr"] else "")
+        return (f"{self.name} ({model.num_params():,} parameters) on {model.backend} ({model.device}, {model.dtype}) "
+                f"for {self.epochs} epoch{'s' if self.epochs != 1 else ''}, {settings['optimizer']} {lr}, "
+                f"batch {self.batch_size}")
+
+    def conflicts(self, **given: Any) -> list[tuple[str, Any, Any]]:
+        """(setting, saved value, given value) for each given setting that differs from
+        the run's: the keys of `settings()` and of its data (dataset, limit, val_split),
+        and `data_dir`, which matches when it is (the parent of) a folder the data came from."""
+        saved = self.settings()
+        data = saved.pop("data") or {}
+        found = []
+        for key, value in given.items():
+            if key == "data_dir":
+                folders = [Path(folder) for folder in data.get("folders") or []]
+                here = Path(value).resolve()
+                if not any(folder in (here, here / str(data.get("dataset"))) for folder in folders):
+                    found.append((key, ", ".join(map(str, folders)) or "the bundled subset", value))
+                continue
+            if key == "model":
+                value = presets.canonical(value)
+            mine = data.get(key) if key in ("dataset", "limit", "val_split") else saved[key]
+            if value != mine:
+                found.append((key, mine, value))
+        return found
+
+    def extend(self, epochs: int, steps_per_epoch: int) -> str:
+        """Continue the run to `epochs` in total, beyond what it was planned for: the
+        learning-rate schedule is stretched over the new number of steps. Returns one line
+        saying what the learning rate will do."""
+        if epochs <= self.epochs:
+            raise SettingsError(f"epochs {epochs}: a run can be extended, not shortened; it was planned for "
+                                f"{self.epochs} epochs")
+        old_total, new_total = self.epochs * steps_per_epoch, epochs * steps_per_epoch
+        self.optimizer.schedule = self.optimizer.schedule.replanned(old_total, new_total)
+        lr_now, lr_last = self.optimizer.current_lr, self.optimizer.lr * self.optimizer.schedule(new_total - 1)
+        previous, self.epochs = self.epochs, epochs
+        return (f"extending the run from {previous} to {epochs} epochs: the {self.settings()['schedule']} schedule "
+                f"now spans {new_total} steps; learning rate {lr_now:.3g} at step {self.optimizer.steps + 1}, "
+                f"{lr_last:.3g} at step {new_total}")
 
     def trainer_state(self) -> dict[str, Any]:
         """The JSON part of a checkpoint: progress, seeds and the description of the run."""
@@ -137,7 +195,8 @@ class Trainer:
             "epoch": s.epoch, "batch": s.batch, "loss_sum": s.loss_sum, "correct": s.correct,
             "seen": s.seen, "seconds": s.seconds, "history": s.history,
             "batch_size": self.batch_size, "seed": self.seed, "augment": self.augment,
-            "info": {"model": self.name, "settings": self.settings(), "data": self.data},
+            "info": {"model": self.name, "settings": self.settings(), "data": self.data,
+                     "selection": None if self.selection is None else self.selection.to_dict()},
         }
 
     def save(self) -> Path | None:
@@ -168,17 +227,18 @@ class Trainer:
         checkpoint = load_checkpoint(path, backend_name, device)
         state = checkpoint.trainer
         if checkpoint.optimizer is None or "epoch" not in state:
-            raise ValueError(f"{path}: has no optimizer or trainer state to resume from")
-        model = checkpoint.model
-        optimizer = Optimizer.from_config(model, checkpoint.optimizer["config"])
-        arrays = {k: backend.to_backend(v, model.backend, model.device) for k, v in checkpoint.optimizer_arrays.items()}
-        optimizer.load_state_arrays(arrays, int(checkpoint.optimizer["steps"]))
+            raise CheckpointError(f"{path}: has no optimizer or trainer state to resume from (a Trainer's "
+                                  "checkpoint has both)")
         info = state.get("info") or {}
         kwargs.setdefault("run_dir", Path(path).parent)
         kwargs.setdefault("name", info.get("model", "custom"))
-        trainer = cls(model, optimizer, batch_size=state["batch_size"], seed=state["seed"],
-                      augment=int(state.get("augment", 0)), **kwargs)
-        trainer.data, trainer.epochs = info.get("data"), int(info.get("settings", {}).get("epochs", 0))
+        trainer = cls(checkpoint.model, _saved_optimizer(checkpoint), batch_size=state["batch_size"],
+                      seed=state["seed"], augment=state["augment"], **kwargs)
+        trainer.data, trainer.epochs = info.get("data"), info.get("settings", {}).get("epochs", 0)
+        try:
+            trainer.selection = None if info.get("selection") is None else Selection.from_dict(info["selection"])
+        except ValueError as exc:
+            raise CheckpointError(f"{path}: field trainer.info.{exc}"[:300]) from None
         trainer.state = Progress(
             epoch=int(state["epoch"]), batch=int(state["batch"]), loss_sum=float(state["loss_sum"]),
             correct=float(state["correct"]), seen=int(state["seen"]), seconds=float(state["seconds"]),
@@ -221,7 +281,7 @@ class Trainer:
         # The run's total: what the schedule was planned for (for_preset) or what fit was
         # asked for, whichever is more; a run fitted part of the way continues to it on resume.
         self.epochs = max(self.epochs, epochs)
-        self.data, self.train_images = data_statistics(train), len(train)
+        self.data, self.selection, self.train_images = data_statistics(train), train.selection, len(train)
         in_main_thread = threading.current_thread() is threading.main_thread()
         previous = signal.signal(signal.SIGINT, self._on_sigint) if in_main_thread else None
         try:
@@ -325,3 +385,51 @@ class Trainer:
             message += f" | val loss {row['val_loss']:.4f}, accuracy {row['val_accuracy']:.2%}"
         self.log(message + f" | {row['seconds']:.1f} s")
         self.save()
+
+
+def start_run(name: str, recipe: Recipe | None = None, *, dataset: str = "mnist", data_dir: str | Path | None = None,
+              download: bool = True, limit: int | None = None, seed: int = 0, val_split: float = 0.0,
+              backend_name: str = "numpy", device: Any = None, dtype: str = "float32",
+              log: Callable[[str], None] = print, **options: Any) -> tuple[Trainer, Splits]:
+    """What `xpcnn train` starts: the data (full files, else for MNIST the bundled subset),
+    at most `limit` images of each split and `val_split` held out, and a Trainer for
+    preset `name` with `recipe` (default: the preset's). `options` are Trainer's."""
+    loaded = load_dataset(dataset, data_dir, download=download, log=log)
+    log(f"data: {loaded.source}")
+    data = loaded.splits(limit, seed, val_split)
+    trainer = Trainer.for_preset(name, recipe, len(data[0]), seed=seed, backend_name=backend_name, device=device,
+                                 dtype=dtype, log=log, **options)
+    return trainer, data
+
+
+def resume_run(checkpoint: str | Path, backend_name: str = "numpy", device: Any = None, *, epochs: int | None = None,
+               expected: dict[str, Any] | None = None, log: Callable[[str], None] = print,
+               **options: Any) -> tuple[Trainer, Splits]:
+    """What `xpcnn train --resume` continues: the run with every saved setting and the
+    same images (read again from where they were read; never other data). Settings in
+    `expected` that differ raise SettingsConflict; `epochs` beyond the saved total
+    extends the run (see Trainer.extend)."""
+    trainer = Trainer.resume(checkpoint, backend_name, device, log=log, **options)
+    if trainer.selection is None:
+        raise ValueError(f"{checkpoint}: the run does not record which images it trained on (a custom Dataset); "
+                         "continue it from Python with Trainer.resume")
+    for key, saved, given in trainer.conflicts(**(expected or {})):
+        raise SettingsConflict(key, saved, given)
+    data = trainer.selection.load()
+    log(f"data: {data[0].source}")
+    if epochs is not None and epochs != trainer.epochs:
+        log(trainer.extend(epochs, num_batches(len(data[0]), trainer.batch_size)))
+    return trainer, data
+
+
+def _saved_optimizer(checkpoint: Checkpoint) -> Optimizer:
+    """The optimizer of a checkpoint with its state, on the model's backend and device."""
+    model = checkpoint.model
+    try:
+        optimizer = Optimizer.from_config(model, checkpoint.optimizer["config"])
+        arrays = {k: backend.to_backend(v, model.backend, model.device) for k, v in checkpoint.optimizer_arrays.items()}
+        optimizer.load_state_arrays(arrays, checkpoint.optimizer["steps"])
+    except (TypeError, ValueError) as exc:  # settings the optimizer does not take
+        raise CheckpointError(f"{checkpoint.path}: field optimizer: {exc}"[:300]) from None
+    return optimizer
+

@@ -3,12 +3,14 @@ MNIST subset that ships inside the package."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -30,15 +32,64 @@ def normalize(images: np.ndarray, mean: float, std: float) -> np.ndarray:
     return ((x - np.float32(mean)) / np.float32(std))[:, None, :, :]
 
 
+@dataclass(frozen=True)
+class Selection:
+    """Which images a run uses: the dataset, where its files were read (None: the bundled
+    subset), and the limit, seed and validation split that `Loaded.splits` applied.
+    Recorded with a run, so that a resumed run reads exactly the same images."""
+
+    dataset: str
+    folders: tuple[str, ...] | None = None
+    limit: int | None = None
+    seed: int = 0
+    val_split: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"dataset": self.dataset, "folders": None if self.folders is None else list(self.folders),
+                "limit": self.limit, "seed": self.seed, "val_split": self.val_split}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Selection:
+        """The inverse of to_dict(); ValueError naming the field that is malformed."""
+        if not isinstance(data, dict) or set(data) != {"dataset", "folders", "limit", "seed", "val_split"}:
+            raise ValueError(f"selection: expected dataset, folders, limit, seed, val_split; got {data!r}"[:300])
+        folders, limit, seed, split = data["folders"], data["limit"], data["seed"], data["val_split"]
+        checks = {
+            "dataset": data["dataset"] in DATASETS,
+            "folders": folders is None or (isinstance(folders, list) and all(isinstance(f, str) for f in folders)),
+            "limit": limit is None or (type(limit) is int and limit >= 1),
+            "seed": type(seed) is int and seed >= 0,
+            "val_split": type(split) in (int, float) and 0.0 <= split < 1.0,
+        }
+        for field, ok in checks.items():
+            if not ok:
+                raise ValueError(f"selection.{field}: unusable value {data[field]!r}"[:300])
+        return cls(data["dataset"], None if folders is None else tuple(folders), limit, seed, float(split))
+
+    def load(self) -> tuple[Dataset, Dataset | None, Dataset]:
+        """(train, validation or None, test): the same images again. Reads only the
+        recorded folders, never downloads and never falls back to other data;
+        DataNotFound names the folder when the files are gone."""
+        if self.folders is None:
+            loaded = load_bundled()
+        else:
+            try:
+                loaded = load_full(DATASETS[self.dataset], download=False, only=[Path(f) for f in self.folders])
+            except DataNotFound as exc:
+                raise DataNotFound(f"the run's data is gone from {', '.join(self.folders)}: {exc}") from None
+        return loaded.splits(self.limit, self.seed, self.val_split)
+
+
 @dataclass
 class Dataset:
-    """Images (N, H, W) uint8 and labels (N,) int64 of one split, with the dataset's spec
-    and where it was read from."""
+    """Images (N, H, W) uint8 and labels (N,) int64 of one split, with the dataset's spec,
+    where it was read from and, when it can be read again, how (`selection`)."""
 
     images: np.ndarray
     labels: np.ndarray
     spec: DatasetSpec
     source: str = ""  # one line, e.g. "full mnist from /data/mnist"
+    selection: Selection | None = None
 
     def __post_init__(self) -> None:
         if self.images.ndim != 3 or self.images.dtype != np.uint8:
@@ -84,6 +135,7 @@ class Dataset:
 class Loaded:
     train: Dataset
     test: Dataset
+    folders: tuple[str, ...] | None = None  # where the files were read; None: the bundled subset
 
     @property
     def source(self) -> str:
@@ -95,11 +147,13 @@ class Loaded:
         """(train, validation or None, test) as `xpcnn train` uses them: at most `limit`
         images of each split drawn from `seed`, then `val_split` of the training images
         held out for validation."""
+        selection = Selection(self.train.spec.name, self.folders, limit, seed, float(val_split))
         train, test = self.train.sample(limit, seed), self.test.sample(limit, seed + 1)
-        if not val_split:
-            return train, None, test
-        train, val = train.split(val_split, seed)
-        return train, val, test
+        val = None
+        if val_split:
+            train, val = train.split(val_split, seed)
+        return tuple(None if part is None else dataclasses.replace(part, selection=selection)
+                     for part in (train, val, test))  # type: ignore[return-value]
 
 
 def bundled_path() -> Path:
@@ -124,9 +178,10 @@ def load_bundled() -> Loaded:
 
 
 def load_full(spec: DatasetSpec, data_dir: str | Path | None = None, download: bool = True,
-              log: Callable[[str], None] = lambda message: None) -> Loaded:
-    """The full dataset from disk, downloading missing files into the cache if allowed."""
-    dirs = search_dirs(spec, data_dir)
+              log: Callable[[str], None] = lambda message: None, only: Sequence[Path] | None = None) -> Loaded:
+    """The full dataset from disk, downloading missing files into the cache if allowed.
+    With `only`, the files are looked for in those folders and nowhere else."""
+    dirs = list(only) if only is not None else search_dirs(spec, data_dir)
     arrays, places = {}, set()
     for key, file in spec.files.items():
         path = find_file(file, dirs)
@@ -135,11 +190,12 @@ def load_full(spec: DatasetSpec, data_dir: str | Path | None = None, download: b
                 raise DataNotFound(f"{spec.name}: {file.name} not found in {', '.join(map(str, dirs))}")
             path = download_file(file, spec.mirrors, cache_dir() / spec.name, log=log)
         arrays[key] = load_verified(path, file)
-        places.add(str(path.parent))
+        places.add(str(path.parent.resolve()))  # absolute: a resumed run may start elsewhere
     source = f"full {spec.name} from {', '.join(sorted(places))}"
     return Loaded(
         Dataset(arrays["train_images"], arrays["train_labels"], spec, source),
         Dataset(arrays["test_images"], arrays["test_labels"], spec, source),
+        tuple(sorted(places)),
     )
 
 

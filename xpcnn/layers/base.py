@@ -25,6 +25,7 @@ class Layer:
     """
 
     skips_input_grad = False
+    buffer_names: tuple[str, ...] = ()  # arrays of array_shapes() that are buffers, not parameters
 
     def __init__(self) -> None:
         self.params: dict[str, Any] = {}
@@ -58,16 +59,21 @@ class Layer:
         return {}
 
     @classmethod
-    def planned_size(cls, config: dict[str, Any]) -> int:
-        """How many values the parameters and buffers of `cls(**config)` would hold,
-        computed without building it, so an untrusted config is refused before any
-        allocation. Unknown or missing arguments raise TypeError, as the constructor would."""
+    def planned_shapes(cls, config: dict[str, Any]) -> dict[str, Shape]:
+        """The shapes of the parameters and buffers `cls(**config)` would hold, computed
+        without building it, so an untrusted config is checked before any allocation.
+        Unknown or missing arguments raise TypeError, as the constructor would."""
         bound = inspect.signature(cls).bind(**config)
         bound.apply_defaults()
-        shapes = cls.array_shapes(bound.arguments)
-        if any(int(size) < 0 for shape in shapes.values() for size in shape):
+        shapes = {name: tuple(int(size) for size in shape) for name, shape in cls.array_shapes(bound.arguments).items()}
+        if any(size < 0 for shape in shapes.values() for size in shape):
             raise ValueError(f"negative sizes in {shapes}")
-        return sum(math.prod(int(size) for size in shape) for shape in shapes.values())
+        return shapes
+
+    @classmethod
+    def planned_size(cls, config: dict[str, Any]) -> int:
+        """How many values the parameters and buffers of `cls(**config)` would hold."""
+        return sum(math.prod(shape) for shape in cls.planned_shapes(config).values())
 
     def extra_state(self) -> dict[str, int]:
         """Integer state besides arrays that a checkpoint must keep (e.g. a dropout counter)."""

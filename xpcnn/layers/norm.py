@@ -17,6 +17,8 @@ class BatchNorm2D(Layer):
     with the unbiased variance. Evaluation uses the running statistics.
     """
 
+    buffer_names = ("running_mean", "running_var")
+
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1) -> None:
         super().__init__()
         if num_features < 1:
