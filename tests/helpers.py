@@ -20,6 +20,9 @@ from xpcnn.datasets import MNIST, Dataset
 from xpcnn.model import Sequential
 from xpcnn.optim import SGD
 
+# Full MNIST next to the repository (<repo>/../shared/data/mnist), where tests may read it.
+SHARED_MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
+
 # -- inputs for gradient checks ------------------------------------------------------------
 
 GRAD_TOL = 1e-6  # worst relative error of a float64 gradient check

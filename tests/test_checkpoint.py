@@ -3,6 +3,7 @@ under SIGKILL, and untrusted files: mutations, escaping member paths, hostile ar
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import tracemalloc
 import zipfile
 
 import numpy as np
@@ -20,7 +22,7 @@ from hypothesis import strategies as st
 import xpcnn
 from xpcnn import backend, presets
 from xpcnn.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from xpcnn.optim import Adam
+from xpcnn.optim import SGD, Adam
 
 from .helpers import mutate, small_checkpoint
 
@@ -254,3 +256,124 @@ def test_deeply_nested_json_is_refused(tmp_path):
     np.savez(path, __meta__=np.frombuffer(b"[" * 100_000 + b"]" * 100_000, np.uint8))
     with pytest.raises(CheckpointError, match="JSON"):
         load_checkpoint(path)
+
+
+# -- hostile and malformed files: refused before memory or time is spent, naming the field ---------
+
+
+def peak_bytes(function):
+    """Peak of traced allocations (NumPy's included) while `function` runs."""
+    tracemalloc.start()
+    try:
+        function()
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return peak
+
+
+def test_declared_arrays_the_architecture_does_not_need_are_never_read(saved, tmp_path):
+    out = tmp_path / "hostile.npz"
+    big = np.zeros(1 << 26, np.float32)  # 256 MiB each once unpacked; a few hundred KB deflated
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": big.shape})
+    with zipfile.ZipFile(saved) as source, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as target:
+        meta = json.loads(np.load(saved)["__meta__"].tobytes())
+        for index in range(4):
+            meta["arrays"][f"buffer/{index}.spare"] = {"shape": list(big.shape), "dtype": "float32"}
+            with target.open(f"buffer/{index}.spare.npy", "w", force_zip64=True) as member:
+                member.write(header.getvalue())
+                for _ in range(64):
+                    member.write(bytes(1 << 22))
+        for item in source.infolist():
+            data = source.read(item)
+            if item.filename == "__meta__.npy":
+                buffer = io.BytesIO()
+                np.save(buffer, np.frombuffer(json.dumps(meta).encode(), np.uint8))
+                data = buffer.getvalue()
+            target.writestr(item.filename, data, compress_type=zipfile.ZIP_STORED)
+    assert out.stat().st_size < 8 << 20  # a few MB on disk, 1 GiB declared
+
+    def load():
+        with pytest.raises(CheckpointError, match=r"unexpected buffer/0.spare"):
+            load_checkpoint(out)
+
+    assert peak_bytes(load) < 20 << 20
+
+
+def test_a_huge_architecture_without_its_arrays_is_refused_before_building(saved, tmp_path):
+    def huge(info):  # 400 million weights declared, none stored
+        info["architecture"] = [{"type": "Dense", "config": {"in_features": 20_000, "out_features": 20_000}}]
+        info["arrays"] = {}
+
+    path = rewrite(saved, tmp_path / "huge.npz", meta=huge, drop=["param/0.weight", "param/0.bias", "param/4.weight",
+                                                                    "param/4.bias", "param/6.weight", "param/6.bias"])
+    start = time.perf_counter()
+
+    def load():
+        with pytest.raises(CheckpointError, match=r"missing param/0.weight"):
+            load_checkpoint(path)
+
+    assert peak_bytes(load) < 20 << 20 and time.perf_counter() - start < 5
+
+
+def edit_trainer(change):
+    def edit(info):
+        change(info["trainer"])
+    return edit
+
+
+MALFORMED = {
+    "extra_state a list": (lambda m: m.update(extra_state=[1]), "field extra_state: expected an object"),
+    "epoch 1e30": (edit_trainer(lambda t: t.update(epoch=1e30)), r"field trainer.epoch: expected an integer"),
+    "negative batch": (edit_trainer(lambda t: t.update(batch=-1)), "field trainer.batch"),
+    "history not a list": (edit_trainer(lambda t: t.update(history={"a": 1})), "field trainer.history"),
+    "data without mean": (edit_trainer(lambda t: t["info"]["data"].pop("mean")), "field trainer.info.data"),
+    "std 0": (edit_trainer(lambda t: t["info"]["data"].update(std=0)), r"field trainer.info.data.std: expected a "
+              "finite number > 0"),
+    "NaN mean": (edit_trainer(lambda t: t["info"]["data"].update(mean=float("nan"))), "field trainer.info.data.mean"),
+    "classes not names": (edit_trainer(lambda t: t["info"]["data"].update(classes=[1, 2])),
+                          "field trainer.info.data.classes"),
+    "info a list": (edit_trainer(lambda t: t.update(info=[])), "field trainer.info: expected an object"),
+    "settings lack epochs": (edit_trainer(lambda t: t["info"].update(settings={})), "field trainer.info.settings"),
+    "shape of strings": (lambda m: m["arrays"]["param/0.weight"].update(shape=["2"]),
+                         r"field arrays.param/0.weight.shape"),
+    "int8 array": (lambda m: m["arrays"]["param/0.weight"].update(dtype="int8"), r"field arrays.param/0.weight.dtype"),
+    "optimizer steps -1": (lambda m: m["optimizer"].update(steps=-1), "field optimizer.steps"),
+    "lr a string": (lambda m: m["optimizer"]["config"].update(lr="fast"), "field optimizer.config.lr"),
+    "unknown optimizer": (lambda m: m["optimizer"]["config"].update(type="Lion"), "unknown optimizer 'lion'"),
+    "architecture a dict": (lambda m: m.update(architecture={}), "field architecture: expected a list of layers"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED))
+def test_malformed_metadata_names_the_file_and_the_field(tmp_path, case):
+    path = tmp_path / "run.npz"
+    path.write_bytes(small_checkpoint(tmp_path))
+    edit, message = MALFORMED[case]
+    with pytest.raises(CheckpointError, match=message) as error:
+        load_checkpoint(rewrite(path, tmp_path / "bad.npz", meta=edit))
+    assert str(error.value).startswith(f"{tmp_path / 'bad.npz'}: ")
+
+
+def test_settings_an_optimizer_does_not_take_are_named_on_resume(tmp_path):
+    path = tmp_path / "run.npz"
+    path.write_bytes(small_checkpoint(tmp_path))
+    bad = rewrite(path, tmp_path / "bad.npz", meta=lambda m: m["optimizer"]["config"].update(warp=9))
+    with pytest.raises(CheckpointError, match=r"bad.npz: field optimizer: .*warp"):
+        xpcnn.Trainer.resume(bad)
+
+
+@pytest.mark.parametrize("key", ["param/0.weight", "buffer/1.running_var", "optim/momentum/9.bias"])
+def test_non_finite_arrays_are_refused(tmp_path, key):
+    path = tmp_path / "run.npz"
+    net = presets.lenet(0)
+    opt = SGD(net, 0.1, momentum=0.9)
+    for name, param in net.params.items():
+        opt.state["momentum"][name] = np.zeros_like(param)
+    save_checkpoint(path, net, opt)
+    with np.load(path) as archive:
+        value = archive[key].copy()
+    value.flat[0] = np.nan if key.startswith("param") else np.inf
+    with pytest.raises(CheckpointError, match=f"{key} holds NaN or Inf"):
+        load_checkpoint(rewrite(path, tmp_path / "bad.npz", replace={key: value}))

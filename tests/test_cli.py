@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,8 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from xpcnn.backend import to_numpy
 from xpcnn.checkpoint import load_checkpoint
 from xpcnn.datasets import load_bundled
+
+from .helpers import SHARED_MNIST
 
 
 def env_without_data(tmp_path: Path) -> dict[str, str]:
@@ -113,18 +117,25 @@ def test_refuses_to_overwrite_a_run_and_resumes(run):
     assert "resuming" in result.stdout and "epoch 2/2" in result.stdout
 
 
-def test_ctrl_c_saves_and_resume_finishes(tmp_path):
-    env = env_without_data(tmp_path)
-    command = [sys.executable, "-m", "xpcnn.cli", "train", "--no-download", "--limit", "3000", "--epochs", "2",
-               "--out", "run", "--checkpoint-every", "5", "--no-progress", "--no-plots"]
-    process = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True)
+def ctrl_c_after_the_first_checkpoint(args: list[str], run: Path, env: dict[str, str], cwd: Path) -> str:
+    """Run `xpcnn *args`, press Ctrl-C once `run` holds a checkpoint; its output, after
+    checking it exited 130."""
+    process = subprocess.Popen([sys.executable, "-m", "xpcnn.cli", *args], env=env, cwd=cwd, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
-    while not (tmp_path / "run" / "checkpoint.npz").exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    while not (run / "checkpoint.npz").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
     process.send_signal(signal.SIGINT)
     stdout, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, stderr
+    return stdout
+
+
+def test_ctrl_c_saves_and_resume_finishes(tmp_path):
+    env = env_without_data(tmp_path)
+    stdout = ctrl_c_after_the_first_checkpoint(
+        ["train", "--no-download", "--limit", "3000", "--epochs", "2", "--out", "run", "--checkpoint-every", "5",
+         "--no-progress", "--no-plots"], tmp_path / "run", env, tmp_path)
     assert "checkpoint saved" in stdout and "--resume" in stdout
     steps = load_checkpoint(tmp_path / "run" / "checkpoint.npz").optimizer["steps"]
     assert 0 < steps < 2 * 47
@@ -204,3 +215,101 @@ def test_sigkill_during_training_and_resume_equals_an_uninterrupted_run(tmp_path
         np.testing.assert_array_equal(final.model.buffers[name], value, err_msg=name)
     assert final.optimizer["steps"] == expected.optimizer["steps"] == KILL_STEPS
     print(f"{len(targets)} SIGKILLs after steps {targets}, resumed to identical weights")
+
+
+# -- resume: every setting and the same images come from the checkpoint ---------------------------
+
+
+def final_weights(run: Path) -> dict[str, np.ndarray]:
+    return {name: to_numpy(value) for name, value in load_checkpoint(run / "checkpoint.npz").model.params.items()}
+
+
+@pytest.mark.skipif(not SHARED_MNIST.is_dir(), reason="full MNIST not in ../shared/data/mnist")
+def test_the_printed_continue_command_reproduces_an_uninterrupted_run(tmp_path):
+    env = env_without_data(tmp_path)
+    flags = ["--model", "lenet", "--data-dir", str(SHARED_MNIST), "--limit", "640", "--seed", "3", "--augment", "1",
+             "--epochs", "2", "--val-split", "0.1", "--no-progress", "--no-plots"]
+    assert xpcnn("train", *flags, "--out", "whole", env=env, cwd=tmp_path).returncode == 0
+    stdout = ctrl_c_after_the_first_checkpoint(["train", *flags, "--out", "cut", "--checkpoint-every", "3"],
+                                               tmp_path / "cut", env, tmp_path)
+    steps = load_checkpoint(tmp_path / "cut" / "checkpoint.npz").optimizer["steps"]
+    assert 0 < steps < 2 * 9 and steps != 9  # interrupted inside an epoch (9 batches of 64 per epoch)
+    command = stdout.split("continue with: ")[1].strip()
+    assert command == "xpcnn train --out cut --resume"
+    resumed = xpcnn(*command.split()[1:], "--no-progress", env=dict(env, XPCNN_DATA_DIR=str(tmp_path)), cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"data: full mnist from {SHARED_MNIST}" in resumed.stdout
+    whole, cut = final_weights(tmp_path / "whole"), final_weights(tmp_path / "cut")
+    for name, value in whole.items():
+        np.testing.assert_array_equal(cut[name], value, err_msg=name)
+
+
+@pytest.fixture(scope="module")
+def short_run(tmp_path_factory):
+    """A finished one-epoch run on 320 bundled images."""
+    tmp = tmp_path_factory.mktemp("short")
+    env = env_without_data(tmp)
+    result = xpcnn("train", "--no-download", "--limit", "320", "--epochs", "1", "--out", "run", "--no-progress",
+                   "--no-plots", env=env, cwd=tmp)
+    assert result.returncode == 0, result.stderr
+    return tmp, env
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--lr", "0.5"], "--lr 0.5 differs from the run's saved 0.01"),
+    (["--model", "lenet"], "--model lenet differs from the run's saved tutorial"),
+    (["--limit", "400"], "--limit 400 differs from the run's saved 320"),
+    (["--seed", "1"], "--seed 1 differs from the run's saved 0"),
+    (["--dtype", "float64"], "--dtype float64 differs from the run's saved float32"),
+    (["--batch-size", "32"], "--batch-size 32 differs from the run's saved 64"),
+    (["--data-dir", "elsewhere"], "--data-dir elsewhere differs from the run's saved the bundled subset"),
+    (["--epochs", "0"], "--epochs: must be >= 1"),
+])
+def test_resume_refuses_flags_that_change_the_run(short_run, flags, message):
+    tmp, env = short_run
+    result = xpcnn("train", "--out", "run", "--resume", *flags, env=env, cwd=tmp)
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_resume_accepts_equal_flags_and_another_backend(short_run):
+    tmp, env = short_run
+    result = xpcnn("train", "--out", "run", "--resume", "--lr", "0.01", "--model", "seed", "--limit", "320",
+                   "--backend", "array_api_strict", "--no-progress", "--no-plots", env=env, cwd=tmp)
+    assert result.returncode == 0, result.stderr
+    assert "on array_api_strict" in result.stdout
+
+
+def test_extending_a_finished_run_replans_the_schedule(tmp_path):
+    env = env_without_data(tmp_path)
+    first = xpcnn("train", "--no-download", "--limit", "320", "--epochs", "1", "--out", "run", "--no-progress",
+                  "--no-plots", env=env, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    more = xpcnn("train", "--out", "run", "--resume", "--epochs", "3", "--no-progress", "--no-plots", env=env,
+                 cwd=tmp_path)
+    assert more.returncode == 0, more.stderr
+    assert "extending the run from 1 to 3 epochs: the cosine schedule now spans 15 steps" in more.stdout
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [row["epoch"] for row in rows] == [1, 2, 3]
+    assert rows[1]["lr"] > 1e-3 and rows[2]["train_loss"] < rows[0]["train_loss"]  # learning again, not at lr 0
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["epochs"] == 3 and summary["settings"]["epochs"] == 3
+    shorter = xpcnn("train", "--out", "run", "--resume", "--epochs", "2", env=env, cwd=tmp_path)
+    assert shorter.returncode == 2 and "a run can be extended, not shortened" in shorter.stderr
+
+
+@pytest.mark.skipif(not SHARED_MNIST.is_dir(), reason="full MNIST not in ../shared/data/mnist")
+def test_resume_never_switches_to_other_data(tmp_path):
+    env = env_without_data(tmp_path)
+    data = tmp_path / "data"
+    shutil.copytree(SHARED_MNIST, data)
+    first = xpcnn("train", "--data-dir", "data", "--limit", "200", "--epochs", "1", "--out", "run", "--no-progress",
+                  "--no-plots", env=env, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    shutil.rmtree(data)
+    (tmp_path / "cache" / "mnist").mkdir(parents=True)  # full MNIST elsewhere must not be picked up either
+    for name in os.listdir(SHARED_MNIST):
+        shutil.copy(SHARED_MNIST / name, tmp_path / "cache" / "mnist")
+    result = xpcnn("train", "--out", "run", "--resume", "--epochs", "2", env=env, cwd=tmp_path)
+    assert result.returncode == 1 and f"the run's data is gone from {data}" in result.stderr, result.stderr
+    assert result.stderr.count("\n") == 1

@@ -115,3 +115,20 @@ def test_divergence_keeps_the_last_good_checkpoint(tmp_path):
     assert kept.trainer["epoch"] >= good.trainer["epoch"]
     for value in kept.model.params.values():
         assert np.all(np.isfinite(value))
+
+
+def test_moving_the_model_mid_run_moves_the_optimizer_state_and_still_resumes(tmp_path, data):
+    train = data[0].subset(np.arange(200))
+    net = small_net()
+    trainer = Trainer(net, SGD(net, 0.05, momentum=0.9), batch_size=100, run_dir=tmp_path, progress=False,
+                      log=lambda m: None)
+    trainer.fit(train, 1)
+    net.to("torch", dtype="float64")  # another backend and dtype, between epochs
+    trainer.fit(train, 2)
+    assert {(backend.backend_of(v), backend.dtype_name(v.dtype)) for v in trainer.optimizer.state_arrays().values()} \
+        == {("torch", "float64")}
+    net.to("numpy", dtype="float32")  # and back, saved before any step: the state follows when saved
+    trainer.save()
+    resumed = Trainer.resume(tmp_path / "checkpoint.npz", progress=False, log=lambda m: None)
+    assert resumed.model.dtype == "float32" and resumed.optimizer.steps == 4
+    assert np.isfinite(resumed.fit(train, 3)[-1]["train_loss"])

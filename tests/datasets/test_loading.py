@@ -3,18 +3,13 @@ its fallback, full MNIST from XPCNN_DATA_DIR, corrupt files, Dataset validation 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from xpcnn.datasets import MNIST, ChecksumError, DataNotFound, Dataset, load_bundled, load_dataset
 from xpcnn.datasets.loading import BUNDLED_CHECKSUMS, bundled_path
 
-from ..helpers import small_dataset
-
-# Next to the repository: <repo>/../shared/data/mnist
-SHARED_MNIST = Path(__file__).resolve().parents[3] / "shared" / "data" / "mnist"
+from ..helpers import SHARED_MNIST, small_dataset
 
 
 def test_bundled_subset_checksums_and_stratification():
