@@ -97,6 +97,32 @@ def test_usage_errors_exit_2(tmp_path):
         assert "usage:" in result.stderr
 
 
+@pytest.mark.parametrize("args, message", [
+    (["train", "--lr", "abc"], "argument --lr: invalid float value: 'abc'"),
+    (["train", "--lr", "inf"], "argument --lr: must be > 0 and finite, got inf"),
+    (["train", "--augment", "100"], "argument --augment: must be in [0, 8], got 100"),
+    (["train", "--seed", "-1"], "argument --seed: must be >= 0, got -1"),
+    (["train", "--resume"], "--out: resuming needs the run folder to continue"),
+    (["train", "--out", "notes.txt"], "--out: notes.txt is a file, not a run folder"),
+    (["train", "--optimizer", "adam", "--momentum", "0.9"], "momentum applies to the sgd optimizer only"),
+    (["parity", "--model", "nosuch"], "--model 'nosuch' is neither a preset"),
+])
+def test_usage_errors_name_the_flag_under_the_commands_usage(tmp_path, args, message):
+    (tmp_path / "notes.txt").write_text("not a folder")
+    result = xpcnn(*args, "--no-download" if args[0] == "train" else "--json", env=env_without_data(tmp_path),
+                   cwd=tmp_path)
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+    assert result.stderr.startswith(f"usage: xpcnn {args[0]} ")
+    assert not (tmp_path / "runs").exists()  # refused before anything was made
+
+
+def test_evaluate_json_is_json_and_nothing_else(run):
+    tmp, env, _ = run
+    result = xpcnn("evaluate", "run/checkpoint.npz", "--json", env=env, cwd=tmp)
+    assert result.returncode == 0 and "bundled MNIST subset" in result.stderr
+    assert set(json.loads(result.stdout)) == {"accuracy", "loss", "images", "data"}
+
+
 def test_failures_are_one_line_exit_1(tmp_path):
     env = env_without_data(tmp_path)
     (tmp_path / "junk.npz").write_bytes(b"not a zip")

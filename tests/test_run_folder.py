@@ -8,10 +8,11 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from xpcnn import Trainer, presets
 from xpcnn.datasets import load_bundled
-from xpcnn.run_folder import RunFolder
+from xpcnn.run_folder import RunFolder, RunFolderError
 
 
 def quiet(message):
@@ -71,3 +72,19 @@ def test_without_a_folder_finish_only_evaluates(tmp_path):
     trainer.fit(data.train.sample(128), 1)
     result = trainer.finish(data.test.sample(50))
     assert set(result) == {"loss", "accuracy", "predictions"} and trainer.checkpoint_path is None
+
+
+def test_new_folders_started_in_the_same_second_are_distinct(tmp_path):
+    folders = [RunFolder.new("tutorial", tmp_path / "runs") for _ in range(3)]
+    assert len({folder.path for folder in folders}) == 3 and all(folder.path.is_dir() for folder in folders)
+    assert folders[1].path.name == folders[0].path.name + "-2" or folders[0].path.name[-6:] != folders[1].path.name[-6:]
+
+
+def test_open_refuses_what_does_not_fit(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(RunFolderError, match="is a file, not a run folder"):
+        RunFolder.open(tmp_path / "file", resume=False)
+    with pytest.raises(RunFolderError, match="no checkpoint to resume"):
+        RunFolder.open(tmp_path / "empty", resume=True)
+    assert RunFolder.open(tmp_path / "new", resume=False).path.is_dir()
+

@@ -31,7 +31,7 @@ Example
     (2, 10)
 """
 
-from . import backend, datasets, hooks, optim, presets
+from . import anomaly, backend, datasets, hooks, optim, parity, presets
 from ._version import __version__
 from .backend import available_backends, to_backend, to_numpy
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -58,6 +58,6 @@ __all__ = [
     "AvgPool2D", "BatchNorm2D", "Conv2D", "Dense", "Dropout", "Flatten", "Layer", "MaxPool2D",
     "ReLU", "Sigmoid", "Tanh", "SoftmaxCrossEntropy", "Sequential", "Trainer", "evaluate", "predict",
     "load_checkpoint", "save_checkpoint", "available_backends", "to_backend", "to_numpy",
-    "gradcheck", "gradcheck_loss", "GradcheckError", "GradcheckResult", "backend", "datasets",
-    "hooks", "optim", "presets", "__version__",
+    "gradcheck", "gradcheck_loss", "GradcheckError", "GradcheckResult", "anomaly", "backend", "datasets",
+    "hooks", "optim", "parity", "presets", "__version__",
 ]

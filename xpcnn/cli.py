@@ -1,18 +1,14 @@
-"""The `xpcnn` command: train, evaluate, predict, parity, info, download.
-
-It parses arguments, calls the library, prints, and maps errors to exit codes; anything
-it does, a Python user can do with the same functions. Exit status: 0 success, 1 failure
-(one line on stderr; --debug shows the traceback), 2 bad usage, 130 interrupted (after
-saving a checkpoint).
-"""
+"""The `xpcnn` command: it parses arguments, calls the library (a Python user can do the
+same with the same functions), prints, and maps errors to exit codes: 0 success, 1 failure
+(one line on stderr; --debug shows the traceback), 2 bad usage, 130 interrupted (saved)."""
 
 from __future__ import annotations
 
 import argparse
 import functools
 import json
+import math
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,6 +22,7 @@ class UsageError(Exception):
 
 
 _say = functools.partial(print, flush=True)  # progress and results, in order with the progress bar
+_note = functools.partial(print, file=sys.stderr, flush=True)  # progress where stdout is for machines
 
 
 def _checked(convert: Callable[[str], Any], accept: Callable[[Any], bool], expected: str) -> Callable[[str], Any]:
@@ -36,11 +33,12 @@ def _checked(convert: Callable[[str], Any], accept: Callable[[Any], bool], expec
             raise argparse.ArgumentTypeError(f"must be {expected}, got {value}")
         return value
 
+    parse.__name__ = convert.__name__  # argparse says "invalid float value: 'abc'"
     return parse
 
 
 _positive_int = _checked(int, lambda value: value >= 1, ">= 1")
-_positive_float = _checked(float, lambda value: value > 0, "> 0")
+_positive_float = _checked(float, lambda value: 0 < value < math.inf, "> 0 and finite")
 _count = _checked(int, lambda value: value >= 0, ">= 0")
 _fraction = _checked(float, lambda value: 0.0 <= value < 1.0, "in [0, 1)")
 
@@ -52,6 +50,14 @@ PRESET_HELP = f"preset: {', '.join(presets.PRESETS)} ({', '.join(f'{a} = {n}' fo
 def _by_preset(field: str) -> str:
     """Each preset's recipe value of `field`, for help texts: "tutorial: 3, lenet: 5"."""
     return ", ".join(f"{name}: {getattr(recipe, field)}" for name, recipe in presets.RECIPES.items())
+
+
+def _command(commands: Any, name: str, run: Callable[[argparse.Namespace], int], **kwargs: Any) -> Any:
+    """The parser of subcommand `name`, which `run` carries out; it also remembers its usage
+    line, for errors found after parsing."""
+    parser = commands.add_parser(name, **kwargs)
+    parser.set_defaults(run=run, usage=parser.format_usage)
+    return parser
 
 
 def _add_backend_flags(parser: argparse.ArgumentParser) -> None:
@@ -71,9 +77,8 @@ def _add_data_flags(parser: argparse.ArgumentParser) -> None:
 def _add_train_parser(commands: Any) -> None:
     from .optim import OPTIMIZERS, SCHEDULES
 
-    train = commands.add_parser("train", help="train a model and write a run folder", description=(
-        "Train a preset on MNIST or Fashion-MNIST. Writes the checkpoint, metrics.jsonl, summary.json and (with "
-        "matplotlib) plots into the run folder."))
+    train = _command(commands, "train", cmd_train, help="train a model and write a run folder", description="Train "
+                     "a preset; the run folder gets the checkpoint, metrics.jsonl, summary.json and PNG plots.")
     flag = train.add_argument
     flag("--model", choices=PRESET_CHOICES, help=f"{PRESET_HELP} (default: tutorial)")
     _add_backend_flags(train)
@@ -85,8 +90,9 @@ def _add_train_parser(commands: Any) -> None:
     flag("--momentum", type=float, help=f"SGD momentum ({_by_preset('momentum')})")
     flag("--weight-decay", type=float, help="(default: 0)")
     flag("--schedule", choices=sorted(SCHEDULES), help="learning-rate schedule (default: cosine)")
-    flag("--warmup", type=int, help="warm-up steps of the cosine schedule (default: 0)")
-    flag("--augment", type=int, help=f"shift training images by up to N pixels ({_by_preset('augment')})")
+    flag("--warmup", type=_count, help="warm-up steps of the cosine schedule (default: 0)")
+    flag("--augment", type=_checked(int, lambda value: 0 <= value <= 8, "in [0, 8]"),
+         help=f"shift training images by up to N pixels ({_by_preset('augment')})")
     flag("--seed", type=_count, help="seed of weights, batch order and dropout (default: 0)")
     _add_data_flags(train)
     flag("--val-split", type=_fraction, help="fraction of the training set held out for validation (default: 0)")
@@ -101,14 +107,14 @@ def _add_train_parser(commands: Any) -> None:
 
 
 def _add_use_parsers(commands: Any) -> None:
-    evaluate = commands.add_parser("evaluate", help="test accuracy of a checkpoint")
+    evaluate = _command(commands, "evaluate", cmd_evaluate, help="test accuracy of a checkpoint")
     evaluate.add_argument("checkpoint", type=Path)
     _add_backend_flags(evaluate)
     _add_data_flags(evaluate)
     evaluate.add_argument("--batch-size", type=_positive_int, default=1000)
     evaluate.add_argument("--json", action="store_true", help="print the result as JSON")
 
-    predict = commands.add_parser("predict", help="classify images (PNG/JPEG with Pillow, or .npy)")
+    predict = _command(commands, "predict", cmd_predict, help="classify images (PNG/JPEG with Pillow, or .npy)")
     predict.add_argument("checkpoint", type=Path)
     predict.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
     _add_backend_flags(predict)
@@ -119,9 +125,9 @@ def _add_use_parsers(commands: Any) -> None:
 def _add_parity_parser(commands: Any) -> None:
     from .optim import OPTIMIZERS
 
-    parity = commands.add_parser("parity", help="compare backends layer by layer on the same weights and batch",
-                                 description="Exit status 0 when every judged difference is within tolerance, "
-                                 "1 when not, 2 on bad usage or a backend not usable here.")
+    parity = _command(commands, "parity", cmd_parity, help="compare backends layer by layer on the same weights and "
+                      "batch", description="Exit status 0 when every judged difference is within tolerance, 1 when "
+                      "not, 2 on bad usage or a backend not usable here.")
     flag = parity.add_argument
     flag("--backends", default="numpy,torch", help="comma-separated, first is the reference; NAME or NAME:DEVICE, "
          "e.g. numpy,cupy or numpy,torch:cuda (default: numpy,torch)")
@@ -143,27 +149,30 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_parser(commands)
     _add_use_parsers(commands)
     _add_parity_parser(commands)
-    commands.add_parser("info", help="version, usable backends, devices, BLAS")
-    download = commands.add_parser("download", help="download and verify a dataset into the cache")
+    _command(commands, "info", cmd_info, help="version, usable backends, devices, BLAS")
+    download = _command(commands, "download", cmd_download, help="download and verify a dataset into the cache")
     download.add_argument("dataset", nargs="?", default="mnist", choices=["mnist", "fashion-mnist"])
     download.add_argument("--data-dir", default=None, help="download into this folder instead of the cache")
     return parser
 
 
-# Flags that must agree with a run's saved settings when it is resumed.
 RESUMED = ("model", "dtype", "seed", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "schedule",
-           "warmup", "augment", "dataset", "data_dir", "limit", "val_split")
+           "warmup", "augment", "dataset", "data_dir", "limit", "val_split")  # must agree with a resumed run
 
 
-def _start(args: argparse.Namespace, options: dict[str, Any]) -> tuple[Any, Any]:
-    from .training import start_run
-
+def _recipe(args: argparse.Namespace) -> presets.Recipe:
+    """The preset's recipe, changed by the flags given."""
     if args.val_split and args.limit and args.limit < 10:
         raise UsageError("--limit is too small to hold out a validation split")
-    recipe = presets.recipe(args.model or "tutorial").replace(  # the preset's recipe, changed by the flags given
+    return presets.recipe(args.model or "tutorial").replace(
         epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
         momentum=args.momentum, weight_decay=args.weight_decay, schedule=args.schedule, warmup=args.warmup,
         augment=args.augment)
+
+
+def _start(args: argparse.Namespace, recipe: presets.Recipe, options: dict[str, Any]) -> tuple[Any, Any]:
+    from .training import start_run
+
     return start_run(args.model or "tutorial", recipe, dataset=args.dataset or "mnist", data_dir=args.data_dir,
                      download=not args.no_download, limit=args.limit, seed=args.seed or 0,
                      val_split=args.val_split or 0.0, backend_name=args.backend, device=args.device,
@@ -178,26 +187,27 @@ def _resume(args: argparse.Namespace, checkpoint: Path, options: dict[str, Any])
         trainer, data = resume_run(checkpoint, args.backend, args.device, epochs=args.epochs, expected=given,
                                    log=_say, **options)
     except SettingsConflict as exc:
-        raise UsageError(f"--{exc.key.replace('_', '-')} {exc.given} differs from the run's saved {exc.saved}: "
-                         "--resume continues the run as it was started; leave the flag out, or start a new run "
-                         "in another --out") from None
+        flag = "--" + exc.key.replace("_", "-")
+        raise UsageError(f"{flag} {exc.given} differs from the run's saved {exc.saved}: --resume continues the run "
+                         "as it was started; leave the flag out, or start a new --out") from None
     _say(f"resuming {checkpoint.parent} at epoch {trainer.state.epoch + 1}, batch {trainer.state.batch}")
     return trainer, data
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .run_folder import RunFolder
+    from .run_folder import RunFolder, RunFolderError
     from .training import TrainingInterrupted
 
-    out = args.out or Path("runs") / f"{presets.canonical(args.model or 'tutorial')}-{time.strftime('%Y%m%d-%H%M%S')}"
-    checkpoint = RunFolder(out).checkpoint
-    if args.resume != checkpoint.exists():
-        raise UsageError(f"--resume: no checkpoint in {out}" if args.resume else
-                         f"{out} already holds a checkpoint; pass --resume to continue it, or choose another --out")
+    recipe = None if args.resume else _recipe(args)  # checked before anything is made
+    try:  # made now, so that a folder that cannot be one fails before any training
+        folder = RunFolder.open(args.out, resume=args.resume, name=presets.canonical(args.model or "tutorial"))
+    except RunFolderError as exc:
+        raise UsageError(f"--out: {exc} (--resume continues a saved run)") from None
+    out = folder.path
     options = {"run_dir": out, "checkpoint_every": args.checkpoint_every, "progress": not args.no_progress,
                "anomaly": args.detect_anomaly}
-    trainer, (train_set, val_set, test_set) = (_resume(args, checkpoint, options) if args.resume
-                                               else _start(args, options))
+    trainer, (train_set, val_set, test_set) = (_resume(args, folder.checkpoint, options) if args.resume
+                                               else _start(args, recipe, options))
     _say(f"training {trainer.describe()}; run folder {out}")
     try:
         trainer.fit(train_set, trainer.epochs, val_set)
@@ -214,12 +224,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluation import evaluate_checkpoint
 
     result = evaluate_checkpoint(args.checkpoint, args.dataset, args.data_dir, download=not args.no_download,
-                                 backend_name=args.backend, device=args.device, batch_size=args.batch_size, log=_say)
+                                 backend_name=args.backend, device=args.device, batch_size=args.batch_size,
+                                 log=_note if args.json else _say)
     if args.json:
         print(json.dumps(result))
     else:
-        _say(f"data: {result['data']}")
-        _say(f"test accuracy {result['accuracy']:.2%} (loss {result['loss']:.4f}) on {result['images']:,} images")
+        _say(f"data: {result['data']}\ntest accuracy {result['accuracy']:.2%} (loss {result['loss']:.4f}) on "
+             f"{result['images']:,} images")
     return 0
 
 
@@ -235,19 +246,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def cmd_parity(args: argparse.Namespace) -> int:
     from . import parity
-    from .checkpoint import load_checkpoint
 
     try:
         targets = parity.usable_targets(args.backends)
     except ValueError as exc:
         raise UsageError(f"--backends: {exc}") from None
-    if args.model in PRESET_CHOICES:
-        model = presets.build(args.model, args.seed)
-    elif Path(args.model).is_file():
-        model = load_checkpoint(args.model).model
-    else:
-        raise UsageError(f"--model {args.model!r} is neither a preset ({', '.join(PRESET_CHOICES)}) "
-                         "nor a checkpoint file")
+    try:
+        model = parity.model_from(args.model, args.seed)
+    except LookupError as exc:
+        raise UsageError(f"--model {exc}") from None
     result = parity.check(model, targets, args.dtype, batch_size=args.batch_size, steps=args.steps,
                           optimizer=args.optimizer, seed=args.seed, name=args.model)
     print(json.dumps(result.to_dict(), indent=2) if args.json else result.to_text())
@@ -267,19 +274,15 @@ def cmd_download(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "parity": cmd_parity,
-            "info": cmd_info, "download": cmd_download}
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return COMMANDS[args.command](args)
+        return args.run(args)
     except (UsageError, presets.SettingsError) as exc:  # settings that do not fit: a usage error
         if args.debug:
             raise
-        parser.print_usage(sys.stderr)
+        print(args.usage(), end="", file=sys.stderr)
         print(f"xpcnn {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -33,6 +33,7 @@ import itertools
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -57,6 +58,20 @@ def parse_target(spec: str) -> tuple[str, str | None]:
     """"torch:cuda:0" -> ("torch", "cuda:0"); "numpy" -> ("numpy", None)."""
     name, _, device = spec.partition(":")
     return name, device or None
+
+
+def model_from(spec: str, seed: int = 0) -> Sequential:
+    """A preset by name, from `seed`, or the model of a checkpoint file; LookupError when
+    `spec` is neither."""
+    from . import presets
+    from .checkpoint import load_checkpoint
+
+    if spec in presets.PRESETS or spec in presets.ALIASES:
+        return presets.build(spec, seed)
+    if Path(spec).is_file():
+        return load_checkpoint(spec).model
+    names = ", ".join([*presets.PRESETS, *presets.ALIASES])
+    raise LookupError(f"{spec!r} is neither a preset ({names}) nor a checkpoint file")
 
 
 def usable_targets(spec: str) -> list[tuple[str, str | None]]:

@@ -10,7 +10,9 @@ Every file is written atomically: a reader never sees half of one.
 
 from __future__ import annotations
 
+import itertools
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,11 +27,49 @@ METRICS_NAME = "metrics.jsonl"
 SUMMARY_NAME = "summary.json"
 
 
+class RunFolderError(ValueError):
+    """A run folder that does not fit what was asked: a new run where one was saved, a run
+    to resume where none is, a path that is not a folder."""
+
+
 class RunFolder:
     """Paths and writers of one run folder."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+
+    @classmethod
+    def new(cls, name: str, parent: str | Path = "runs") -> RunFolder:
+        """A new, empty folder parent/name-<date>-<time>, made now: two runs started in the
+        same second get -2, -3... instead of sharing one."""
+        stamp = f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        for attempt in itertools.count(1):
+            path = Path(parent) / (stamp if attempt == 1 else f"{stamp}-{attempt}")
+            try:
+                path.mkdir(parents=True)
+            except FileExistsError:
+                continue
+            return cls(path)
+        raise AssertionError("unreachable")
+
+    @classmethod
+    def open(cls, path: str | Path | None, *, resume: bool, name: str = "run") -> RunFolder:
+        """The folder of a run to resume (`path`, holding a checkpoint), or of a new one
+        (`path`, without a checkpoint, else a new runs/<name>-<time>), made now so that a
+        path that cannot be a folder fails before any training. RunFolderError if not."""
+        if path is None:
+            if resume:
+                raise RunFolderError("resuming needs the run folder to continue")
+            return cls.new(name)
+        folder = cls(path)
+        if folder.path.exists() and not folder.path.is_dir():
+            raise RunFolderError(f"{folder.path} is a file, not a run folder")
+        if resume and not folder.checkpoint.exists():
+            raise RunFolderError(f"no checkpoint to resume in {folder.path}")
+        if not resume and folder.checkpoint.exists():
+            raise RunFolderError(f"{folder.path} already holds a run; resume it, or choose another folder")
+        folder.path.mkdir(parents=True, exist_ok=True)
+        return folder
 
     @property
     def checkpoint(self) -> Path:
