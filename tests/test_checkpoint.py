@@ -24,7 +24,7 @@ from xpcnn import backend, presets
 from xpcnn.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from xpcnn.optim import SGD, Adam
 
-from .helpers import mutate, small_checkpoint
+from .helpers import mutate, small_checkpoint, small_dataset
 
 
 def trained_step(net, target):
@@ -377,3 +377,45 @@ def test_non_finite_arrays_are_refused(tmp_path, key):
     value.flat[0] = np.nan if key.startswith("param") else np.inf
     with pytest.raises(CheckpointError, match=f"{key} holds NaN or Inf"):
         load_checkpoint(rewrite(path, tmp_path / "bad.npz", replace={key: value}))
+
+
+def json_paths(value, prefix=()):
+    """Every path into a JSON document, outermost first."""
+    yield prefix
+    children = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, child in children:
+        yield from json_paths(child, (*prefix, key))
+
+
+def replaced(document, path, value):
+    document = json.loads(json.dumps(document))
+    if not path:
+        return value
+    holder = document
+    for key in path[:-1]:
+        holder = holder[key]
+    holder[path[-1]] = value
+    return document
+
+
+def test_every_field_of_wrong_type_or_range_is_a_checkpoint_error(tmp_path):
+    """Each field of a real checkpoint's metadata replaced by each kind of wrong value: the
+    load and the resume end in CheckpointError (naming the file) or in a usable model."""
+    path = tmp_path / "run.npz"
+    path.write_bytes(small_checkpoint(tmp_path))
+    with np.load(path) as archive:
+        arrays = {key: archive[key] for key in archive.files}
+    meta = json.loads(arrays["__meta__"].tobytes())
+    wrong = [None, [], {}, "x", -1, 1e30, True, [1, 2]]
+    bad = tmp_path / "bad.npz"
+    for field in list(json_paths(meta))[1:]:
+        for value in wrong:
+            arrays["__meta__"] = np.frombuffer(json.dumps(replaced(meta, field, value)).encode(), np.uint8)
+            np.savez(bad, **arrays)
+            try:
+                trainer = xpcnn.Trainer.resume(bad, progress=False, log=lambda m: None)
+                trainer.describe()
+                trainer.summary({"accuracy": 0.5, "loss": 1.0}, small_dataset())
+                load_checkpoint(bad).data_statistics()
+            except CheckpointError as error:
+                assert str(error).startswith(f"{bad}: "), (field, value, error)

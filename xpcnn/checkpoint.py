@@ -213,7 +213,10 @@ def load_checkpoint(
 
 def _build(meta: dict[str, Any], arrays: dict[str, np.ndarray], path: Path) -> Sequential:
     """The network of the architecture, holding the checkpoint's arrays and extra state."""
-    model = Sequential.from_config(meta["architecture"])
+    try:  # what planned_arrays cannot see: a stride of [], a padding of "wide"...
+        model = Sequential.from_config(meta["architecture"])
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: field architecture: {exc}") from None
     for key, value in arrays.items():
         if not key.startswith("optim/"):
             model.set_array(key.partition("/")[2], value)

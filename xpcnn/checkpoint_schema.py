@@ -90,8 +90,12 @@ def _check_progress(fields: _Fields, trainer: dict[str, Any]) -> None:
     for key in ("loss_sum", "correct", "seconds"):
         fields.require(f"trainer.{key}", trainer.get(key), _is_number(trainer.get(key), 0.0), "a finite number >= 0")
     history = trainer.get("history")
-    fields.require("trainer.history", history, isinstance(history, list) and len(history) <= MAX_EPOCHS
-                   and all(isinstance(row, dict) for row in history), "a list of one object per epoch")
+    fields.require("trainer.history", history, isinstance(history, list) and len(history) <= MAX_EPOCHS,
+                   "a list of one object per epoch")
+    for number, row in enumerate(history):
+        row = fields.mapping(f"trainer.history.{number}", row, {"epoch", "train_loss", "train_accuracy", "seconds"})
+        for key in ("train_loss", "train_accuracy", "seconds"):
+            fields.require(f"trainer.history.{number}.{key}", row[key], _is_number(row[key], 0.0), "a number >= 0")
 
 
 def _check_info(fields: _Fields, info: Any) -> None:
