@@ -419,3 +419,17 @@ def test_every_field_of_wrong_type_or_range_is_a_checkpoint_error(tmp_path):
                 load_checkpoint(bad).data_statistics()
             except CheckpointError as error:
                 assert str(error).startswith(f"{bad}: "), (field, value, error)
+
+
+def test_a_member_flagged_encrypted_is_a_checkpoint_error(saved, tmp_path):
+    """Found by atheris: zipfile raises RuntimeError for a member flagged as encrypted."""
+    data = bytearray(saved.read_bytes())
+    name = b"param/0.weight.npy"
+    start = 0
+    while (start := data.find(b"PK\x01\x02", start + 1)) != -1:  # central directory entries
+        length = int.from_bytes(data[start + 28:start + 30], "little")
+        if data[start + 46:start + 46 + length] == name:
+            data[start + 8] |= 0x1  # general purpose flag bit 0: encrypted
+    (tmp_path / "locked.npz").write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="param/0.weight.*encrypted"):
+        load_checkpoint(tmp_path / "locked.npz")

@@ -46,15 +46,15 @@ def run(tmp_path_factory):
 def test_train_end_to_end(run):
     tmp, env, result = run
     assert result.returncode == 0, result.stderr
-    assert "using the bundled MNIST subset" in result.stdout
-    assert "test accuracy" in result.stdout and "epoch 1/1" in result.stdout
+    assert "using the bundled MNIST subset" in result.stderr and "epoch 1/1" in result.stderr  # progress
+    assert result.stdout.startswith("test accuracy")  # the result
     files = {p.name for p in (tmp / "run").iterdir()}
     assert {"checkpoint.npz", "metrics.jsonl", "summary.json"} <= files
     summary = json.loads((tmp / "run" / "summary.json").read_text())
     assert summary["model"] == "tutorial" and summary["train_images"] == 1350 and summary["test_accuracy"] > 0.5
     row = json.loads((tmp / "run" / "metrics.jsonl").read_text().splitlines()[0])
     assert {"train_loss", "val_accuracy"} <= set(row)
-    if "plots:" in result.stdout:
+    if "plots:" in result.stderr:
         assert {"curves.png", "confusion.png"} <= files
 
 
@@ -76,16 +76,61 @@ def test_predict_npy_and_png(run):
     assert line.startswith("digit.npy: ") and line.count("%") == 2
 
 
-def test_predict_picture(run):
-    image_module = pytest.importorskip("PIL.Image")
-    tmp, env, _ = run
-    test = load_bundled().test
-    picked = np.flatnonzero(test.labels == 0)[:1]
-    # Dark ink on light paper, twice MNIST's size: --invert and the resize must undo both.
-    image_module.fromarray(255 - test.images[picked[0]]).resize((56, 56)).save(tmp / "paper.png")
-    result = xpcnn("predict", "run/checkpoint.npz", "paper.png", "--invert", env=env, cwd=tmp)
+@pytest.fixture(scope="module")
+def good_model(tmp_path_factory):
+    """The tutorial preset trained for 3 epochs on the bundled subset (about 95 %)."""
+    tmp = tmp_path_factory.mktemp("good")
+    result = xpcnn("train", "--epochs", "3", "--out", "good", "--no-progress", "--no-plots",
+                   env=env_without_data(tmp), cwd=tmp)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("paper.png: ") and "%" in result.stdout
+    return tmp / "good" / "checkpoint.npz"
+
+
+def pictures_of(digits: np.ndarray, folder: Path, kind: str) -> list[str]:
+    """MNIST digits as people give them: dark ink on light paper, black ink on a transparent
+    background, or somewhere in a wide grey photo, 4x MNIST's size."""
+    from PIL import Image
+
+    paths = []
+    for number, digit in enumerate(digits):
+        big = np.asarray(Image.fromarray(digit).resize((112, 112), Image.Resampling.BICUBIC))
+        if kind == "paper":
+            picture = Image.fromarray(255 - big).convert("RGB")
+        elif kind == "transparent":
+            picture = Image.fromarray(np.dstack([np.zeros((112, 112, 3), np.uint8), big]), "RGBA")
+        else:  # wide: 250 x 120, light grey paper, the digit off centre
+            canvas = np.full((120, 250), 210, np.uint8)
+            canvas[4:116, 20:132] = 210 - (big.astype(np.int32) * 190 // 255)
+            picture = Image.fromarray(canvas)
+        paths.append(str(folder / f"{kind}{number}.png"))
+        picture.save(paths[-1])
+    return paths
+
+
+@pytest.mark.parametrize("kind", ["paper", "transparent", "wide"])
+def test_predict_reads_pictures_as_people_make_them(good_model, tmp_path, kind):
+    pytest.importorskip("PIL")
+    test = load_bundled().test
+    paths = pictures_of(test.images[:10], tmp_path, kind)
+    result = xpcnn("predict", str(good_model), *paths, env=env_without_data(tmp_path), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert [line.split(": ")[0] for line in lines] == paths  # one line per image, in order
+    right = sum(line.split(": ")[1].startswith(f"{label} (") for line, label in zip(lines, test.labels[:10]))
+    assert right >= 9, result.stdout
+
+
+def test_predict_reports_a_bad_image_and_still_reads_the_others(good_model, tmp_path):
+    np.save(tmp_path / "digit.npy", load_bundled().test.images[0])
+    (tmp_path / "notes.png").write_text("not a picture")
+    os.mkfifo(tmp_path / "pipe.png")
+    result = xpcnn("predict", str(good_model), "notes.png", "digit.npy", "pipe.png", "missing.png",
+                   env=env_without_data(tmp_path), cwd=tmp_path, timeout=60)
+    assert result.returncode == 1
+    assert result.stdout.startswith("digit.npy: ") and result.stdout.count("\n") == 1
+    errors = result.stderr.splitlines()
+    assert len(errors) == 3 and "notes.png: not a readable image" in errors[0]
+    assert "pipe.png: not a regular file" in errors[1] and "missing.png: cannot read" in errors[2]
 
 
 def test_usage_errors_exit_2(tmp_path):
@@ -104,7 +149,7 @@ def test_usage_errors_exit_2(tmp_path):
     (["train", "--seed", "-1"], "argument --seed: must be >= 0, got -1"),
     (["train", "--resume"], "--out: resuming needs the run folder to continue"),
     (["train", "--out", "notes.txt"], "--out: notes.txt is a file, not a run folder"),
-    (["train", "--optimizer", "adam", "--momentum", "0.9"], "momentum applies to the sgd optimizer only"),
+    (["train", "--optimizer", "adam", "--momentum", "0.9"], "--momentum: applies to the sgd optimizer only, not adam"),
     (["parity", "--model", "nosuch"], "--model 'nosuch' is neither a preset"),
 ])
 def test_usage_errors_name_the_flag_under_the_commands_usage(tmp_path, args, message):
@@ -114,6 +159,63 @@ def test_usage_errors_name_the_flag_under_the_commands_usage(tmp_path, args, mes
     assert result.returncode == 2 and message in result.stderr, result.stderr
     assert result.stderr.startswith(f"usage: xpcnn {args[0]} ")
     assert not (tmp_path / "runs").exists()  # refused before anything was made
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "--data-dir", "typo"], "data folder typo does not exist"),
+    (["train", "--dataset", "mnist", "--no-download"], "mnist: train-images-idx3-ubyte, train-labels-idx1-ubyte, "
+                                                       "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte not found"),
+    (["train", "--dataset", "fashion-mnist", "--no-download"], "fashion-mnist: train-images-idx3-ubyte"),
+])
+def test_data_that_was_asked_for_is_never_replaced_by_the_subset(tmp_path, args, message):
+    result = xpcnn(*args, env=env_without_data(tmp_path), cwd=tmp_path)
+    assert result.returncode == 1 and message in result.stderr, result.stderr
+    assert "bundled" not in result.stderr
+    assert not list(tmp_path.glob("runs/*"))  # the run never started: no folder is left behind
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--backend", "cupy", "--data-dir", "typo"], "backend cupy:"),  # the backend first, before any data
+    (["--device", "cuda:7", "--data-dir", "typo"], "backend numpy on device cuda:7:"),
+    (["--warmup", "5", "--schedule", "constant"], "--warmup: applies to the cosine schedule only, not constant"),
+    (["--momentum", "1.5"], "argument --momentum: must be in [0, 1), got 1.5"),
+    (["--weight-decay", "-1"], "argument --weight-decay: must be >= 0 and finite, got -1.0"),
+])
+def test_flags_are_checked_before_any_work(tmp_path, args, message):
+    result = xpcnn("train", *args, env=env_without_data(tmp_path), cwd=tmp_path)
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+    assert "data:" not in result.stderr
+
+
+def test_debug_is_accepted_after_the_command(tmp_path):
+    result = xpcnn("evaluate", "missing.npz", "--debug", env=env_without_data(tmp_path), cwd=tmp_path)
+    assert result.returncode == 1 and "Traceback" in result.stderr
+
+
+def test_evaluate_uses_the_dataset_the_model_was_trained_on(run, tmp_path):
+    tmp, env, _ = run
+    with np.load(tmp / "run" / "checkpoint.npz") as archive:
+        arrays = {key: archive[key] for key in archive.files}
+    meta = json.loads(arrays["__meta__"].tobytes())
+    meta["trainer"]["info"]["data"]["name"] = "fashion-mnist"
+    meta["trainer"]["info"]["selection"] = None
+    arrays["__meta__"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+    np.savez(tmp_path / "fashion.npz", **arrays)
+    result = xpcnn("evaluate", str(tmp_path / "fashion.npz"), "--no-download", env=env, cwd=tmp)
+    assert result.returncode == 1 and "fashion-mnist: t10k-images-idx3-ubyte" in result.stderr, result.stderr
+    typo = xpcnn("evaluate", "run/checkpoint.npz", "--data-dir", "typo", env=env, cwd=tmp)
+    assert typo.returncode == 1 and "data folder typo does not exist" in typo.stderr
+
+
+@pytest.mark.skipif(not SHARED_MNIST.is_dir(), reason="full MNIST not in ../shared/data/mnist")
+def test_evaluate_needs_only_the_test_files(run, tmp_path):
+    tmp, env, _ = run
+    (tmp_path / "data").mkdir()
+    for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        shutil.copy(SHARED_MNIST / name, tmp_path / "data")
+    result = xpcnn("evaluate", "run/checkpoint.npz", "--data-dir", str(tmp_path / "data"), "--json", env=env, cwd=tmp)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["images"] == 10_000
 
 
 def test_evaluate_json_is_json_and_nothing_else(run):
@@ -140,12 +242,12 @@ def test_refuses_to_overwrite_a_run_and_resumes(run):
     result = xpcnn("train", "--out", "run", "--resume", "--epochs", "2", "--no-download", "--limit", "1500",
                    "--val-split", "0.1", "--no-progress", "--no-plots", env=env, cwd=tmp)
     assert result.returncode == 0, result.stderr
-    assert "resuming" in result.stdout and "epoch 2/2" in result.stdout
+    assert "resuming" in result.stderr and "epoch 2/2" in result.stderr
 
 
 def ctrl_c_after_the_first_checkpoint(args: list[str], run: Path, env: dict[str, str], cwd: Path) -> str:
-    """Run `xpcnn *args`, press Ctrl-C once `run` holds a checkpoint; its output, after
-    checking it exited 130."""
+    """Run `xpcnn *args`, press Ctrl-C once `run` holds a checkpoint; what it said (stderr),
+    after checking it exited 130."""
     process = subprocess.Popen([sys.executable, "-m", "xpcnn.cli", *args], env=env, cwd=cwd, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
@@ -154,7 +256,7 @@ def ctrl_c_after_the_first_checkpoint(args: list[str], run: Path, env: dict[str,
     process.send_signal(signal.SIGINT)
     stdout, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, stderr
-    return stdout
+    return stderr
 
 
 def test_ctrl_c_saves_and_resume_finishes(tmp_path):
@@ -264,7 +366,7 @@ def test_the_printed_continue_command_reproduces_an_uninterrupted_run(tmp_path):
     assert command == "xpcnn train --out cut --resume"
     resumed = xpcnn(*command.split()[1:], "--no-progress", env=dict(env, XPCNN_DATA_DIR=str(tmp_path)), cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
-    assert f"data: full mnist from {SHARED_MNIST}" in resumed.stdout
+    assert f"data: full mnist from {SHARED_MNIST}" in resumed.stderr
     whole, cut = final_weights(tmp_path / "whole"), final_weights(tmp_path / "cut")
     for name, value in whole.items():
         np.testing.assert_array_equal(cut[name], value, err_msg=name)
@@ -282,13 +384,13 @@ def short_run(tmp_path_factory):
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--lr", "0.5"], "--lr 0.5 differs from the run's saved 0.01"),
-    (["--model", "lenet"], "--model lenet differs from the run's saved tutorial"),
-    (["--limit", "400"], "--limit 400 differs from the run's saved 320"),
-    (["--seed", "1"], "--seed 1 differs from the run's saved 0"),
-    (["--dtype", "float64"], "--dtype float64 differs from the run's saved float32"),
-    (["--batch-size", "32"], "--batch-size 32 differs from the run's saved 64"),
-    (["--data-dir", "elsewhere"], "--data-dir elsewhere differs from the run's saved the bundled subset"),
+    (["--lr", "0.5"], "--lr: 0.5 differs from the run's saved 0.01"),
+    (["--model", "lenet"], "--model: lenet differs from the run's saved tutorial"),
+    (["--limit", "400"], "--limit: 400 differs from the run's saved 320"),
+    (["--seed", "1"], "--seed: 1 differs from the run's saved 0"),
+    (["--dtype", "float64"], "--dtype: float64 differs from the run's saved float32"),
+    (["--batch-size", "32"], "--batch-size: 32 differs from the run's saved 64"),
+    (["--data-dir", "elsewhere"], "--data-dir: elsewhere differs from the run's saved the bundled subset"),
     (["--epochs", "0"], "--epochs: must be >= 1"),
 ])
 def test_resume_refuses_flags_that_change_the_run(short_run, flags, message):
@@ -303,7 +405,7 @@ def test_resume_accepts_equal_flags_and_another_backend(short_run):
     result = xpcnn("train", "--out", "run", "--resume", "--lr", "0.01", "--model", "seed", "--limit", "320",
                    "--backend", "array_api_strict", "--no-progress", "--no-plots", env=env, cwd=tmp)
     assert result.returncode == 0, result.stderr
-    assert "on array_api_strict" in result.stdout
+    assert "on array_api_strict" in result.stderr
 
 
 def test_extending_a_finished_run_replans_the_schedule(tmp_path):
@@ -314,7 +416,7 @@ def test_extending_a_finished_run_replans_the_schedule(tmp_path):
     more = xpcnn("train", "--out", "run", "--resume", "--epochs", "3", "--no-progress", "--no-plots", env=env,
                  cwd=tmp_path)
     assert more.returncode == 0, more.stderr
-    assert "extending the run from 1 to 3 epochs: the cosine schedule now spans 15 steps" in more.stdout
+    assert "extending the run from 1 to 3 epochs: the cosine schedule now spans 15 steps" in more.stderr
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [row["epoch"] for row in rows] == [1, 2, 3]
     assert rows[1]["lr"] > 1e-3 and rows[2]["train_loss"] < rows[0]["train_loss"]  # learning again, not at lr 0

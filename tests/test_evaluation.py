@@ -33,7 +33,7 @@ def test_evaluate_predict_and_confusion(test_set):
 @pytest.fixture(scope="module")
 def saved_run(tmp_path_factory):
     folder = tmp_path_factory.mktemp("run")
-    train = load_bundled().train.sample(256)
+    train, _, _ = load_bundled().splits(limit=256)  # records that it trained on the bundled subset
     trainer = Trainer.for_preset("tutorial", train_size=len(train), run_dir=folder, progress=False,
                                  log=lambda message: None)
     trainer.fit(train, 1)
@@ -53,11 +53,12 @@ def test_a_saved_model_gives_what_the_live_one_gives(saved_run, tmp_path, monkey
     images = load_bundled().test.images[:3]
     for index, image in enumerate(images):
         np.save(tmp_path / f"{index}.npy", image)
-    best = classify_files(saved_run.checkpoint_path, [tmp_path / f"{i}.npy" for i in range(3)], top=2)
+    results = classify_files(saved_run.checkpoint_path, [tmp_path / f"{i}.npy" for i in range(3)], top=2)
     expected = predict(saved_run.model, images, MNIST.mean, MNIST.std)
-    for row, probabilities in zip(best, expected):
-        assert len(row) == 2 and row[0][0] == str(int(np.argmax(probabilities)))
-        assert row[0][1] == pytest.approx(float(probabilities.max()))
+    for result, probabilities in zip(results, expected):
+        assert result.error is None and len(result.classes) == 2
+        assert result.classes[0][0] == str(int(np.argmax(probabilities)))
+        assert result.classes[0][1] == pytest.approx(float(probabilities.max()))
 
 
 def test_a_checkpoint_saved_before_training_says_what_it_lacks(tmp_path):

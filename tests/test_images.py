@@ -7,6 +7,7 @@ Predictions from .npy and picture files, end to end, are tested in tests/test_cl
 from __future__ import annotations
 
 import io
+import os
 import struct
 import time
 import zlib
@@ -62,3 +63,29 @@ def test_decompression_bomb_images_are_refused_from_the_header(tmp_path):
     (tmp_path / "lying.npy").write_bytes(header.ljust(128, b" ") + b"\n")
     with pytest.raises(ImageError, match=r"shape \(28, 28\)"):
         read_image(tmp_path / "lying.npy")
+
+
+def test_only_regular_files_are_opened(tmp_path):
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    start = time.perf_counter()
+    with pytest.raises(ImageError, match="pipe.png: not a regular file"):
+        read_image(fifo)  # opening it would wait for a writer forever
+    with pytest.raises(ImageError, match="not a regular file"):
+        read_image(tmp_path)
+    with pytest.raises(ImageError, match="missing.png: cannot read: No such file"):
+        read_image(tmp_path / "missing.png")
+    assert time.perf_counter() - start < 5
+
+
+def test_transparency_and_16_bit_pictures(tmp_path):
+    image_module = pytest.importorskip("PIL.Image")
+    digit = np.zeros((28, 28), np.uint8)
+    digit[6:22, 12:16] = 255  # a "1"
+    rgba = np.zeros((28, 28, 4), np.uint8)
+    rgba[..., 3] = digit  # black ink, drawn only by its alpha
+    image_module.fromarray(rgba, "RGBA").save(tmp_path / "ink.png")
+    image_module.fromarray(digit.astype(np.uint16) * 257).save(tmp_path / "deep.png")
+    reference = read_image(tmp_path / "deep.png")
+    assert reference.max() == 255 and reference[0].max() == 0  # light ink on black, like MNIST
+    np.testing.assert_array_equal(read_image(tmp_path / "ink.png"), reference)

@@ -58,3 +58,13 @@ def test_loss_rejects_float_labels_and_bad_shapes(to_target):
         loss_fn.forward(to_target(np.zeros((2, 3)), "float32"), to_target(np.zeros(2), "float32"))
     with pytest.raises(ValueError, match=r"logits \(N, K\) and labels \(N,\)"):
         loss_fn.forward(to_target(np.zeros((2, 3)), "float32"), to_target(np.zeros(3, np.int64)))
+
+
+def test_labels_outside_the_classes_are_refused(to_target):
+    loss = xpcnn.SoftmaxCrossEntropy()
+    logits = to_target(np.zeros((3, 4)), "float32")
+    for labels in ([0, 4, 1], [-1, 0, 0]):
+        with pytest.raises(ValueError, match=r"labels must be in \[0, 4\) for 4 logits"):
+            loss.forward(logits, to_target(np.array(labels)))
+    unchecked = xpcnn.SoftmaxCrossEntropy(check_labels=False)  # the training loop's: Dataset checked them
+    assert float(unchecked.forward(logits, to_target(np.array([0, 3, 1])))) == pytest.approx(np.log(4))

@@ -47,3 +47,9 @@ def test_seed_network_overfits_64_random_images(target):
                 break
     accuracy = np.mean(np.argmax(backend.to_numpy(net.forward(images, training=False)), axis=1) == labels_host)
     assert accuracy == 1.0, f"{name}: {accuracy:.1%} after {step + 1} steps"
+
+
+def test_a_layer_object_is_used_once_per_network():
+    relu = xpcnn.ReLU()
+    with pytest.raises(ValueError, match=r"the same ReLU\(\) object is at positions 1 and 3"):
+        xpcnn.Sequential([xpcnn.Flatten(), relu, xpcnn.Dense(4, 4), relu])

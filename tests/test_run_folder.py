@@ -48,7 +48,7 @@ def test_a_run_from_python_works_with_the_command(tmp_path):
     resumed = cli("train", "--out", "run", "--resume", "--limit", "640", "--no-progress", "--no-plots",
                   cwd=tmp_path, env=env)  # the saved settings and images; an equal flag is fine
     assert resumed.returncode == 0, resumed.stderr
-    assert "resuming run at epoch 2" in resumed.stdout and "for 2 epochs" in resumed.stdout
+    assert "resuming run at epoch 2" in resumed.stderr and "for 2 epochs" in resumed.stderr
     assert json.loads(folder.summary.read_text())["epochs"] == 2
 
 

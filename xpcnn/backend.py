@@ -123,6 +123,13 @@ def device_unusable_reason(name: str, spec: Any = None) -> str | None:
     return None
 
 
+def require(name: str, spec: Any = None) -> None:
+    """Raise BackendUnavailable, saying why, unless backend `name` runs on device `spec` here."""
+    reason = device_unusable_reason(name, spec)
+    if reason is not None:
+        raise BackendUnavailable(f"backend {name}{f' on device {spec}' if spec is not None else ''}: {reason}")
+
+
 def devices(name: str) -> list[str]:
     """Names of the devices backend `name` can use here."""
     xp = namespace(name)
@@ -132,7 +139,19 @@ def devices(name: str) -> list[str]:
     if name == "cupy":
         count = importlib.import_module("cupy").cuda.runtime.getDeviceCount()
         return [f"cuda:{i}" for i in range(count)]
-    return [str(d) for d in xp.__array_namespace_info__().devices()]
+    # array-api-strict's devices print as Device('name'); `device()` accepts the bare name
+    return [getattr(d, "_device", str(d)) for d in xp.__array_namespace_info__().devices()]
+
+
+def device_dtypes(name: str, spec: Any = None) -> list[str]:
+    """The floating dtypes of DTYPES that backend `name` offers on device `spec` (some
+    devices have no float64)."""
+    info = namespace(name).__array_namespace_info__()
+    try:
+        offered = info.dtypes(device=device(name, spec), kind="real floating")
+    except (TypeError, ValueError, AttributeError, NotImplementedError):  # no per-device answer
+        return list(DTYPES)
+    return [dtype_name for dtype_name in DTYPES if dtype_name in offered]
 
 
 def dtype(xp: Any, name: Any) -> Any:

@@ -31,6 +31,7 @@ from . import backend
 from ._version import __version__
 from .atomic import atomic_write_bytes
 from .checkpoint_schema import CheckpointError, check_meta
+from .datasets import Selection
 from .model import Sequential
 from .npyheader import read_npy_header
 
@@ -64,6 +65,14 @@ class Checkpoint:
                                   "it was saved before training (Trainer.fit writes them)")
         return data
 
+    def selection(self) -> Selection | None:
+        """Which images the run trained on (datasets.Selection), if the checkpoint says."""
+        saved = (self.trainer.get("info") or {}).get("selection")
+        try:
+            return None if saved is None else Selection.from_dict(saved)
+        except ValueError as exc:
+            raise CheckpointError(f"{self.path}: field trainer.info.{exc}"[:300]) from None
+
 
 def save_checkpoint(
     path: str | Path, model: Sequential, optimizer: Any = None, trainer: dict[str, Any] | None = None
@@ -93,8 +102,9 @@ def save_checkpoint(
 
 
 # What a damaged zip archive or .npy member raises from inside zipfile, zlib and NumPy.
-# (tokenize.TokenError and SyntaxError come from NumPy parsing a malformed .npy header.)
-ARCHIVE_ERRORS = (ValueError, OSError, EOFError, KeyError, NotImplementedError, SyntaxError,
+# (tokenize.TokenError and SyntaxError come from NumPy parsing a malformed .npy header;
+# RuntimeError from zipfile for a member flagged as encrypted, found by atheris.)
+ARCHIVE_ERRORS = (ValueError, OSError, EOFError, KeyError, NotImplementedError, SyntaxError, RuntimeError,
                   tokenize.TokenError, zipfile.BadZipFile, zlib.error, struct.error)
 ZIP_MAGIC = b"PK\x03\x04"
 

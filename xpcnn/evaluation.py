@@ -4,6 +4,7 @@ and the same for a saved model (what `xpcnn evaluate` and `xpcnn predict` run)."
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +13,8 @@ from array_api_compat import array_namespace
 
 from . import backend
 from .checkpoint import load_checkpoint
-from .datasets import Dataset, batches, load_dataset, normalize
-from .images import read_image
+from .datasets import Dataset, batches, load_bundled, load_dataset, normalize
+from .images import ImageError, read_image
 from .losses import SoftmaxCrossEntropy
 from .model import Sequential
 
@@ -26,7 +27,7 @@ def count_correct(logits: Any, labels: Any) -> Any:
 
 def evaluate(model: Sequential, dataset: Dataset, batch_size: int = 1000) -> dict[str, Any]:
     """Mean loss, accuracy and host predictions over `dataset`, in evaluation mode."""
-    loss_fn = SoftmaxCrossEntropy()
+    loss_fn = SoftmaxCrossEntropy(check_labels=False)  # Dataset checked the labels on the host
     total_loss, predictions = 0.0, []
     for x, y in batches(
         dataset, batch_size, shuffle=False, backend_name=model.backend, device=model.device, dtype=model.dtype
@@ -72,21 +73,47 @@ def evaluate_checkpoint(path: str | Path, dataset: str | None = None, data_dir: 
     "data"}, "data" saying where the images came from. `log` is told when the model was
     trained on another dataset."""
     checkpoint = load_checkpoint(path, backend_name, device)
-    trained_on = checkpoint.data_statistics()["name"]
+    trained_on, selection = checkpoint.data_statistics()["name"], checkpoint.selection()
     dataset = dataset or trained_on
     if trained_on != dataset:
         log(f"note: the model was trained on {trained_on}, evaluating on {dataset}")
-    loaded = load_dataset(dataset, data_dir, download=download, log=log)
+    if data_dir is None and dataset == trained_on and selection is not None and selection.folders is None:
+        loaded = load_bundled()  # the test split of what it was trained on
+        log(f"evaluating on the {loaded.source}, as the model was trained on it")
+    else:  # only the test split is needed; never the bundled subset in place of what was asked
+        prefer = (selection.folders or ()) if selection and dataset == trained_on else ()
+        loaded = load_dataset(dataset, data_dir, download=download, allow_bundled=False, log=log, parts=("test",),
+                              prefer=prefer)
     result = evaluate(checkpoint.model, loaded.test, batch_size)
     return {"accuracy": result["accuracy"], "loss": result["loss"], "images": len(loaded.test), "data": loaded.source}
 
 
-def classify_files(path: str | Path, images: Sequence[str | Path], *, invert: bool = False, top: int = 1,
-                   backend_name: str = "numpy", device: Any = None) -> list[list[tuple[str, float]]]:
-    """For each image file (PNG/JPEG or .npy, see xpcnn.images), the `top` most likely
-    classes of the saved model with their probabilities, most likely first."""
+@dataclass
+class Classified:
+    """What a saved model makes of one image file: its `top` classes with their
+    probabilities, most likely first; or why the file could not be read."""
+
+    image: Path
+    classes: list[tuple[str, float]] = field(default_factory=list)
+    error: str | None = None
+
+
+def classify_files(path: str | Path, images: Sequence[str | Path], *, invert: bool | None = None, top: int = 1,
+                   backend_name: str = "numpy", device: Any = None) -> list[Classified]:
+    """Each image file (a picture or .npy, see xpcnn.images.read_image) classified by the
+    saved model; a file that cannot be read gets its error, and the others still run."""
     checkpoint = load_checkpoint(path, backend_name, device)
     data = checkpoint.data_statistics()
-    pixels = np.stack([read_image(image, invert=invert) for image in images])
-    probabilities = predict(checkpoint.model, pixels, data["mean"], data["std"])
-    return [[(data["classes"][k], float(row[k])) for k in np.argsort(row)[::-1][:top]] for row in probabilities]
+    results, pixels = [], []
+    for image in images:
+        results.append(Classified(Path(image)))
+        try:
+            pixels.append(read_image(image, invert=invert))
+        except ImageError as exc:
+            results[-1].error = str(exc)
+    readable = [result for result in results if result.error is None]
+    if readable:
+        probabilities = predict(checkpoint.model, np.stack(pixels), data["mean"], data["std"])
+        for result, row in zip(readable, probabilities):
+            result.classes = [(data["classes"][k], float(row[k])) for k in np.argsort(row)[::-1][:top]]
+    return results

@@ -45,8 +45,8 @@ def report() -> list[str]:
     for name in backend.BACKENDS:
         reason = backend.unavailable_reason(name)
         if reason is None:
-            devices, dtypes = ", ".join(backend.devices(name)), ", ".join(backend.DTYPES)
-            lines.append(f"backend {name}: usable; devices {devices}; dtypes {dtypes}")
+            devices = [f"{spec} ({', '.join(backend.device_dtypes(name, spec))})" for spec in backend.devices(name)]
+            lines.append(f"backend {name}: usable; devices (dtypes): {', '.join(devices)}")
         else:
             lines.append(f"backend {name}: not usable: {reason}")
     lines += [f"BLAS: {line}" for line in blas() or ["unknown (install threadpoolctl to see it)"]]

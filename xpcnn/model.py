@@ -28,6 +28,11 @@ class Sequential:
                 raise TypeError(f"Sequential: item {index} is {type(layer).__name__}, not a Layer")
         if not layers:
             raise ValueError("Sequential needs at least one layer")
+        first: dict[int, int] = {}
+        for index, layer in enumerate(layers):
+            if first.setdefault(id(layer), index) != index:  # it would overwrite its own saved activations
+                raise ValueError(f"Sequential: the same {layer!r} object is at positions {first[id(layer)]} and "
+                                 f"{index}; a layer keeps what its backward needs, so use one object per position")
         self.layers = layers
         self.hooks: list[LayerHook] = []  # see hooked()
 

@@ -45,8 +45,12 @@ def lenet(seed: int = 0) -> Sequential:
 
 
 class SettingsError(ValueError):
-    """Training settings that do not fit together or do not fit the run (a momentum for
-    Adam, a warm-up longer than the run, a resumed run asked to change)."""
+    """A training setting that does not fit the others or the run (a momentum for Adam, a
+    warm-up longer than the run, a resumed run asked to change); `field` names it."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field, self.message = field, message
 
 
 @dataclass(frozen=True)
@@ -67,10 +71,13 @@ class Recipe:
         """A copy with the given fields changed; None leaves a field as it is. Switching to
         an optimizer other than SGD drops the momentum, which only SGD has."""
         changes = {key: value for key, value in changes.items() if value is not None}
-        if changes.get("optimizer", self.optimizer) != "sgd":
+        optimizer, schedule = changes.get("optimizer", self.optimizer), changes.get("schedule", self.schedule)
+        if optimizer != "sgd":
             if changes.get("momentum"):
-                raise SettingsError("momentum applies to the sgd optimizer only")
+                raise SettingsError("momentum", f"applies to the sgd optimizer only, not {optimizer}")
             changes["momentum"] = 0.0
+        if changes.get("warmup") and schedule != "cosine":
+            raise SettingsError("warmup", f"applies to the cosine schedule only, not {schedule}")
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
@@ -83,7 +90,7 @@ class Recipe:
         """The recipe's optimizer for `model`, its schedule planned over the whole run."""
         total = self.total_steps(steps_per_epoch)
         if self.schedule == "cosine" and not 0 <= self.warmup < total:
-            raise SettingsError(f"warm-up of {self.warmup} steps must be in [0, {total}), the run's number of steps")
+            raise SettingsError("warmup", f"{self.warmup} steps must be fewer than the run's {total} steps")
         schedule = optim.plan_schedule(self.schedule, total, self.warmup)
         return optim.build(self.optimizer, model, self.lr, momentum=self.momentum,
                            weight_decay=self.weight_decay, schedule=schedule)

@@ -71,6 +71,11 @@ class RunFolder:
         folder.path.mkdir(parents=True, exist_ok=True)
         return folder
 
+    def remove_if_empty(self) -> None:
+        """Remove the folder if nothing was written into it."""
+        if self.path.is_dir() and not any(self.path.iterdir()):
+            self.path.rmdir()
+
     @property
     def checkpoint(self) -> Path:
         return self.path / CHECKPOINT_NAME

@@ -41,9 +41,10 @@ Splits = tuple[Dataset, Dataset | None, Dataset]  # train, validation (or None),
 class SettingsConflict(SettingsError):
     """A resumed run was given a setting that differs from its saved one."""
 
-    def __init__(self, key: str, saved: Any, given: Any) -> None:
-        super().__init__(f"{key} {given} differs from the run's saved {saved}")
-        self.key, self.saved, self.given = key, saved, given
+    def __init__(self, field: str, saved: Any, given: Any) -> None:
+        super().__init__(field, f"{given} differs from the run's saved {saved}; a resumed run continues as it was "
+                                "started (start a new run to change it)")
+        self.saved, self.given = saved, given
 
 
 class TrainingDiverged(RuntimeError):
@@ -108,7 +109,8 @@ class Trainer:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if checkpoint_every is not None and checkpoint_every < 1:
             raise ValueError(f"checkpoint_every must be >= 1 step, got {checkpoint_every}")
-        self.model, self.optimizer, self.loss_fn = model, optimizer, SoftmaxCrossEntropy()
+        self.model, self.optimizer = model, optimizer
+        self.loss_fn = SoftmaxCrossEntropy(check_labels=False)  # Dataset checked the labels on the host
         self.batch_size, self.seed, self.name = batch_size, seed, name
         self.augment = augment  # random shifts of up to this many pixels (see datasets.batches)
         self.folder = RunFolder(run_dir) if run_dir is not None else None
@@ -178,7 +180,7 @@ class Trainer:
         learning-rate schedule is stretched over the new number of steps. Returns one line
         saying what the learning rate will do."""
         if epochs <= self.epochs:
-            raise SettingsError(f"epochs {epochs}: a run can be extended, not shortened; it was planned for "
+            raise SettingsError("epochs", f"{epochs}: a run can be extended, not shortened; it was planned for "
                                 f"{self.epochs} epochs")
         old_total, new_total = self.epochs * steps_per_epoch, epochs * steps_per_epoch
         self.optimizer.schedule = self.optimizer.schedule.replanned(old_total, new_total)
@@ -235,10 +237,7 @@ class Trainer:
         trainer = cls(checkpoint.model, _saved_optimizer(checkpoint), batch_size=state["batch_size"],
                       seed=state["seed"], augment=state["augment"], **kwargs)
         trainer.data, trainer.epochs = info.get("data"), info.get("settings", {}).get("epochs", 0)
-        try:
-            trainer.selection = None if info.get("selection") is None else Selection.from_dict(info["selection"])
-        except ValueError as exc:
-            raise CheckpointError(f"{path}: field trainer.info.{exc}"[:300]) from None
+        trainer.selection = checkpoint.selection()
         trainer.state = Progress(
             epoch=int(state["epoch"]), batch=int(state["batch"]), loss_sum=float(state["loss_sum"]),
             correct=float(state["correct"]), seen=int(state["seen"]), seconds=float(state["seconds"]),
@@ -388,13 +387,15 @@ class Trainer:
 
 
 def start_run(name: str, recipe: Recipe | None = None, *, dataset: str = "mnist", data_dir: str | Path | None = None,
-              download: bool = True, limit: int | None = None, seed: int = 0, val_split: float = 0.0,
+              download: bool = True, allow_bundled: bool = True, limit: int | None = None, seed: int = 0,
+              val_split: float = 0.0,
               backend_name: str = "numpy", device: Any = None, dtype: str = "float32",
               log: Callable[[str], None] = print, **options: Any) -> tuple[Trainer, Splits]:
-    """What `xpcnn train` starts: the data (full files, else for MNIST the bundled subset),
-    at most `limit` images of each split and `val_split` held out, and a Trainer for
-    preset `name` with `recipe` (default: the preset's). `options` are Trainer's."""
-    loaded = load_dataset(dataset, data_dir, download=download, log=log)
+    """What `xpcnn train` starts: the data (see datasets.load_dataset: full files, else for
+    MNIST with `allow_bundled` the bundled subset), at most `limit` images of each split
+    and `val_split` held out, and a Trainer for preset `name` with `recipe` (default: the
+    preset's). `options` are Trainer's."""
+    loaded = load_dataset(dataset, data_dir, download=download, allow_bundled=allow_bundled, log=log)
     log(f"data: {loaded.source}")
     data = loaded.splits(limit, seed, val_split)
     trainer = Trainer.for_preset(name, recipe, len(data[0]), seed=seed, backend_name=backend_name, device=device,

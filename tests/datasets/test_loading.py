@@ -37,12 +37,26 @@ def test_search_order_and_fallback(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.delenv("XPCNN_DATA_DIR", raising=False)
     messages = []
-    loaded = load_dataset("mnist", tmp_path / "empty", download=False, log=messages.append)
+    loaded = load_dataset("mnist", download=False, log=messages.append)  # nothing asked for: the subset, said
     assert "bundled" in loaded.source and len(messages) == 1 and "bundled" in messages[0]
+    with pytest.raises(DataNotFound, match="mnist: .*not found in .*cache"):
+        load_dataset("mnist", download=False, allow_bundled=False)
     with pytest.raises(DataNotFound, match="fashion-mnist"):
-        load_dataset("fashion-mnist", tmp_path / "empty", download=False)
+        load_dataset("fashion-mnist", download=False)
     with pytest.raises(ValueError, match="unknown dataset"):
         load_dataset("cifar")
+
+
+def test_an_explicit_data_folder_is_the_only_place_looked_in(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    with pytest.raises(DataNotFound, match=f"data folder {tmp_path / 'typo'} does not exist"):
+        load_dataset("mnist", tmp_path / "typo")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataNotFound, match=r"mnist: train-images-idx3-ubyte, train-labels-idx1-ubyte, "
+                                           r"t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte not found in"):
+        load_dataset("mnist", tmp_path / "empty")
+    with pytest.raises(DataNotFound, match=r"mnist: t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte not found"):
+        load_dataset("mnist", tmp_path / "empty", parts=("test",))  # what evaluate asks for
 
 
 @pytest.mark.skipif(not SHARED_MNIST.is_dir(), reason="full MNIST not in ../shared/data/mnist")

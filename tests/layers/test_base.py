@@ -87,3 +87,25 @@ def test_planned_size_refuses_what_the_constructor_would():
         xpcnn.Dense.planned_size({"in_features": 3})
     with pytest.raises(ValueError, match="negative"):
         xpcnn.Dense.planned_size({"in_features": -3, "out_features": 2})
+
+
+@pytest.mark.parametrize("build, message", [
+    (lambda: xpcnn.Conv2D(2.0, 4, 3), r"Conv2D in_channels must be an integer, got 2.0"),
+    (lambda: xpcnn.Conv2D(1, 0, 3), r"Conv2D out_channels must be >= 1, got 0"),
+    (lambda: xpcnn.Conv2D(1, 4, 3, padding=-1), r"Conv2D padding must be >= 0"),
+    (lambda: xpcnn.Conv2D(1, 4, 3, bias="yes"), r"Conv2D bias must be True or False"),
+    (lambda: xpcnn.Dense(3, True), r"Dense out_features must be an integer, got True"),
+    (lambda: xpcnn.MaxPool2D((2, 2, 2)), r"MaxPool2D kernel_size must be an integer or a pair of integers"),
+    (lambda: xpcnn.AvgPool2D(2, stride="1"), r"AvgPool2D stride must be an integer, got '1'"),
+    (lambda: xpcnn.BatchNorm2D(3, momentum=2), r"BatchNorm2D momentum must be in \[0.0, 1.0\], got 2"),
+    (lambda: xpcnn.Dropout(1.0), r"Dropout p must be in \[0.0, 1.0\), got 1.0"),
+])
+def test_constructor_arguments_are_named_when_refused(build, message):
+    with pytest.raises((TypeError, ValueError), match=message):
+        build()
+
+
+def test_integers_of_any_integer_type_are_accepted():
+    conv = xpcnn.Conv2D(np.int64(1), np.int32(4), np.uint8(3), stride=(np.int16(1), 1))
+    assert conv.config()["kernel_size"] == [3, 3] and type(conv.in_channels) is int
+    assert xpcnn.Dense(np.int64(3), 2).in_features == 3 and xpcnn.MaxPool2D(np.int64(2)).kernel_size == (2, 2)

@@ -133,14 +133,14 @@ class Dataset:
 
 @dataclass
 class Loaded:
-    train: Dataset
-    test: Dataset
+    train: Dataset | None  # None where only the test split was asked for
+    test: Dataset | None  # None where only the training split was asked for
     folders: tuple[str, ...] | None = None  # where the files were read; None: the bundled subset
 
     @property
     def source(self) -> str:
         """One line: where the data came from."""
-        return self.train.source
+        return (self.train or self.test).source  # type: ignore[union-attr]
 
     def splits(self, limit: int | None = None, seed: int = 0, val_split: float = 0.0
                ) -> tuple[Dataset, Dataset | None, Dataset]:
@@ -177,26 +177,29 @@ def load_bundled() -> Loaded:
     )
 
 
+PARTS = {"train": ("train_images", "train_labels"), "test": ("test_images", "test_labels")}
+
+
 def load_full(spec: DatasetSpec, data_dir: str | Path | None = None, download: bool = True,
-              log: Callable[[str], None] = lambda message: None, only: Sequence[Path] | None = None) -> Loaded:
-    """The full dataset from disk, downloading missing files into the cache if allowed.
-    With `only`, the files are looked for in those folders and nowhere else."""
+              log: Callable[[str], None] = lambda message: None, only: Sequence[Path] | None = None,
+              parts: Sequence[str] = ("train", "test")) -> Loaded:
+    """The files of `parts` of the full dataset, downloading missing ones into the cache if
+    allowed. With `only`, the files are looked for in those folders and nowhere else."""
     dirs = list(only) if only is not None else search_dirs(spec, data_dir)
+    keys = [key for part in parts for key in PARTS[part]]
+    paths = {key: find_file(spec.files[key], dirs) for key in keys}
+    missing = [spec.files[key].name for key, path in paths.items() if path is None]
+    if missing and not download:
+        raise DataNotFound(f"{spec.name}: {', '.join(missing)} not found in {', '.join(map(str, dirs))}")
     arrays, places = {}, set()
-    for key, file in spec.files.items():
-        path = find_file(file, dirs)
-        if path is None:
-            if not download:
-                raise DataNotFound(f"{spec.name}: {file.name} not found in {', '.join(map(str, dirs))}")
-            path = download_file(file, spec.mirrors, cache_dir() / spec.name, log=log)
-        arrays[key] = load_verified(path, file)
+    for key in keys:
+        path = paths[key] or download_file(spec.files[key], spec.mirrors, cache_dir() / spec.name, log=log)
+        arrays[key] = load_verified(path, spec.files[key])
         places.add(str(path.parent.resolve()))  # absolute: a resumed run may start elsewhere
     source = f"full {spec.name} from {', '.join(sorted(places))}"
-    return Loaded(
-        Dataset(arrays["train_images"], arrays["train_labels"], spec, source),
-        Dataset(arrays["test_images"], arrays["test_labels"], spec, source),
-        tuple(sorted(places)),
-    )
+    split = {part: Dataset(arrays[f"{part}_images"], arrays[f"{part}_labels"], spec, source) if part in parts else None
+             for part in PARTS}
+    return Loaded(split["train"], split["test"], tuple(sorted(places)))
 
 
 def download(name: str = "mnist", data_dir: str | Path | None = None,
@@ -219,19 +222,27 @@ def download(name: str = "mnist", data_dir: str | Path | None = None,
 
 
 def load_dataset(name: str = "mnist", data_dir: str | Path | None = None, *, download: bool = True,
-                 allow_bundled: bool = True, log: Callable[[str], None] = lambda message: None) -> Loaded:
-    """The best data available: full files (found or downloaded), else, for MNIST, the
-    bundled subset, announced in one line through `log`. A file that is present but
-    fails its checksum is an error, never silently replaced by the subset."""
+                 allow_bundled: bool = True, log: Callable[[str], None] = lambda message: None,
+                 parts: Sequence[str] = ("train", "test"), prefer: Sequence[str | Path] = ()) -> Loaded:
+    """The files of `parts` (train, test): from `data_dir` alone when it is given (a folder
+    that is missing or lacks a file is an error naming it); else from the folders in
+    `prefer`, $XPCNN_DATA_DIR or the cache, downloading what is missing; else, for MNIST
+    with `allow_bundled`, the bundled subset, announced through `log`. A file that is
+    present but fails its checksum is an error, never silently replaced by the subset."""
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; expected one of {', '.join(DATASETS)}")
     spec = DATASETS[name]
+    if data_dir is not None:
+        folder = Path(data_dir)
+        if not folder.is_dir():
+            raise DataNotFound(f"data folder {folder} does not exist")
+        return load_full(spec, download=False, only=[folder, folder / spec.name], parts=parts)
+    dirs = [Path(folder) for folder in prefer] + search_dirs(spec)
     try:
-        return load_full(spec, data_dir, download, log)
+        return load_full(spec, download=download, log=log, only=dirs, parts=parts)
     except (DataNotFound, DownloadError) as exc:
         if not (allow_bundled and spec is MNIST):
             raise DataNotFound(str(exc)) from None
         loaded = load_bundled()
         log(f"full MNIST neither found nor downloadable; using the {loaded.source}")
         return loaded
-

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import inspect
 import math
+import numbers
+import operator
 from typing import Any
 
 from array_api_compat import array_namespace, device
@@ -176,14 +178,31 @@ class Layer:
         return cache
 
 
-def pair(value: int | tuple[int, int] | list[int], what: str) -> tuple[int, int]:
-    """(a, b) from an int or a pair of positive ints; `what` names it in errors."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        value = (value, value)
-    if (
-        isinstance(value, (tuple, list))
-        and len(value) == 2
-        and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
-    ):
-        return (value[0], value[1])
-    raise ValueError(f"{what} must be an int or a pair of ints, got {value!r}")
+def integer(value: Any, what: str, minimum: int | None = None) -> int:
+    """`value` as a Python int: any integer type (NumPy's too), never a bool or a float;
+    `what` names it in errors, e.g. "Conv2D in_channels"."""
+    if isinstance(value, bool) or not hasattr(type(value), "__index__"):
+        raise TypeError(f"{what} must be an integer, got {value!r}")
+    value = operator.index(value)
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{what} must be >= {minimum}, got {value}")
+    return value
+
+
+def number(value: Any, what: str, low: float, high: float, high_included: bool = True) -> float:
+    """`value` as a float in [low, high] (or [low, high)); `what` names it in errors."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise TypeError(f"{what} must be a finite real number, got {value!r}")
+    if not (low <= value <= high if high_included else low <= value < high):
+        raise ValueError(f"{what} must be in [{low}, {high}{']' if high_included else ')'}, got {value}")
+    return float(value)
+
+
+def pair(value: Any, what: str) -> tuple[int, int]:
+    """(a, b) from an integer or a pair of integers; `what` names it in errors."""
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2:
+            raise ValueError(f"{what} must be an integer or a pair of integers, got {value!r}")
+        return (integer(value[0], what), integer(value[1], what))
+    single = integer(value, what)
+    return (single, single)

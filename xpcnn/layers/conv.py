@@ -6,7 +6,7 @@ import math
 from typing import Any
 
 from .. import init
-from .base import Layer, Shape, pair
+from .base import Layer, Shape, integer, pair
 from .windows import Padding, channel_rows, col2im, from_channel_rows, im2col, output_size
 
 
@@ -21,12 +21,11 @@ def _padding(padding: Any, kernel: tuple[int, int], stride: tuple[int, int]) -> 
         (kh, kw) = kernel
         return ((kh - 1) // 2, kh // 2, (kw - 1) // 2, kw // 2)
     if isinstance(padding, (tuple, list)) and len(padding) == 4:
-        if all(isinstance(p, int) and p >= 0 for p in padding):
-            return tuple(padding)  # type: ignore[return-value]
-        raise ValueError(f"padding values must be ints >= 0, got {padding!r}")
-    ph, pw = pair(padding, "padding")
+        top, bottom, left, right = (integer(p, "Conv2D padding", 0) for p in padding)
+        return (top, bottom, left, right)
+    ph, pw = pair(padding, "Conv2D padding")
     if ph < 0 or pw < 0:
-        raise ValueError(f"padding must be >= 0, got {padding!r}")
+        raise ValueError(f"Conv2D padding must be >= 0, got {padding!r}")
     return (ph, ph, pw, pw)
 
 
@@ -47,14 +46,15 @@ class Conv2D(Layer):
         rng: Any = None,
     ) -> None:
         super().__init__()
-        if in_channels < 1 or out_channels < 1:
-            raise ValueError(f"Conv2D channels must be >= 1, got {in_channels}, {out_channels}")
-        self.in_channels, self.out_channels = in_channels, out_channels
-        self.kernel_size = pair(kernel_size, "kernel_size")
-        self.stride = pair(stride, "stride")
+        self.in_channels = integer(in_channels, "Conv2D in_channels", 1)
+        self.out_channels = integer(out_channels, "Conv2D out_channels", 1)
+        self.kernel_size = pair(kernel_size, "Conv2D kernel_size")
+        self.stride = pair(stride, "Conv2D stride")
         if min(self.kernel_size) < 1 or min(self.stride) < 1:
             raise ValueError(f"kernel_size and stride must be >= 1, got {kernel_size}, {stride}")
         self.padding = _padding(padding, self.kernel_size, self.stride)
+        if not isinstance(bias, bool):
+            raise TypeError(f"Conv2D bias must be True or False, got {bias!r}")
         self.bias = bias
         shapes = self.array_shapes(self.config())
         fan_in = math.prod(shapes["weight"][1:])

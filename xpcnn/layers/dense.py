@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import init
-from .base import Layer, Shape
+from .base import Layer, Shape, integer
 
 
 class Dense(Layer):
@@ -13,9 +13,8 @@ class Dense(Layer):
 
     def __init__(self, in_features: int, out_features: int, *, rng: Any = None) -> None:
         super().__init__()
-        if in_features < 1 or out_features < 1:
-            raise ValueError(f"Dense sizes must be >= 1, got {in_features}, {out_features}")
-        self.in_features, self.out_features = in_features, out_features
+        self.in_features = integer(in_features, "Dense in_features", 1)
+        self.out_features = integer(out_features, "Dense out_features", 1)
         shapes = self.array_shapes(self.config())
         self.params = {
             "weight": init.kaiming_normal(shapes["weight"], in_features, init.host_rng(rng)),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import init
-from .base import Layer
+from .base import Layer, integer, number
 
 
 class Dropout(Layer):
@@ -17,9 +17,8 @@ class Dropout(Layer):
 
     def __init__(self, p: float = 0.5, *, seed: int = 0) -> None:
         super().__init__()
-        if not 0.0 <= p < 1.0:
-            raise ValueError(f"Dropout p must be in [0, 1), got {p}")
-        self.p, self.seed, self.calls = p, seed, 0
+        self.p = number(p, "Dropout p", 0.0, 1.0, high_included=False)
+        self.seed, self.calls = integer(seed, "Dropout seed", 0), 0
 
     def config(self) -> dict[str, Any]:
         return {"p": self.p, "seed": self.seed}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import init
-from .base import Layer, Shape
+from .base import Layer, Shape, integer, number
 from .windows import channel_rows, from_channel_rows
 
 
@@ -21,11 +21,9 @@ class BatchNorm2D(Layer):
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1) -> None:
         super().__init__()
-        if num_features < 1:
-            raise ValueError(f"BatchNorm2D num_features must be >= 1, got {num_features}")
-        if not 0.0 <= momentum <= 1.0 or eps <= 0.0:
-            raise ValueError(f"BatchNorm2D needs 0 <= momentum <= 1 and eps > 0, got {momentum}, {eps}")
-        self.num_features, self.eps, self.momentum = num_features, eps, momentum
+        self.num_features = integer(num_features, "BatchNorm2D num_features", 1)
+        self.eps = number(eps, "BatchNorm2D eps", 1e-300, 1.0)
+        self.momentum = number(momentum, "BatchNorm2D momentum", 0.0, 1.0)
         shapes = self.array_shapes(self.config())
         self.params = {"weight": init.ones(shapes["weight"]), "bias": init.zeros(shapes["bias"])}
         self.buffers = {

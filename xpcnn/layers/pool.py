@@ -15,8 +15,9 @@ class _Pool2D(Layer):
         self, kernel_size: int | tuple[int, int], stride: int | tuple[int, int] | None = None
     ) -> None:
         super().__init__()
-        self.kernel_size = pair(kernel_size, "kernel_size")
-        self.stride = self.kernel_size if stride is None else pair(stride, "stride")
+        name = type(self).__name__
+        self.kernel_size = pair(kernel_size, f"{name} kernel_size")
+        self.stride = self.kernel_size if stride is None else pair(stride, f"{name} stride")
         if min(self.kernel_size) < 1 or min(self.stride) < 1:
             raise ValueError(f"kernel_size and stride must be >= 1, got {kernel_size}, {stride}")
 
