@@ -17,7 +17,7 @@ import pytest
 
 from xpcnn.backend import to_numpy
 from xpcnn.checkpoint import load_checkpoint
-from xpcnn.datasets import load_bundled
+from xpcnn.datasets import MNIST, load_bundled, normalize
 
 from .helpers import SHARED_MNIST
 
@@ -441,3 +441,21 @@ def test_resume_never_switches_to_other_data(tmp_path):
     result = xpcnn("train", "--out", "run", "--resume", "--epochs", "2", env=env, cwd=tmp_path)
     assert result.returncode == 1 and f"the run's data is gone from {data}" in result.stderr, result.stderr
     assert result.stderr.count("\n") == 1
+
+
+def test_export_writes_an_onnx_model_that_runs(run):
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    tmp, env, _ = run
+    result = xpcnn("export", "run/checkpoint.npz", "run.onnx", env=env, cwd=tmp)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("run.onnx: ONNX opset 17")
+    images = load_bundled().test.images[:20]
+    logits = ort.InferenceSession(str(tmp / "run.onnx")).run(
+        None, {"pixels": (images / 255.0).astype(np.float32)[:, None]}
+    )[0]
+    model = load_checkpoint(tmp / "run" / "checkpoint.npz").model
+    expected = model.forward(normalize(images, MNIST.mean, MNIST.std), training=False)
+    np.testing.assert_allclose(logits, expected, rtol=0, atol=1e-4)
+    bad = xpcnn("export", "missing.npz", "x.onnx", env=env, cwd=tmp)
+    assert bad.returncode == 1 and "missing.npz: no such checkpoint file" in bad.stderr

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import xpcnn
-from xpcnn import backend
+from xpcnn import backend, presets
 from xpcnn.model import Sequential
 
 from .helpers import seed_net
@@ -53,3 +53,46 @@ def test_a_layer_object_is_used_once_per_network():
     relu = xpcnn.ReLU()
     with pytest.raises(ValueError, match=r"the same ReLU\(\) object is at positions 1 and 3"):
         xpcnn.Sequential([xpcnn.Flatten(), relu, xpcnn.Dense(4, 4), relu])
+
+
+def torch_lenet(torch):
+    nn = torch.nn
+    return nn.Sequential(
+        nn.Conv2d(1, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32), nn.MaxPool2d(2), nn.ReLU(),
+        nn.Conv2d(32, 64, 3, padding=1, bias=False), nn.BatchNorm2d(64), nn.MaxPool2d(2), nn.ReLU(),
+        nn.Flatten(), nn.Linear(64 * 7 * 7, 128), nn.ReLU(), nn.Dropout(0.3), nn.Linear(128, 10),
+    ).double()
+
+
+def test_weights_move_from_a_torch_sequential_and_back():
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    theirs = torch_lenet(torch)
+    theirs(torch.randn(16, 1, 28, 28, dtype=torch.float64))  # a training pass: running statistics move
+    theirs.eval()
+    ours = presets.build("lenet").to("numpy", dtype="float64")
+    ours.load_state_dict(theirs.state_dict())  # torch tensors, taken as they are
+    x = np.random.default_rng(1).standard_normal((8, 1, 28, 28))
+    expected = theirs(torch.from_numpy(x)).detach().numpy()
+    np.testing.assert_allclose(ours.forward(x, training=False), expected, rtol=0, atol=1e-10)
+    assert ours[1].batches_tracked == 1
+
+    again = torch_lenet(torch)
+    again.load_state_dict({key: torch.from_numpy(value) for key, value in ours.state_dict().items()}, strict=True)
+    again.eval()
+    np.testing.assert_allclose(again(torch.from_numpy(x)).detach().numpy(), expected, rtol=0, atol=1e-10)
+
+
+def test_load_state_dict_names_what_does_not_fit():
+    ours = presets.build("tutorial")
+    state = ours.state_dict()
+    state["4.weight"] = np.zeros((128, 10), np.float32)
+    state["9.weight"] = np.zeros(3, np.float32)
+    del state["0.bias"]
+    with pytest.raises(ValueError, match=r"4.weight: shape \(128, 10\), this network needs \(128, 1352\); "
+                                         r"missing 0.bias; unexpected 9.weight"):
+        ours.load_state_dict(state)
+    before = ours.state_dict()["4.weight"].copy()
+    with pytest.raises(ValueError):
+        ours.load_state_dict(state, strict=False)  # a wrong shape is refused even then, changing nothing
+    np.testing.assert_array_equal(ours.state_dict()["4.weight"], before)

@@ -132,6 +132,15 @@ def cmd_parity(args: argparse.Namespace) -> int:
     return 0 if result.passed else 1
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from .onnx import export_checkpoint
+
+    path = export_checkpoint(args.checkpoint, args.output, softmax=args.softmax, opset=args.opset)
+    print(f"{path}: ONNX opset {args.opset}; input: raw pixels in [0, 1], (batch, 1, 28, 28) float32; output: "
+          f"{'probabilities' if args.softmax else 'logits'} (batch, classes)")
+    return 0
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     print("\n".join(machine.report()))
     return 0
@@ -146,7 +155,7 @@ def cmd_download(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "parity": cmd_parity,
-            "info": cmd_info, "download": cmd_download}
+            "export": cmd_export, "info": cmd_info, "download": cmd_download}
 
 
 def main(argv: list[str] | None = None) -> int:

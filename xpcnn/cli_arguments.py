@@ -146,6 +146,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_parser(commands)
     _add_use_parsers(commands)
     _add_parity_parser(commands)
+    export = _command(commands, "export", help="write a checkpoint's model as ONNX (needs the onnx package)")
+    export.add_argument("checkpoint", type=Path)
+    export.add_argument("output", type=Path, help="the .onnx file to write")
+    export.add_argument("--softmax", action="store_true", help="output probabilities instead of logits")
+    export.add_argument("--opset", type=_checked(int, lambda value: value >= 17, ">= 17"), default=17,
+                        help="ONNX operator set (default: 17)")
     _command(commands, "info", help="version, usable backends, devices, BLAS")
     download = _command(commands, "download", help="download and verify a dataset into the cache")
     download.add_argument("dataset", nargs="?", default="mnist", choices=["mnist", "fashion-mnist"])

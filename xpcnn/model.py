@@ -108,6 +108,22 @@ class Sequential:
         """Saved, untrained state (running statistics), by name."""
         return self._named("buffers")
 
+    def state_dict(self) -> dict[str, Any]:
+        """Parameters and buffers as host NumPy copies under PyTorch's names ("0.weight",
+        "1.running_mean", "1.num_batches_tracked"), as torch.nn.Sequential.state_dict()
+        has them for the same layers in the same order (see xpcnn.weights)."""
+        from .weights import state_dict
+
+        return state_dict(self)
+
+    def load_state_dict(self, state: dict[str, Any], strict: bool = True) -> None:
+        """Take parameters and buffers from `state` (NumPy arrays, or tensors such as torch's
+        state_dict()), converted to this network's backend, device and dtype; a shape that
+        differs is named by its key; with `strict`, so is a missing or unexpected key."""
+        from .weights import load_state_dict
+
+        load_state_dict(self, state, strict)
+
     def set_array(self, name: str, value: Any) -> None:
         """Replace parameter or buffer `name` (e.g. "3.running_mean") with `value`."""
         index, _, key = name.partition(".")

@@ -30,6 +30,7 @@ class BatchNorm2D(Layer):
             "running_mean": init.zeros(shapes["running_mean"]),
             "running_var": init.ones(shapes["running_var"]),
         }
+        self.batches_tracked = 0  # training forwards so far (PyTorch's num_batches_tracked)
 
     @classmethod
     def array_shapes(cls, arguments: dict[str, Any]) -> dict[str, Shape]:
@@ -38,6 +39,14 @@ class BatchNorm2D(Layer):
 
     def config(self) -> dict[str, Any]:
         return {"num_features": self.num_features, "eps": self.eps, "momentum": self.momentum}
+
+    def extra_state(self) -> dict[str, int]:
+        return {"num_batches_tracked": self.batches_tracked}
+
+    def load_extra_state(self, state: dict[str, int]) -> None:
+        if set(state) - {"num_batches_tracked"}:
+            raise ValueError(f"{self!r}: expected extra state {{'num_batches_tracked': int}}, got {state!r}")
+        self.batches_tracked = state.get("num_batches_tracked", 0)
 
     def output_shape(self, input_shape: Shape) -> Shape:
         self._expect_ndim(input_shape, "NCHW")
@@ -69,6 +78,7 @@ class BatchNorm2D(Layer):
         var = xp.sum(centred * centred, axis=1, keepdims=True) / count
         inv_std = 1 / xp.sqrt(var + self.eps)
         m = self.momentum
+        self.batches_tracked += 1
         self.buffers["running_mean"] = (1 - m) * self.buffers["running_mean"] + m * xp.reshape(mean, (c,))
         self.buffers["running_var"] = (1 - m) * self.buffers["running_var"] + m * xp.reshape(var, (c,)) * (
             count / (count - 1)

@@ -1,0 +1,47 @@
+"""Weights by name, to and from other libraries: a network's state as PyTorch names it.
+
+xpcnn names parameters the way torch.nn.Sequential does ("<index>.<name>") and keeps
+PyTorch's layouts (Conv2d (O, C, kh, kw), Linear (out, in), BatchNorm2d's running
+statistics), so a torch.nn.Sequential with the same layers in the same order exchanges
+weights with an xpcnn Sequential through these two functions.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from . import backend
+
+COUNTER = "num_batches_tracked"  # BatchNorm2D's count of training batches, an integer in PyTorch
+
+
+def state_dict(model: Any) -> dict[str, np.ndarray]:
+    """Parameters, buffers and batch-norm counters of `model` as host NumPy copies."""
+    state = {name: backend.to_numpy(value).copy() for name, value in {**model.params, **model.buffers}.items()}
+    for index, layer in enumerate(model):
+        if COUNTER in layer.extra_state():
+            state[f"{index}.{COUNTER}"] = np.asarray(layer.extra_state()[COUNTER], np.int64)
+    return state
+
+
+def load_state_dict(model: Any, state: dict[str, Any], strict: bool = True) -> None:
+    """Set `model`'s parameters, buffers and counters from `state` (arrays or tensors of
+    any backend), on the model's backend, device and dtype. Nothing is changed when a key
+    or shape does not fit: ValueError lists them."""
+    own = {**model.params, **model.buffers}
+    counters = {f"{index}.{COUNTER}": layer for index, layer in enumerate(model) if COUNTER in layer.extra_state()}
+    host = {key: backend.to_numpy(value) for key, value in state.items()}
+    problems = [f"{key}: shape {tuple(host[key].shape)}, this network needs {tuple(own[key].shape)}"
+                for key in own if key in host and tuple(host[key].shape) != tuple(own[key].shape)]
+    if strict:
+        problems += [f"missing {key}" for key in [*own, *counters] if key not in host]
+        problems += [f"unexpected {key}" for key in host if key not in own and key not in counters]
+    if problems:
+        raise ValueError("load_state_dict: " + "; ".join(problems))
+    for key, value in host.items():
+        if key in own:
+            model.set_array(key, backend.to_backend(value, model.backend, model.device, model.dtype))
+        elif key in counters:
+            counters[key].load_extra_state({COUNTER: int(value)})
