@@ -40,13 +40,14 @@ from xpcnn.optim import SGD, Adam  # noqa: E402
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def xpcnn_step(model, optimizer, x, y):
-    loss = xpcnn.SoftmaxCrossEntropy()
+def xpcnn_step(model, optimizer, x, y, sync):
+    loss = xpcnn.SoftmaxCrossEntropy(check_labels=False)  # as in the training loop
 
     def step():
         loss.forward(model.forward(x), y)
         model.backward(loss.backward(), input_grad=False)  # as torch: no gradient for the data
         optimizer.step()
+        sync()  # a GPU call returns before its kernels finish: time the work, not the launches
 
     return step
 
@@ -71,15 +72,21 @@ def make_optimizers(preset, model, net):
     return Adam(model, 1e-3), torch.optim.Adam(net.parameters(), 1e-3)
 
 
-def side_by_side(ours, theirs, images, repeats, steps):
-    """Throughputs (images/s) of both, alternating within each repeat."""
-    ours(), theirs(), ours(), theirs()  # warm-up: allocations, kernels, caches
-    mine, reference = [], []
+def side_by_side(contenders, images, repeats, steps):
+    """Throughputs (images/s) of each contender (name -> step function), alternating
+    within each repeat so that a noisy machine slows all of them alike."""
+    for _ in range(2):  # warm-up: allocations, kernels, caches
+        for step in contenders.values():
+            step()
+    speeds = {name: [] for name in contenders}
     for _ in range(repeats):
-        mine.append(images * steps / timed(ours, steps))
-        reference.append(images * steps / timed(theirs, steps))
-    ratios = [a / b for a, b in zip(mine, reference)]
-    return mine, reference, ratios
+        for name, step in contenders.items():
+            speeds[name].append(images * steps / timed(step, steps))
+    return speeds
+
+
+def ratios(speeds, mine, theirs="PyTorch"):
+    return [a / b for a, b in zip(speeds[mine], speeds[theirs])]
 
 
 def fmt(values):
@@ -163,24 +170,35 @@ def peak_memory(library, threads):
 
 
 def device_setup(gpu: bool):
-    """(xpcnn target, torch device, training batch sizes, sync, device description)."""
+    """(xpcnn target, torch device, training batch sizes, sync, device description). On a
+    GPU, PyTorch's TF32 is turned off: CuPy computes in full float32, and so must the
+    reference."""
     import torch
 
     if not gpu:
         return ("numpy", None), "cpu", (64, 256), lambda: None, "CPU"
     import cupy
 
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+
     def sync():
         cupy.cuda.Device().synchronize()
         torch.cuda.synchronize()
 
-    versions = f"CuPy {cupy.__version__}, torch {torch.__version__}, CUDA {torch.version.cuda}"
-    return ("cupy", None), "cuda", (256, 1024), sync, f"{torch.cuda.get_device_name()} ({versions})"
+    versions = (f"CuPy {cupy.__version__}, torch {torch.__version__}, CUDA {torch.version.cuda}; TF32 off "
+                f"(matmul {torch.backends.cuda.matmul.allow_tf32}, cuDNN {torch.backends.cudnn.allow_tf32})")
+    return ("cupy", None), "cuda", (64, 256, 1024), sync, f"{torch.cuda.get_device_name()} ({versions})"
 
 
-def ratio_row(preset, batch, mode, mine, reference, ratios, share=""):
-    ratio = f"{statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f})"
-    return f"| {preset} | {batch} | {mode} | {fmt(mine)} | {fmt(reference)} | {ratio} | {share} |"
+CONTENDERS = ("xpcnn", "xpcnn on torch", "PyTorch")
+
+
+def ratio_row(preset, batch, mode, speeds, share=""):
+    cells = " | ".join(fmt(speeds[name]) for name in CONTENDERS)
+    mine = ratios(speeds, "xpcnn")
+    ratio = f"{statistics.median(mine):.2f} ({min(mine):.2f}-{max(mine):.2f})"
+    return f"| {preset} | {batch} | {mode} | {cells} | {ratio} | {share} |"
 
 
 def header_lines(args, device_name):
@@ -194,53 +212,102 @@ def header_lines(args, device_name):
         f"- threads: {args.threads} (torch.set_num_threads and threadpoolctl); BLAS: {blas_description()}",
         f"- OpenBLAS overrides before this run: {overrides} (unset for this process)",
         f"- xpcnn {xpcnn.__version__}, NumPy {np.__version__}, PyTorch {torch.__version__}; float32; "
-        f"{args.repeats} alternating repeats, median (min-max)",
+        f"{args.repeats} alternating repeats, median (min-max); every timed step ends in a device synchronisation",
+        "- xpcnn runs on NumPy (CuPy with --gpu); 'xpcnn on torch' is the same xpcnn code on PyTorch tensors",
         "",
         "## Throughput (images/s)",
         "",
-        "| preset | batch | mode | xpcnn | PyTorch | xpcnn / PyTorch | share of matmul peak (xpcnn / torch) |",
-        "|---|---|---|---|---|---|---|",
+        "| preset | batch | mode | xpcnn | xpcnn on torch | PyTorch | xpcnn / PyTorch | share of matmul peak "
+        "(xpcnn / torch) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
 
 
-def preset_rows(preset, args, setup, peak, rng, breakdowns):
-    """Training rows at each batch size and one inference row; fills breakdowns[preset]."""
+def training_contenders(preset, models, net, batch, setup, rng):
+    """name -> one training step at `batch`, all three on the same images and labels."""
     import torch
 
-    ours_target, torch_device, batch_sizes, sync, _ = setup
-    model = presets.build(preset).to(*ours_target)
-    net = torch_twin(model, torch_device)
-    flops = train_flops_per_image(model)
-    rows = []
-    for batch in batch_sizes:
-        x_host, y_host = rng.standard_normal((batch, 1, 28, 28)).astype(np.float32), rng.integers(0, 10, batch)
-        x, y = backend.to_backend(x_host, *ours_target), backend.to_backend(y_host, *ours_target)
-        xt, yt = torch.from_numpy(x_host).to(torch_device), torch.from_numpy(y_host).to(torch_device)
-        ours_opt, torch_opt = make_optimizers(preset, model, net)
-        ours_step = xpcnn_step(model, ours_opt, x, y)
-        theirs_step = torch_step(net, torch_opt, xt, yt, sync)
-        mine, reference, ratios = side_by_side(ours_step, theirs_step, batch, args.repeats, max(2, 2048 // batch))
-        share = f"{statistics.median(mine) * flops / peak:.0%} / {statistics.median(reference) * flops / peak:.0%}"
-        rows.append(ratio_row(preset, batch, "train", mine, reference, ratios, share))
-        if batch == batch_sizes[-1]:
-            breakdowns[preset] = layer_breakdown(ours_step, model, args.repeats, sync)
-    inference = 4096 if args.gpu else 1000
-    x_host = rng.standard_normal((inference, 1, 28, 28)).astype(np.float32)
-    x, xt = backend.to_backend(x_host, *ours_target), torch.from_numpy(x_host).to(torch_device)
+    ours_target, torch_device, _, sync, _ = setup
+    x_host, y_host = rng.standard_normal((batch, 1, 28, 28)).astype(np.float32), rng.integers(0, 10, batch)
+    steps = {}
+    for name, target in (("xpcnn", ours_target), ("xpcnn on torch", ("torch", torch_device))):
+        x, y = backend.to_backend(x_host, *target), backend.to_backend(y_host, *target)
+        steps[name] = xpcnn_step(models[name], make_optimizers(preset, models[name], net)[0], x, y, sync)
+    xt, yt = torch.from_numpy(x_host).to(torch_device), torch.from_numpy(y_host).to(torch_device)
+    steps["PyTorch"] = torch_step(net, make_optimizers(preset, models["xpcnn"], net)[1], xt, yt, sync)
+    return steps
+
+
+def inference_contenders(models, net, size, setup, rng):
+    import torch
+
+    ours_target, torch_device, _, sync, _ = setup
+    x_host = rng.standard_normal((size, 1, 28, 28)).astype(np.float32)
+    inputs = {"xpcnn": backend.to_backend(x_host, *ours_target),
+              "xpcnn on torch": backend.to_backend(x_host, "torch", torch_device)}
+    xt = torch.from_numpy(x_host).to(torch_device)
     net.eval()
 
-    def ours_infer():
-        model.forward(x, training=False)
-        sync()
+    def ours(name):
+        def infer():
+            models[name].forward(inputs[name], training=False)
+            sync()
+        return infer
 
-    def torch_infer():
+    def theirs():
         with torch.no_grad():
             net(xt)
         sync()
 
-    mine, reference, ratios = side_by_side(ours_infer, torch_infer, inference, args.repeats, 2)
-    rows.append(ratio_row(preset, inference, "inference", mine, reference, ratios))
+    return {"xpcnn": ours("xpcnn"), "xpcnn on torch": ours("xpcnn on torch"), "PyTorch": theirs}
+
+
+def preset_rows(preset, args, setup, peak, rng, breakdowns):
+    """Training rows at each batch size and one inference row; fills breakdowns[preset]."""
+    ours_target, torch_device, batch_sizes, sync, _ = setup
+    models = {"xpcnn": presets.build(preset).to(*ours_target),
+              "xpcnn on torch": presets.build(preset).to("torch", torch_device)}
+    net = torch_twin(models["xpcnn"], torch_device)
+    flops = train_flops_per_image(models["xpcnn"])
+    rows = []
+    for batch in batch_sizes:
+        steps = training_contenders(preset, models, net, batch, setup, rng)
+        speeds = side_by_side(steps, batch, args.repeats, max(2, 2048 // batch))
+        share = " / ".join(f"{statistics.median(speeds[name]) * flops / peak:.0%}" for name in ("xpcnn", "PyTorch"))
+        rows.append(ratio_row(preset, batch, "train", speeds, share))
+        if batch == batch_sizes[-1]:
+            breakdowns[preset] = layer_breakdown(steps["xpcnn"], models["xpcnn"], args.repeats, sync)
+    size = 4096 if args.gpu else 1000
+    speeds = side_by_side(inference_contenders(models, net, size, setup, rng), size, args.repeats, 2)
+    rows.append(ratio_row(preset, size, "inference", speeds))
     return rows
+
+
+def gpu_memory_lines(setup, rng):
+    """Peak GPU memory of a lenet batch-256 training step: CuPy's pool (what xpcnn holds)
+    and torch's peak allocation (PyTorch)."""
+    import cupy
+    import torch
+
+    pool = cupy.get_default_memory_pool()
+    pool.free_all_blocks()
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    models = {
+        "xpcnn": presets.build("lenet").to(*setup[0]),
+        "xpcnn on torch": presets.build("lenet").to("torch", "cuda"),
+    }
+    net = torch_twin(models["xpcnn"], "cuda")
+    steps = training_contenders("lenet", models, net, 256, setup, rng)
+    for _ in range(3):
+        steps["xpcnn"]()
+    ours = pool.total_bytes() / 2**20
+    for _ in range(3):
+        steps["PyTorch"]()
+    theirs = torch.cuda.max_memory_allocated() / 2**20
+    return ["## Peak GPU memory, lenet, batch 256, 3 training steps", "",
+            "| | xpcnn (CuPy memory pool) | PyTorch (max allocated) |", "|---|---|---|",
+            f"| MiB | {ours:,.0f} | {theirs:,.0f} |", ""]
 
 
 def memory_lines(threads):
@@ -299,8 +366,7 @@ def main() -> None:
         "dense layers) / peak.",
         "",
     ]
-    if not args.gpu:
-        lines += memory_lines(args.threads)
+    lines += gpu_memory_lines(setup, rng) if args.gpu else memory_lines(args.threads)
     for preset, rows in breakdowns.items():
         lines += breakdown_lines(preset, batch_sizes[-1], rows)
     report = "\n".join(lines)

@@ -1,55 +1,40 @@
 #!/usr/bin/env bash
-# GPU check: run on a machine with CUDA, CuPy and PyTorch but no internet, from the
-# repository root. Carry array-api-compat and array-api-strict as wheels in .whl/ (on the
-# CPU machine: pip download --no-deps --only-binary=:all: --python-version 3.12 -d .whl
-# array-api-compat array-api-strict). Writes everything under $OUT (default: gpu-results/), at most
-# 8 files, within about five minutes:
-#   env.txt         GPU, driver, library versions, `xpcnn info`
-#   pytest-gpu.txt  the gpu-marked tests (CuPy and torch-on-CUDA rows of the test matrix)
-#   parity.txt      `xpcnn parity` tables: numpy vs cupy and numpy vs torch:cuda, both presets, both dtypes
-#   parity.jsonl    the same reports as JSON, one per line
-#   train.txt       a short CuPy training run of lenet (bundled subset, one epoch) and its summary
-#   bench.md        the CuPy vs torch-CUDA throughput table (benchmarks/bench.py --gpu), if present
+# GPU check: run THERE (the GPU machine), from the repository root, with .whl/ carried
+# (benchmarks/gpu_prepare.sh makes it here). See README, "GPU check". Writes at most 8
+# files under $OUT (default gpu-results/) within about 8 minutes:
+#   env.txt        GPU, libraries, DLPack round trip (the preflight)
+#   parity.txt     layer-by-layer parity: numpy vs cupy, numpy vs torch:cuda, cupy vs torch:cuda,
+#   parity.jsonl   both presets, float32 and float64, plus 5 training steps (and as JSON)
+#   train.txt      one epoch of lenet on cupy and on torch:cuda
+#   bench.md       CuPy vs PyTorch-CUDA (and xpcnn on torch:cuda) throughput and memory
+#   pytest-gpu.txt the gpu-marked tests, which FAIL (not skip) when CUDA is unusable
+#   summary.md     all of it on one page: commit it as benchmarks/results/gpu-<date>.md
+# Without a usable CUDA device it stops after the preflight, within seconds, exit 3.
 set -u
 OUT=${OUT:-gpu-results}
 mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1 PYTHONWARNINGS=ignore
+export PYTHONUNBUFFERED=1 PYTHONWARNINGS=ignore XPCNN_REQUIRE_GPU=1
 if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    || { echo "gpu_check: could not install the carried wheels in .whl/" >&2; exit 2; }
   export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 fi
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+DEADLINE=$((SECONDS + ${GPU_CHECK_SECONDS:-470}))
+left() { echo $((DEADLINE - SECONDS)); }
+step() {  # step NAME SECONDS COMMAND...: run with a time-out that never passes the deadline
+  local name=$1 limit=$2; shift 2
+  if [ "$(left)" -lt 10 ]; then echo "gpu_check: no time left for $name" >&2; return 0; fi
+  [ "$limit" -gt "$(left)" ] && limit=$(left)
+  echo "gpu_check: $name (up to $limit s)" >&2
+  timeout "$limit" "$@"
+  echo "gpu_check: $name exit $?" >&2
+}
 
-{
-  date -u
-  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
-  python3 -c 'import sys, numpy, cupy, torch, array_api_compat; print("python", sys.version.split()[0], "numpy", numpy.__version__, "cupy", cupy.__version__, "torch", torch.__version__, "cuda", torch.version.cuda, "array_api_compat", array_api_compat.__version__)'
-  python3 -m xpcnn.cli info
-} >"$OUT/env.txt" 2>&1
-
-timeout 150 python3 -m pytest -q -m gpu -p no:cacheprovider tests >"$OUT/pytest-gpu.txt" 2>&1
-echo "pytest exit $?" >>"$OUT/pytest-gpu.txt"
-
-: >"$OUT/parity.txt"
-: >"$OUT/parity.jsonl"
-for other in cupy torch:cuda; do
-  for model in tutorial lenet; do
-    for dtype in float32 float64; do
-      args=(--backends "numpy,$other" --model "$model" --dtype "$dtype" --steps 5)
-      { echo "== xpcnn parity ${args[*]}"; timeout 60 python3 -m xpcnn.cli parity "${args[@]}"; echo "exit $?"; } >>"$OUT/parity.txt" 2>&1
-      timeout 60 python3 -m xpcnn.cli parity "${args[@]}" --json | python3 -c 'import json,sys; print(json.dumps(json.load(sys.stdin)))' >>"$OUT/parity.jsonl" 2>>"$OUT/parity.txt"
-    done
-  done
-done
-
-rm -rf /tmp/xpcnn-gpu-run
-{
-  timeout 120 python3 -m xpcnn.cli train --backend cupy --model lenet --epochs 1 --no-download --no-progress --no-plots --out /tmp/xpcnn-gpu-run
-  echo "exit $?"
-  cat /tmp/xpcnn-gpu-run/summary.json
-} >"$OUT/train.txt" 2>&1
-
-if [ -f benchmarks/bench.py ]; then
-  timeout 120 python3 benchmarks/bench.py --gpu --repeats 3 >"$OUT/bench.md" 2>&1
-fi
-echo "done: $(ls "$OUT")"
+python3 benchmarks/gpu_steps.py preflight "$OUT" || exit 3
+step parity 150 python3 benchmarks/gpu_steps.py parity "$OUT"
+step train 90 python3 benchmarks/gpu_steps.py train "$OUT"
+step bench 120 sh -c "python3 benchmarks/bench.py --gpu --repeats 3 >'$OUT/bench.md' 2>&1"
+step pytest 120 sh -c "python3 -m pytest -q -m gpu -p no:cacheprovider tests >'$OUT/pytest-gpu.txt' 2>&1"
+python3 benchmarks/gpu_steps.py summary "$OUT"
+echo "gpu_check: done in $SECONDS s: $(ls "$OUT")" >&2

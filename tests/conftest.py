@@ -1,7 +1,9 @@
 """Shared fixtures: the backend matrix and the hypothesis profiles.
 
 Every backend usable here runs the layer tests; CuPy and torch-on-CUDA are marked `gpu`
-and skip cleanly on machines without a CUDA device.
+and skip cleanly on machines without a CUDA device, unless XPCNN_REQUIRE_GPU=1 (set by
+benchmarks/gpu_check.sh): then an unusable GPU backend fails them, so a broken CUDA setup
+never reads as a pass.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ settings.register_profile("dev", max_examples=40, deadline=None, suppress_health
 settings.load_profile(os.environ.get("XPCNN_HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
 
 # (backend, device) pairs; GPU ones carry the gpu marker.
+REQUIRE_GPU = os.environ.get("XPCNN_REQUIRE_GPU") == "1"
 CPU_TARGETS = [("numpy", None), ("array_api_strict", None), ("torch", "cpu")]
 GPU_TARGETS = [("cupy", None), ("torch", "cuda")]
 
@@ -41,7 +44,7 @@ def _target_params() -> list:
     for name, device in CPU_TARGETS + GPU_TARGETS:
         marks = [pytest.mark.gpu] if (name, device) in GPU_TARGETS else []
         reason = _usable(name, device)
-        if reason is not None:
+        if reason is not None and not (REQUIRE_GPU and (name, device) in GPU_TARGETS):
             marks.append(pytest.mark.skip(reason=f"{name}: {reason}"))
         label = name if device in (None, "cpu") else f"{name}-{device}"
         params.append(pytest.param((name, device), id=label, marks=marks))
@@ -54,6 +57,9 @@ TARGETS = _target_params()
 @pytest.fixture(params=TARGETS, scope="session")
 def target(request):
     """(backend name, device spec) of every usable backend."""
+    reason = _usable(*request.param)
+    if reason is not None:  # only with XPCNN_REQUIRE_GPU: the others were skipped
+        pytest.fail(f"XPCNN_REQUIRE_GPU is set but {request.param[0]} cannot run here: {reason}")
     return request.param
 
 

@@ -4,6 +4,7 @@ backends and devices are usable."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import platform
 from pathlib import Path
@@ -49,6 +50,27 @@ def report() -> list[str]:
             lines.append(f"backend {name}: usable; devices (dtypes): {', '.join(devices)}")
         else:
             lines.append(f"backend {name}: not usable: {reason}")
+    lines += cuda()
     lines += [f"BLAS: {line}" for line in blas() or ["unknown (install threadpoolctl to see it)"]]
     lines.append(f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}")
     return lines
+
+
+def cuda() -> list[str]:
+    """Which CUDA the installed CuPy and PyTorch see (nothing for a library not installed)."""
+    lines = []
+    if importlib.util.find_spec("cupy") is not None:
+        try:
+            import cupy
+
+            runtime, driver = cupy.cuda.runtime.runtimeGetVersion(), cupy.cuda.runtime.driverGetVersion()
+            lines.append(f"CuPy {cupy.__version__}: CUDA runtime {runtime}, driver {driver}")
+        except Exception as exc:  # noqa: BLE001  (CuPy raises its own CUDA error types)
+            lines.append(f"CuPy: no CUDA driver or device ({type(exc).__name__}: {exc})")
+    if importlib.util.find_spec("torch") is not None:
+        import torch
+
+        build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+        lines.append(f"PyTorch {torch.__version__}: {build}, {torch.cuda.device_count()} CUDA devices")
+    return lines
+

@@ -1,0 +1,150 @@
+"""The steps of the GPU check (benchmarks/gpu_check.sh runs them in order), each writing
+its results under OUT:
+
+    python benchmarks/gpu_steps.py preflight OUT   exit 3, saying why, when CUDA is not usable
+    python benchmarks/gpu_steps.py parity OUT      numpy vs cupy vs torch:cuda, both presets and dtypes
+    python benchmarks/gpu_steps.py train OUT       one epoch of lenet on cupy and on torch:cuda
+    python benchmarks/gpu_steps.py summary OUT     OUT/summary.md from the files the others wrote
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import traceback
+from pathlib import Path
+
+# What is compared and trained on; tests/test_gpu_check.py runs the steps with CPU stand-ins.
+PAIRS = [("numpy", "cupy"), ("numpy", "torch:cuda"), ("cupy", "torch:cuda")]
+GPU_BACKENDS = [("cupy", None), ("torch", "cuda")]
+
+
+def preflight(out: Path) -> int:
+    """Every piece the check needs, tried for real: xpcnn imports, a CuPy reduction on the
+    GPU, torch sees CUDA, an array crosses cupy -> torch -> cupy by DLPack."""
+    problems, facts = [], []
+    try:
+        import xpcnn
+
+        facts.append(f"xpcnn {xpcnn.__version__} from {Path(xpcnn.__file__).parent}")
+    except Exception as exc:  # noqa: BLE001  (whatever stops the import is the finding)
+        problems.append(f"import xpcnn failed: {exc!r} (are array-api-compat and array-api-strict carried in .whl?)")
+    try:
+        import cupy
+
+        total = float(cupy.arange(1000, dtype=cupy.float32).sum())
+        facts.append(f"CuPy {cupy.__version__}: sum on {cupy.cuda.runtime.getDeviceProperties(0)['name'].decode()}"
+                     f" = {total:g}; CUDA runtime {cupy.cuda.runtime.runtimeGetVersion()}")
+    except Exception as exc:  # noqa: BLE001
+        problems.append(f"CuPy cannot compute on a CUDA device: {exc!r}")
+    try:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise RuntimeError("torch.cuda.is_available() is False")
+        facts.append(f"torch {torch.__version__}, CUDA {torch.version.cuda}, {torch.cuda.get_device_name()}")
+        import cupy
+
+        there = torch.from_dlpack(cupy.arange(5, dtype=cupy.float32))
+        back = cupy.from_dlpack(there * 2)
+        facts.append(f"DLPack cupy -> torch -> cupy: {back.get().tolist()}")
+    except Exception as exc:  # noqa: BLE001
+        problems.append(f"torch on CUDA (or DLPack with CuPy) does not work: {exc!r}")
+    (out / "env.txt").write_text("\n".join(facts + [f"PROBLEM: {p}" for p in problems]) + "\n")
+    if problems:
+        print("gpu_check: no usable CUDA device here, stopping before the checks:\n  " + "\n  ".join(problems),
+              file=sys.stderr)
+        return 3
+    print("\n".join(facts))
+    return 0
+
+
+def parity(out: Path) -> int:
+    """Layer by layer, both presets, float32 and float64, plus a 5-step trajectory."""
+    from xpcnn import parity as check
+    from xpcnn import presets
+
+    passed = True
+    with open(out / "parity.txt", "w") as text, open(out / "parity.jsonl", "w") as lines:
+        for pair in PAIRS:
+            for preset in ("tutorial", "lenet"):
+                for dtype in ("float32", "float64"):
+                    started = time.perf_counter()
+                    result = check.check(presets.build(preset), check.usable_targets(",".join(pair)), dtype,
+                                         steps=5, name=preset)
+                    took = time.perf_counter() - started
+                    text.write(f"== {' vs '.join(pair)}, {preset}, {dtype} ({took:.1f} s)\n{result.to_text()}\n\n")
+                    lines.write(json.dumps({"pair": pair, "preset": preset, "dtype": dtype, **result.to_dict()}) + "\n")
+                    passed = passed and result.passed
+    return 0 if passed else 1
+
+
+def train(out: Path) -> int:
+    """One epoch of lenet on the bundled subset on each GPU backend: accuracy, images/s,
+    and the first step against the steady state."""
+    from xpcnn import Trainer
+    from xpcnn.datasets import load_bundled
+
+    rows = []
+    for name, device in GPU_BACKENDS:
+        train_set, _, test_set = load_bundled().splits()
+        trainer = Trainer.for_preset("lenet", train_size=len(train_set), backend_name=name, device=device,
+                                     progress=False, log=lambda message: None)
+        steps = []
+        original = trainer._step
+
+        def timed_step(x, y, original=original, steps=steps):
+            started = time.perf_counter()
+            original(x, y)  # ends with the loss and the correct count on the host: a synchronisation
+            steps.append(time.perf_counter() - started)
+
+        trainer._step = timed_step
+        trainer.fit(train_set, 1)
+        accuracy = trainer.finish(test_set)["accuracy"]
+        steady = sorted(steps[5:])[len(steps[5:]) // 2]
+        rows.append(f"{name}:{device or 'default'}: test accuracy {accuracy:.2%}, "
+                    f"{len(train_set) / trainer.history[0]['seconds']:,.0f} images/s over the epoch, first step "
+                    f"{steps[0] * 1e3:.0f} ms, median step {steady * 1e3:.1f} ms (batch {trainer.batch_size})")
+    (out / "train.txt").write_text("\n".join(rows) + "\n")
+    print("\n".join(rows))
+    return 0
+
+
+def summary(out: Path) -> int:
+    """One markdown page from the files of the other steps (missing ones said so)."""
+    def section(title: str, name: str, lines: int | None = None) -> list[str]:
+        path = out / name
+        if not path.exists():
+            return [f"## {title}", "", f"(no {name}: the step did not run or was cut by the deadline)", ""]
+        text = path.read_text().splitlines()
+        return [f"## {title}", "", "```", *(text[-lines:] if lines else text), "```", ""]
+
+    verdicts = []
+    if (out / "parity.jsonl").exists():
+        for line in (out / "parity.jsonl").read_text().splitlines():
+            row = json.loads(line)
+            worst = max((r["max_rel"] for r in row["compare"]["rows"] if r["view"] == "local"), default=0.0)
+            verdicts.append(f"| {' vs '.join(row['pair'])} | {row['preset']} | {row['dtype']} | {worst:.1e} | "
+                            f"{'PASS' if row['passed'] else 'FAIL'} |")
+    page = [f"# GPU check, {time.strftime('%Y-%m-%d')}", ""] + section("Environment", "env.txt")
+    page += ["## Parity (worst local relative difference)", "", "| backends | preset | dtype | worst | verdict |",
+             "|---|---|---|---|---|", *verdicts, ""]
+    page += section("Training, one epoch of lenet", "train.txt") + section("Throughput", "bench.md")
+    page += section("gpu-marked tests", "pytest-gpu.txt", lines=15)
+    (out / "summary.md").write_text("\n".join(page))
+    return 0
+
+
+STEPS = {"preflight": preflight, "parity": parity, "train": train, "summary": summary}
+
+if __name__ == "__main__":
+    if len(sys.argv) != 3 or sys.argv[1] not in STEPS:
+        sys.exit(f"usage: python {sys.argv[0]} {{{','.join(STEPS)}}} OUT")
+    folder = Path(sys.argv[2])
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        sys.exit(STEPS[sys.argv[1]](folder))
+    except Exception:  # noqa: BLE001  (the check goes on with the next step; the trace is the finding)
+        traceback.print_exc()
+        sys.exit(1)

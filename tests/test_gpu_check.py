@@ -1,0 +1,49 @@
+"""The GPU check (benchmarks/gpu_check.sh, gpu_steps.py) can only show itself on a GPU
+machine, which few sessions have: here it must stop at once, saying why, and its steps
+must run when CPU backends stand in for CUDA, so that the first device run is not wasted."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from xpcnn import backend
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def gpu_steps():
+    spec = importlib.util.spec_from_file_location("gpu_steps", ROOT / "benchmarks" / "gpu_steps.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.skipif(backend.unavailable_reason("cupy") is None, reason="a CUDA device is here")
+def test_without_cuda_the_check_stops_within_seconds_saying_why(tmp_path):
+    started = time.perf_counter()
+    result = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh")], cwd=ROOT, capture_output=True,
+                            text=True, env={**os.environ, "OUT": str(tmp_path)}, timeout=120)
+    assert result.returncode == 3 and time.perf_counter() - started < 60
+    assert "no usable CUDA device here" in result.stderr and "CuPy cannot compute" in result.stderr
+    assert "PROBLEM:" in (tmp_path / "env.txt").read_text()
+
+
+def test_the_steps_run_with_cpu_backends_standing_in(tmp_path, monkeypatch):
+    pytest.importorskip("torch")
+    steps = gpu_steps()
+    monkeypatch.setattr(steps, "PAIRS", [("numpy", "torch")])
+    monkeypatch.setattr(steps, "GPU_BACKENDS", [("torch", "cpu")])
+    monkeypatch.setattr(sys, "argv", ["gpu_steps.py"])
+    assert steps.parity(tmp_path) == 0
+    assert (tmp_path / "parity.txt").read_text().count("PASS") >= 4
+    (tmp_path / "pytest-gpu.txt").write_text("3 passed\n")
+    assert steps.summary(tmp_path) == 0
+    page = (tmp_path / "summary.md").read_text()
+    assert "| numpy vs torch | lenet | float64 |" in page and "(no train.txt" in page and "3 passed" in page
