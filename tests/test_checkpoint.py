@@ -433,3 +433,24 @@ def test_a_member_flagged_encrypted_is_a_checkpoint_error(saved, tmp_path):
     (tmp_path / "locked.npz").write_bytes(bytes(data))
     with pytest.raises(CheckpointError, match="param/0.weight.*encrypted"):
         load_checkpoint(tmp_path / "locked.npz")
+
+
+@pytest.mark.parametrize("classes, kernel, message", [
+    (["a", "b"], 3, r"field trainer.info.data.classes: 2 class names for a network whose output is \(10,\)"),
+    (list("0123456789"), 100, r"field architecture: does not take 28x28 images"),
+])
+def test_a_model_that_cannot_classify_its_data_is_named_when_used(tmp_path, classes, kernel, message):
+    path = tmp_path / "run.npz"
+    net = presets.tutorial(0)
+    trainer = xpcnn.Trainer(net, SGD(net, 0.1), progress=False, log=lambda m: None)
+    trainer.data = {"name": "mnist", "mean": 0.13, "std": 0.31, "classes": classes, "source": "test"}
+    save_checkpoint(path, net, trainer.optimizer, trainer.trainer_state())
+
+    def with_kernel(meta):  # a first convolution of `kernel` x `kernel`, its weight to match
+        meta["architecture"][0]["config"]["kernel_size"] = [kernel, kernel]
+        meta["arrays"]["param/0.weight"]["shape"] = [8, 1, kernel, kernel]
+
+    weight = np.zeros((8, 1, kernel, kernel), np.float32)
+    bad = rewrite(path, tmp_path / "bad.npz", meta=with_kernel, replace={"param/0.weight": weight})
+    with pytest.raises(CheckpointError, match=message):
+        load_checkpoint(bad).data_statistics()

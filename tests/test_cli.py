@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shlex
 import shutil
 import signal
 import subprocess
@@ -88,7 +89,7 @@ def good_model(tmp_path_factory):
 
 def pictures_of(digits: np.ndarray, folder: Path, kind: str) -> list[str]:
     """MNIST digits as people give them: dark ink on light paper, black ink on a transparent
-    background, or somewhere in a wide grey photo, 4x MNIST's size."""
+    background, or somewhere in a wide, unevenly lit, grainy grey photo, 4x MNIST's size."""
     from PIL import Image
 
     paths = []
@@ -98,10 +99,11 @@ def pictures_of(digits: np.ndarray, folder: Path, kind: str) -> list[str]:
             picture = Image.fromarray(255 - big).convert("RGB")
         elif kind == "transparent":
             picture = Image.fromarray(np.dstack([np.zeros((112, 112, 3), np.uint8), big]), "RGBA")
-        else:  # wide: 250 x 120, light grey paper, the digit off centre
-            canvas = np.full((120, 250), 210, np.uint8)
-            canvas[4:116, 20:132] = 210 - (big.astype(np.int32) * 190 // 255)
-            picture = Image.fromarray(canvas)
+        else:  # a wide photo: 250 x 120 grey paper lit from one side, grain, the digit off centre
+            canvas = np.full((120, 250), 210.0) + np.linspace(-30, 30, 250)[None, :]
+            canvas[4:116, 20:132] -= big.astype(float) * 190 / 255
+            canvas += np.random.default_rng(number).normal(0, 6, canvas.shape)
+            picture = Image.fromarray(np.clip(canvas, 0, 255).astype(np.uint8))
         paths.append(str(folder / f"{kind}{number}.png"))
         picture.save(paths[-1])
     return paths
@@ -146,7 +148,12 @@ def test_usage_errors_exit_2(tmp_path):
     (["train", "--lr", "abc"], "argument --lr: invalid float value: 'abc'"),
     (["train", "--lr", "inf"], "argument --lr: must be > 0 and finite, got inf"),
     (["train", "--augment", "100"], "argument --augment: must be in [0, 8], got 100"),
-    (["train", "--seed", "-1"], "argument --seed: must be >= 0, got -1"),
+    (["train", "--seed", "-1"], "argument --seed: must be in [0, 9223372036854775807], got -1"),
+    (["train", "--seed", "99999999999999999999999"], "argument --seed: must be in [0,"),
+    (["train", "--batch-size", "1000000001"], "argument --batch-size: must be in [1, 1,000,000,000]"),
+    (["train", "--epochs", "1000001"], "argument --epochs: must be in [1, 1,000,000]"),
+    (["train", "--out", "notes.txt/sub"], "--out: cannot make notes.txt/sub: Not a directory"),
+    (["parity", "--seed", "-1"], "argument --seed: must be in [0,"),
     (["train", "--resume"], "--out: resuming needs the run folder to continue"),
     (["train", "--out", "notes.txt"], "--out: notes.txt is a file, not a run folder"),
     (["train", "--optimizer", "adam", "--momentum", "0.9"], "--momentum: applies to the sgd optimizer only, not adam"),
@@ -259,6 +266,16 @@ def ctrl_c_after_the_first_checkpoint(args: list[str], run: Path, env: dict[str,
     return stderr
 
 
+def test_the_continue_command_quotes_the_folder(tmp_path):
+    env = env_without_data(tmp_path)
+    stderr = ctrl_c_after_the_first_checkpoint(
+        ["train", "--no-download", "--limit", "3000", "--epochs", "2", "--out", "my run", "--checkpoint-every", "5",
+         "--no-progress", "--no-plots"], tmp_path / "my run", env, tmp_path)
+    command = stderr.split("continue with: ")[1].strip()
+    assert command == "xpcnn train --out 'my run' --resume --checkpoint-every 5"
+    assert xpcnn(*shlex.split(command)[1:], "--no-progress", env=env, cwd=tmp_path).returncode == 0
+
+
 def test_ctrl_c_saves_and_resume_finishes(tmp_path):
     env = env_without_data(tmp_path)
     stdout = ctrl_c_after_the_first_checkpoint(
@@ -363,8 +380,9 @@ def test_the_printed_continue_command_reproduces_an_uninterrupted_run(tmp_path):
     steps = load_checkpoint(tmp_path / "cut" / "checkpoint.npz").optimizer["steps"]
     assert 0 < steps < 2 * 9 and steps != 9  # interrupted inside an epoch (9 batches of 64 per epoch)
     command = stdout.split("continue with: ")[1].strip()
-    assert command == "xpcnn train --out cut --resume"
-    resumed = xpcnn(*command.split()[1:], "--no-progress", env=dict(env, XPCNN_DATA_DIR=str(tmp_path)), cwd=tmp_path)
+    assert command == "xpcnn train --out cut --resume --checkpoint-every 3"
+    resumed = xpcnn(*shlex.split(command)[1:], "--no-progress", env=dict(env, XPCNN_DATA_DIR=str(tmp_path)),
+                    cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     assert f"data: full mnist from {SHARED_MNIST}" in resumed.stderr
     whole, cut = final_weights(tmp_path / "whole"), final_weights(tmp_path / "cut")
@@ -390,8 +408,8 @@ def short_run(tmp_path_factory):
     (["--seed", "1"], "--seed: 1 differs from the run's saved 0"),
     (["--dtype", "float64"], "--dtype: float64 differs from the run's saved float32"),
     (["--batch-size", "32"], "--batch-size: 32 differs from the run's saved 64"),
-    (["--data-dir", "elsewhere"], "--data-dir: elsewhere differs from the run's saved the bundled subset"),
-    (["--epochs", "0"], "--epochs: must be >= 1"),
+    (["--data-dir", "elsewhere"], "--data-dir: elsewhere differs from the run's saved (the bundled subset)"),
+    (["--epochs", "0"], "--epochs: must be in [1, 1,000,000], got 0"),
 ])
 def test_resume_refuses_flags_that_change_the_run(short_run, flags, message):
     tmp, env = short_run

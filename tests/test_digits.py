@@ -49,3 +49,20 @@ def test_a_wide_picture_is_fitted_not_stretched():
 def test_a_blank_picture_is_refused():
     with pytest.raises(digits.BlankImage, match="blank"):
         digits.mnist_form(np.full((40, 40), 0.8))
+
+
+def test_uneven_light_and_grain_do_not_move_the_digit(mnist_digits):
+    """A photo: paper lit from one side (+-40 grey levels across it), grain (sd 8), the
+    digit off centre. The digit that comes out is the one a flat clean scan gives."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    differences = []
+    for image in mnist_digits[:30]:
+        big = np.asarray(Image.fromarray(image).resize((112, 112), Image.Resampling.BICUBIC)).astype(float)
+        paper = np.full((120, 250), 210.0)
+        paper[4:116, 20:132] -= big * 190 / 255
+        photo = paper + np.linspace(-40, 40, 250)[None, :] + rng.normal(0, 8, paper.shape)
+        clean, noisy = digits.mnist_form(paper / 255), digits.mnist_form(np.clip(photo, 0, 255) / 255)
+        differences.append(np.abs(clean.astype(float) - noisy).mean())
+    assert np.mean(differences) < 12 and max(differences) < 30  # of 255 grey levels

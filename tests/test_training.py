@@ -132,3 +132,10 @@ def test_moving_the_model_mid_run_moves_the_optimizer_state_and_still_resumes(tm
     resumed = Trainer.resume(tmp_path / "checkpoint.npz", progress=False, log=lambda m: None)
     assert resumed.model.dtype == "float32" and resumed.optimizer.steps == 4
     assert np.isfinite(resumed.fit(train, 3)[-1]["train_loss"])
+
+
+def test_a_saved_position_beyond_the_epoch_is_not_this_data(tmp_path, data):
+    trainer = make_trainer(tmp_path)
+    trainer.state.batch = 1_000_000  # what a hostile checkpoint may claim
+    with pytest.raises(ValueError, match="stands at batch 1000000 of an epoch, but this training set has 10 batches"):
+        trainer.fit(data[0], 1)

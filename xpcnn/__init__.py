@@ -16,6 +16,13 @@ Training and using a network
     Trainer -- the training loop and its run folder; evaluate, predict -- using a network.
     load_checkpoint, save_checkpoint -- arrays plus JSON, loadable on any backend.
 
+What the command does, as functions
+    xpcnn.training.start_run / resume_run (train), xpcnn.evaluation.evaluate_checkpoint
+    (evaluate), classify_files (predict; pictures read by xpcnn.images and brought into
+    MNIST's form by xpcnn.digits), xpcnn.parity.check (parity), xpcnn.onnx.export (export),
+    xpcnn.machine.report (info). Weights to and from PyTorch: Sequential.state_dict /
+    load_state_dict.
+
 Backends (xpcnn.backend)
     available_backends(), to_backend(x, name), to_numpy(x).
 

@@ -63,6 +63,13 @@ class Checkpoint:
         if not isinstance(data, dict) or not {"name", "mean", "std", "classes"} <= set(data):
             raise CheckpointError(f"{self.path}: no data statistics (dataset, mean, std, classes) in the checkpoint; "
                                   "it was saved before training (Trainer.fit writes them)")
+        try:  # the datasets are 28x28 single-channel images: the network must take them
+            outputs = self.model.output_shapes((1, 1, 28, 28))[-1]
+        except ValueError as exc:
+            raise CheckpointError(f"{self.path}: field architecture: does not take 28x28 images: {exc}") from None
+        if outputs != (1, len(data["classes"])):
+            raise CheckpointError(f"{self.path}: field trainer.info.data.classes: {len(data['classes'])} class names "
+                                  f"for a network whose output is {outputs[1:]}")
         return data
 
     def selection(self) -> Selection | None:
@@ -130,7 +137,7 @@ def _read_meta(archive: Any, path: Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: {META_KEY} must be a 1-D uint8 array of at most {MAX_META_BYTES:,} bytes")
     try:
         meta = json.loads(raw.tobytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:  # bad UTF-8, bad JSON, integers of thousands of digits
         raise CheckpointError(
             f"{path}: {META_KEY} is not usable UTF-8 JSON: {type(exc).__name__}: {exc}"[:300]
         ) from None
@@ -202,8 +209,10 @@ def load_checkpoint(
     dtype) and finite; anything else raises CheckpointError naming the file and what differs.
     """
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"{path}: no such checkpoint file")
+    if not path.is_file():  # a folder, a FIFO...
+        raise CheckpointError(f"{path}: not a checkpoint file (a folder or a special file)")
     with open(path, "rb") as handle:
         if handle.read(4) != ZIP_MAGIC:  # np.load would read any .npy whole, whatever it asks for
             raise CheckpointError(f"{path}: not a checkpoint archive (.npz files start with {ZIP_MAGIC!r})")

@@ -10,6 +10,7 @@ from typing import Any
 MAX_EPOCHS = 1_000_000
 MAX_STEPS = 10**12
 MAX_SIZE = 10**9  # images, batch sizes, counters
+MAX_SEED = 2**63 - 1
 
 
 class CheckpointError(ValueError):
@@ -82,7 +83,7 @@ def _check_trainer(fields: _Fields, trainer: dict[str, Any]) -> None:
 
 def _check_progress(fields: _Fields, trainer: dict[str, Any]) -> None:
     counts = {"epoch": MAX_EPOCHS, "batch": MAX_SIZE, "seen": MAX_SIZE * MAX_EPOCHS, "batch_size": MAX_SIZE,
-              "seed": 2**63, "augment": 1000}
+              "seed": MAX_SEED, "augment": 1000}
     for key, high in counts.items():
         value = trainer.get(key)
         fields.require(f"trainer.{key}", value, _is_int(value, 1 if key == "batch_size" else 0, high),

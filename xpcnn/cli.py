@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -54,7 +55,9 @@ def _resume(args: argparse.Namespace, checkpoint: Path, options: dict[str, Any])
     given = {key: getattr(args, key) for key in RESUMED if getattr(args, key) is not None}
     trainer, data = resume_run(checkpoint, args.backend, args.device, epochs=args.epochs, expected=given, log=_say,
                                **options)
-    _say(f"resuming {checkpoint.parent} at epoch {trainer.state.epoch + 1}, batch {trainer.state.batch}")
+    done = trainer.state.epoch >= trainer.epochs
+    _say(f"the run in {checkpoint.parent} is complete ({trainer.epochs} epochs): evaluating it again" if done else
+         f"resuming {checkpoint.parent} at epoch {trainer.state.epoch + 1}, batch {trainer.state.batch}")
     return trainer, data
 
 
@@ -80,7 +83,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         trainer.fit(train_set, trainer.epochs, val_set)
     except TrainingInterrupted as stop:
-        _say(f"{stop}; checkpoint saved to {stop.checkpoint}; continue with: xpcnn train --out {out} --resume")
+        every = f" --checkpoint-every {args.checkpoint_every}" if args.checkpoint_every else ""
+        _say(f"{stop}; checkpoint saved to {stop.checkpoint}; continue with: xpcnn train --out "
+             f"{shlex.quote(str(out))} --resume{every}")
         return 130
     result = trainer.finish(test_set, plots=not args.no_plots)
     print(f"test accuracy {result['accuracy']:.2%} (loss {result['loss']:.4f}) on {len(test_set):,} images; "

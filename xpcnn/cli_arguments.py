@@ -15,6 +15,7 @@ from typing import Any
 
 from . import backend, presets
 from ._version import __version__
+from .checkpoint_schema import MAX_EPOCHS, MAX_SEED, MAX_SIZE
 
 
 def _checked(convert: Callable[[str], Any], accept: Callable[[Any], bool], expected: str) -> Callable[[str], Any]:
@@ -29,9 +30,10 @@ def _checked(convert: Callable[[str], Any], accept: Callable[[Any], bool], expec
     return parse
 
 
-_positive_int = _checked(int, lambda value: value >= 1, ">= 1")
+_positive_int = _checked(int, lambda value: 1 <= value <= MAX_SIZE, f"in [1, {MAX_SIZE:,}]")
 _positive_float = _checked(float, lambda value: 0 < value < math.inf, "> 0 and finite")
-_count = _checked(int, lambda value: value >= 0, ">= 0")
+_count = _checked(int, lambda value: 0 <= value <= MAX_SIZE, f"in [0, {MAX_SIZE:,}]")
+_seed = _checked(int, lambda value: 0 <= value <= MAX_SEED, f"in [0, {MAX_SEED}]")
 _fraction = _checked(float, lambda value: 0.0 <= value < 1.0, "in [0, 1)")
 
 
@@ -77,7 +79,11 @@ def _add_train_parser(commands: Any) -> None:
     flag("--model", choices=PRESET_CHOICES, help=f"{PRESET_HELP} (default: tutorial)")
     _add_backend_flags(train)
     flag("--dtype", choices=backend.DTYPES, help="(default: float32)")
-    flag("--epochs", type=_positive_int, help=f"total epochs ({_by_preset('epochs')})")
+    flag(
+        "--epochs",
+        type=_checked(int, lambda value: 1 <= value <= MAX_EPOCHS, f"in [1, {MAX_EPOCHS:,}]"),
+        help=f"total epochs ({_by_preset('epochs')})",
+    )
     flag("--batch-size", type=_positive_int, help=f"({_by_preset('batch_size')})")
     flag("--optimizer", choices=sorted(OPTIMIZERS), help=f"({_by_preset('optimizer')})")
     flag("--lr", type=_positive_float, help=f"peak learning rate ({_by_preset('lr')})")
@@ -89,7 +95,7 @@ def _add_train_parser(commands: Any) -> None:
     flag("--warmup", type=_count, help="warm-up steps of the cosine schedule (default: 0)")
     flag("--augment", type=_checked(int, lambda value: 0 <= value <= 8, "in [0, 8]"),
          help=f"shift training images by up to N pixels ({_by_preset('augment')})")
-    flag("--seed", type=_count, help="seed of weights, batch order and dropout (default: 0)")
+    flag("--seed", type=_seed, help="seed of weights, batch order and dropout (default: 0)")
     _add_data_flags(train)
     flag("--val-split", type=_fraction, help="fraction of the training set held out for validation (default: 0)")
     flag("--limit", type=_positive_int, help="use only this many training (and test) images, for quick runs")
@@ -133,7 +139,7 @@ def _add_parity_parser(commands: Any) -> None:
     flag("--batch-size", type=_positive_int, default=32, help="bundled MNIST images to use (default: 32)")
     flag("--steps", type=_count, default=0, help="also train K steps on each backend, follow the drift (default: 0)")
     flag("--optimizer", default="sgd", choices=sorted(OPTIMIZERS), help="optimizer of --steps (default: sgd)")
-    flag("--seed", type=int, default=0, help="seed of a preset's weights (default: 0)")
+    flag("--seed", type=_seed, default=0, help="seed of a preset's weights (default: 0)")
     flag("--json", action="store_true", help="print the report as JSON")
 
 

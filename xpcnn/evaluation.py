@@ -74,14 +74,14 @@ def evaluate_checkpoint(path: str | Path, dataset: str | None = None, data_dir: 
     trained on another dataset."""
     checkpoint = load_checkpoint(path, backend_name, device)
     trained_on, selection = checkpoint.data_statistics()["name"], checkpoint.selection()
-    dataset = dataset or trained_on
-    if trained_on != dataset:
+    if dataset is not None and trained_on != dataset:
         log(f"note: the model was trained on {trained_on}, evaluating on {dataset}")
-    if data_dir is None and dataset == trained_on and selection is not None and selection.folders is None:
+    if data_dir is None and dataset is None and selection is not None and selection.folders is None:
         loaded = load_bundled()  # the test split of what it was trained on
         log(f"evaluating on the {loaded.source}, as the model was trained on it")
     else:  # only the test split is needed; never the bundled subset in place of what was asked
-        prefer = (selection.folders or ()) if selection and dataset == trained_on else ()
+        prefer = (selection.folders or ()) if selection and dataset in (None, trained_on) else ()
+        dataset = dataset or trained_on
         loaded = load_dataset(dataset, data_dir, download=download, allow_bundled=False, log=log, parts=("test",),
                               prefer=prefer)
     result = evaluate(checkpoint.model, loaded.test, batch_size)

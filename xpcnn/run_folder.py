@@ -68,7 +68,10 @@ class RunFolder:
             raise RunFolderError(f"no checkpoint to resume in {folder.path}")
         if not resume and folder.checkpoint.exists():
             raise RunFolderError(f"{folder.path} already holds a run; resume it, or choose another folder")
-        folder.path.mkdir(parents=True, exist_ok=True)
+        try:
+            folder.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RunFolderError(f"cannot make {folder.path}: {exc.strerror or exc}") from None
         return folder
 
     def remove_if_empty(self) -> None:

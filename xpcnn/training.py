@@ -166,7 +166,7 @@ class Trainer:
                 folders = [Path(folder) for folder in data.get("folders") or []]
                 here = Path(value).resolve()
                 if not any(folder in (here, here / str(data.get("dataset"))) for folder in folders):
-                    found.append((key, ", ".join(map(str, folders)) or "the bundled subset", value))
+                    found.append((key, ", ".join(map(str, folders)) or "(the bundled subset)", value))
                 continue
             if key == "model":
                 value = presets.canonical(value)
@@ -280,6 +280,9 @@ class Trainer:
         # The run's total: what the schedule was planned for (for_preset) or what fit was
         # asked for, whichever is more; a run fitted part of the way continues to it on resume.
         self.epochs = max(self.epochs, epochs)
+        if self.state.batch > num_batches(len(train), self.batch_size):
+            raise ValueError(f"the run stands at batch {self.state.batch} of an epoch, but this training set has "
+                             f"{num_batches(len(train), self.batch_size)} batches: it is not the run's data")
         self.data, self.selection, self.train_images = data_statistics(train), train.selection, len(train)
         in_main_thread = threading.current_thread() is threading.main_thread()
         previous = signal.signal(signal.SIGINT, self._on_sigint) if in_main_thread else None

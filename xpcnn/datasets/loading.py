@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -238,6 +239,8 @@ def load_dataset(name: str = "mnist", data_dir: str | Path | None = None, *, dow
             raise DataNotFound(f"data folder {folder} does not exist")
         return load_full(spec, download=False, only=[folder, folder / spec.name], parts=parts)
     dirs = [Path(folder) for folder in prefer] + search_dirs(spec)
+    if os.environ.get("XPCNN_DATA_DIR") and not Path(os.environ["XPCNN_DATA_DIR"]).is_dir():
+        log(f"note: XPCNN_DATA_DIR={os.environ['XPCNN_DATA_DIR']} is not a folder")
     try:
         return load_full(spec, download=download, log=log, only=dirs, parts=parts)
     except (DataNotFound, DownloadError) as exc:
