@@ -159,3 +159,29 @@ def test_plan_schedule_by_name():
     assert plan_schedule("constant", 90)(50) == 1.0
     with pytest.raises(ValueError, match="unknown schedule 'linear'"):
         plan_schedule("linear", 90)
+
+
+def test_one_cycle_follows_torch_step_by_step():
+    torch = pytest.importorskip("torch")
+    from xpcnn.optim import OneCycle
+
+    for total, pct_start, div, final in ((100, 0.3, 25.0, 1e4), (235, 0.25, 10.0, 100.0), (7, 0.5, 25.0, 1e4)):
+        parameter = torch.nn.Parameter(torch.zeros(1))
+        reference = torch.optim.SGD([parameter], lr=0.01)
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(reference, max_lr=0.01, total_steps=total, pct_start=pct_start,
+                                                        div_factor=div, final_div_factor=final, cycle_momentum=False)
+        mine = OneCycle(total, pct_start, div, final)
+        for step in range(total):
+            assert 0.01 * mine(step) == pytest.approx(reference.param_groups[0]["lr"], rel=1e-12, abs=1e-18), step
+            reference.step()
+            scheduler.step()
+    assert OneCycle(100).replanned(100, 300).config()["total"] == 300
+
+
+def test_betas_reach_adam_and_not_sgd():
+    from xpcnn.optim import build
+
+    net = one_param_model(("numpy", None))
+    assert build("adam", net, 0.1, betas=(0.7, 0.9)).betas == (0.7, 0.9)
+    with pytest.raises(ValueError, match="betas apply to adam and adamw, not sgd"):
+        build("sgd", net, 0.1, betas=(0.7, 0.9))

@@ -53,3 +53,14 @@ def test_a_warm_up_longer_than_the_run_is_refused():
     with pytest.raises(ValueError, match=r"warmup: 10 steps must be fewer than the run's 10 steps"):
         recipe.build_optimizer(presets.build("tutorial"), steps_per_epoch=10)
     assert recipe.build_optimizer(presets.build("tutorial"), steps_per_epoch=11).schedule.warmup == 10
+
+
+def test_the_fast_preset_and_its_one_epoch_recipe():
+    net = presets.build("fast")
+    assert net.output_shapes((2, 1, 28, 28))[-1] == (2, 10) and net.num_params() == 215_194
+    recipe = presets.recipe("fast")
+    assert (recipe.epochs, recipe.batch_size, recipe.optimizer, recipe.lr, recipe.schedule, recipe.betas) == (
+        1, 256, "adam", 1e-2, "onecycle", (0.7, 0.9))
+    optimizer = recipe.build_optimizer(net, steps_per_epoch=235)
+    assert isinstance(optimizer.schedule, optim.OneCycle) and optimizer.betas == (0.7, 0.9)
+    assert recipe.replace(optimizer="sgd").betas is None  # Adam's betas go with Adam

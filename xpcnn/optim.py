@@ -71,16 +71,50 @@ class Cosine(Schedule):
         return Cosine(new_total, min(self.warmup, new_total - 1), self.floor)
 
 
-SCHEDULES = {"constant": Schedule, "step": StepDecay, "cosine": Cosine}
+class OneCycle(Schedule):
+    """PyTorch's OneCycleLR (two phases, cosine annealing, no momentum cycling) as a
+    multiplier of the peak learning rate: up from 1/div_factor to 1 over the first
+    `pct_start` of `total` steps, then down to 1/(div_factor * final_div_factor)."""
+
+    def __init__(self, total: int, pct_start: float = 0.3, div_factor: float = 25.0,
+                 final_div_factor: float = 1e4) -> None:
+        if total < 2 or not 0.0 < pct_start < 1.0 or div_factor <= 0 or final_div_factor <= 0:
+            raise ValueError(f"OneCycle needs total >= 2, 0 < pct_start < 1 and positive factors, got {total}, "
+                             f"{pct_start}, {div_factor}, {final_div_factor}")
+        self.total, self.pct_start = total, pct_start
+        self.div_factor, self.final_div_factor = div_factor, final_div_factor
+
+    def __call__(self, step: int) -> float:
+        initial = 1.0 / self.div_factor
+        peak_step = self.pct_start * self.total - 1  # where the rise ends, as PyTorch counts it
+        if step <= peak_step:
+            start, end, progress = initial, 1.0, step / peak_step if peak_step > 0 else 1.0
+        else:
+            start, end = 1.0, initial / self.final_div_factor
+            progress = min(1.0, (step - peak_step) / (self.total - 1 - peak_step))
+        return end + (start - end) / 2 * (math.cos(math.pi * progress) + 1)
+
+    def config(self) -> dict[str, Any]:
+        return {"type": "onecycle", "total": self.total, "pct_start": self.pct_start,
+                "div_factor": self.div_factor, "final_div_factor": self.final_div_factor}
+
+    def replanned(self, old_total: int, new_total: int) -> Schedule:
+        return OneCycle(new_total, self.pct_start, self.div_factor, self.final_div_factor)
+
+
+SCHEDULES = {"constant": Schedule, "step": StepDecay, "cosine": Cosine, "onecycle": OneCycle}
 
 
 def plan_schedule(name: str, total_steps: int, warmup: int = 0) -> Schedule:
     """Schedule `name` planned over a run of `total_steps` optimizer steps: "cosine"
-    (with `warmup` linear warm-up steps), "step" (x0.1 after each third) or "constant"."""
+    (with `warmup` linear warm-up steps), "onecycle" (PyTorch's OneCycleLR), "step" (x0.1
+    after each third) or "constant"."""
     if name == "cosine":
         return Cosine(total_steps, warmup)
     if name == "step":
         return StepDecay(max(1, total_steps // 3), 0.1)
+    if name == "onecycle":
+        return OneCycle(total_steps)
     if name == "constant":
         return Schedule()
     raise ValueError(f"unknown schedule {name!r}; expected one of {', '.join(SCHEDULES)}")
@@ -266,12 +300,16 @@ OPTIMIZERS: dict[str, type[Optimizer]] = {"sgd": SGD, "adam": Adam, "adamw": Ada
 
 
 def build(name: str, model: Sequential, lr: float, *, momentum: float = 0.0, weight_decay: float = 0.0,
-          schedule: Schedule | None = None) -> Optimizer:
-    """Optimizer `name` ("sgd", "adam", "adamw") for `model`; `momentum` is SGD's only."""
+          schedule: Schedule | None = None, betas: tuple[float, float] | None = None) -> Optimizer:
+    """Optimizer `name` ("sgd", "adam", "adamw") for `model`; `momentum` is SGD's only,
+    `betas` Adam's and AdamW's."""
     if name not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {name!r}; expected one of {', '.join(OPTIMIZERS)}")
     if name == "sgd":
+        if betas is not None:
+            raise ValueError("betas apply to adam and adamw, not sgd")
         return SGD(model, lr, momentum=momentum, weight_decay=weight_decay, schedule=schedule)
     if momentum:
         raise ValueError(f"momentum applies to sgd only, not {name}")
-    return OPTIMIZERS[name](model, lr, weight_decay=weight_decay, schedule=schedule)
+    extra = {} if betas is None else {"betas": tuple(betas)}
+    return OPTIMIZERS[name](model, lr, weight_decay=weight_decay, schedule=schedule, **extra)

@@ -53,6 +53,18 @@ class SettingsError(ValueError):
         self.field, self.message = field, message
 
 
+def fast(seed: int = 0) -> Sequential:
+    """The fastest way this library knows to 99 % on MNIST (after a public one-epoch
+    recipe): Conv2D 24x5x5 -> MaxPool2D 2 -> ReLU -> Conv2D 32x3x3 -> MaxPool2D 2 -> ReLU ->
+    Dense 800 -> 256 -> ReLU -> Dense 10, ReLU after pooling as in the other presets."""
+    host = init.host_rng(seed)
+    return Sequential([
+        Conv2D(1, 24, 5, rng=host), MaxPool2D(2), ReLU(),  # 24x12x12
+        Conv2D(24, 32, 3, rng=host), MaxPool2D(2), ReLU(),  # 32x5x5
+        Flatten(), Dense(32 * 5 * 5, 256, rng=host), ReLU(), Dense(256, 10, rng=host),
+    ])
+
+
 @dataclass(frozen=True)
 class Recipe:
     """How a preset is trained by default; `xpcnn train` flags override single fields."""
@@ -66,13 +78,16 @@ class Recipe:
     schedule: str = "cosine"  # a name of optim.SCHEDULES
     warmup: int = 0  # linear warm-up steps of the cosine schedule
     augment: int = 0  # random shifts of up to this many pixels
+    betas: tuple[float, float] | None = None  # Adam's, when not its defaults
 
     def replace(self, **changes: Any) -> Recipe:
         """A copy with the given fields changed; None leaves a field as it is. Switching to
         an optimizer other than SGD drops the momentum, which only SGD has."""
         changes = {key: value for key, value in changes.items() if value is not None}
         optimizer, schedule = changes.get("optimizer", self.optimizer), changes.get("schedule", self.schedule)
-        if optimizer != "sgd":
+        if optimizer == "sgd":
+            changes["betas"] = None  # Adam's, gone with it
+        else:
             if changes.get("momentum"):
                 raise SettingsError("momentum", f"applies to the sgd optimizer only, not {optimizer}")
             changes["momentum"] = 0.0
@@ -93,14 +108,15 @@ class Recipe:
             raise SettingsError("warmup", f"{self.warmup} steps must be fewer than the run's {total} steps")
         schedule = optim.plan_schedule(self.schedule, total, self.warmup)
         return optim.build(self.optimizer, model, self.lr, momentum=self.momentum,
-                           weight_decay=self.weight_decay, schedule=schedule)
+                           weight_decay=self.weight_decay, schedule=schedule, betas=self.betas)
 
 
-PRESETS: dict[str, Callable[[int], Sequential]] = {"tutorial": tutorial, "lenet": lenet}
+PRESETS: dict[str, Callable[[int], Sequential]] = {"tutorial": tutorial, "lenet": lenet, "fast": fast}
 ALIASES = {"seed": "tutorial"}  # the tutorial preset's first name, kept working
 RECIPES: dict[str, Recipe] = {
     "tutorial": Recipe(epochs=3, batch_size=64, optimizer="sgd", lr=0.01, momentum=0.9),
     "lenet": Recipe(epochs=5, batch_size=64, optimizer="adam", lr=2e-3, augment=1),
+    "fast": Recipe(epochs=1, batch_size=256, optimizer="adam", lr=1e-2, schedule="onecycle", betas=(0.7, 0.9)),
 }
 
 
