@@ -185,3 +185,22 @@ def test_betas_reach_adam_and_not_sgd():
     assert build("adam", net, 0.1, betas=(0.7, 0.9)).betas == (0.7, 0.9)
     with pytest.raises(ValueError, match="betas apply to adam and adamw, not sgd"):
         build("sgd", net, 0.1, betas=(0.7, 0.9))
+
+
+def test_one_cycle_cycles_adams_beta1_as_torch_does():
+    torch = pytest.importorskip("torch")
+    from xpcnn.optim import OneCycle
+
+    net = one_param_model(("numpy", None))
+    mine = Adam(net, 0.01, betas=(0.7, 0.9), schedule=OneCycle(40))
+    parameter = torch.nn.Parameter(torch.ones(1, dtype=torch.float64))
+    theirs = torch.optim.Adam([parameter], lr=0.01, betas=(0.7, 0.9))
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(theirs, max_lr=0.01, total_steps=40)  # momentum cycles by default
+    for step in range(40):
+        net[0].grads = {key: np.full_like(value, 0.5 + 0.01 * step) for key, value in net[0].params.items()}
+        mine.step()
+        parameter.grad = torch.full_like(parameter, 0.5 + 0.01 * step)
+        assert mine.betas[0] == pytest.approx(theirs.param_groups[0]["betas"][0], abs=1e-15), step
+        theirs.step()
+        scheduler.step()
+        assert weight(net) == pytest.approx(float(parameter.detach()), rel=1e-12), step

@@ -25,6 +25,10 @@ class Schedule:
     def config(self) -> dict[str, Any]:
         return {"type": "constant"}
 
+    def momentum(self, step: int) -> float | None:
+        """SGD's momentum (Adam's beta1) for `step`, for schedules that cycle it; else None."""
+        return None
+
     def replanned(self, old_total: int, new_total: int) -> Schedule:
         """This schedule stretched from a run of `old_total` steps to one of `new_total`."""
         return self
@@ -72,34 +76,54 @@ class Cosine(Schedule):
 
 
 class OneCycle(Schedule):
-    """PyTorch's OneCycleLR (two phases, cosine annealing, no momentum cycling) as a
-    multiplier of the peak learning rate: up from 1/div_factor to 1 over the first
-    `pct_start` of `total` steps, then down to 1/(div_factor * final_div_factor)."""
+    """PyTorch's OneCycleLR (two phases, cosine annealing) as a multiplier of the peak
+    learning rate: up from 1/div_factor to 1 over the first `pct_start` of `total` steps,
+    then down to 1/(div_factor * final_div_factor). With `cycle_momentum` (base, max),
+    SGD's momentum (Adam's beta1) moves the other way, from max down to base and back, as
+    in PyTorch's default."""
 
-    def __init__(self, total: int, pct_start: float = 0.3, div_factor: float = 25.0,
-                 final_div_factor: float = 1e4) -> None:
+    def __init__(self, total: int, pct_start: float = 0.3, div_factor: float = 25.0, final_div_factor: float = 1e4,
+                 cycle_momentum: tuple[float, float] | list[float] | None = (0.85, 0.95)) -> None:
         if total < 2 or not 0.0 < pct_start < 1.0 or div_factor <= 0 or final_div_factor <= 0:
             raise ValueError(f"OneCycle needs total >= 2, 0 < pct_start < 1 and positive factors, got {total}, "
                              f"{pct_start}, {div_factor}, {final_div_factor}")
+        if cycle_momentum is not None and not 0.0 <= cycle_momentum[0] <= cycle_momentum[1] < 1.0:
+            raise ValueError(f"OneCycle needs 0 <= base <= max < 1 momentum, got {cycle_momentum}")
         self.total, self.pct_start = total, pct_start
         self.div_factor, self.final_div_factor = div_factor, final_div_factor
+        self.cycle_momentum = None if cycle_momentum is None else tuple(cycle_momentum)
+
+    def _phase(self, step: int) -> tuple[bool, float]:
+        """(still rising, progress in [0, 1] through the phase), as PyTorch counts steps."""
+        peak_step = self.pct_start * self.total - 1
+        if step <= peak_step:
+            return True, step / peak_step if peak_step > 0 else 1.0
+        return False, min(1.0, (step - peak_step) / (self.total - 1 - peak_step))
 
     def __call__(self, step: int) -> float:
+        rising, progress = self._phase(step)
         initial = 1.0 / self.div_factor
-        peak_step = self.pct_start * self.total - 1  # where the rise ends, as PyTorch counts it
-        if step <= peak_step:
-            start, end, progress = initial, 1.0, step / peak_step if peak_step > 0 else 1.0
-        else:
-            start, end = 1.0, initial / self.final_div_factor
-            progress = min(1.0, (step - peak_step) / (self.total - 1 - peak_step))
-        return end + (start - end) / 2 * (math.cos(math.pi * progress) + 1)
+        start, end = (initial, 1.0) if rising else (1.0, initial / self.final_div_factor)
+        return _cosine(start, end, progress)
+
+    def momentum(self, step: int) -> float | None:
+        if self.cycle_momentum is None:
+            return None
+        base, top = self.cycle_momentum
+        rising, progress = self._phase(step)
+        return _cosine(top, base, progress) if rising else _cosine(base, top, progress)
 
     def config(self) -> dict[str, Any]:
-        return {"type": "onecycle", "total": self.total, "pct_start": self.pct_start,
-                "div_factor": self.div_factor, "final_div_factor": self.final_div_factor}
+        return {"type": "onecycle", "total": self.total, "pct_start": self.pct_start, "div_factor": self.div_factor,
+                "final_div_factor": self.final_div_factor, "cycle_momentum": self.cycle_momentum}
 
     def replanned(self, old_total: int, new_total: int) -> Schedule:
-        return OneCycle(new_total, self.pct_start, self.div_factor, self.final_div_factor)
+        return OneCycle(new_total, self.pct_start, self.div_factor, self.final_div_factor, self.cycle_momentum)
+
+
+def _cosine(start: float, end: float, progress: float) -> float:
+    """From `start` at progress 0 to `end` at 1, along half a cosine."""
+    return end + (start - end) / 2 * (math.cos(math.pi * progress) + 1)
 
 
 SCHEDULES = {"constant": Schedule, "step": StepDecay, "cosine": Cosine, "onecycle": OneCycle}
@@ -150,6 +174,9 @@ class Optimizer:
 
     def step(self) -> None:
         lr = self.current_lr
+        cycled = self.schedule.momentum(self.steps)
+        if cycled is not None:
+            self._set_momentum(cycled)
         self._follow_model()
         grads = self.model.grads
         for name, param in self.model.params.items():
@@ -161,6 +188,10 @@ class Optimizer:
     def zero_grad(self) -> None:
         for layer in self.model:
             layer.grads = {k: array_namespace(p).zeros_like(p) for k, p in layer.params.items()}
+
+    def _set_momentum(self, value: float) -> None:
+        """Take the momentum (Adam: beta1) a cycling schedule gives for this step."""
+        raise ValueError(f"{type(self).__name__} has no momentum for the schedule to cycle")
 
     def _follow_model(self) -> None:
         """Move state arrays to where their parameters are now: after `model.to(...)`
@@ -238,6 +269,9 @@ class SGD(Optimizer):
             raise ValueError(f"SGD needs 0 <= momentum < 1 (> 0 for nesterov), got {momentum}")
         self.momentum, self.nesterov = momentum, nesterov
 
+    def _set_momentum(self, value: float) -> None:
+        self.momentum = value
+
     def _update(self, name: str, param: Any, grad: Any, lr: float) -> None:
         if self.weight_decay:
             grad = grad + self.weight_decay * param
@@ -264,6 +298,9 @@ class Adam(Optimizer):
         if not all(0.0 <= b < 1.0 for b in betas) or eps <= 0:
             raise ValueError(f"{type(self).__name__} needs betas in [0, 1) and eps > 0, got {betas}, {eps}")
         self.betas, self.eps = tuple(betas), eps
+
+    def _set_momentum(self, value: float) -> None:
+        self.betas = (value, self.betas[1])
 
     def _update(self, name: str, param: Any, grad: Any, lr: float) -> None:
         xp = array_namespace(param)
