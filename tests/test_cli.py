@@ -384,7 +384,7 @@ def test_the_printed_continue_command_reproduces_an_uninterrupted_run(tmp_path):
     resumed = xpcnn(*shlex.split(command)[1:], "--no-progress", env=dict(env, XPCNN_DATA_DIR=str(tmp_path)),
                     cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
-    assert f"data: full mnist from {SHARED_MNIST}" in resumed.stderr
+    assert f"data: full mnist from {SHARED_MNIST.resolve()}" in resumed.stderr
     whole, cut = final_weights(tmp_path / "whole"), final_weights(tmp_path / "cut")
     for name, value in whole.items():
         np.testing.assert_array_equal(cut[name], value, err_msg=name)
