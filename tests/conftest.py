@@ -30,13 +30,7 @@ GPU_TARGETS = [("cupy", None), ("torch", "cuda")]
 
 
 def _usable(name: str, device: str | None) -> str | None:
-    reason = backend.unavailable_reason(name)
-    if reason is None and name == "torch" and device == "cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            reason = "no CUDA device"
-    return reason
+    return backend.device_unusable_reason(name, device)
 
 
 def _target_params() -> list:

@@ -205,7 +205,7 @@ def test_evaluate_uses_the_dataset_the_model_was_trained_on(run, tmp_path):
         arrays = {key: archive[key] for key in archive.files}
     meta = json.loads(arrays["__meta__"].tobytes())
     meta["trainer"]["info"]["data"]["name"] = "fashion-mnist"
-    meta["trainer"]["info"]["selection"] = None
+    meta["trainer"]["info"]["settings"]["data"] = None
     arrays["__meta__"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
     np.savez(tmp_path / "fashion.npz", **arrays)
     result = xpcnn("evaluate", str(tmp_path / "fashion.npz"), "--no-download", env=env, cwd=tmp)

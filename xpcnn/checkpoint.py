@@ -73,12 +73,13 @@ class Checkpoint:
         return data
 
     def selection(self) -> Selection | None:
-        """Which images the run trained on (datasets.Selection), if the checkpoint says."""
-        saved = (self.trainer.get("info") or {}).get("selection")
+        """Which images the run trained on (datasets.Selection, kept as the "data" of the
+        run's settings), if the checkpoint says."""
+        saved = ((self.trainer.get("info") or {}).get("settings") or {}).get("data")
         try:
             return None if saved is None else Selection.from_dict(saved)
         except ValueError as exc:
-            raise CheckpointError(f"{self.path}: field trainer.info.{exc}"[:300]) from None
+            raise CheckpointError(f"{self.path}: field trainer.info.settings.data: {exc}"[:300]) from None
 
 
 def save_checkpoint(

@@ -27,9 +27,14 @@ class BlankImage(ValueError):
     """The picture holds no ink to read."""
 
 
+def border_width(shape: tuple[int, ...], width: int = 2) -> int:
+    """How many outer rows and columns count as the border: `width`, less in tiny images."""
+    return max(1, min(width, min(shape) // 4))
+
+
 def border_mask(shape: tuple[int, ...], width: int = 2) -> np.ndarray:
-    """True on the outer `width` rows and columns of an (H, W) image."""
-    width = max(1, min(width, min(shape) // 4))
+    """True on the outer rows and columns (border_width) of an (H, W) image."""
+    width = border_width(shape, width)
     mask = np.zeros(shape, bool)
     mask[:width], mask[-width:], mask[:, :width], mask[:, -width:] = True, True, True, True
     return mask
@@ -45,7 +50,7 @@ def background(grey: np.ndarray, width: int = 2) -> tuple[np.ndarray, float]:
     its tilt from the medians of opposite sides; the border's robust spread around it: the
     paper's grain). Medians, so ink touching the border does not move them."""
     height, breadth = grey.shape
-    width = max(1, min(width, min(grey.shape) // 4))
+    width = border_width(grey.shape, width)
     rows, cols = np.indices(grey.shape, dtype=np.float64)
     down = (np.median(grey[-width:]) - np.median(grey[:width])) / max(height - width, 1)
     across = (np.median(grey[:, -width:]) - np.median(grey[:, :width])) / max(breadth - width, 1)

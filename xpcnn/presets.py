@@ -95,9 +95,6 @@ class Recipe:
             raise SettingsError("warmup", f"applies to the cosine schedule only, not {schedule}")
         return dataclasses.replace(self, **changes)
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
     def total_steps(self, steps_per_epoch: int) -> int:
         return self.epochs * steps_per_epoch
 

@@ -10,7 +10,6 @@ Every file is written atomically: a reader never sees half of one.
 
 from __future__ import annotations
 
-import itertools
 import json
 import time
 from collections.abc import Callable
@@ -43,14 +42,14 @@ class RunFolder:
         """A new, empty folder parent/name-<date>-<time>, made now: two runs started in the
         same second get -2, -3... instead of sharing one."""
         stamp = f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-        for attempt in itertools.count(1):
+        attempt = 1
+        while True:
             path = Path(parent) / (stamp if attempt == 1 else f"{stamp}-{attempt}")
             try:
                 path.mkdir(parents=True)
+                return cls(path)
             except FileExistsError:
-                continue
-            return cls(path)
-        raise AssertionError("unreachable")
+                attempt += 1
 
     @classmethod
     def open(cls, path: str | Path | None, *, resume: bool, name: str = "run") -> RunFolder:

@@ -186,7 +186,8 @@ class Trainer:
         self.optimizer.schedule = self.optimizer.schedule.replanned(old_total, new_total)
         lr_now, lr_last = self.optimizer.current_lr, self.optimizer.lr * self.optimizer.schedule(new_total - 1)
         previous, self.epochs = self.epochs, epochs
-        return (f"extending the run from {previous} to {epochs} epochs: the {self.settings()['schedule']} schedule "
+        return (f"extending the run from {previous} to {epochs} epochs: the {self.optimizer.schedule.config()['type']} "
+                f"schedule "
                 f"now spans {new_total} steps; learning rate {lr_now:.3g} at step {self.optimizer.steps + 1}, "
                 f"{lr_last:.3g} at step {new_total}")
 
@@ -197,8 +198,7 @@ class Trainer:
             "epoch": s.epoch, "batch": s.batch, "loss_sum": s.loss_sum, "correct": s.correct,
             "seen": s.seen, "seconds": s.seconds, "history": s.history,
             "batch_size": self.batch_size, "seed": self.seed, "augment": self.augment,
-            "info": {"model": self.name, "settings": self.settings(), "data": self.data,
-                     "selection": None if self.selection is None else self.selection.to_dict()},
+            "info": {"model": self.name, "settings": self.settings(), "data": self.data},
         }
 
     def save(self) -> Path | None:
@@ -280,9 +280,10 @@ class Trainer:
         # The run's total: what the schedule was planned for (for_preset) or what fit was
         # asked for, whichever is more; a run fitted part of the way continues to it on resume.
         self.epochs = max(self.epochs, epochs)
-        if self.state.batch > num_batches(len(train), self.batch_size):
+        per_epoch = num_batches(len(train), self.batch_size)
+        if self.state.batch > per_epoch:
             raise ValueError(f"the run stands at batch {self.state.batch} of an epoch, but this training set has "
-                             f"{num_batches(len(train), self.batch_size)} batches: it is not the run's data")
+                             f"{per_epoch} batches: it is not the run's data")
         self.data, self.selection, self.train_images = data_statistics(train), train.selection, len(train)
         in_main_thread = threading.current_thread() is threading.main_thread()
         previous = signal.signal(signal.SIGINT, self._on_sigint) if in_main_thread else None
@@ -417,8 +418,9 @@ def resume_run(checkpoint: str | Path, backend_name: str = "numpy", device: Any 
     if trainer.selection is None:
         raise ValueError(f"{checkpoint}: the run does not record which images it trained on (a custom Dataset); "
                          "continue it from Python with Trainer.resume")
-    for key, saved, given in trainer.conflicts(**(expected or {})):
-        raise SettingsConflict(key, saved, given)
+    conflicts = trainer.conflicts(**(expected or {}))
+    if conflicts:
+        raise SettingsConflict(*conflicts[0])
     data = trainer.selection.load()
     log(f"data: {data[0].source}")
     if epochs is not None and epochs != trainer.epochs:
