@@ -47,8 +47,8 @@ class StopAfter(Trainer):
 
     stop_at = 0
 
-    def _step(self, x, y):
-        super()._step(x, y)
+    def _step(self, x, y, shard):
+        super()._step(x, y, shard)
         if self.optimizer.steps == self.stop_at:
             self._stop_requested = True
 

@@ -10,11 +10,13 @@ Building blocks
     (xpcnn.hooks) that run around every layer.
 
 Training and using a network
-    xpcnn.presets -- the tutorial and lenet networks and their recipes: build(name), recipe(name).
+    xpcnn.presets -- the tutorial, lenet and fast networks and their recipes: build(name), recipe(name).
     xpcnn.optim -- SGD, Adam, AdamW, schedules; build(name, model, lr), Optimizer.from_config.
     xpcnn.datasets -- load_dataset("mnist"), the bundled subset, batches.
     Trainer -- the training loop and its run folder; evaluate, predict -- using a network.
     load_checkpoint, save_checkpoint -- arrays plus JSON, loadable on any backend.
+    xpcnn.distributed -- data-parallel training over MPI: Trainer(..., comm=distributed.world())
+    under `mpirun -n N` (what `xpcnn train` does).
 
 What the command does, as functions
     xpcnn.training.start_run / resume_run (train), xpcnn.evaluation.evaluate_checkpoint
@@ -38,7 +40,7 @@ Example
     (2, 10)
 """
 
-from . import anomaly, backend, datasets, hooks, optim, parity, presets
+from . import anomaly, backend, datasets, distributed, hooks, optim, parity, presets
 from ._version import __version__
 from .backend import available_backends, to_backend, to_numpy
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -65,6 +67,6 @@ __all__ = [
     "AvgPool2D", "BatchNorm2D", "Conv2D", "Dense", "Dropout", "Flatten", "Layer", "MaxPool2D",
     "ReLU", "Sigmoid", "Tanh", "SoftmaxCrossEntropy", "Sequential", "Trainer", "evaluate", "predict",
     "load_checkpoint", "save_checkpoint", "available_backends", "to_backend", "to_numpy",
-    "gradcheck", "gradcheck_loss", "GradcheckError", "GradcheckResult", "anomaly", "backend", "datasets",
+    "gradcheck", "gradcheck_loss", "GradcheckError", "GradcheckResult", "anomaly", "backend", "datasets", "distributed",
     "hooks", "optim", "parity", "presets", "__version__",
 ]

@@ -25,6 +25,10 @@ class UsageError(Exception):
 _say = functools.partial(print, file=sys.stderr, flush=True)  # progress and notes; results go to stdout
 
 
+def _quiet(message: str) -> None:
+    """What the other processes of a data-parallel job say: nothing (the first reports)."""
+
+
 RESUMED = ("model", "dtype", "seed", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "schedule",
            "warmup", "augment", "dataset", "data_dir", "limit", "val_split")  # must agree with a resumed run
 
@@ -46,50 +50,68 @@ def _start(args: argparse.Namespace, recipe: presets.Recipe, options: dict[str, 
                      download=not args.no_download, allow_bundled=args.data_dir is None and args.dataset is None,
                      limit=args.limit, seed=args.seed or 0,
                      val_split=args.val_split or 0.0, backend_name=args.backend, device=args.device,
-                     dtype=args.dtype or "float32", log=_say, **options)
+                     dtype=args.dtype or "float32", **options)
 
 
 def _resume(args: argparse.Namespace, checkpoint: Path, options: dict[str, Any]) -> tuple[Any, Any]:
     from .training import resume_run
 
     given = {key: getattr(args, key) for key in RESUMED if getattr(args, key) is not None}
-    trainer, data = resume_run(checkpoint, args.backend, args.device, epochs=args.epochs, expected=given, log=_say,
-                               **options)
+    trainer, data = resume_run(checkpoint, args.backend, args.device, epochs=args.epochs, expected=given, **options)
     done = trainer.state.epoch >= trainer.epochs
-    _say(f"the run in {checkpoint.parent} is complete ({trainer.epochs} epochs): evaluating it again" if done else
-         f"resuming {checkpoint.parent} at epoch {trainer.state.epoch + 1}, batch {trainer.state.batch}")
+    say = options["log"]
+    say(f"the run in {checkpoint.parent} is complete ({trainer.epochs} epochs): evaluating it again" if done else
+        f"resuming {checkpoint.parent} at epoch {trainer.state.epoch + 1}, batch {trainer.state.batch}")
     return trainer, data
 
 
-def cmd_train(args: argparse.Namespace) -> int:
+def _open_folder(args: argparse.Namespace, comm: Any) -> Any:
+    """The run folder, made now (by the first process) so that a path that cannot be one
+    fails before any training."""
+    from .distributed import together
     from .run_folder import RunFolder, RunFolderError
+
+    def make() -> Path | None:
+        try:
+            return RunFolder.open(args.out, resume=args.resume, name=presets.canonical(args.model or "tutorial")).path
+        except RunFolderError as exc:
+            raise UsageError(f"--out: {exc} (--resume continues a saved run)") from None
+
+    return RunFolder(comm.broadcast(together(comm, make if comm.is_root else lambda: None)))
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from . import distributed
     from .training import TrainingInterrupted
 
+    comm = distributed.world()
+    say = _say if comm.is_root else _quiet  # the first process reports for all
     recipe = None if args.resume else _recipe(args)  # checked before anything is made
-    try:  # made now, so that a folder that cannot be one fails before any training
-        folder = RunFolder.open(args.out, resume=args.resume, name=presets.canonical(args.model or "tutorial"))
-    except RunFolderError as exc:
-        raise UsageError(f"--out: {exc} (--resume continues a saved run)") from None
+    folder = _open_folder(args, comm)
     out = folder.path
     options = {"run_dir": out, "checkpoint_every": args.checkpoint_every, "progress": not args.no_progress,
-               "anomaly": args.detect_anomaly}
+               "anomaly": args.detect_anomaly, "comm": comm, "log": say}
+    if comm.size > 1:
+        say(f"data-parallel over {comm.size} processes ({comm.kind}): each takes its share of every batch")
     try:
-        trainer, (train_set, val_set, test_set) = (_resume(args, folder.checkpoint, options) if args.resume
-                                                   else _start(args, recipe, options))
-    except BaseException:
-        folder.remove_if_empty()  # a run that never started leaves no folder behind
-        raise
-    _say(f"training {trainer.describe()}; run folder {out}")
-    try:
+        trainer, (train_set, val_set, test_set) = distributed.together(
+            comm, lambda: _resume(args, folder.checkpoint, options) if args.resume else _start(args, recipe, options))
+        say(f"training {trainer.describe()}; run folder {out}")
         trainer.fit(train_set, trainer.epochs, val_set)
     except TrainingInterrupted as stop:
         every = f" --checkpoint-every {args.checkpoint_every}" if args.checkpoint_every else ""
-        _say(f"{stop}; checkpoint saved to {stop.checkpoint}; continue with: xpcnn train --out "
-             f"{shlex.quote(str(out))} --resume{every}")
+        anywhere = " (under mpirun with any number of processes, or without)" if comm.size > 1 else ""
+        say(f"{stop}; checkpoint saved to {stop.checkpoint}; continue with: xpcnn train --out "
+            f"{shlex.quote(str(out))} --resume{every}{anywhere}")
         return 130
+    except BaseException:
+        if comm.is_root:
+            folder.remove_if_empty()  # a run that never saved leaves no folder behind
+        raise
     result = trainer.finish(test_set, plots=not args.no_plots)
-    print(f"test accuracy {result['accuracy']:.2%} (loss {result['loss']:.4f}) on {len(test_set):,} images; "
-         f"training took {sum(row['seconds'] for row in trainer.history):.1f} s")
+    if comm.is_root:
+        print(f"test accuracy {result['accuracy']:.2%} (loss {result['loss']:.4f}) on {len(test_set):,} images; "
+              f"training took {sum(row['seconds'] for row in trainer.history):.1f} s")
     return 0
 
 
@@ -164,8 +186,13 @@ COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .distributed import launched_rank
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    # In a data-parallel job the first process reports errors for all; one failing alone
+    # says so itself as it ends the job (see distributed.failing_alone_ends_all).
+    report = _say if launched_rank() == 0 else _quiet
     try:
         if hasattr(args, "backend"):  # before any work: no data is loaded for a backend that cannot run
             backend.require(args.backend, args.device)
@@ -174,15 +201,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         flag = f"--{exc.field.replace('_', '-')}: {exc.message}" if isinstance(exc, presets.SettingsError) else exc
-        print(f"{args.usage()}xpcnn {args.command}: error: {flag}", file=sys.stderr)
+        report(f"{args.usage()}xpcnn {args.command}: error: {flag}")
         return 2
     except KeyboardInterrupt:
-        print("xpcnn: interrupted", file=sys.stderr)
+        report("xpcnn: interrupted")
         return 130
     except Exception as exc:  # one line for people; --debug for the traceback
         if args.debug:
             raise
-        print(f"xpcnn {args.command}: error: {exc}", file=sys.stderr)
+        report(f"xpcnn {args.command}: error: {exc}")
         return 1
 
 

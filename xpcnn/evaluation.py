@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 from array_api_compat import array_namespace
 
-from . import backend
+from . import backend, distributed
 from .checkpoint import load_checkpoint
 from .datasets import Dataset, batches, load_bundled, load_dataset, normalize
 from .images import ImageError, read_image
@@ -25,17 +25,24 @@ def count_correct(logits: Any, labels: Any) -> Any:
     return xp.sum(xp.astype(xp.argmax(logits, axis=1) == labels, xp.float32))
 
 
-def evaluate(model: Sequential, dataset: Dataset, batch_size: int = 1000) -> dict[str, Any]:
-    """Mean loss, accuracy and host predictions over `dataset`, in evaluation mode."""
+def evaluate(model: Sequential, dataset: Dataset, batch_size: int = 1000,
+             comm: distributed.Communicator | None = None) -> dict[str, Any]:
+    """Mean loss, accuracy and host predictions over `dataset`, in evaluation mode. With
+    `comm`, each process evaluates its slice of the dataset and all get the whole result."""
+    comm = comm or distributed.Single()
+    start, stop = distributed.shard_bounds(len(dataset), comm.rank, comm.size)
     loss_fn = SoftmaxCrossEntropy(check_labels=False)  # Dataset checked the labels on the host
     total_loss, predictions = 0.0, []
     for x, y in batches(
-        dataset, batch_size, shuffle=False, backend_name=model.backend, device=model.device, dtype=model.dtype
+        dataset.subset(np.arange(start, stop)) if comm.size > 1 else dataset, batch_size, shuffle=False,
+        backend_name=model.backend, device=model.device, dtype=model.dtype,
     ):
         logits = model.forward(x, training=False)
         total_loss += float(loss_fn.forward(logits, y)) * int(y.shape[0])
         predictions.append(backend.to_numpy(array_namespace(logits).argmax(logits, axis=1)))
-    predicted = np.concatenate(predictions) if predictions else np.zeros(0, np.int64)
+    (total_loss,) = comm.sum_numbers(total_loss)
+    parts = comm.gather(np.concatenate(predictions) if predictions else np.zeros(0, np.int64))
+    predicted = np.concatenate(parts)
     count = max(len(dataset), 1)
     accuracy = float(np.mean(predicted == dataset.labels)) if len(dataset) else 0.0
     return {"loss": total_loss / count, "accuracy": accuracy, "predictions": predicted}

@@ -13,7 +13,7 @@ from typing import Any
 import array_api_compat
 import numpy as np
 
-from . import backend
+from . import backend, distributed
 
 
 def host_rng(seed: int | np.random.Generator | None) -> np.random.Generator:
@@ -50,5 +50,9 @@ def keep_mask(seed: int, call: int, p: float, like: Any) -> Any:
     backend and after a resume, whatever happened in between.
     """
     rng = np.random.default_rng([seed, call])
-    mask = (rng.random(tuple(like.shape)) >= p).astype(np.float64)
+    # In data-parallel training, drawn for the whole batch and sliced: N processes see
+    # the masks one process would (see xpcnn.distributed).
+    rows = int(like.shape[0])
+    start, total = distributed.batch_rows(rows)
+    mask = (rng.random((total, *like.shape[1:]))[start : start + rows] >= p).astype(np.float64)
     return backend.to_backend(mask, backend.backend_of(like), array_api_compat.device(like), like.dtype)

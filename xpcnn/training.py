@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from . import backend, machine, presets
+from . import backend, distributed, machine, presets
 from ._version import __version__
 from .anomaly import AnomalyHook, NonFiniteError
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
@@ -52,11 +52,14 @@ class TrainingDiverged(RuntimeError):
 
 
 class TrainingInterrupted(RuntimeError):
-    """Training stopped on SIGINT (Ctrl-C) after saving a checkpoint."""
+    """Training stopped on SIGINT (Ctrl-C) or SIGTERM after saving a checkpoint."""
 
     def __init__(self, message: str, checkpoint: Path | None) -> None:
         super().__init__(message)
         self.checkpoint = checkpoint
+
+
+STOPS = (TrainingDiverged, TrainingInterrupted)  # in data-parallel training, every process stops together
 
 
 @dataclass
@@ -104,6 +107,7 @@ class Trainer:
         progress: bool = True,
         log: Callable[[str], None] = print,
         anomaly: bool = False,
+        comm: distributed.Communicator | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -114,6 +118,11 @@ class Trainer:
         self.batch_size, self.seed, self.name = batch_size, seed, name
         self.augment = augment  # random shifts of up to this many pixels (see datasets.batches)
         self.folder = RunFolder(run_dir) if run_dir is not None else None
+        # Data-parallel over comm's processes (see xpcnn.distributed); the first writes
+        # the run folder and reports, the others train quietly beside it.
+        self.comm = comm or distributed.Single()
+        if not self.comm.is_root:
+            progress, log = False, _quiet
         self.checkpoint_every, self.progress, self.log = checkpoint_every, progress, log
         self.anomaly = anomaly  # check every layer for NaN/Inf (see xpcnn.anomaly)
         self.epochs = 0  # the run's total number of epochs (see fit)
@@ -202,9 +211,12 @@ class Trainer:
         }
 
     def save(self) -> Path | None:
-        """Write the checkpoint and the metrics file (both atomically); returns the path."""
+        """Write the checkpoint and the metrics file (both atomically); returns the path.
+        In data-parallel training only the first process writes (all hold the same state)."""
         if self.folder is None:
             return None
+        if not self.comm.is_root:
+            return self.folder.checkpoint
         save_checkpoint(self.folder.checkpoint, self.model, self.optimizer, self.trainer_state())
         self.folder.write_metrics(self.state.history)
         return self.folder.checkpoint
@@ -248,8 +260,9 @@ class Trainer:
     def finish(self, test: Dataset, *, plots: bool = True) -> dict[str, Any]:
         """Evaluate on `test` and complete the run folder: summary.json and, with `plots`
         and matplotlib, curves.png and confusion.png. Returns `evaluate()`'s result."""
-        result = evaluate(self.model, test)
-        if self.folder is None:
+        with distributed.failing_alone_ends_all(self.comm):
+            result = evaluate(self.model, test, comm=self.comm)
+        if self.folder is None or not self.comm.is_root:
             return result
         self.folder.write_summary(self.summary(result, test))
         if plots:
@@ -272,7 +285,7 @@ class Trainer:
 
     # -- the loop ------------------------------------------------------------------------
 
-    def _on_sigint(self, signum: int, frame: Any) -> None:
+    def _on_stop_signal(self, signum: int, frame: Any) -> None:
         self._stop_requested = True
 
     def fit(self, train: Dataset, epochs: int, val: Dataset | None = None) -> list[dict[str, Any]]:
@@ -284,19 +297,32 @@ class Trainer:
         if self.state.batch > per_epoch:
             raise ValueError(f"the run stands at batch {self.state.batch} of an epoch, but this training set has "
                              f"{per_epoch} batches: it is not the run's data")
+        self._check_shards(len(train))
         self.data, self.selection, self.train_images = data_statistics(train), train.selection, len(train)
-        in_main_thread = threading.current_thread() is threading.main_thread()
-        previous = signal.signal(signal.SIGINT, self._on_sigint) if in_main_thread else None
+        in_main_thread = threading.current_thread() is threading.main_thread()  # where handlers can be set
+        # SIGTERM too: what mpirun passes on for Ctrl-C, and batch schedulers send at the time limit.
+        stop_signals = (signal.SIGINT, signal.SIGTERM) if in_main_thread else ()
+        previous = {number: signal.signal(number, self._on_stop_signal) for number in stop_signals}
         try:
             # Non-finite values are caught by the loss check below; NumPy's overflow
             # warnings on the way there would only repeat it less clearly.
-            with np.errstate(all="ignore"):
+            with np.errstate(all="ignore"), distributed.failing_alone_ends_all(self.comm, STOPS):
                 while self.state.epoch < epochs:
                     self._run_epoch(train, epochs, val)
         finally:
-            if in_main_thread:
-                signal.signal(signal.SIGINT, previous)
+            for number, handler in previous.items():
+                signal.signal(number, handler)
         return self.state.history
+
+    def _check_shards(self, size: int) -> None:
+        """In data-parallel training every process needs a row of every batch."""
+        processes, last = self.comm.size, size % self.batch_size or self.batch_size
+        if self.batch_size < processes:
+            raise SettingsError("batch_size", f"{self.batch_size} is smaller than the {processes} processes that "
+                                "share each batch")
+        if min(last, size) < processes:
+            raise SettingsError("batch_size", f"{self.batch_size} leaves a last batch of {min(last, size)} of the "
+                                f"{size} images, fewer than the {processes} processes that share each batch")
 
     def _progress_bar(self, total: int, epochs: int) -> Any:
         if not self.progress:
@@ -324,12 +350,13 @@ class Trainer:
                 backend_name=model.backend,
                 device=model.device,
                 dtype=model.dtype,
+                shard=(self.comm.rank, self.comm.size),
             ):
-                if self._stop_requested:
+                if self.comm.any(self._stop_requested):
                     s.seconds += time.perf_counter() - started
                     path = self.save()
                     raise TrainingInterrupted(f"interrupted at epoch {s.epoch + 1}, batch {s.batch}", path)
-                self._step(x, y)
+                self._step(x, y, self._shard(len(train)))
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(loss=f"{s.loss_sum / s.seen:.4f}", acc=f"{s.correct / s.seen:.2%}", refresh=False)
@@ -343,29 +370,39 @@ class Trainer:
         s.seconds += time.perf_counter() - started
         self._finish_epoch(epochs, val)
 
-    def _step(self, x: Any, y: Any) -> None:
+    def _shard(self, size: int) -> distributed.Shard:
+        """Where this process's rows of the next batch lie in it."""
+        total = min(self.batch_size, size - self.state.batch * self.batch_size)
+        start, stop = distributed.shard_bounds(total, self.comm.rank, self.comm.size)
+        return distributed.Shard(start, stop - start, total, self.comm)
+
+    def _step(self, x: Any, y: Any, shard: distributed.Shard) -> None:
         s, model = self.state, self.model
         where = f"step {self.optimizer.steps + 1} (epoch {s.epoch + 1}, batch {s.batch + 1})"
         hooks = (AnomalyHook(where),) if self.anomaly else ()
         try:
-            with model.hooked(*hooks):
+            with model.hooked(*hooks), distributed.sharded(shard):
                 logits = model.forward(x, training=True)
                 loss = self.loss_fn.forward(logits, y)
-                loss_value = float(loss)
-                if not math.isfinite(loss_value):
+                # Summed over the processes: every one sees the same loss and stops together.
+                loss_sum, correct = self.comm.sum_numbers(float(loss) * shard.rows, float(count_correct(logits, y)))
+                if not math.isfinite(loss_sum):
                     raise TrainingDiverged(
-                        f"loss is {loss_value} at {where}, lr {self.optimizer.current_lr:g}; "
+                        f"loss is {loss_sum / shard.total} at {where}, lr {self.optimizer.current_lr:g}; "
                         "weights are from the step before; --detect-anomaly names the first layer with a NaN/Inf"
                     )
-                model.backward(self.loss_fn.backward(), input_grad=False)
+                dy = self.loss_fn.backward()
+                if shard.rows != shard.total:  # the gradient of the whole batch's mean loss
+                    dy = dy * (shard.rows / shard.total)
+                model.backward(dy, input_grad=False)
         except (TrainingDiverged, NonFiniteError) as exc:
             last_good = self.checkpoint_path if self.checkpoint_path and self.checkpoint_path.exists() else None
             raise type(exc)(f"{exc}" + (f"; last good checkpoint: {last_good}" if last_good else "")) from None
+        distributed.sum_gradients(model, self.comm)
         self.optimizer.step()
-        n = int(y.shape[0])
-        s.loss_sum += loss_value * n
-        s.correct += float(count_correct(logits, y))
-        s.seen += n
+        s.loss_sum += loss_sum
+        s.correct += correct
+        s.seen += shard.total
         s.batch += 1
 
     def _finish_epoch(self, epochs: int, val: Dataset | None) -> None:
@@ -379,7 +416,7 @@ class Trainer:
             "images_per_second": s.seen / s.seconds if s.seconds > 0 else None,
         }
         if val is not None:
-            result = evaluate(self.model, val)
+            result = evaluate(self.model, val, comm=self.comm)
             row["val_loss"], row["val_accuracy"] = result["loss"], result["accuracy"]
         s.history.append(row)
         s.epoch, s.batch, s.loss_sum, s.correct, s.seen, s.seconds = s.epoch + 1, 0, 0.0, 0.0, 0, 0.0
@@ -426,6 +463,10 @@ def resume_run(checkpoint: str | Path, backend_name: str = "numpy", device: Any 
     if epochs is not None and epochs != trainer.epochs:
         log(trainer.extend(epochs, num_batches(len(data[0]), trainer.batch_size)))
     return trainer, data
+
+
+def _quiet(message: str) -> None:
+    """The log of the processes that leave reporting to the first."""
 
 
 def _saved_optimizer(checkpoint: Checkpoint) -> Optimizer:

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from .. import backend
+from ..distributed import shard_bounds
 from .loading import Dataset
 
 
@@ -48,11 +49,14 @@ def batches(
     device: Any = None,
     dtype: str = "float32",
     augment: int = 0,
+    shard: tuple[int, int] = (0, 1),
 ) -> Iterator[tuple[Any, Any]]:
     """Yield (images (n, 1, H, W), labels (n,) int64) on the backend, from batch `start` on.
 
     `augment` > 0 shifts each image by up to that many pixels, drawn from (seed, epoch,
-    batch), so a resumed run sees the same shifted images."""
+    batch), so a resumed run sees the same shifted images. `shard` (rank, size): yield
+    only process `rank`'s slice of each batch (see distributed.shard_bounds), its shifts
+    drawn for the whole batch, so N processes together see what one process would."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if augment < 0:
@@ -60,9 +64,13 @@ def batches(
     order = epoch_order(len(dataset), seed, epoch) if shuffle else np.arange(len(dataset))
     for index in range(start, num_batches(len(dataset), batch_size)):
         picked = order[index * batch_size : (index + 1) * batch_size]
-        raw = dataset.images[picked]
+        lo, hi = shard_bounds(len(picked), *shard)
         if augment:
-            raw = random_shifts(raw, augment, np.random.default_rng([seed, epoch, index, 1]))
+            everyone = random_shifts(dataset.images[picked], augment, np.random.default_rng([seed, epoch, index, 1]))
+            raw = everyone[lo:hi]
+        else:
+            raw = dataset.images[picked[lo:hi]]
+        picked = picked[lo:hi]
         images = dataset.normalize(raw)
         yield (
             backend.to_backend(images, backend_name, device, dtype),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .. import init
+from .. import distributed, init
 from .base import Layer, Shape, integer, number
 from .windows import channel_rows, from_channel_rows
 
@@ -67,15 +67,19 @@ class BatchNorm2D(Layer):
             mean = xp.reshape(self.buffers["running_mean"], (c, 1))
             scale = gamma / xp.sqrt(xp.reshape(self.buffers["running_var"], (c, 1)) + self.eps)
             return from_channel_rows(rows * scale + (beta - mean * scale), shape)
-        count = rows.shape[1]
+        # Statistics of the whole batch: in data-parallel training, summed over the
+        # processes that hold its other rows (see xpcnn.distributed).
+        count = distributed.batch_rows(shape[0])[1] * shape[2] * shape[3]
         if count < 2:
             raise ValueError(f"{self!r}: training needs more than one value per channel, got shape {tuple(x.shape)}")
-        mean = xp.mean(rows, axis=1, keepdims=True)
+        (total,) = distributed.batch_sum(xp.sum(rows, axis=1, keepdims=True))
+        mean = total / count
         centred = rows - mean
         # Two passes (mean, then squares of the centred values) stay accurate in float32
         # when |mean| >> std. `sum` rather than `vecdot`: NumPy sums pairwise, while its
         # float32 vecdot accumulates sequentially, 1e-5 off over 200,000 values.
-        var = xp.sum(centred * centred, axis=1, keepdims=True) / count
+        (squares,) = distributed.batch_sum(xp.sum(centred * centred, axis=1, keepdims=True))
+        var = squares / count
         inv_std = 1 / xp.sqrt(var + self.eps)
         m = self.momentum
         self.batches_tracked += 1
@@ -85,16 +89,19 @@ class BatchNorm2D(Layer):
         )
         y = centred * (gamma * inv_std)  # = x_hat * gamma, without storing x_hat
         y += beta
-        return self._save_for_backward(training, (centred, inv_std), from_channel_rows(y, shape))
+        return self._save_for_backward(training, (centred, inv_std, count), from_channel_rows(y, shape))
 
     def backward(self, dy: Any) -> Any:
-        centred, inv_std = self._saved_for_backward(dy)
+        centred, inv_std, count = self._saved_for_backward(dy)
         xp = self._namespace(dy)
-        c, count = centred.shape
+        c = centred.shape[0]
         dy_rows = channel_rows(dy)
+        # This process's share of the gradients (the optimizer sums the shares of all)...
         grad_bias = xp.sum(dy_rows, axis=1, keepdims=True)
         grad_weight = xp.sum(dy_rows * centred, axis=1, keepdims=True) * inv_std  # sum(dy * x_hat)
         self.grads = {"weight": xp.reshape(grad_weight, (c,)), "bias": xp.reshape(grad_bias, (c,))}
+        # ...while dx needs them over the whole batch: the statistics came from all of it.
+        grad_bias, grad_weight = distributed.batch_sum(grad_bias, grad_weight)
         # d/dx of the normalisation: remove the gradient's mean and its component along
         # x_hat, then scale: dx = gamma * inv_std * (dy - mean(dy) - x_hat * mean(dy * x_hat)),
         # computed per channel as (dy - mean(dy)) * a + centred * b.

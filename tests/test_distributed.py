@@ -1,0 +1,237 @@
+"""Data-parallel training (xpcnn/distributed.py): the single-process path without MPI, and
+real MPI jobs (`mpirun -n 2`) that must learn what one process learns."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from xpcnn import distributed
+from xpcnn.checkpoint import load_checkpoint
+
+from .helpers import SHARED_MNIST
+
+LAUNCHER_VARIABLES = distributed.SIZE_VARIABLES + distributed.RANK_VARIABLES
+
+
+@pytest.fixture
+def no_launcher(monkeypatch):
+    for name in LAUNCHER_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+
+
+# -- one process, no MPI -------------------------------------------------------------------------
+
+
+@given(total=st.integers(0, 5000), size=st.integers(1, 64))
+def test_shards_tile_the_batch_in_order_and_differ_by_at_most_one(total, size):
+    bounds = [distributed.shard_bounds(total, rank, size) for rank in range(size)]
+    assert bounds[0][0] == 0 and bounds[-1][1] == total
+    assert all(stop == start for (_, stop), (start, _) in zip(bounds, bounds[1:]))
+    lengths = [stop - start for start, stop in bounds]
+    assert max(lengths) - min(lengths) <= 1
+
+
+def test_without_a_launcher_the_world_is_one_process_and_needs_no_mpi(no_launcher, monkeypatch):
+    monkeypatch.setitem(sys.modules, "mpi4py", None)  # importing it would fail
+    world = distributed.world()
+    assert (world.rank, world.size, world.is_root) == (0, 1, True)
+    assert isinstance(world, distributed.Single)
+
+
+def test_launched_as_several_processes_without_mpi4py_says_how_to_install(no_launcher, monkeypatch):
+    monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "2")
+    monkeypatch.setitem(sys.modules, "mpi4py", None)
+    with pytest.raises(RuntimeError, match=r"2 MPI processes.*pip install 'xpcnn\[mpi\]'"):
+        distributed.world()
+
+
+def test_one_process_reductions_change_nothing():
+    single = distributed.Single()
+    a, b = np.arange(3.0), np.ones((2, 2))
+    assert single.sum_arrays([a, b])[0] is a and single.sum_numbers(1.5, 2.0) == [1.5, 2.0]
+    assert single.any(False) is False and single.gather("x") == ["x"] and single.broadcast(7) == 7
+    assert distributed.batch_sum(a, b) == (a, b)  # outside a step
+    assert distributed.batch_rows(5) == (0, 5)
+    with distributed.sharded(distributed.Shard(0, 5, 5, single)):  # a one-process step: still nothing
+        assert distributed.batch_sum(a)[0] is a and distributed.batch_rows(5) == (0, 5)
+
+
+def test_together_raises_a_failed_setup_on_one_process():
+    with pytest.raises(ValueError, match="no data"):
+        distributed.together(distributed.Single(), lambda: (_ for _ in ()).throw(ValueError("no data")))
+    assert distributed.together(distributed.Single(), lambda: 3) == 3
+
+
+# -- MPI jobs ------------------------------------------------------------------------------------
+
+
+def mpirun() -> list[str]:
+    """The launcher of the mpi extra (beside this Python first), with the flags this
+    2-core, root-run machine needs; skips the test without it, fails it in CI."""
+    found = shutil.which("mpirun", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    try:
+        import mpi4py  # noqa: F401
+    except ImportError:
+        found = None
+    if found is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI installs the mpi extra (pip install -e '.[test,mpi]'), but mpirun or mpi4py is missing")
+        pytest.skip("needs the mpi extra: pip install -e '.[mpi]'")
+    flags = ["--oversubscribe"] + (["--allow-run-as-root"] if os.geteuid() == 0 else [])
+    return [found, *flags]
+
+
+def xpcnn_command() -> list[str]:
+    return [sys.executable, "-m", "xpcnn.cli"]
+
+
+def train_args(out: Path, model: str, *extra: str) -> list[str]:
+    return ["train", "--model", model, "--limit", "1024", "--epochs", "1", "--batch-size", "128", "--data-dir",
+            str(SHARED_MNIST), "--out", str(out), "--no-progress", "--no-plots", *extra]
+
+
+def run(command: list[str], timeout: float = 240) -> subprocess.CompletedProcess:
+    env = {key: value for key, value in os.environ.items() if key not in LAUNCHER_VARIABLES}
+    env["OMP_NUM_THREADS"] = env["OPENBLAS_NUM_THREADS"] = "1"  # two processes on two cores
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def assert_same_weights(one: Path, two: Path, tolerance: float = 2e-4) -> None:
+    """Equal up to rounding (float32 by default): the processes sum their shares of each
+    gradient in another order than one process does, and Adam magnifies tiny differences
+    a little; `tolerance` is relative to the largest value of each array."""
+    a = load_checkpoint(one).model.state_dict()
+    b = load_checkpoint(two).model.state_dict()
+    assert a.keys() == b.keys()
+    for name in a:
+        scale = max(float(np.max(np.abs(a[name]))), 1e-3) if a[name].size else 1.0
+        np.testing.assert_allclose(b[name], a[name], rtol=0, atol=tolerance * scale, err_msg=name)
+
+
+needs_mnist = pytest.mark.skipif(not SHARED_MNIST.is_dir(), reason="needs ../shared/data/mnist")
+
+
+@pytest.mark.mpi
+@needs_mnist
+@pytest.mark.parametrize("model", ["lenet", "tutorial"])  # batch norm, dropout and shifts; the plain net
+def test_two_processes_learn_what_one_learns(tmp_path, model):
+    launcher = mpirun()
+    one = run(xpcnn_command() + train_args(tmp_path / "one", model))
+    two = run(launcher + ["-n", "2"] + xpcnn_command() + train_args(tmp_path / "two", model))
+    assert one.returncode == 0, one.stderr
+    assert two.returncode == 0, two.stdout + two.stderr
+    assert "data-parallel over 2 processes (MPI)" in two.stderr
+    assert two.stderr.count("epoch 1/1") == 1  # the first process reports for both
+    # The test set is split between the processes and their counts summed: the same result.
+    assert two.stdout.split(";")[0] == one.stdout.split(";")[0]
+    assert_same_weights(tmp_path / "one" / "checkpoint.npz", tmp_path / "two" / "checkpoint.npz")
+    summary = (tmp_path / "two" / "summary.json").read_text()
+    assert '"batch_size": 128' in summary
+
+
+def rank_pid(marker: str, rank: int, timeout: float = 60) -> int:
+    """The pid of the process of `rank` in the job whose environment holds `marker`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for entry in Path("/proc").iterdir():
+            try:
+                environ = (entry / "environ").read_bytes().split(b"\0")
+            except (OSError, ValueError):
+                continue
+            if marker.encode() in environ and f"OMPI_COMM_WORLD_RANK={rank}".encode() in environ:
+                return int(entry.name)
+        time.sleep(0.1)
+    raise AssertionError(f"no rank {rank} process found")
+
+
+def long_run(out: Path) -> list[str]:
+    """A lenet run of 128 steps, checkpointed every 4: long enough to stop in the middle.
+    In float64, where summing the shares of N processes in another order stays far below
+    what the comparisons see even after 128 steps (float32's differences grow to 1e-3)."""
+    args = train_args(out, "lenet", "--checkpoint-every", "4", "--dtype", "float64")
+    for flag, value in (("--limit", "1024"), ("--epochs", "4"), ("--batch-size", "32")):
+        args[args.index(flag) + 1] = value
+    return args
+
+
+def start_long_job(out: Path, marker: str) -> tuple[subprocess.Popen, int]:
+    """`long_run` over 2 processes, once it has saved a checkpoint; and its rank 1 pid."""
+    env = {key: value for key, value in os.environ.items() if key not in LAUNCHER_VARIABLES}
+    env.update(XPCNN_TEST_JOB=marker, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    job = subprocess.Popen(mpirun() + ["-n", "2"] + xpcnn_command() + long_run(out), stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, env=env)
+    pid = rank_pid(f"XPCNN_TEST_JOB={marker}", 1)
+    deadline = time.monotonic() + 120
+    while not (out / "checkpoint.npz").exists():
+        assert job.poll() is None and time.monotonic() < deadline, job.communicate()
+        time.sleep(0.05)
+    return job, pid
+
+
+needs_proc = pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds processes through /proc")
+
+
+def stopped_job(tmp_path: Path, signal_number: int) -> str:
+    """`long_run` over 2 processes, rank 1 sent `signal_number` after the first checkpoint;
+    waits for the job's end and returns its stderr."""
+    job, pid = start_long_job(tmp_path / "run", signal.Signals(signal_number).name)
+    os.kill(pid, signal_number)
+    started = time.monotonic()
+    _, stderr = job.communicate(timeout=60)
+    assert time.monotonic() - started < 30, "the job took too long to end"
+    assert job.returncode == (130 if signal_number == signal.SIGINT else 137), stderr
+    return stderr
+
+
+def resume_alone(run_folder: Path) -> None:
+    resumed = run(xpcnn_command() + ["train", "--out", str(run_folder), "--resume", "--no-progress", "--no-plots"])
+    assert resumed.returncode == 0, resumed.stderr
+    assert "test accuracy" in resumed.stdout
+
+
+@pytest.mark.mpi
+@needs_proc
+@needs_mnist
+def test_a_killed_process_ends_the_job_and_the_checkpoint_resumes_with_one(tmp_path):
+    stderr = stopped_job(tmp_path, signal.SIGKILL)
+    assert "rank 1" in stderr and "Killed" in stderr
+    resume_alone(tmp_path / "run")
+
+
+@pytest.mark.mpi
+@needs_proc
+@needs_mnist
+def test_ctrl_c_in_one_process_stops_all_and_one_process_resumes_to_the_same_weights(tmp_path):
+    stderr = stopped_job(tmp_path, signal.SIGINT)
+    assert stderr.count("interrupted at epoch") == 1 and "--resume" in stderr
+    stopped_at = load_checkpoint(tmp_path / "run" / "checkpoint.npz").optimizer["steps"]
+    assert 4 <= stopped_at < 128
+    resume_alone(tmp_path / "run")
+    alone = run(xpcnn_command() + long_run(tmp_path / "alone"))
+    assert alone.returncode == 0, alone.stderr
+    assert_same_weights(tmp_path / "alone" / "checkpoint.npz", tmp_path / "run" / "checkpoint.npz", 1e-9)
+
+
+@pytest.mark.mpi
+@needs_mnist
+def test_a_process_that_cannot_start_ends_the_job_with_its_reason(tmp_path):
+    """MPMD: process 1 is given a data folder that does not exist (as on a machine
+    without the data); the job ends at once, the first process naming it."""
+    good = train_args(tmp_path / "run", "tutorial")
+    bad = list(good)
+    bad[bad.index("--data-dir") + 1] = str(tmp_path / "missing")
+    job = run(mpirun() + ["-n", "1"] + xpcnn_command() + good + [":", "-n", "1"] + xpcnn_command() + bad, timeout=120)
+    assert job.returncode == 1, job.stderr
+    assert "xpcnn train: error: process 1 of 2:" in job.stderr and "missing" in job.stderr
+    assert not (tmp_path / "run").exists()  # a run that never started leaves no folder

@@ -1,0 +1,265 @@
+"""Data-parallel training: the processes of an MPI job train one model together.
+
+Every process holds the whole model and takes its slice of every global batch (rows
+`shard_bounds(n, rank, size)`). After backward, the gradients of all processes are summed
+with one packed allreduce, so each applies the same update and the weights stay equal.
+What depends on the whole batch is computed for the whole batch:
+
+- the loss gradient is scaled by local rows / global rows (the mean over the global batch);
+- batch norm sums its statistics over all processes (`batch_sum`), forward and backward;
+- dropout masks and augmentation shifts are drawn for the global batch and sliced
+  (`batch_rows`), so N processes see the masks one process would.
+
+While a Trainer computes a step it sets the `Shard` (`sharded(...)`): where this process's
+rows lie in the global batch and who holds the others. Outside a step, and in a single
+process, `batch_sum` and `batch_rows` change nothing.
+
+Only this module imports mpi4py, and only when an MPI job has more than one process:
+`world()` is `Single()` otherwise, and a single process needs no MPI at all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import os
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import numpy as np
+from array_api_compat import array_namespace, device
+
+from . import backend
+
+T = TypeVar("T")
+
+# Set by the launchers: Open MPI, MPICH/Hydra and Intel MPI, PMIx.
+SIZE_VARIABLES = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE")
+RANK_VARIABLES = ("OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK")
+
+
+class Communicator:
+    """The processes training one model; this base class is one process alone."""
+
+    rank = 0
+    size = 1
+    kind = "single process"
+
+    @property
+    def is_root(self) -> bool:
+        """Whether this process writes files and prints progress (rank 0)."""
+        return self.rank == 0
+
+    def sum_arrays(self, arrays: Sequence[Any]) -> list[Any]:
+        """The element-wise sums over all processes of same-shaped arrays, in one call."""
+        return list(arrays)
+
+    def sum_numbers(self, *values: float) -> list[float]:
+        """Host numbers summed over all processes, in one call."""
+        return list(values)
+
+    def any(self, flag: bool) -> bool:
+        """Whether `flag` is true in any process (how all processes agree to stop)."""
+        return flag
+
+    def gather(self, value: Any) -> list[Any]:
+        """Every process's `value` (a picklable host object), in rank order."""
+        return [value]
+
+    def broadcast(self, value: Any) -> Any:
+        """The first process's `value` (a picklable host object), on every process."""
+        return value
+
+    def abort(self, code: int) -> None:
+        """End every process of the job now with exit status `code`."""
+        sys.exit(code)
+
+
+class Single(Communicator):
+    """One process: every reduction is the identity."""
+
+
+class MPI(Communicator):
+    """The processes of an MPI communicator (default: MPI_COMM_WORLD), over mpi4py."""
+
+    kind = "MPI"
+
+    def __init__(self, comm: Any = None) -> None:
+        from mpi4py import MPI as mpi
+
+        self._mpi = mpi
+        self.comm = comm if comm is not None else mpi.COMM_WORLD
+        self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
+
+    def sum_arrays(self, arrays: Sequence[Any]) -> list[Any]:
+        if not arrays:
+            return []
+        first = arrays[0]
+        xp = array_namespace(first)
+        # One buffer for all: one allreduce per call, not one per array.
+        packed = np.ascontiguousarray(backend.to_numpy(xp.concat([xp.reshape(a, (-1,)) for a in arrays])))
+        self.comm.Allreduce(self._mpi.IN_PLACE, packed, op=self._mpi.SUM)
+        summed = backend.to_backend(packed, backend.backend_of(first), device(first))
+        out, offset = [], 0
+        for a in arrays:
+            size = int(np.prod(a.shape))
+            out.append(xp.reshape(summed[offset : offset + size], tuple(a.shape)))
+            offset += size
+        return out
+
+    def sum_numbers(self, *values: float) -> list[float]:
+        packed = np.array(values, dtype=np.float64)
+        self.comm.Allreduce(self._mpi.IN_PLACE, packed, op=self._mpi.SUM)
+        return [float(v) for v in packed]
+
+    def any(self, flag: bool) -> bool:
+        return bool(self.comm.allreduce(bool(flag), op=self._mpi.LOR))
+
+    def gather(self, value: Any) -> list[Any]:
+        return self.comm.allgather(value)
+
+    def broadcast(self, value: Any) -> Any:
+        return self.comm.bcast(value, root=0)
+
+    def abort(self, code: int) -> None:
+        sys.stderr.flush()
+        self.comm.Abort(code)
+
+
+def _launched(names: tuple[str, ...], default: int) -> int:
+    for name in names:
+        value = os.environ.get(name, "")
+        if value.isdigit():
+            return int(value)
+    return default
+
+
+def launched_size() -> int:
+    """The number of processes the MPI launcher started (1 when not under one)."""
+    return _launched(SIZE_VARIABLES, 1)
+
+
+def launched_rank() -> int:
+    """This process's rank in what the MPI launcher started (0 when not under one)."""
+    return _launched(RANK_VARIABLES, 0)
+
+
+def world() -> Communicator:
+    """The processes of this job: MPI's world when a launcher (mpirun, mpiexec, srun)
+    started more than one, else `Single()`. RuntimeError if launched as several processes
+    without mpi4py, which would otherwise train N separate copies."""
+    size = launched_size()
+    if size <= 1:
+        return Single()
+    try:
+        return MPI()
+    except ImportError:
+        raise RuntimeError(f"started as {size} MPI processes, but mpi4py is not installed: "
+                           "pip install 'xpcnn[mpi]'") from None
+
+
+def sum_gradients(model: Any, comm: Communicator) -> None:
+    """Replace every layer's gradients (this process's share) by their sum over all
+    processes, in one packed allreduce."""
+    if comm.size == 1:
+        return
+    named = [(layer, name) for layer in model for name in layer.grads]
+    summed = comm.sum_arrays([layer.grads[name] for layer, name in named])
+    for (layer, name), total in zip(named, summed):
+        layer.grads[name] = total
+
+
+def shard_bounds(total: int, rank: int, size: int) -> tuple[int, int]:
+    """Rows [start, stop) of a batch of `total` rows that process `rank` of `size` takes:
+    contiguous slices whose lengths differ by at most one."""
+    return total * rank // size, total * (rank + 1) // size
+
+
+# -- the step in progress ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Shard:
+    """This process's rows [start, start + rows) of a global batch of `total` rows."""
+
+    start: int
+    rows: int
+    total: int
+    comm: Communicator
+
+
+_current: contextvars.ContextVar[Shard | None] = contextvars.ContextVar("xpcnn_shard", default=None)
+
+
+@contextlib.contextmanager
+def sharded(shard: Shard) -> Iterator[Shard]:
+    """Compute the step as `shard` of its global batch (see the module's docstring)."""
+    token = _current.set(shard if shard.comm.size > 1 else None)
+    try:
+        yield shard
+    finally:
+        _current.reset(token)
+
+
+def batch_rows(rows: int) -> tuple[int, int]:
+    """(start, total): where a batch of `rows` rows lies in the global batch of the step in
+    progress; (0, rows) outside a data-parallel step."""
+    shard = _current.get()
+    if shard is None or shard.rows != rows:
+        return 0, rows
+    return shard.start, shard.total
+
+
+def batch_sum(*arrays: Any) -> tuple[Any, ...]:
+    """Per-process sums (e.g. over a batch) summed over all processes of the step in
+    progress, packed into one reduction; the arrays themselves outside one."""
+    shard = _current.get()
+    if shard is None:
+        return arrays
+    return tuple(shard.comm.sum_arrays(arrays))
+
+
+@contextlib.contextmanager
+def failing_alone_ends_all(comm: Communicator, shared: tuple[type[Exception], ...] = ()) -> Iterator[None]:
+    """Around work that meets the other processes in reductions: an error here in one
+    process would leave the others waiting for it forever, so it ends the whole job
+    (exit status 1, the error on stderr). Errors of the `shared` types are raised by
+    every process together (a diverged loss, an agreed stop) and pass through."""
+    try:
+        yield
+    except shared:
+        raise
+    except Exception as exc:
+        if comm.size > 1:
+            print(f"xpcnn: process {comm.rank} of {comm.size} failed ({exc}); ending the job", file=sys.stderr)
+            comm.abort(1)
+        raise
+
+
+class PeerFailed(RuntimeError):
+    """Another process of the job failed (it, or the first process, says why)."""
+
+
+def together(comm: Communicator, action: Callable[[], T]) -> T:
+    """`action()` on every process, succeeding only if it succeeds on all: a process whose
+    setup failed (its data folder missing on its machine) would leave the others waiting
+    at their first reduction. A failed process raises its own error; the others raise
+    PeerFailed, the first process's naming the failed one and its message."""
+    try:
+        result, error = action(), None
+    except Exception as exc:  # noqa: BLE001 (re-raised below, on every process)
+        result, error = None, exc
+    if comm.size == 1:
+        if error is not None:
+            raise error
+        return result  # type: ignore[return-value]
+    messages = comm.gather(None if error is None else str(error))
+    if error is not None:
+        raise error
+    failed = [(rank, message) for rank, message in enumerate(messages) if message is not None]
+    if failed:
+        rank, message = failed[0]
+        raise PeerFailed(f"process {rank} of {comm.size}: {message}")
+    return result  # type: ignore[return-value]
