@@ -2,6 +2,9 @@
 
     python benchmarks/data_parallel.py [--model lenet] [--processes 2] [--limit 8192]
 
+Needs the test and mpi extras (threadpoolctl, mpi4py, mpirun) and full MNIST
+(--data-dir, $XPCNN_DATA_DIR, or ../shared/data/mnist beside the repository).
+
 Trains one epoch of `--limit` full-MNIST images with `xpcnn.Trainer`, first in this
 process, then under `mpirun -n N` (the script starts itself as the workers), and reports
 images per second and the time each step spends in reductions: the packed gradient
@@ -98,7 +101,9 @@ def launch(args: argparse.Namespace) -> dict:
     command = [str(mpirun if mpirun.exists() else "mpirun"), *flags, "-n", str(args.processes), sys.executable,
                __file__, "--worker", "--model", args.model, "--limit", str(args.limit), "--batch-size",
                str(args.batch_size), "--data-dir", args.data_dir]
-    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(f"the {args.processes} MPI workers failed (exit {done.returncode}):\n{done.stderr.strip()}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 

@@ -67,6 +67,25 @@ def test_one_process_reductions_change_nothing():
         assert distributed.batch_sum(a)[0] is a and distributed.batch_rows(5) == (0, 5)
 
 
+class Pair(distributed.Communicator):
+    """Stands in for process 0 of two, the other having gathered `theirs`."""
+
+    size = 2
+
+    def __init__(self, theirs):
+        self.theirs = theirs
+
+    def gather(self, value):
+        return [value, self.theirs]
+
+
+def test_processes_with_other_data_or_settings_are_refused():
+    facts = {"batch_size": 64, "images": 1024, "content": "ab12"}
+    distributed.check_same(Pair(dict(facts)), "training data", facts)
+    with pytest.raises(ValueError, match="process 1 of 2 has other training data than process 0: content 'ff00'"):
+        distributed.check_same(Pair({**facts, "content": "ff00"}), "training data", facts)
+
+
 def test_together_raises_a_failed_setup_on_one_process():
     with pytest.raises(ValueError, match="no data"):
         distributed.together(distributed.Single(), lambda: (_ for _ in ()).throw(ValueError("no data")))
@@ -221,6 +240,32 @@ def test_ctrl_c_in_one_process_stops_all_and_one_process_resumes_to_the_same_wei
     alone = run(xpcnn_command() + long_run(tmp_path / "alone"))
     assert alone.returncode == 0, alone.stderr
     assert_same_weights(tmp_path / "alone" / "checkpoint.npz", tmp_path / "run" / "checkpoint.npz", 1e-9)
+
+
+@pytest.mark.mpi
+@needs_proc
+@needs_mnist
+def test_ctrl_c_before_training_ends_the_whole_job(tmp_path):
+    """A process interrupted while it starts (reading data) leaves no other waiting."""
+    env = {key: value for key, value in os.environ.items() if key not in LAUNCHER_VARIABLES}
+    env.update(XPCNN_TEST_JOB="early", OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    job = subprocess.Popen(mpirun() + ["-n", "2"] + xpcnn_command() + long_run(tmp_path / "run"),
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    os.kill(rank_pid("XPCNN_TEST_JOB=early", 1), signal.SIGINT)
+    _, stderr = job.communicate(timeout=60)
+    assert job.returncode != 0, stderr
+
+
+@pytest.mark.mpi
+@needs_mnist
+def test_processes_reading_other_data_are_refused_and_usage_errors_print_once(tmp_path):
+    first = train_args(tmp_path / "run", "tutorial")
+    other = list(first)
+    other[other.index("--limit") + 1] = "512"
+    job = run(mpirun() + ["-n", "1"] + xpcnn_command() + first + [":", "-n", "1"] + xpcnn_command() + other)
+    assert job.returncode == 1 and "process 1 of 2 has other training data or settings" in job.stderr, job.stderr
+    usage = run(mpirun() + ["-n", "2"] + xpcnn_command() + ["train", "--batch-size", "abc"])
+    assert usage.returncode == 2 and usage.stderr.count("invalid int value: 'abc'") == 1, usage.stderr
 
 
 @pytest.mark.mpi

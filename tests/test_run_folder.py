@@ -88,3 +88,12 @@ def test_open_refuses_what_does_not_fit(tmp_path):
         RunFolder.open(tmp_path / "empty", resume=True)
     assert RunFolder.open(tmp_path / "new", resume=False).path.is_dir()
 
+
+
+def test_resuming_removes_what_killed_writes_left(tmp_path):
+    (tmp_path / "checkpoint.npz").write_bytes(b"the saved run")
+    for name in (".checkpoint.npz.k3j2.tmp", ".metrics.jsonl.x1.tmp", ".summary.json.a.tmp"):
+        (tmp_path / name).write_bytes(b"half a file")
+    (tmp_path / "notes.tmp").write_text("the user's")
+    RunFolder.open(tmp_path, resume=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.npz", "notes.tmp"]

@@ -7,7 +7,9 @@ The arguments each command takes are declared in cli_arguments.py.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
+import io
 import json
 import shlex
 import sys
@@ -186,13 +188,16 @@ COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .distributed import launched_rank
+    from .distributed import end_job, launched_rank
 
+    # In a data-parallel job the first process reports usage and errors for all; one
+    # failing alone says so itself as it ends the job (see distributed.failing_alone_ends_all).
+    first = launched_rank() == 0
+    report = _say if first else _quiet
     parser = build_parser()
-    args = parser.parse_args(argv)
-    # In a data-parallel job the first process reports errors for all; one failing alone
-    # says so itself as it ends the job (see distributed.failing_alone_ends_all).
-    report = _say if launched_rank() == 0 else _quiet
+    with contextlib.redirect_stdout(io.StringIO()) if not first else contextlib.nullcontext(), \
+            contextlib.redirect_stderr(io.StringIO()) if not first else contextlib.nullcontext():
+        args = parser.parse_args(argv)
     try:
         if hasattr(args, "backend"):  # before any work: no data is loaded for a backend that cannot run
             backend.require(args.backend, args.device)
@@ -203,8 +208,9 @@ def main(argv: list[str] | None = None) -> int:
         flag = f"--{exc.field.replace('_', '-')}: {exc.message}" if isinstance(exc, presets.SettingsError) else exc
         report(f"{args.usage()}xpcnn {args.command}: error: {flag}")
         return 2
-    except KeyboardInterrupt:
-        report("xpcnn: interrupted")
+    except KeyboardInterrupt:  # outside training, which stops by itself (and saves) on Ctrl-C
+        _say("xpcnn: interrupted")
+        end_job(130)  # the other processes of a data-parallel job would wait for this one
         return 130
     except Exception as exc:  # one line for people; --debug for the traceback
         if args.debug:

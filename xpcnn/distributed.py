@@ -146,6 +146,14 @@ def launched_rank() -> int:
     return _launched(RANK_VARIABLES, 0)
 
 
+def end_job(code: int) -> None:
+    """In an MPI job of several processes, end all of them now (exit status `code`): what a
+    process leaving on its own must do, or the others wait for it forever. Nothing otherwise."""
+    if launched_size() > 1 and "mpi4py.MPI" in sys.modules:
+        sys.stderr.flush()
+        sys.modules["mpi4py.MPI"].COMM_WORLD.Abort(code)
+
+
 def world() -> Communicator:
     """The processes of this job: MPI's world when a launcher (mpirun, mpiexec, srun)
     started more than one, else `Single()`. RuntimeError if launched as several processes
@@ -236,6 +244,18 @@ def failing_alone_ends_all(comm: Communicator, shared: tuple[type[Exception], ..
             print(f"xpcnn: process {comm.rank} of {comm.size} failed ({exc}); ending the job", file=sys.stderr)
             comm.abort(1)
         raise
+
+
+def check_same(comm: Communicator, what: str, facts: dict[str, Any]) -> None:
+    """ValueError on every process if any of `facts` differs from the first process's:
+    processes that train on other data or settings would not train one model (and could
+    wait for each other forever, when their batch counts differ)."""
+    first, *others = comm.gather(facts)
+    for rank, theirs in enumerate(others, start=1):
+        for key, value in first.items():
+            if theirs.get(key) != value:
+                raise ValueError(f"process {rank} of {comm.size} has other {what} than process 0: {key} "
+                                 f"{theirs.get(key)!r} against {value!r}")
 
 
 class PeerFailed(RuntimeError):

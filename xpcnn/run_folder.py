@@ -65,6 +65,8 @@ class RunFolder:
             raise RunFolderError(f"{folder.path} is a file, not a run folder")
         if resume and not folder.checkpoint.exists():
             raise RunFolderError(f"no checkpoint to resume in {folder.path}")
+        if resume:
+            folder.remove_unfinished_writes()
         if not resume and folder.checkpoint.exists():
             raise RunFolderError(f"{folder.path} already holds a run; resume it, or choose another folder")
         try:
@@ -72,6 +74,13 @@ class RunFolder:
         except OSError as exc:
             raise RunFolderError(f"cannot make {folder.path}: {exc.strerror or exc}") from None
         return folder
+
+    def remove_unfinished_writes(self) -> None:
+        """Remove the temporary files of writes a kill interrupted (see xpcnn.atomic): the
+        run they belonged to is over, and the files they were to replace are intact."""
+        for name in (CHECKPOINT_NAME, METRICS_NAME, SUMMARY_NAME):
+            for leftover in self.path.glob(f".{name}.*.tmp"):
+                leftover.unlink(missing_ok=True)
 
     def remove_if_empty(self) -> None:
         """Remove the folder if nothing was written into it."""

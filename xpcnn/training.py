@@ -12,6 +12,7 @@ checkpoint. The checkpoint also describes the run (model, settings, data statist
 
 from __future__ import annotations
 
+import hashlib
 import math
 import signal
 import threading
@@ -298,6 +299,8 @@ class Trainer:
             raise ValueError(f"the run stands at batch {self.state.batch} of an epoch, but this training set has "
                              f"{per_epoch} batches: it is not the run's data")
         self._check_shards(len(train))
+        if self.comm.size > 1:
+            distributed.check_same(self.comm, "training data or settings", self._facts(train))
         self.data, self.selection, self.train_images = data_statistics(train), train.selection, len(train)
         in_main_thread = threading.current_thread() is threading.main_thread()  # where handlers can be set
         # SIGTERM too: what mpirun passes on for Ctrl-C, and batch schedulers send at the time limit.
@@ -314,15 +317,24 @@ class Trainer:
                 signal.signal(number, handler)
         return self.state.history
 
+    def _facts(self, train: Dataset) -> dict[str, Any]:
+        """What must be the same in every process of a data-parallel run: the settings
+        (where the data was read may differ between machines; its content may not), the
+        progress, and the training images and labels."""
+        settings = self.settings()
+        settings["data"] = {key: value for key, value in (settings["data"] or {}).items() if key != "folders"}
+        content = hashlib.blake2b(np.ascontiguousarray(train.images), digest_size=16)
+        content.update(np.ascontiguousarray(train.labels))
+        return {**settings, "progress": (self.state.epoch, self.state.batch, self.optimizer.steps),
+                "images": len(train), "content": content.hexdigest()}
+
     def _check_shards(self, size: int) -> None:
         """In data-parallel training every process needs a row of every batch."""
-        processes, last = self.comm.size, size % self.batch_size or self.batch_size
-        if self.batch_size < processes:
-            raise SettingsError("batch_size", f"{self.batch_size} is smaller than the {processes} processes that "
-                                "share each batch")
-        if min(last, size) < processes:
-            raise SettingsError("batch_size", f"{self.batch_size} leaves a last batch of {min(last, size)} of the "
-                                f"{size} images, fewer than the {processes} processes that share each batch")
+        processes, last = self.comm.size, min(size % self.batch_size or self.batch_size, size)
+        if min(self.batch_size, last) < processes:
+            raise SettingsError("batch_size", f"{self.batch_size} over {size} images makes batches of as few as "
+                                f"{min(self.batch_size, last)} images, but each of the {processes} processes "
+                                f"needs one: use at most {min(self.batch_size, last)} processes for this run")
 
     def _progress_bar(self, total: int, epochs: int) -> Any:
         if not self.progress:
