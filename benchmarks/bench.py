@@ -3,9 +3,10 @@
     python benchmarks/bench.py [--repeats 7] [--threads N] [--gpu] [--save]
 
 Prints one markdown report: training throughput (forward, loss, backward, update) at
-batch 64 and 256 and inference throughput at batch 1000 for the `tutorial` and `lenet`
-presets, xpcnn and PyTorch timed alternately within each repeat so that their ratio
-holds on a noisy machine (medians, with min and max); the share of the machine's own
+batch 64 and 256 and inference throughput at batch 1000 for the `tutorial`, `lenet` and
+`fast` presets (--presets), xpcnn, xpcnn on torch tensors and PyTorch timed alternately
+within each repeat so that their ratio holds on a noisy machine (medians, with min and
+max); the share of the machine's own
 float32 matmul peak that the training step reaches; peak resident memory of a lenet
 batch-256 training process for each library; a per-layer time breakdown of xpcnn's step;
 threads, BLAS and kernel. OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE are unset for this
@@ -343,7 +344,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--gpu", action="store_true", help="CuPy vs PyTorch on CUDA")
     parser.add_argument("--save", action="store_true", help="write the report to benchmarks/results/")
-    parser.add_argument("--presets", default="tutorial,lenet")
+    parser.add_argument("--presets", default="tutorial,lenet,fast")
     args = parser.parse_args()
 
     import torch

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import platform
 import time
+from pathlib import Path
 from typing import Any
 
 OPENBLAS_VARIABLES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
@@ -33,19 +34,8 @@ def blas_description() -> str:
 
 
 def train_flops_per_image(model: Any, input_shape: tuple[int, int, int] = (1, 28, 28)) -> float:
-    """Multiply-add FLOPs (2 per MAC) of one training image: forward, input gradient and
-    weight gradient of every convolution and dense layer (3x the forward products)."""
-    from xpcnn import Conv2D, Dense
-
-    shapes = model.output_shapes((1, *input_shape))
-    total = 0.0
-    for layer, out in zip(model, shapes):
-        if isinstance(layer, Conv2D):
-            kh, kw = layer.kernel_size
-            total += 2.0 * layer.in_channels * kh * kw * out[1] * out[2] * out[3]
-        elif isinstance(layer, Dense):
-            total += 2.0 * layer.in_features * layer.out_features
-    return 3 * total
+    """FLOPs of one training image (see Sequential.training_flops)."""
+    return model.training_flops(input_shape)
 
 
 def torch_twin(model: Any, device: str = "cpu") -> Any:
@@ -91,3 +81,28 @@ def timed(function: Any, repeats: int) -> float:
     for _ in range(repeats):
         function()
     return time.perf_counter() - start
+
+
+def pytorch_loop_step(net: Any, optimizer: Any, x: Any, y: Any) -> None:
+    """One step of a PyTorch training loop as users write it, reading the loss and the
+    correct count as xpcnn's Trainer does (host NumPy batches in)."""
+    import torch
+
+    x, y = torch.from_numpy(x), torch.from_numpy(y)
+    optimizer.zero_grad(set_to_none=True)
+    logits = net(x)
+    loss = torch.nn.functional.cross_entropy(logits, y)
+    loss.backward()
+    optimizer.step()
+    loss.item(), (logits.argmax(1) == y).sum().item()
+
+
+def emit(text: str, name: str, save: bool) -> None:
+    """Print a report; with `save`, also write it as benchmarks/results/<name>-<date>.md."""
+    import sys
+
+    print(text)
+    if save:
+        path = Path(__file__).resolve().parent / "results" / f"{name}-{time.strftime('%Y%m%d')}.md"
+        path.write_text(text + "\n")
+        print(f"saved {path}", file=sys.stderr)

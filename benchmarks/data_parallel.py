@@ -73,8 +73,8 @@ class Timed(distributed.Communicator):
     def broadcast(self, value):
         return self.inner.broadcast(value)
 
-    def abort(self, code):
-        self.inner.abort(code)
+    def fail(self, error):
+        self.inner.fail(error)
 
 
 def worker(args: argparse.Namespace) -> dict:

@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -90,6 +91,47 @@ def test_together_raises_a_failed_setup_on_one_process():
     with pytest.raises(ValueError, match="no data"):
         distributed.together(distributed.Single(), lambda: (_ for _ in ()).throw(ValueError("no data")))
     assert distributed.together(distributed.Single(), lambda: 3) == 3
+
+
+def run_members(size, work):
+    """work(member) in `size` threads, one per member of a new Threads group; the results."""
+    members = distributed.Threads.group(size)
+    results = [None] * size
+
+    def run(member):
+        results[member.rank] = work(member)
+
+    threads = [threading.Thread(target=run, args=(member,)) for member in members]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    return results
+
+
+def test_worker_threads_reduce_alike_in_every_member():
+    def work(member):
+        arrays = member.sum_arrays([np.full(3, member.rank + 1.0), np.ones((2, 2))])
+        return (arrays, member.sum_numbers(member.rank, 1.5), member.any(member.rank == 2),
+                member.gather(member.rank * 10), member.broadcast(f"from {member.rank}"))
+
+    results = run_members(3, work)
+    for arrays, numbers, anyone, gathered, broadcast in results:
+        np.testing.assert_array_equal(arrays[0], np.full(3, 6.0))
+        np.testing.assert_array_equal(arrays[1], np.full((2, 2), 3.0))
+        assert numbers == [3, 4.5] and anyone is True and gathered == [0, 10, 20] and broadcast == "from 0"
+
+
+def test_a_failing_worker_thread_releases_the_others():
+    def work(member):
+        if member.rank == 1:
+            member.fail(RuntimeError("gone"))
+            return "failed"
+        with pytest.raises(threading.BrokenBarrierError):
+            member.sum_numbers(1.0)
+        return "released"
+
+    assert run_members(3, work) == ["released", "failed", "released"]
 
 
 # -- MPI jobs ------------------------------------------------------------------------------------

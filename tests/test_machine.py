@@ -19,3 +19,30 @@ def test_dtypes_are_those_each_device_has():
         pytest.skip("array_api_strict is not installed")
     assert backend.device_dtypes("array_api_strict", "no_float64") == ["float32"]
     assert "no_float64 (float32)" in next(line for line in machine.report() if "array_api_strict" in line)
+
+
+def test_two_workers_by_default_on_numpy_for_big_enough_steps_with_two_cores_and_blas_limits(monkeypatch):
+    big, small = machine.WORKER_STEP_FLOPS, machine.WORKER_STEP_FLOPS / 2
+    monkeypatch.setattr(machine.os, "cpu_count", lambda: 8)
+    monkeypatch.setattr(machine, "can_limit_blas", lambda: True)
+    assert machine.default_workers("numpy", big) == 2
+    assert machine.default_workers("numpy", small) == 1  # the tutorial preset: meeting costs what it gains
+    assert machine.default_workers("torch", big) == machine.default_workers("array_api_strict", big) == 1
+    monkeypatch.setattr(machine.os, "cpu_count", lambda: 1)
+    assert machine.default_workers("numpy", big) == 1
+    monkeypatch.setattr(machine.os, "cpu_count", lambda: 8)
+    monkeypatch.setattr(machine, "can_limit_blas", lambda: False)
+    assert machine.default_workers("numpy", big) == 1
+
+
+def test_blas_threads_are_limited_inside_the_block_only():
+    pytest.importorskip("threadpoolctl")
+    from threadpoolctl import threadpool_info
+
+    def threads():
+        return {pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"}
+
+    before = threads()
+    with machine.blas_threads(1):
+        assert threads() <= {1}
+    assert threads() == before

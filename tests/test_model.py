@@ -96,3 +96,9 @@ def test_load_state_dict_names_what_does_not_fit():
     with pytest.raises(ValueError):
         ours.load_state_dict(state, strict=False)  # a wrong shape is refused even then, changing nothing
     np.testing.assert_array_equal(ours.state_dict()["4.weight"], before)
+
+
+def test_training_flops_count_the_products_of_convolutions_and_dense_layers():
+    net = xpcnn.Sequential([xpcnn.Conv2D(1, 8, 3), xpcnn.ReLU(), xpcnn.Flatten(), xpcnn.Dense(8 * 26 * 26, 10)])
+    forward = 2 * (1 * 3 * 3 * 8 * 26 * 26) + 2 * (8 * 26 * 26 * 10)  # multiply-adds of the two products
+    assert net.training_flops((1, 28, 28)) == 3 * forward  # forward, input gradient, weight gradient

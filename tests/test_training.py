@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import threading
 
 import numpy as np
 import pytest
 
-from xpcnn import backend, presets
+from xpcnn import ReLU, backend, presets
 from xpcnn.anomaly import NonFiniteError
 from xpcnn.checkpoint import load_checkpoint
 from xpcnn.datasets import load_bundled
@@ -139,3 +140,75 @@ def test_a_saved_position_beyond_the_epoch_is_not_this_data(tmp_path, data):
     trainer.state.batch = 1_000_000  # what a hostile checkpoint may claim
     with pytest.raises(ValueError, match="stands at batch 1000000 of an epoch, but this training set has 10 batches"):
         trainer.fit(data[0], 1)
+
+
+# -- worker threads (Trainer(workers=N), see xpcnn.distributed.Threads) ---------------------------
+
+
+def float64_trainer(tmp_path, workers, trainer_class=Trainer):
+    """small_net (batch norm, dropout) with shifted images, in float64, where summing the
+    workers' shares in another order changes nothing the comparisons below can see."""
+    net = small_net().to("numpy", dtype="float64")
+    opt = Adam(net, 1e-2, schedule=Cosine(total=20, warmup=2))
+    return trainer_class(net, opt, batch_size=64, seed=5, augment=1, run_dir=tmp_path, progress=False,
+                         log=lambda m: None, workers=workers)
+
+
+def assert_same_state(mine, theirs, tolerance):
+    for name, value in theirs.model.state_dict().items():
+        np.testing.assert_allclose(mine.model.state_dict()[name], value, rtol=0, atol=tolerance, err_msg=name)
+
+
+def test_workers_learn_what_one_model_learns(tmp_path, data):
+    train, test = data
+    alone, shared = float64_trainer(tmp_path / "a", 1), float64_trainer(tmp_path / "b", 3)
+    alone.fit(train, 2, val=test)
+    shared.fit(train, 2, val=test)  # 600 images: the last batch of 24 is shared out too
+    assert_same_state(shared, alone, 1e-8)
+    for mine, theirs in zip(shared.history, alone.history):
+        assert mine["train_loss"] == pytest.approx(theirs["train_loss"], rel=1e-10)
+        assert mine["val_accuracy"] == theirs["val_accuracy"]
+    assert "3 worker threads" in shared.describe()
+
+
+def test_workers_stop_together_and_a_single_model_resumes_to_the_same_weights(tmp_path, data):
+    train, _ = data
+    reference = float64_trainer(tmp_path / "a", 1)
+    reference.fit(train, 2)
+    interrupted = float64_trainer(tmp_path / "b", 2, StopAfter)
+    interrupted.stop_at = 6
+    with pytest.raises(TrainingInterrupted) as info:
+        interrupted.fit(train, 2)
+    resumed = Trainer.resume(info.value.checkpoint, progress=False, log=lambda m: None)
+    assert resumed.optimizer.steps == 6
+    resumed.fit(train, 2)
+    assert_same_state(resumed, reference, 1e-8)
+
+
+class FailsInWorker(ReLU):
+    """A ReLU that fails in the worker threads only, as a bug or a full memory would."""
+
+    def forward(self, x, training=True):
+        if training and threading.current_thread().name.startswith("xpcnn worker"):
+            raise MemoryError("out of memory in a worker")
+        return super().forward(x, training)
+
+
+def test_a_failing_worker_raises_its_error_in_the_caller_and_no_thread_waits(data):
+    train, _ = data
+    net = small_net()
+    net.layers[3] = FailsInWorker()
+    trainer = Trainer(net, SGD(net, 0.01), batch_size=64, progress=False, log=lambda m: None, workers=2)
+    with pytest.raises(MemoryError, match="out of memory in a worker"):
+        trainer.fit(train, 1)
+    assert not [thread for thread in threading.enumerate() if thread.name.startswith("xpcnn worker")]
+
+
+def test_workers_are_at_most_the_smallest_batch(data):
+    train, _ = data
+    net = small_net()
+    trainer = Trainer(net, SGD(net, 0.01), batch_size=1, workers=4, progress=False, log=lambda m: None)
+    trainer.fit(train.subset(np.arange(3)), 1)  # batches of one image: one worker
+    assert trainer.optimizer.steps == 3
+    with pytest.raises(ValueError, match="workers must be >= 1"):
+        Trainer(net, SGD(net, 0.01), workers=0)

@@ -104,6 +104,9 @@ def _add_train_parser(commands: Any) -> None:
          "--epochs beyond the saved total extends it")
     flag("--checkpoint-every", type=_positive_int, help="also checkpoint every K optimizer steps")
     flag("--no-progress", action="store_true", help="no progress bar")
+    flag("--workers", type=_positive_int, help="threads sharing each batch, each with a replica of the model "
+         "(default: 2 on NumPy for steps of 1 GFLOP or more, with two cores and threadpoolctl; else 1; "
+         "1 under mpirun)")
     flag("--detect-anomaly", action="store_true", help="check every layer for NaN/Inf and name the first (slower)")
     flag("--no-plots", action="store_true", help="do not draw PNG plots")
 

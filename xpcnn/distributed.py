@@ -1,8 +1,10 @@
-"""Data-parallel training: the processes of an MPI job train one model together.
+"""Data-parallel training: the processes of an MPI job, or worker threads of one process,
+train one model together.
 
-Every process holds the whole model and takes its slice of every global batch (rows
-`shard_bounds(n, rank, size)`). After backward, the gradients of all processes are summed
-with one packed allreduce, so each applies the same update and the weights stay equal.
+Every member (process or thread) holds the whole model and takes its slice of every
+global batch (rows `shard_bounds(n, rank, size)`). After backward, the gradients of all
+members are summed (one packed allreduce over MPI), so each applies the same update and
+the weights stay equal.
 What depends on the whole batch is computed for the whole batch:
 
 - the loss gradient is scaled by local rows / global rows (the mean over the global batch);
@@ -10,20 +12,24 @@ What depends on the whole batch is computed for the whole batch:
 - dropout masks and augmentation shifts are drawn for the global batch and sliced
   (`batch_rows`), so N processes see the masks one process would.
 
-While a Trainer computes a step it sets the `Shard` (`sharded(...)`): where this process's
-rows lie in the global batch and who holds the others. Outside a step, and in a single
-process, `batch_sum` and `batch_rows` change nothing.
+While a Trainer computes a step it sets the `Shard` (`sharded(...)`): where this member's
+rows lie in the global batch and who holds the others. Outside a step, and for a single
+member, `batch_sum` and `batch_rows` change nothing.
 
-Only this module imports mpi4py, and only when an MPI job has more than one process:
-`world()` is `Single()` otherwise, and a single process needs no MPI at all.
+Communicators: `Single` (one process alone), `MPI` (over mpi4py: only this module imports
+it, and only when an MPI job has more than one process, so a single process needs no MPI
+at all), and `Threads` (worker threads in one process, see Trainer's `workers`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
+import operator
 import os
 import sys
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -72,9 +78,9 @@ class Communicator:
         """The first process's `value` (a picklable host object), on every process."""
         return value
 
-    def abort(self, code: int) -> None:
-        """End every process of the job now with exit status `code`."""
-        sys.exit(code)
+    def fail(self, error: Exception) -> None:
+        """This member failed alone with `error` (about to be raised): make sure the
+        others do not wait for it forever."""
 
 
 class Single(Communicator):
@@ -123,9 +129,53 @@ class MPI(Communicator):
     def broadcast(self, value: Any) -> Any:
         return self.comm.bcast(value, root=0)
 
-    def abort(self, code: int) -> None:
+    def fail(self, error: Exception) -> None:
+        print(f"xpcnn: process {self.rank} of {self.size} failed ({error}); ending the job", file=sys.stderr)
         sys.stderr.flush()
-        self.comm.Abort(code)
+        self.comm.Abort(1)
+
+
+class Threads(Communicator):
+    """One of `size` worker threads of one process, each training a replica of the model
+    on its share of every batch (see Trainer's `workers`). They meet at a barrier to
+    exchange values; every member sums them in the same order, so all get the same sums."""
+
+    kind = "threads"
+
+    def __init__(self, rank: int, size: int, barrier: threading.Barrier, slots: list[Any]) -> None:
+        self.rank, self.size, self._barrier, self._slots = rank, size, barrier, slots
+
+    @classmethod
+    def group(cls, size: int) -> list[Threads]:
+        """The members of a new group of `size` threads, in rank order."""
+        barrier, slots = threading.Barrier(size), [None] * size
+        return [cls(rank, size, barrier, slots) for rank in range(size)]
+
+    def _exchange(self, value: Any) -> list[Any]:
+        self._slots[self.rank] = value
+        self._barrier.wait()
+        values = list(self._slots)
+        self._barrier.wait()  # no member writes its next value before all have read this one
+        return values
+
+    def sum_arrays(self, arrays: Sequence[Any]) -> list[Any]:
+        everyone = self._exchange(list(arrays))
+        return [functools.reduce(operator.add, column) for column in zip(*everyone)]
+
+    def sum_numbers(self, *values: float) -> list[float]:
+        return [sum(column) for column in zip(*self._exchange(values))]
+
+    def any(self, flag: bool) -> bool:
+        return any(self._exchange(bool(flag)))
+
+    def gather(self, value: Any) -> list[Any]:
+        return self._exchange(value)
+
+    def broadcast(self, value: Any) -> Any:
+        return self._exchange(value)[0]
+
+    def fail(self, error: Exception) -> None:
+        self._barrier.abort()  # the others get BrokenBarrierError at their next exchange
 
 
 def _launched(names: tuple[str, ...], default: int) -> int:
@@ -231,18 +281,16 @@ def batch_sum(*arrays: Any) -> tuple[Any, ...]:
 
 @contextlib.contextmanager
 def failing_alone_ends_all(comm: Communicator, shared: tuple[type[Exception], ...] = ()) -> Iterator[None]:
-    """Around work that meets the other processes in reductions: an error here in one
-    process would leave the others waiting for it forever, so it ends the whole job
-    (exit status 1, the error on stderr). Errors of the `shared` types are raised by
-    every process together (a diverged loss, an agreed stop) and pass through."""
+    """Around work that meets the other members in reductions: an error here in one
+    would leave the others waiting for it forever, so it tells them (`Communicator.fail`:
+    an MPI job ends, exit status 1, the error on stderr). Errors of the `shared` types are
+    raised by every member together (a diverged loss, an agreed stop) and pass through."""
     try:
         yield
     except shared:
         raise
     except Exception as exc:
-        if comm.size > 1:
-            print(f"xpcnn: process {comm.rank} of {comm.size} failed ({exc}); ending the job", file=sys.stderr)
-            comm.abort(1)
+        comm.fail(exc)
         raise
 
 

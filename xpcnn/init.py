@@ -33,6 +33,13 @@ def kaiming_normal(shape: tuple[int, ...], fan_in: int, rng: np.random.Generator
     return values.astype(np.float32)
 
 
+def fan_in_uniform(shape: tuple[int, ...], fan_in: int, rng: np.random.Generator) -> np.ndarray:
+    """Uniform in [-1/sqrt(fan_in), 1/sqrt(fan_in)], drawn on the host (NumPy float32):
+    PyTorch's default for the weights and biases of Conv2d and Linear."""
+    bound = 1.0 / np.sqrt(fan_in)
+    return rng.uniform(-bound, bound, shape).astype(np.float32)
+
+
 def zeros(shape: tuple[int, ...]) -> np.ndarray:
     """Host zeros (NumPy float32): the starting value of biases and running means."""
     return np.zeros(shape, dtype=np.float32)

@@ -1,12 +1,15 @@
 """A description of this machine for run summaries, `xpcnn info` and the benchmarks:
 processor, cores, the BLAS library NumPy calls with its kernel and threads, and which
-backends and devices are usable."""
+backends and devices are usable; and how training uses its cores (BLAS threads, worker
+threads)."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import platform
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +42,40 @@ def blas() -> list[str]:
             f"{pool.get('num_threads')} threads)" for pool in threadpool_info() if pool.get("user_api") == "blas"]
 
 
+def can_limit_blas() -> bool:
+    """Whether this process can set its BLAS thread count (threadpoolctl is installed)."""
+    return importlib.util.find_spec("threadpoolctl") is not None
+
+
+@contextlib.contextmanager
+def blas_threads(count: int) -> Iterator[None]:
+    """Run the block with BLAS using `count` threads (threadpoolctl; unchanged without it).
+    Worker threads that call BLAS at once need it: each call would otherwise start all
+    the cores' BLAS threads, and two such calls fight over them."""
+    if not can_limit_blas():
+        yield
+        return
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(count, user_api="blas"):
+        yield
+
+
+WORKER_STEP_FLOPS = 1e9  # the least work per training step that two worker threads pay off for
+
+
+def default_workers(backend_name: str, step_flops: float) -> int:
+    """Worker threads that `xpcnn train` uses for a training step of `step_flops` (see
+    Sequential.training_flops): two on NumPy, whose element-wise work runs on one thread
+    so that one model leaves a core idle for much of a step, when the machine has two
+    cores or more, BLAS threads can be limited, and the step is 1 GFLOP or more (below,
+    meeting at every layer costs what the second core gains: measured by
+    benchmarks/workers.py); else one. Other backends use all cores (or a GPU) already."""
+    cores = os.cpu_count() or 1
+    usable = backend_name == "numpy" and cores >= 2 and can_limit_blas()
+    return 2 if usable and step_flops >= WORKER_STEP_FLOPS else 1
+
+
 def report() -> list[str]:
     """What `xpcnn info` prints: versions, processor, each backend (usable, with devices,
     or why not), BLAS, and the OpenBLAS kernel override if one is set."""
@@ -52,6 +89,9 @@ def report() -> list[str]:
             lines.append(f"backend {name}: not usable: {reason}")
     lines += cuda()
     lines += [f"BLAS: {line}" for line in blas() or ["unknown (install threadpoolctl to see it)"]]
+    lines.append(f"worker threads for training on NumPy: {default_workers('numpy', WORKER_STEP_FLOPS)} for steps of "
+                 f"{WORKER_STEP_FLOPS / 1e9:g} GFLOP or more, else 1"
+                 + ("" if can_limit_blas() else " (pip install 'xpcnn[threads]' for two)"))
     lines.append(f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}")
     return lines
 

@@ -167,6 +167,22 @@ class Sequential:
             shapes.append(shape)
         return shapes
 
+    def training_flops(self, input_shape: Shape) -> float:
+        """Floating-point operations of one training step for one input of `input_shape`
+        (C, H, W): the matrix products of convolution and dense layers, forward and both
+        gradients (3x the forward's, 2 per multiply-add); the element-wise rest is small
+        beside them."""
+        from .layers import Conv2D, Dense
+
+        total = 0.0
+        for layer, out in zip(self.layers, self.output_shapes((1, *input_shape))):
+            if isinstance(layer, Conv2D):
+                kh, kw = layer.kernel_size
+                total += 2.0 * layer.in_channels * kh * kw * math.prod(out[1:])
+            elif isinstance(layer, Dense):
+                total += 2.0 * layer.in_features * layer.out_features
+        return 3 * total
+
     def summary(self, input_shape: Shape) -> str:
         """A table of layers, output shapes and parameter counts for `input_shape`."""
         rows = [("#", "layer", "output shape", "params")]

@@ -12,12 +12,15 @@ checkpoint. The checkpoint also describes the run (model, settings, data statist
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import hashlib
 import math
+import os
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -92,7 +95,14 @@ def data_statistics(dataset: Dataset) -> dict[str, Any]:
 class Trainer:
     """Trains a model with an optimizer on a Dataset. With `run_dir`, keeps the run folder
     (see xpcnn.run_folder): the latest checkpoint, metrics per epoch and, after
-    `finish(test)`, the summary and plots. `name` names the model in the run's record."""
+    `finish(test)`, the summary and plots. `name` names the model in the run's record.
+
+    Data-parallel (xpcnn.distributed): `comm` makes it one of the processes of an MPI job;
+    `workers` > 1 trains with that many threads, each on a replica of the model and its
+    share of every batch, which uses more cores where NumPy's element-wise work runs on
+    one; None chooses at `fit` (machine.default_workers, what `xpcnn train` does). Either
+    way the run learns what one model on whole batches learns, to float rounding (the
+    shares are summed in another order)."""
 
     def __init__(
         self,
@@ -109,9 +119,12 @@ class Trainer:
         log: Callable[[str], None] = print,
         anomaly: bool = False,
         comm: distributed.Communicator | None = None,
+        workers: int | None = 1,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if workers is not None and workers < 1:
+            raise ValueError(f"workers must be >= 1 thread, got {workers}")
         if checkpoint_every is not None and checkpoint_every < 1:
             raise ValueError(f"checkpoint_every must be >= 1 step, got {checkpoint_every}")
         self.model, self.optimizer = model, optimizer
@@ -122,6 +135,7 @@ class Trainer:
         # Data-parallel over comm's processes (see xpcnn.distributed); the first writes
         # the run folder and reports, the others train quietly beside it.
         self.comm = comm or distributed.Single()
+        self.workers = workers  # threads sharing each batch (at most the smallest batch; 1 under MPI; None: auto)
         if not self.comm.is_root:
             progress, log = False, _quiet
         self.checkpoint_every, self.progress, self.log = checkpoint_every, progress, log
@@ -157,12 +171,13 @@ class Trainer:
         }
 
     def describe(self) -> str:
-        """One line: model, size, backend, epochs, optimizer and learning rate, batch."""
+        """One line: model, size, backend, epochs, optimizer and learning rate, batch, workers."""
         model, settings, now = self.model, self.settings(), self.optimizer.current_lr
         lr = f"lr {settings['lr']:g}" + (f" (now {now:.3g})" if now != settings["lr"] else "")
+        workers = f", {self.workers} worker threads" if (self.workers or 1) > 1 and self.comm.size == 1 else ""
         return (f"{self.name} ({model.num_params():,} parameters) on {model.backend} ({model.device}, {model.dtype}) "
                 f"for {self.epochs} epoch{'s' if self.epochs != 1 else ''}, {settings['optimizer']} {lr}, "
-                f"batch {self.batch_size}")
+                f"batch {self.batch_size}{workers}")
 
     def conflicts(self, **given: Any) -> list[tuple[str, Any, Any]]:
         """(setting, saved value, given value) for each given setting that differs from
@@ -302,20 +317,75 @@ class Trainer:
         if self.comm.size > 1:
             distributed.check_same(self.comm, "training data or settings", self._facts(train))
         self.data, self.selection, self.train_images = data_statistics(train), train.selection, len(train)
+        with self._stopping_on_signals():
+            workers = min(self.choose_workers(train), self._smallest_batch(len(train))) if self.comm.size == 1 else 1
+            if workers > 1:
+                self._fit_in_threads(train, epochs, val, workers)
+            else:
+                self._fit_here(train, epochs, val)
+        return self.state.history
+
+    @contextlib.contextmanager
+    def _stopping_on_signals(self) -> Iterator[None]:
+        """SIGINT (Ctrl-C) and SIGTERM (what mpirun passes on for Ctrl-C, and batch
+        schedulers send at the time limit) request a stop at the next batch."""
         in_main_thread = threading.current_thread() is threading.main_thread()  # where handlers can be set
-        # SIGTERM too: what mpirun passes on for Ctrl-C, and batch schedulers send at the time limit.
         stop_signals = (signal.SIGINT, signal.SIGTERM) if in_main_thread else ()
         previous = {number: signal.signal(number, self._on_stop_signal) for number in stop_signals}
         try:
-            # Non-finite values are caught by the loss check below; NumPy's overflow
-            # warnings on the way there would only repeat it less clearly.
-            with np.errstate(all="ignore"), distributed.failing_alone_ends_all(self.comm, STOPS):
-                while self.state.epoch < epochs:
-                    self._run_epoch(train, epochs, val)
+            yield
         finally:
             for number, handler in previous.items():
                 signal.signal(number, handler)
-        return self.state.history
+
+    def _fit_here(self, train: Dataset, epochs: int, val: Dataset | None) -> None:
+        # Non-finite values are caught by the loss check of each step; NumPy's overflow
+        # warnings on the way there would only repeat it less clearly.
+        with np.errstate(all="ignore"), distributed.failing_alone_ends_all(self.comm, STOPS):
+            while self.state.epoch < epochs:
+                self._run_epoch(train, epochs, val)
+
+    def _fit_in_threads(self, train: Dataset, epochs: int, val: Dataset | None, workers: int) -> None:
+        """Train as `workers` threads, each with a replica of the model and its share of
+        every batch (see xpcnn.distributed), this trainer the first; BLAS gets the cores
+        shared out among them."""
+        members = distributed.Threads.group(workers)
+        helpers = [self._replica(member) for member in members[1:]]
+        errors: list[BaseException] = []
+
+        def work(helper: Trainer) -> None:
+            try:  # a failure has told the others already (failing_alone_ends_all)
+                helper._fit_here(train, epochs, val)
+            except BaseException as exc:  # noqa: BLE001  (raised by the first thread below)
+                errors.append(exc)
+
+        threads = [threading.Thread(target=work, args=(helper,), name=f"xpcnn worker {helper.comm.rank}")
+                   for helper in helpers]
+        alone, self.comm = self.comm, members[0]
+        try:
+            with machine.blas_threads(max(1, (os.cpu_count() or 1) // workers)):
+                for thread in threads:
+                    thread.start()
+                try:
+                    self._fit_here(train, epochs, val)
+                finally:
+                    for thread in threads:
+                        thread.join()
+        except threading.BrokenBarrierError:
+            if errors:  # a worker failed first: its error, not the barrier it broke
+                raise errors[0] from None
+            raise
+        finally:
+            self.comm = alone
+
+    def _replica(self, comm: distributed.Communicator) -> Trainer:
+        """A quiet trainer with copies of this one's model, optimizer and progress."""
+        model, optimizer = copy.deepcopy((self.model, self.optimizer))  # the optimizer keeps the copied model
+        replica = Trainer(model, optimizer, batch_size=self.batch_size, seed=self.seed, augment=self.augment,
+                          checkpoint_every=self.checkpoint_every, progress=False, log=_quiet, anomaly=self.anomaly,
+                          comm=comm)
+        replica.epochs, replica.state = self.epochs, copy.deepcopy(self.state)
+        return replica
 
     def _facts(self, train: Dataset) -> dict[str, Any]:
         """What must be the same in every process of a data-parallel run: the settings
@@ -328,13 +398,24 @@ class Trainer:
         return {**settings, "progress": (self.state.epoch, self.state.batch, self.optimizer.steps),
                 "images": len(train), "content": content.hexdigest()}
 
+    def choose_workers(self, train: Dataset) -> int:
+        """The worker threads for training on `train`: those given, or (None) the default
+        for this model, batch and machine (machine.default_workers), kept from now on."""
+        if self.workers is None:
+            step = self.model.training_flops((1, *train.images.shape[1:])) * self.batch_size
+            self.workers = machine.default_workers(self.model.backend, step)
+        return self.workers
+
+    def _smallest_batch(self, size: int) -> int:
+        return min(self.batch_size, size % self.batch_size or self.batch_size, size)
+
     def _check_shards(self, size: int) -> None:
         """In data-parallel training every process needs a row of every batch."""
-        processes, last = self.comm.size, min(size % self.batch_size or self.batch_size, size)
-        if min(self.batch_size, last) < processes:
+        processes, smallest = self.comm.size, self._smallest_batch(size)
+        if smallest < processes:
             raise SettingsError("batch_size", f"{self.batch_size} over {size} images makes batches of as few as "
-                                f"{min(self.batch_size, last)} images, but each of the {processes} processes "
-                                f"needs one: use at most {min(self.batch_size, last)} processes for this run")
+                                f"{smallest} images, but each of the {processes} processes needs one: use at most "
+                                f"{smallest} processes for this run")
 
     def _progress_bar(self, total: int, epochs: int) -> Any:
         if not self.progress:
@@ -453,6 +534,7 @@ def start_run(name: str, recipe: Recipe | None = None, *, dataset: str = "mnist"
     data = loaded.splits(limit, seed, val_split)
     trainer = Trainer.for_preset(name, recipe, len(data[0]), seed=seed, backend_name=backend_name, device=device,
                                  dtype=dtype, log=log, **options)
+    trainer.choose_workers(data[0])
     return trainer, data
 
 
@@ -472,6 +554,7 @@ def resume_run(checkpoint: str | Path, backend_name: str = "numpy", device: Any 
         raise SettingsConflict(*conflicts[0])
     data = trainer.selection.load()
     log(f"data: {data[0].source}")
+    trainer.choose_workers(data[0])
     if epochs is not None and epochs != trainer.epochs:
         log(trainer.extend(epochs, num_batches(len(data[0]), trainer.batch_size)))
     return trainer, data
