@@ -23,14 +23,14 @@ def test_dtypes_are_those_each_device_has():
 
 def test_two_workers_by_default_on_numpy_for_big_enough_steps_with_two_cores_and_blas_limits(monkeypatch):
     big, small = machine.WORKER_STEP_FLOPS, machine.WORKER_STEP_FLOPS / 2
-    monkeypatch.setattr(machine.os, "cpu_count", lambda: 8)
+    monkeypatch.setattr(machine, "usable_cores", lambda: 8)
     monkeypatch.setattr(machine, "can_limit_blas", lambda: True)
     assert machine.default_workers("numpy", big) == 2
     assert machine.default_workers("numpy", small) == 1  # the tutorial preset: meeting costs what it gains
     assert machine.default_workers("torch", big) == machine.default_workers("array_api_strict", big) == 1
-    monkeypatch.setattr(machine.os, "cpu_count", lambda: 1)
+    monkeypatch.setattr(machine, "usable_cores", lambda: 1)  # taskset -c 0, or a container's one CPU
     assert machine.default_workers("numpy", big) == 1
-    monkeypatch.setattr(machine.os, "cpu_count", lambda: 8)
+    monkeypatch.setattr(machine, "usable_cores", lambda: 8)
     monkeypatch.setattr(machine, "can_limit_blas", lambda: False)
     assert machine.default_workers("numpy", big) == 1
 

@@ -212,3 +212,14 @@ def test_workers_are_at_most_the_smallest_batch(data):
     assert trainer.optimizer.steps == 3
     with pytest.raises(ValueError, match="workers must be >= 1"):
         Trainer(net, SGD(net, 0.01), workers=0)
+
+
+def test_workers_are_integers_and_the_run_says_how_many_it_used(data):
+    train, _ = data
+    net = small_net()
+    for bad in (2.5, "2", True):
+        with pytest.raises(TypeError, match="workers must be an integer"):
+            Trainer(net, SGD(net, 0.01), workers=bad)
+    trainer = Trainer(net, SGD(net, 0.01), batch_size=64, workers=8, progress=False, log=lambda m: None)
+    assert trainer.choose_workers(train.subset(np.arange(65))) == 1  # a last batch of one image
+    assert "worker" not in trainer.describe()

@@ -91,7 +91,7 @@ def _add_train_parser(commands: Any) -> None:
          help=f"SGD momentum ({_by_preset('momentum')})")
     flag("--weight-decay", type=_checked(float, lambda value: 0 <= value < math.inf, ">= 0 and finite"),
          help="(default: 0)")
-    flag("--schedule", choices=sorted(SCHEDULES), help="learning-rate schedule (default: cosine)")
+    flag("--schedule", choices=sorted(SCHEDULES), help=f"learning-rate schedule ({_by_preset('schedule')})")
     flag("--warmup", type=_count, help="warm-up steps of the cosine schedule (default: 0)")
     flag("--augment", type=_checked(int, lambda value: 0 <= value <= 8, "in [0, 8]"),
          help=f"shift training images by up to N pixels ({_by_preset('augment')})")

@@ -28,7 +28,17 @@ def cpu() -> str:
                 break
     except OSError:
         pass
-    return f"{name}, {os.cpu_count()} cores"
+    usable, cores = usable_cores(), os.cpu_count()
+    return f"{name}, {cores} cores" + (f" ({usable} usable by this process)" if usable != cores else "")
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, as taskset and containers set
+    it), else all of them."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1
 
 
 def blas() -> list[str]:
@@ -71,8 +81,7 @@ def default_workers(backend_name: str, step_flops: float) -> int:
     cores or more, BLAS threads can be limited, and the step is 1 GFLOP or more (below,
     meeting at every layer costs what the second core gains: measured by
     benchmarks/workers.py); else one. Other backends use all cores (or a GPU) already."""
-    cores = os.cpu_count() or 1
-    usable = backend_name == "numpy" and cores >= 2 and can_limit_blas()
+    usable = backend_name == "numpy" and usable_cores() >= 2 and can_limit_blas()
     return 2 if usable and step_flops >= WORKER_STEP_FLOPS else 1
 
 
@@ -89,9 +98,12 @@ def report() -> list[str]:
             lines.append(f"backend {name}: not usable: {reason}")
     lines += cuda()
     lines += [f"BLAS: {line}" for line in blas() or ["unknown (install threadpoolctl to see it)"]]
-    lines.append(f"worker threads for training on NumPy: {default_workers('numpy', WORKER_STEP_FLOPS)} for steps of "
-                 f"{WORKER_STEP_FLOPS / 1e9:g} GFLOP or more, else 1"
-                 + ("" if can_limit_blas() else " (pip install 'xpcnn[threads]' for two)"))
+    if default_workers("numpy", WORKER_STEP_FLOPS) > 1:
+        lines.append(f"training on NumPy: 2 worker threads for steps of {WORKER_STEP_FLOPS / 1e9:g} GFLOP or more "
+                     "(the lenet and fast presets), 1 below (tutorial)")
+    else:
+        lines.append("training on NumPy: 1 worker thread" + ("" if can_limit_blas() else
+                     " (pip install 'xpcnn[threads]' lets lenet and fast use 2)"))
     lines.append(f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}")
     return lines
 

@@ -16,7 +16,6 @@ import contextlib
 import copy
 import hashlib
 import math
-import os
 import signal
 import threading
 import time
@@ -33,6 +32,7 @@ from .anomaly import AnomalyHook, NonFiniteError
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
 from .datasets import Dataset, Selection, batches, load_dataset, num_batches
 from .evaluation import confusion_matrix, count_correct, evaluate
+from .layers.base import integer
 from .losses import SoftmaxCrossEntropy
 from .model import Sequential
 from .optim import Optimizer
@@ -102,7 +102,8 @@ class Trainer:
     share of every batch, which uses more cores where NumPy's element-wise work runs on
     one; None chooses at `fit` (machine.default_workers, what `xpcnn train` does). Either
     way the run learns what one model on whole batches learns, to float rounding (the
-    shares are summed in another order)."""
+    shares are summed in another order). With workers, hooks on `model` see the first
+    worker's share of each batch only."""
 
     def __init__(
         self,
@@ -123,8 +124,8 @@ class Trainer:
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if workers is not None and workers < 1:
-            raise ValueError(f"workers must be >= 1 thread, got {workers}")
+        if workers is not None:
+            workers = integer(workers, "workers", 1)
         if checkpoint_every is not None and checkpoint_every < 1:
             raise ValueError(f"checkpoint_every must be >= 1 step, got {checkpoint_every}")
         self.model, self.optimizer = model, optimizer
@@ -135,7 +136,7 @@ class Trainer:
         # Data-parallel over comm's processes (see xpcnn.distributed); the first writes
         # the run folder and reports, the others train quietly beside it.
         self.comm = comm or distributed.Single()
-        self.workers = workers  # threads sharing each batch (at most the smallest batch; 1 under MPI; None: auto)
+        self.workers = workers  # threads sharing each batch (None: chosen at fit, see choose_workers)
         if not self.comm.is_root:
             progress, log = False, _quiet
         self.checkpoint_every, self.progress, self.log = checkpoint_every, progress, log
@@ -242,8 +243,10 @@ class Trainer:
                    backend_name: str = "numpy", device: Any = None, dtype: str = "float32", **options: Any) -> Trainer:
         """A trainer for a new run of preset `name` with `recipe` (default: the preset's
         own), its schedule planned over `train_size` training images; what `xpcnn train`
-        runs. `options` are Trainer's (run_dir, progress, ...)."""
+        runs. `options` are Trainer's (run_dir, progress, workers: default None, chosen
+        at fit as the command chooses them, ...)."""
         recipe = recipe or presets.recipe(name)
+        options.setdefault("workers", None)  # chosen as `xpcnn train` chooses them
         model = presets.build(name, seed).to(backend_name, device, dtype)
         optimizer = recipe.build_optimizer(model, num_batches(train_size, recipe.batch_size))
         trainer = cls(model, optimizer, batch_size=recipe.batch_size, seed=seed, augment=recipe.augment,
@@ -296,6 +299,7 @@ class Trainer:
             "epochs": len(self.history), "test_accuracy": result["accuracy"], "test_loss": result["loss"],
             "train_seconds": sum(row["seconds"] for row in self.history),
             "backend": model.backend, "device": str(model.device), "dtype": model.dtype,
+            "processes": self.comm.size, "workers": self.workers,
             "machine": machine.cpu(), "xpcnn": __version__, "date": time.strftime("%Y-%m-%d"),
         }
 
@@ -318,9 +322,8 @@ class Trainer:
             distributed.check_same(self.comm, "training data or settings", self._facts(train))
         self.data, self.selection, self.train_images = data_statistics(train), train.selection, len(train)
         with self._stopping_on_signals():
-            workers = min(self.choose_workers(train), self._smallest_batch(len(train))) if self.comm.size == 1 else 1
-            if workers > 1:
-                self._fit_in_threads(train, epochs, val, workers)
+            if self.choose_workers(train) > 1:
+                self._fit_in_threads(train, epochs, val, self.workers)
             else:
                 self._fit_here(train, epochs, val)
         return self.state.history
@@ -363,7 +366,7 @@ class Trainer:
                    for helper in helpers]
         alone, self.comm = self.comm, members[0]
         try:
-            with machine.blas_threads(max(1, (os.cpu_count() or 1) // workers)):
+            with machine.blas_threads(max(1, machine.usable_cores() // workers)):
                 for thread in threads:
                     thread.start()
                 try:
@@ -399,11 +402,21 @@ class Trainer:
                 "images": len(train), "content": content.hexdigest()}
 
     def choose_workers(self, train: Dataset) -> int:
-        """The worker threads for training on `train`: those given, or (None) the default
-        for this model, batch and machine (machine.default_workers), kept from now on."""
+        """The worker threads for training on `train`, kept from now on: those given, or
+        (None) the default for this model, batch and machine (machine.default_workers);
+        at most the smallest batch, and 1 under MPI. Says through `log` when more than one
+        cannot help: on other backends, or without threadpoolctl to limit BLAS threads."""
         if self.workers is None:
             step = self.model.training_flops((1, *train.images.shape[1:])) * self.batch_size
             self.workers = machine.default_workers(self.model.backend, step)
+        # Every worker needs a row of every batch, the last (smaller) one included.
+        self.workers = 1 if self.comm.size > 1 else min(self.workers, self._smallest_batch(len(train)))
+        if self.workers > 1 and self.model.backend != "numpy":
+            self.log(f"note: {self.workers} worker threads on {self.model.backend}, whose operations use every core "
+                     "already: expect no gain")
+        elif self.workers > 1 and not machine.can_limit_blas():
+            self.log(f"note: {self.workers} worker threads without threadpoolctl, which limits each one's BLAS "
+                     "threads: they will slow each other down (pip install 'xpcnn[threads]')")
         return self.workers
 
     def _smallest_batch(self, size: int) -> int:
