@@ -48,6 +48,8 @@ def header(code: int, dims: tuple[int, ...]) -> bytes:
         (header(0x08, (10,)) + bytes(11), r"trailing data after the 10 bytes"),
         (header(0x0E, (100000, 100000, 100000)), r"over the limit"),
         (header(0x08, (2**32 - 1,) * 4), r"over the limit"),
+        # Found by the fuzzer: no data bytes, but a shape NumPy cannot describe.
+        (header(0x08, (0x08090023, 0, 0x1F202122, 0x23000000, 0, 0x06242526, 0x27)), r"over the limit"),
     ],
 )
 def test_bad_files_name_the_problem(tmp_path, content, message):

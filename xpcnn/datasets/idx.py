@@ -54,11 +54,13 @@ def _parse_header(head: bytes, source: object, max_bytes: int) -> tuple[np.dtype
         raise IDXError(f"{source}: truncated: the header needs {header_length} bytes, file has {len(head)}")
     dims = tuple(int(d) for d in np.frombuffer(head[4:header_length], ">u4"))
     dtype = np.dtype(IDX_TYPES[head[2]])
-    size = math.prod(dims) * dtype.itemsize
+    # Zero dimensions counted as one: an empty array of shape (0, 2**31, 2**31) holds no
+    # bytes, but NumPy cannot even describe it.
+    size = math.prod(max(d, 1) for d in dims) * dtype.itemsize
     if size > max_bytes:
         raise IDXError(
-            f"{source}: IDX header asks for shape {dims} of {dtype.name} = {size:,} bytes, "
-            f"over the limit of {max_bytes:,}"
+            f"{source}: IDX header asks for shape {dims} of {dtype.name} = {size:,} bytes "
+            f"(empty dimensions counted as 1), over the limit of {max_bytes:,}"
         )
     return dtype, dims, header_length
 
