@@ -142,21 +142,25 @@ class Threads(Communicator):
 
     kind = "threads"
 
-    def __init__(self, rank: int, size: int, barrier: threading.Barrier, slots: list[Any]) -> None:
+    def __init__(self, rank: int, size: int, barrier: threading.Barrier, slots: list[list[Any]]) -> None:
         self.rank, self.size, self._barrier, self._slots = rank, size, barrier, slots
+        self._calls = 0
 
     @classmethod
     def group(cls, size: int) -> list[Threads]:
         """The members of a new group of `size` threads, in rank order."""
-        barrier, slots = threading.Barrier(size), [None] * size
+        barrier, slots = threading.Barrier(size), [[None] * size, [None] * size]
         return [cls(rank, size, barrier, slots) for rank in range(size)]
 
     def _exchange(self, value: Any) -> list[Any]:
-        self._slots[self.rank] = value
+        # Two sets of slots, used in turn: a member can write its next value while a slower
+        # one still reads this exchange, and no member can be two exchanges ahead (the next
+        # barrier waits for all), so one barrier per exchange is enough.
+        slots = self._slots[self._calls % 2]
+        self._calls += 1
+        slots[self.rank] = value
         self._barrier.wait()
-        values = list(self._slots)
-        self._barrier.wait()  # no member writes its next value before all have read this one
-        return values
+        return list(slots)
 
     def sum_arrays(self, arrays: Sequence[Any]) -> list[Any]:
         everyone = self._exchange(list(arrays))
