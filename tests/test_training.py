@@ -223,3 +223,21 @@ def test_workers_are_integers_and_the_run_says_how_many_it_used(data):
     trainer = Trainer(net, SGD(net, 0.01), batch_size=64, workers=8, progress=False, log=lambda m: None)
     assert trainer.choose_workers(train.subset(np.arange(65))) == 1  # a last batch of one image
     assert "worker" not in trainer.describe()
+
+
+def test_hooks_see_whole_batches_even_with_workers(data):
+    from xpcnn.hooks import LayerHook
+
+    class Rows(LayerHook):
+        seen: list = []
+
+        def before_forward(self, index, layer, x):
+            if index == 0:
+                self.seen.append(int(x.shape[0]))
+
+    train, _ = data
+    net = small_net()
+    trainer = Trainer(net, SGD(net, 0.01), batch_size=64, workers=2, progress=False, log=lambda m: None)
+    with net.hooked(Rows()):
+        trainer.fit(train.subset(np.arange(128)), 1)
+    assert Rows.seen == [64, 64]

@@ -102,8 +102,8 @@ class Trainer:
     share of every batch, which uses more cores where NumPy's element-wise work runs on
     one; None chooses at `fit` (machine.default_workers, what `xpcnn train` does). Either
     way the run learns what one model on whole batches learns, to float rounding (the
-    shares are summed in another order). With workers, hooks on `model` see the first
-    worker's share of each batch only."""
+    shares are summed in another order). While hooks are attached to the model
+    (`model.hooked`), it trains alone, so that they see whole batches."""
 
     def __init__(
         self,
@@ -322,7 +322,9 @@ class Trainer:
             distributed.check_same(self.comm, "training data or settings", self._facts(train))
         self.data, self.selection, self.train_images = data_statistics(train), train.selection, len(train)
         with self._stopping_on_signals():
-            if self.choose_workers(train) > 1:
+            # Hooks attached to the model (a TimerHook, say) would see one worker's share:
+            # with them, one model trains on whole batches.
+            if self.choose_workers(train) > 1 and not self.model.hooks:
                 self._fit_in_threads(train, epochs, val, self.workers)
             else:
                 self._fit_here(train, epochs, val)
