@@ -327,6 +327,8 @@ MALFORMED = {
     "extra_state a list": (lambda m: m.update(extra_state=[1]), "field extra_state: expected an object"),
     "epoch 1e30": (edit_trainer(lambda t: t.update(epoch=1e30)), r"field trainer.epoch: expected an integer"),
     "negative batch": (edit_trainer(lambda t: t.update(batch=-1)), "field trainer.batch"),
+    "workers 0": (edit_trainer(lambda t: t.update(workers=0)), r"field trainer.workers: expected an integer in "
+                  r"\[1, 4096\] or null"),
     "history not a list": (edit_trainer(lambda t: t.update(history={"a": 1})), "field trainer.history"),
     "data without mean": (edit_trainer(lambda t: t["info"]["data"].pop("mean")), "field trainer.info.data"),
     "std 0": (edit_trainer(lambda t: t["info"]["data"].update(std=0)), r"field trainer.info.data.std: expected a "

@@ -72,6 +72,9 @@ def check_meta(meta: dict[str, Any], path: Any) -> None:
     _check_trainer(fields, fields.mapping("trainer", meta["trainer"]))
 
 
+MAX_WORKERS = 4096
+
+
 def _check_trainer(fields: _Fields, trainer: dict[str, Any]) -> None:
     """The trainer's progress and the run's description, where present (a model saved on
     its own has neither)."""
@@ -90,6 +93,9 @@ def _check_progress(fields: _Fields, trainer: dict[str, Any]) -> None:
                        f"an integer in [{1 if key == 'batch_size' else 0}, {high:,}]")
     for key in ("loss_sum", "correct", "seconds"):
         fields.require(f"trainer.{key}", trainer.get(key), _is_number(trainer.get(key), 0.0), "a finite number >= 0")
+    workers = trainer.get("workers")  # absent before worker threads existed (one model)
+    fields.require("trainer.workers", workers, workers is None or _is_int(workers, 1, MAX_WORKERS),
+                   f"an integer in [1, {MAX_WORKERS}] or null")
     history = trainer.get("history")
     fields.require("trainer.history", history, isinstance(history, list) and len(history) <= MAX_EPOCHS,
                    "a list of one object per epoch")

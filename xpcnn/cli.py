@@ -59,6 +59,8 @@ def _resume(args: argparse.Namespace, checkpoint: Path, options: dict[str, Any])
     from .training import resume_run
 
     given = {key: getattr(args, key) for key in RESUMED if getattr(args, key) is not None}
+    if options["workers"] is None:  # not given: the run's own
+        options = {key: value for key, value in options.items() if key != "workers"}
     trainer, data = resume_run(checkpoint, args.backend, args.device, epochs=args.epochs, expected=given, **options)
     done = trainer.state.epoch >= trainer.epochs
     say = options["log"]

@@ -223,7 +223,7 @@ class Trainer:
         return {
             "epoch": s.epoch, "batch": s.batch, "loss_sum": s.loss_sum, "correct": s.correct,
             "seen": s.seen, "seconds": s.seconds, "history": s.history,
-            "batch_size": self.batch_size, "seed": self.seed, "augment": self.augment,
+            "batch_size": self.batch_size, "seed": self.seed, "augment": self.augment, "workers": self.workers,
             "info": {"model": self.name, "settings": self.settings(), "data": self.data},
         }
 
@@ -264,6 +264,9 @@ class Trainer:
                                   "checkpoint has both)")
         info = state.get("info") or {}
         kwargs.setdefault("run_dir", Path(path).parent)
+        # The workers the run had (one model before they existed): the same count sums
+        # each gradient in the same order, so the resumed run reaches the same weights.
+        kwargs.setdefault("workers", state.get("workers", 1))
         kwargs.setdefault("name", info.get("model", "custom"))
         trainer = cls(checkpoint.model, _saved_optimizer(checkpoint), batch_size=state["batch_size"],
                       seed=state["seed"], augment=state["augment"], **kwargs)
