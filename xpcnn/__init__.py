@@ -13,7 +13,8 @@ Training and using a network
     xpcnn.presets -- the tutorial, lenet and fast networks and their recipes: build(name), recipe(name).
     xpcnn.optim -- SGD, Adam, AdamW, schedules; build(name, model, lr), Optimizer.from_config.
     xpcnn.datasets -- load_dataset("mnist"), the bundled subset, batches.
-    Trainer -- the training loop and its run folder; evaluate, predict -- using a network.
+    Trainer -- the training loop and its run folder (workers=N: N threads share each
+    batch); evaluate, predict -- using a network.
     load_checkpoint, save_checkpoint -- arrays plus JSON, loadable on any backend.
     xpcnn.distributed -- data-parallel training over MPI: Trainer(..., comm=distributed.world())
     under `mpirun -n N` (what `xpcnn train` does).
