@@ -242,3 +242,12 @@ def test_hooks_see_whole_batches_even_with_workers(data):
     with net.hooked(Rows()):
         trainer.fit(train.subset(np.arange(128)), 1)
     assert Rows.seen == [64, 64]
+    assert trainer.workers == 1 and trainer.trainer_state()["workers"] == 1  # what the run did, recorded
+
+
+def test_an_empty_training_set_trains_no_step(data):
+    train, _ = data
+    net = small_net()
+    trainer = Trainer(net, SGD(net, 0.01), batch_size=64, workers=None, progress=False, log=lambda m: None)
+    trainer.fit(train.subset(np.arange(0)), 1)
+    assert trainer.optimizer.steps == 0 and trainer.workers == 1

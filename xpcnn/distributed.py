@@ -47,7 +47,8 @@ RANK_VARIABLES = ("OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK")
 
 
 class Communicator:
-    """The processes training one model; this base class is one process alone."""
+    """The members (processes or threads) training one model; this base class is one
+    process alone."""
 
     rank = 0
     size = 1
@@ -153,7 +154,8 @@ class Threads(Communicator):
         return [cls(rank, size, barrier, slots) for rank in range(size)]
 
     def _exchange(self, value: Any) -> list[Any]:
-        # Two sets of slots, used in turn: a member can write its next value while a slower
+        # A member must not change `value` in place until its next exchange: the others
+        # may still be reading it. Two sets of slots, used in turn: a member can write its next value while a slower
         # one still reads this exchange, and no member can be two exchanges ahead (the next
         # barrier waits for all), so one barrier per exchange is enough.
         slots = self._slots[self._calls % 2]
@@ -269,8 +271,10 @@ def batch_rows(rows: int) -> tuple[int, int]:
     """(start, total): where a batch of `rows` rows lies in the global batch of the step in
     progress; (0, rows) outside a data-parallel step."""
     shard = _current.get()
-    if shard is None or shard.rows != rows:
+    if shard is None:
         return 0, rows
+    if shard.rows != rows:  # a layer that changed the batch size: its sums would be wrong
+        raise ValueError(f"a layer saw {rows} rows in a data-parallel step whose share is {shard.rows}")
     return shard.start, shard.total
 
 

@@ -324,19 +324,21 @@ class Trainer:
         if self.comm.size > 1:
             distributed.check_same(self.comm, "training data or settings", self._facts(train))
         self.data, self.selection, self.train_images = data_statistics(train), train.selection, len(train)
+        if self.model.hooks:  # they (a TimerHook, say) would see one worker's share: train alone
+            self.workers = 1
         with self._stopping_on_signals():
-            # Hooks attached to the model (a TimerHook, say) would see one worker's share:
-            # with them, one model trains on whole batches.
-            if self.choose_workers(train) > 1 and not self.model.hooks:
-                self._fit_in_threads(train, epochs, val, self.workers)
+            if self.choose_workers(train) > 1:
+                self._note_useless_workers()
+                self._fit_in_threads(train, epochs, val)
             else:
                 self._fit_here(train, epochs, val)
         return self.state.history
 
     @contextlib.contextmanager
     def _stopping_on_signals(self) -> Iterator[None]:
-        """SIGINT (Ctrl-C) and SIGTERM (what mpirun passes on for Ctrl-C, and batch
-        schedulers send at the time limit) request a stop at the next batch."""
+        """SIGINT (Ctrl-C) and SIGTERM (what batch schedulers send at the time limit, and
+        mpirun passes on, shortly before it kills the processes) request a stop at the
+        next batch."""
         in_main_thread = threading.current_thread() is threading.main_thread()  # where handlers can be set
         stop_signals = (signal.SIGINT, signal.SIGTERM) if in_main_thread else ()
         previous = {number: signal.signal(number, self._on_stop_signal) for number in stop_signals}
@@ -353,11 +355,11 @@ class Trainer:
             while self.state.epoch < epochs:
                 self._run_epoch(train, epochs, val)
 
-    def _fit_in_threads(self, train: Dataset, epochs: int, val: Dataset | None, workers: int) -> None:
-        """Train as `workers` threads, each with a replica of the model and its share of
-        every batch (see xpcnn.distributed), this trainer the first; BLAS gets the cores
-        shared out among them."""
-        members = distributed.Threads.group(workers)
+    def _fit_in_threads(self, train: Dataset, epochs: int, val: Dataset | None) -> None:
+        """Train as `self.workers` threads, each with a replica of the model and its share
+        of every batch (see xpcnn.distributed), this trainer the first; BLAS gets the
+        cores shared out among them."""
+        members = distributed.Threads.group(self.workers)
         helpers = [self._replica(member) for member in members[1:]]
         errors: list[BaseException] = []
 
@@ -371,20 +373,41 @@ class Trainer:
                    for helper in helpers]
         alone, self.comm = self.comm, members[0]
         try:
-            with machine.blas_threads(max(1, machine.usable_cores() // workers)):
-                for thread in threads:
-                    thread.start()
-                try:
-                    self._fit_here(train, epochs, val)
-                finally:
-                    for thread in threads:
-                        thread.join()
+            with machine.blas_threads(max(1, machine.usable_cores() // self.workers)):
+                self._run_beside(threads, train, epochs, val)
         except threading.BrokenBarrierError:
-            if errors:  # a worker failed first: its error, not the barrier it broke
-                raise errors[0] from None
-            raise
+            if _first_real(errors) is None:
+                raise
+            raise _first_real(errors) from None  # what broke it: a worker's failure
         finally:
             self.comm = alone
+        if _first_real(errors) is not None:  # a worker that failed after its last meeting with the others
+            raise _first_real(errors) from None
+
+    def _run_beside(self, threads: list[threading.Thread], train: Dataset, epochs: int,
+                    val: Dataset | None) -> None:
+        """This trainer's share of the training, with the workers' threads running beside it."""
+        try:
+            for thread in threads:
+                thread.start()
+            self._fit_here(train, epochs, val)
+        except STOPS:
+            raise  # the workers stop at the same step
+        except BaseException as exc:
+            self.comm.fail(exc)  # releases workers waiting for this one (a failed start, too)
+            raise
+        finally:
+            for thread in threads:
+                if thread.ident is not None:
+                    thread.join()
+
+    def _note_useless_workers(self) -> None:
+        if self.model.backend != "numpy":
+            self.log(f"note: {self.workers} worker threads on {self.model.backend}, whose operations use every core "
+                     "already: expect no gain")
+        elif not machine.can_limit_blas():
+            self.log(f"note: {self.workers} worker threads without threadpoolctl, which limits each one's BLAS "
+                     "threads: they will slow each other down (pip install 'xpcnn[threads]')")
 
     def _replica(self, comm: distributed.Communicator) -> Trainer:
         """A quiet trainer with copies of this one's model, optimizer and progress."""
@@ -409,19 +432,13 @@ class Trainer:
     def choose_workers(self, train: Dataset) -> int:
         """The worker threads for training on `train`, kept from now on: those given, or
         (None) the default for this model, batch and machine (machine.default_workers);
-        at most the smallest batch, and 1 under MPI. Says through `log` when more than one
-        cannot help: on other backends, or without threadpoolctl to limit BLAS threads."""
+        at most the smallest batch, and 1 under MPI."""
         if self.workers is None:
             step = self.model.training_flops((1, *train.images.shape[1:])) * self.batch_size
             self.workers = machine.default_workers(self.model.backend, step)
         # Every worker needs a row of every batch, the last (smaller) one included.
-        self.workers = 1 if self.comm.size > 1 else min(self.workers, self._smallest_batch(len(train)))
-        if self.workers > 1 and self.model.backend != "numpy":
-            self.log(f"note: {self.workers} worker threads on {self.model.backend}, whose operations use every core "
-                     "already: expect no gain")
-        elif self.workers > 1 and not machine.can_limit_blas():
-            self.log(f"note: {self.workers} worker threads without threadpoolctl, which limits each one's BLAS "
-                     "threads: they will slow each other down (pip install 'xpcnn[threads]')")
+        smallest = max(1, self._smallest_batch(len(train)))
+        self.workers = 1 if self.comm.size > 1 else min(self.workers, smallest)
         return self.workers
 
     def _smallest_batch(self, size: int) -> int:
@@ -430,7 +447,7 @@ class Trainer:
     def _check_shards(self, size: int) -> None:
         """In data-parallel training every process needs a row of every batch."""
         processes, smallest = self.comm.size, self._smallest_batch(size)
-        if smallest < processes:
+        if processes > 1 and smallest < processes:
             raise SettingsError("batch_size", f"{self.batch_size} over {size} images makes batches of as few as "
                                 f"{smallest} images, but each of the {processes} processes needs one: use at most "
                                 f"{smallest} processes for this run")
@@ -579,7 +596,12 @@ def resume_run(checkpoint: str | Path, backend_name: str = "numpy", device: Any 
 
 
 def _quiet(message: str) -> None:
-    """The log of the processes that leave reporting to the first."""
+    """The log of the processes and threads that leave reporting to the first."""
+
+
+def _first_real(errors: list[BaseException]) -> BaseException | None:
+    """The error a worker failed with, not the broken barrier other workers then met."""
+    return next((error for error in errors if not isinstance(error, threading.BrokenBarrierError)), None)
 
 
 def _saved_optimizer(checkpoint: Checkpoint) -> Optimizer:
