@@ -191,16 +191,28 @@ COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .distributed import end_job, launched_rank
+    from .distributed import launched_rank
 
-    # In a data-parallel job the first process reports usage and errors for all; one
-    # failing alone says so itself as it ends the job (see distributed.failing_alone_ends_all).
-    first = launched_rank() == 0
-    report = _say if first else _quiet
     parser = build_parser()
-    with contextlib.redirect_stdout(io.StringIO()) if not first else contextlib.nullcontext(), \
-            contextlib.redirect_stderr(io.StringIO()) if not first else contextlib.nullcontext():
-        args = parser.parse_args(argv)
+    if launched_rank() == 0:
+        return _main(parser.parse_args(argv), _say)
+    # The other processes of a data-parallel job: the first reports usage and errors for
+    # all, and its exit status is the job's; these end with 0, since a non-zero status
+    # would make mpirun kill the first before it has said why. One failing alone says so
+    # itself as it ends the job (see distributed.failing_alone_ends_all).
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            args = parser.parse_args(argv)
+    except SystemExit:  # usage error or --help, which the first process prints
+        return 0
+    _main(args, _quiet)
+    return 0
+
+
+def _main(args: argparse.Namespace, report: Any) -> int:
+    """Run the parsed command; errors become one line through `report` and an exit status."""
+    from .distributed import end_job
+
     try:
         if hasattr(args, "backend"):  # before any work: no data is loaded for a backend that cannot run
             backend.require(args.backend, args.device)
