@@ -85,7 +85,8 @@ def worker(args: argparse.Namespace) -> dict:
     threadpool_limits(max(1, (os.cpu_count() or 1) // comm.size))
     train = load_dataset("mnist", args.data_dir, download=False, allow_bundled=False).train.sample(args.limit)
     trainer = Trainer.for_preset(args.model, presets.recipe(args.model).replace(batch_size=args.batch_size),
-                                 len(train), progress=False, log=lambda message: None, comm=comm)
+                                 len(train), progress=False, log=lambda message: None, comm=comm,
+                                 workers=1)  # processes against one process, not worker threads
     trainer.fit(train, 1)
     seconds, steps = trainer.history[-1]["seconds"], trainer.optimizer.steps
     return {"processes": comm.size, "threads": max(1, (os.cpu_count() or 1) // comm.size),
