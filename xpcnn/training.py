@@ -2,7 +2,7 @@
 
 One step: forward, loss, a finiteness check of the loss (before any weight changes),
 backward, optimizer update. The loss and the count of correct predictions are the only
-values that leave the device, as two scalars per step. A run with a folder checkpoints
+values that leave the device: two scalars per step, in one transfer. A run with a folder checkpoints
 every epoch and every k steps, stops cleanly on Ctrl-C after saving, and resumes to the
 same weights an uninterrupted run reaches: the batch order is a function of (seed,
 epoch), and the optimizer state, dropout counters and partial-epoch sums are all in the
@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from array_api_compat import array_namespace
 
 from . import backend, distributed, machine, presets
 from ._version import __version__
@@ -504,6 +505,14 @@ class Trainer:
         start, stop = distributed.shard_bounds(total, self.comm.rank, self.comm.size)
         return distributed.Shard(start, stop - start, total, self.comm)
 
+    def _loss_and_correct(self, logits: Any, y: Any) -> tuple[float, float]:
+        """The mean loss of this batch (or share) and its count of right answers, brought
+        to the host together: one transfer per step (on a GPU, one synchronisation)."""
+        xp = array_namespace(logits)
+        loss = self.loss_fn.forward(logits, y)
+        both = backend.to_numpy(xp.stack([loss, xp.astype(count_correct(logits, y), loss.dtype)]))
+        return float(both[0]), float(both[1])
+
     def _step(self, x: Any, y: Any, shard: distributed.Shard) -> None:
         s, model = self.state, self.model
         where = f"step {self.optimizer.steps + 1} (epoch {s.epoch + 1}, batch {s.batch + 1})"
@@ -511,9 +520,9 @@ class Trainer:
         try:
             with model.hooked(*hooks), distributed.sharded(shard):
                 logits = model.forward(x, training=True)
-                loss = self.loss_fn.forward(logits, y)
+                loss_value, correct = self._loss_and_correct(logits, y)
                 # Summed over the processes: every one sees the same loss and stops together.
-                loss_sum, correct = self.comm.sum_numbers(float(loss) * shard.rows, float(count_correct(logits, y)))
+                loss_sum, correct = self.comm.sum_numbers(loss_value * shard.rows, correct)
                 if not math.isfinite(loss_sum):
                     raise TrainingDiverged(
                         f"loss is {loss_sum / shard.total} at {where}, lr {self.optimizer.current_lr:g}; "
