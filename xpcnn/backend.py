@@ -197,7 +197,9 @@ def to_backend(x: Any, name: str, device_spec: Any = None, dtype_spec: Any = Non
     except TypeError:
         source = None
     result = None
-    if source is not None and source != name:
+    # DLPack between libraries; not from host NumPy into CuPy, which cannot import host
+    # memory that way (it would fail, and be caught, on every batch).
+    if source is not None and source != name and (source, name) != ("numpy", "cupy"):
         try:
             result = xp.from_dlpack(x)
         except (BufferError, RuntimeError, TypeError, ValueError, AttributeError):
