@@ -207,6 +207,6 @@ def to_backend(x: Any, name: str, device_spec: Any = None, dtype_spec: Any = Non
     if result is None:
         result = to_numpy(x) if source not in (None, name) else x
     result = xp.asarray(result, device=dev, copy=True)
-    if dtype_spec is not None:
-        result = xp.astype(result, dtype(xp, dtype_spec))
+    if dtype_spec is not None:  # already a copy of its own: convert without a second one
+        result = xp.astype(result, dtype(xp, dtype_spec), copy=False)
     return result
