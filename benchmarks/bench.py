@@ -31,7 +31,7 @@ from common import release_openblas  # noqa: E402  (must run before NumPy is imp
 OPENBLAS_WAS = release_openblas()
 
 import numpy as np  # noqa: E402
-from common import blas_description, machine, timed, torch_twin, train_flops_per_image  # noqa: E402
+from common import blas_description, machine, timed, torch_twin  # noqa: E402
 
 import xpcnn  # noqa: E402
 from xpcnn import backend, presets  # noqa: E402
@@ -269,7 +269,7 @@ def preset_rows(preset, args, setup, peak, rng, breakdowns):
     models = {"xpcnn": presets.build(preset).to(*ours_target),
               "xpcnn on torch": presets.build(preset).to("torch", torch_device)}
     net = torch_twin(models["xpcnn"], torch_device)
-    flops = train_flops_per_image(models["xpcnn"])
+    flops = models["xpcnn"].training_flops((1, 28, 28))
     rows = []
     for batch in batch_sizes:
         steps = training_contenders(preset, models, net, batch, setup, rng)

@@ -33,11 +33,6 @@ def blas_description() -> str:
     return "; ".join(this_machine.blas()) or "unknown"
 
 
-def train_flops_per_image(model: Any, input_shape: tuple[int, int, int] = (1, 28, 28)) -> float:
-    """FLOPs of one training image (see Sequential.training_flops)."""
-    return model.training_flops(input_shape)
-
-
 def torch_twin(model: Any, device: str = "cpu") -> Any:
     """The same network in torch.nn, with the same weights (float32)."""
     import torch

@@ -155,9 +155,10 @@ class Threads(Communicator):
 
     def _exchange(self, value: Any) -> list[Any]:
         # A member must not change `value` in place until its next exchange: the others
-        # may still be reading it. Two sets of slots, used in turn: a member can write its next value while a slower
-        # one still reads this exchange, and no member can be two exchanges ahead (the next
-        # barrier waits for all), so one barrier per exchange is enough.
+        # may still be reading it. Two sets of slots, used in turn: a member can write its
+        # next value while a slower one still reads this exchange, and no member can be two
+        # exchanges ahead (the next barrier waits for all), so one barrier per exchange is
+        # enough.
         slots = self._slots[self._calls % 2]
         self._calls += 1
         slots[self.rank] = value
@@ -323,14 +324,12 @@ def together(comm: Communicator, action: Callable[[], T]) -> T:
     setup failed (its data folder missing on its machine) would leave the others waiting
     at their first reduction. A failed process raises its own error; the others raise
     PeerFailed, the first process's naming the failed one and its message."""
+    if comm.size == 1:
+        return action()
     try:
         result, error = action(), None
     except Exception as exc:  # noqa: BLE001 (re-raised below, on every process)
         result, error = None, exc
-    if comm.size == 1:
-        if error is not None:
-            raise error
-        return result  # type: ignore[return-value]
     messages = comm.gather(None if error is None else str(error))
     if error is not None:
         raise error

@@ -378,12 +378,12 @@ class Trainer:
                 self._run_beside(threads, train, epochs, val)
         except threading.BrokenBarrierError:
             if _first_real(errors) is None:
-                raise
-            raise _first_real(errors) from None  # what broke it: a worker's failure
+                raise  # else what broke the barrier, a worker's failure, is raised below
         finally:
             self.comm = alone
-        if _first_real(errors) is not None:  # a worker that failed after its last meeting with the others
-            raise _first_real(errors) from None
+        failure = _first_real(errors)  # also a worker that failed after its last meeting with the others
+        if failure is not None:
+            raise failure from None
 
     def _run_beside(self, threads: list[threading.Thread], train: Dataset, epochs: int,
                     val: Dataset | None) -> None:
