@@ -94,9 +94,9 @@ def train(out: Path) -> int:
         steps = []
         original = trainer._step
 
-        def timed_step(x, y, original=original, steps=steps):
+        def timed_step(x, y, *rest, original=original, steps=steps):
             started = time.perf_counter()
-            original(x, y)  # ends with the loss and the correct count on the host: a synchronisation
+            original(x, y, *rest)  # ends with the loss and the correct count on the host: a synchronisation
             steps.append(time.perf_counter() - started)
 
         trainer._step = timed_step
