@@ -37,6 +37,7 @@ import xpcnn  # noqa: E402
 from xpcnn import backend, presets  # noqa: E402
 from xpcnn.hooks import TimerHook  # noqa: E402
 from xpcnn.optim import SGD, Adam  # noqa: E402
+from xpcnn.training_step import TrainingStep  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -49,6 +50,19 @@ def xpcnn_step(model, optimizer, x, y, sync):
         model.backward(loss.backward(), input_grad=False)  # as torch: no gradient for the data
         optimizer.step()
         sync()  # a GPU call returns before its kernels finish: time the work, not the launches
+
+    return step
+
+
+def xpcnn_graph_step(model, optimizer, x, y, sync):
+    """xpcnn's step as the trainer runs it on a GPU: both halves replayed as CUDA graphs,
+    the loss brought to the host between them (to check it is finite)."""
+    steps = TrainingStep(model, optimizer, xpcnn.SoftmaxCrossEntropy(check_labels=False), graphs=True, log=print)
+
+    def step():
+        backend.to_numpy(steps.compute(x, y))
+        steps.update()
+        sync()
 
     return step
 
@@ -193,13 +207,20 @@ def device_setup(gpu: bool):
 
 
 CONTENDERS = ("xpcnn", "xpcnn on torch", "PyTorch")
+GRAPH = "xpcnn on torch, CUDA graphs"  # on a GPU: the trainer's step there (CuPy cannot record cuBLAS calls)
 
 
-def ratio_row(preset, batch, mode, speeds, share=""):
-    cells = " | ".join(fmt(speeds[name]) for name in CONTENDERS)
-    mine = ratios(speeds, "xpcnn")
-    ratio = f"{statistics.median(mine):.2f} ({min(mine):.2f}-{max(mine):.2f})"
-    return f"| {preset} | {batch} | {mode} | {cells} | {ratio} | {share} |"
+def columns(gpu):
+    return (*CONTENDERS, GRAPH) if gpu else CONTENDERS
+
+
+def ratio_row(preset, batch, mode, speeds, gpu, share=""):
+    cells = " | ".join(fmt(speeds[name]) if name in speeds else "" for name in columns(gpu))
+    ratio = ""
+    for name in ("xpcnn", GRAPH) if gpu else ("xpcnn",):
+        mine = ratios(speeds, name) if name in speeds else []
+        ratio += f"{statistics.median(mine):.2f} ({min(mine):.2f}-{max(mine):.2f}) | " if mine else " | "
+    return f"| {preset} | {batch} | {mode} | {cells} | {ratio}{share} |"
 
 
 def header_lines(args, device_name):
@@ -218,9 +239,9 @@ def header_lines(args, device_name):
         "",
         "## Throughput (images/s)",
         "",
-        "| preset | batch | mode | xpcnn | xpcnn on torch | PyTorch | xpcnn / PyTorch | share of matmul peak "
-        "(xpcnn / torch) |",
-        "|---|---|---|---|---|---|---|---|",
+        f"| preset | batch | mode | {' | '.join(columns(args.gpu))} | xpcnn / PyTorch | "
+        + ("on torch with CUDA graphs / PyTorch | " if args.gpu else "") + "share of matmul peak (xpcnn / torch) |",
+        "|---|---|---|" + "---|" * (len(columns(args.gpu)) + (3 if args.gpu else 2)),
     ]
 
 
@@ -234,6 +255,9 @@ def training_contenders(preset, models, net, batch, setup, rng):
     for name, target in (("xpcnn", ours_target), ("xpcnn on torch", ("torch", torch_device))):
         x, y = backend.to_backend(x_host, *target), backend.to_backend(y_host, *target)
         steps[name] = xpcnn_step(models[name], make_optimizers(preset, models[name], net)[0], x, y, sync)
+    if GRAPH in models:
+        x, y = backend.to_backend(x_host, "torch", torch_device), backend.to_backend(y_host, "torch", torch_device)
+        steps[GRAPH] = xpcnn_graph_step(models[GRAPH], make_optimizers(preset, models[GRAPH], net)[0], x, y, sync)
     xt, yt = torch.from_numpy(x_host).to(torch_device), torch.from_numpy(y_host).to(torch_device)
     steps["PyTorch"] = torch_step(net, make_optimizers(preset, models["xpcnn"], net)[1], xt, yt, sync)
     return steps
@@ -268,6 +292,8 @@ def preset_rows(preset, args, setup, peak, rng, breakdowns):
     ours_target, torch_device, batch_sizes, sync, _ = setup
     models = {"xpcnn": presets.build(preset).to(*ours_target),
               "xpcnn on torch": presets.build(preset).to("torch", torch_device)}
+    if args.gpu:
+        models[GRAPH] = presets.build(preset).to("torch", torch_device)
     net = torch_twin(models["xpcnn"], torch_device)
     flops = models["xpcnn"].training_flops((1, 28, 28))
     rows = []
@@ -275,40 +301,60 @@ def preset_rows(preset, args, setup, peak, rng, breakdowns):
         steps = training_contenders(preset, models, net, batch, setup, rng)
         speeds = side_by_side(steps, batch, args.repeats, max(2, 2048 // batch))
         share = " / ".join(f"{statistics.median(speeds[name]) * flops / peak:.0%}" for name in ("xpcnn", "PyTorch"))
-        rows.append(ratio_row(preset, batch, "train", speeds, share))
+        rows.append(ratio_row(preset, batch, "train", speeds, args.gpu, share))
         if batch == batch_sizes[-1]:
             breakdowns[preset] = layer_breakdown(steps["xpcnn"], models["xpcnn"], args.repeats, sync)
     size = 4096 if args.gpu else 1000
     speeds = side_by_side(inference_contenders(models, net, size, setup, rng), size, args.repeats, 2)
-    rows.append(ratio_row(preset, size, "inference", speeds))
+    rows.append(ratio_row(preset, size, "inference", speeds, args.gpu))
     return rows
 
 
 def gpu_memory_lines(setup, rng):
     """Peak GPU memory of a lenet batch-256 training step: CuPy's pool (what xpcnn holds)
-    and torch's peak allocation (PyTorch)."""
+    and torch's peak allocation (xpcnn on torch with its CUDA graphs, and PyTorch), each
+    measured alone; and the kernels each contender runs per step."""
     import cupy
     import torch
 
     pool = cupy.get_default_memory_pool()
     pool.free_all_blocks()
-    torch.cuda.empty_cache()
-    torch.cuda.reset_peak_memory_stats()
-    models = {
-        "xpcnn": presets.build("lenet").to(*setup[0]),
-        "xpcnn on torch": presets.build("lenet").to("torch", "cuda"),
-    }
+    models = {"xpcnn": presets.build("lenet").to(*setup[0])}
+    models.update({name: presets.build("lenet").to("torch", "cuda") for name in ("xpcnn on torch", GRAPH)})
     net = torch_twin(models["xpcnn"], "cuda")
     steps = training_contenders("lenet", models, net, 256, setup, rng)
-    for _ in range(3):
-        steps["xpcnn"]()
-    ours = pool.total_bytes() / 2**20
-    for _ in range(3):
-        steps["PyTorch"]()
-    theirs = torch.cuda.max_memory_allocated() / 2**20
+    peaks = {}
+    for name in ("xpcnn", "PyTorch", GRAPH):  # torch's peaks also count the other's weights: a few MiB
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+        for _ in range(3):  # the recorded step records at its second call and replays at its third
+            steps[name]()
+        peaks[name] = (pool.total_bytes() if name == "xpcnn" else torch.cuda.max_memory_allocated()) / 2**20
     return ["## Peak GPU memory, lenet, batch 256, 3 training steps", "",
-            "| | xpcnn (CuPy memory pool) | PyTorch (max allocated) |", "|---|---|---|",
-            f"| MiB | {ours:,.0f} | {theirs:,.0f} |", ""]
+            "| | xpcnn (CuPy memory pool) | xpcnn on torch, CUDA graphs (max allocated) | PyTorch (max allocated) |",
+            "|---|---|---|---|", f"| MiB | {peaks['xpcnn']:,.0f} | {peaks[GRAPH]:,.0f} | {peaks['PyTorch']:,.0f} |", "",
+            *kernel_lines(steps)]
+
+
+def kernel_lines(steps):
+    """Kernels run and launch calls made per training step (lenet, batch 256), read by
+    PyTorch's profiler (CUPTI), which sees CuPy's kernels too. A replayed CUDA graph runs
+    its kernels with one launch call."""
+    from torch.profiler import ProfilerActivity, profile
+
+    lines = ["## Kernels per training step, lenet, batch 256 (PyTorch profiler, CUPTI)", "",
+             "| | kernels run | launch calls (kernel + graph) |", "|---|---|---|"]
+    for name, step in steps.items():
+        try:
+            with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as profiler:
+                step()
+            events = profiler.events()
+            kernels = sum(1 for e in events if str(e.device_type).endswith("CUDA"))
+            launches = sum(1 for e in events if "LaunchKernel" in e.name or "GraphLaunch" in e.name)
+            lines.append(f"| {name} | {kernels} | {launches} |")
+        except Exception as exc:  # noqa: BLE001  (the profiler is optional to the report)
+            lines.append(f"| {name} | not measured: {type(exc).__name__}: {exc} | |")
+    return [*lines, ""]
 
 
 def memory_lines(threads):

@@ -87,10 +87,10 @@ def train(out: Path) -> int:
     from xpcnn.datasets import load_bundled
 
     rows = []
-    for name, device in GPU_BACKENDS:
+    for (name, device), graphs in [(target, graphs) for target in GPU_BACKENDS for graphs in (None, False)]:
         train_set, _, test_set = load_bundled().splits()
         trainer = Trainer.for_preset("lenet", train_size=len(train_set), backend_name=name, device=device,
-                                     progress=False, log=lambda message: None)
+                                     progress=False, log=lambda message: None, cuda_graphs=graphs)
         steps = []
         original = trainer._step
 
@@ -103,9 +103,10 @@ def train(out: Path) -> int:
         trainer.fit(train_set, 1)
         accuracy = trainer.finish(test_set)["accuracy"]
         steady = sorted(steps[5:])[len(steps[5:]) // 2]
-        rows.append(f"{name}:{device or 'default'}: test accuracy {accuracy:.2%}, "
-                    f"{len(train_set) / trainer.history[0]['seconds']:,.0f} images/s over the epoch, first step "
-                    f"{steps[0] * 1e3:.0f} ms, median step {steady * 1e3:.1f} ms (batch {trainer.batch_size})")
+        rows.append(f"{name}:{device or 'default'}, CUDA graphs {'on' if trainer._steps.graphs else 'off'}: test "
+                    f"accuracy {accuracy:.2%}, {len(train_set) / trainer.history[0]['seconds']:,.0f} images/s over "
+                    f"the epoch, first step {steps[0] * 1e3:.0f} ms, second {steps[1] * 1e3:.0f} ms, median step "
+                    f"{steady * 1e3:.1f} ms (batch {trainer.batch_size})")
     (out / "train.txt").write_text("\n".join(rows) + "\n")
     print("\n".join(rows))
     return 0

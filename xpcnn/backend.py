@@ -3,13 +3,17 @@
 A backend is a name ("numpy", "torch", "cupy", "array_api_strict") that resolves to an
 Array API namespace and a device. Everything else in xpcnn asks this module for
 namespaces, devices, dtypes and transfers, so layer math never branches on the library.
-(Initial values and dropout masks are drawn on the host: see `xpcnn.init`.)
+(Initial values and dropout masks are drawn on the host: see `xpcnn.init`.) The CUDA fast
+path lives here too: recording device work as a CUDA graph (`record_graph`, used by
+`xpcnn.capture`) and running it on the right GPU (`on_device`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import array_api_compat
@@ -206,7 +210,57 @@ def to_backend(x: Any, name: str, device_spec: Any = None, dtype_spec: Any = Non
             result = None
     if result is None:
         result = to_numpy(x) if source not in (None, name) else x
-    result = xp.asarray(result, device=dev, copy=True)
+    with dev if name == "cupy" else contextlib.nullcontext():  # see on_device
+        result = xp.asarray(result, device=dev, copy=True)
     if dtype_spec is not None:  # already a copy of its own: convert without a second one
         result = xp.astype(result, dtype(xp, dtype_spec), copy=False)
     return result
+
+
+def copy_into(target: Any, source: Any) -> None:
+    """Overwrite `target` in place with `source` (host data, or any backend's array of the
+    same shape), converted to target's dtype and device."""
+    target[...] = to_backend(source, backend_of(target), array_api_compat.device(target), target.dtype)
+
+
+def on_device(x: Any) -> contextlib.AbstractContextManager[Any]:
+    """Make `x`'s GPU the current one for the block where the library needs it: CuPy
+    creates arrays and launches kernels on the current device, whatever `device=` says."""
+    return x.device if backend_of(x) == "cupy" else contextlib.nullcontext()
+
+
+def can_record_graphs(x: Any) -> bool:
+    """Whether device work on arrays like `x` can be recorded as a CUDA graph: PyTorch on
+    a CUDA device. (CuPy 14 refuses any cuBLAS call while a stream is captured, and every
+    convolution and dense layer is a cuBLAS matrix product.)"""
+    return backend_of(x) == "torch" and x.is_cuda
+
+
+class Graph:
+    """Device work recorded once by `record_graph`: `replay()` runs all of it again, with
+    one launch, on the arrays it was recorded with."""
+
+    def __init__(self, replay: Callable[[], Any], keep: Any) -> None:
+        self.replay = replay
+        self._keep = keep  # what the recording needs alive
+
+
+@contextlib.contextmanager
+def record_graph(like: Any) -> Iterator[list[Graph]]:
+    """Record, instead of run, the block's device work on `like`'s GPU (see
+    can_record_graphs); the list it yields then holds the Graph. The block must not copy
+    between host and device.
+
+    Memory the block allocates comes from a pool of the recording's own, so nothing
+    allocated later reuses it; arrays made before the block and used in it must be kept
+    alive for as long as the graph is replayed.
+    """
+    if not can_record_graphs(like):
+        raise ValueError(f"CUDA graphs need PyTorch on a CUDA device, not {backend_of(like)} on "
+                         f"{array_api_compat.device(like)}")
+    torch = importlib.import_module("torch")
+    recorded: list[Graph] = []
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):  # a side stream and a private memory pool
+        yield recorded
+    recorded.append(Graph(graph.replay, graph))

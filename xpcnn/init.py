@@ -8,12 +8,9 @@ masks an uninterrupted one would.
 
 from __future__ import annotations
 
-from typing import Any
-
-import array_api_compat
 import numpy as np
 
-from . import backend, distributed
+from . import distributed
 
 
 def host_rng(seed: int | np.random.Generator | None) -> np.random.Generator:
@@ -50,16 +47,16 @@ def ones(shape: tuple[int, ...]) -> np.ndarray:
     return np.ones(shape, dtype=np.float32)
 
 
-def keep_mask(seed: int, call: int, p: float, like: Any) -> Any:
-    """A keep-mask (1 kept, 0 dropped) shaped and placed like `like`, in its dtype.
+def keep_mask(seed: int, call: int, p: float, shape: tuple[int, ...]) -> np.ndarray:
+    """A host keep-mask of `shape` (1.0 kept, 0.0 dropped, float64), each value kept with
+    probability 1 - p.
 
-    Drawn on the host from (seed, call), so the n-th mask of a seed is the same on every
-    backend and after a resume, whatever happened in between.
+    Drawn from (seed, call), so the n-th mask of a seed is the same on every backend and
+    after a resume, whatever happened in between.
     """
     rng = np.random.default_rng([seed, call])
     # In data-parallel training, drawn for the whole batch and sliced: N processes see
     # the masks one process would (see xpcnn.distributed).
-    rows = int(like.shape[0])
+    rows = int(shape[0])
     start, total = distributed.batch_rows(rows)
-    mask = (rng.random((total, *like.shape[1:]))[start : start + rows] >= p).astype(np.float64)
-    return backend.to_backend(mask, backend.backend_of(like), array_api_compat.device(like), like.dtype)
+    return (rng.random((total, *shape[1:]))[start : start + rows] >= p).astype(np.float64)

@@ -60,12 +60,13 @@ class Sequential:
                 self.hooks.remove(hook)
 
     def forward(self, x: Any, training: bool = True) -> Any:
-        for index, layer in enumerate(self.layers):
-            for hook in self.hooks:
-                hook.before_forward(index, layer, x)
-            x = layer.forward(x, training)
-            for hook in self.hooks:
-                hook.after_forward(index, layer, x)
+        with backend.on_device(x):
+            for index, layer in enumerate(self.layers):
+                for hook in self.hooks:
+                    hook.before_forward(index, layer, x)
+                x = layer.forward(x, training)
+                for hook in self.hooks:
+                    hook.after_forward(index, layer, x)
         return x
 
     __call__ = forward
@@ -74,16 +75,17 @@ class Sequential:
         """Backpropagate `dy` through every layer, last to first; returns d(loss)/d(input),
         or None with `input_grad=False`, which lets the first layer skip that work (the
         input is data: training never needs its gradient)."""
-        for index in reversed(range(len(self.layers))):
-            layer = self.layers[index]
-            for hook in self.hooks:
-                hook.before_backward(index, layer, dy)
-            if index == 0 and not input_grad and layer.skips_input_grad:
-                dy = layer.backward(dy, input_grad=False)
-            else:
-                dy = layer.backward(dy)
-            for hook in self.hooks:
-                hook.after_backward(index, layer, dy)
+        with backend.on_device(dy):
+            for index in reversed(range(len(self.layers))):
+                layer = self.layers[index]
+                for hook in self.hooks:
+                    hook.before_backward(index, layer, dy)
+                if index == 0 and not input_grad and layer.skips_input_grad:
+                    dy = layer.backward(dy, input_grad=False)
+                else:
+                    dy = layer.backward(dy)
+                for hook in self.hooks:
+                    hook.after_backward(index, layer, dy)
         return dy if input_grad else None
 
     def _named(self, attribute: str) -> dict[str, Any]:

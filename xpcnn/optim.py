@@ -10,9 +10,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 from array_api_compat import array_namespace, device
 
-from . import backend
+from . import backend, capture
 from .model import Sequential
 
 
@@ -173,17 +174,35 @@ class Optimizer:
         return self.lr * self.schedule(self.steps)
 
     def step(self) -> None:
-        lr = self.current_lr
+        self._follow_model()
+        params, grads = self.model.params, self.model.grads
+        for name in params:
+            if name not in grads:
+                raise RuntimeError(f"{type(self).__name__}: no gradient for {name}; run backward() before step()")
+        if not params:
+            self._next_coefficients()
+            return
+        # This step's numbers (learning rate, bias corrections...), computed on the host
+        # for every step, also when the step is a recorded CUDA graph (xpcnn.capture).
+        first = next(iter(params.values()))
+        with backend.on_device(first):
+            values = capture.from_host(self._next_coefficients, first)
+            coefficients = [values[i] for i in range(values.shape[0])]
+            for name, param in params.items():
+                self._update(name, param, grads[name], coefficients)
+
+    def _next_coefficients(self) -> np.ndarray:
+        """The coefficients of this step's update (see `_coefficients`); counts the step."""
         cycled = self.schedule.momentum(self.steps)
         if cycled is not None:
             self._set_momentum(cycled)
-        self._follow_model()
-        grads = self.model.grads
-        for name, param in self.model.params.items():
-            if name not in grads:
-                raise RuntimeError(f"{type(self).__name__}: no gradient for {name}; run backward() before step()")
-            self._update(name, param, grads[name], lr)
+        values = np.asarray(self._coefficients(self.current_lr), dtype=np.float64)
         self.steps += 1
+        return values
+
+    def _coefficients(self, lr: float) -> list[float]:
+        """The numbers `_update` uses in this step, in its order."""
+        raise NotImplementedError
 
     def zero_grad(self) -> None:
         for layer in self.model:
@@ -210,7 +229,9 @@ class Optimizer:
             store[name] = array_namespace(param).zeros_like(param)
         return store[name]
 
-    def _update(self, name: str, param: Any, grad: Any, lr: float) -> None:
+    def _update(self, name: str, param: Any, grad: Any, coefficients: list[Any]) -> None:
+        """Update `param` in place; `coefficients` are `_coefficients(lr)`, as 0-d arrays
+        placed like the parameters."""
         raise NotImplementedError
 
     def config(self) -> dict[str, Any]:
@@ -272,14 +293,18 @@ class SGD(Optimizer):
     def _set_momentum(self, value: float) -> None:
         self.momentum = value
 
-    def _update(self, name: str, param: Any, grad: Any, lr: float) -> None:
+    def _coefficients(self, lr: float) -> list[float]:
+        return [lr, self.weight_decay, self.momentum]
+
+    def _update(self, name: str, param: Any, grad: Any, coefficients: list[Any]) -> None:
+        lr, weight_decay, momentum = coefficients
         if self.weight_decay:
-            grad = grad + self.weight_decay * param
-        if self.momentum:
+            grad = grad + weight_decay * param
+        if self.momentum or self.schedule.momentum(0) is not None:
             velocity = self._slot("momentum", name, param)
-            velocity *= self.momentum
+            velocity *= momentum
             velocity += grad
-            grad = grad + self.momentum * velocity if self.nesterov else velocity
+            grad = grad + momentum * velocity if self.nesterov else velocity
         param -= lr * grad
 
     def config(self) -> dict[str, Any]:
@@ -302,22 +327,26 @@ class Adam(Optimizer):
     def _set_momentum(self, value: float) -> None:
         self.betas = (value, self.betas[1])
 
-    def _update(self, name: str, param: Any, grad: Any, lr: float) -> None:
+    def _coefficients(self, lr: float) -> list[float]:
+        (beta1, beta2), t = self.betas, self.steps + 1
+        return [beta1, 1 - beta1, beta2, 1 - beta2, math.sqrt(1 - beta2**t), lr / (1 - beta1**t), self.eps,
+                self.weight_decay, 1 - lr * self.weight_decay]
+
+    def _update(self, name: str, param: Any, grad: Any, coefficients: list[Any]) -> None:
         xp = array_namespace(param)
-        beta1, beta2 = self.betas
+        beta1, rest1, beta2, rest2, correction2, step_size, eps, decay, shrink = coefficients
         if self.weight_decay:
             if self.decoupled:
-                param *= 1 - lr * self.weight_decay
+                param *= shrink
             else:
-                grad = grad + self.weight_decay * param
+                grad = grad + decay * param
         m, v = self._slot("exp_avg", name, param), self._slot("exp_avg_sq", name, param)
         m *= beta1
-        m += (1 - beta1) * grad
+        m += rest1 * grad
         v *= beta2
-        v += (1 - beta2) * (grad * grad)
-        t = self.steps + 1
-        denominator = xp.sqrt(v) / math.sqrt(1 - beta2**t) + self.eps
-        param -= (lr / (1 - beta1**t)) * (m / denominator)
+        v += rest2 * (grad * grad)
+        denominator = xp.sqrt(v) / correction2 + eps
+        param -= step_size * (m / denominator)
 
     def config(self) -> dict[str, Any]:
         return {**super().config(), "betas": list(self.betas), "eps": self.eps}

@@ -25,20 +25,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from array_api_compat import array_namespace
 
 from . import backend, distributed, machine, presets
 from ._version import __version__
 from .anomaly import AnomalyHook, NonFiniteError
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
 from .datasets import Dataset, Selection, batches, load_dataset, num_batches
-from .evaluation import confusion_matrix, count_correct, evaluate
+from .evaluation import confusion_matrix, evaluate
 from .layers.base import integer
 from .losses import SoftmaxCrossEntropy
 from .model import Sequential
 from .optim import Optimizer
 from .presets import Recipe, SettingsError
 from .run_folder import RunFolder
+from .training_step import TrainingStep, can_record
 
 Splits = tuple[Dataset, Dataset | None, Dataset]  # train, validation (or None), test
 
@@ -104,7 +104,12 @@ class Trainer:
     one; None chooses at `fit` (machine.default_workers, what `xpcnn train` does). Either
     way the run learns what one model on whole batches learns, to float rounding (the
     shares are summed in another order). While hooks are attached to the model
-    (`model.hooked`), it trains alone, so that they see whole batches."""
+    (`model.hooked`), it trains alone, so that they see whole batches.
+
+    On PyTorch with CUDA, `cuda_graphs` None or True records each training step as CUDA
+    graphs and replays them (xpcnn.training_step): the same arithmetic, with one launch
+    instead of hundreds. Not in data-parallel runs, nor while hooks or
+    `anomaly` watch the layers; True raises where the backend cannot record."""
 
     def __init__(
         self,
@@ -122,11 +127,14 @@ class Trainer:
         anomaly: bool = False,
         comm: distributed.Communicator | None = None,
         workers: int | None = 1,
+        cuda_graphs: bool | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if workers is not None:
             workers = integer(workers, "workers", 1)
+        if cuda_graphs not in (None, True, False):
+            raise TypeError(f"cuda_graphs must be True, False or None, got {cuda_graphs!r}")
         if checkpoint_every is not None and checkpoint_every < 1:
             raise ValueError(f"checkpoint_every must be >= 1 step, got {checkpoint_every}")
         self.model, self.optimizer = model, optimizer
@@ -138,6 +146,8 @@ class Trainer:
         # the run folder and reports, the others train quietly beside it.
         self.comm = comm or distributed.Single()
         self.workers = workers  # threads sharing each batch (None: chosen at fit, see choose_workers)
+        self.cuda_graphs = cuda_graphs  # record steps as CUDA graphs (None: where they can be; see _use_graphs)
+        self._steps: TrainingStep | None = None  # the steps of the current fit
         if not self.comm.is_root:
             progress, log = False, _quiet
         self.checkpoint_every, self.progress, self.log = checkpoint_every, progress, log
@@ -350,11 +360,26 @@ class Trainer:
                 signal.signal(number, handler)
 
     def _fit_here(self, train: Dataset, epochs: int, val: Dataset | None) -> None:
+        # Recorded steps hold arrays of the model as it is now: recorded again each fit.
+        self._steps = TrainingStep(self.model, self.optimizer, self.loss_fn, graphs=self._use_graphs(),
+                                   log=self.log)
         # Non-finite values are caught by the loss check of each step; NumPy's overflow
         # warnings on the way there would only repeat it less clearly.
         with np.errstate(all="ignore"), distributed.failing_alone_ends_all(self.comm, STOPS):
             while self.state.epoch < epochs:
                 self._run_epoch(train, epochs, val)
+
+    def _use_graphs(self) -> bool:
+        """Whether this fit records its steps as CUDA graphs (see the class docstring)."""
+        if self.cuda_graphs is False:
+            return False
+        if self.cuda_graphs and not can_record(self.model):
+            raise SettingsError("cuda_graphs", "CUDA graphs need PyTorch on a CUDA device (CuPy cannot record "
+                                f"matrix products); this model is on {self.model.backend} ({self.model.device})")
+        alone = self.comm.size == 1 and not self.model.hooks and not self.anomaly
+        if self.cuda_graphs and not alone:
+            self.log("note: no CUDA graphs in data-parallel training or while hooks or anomaly checks watch the layers")
+        return alone and can_record(self.model)
 
     def _fit_in_threads(self, train: Dataset, epochs: int, val: Dataset | None) -> None:
         """Train as `self.workers` threads, each with a replica of the model and its share
@@ -505,22 +530,16 @@ class Trainer:
         start, stop = distributed.shard_bounds(total, self.comm.rank, self.comm.size)
         return distributed.Shard(start, stop - start, total, self.comm)
 
-    def _loss_and_correct(self, logits: Any, y: Any) -> tuple[float, float]:
-        """The mean loss of this batch (or share) and its count of right answers, brought
-        to the host together: one transfer per step (on a GPU, one synchronisation)."""
-        xp = array_namespace(logits)
-        loss = self.loss_fn.forward(logits, y)
-        both = backend.to_numpy(xp.stack([loss, xp.astype(count_correct(logits, y), loss.dtype)]))
-        return float(both[0]), float(both[1])
-
     def _step(self, x: Any, y: Any, shard: distributed.Shard) -> None:
-        s, model = self.state, self.model
+        s, model, steps = self.state, self.model, self._steps
+        assert steps is not None, "_step runs inside fit"
         where = f"step {self.optimizer.steps + 1} (epoch {s.epoch + 1}, batch {s.batch + 1})"
         hooks = (AnomalyHook(where),) if self.anomaly else ()
         try:
             with model.hooked(*hooks), distributed.sharded(shard):
-                logits = model.forward(x, training=True)
-                loss_value, correct = self._loss_and_correct(logits, y)
+                # The loss and the count of right answers come to the host together: one
+                # transfer per step (on a GPU, its one synchronisation).
+                loss_value, correct = backend.to_numpy(steps.compute(x, y, shard.rows / shard.total)).tolist()
                 # Summed over the processes: every one sees the same loss and stops together.
                 loss_sum, correct = self.comm.sum_numbers(loss_value * shard.rows, correct)
                 if not math.isfinite(loss_sum):
@@ -528,15 +547,11 @@ class Trainer:
                         f"loss is {loss_sum / shard.total} at {where}, lr {self.optimizer.current_lr:g}; "
                         "weights are from the step before; --detect-anomaly names the first layer with a NaN/Inf"
                     )
-                dy = self.loss_fn.backward()
-                if shard.rows != shard.total:  # the gradient of the whole batch's mean loss
-                    dy = dy * (shard.rows / shard.total)
-                model.backward(dy, input_grad=False)
         except (TrainingDiverged, NonFiniteError) as exc:
             last_good = self.checkpoint_path if self.checkpoint_path and self.checkpoint_path.exists() else None
             raise type(exc)(f"{exc}" + (f"; last good checkpoint: {last_good}" if last_good else "")) from None
         distributed.sum_gradients(model, self.comm)
-        self.optimizer.step()
+        steps.update()
         s.loss_sum += loss_sum
         s.correct += correct
         s.seen += shard.total

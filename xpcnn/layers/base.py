@@ -92,9 +92,13 @@ class Layer:
                 target = dtype if dtype is not None else backend.dtype_name(value.dtype)
                 store[key] = backend.to_backend(value, backend_name, device_spec, target)
         self.grads = {}
+        self.release_work_memory()
+        return self
+
+    def release_work_memory(self) -> None:
+        """Drop what a forward saved for backward and the work array kept for next time."""
         self._cache = None
         self._scratch_array = None
-        return self
 
     def __repr__(self) -> str:
         def short(value: Any) -> Any:  # [3, 3] -> 3, [1, 2] -> (1, 2)

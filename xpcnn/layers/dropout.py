@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .. import init
+from .. import capture, init
 from .base import Layer, integer, number
 
 
@@ -35,9 +35,14 @@ class Dropout(Layer):
         self._namespace(x)
         if not training or self.p == 0.0:
             return self._save_for_backward(training, None, x)
-        scaled_mask = init.keep_mask(self.seed, self.calls, self.p, x) / (1 - self.p)
-        self.calls += 1
+        # Drawn on the host for every step, also when the step is a recorded CUDA graph.
+        scaled_mask = capture.from_host(lambda: self._next_mask(tuple(x.shape)), x) / (1 - self.p)
         return self._save_for_backward(training, scaled_mask, x * scaled_mask)
+
+    def _next_mask(self, shape: tuple[int, ...]) -> Any:
+        mask = init.keep_mask(self.seed, self.calls, self.p, shape)
+        self.calls += 1
+        return mask
 
     def backward(self, dy: Any) -> Any:
         scaled_mask = self._saved_for_backward(dy)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .. import distributed, init
+from .. import capture, distributed, init
 from .base import Layer, Shape, integer, number
 from .windows import channel_rows, from_channel_rows
 
@@ -81,15 +81,24 @@ class BatchNorm2D(Layer):
         (squares,) = distributed.batch_sum(xp.sum(centred * centred, axis=1, keepdims=True))
         var = squares / count
         inv_std = 1 / xp.sqrt(var + self.eps)
-        m = self.momentum
-        self.batches_tracked += 1
-        self.buffers["running_mean"] = (1 - m) * self.buffers["running_mean"] + m * xp.reshape(mean, (c,))
-        self.buffers["running_var"] = (1 - m) * self.buffers["running_var"] + m * xp.reshape(var, (c,)) * (
-            count / (count - 1)
-        )
+        self._update_running(mean, var, count)
         y = centred * (gamma * inv_std)  # = x_hat * gamma, without storing x_hat
         y += beta
         return self._save_for_backward(training, (centred, inv_std, count), from_channel_rows(y, shape))
+
+    def _update_running(self, mean: Any, var: Any, count: int) -> None:
+        """running = (1 - momentum) * running + momentum * batch (unbiased variance), in
+        place: a step recorded as a CUDA graph updates the arrays it was recorded with."""
+        xp, m, c = self._namespace(mean), self.momentum, self.num_features
+        running_mean, running_var = self.buffers["running_mean"], self.buffers["running_var"]
+        running_mean *= 1 - m
+        running_mean += m * xp.reshape(mean, (c,))
+        running_var *= 1 - m
+        running_var += m * xp.reshape(var, (c,)) * (count / (count - 1))
+        capture.each_step(self._count_batch)
+
+    def _count_batch(self) -> None:
+        self.batches_tracked += 1
 
     def backward(self, dy: Any) -> Any:
         centred, inv_std, count = self._saved_for_backward(dy)
