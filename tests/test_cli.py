@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from xpcnn import backend
 from xpcnn.backend import to_numpy
 from xpcnn.checkpoint import load_checkpoint
 from xpcnn.datasets import MNIST, load_bundled, normalize
@@ -477,3 +478,19 @@ def test_export_writes_an_onnx_model_that_runs(run):
     np.testing.assert_allclose(logits, expected, rtol=0, atol=1e-4)
     bad = xpcnn("export", "missing.npz", "x.onnx", env=env, cwd=tmp)
     assert bad.returncode == 1 and "missing.npz: no such checkpoint file" in bad.stderr
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(backend.device_unusable_reason("torch", "cuda") is not None
+                    and os.environ.get("XPCNN_REQUIRE_GPU") != "1", reason="no CUDA device for torch")
+def test_training_on_torch_cuda_replays_cuda_graphs_unless_told_not_to(tmp_path):
+    env = env_without_data(tmp_path)
+    common = ("train", "--no-download", "--limit", "600", "--epochs", "1", "--no-progress", "--no-plots",
+              "--backend", "torch", "--device", "cuda")
+    recorded = xpcnn(*common, "--out", "recorded", env=env, cwd=tmp_path)
+    direct = xpcnn(*common, "--out", "direct", "--no-cuda-graphs", env=env, cwd=tmp_path)
+    assert recorded.returncode == direct.returncode == 0, recorded.stderr + direct.stderr
+    assert "recorded as CUDA graphs" in recorded.stderr and "CUDA graphs" not in direct.stderr
+    assert recorded.stdout.split()[:2] == direct.stdout.split()[:2] == ["test", "accuracy"]
+    accuracies = [float(result.stdout.split()[2].rstrip("%")) for result in (recorded, direct)]
+    assert abs(accuracies[0] - accuracies[1]) < 0.5  # the same training, to float rounding

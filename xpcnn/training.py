@@ -363,6 +363,8 @@ class Trainer:
         # Recorded steps hold arrays of the model as it is now: recorded again each fit.
         self._steps = TrainingStep(self.model, self.optimizer, self.loss_fn, graphs=self._use_graphs(),
                                    log=self.log)
+        if self._steps.graphs:
+            self.log("training steps are recorded as CUDA graphs and replayed (cuda_graphs=False runs them directly)")
         # Non-finite values are caught by the loss check of each step; NumPy's overflow
         # warnings on the way there would only repeat it less clearly.
         with np.errstate(all="ignore"), distributed.failing_alone_ends_all(self.comm, STOPS):
