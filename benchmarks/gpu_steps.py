@@ -103,7 +103,7 @@ def train(out: Path) -> int:
         trainer.fit(train_set, 1)
         accuracy = trainer.finish(test_set)["accuracy"]
         steady = sorted(steps[5:])[len(steps[5:]) // 2]
-        rows.append(f"{name}:{device or 'default'}, CUDA graphs {'on' if trainer._steps.graphs else 'off'}: test "
+        rows.append(f"{name}:{device or 'default'}, CUDA graphs {'on' if trainer.graph_shapes else 'off'}: test "
                     f"accuracy {accuracy:.2%}, {len(train_set) / trainer.history[0]['seconds']:,.0f} images/s over "
                     f"the epoch, first step {steps[0] * 1e3:.0f} ms, second {steps[1] * 1e3:.0f} ms, median step "
                     f"{steady * 1e3:.1f} ms (batch {trainer.batch_size})")

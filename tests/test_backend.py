@@ -59,3 +59,17 @@ def test_dtype_and_device_validation():
         backend.device("numpy", "cuda:0")
     assert backend.devices("numpy") == ["cpu"]
 
+
+
+def test_copy_into_overwrites_in_place_in_the_targets_dtype(target):
+    array = backend.to_backend(np.zeros(3), *target, "float32")
+    backend.copy_into(array, np.array([1.5, 2.0, -1.0]))
+    assert backend.to_numpy(array).tolist() == [1.5, 2.0, -1.0] and backend.dtype_name(array.dtype) == "float32"
+
+
+def test_only_torch_on_cuda_records_graphs(target):
+    array = backend.to_backend(np.zeros(1), *target)
+    assert backend.can_record_graphs(array) == (target == ("torch", "cuda"))
+    if target != ("torch", "cuda"):
+        with pytest.raises(ValueError, match="CUDA graphs need PyTorch on a CUDA device"), backend.record_graph(array):
+            pass

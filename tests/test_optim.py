@@ -204,3 +204,25 @@ def test_one_cycle_cycles_adams_beta1_as_torch_does():
         theirs.step()
         scheduler.step()
         assert weight(net) == pytest.approx(float(parameter.detach()), rel=1e-12), step
+
+
+def test_a_cycled_sgd_momentum_that_reaches_zero_follows_torch():
+    """At the step where OneCycle brings the momentum to 0, PyTorch leaves the velocity
+    alone and steps along the gradient."""
+    torch = pytest.importorskip("torch")
+    from xpcnn.optim import OneCycle
+
+    for nesterov in (False, True):
+        net = one_param_model(("numpy", None))
+        mine = SGD(net, 0.01, momentum=0.9, nesterov=nesterov, schedule=OneCycle(10, cycle_momentum=(0.0, 0.9)))
+        parameter = torch.nn.Parameter(torch.ones(1, dtype=torch.float64))
+        theirs = torch.optim.SGD([parameter], lr=0.01, momentum=0.9, nesterov=nesterov)
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(theirs, max_lr=0.01, total_steps=10, base_momentum=0.0,
+                                                        max_momentum=0.9)
+        for step in range(10):
+            net[0].grads = {key: np.full_like(value, 0.5 - 0.1 * step) for key, value in net[0].params.items()}
+            mine.step()
+            parameter.grad = torch.full_like(parameter, 0.5 - 0.1 * step)
+            theirs.step()
+            scheduler.step()
+            assert weight(net) == pytest.approx(float(parameter.detach()), rel=1e-12, abs=1e-15), (nesterov, step)

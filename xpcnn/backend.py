@@ -260,7 +260,15 @@ def record_graph(like: Any) -> Iterator[list[Graph]]:
                          f"{array_api_compat.device(like)}")
     torch = importlib.import_module("torch")
     recorded: list[Graph] = []
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):  # a side stream and a private memory pool
-        yield recorded
-    recorded.append(Graph(graph.replay, graph))
+    # On like's GPU, which need not be the current one: work for another GPU than the
+    # recording stream's would run at once instead of being recorded.
+    with torch.cuda.device(like.device):
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, stream=torch.cuda.Stream(like.device)):  # and a private memory pool
+            yield recorded
+
+    def replay() -> None:
+        with torch.cuda.device(like.device):
+            graph.replay()
+
+    recorded.append(Graph(replay, graph))

@@ -36,7 +36,7 @@ from . import backend
 @dataclass
 class _Recording:
     inputs: list[Any]  # device arrays for the from_host calls, in order, made before recording
-    first: list[Callable[[], None]] = field(default_factory=list)  # host work of the recorded step itself
+    first: list[Callable[[], None]] = field(default_factory=list)  # copies of what the recording drew
     later: list[Callable[[], None]] = field(default_factory=list)  # host work before each later replay
 
 

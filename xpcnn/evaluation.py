@@ -38,8 +38,9 @@ def evaluate(model: Sequential, dataset: Dataset, batch_size: int = 1000,
         backend_name=model.backend, device=model.device, dtype=model.dtype,
     ):
         logits = model.forward(x, training=False)
-        total_loss += float(loss_fn.forward(logits, y)) * int(y.shape[0])
-        predictions.append(backend.to_numpy(array_namespace(logits).argmax(logits, axis=1)))
+        with backend.on_device(logits):
+            total_loss += float(loss_fn.forward(logits, y)) * int(y.shape[0])
+            predictions.append(backend.to_numpy(array_namespace(logits).argmax(logits, axis=1)))
     (total_loss,) = comm.sum_numbers(total_loss)
     parts = comm.gather(np.concatenate(predictions) if predictions else np.zeros(0, np.int64))
     predicted = np.concatenate(parts)

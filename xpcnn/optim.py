@@ -230,8 +230,8 @@ class Optimizer:
         return store[name]
 
     def _update(self, name: str, param: Any, grad: Any, coefficients: list[Any]) -> None:
-        """Update `param` in place; `coefficients` are `_coefficients(lr)`, as 0-d arrays
-        placed like the parameters."""
+        """Update `param` in place; `coefficients` are `_coefficients(lr)`, placed like the
+        parameters (0-d arrays; NumPy scalars on NumPy)."""
         raise NotImplementedError
 
     def config(self) -> dict[str, Any]:
@@ -294,13 +294,23 @@ class SGD(Optimizer):
         self.momentum = value
 
     def _coefficients(self, lr: float) -> list[float]:
-        return [lr, self.weight_decay, self.momentum]
+        on = 1.0 if self.momentum else 0.0
+        return [lr, self.weight_decay, self.momentum or 1.0, on]
 
     def _update(self, name: str, param: Any, grad: Any, coefficients: list[Any]) -> None:
-        lr, weight_decay, momentum = coefficients
+        lr, weight_decay, momentum, on = coefficients
         if self.weight_decay:
             grad = grad + weight_decay * param
-        if self.momentum or self.schedule.momentum(0) is not None:
+        if self.schedule.momentum(0) is not None:
+            # A cycled momentum may reach 0 at a step, where PyTorch leaves the velocity
+            # alone and steps along the gradient: gated by `on` (then momentum is 1), so
+            # that a recorded step (xpcnn.capture) does the same with the same kernels.
+            velocity = self._slot("momentum", name, param)
+            velocity *= momentum
+            velocity += on * grad
+            direction = grad + momentum * velocity if self.nesterov else velocity
+            grad = on * direction + (1 - on) * grad
+        elif self.momentum:
             velocity = self._slot("momentum", name, param)
             velocity *= momentum
             velocity += grad

@@ -148,6 +148,7 @@ class Trainer:
         self.workers = workers  # threads sharing each batch (None: chosen at fit, see choose_workers)
         self.cuda_graphs = cuda_graphs  # record steps as CUDA graphs (None: where they can be; see _use_graphs)
         self._steps: TrainingStep | None = None  # the steps of the current fit
+        self.graph_shapes = 0  # batch shapes whose steps the last fit replayed as CUDA graphs
         if not self.comm.is_root:
             progress, log = False, _quiet
         self.checkpoint_every, self.progress, self.log = checkpoint_every, progress, log
@@ -367,9 +368,12 @@ class Trainer:
             self.log("training steps are recorded as CUDA graphs and replayed (cuda_graphs=False runs them directly)")
         # Non-finite values are caught by the loss check of each step; NumPy's overflow
         # warnings on the way there would only repeat it less clearly.
-        with np.errstate(all="ignore"), distributed.failing_alone_ends_all(self.comm, STOPS):
-            while self.state.epoch < epochs:
-                self._run_epoch(train, epochs, val)
+        try:
+            with np.errstate(all="ignore"), distributed.failing_alone_ends_all(self.comm, STOPS):
+                while self.state.epoch < epochs:
+                    self._run_epoch(train, epochs, val)
+        finally:  # the recordings hold GPU memory: not beyond the fit
+            self.graph_shapes, self._steps = self._steps.recorded_shapes, None
 
     def _use_graphs(self) -> bool:
         """Whether this fit records its steps as CUDA graphs (see the class docstring)."""

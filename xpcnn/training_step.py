@@ -11,11 +11,10 @@ from array_api_compat import array_namespace
 from . import backend, capture
 from .capture import Captured
 from .evaluation import count_correct
+from .layers.base import Shape
 from .losses import SoftmaxCrossEntropy
 from .model import Sequential
 from .optim import Optimizer
-
-Shape = tuple[int, ...]
 
 
 @dataclass
@@ -26,6 +25,7 @@ class _Halves:
     update_inputs: list[Any] | None = None
     compute: Captured | None = None
     update: Captured | None = None
+    grads: list[dict[str, Any]] | None = None  # each layer's gradients, as the compute recording left them
 
 
 class TrainingStep:
@@ -69,8 +69,12 @@ class TrainingStep:
             halves.compute = self._record(self._compute, (x, y), halves.compute_inputs)
             if halves.compute is None:
                 return self._compute(x, y)
+            halves.grads = [layer.grads for layer in self.model]
         self._current, self._replayed = halves, True
-        return halves.compute(x, y)
+        both = halves.compute(x, y)
+        for layer, grads in zip(self.model, halves.grads or []):
+            layer.grads = grads  # what the replay wrote, also after another shape's step
+        return both
 
     def update(self) -> None:
         """The optimizer's step, on the gradients `compute` left."""
@@ -92,11 +96,12 @@ class TrainingStep:
     def _compute(self, x: Any, y: Any, share: float = 1.0) -> Any:
         xp = array_namespace(x)
         logits = self.model.forward(x, training=True)
-        loss = self.loss_fn.forward(logits, y)
-        both = xp.stack([loss, xp.astype(count_correct(logits, y), loss.dtype)])
-        dy = self.loss_fn.backward()
-        if share != 1.0:  # this share's part of the gradient of the whole batch's mean loss
-            dy = dy * share
+        with backend.on_device(x):
+            loss = self.loss_fn.forward(logits, y)
+            both = xp.stack([loss, xp.astype(count_correct(logits, y), loss.dtype)])
+            dy = self.loss_fn.backward()
+            if share != 1.0:  # this share's part of the gradient of the whole batch's mean loss
+                dy = dy * share
         self.model.backward(dy, input_grad=False)
         return both
 

@@ -57,3 +57,14 @@ def test_training_and_running_stats_match_torch(target, dtype):
     weight, bias = torch.tensor(params["weight"]), torch.tensor(params["bias"])
     expected = F.batch_norm(torch.tensor(x), running_mean, running_var, weight, bias, False)
     assert rel(backend.to_numpy(layer.forward(xt, training=False)), expected.numpy()) <= tol
+
+
+def test_training_updates_the_running_statistics_in_place(target, to_target):
+    """A training step recorded as a CUDA graph keeps writing the arrays it was recorded
+    with: the running statistics must be updated there, not replaced."""
+    layer = xpcnn.BatchNorm2D(2).to(*target)
+    buffers = dict(layer.buffers)
+    layer.forward(to_target(np.arange(16.0).reshape(2, 2, 2, 2), "float32"))
+    assert all(layer.buffers[name] is array for name, array in buffers.items())
+    assert backend.to_numpy(layer.buffers["running_mean"]).tolist() != [0.0, 0.0]
+    assert layer.batches_tracked == 1
