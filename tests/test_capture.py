@@ -20,7 +20,7 @@ def counting_graphs(monkeypatch) -> list[int]:
     def record_graph(like):
         recorded = []
         yield recorded
-        recorded.append(backend.Graph(lambda: replays.append(1), keep=None))
+        recorded.append(lambda: replays.append(1))
 
     monkeypatch.setattr(backend, "record_graph", record_graph)
     return replays

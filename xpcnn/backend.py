@@ -236,19 +236,11 @@ def can_record_graphs(x: Any) -> bool:
     return backend_of(x) == "torch" and x.is_cuda
 
 
-class Graph:
-    """Device work recorded once by `record_graph`: `replay()` runs all of it again, with
-    one launch, on the arrays it was recorded with."""
-
-    def __init__(self, replay: Callable[[], Any], keep: Any) -> None:
-        self.replay = replay
-        self._keep = keep  # what the recording needs alive
-
-
 @contextlib.contextmanager
-def record_graph(like: Any) -> Iterator[list[Graph]]:
+def record_graph(like: Any) -> Iterator[list[Callable[[], None]]]:
     """Record, instead of run, the block's device work on `like`'s GPU (see
-    can_record_graphs); the list it yields then holds the Graph. The block must not copy
+    can_record_graphs); the list it yields then holds the replay: a call that runs all of
+    it again, with one launch, on the arrays it was recorded with. The block must not copy
     between host and device.
 
     Memory the block allocates comes from a pool of the recording's own, so nothing
@@ -259,7 +251,7 @@ def record_graph(like: Any) -> Iterator[list[Graph]]:
         raise ValueError(f"CUDA graphs need PyTorch on a CUDA device, not {backend_of(like)} on "
                          f"{array_api_compat.device(like)}")
     torch = importlib.import_module("torch")
-    recorded: list[Graph] = []
+    recorded: list[Callable[[], None]] = []
     # On like's GPU, which need not be the current one: work for another GPU than the
     # recording stream's would run at once instead of being recorded.
     with torch.cuda.device(like.device):
@@ -271,4 +263,4 @@ def record_graph(like: Any) -> Iterator[list[Graph]]:
         with torch.cuda.device(like.device):
             graph.replay()
 
-    recorded.append(Graph(replay, graph))
+    recorded.append(replay)  # which holds the graph

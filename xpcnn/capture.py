@@ -56,10 +56,11 @@ def planning() -> Iterator[list[Any]]:
         _plan.reset(token)
 
 
-def from_host(draw: Callable[[], np.ndarray], like: Any) -> Any:
-    """`draw()`, a host array, placed like `like` in its dtype. While a step is being
-    recorded: a device array that receives a fresh `draw()` before every replay."""
-    value = draw()
+def from_host(draw: Callable[[], Any], like: Any) -> Any:
+    """`draw()`, host data (a NumPy array, a list of numbers), placed like `like` in its
+    dtype. While a step is being recorded: a device array that receives a fresh `draw()`
+    before every replay."""
+    value = np.asarray(draw())
     recording, plan = _recording.get(), _plan.get()
     if plan is not None:
         plan.append(array_namespace(like).empty(value.shape, dtype=like.dtype, device=device(like)))
@@ -106,7 +107,7 @@ class Captured:
             _recording.reset(token)
         if recording.inputs:
             raise ValueError("the step takes fewer host arrays than in its planning run")
-        self._graph, self._recording = recorded[0], recording
+        self._replay, self._recording = recorded[0], recording
         self._kept = _arrays([vars(owner) for owner in keep])
         self._replays = 0
 
@@ -115,7 +116,7 @@ class Captured:
             recorded[...] = given
         for work in self._recording.later if self._replays else self._recording.first:
             work()
-        self._graph.replay()
+        self._replay()
         self._replays += 1
         return self._result
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import numpy as np
 from array_api_compat import array_namespace, device
 
 from . import backend, capture
@@ -191,12 +190,12 @@ class Optimizer:
             for name, param in params.items():
                 self._update(name, param, grads[name], coefficients)
 
-    def _next_coefficients(self) -> np.ndarray:
+    def _next_coefficients(self) -> list[float]:
         """The coefficients of this step's update (see `_coefficients`); counts the step."""
         cycled = self.schedule.momentum(self.steps)
         if cycled is not None:
             self._set_momentum(cycled)
-        values = np.asarray(self._coefficients(self.current_lr), dtype=np.float64)
+        values = self._coefficients(self.current_lr)
         self.steps += 1
         return values
 

@@ -379,13 +379,14 @@ class Trainer:
         """Whether this fit records its steps as CUDA graphs (see the class docstring)."""
         if self.cuda_graphs is False:
             return False
-        if self.cuda_graphs and not can_record(self.model):
+        able = can_record(self.model)
+        if self.cuda_graphs and not able:
             raise SettingsError("cuda_graphs", "CUDA graphs need PyTorch on a CUDA device (CuPy cannot record "
                                 f"matrix products); this model is on {self.model.backend} ({self.model.device})")
         alone = self.comm.size == 1 and not self.model.hooks and not self.anomaly
         if self.cuda_graphs and not alone:
             self.log("note: no CUDA graphs in data-parallel training or while hooks or anomaly checks watch the layers")
-        return alone and can_record(self.model)
+        return alone and able
 
     def _fit_in_threads(self, train: Dataset, epochs: int, val: Dataset | None) -> None:
         """Train as `self.workers` threads, each with a replica of the model and its share
