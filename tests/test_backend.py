@@ -67,6 +67,16 @@ def test_copy_into_overwrites_in_place_in_the_targets_dtype(target):
     assert backend.to_numpy(array).tolist() == [1.5, 2.0, -1.0] and backend.dtype_name(array.dtype) == "float32"
 
 
+def test_host_numbers_keep_their_precision_in_float64(target):
+    # Python floats are float64; torch alone would read a list of them as float32 (a
+    # recorded step's optimizer coefficients were rounded so on the GPU before this).
+    third = 1 / 3
+    array = backend.to_backend(np.zeros(2), *target, "float64")
+    backend.copy_into(array, [third, 0.1])
+    assert backend.to_numpy(array).tolist() == [third, 0.1]
+    assert backend.to_numpy(backend.to_backend([third], *target, "float64")).tolist() == [third]
+
+
 def test_only_torch_on_cuda_records_graphs(target):
     array = backend.to_backend(np.zeros(1), *target)
     assert backend.can_record_graphs(array) == (target == ("torch", "cuda"))

@@ -209,7 +209,10 @@ def to_backend(x: Any, name: str, device_spec: Any = None, dtype_spec: Any = Non
         except (BufferError, RuntimeError, TypeError, ValueError, AttributeError):
             result = None
     if result is None:
-        result = to_numpy(x) if source not in (None, name) else x
+        if source is None:  # host data: NumPy keeps Python floats in float64 (torch would make them float32)
+            result = np.asarray(x)
+        else:
+            result = to_numpy(x) if source != name else x
     with dev if name == "cupy" else contextlib.nullcontext():  # see on_device
         result = xp.asarray(result, device=dev, copy=True)
     if dtype_spec is not None:  # already a copy of its own: convert without a second one
