@@ -98,12 +98,12 @@ class Conv2D(Layer):
         xp = self._namespace(x)
         n, o, ho, wo = self.output_shape(x.shape)
         weight = self.params["weight"]
-        # x: (N, C, H, W) -> cols: (C, kh, kw, N, Ho, Wo), read as (C*kh*kw, N*Ho*Wo)
+        # x: (N, C, H, W) -> cols: (C, kh, kw, Ho, Wo, N), read as (C*kh*kw, Ho*Wo*N)
         c, (kh, kw) = self.in_channels, self.kernel_size
-        buffer = self._scratch((c, kh, kw, n, ho, wo), x, zeroed=any(self.padding))
+        buffer = self._scratch((c, kh, kw, ho, wo, n), x, zeroed=any(self.padding))
         cols = im2col(x, self.kernel_size, self.stride, self.padding, (ho, wo), buffer)
-        cols2 = xp.reshape(cols, (-1, n * ho * wo))
-        y = xp.reshape(weight, (o, -1)) @ cols2  # (O, N*Ho*Wo)
+        cols2 = xp.reshape(cols, (-1, ho * wo * n))
+        y = xp.reshape(weight, (o, -1)) @ cols2  # (O, Ho*Wo*N)
         if self.bias:
             y += xp.reshape(self.params["bias"], (o, 1))
         if training:
@@ -117,11 +117,11 @@ class Conv2D(Layer):
         xp = self._namespace(dy)
         weight = self.params["weight"]
         o = weight.shape[0]
-        dy2 = channel_rows(dy)  # (O, N*Ho*Wo), the layout of the forward product
+        dy2 = channel_rows(dy)  # (O, Ho*Wo*N), the layout of the forward product
         self.grads = {"weight": xp.reshape(dy2 @ cols.T, weight.shape)}
         if self.bias:
             self.grads["bias"] = xp.sum(dy2, axis=1)
         if not input_grad:
             return None
-        dcols = xp.reshape(weight, (o, -1)).T @ dy2  # (C*kh*kw, N*Ho*Wo)
+        dcols = xp.reshape(weight, (o, -1)).T @ dy2  # (C*kh*kw, Ho*Wo*N)
         return col2im(dcols, x_shape, self.kernel_size, self.stride, self.padding, tuple(dy.shape[2:]))

@@ -38,10 +38,15 @@ class Dense(Layer):
         return (input_shape[0], self.out_features)
 
     def forward(self, x: Any, training: bool = True) -> Any:
-        self._namespace(x)
+        xp = self._namespace(x)
         self.output_shape(x.shape)
-        # x: (N, in) @ weight.T: (in, out) -> (N, out)
-        return self._save_for_backward(training, x, x @ self.params["weight"].T + self.params["bias"])
+        # Computed transposed, weight (out, in) @ x.T (in, N) -> (out, N), so that the
+        # output's memory is batch-innermost like the feature maps' (see windows.py): a
+        # flattened feature map is then a free view, and its gradient comes back in the
+        # layout the layers below it read fastest.
+        y_t = self.params["weight"] @ x.T
+        y_t += xp.reshape(self.params["bias"], (self.out_features, 1))
+        return self._save_for_backward(training, x, y_t.T)
 
     skips_input_grad = True
 
@@ -49,4 +54,4 @@ class Dense(Layer):
         x = self._saved_for_backward(dy)
         xp = self._namespace(dy)
         self.grads = {"weight": dy.T @ x, "bias": xp.sum(dy, axis=0)}
-        return dy @ self.params["weight"] if input_grad else None
+        return (self.params["weight"].T @ dy.T).T if input_grad else None  # (N, in), batch-innermost

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from array_api_compat import device
+from array_api_compat import array_namespace, device
 
 from .base import Layer, Shape, pair
-from .windows import output_size, swap_batch_and_channels, tap, tap_index, zeros_nchw
+from .windows import batch_innermost, output_size, tap, tap_index, tap_slice, to_nchw, zeros_nchw
 
 
 class _Pool2D(Layer):
@@ -42,49 +42,71 @@ class _Pool2D(Layer):
 
 
 class MaxPool2D(_Pool2D):
-    """y = max over each window. Backward sends a window's gradient to its first maximum
-    (row-major), as PyTorch does, so ties never split or duplicate a gradient."""
+    """y = max over each window, taken in two 1-D sweeps: the max over each window's
+    columns, row by row, then the max of those over its rows. Backward sends a window's
+    gradient to its first maximum (row-major), as PyTorch does, so ties never split or
+    duplicate a gradient: to the first row that holds the maximum, then in that row to
+    the first column that does."""
 
     def forward(self, x: Any, training: bool = True) -> Any:
-        xp = self._namespace(x)
+        self._namespace(x)
         n, c, ho, wo = self.output_shape(x.shape)
-        taps = self._taps()
-        # Each tap copied once into a contiguous stack: the max and backward's comparisons
-        # then read contiguous memory instead of k*k strided views each.
-        stack = self._scratch((len(taps), c, n, ho, wo), x)
-        x_cn = swap_batch_and_channels(x)
-        for number, (i, j) in enumerate(taps):
-            stack[number, ...] = tap(x_cn, i, j, (ho, wo), self.stride)
-        y_cn = xp.max(stack, axis=0)  # (C, N, Ho, Wo)
-        if training:
-            self._scratch_array = stack
-        return self._save_for_backward(training, (tuple(x.shape), stack, y_cn), swap_batch_and_channels(y_cn))
+        (kh, kw), (sh, sw) = self.kernel_size, self.stride
+        x4 = batch_innermost(x)  # (C, H, W, N)
+        columns = _max_along(x4, 2, kw, sw, wo)  # (C, H, Wo, N): the max over each window's columns
+        y4 = _max_along(columns, 1, kh, sh, ho)  # (C, Ho, Wo, N)
+        if kh == kw == 1:  # both sweeps were views of x
+            y4 = self._namespace(x).asarray(y4, copy=True)
+        return self._save_for_backward(training, (x4, columns, y4), to_nchw(y4))
 
     def backward(self, dy: Any) -> Any:
-        x_shape, stack, y_cn = self._saved_for_backward(dy)
-        xp = self._namespace(dy)
-        n, c, h, w = x_shape
-        out_hw = tuple(dy.shape[2:])
-        dy_cn = swap_batch_and_channels(dy)
-        taps = self._taps()
-        overlapping = any(s < k for s, k in zip(self.stride, self.kernel_size))
-        tiled = self.stride == self.kernel_size and (h, w) == tuple(o * k for o, k in zip(out_hw, self.kernel_size))
-        dx_cn = (xp.empty if tiled else xp.zeros)((c, n, h, w), dtype=dy.dtype, device=device(dy))
-        claimed = None  # windows whose maximum an earlier tap already took
-        for number, (i, j) in enumerate(taps):
-            if number == len(taps) - 1 and claimed is not None:
-                first = ~claimed  # the maximum is somewhere: if no earlier tap, then this one
-            else:
-                is_max = stack[number, ...] == y_cn
-                first = is_max if claimed is None else is_max & ~claimed
-                claimed = is_max if claimed is None else claimed | is_max
-            routed = dy_cn * xp.astype(first, dy.dtype)  # NumPy: several times faster than where
-            index = tap_index(i, j, out_hw, self.stride)
-            if overlapping:
-                dx_cn[index] += routed
-            else:  # each input position lies in one window at most: plain assignment
-                dx_cn[index] = routed
-        return swap_batch_and_channels(dx_cn)
+        x4, columns, y4 = self._saved_for_backward(dy)
+        (kh, kw), (sh, sw) = self.kernel_size, self.stride
+        dcolumns = _route_to_first_max(batch_innermost(dy), columns, y4, 1, kh, sh)
+        return to_nchw(_route_to_first_max(dcolumns, x4, columns, 2, kw, sw))
+
+
+def _taps_along(axis: int, k: int, stride: int, out: int) -> list[tuple[slice, ...]]:
+    """The index of each of a window's k taps along `axis` of a 4-d array, in order."""
+    everything = [slice(None)] * 4
+    return [tuple(everything[:axis] + [tap_slice(i, out, stride)] + everything[axis + 1:]) for i in range(k)]
+
+
+def _max_along(a: Any, axis: int, k: int, stride: int, out: int) -> Any:
+    """The max over windows of k along `axis` (a view of `a` when k is 1)."""
+    xp = array_namespace(a)
+    taps = _taps_along(axis, k, stride, out)
+    m = a[taps[0]]
+    for index in taps[1:]:
+        m = xp.maximum(m, a[index])
+    return m
+
+
+def _route_to_first_max(dm: Any, a: Any, m: Any, axis: int, k: int, stride: int) -> Any:
+    """The gradient of `a` from `dm`, that of m = _max_along(a, axis, k, ...): each
+    window's gradient goes to its first tap equal to the maximum (to the last tap where
+    none is, as when the maximum is NaN)."""
+    xp = array_namespace(dm)
+    size, out = a.shape[axis], m.shape[axis]
+    taps = _taps_along(axis, k, stride, out)
+    tiled = stride == k and out * k == size  # every element in exactly one window: assign
+    da = (xp.empty if tiled else xp.zeros)(tuple(a.shape), dtype=dm.dtype, device=device(dm))
+    claimed = taken = None  # windows an earlier tap took; the gradient they took
+    for number, index in enumerate(taps):
+        if number == k - 1:
+            # What no earlier tap took: exact, since `taken` is 0 or dm, window by window.
+            routed = dm if taken is None else dm - taken
+        else:
+            is_max = a[index] == m
+            first = is_max if claimed is None else is_max & ~claimed
+            claimed = is_max if claimed is None else claimed | is_max
+            routed = dm * xp.astype(first, dm.dtype)  # NumPy: several times faster than where
+            taken = routed if taken is None else taken + routed
+        if stride < k:  # overlapping windows share elements
+            da[index] += routed
+        else:
+            da[index] = routed
+    return da
 
 
 class AvgPool2D(_Pool2D):

@@ -2,10 +2,13 @@
 and batch norm.
 
 Layout: feature maps are (N, C, H, W) arrays, but the layers that allocate them allocate
-channel-major memory, (C, N, H, W) seen through `permute_dims`. A convolution's matrix
-product produces that layout naturally, and in it the per-channel view (C, N*H*W) that
-batch norm and the next convolution need is a free reshape instead of a copy. Nothing
-depends on it for correctness: any (N, C, H, W) array works, some just cost a copy.
+channel-major, batch-innermost memory, (C, H, W, N), seen through `permute_dims`. A
+convolution's matrix product produces that layout naturally (its columns ordered (H, W,
+N)); in it the per-channel view (C, H*W*N) that batch norm and the next convolution need
+is a free reshape, and a window's tap (a shifted (H, W) slice, below) is a set of rows of
+W*N contiguous values rather than W, which the copies and comparisons of im2col, col2im
+and pooling run over several times faster. Nothing depends on the layout for
+correctness: any (N, C, H, W) array works, some just cost a copy.
 
 Windows: a k*k window sliding with stride s is read as k*k strided slices ("taps"): tap
 (i, j) holds element (i + s*oh, j + s*ow) of every window (oh, ow). Working tap by tap
@@ -27,10 +30,15 @@ def output_size(size: int, kernel: int, stride: int, pad: int = 0) -> int:
     return (size + pad - kernel) // stride + 1
 
 
+def tap_slice(i: int, out: int, stride: int) -> slice:
+    """Positions i + stride*o, o < out, along one axis: tap i of every window."""
+    return slice(i, i + stride * (out - 1) + 1, stride)
+
+
 def tap_index(i: int, j: int, out_hw: Pair, stride: Pair) -> tuple[Any, slice, slice]:
     """The index of tap (i, j) over the last two axes: rows i + s*oh, columns j + s*ow."""
     (ho, wo), (sh, sw) = out_hw, stride
-    return (..., slice(i, i + sh * (ho - 1) + 1, sh), slice(j, j + sw * (wo - 1) + 1, sw))
+    return (..., tap_slice(i, ho, sh), tap_slice(j, wo, sw))
 
 
 def tap(x: Any, i: int, j: int, out_hw: Pair, stride: Pair) -> Any:
@@ -38,29 +46,40 @@ def tap(x: Any, i: int, j: int, out_hw: Pair, stride: Pair) -> Any:
     return x[tap_index(i, j, out_hw, stride)]
 
 
-def swap_batch_and_channels(x: Any) -> Any:
-    """(N, C, H, W) <-> (C, N, H, W): a view with the first two axes exchanged, its own
-    inverse. Channel-major memory seen as (N, C, H, W) becomes contiguous (C, N, H, W)."""
-    return array_namespace(x).permute_dims(x, (1, 0, 2, 3))
+def to_chwn(x: Any) -> Any:
+    """(N, C, H, W) -> (C, H, W, N), a view: the layout's own order."""
+    return array_namespace(x).permute_dims(x, (1, 2, 3, 0))
+
+
+def to_nchw(x: Any) -> Any:
+    """(C, H, W, N) -> (N, C, H, W), a view: what layers hand on."""
+    return array_namespace(x).permute_dims(x, (3, 0, 1, 2))
+
+
+def batch_innermost(x: Any) -> Any:
+    """(N, C, H, W) -> (C, H, W, N) in memory of that order: free for the layers' outputs,
+    one copy for other arrays (the input images), after which every tap reads long rows."""
+    xp = array_namespace(x)
+    chwn = to_chwn(x)
+    return xp.reshape(xp.reshape(chwn, (-1,)), chwn.shape)  # a view where the memory allows
 
 
 def channel_rows(x: Any) -> Any:
-    """(N, C, H, W) -> (C, N*H*W): one row per channel (free for channel-major memory)."""
-    xp = array_namespace(x)
-    return xp.reshape(swap_batch_and_channels(x), (x.shape[1], -1))
+    """(N, C, H, W) -> (C, H*W*N): one row per channel (free in the layout)."""
+    return array_namespace(x).reshape(to_chwn(x), (x.shape[1], -1))
 
 
 def from_channel_rows(rows: Any, shape: tuple[int, ...]) -> Any:
-    """(C, N*H*W) -> (N, C, H, W) of `shape`, keeping the channel-major memory."""
+    """(C, H*W*N) -> (N, C, H, W) of `shape`, keeping the layout."""
     n, c, h, w = shape
-    return swap_batch_and_channels(array_namespace(rows).reshape(rows, (c, n, h, w)))
+    return to_nchw(array_namespace(rows).reshape(rows, (c, h, w, n)))
 
 
 def zeros_nchw(like: Any, shape: tuple[int, ...]) -> Any:
-    """Zeros of (N, C, H, W) `shape` in channel-major memory, on `like`'s device."""
+    """Zeros of (N, C, H, W) `shape` in the layout, on `like`'s device."""
     xp = array_namespace(like)
     n, c, h, w = shape
-    return swap_batch_and_channels(xp.zeros((c, n, h, w), dtype=like.dtype, device=device(like)))
+    return to_nchw(xp.zeros((c, h, w, n), dtype=like.dtype, device=device(like)))
 
 
 def _valid(i: int, size: int, out: int, stride: int, before: int) -> tuple[int, int]:
@@ -89,28 +108,29 @@ def _tap_blocks(kernel: Pair, stride: Pair, padding: Padding, in_hw: Pair, out_h
 def im2col(x: Any, kernel: Pair, stride: Pair, padding: Padding, out_hw: Pair, buffer: Any) -> Any:
     """Unfold windows into columns, in `buffer`.
 
-    x: (N, C, H, W) -> buffer: (C, kh, kw, N, Ho, Wo), read as (C*kh*kw, N*Ho*Wo) with
+    x: (N, C, H, W) -> buffer: (C, kh, kw, Ho, Wo, N), read as (C*kh*kw, Ho*Wo*N) with
     rows ordered (c, i, j) to match a (O, C, kh, kw) weight reshaped to (O, C*kh*kw).
     Filled tap by tap straight from x: only the in-bounds block of each tap is written,
     so padding is never materialised; the buffer's padding positions must be zero.
     """
+    x4 = batch_innermost(x)
     for i, j, rows_out, cols_out, rows_in, cols_in in _tap_blocks(kernel, stride, padding, tuple(x.shape[2:]), out_hw):
-        buffer[:, i, j, :, rows_out, cols_out] = swap_batch_and_channels(x)[:, :, rows_in, cols_in]
+        buffer[:, i, j, rows_out, cols_out, :] = x4[:, rows_in, cols_in, :]
     return buffer
 
 
 def col2im(cols: Any, x_shape: tuple[int, ...], kernel: Pair, stride: Pair, padding: Padding, out_hw: Pair) -> Any:
     """Fold columns back, summing overlaps: the adjoint of im2col.
 
-    cols: (C*kh*kw, N*Ho*Wo) -> (N, C, H, W) in channel-major memory. One slice addition
-    per tap (padding parts dropped); the taps of one window never overlap each other, so
-    no scatter with repeated indices is needed.
+    cols: (C*kh*kw, Ho*Wo*N) -> (N, C, H, W) in the layout. One slice addition per tap
+    (padding parts dropped); the taps of one window never overlap each other, so no
+    scatter with repeated indices is needed.
     """
     xp = array_namespace(cols)
     n, c, h, w = x_shape
     (kh, kw), (ho, wo) = kernel, out_hw
-    cols6 = xp.reshape(cols, (c, kh, kw, n, ho, wo))
-    dx = xp.zeros((c, n, h, w), dtype=cols.dtype, device=device(cols))
+    cols6 = xp.reshape(cols, (c, kh, kw, ho, wo, n))
+    dx = xp.zeros((c, h, w, n), dtype=cols.dtype, device=device(cols))
     for i, j, rows_out, cols_out, rows_in, cols_in in _tap_blocks(kernel, stride, padding, (h, w), out_hw):
-        dx[:, :, rows_in, cols_in] += cols6[:, i, j, :, rows_out, cols_out]
-    return swap_batch_and_channels(dx)
+        dx[:, rows_in, cols_in, :] += cols6[:, i, j, rows_out, cols_out, :]
+    return to_nchw(dx)
