@@ -57,13 +57,19 @@ class MaxPool2D(_Pool2D):
         y4 = _max_along(columns, 1, kh, sh, ho)  # (C, Ho, Wo, N)
         if kh == kw == 1:  # both sweeps were views of x
             y4 = self._namespace(x).asarray(y4, copy=True)
-        return self._save_for_backward(training, (x4, columns, y4), to_nchw(y4))
+        if not training:
+            return to_nchw(y4)
+        # Where the maxima are, found now, while x and the sweeps are fresh in the cache:
+        # backward reads these 0/1 masks instead of x, columns and y again.
+        saved = ((tuple(x4.shape), _first_maxima(x4, columns, 2, kw, sw)),
+                 (tuple(columns.shape), _first_maxima(columns, y4, 1, kh, sh)))
+        return self._save_for_backward(training, saved, to_nchw(y4))
 
     def backward(self, dy: Any) -> Any:
-        x4, columns, y4 = self._saved_for_backward(dy)
+        (x_shape, in_columns), (columns_shape, in_rows) = self._saved_for_backward(dy)
         (kh, kw), (sh, sw) = self.kernel_size, self.stride
-        dcolumns = _route_to_first_max(batch_innermost(dy), columns, y4, 1, kh, sh)
-        return to_nchw(_route_to_first_max(dcolumns, x4, columns, 2, kw, sw))
+        dcolumns = _route_to_first_maxima(batch_innermost(dy), in_rows, columns_shape, 1, kh, sh)
+        return to_nchw(_route_to_first_maxima(dcolumns, in_columns, x_shape, 2, kw, sw))
 
 
 def _taps_along(axis: int, k: int, stride: int, out: int) -> list[tuple[slice, ...]]:
@@ -82,24 +88,30 @@ def _max_along(a: Any, axis: int, k: int, stride: int, out: int) -> Any:
     return m
 
 
-def _route_to_first_max(dm: Any, a: Any, m: Any, axis: int, k: int, stride: int) -> Any:
-    """The gradient of `a` from `dm`, that of m = _max_along(a, axis, k, ...): each
-    window's gradient goes to its first tap equal to the maximum (to the last tap where
-    none is, as when the maximum is NaN)."""
+def _first_maxima(a: Any, m: Any, axis: int, k: int, stride: int) -> list[Any]:
+    """For each of the first k - 1 taps along `axis`, where it is the first to equal the
+    window's maximum m = _max_along(a, ...) (the last tap takes what none of them do)."""
+    firsts, claimed = [], None  # claimed: windows an earlier tap took
+    for index in _taps_along(axis, k, stride, m.shape[axis])[:-1]:
+        is_max = a[index] == m
+        firsts.append(is_max if claimed is None else is_max & ~claimed)
+        claimed = is_max if claimed is None else claimed | is_max
+    return firsts
+
+
+def _route_to_first_maxima(dm: Any, firsts: list[Any], shape: Shape, axis: int, k: int, stride: int) -> Any:
+    """The gradient of the array of `shape` that the max along `axis` took, from dm, the
+    gradient of the max: each window's to its first maximum (`firsts`), or else, as when
+    the maximum is NaN, to the last tap."""
     xp = array_namespace(dm)
-    size, out = a.shape[axis], m.shape[axis]
-    taps = _taps_along(axis, k, stride, out)
-    tiled = stride == k and out * k == size  # every element in exactly one window: assign
-    da = (xp.empty if tiled else xp.zeros)(tuple(a.shape), dtype=dm.dtype, device=device(dm))
-    claimed = taken = None  # windows an earlier tap took; the gradient they took
-    for number, index in enumerate(taps):
-        if number == k - 1:
-            # What no earlier tap took: exact, since `taken` is 0 or dm, window by window.
+    out = dm.shape[axis]
+    tiled = stride == k and out * k == shape[axis]  # every element in exactly one window: assign
+    da = (xp.empty if tiled else xp.zeros)(shape, dtype=dm.dtype, device=device(dm))
+    taken = None  # the gradient the earlier taps took
+    for index, first in zip(_taps_along(axis, k, stride, out), [*firsts, None]):
+        if first is None:  # the last tap: what no earlier one took, exactly (taken is 0 or dm)
             routed = dm if taken is None else dm - taken
         else:
-            is_max = a[index] == m
-            first = is_max if claimed is None else is_max & ~claimed
-            claimed = is_max if claimed is None else claimed | is_max
             routed = dm * xp.astype(first, dm.dtype)  # NumPy: several times faster than where
             taken = routed if taken is None else taken + routed
         if stride < k:  # overlapping windows share elements
