@@ -354,8 +354,12 @@ class Adam(Optimizer):
         m += rest1 * grad
         v *= beta2
         v += rest2 * (grad * grad)
-        denominator = xp.sqrt(v) / correction2 + eps
-        param -= step_size * (m / denominator)
+        denominator = xp.sqrt(v)  # / correction2 + eps, in place: fewer temporary arrays
+        denominator /= correction2
+        denominator += eps
+        update = m / denominator
+        update *= step_size
+        param -= update
 
     def config(self) -> dict[str, Any]:
         return {**super().config(), "betas": list(self.betas), "eps": self.eps}
