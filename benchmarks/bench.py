@@ -31,7 +31,7 @@ from common import release_openblas  # noqa: E402  (must run before NumPy is imp
 OPENBLAS_WAS = release_openblas()
 
 import numpy as np  # noqa: E402
-from common import blas_description, machine, timed, torch_twin  # noqa: E402
+from common import blas_description, keep_freed_memory, machine, timed, torch_twin  # noqa: E402
 
 import xpcnn  # noqa: E402
 from xpcnn import backend, presets  # noqa: E402
@@ -233,6 +233,7 @@ def header_lines(args, device_name):
         f"- machine: {machine()}; device: {device_name}",
         f"- threads: {args.threads} (torch.set_num_threads and threadpoolctl); BLAS: {blas_description()}",
         f"- OpenBLAS overrides before this run: {overrides} (unset for this process)",
+        keep_freed_memory(),
         f"- xpcnn {xpcnn.__version__}, NumPy {np.__version__}, PyTorch {torch.__version__}; float32; "
         f"{args.repeats} alternating repeats, median (min-max); every timed step ends in a device synchronisation",
         "- xpcnn runs on NumPy (CuPy with --gpu); 'xpcnn on torch' is the same xpcnn code on PyTorch tensors",

@@ -27,6 +27,16 @@ def machine() -> str:
     return f"{this_machine.cpu()}, {platform.system()} {platform.release()}"
 
 
+def keep_freed_memory() -> str:
+    """Set the allocator as `xpcnn train` does (machine.keep_freed_memory), for the whole
+    process, so for every contender alike; returns the report's line about it."""
+    from xpcnn import machine as this_machine
+
+    kept = this_machine.keep_freed_memory()
+    return ("- allocator: glibc keeps freed memory for every contender, as `xpcnn train` sets it "
+            "(machine.keep_freed_memory)" if kept else "- allocator: unchanged (not glibc)")
+
+
 def blas_description() -> str:
     from xpcnn import machine as this_machine
 

@@ -29,7 +29,7 @@ from common import release_openblas  # noqa: E402  (before NumPy is imported)
 
 OPENBLAS_WAS = release_openblas()
 
-from common import blas_description, emit, machine, pytorch_loop_step, torch_twin  # noqa: E402
+from common import blas_description, emit, keep_freed_memory, machine, pytorch_loop_step, torch_twin  # noqa: E402
 
 from xpcnn import presets  # noqa: E402
 from xpcnn.datasets import batches, load_dataset, num_batches  # noqa: E402
@@ -92,13 +92,14 @@ def measure(data, seeds: list[int]) -> dict[str, list[tuple[float, float]]]:
     return results
 
 
-def report(results, seeds: list[int], loading: float, threads: int, source: str) -> str:
+def report(results, seeds: list[int], loading: float, threads: int, source: str, allocator: str) -> str:
     import torch
 
     lines = [f"# Time to 99 % on MNIST: the `fast` recipe, {time.strftime('%Y-%m-%d')}\n",
              f"- machine: {machine()}; threads {threads}; BLAS: {blas_description()}; PyTorch {torch.__version__}",
              "- OpenBLAS overrides before this run: "
              + (", ".join(f"{k}={v}" for k, v in OPENBLAS_WAS.items() if v) or "none") + " (unset here)",
+             allocator,
              f"- data: {source}; recipe: {presets.recipe('fast')}; seeds {', '.join(map(str, seeds))}\n",
              "| library | training seconds (median, min-max) | test accuracy (mean, min-max) | seeds >= 99.0 % |",
              "|---|---|---|---|"]
@@ -129,8 +130,9 @@ def main() -> None:
     threadpool_limits(args.threads)
     data = load_dataset("mnist", args.data_dir, download=False, allow_bundled=False)
     seeds = [int(seed) for seed in args.seeds.split(",")]
+    allocator = keep_freed_memory()
     results = measure(data, seeds)
-    text = report(results, seeds, batch_seconds(data), args.threads, data.source)
+    text = report(results, seeds, batch_seconds(data), args.threads, data.source, allocator)
     emit(text, "time-to-99", args.save)
 
 if __name__ == "__main__":

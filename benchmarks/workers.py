@@ -26,7 +26,7 @@ from common import release_openblas  # noqa: E402  (before NumPy is imported)
 OPENBLAS_WAS = release_openblas()
 
 import numpy as np  # noqa: E402
-from common import blas_description, emit, machine, pytorch_loop_step, torch_twin  # noqa: E402
+from common import blas_description, emit, keep_freed_memory, machine, pytorch_loop_step, torch_twin  # noqa: E402
 
 from xpcnn import presets  # noqa: E402
 from xpcnn.datasets import MNIST, Dataset, batches  # noqa: E402
@@ -106,6 +106,7 @@ def main() -> None:
              f"{torch.get_num_threads()} threads",
              "- OpenBLAS overrides before this run: "
              + (", ".join(f"{k}={v}" for k, v in OPENBLAS_WAS.items() if v) or "none") + " (unset here)",
+             keep_freed_memory(),
              f"- one epoch of {args.images:,} images per repeat, {args.repeats} repeats in rotating order, "
              "median (min-max) images/s", "",
              "| preset | batch | xpcnn, 1 worker | xpcnn, 2 workers | PyTorch | 1 worker / PyTorch | "

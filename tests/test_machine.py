@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import platform
+import subprocess
+import sys
+
 import pytest
 
 from xpcnn import backend, machine
@@ -46,3 +50,41 @@ def test_blas_threads_are_limited_inside_the_block_only():
     with machine.blas_threads(1):
         assert threads() <= {1}
     assert threads() == before
+
+
+# Arrays that a worker thread makes and frees together, as a training step's are.
+FREED_AND_MADE_AGAIN = """
+import resource, sys, threading
+import numpy as np
+from xpcnn import machine
+kept = sys.argv[1] == "keep" and machine.keep_freed_memory()
+def step():
+    arrays = [np.ones(1 << 20, np.float32) for _ in range(8)]  # 8 x 4 MiB alive together
+    del arrays
+def work():
+    for _ in range(3):
+        step()
+    before = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
+    for _ in range(10):
+        step()
+    print(kept, (resource.getrusage(resource.RUSAGE_THREAD).ru_minflt - before) / 10)
+thread = threading.Thread(target=work)
+thread.start()
+thread.join()
+"""
+
+
+def test_kept_memory_is_not_faulted_in_again_step_after_step():
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        pytest.skip("glibc's allocator only")
+
+    def faults_per_step(mode: str) -> tuple[bool, float]:
+        out = subprocess.run([sys.executable, "-c", FREED_AND_MADE_AGAIN, mode], capture_output=True, text=True,
+                             check=True, timeout=120).stdout.split()
+        return out[0] == "True", float(out[1])
+
+    _, by_default = faults_per_step("default")
+    if by_default < 1000:  # 32 MiB made afresh is 8,192 pages
+        pytest.skip(f"this glibc keeps the memory anyway ({by_default:.0f} page faults a step)")
+    kept, after = faults_per_step("keep")
+    assert kept and after < 100, f"{after:.0f} page faults a step after keep_freed_memory, {by_default:.0f} before"

@@ -89,6 +89,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .training import TrainingInterrupted
 
     comm = distributed.world()
+    machine.keep_freed_memory()  # this process only trains: faster steps (see there)
     say = _say if comm.is_root else _quiet  # the first process reports for all
     recipe = None if args.resume else _recipe(args)  # checked before anything is made
     folder = _open_folder(args, comm)

@@ -104,7 +104,9 @@ class Trainer:
     one; None chooses at `fit` (machine.default_workers, what `xpcnn train` does). Either
     way the run learns what one model on whole batches learns, to float rounding (the
     shares are summed in another order). While hooks are attached to the model
-    (`model.hooked`), it trains alone, so that they see whole batches.
+    (`model.hooked`), it trains alone, so that they see whole batches. With worker
+    threads on glibc, `machine.keep_freed_memory()` (which `xpcnn train` calls) saves
+    the page faults of memory handed back to the OS after every step.
 
     On PyTorch with CUDA, `cuda_graphs` None or True records each training step as CUDA
     graphs and replays them (xpcnn.training_step): the same arithmetic, with one launch
