@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from array_api_compat import array_namespace
-
 from .. import capture, distributed, init
 from .base import Layer, Shape, integer, number
 from .windows import channel_rows, from_channel_rows
@@ -78,8 +76,9 @@ class BatchNorm2D(Layer):
         mean = total / count
         centred = rows - mean
         # Two passes (mean, then squares of the centred values) stay accurate in float32
-        # when |mean| >> std.
-        (squares,) = distributed.batch_sum(row_dots(centred, centred, shape[2]))  # by image rows
+        # when |mean| >> std. `sum` rather than `vecdot`: NumPy sums pairwise, while its
+        # float32 vecdot accumulates sequentially, 1e-5 off over 200,000 values.
+        (squares,) = distributed.batch_sum(xp.sum(centred * centred, axis=1, keepdims=True))
         var = squares / count
         inv_std = 1 / xp.sqrt(var + self.eps)
         self._update_running(mean, var, count)
@@ -108,7 +107,7 @@ class BatchNorm2D(Layer):
         dy_rows = channel_rows(dy)
         # This process's share of the gradients (the optimizer sums the shares of all)...
         grad_bias = xp.sum(dy_rows, axis=1, keepdims=True)
-        grad_weight = row_dots(dy_rows, centred, dy.shape[2]) * inv_std  # sum(dy * x_hat), by image rows
+        grad_weight = xp.sum(dy_rows * centred, axis=1, keepdims=True) * inv_std  # sum(dy * x_hat)
         self.grads = {"weight": xp.reshape(grad_weight, (c,)), "bias": xp.reshape(grad_bias, (c,))}
         # ...while dx needs them over the whole batch: the statistics came from all of it.
         grad_bias, grad_weight = distributed.batch_sum(grad_bias, grad_weight)
@@ -121,16 +120,3 @@ class BatchNorm2D(Layer):
         dx *= a
         dx += centred * b
         return from_channel_rows(dx, tuple(dy.shape))
-
-
-def row_dots(a: Any, b: Any, parts: int) -> Any:
-    """sum(a * b, axis=1, keepdims=True) for (C, M) arrays: vecdot over `parts` equal
-    pieces of every row, then the sum of the pieces. One pass over each array, without
-    the (C, M) product (2x faster in NumPy). Dots over pieces, not whole rows: a BLAS dot
-    may sum sequentially (torch's matmul of a row by a column did: 2e-5 off over 100,000
-    float32 values), so each sums a few thousand values, and the pieces are summed
-    pairwise."""
-    xp = array_namespace(a)
-    c = a.shape[0]
-    pieces = xp.vecdot(xp.reshape(a, (c, parts, -1)), xp.reshape(b, (c, parts, -1)))  # (C, parts)
-    return xp.sum(pieces, axis=1, keepdims=True)
