@@ -42,3 +42,20 @@ def test_col2im_is_the_adjoint_of_im2col(target, to_target, kernel, stride, padd
     scale = np.linalg.norm(unfolded) * np.linalg.norm(cols)
     assert scale > 0
     assert abs(lhs - rhs) <= 1e-12 * scale, f"<im2col(x), cols> = {lhs!r}, <x, col2im(cols)> = {rhs!r}"
+
+
+def test_layers_hand_on_batch_innermost_memory():
+    """Speed, not correctness, rests on it: conv, batch norm, pooling and ReLU outputs are
+    (C, H, W, N) memory, so the next layer reads them without a copy; the flattened map
+    and a dense layer's output keep the batch innermost too."""
+    from xpcnn.layers import BatchNorm2D, Conv2D, Dense, Flatten, MaxPool2D, ReLU
+    from xpcnn.layers.windows import batch_innermost
+
+    x = np.random.default_rng(0).standard_normal((4, 3, 8, 8)).astype(np.float32)
+    for layer in (Conv2D(3, 5, 3, padding=1), BatchNorm2D(5), MaxPool2D(2), ReLU()):
+        x = layer.forward(x)
+        assert np.transpose(x, (1, 2, 3, 0)).flags.c_contiguous, layer
+        assert np.shares_memory(batch_innermost(x), x), layer
+    flat = Flatten().forward(x)
+    assert flat.T.flags.c_contiguous and np.shares_memory(flat, x)
+    assert Dense(80, 7).forward(flat).T.flags.c_contiguous

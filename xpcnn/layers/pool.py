@@ -36,7 +36,7 @@ class _Pool2D(Layer):
         return (n, c, output_size(h, kh, sh), output_size(w, kw, sw))
 
     def _taps(self) -> list[tuple[int, int]]:
-        """Window positions in row-major order: the order that defines 'first maximum'."""
+        """The positions (i, j) of a window, row-major."""
         kh, kw = self.kernel_size
         return [(i, j) for i in range(kh) for j in range(kw)]
 
@@ -60,7 +60,7 @@ class MaxPool2D(_Pool2D):
         if not training:
             return to_nchw(y4)
         # Where the maxima are, found now, while x and the sweeps are fresh in the cache:
-        # backward reads these 0/1 masks instead of x, columns and y again.
+        # backward reads these masks instead of x, the column maxima and y again.
         saved = ((tuple(x4.shape), _first_maxima(x4, columns, 2, kw, sw)),
                  (tuple(columns.shape), _first_maxima(columns, y4, 1, kh, sh)))
         return self._save_for_backward(training, saved, to_nchw(y4))
