@@ -186,7 +186,8 @@ class Sequential:
         return 3 * total
 
     def summary(self, input_shape: Shape) -> str:
-        """A table of layers, output shapes and parameter counts for `input_shape`."""
+        """A table of layers, output shapes and parameter counts for inputs of `input_shape`,
+        batch included: (N, C, H, W), e.g. (1, 1, 28, 28)."""
         rows = [("#", "layer", "output shape", "params")]
         for index, (layer, shape) in enumerate(zip(self.layers, self.output_shapes(input_shape))):
             count = sum(math.prod(p.shape) for p in layer.params.values())

@@ -51,6 +51,9 @@ def test_an_explicit_data_folder_is_the_only_place_looked_in(tmp_path, monkeypat
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     with pytest.raises(DataNotFound, match=f"data folder {tmp_path / 'typo'} does not exist"):
         load_dataset("mnist", tmp_path / "typo")
+    (tmp_path / "notes.txt").write_text("not a folder")
+    with pytest.raises(DataNotFound, match=f"data folder {tmp_path / 'notes.txt'} is a file, not a folder"):
+        load_dataset("mnist", tmp_path / "notes.txt")
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataNotFound, match=r"mnist: train-images-idx3-ubyte, train-labels-idx1-ubyte, "
                                            r"t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte not found in"):

@@ -236,7 +236,8 @@ def load_dataset(name: str = "mnist", data_dir: str | Path | None = None, *, dow
     if data_dir is not None:
         folder = Path(data_dir)
         if not folder.is_dir():
-            raise DataNotFound(f"data folder {folder} does not exist")
+            what = "is a file, not a folder" if folder.exists() else "does not exist"
+            raise DataNotFound(f"data folder {folder} {what}")
         return load_full(spec, download=False, only=[folder, folder / spec.name], parts=parts)
     dirs = [Path(folder) for folder in prefer] + search_dirs(spec)
     if os.environ.get("XPCNN_DATA_DIR") and not Path(os.environ["XPCNN_DATA_DIR"]).is_dir():
