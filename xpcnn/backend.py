@@ -3,9 +3,10 @@
 A backend is a name ("numpy", "torch", "cupy", "array_api_strict") that resolves to an
 Array API namespace and a device. Everything else in xpcnn asks this module for
 namespaces, devices, dtypes and transfers, so layer math never branches on the library.
-(Initial values and dropout masks are drawn on the host: see `xpcnn.init`.) The CUDA fast
-path lives here too: recording device work as a CUDA graph (`record_graph`, used by
-`xpcnn.capture`) and running it on the right GPU (`on_device`).
+(Initial values and dropout masks are drawn on the host: see `xpcnn.init`.) The fast
+paths live behind it too: a backend's faster equivalent of a standard-path function
+(`fast_path`; NumPy's in `xpcnn.fast_numpy`), recording device work as a CUDA graph
+(`record_graph`, used by `xpcnn.capture`) and running it on the right GPU (`on_device`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib
+import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -83,6 +85,21 @@ def backend_of(x: Any) -> str:
     if type(x).__module__.startswith("array_api_strict"):
         return "array_api_strict"
     raise TypeError(f"not an array of a supported backend: {type(x).__name__}")
+
+
+# The module holding each backend's fast paths: functions named like the standard-path
+# functions they replace, doing the same with what the standard lacks (NumPy's `out=`).
+FAST_PATHS = {"numpy": "xpcnn.fast_numpy"}
+
+
+def fast_path(standard: Callable[..., Any], x: Any) -> Callable[..., Any]:
+    """The equivalent of `standard` that x's backend has on a fast path, else `standard`
+    itself. Tests hold each fast path equal to its standard function; the environment
+    variable XPCNN_STANDARD_PATH=1 turns them all off."""
+    module = FAST_PATHS.get(backend_of(x))
+    if module is None or os.environ.get("XPCNN_STANDARD_PATH") == "1":
+        return standard
+    return getattr(importlib.import_module(module), standard.__name__, standard)
 
 
 def device(name: str, spec: Any = None) -> Any:

@@ -6,6 +6,7 @@ from typing import Any
 
 from array_api_compat import array_namespace, device
 
+from .. import backend
 from .base import Layer, Shape, pair
 from .windows import batch_innermost, output_size, tap, tap_index, tap_slice, to_nchw, zeros_nchw
 
@@ -68,11 +69,12 @@ class MaxPool2D(_Pool2D):
     def backward(self, dy: Any) -> Any:
         (x_shape, in_columns), (columns_shape, in_rows) = self._saved_for_backward(dy)
         (kh, kw), (sh, sw) = self.kernel_size, self.stride
-        dcolumns = _route_to_first_maxima(batch_innermost(dy), in_rows, columns_shape, 1, kh, sh)
-        return to_nchw(_route_to_first_maxima(dcolumns, in_columns, x_shape, 2, kw, sw))
+        route = backend.fast_path(route_to_first_maxima, dy)
+        dcolumns = route(batch_innermost(dy), in_rows, columns_shape, 1, kh, sh)
+        return to_nchw(route(dcolumns, in_columns, x_shape, 2, kw, sw))
 
 
-def _taps_along(axis: int, k: int, stride: int, out: int) -> list[tuple[slice, ...]]:
+def taps_along(axis: int, k: int, stride: int, out: int) -> list[tuple[slice, ...]]:
     """The index of each of a window's k taps along `axis` of a 4-d array, in order."""
     everything = [slice(None)] * 4
     return [tuple(everything[:axis] + [tap_slice(i, out, stride)] + everything[axis + 1:]) for i in range(k)]
@@ -81,7 +83,7 @@ def _taps_along(axis: int, k: int, stride: int, out: int) -> list[tuple[slice, .
 def _max_along(a: Any, axis: int, k: int, stride: int, out: int) -> Any:
     """The max over windows of k along `axis` (a view of `a` when k is 1)."""
     xp = array_namespace(a)
-    taps = _taps_along(axis, k, stride, out)
+    taps = taps_along(axis, k, stride, out)
     m = a[taps[0]]
     for index in taps[1:]:
         m = xp.maximum(m, a[index])
@@ -92,14 +94,14 @@ def _first_maxima(a: Any, m: Any, axis: int, k: int, stride: int) -> list[Any]:
     """For each of the first k - 1 taps along `axis`, where it is the first to equal the
     window's maximum m = _max_along(a, ...) (the last tap takes what none of them do)."""
     firsts, claimed = [], None  # claimed: windows an earlier tap took
-    for index in _taps_along(axis, k, stride, m.shape[axis])[:-1]:
+    for index in taps_along(axis, k, stride, m.shape[axis])[:-1]:
         is_max = a[index] == m
         firsts.append(is_max if claimed is None else is_max & ~claimed)
         claimed = is_max if claimed is None else claimed | is_max
     return firsts
 
 
-def _route_to_first_maxima(dm: Any, firsts: list[Any], shape: Shape, axis: int, k: int, stride: int) -> Any:
+def route_to_first_maxima(dm: Any, firsts: list[Any], shape: Shape, axis: int, k: int, stride: int) -> Any:
     """The gradient of the array of `shape` that the max along `axis` took, from dm, the
     gradient of the max: each window's to its first maximum (`firsts`), or else, as when
     the maximum is NaN, to the last tap."""
@@ -108,7 +110,7 @@ def _route_to_first_maxima(dm: Any, firsts: list[Any], shape: Shape, axis: int, 
     tiled = stride == k and out * k == shape[axis]  # every element in exactly one window: assign
     da = (xp.empty if tiled else xp.zeros)(shape, dtype=dm.dtype, device=device(dm))
     taken = None  # the gradient the earlier taps took
-    for index, first in zip(_taps_along(axis, k, stride, out), [*firsts, None]):
+    for index, first in zip(taps_along(axis, k, stride, out), [*firsts, None]):
         if first is None:  # the last tap: what no earlier one took, exactly (taken is 0 or dm)
             routed = dm if taken is None else dm - taken
         else:

@@ -1,0 +1,37 @@
+"""NumPy's fast paths (see backend.fast_path): functions of the layers' standard path done
+with what the standard lacks, `out=`, which writes a result straight into its place
+instead of into a new array then copied there. Each is named like the function it
+replaces; tests/test_fast_numpy.py holds each equal to it, bit for bit.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .layers import pool
+from .layers.base import Shape
+
+
+def route_to_first_maxima(dm: np.ndarray, firsts: list[np.ndarray], shape: Shape, axis: int, k: int,
+                          stride: int) -> np.ndarray:
+    """pool.route_to_first_maxima for windows that tile the axis (the common pooling): each
+    tap's share multiplied by its mask (bool, no float copy of it) and subtracted straight
+    into its slice of the result; the standard path for the others."""
+    out = dm.shape[axis]
+    if stride != k or out * k != shape[axis]:
+        return pool.route_to_first_maxima(dm, firsts, shape, axis, k, stride)
+    da = np.empty(shape, dtype=dm.dtype)
+    taken: Any = None  # the gradient the earlier taps took
+    for index, first in zip(pool.taps_along(axis, k, stride, out), [*firsts, None]):
+        part = da[index]
+        if first is None:  # the last tap: what no earlier one took
+            if taken is None:
+                part[...] = dm
+            else:
+                np.subtract(dm, taken, out=part)
+        else:
+            np.multiply(dm, first, out=part)
+            taken = part if taken is None else taken + part
+    return da
