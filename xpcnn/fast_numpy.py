@@ -17,8 +17,9 @@ from .layers.base import Shape
 def route_to_first_maxima(dm: np.ndarray, firsts: list[np.ndarray], shape: Shape, axis: int, k: int,
                           stride: int) -> np.ndarray:
     """pool.route_to_first_maxima for windows that tile the axis (the common pooling): each
-    tap's share multiplied by its mask (bool, no float copy of it) and subtracted straight
-    into its slice of the result; the standard path for the others."""
+    earlier tap's share multiplied by its bool mask (no float copy of it) straight into its
+    slice of the result, the last tap's dm minus what they took; the standard path for the
+    others."""
     out = dm.shape[axis]
     if stride != k or out * k != shape[axis]:
         return pool.route_to_first_maxima(dm, firsts, shape, axis, k, stride)

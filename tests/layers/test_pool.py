@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 import xpcnn
 from xpcnn import backend, gradcheck
 
-from ..helpers import GRAD_TOL, ORACLE_DTYPES, check, distinct_values, seeds, torch_functional
+from ..helpers import GRAD_TOL, ORACLE_DTYPES, check, distinct_values, run_torch, run_xpcnn, seeds, torch_functional
 
 
 def test_bad_shape_names_layer_expected_and_actual(target, to_target):
@@ -80,3 +80,16 @@ def test_matches_torch(target, dtype, case, kind):
     else:
         layer, fn = xpcnn.AvgPool2D(kernel, stride), lambda x: F.avg_pool2d(x, kernel, stride)
     check(layer, fn, x, target, dtype)
+
+
+@pytest.mark.parametrize("kernel, stride", [(2, None), (3, 2), ((2, 3), (1, 2))], ids=str)
+def test_max_pool_sends_a_nan_windows_gradient_to_the_nan_as_torch_does(target, kernel, stride):
+    F = torch_functional()
+    x = np.round(np.random.default_rng(3).standard_normal((1, 2, 9, 9)) * 2) / 2
+    x[0, 0, 4, 5] = x[0, 1, 0, 0] = np.nan  # at most one NaN in any window, where torch's rule is clear
+    layer = xpcnn.MaxPool2D(kernel, stride)
+    dy = np.random.default_rng(4).standard_normal(layer.output_shape(x.shape))
+    ref_y, ref_dx, _ = run_torch(lambda t: F.max_pool2d(t, kernel, stride), x, dy, {}, "float64")
+    y, dx, _ = run_xpcnn(layer, x, dy, target[0], target[1], "float64")
+    np.testing.assert_array_equal(y, ref_y)  # NaN where torch has NaN
+    np.testing.assert_allclose(dx, ref_dx, rtol=1e-12, atol=0)

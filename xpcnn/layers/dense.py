@@ -40,10 +40,10 @@ class Dense(Layer):
     def forward(self, x: Any, training: bool = True) -> Any:
         xp = self._namespace(x)
         self.output_shape(x.shape)
-        # Computed transposed, weight (out, in) @ x.T (in, N) -> (out, N), so that the
-        # output's memory is batch-innermost like the feature maps' (see windows.py): a
-        # flattened feature map is then a free view, and its gradient comes back in the
-        # layout the layers below it read fastest.
+        # Computed transposed, weight (out, in) @ x.T (in, N) -> (out, N): the output's
+        # memory is batch-innermost like the feature maps' (see windows.py), and so is the
+        # input gradient backward hands a Flatten below, which the layers under it read
+        # fastest.
         y_t = self.params["weight"] @ x.T
         y_t += xp.reshape(self.params["bias"], (self.out_features, 1))
         return self._save_for_backward(training, x, y_t.T)

@@ -47,7 +47,8 @@ class MaxPool2D(_Pool2D):
     columns, row by row, then the max of those over its rows. Backward sends a window's
     gradient to its first maximum (row-major), as PyTorch does, so ties never split or
     duplicate a gradient: to the first row that holds the maximum, then in that row to
-    the first column that does."""
+    the first column that does. A NaN is the maximum of its window (y is NaN) and gets
+    the gradient; of two NaNs in one window the first does (PyTorch: the last)."""
 
     def forward(self, x: Any, training: bool = True) -> Any:
         self._namespace(x)
@@ -67,11 +68,11 @@ class MaxPool2D(_Pool2D):
         return self._save_for_backward(training, saved, to_nchw(y4))
 
     def backward(self, dy: Any) -> Any:
-        (x_shape, in_columns), (columns_shape, in_rows) = self._saved_for_backward(dy)
+        (x4_shape, in_columns), (columns_shape, in_rows) = self._saved_for_backward(dy)
         (kh, kw), (sh, sw) = self.kernel_size, self.stride
         route = backend.fast_path(route_to_first_maxima, dy)
         dcolumns = route(batch_innermost(dy), in_rows, columns_shape, 1, kh, sh)
-        return to_nchw(route(dcolumns, in_columns, x_shape, 2, kw, sw))
+        return to_nchw(route(dcolumns, in_columns, x4_shape, 2, kw, sw))
 
 
 def taps_along(axis: int, k: int, stride: int, out: int) -> list[tuple[slice, ...]]:
@@ -92,10 +93,13 @@ def _max_along(a: Any, axis: int, k: int, stride: int, out: int) -> Any:
 
 def _first_maxima(a: Any, m: Any, axis: int, k: int, stride: int) -> list[Any]:
     """For each of the first k - 1 taps along `axis`, where it is the first to equal the
-    window's maximum m = _max_along(a, ...) (the last tap takes what none of them do)."""
+    window's maximum m = _max_along(a, ...), a NaN counting as the maximum (m is NaN
+    there); the last tap takes what none of them do."""
+    xp = array_namespace(a)
     firsts, claimed = [], None  # claimed: windows an earlier tap took
     for index in taps_along(axis, k, stride, m.shape[axis])[:-1]:
-        is_max = a[index] == m
+        tap = a[index]
+        is_max = (tap == m) | xp.isnan(tap)
         firsts.append(is_max if claimed is None else is_max & ~claimed)
         claimed = is_max if claimed is None else claimed | is_max
     return firsts
@@ -103,8 +107,7 @@ def _first_maxima(a: Any, m: Any, axis: int, k: int, stride: int) -> list[Any]:
 
 def route_to_first_maxima(dm: Any, firsts: list[Any], shape: Shape, axis: int, k: int, stride: int) -> Any:
     """The gradient of the array of `shape` that the max along `axis` took, from dm, the
-    gradient of the max: each window's to its first maximum (`firsts`), or else, as when
-    the maximum is NaN, to the last tap."""
+    gradient of the max: each window's to the tap `firsts` marks, else to the last tap."""
     xp = array_namespace(dm)
     out = dm.shape[axis]
     tiled = stride == k and out * k == shape[axis]  # every element in exactly one window: assign

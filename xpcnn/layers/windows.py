@@ -5,9 +5,9 @@ Layout: feature maps are (N, C, H, W) arrays, but the layers that allocate them 
 channel-major, batch-innermost memory, (C, H, W, N), seen through `permute_dims`. A
 convolution's matrix product produces that layout naturally (its columns ordered (H, W,
 N)); in it the per-channel view (C, H*W*N) that batch norm and the next convolution need
-is a free reshape, and a window's tap (a shifted (H, W) slice, below) is a set of rows of
-W*N contiguous values rather than W, which the copies and comparisons of im2col, col2im
-and pooling run over several times faster. Nothing depends on the layout for
+is a free reshape, and a window's tap (a shifted (H, W) slice, below) reads runs of
+contiguous values N times longer (Wo*N at stride 1, N otherwise), which the copies and
+comparisons of im2col, col2im and pooling run over several times faster. Nothing depends on the layout for
 correctness: any (N, C, H, W) array works, some just cost a copy.
 
 Windows: a k*k window sliding with stride s is read as k*k strided slices ("taps"): tap
