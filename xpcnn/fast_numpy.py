@@ -21,7 +21,7 @@ def route_to_first_maxima(dm: np.ndarray, firsts: list[np.ndarray], shape: Shape
     slice of the result, the last tap's dm minus what they took; the standard path for the
     others."""
     out = dm.shape[axis]
-    if stride != k or out * k != shape[axis]:
+    if not pool.windows_tile(k, stride, out, shape[axis]):
         return pool.route_to_first_maxima(dm, firsts, shape, axis, k, stride)
     da = np.empty(shape, dtype=dm.dtype)
     taken: Any = None  # the gradient the earlier taps took

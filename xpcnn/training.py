@@ -1,13 +1,14 @@
 """The training loop and the run it writes.
 
-One step: forward, loss, a finiteness check of the loss (before any weight changes),
-backward, optimizer update. The loss and the count of correct predictions are the only
-values that leave the device: two scalars per step, in one transfer. A run with a folder checkpoints
-every epoch and every k steps, stops cleanly on Ctrl-C after saving, and resumes to the
-same weights an uninterrupted run reaches: the batch order is a function of (seed,
-epoch), and the optimizer state, dropout counters and partial-epoch sums are all in the
-checkpoint. The checkpoint also describes the run (model, settings, data statistics), so
-`xpcnn evaluate`, `predict` and `train --resume` take one written from Python as well.
+One step (xpcnn.training_step): forward, loss and backward, a finiteness check of the
+loss (before any weight changes), optimizer update. The loss and the count of correct
+predictions are the only values that leave the device: two scalars per step, in one
+transfer. A run with a folder checkpoints every epoch and every k steps, stops cleanly
+on Ctrl-C after saving, and resumes to the same weights an uninterrupted run reaches:
+the batch order is a function of (seed, epoch), and the optimizer state, dropout
+counters and partial-epoch sums are all in the checkpoint. The checkpoint also describes
+the run (model, settings, data statistics), so `xpcnn evaluate`, `predict` and
+`train --resume` take one written from Python as well.
 """
 
 from __future__ import annotations

@@ -51,14 +51,14 @@ class MaxPool2D(_Pool2D):
     the gradient; of two NaNs in one window the first does (PyTorch: the last)."""
 
     def forward(self, x: Any, training: bool = True) -> Any:
-        self._namespace(x)
+        xp = self._namespace(x)
         n, c, ho, wo = self.output_shape(x.shape)
         (kh, kw), (sh, sw) = self.kernel_size, self.stride
         x4 = batch_innermost(x)  # (C, H, W, N)
         columns = _max_along(x4, 2, kw, sw, wo)  # (C, H, Wo, N): the max over each window's columns
         y4 = _max_along(columns, 1, kh, sh, ho)  # (C, Ho, Wo, N)
         if kh == kw == 1:  # both sweeps were views of x
-            y4 = self._namespace(x).asarray(y4, copy=True)
+            y4 = xp.asarray(y4, copy=True)
         if not training:
             return to_nchw(y4)
         # Where the maxima are, found now, while x and the sweeps are fresh in the cache:
@@ -79,6 +79,12 @@ def taps_along(axis: int, k: int, stride: int, out: int) -> list[tuple[slice, ..
     """The index of each of a window's k taps along `axis` of a 4-d array, in order."""
     everything = [slice(None)] * 4
     return [tuple(everything[:axis] + [tap_slice(i, out, stride)] + everything[axis + 1:]) for i in range(k)]
+
+
+def windows_tile(k: int, stride: int, out: int, size: int) -> bool:
+    """Whether `out` windows of k with this stride cover an axis of `size` exactly, each
+    element in one window: the gradient is then assigned, not added, tap by tap."""
+    return stride == k and out * k == size
 
 
 def _max_along(a: Any, axis: int, k: int, stride: int, out: int) -> Any:
@@ -110,8 +116,8 @@ def route_to_first_maxima(dm: Any, firsts: list[Any], shape: Shape, axis: int, k
     gradient of the max: each window's to the tap `firsts` marks, else to the last tap."""
     xp = array_namespace(dm)
     out = dm.shape[axis]
-    tiled = stride == k and out * k == shape[axis]  # every element in exactly one window: assign
-    da = (xp.empty if tiled else xp.zeros)(shape, dtype=dm.dtype, device=device(dm))
+    make = xp.empty if windows_tile(k, stride, out, shape[axis]) else xp.zeros
+    da = make(shape, dtype=dm.dtype, device=device(dm))
     taken = None  # the gradient the earlier taps took
     for index, first in zip(taps_along(axis, k, stride, out), [*firsts, None]):
         if first is None:  # the last tap: what no earlier one took, exactly (taken is 0 or dm)

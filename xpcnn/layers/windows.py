@@ -7,8 +7,8 @@ convolution's matrix product produces that layout naturally (its columns ordered
 N)); in it the per-channel view (C, H*W*N) that batch norm and the next convolution need
 is a free reshape, and a window's tap (a shifted (H, W) slice, below) reads runs of
 contiguous values N times longer (Wo*N at stride 1, N otherwise), which the copies and
-comparisons of im2col, col2im and pooling run over several times faster. Nothing depends on the layout for
-correctness: any (N, C, H, W) array works, some just cost a copy.
+comparisons of im2col, col2im and pooling run over several times faster. Nothing depends
+on the layout for correctness: any (N, C, H, W) array works, some just cost a copy.
 
 Windows: a k*k window sliding with stride s is read as k*k strided slices ("taps"): tap
 (i, j) holds element (i + s*oh, j + s*ow) of every window (oh, ow). Working tap by tap
