@@ -13,20 +13,39 @@ from xpcnn.layers import pool
 POOLS = [(2, 2, 8, 6), (3, 3, 9, 6), ((2, 3), (2, 3), 6, 9), (2, 2, 7, 9), (3, 2, 9, 9), (1, 1, 4, 4)]
 
 
+@pytest.mark.parametrize("with_nan", [False, True], ids=["finite", "nan"])
 @pytest.mark.parametrize("kernel, stride, h, w", POOLS, ids=str)
-def test_max_pool_backward_is_the_standard_paths(monkeypatch, kernel, stride, h, w):
+def test_max_pool_is_the_standard_paths(monkeypatch, kernel, stride, h, w, with_nan):
     rng = np.random.default_rng(0)
     x = np.round(rng.standard_normal((5, 3, h, w)) * 2).astype(np.float32) / 2  # many ties
     x[0, 0] = 1.0  # windows that tie everywhere
-    x[1, 1, 0, 0] = np.nan
+    x[2, 2] = -np.inf
+    if with_nan:
+        x[1, 1, 0, 0] = np.nan
     layer = xpcnn.MaxPool2D(kernel, stride)
     dy = rng.standard_normal(layer.output_shape(x.shape)).astype(np.float32)
     results = []
     for standard in ("1", "0"):
         monkeypatch.setenv("XPCNN_STANDARD_PATH", standard)
-        layer.forward(x)
-        results.append(layer.backward(dy))
-    np.testing.assert_array_equal(results[1], results[0])
+        results.append((layer.forward(x), layer.backward(dy)))
+    for fast, reference in zip(results[1], results[0]):
+        np.testing.assert_array_equal(fast, reference)
+
+
+def test_max_pool_masks_skip_the_nan_test_only_where_there_is_none():
+    rng = np.random.default_rng(1)
+    x4 = rng.standard_normal((2, 4, 4, 3)).astype(np.float32)
+    layer = xpcnn.MaxPool2D(2)
+    for poison in (False, True):
+        if poison:
+            x4[1, 2, 3, 0] = np.nan
+        columns = pool._max_along(x4, 2, 2, 2, 2)
+        y4 = pool._max_along(columns, 1, 2, 2, 2)
+        fast = fast_numpy.sweep_masks(x4, columns, y4, layer.kernel_size, layer.stride)
+        for nan_free in (False, True):
+            reference = pool.sweep_masks(x4, columns, y4, layer.kernel_size, layer.stride, nan_free=nan_free)
+            same = all(np.array_equal(f, r) for (_, fs), (_, rs) in zip(fast, reference) for f, r in zip(fs, rs))
+            assert same == (not (poison and nan_free))  # the NaN-free test misses a NaN maximum
 
 
 def test_the_layer_takes_the_fast_path_on_numpy_only(monkeypatch):

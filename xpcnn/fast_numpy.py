@@ -36,3 +36,12 @@ def route_to_first_maxima(dm: np.ndarray, firsts: list[np.ndarray], shape: Shape
             np.multiply(dm, first, out=part)
             taken = part if taken is None else taken + part
     return da
+
+
+def sweep_masks(x4: np.ndarray, columns: np.ndarray, y4: np.ndarray, kernel: tuple[int, int],
+                stride: tuple[int, int]) -> tuple[tuple[Shape, list[np.ndarray]], ...]:
+    """pool.sweep_masks without the NaN test when the pooled y4 shows there is no NaN to
+    find: a maximum passes a NaN on, so a NaN in a window is one in y4. One reduction of
+    y4 spares a test and a logical or over each sweep's input."""
+    nan_free = y4.size == 0 or not np.isnan(np.max(y4))
+    return pool.sweep_masks(x4, columns, y4, kernel, stride, nan_free=nan_free)

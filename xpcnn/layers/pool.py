@@ -63,9 +63,8 @@ class MaxPool2D(_Pool2D):
             return to_nchw(y4)
         # Where the maxima are, found now, while x and the sweeps are fresh in the cache:
         # backward reads these masks instead of x, the column maxima and y again.
-        saved = ((tuple(x4.shape), _first_maxima(x4, columns, 2, kw, sw)),
-                 (tuple(columns.shape), _first_maxima(columns, y4, 1, kh, sh)))
-        return self._save_for_backward(training, saved, to_nchw(y4))
+        masks = backend.fast_path(sweep_masks, x)(x4, columns, y4, self.kernel_size, self.stride)
+        return self._save_for_backward(training, masks, to_nchw(y4))
 
     def backward(self, dy: Any) -> Any:
         (x4_shape, in_columns), (columns_shape, in_rows) = self._saved_for_backward(dy)
@@ -97,7 +96,17 @@ def _max_along(a: Any, axis: int, k: int, stride: int, out: int) -> Any:
     return m
 
 
-def _first_maxima(a: Any, m: Any, axis: int, k: int, stride: int) -> list[Any]:
+def sweep_masks(x4: Any, columns: Any, y4: Any, kernel: tuple[int, int], stride: tuple[int, int],
+                nan_free: bool = False) -> tuple[tuple[Shape, list[Any]], ...]:
+    """What backward routes by: for each sweep, columns then rows, the shape it swept and
+    where its first maxima are (_first_maxima). `nan_free`: the caller knows the windows
+    of x4 hold no NaN, which spares the test for one."""
+    (kh, kw), (sh, sw) = kernel, stride
+    return ((tuple(x4.shape), _first_maxima(x4, columns, 2, kw, sw, nan_free)),
+            (tuple(columns.shape), _first_maxima(columns, y4, 1, kh, sh, nan_free)))
+
+
+def _first_maxima(a: Any, m: Any, axis: int, k: int, stride: int, nan_free: bool) -> list[Any]:
     """For each of the first k - 1 taps along `axis`, where it is the first to equal the
     window's maximum m = _max_along(a, ...), a NaN counting as the maximum (m is NaN
     there); the last tap takes what none of them do."""
@@ -105,7 +114,7 @@ def _first_maxima(a: Any, m: Any, axis: int, k: int, stride: int) -> list[Any]:
     firsts, claimed = [], None  # claimed: windows an earlier tap took
     for index in taps_along(axis, k, stride, m.shape[axis])[:-1]:
         tap = a[index]
-        is_max = (tap == m) | xp.isnan(tap)
+        is_max = tap == m if nan_free else (tap == m) | xp.isnan(tap)
         firsts.append(is_max if claimed is None else is_max & ~claimed)
         claimed = is_max if claimed is None else claimed | is_max
     return firsts
