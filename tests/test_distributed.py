@@ -122,6 +122,61 @@ def test_worker_threads_reduce_alike_in_every_member():
         assert numbers == [3, 4.5] and anyone is True and gathered == [0, 10, 20] and broadcast == "from 0"
 
 
+@given(sizes=st.lists(st.integers(1, 40), min_size=1, max_size=6), size=st.integers(1, 8))
+def test_element_spans_cover_the_parameters_once_in_balanced_parts(sizes, size):
+    params = {f"{i}.weight": np.zeros(n) for i, n in enumerate(sizes)}
+    owner = {name: np.full(len(p), -1) for name, p in params.items()}
+    for rank in range(size):
+        for name, (start, stop) in distributed.element_spans(params, rank, size).items():
+            assert 0 <= start < stop <= len(params[name]) and (owner[name][start:stop] == -1).all()
+            owner[name][start:stop] = rank
+    ranks = np.concatenate(list(owner.values()))
+    assert (np.diff(ranks) >= 0).all() and ranks.min() >= 0  # laid end to end, every element once
+    counts = np.bincount(ranks, minlength=size)
+    assert counts.max() - counts.min() <= 1
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_worker_threads_update_their_parts_to_what_one_whole_step_gives(optimizer):
+    """Replicas sharing parameters and optimizer state (as Trainer's workers do), each
+    updating its part of the summed gradients, end where one optimizer's whole steps do."""
+    import copy
+
+    from xpcnn import optim, presets
+
+    def model_and_optimizer():
+        net = presets.build("tutorial", seed=0)
+        return net, optim.build(optimizer, net, 0.01, **({"momentum": 0.9} if optimizer == "sgd" else {}))
+
+    rng = np.random.default_rng(0)
+    reference, reference_optimizer = model_and_optimizer()
+    steps = [[{k: rng.standard_normal(p.shape).astype(np.float32) for k, p in layer.params.items()}
+              for layer in reference] for _ in range(2)]  # per member: every layer's gradients
+    for _ in range(3):
+        for layer, shares in zip(reference, zip(*steps)):
+            layer.grads = {k: shares[0][k] + shares[1][k] for k in layer.params}
+        reference_optimizer.step()
+
+    main, main_optimizer = model_and_optimizer()
+    shared = {id(layer.params): layer.params for layer in main}
+    shared[id(main_optimizer.state)] = main_optimizer.state
+    replicas = [(main, main_optimizer), copy.deepcopy((main, main_optimizer), shared)]
+
+    def work(member):
+        model, optimizer = replicas[member.rank]
+        for _ in range(3):
+            for layer, grads in zip(model, steps[member.rank]):
+                layer.grads = grads
+            member.update_together(model, optimizer)
+
+    run_members(2, work)
+    for name, param in reference.params.items():
+        np.testing.assert_array_equal(main.params[name], param)
+    assert main_optimizer.state_arrays().keys() == reference_optimizer.state_arrays().keys()
+    for key, value in reference_optimizer.state_arrays().items():
+        np.testing.assert_array_equal(main_optimizer.state_arrays()[key], value)
+
+
 def test_a_failing_worker_thread_releases_the_others():
     def work(member):
         if member.rank == 1:

@@ -4,7 +4,8 @@ train one model together.
 Every member (process or thread) holds the whole model and takes its slice of every
 global batch (rows `shard_bounds(n, rank, size)`). After backward, the gradients of all
 members are summed (one packed allreduce over MPI), so each applies the same update and
-the weights stay equal.
+the weights stay equal. Worker threads share one set of parameters instead, and each
+sums and updates its part of it (`Threads.update_together`).
 What depends on the whole batch is computed for the whole batch:
 
 - the loss gradient is scaled by local rows / global rows (the mean over the global batch);
@@ -26,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools
+import math
 import operator
 import os
 import sys
@@ -53,6 +55,7 @@ class Communicator:
     rank = 0
     size = 1
     kind = "single process"
+    shares_parameters = False  # True: the members update one set of parameters together
 
     @property
     def is_root(self) -> bool:
@@ -139,9 +142,13 @@ class MPI(Communicator):
 class Threads(Communicator):
     """One of `size` worker threads of one process, each training a replica of the model
     on its share of every batch (see Trainer's `workers`). They meet at a barrier to
-    exchange values; every member sums them in the same order, so all get the same sums."""
+    exchange values; every member sums them in the same order, so all get the same sums.
+
+    The replicas share their parameters and optimizer state, and each worker updates its
+    part of them (`update_together`)."""
 
     kind = "threads"
+    shares_parameters = True
 
     def __init__(self, rank: int, size: int, barrier: threading.Barrier, slots: list[list[Any]]) -> None:
         self.rank, self.size, self._barrier, self._slots = rank, size, barrier, slots
@@ -183,6 +190,19 @@ class Threads(Communicator):
 
     def fail(self, error: Exception) -> None:
         self._barrier.abort()  # the others get BrokenBarrierError at their next exchange
+
+    def update_together(self, model: Any, optimizer: Any) -> None:
+        """This worker's part of the optimizer step of replicas that share the parameters
+        and optimizer state: its elements of the parameters laid end to end
+        (`element_spans`), their gradients summed over the workers, updated; returns once
+        every part is. Each element is summed and updated as `sum_gradients` then a whole
+        step would, by one worker instead of all."""
+        everyone = self._exchange(model.grads)
+        spans = element_spans(model.params, self.rank, self.size)
+        grads = {name: functools.reduce(operator.add, [_flat(g[name])[start:stop] for g in everyone])
+                 for name, (start, stop) in spans.items()}
+        optimizer.step(Part(spans, grads))
+        self._exchange(None)  # nobody reads the parameters before all parts are updated
 
 
 def _launched(names: tuple[str, ...], default: int) -> int:
@@ -234,6 +254,41 @@ def sum_gradients(model: Any, comm: Communicator) -> None:
     summed = comm.sum_arrays([layer.grads[name] for layer, name in named])
     for (layer, name), total in zip(named, summed):
         layer.grads[name] = total
+
+
+def element_spans(params: dict[str, Any], rank: int, size: int) -> dict[str, tuple[int, int]]:
+    """The part of `params`, laid end to end, that member `rank` of `size` takes
+    (`shard_bounds` of their elements), as [start, stop) of each flattened array it meets."""
+    sizes = {name: math.prod(param.shape) for name, param in params.items()}
+    low, high = shard_bounds(sum(sizes.values()), rank, size)
+    spans, offset = {}, 0
+    for name, count in sizes.items():
+        start, stop = max(low, offset), min(high, offset + count)
+        if start < stop:
+            spans[name] = (start - offset, stop - offset)
+        offset += count
+    return spans
+
+
+def elements(array: Any, start: int, stop: int) -> Any:
+    """Elements [start, stop) of `array` flattened: a view, so updates land in `array`
+    (ValueError if its memory does not allow one)."""
+    return array_namespace(array).reshape(array, (-1,), copy=False)[start:stop]
+
+
+def _flat(array: Any) -> Any:
+    return array_namespace(array).reshape(array, (-1,))  # a copy where the memory needs one
+
+
+@dataclass(frozen=True)
+class Part:
+    """Some elements of some parameters: what one of several optimizers that share the
+    parameters and their state updates (`Threads.update_together`). `spans` gives the
+    elements [start, stop) of each named parameter's flattened array, `grads` their
+    gradients, summed over the workers."""
+
+    spans: dict[str, tuple[int, int]]
+    grads: dict[str, Any]
 
 
 def shard_bounds(total: int, rank: int, size: int) -> tuple[int, int]:

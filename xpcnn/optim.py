@@ -8,11 +8,13 @@ each parameter, so it lives on the model's backend, device and dtype.
 from __future__ import annotations
 
 import math
+import threading
 from typing import Any
 
 from array_api_compat import array_namespace, device
 
 from . import backend, capture
+from .distributed import Part, elements
 from .model import Sequential
 
 
@@ -152,6 +154,10 @@ def schedule_from_config(config: dict[str, Any]) -> Schedule:
     return SCHEDULES[kind](**{k: v for k, v in config.items() if k != "type"})
 
 
+# Optimizers sharing their state (Part) may both find a slot missing on their first step.
+_NEW_STATE = threading.Lock()
+
+
 class Optimizer:
     """Base: `step()` applies one update from the model's grads; `zero_grad()` clears them."""
 
@@ -172,15 +178,19 @@ class Optimizer:
         """The learning rate the next step will use."""
         return self.lr * self.schedule(self.steps)
 
-    def step(self) -> None:
+    def step(self, part: Part | None = None) -> None:
+        """Update the parameters from the model's gradients; with `part`, only those
+        elements, from its gradients."""
         self._follow_model()
-        params, grads = self.model.params, self.model.grads
-        for name in params:
+        params = self.model.params
+        grads = self.model.grads if part is None else part.grads
+        for name in params if part is None else part.spans:
             if name not in grads:
                 raise RuntimeError(f"{type(self).__name__}: no gradient for {name}; run backward() before step()")
         if not params:
             self._next_coefficients()
             return
+        self._make_state(params)
         # This step's numbers (learning rate, bias corrections...), computed on the host
         # for every step, also when the step is a recorded CUDA graph (xpcnn.capture).
         first = next(iter(params.values()))
@@ -188,7 +198,14 @@ class Optimizer:
             values = capture.from_host(self._next_coefficients, first)
             coefficients = [values[i] for i in range(values.shape[0])]
             for name, param in params.items():
-                self._update(name, param, grads[name], coefficients)
+                if part is None:
+                    state = {slot: store[name] for slot, store in self.state.items() if name in store}
+                    self._update(param, grads[name], state, coefficients)
+                elif name in part.spans:
+                    start, stop = part.spans[name]
+                    state = {slot: elements(store[name], start, stop) for slot, store in self.state.items()
+                             if name in store}
+                    self._update(elements(param, start, stop), grads[name], state, coefficients)
 
     def _next_coefficients(self) -> list[float]:
         """The coefficients of this step's update (see `_coefficients`); counts the step."""
@@ -222,15 +239,23 @@ class Optimizer:
                     store[name] = backend.to_backend(value, backend.backend_of(param), device(param),
                                                      backend.dtype_name(param.dtype))
 
-    def _slot(self, slot: str, name: str, param: Any) -> Any:
-        store = self.state[slot]
-        if name not in store:
-            store[name] = array_namespace(param).zeros_like(param)
-        return store[name]
+    def _slots_used(self) -> tuple[str, ...]:
+        """The state this optimizer keeps with its settings (all of `slots` by default)."""
+        return self.slots
 
-    def _update(self, name: str, param: Any, grad: Any, coefficients: list[Any]) -> None:
-        """Update `param` in place; `coefficients` are `_coefficients(lr)`, placed like the
-        parameters (0-d arrays; NumPy scalars on NumPy)."""
+    def _make_state(self, params: dict[str, Any]) -> None:
+        """Zeros for the state of each parameter that has none yet (the first step)."""
+        for slot in self._slots_used():
+            store = self.state[slot]
+            if any(name not in store for name in params):
+                with _NEW_STATE:
+                    for name, param in params.items():
+                        if name not in store:
+                            store[name] = array_namespace(param).zeros_like(param)
+
+    def _update(self, param: Any, grad: Any, state: dict[str, Any], coefficients: list[Any]) -> None:
+        """Update `param` and its `state` (slot -> array) in place; `coefficients` are
+        `_coefficients(lr)`, placed like the parameters (0-d arrays; NumPy scalars on NumPy)."""
         raise NotImplementedError
 
     def config(self) -> dict[str, Any]:
@@ -296,7 +321,10 @@ class SGD(Optimizer):
         on = 1.0 if self.momentum else 0.0
         return [lr, self.weight_decay, self.momentum or 1.0, on]
 
-    def _update(self, name: str, param: Any, grad: Any, coefficients: list[Any]) -> None:
+    def _slots_used(self) -> tuple[str, ...]:
+        return self.slots if self.momentum or self.schedule.momentum(0) is not None else ()
+
+    def _update(self, param: Any, grad: Any, state: dict[str, Any], coefficients: list[Any]) -> None:
         lr, weight_decay, momentum, on = coefficients
         if self.weight_decay:
             grad = grad + weight_decay * param
@@ -304,13 +332,13 @@ class SGD(Optimizer):
             # A cycled momentum may reach 0 at a step, where PyTorch leaves the velocity
             # alone and steps along the gradient: gated by `on` (then momentum is 1), so
             # that a recorded step (xpcnn.capture) does the same with the same kernels.
-            velocity = self._slot("momentum", name, param)
+            velocity = state["momentum"]
             velocity *= momentum
             velocity += on * grad
             direction = grad + momentum * velocity if self.nesterov else velocity
             grad = on * direction + (1 - on) * grad
         elif self.momentum:
-            velocity = self._slot("momentum", name, param)
+            velocity = state["momentum"]
             velocity *= momentum
             velocity += grad
             grad = grad + momentum * velocity if self.nesterov else velocity
@@ -341,7 +369,7 @@ class Adam(Optimizer):
         return [beta1, 1 - beta1, beta2, 1 - beta2, math.sqrt(1 - beta2**t), lr / (1 - beta1**t), self.eps,
                 self.weight_decay, 1 - lr * self.weight_decay]
 
-    def _update(self, name: str, param: Any, grad: Any, coefficients: list[Any]) -> None:
+    def _update(self, param: Any, grad: Any, state: dict[str, Any], coefficients: list[Any]) -> None:
         xp = array_namespace(param)
         beta1, rest1, beta2, rest2, correction2, step_size, eps, decay, shrink = coefficients
         if self.weight_decay:
@@ -349,7 +377,7 @@ class Adam(Optimizer):
                 param *= shrink
             else:
                 grad = grad + decay * param
-        m, v = self._slot("exp_avg", name, param), self._slot("exp_avg_sq", name, param)
+        m, v = state["exp_avg"], state["exp_avg_sq"]
         m *= beta1
         m += rest1 * grad
         v *= beta2

@@ -102,7 +102,8 @@ class Trainer:
     Data-parallel (xpcnn.distributed): `comm` makes it one of the processes of an MPI job;
     `workers` > 1 trains with that many threads, each on a replica of the model and its
     share of every batch, which uses more cores where NumPy's element-wise work runs on
-    one; None chooses at `fit` (machine.default_workers, what `xpcnn train` does). Either
+    one (the replicas share the parameters and optimizer state; each worker updates its
+    part); None chooses at `fit` (machine.default_workers, what `xpcnn train` does). Either
     way the run learns what one model on whole batches learns, to float rounding (the
     shares are summed in another order). While hooks are attached to the model
     (`model.hooked`), it trains alone, so that they see whole batches. With worker
@@ -446,8 +447,11 @@ class Trainer:
                      "threads: they will slow each other down (pip install 'xpcnn[threads]')")
 
     def _replica(self, comm: distributed.Communicator) -> Trainer:
-        """A quiet trainer with copies of this one's model, optimizer and progress."""
-        model, optimizer = copy.deepcopy((self.model, self.optimizer))  # the optimizer keeps the copied model
+        """A quiet trainer with copies of this one's model, optimizer and progress that
+        share its parameters and optimizer state (see distributed.Threads)."""
+        shared = {id(layer.params): layer.params for layer in self.model}
+        shared[id(self.optimizer.state)] = self.optimizer.state
+        model, optimizer = copy.deepcopy((self.model, self.optimizer), shared)  # the optimizer keeps the copied model
         replica = Trainer(model, optimizer, batch_size=self.batch_size, seed=self.seed, augment=self.augment,
                           checkpoint_every=self.checkpoint_every, progress=False, log=_quiet, anomaly=self.anomaly,
                           comm=comm)
@@ -560,8 +564,11 @@ class Trainer:
         except (TrainingDiverged, NonFiniteError) as exc:
             last_good = self.checkpoint_path if self.checkpoint_path and self.checkpoint_path.exists() else None
             raise type(exc)(f"{exc}" + (f"; last good checkpoint: {last_good}" if last_good else "")) from None
-        distributed.sum_gradients(model, self.comm)
-        steps.update()
+        if self.comm.shares_parameters:
+            self.comm.update_together(model, self.optimizer)
+        else:
+            distributed.sum_gradients(model, self.comm)
+            steps.update()
         s.loss_sum += loss_sum
         s.correct += correct
         s.seen += shard.total
