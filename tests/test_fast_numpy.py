@@ -7,7 +7,9 @@ import pytest
 
 import xpcnn
 from xpcnn import backend, fast_numpy
-from xpcnn.layers import pool
+from xpcnn.layers import pool, windows
+
+from .layers.test_windows import ADJOINT_CASES
 
 # (kernel, stride, H, W): tiling windows (the fast path) and others (handed back).
 POOLS = [(2, 2, 8, 6), (3, 3, 9, 6), ((2, 3), (2, 3), 6, 9), (2, 2, 7, 9), (3, 2, 9, 9), (1, 1, 4, 4)]
@@ -57,3 +59,25 @@ def test_the_layer_takes_the_fast_path_on_numpy_only(monkeypatch):
         monkeypatch.delenv("XPCNN_STANDARD_PATH")
         strict = backend.to_backend(np.zeros(1), "array_api_strict")
         assert backend.fast_path(pool.route_to_first_maxima, strict) is pool.route_to_first_maxima
+
+
+@pytest.mark.parametrize("kernel, stride, padding, h, w", ADJOINT_CASES, ids=str)
+def test_im2col_and_col2im_are_the_standard_paths(kernel, stride, padding, h, w):
+    n, c = 3, 4
+    (kh, kw), (sh, sw), (top, bottom, left, right) = kernel, stride, padding
+    out_hw = (windows.output_size(h, kh, sh, top + bottom), windows.output_size(w, kw, sw, left + right))
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    shape = (c, kh, kw, *out_hw, n)
+    standard = windows.im2col(x, kernel, stride, padding, out_hw, np.zeros(shape, np.float32))
+    fast = fast_numpy.im2col(x, kernel, stride, padding, out_hw, np.zeros(shape, np.float32))
+    np.testing.assert_array_equal(fast, standard)
+    cols = rng.standard_normal((c * kh * kw, out_hw[0] * out_hw[1] * n)).astype(np.float32)
+    monkey_block = fast_numpy.FOLD_BLOCK_BYTES
+    try:
+        for block_bytes in (1, h * w * n * 4 * 2, monkey_block):  # one channel, two, all at once
+            fast_numpy.FOLD_BLOCK_BYTES = block_bytes
+            folded = fast_numpy.col2im(cols, x.shape, kernel, stride, padding, out_hw)
+            np.testing.assert_array_equal(folded, windows.col2im(cols, x.shape, kernel, stride, padding, out_hw))
+    finally:
+        fast_numpy.FOLD_BLOCK_BYTES = monkey_block

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .. import init
+from .. import backend, init
 from .base import Layer, Shape, integer, pair
 from .windows import Padding, channel_rows, col2im, from_channel_rows, im2col, output_size
 
@@ -104,7 +104,7 @@ class Conv2D(Layer):
         # in backward, sums its gradient, saving a pass over y and one over dy.
         cols = self._scratch((k + ones, m), x, zeroed=any(self.padding))
         windows = xp.reshape(cols[:k, :], (c, kh, kw, ho, wo, n), copy=False)  # im2col writes into cols
-        im2col(x, self.kernel_size, self.stride, self.padding, (ho, wo), windows)
+        backend.fast_path(im2col, x)(x, self.kernel_size, self.stride, self.padding, (ho, wo), windows)
         if self.bias:
             cols[k, :] = 1
         y = self._weight_matrix(xp) @ cols  # (O, Ho*Wo*N)
@@ -136,4 +136,5 @@ class Conv2D(Layer):
         if not input_grad:
             return None
         dcols = xp.reshape(weight, (o, -1)).T @ dy2  # (C*kh*kw, Ho*Wo*N)
-        return col2im(dcols, x_shape, self.kernel_size, self.stride, self.padding, tuple(dy.shape[2:]))
+        fold_back = backend.fast_path(col2im, dy)
+        return fold_back(dcols, x_shape, self.kernel_size, self.stride, self.padding, tuple(dy.shape[2:]))

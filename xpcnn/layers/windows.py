@@ -122,15 +122,20 @@ def im2col(x: Any, kernel: Pair, stride: Pair, padding: Padding, out_hw: Pair, b
 def col2im(cols: Any, x_shape: tuple[int, ...], kernel: Pair, stride: Pair, padding: Padding, out_hw: Pair) -> Any:
     """Fold columns back, summing overlaps: the adjoint of im2col.
 
-    cols: (C*kh*kw, Ho*Wo*N) -> (N, C, H, W) in the layout. One slice addition per tap
-    (padding parts dropped); the taps of one window never overlap each other, so no
-    scatter with repeated indices is needed.
+    cols: (C*kh*kw, Ho*Wo*N) -> (N, C, H, W) in the layout (see `fold`).
     """
     xp = array_namespace(cols)
     n, c, h, w = x_shape
     (kh, kw), (ho, wo) = kernel, out_hw
-    cols6 = xp.reshape(cols, (c, kh, kw, ho, wo, n))
     dx = xp.zeros((c, h, w, n), dtype=cols.dtype, device=device(cols))
-    for i, j, rows_out, cols_out, rows_in, cols_in in _tap_blocks(kernel, stride, padding, (h, w), out_hw):
-        dx[:, rows_in, cols_in, :] += cols6[:, i, j, rows_out, cols_out, :]
+    fold(xp.reshape(cols, (c, kh, kw, ho, wo, n)), dx, kernel, stride, padding, out_hw)
     return to_nchw(dx)
+
+
+def fold(cols6: Any, dx4: Any, kernel: Pair, stride: Pair, padding: Padding, out_hw: Pair) -> None:
+    """Add the columns cols6 (C, kh, kw, Ho, Wo, N) into dx4 (C, H, W, N) where im2col
+    read them from: one slice addition per tap (padding parts dropped); the taps of one
+    window never overlap each other, so no scatter with repeated indices is needed."""
+    for i, j, rows_out, cols_out, rows_in, cols_in in _tap_blocks(kernel, stride, padding, tuple(dx4.shape[1:3]),
+                                                                  out_hw):
+        dx4[:, rows_in, cols_in, :] += cols6[:, i, j, rows_out, cols_out, :]
