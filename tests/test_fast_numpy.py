@@ -81,3 +81,19 @@ def test_im2col_and_col2im_are_the_standard_paths(kernel, stride, padding, h, w)
             np.testing.assert_array_equal(folded, windows.col2im(cols, x.shape, kernel, stride, padding, out_hw))
     finally:
         fast_numpy.FOLD_BLOCK_BYTES = monkey_block
+
+
+def test_relu_is_the_standard_paths(monkeypatch):
+    x = np.array([[-1.0, 0.0, -0.0, 2.0, np.nan, np.inf, -np.inf]], dtype=np.float32)
+    dy = np.array([[1.0, -2.0, 3.0, -4.0, 5.0, 6.0, 7.0]], dtype=np.float32)
+    layer = xpcnn.ReLU()
+    results = []
+    for standard in ("1", "0"):
+        monkeypatch.setenv("XPCNN_STANDARD_PATH", standard)
+        y = layer.forward(x)
+        dx = layer.backward(dy)
+        layer.forward(x)
+        results.append((y, dx, layer.backward(-dy)))  # -dy: zeros of both signs
+    for fast, reference in zip(results[1], results[0]):
+        np.testing.assert_array_equal(fast, reference)
+        assert np.array_equal(np.signbit(fast), np.signbit(reference))  # -0.0 where the standard path has it

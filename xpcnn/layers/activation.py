@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from array_api_compat import device
+from array_api_compat import array_namespace, device
 
+from .. import backend
 from .base import Layer
 
 
@@ -15,12 +16,17 @@ class ReLU(Layer):
     def forward(self, x: Any, training: bool = True) -> Any:
         xp = self._namespace(x)
         y = xp.maximum(x, xp.zeros((), dtype=x.dtype, device=device(x)))
-        # The 0/1 mask of the derivative, made while y is fresh in the cache; backward
+        # The mask of the derivative, made while y is fresh in the cache; backward
         # multiplies by it (NumPy's where is several times slower on random masks).
-        return self._save_for_backward(training, xp.astype(y > 0, y.dtype) if training else None, y)
+        return self._save_for_backward(training, backend.fast_path(positive, y)(y) if training else None, y)
 
     def backward(self, dy: Any) -> Any:
         return dy * self._saved_for_backward(dy)
+
+
+def positive(y: Any) -> Any:
+    """Where y > 0, as 0 and 1 in y's dtype (the standard multiplies no float by a bool)."""
+    return array_namespace(y).astype(y > 0, y.dtype)
 
 
 class Tanh(Layer):
