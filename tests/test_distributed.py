@@ -158,6 +158,7 @@ def test_worker_threads_update_their_parts_to_what_one_whole_step_gives(optimize
         reference_optimizer.step()
 
     main, main_optimizer = model_and_optimizer()
+    main_optimizer.make_state()  # before the state is shared
     shared = {id(layer.params): layer.params for layer in main}
     shared[id(main_optimizer.state)] = main_optimizer.state
     replicas = [(main, main_optimizer), copy.deepcopy((main, main_optimizer), shared)]

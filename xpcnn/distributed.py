@@ -196,7 +196,9 @@ class Threads(Communicator):
         and optimizer state: its elements of the parameters laid end to end
         (`element_spans`), their gradients summed over the workers, updated; returns once
         every part is. Each element is summed and updated as `sum_gradients` then a whole
-        step would, by one worker instead of all."""
+        step would, by one worker instead of all. The shared optimizer state must exist
+        before the workers start (`Optimizer.make_state`), so that none adds to it while
+        another reads it."""
         everyone = self._exchange(model.grads)
         spans = element_spans(model.params, self.rank, self.size)
         grads = {name: functools.reduce(operator.add, [_flat(g[name])[start:stop] for g in everyone])

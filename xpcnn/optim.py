@@ -8,7 +8,6 @@ each parameter, so it lives on the model's backend, device and dtype.
 from __future__ import annotations
 
 import math
-import threading
 from typing import Any
 
 from array_api_compat import array_namespace, device
@@ -154,10 +153,6 @@ def schedule_from_config(config: dict[str, Any]) -> Schedule:
     return SCHEDULES[kind](**{k: v for k, v in config.items() if k != "type"})
 
 
-# Optimizers sharing their state (Part) may both find a slot missing on their first step.
-_NEW_STATE = threading.Lock()
-
-
 class Optimizer:
     """Base: `step()` applies one update from the model's grads; `zero_grad()` clears them."""
 
@@ -190,7 +185,7 @@ class Optimizer:
         if not params:
             self._next_coefficients()
             return
-        self._make_state(params)
+        self.make_state()
         # This step's numbers (learning rate, bias corrections...), computed on the host
         # for every step, also when the step is a recorded CUDA graph (xpcnn.capture).
         first = next(iter(params.values()))
@@ -243,15 +238,17 @@ class Optimizer:
         """The state this optimizer keeps with its settings (all of `slots` by default)."""
         return self.slots
 
-    def _make_state(self, params: dict[str, Any]) -> None:
-        """Zeros for the state of each parameter that has none yet (the first step)."""
+    def make_state(self) -> None:
+        """Zeros for the state of each parameter that has none yet, which the first step
+        makes otherwise: optimizers that share their state (worker threads, see
+        distributed.Threads) need it made before they start, so none adds to it while
+        another reads it."""
+        params = self.model.params
         for slot in self._slots_used():
             store = self.state[slot]
-            if any(name not in store for name in params):
-                with _NEW_STATE:
-                    for name, param in params.items():
-                        if name not in store:
-                            store[name] = array_namespace(param).zeros_like(param)
+            for name, param in params.items():
+                if name not in store:
+                    store[name] = array_namespace(param).zeros_like(param)
 
     def _update(self, param: Any, grad: Any, state: dict[str, Any], coefficients: list[Any]) -> None:
         """Update `param` and its `state` (slot -> array) in place; `coefficients` are

@@ -397,6 +397,7 @@ class Trainer:
         of every batch (see xpcnn.distributed), this trainer the first; BLAS gets the
         cores shared out among them."""
         members = distributed.Threads.group(self.workers)
+        self.optimizer.make_state()  # shared from now on: made before the threads run
         helpers = [self._replica(member) for member in members[1:]]
         errors: list[BaseException] = []
 
