@@ -171,6 +171,27 @@ def test_workers_learn_what_one_model_learns(tmp_path, data):
     assert "3 worker threads" in shared.describe()
 
 
+def test_workers_follow_a_moved_model_and_parameters_of_any_memory_layout(tmp_path, data):
+    """The workers share the parameters and optimizer state and update them in parts, so
+    both must be where the model is before they start, and a part must be a view of a
+    parameter laid out any way (here column-major, as a converted weight may be)."""
+    torch = pytest.importorskip("torch")
+    train, _ = data
+    runs = []
+    for workers in (1, 2):
+        trainer = float64_trainer(tmp_path / str(workers), workers)
+        trainer.fit(train, 1)
+        trainer.model.to("torch", dtype="float64")
+        layer, name = max(((layer, k) for layer in trainer.model for k, v in layer.params.items() if v.ndim == 2),
+                          key=lambda found: found[0].params[found[1]].numel())
+        layer.params[name] = layer.params[name].T.contiguous().T  # the same values, column-major
+        assert not layer.params[name].is_contiguous()
+        trainer.fit(train, 2)
+        assert {str(v.dtype) for v in trainer.optimizer.state_arrays().values()} == {str(torch.float64)}
+        runs.append(trainer)
+    assert_same_state(runs[1], runs[0], 1e-8)
+
+
 def test_workers_stop_together_and_a_single_model_resumes_to_the_same_weights(tmp_path, data):
     train, _ = data
     reference = float64_trainer(tmp_path / "a", 1)

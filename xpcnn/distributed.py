@@ -193,16 +193,15 @@ class Threads(Communicator):
 
     def update_together(self, model: Any, optimizer: Any) -> None:
         """This worker's part of the optimizer step of replicas that share the parameters
-        and optimizer state: its elements of the parameters laid end to end
-        (`element_spans`), their gradients summed over the workers, updated; returns once
-        every part is. Each element is summed and updated as `sum_gradients` then a whole
-        step would, by one worker instead of all. The shared optimizer state must exist
-        before the workers start (`Optimizer.make_state`), so that none adds to it while
-        another reads it."""
+        and optimizer state: its rows of the parameters (`row_spans`), their gradients
+        summed over the workers, updated; returns once every part is. Each element is
+        summed and updated as `sum_gradients` then a whole step would, by one worker
+        instead of all. The shared optimizer state must be ready before the workers start
+        (`Optimizer.make_state`): none of them changes which arrays it holds."""
         everyone = self._exchange(model.grads)
-        spans = element_spans(model.params, self.rank, self.size)
-        grads = {name: functools.reduce(operator.add, [_flat(g[name])[start:stop] for g in everyone])
-                 for name, (start, stop) in spans.items()}
+        spans = row_spans(model.params, self.rank, self.size)
+        grads = {name: functools.reduce(operator.add, [part_of(g[name], span) for g in everyone])
+                 for name, span in spans.items() if all(name in g for g in everyone)}  # else step says which is missing
         optimizer.step(Part(spans, grads))
         self._exchange(None)  # nobody reads the parameters before all parts are updated
 
@@ -258,36 +257,36 @@ def sum_gradients(model: Any, comm: Communicator) -> None:
         layer.grads[name] = total
 
 
-def element_spans(params: dict[str, Any], rank: int, size: int) -> dict[str, tuple[int, int]]:
-    """The part of `params`, laid end to end, that member `rank` of `size` takes
-    (`shard_bounds` of their elements), as [start, stop) of each flattened array it meets."""
-    sizes = {name: math.prod(param.shape) for name, param in params.items()}
-    low, high = shard_bounds(sum(sizes.values()), rank, size)
+def row_spans(params: dict[str, Any], rank: int, size: int) -> dict[str, tuple[int, int]]:
+    """The part of `params` that member `rank` of `size` takes: their rows (slices along the
+    first axis; a 0-d array is one row) laid end to end, each row to the member whose
+    elements (`shard_bounds` of all of them) hold its first one, as rows [start, stop) of
+    each array it meets. Parts differ by less than two rows' elements."""
+    low, high = shard_bounds(sum(math.prod(param.shape) for param in params.values()), rank, size)
     spans, offset = {}, 0
-    for name, count in sizes.items():
-        start, stop = max(low, offset), min(high, offset + count)
-        if start < stop:
-            spans[name] = (start - offset, stop - offset)
-        offset += count
+    for name, param in params.items():
+        rows = param.shape[0] if param.ndim else 1
+        per_row = math.prod(param.shape[1:]) if param.ndim else 1
+        if per_row:  # rows [start, stop) have their first element in [low, high)
+            start, stop = (min(rows, max(0, -((offset - bound) // per_row))) for bound in (low, high))
+            if start < stop:
+                spans[name] = (start, stop)
+        offset += rows * per_row
     return spans
 
 
-def elements(array: Any, start: int, stop: int) -> Any:
-    """Elements [start, stop) of `array` flattened: a view, so updates land in `array`
-    (ValueError if its memory does not allow one)."""
-    return array_namespace(array).reshape(array, (-1,), copy=False)[start:stop]
-
-
-def _flat(array: Any) -> Any:
-    return array_namespace(array).reshape(array, (-1,))  # a copy where the memory needs one
+def part_of(array: Any, span: tuple[int, int]) -> Any:
+    """Rows [start, stop) of `array` (the whole of a 0-d one): a view on every backend, so
+    updates land in `array`."""
+    return array if array.ndim == 0 else array[span[0] : span[1]]
 
 
 @dataclass(frozen=True)
 class Part:
-    """Some elements of some parameters: what one of several optimizers that share the
-    parameters and their state updates (`Threads.update_together`). `spans` gives the
-    elements [start, stop) of each named parameter's flattened array, `grads` their
-    gradients, summed over the workers."""
+    """Some rows of some parameters: what one of several optimizers that share the
+    parameters and their state updates (`Threads.update_together`). `spans` gives the rows
+    [start, stop) of each named parameter (`part_of`), `grads` their gradients, summed
+    over the workers."""
 
     spans: dict[str, tuple[int, int]]
     grads: dict[str, Any]

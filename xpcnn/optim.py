@@ -13,7 +13,7 @@ from typing import Any
 from array_api_compat import array_namespace, device
 
 from . import backend, capture
-from .distributed import Part, elements
+from .distributed import Part, part_of
 from .model import Sequential
 
 
@@ -174,9 +174,10 @@ class Optimizer:
         return self.lr * self.schedule(self.steps)
 
     def step(self, part: Part | None = None) -> None:
-        """Update the parameters from the model's gradients; with `part`, only those
-        elements, from its gradients."""
-        self._follow_model()
+        """Update the parameters from the model's gradients; with `part`, only its rows,
+        from its gradients, with the state made ready before (`make_state`)."""
+        if part is None:
+            self.make_state()
         params = self.model.params
         grads = self.model.grads if part is None else part.grads
         for name in params if part is None else part.spans:
@@ -185,7 +186,6 @@ class Optimizer:
         if not params:
             self._next_coefficients()
             return
-        self.make_state()
         # This step's numbers (learning rate, bias corrections...), computed on the host
         # for every step, also when the step is a recorded CUDA graph (xpcnn.capture).
         first = next(iter(params.values()))
@@ -197,10 +197,9 @@ class Optimizer:
                     state = {slot: store[name] for slot, store in self.state.items() if name in store}
                     self._update(param, grads[name], state, coefficients)
                 elif name in part.spans:
-                    start, stop = part.spans[name]
-                    state = {slot: elements(store[name], start, stop) for slot, store in self.state.items()
-                             if name in store}
-                    self._update(elements(param, start, stop), grads[name], state, coefficients)
+                    span = part.spans[name]
+                    state = {slot: part_of(store[name], span) for slot, store in self.state.items() if name in store}
+                    self._update(part_of(param, span), grads[name], state, coefficients)
 
     def _next_coefficients(self) -> list[float]:
         """The coefficients of this step's update (see `_coefficients`); counts the step."""
@@ -239,10 +238,12 @@ class Optimizer:
         return self.slots
 
     def make_state(self) -> None:
-        """Zeros for the state of each parameter that has none yet, which the first step
-        makes otherwise: optimizers that share their state (worker threads, see
-        distributed.Threads) need it made before they start, so none adds to it while
-        another reads it."""
+        """Make the state ready for the next step, which does it otherwise: moved to where
+        the parameters are (after `model.to(...)`), zeros for each parameter that has
+        none yet. Optimizers that share their state (worker threads, see
+        distributed.Threads) need it done before they start: none of them then changes
+        which arrays the state holds while another reads it."""
+        self._follow_model()
         params = self.model.params
         for slot in self._slots_used():
             store = self.state[slot]

@@ -103,9 +103,10 @@ class Trainer:
     `workers` > 1 trains with that many threads, each on a replica of the model and its
     share of every batch, which uses more cores where NumPy's element-wise work runs on
     one (the replicas share the parameters and optimizer state; each worker updates its
-    part); None chooses at `fit` (machine.default_workers, what `xpcnn train` does). Either
-    way the run learns what one model on whole batches learns, to float rounding (the
-    shares are summed in another order). While hooks are attached to the model
+    part, so after such a fit `model.grads` holds the first worker's share of the last
+    batch's gradient, not the whole); None chooses at `fit` (machine.default_workers,
+    what `xpcnn train` does). Either way the run learns what one model on whole batches
+    learns, to float rounding (the shares are summed in another order). While hooks are attached to the model
     (`model.hooked`), it trains alone, so that they see whole batches. With worker
     threads on glibc, `machine.keep_freed_memory()` (which `xpcnn train` calls) saves
     the page faults of memory handed back to the OS after every step.
@@ -397,7 +398,7 @@ class Trainer:
         of every batch (see xpcnn.distributed), this trainer the first; BLAS gets the
         cores shared out among them."""
         members = distributed.Threads.group(self.workers)
-        self.optimizer.make_state()  # shared from now on: made before the threads run
+        self.optimizer.make_state()  # shared from now on: made ready before the threads run
         helpers = [self._replica(member) for member in members[1:]]
         errors: list[BaseException] = []
 
