@@ -159,6 +159,8 @@ def test_usage_errors_exit_2(tmp_path):
     (["train", "--out", "notes.txt"], "--out: notes.txt is a file, not a run folder"),
     (["train", "--optimizer", "adam", "--momentum", "0.9"], "--momentum: applies to the sgd optimizer only, not adam"),
     (["parity", "--model", "nosuch"], "--model 'nosuch' is neither a preset"),
+    (["train", "--out", ""], "argument --out: expected a path, got an empty string"),
+    (["train", "--data-dir", ""], "argument --data-dir: expected a path, got an empty string"),
 ])
 def test_usage_errors_name_the_flag_under_the_commands_usage(tmp_path, args, message):
     (tmp_path / "notes.txt").write_text("not a folder")
@@ -179,7 +181,15 @@ def test_data_that_was_asked_for_is_never_replaced_by_the_subset(tmp_path, args,
     result = xpcnn(*args, env=env_without_data(tmp_path), cwd=tmp_path)
     assert result.returncode == 1 and message in result.stderr, result.stderr
     assert "bundled" not in result.stderr
-    assert not list(tmp_path.glob("runs/*"))  # the run never started: no folder is left behind
+    assert not (tmp_path / "runs").exists()  # the run never started: no folder is left behind
+
+
+def test_a_run_that_never_started_removes_the_folders_it_made_and_only_those(tmp_path):
+    (tmp_path / "kept").mkdir()
+    for out in ("deep/er/run", "kept/run"):
+        result = xpcnn("train", "--data-dir", "typo", "--out", out, env=env_without_data(tmp_path), cwd=tmp_path)
+        assert result.returncode == 1 and "data folder typo does not exist" in result.stderr, result.stderr
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["kept"] and not any((tmp_path / "kept").iterdir())
 
 
 @pytest.mark.parametrize("args, message", [

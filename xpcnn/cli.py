@@ -75,13 +75,15 @@ def _open_folder(args: argparse.Namespace, comm: Any) -> Any:
     from .distributed import together
     from .run_folder import RunFolder, RunFolderError
 
-    def make() -> Path | None:
+    def make() -> RunFolder:
         try:
-            return RunFolder.open(args.out, resume=args.resume, name=presets.canonical(args.model or "tutorial")).path
+            return RunFolder.open(args.out, resume=args.resume, name=presets.canonical(args.model or "tutorial"))
         except RunFolderError as exc:
-            raise UsageError(f"--out: {exc} (--resume continues a saved run)") from None
+            raise UsageError(f"--out: {exc}") from None
 
-    return RunFolder(comm.broadcast(together(comm, make if comm.is_root else lambda: None)))
+    made = together(comm, make if comm.is_root else lambda: None)  # it knows what it made, to remove it unused
+    path = comm.broadcast(None if made is None else made.path)
+    return made if made is not None else RunFolder(path)
 
 
 def cmd_train(args: argparse.Namespace) -> int:

@@ -37,6 +37,19 @@ _seed = _checked(int, lambda value: 0 <= value <= MAX_SEED, f"in [0, {MAX_SEED}]
 _fraction = _checked(float, lambda value: 0.0 <= value < 1.0, "in [0, 1)")
 
 
+def _path(text: str) -> Path:
+    """An argparse type: a path, never the empty string (which would mean the current
+    folder without saying so)."""
+    if not text:
+        raise argparse.ArgumentTypeError("expected a path, got an empty string")
+    return Path(text)
+
+
+def _folder_name(text: str) -> str:
+    """An argparse type: a folder's name as given, never the empty string."""
+    return str(_path(text))
+
+
 PRESET_CHOICES = sorted(presets.PRESETS) + sorted(presets.ALIASES)
 PRESET_HELP = f"preset: {', '.join(presets.PRESETS)} ({', '.join(f'{a} = {n}' for a, n in presets.ALIASES.items())})"
 
@@ -65,7 +78,8 @@ def _add_data_flags(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("--dataset", choices=sorted(DATASETS), help="dataset (default: mnist; for evaluate, the one "
                         "the model was trained on)")
-    parser.add_argument("--data-dir", help="folder with the IDX files (else $XPCNN_DATA_DIR, then the cache)")
+    parser.add_argument("--data-dir", type=_folder_name,
+                        help="folder with the IDX files (else $XPCNN_DATA_DIR, then the cache)")
     parser.add_argument("--no-download", action="store_true", help="never download (train without --data-dir or "
                         "--dataset falls back to the bundled MNIST subset)")
 
@@ -99,7 +113,7 @@ def _add_train_parser(commands: Any) -> None:
     _add_data_flags(train)
     flag("--val-split", type=_fraction, help="fraction of the training set held out for validation (default: 0)")
     flag("--limit", type=_positive_int, help="use only this many training (and test) images, for quick runs")
-    flag("--out", type=Path, help="run folder (default: runs/<model>-<time>)")
+    flag("--out", type=_path, help="run folder (default: runs/<model>-<time>)")
     flag("--resume", action="store_true", help="continue the run in --out with its saved settings and data; "
          "--epochs beyond the saved total extends it")
     flag("--checkpoint-every", type=_positive_int, help="also checkpoint every K optimizer steps")
@@ -115,15 +129,15 @@ def _add_train_parser(commands: Any) -> None:
 
 def _add_use_parsers(commands: Any) -> None:
     evaluate = _command(commands, "evaluate", help="test accuracy of a checkpoint")
-    evaluate.add_argument("checkpoint", type=Path)
+    evaluate.add_argument("checkpoint", type=_path)
     _add_backend_flags(evaluate)
     _add_data_flags(evaluate)
     evaluate.add_argument("--batch-size", type=_positive_int, default=1000)
     evaluate.add_argument("--json", action="store_true", help="print the result as JSON")
 
     predict = _command(commands, "predict", help="classify images (PNG/JPEG with Pillow, or .npy)")
-    predict.add_argument("checkpoint", type=Path)
-    predict.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
+    predict.add_argument("checkpoint", type=_path)
+    predict.add_argument("images", nargs="+", type=_path, metavar="IMAGE")
     _add_backend_flags(predict)
     predict.add_argument("--invert", action=argparse.BooleanOptionalAction, help="dark ink on light paper: invert "
                          "(--invert) or not (--no-invert); default: decided from each picture's border")
@@ -158,13 +172,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_use_parsers(commands)
     _add_parity_parser(commands)
     export = _command(commands, "export", help="write a checkpoint's model as ONNX (needs the onnx package)")
-    export.add_argument("checkpoint", type=Path)
-    export.add_argument("output", type=Path, help="the .onnx file to write")
+    export.add_argument("checkpoint", type=_path)
+    export.add_argument("output", type=_path, help="the .onnx file to write")
     export.add_argument("--softmax", action="store_true", help="output probabilities instead of logits")
     export.add_argument("--opset", type=_checked(int, lambda value: value >= 17, ">= 17"), default=17,
                         help="ONNX operator set (default: 17)")
     _command(commands, "info", help="version, usable backends, devices, BLAS")
     download = _command(commands, "download", help="download and verify a dataset into the cache")
     download.add_argument("dataset", nargs="?", default="mnist", choices=["mnist", "fashion-mnist"])
-    download.add_argument("--data-dir", default=None, help="download into this folder instead of the cache")
+    download.add_argument("--data-dir", type=_folder_name, default=None,
+                          help="download into this folder instead of the cache")
     return parser

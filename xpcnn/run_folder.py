@@ -36,6 +36,16 @@ class RunFolder:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self._made: list[Path] = []  # the folders making it made, deepest first
+
+    def _make(self, exist_ok: bool = False) -> None:
+        """mkdir -p, remembering which folders did not exist (remove_if_empty)."""
+        missing, folder = [], self.path
+        while not folder.exists() and folder != folder.parent:
+            missing.append(folder)
+            folder = folder.parent
+        self.path.mkdir(parents=True, exist_ok=exist_ok)
+        self._made = missing
 
     @classmethod
     def new(cls, name: str, parent: str | Path = "runs") -> RunFolder:
@@ -44,10 +54,10 @@ class RunFolder:
         stamp = f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
         attempt = 1
         while True:
-            path = Path(parent) / (stamp if attempt == 1 else f"{stamp}-{attempt}")
+            folder = cls(Path(parent) / (stamp if attempt == 1 else f"{stamp}-{attempt}"))
             try:
-                path.mkdir(parents=True)
-                return cls(path)
+                folder._make()
+                return folder
             except FileExistsError:
                 attempt += 1
 
@@ -70,7 +80,7 @@ class RunFolder:
         if not resume and folder.checkpoint.exists():
             raise RunFolderError(f"{folder.path} already holds a run; resume it, or choose another folder")
         try:
-            folder.path.mkdir(parents=True, exist_ok=True)
+            folder._make(exist_ok=True)
         except OSError as exc:
             raise RunFolderError(f"cannot make {folder.path}: {exc.strerror or exc}") from None
         return folder
@@ -83,9 +93,12 @@ class RunFolder:
                 leftover.unlink(missing_ok=True)
 
     def remove_if_empty(self) -> None:
-        """Remove the folder if nothing was written into it."""
-        if self.path.is_dir() and not any(self.path.iterdir()):
-            self.path.rmdir()
+        """Remove the folder if nothing was written into it, and the folders above it that
+        making it made, while they are empty."""
+        for folder in self._made or [self.path]:
+            if not folder.is_dir() or any(folder.iterdir()):
+                return
+            folder.rmdir()
 
     @property
     def checkpoint(self) -> Path:
