@@ -247,6 +247,17 @@ def test_workers_are_integers_and_the_run_says_how_many_it_used(data):
     assert "worker" not in trainer.describe()
 
 
+def test_more_workers_than_cores_are_noted(data, monkeypatch):
+    from xpcnn import machine
+
+    monkeypatch.setattr(machine, "usable_cores", lambda: 2)
+    monkeypatch.setattr(machine, "can_limit_blas", lambda: True)
+    net, logs = small_net(), []
+    trainer = Trainer(net, SGD(net, 0.01), batch_size=64, workers=3, progress=False, log=logs.append)
+    trainer.fit(data[0].subset(np.arange(128)), 1)
+    assert any("3 worker threads on 2 usable cores" in line for line in logs), logs
+
+
 def test_hooks_see_whole_batches_even_with_workers(data):
     from xpcnn.hooks import LayerHook
 

@@ -447,6 +447,9 @@ class Trainer:
         elif not machine.can_limit_blas():
             self.log(f"note: {self.workers} worker threads without threadpoolctl, which limits each one's BLAS "
                      "threads: they will slow each other down (pip install 'xpcnn[threads]')")
+        elif self.workers > machine.usable_cores():
+            self.log(f"note: {self.workers} worker threads on {machine.usable_cores()} usable cores: the threads "
+                     "beyond one a core only take turns (each adds its own work and waits)")
 
     def _replica(self, comm: distributed.Communicator) -> Trainer:
         """A quiet trainer with copies of this one's model, optimizer and progress that
