@@ -1,6 +1,7 @@
 """NumPy's fast paths (see backend.fast_path): functions of the layers' standard path done
-with what the standard lacks, `out=`, which writes a result straight into its place
-instead of into a new array then copied there. Each is named like the function it
+with what the standard lacks: `out=`, which writes a result straight into its place
+instead of into a new array then copied there; strided views of all windows at once;
+branches on the data; arithmetic with bool arrays. Each is named like the function it
 replaces; tests/test_fast_numpy.py holds each equal to it, bit for bit.
 """
 
