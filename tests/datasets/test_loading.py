@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from xpcnn.datasets import MNIST, ChecksumError, DataNotFound, Dataset, load_bundled, load_dataset
-from xpcnn.datasets.loading import BUNDLED_CHECKSUMS, bundled_path
+from xpcnn.datasets.loading import BUNDLED_CHECKSUMS, Selection, bundled_path
 
 from ..helpers import SHARED_MNIST, small_dataset
 
@@ -20,6 +20,22 @@ def test_bundled_subset_checksums_and_stratification():
     shares = np.bincount(loaded.train.labels, minlength=10) / len(loaded.train)
     # MNIST's training shares run from 9.0 % (digit 5) to 11.2 % (digit 1).
     assert shares.min() > 0.085 and shares.max() < 0.115 and shares.argmax() == 1
+
+
+def test_whole_splits_say_how_to_read_them_again_and_their_parts_do_not():
+    loaded = load_bundled()
+    for part in (loaded.train, loaded.test):
+        assert part.selection == Selection("mnist", None)  # a run trained on it records its data
+        train, _, test = part.selection.load()
+        np.testing.assert_array_equal(train.images, loaded.train.images)
+        np.testing.assert_array_equal(test.labels, loaded.test.labels)
+    assert loaded.train.subset(np.arange(10)).selection is None  # a custom part: not readable again
+
+
+@pytest.mark.skipif(not SHARED_MNIST.is_dir(), reason="full MNIST not in ../shared/data/mnist")
+def test_full_splits_record_the_folder_they_were_read_from():
+    loaded = load_dataset("mnist", SHARED_MNIST, download=False)
+    assert loaded.train.selection == Selection("mnist", (str(SHARED_MNIST.resolve()),))
 
 
 def test_damaged_bundled_subset_is_refused(tmp_path, monkeypatch):

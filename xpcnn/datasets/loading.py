@@ -138,6 +138,14 @@ class Loaded:
     test: Dataset | None  # None where only the training split was asked for
     folders: tuple[str, ...] | None = None  # where the files were read; None: the bundled subset
 
+    def __post_init__(self) -> None:
+        # Whole splits can be read again: say how, so that a run trained on one records
+        # its data (to resume it, or `xpcnn evaluate` it, as one `xpcnn train` started).
+        for name in ("train", "test"):
+            part = getattr(self, name)
+            if part is not None and part.selection is None:
+                setattr(self, name, dataclasses.replace(part, selection=Selection(part.spec.name, self.folders)))
+
     @property
     def source(self) -> str:
         """One line: where the data came from."""
