@@ -62,7 +62,7 @@ def test_the_layer_takes_the_fast_path_on_numpy_only(monkeypatch):
 
 
 @pytest.mark.parametrize("kernel, stride, padding, h, w", ADJOINT_CASES, ids=str)
-def test_im2col_and_col2im_are_the_standard_paths(kernel, stride, padding, h, w):
+def test_im2col_and_col2im_are_the_standard_paths(monkeypatch, kernel, stride, padding, h, w):
     n, c = 3, 4
     (kh, kw), (sh, sw), (top, bottom, left, right) = kernel, stride, padding
     out_hw = (windows.output_size(h, kh, sh, top + bottom), windows.output_size(w, kw, sw, left + right))
@@ -73,14 +73,12 @@ def test_im2col_and_col2im_are_the_standard_paths(kernel, stride, padding, h, w)
     fast = fast_numpy.im2col(x, kernel, stride, padding, out_hw, np.zeros(shape, np.float32))
     np.testing.assert_array_equal(fast, standard)
     cols = rng.standard_normal((c * kh * kw, out_hw[0] * out_hw[1] * n)).astype(np.float32)
-    monkey_block = fast_numpy.FOLD_BLOCK_BYTES
-    try:
-        for block_bytes in (1, h * w * n * 4 * 2, monkey_block):  # one channel, two, all at once
-            fast_numpy.FOLD_BLOCK_BYTES = block_bytes
-            folded = fast_numpy.col2im(cols, x.shape, kernel, stride, padding, out_hw)
-            np.testing.assert_array_equal(folded, windows.col2im(cols, x.shape, kernel, stride, padding, out_hw))
-    finally:
-        fast_numpy.FOLD_BLOCK_BYTES = monkey_block
+    monkeypatch.setenv("XPCNN_STANDARD_PATH", "1")
+    reference = windows.col2im(cols, x.shape, kernel, stride, padding, out_hw)
+    monkeypatch.setenv("XPCNN_STANDARD_PATH", "0")  # col2im's folding takes the fast path
+    for block_bytes in (1, h * w * n * 4 * 2, fast_numpy.FOLD_BLOCK_BYTES):  # one channel, two, all at once
+        monkeypatch.setattr(fast_numpy, "FOLD_BLOCK_BYTES", block_bytes)
+        np.testing.assert_array_equal(windows.col2im(cols, x.shape, kernel, stride, padding, out_hw), reference)
 
 
 def test_relu_is_the_standard_paths(monkeypatch):

@@ -7,6 +7,7 @@ replaces; tests/test_fast_numpy.py holds each equal to it, bit for bit.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -15,7 +16,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from .layers import pool, windows
 from .layers.base import Shape
 
-# col2im works on blocks of channels of about this many bytes, which stay in cache while
+# col2im folds blocks of channels of about this many bytes, which stay in cache while
 # every tap is added into them (measured: 15 % faster for fast's second convolution).
 FOLD_BLOCK_BYTES = 512 * 1024
 
@@ -67,18 +68,13 @@ def im2col(x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int], padd
     return buffer
 
 
-def col2im(cols: np.ndarray, x_shape: tuple[int, ...], kernel: tuple[int, int], stride: tuple[int, int],
-           padding: windows.Padding, out_hw: tuple[int, int]) -> np.ndarray:
-    """windows.col2im a few channels at a time (FOLD_BLOCK_BYTES of the result), the same
-    additions in the same order."""
-    n, c, h, w = x_shape
-    (kh, kw), (ho, wo) = kernel, out_hw
-    cols6 = cols.reshape(c, kh, kw, ho, wo, n)
-    dx = np.zeros((c, h, w, n), dtype=cols.dtype)
-    block = max(1, FOLD_BLOCK_BYTES // (h * w * n * cols.itemsize))
-    for start in range(0, c, block):
-        windows.fold(cols6[start : start + block], dx[start : start + block], kernel, stride, padding, out_hw)
-    return windows.to_nchw(dx)
+def fold(cols6: np.ndarray, dx4: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int],
+         padding: windows.Padding, out_hw: tuple[int, int]) -> None:
+    """windows.fold a few channels at a time (FOLD_BLOCK_BYTES of dx4), the same additions
+    in the same order."""
+    block = max(1, FOLD_BLOCK_BYTES // (math.prod(dx4.shape[1:]) * dx4.itemsize))
+    for start in range(0, dx4.shape[0], block):
+        windows.fold(cols6[start : start + block], dx4[start : start + block], kernel, stride, padding, out_hw)
 
 
 def positive(y: np.ndarray) -> np.ndarray:

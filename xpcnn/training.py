@@ -106,8 +106,9 @@ class Trainer:
     part, so after such a fit `model.grads` holds the first worker's share of the last
     batch's gradient, not the whole); None chooses at `fit` (machine.default_workers,
     what `xpcnn train` does). Either way the run learns what one model on whole batches
-    learns, to float rounding (the shares are summed in another order). While hooks are attached to the model
-    (`model.hooked`), it trains alone, so that they see whole batches. With worker
+    learns, to float rounding (the shares are summed in another order). While hooks are
+    attached to the model (`model.hooked`), it trains alone, so that they see whole
+    batches. With worker
     threads on glibc, `machine.keep_freed_memory()` (which `xpcnn train` calls) saves
     the page faults of memory handed back to the OS after every step.
 

@@ -21,6 +21,8 @@ from typing import Any
 
 from array_api_compat import array_namespace, device
 
+from .. import backend
+
 Pair = tuple[int, int]
 Padding = tuple[int, int, int, int]  # (top, bottom, left, right)
 
@@ -128,7 +130,7 @@ def col2im(cols: Any, x_shape: tuple[int, ...], kernel: Pair, stride: Pair, padd
     n, c, h, w = x_shape
     (kh, kw), (ho, wo) = kernel, out_hw
     dx = xp.zeros((c, h, w, n), dtype=cols.dtype, device=device(cols))
-    fold(xp.reshape(cols, (c, kh, kw, ho, wo, n)), dx, kernel, stride, padding, out_hw)
+    backend.fast_path(fold, cols)(xp.reshape(cols, (c, kh, kw, ho, wo, n)), dx, kernel, stride, padding, out_hw)
     return to_nchw(dx)
 
 
