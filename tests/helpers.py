@@ -45,11 +45,11 @@ def away_from_zero(shape: tuple[int, ...], rng: np.random.Generator, margin: flo
 # -- networks and data -------------------------------------------------------------------------
 
 
-def small_net(seed: int = 0) -> Sequential:
+def small_net(seed: int = 0, conv_bias: bool = True) -> Sequential:
     """A network with every kind of state: batch norm statistics, a dropout counter."""
     rng = np.random.default_rng(seed)
     return xpcnn.Sequential([
-        xpcnn.Conv2D(1, 8, 3, rng=rng), xpcnn.BatchNorm2D(8), xpcnn.MaxPool2D(2), xpcnn.ReLU(),
+        xpcnn.Conv2D(1, 8, 3, bias=conv_bias, rng=rng), xpcnn.BatchNorm2D(8), xpcnn.MaxPool2D(2), xpcnn.ReLU(),
         xpcnn.Flatten(), xpcnn.Dropout(0.2, seed=3), xpcnn.Dense(8 * 13 * 13, 10, rng=rng),
     ])
 

@@ -1,4 +1,4 @@
-"""NumPy's fast paths (xpcnn/fast_numpy.py) give what the standard path gives, bit for bit."""
+"""NumPy's fast paths without numba (xpcnn/fast_numpy.py) give what the standard path gives, bit for bit."""
 
 from __future__ import annotations
 
@@ -11,21 +11,34 @@ from xpcnn.layers import pool, windows
 
 from .layers.test_windows import ADJOINT_CASES
 
+
+@pytest.fixture(autouse=True)
+def numpy_alone(monkeypatch):
+    """These fast paths, not the compiled ones that come first where numba is installed."""
+    monkeypatch.setenv("XPCNN_NUMBA", "0")
+
+
 # (kernel, stride, H, W): tiling windows (the fast path) and others (handed back).
 POOLS = [(2, 2, 8, 6), (3, 3, 9, 6), ((2, 3), (2, 3), 6, 9), (2, 2, 7, 9), (3, 2, 9, 9), (1, 1, 4, 4)]
 
 
-@pytest.mark.parametrize("with_nan", [False, True], ids=["finite", "nan"])
-@pytest.mark.parametrize("kernel, stride, h, w", POOLS, ids=str)
-def test_max_pool_is_the_standard_paths(monkeypatch, kernel, stride, h, w, with_nan):
+def pooling_case(kernel, stride, h, w, with_nan):
+    """A MaxPool2D, an input full of ties (and -inf; two NaNs in one window if asked) and
+    an output gradient."""
     rng = np.random.default_rng(0)
     x = np.round(rng.standard_normal((5, 3, h, w)) * 2).astype(np.float32) / 2  # many ties
     x[0, 0] = 1.0  # windows that tie everywhere
     x[2, 2] = -np.inf
     if with_nan:
-        x[1, 1, 0, 0] = np.nan
+        x[1, 1, 0, 0] = x[1, 1, 1, 1] = np.nan  # the first takes the gradient
     layer = xpcnn.MaxPool2D(kernel, stride)
-    dy = rng.standard_normal(layer.output_shape(x.shape)).astype(np.float32)
+    return layer, x, rng.standard_normal(layer.output_shape(x.shape)).astype(np.float32)
+
+
+@pytest.mark.parametrize("with_nan", [False, True], ids=["finite", "nan"])
+@pytest.mark.parametrize("kernel, stride, h, w", POOLS, ids=str)
+def test_max_pool_is_the_standard_paths(monkeypatch, kernel, stride, h, w, with_nan):
+    layer, x, dy = pooling_case(kernel, stride, h, w, with_nan)
     results = []
     for standard in ("1", "0"):
         monkeypatch.setenv("XPCNN_STANDARD_PATH", standard)

@@ -5,8 +5,9 @@ Array API namespace and a device. Everything else in xpcnn asks this module for
 namespaces, devices, dtypes and transfers, so layer math never branches on the library.
 (Initial values and dropout masks are drawn on the host: see `xpcnn.init`.) The fast
 paths live behind it too: a backend's faster equivalent of a standard-path function
-(`fast_path`; NumPy's in `xpcnn.fast_numpy`), recording device work as a CUDA graph
-(`record_graph`, used by `xpcnn.capture`) and running it on the right GPU (`on_device`).
+(`fast_path`; NumPy's in `xpcnn.fast_numba` and `xpcnn.fast_numpy`), recording device
+work as a CUDA graph (`record_graph`, used by `xpcnn.capture`) and running it on the
+right GPU (`on_device`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib
+import importlib.util
 import os
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -87,19 +89,34 @@ def backend_of(x: Any) -> str:
     raise TypeError(f"not an array of a supported backend: {type(x).__name__}")
 
 
-# The module holding each backend's fast paths: functions named like the standard-path
-# functions they replace, doing the same with what the standard lacks (NumPy's `out=`).
-FAST_PATHS = {"numpy": "xpcnn.fast_numpy"}
+# The modules holding each backend's fast paths, in order of preference, each with the
+# optional package it needs: functions named like the standard-path functions they
+# replace. xpcnn.fast_numba compiles kernels with numba (the `numba` extra); without it,
+# or with XPCNN_NUMBA=0, NumPy takes what xpcnn.fast_numpy does with NumPy alone.
+FAST_PATHS: dict[str, tuple[tuple[str, str | None], ...]] = {
+    "numpy": (("xpcnn.fast_numba", "numba"), ("xpcnn.fast_numpy", None)),
+}
+
+
+@functools.cache
+def _fast_modules(name: str) -> tuple[tuple[Any, str | None], ...]:
+    """Backend `name`'s fast-path modules whose package is installed, with its name."""
+    return tuple((importlib.import_module(module), needs) for module, needs in FAST_PATHS.get(name, ())
+                 if needs is None or importlib.util.find_spec(needs) is not None)
 
 
 def fast_path(standard: Callable[..., Any], x: Any) -> Callable[..., Any]:
     """The equivalent of `standard` that x's backend has on a fast path, else `standard`
     itself. Tests hold each fast path equal to its standard function; the environment
-    variable XPCNN_STANDARD_PATH=1 turns them all off."""
-    module = FAST_PATHS.get(backend_of(x))
-    if module is None or os.environ.get("XPCNN_STANDARD_PATH") == "1":
+    variable XPCNN_STANDARD_PATH=1 turns them all off, XPCNN_NUMBA=0 the compiled ones."""
+    if os.environ.get("XPCNN_STANDARD_PATH") == "1":
         return standard
-    return getattr(importlib.import_module(module), standard.__name__, standard)
+    for module, needs in _fast_modules(backend_of(x)):
+        if needs is not None and os.environ.get(f"XPCNN_{needs.upper()}") == "0":
+            continue
+        if hasattr(module, standard.__name__):
+            return getattr(module, standard.__name__)
+    return standard
 
 
 def device(name: str, spec: Any = None) -> Any:

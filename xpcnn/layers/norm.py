@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .. import capture, distributed, init
+from array_api_compat import array_namespace
+
+from .. import backend, capture, distributed, init
 from .base import Layer, Shape, integer, number
 from .windows import channel_rows, from_channel_rows
 
@@ -67,24 +69,14 @@ class BatchNorm2D(Layer):
             mean = xp.reshape(self.buffers["running_mean"], (c, 1))
             scale = gamma / xp.sqrt(xp.reshape(self.buffers["running_var"], (c, 1)) + self.eps)
             return from_channel_rows(rows * scale + (beta - mean * scale), shape)
-        # Statistics of the whole batch: in data-parallel training, summed over the
-        # processes that hold its other rows (see xpcnn.distributed).
         count = distributed.batch_rows(shape[0])[1] * shape[2] * shape[3]
         if count < 2:
             raise ValueError(f"{self!r}: training needs more than one value per channel, got shape {tuple(x.shape)}")
-        (total,) = distributed.batch_sum(xp.sum(rows, axis=1, keepdims=True))
-        mean = total / count
-        centred = rows - mean
-        # Two passes (mean, then squares of the centred values) stay accurate in float32
-        # when |mean| >> std. `sum` rather than `vecdot`: NumPy sums pairwise, while its
-        # float32 vecdot accumulates sequentially, 1e-5 off over 200,000 values.
-        (squares,) = distributed.batch_sum(xp.sum(centred * centred, axis=1, keepdims=True))
-        var = squares / count
-        inv_std = 1 / xp.sqrt(var + self.eps)
+        # Resolved together, so that the gradient reads what this forward saved.
+        forward, gradient = (backend.fast_path(f, x) for f in (normalise, normalise_gradient))
+        y, mean, var, saved = forward(rows, gamma, beta, count, self.eps)
         self._update_running(mean, var, count)
-        y = centred * (gamma * inv_std)  # = x_hat * gamma, without storing x_hat
-        y += beta
-        return self._save_for_backward(training, (centred, inv_std, count), from_channel_rows(y, shape))
+        return self._save_for_backward(training, (gradient, saved, count), from_channel_rows(y, shape))
 
     def _update_running(self, mean: Any, var: Any, count: int) -> None:
         """running = (1 - momentum) * running + momentum * batch (unbiased variance), in
@@ -101,22 +93,49 @@ class BatchNorm2D(Layer):
         self.batches_tracked += 1
 
     def backward(self, dy: Any) -> Any:
-        centred, inv_std, count = self._saved_for_backward(dy)
-        xp = self._namespace(dy)
-        c = centred.shape[0]
-        dy_rows = channel_rows(dy)
-        # This process's share of the gradients (the optimizer sums the shares of all)...
-        grad_bias = xp.sum(dy_rows, axis=1, keepdims=True)
-        grad_weight = xp.sum(dy_rows * centred, axis=1, keepdims=True) * inv_std  # sum(dy * x_hat)
+        gradient, saved, count = self._saved_for_backward(dy)
+        xp, c = self._namespace(dy), self.num_features
+        gamma = xp.reshape(self.params["weight"], (c, 1))
+        dx, grad_weight, grad_bias = gradient(channel_rows(dy), saved, gamma, count)
         self.grads = {"weight": xp.reshape(grad_weight, (c,)), "bias": xp.reshape(grad_bias, (c,))}
-        # ...while dx needs them over the whole batch: the statistics came from all of it.
-        grad_bias, grad_weight = distributed.batch_sum(grad_bias, grad_weight)
-        # d/dx of the normalisation: remove the gradient's mean and its component along
-        # x_hat, then scale: dx = gamma * inv_std * (dy - mean(dy) - x_hat * mean(dy * x_hat)),
-        # computed per channel as (dy - mean(dy)) * a + centred * b.
-        a = xp.reshape(self.params["weight"], (c, 1)) * inv_std
-        b = -a * inv_std * grad_weight / count
-        dx = dy_rows - grad_bias / count
-        dx *= a
-        dx += centred * b
         return from_channel_rows(dx, tuple(dy.shape))
+
+
+def normalise(rows: Any, gamma: Any, beta: Any, count: int, eps: float) -> tuple[Any, Any, Any, Any]:
+    """Batch norm of channel rows (C, M) with the statistics of the whole batch (`count`
+    values per channel, summed over the processes that hold its other rows: see
+    xpcnn.distributed): y (C, M), the batch's mean and biased variance (C, 1), and what
+    normalise_gradient reads."""
+    xp = array_namespace(rows)
+    (total,) = distributed.batch_sum(xp.sum(rows, axis=1, keepdims=True))
+    mean = total / count
+    centred = rows - mean
+    # Two passes (mean, then squares of the centred values) stay accurate in float32
+    # when |mean| >> std. `sum` rather than `vecdot`: NumPy sums pairwise, while its
+    # float32 vecdot accumulates sequentially, 1e-5 off over 200,000 values.
+    (squares,) = distributed.batch_sum(xp.sum(centred * centred, axis=1, keepdims=True))
+    var = squares / count
+    inv_std = 1 / xp.sqrt(var + eps)
+    y = centred * (gamma * inv_std)  # = x_hat * gamma, without storing x_hat
+    y += beta
+    return y, mean, var, (centred, inv_std)
+
+
+def normalise_gradient(dy_rows: Any, saved: Any, gamma: Any, count: int) -> tuple[Any, Any, Any]:
+    """dx (C, M) from dy (C, M) and what `normalise` saved, and this process's share of
+    the gradients of gamma and beta (C, 1): the optimizer sums the shares of all."""
+    centred, inv_std = saved
+    xp = array_namespace(dy_rows)
+    grad_bias = xp.sum(dy_rows, axis=1, keepdims=True)
+    grad_weight = xp.sum(dy_rows * centred, axis=1, keepdims=True) * inv_std  # sum(dy * x_hat)
+    # dx needs the gradients over the whole batch: the statistics came from all of it.
+    total_bias, total_weight = distributed.batch_sum(grad_bias, grad_weight)
+    # d/dx of the normalisation: remove the gradient's mean and its component along
+    # x_hat, then scale: dx = gamma * inv_std * (dy - mean(dy) - x_hat * mean(dy * x_hat)),
+    # computed per channel as (dy - mean(dy)) * a + centred * b.
+    a = gamma * inv_std
+    b = -a * inv_std * total_weight / count
+    dx = dy_rows - total_bias / count
+    dx *= a
+    dx += centred * b
+    return dx, grad_weight, grad_bias

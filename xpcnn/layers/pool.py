@@ -8,7 +8,7 @@ from array_api_compat import array_namespace, device
 
 from .. import backend
 from .base import Layer, Shape, pair
-from .windows import batch_innermost, output_size, tap, tap_index, tap_slice, to_nchw, zeros_nchw
+from .windows import Pair, batch_innermost, output_size, tap, tap_index, tap_slice, to_nchw, zeros_nchw
 
 
 class _Pool2D(Layer):
@@ -51,27 +51,41 @@ class MaxPool2D(_Pool2D):
     the gradient; of two NaNs in one window the first does (PyTorch: the last)."""
 
     def forward(self, x: Any, training: bool = True) -> Any:
-        xp = self._namespace(x)
-        n, c, ho, wo = self.output_shape(x.shape)
-        (kh, kw), (sh, sw) = self.kernel_size, self.stride
-        x4 = batch_innermost(x)  # (C, H, W, N)
-        columns = _max_along(x4, 2, kw, sw, wo)  # (C, H, Wo, N): the max over each window's columns
-        y4 = _max_along(columns, 1, kh, sh, ho)  # (C, Ho, Wo, N)
-        if kh == kw == 1:  # both sweeps were views of x
-            y4 = xp.asarray(y4, copy=True)
-        if not training:
-            return to_nchw(y4)
-        # Where the maxima are, found now, while x and the sweeps are fresh in the cache:
-        # backward reads these masks instead of x, the column maxima and y again.
-        masks = backend.fast_path(sweep_masks, x)(x4, columns, y4, self.kernel_size, self.stride)
-        return self._save_for_backward(training, masks, to_nchw(y4))
+        self._namespace(x)
+        out_hw = self.output_shape(x.shape)[2:]
+        # Resolved together, so that the gradient reads what this forward saved.
+        forward, gradient = (backend.fast_path(f, x) for f in (max_pool, max_pool_gradient))
+        y4, saved = forward(batch_innermost(x), self.kernel_size, self.stride, out_hw, training)
+        return self._save_for_backward(training, (gradient, saved), to_nchw(y4))
 
     def backward(self, dy: Any) -> Any:
-        (x4_shape, in_columns), (columns_shape, in_rows) = self._saved_for_backward(dy)
-        (kh, kw), (sh, sw) = self.kernel_size, self.stride
-        route = backend.fast_path(route_to_first_maxima, dy)
-        dcolumns = route(batch_innermost(dy), in_rows, columns_shape, 1, kh, sh)
-        return to_nchw(route(dcolumns, in_columns, x4_shape, 2, kw, sw))
+        gradient, saved = self._saved_for_backward(dy)
+        return to_nchw(gradient(batch_innermost(dy), saved, self.kernel_size, self.stride))
+
+
+def max_pool(x4: Any, kernel: Pair, stride: Pair, out_hw: Pair, training: bool) -> tuple[Any, Any]:
+    """y4 (C, Ho, Wo, N), the max over each window of x4 (C, H, W, N), and what
+    max_pool_gradient reads (None unless training)."""
+    xp = array_namespace(x4)
+    (kh, kw), (sh, sw), (ho, wo) = kernel, stride, out_hw
+    columns = _max_along(x4, 2, kw, sw, wo)  # (C, H, Wo, N): the max over each window's columns
+    y4 = _max_along(columns, 1, kh, sh, ho)  # (C, Ho, Wo, N)
+    if kh == kw == 1:  # both sweeps were views of x
+        y4 = xp.asarray(y4, copy=True)
+    if not training:
+        return y4, None
+    # Where the maxima are, found now, while x and the sweeps are fresh in the cache:
+    # backward reads these masks instead of x, the column maxima and y again.
+    return y4, backend.fast_path(sweep_masks, x4)(x4, columns, y4, kernel, stride)
+
+
+def max_pool_gradient(dy4: Any, saved: Any, kernel: Pair, stride: Pair) -> Any:
+    """dx4 (C, H, W, N) from dy4 (C, Ho, Wo, N): each window's gradient to its first maximum."""
+    (x4_shape, in_columns), (columns_shape, in_rows) = saved
+    (kh, kw), (sh, sw) = kernel, stride
+    route = backend.fast_path(route_to_first_maxima, dy4)
+    dcolumns = route(dy4, in_rows, columns_shape, 1, kh, sh)
+    return route(dcolumns, in_columns, x4_shape, 2, kw, sw)
 
 
 def taps_along(axis: int, k: int, stride: int, out: int) -> list[tuple[slice, ...]]:

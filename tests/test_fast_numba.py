@@ -1,0 +1,99 @@
+"""NumPy's compiled fast paths (xpcnn/fast_numba.py) give what the standard path gives: max
+pooling bit for bit where windows tile, batch norm to float32 rounding (its sums run in
+another order, in float64)."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+import xpcnn
+from xpcnn import backend
+from xpcnn.layers import norm, pool
+
+from .test_fast_numpy import POOLS, pooling_case
+
+if os.environ.get("CI"):
+    import numba  # noqa: F401  (CI installs the test extra, numba with it: fail, do not skip)
+fast_numba = pytest.importorskip("xpcnn.fast_numba")
+
+
+def both_paths(monkeypatch, run):
+    """run() on the standard path, then on the compiled fast paths."""
+    results = []
+    for standard in ("1", "0"):
+        monkeypatch.setenv("XPCNN_STANDARD_PATH", standard)
+        results.append(run())
+    return results
+
+
+@pytest.mark.parametrize("with_nan", [False, True], ids=["finite", "nan"])
+@pytest.mark.parametrize("kernel, stride, h, w", POOLS, ids=str)
+def test_max_pool_is_the_standard_paths(monkeypatch, kernel, stride, h, w, with_nan):
+    layer, x, dy = pooling_case(kernel, stride, h, w, with_nan)
+    reference, fast = both_paths(monkeypatch, lambda: (layer.forward(x), layer.backward(dy)))
+    np.testing.assert_array_equal(fast[0], reference[0])
+    tiling = all(pool.windows_tile(k, s, o, n) for k, s, o, n in
+                 zip(layer.kernel_size, layer.stride, dy.shape[2:], x.shape[2:]))
+    if tiling:
+        np.testing.assert_array_equal(fast[1], reference[1])
+    else:  # a value in several windows sums their gradients in another order
+        np.testing.assert_allclose(fast[1], reference[1], rtol=1e-6, atol=1e-6)
+
+
+def test_max_pool_takes_the_first_maximum_in_row_major_order():
+    x4 = np.array([[1, 3], [3, 3]], dtype=np.float32).reshape(1, 2, 2, 1)
+    y4, (_, where) = fast_numba.max_pool(x4, (2, 2), (2, 2), (1, 1), training=True)
+    assert y4.item() == 3 and where.item() == 1
+    dx4 = fast_numba.max_pool_gradient(np.full((1, 1, 1, 1), 2.0, np.float32), (x4.shape, where), (2, 2), (2, 2))
+    assert dx4.reshape(2, 2).tolist() == [[0, 2], [0, 0]]
+
+
+def test_max_pool_in_inference_saves_nothing():
+    x4 = np.zeros((1, 4, 4, 2), np.float32)
+    assert fast_numba.max_pool(x4, (2, 2), (2, 2), (2, 2), training=False)[1] is None
+
+
+@pytest.mark.parametrize("dtype, tol", [("float32", 2e-6), ("float64", 1e-13)])
+@pytest.mark.parametrize("shape", [(4, 3, 5, 5), (2, 16, 6, 6), (64, 2, 1, 2)], ids=str)
+def test_batch_norm_is_the_standard_paths(monkeypatch, dtype, tol, shape):
+    rng = np.random.default_rng(1)
+    x = (rng.standard_normal(shape) * 3 + 100).astype(dtype)  # |mean| >> std: the centred sums must stay accurate
+    dy = rng.standard_normal(shape).astype(dtype)
+    weight, bias = rng.uniform(0.5, 2, shape[1]).astype(dtype), rng.standard_normal(shape[1]).astype(dtype)
+
+    def run():
+        layer = xpcnn.BatchNorm2D(shape[1]).to("numpy", None, dtype)
+        layer.params.update(weight=weight, bias=bias)
+        y = layer.forward(x)
+        return y, layer.backward(dy), layer.grads, layer.buffers
+
+    reference, fast = both_paths(monkeypatch, run)
+    for name, got, want in [("y", fast[0], reference[0]), ("dx", fast[1], reference[1]),
+                            *((f"grad {k}", fast[2][k], v) for k, v in reference[2].items())]:
+        scale = np.max(np.abs(want))
+        assert np.max(np.abs(got - want)) <= tol * scale, name
+    for k, v in reference[3].items():  # the running statistics
+        np.testing.assert_allclose(fast[3][k], v, rtol=tol)
+
+
+def test_batch_norm_fast_and_standard_functions_pair_up(monkeypatch):
+    """A backward reads what its own forward saved, even if the paths changed in between."""
+    x = np.random.default_rng(2).standard_normal((3, 2, 4, 4)).astype(np.float32)
+    layer = xpcnn.BatchNorm2D(2)
+    monkeypatch.setenv("XPCNN_STANDARD_PATH", "0")
+    layer.forward(x)
+    monkeypatch.setenv("XPCNN_STANDARD_PATH", "1")
+    layer.backward(np.ones_like(x))  # the standard gradient would unpack (centred, inv_std)
+    assert backend.fast_path(norm.normalise, x) is norm.normalise
+
+
+def test_numpy_takes_the_compiled_paths_first(monkeypatch):
+    monkeypatch.delenv("XPCNN_STANDARD_PATH", raising=False)
+    x = np.zeros(1)
+    assert backend.fast_path(norm.normalise, x) is fast_numba.normalise
+    assert backend.fast_path(pool.max_pool, x) is fast_numba.max_pool
+    monkeypatch.setenv("XPCNN_NUMBA", "0")
+    assert backend.fast_path(norm.normalise, x) is norm.normalise
