@@ -1,6 +1,6 @@
-"""NumPy's compiled fast paths (xpcnn/fast_numba.py) give what the standard path gives: max
-pooling bit for bit where windows tile, batch norm to float32 rounding (its sums run in
-another order, in float64)."""
+"""NumPy's compiled fast paths (xpcnn/fast_numba.py) give what the standard path gives: col2im
+bit for bit, max pooling too where windows tile, batch norm to float32 rounding (its sums
+run in another order, in float64)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ import pytest
 
 import xpcnn
 from xpcnn import backend
-from xpcnn.layers import norm, pool
+from xpcnn.layers import norm, pool, windows
 
+from .layers.test_windows import ADJOINT_CASES
 from .test_fast_numpy import POOLS, pooling_case
 
 if os.environ.get("CI"):
@@ -90,10 +91,22 @@ def test_batch_norm_fast_and_standard_functions_pair_up(monkeypatch):
     assert backend.fast_path(norm.normalise, x) is norm.normalise
 
 
+@pytest.mark.parametrize("kernel, stride, padding, h, w", ADJOINT_CASES, ids=str)
+def test_col2im_is_the_standard_paths(monkeypatch, kernel, stride, padding, h, w):
+    n, c = 3, 4
+    (kh, kw), (sh, sw), (top, bottom, left, right) = kernel, stride, padding
+    out_hw = (windows.output_size(h, kh, sh, top + bottom), windows.output_size(w, kw, sw, left + right))
+    cols = np.random.default_rng(3).standard_normal((c * kh * kw, out_hw[0] * out_hw[1] * n)).astype(np.float32)
+    reference, fast = both_paths(monkeypatch, lambda: windows.col2im(cols, (n, c, h, w), kernel, stride, padding,
+                                                                     out_hw))
+    np.testing.assert_array_equal(fast, reference)
+
+
 def test_numpy_takes_the_compiled_paths_first(monkeypatch):
     monkeypatch.delenv("XPCNN_STANDARD_PATH", raising=False)
     x = np.zeros(1)
     assert backend.fast_path(norm.normalise, x) is fast_numba.normalise
     assert backend.fast_path(pool.max_pool, x) is fast_numba.max_pool
+    assert backend.fast_path(windows.fold, x) is fast_numba.fold
     monkeypatch.setenv("XPCNN_NUMBA", "0")
     assert backend.fast_path(norm.normalise, x) is norm.normalise

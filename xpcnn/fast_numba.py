@@ -1,14 +1,14 @@
 """NumPy's compiled fast paths (see backend.fast_path), for when numba is installed (the
-`numba` extra): batch norm and max pooling as loops that read each value once or twice,
-where array operations take a pass over memory for every step of the formula (batch norm's
-forward made five, its backward nine). Each function is named like the standard-path
+`numba` extra): batch norm, max pooling and col2im as loops that read each value once or
+twice, where array operations take a pass over memory for every step of the formula (batch
+norm's forward made five, its backward nine). Each function is named like the standard-path
 function it replaces and takes and returns the same.
 
 The kernels release the GIL, so worker threads run them at once, and compile on first
 use (a second or two), cached on disk for the next process. Sums accumulate in float64,
 in an order of the compiler's choosing but the same on every run of one machine:
-tests/test_fast_numba.py holds each function to its standard path, max pooling bit for
-bit, batch norm to float32 rounding.
+tests/test_fast_numba.py holds each function to its standard path, max pooling and col2im
+bit for bit, batch norm to float32 rounding.
 """
 
 from __future__ import annotations
@@ -165,3 +165,30 @@ def max_pool_gradient(dy4: np.ndarray, saved: Any, kernel: tuple[int, int], stri
     dx4 = np.zeros(x4_shape, dtype=dy4.dtype)
     _route_to_maxima(np.ascontiguousarray(dy4), where, *kernel, *stride, dx4)
     return dx4
+
+
+@_kernel
+def _fold(cols6: np.ndarray, sh: int, sw: int, top: int, left: int, dx4: np.ndarray) -> None:
+    """Add cols6 (C, kh, kw, Ho, Wo, N) into dx4 (C, H, W, N) where im2col read them."""
+    h_in, w_in = dx4.shape[1], dx4.shape[2]
+    for c in range(cols6.shape[0]):
+        for i in range(cols6.shape[1]):
+            for j in range(cols6.shape[2]):
+                for oh in range(cols6.shape[3]):
+                    h = oh * sh + i - top
+                    if not 0 <= h < h_in:  # a row of padding
+                        continue
+                    for ow in range(cols6.shape[4]):
+                        w = ow * sw + j - left
+                        if 0 <= w < w_in:
+                            into, tap = dx4[c, h, w], cols6[c, i, j, oh, ow]
+                            for n in range(tap.shape[0]):
+                                into[n] += tap[n]
+
+
+def fold(cols6: np.ndarray, dx4: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int],
+         padding: tuple[int, int, int, int], out_hw: tuple[int, int]) -> None:
+    """windows.fold one channel at a time, which stays in cache while all its taps are
+    added: the same additions in the same order, bit for bit."""
+    (sh, sw), (top, _, left, _) = stride, padding
+    _fold(np.ascontiguousarray(cols6), sh, sw, top, left, dx4)
