@@ -1,6 +1,6 @@
 """NumPy's compiled fast paths (xpcnn/fast_numba.py) give what the standard path gives: col2im
-bit for bit, max pooling too where windows tile, batch norm to float32 rounding (its sums
-run in another order, in float64)."""
+and Adam bit for bit, max pooling too where windows tile, batch norm to float32 rounding
+(its sums run in another order, in float64)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import xpcnn
-from xpcnn import backend
+from xpcnn import backend, optim
 from xpcnn.layers import norm, pool, windows
 
 from .layers.test_windows import ADJOINT_CASES
@@ -102,11 +102,28 @@ def test_col2im_is_the_standard_paths(monkeypatch, kernel, stride, padding, h, w
     np.testing.assert_array_equal(fast, reference)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("decay", [None, "l2", "decoupled"])
+@pytest.mark.parametrize("order", ["C", "F"], ids=["c-order", "fortran-order"])
+def test_adam_update_is_the_standard_paths(dtype, decay, order):
+    rng = np.random.default_rng(4)
+    param, grad, m, v = (np.asarray(rng.standard_normal((6, 5)), dtype=dtype, order=order) for _ in range(4))
+    v = np.abs(v)
+    coefficients = list(np.asarray([0.9, 0.1, 0.999, 1e-3, 0.3, 1e-2, 1e-8, 5e-3, 0.99995], dtype=dtype))
+    states = [[a.copy(order="K") for a in (param, grad, m, v)] for _ in range(2)]
+    for _ in range(3):
+        optim.adam_update(*states[0], coefficients, decay)
+        fast_numba.adam_update(*states[1], coefficients, decay)
+    for fast, reference in zip(states[1], states[0]):
+        np.testing.assert_array_equal(fast, reference)
+
+
 def test_numpy_takes_the_compiled_paths_first(monkeypatch):
     monkeypatch.delenv("XPCNN_STANDARD_PATH", raising=False)
     x = np.zeros(1)
     assert backend.fast_path(norm.normalise, x) is fast_numba.normalise
     assert backend.fast_path(pool.max_pool, x) is fast_numba.max_pool
     assert backend.fast_path(windows.fold, x) is fast_numba.fold
+    assert backend.fast_path(optim.adam_update, x) is fast_numba.adam_update
     monkeypatch.setenv("XPCNN_NUMBA", "0")
     assert backend.fast_path(norm.normalise, x) is norm.normalise

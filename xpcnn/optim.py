@@ -368,24 +368,9 @@ class Adam(Optimizer):
                 self.weight_decay, 1 - lr * self.weight_decay]
 
     def _update(self, param: Any, grad: Any, state: dict[str, Any], coefficients: list[Any]) -> None:
-        xp = array_namespace(param)
-        beta1, rest1, beta2, rest2, correction2, step_size, eps, decay, shrink = coefficients
-        if self.weight_decay:
-            if self.decoupled:
-                param *= shrink
-            else:
-                grad = grad + decay * param
-        m, v = state["exp_avg"], state["exp_avg_sq"]
-        m *= beta1
-        m += rest1 * grad
-        v *= beta2
-        v += rest2 * (grad * grad)
-        denominator = xp.sqrt(v)  # / correction2 + eps, in place: fewer temporary arrays
-        denominator /= correction2
-        denominator += eps
-        update = m / denominator
-        update *= step_size
-        param -= update
+        decay = ("decoupled" if self.decoupled else "l2") if self.weight_decay else None
+        update = backend.fast_path(adam_update, param)
+        update(param, grad, state["exp_avg"], state["exp_avg_sq"], coefficients, decay)
 
     def config(self) -> dict[str, Any]:
         return {**super().config(), "betas": list(self.betas), "eps": self.eps}
@@ -399,6 +384,28 @@ class AdamW(Adam):
     def __init__(self, model: Sequential, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 1e-2, schedule: Schedule | None = None) -> None:
         super().__init__(model, lr, betas, eps, weight_decay, schedule)
+
+
+def adam_update(param: Any, grad: Any, m: Any, v: Any, coefficients: list[Any], decay: str | None) -> None:
+    """One Adam step of `param` and its moments m, v, in place; `coefficients` are
+    Adam._coefficients(lr). decay: "l2" adds weight_decay * param to the gradient (Adam),
+    "decoupled" shrinks param by 1 - lr * weight_decay first (AdamW), None neither."""
+    xp = array_namespace(param)
+    beta1, rest1, beta2, rest2, correction2, step_size, eps, rate, shrink = coefficients
+    if decay == "decoupled":
+        param *= shrink
+    elif decay == "l2":
+        grad = grad + rate * param
+    m *= beta1
+    m += rest1 * grad
+    v *= beta2
+    v += rest2 * (grad * grad)
+    denominator = xp.sqrt(v)  # / correction2 + eps, in place: fewer temporary arrays
+    denominator /= correction2
+    denominator += eps
+    update = m / denominator
+    update *= step_size
+    param -= update
 
 
 OPTIMIZERS: dict[str, type[Optimizer]] = {"sgd": SGD, "adam": Adam, "adamw": AdamW}
