@@ -1,5 +1,5 @@
-"""NumPy's compiled fast paths (xpcnn/fast_numba.py) give what the standard path gives: col2im
-and Adam bit for bit, max pooling too where windows tile, batch norm to float32 rounding
+"""NumPy's compiled fast paths (xpcnn/fast_numba.py) give what the standard path gives: im2col,
+col2im and Adam bit for bit, max pooling too where windows tile, batch norm to float32 rounding
 (its sums run in another order, in float64)."""
 
 from __future__ import annotations
@@ -92,11 +92,17 @@ def test_batch_norm_fast_and_standard_functions_pair_up(monkeypatch):
 
 
 @pytest.mark.parametrize("kernel, stride, padding, h, w", ADJOINT_CASES, ids=str)
-def test_col2im_is_the_standard_paths(monkeypatch, kernel, stride, padding, h, w):
+def test_im2col_and_col2im_are_the_standard_paths(monkeypatch, kernel, stride, padding, h, w):
     n, c = 3, 4
     (kh, kw), (sh, sw), (top, bottom, left, right) = kernel, stride, padding
     out_hw = (windows.output_size(h, kh, sh, top + bottom), windows.output_size(w, kw, sw, left + right))
-    cols = np.random.default_rng(3).standard_normal((c * kh * kw, out_hw[0] * out_hw[1] * n)).astype(np.float32)
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    shape = (c, kh, kw, *out_hw, n)
+    standard = windows.im2col(x, kernel, stride, padding, out_hw, np.zeros(shape, np.float32))
+    fast = fast_numba.im2col(x, kernel, stride, padding, out_hw, np.full(shape, np.nan, np.float32))
+    np.testing.assert_array_equal(fast, standard)  # the padding written, not left as it was
+    cols = rng.standard_normal((c * kh * kw, out_hw[0] * out_hw[1] * n)).astype(np.float32)
     reference, fast = both_paths(monkeypatch, lambda: windows.col2im(cols, (n, c, h, w), kernel, stride, padding,
                                                                      out_hw))
     np.testing.assert_array_equal(fast, reference)
@@ -124,6 +130,7 @@ def test_numpy_takes_the_compiled_paths_first(monkeypatch):
     assert backend.fast_path(norm.normalise, x) is fast_numba.normalise
     assert backend.fast_path(pool.max_pool, x) is fast_numba.max_pool
     assert backend.fast_path(windows.fold, x) is fast_numba.fold
+    assert backend.fast_path(windows.im2col, x) is fast_numba.im2col
     assert backend.fast_path(optim.adam_update, x) is fast_numba.adam_update
     monkeypatch.setenv("XPCNN_NUMBA", "0")
     assert backend.fast_path(norm.normalise, x) is norm.normalise

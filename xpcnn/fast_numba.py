@@ -1,5 +1,5 @@
 """NumPy's compiled fast paths (see backend.fast_path), for when numba is installed (the
-`numba` extra): batch norm, max pooling, col2im and Adam's update as loops that read each value once or
+`numba` extra): batch norm, max pooling, im2col, col2im and Adam's update as loops that read each value once or
 twice, where array operations take a pass over memory for every step of the formula (batch
 norm's forward made five, its backward nine). Each function is named like the standard-path
 function it replaces and takes and returns the same.
@@ -7,8 +7,8 @@ function it replaces and takes and returns the same.
 The kernels release the GIL, so worker threads run them at once, and compile on first
 use (a second or two), cached on disk for the next process. Sums accumulate in float64,
 in an order of the compiler's choosing but the same on every run of one machine:
-tests/test_fast_numba.py holds each function to its standard path, max pooling, col2im and
-Adam bit for bit, batch norm to float32 rounding.
+tests/test_fast_numba.py holds each function to its standard path, max pooling, im2col,
+col2im and Adam bit for bit, batch norm to float32 rounding.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import numba
 import numpy as np
 
 from . import distributed, optim
-from .layers import pool
+from .layers import pool, windows
 
 # reassoc lets the compiler split a sum over SIMD lanes: 4x faster than one running sum.
 _kernel = numba.njit(nogil=True, cache=True)
@@ -171,6 +171,34 @@ def max_pool_gradient(dy4: np.ndarray, saved: Any, kernel: tuple[int, int], stri
     dx4 = (np.empty if tiling else np.zeros)(x4_shape, dtype=dy4.dtype)
     _route_to_maxima(np.ascontiguousarray(dy4), where, *kernel, *stride, tiling, dx4)
     return dx4
+
+
+@_kernel
+def _im2col(x4: np.ndarray, sh: int, sw: int, top: int, left: int, cols6: np.ndarray) -> None:
+    """cols6 (C, kh, kw, Ho, Wo, N) = the windows of x4 (C, H, W, N), zeros where they
+    reach into the padding."""
+    h_in, w_in = x4.shape[1], x4.shape[2]
+    for c in range(cols6.shape[0]):
+        for i in range(cols6.shape[1]):
+            for j in range(cols6.shape[2]):
+                for oh in range(cols6.shape[3]):
+                    h = oh * sh + i - top
+                    for ow in range(cols6.shape[4]):
+                        w = ow * sw + j - left
+                        if 0 <= h < h_in and 0 <= w < w_in:
+                            for n in range(cols6.shape[5]):
+                                cols6[c, i, j, oh, ow, n] = x4[c, h, w, n]
+                        else:  # padding
+                            for n in range(cols6.shape[5]):
+                                cols6[c, i, j, oh, ow, n] = 0
+
+
+def im2col(x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int], padding: tuple[int, int, int, int],
+           out_hw: tuple[int, int], buffer: np.ndarray) -> np.ndarray:
+    """windows.im2col writing each value of the buffer once, its padding too."""
+    (sh, sw), (top, _, left, _) = stride, padding
+    _im2col(np.ascontiguousarray(windows.batch_innermost(x)), sh, sw, top, left, buffer)
+    return buffer
 
 
 @_kernel
