@@ -83,3 +83,13 @@ def test_only_torch_on_cuda_records_graphs(target):
     if target != ("torch", "cuda"):
         with pytest.raises(ValueError, match="CUDA graphs need PyTorch on a CUDA device"), backend.record_graph(array):
             pass
+
+
+def test_fast_paths_follow_the_environment(monkeypatch):
+    monkeypatch.delenv("XPCNN_STANDARD_PATH", raising=False)
+    monkeypatch.setenv("XPCNN_NUMBA", "0")
+    assert backend.fast_paths("numpy") == ["xpcnn.fast_numpy"]
+    monkeypatch.setenv("XPCNN_STANDARD_PATH", "1")
+    assert backend.fast_paths("numpy") == []
+    monkeypatch.delenv("XPCNN_STANDARD_PATH")
+    assert backend.fast_paths("torch") == backend.fast_paths("array_api_strict") == []

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from xpcnn import backend
+from xpcnn import backend, machine
 from xpcnn.backend import to_numpy
 from xpcnn.checkpoint import load_checkpoint
 from xpcnn.datasets import MNIST, load_bundled, normalize
@@ -54,6 +54,7 @@ def test_train_end_to_end(run):
     assert {"checkpoint.npz", "metrics.jsonl", "summary.json"} <= files
     summary = json.loads((tmp / "run" / "summary.json").read_text())
     assert summary["model"] == "tutorial" and summary["train_images"] == 1350 and summary["test_accuracy"] > 0.5
+    assert summary["fast_paths"] == machine.numpy_fast_paths()  # batch norm's last bits depend on them
     row = json.loads((tmp / "run" / "metrics.jsonl").read_text().splitlines()[0])
     assert {"train_loss", "val_accuracy"} <= set(row)
     if "plots:" in result.stderr:

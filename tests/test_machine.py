@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import platform
 import subprocess
 import sys
@@ -16,6 +17,19 @@ def test_report_names_processor_backends_and_blas():
     assert lines[0].startswith("xpcnn ") and lines[1].startswith("machine: ") and "cores" in lines[1]
     assert any(line.startswith("backend numpy: usable; devices (dtypes): cpu (float32, float64)") for line in lines)
     assert all("None" not in line and "?" not in line for line in lines if line.startswith("BLAS: "))
+    assert f"NumPy's fast paths: {machine.numpy_fast_paths()}" in lines
+
+
+def test_the_fast_paths_numpy_takes_are_named(monkeypatch):
+    monkeypatch.delenv("XPCNN_STANDARD_PATH", raising=False)
+    monkeypatch.setenv("XPCNN_NUMBA", "0")
+    assert machine.numpy_fast_paths().startswith("xpcnn.fast_numpy (")
+    monkeypatch.setenv("XPCNN_STANDARD_PATH", "1")
+    assert machine.numpy_fast_paths() == "none (XPCNN_STANDARD_PATH=1)"
+    if importlib.util.find_spec("numba") is not None:
+        monkeypatch.delenv("XPCNN_STANDARD_PATH")
+        monkeypatch.delenv("XPCNN_NUMBA")
+        assert machine.numpy_fast_paths().startswith("compiled (numba ")
 
 
 def test_dtypes_are_those_each_device_has():

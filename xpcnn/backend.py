@@ -105,17 +105,24 @@ def _fast_modules(name: str) -> tuple[tuple[Any, str | None], ...]:
                  if needs is None or importlib.util.find_spec(needs) is not None)
 
 
+def fast_paths(name: str) -> list[str]:
+    """The fast-path modules backend `name` takes here, in order of preference (none
+    with XPCNN_STANDARD_PATH=1, none compiled with XPCNN_NUMBA=0, which the environment
+    variables decide at each call)."""
+    if os.environ.get("XPCNN_STANDARD_PATH") == "1":
+        return []
+    return [module.__name__ for module, needs in _fast_modules(name)
+            if needs is None or os.environ.get(f"XPCNN_{needs.upper()}") != "0"]
+
+
 def fast_path(standard: Callable[..., Any], x: Any) -> Callable[..., Any]:
     """The equivalent of `standard` that x's backend has on a fast path, else `standard`
     itself. Tests hold each fast path equal to its standard function; the environment
     variable XPCNN_STANDARD_PATH=1 turns them all off, XPCNN_NUMBA=0 the compiled ones."""
-    if os.environ.get("XPCNN_STANDARD_PATH") == "1":
-        return standard
-    for module, needs in _fast_modules(backend_of(x)):
-        if needs is not None and os.environ.get(f"XPCNN_{needs.upper()}") == "0":
-            continue
-        if hasattr(module, standard.__name__):
-            return getattr(module, standard.__name__)
+    for name in fast_paths(backend_of(x)):
+        found = getattr(importlib.import_module(name), standard.__name__, None)
+        if found is not None:
+            return found
     return standard
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import importlib.metadata
 import importlib.util
 import os
 import platform
@@ -128,8 +129,21 @@ def report() -> list[str]:
     else:
         lines.append("training on NumPy: 1 worker thread" + ("" if can_limit_blas() else
                      " (pip install 'xpcnn[threads]' lets lenet and fast use 2)"))
+    lines.append(f"NumPy's fast paths: {numpy_fast_paths()}")
     lines.append(f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}")
     return lines
+
+
+def numpy_fast_paths() -> str:
+    """Which fast paths NumPy takes here (see backend.fast_path), for `xpcnn info` and run
+    summaries: batch norm's float32 results differ in the last bits between them."""
+    modules = backend.fast_paths("numpy")
+    if not modules:
+        return "none (XPCNN_STANDARD_PATH=1)"
+    if "xpcnn.fast_numba" in modules:
+        return f"compiled (numba {importlib.metadata.version('numba')}), then {', '.join(modules[1:])}"
+    hint = "XPCNN_NUMBA=0" if importlib.util.find_spec("numba") else "pip install 'xpcnn[numba]' compiles them"
+    return f"{', '.join(modules)} ({hint})"
 
 
 def cuda() -> list[str]:

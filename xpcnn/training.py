@@ -321,6 +321,7 @@ class Trainer:
             "train_seconds": sum(row["seconds"] for row in self.history),
             "backend": model.backend, "device": str(model.device), "dtype": model.dtype,
             "processes": self.comm.size, "workers": self.workers,
+            **({"fast_paths": machine.numpy_fast_paths()} if model.backend == "numpy" else {}),
             "machine": machine.cpu(), "xpcnn": __version__, "date": time.strftime("%Y-%m-%d"),
         }
 
