@@ -93,3 +93,18 @@ def test_fast_paths_follow_the_environment(monkeypatch):
     assert backend.fast_paths("numpy") == []
     monkeypatch.delenv("XPCNN_STANDARD_PATH")
     assert backend.fast_paths("torch") == backend.fast_paths("array_api_strict") == []
+
+
+def test_a_fast_path_whose_package_fails_to_import_is_skipped_with_a_warning(monkeypatch, tmp_path):
+    (tmp_path / "broken_accelerator").mkdir()
+    (tmp_path / "broken_accelerator" / "__init__.py").write_text('raise ImportError("needs NumPy 1.x")\n')
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delenv("XPCNN_STANDARD_PATH", raising=False)
+    monkeypatch.setitem(backend.FAST_PATHS, "numpy", (("xpcnn.fast_numba", "broken_accelerator"),
+                                                      ("xpcnn.fast_numpy", None)))
+    backend._importable.cache_clear()
+    try:
+        with pytest.warns(RuntimeWarning, match="broken_accelerator is installed but does not import .*needs NumPy"):
+            assert backend.fast_paths("numpy") == ["xpcnn.fast_numpy"]
+    finally:
+        backend._importable.cache_clear()

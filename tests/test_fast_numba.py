@@ -134,3 +134,11 @@ def test_numpy_takes_the_compiled_paths_first(monkeypatch):
     assert backend.fast_path(optim.adam_update, x) is fast_numba.adam_update
     monkeypatch.setenv("XPCNN_NUMBA", "0")
     assert backend.fast_path(norm.normalise, x) is norm.normalise
+
+
+def test_kernels_compile_without_a_cache_where_numba_has_no_place_for_one():
+    source = {}
+    exec("def twice(x):\n    return 2 * x\n", source)  # no file: numba finds nowhere to cache it
+    with pytest.warns(RuntimeWarning, match="compiled anew by each process"):
+        twice = fast_numba._compiled()(source["twice"])
+    assert twice(3) == 6

@@ -17,6 +17,7 @@ import functools
 import importlib
 import importlib.util
 import os
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -99,20 +100,42 @@ FAST_PATHS: dict[str, tuple[tuple[str, str | None], ...]] = {
 
 
 @functools.cache
-def _fast_modules(name: str) -> tuple[tuple[Any, str | None], ...]:
-    """Backend `name`'s fast-path modules whose package is installed, with its name."""
-    return tuple((importlib.import_module(module), needs) for module, needs in FAST_PATHS.get(name, ())
-                 if needs is None or importlib.util.find_spec(needs) is not None)
+def _importable(module: str, needs: str | None) -> bool:
+    """Whether fast-path `module` can be used: the package it needs is installed and
+    imports (a numba too old for this NumPy refuses to: a warning says so, once)."""
+    if needs is not None:
+        if importlib.util.find_spec(needs) is None:
+            return False
+        try:
+            importlib.import_module(needs)
+        except Exception as exc:  # noqa: BLE001  (whatever the package raises on import)
+            warnings.warn(f"{needs} is installed but does not import ({type(exc).__name__}: {exc}); "
+                          f"the fast paths of {module} are off", RuntimeWarning, stacklevel=3)
+            return False
+    importlib.import_module(module)
+    return True
+
+
+def switch(variable: str) -> bool | None:
+    """Environment variable `variable` read as a switch: True for 1, true, yes or on,
+    False for 0, false, no or off (any case), None when unset or empty."""
+    value = os.environ.get(variable, "").strip().lower()
+    if not value:
+        return None
+    if value in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+        return value in ("1", "true", "yes", "on")
+    raise ValueError(f"environment variable {variable}={os.environ[variable]!r}: expected 1 or 0 (true/false, yes/no, "
+                     "on/off)")
 
 
 def fast_paths(name: str) -> list[str]:
     """The fast-path modules backend `name` takes here, in order of preference (none
-    with XPCNN_STANDARD_PATH=1, none compiled with XPCNN_NUMBA=0, which the environment
-    variables decide at each call)."""
-    if os.environ.get("XPCNN_STANDARD_PATH") == "1":
+    with XPCNN_STANDARD_PATH=1, none compiled with XPCNN_NUMBA=0: the environment
+    variables are read at each call)."""
+    if switch("XPCNN_STANDARD_PATH"):
         return []
-    return [module.__name__ for module, needs in _fast_modules(name)
-            if needs is None or os.environ.get(f"XPCNN_{needs.upper()}") != "0"]
+    return [module for module, needs in FAST_PATHS.get(name, ())
+            if (needs is None or switch(f"XPCNN_{needs.upper()}") is not False) and _importable(module, needs)]
 
 
 def fast_path(standard: Callable[..., Any], x: Any) -> Callable[..., Any]:

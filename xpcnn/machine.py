@@ -129,7 +129,7 @@ def report() -> list[str]:
     else:
         lines.append("training on NumPy: 1 worker thread" + ("" if can_limit_blas() else
                      " (pip install 'xpcnn[threads]' lets lenet and fast use 2)"))
-    lines.append(f"NumPy's fast paths: {numpy_fast_paths()}")
+    lines.append(f"NumPy's fast paths: {numpy_fast_paths()}{_compiled_paths_hint()}")
     lines.append(f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}")
     return lines
 
@@ -138,12 +138,20 @@ def numpy_fast_paths() -> str:
     """Which fast paths NumPy takes here (see backend.fast_path), for `xpcnn info` and run
     summaries: batch norm's float32 results differ in the last bits between them."""
     modules = backend.fast_paths("numpy")
-    if not modules:
-        return "none (XPCNN_STANDARD_PATH=1)"
     if "xpcnn.fast_numba" in modules:
-        return f"compiled (numba {importlib.metadata.version('numba')}), then {', '.join(modules[1:])}"
-    hint = "XPCNN_NUMBA=0" if importlib.util.find_spec("numba") else "pip install 'xpcnn[numba]' compiles them"
-    return f"{', '.join(modules)} ({hint})"
+        modules[modules.index("xpcnn.fast_numba")] = f"xpcnn.fast_numba (numba {importlib.metadata.version('numba')})"
+    return ", then ".join(modules) or "none"
+
+
+def _compiled_paths_hint() -> str:
+    """Why NumPy takes no compiled fast paths here, if it does not."""
+    if backend.switch("XPCNN_STANDARD_PATH"):
+        return " (XPCNN_STANDARD_PATH is set)"
+    if "xpcnn.fast_numba" in backend.fast_paths("numpy"):
+        return ""
+    if importlib.util.find_spec("numba") is None:
+        return " (pip install 'xpcnn[numba]' compiles batch norm, pooling, im2col, col2im and Adam)"
+    return " (XPCNN_NUMBA is off)" if backend.switch("XPCNN_NUMBA") is False else " (numba does not import here)"
 
 
 def cuda() -> list[str]:
