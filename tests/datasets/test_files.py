@@ -115,6 +115,14 @@ def test_download_good_file(tmp_path, server):
     assert [p.name for p in (tmp_path / "cache").iterdir()] == [path.name]
 
 
+def test_a_download_folder_that_cannot_be_made_is_a_download_error_naming_it(tmp_path):
+    spec, _ = tiny_spec(tmp_path)
+    (tmp_path / "home").write_text("a file where the cache's parent should be")
+    with pytest.raises(DownloadError, match=f"cannot make the download folder {tmp_path / 'home' / 'cache'} .*"
+                                            "XDG_CACHE_HOME or XPCNN_DATA_DIR can name another"):
+        download_file(spec.files["train_labels"], ["http://127.0.0.1:9/"], tmp_path / "home" / "cache", backoff=0)
+
+
 def test_truncated_and_corrupted_downloads_leave_nothing_and_next_mirror_wins(tmp_path, server):
     url, handler = server
     spec, contents = tiny_spec(tmp_path)

@@ -63,6 +63,15 @@ def test_search_order_and_fallback(tmp_path, monkeypatch):
         load_dataset("cifar")
 
 
+def test_the_bundled_subset_when_there_is_nowhere_to_download_to(tmp_path, monkeypatch):
+    (tmp_path / "home").write_text("a file where the cache's parent should be")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("XPCNN_DATA_DIR", raising=False)
+    messages = []
+    assert "bundled" in load_dataset("mnist", log=messages.append).source
+    assert "bundled" in messages[-1]
+
+
 def test_an_explicit_data_folder_is_the_only_place_looked_in(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     with pytest.raises(DataNotFound, match=f"data folder {tmp_path / 'typo'} does not exist"):

@@ -126,7 +126,11 @@ def download_file(
 ) -> Path:
     """Download `file` (as name.gz) into `folder` from the first mirror that delivers a
     verified copy, trying each mirror `tries` times; returns the final path."""
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # e.g. a home folder that is not writable: nowhere to download to
+        raise DownloadError(f"cannot make the download folder {folder} ({exc.strerror or exc}); "
+                            "XDG_CACHE_HOME or XPCNN_DATA_DIR can name another") from None
     target = folder / f"{file.name}.gz"
     failures = []
     for mirror in mirrors:
