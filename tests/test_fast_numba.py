@@ -21,6 +21,12 @@ if os.environ.get("CI"):
 fast_numba = pytest.importorskip("xpcnn.fast_numba")
 
 
+@pytest.fixture(autouse=True)
+def compiled_paths_on(monkeypatch):
+    """These fast paths, also in a run with XPCNN_NUMBA=0 set for the rest."""
+    monkeypatch.delenv("XPCNN_NUMBA", raising=False)
+
+
 def both_paths(monkeypatch, run):
     """run() on the standard path, then on the compiled fast paths."""
     results = []
