@@ -8,7 +8,9 @@ batch 64 and 256 and inference throughput at batch 1000 for the `tutorial`, `len
 within each repeat so that their ratio holds on a noisy machine (medians, with min and
 max); the share of the machine's own
 float32 matmul peak that the training step reaches; peak resident memory of a lenet
-batch-256 training process for each library; a per-layer time breakdown of xpcnn's step;
+batch-256 training process for each library; on the CPU, the training loop as `xpcnn
+train` runs it, with worker threads (benchmarks/workers.py's table: the rows above time
+one model's bare step); a per-layer time breakdown of xpcnn's step;
 threads, BLAS and kernel. OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE are unset for this
 process (their old values are reported). --save writes the report under
 benchmarks/results/. --gpu compares CuPy with PyTorch on CUDA (batch 256 and 1024).
@@ -381,6 +383,24 @@ def memory_lines(threads):
     ]
 
 
+def loop_lines(args):
+    """The training loop as `xpcnn train` runs it (benchmarks/workers.py's table): the
+    rows above time one model's bare step, whose element-wise work runs on one thread."""
+    import workers
+
+    table = workers.table_lines(args.presets.split(","), [64, 256], 4096, max(3, args.repeats // 2))
+    return [
+        "## Training loop, as `xpcnn train` runs it (images/s; benchmarks/workers.py)",
+        "",
+        "xpcnn's Trainer with 1 and 2 worker threads (`xpcnn train` uses 2 for lenet and fast on NumPy, 1 for "
+        "tutorial) against a PyTorch loop on the same batches, data included, one epoch of 4,096 images per "
+        f"repeat, {max(3, args.repeats // 2)} repeats in rotating order, median (min-max):",
+        "",
+        *table,
+        "",
+    ]
+
+
 def breakdown_lines(preset, batch, rows):
     total = sum(f + b for _, _, f, b in rows)
     lines = [
@@ -422,7 +442,7 @@ def main() -> None:
         "dense layers) / peak.",
         "",
     ]
-    lines += gpu_memory_lines(setup, rng) if args.gpu else memory_lines(args.threads)
+    lines += gpu_memory_lines(setup, rng) if args.gpu else memory_lines(args.threads) + loop_lines(args)
     for preset, rows in breakdowns.items():
         lines += breakdown_lines(preset, batch_sizes[-1], rows)
     report = "\n".join(lines)

@@ -91,6 +91,20 @@ def ratio(mine: list[float], theirs: list[float]) -> str:
     return f"{statistics.median(values):.2f} ({min(values):.2f}-{max(values):.2f})"
 
 
+def table_lines(preset_names: list[str], batch_sizes: list[int], images: int, repeats: int) -> list[str]:
+    """The table: per preset and batch size, images/s of each contender and the ratios."""
+    lines = ["| preset | batch | xpcnn, 1 worker | xpcnn, 2 workers | PyTorch | 1 worker / PyTorch | "
+             "2 workers / PyTorch |", "|---|---|---|---|---|---|---|"]
+    for preset in preset_names:
+        for batch in batch_sizes:
+            speeds = measure(preset, batch, max(1, images // batch), repeats)
+            one, two, theirs = speeds["xpcnn, 1 worker"], speeds["xpcnn, 2 workers"], speeds["PyTorch"]
+            lines.append(f"| {preset} | {batch} | {fmt(one)} | {fmt(two)} | {fmt(theirs)} | {ratio(one, theirs)} | "
+                         f"{ratio(two, theirs)} |")
+            print(lines[-1], file=sys.stderr, flush=True)
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--presets", default="lenet,fast,tutorial")
@@ -108,16 +122,9 @@ def main() -> None:
              + (", ".join(f"{k}={v}" for k, v in OPENBLAS_WAS.items() if v) or "none") + " (unset here)",
              keep_freed_memory(),
              f"- one epoch of {args.images:,} images per repeat, {args.repeats} repeats in rotating order, "
-             "median (min-max) images/s", "",
-             "| preset | batch | xpcnn, 1 worker | xpcnn, 2 workers | PyTorch | 1 worker / PyTorch | "
-             "2 workers / PyTorch |", "|---|---|---|---|---|---|---|"]
-    for preset in args.presets.split(","):
-        for batch in (int(size) for size in args.batches.split(",")):
-            speeds = measure(preset, batch, max(1, args.images // batch), args.repeats)
-            one, two, theirs = speeds["xpcnn, 1 worker"], speeds["xpcnn, 2 workers"], speeds["PyTorch"]
-            lines.append(f"| {preset} | {batch} | {fmt(one)} | {fmt(two)} | {fmt(theirs)} | {ratio(one, theirs)} | "
-                         f"{ratio(two, theirs)} |")
-            print(lines[-1], file=sys.stderr, flush=True)
+             "median (min-max) images/s", ""]
+    lines += table_lines(args.presets.split(","), [int(size) for size in args.batches.split(",")], args.images,
+                         args.repeats)
     text = "\n".join(lines)
     emit(text, "workers", args.save)
 
