@@ -7,8 +7,9 @@ function it replaces and takes and returns the same.
 The kernels release the GIL, so worker threads run them at once, and compile on first
 use (a second or two), cached on disk for the next process. Sums accumulate in float64,
 in an order of the compiler's choosing but the same on every run of one machine:
-tests/test_fast_numba.py holds each function to its standard path, max pooling, im2col,
-col2im and Adam bit for bit, batch norm to float32 rounding.
+tests/test_fast_numba.py holds each function to its standard path: im2col, col2im, Adam
+and max pooling where windows tile bit for bit; overlapping pooling windows and batch norm
+to rounding.
 """
 
 from __future__ import annotations
@@ -27,14 +28,14 @@ def _compiled(**options: Any) -> Any:
     """numba.njit for these kernels: the GIL released, NumPy's error model, the machine
     code cached on disk where numba finds a writable folder (beside this file, else the
     user's cache); where it finds none, compiled anew by each process, with a warning."""
-    def compile(function: Any) -> Any:
+    def decorate(function: Any) -> Any:
         try:
             return numba.njit(nogil=True, cache=True, error_model="numpy", **options)(function)
         except RuntimeError as exc:  # numba: "cannot cache function ...: no locator available"
             warnings.warn(f"{exc}: xpcnn's compiled kernels are compiled anew by each process (a few seconds); "
                           "NUMBA_CACHE_DIR can name a writable folder for them", RuntimeWarning, stacklevel=2)
             return numba.njit(nogil=True, error_model="numpy", **options)(function)
-    return compile
+    return decorate
 
 
 # NumPy's error model (a division by zero gives inf or NaN instead of raising) also lets

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import importlib.metadata
+import importlib
 import importlib.util
 import os
 import platform
@@ -139,7 +139,8 @@ def numpy_fast_paths() -> str:
     summaries: batch norm's float32 results differ in the last bits between them."""
     modules = backend.fast_paths("numpy")
     if "xpcnn.fast_numba" in modules:
-        modules[modules.index("xpcnn.fast_numba")] = f"xpcnn.fast_numba (numba {importlib.metadata.version('numba')})"
+        numba = importlib.import_module("numba")  # imported already: xpcnn.fast_numba uses it
+        modules[modules.index("xpcnn.fast_numba")] = f"xpcnn.fast_numba (numba {numba.__version__})"
     return ", then ".join(modules) or "none"
 
 

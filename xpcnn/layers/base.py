@@ -24,6 +24,8 @@ class Layer:
     state that is saved but not trained (running statistics). Layers whose input gradient
     costs real work (`skips_input_grad`) also take `backward(dy, input_grad=False)`, which
     fills `grads` and returns None: what a first layer does, whose input is the data.
+    As with PyTorch's autograd, backward may read the forward's input and output as they
+    were: change neither in place before it.
     """
 
     skips_input_grad = False
