@@ -153,7 +153,8 @@ def test_kernels_compile_without_a_cache_where_numba_has_no_place_for_one():
 def test_max_pool_over_more_taps_than_a_byte_counts(monkeypatch):
     """And a last row no window covers."""
     x = np.random.default_rng(5).standard_normal((2, 1, 18, 17)).astype(np.float32)
-    layer = xpcnn.MaxPool2D(17)  # 289 taps: the index of the maximum needs more than a byte
+    x[:, 0, 16, 16] = 100  # the maximum at the last of 289 taps: its index needs more than a byte
+    layer = xpcnn.MaxPool2D(17)
     dy = np.ones(layer.output_shape(x.shape), np.float32)
     reference, fast = both_paths(monkeypatch, lambda: (layer.forward(x), layer.backward(dy)))
     for got, want in zip(fast, reference):
