@@ -14,7 +14,7 @@ from xpcnn import backend, optim
 from xpcnn.layers import norm, pool, windows
 
 from .layers.test_windows import ADJOINT_CASES
-from .test_fast_numpy import POOLS, pooling_case
+from .test_fast_numpy import POOLS, pooling_case, windows_case
 
 if os.environ.get("CI"):
     import numba  # noqa: F401  (CI installs the test extra, numba with it: fail, do not skip)
@@ -99,17 +99,10 @@ def test_batch_norm_fast_and_standard_functions_pair_up(monkeypatch):
 
 @pytest.mark.parametrize("kernel, stride, padding, h, w", ADJOINT_CASES, ids=str)
 def test_im2col_and_col2im_are_the_standard_paths(monkeypatch, kernel, stride, padding, h, w):
-    n, c = 3, 4
-    (kh, kw), (sh, sw), (top, bottom, left, right) = kernel, stride, padding
-    out_hw = (windows.output_size(h, kh, sh, top + bottom), windows.output_size(w, kw, sw, left + right))
-    rng = np.random.default_rng(3)
-    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
-    shape = (c, kh, kw, *out_hw, n)
-    standard = windows.im2col(x, kernel, stride, padding, out_hw, np.zeros(shape, np.float32))
+    x, out_hw, shape, standard, cols = windows_case(kernel, stride, padding, h, w)
     fast = fast_numba.im2col(x, kernel, stride, padding, out_hw, np.full(shape, np.nan, np.float32))
     np.testing.assert_array_equal(fast, standard)  # the padding written, not left as it was
-    cols = rng.standard_normal((c * kh * kw, out_hw[0] * out_hw[1] * n)).astype(np.float32)
-    reference, fast = both_paths(monkeypatch, lambda: windows.col2im(cols, (n, c, h, w), kernel, stride, padding,
+    reference, fast = both_paths(monkeypatch, lambda: windows.col2im(cols, x.shape, kernel, stride, padding,
                                                                      out_hw))
     np.testing.assert_array_equal(fast, reference)
 

@@ -74,8 +74,9 @@ def test_the_layer_takes_the_fast_path_on_numpy_only(monkeypatch):
         assert backend.fast_path(pool.route_to_first_maxima, strict) is pool.route_to_first_maxima
 
 
-@pytest.mark.parametrize("kernel, stride, padding, h, w", ADJOINT_CASES, ids=str)
-def test_im2col_and_col2im_are_the_standard_paths(monkeypatch, kernel, stride, padding, h, w):
+def windows_case(kernel, stride, padding, h, w):
+    """An input x (3, 4, h, w), its output size, the shape of its im2col buffer, the
+    standard path's im2col of it, and columns for col2im of that shape."""
     n, c = 3, 4
     (kh, kw), (sh, sw), (top, bottom, left, right) = kernel, stride, padding
     out_hw = (windows.output_size(h, kh, sh, top + bottom), windows.output_size(w, kw, sw, left + right))
@@ -83,13 +84,19 @@ def test_im2col_and_col2im_are_the_standard_paths(monkeypatch, kernel, stride, p
     x = rng.standard_normal((n, c, h, w)).astype(np.float32)
     shape = (c, kh, kw, *out_hw, n)
     standard = windows.im2col(x, kernel, stride, padding, out_hw, np.zeros(shape, np.float32))
+    cols = rng.standard_normal((c * kh * kw, out_hw[0] * out_hw[1] * n)).astype(np.float32)
+    return x, out_hw, shape, standard, cols
+
+
+@pytest.mark.parametrize("kernel, stride, padding, h, w", ADJOINT_CASES, ids=str)
+def test_im2col_and_col2im_are_the_standard_paths(monkeypatch, kernel, stride, padding, h, w):
+    x, out_hw, shape, standard, cols = windows_case(kernel, stride, padding, h, w)
     fast = fast_numpy.im2col(x, kernel, stride, padding, out_hw, np.zeros(shape, np.float32))
     np.testing.assert_array_equal(fast, standard)
-    cols = rng.standard_normal((c * kh * kw, out_hw[0] * out_hw[1] * n)).astype(np.float32)
     monkeypatch.setenv("XPCNN_STANDARD_PATH", "1")
     reference = windows.col2im(cols, x.shape, kernel, stride, padding, out_hw)
     monkeypatch.setenv("XPCNN_STANDARD_PATH", "0")  # col2im's folding takes the fast path
-    for block_bytes in (1, h * w * n * 4 * 2, fast_numpy.FOLD_BLOCK_BYTES):  # one channel, two, all at once
+    for block_bytes in (1, h * w * len(x) * 4 * 2, fast_numpy.FOLD_BLOCK_BYTES):  # one channel, two, all at once
         monkeypatch.setattr(fast_numpy, "FOLD_BLOCK_BYTES", block_bytes)
         np.testing.assert_array_equal(windows.col2im(cols, x.shape, kernel, stride, padding, out_hw), reference)
 
