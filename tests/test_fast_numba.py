@@ -152,3 +152,53 @@ def test_max_pool_over_more_taps_than_a_byte_counts(monkeypatch):
     reference, fast = both_paths(monkeypatch, lambda: (layer.forward(x), layer.backward(dy)))
     for got, want in zip(fast, reference):
         np.testing.assert_array_equal(got, want)
+
+
+FUSED_POOLS = [((2, 2), 8, 6), ((3, 3), 9, 6), ((2, 3), 6, 9), ((1, 1), 4, 4), ((17, 17), 17, 17)]
+
+
+def fused_case(kernel, h, w, dtype, with_nan=False):
+    """Batch norm's input, gamma and beta, and the gradient of a fused block's output; the
+    input has ties inside windows, windows whose maximum ReLU cuts and (asked) a NaN."""
+    rng = np.random.default_rng(7)
+    x4 = rng.integers(-3, 4, (3, h, w, 5)).astype(dtype) * 0.5 + 7  # |mean| >> std, many ties
+    if with_nan:
+        x4[1, 0, 0, 2] = np.nan
+    gamma, beta = rng.uniform(-2, 2, (3, 1)).astype(dtype), rng.standard_normal((3, 1)).astype(dtype)
+    out_hw = (h // kernel[0], w // kernel[1])
+    dy4 = rng.standard_normal((3, *out_hw, 5)).astype(dtype)
+    return x4, gamma, beta, out_hw, dy4
+
+
+@pytest.mark.parametrize("dtype, tol", [("float32", 2e-6), ("float64", 1e-13)])
+@pytest.mark.parametrize("kernel, h, w", FUSED_POOLS, ids=str)
+def test_fused_block_is_the_standard_paths(dtype, tol, kernel, h, w):
+    """Forward bit for bit (the same formula for each value, the same comparisons); the
+    gradient to rounding (its float64 sums skip the zeros the standard path adds)."""
+    from xpcnn.layers import fused
+
+    x4, gamma, beta, out_hw, dy4 = fused_case(kernel, h, w, dtype)
+    count = x4[0].size
+    results = []
+    for module in (fused, fast_numba):
+        y4, mean, var, saved = module.normalise_pool_relu(x4, gamma, beta, count, 1e-5, kernel, kernel, out_hw)
+        results.append((y4, mean, var, *module.normalise_pool_relu_gradient(dy4, saved, gamma, count, kernel, kernel)))
+    reference, fast = results
+    for name, got, want in zip(["y", "mean", "var"], fast[:3], reference[:3]):
+        np.testing.assert_array_equal(got, want, err_msg=name)
+    for name, got, want in zip(["dx", "grad weight", "grad bias"], fast[3:], reference[3:]):
+        assert np.max(np.abs(got - want)) <= tol * np.max(np.abs(want)), name
+
+
+def test_fused_block_keeps_a_nan_and_passes_it_no_gradient():
+    """As ReLU after pooling: a NaN window's output stays NaN, its mask is 0."""
+    from xpcnn.layers import fused
+
+    x4, gamma, beta, out_hw, dy4 = fused_case((2, 2), 4, 4, "float64", with_nan=True)
+    outputs = [module.normalise_pool_relu(x4, gamma, beta, x4[0].size, 1e-5, (2, 2), (2, 2), out_hw)[0]
+               for module in (fused, fast_numba)]
+    np.testing.assert_array_equal(outputs[1], outputs[0])
+    assert np.isnan(outputs[1][1, 0, 0, 2])
+    _, _, _, (_, _, _, where) = fast_numba.normalise_pool_relu(x4, gamma, beta, x4[0].size, 1e-5, (2, 2), (2, 2),
+                                                               out_hw)
+    assert where[1, 0, 0, 2] == 4  # past the last tap: no gradient goes through

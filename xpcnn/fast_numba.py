@@ -1,15 +1,16 @@
 """NumPy's compiled fast paths (see backend.fast_path), for when numba is installed (the
-`numba` extra): batch norm, max pooling, im2col, col2im and Adam's update as loops that read each value once or
-twice, where array operations take a pass over memory for every step of the formula (batch
-norm's forward made five, its backward nine). Each function is named like the standard-path
+`numba` extra): batch norm, max pooling, the two fused with ReLU (layers/fused.py), im2col,
+col2im and Adam's update as loops that read each value once or twice, where array
+operations take a pass over memory for every step of the formula (batch norm's forward
+made five, its backward nine). Each function is named like the standard-path
 function it replaces and takes and returns the same.
 
 The kernels release the GIL, so worker threads run them at once, and compile on first
 use (a second or two), cached on disk for the next process. Sums accumulate in float64,
 in an order of the compiler's choosing but the same on every run of one machine:
 tests/test_fast_numba.py holds each function to its standard path: im2col, col2im, Adam
-and max pooling where windows tile bit for bit; overlapping pooling windows and batch norm
-to rounding.
+and max pooling where windows tile bit for bit, the fused block's forward too; overlapping
+pooling windows, batch norm and the fused block's gradient to rounding.
 """
 
 from __future__ import annotations
@@ -104,16 +105,22 @@ def _per_row(kernel: Any, rows: np.ndarray, *arrays: np.ndarray) -> np.ndarray:
     return np.reshape(sums, (-1, 1)).astype(rows.dtype)
 
 
+def _statistics(rows: np.ndarray, count: int, eps: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The batch's mean, biased variance and 1 / sqrt(var + eps) (C, 1) of contiguous
+    channel rows, in two passes (the sum, then the centred squares)."""
+    (total,) = distributed.batch_sum(_per_row(_row_sums, rows))
+    mean = total / count
+    (squares,) = distributed.batch_sum(_per_row(_centred_square_sums, rows, mean))
+    var = squares / count
+    return mean, var, 1 / np.sqrt(var + eps)
+
+
 def normalise(rows: np.ndarray, gamma: np.ndarray, beta: np.ndarray, count: int,
               eps: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, Any]:
     """norm.normalise in three passes over rows (sum, centred squares, y); it saves rows
     and the mean instead of the centred values, which backward recomputes as it reads."""
     rows = np.ascontiguousarray(rows)
-    (total,) = distributed.batch_sum(_per_row(_row_sums, rows))
-    mean = total / count
-    (squares,) = distributed.batch_sum(_per_row(_centred_square_sums, rows, mean))
-    var = squares / count
-    inv_std = 1 / np.sqrt(var + eps)
+    mean, var, inv_std = _statistics(rows, count, eps)
     y = np.empty_like(rows)
     _scale_centred(rows, *(np.reshape(a, -1) for a in (mean, gamma * inv_std, beta)), y)
     return y, mean, var, (rows, mean, inv_std)
@@ -126,14 +133,23 @@ def normalise_gradient(dy_rows: np.ndarray, saved: Any, gamma: np.ndarray,
     dy_rows = np.ascontiguousarray(dy_rows)
     sums = np.empty((2, rows.shape[0]))
     _gradient_sums(dy_rows, rows, np.reshape(mean, -1), sums[0], sums[1])
-    grad_bias, grad_weight = (np.reshape(s, (-1, 1)).astype(rows.dtype) for s in sums)
+    grad_weight, grad_bias, coefficients = _gradient_terms(sums, mean, inv_std, gamma, count, rows.dtype)
+    dx = np.empty_like(dy_rows)
+    _input_gradient(dy_rows, rows, *coefficients, dx)
+    return dx, grad_weight, grad_bias
+
+
+def _gradient_terms(sums: np.ndarray, mean: np.ndarray, inv_std: np.ndarray, gamma: np.ndarray, count: int,
+                    dtype: Any) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, ...]]:
+    """From this process's sums (2, C) of dy and dy * (x - mean): the gradients of gamma
+    and beta (C, 1), and what dx = (dy - dy_mean) * a + (x - mean) * b takes per channel,
+    (mean, dy_mean, a, b) flat, from the sums over the whole batch (as norm.normalise_gradient)."""
+    grad_bias, grad_weight = (np.reshape(s, (-1, 1)).astype(dtype) for s in sums)
     grad_weight *= inv_std  # sum(dy * x_hat)
     total_bias, total_weight = distributed.batch_sum(grad_bias, grad_weight)
     a = gamma * inv_std
     b = -a * inv_std * total_weight / count
-    dx = np.empty_like(dy_rows)
-    _input_gradient(dy_rows, rows, *(np.reshape(v, -1) for v in (mean, total_bias / count, a, b)), dx)
-    return dx, grad_weight, grad_bias
+    return grad_weight, grad_bias, tuple(np.reshape(v, -1) for v in (mean, total_bias / count, a, b))
 
 
 # The kernels below index arrays element by element: a view made in an inner loop costs
@@ -246,6 +262,98 @@ def fold(cols6: np.ndarray, dx4: np.ndarray, kernel: tuple[int, int], stride: tu
     added: the same additions in the same order, bit for bit."""
     (sh, sw), (top, _, left, _) = stride, padding
     _fold(np.ascontiguousarray(cols6), sh, sw, top, left, dx4)
+
+
+@_kernel
+def _normalise_pool_relu(x4: np.ndarray, mean: np.ndarray, scale: np.ndarray, shift: np.ndarray, kh: int, kw: int,
+                         sh: int, sw: int, y4: np.ndarray, where: np.ndarray) -> None:
+    """y4 = max(0, the max over each window of (x4 - mean) * scale + shift), per channel;
+    where = the index of the window's first maximum as in _max_pool, or kh * kw where
+    ReLU passes no gradient (a maximum <= 0, or NaN, which y4 keeps)."""
+    cut = kh * kw
+    for c in range(y4.shape[0]):
+        m, a, b = mean[c], scale[c], shift[c]
+        for oh in range(y4.shape[1]):
+            for ow in range(y4.shape[2]):
+                h0, w0 = oh * sh, ow * sw
+                for n in range(y4.shape[3]):
+                    y4[c, oh, ow, n], where[c, oh, ow, n] = (x4[c, h0, w0, n] - m) * a + b, 0
+                for t in range(1, cut):
+                    h, w = h0 + t // kw, w0 + t % kw
+                    for n in range(y4.shape[3]):
+                        v, best = (x4[c, h, w, n] - m) * a + b, y4[c, oh, ow, n]
+                        if v > best or (v != v and best == best):
+                            y4[c, oh, ow, n], where[c, oh, ow, n] = v, t
+                for n in range(y4.shape[3]):
+                    if not y4[c, oh, ow, n] > 0:
+                        where[c, oh, ow, n] = cut
+                        if y4[c, oh, ow, n] == y4[c, oh, ow, n]:  # not NaN
+                            y4[c, oh, ow, n] = 0
+
+
+@_reduction
+def _routed_gradient_sums(dy4: np.ndarray, where: np.ndarray, x4: np.ndarray, mean: np.ndarray, kh: int, kw: int,
+                          sh: int, sw: int, sums: np.ndarray, centred_sums: np.ndarray) -> None:
+    """_gradient_sums of the gradient that is dy4 at each window's first maximum (where)
+    and 0 elsewhere, read window by window, tap by tap (a select, not a gather: SIMD)."""
+    for c in range(dy4.shape[0]):
+        m, total, along = mean[c], 0.0, 0.0
+        for oh in range(dy4.shape[1]):
+            for ow in range(dy4.shape[2]):
+                for t in range(kh * kw):
+                    h, w = oh * sh + t // kw, ow * sw + t % kw
+                    for n in range(dy4.shape[3]):
+                        g = np.float64(dy4[c, oh, ow, n]) if where[c, oh, ow, n] == t else 0.0
+                        total += g
+                        along += g * (x4[c, h, w, n] - m)
+        sums[c], centred_sums[c] = total, along
+
+
+@_kernel
+def _routed_input_gradient(dy4: np.ndarray, where: np.ndarray, x4: np.ndarray, mean: np.ndarray,
+                           dy_mean: np.ndarray, a: np.ndarray, b: np.ndarray, kh: int, kw: int, sh: int, sw: int,
+                           dx4: np.ndarray) -> None:
+    """_input_gradient of that same gradient, written window by window (they tile dx4)."""
+    for c in range(dy4.shape[0]):
+        m, g, ac, bc = mean[c], dy_mean[c], a[c], b[c]
+        for oh in range(dy4.shape[1]):
+            for ow in range(dy4.shape[2]):
+                for t in range(kh * kw):
+                    h, w = oh * sh + t // kw, ow * sw + t % kw
+                    for n in range(dy4.shape[3]):
+                        d = dy4[c, oh, ow, n] - g if where[c, oh, ow, n] == t else -g  # -g: 0 - g, in dy's dtype
+                        dx4[c, h, w, n] = d * ac + (x4[c, h, w, n] - m) * bc
+
+
+def normalise_pool_relu(x4: np.ndarray, gamma: np.ndarray, beta: np.ndarray, count: int, eps: float,
+                        kernel: tuple[int, int], stride: tuple[int, int],
+                        out_hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, Any]:
+    """fused.normalise_pool_relu in three passes over x4: two for the statistics, one that
+    normalises, pools and cuts as it reads, so the normalised values are never stored.
+    It saves x4, the mean and where each window's gradient goes (windows that tile x4:
+    fused.fuses)."""
+    x4 = np.ascontiguousarray(x4)
+    mean, var, inv_std = _statistics(np.reshape(x4, (x4.shape[0], -1)), count, eps)
+    (kh, kw), (sh, sw) = kernel, stride
+    y4 = np.empty((x4.shape[0], *out_hw, x4.shape[3]), dtype=x4.dtype)
+    where = np.empty(y4.shape, dtype=np.uint8 if kh * kw <= 255 else np.int32)
+    _normalise_pool_relu(x4, *(np.reshape(v, -1) for v in (mean, gamma * inv_std, beta)), kh, kw, sh, sw, y4, where)
+    return y4, mean, var, (x4, mean, inv_std, where)
+
+
+def normalise_pool_relu_gradient(dy4: np.ndarray, saved: Any, gamma: np.ndarray, count: int,
+                                 kernel: tuple[int, int], stride: tuple[int, int]) -> tuple[np.ndarray, ...]:
+    """fused.normalise_pool_relu_gradient in two passes, each reading dy4 at the windows'
+    first maxima: the sums for gamma and beta, then dx4."""
+    x4, mean, inv_std, where = saved
+    dy4 = np.ascontiguousarray(dy4)
+    (kh, kw), (sh, sw) = kernel, stride
+    sums = np.empty((2, x4.shape[0]))
+    _routed_gradient_sums(dy4, where, x4, np.reshape(mean, -1), kh, kw, sh, sw, sums[0], sums[1])
+    grad_weight, grad_bias, coefficients = _gradient_terms(sums, mean, inv_std, gamma, count, x4.dtype)
+    dx4 = np.empty_like(x4)
+    _routed_input_gradient(dy4, where, x4, *coefficients, kh, kw, sh, sw, dx4)
+    return dx4, grad_weight, grad_bias
 
 
 DECAY = {None: 0, "l2": 1, "decoupled": 2}  # adam_update's decay, as the kernel takes it

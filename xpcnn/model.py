@@ -13,13 +13,17 @@ from . import backend
 from .hooks import LayerHook
 from .layers import LAYER_TYPES, Layer
 from .layers.base import Shape
+from .layers.fused import NormPoolReLU, fuses
 
 MAX_VALUES = 1 << 29  # parameters of an architecture read from a file: 2 GiB of float32
 MAX_LAYERS = 10_000
 
 
 class Sequential:
-    """Layers applied in order; parameters named "<index>.<name>" (e.g. "0.weight")."""
+    """Layers applied in order; parameters named "<index>.<name>" (e.g. "0.weight").
+
+    `fuse` (default True): a training forward runs each BatchNorm2D -> MaxPool2D -> ReLU
+    as one step (see forward); False runs every layer alone."""
 
     def __init__(self, layers: Sequence[Layer]) -> None:
         layers = list(layers)
@@ -35,6 +39,8 @@ class Sequential:
                                  f"{index}; a layer keeps what its backward needs, so use one object per position")
         self.layers = layers
         self.hooks: list[LayerHook] = []  # see hooked()
+        self.fuse = True  # see forward
+        self._steps: list[tuple[int, Any]] | None = None  # what the last training forward ran
 
     def __iter__(self) -> Iterator[Layer]:
         return iter(self.layers)
@@ -60,13 +66,27 @@ class Sequential:
                 self.hooks.remove(hook)
 
     def forward(self, x: Any, training: bool = True) -> Any:
+        """The network's output for x. A training forward runs each BatchNorm2D -> MaxPool2D
+        -> ReLU as one step (xpcnn.layers.fused: the same results, fewer passes over
+        memory on a fast path) unless `fuse` is False or hooks are attached, which see
+        every layer."""
+        fusing = training and self.fuse and not self.hooks
+        steps: list[tuple[int, Any]] = []  # (index of the first layer, what ran): backward's way back
         with backend.on_device(x):
-            for index, layer in enumerate(self.layers):
+            index = 0
+            while index < len(self.layers):
+                step: Any = self.layers[index]
+                if fusing and fuses(self.layers[index:], tuple(x.shape)):
+                    step = NormPoolReLU(*self.layers[index:index + 3])
                 for hook in self.hooks:
-                    hook.before_forward(index, layer, x)
-                x = layer.forward(x, training)
+                    hook.before_forward(index, step, x)
+                x = step.forward(x, training)
                 for hook in self.hooks:
-                    hook.after_forward(index, layer, x)
+                    hook.after_forward(index, step, x)
+                steps.append((index, step))
+                index += 3 if isinstance(step, NormPoolReLU) else 1
+        if training:
+            self._steps = steps
         return x
 
     __call__ = forward
@@ -75,9 +95,10 @@ class Sequential:
         """Backpropagate `dy` through every layer, last to first; returns d(loss)/d(input),
         or None with `input_grad=False`, which lets the first layer skip that work (the
         input is data: training never needs its gradient)."""
+        # Without a training forward to walk back through, the layers say so.
+        steps, self._steps = self._steps or list(enumerate(self.layers)), None
         with backend.on_device(dy):
-            for index in reversed(range(len(self.layers))):
-                layer = self.layers[index]
+            for index, layer in reversed(steps):
                 for hook in self.hooks:
                     hook.before_backward(index, layer, dy)
                 if index == 0 and not input_grad and layer.skips_input_grad:

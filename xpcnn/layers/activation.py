@@ -14,14 +14,21 @@ class ReLU(Layer):
     """y = max(x, 0); dy passes where y > 0 (the subgradient at 0 is 0, as in PyTorch)."""
 
     def forward(self, x: Any, training: bool = True) -> Any:
-        xp = self._namespace(x)
-        y = xp.maximum(x, xp.zeros((), dtype=x.dtype, device=device(x)))
-        # The mask of the derivative, made while y is fresh in the cache; backward
-        # multiplies by it (NumPy's where is several times slower on random masks).
-        return self._save_for_backward(training, backend.fast_path(positive, y)(y) if training else None, y)
+        self._namespace(x)
+        y, mask = relu(x, training)
+        return self._save_for_backward(training, mask, y)
 
     def backward(self, dy: Any) -> Any:
         return dy * self._saved_for_backward(dy)
+
+
+def relu(x: Any, training: bool) -> tuple[Any, Any]:
+    """max(x, 0), and when training the mask that the gradient is multiplied by."""
+    xp = array_namespace(x)
+    y = xp.maximum(x, xp.zeros((), dtype=x.dtype, device=device(x)))
+    # The mask of the derivative, made while y is fresh in the cache; backward
+    # multiplies by it (NumPy's where is several times slower on random masks).
+    return y, (backend.fast_path(positive, y)(y) if training else None)
 
 
 def positive(y: Any) -> Any:

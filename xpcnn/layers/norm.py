@@ -69,16 +69,22 @@ class BatchNorm2D(Layer):
             mean = xp.reshape(self.buffers["running_mean"], (c, 1))
             scale = gamma / xp.sqrt(xp.reshape(self.buffers["running_var"], (c, 1)) + self.eps)
             return from_channel_rows(rows * scale + (beta - mean * scale), shape)
-        count = distributed.batch_rows(shape[0])[1] * shape[2] * shape[3]
-        if count < 2:
-            raise ValueError(f"{self!r}: training needs more than one value per channel, got shape {tuple(x.shape)}")
+        count = self.batch_count(shape)
         # Resolved together, so that the gradient reads what this forward saved.
         forward, gradient = (backend.fast_path(f, x) for f in (normalise, normalise_gradient))
         y, mean, var, saved = forward(rows, gamma, beta, count, self.eps)
-        self._update_running(mean, var, count)
+        self.update_running(mean, var, count)
         return self._save_for_backward(training, (gradient, saved, count), from_channel_rows(y, shape))
 
-    def _update_running(self, mean: Any, var: Any, count: int) -> None:
+    def batch_count(self, shape: Shape) -> int:
+        """Values per channel in the batch of an input of `shape`, over every worker and
+        process that holds part of it (xpcnn.distributed): what the statistics divide by."""
+        count = distributed.batch_rows(shape[0])[1] * shape[2] * shape[3]
+        if count < 2:
+            raise ValueError(f"{self!r}: training needs more than one value per channel, got shape {tuple(shape)}")
+        return count
+
+    def update_running(self, mean: Any, var: Any, count: int) -> None:
         """running = (1 - momentum) * running + momentum * batch (unbiased variance), in
         place: a step recorded as a CUDA graph updates the arrays it was recorded with."""
         xp, m, c = self._namespace(mean), self.momentum, self.num_features
