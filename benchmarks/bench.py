@@ -125,7 +125,9 @@ def matmul_peak(xp, device, sync, size=2048, repeats=5):
 
 def layer_breakdown(step, model, repeats, sync):
     """Median milliseconds of each layer's forward and backward within the training step
-    `step` (the one timed above), measured by a TimerHook; the first call is warm-up."""
+    `step` (the one timed above), measured by a TimerHook; the first call is warm-up.
+    With a hook attached every layer runs alone: a fused block's three layers show what
+    they cost unfused."""
     timer = TimerHook(sync)
     with model.hooked(timer):
         for _ in range(repeats + 1):
@@ -406,6 +408,11 @@ def breakdown_lines(preset, batch, rows):
     lines = [
         f"## xpcnn per-layer time, {preset}, batch {batch} (median ms; total {total:.1f} ms without the update)",
         "",
+    ]
+    if any(name.startswith("BatchNorm2D") for _, name, _, _ in rows):
+        lines += ["Timed with a hook around each layer, which runs every layer alone: batch norm, pooling and ReLU "
+                  "show their cost unfused (the step above runs them as one, `xpcnn.layers.fused`).", ""]
+    lines += [
         "| # | layer | forward | backward | share |",
         "|---|---|---|---|---|",
     ]

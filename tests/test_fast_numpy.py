@@ -7,7 +7,7 @@ import pytest
 
 import xpcnn
 from xpcnn import backend, fast_numpy
-from xpcnn.layers import pool, windows
+from xpcnn.layers import conv, pool, windows
 
 from .layers.test_windows import ADJOINT_CASES
 
@@ -76,14 +76,15 @@ def test_the_layer_takes_the_fast_path_on_numpy_only(monkeypatch):
 
 def windows_case(kernel, stride, padding, h, w):
     """An input x (3, 4, h, w), its output size, the shape of its im2col buffer, the
-    standard path's im2col of it, and columns for col2im of that shape."""
+    standard path's im2col of it (into a buffer of NaN: every value is written), and
+    columns for col2im of that shape."""
     n, c = 3, 4
     (kh, kw), (sh, sw), (top, bottom, left, right) = kernel, stride, padding
     out_hw = (windows.output_size(h, kh, sh, top + bottom), windows.output_size(w, kw, sw, left + right))
     rng = np.random.default_rng(3)
     x = rng.standard_normal((n, c, h, w)).astype(np.float32)
     shape = (c, kh, kw, *out_hw, n)
-    standard = windows.im2col(x, kernel, stride, padding, out_hw, np.zeros(shape, np.float32))
+    standard = windows.im2col(x, kernel, stride, padding, out_hw, np.full(shape, np.nan, np.float32))
     cols = rng.standard_normal((c * kh * kw, out_hw[0] * out_hw[1] * n)).astype(np.float32)
     return x, out_hw, shape, standard, cols
 
@@ -91,7 +92,7 @@ def windows_case(kernel, stride, padding, h, w):
 @pytest.mark.parametrize("kernel, stride, padding, h, w", ADJOINT_CASES, ids=str)
 def test_im2col_and_col2im_are_the_standard_paths(monkeypatch, kernel, stride, padding, h, w):
     x, out_hw, shape, standard, cols = windows_case(kernel, stride, padding, h, w)
-    fast = fast_numpy.im2col(x, kernel, stride, padding, out_hw, np.zeros(shape, np.float32))
+    fast = fast_numpy.im2col(x, kernel, stride, padding, out_hw, np.full(shape, np.nan, np.float32))
     np.testing.assert_array_equal(fast, standard)
     monkeypatch.setenv("XPCNN_STANDARD_PATH", "1")
     reference = windows.col2im(cols, x.shape, kernel, stride, padding, out_hw)
@@ -115,3 +116,12 @@ def test_relu_is_the_standard_paths(monkeypatch):
     for fast, reference in zip(results[1], results[0]):
         np.testing.assert_array_equal(fast, reference)
         assert np.array_equal(np.signbit(fast), np.signbit(reference))  # -0.0 where the standard path has it
+
+
+def test_input_columns_are_the_standard_paths_written_into_the_spent_columns():
+    rng = np.random.default_rng(4)
+    weight_rows, dy2 = rng.standard_normal((5, 12)), rng.standard_normal((5, 30))
+    spent = rng.standard_normal((13, 30))  # a convolution with bias: one row more
+    got = fast_numpy.input_columns(weight_rows, dy2, spent)
+    np.testing.assert_array_equal(got, conv.input_columns(weight_rows, dy2, spent))
+    assert np.shares_memory(got, spent)

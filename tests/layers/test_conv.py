@@ -105,3 +105,17 @@ def test_matches_torch(target, dtype, case):
         return F.conv2d(x, weight, bias, stride, (ph, pw))
 
     check(layer, fn, rng.standard_normal((2, cin, h, w)), target, dtype, params)
+
+
+def test_a_second_step_reuses_the_spent_columns_and_gets_the_same_results(target, to_target):
+    """The columns of one step are work memory for the next (and for the gradient on a
+    fast path): nothing of the first step may leak into the second."""
+    rng = np.random.default_rng(8)
+    layer = xpcnn.Conv2D(2, 3, 3, padding=1, rng=rng).to(*target)
+    x, dy = (to_target(rng.standard_normal(shape), "float32") for shape in ((4, 2, 5, 5), (4, 3, 5, 5)))
+    steps = []
+    for _ in range(2):
+        y = backend.to_numpy(layer.forward(x))
+        steps.append((y, backend.to_numpy(layer.backward(dy)), *map(backend.to_numpy, layer.grads.values())))
+    for first, second in zip(*steps):
+        np.testing.assert_array_equal(second, first)

@@ -31,7 +31,7 @@ def test_col2im_is_the_adjoint_of_im2col(target, to_target, kernel, stride, padd
     rng = np.random.default_rng(0)
     x = rng.standard_normal((n, c, h, w))
     cols = rng.standard_normal((c * kh * kw, n * out_hw[0] * out_hw[1]))
-    buffer = to_target(np.zeros((c, kh, kw, *out_hw, n)), "float64")
+    buffer = to_target(np.full((c, kh, kw, *out_hw, n), np.nan), "float64")  # im2col writes every value
     unfolded = backend.to_numpy(im2col(to_target(x, "float64"), kernel, stride, padding, out_hw, buffer))
     folded = backend.to_numpy(col2im(to_target(cols, "float64"), (n, c, h, w), kernel, stride, padding, out_hw))
     assert unfolded.shape == (c, kh, kw, *out_hw, n) and folded.shape == x.shape

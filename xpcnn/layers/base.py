@@ -146,19 +146,19 @@ class Layer:
                 f"got shape {tuple(shape)}"
             )
 
-    def _scratch(self, shape: Shape, like: Any, zeroed: bool = False) -> Any:
-        """A work array of `shape`, in `like`'s dtype and device, owned by this layer.
+    def _scratch(self, shape: Shape, like: Any) -> Any:
+        """A work array of `shape`, in `like`'s dtype and device, owned by this layer, its
+        values undefined.
 
         Last step's array is handed back when it fits and no pending backward still holds
-        it, saving a large allocation (and the OS zeroing fresh pages) per step; whatever
-        was zero in it is still zero. A training forward keeps the array for next time.
+        it, saving a large allocation (and the OS zeroing fresh pages) per step. A training
+        forward keeps the array for next time.
         """
         old = self._scratch_array
         if (old is not None and self._cache is None and tuple(old.shape) == tuple(shape)
                 and old.dtype == like.dtype and device(old) == device(like)):
             return old
-        xp = array_namespace(like)
-        return (xp.zeros if zeroed else xp.empty)(tuple(shape), dtype=like.dtype, device=device(like))
+        return array_namespace(like).empty(tuple(shape), dtype=like.dtype, device=device(like))
 
     def _save_for_backward(self, training: bool, saved: Any, y: Any) -> Any:
         """Return the output `y`; when training, keep `saved` (what backward needs) with

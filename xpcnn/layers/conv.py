@@ -102,7 +102,7 @@ class Conv2D(Layer):
         # cols: (K, M) = (C*kh*kw, Ho*Wo*N), filled as (C, kh, kw, Ho, Wo, N), then a row of
         # ones: the bias joins the weights as one more column, so the product adds it and,
         # in backward, sums its gradient, saving a pass over y and one over dy.
-        cols = self._scratch((k + ones, m), x, zeroed=any(self.padding))
+        cols = self._scratch((k + ones, m), x)
         windows = xp.reshape(cols[:k, :], (c, kh, kw, ho, wo, n), copy=False)  # im2col writes into cols
         backend.fast_path(im2col, x)(x, self.kernel_size, self.stride, self.padding, (ho, wo), windows)
         if self.bias:
@@ -135,5 +135,13 @@ class Conv2D(Layer):
             self.grads["bias"] = grads[:, k]
         if not input_grad:
             return None
-        dcols = xp.reshape(weight, (o, -1)).T @ dy2  # (C*kh*kw, Ho*Wo*N)
+        dcols = backend.fast_path(input_columns, dy)(xp.reshape(weight, (o, -1)), dy2, cols)  # (C*kh*kw, Ho*Wo*N)
         return col2im(dcols, x_shape, self.kernel_size, self.stride, self.padding, tuple(dy.shape[2:]))
+
+
+def input_columns(weight_rows: Any, dy2: Any, spent: Any) -> Any:
+    """The gradient of the columns, weight_rows.T @ dy2: (C*kh*kw, Ho*Wo*N) from the
+    weight (O, C*kh*kw) and dy2 (O, Ho*Wo*N). `spent` holds the forward's columns, of
+    that shape or with one row more, which the caller is done with: a fast path may write
+    the result into them (the standard has no `out=`)."""
+    return weight_rows.T @ dy2

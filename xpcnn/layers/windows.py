@@ -112,13 +112,35 @@ def im2col(x: Any, kernel: Pair, stride: Pair, padding: Padding, out_hw: Pair, b
 
     x: (N, C, H, W) -> buffer: (C, kh, kw, Ho, Wo, N), read as (C*kh*kw, Ho*Wo*N) with
     rows ordered (c, i, j) to match a (O, C, kh, kw) weight reshaped to (O, C*kh*kw).
-    Filled tap by tap straight from x: only the in-bounds block of each tap is written,
-    so padding is never materialised; the buffer's padding positions must be zero.
+    Filled tap by tap straight from x, the in-bounds block of each tap; the parts that
+    read padding are zeroed by rows and columns of taps, so padding is never
+    materialised. Every value of the buffer is written: it may hold anything before.
     """
-    x4 = batch_innermost(x)
-    for i, j, rows_out, cols_out, rows_in, cols_in in _tap_blocks(kernel, stride, padding, tuple(x.shape[2:]), out_hw):
+    x4, in_hw = batch_innermost(x), tuple(x.shape[2:])
+    _zero_padding(buffer, kernel, stride, padding, in_hw, out_hw)
+    for i, j, rows_out, cols_out, rows_in, cols_in in _tap_blocks(kernel, stride, padding, in_hw, out_hw):
         buffer[:, i, j, rows_out, cols_out, :] = x4[:, rows_in, cols_in, :]
     return buffer
+
+
+def _zero_padding(buffer: Any, kernel: Pair, stride: Pair, padding: Padding, in_hw: Pair, out_hw: Pair) -> None:
+    """Zero the windows' parts in the padding, in buffer (C, kh, kw, Ho, Wo, N): for each
+    tap row i the output rows whose tap reads a padding row, all tap columns at once, then
+    the same for columns (4 assignments for a 3x3 window with padding 1)."""
+    (kh, kw), (sh, sw), (h, w), (ho, wo) = kernel, stride, in_hw, out_hw
+    top, _, left, _ = padding
+    for i in range(kh):
+        r0, r1 = (min(r, ho) for r in _valid(i, h, ho, sh, top))  # a tap may read nothing but padding
+        if r0 > 0:
+            buffer[:, i, :, :r0, :, :] = 0
+        if r1 < ho:
+            buffer[:, i, :, r1:, :, :] = 0
+    for j in range(kw):
+        c0, c1 = (min(c, wo) for c in _valid(j, w, wo, sw, left))
+        if c0 > 0:
+            buffer[:, :, j, :, :c0, :] = 0
+        if c1 < wo:
+            buffer[:, :, j, :, c1:, :] = 0
 
 
 def col2im(cols: Any, x_shape: tuple[int, ...], kernel: Pair, stride: Pair, padding: Padding, out_hw: Pair) -> Any:
