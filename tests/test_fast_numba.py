@@ -5,6 +5,7 @@ col2im and Adam bit for bit, max pooling too where windows tile, batch norm to f
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,7 +18,9 @@ from .layers.test_windows import ADJOINT_CASES
 from .test_fast_numpy import POOLS, pooling_case, windows_case
 
 if os.environ.get("CI"):
-    import numba  # noqa: F401  (CI installs the test extra, numba with it: fail, do not skip)
+    import numba  # CI installs the test extra, numba with it: fail, do not skip
+else:
+    numba = pytest.importorskip("numba")
 fast_numba = pytest.importorskip("xpcnn.fast_numba")
 
 
@@ -141,6 +144,22 @@ def test_kernels_compile_without_a_cache_where_numba_has_no_place_for_one():
     with pytest.warns(RuntimeWarning, match="compiled anew by each process"):
         twice = fast_numba._compiled()(source["twice"])
     assert twice(3) == 6
+
+
+def test_kernels_are_cached_outside_the_package():
+    """Files beside an installed package outlive its uninstall and hide the next install."""
+    package = Path(xpcnn.__file__).resolve().parent
+    cache = Path(fast_numba._row_sums._cache.cache_path).resolve()
+    assert package not in cache.parents and cache != package / "__pycache__"
+
+
+def test_an_unwritable_cache_folder_compiles_each_process_anew(monkeypatch, tmp_path):
+    blocker = tmp_path / "a file"
+    blocker.write_text("")
+    monkeypatch.setattr(numba.config, "CACHE_DIR", str(blocker / "cache"))  # not a folder even for root
+    with pytest.warns(RuntimeWarning, match="no writable cache folder"):
+        triple = fast_numba._compiled()(lambda x: 3 * x)
+    assert triple(2) == 6 and numba.config.CACHE_DIR == str(blocker / "cache")
 
 
 def test_max_pool_over_more_taps_than_a_byte_counts(monkeypatch):

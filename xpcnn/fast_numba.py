@@ -15,27 +15,53 @@ pooling windows, batch norm and the fused block's gradient to rounding.
 
 from __future__ import annotations
 
+import os
+import tempfile
 import warnings
 from typing import Any
 
 import numba
 import numpy as np
+from numba.misc.appdirs import AppDirs
 
 from . import distributed, optim
 from .layers import pool, windows
 
 
+def _cache_folder() -> str | None:
+    """Where numba keeps these kernels: NUMBA_CACHE_DIR where set, else numba's user-wide
+    cache folder (~/.cache/numba on Linux); None where it cannot write there. Never beside
+    this file, numba's first choice: files left in an installed package's folder outlive
+    its uninstall and make the folder a namespace package, which hides a later (editable)
+    install of xpcnn from every script run outside the checkout."""
+    folder = numba.config.CACHE_DIR or AppDirs(appname="numba", appauthor=False).user_cache_dir
+    try:
+        os.makedirs(folder, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError:
+        return None
+    return folder
+
+
 def _compiled(**options: Any) -> Any:
     """numba.njit for these kernels: the GIL released, NumPy's error model, the machine
-    code cached on disk where numba finds a writable folder (beside this file, else the
-    user's cache); where it finds none, compiled anew by each process, with a warning."""
+    code cached on disk in _cache_folder(); where there is none, compiled anew by each
+    process, with a warning."""
+    folder = _cache_folder()
+
     def decorate(function: Any) -> Any:
-        try:
-            return numba.njit(nogil=True, cache=True, error_model="numpy", **options)(function)
-        except RuntimeError as exc:  # numba: "cannot cache function ...: no locator available"
-            warnings.warn(f"{exc}: xpcnn's compiled kernels are compiled anew by each process (a few seconds); "
-                          "NUMBA_CACHE_DIR can name a writable folder for them", RuntimeWarning, stacklevel=2)
-            return numba.njit(nogil=True, error_model="numpy", **options)(function)
+        reason = "no writable cache folder"
+        if folder is not None:
+            chosen, numba.config.CACHE_DIR = numba.config.CACHE_DIR, folder  # read as the function is decorated
+            try:
+                return numba.njit(nogil=True, cache=True, error_model="numpy", **options)(function)
+            except RuntimeError as exc:  # numba: "cannot cache function ...: no locator available"
+                reason = str(exc)
+            finally:
+                numba.config.CACHE_DIR = chosen
+        warnings.warn(f"{reason}: xpcnn's compiled kernels are compiled anew by each process (a few seconds); "
+                      "NUMBA_CACHE_DIR can name a writable folder for them", RuntimeWarning, stacklevel=2)
+        return numba.njit(nogil=True, error_model="numpy", **options)(function)
     return decorate
 
 

@@ -256,5 +256,6 @@ def load_dataset(name: str = "mnist", data_dir: str | Path | None = None, *, dow
         if not (allow_bundled and spec is MNIST):
             raise DataNotFound(str(exc)) from None
         loaded = load_bundled()
-        log(f"full MNIST neither found nor downloadable; using the {loaded.source}")
+        why = f"could not be downloaded ({exc})" if download else "was not found and downloading is off"
+        log(f"full MNIST {why}; using the {loaded.source}")
         return loaded
