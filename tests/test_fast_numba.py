@@ -209,6 +209,26 @@ def test_fused_block_is_the_standard_paths(dtype, tol, kernel, h, w):
         assert np.max(np.abs(got - want)) <= tol * np.max(np.abs(want)), name
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_fused_block_gradient_keeps_a_non_finite_gradient_where_relu_cut(bad):
+    """The layers multiply dy by ReLU's mask, 0 there: NaN * 0 and inf * 0 are NaN, which
+    the batch norm's sums spread over the channel. The fused gradient must not drop it."""
+    from xpcnn.layers import fused
+
+    x4, gamma, beta, out_hw, dy4 = fused_case((2, 2), 4, 4, "float64")
+    results = []
+    for module in (fused, fast_numba):
+        y4, _, _, saved = module.normalise_pool_relu(x4, gamma, beta, x4[0].size, 1e-5, (2, 2), (2, 2), out_hw)
+        cut = np.argwhere(y4 == 0)[0]
+        dy_bad = dy4.copy()
+        dy_bad[tuple(cut)] = bad
+        with np.errstate(invalid="ignore"):  # inf * 0 on the standard path
+            results.append(module.normalise_pool_relu_gradient(dy_bad, saved, gamma, x4[0].size, (2, 2), (2, 2)))
+    for got, want in zip(results[1], results[0]):
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    assert np.isnan(results[1][2][cut[0]]).all()
+
+
 def test_fused_block_keeps_a_nan_and_passes_it_no_gradient():
     """As ReLU after pooling: a NaN window's output stays NaN, its mask is 0."""
     from xpcnn.layers import fused

@@ -321,11 +321,17 @@ def _normalise_pool_relu(x4: np.ndarray, mean: np.ndarray, scale: np.ndarray, sh
 def _routed_gradient_sums(dy4: np.ndarray, where: np.ndarray, x4: np.ndarray, mean: np.ndarray, kh: int, kw: int,
                           sh: int, sw: int, sums: np.ndarray, centred_sums: np.ndarray) -> None:
     """_gradient_sums of the gradient that is dy4 at each window's first maximum (where)
-    and 0 elsewhere, read window by window, tap by tap (a select, not a gather: SIMD)."""
+    and 0 elsewhere, read window by window, tap by tap (a select, not a gather: SIMD).
+    A window that ReLU cut adds dy4 * 0, as the layers' mask does: a NaN or inf there
+    makes its channel's sums NaN, as it would unfused."""
     for c in range(dy4.shape[0]):
         m, total, along = mean[c], 0.0, 0.0
         for oh in range(dy4.shape[1]):
             for ow in range(dy4.shape[2]):
+                for n in range(dy4.shape[3]):
+                    cut = np.float64(dy4[c, oh, ow, n]) * 0.0 if where[c, oh, ow, n] == kh * kw else 0.0
+                    total += cut
+                    along += cut
                 for t in range(kh * kw):
                     h, w = oh * sh + t // kw, ow * sw + t % kw
                     for n in range(dy4.shape[3]):
@@ -356,8 +362,8 @@ def normalise_pool_relu(x4: np.ndarray, gamma: np.ndarray, beta: np.ndarray, cou
                         out_hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, Any]:
     """fused.normalise_pool_relu in three passes over x4: two for the statistics, one that
     normalises, pools and cuts as it reads, so the normalised values are never stored.
-    It saves x4, the mean and where each window's gradient goes (windows that tile x4:
-    fused.fuses)."""
+    It saves x4, the mean, 1 / sqrt(var + eps) and where each window's gradient goes
+    (windows that tile x4: fused.fuses)."""
     x4 = np.ascontiguousarray(x4)
     mean, var, inv_std = _statistics(np.reshape(x4, (x4.shape[0], -1)), count, eps)
     (kh, kw), (sh, sw) = kernel, stride

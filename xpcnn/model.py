@@ -76,7 +76,7 @@ class Sequential:
             index = 0
             while index < len(self.layers):
                 step: Any = self.layers[index]
-                if fusing and fuses(self.layers[index:], tuple(x.shape)):
+                if fusing and fuses(self.layers, index, tuple(x.shape)):
                     step = NormPoolReLU(*self.layers[index:index + 3])
                 for hook in self.hooks:
                     hook.before_forward(index, step, x)
@@ -158,9 +158,17 @@ class Sequential:
 
     def to(self, backend_name: str, device: Any = None, dtype: Any = None) -> Sequential:
         """Move every layer to a backend, device and dtype (default: keep the dtype)."""
+        self._steps = None  # what a fused block saved stays behind, as the layers' caches do
         for layer in self.layers:
             layer.to(backend_name, device, dtype)
         return self
+
+    def release_work_memory(self) -> None:
+        """Drop what the last training forward saved for backward, in the layers and in
+        fused blocks, and the layers' work arrays."""
+        self._steps = None
+        for layer in self.layers:
+            layer.release_work_memory()
 
     def _first_param(self) -> Any:
         for value in self.params.values():

@@ -116,7 +116,7 @@ class TrainingStep:
         except Exception as exc:  # noqa: BLE001  (whatever the library refuses: run without graphs)
             for layer, state in zip(self.model, counters):
                 layer.load_extra_state(state)
-                layer.release_work_memory()  # made inside the failed recording: never written
+            self.model.release_work_memory()  # made inside the failed recording: never written
             self.optimizer.steps = steps
             self.graphs = False
             self.log(f"note: training without CUDA graphs: recording a step failed ({type(exc).__name__}: {exc})")

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 import xpcnn
-from xpcnn.hooks import LayerHook
+from xpcnn.anomaly import AnomalyHook
+from xpcnn.hooks import LayerHook, TraceHook
 from xpcnn.layers.fused import NormPoolReLU, fuses
 from xpcnn.optim import SGD
 
@@ -31,7 +32,8 @@ def block(kernel=2, stride=None):
     ([xpcnn.BatchNorm2D(3), xpcnn.MaxPool2D(2), type("MyReLU", (xpcnn.ReLU,), {})()], (2, 3, 8, 6), False),
 ], ids=["2x2", "3x3", "followed", "uncovered row", "overlap", "too small", "two layers", "order", "3-d", "subclass"])
 def test_fuses_blocks_whose_windows_tile_the_input(layers, shape, expected):
-    assert fuses(layers, shape) is expected
+    assert fuses(layers, 0, shape) is expected
+    assert fuses([xpcnn.Flatten(), *layers], 1, shape) is expected
 
 
 def small_net(rng, h=8):
@@ -90,15 +92,40 @@ class Seen(LayerHook):
         self.backward.append(index)
 
 
-def test_hooks_see_every_layer_and_inference_runs_the_layers():
+def test_hooks_see_every_layer():
     rng = np.random.default_rng(1)
     net, seen = small_net(rng), Seen()
     x = rng.standard_normal((2, 2, 8, 8))
     with net.hooked(seen):
         net.backward(net.forward(x))
     assert seen.forward == list(range(len(net))) and seen.backward == seen.forward[::-1]
-    net.forward(x, training=False)
-    assert net._steps is None  # inference leaves nothing for a backward
+
+
+def test_hooks_around_a_backward_alone_see_a_fused_block_as_one_layer():
+    """The forward ran fused: backward's hooks meet each block at its batch norm's index,
+    with batch norm's parameters and gradients (what TraceHook and AnomalyHook read)."""
+    rng = np.random.default_rng(1)
+    net, seen, trace = small_net(rng), Seen(), TraceHook()
+    net.forward(rng.standard_normal((2, 2, 8, 8)))
+    with net.hooked(seen, trace, AnomalyHook()):
+        net.backward(np.ones((2, 5)))
+    assert seen.backward == [9, 8, 5, 4, 1, 0]
+    assert net._steps is None  # backward released what the forward saved
+    assert net[1].grads and set(net[1].grads) == {"weight", "bias"}
+
+
+def test_inference_and_moving_the_model_leave_the_fused_steps_as_they_should(to_target):
+    rng = np.random.default_rng(4)
+    net = small_net(rng)
+    x = rng.standard_normal((2, 2, 8, 8))
+    net.forward(x)
+    steps = net._steps
+    net.forward(x, training=False)  # inference keeps what the training forward saved
+    assert net._steps is steps
+    net.to("numpy", None, "float32")  # moving drops it, as the layers drop theirs
+    assert net._steps is None
+    with pytest.raises(RuntimeError, match="needs a preceding forward"):
+        net.backward(np.ones((2, 5), np.float32))
 
 
 def test_a_fused_step_checks_what_backward_gets():
@@ -113,6 +140,8 @@ def test_a_fused_step_checks_what_backward_gets():
         step.backward(np.zeros((2, 3, 4, 4), np.float32))
     with pytest.raises(ValueError, match=r"BatchNorm2D\(num_features=3.*expected input \(N, 3, H, W\)"):
         step.forward(np.zeros((2, 4, 8, 6), np.float32))
+    with pytest.raises(ValueError, match="runs training forwards only"):
+        step.forward(np.zeros((2, 3, 8, 6), np.float32), training=False)
 
 
 def test_a_block_whose_windows_do_not_tile_runs_layer_by_layer():
