@@ -229,6 +229,15 @@ def test_fused_block_gradient_keeps_a_non_finite_gradient_where_relu_cut(bad):
     assert np.isnan(results[1][2][cut[0]]).all()
 
 
+@pytest.mark.parametrize("kernel, h, w", FUSED_POOLS, ids=str)
+def test_fused_inference_is_the_standard_paths_bit_for_bit(kernel, h, w):
+    from xpcnn.layers import fused
+
+    x4, scale, shift, out_hw, _ = fused_case(kernel, h, w, "float32", with_nan=True)
+    outputs = [module.scale_pool_relu(x4, scale, shift, kernel, kernel, out_hw) for module in (fused, fast_numba)]
+    np.testing.assert_array_equal(outputs[1], outputs[0])
+
+
 def test_fused_block_keeps_a_nan_and_passes_it_no_gradient():
     """As ReLU after pooling: a NaN window's output stays NaN, its mask is 0."""
     from xpcnn.layers import fused

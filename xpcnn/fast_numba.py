@@ -373,6 +373,19 @@ def normalise_pool_relu(x4: np.ndarray, gamma: np.ndarray, beta: np.ndarray, cou
     return y4, mean, var, (x4, mean, inv_std, where)
 
 
+def scale_pool_relu(x4: np.ndarray, scale: np.ndarray, shift: np.ndarray, kernel: tuple[int, int],
+                    stride: tuple[int, int], out_hw: tuple[int, int]) -> np.ndarray:
+    """fused.scale_pool_relu in one pass over x4 ((x - 0) * scale + shift: the standard
+    path's x * scale + shift exactly)."""
+    x4 = np.ascontiguousarray(x4)
+    (kh, kw), (sh, sw) = kernel, stride
+    y4 = np.empty((x4.shape[0], *out_hw, x4.shape[3]), dtype=x4.dtype)
+    where = np.empty(y4.shape, dtype=np.uint8 if kh * kw <= 255 else np.int32)  # unused: no gradient
+    _normalise_pool_relu(x4, np.zeros(x4.shape[0], x4.dtype), *(np.reshape(v, -1) for v in (scale, shift)),
+                         kh, kw, sh, sw, y4, where)
+    return y4
+
+
 def normalise_pool_relu_gradient(dy4: np.ndarray, saved: Any, gamma: np.ndarray, count: int,
                                  kernel: tuple[int, int], stride: tuple[int, int]) -> tuple[np.ndarray, ...]:
     """fused.normalise_pool_relu_gradient in two passes, each reading dy4 at the windows'

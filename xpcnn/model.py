@@ -22,8 +22,8 @@ MAX_LAYERS = 10_000
 class Sequential:
     """Layers applied in order; parameters named "<index>.<name>" (e.g. "0.weight").
 
-    `fuse` (default True): a training forward runs each BatchNorm2D -> MaxPool2D -> ReLU
-    as one step (see forward); False runs every layer alone."""
+    `fuse` (default True): a forward runs each BatchNorm2D -> MaxPool2D -> ReLU as one
+    step (see forward); False runs every layer alone."""
 
     def __init__(self, layers: Sequence[Layer]) -> None:
         layers = list(layers)
@@ -66,11 +66,10 @@ class Sequential:
                 self.hooks.remove(hook)
 
     def forward(self, x: Any, training: bool = True) -> Any:
-        """The network's output for x. A training forward runs each BatchNorm2D -> MaxPool2D
-        -> ReLU as one step (xpcnn.layers.fused: the same results, fewer passes over
-        memory on a fast path) unless `fuse` is False or hooks are attached, which see
-        every layer."""
-        fusing = training and self.fuse and not self.hooks
+        """The network's output for x. Each BatchNorm2D -> MaxPool2D -> ReLU runs as one
+        step (xpcnn.layers.fused: the same results, fewer passes over memory on a fast
+        path) unless `fuse` is False or hooks are attached, which see every layer."""
+        fusing = self.fuse and not self.hooks
         steps: list[tuple[int, Any]] = []  # (index of the first layer, what ran): backward's way back
         with backend.on_device(x):
             index = 0

@@ -73,6 +73,22 @@ def test_a_fused_network_trains_as_its_layers_run_alone(target, to_target):
     assert rel(fused[1], alone[1]) < 1e-12
 
 
+def test_a_fused_network_infers_as_its_layers_do_bit_for_bit(target, to_target):
+    """Inference: batch norm's x * scale + shift with the running statistics, the same
+    operations fused or not, on every path."""
+    rng = np.random.default_rng(5)
+    net = small_net(rng).to(target[0], target[1], "float64")
+    for layer in net:
+        if isinstance(layer, xpcnn.BatchNorm2D):
+            c = layer.num_features
+            layer.buffers.update(running_mean=to_target(rng.standard_normal(c), "float64"),
+                                 running_var=to_target(rng.uniform(0.5, 2, c), "float64"))
+    x = to_target(rng.standard_normal((3, 2, 8, 8)), "float64")
+    fused = xpcnn.to_numpy(net.forward(x, training=False))
+    net.fuse = False
+    np.testing.assert_array_equal(fused, xpcnn.to_numpy(net.forward(x, training=False)))
+
+
 def test_the_standard_path_fuses_bit_for_bit(monkeypatch):
     monkeypatch.setenv("XPCNN_STANDARD_PATH", "1")
     fused, alone = (train(("numpy", None), np.asarray, fuse) for fuse in (True, False))
@@ -140,8 +156,9 @@ def test_a_fused_step_checks_what_backward_gets():
         step.backward(np.zeros((2, 3, 4, 4), np.float32))
     with pytest.raises(ValueError, match=r"BatchNorm2D\(num_features=3.*expected input \(N, 3, H, W\)"):
         step.forward(np.zeros((2, 4, 8, 6), np.float32))
-    with pytest.raises(ValueError, match="runs training forwards only"):
-        step.forward(np.zeros((2, 3, 8, 6), np.float32), training=False)
+    step.forward(np.zeros((2, 3, 8, 6), np.float32), training=False)  # inference saves nothing
+    with pytest.raises(RuntimeError, match="needs a preceding forward"):
+        step.backward(np.zeros((2, 3, 4, 3), np.float32))
 
 
 def test_a_block_whose_windows_do_not_tile_runs_layer_by_layer():

@@ -66,15 +66,22 @@ class BatchNorm2D(Layer):
         gamma = xp.reshape(self.params["weight"], (c, 1))
         beta = xp.reshape(self.params["bias"], (c, 1))
         if not training:
-            mean = xp.reshape(self.buffers["running_mean"], (c, 1))
-            scale = gamma / xp.sqrt(xp.reshape(self.buffers["running_var"], (c, 1)) + self.eps)
-            return from_channel_rows(rows * scale + (beta - mean * scale), shape)
+            scale, shift = self.running_affine()
+            return from_channel_rows(rows * scale + shift, shape)
         count = self.batch_count(shape)
         # Resolved together, so that the gradient reads what this forward saved.
         forward, gradient = (backend.fast_path(f, x) for f in (normalise, normalise_gradient))
         y, mean, var, saved = forward(rows, gamma, beta, count, self.eps)
         self.update_running(mean, var, count)
         return self._save_for_backward(training, (gradient, saved, count), from_channel_rows(y, shape))
+
+    def running_affine(self) -> tuple[Any, Any]:
+        """(scale, shift), each (C, 1): inference's y = x * scale + shift, with the running
+        statistics."""
+        xp, c = array_namespace(self.params["weight"]), self.num_features
+        scale = xp.reshape(self.params["weight"], (c, 1)) / xp.sqrt(
+            xp.reshape(self.buffers["running_var"], (c, 1)) + self.eps)
+        return scale, xp.reshape(self.params["bias"], (c, 1)) - xp.reshape(self.buffers["running_mean"], (c, 1)) * scale
 
     def batch_count(self, shape: Shape) -> int:
         """Values per channel in the batch of an input of `shape`, over every worker and
