@@ -215,6 +215,12 @@ def _route_to_maxima(dy4: np.ndarray, where: np.ndarray, kh: int, kw: int, sh: i
                             dx4[c, h, w, n] += dy4[c, oh, ow, n]
 
 
+def _tap_index_dtype(taps: int) -> Any:
+    """The dtype of a window's tap index, and of the one past the last that fused pooling
+    uses for "no gradient": a byte where it counts them."""
+    return np.uint8 if taps <= 255 else np.int32
+
+
 def max_pool(x4: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int], out_hw: tuple[int, int],
              training: bool) -> tuple[np.ndarray, Any]:
     """pool.max_pool in one pass over x4; it saves the index of each window's first
@@ -222,7 +228,7 @@ def max_pool(x4: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int], o
     x4 = np.ascontiguousarray(x4)
     (kh, kw), (sh, sw) = kernel, stride
     y4 = np.empty((x4.shape[0], *out_hw, x4.shape[3]), dtype=x4.dtype)
-    where = np.empty(y4.shape, dtype=np.uint8 if kh * kw <= 255 else np.int32)
+    where = np.empty(y4.shape, dtype=_tap_index_dtype(kh * kw))
     _max_pool(x4, kh, kw, sh, sw, y4, where)
     return y4, ((tuple(x4.shape), where) if training else None)
 
@@ -368,7 +374,7 @@ def normalise_pool_relu(x4: np.ndarray, gamma: np.ndarray, beta: np.ndarray, cou
     mean, var, inv_std = _statistics(np.reshape(x4, (x4.shape[0], -1)), count, eps)
     (kh, kw), (sh, sw) = kernel, stride
     y4 = np.empty((x4.shape[0], *out_hw, x4.shape[3]), dtype=x4.dtype)
-    where = np.empty(y4.shape, dtype=np.uint8 if kh * kw <= 255 else np.int32)
+    where = np.empty(y4.shape, dtype=_tap_index_dtype(kh * kw))
     _normalise_pool_relu(x4, *(np.reshape(v, -1) for v in (mean, gamma * inv_std, beta)), kh, kw, sh, sw, y4, where)
     return y4, mean, var, (x4, mean, inv_std, where)
 
@@ -380,7 +386,7 @@ def scale_pool_relu(x4: np.ndarray, scale: np.ndarray, shift: np.ndarray, kernel
     x4 = np.ascontiguousarray(x4)
     (kh, kw), (sh, sw) = kernel, stride
     y4 = np.empty((x4.shape[0], *out_hw, x4.shape[3]), dtype=x4.dtype)
-    where = np.empty(y4.shape, dtype=np.uint8 if kh * kw <= 255 else np.int32)  # unused: no gradient
+    where = np.empty(y4.shape, dtype=_tap_index_dtype(kh * kw))  # unused: no gradient
     _normalise_pool_relu(x4, np.zeros(x4.shape[0], x4.dtype), *(np.reshape(v, -1) for v in (scale, shift)),
                          kh, kw, sh, sw, y4, where)
     return y4

@@ -24,7 +24,7 @@ from .activation import ReLU, relu
 from .base import Layer, Shape
 from .norm import BatchNorm2D, normalise, normalise_gradient
 from .pool import MaxPool2D, max_pool, max_pool_gradient, windows_tile
-from .windows import Pair, batch_innermost, to_nchw
+from .windows import Pair, batch_innermost, output_size, to_nchw
 
 
 def fuses(layers: list[Layer], index: int, shape: Shape) -> bool:
@@ -36,9 +36,8 @@ def fuses(layers: list[Layer], index: int, shape: Shape) -> bool:
     if tuple(type(layer) for layer in block) != (BatchNorm2D, MaxPool2D, ReLU) or len(shape) != 4:
         return False
     pool = block[1]
-    (kh, kw), (sh, sw), (h, w) = pool.kernel_size, pool.stride, shape[2:]
-    return (h >= kh and w >= kw and windows_tile(kh, sh, (h - kh) // sh + 1, h)
-            and windows_tile(kw, sw, (w - kw) // sw + 1, w))
+    return all(size >= k and windows_tile(k, s, output_size(size, k, s), size)
+               for k, s, size in zip(pool.kernel_size, pool.stride, shape[2:]))
 
 
 class NormPoolReLU:

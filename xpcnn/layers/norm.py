@@ -63,11 +63,11 @@ class BatchNorm2D(Layer):
         shape = self.output_shape(x.shape)
         c = shape[1]
         rows = channel_rows(x)  # (C, M), M = N*H*W: statistics are row reductions
-        gamma = xp.reshape(self.params["weight"], (c, 1))
-        beta = xp.reshape(self.params["bias"], (c, 1))
         if not training:
             scale, shift = self.running_affine()
             return from_channel_rows(rows * scale + shift, shape)
+        gamma = xp.reshape(self.params["weight"], (c, 1))
+        beta = xp.reshape(self.params["bias"], (c, 1))
         count = self.batch_count(shape)
         # Resolved together, so that the gradient reads what this forward saved.
         forward, gradient = (backend.fast_path(f, x) for f in (normalise, normalise_gradient))
