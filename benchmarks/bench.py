@@ -39,7 +39,7 @@ import xpcnn  # noqa: E402
 from xpcnn import backend, presets  # noqa: E402
 from xpcnn.hooks import TimerHook  # noqa: E402
 from xpcnn.optim import SGD, Adam  # noqa: E402
-from xpcnn.training_step import TrainingStep  # noqa: E402
+from xpcnn.train.step import TrainingStep  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -22,7 +22,7 @@ def release_openblas() -> dict[str, str | None]:
 
 def machine() -> str:
     """CPU model, cores, operating system (imports NumPy: call after release_openblas)."""
-    from xpcnn import machine as this_machine
+    from xpcnn.diagnostics import machine as this_machine
 
     return f"{this_machine.cpu()}, {platform.system()} {platform.release()}"
 
@@ -30,7 +30,7 @@ def machine() -> str:
 def keep_freed_memory() -> str:
     """Set the allocator as `xpcnn train` does (machine.keep_freed_memory), for the whole
     process, so for every contender alike; returns the report's line about it."""
-    from xpcnn import machine as this_machine
+    from xpcnn.diagnostics import machine as this_machine
 
     kept = this_machine.keep_freed_memory()
     return ("- allocator: glibc keeps freed memory for every contender, as `xpcnn train` sets it "
@@ -38,7 +38,7 @@ def keep_freed_memory() -> str:
 
 
 def blas_description() -> str:
-    from xpcnn import machine as this_machine
+    from xpcnn.diagnostics import machine as this_machine
 
     return "; ".join(this_machine.blas()) or "unknown"
 

@@ -62,8 +62,8 @@ def preflight(out: Path) -> int:
 
 def parity(out: Path) -> int:
     """Layer by layer, both presets, float32 and float64, plus a 5-step trajectory."""
-    from xpcnn import parity as check
     from xpcnn import presets
+    from xpcnn.diagnostics import parity as check
 
     passed = True
     with open(out / "parity.txt", "w") as text, open(out / "parity.jsonl", "w") as lines:

@@ -18,9 +18,9 @@ import tempfile
 import atheris
 
 with atheris.instrument_imports():
-    from xpcnn.checkpoint import CheckpointError, load_checkpoint
     from xpcnn.datasets.idx import IDXError, read_idx
-    from xpcnn.images import ImageError, read_image
+    from xpcnn.datasets.images import ImageError, read_image
+    from xpcnn.io.checkpoint import CheckpointError, load_checkpoint
 
 FOLDER = tempfile.mkdtemp(prefix="xpcnn-fuzz-")
 LIMIT = 1 << 24  # 16 MiB: a header asking for more is refused before allocation

@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 
 import xpcnn
 from xpcnn import backend
-from xpcnn.checkpoint import save_checkpoint
 from xpcnn.datasets import MNIST, Dataset
+from xpcnn.io.checkpoint import save_checkpoint
 from xpcnn.model import Sequential
 from xpcnn.optim import SGD
 

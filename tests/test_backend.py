@@ -88,7 +88,7 @@ def test_only_torch_on_cuda_records_graphs(target):
 def test_fast_paths_follow_the_environment(monkeypatch):
     monkeypatch.delenv("XPCNN_STANDARD_PATH", raising=False)
     monkeypatch.setenv("XPCNN_NUMBA", "0")
-    assert backend.fast_paths("numpy") == ["xpcnn.fast_numpy"]
+    assert backend.fast_paths("numpy") == ["xpcnn.kernels.numpy"]
     monkeypatch.setenv("XPCNN_STANDARD_PATH", "1")
     assert backend.fast_paths("numpy") == []
     monkeypatch.delenv("XPCNN_STANDARD_PATH")
@@ -100,11 +100,11 @@ def test_a_fast_path_whose_package_fails_to_import_is_skipped_with_a_warning(mon
     (tmp_path / "broken_accelerator" / "__init__.py").write_text('raise ImportError("needs NumPy 1.x")\n')
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.delenv("XPCNN_STANDARD_PATH", raising=False)
-    monkeypatch.setitem(backend.FAST_PATHS, "numpy", (("xpcnn.fast_numba", "broken_accelerator"),
-                                                      ("xpcnn.fast_numpy", None)))
+    monkeypatch.setitem(backend.FAST_PATHS, "numpy", (("xpcnn.kernels.numba", "broken_accelerator"),
+                                                      ("xpcnn.kernels.numpy", None)))
     backend._importable.cache_clear()
     try:
         with pytest.warns(RuntimeWarning, match="broken_accelerator is installed but does not import .*needs NumPy"):
-            assert backend.fast_paths("numpy") == ["xpcnn.fast_numpy"]
+            assert backend.fast_paths("numpy") == ["xpcnn.kernels.numpy"]
     finally:
         backend._importable.cache_clear()

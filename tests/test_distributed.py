@@ -18,7 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from xpcnn import distributed
-from xpcnn.checkpoint import load_checkpoint
+from xpcnn.io.checkpoint import load_checkpoint
 
 from .helpers import SHARED_MNIST
 
@@ -214,7 +214,7 @@ def mpirun() -> list[str]:
 
 
 def xpcnn_command() -> list[str]:
-    return [sys.executable, "-m", "xpcnn.cli"]
+    return [sys.executable, "-m", "xpcnn"]
 
 
 def train_args(out: Path, model: str, *extra: str) -> list[str]:

@@ -41,12 +41,13 @@ Example
     (2, 10)
 """
 
-from . import anomaly, backend, datasets, distributed, hooks, optim, parity, presets
+from . import backend, datasets, distributed, hooks, optim, presets
 from ._version import __version__
 from .backend import available_backends, to_backend, to_numpy
-from .checkpoint import load_checkpoint, save_checkpoint
+from .diagnostics import anomaly, parity
+from .diagnostics.gradcheck import GradcheckError, GradcheckResult, gradcheck, gradcheck_loss
 from .evaluation import evaluate, predict
-from .gradcheck import GradcheckError, GradcheckResult, gradcheck, gradcheck_loss
+from .io.checkpoint import load_checkpoint, save_checkpoint
 from .layers import (
     AvgPool2D,
     BatchNorm2D,
@@ -62,7 +63,7 @@ from .layers import (
 )
 from .losses import SoftmaxCrossEntropy
 from .model import Sequential
-from .training import Trainer
+from .train import Trainer
 
 __all__ = [
     "AvgPool2D", "BatchNorm2D", "Conv2D", "Dense", "Dropout", "Flatten", "Layer", "MaxPool2D",

@@ -2,10 +2,11 @@
 
 A backend is a name ("numpy", "torch", "cupy", "array_api_strict") that resolves to an
 Array API namespace and a device. Everything else in xpcnn asks this module for
-namespaces, devices, dtypes and transfers, so layer math never branches on the library.
-(Initial values and dropout masks are drawn on the host: see `xpcnn.init`.) The fast
-paths live behind it too: a backend's faster equivalent of a standard-path function
-(`fast_path`; NumPy's in `xpcnn.fast_numba` and `xpcnn.fast_numpy`), recording device
+namespaces, devices, dtypes and transfers, and asks capability questions
+(`elementwise_on_one_thread`, `can_record_graphs`) rather than comparing names, so layer
+math never branches on the library. (Initial values and dropout masks are drawn on the
+host: see `xpcnn.init`.) What a library does faster than the standard lives behind this
+module too: its fast paths (`fast_path`, declared in `xpcnn.kernels`), recording device
 work as a CUDA graph (`record_graph`, used by `xpcnn.capture`) and running it on the
 right GPU (`on_device`).
 """
@@ -23,6 +24,8 @@ from typing import Any
 
 import array_api_compat
 import numpy as np
+
+from . import kernels
 
 BACKENDS: tuple[str, ...] = ("numpy", "torch", "array_api_strict", "cupy")
 DTYPES: tuple[str, ...] = ("float32", "float64")
@@ -90,19 +93,19 @@ def backend_of(x: Any) -> str:
     raise TypeError(f"not an array of a supported backend: {type(x).__name__}")
 
 
-# The modules holding each backend's fast paths, in order of preference, each with the
-# optional package it needs: functions named like the standard-path functions they
-# replace. xpcnn.fast_numba compiles kernels with numba (the `numba` extra); without it,
-# or with XPCNN_NUMBA=0, NumPy takes what xpcnn.fast_numpy does with NumPy alone.
+# Each library's kernel modules (xpcnn.kernels), in order of preference, with the optional
+# package each needs (its switch: XPCNN_<PACKAGE>=0 skips the module). NumPy takes
+# numba's compiled kernels where numba is installed (the `numba` extra), then what
+# NumPy alone does faster than the standard.
 FAST_PATHS: dict[str, tuple[tuple[str, str | None], ...]] = {
-    "numpy": (("xpcnn.fast_numba", "numba"), ("xpcnn.fast_numpy", None)),
+    "numpy": (("xpcnn.kernels.numba", "numba"), ("xpcnn.kernels.numpy", None)),
 }
 
 
 @functools.cache
 def _importable(module: str, needs: str | None) -> bool:
-    """Whether fast-path `module` can be used: the package it needs is installed and
-    imports (a numba too old for this NumPy refuses to: a warning says so, once)."""
+    """Whether kernel `module` can be used: the package it needs is installed and imports
+    (a numba too old for this NumPy refuses to: a warning says so, once)."""
     if needs is not None:
         if importlib.util.find_spec(needs) is None:
             return False
@@ -129,21 +132,38 @@ def switch(variable: str) -> bool | None:
 
 
 def fast_paths(name: str) -> list[str]:
-    """The fast-path modules backend `name` takes here, in order of preference (none
-    with XPCNN_STANDARD_PATH=1, none compiled with XPCNN_NUMBA=0: the environment
+    """The kernel modules backend `name` takes here, in order of preference (none with
+    XPCNN_STANDARD_PATH=1, none needing numba with XPCNN_NUMBA=0: the environment
     variables are read at each call)."""
+    return [module for module, needs in FAST_PATHS.get(name, ()) if fast_path_unused_reason(module, needs) is None]
+
+
+def fast_path_modules(name: str) -> list[tuple[str, str | None, str | None]]:
+    """(module, the package it needs, why it is not used here or None) for each kernel
+    module of backend `name`, in order of preference: what `xpcnn info` reports."""
+    return [(module, needs, fast_path_unused_reason(module, needs)) for module, needs in FAST_PATHS.get(name, ())]
+
+
+def fast_path_unused_reason(module: str, needs: str | None) -> str | None:
+    """Why kernel `module`, which needs package `needs`, is not used here; None when it is."""
     if switch("XPCNN_STANDARD_PATH"):
-        return []
-    return [module for module, needs in FAST_PATHS.get(name, ())
-            if (needs is None or switch(f"XPCNN_{needs.upper()}") is not False) and _importable(module, needs)]
+        return "XPCNN_STANDARD_PATH is set"
+    if needs is not None and switch(f"XPCNN_{needs.upper()}") is False:
+        return f"XPCNN_{needs.upper()} is off"
+    if _importable(module, needs):
+        return None
+    if importlib.util.find_spec(str(needs)) is None:
+        return f"{needs} is not installed (pip install 'xpcnn[{needs}]')"
+    return f"{needs} is installed but does not import here"
 
 
 def fast_path(standard: Callable[..., Any], x: Any) -> Callable[..., Any]:
-    """The equivalent of `standard` that x's backend has on a fast path, else `standard`
-    itself. Tests hold each fast path equal to its standard function; the environment
-    variable XPCNN_STANDARD_PATH=1 turns them all off, XPCNN_NUMBA=0 the compiled ones."""
-    for name in fast_paths(backend_of(x)):
-        found = getattr(importlib.import_module(name), standard.__name__, None)
+    """The fast path of `standard` that x's backend takes (declared with
+    xpcnn.kernels.implements), else `standard` itself. Tests hold each fast path equal to
+    its standard function; the environment variable XPCNN_STANDARD_PATH=1 turns them all
+    off, XPCNN_NUMBA=0 the compiled ones."""
+    for module in fast_paths(backend_of(x)):
+        found = kernels.registry(module).get(standard)
         if found is not None:
             return found
     return standard
@@ -294,6 +314,30 @@ def on_device(x: Any) -> contextlib.AbstractContextManager[Any]:
     """Make `x`'s GPU the current one for the block where the library needs it: CuPy
     creates arrays and launches kernels on the current device, whatever `device=` says."""
     return x.device if backend_of(x) == "cupy" else contextlib.nullcontext()
+
+
+def elementwise_on_one_thread(name: str) -> bool:
+    """Whether backend `name` runs element-wise work on one thread (NumPy), so that worker
+    threads sharing each batch use cores one model leaves idle."""
+    return name == "numpy"
+
+
+def cuda_versions() -> list[str]:
+    """Which CUDA the installed GPU libraries see, one line each (none for a library that
+    is not installed)."""
+    lines = []
+    if importlib.util.find_spec("cupy") is not None:
+        try:
+            cupy = importlib.import_module("cupy")
+            runtime, driver = cupy.cuda.runtime.runtimeGetVersion(), cupy.cuda.runtime.driverGetVersion()
+            lines.append(f"CuPy {cupy.__version__}: CUDA runtime {runtime}, driver {driver}")
+        except Exception as exc:  # noqa: BLE001  (CuPy raises its own CUDA error types)
+            lines.append(f"CuPy: no CUDA driver or device ({type(exc).__name__}: {exc})")
+    if importlib.util.find_spec("torch") is not None:
+        torch = importlib.import_module("torch")
+        build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+        lines.append(f"PyTorch {torch.__version__}: {build}, {torch.cuda.device_count()} CUDA devices")
+    return lines
 
 
 def can_record_graphs(x: Any) -> bool:

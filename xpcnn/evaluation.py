@@ -12,17 +12,11 @@ import numpy as np
 from array_api_compat import array_namespace
 
 from . import backend, distributed
-from .checkpoint import load_checkpoint
 from .datasets import Dataset, batches, load_bundled, load_dataset, normalize
-from .images import ImageError, read_image
+from .datasets.images import ImageError, read_image
+from .io.checkpoint import load_checkpoint
 from .losses import SoftmaxCrossEntropy
 from .model import Sequential
-
-
-def count_correct(logits: Any, labels: Any) -> Any:
-    """Number of rows whose arg-max equals the label, as a 0-d float array on the device."""
-    xp = array_namespace(logits)
-    return xp.sum(xp.astype(xp.argmax(logits, axis=1) == labels, xp.float32))
 
 
 def evaluate(model: Sequential, dataset: Dataset, batch_size: int = 1000,
@@ -64,13 +58,6 @@ def predict(model: Sequential, images: np.ndarray, mean: float, std: float, batc
         shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
         outputs.append(shifted / shifted.sum(axis=1, keepdims=True))
     return np.concatenate(outputs)
-
-
-def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, classes: int) -> np.ndarray:
-    """counts[true, predicted]."""
-    counts = np.zeros((classes, classes), np.int64)
-    np.add.at(counts, (labels, predictions), 1)
-    return counts
 
 
 def evaluate_checkpoint(path: str | Path, dataset: str | None = None, data_dir: str | Path | None = None, *,

@@ -9,11 +9,11 @@ from typing import Any
 
 import array_api_compat
 
-from . import backend
+from . import backend, weights
 from .hooks import LayerHook
 from .layers import LAYER_TYPES, Layer
 from .layers.base import Shape
-from .layers.fused import NormPoolReLU, fuses
+from .layers.fused import FusedBlock, block_at
 
 MAX_VALUES = 1 << 29  # parameters of an architecture read from a file: 2 GiB of float32
 MAX_LAYERS = 10_000
@@ -22,8 +22,8 @@ MAX_LAYERS = 10_000
 class Sequential:
     """Layers applied in order; parameters named "<index>.<name>" (e.g. "0.weight").
 
-    `fuse` (default True): a forward runs each BatchNorm2D -> MaxPool2D -> ReLU as one
-    step (see forward); False runs every layer alone."""
+    `fuse` (default True): a forward runs the layers of each block of
+    xpcnn.layers.fused.FUSIONS as one step (see forward); False runs every layer alone."""
 
     def __init__(self, layers: Sequence[Layer]) -> None:
         layers = list(layers)
@@ -66,24 +66,22 @@ class Sequential:
                 self.hooks.remove(hook)
 
     def forward(self, x: Any, training: bool = True) -> Any:
-        """The network's output for x. Each BatchNorm2D -> MaxPool2D -> ReLU runs as one
-        step (xpcnn.layers.fused: the same results, fewer passes over memory on a fast
-        path) unless `fuse` is False or hooks are attached, which see every layer."""
+        """The network's output for x. The layers of each fused block (xpcnn.layers.fused:
+        the same results, fewer passes over memory on a fast path) run as one step unless
+        `fuse` is False or hooks are attached, which see every layer."""
         fusing = self.fuse and not self.hooks
         steps: list[tuple[int, Any]] = []  # (index of the first layer, what ran): backward's way back
         with backend.on_device(x):
             index = 0
             while index < len(self.layers):
-                step: Any = self.layers[index]
-                if fusing and fuses(self.layers, index, tuple(x.shape)):
-                    step = NormPoolReLU(*self.layers[index:index + 3])
+                step: Any = (block_at(self.layers, index, tuple(x.shape)) if fusing else None) or self.layers[index]
                 for hook in self.hooks:
                     hook.before_forward(index, step, x)
                 x = step.forward(x, training)
                 for hook in self.hooks:
                     hook.after_forward(index, step, x)
                 steps.append((index, step))
-                index += 3 if isinstance(step, NormPoolReLU) else 1
+                index += len(step.layers) if isinstance(step, FusedBlock) else 1
         if training:
             self._steps = steps
         return x
@@ -134,17 +132,13 @@ class Sequential:
         """Parameters and buffers as host NumPy copies under PyTorch's names ("0.weight",
         "1.running_mean", "1.num_batches_tracked"), as torch.nn.Sequential.state_dict()
         has them for the same layers in the same order (see xpcnn.weights)."""
-        from .weights import state_dict
-
-        return state_dict(self)
+        return weights.state_dict(self)
 
     def load_state_dict(self, state: dict[str, Any], strict: bool = True) -> None:
         """Take parameters and buffers from `state` (NumPy arrays, or tensors such as torch's
         state_dict()), converted to this network's backend, device and dtype; a shape that
         differs is named by its key; with `strict`, so is a missing or unexpected key."""
-        from .weights import load_state_dict
-
-        load_state_dict(self, state, strict)
+        weights.load_state_dict(self, state, strict)
 
     def set_array(self, name: str, value: Any) -> None:
         """Replace parameter or buffer `name` (e.g. "3.running_mean") with `value`."""

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 import xpcnn
-from xpcnn.anomaly import AnomalyHook
+from xpcnn.diagnostics.anomaly import AnomalyHook
 from xpcnn.hooks import LayerHook, TraceHook
-from xpcnn.layers.fused import NormPoolReLU, fuses
+from xpcnn.layers.fused import NormPoolReLU, block_at
 from xpcnn.optim import SGD
 
 from ..helpers import rel
@@ -32,8 +32,9 @@ def block(kernel=2, stride=None):
     ([xpcnn.BatchNorm2D(3), xpcnn.MaxPool2D(2), type("MyReLU", (xpcnn.ReLU,), {})()], (2, 3, 8, 6), False),
 ], ids=["2x2", "3x3", "followed", "uncovered row", "overlap", "too small", "two layers", "order", "3-d", "subclass"])
 def test_fuses_blocks_whose_windows_tile_the_input(layers, shape, expected):
-    assert fuses(layers, 0, shape) is expected
-    assert fuses([xpcnn.Flatten(), *layers], 1, shape) is expected
+    assert NormPoolReLU.fits(layers, 0, shape) is expected
+    assert NormPoolReLU.fits([xpcnn.Flatten(), *layers], 1, shape) is expected
+    assert isinstance(block_at(layers, 0, shape), NormPoolReLU) if expected else block_at(layers, 0, shape) is None
 
 
 def small_net(rng, h=8):

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import fsync_dir
+from ..io.atomic import fsync_dir
 from .idx import GZIP_MAGIC, IDXError, parse_idx, read_idx_bytes
 from .sources import DataFile, DatasetSpec
 

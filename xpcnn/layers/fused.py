@@ -1,16 +1,16 @@
-"""Batch norm, max pooling and ReLU as one step: the block that lenet repeats.
+"""Layers run together as one step: the blocks a network's forward may fuse.
 
-Sequential runs each BatchNorm2D -> MaxPool2D -> ReLU whose windows tile their input (see
-`fuses`) through one pair of functions in training, `normalise_pool_relu` and its
-gradient, and one in inference, `scale_pool_relu`, so that a fast path can do at once
-what the three layers do one after another. On NumPy with numba (xpcnn.fast_numba) the
-normalised values are pooled as they are made and never stored, and the gradient goes
-from each window straight to batch norm's input: about a third of the passes over
-memory (lenet's step, one model at batch 256 on the 2-core Xeon: 101 -> 85 ms;
-inference at 1,000 images: 4,743 -> 7,416 images/s). The standard functions below are
-the three layers' own steps in order, with the same results as the layers run alone.
-Each layer keeps its parameters, gradients and running statistics as if it had run
-itself.
+Sequential asks `block_at` at each position whether one of `FUSIONS` starts there and
+fits the input, and runs it in place of its layers, unless hooks are attached (they see
+every layer) or the model's `fuse` is off. A block runs through standard functions that
+are its layers' own steps in order, with the same results as the layers run alone, so
+that a fast path (xpcnn.kernels) can do at once what they do one after another. Each
+layer keeps its parameters, gradients and running statistics as if it had run itself.
+
+NormPoolReLU, the block lenet repeats: BatchNorm2D -> MaxPool2D -> ReLU whose windows
+tile the feature map. On numba the normalised values are pooled as they are made and
+never stored, and the gradient goes from each window straight to batch norm's input:
+about a third of the passes over memory.
 """
 
 from __future__ import annotations
@@ -27,32 +27,52 @@ from .pool import MaxPool2D, max_pool, max_pool_gradient, windows_tile
 from .windows import Pair, batch_innermost, output_size, to_nchw
 
 
-def fuses(layers: list[Layer], index: int, shape: Shape) -> bool:
-    """Whether `layers[index:]` start with a BatchNorm2D -> MaxPool2D -> ReLU that one
-    step can run on an input of `shape`: the pooling windows tile the feature map, so that
-    each value of it is in exactly one window. Subclasses never fuse: they may compute
-    something else."""
-    block = layers[index:index + 3]
-    if tuple(type(layer) for layer in block) != (BatchNorm2D, MaxPool2D, ReLU) or len(shape) != 4:
-        return False
-    pool = block[1]
-    return all(size >= k and windows_tile(k, s, output_size(size, k, s), size)
-               for k, s, size in zip(pool.kernel_size, pool.stride, shape[2:]))
+class FusedBlock:
+    """Layers of the types in `pattern`, in that order, run as one step. Subclasses say
+    where they apply (`fits`) and implement forward and backward. A hook attached around
+    a backward only (its forward ran fused) sees the block as one layer."""
 
-
-class NormPoolReLU:
-    """A BatchNorm2D, MaxPool2D and ReLU run as one step (see `fuses`). A hook
-    attached around a backward only (the forward ran fused) sees it as one layer, with
-    batch norm's parameters and gradients."""
-
+    pattern: tuple[type[Layer], ...] = ()
     skips_input_grad = False
 
-    def __init__(self, norm: BatchNorm2D, pool: MaxPool2D, activation: ReLU) -> None:
-        self.norm, self.pool, self.activation = norm, pool, activation
+    def __init__(self, *layers: Layer) -> None:
+        self.layers = layers
         self._saved: Any = None
 
+    @classmethod
+    def starts(cls, layers: list[Layer], index: int) -> bool:
+        """Whether `layers[index:]` begin with the pattern's types exactly (subclasses of
+        them never fuse: they may compute something else)."""
+        return tuple(type(layer) for layer in layers[index:index + len(cls.pattern)]) == cls.pattern
+
+    @classmethod
+    def fits(cls, layers: list[Layer], index: int, shape: Shape) -> bool:
+        """Whether the block can run `layers[index:]` on an input of `shape`."""
+        return cls.starts(layers, index)
+
     def __repr__(self) -> str:
-        return f"NormPoolReLU({self.norm!r}, {self.pool!r}, {self.activation!r})"
+        return f"{type(self).__name__}({', '.join(map(repr, self.layers))})"
+
+
+class NormPoolReLU(FusedBlock):
+    """A BatchNorm2D, MaxPool2D and ReLU run as one step, where the pooling windows tile
+    the feature map. It has batch norm's parameters and gradients."""
+
+    pattern = (BatchNorm2D, MaxPool2D, ReLU)
+
+    def __init__(self, norm: BatchNorm2D, pool: MaxPool2D, activation: ReLU) -> None:
+        super().__init__(norm, pool, activation)
+        self.norm, self.pool, self.activation = norm, pool, activation
+
+    @classmethod
+    def fits(cls, layers: list[Layer], index: int, shape: Shape) -> bool:
+        """The pattern on an NCHW input whose pooling windows tile it: each value of the
+        feature map in exactly one window."""
+        if not cls.starts(layers, index) or len(shape) != 4:
+            return False
+        pool = layers[index + 1]
+        return all(size >= k and windows_tile(k, s, output_size(size, k, s), size)
+                   for k, s, size in zip(pool.kernel_size, pool.stride, shape[2:]))
 
     @property
     def params(self) -> dict[str, Any]:
@@ -93,6 +113,17 @@ class NormPoolReLU:
         dx4, grad_weight, grad_bias = gradient(batch_innermost(dy), saved, gamma, count, pool.kernel_size, pool.stride)
         norm.grads = {"weight": xp.reshape(grad_weight, (-1,)), "bias": xp.reshape(grad_bias, (-1,))}
         return to_nchw(dx4)
+
+
+FUSIONS: tuple[type[FusedBlock], ...] = (NormPoolReLU,)
+
+
+def block_at(layers: list[Layer], index: int, shape: Shape) -> FusedBlock | None:
+    """The first of FUSIONS that runs `layers[index:]` on an input of `shape`, or None."""
+    for kind in FUSIONS:
+        if kind.fits(layers, index, shape):
+            return kind(*layers[index:index + len(kind.pattern)])
+    return None
 
 
 def scale_pool_relu(x4: Any, scale: Any, shift: Any, kernel: Pair, stride: Pair, out_hw: Pair) -> Any:

@@ -1,0 +1,508 @@
+"""The xpcnn command, run as a subprocess: exit codes, outputs, an end-to-end run."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from xpcnn import backend
+from xpcnn.backend import to_numpy
+from xpcnn.datasets import MNIST, load_bundled, normalize
+from xpcnn.diagnostics import machine
+from xpcnn.io.checkpoint import load_checkpoint
+
+from ..helpers import SHARED_MNIST
+
+
+def env_without_data(tmp_path: Path) -> dict[str, str]:
+    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"), PYTHONWARNINGS="ignore")
+    env.pop("XPCNN_DATA_DIR", None)
+    return env
+
+
+def xpcnn(*args: str, env: dict[str, str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "xpcnn", *args], env=env, cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """One short training run on the bundled subset, shared by the tests below."""
+    tmp = tmp_path_factory.mktemp("cli")
+    env = env_without_data(tmp)
+    result = xpcnn("train", "--no-download", "--limit", "1500", "--epochs", "1", "--out", "run", "--no-progress",
+                   "--val-split", "0.1", env=env, cwd=tmp)
+    return tmp, env, result
+
+
+def test_train_end_to_end(run):
+    tmp, env, result = run
+    assert result.returncode == 0, result.stderr
+    assert "using the bundled MNIST subset" in result.stderr and "epoch 1/1" in result.stderr  # progress
+    assert result.stdout.startswith("test accuracy")  # the result
+    files = {p.name for p in (tmp / "run").iterdir()}
+    assert {"checkpoint.npz", "metrics.jsonl", "summary.json"} <= files
+    summary = json.loads((tmp / "run" / "summary.json").read_text())
+    assert summary["model"] == "tutorial" and summary["train_images"] == 1350 and summary["test_accuracy"] > 0.5
+    assert summary["fast_paths"] == machine.fast_paths("numpy")  # batch norm's last bits depend on them
+    row = json.loads((tmp / "run" / "metrics.jsonl").read_text().splitlines()[0])
+    assert {"train_loss", "val_accuracy"} <= set(row)
+    if "plots:" in result.stderr:
+        assert {"curves.png", "confusion.png"} <= files
+
+
+def test_evaluate(run):
+    tmp, env, _ = run
+    result = xpcnn("evaluate", "run/checkpoint.npz", "--no-download", "--json", env=env, cwd=tmp)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["images"] == 2000 and 0.5 < report["accuracy"] <= 1.0
+
+
+def test_predict_npy_and_png(run):
+    tmp, env, _ = run
+    test = load_bundled().test
+    np.save(tmp / "digit.npy", test.images[0])
+    result = xpcnn("predict", "run/checkpoint.npz", "digit.npy", "--top", "2", env=env, cwd=tmp)
+    assert result.returncode == 0, result.stderr
+    line = result.stdout.strip()
+    assert line.startswith("digit.npy: ") and line.count("%") == 2
+
+
+@pytest.fixture(scope="module")
+def good_model(tmp_path_factory):
+    """The tutorial preset trained for 3 epochs on the bundled subset (about 95 %)."""
+    tmp = tmp_path_factory.mktemp("good")
+    result = xpcnn("train", "--epochs", "3", "--out", "good", "--no-progress", "--no-plots",
+                   env=env_without_data(tmp), cwd=tmp)
+    assert result.returncode == 0, result.stderr
+    return tmp / "good" / "checkpoint.npz"
+
+
+def pictures_of(digits: np.ndarray, folder: Path, kind: str) -> list[str]:
+    """MNIST digits as people give them: dark ink on light paper, black ink on a transparent
+    background, or somewhere in a wide, unevenly lit, grainy grey photo, 4x MNIST's size."""
+    from PIL import Image
+
+    paths = []
+    for number, digit in enumerate(digits):
+        big = np.asarray(Image.fromarray(digit).resize((112, 112), Image.Resampling.BICUBIC))
+        if kind == "paper":
+            picture = Image.fromarray(255 - big).convert("RGB")
+        elif kind == "transparent":
+            picture = Image.fromarray(np.dstack([np.zeros((112, 112, 3), np.uint8), big]), "RGBA")
+        else:  # a wide photo: 250 x 120 grey paper lit from one side, grain, the digit off centre
+            canvas = np.full((120, 250), 210.0) + np.linspace(-30, 30, 250)[None, :]
+            canvas[4:116, 20:132] -= big.astype(float) * 190 / 255
+            canvas += np.random.default_rng(number).normal(0, 6, canvas.shape)
+            picture = Image.fromarray(np.clip(canvas, 0, 255).astype(np.uint8))
+        paths.append(str(folder / f"{kind}{number}.png"))
+        picture.save(paths[-1])
+    return paths
+
+
+@pytest.mark.parametrize("kind", ["paper", "transparent", "wide"])
+def test_predict_reads_pictures_as_people_make_them(good_model, tmp_path, kind):
+    pytest.importorskip("PIL")
+    test = load_bundled().test
+    paths = pictures_of(test.images[:10], tmp_path, kind)
+    result = xpcnn("predict", str(good_model), *paths, env=env_without_data(tmp_path), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert [line.split(": ")[0] for line in lines] == paths  # one line per image, in order
+    right = sum(line.split(": ")[1].startswith(f"{label} (") for line, label in zip(lines, test.labels[:10]))
+    assert right >= 9, result.stdout
+
+
+def test_predict_reports_a_bad_image_and_still_reads_the_others(good_model, tmp_path):
+    np.save(tmp_path / "digit.npy", load_bundled().test.images[0])
+    (tmp_path / "notes.png").write_text("not a picture")
+    os.mkfifo(tmp_path / "pipe.png")
+    result = xpcnn("predict", str(good_model), "notes.png", "digit.npy", "pipe.png", "missing.png",
+                   env=env_without_data(tmp_path), cwd=tmp_path, timeout=60)
+    assert result.returncode == 1
+    assert result.stdout.startswith("digit.npy: ") and result.stdout.count("\n") == 1
+    errors = result.stderr.splitlines()
+    assert len(errors) == 3 and "notes.png: not a readable image" in errors[0]
+    assert "pipe.png: not a regular file" in errors[1] and "missing.png: cannot read" in errors[2]
+
+
+def test_usage_errors_exit_2(tmp_path):
+    env = env_without_data(tmp_path)
+    for args in (["train", "--epochs", "0"], ["train", "--model", "resnet"], ["frobnicate"], [],
+                 ["train", "--optimizer", "adam", "--momentum", "0.9", "--no-download"]):
+        result = xpcnn(*args, env=env, cwd=tmp_path)
+        assert result.returncode == 2, (args, result.stderr)
+        assert "usage:" in result.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "--lr", "abc"], "argument --lr: invalid float value: 'abc'"),
+    (["train", "--lr", "inf"], "argument --lr: must be > 0 and finite, got inf"),
+    (["train", "--augment", "100"], "argument --augment: must be in [0, 8], got 100"),
+    (["train", "--seed", "-1"], "argument --seed: must be in [0, 9223372036854775807], got -1"),
+    (["train", "--seed", "99999999999999999999999"], "argument --seed: must be in [0,"),
+    (["train", "--batch-size", "1000000001"], "argument --batch-size: must be in [1, 1,000,000,000]"),
+    (["train", "--epochs", "1000001"], "argument --epochs: must be in [1, 1,000,000]"),
+    (["train", "--out", "notes.txt/sub"], "--out: cannot make notes.txt/sub: Not a directory"),
+    (["parity", "--seed", "-1"], "argument --seed: must be in [0,"),
+    (["train", "--resume"], "--out: resuming needs the run folder to continue"),
+    (["train", "--out", "notes.txt"], "--out: notes.txt is a file, not a run folder"),
+    (["train", "--optimizer", "adam", "--momentum", "0.9"], "--momentum: applies to the sgd optimizer only, not adam"),
+    (["parity", "--model", "nosuch"], "--model 'nosuch' is neither a preset"),
+    (["train", "--out", ""], "argument --out: expected a path, got an empty string"),
+    (["train", "--data-dir", ""], "argument --data-dir: expected a path, got an empty string"),
+])
+def test_usage_errors_name_the_flag_under_the_commands_usage(tmp_path, args, message):
+    (tmp_path / "notes.txt").write_text("not a folder")
+    result = xpcnn(*args, "--no-download" if args[0] == "train" else "--json", env=env_without_data(tmp_path),
+                   cwd=tmp_path)
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+    assert result.stderr.startswith(f"usage: xpcnn {args[0]} ")
+    assert not (tmp_path / "runs").exists()  # refused before anything was made
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "--data-dir", "typo"], "data folder typo does not exist"),
+    (["train", "--dataset", "mnist", "--no-download"], "mnist: train-images-idx3-ubyte, train-labels-idx1-ubyte, "
+                                                       "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte not found"),
+    (["train", "--dataset", "fashion-mnist", "--no-download"], "fashion-mnist: train-images-idx3-ubyte"),
+])
+def test_data_that_was_asked_for_is_never_replaced_by_the_subset(tmp_path, args, message):
+    result = xpcnn(*args, env=env_without_data(tmp_path), cwd=tmp_path)
+    assert result.returncode == 1 and message in result.stderr, result.stderr
+    assert "bundled" not in result.stderr
+    assert not (tmp_path / "runs").exists()  # the run never started: no folder is left behind
+
+
+def test_a_run_that_never_started_removes_the_folders_it_made_and_only_those(tmp_path):
+    (tmp_path / "kept").mkdir()
+    for out in ("deep/er/run", "kept/run"):
+        result = xpcnn("train", "--data-dir", "typo", "--out", out, env=env_without_data(tmp_path), cwd=tmp_path)
+        assert result.returncode == 1 and "data folder typo does not exist" in result.stderr, result.stderr
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["kept"] and not any((tmp_path / "kept").iterdir())
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--backend", "cupy", "--data-dir", "typo"], "backend cupy:"),  # the backend first, before any data
+    (["--device", "cuda:7", "--data-dir", "typo"], "backend numpy on device cuda:7:"),
+    (["--warmup", "5", "--schedule", "constant"], "--warmup: applies to the cosine schedule only, not constant"),
+    (["--momentum", "1.5"], "argument --momentum: must be in [0, 1), got 1.5"),
+    (["--weight-decay", "-1"], "argument --weight-decay: must be >= 0 and finite, got -1.0"),
+])
+def test_flags_are_checked_before_any_work(tmp_path, args, message):
+    result = xpcnn("train", *args, env=env_without_data(tmp_path), cwd=tmp_path)
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+    assert "data:" not in result.stderr
+
+
+def test_debug_is_accepted_after_the_command(tmp_path):
+    result = xpcnn("evaluate", "missing.npz", "--debug", env=env_without_data(tmp_path), cwd=tmp_path)
+    assert result.returncode == 1 and "Traceback" in result.stderr
+
+
+def test_evaluate_uses_the_dataset_the_model_was_trained_on(run, tmp_path):
+    tmp, env, _ = run
+    with np.load(tmp / "run" / "checkpoint.npz") as archive:
+        arrays = {key: archive[key] for key in archive.files}
+    meta = json.loads(arrays["__meta__"].tobytes())
+    meta["trainer"]["info"]["data"]["name"] = "fashion-mnist"
+    meta["trainer"]["info"]["settings"]["data"] = None
+    arrays["__meta__"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+    np.savez(tmp_path / "fashion.npz", **arrays)
+    result = xpcnn("evaluate", str(tmp_path / "fashion.npz"), "--no-download", env=env, cwd=tmp)
+    assert result.returncode == 1 and "fashion-mnist: t10k-images-idx3-ubyte" in result.stderr, result.stderr
+    typo = xpcnn("evaluate", "run/checkpoint.npz", "--data-dir", "typo", env=env, cwd=tmp)
+    assert typo.returncode == 1 and "data folder typo does not exist" in typo.stderr
+
+
+@pytest.mark.skipif(not SHARED_MNIST.is_dir(), reason="full MNIST not in ../shared/data/mnist")
+def test_evaluate_needs_only_the_test_files(run, tmp_path):
+    tmp, env, _ = run
+    (tmp_path / "data").mkdir()
+    for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        shutil.copy(SHARED_MNIST / name, tmp_path / "data")
+    result = xpcnn("evaluate", "run/checkpoint.npz", "--data-dir", str(tmp_path / "data"), "--json", env=env, cwd=tmp)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["images"] == 10_000
+
+
+def test_evaluate_json_is_json_and_nothing_else(run):
+    tmp, env, _ = run
+    result = xpcnn("evaluate", "run/checkpoint.npz", "--json", env=env, cwd=tmp)
+    assert result.returncode == 0 and "bundled MNIST subset" in result.stderr
+    assert set(json.loads(result.stdout)) == {"accuracy", "loss", "images", "data"}
+
+
+def test_failures_are_one_line_exit_1(tmp_path):
+    env = env_without_data(tmp_path)
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    result = xpcnn("evaluate", "junk.npz", env=env, cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1 and "junk.npz" in result.stderr and "Traceback" not in result.stderr
+    result = xpcnn("--debug", "evaluate", "junk.npz", env=env, cwd=tmp_path)
+    assert result.returncode == 1 and "Traceback" in result.stderr
+
+
+def test_refuses_to_overwrite_a_run_and_resumes(run):
+    tmp, env, _ = run
+    result = xpcnn("train", "--out", "run", "--no-download", env=env, cwd=tmp)
+    assert result.returncode == 2 and "--resume" in result.stderr
+    result = xpcnn("train", "--out", "run", "--resume", "--epochs", "2", "--no-download", "--limit", "1500",
+                   "--val-split", "0.1", "--no-progress", "--no-plots", env=env, cwd=tmp)
+    assert result.returncode == 0, result.stderr
+    assert "resuming" in result.stderr and "epoch 2/2" in result.stderr
+
+
+def ctrl_c_after_the_first_checkpoint(args: list[str], run: Path, env: dict[str, str], cwd: Path) -> str:
+    """Run `xpcnn *args`, press Ctrl-C once `run` holds a checkpoint; what it said (stderr),
+    after checking it exited 130."""
+    process = subprocess.Popen([sys.executable, "-m", "xpcnn", *args], env=env, cwd=cwd, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (run / "checkpoint.npz").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    return stderr
+
+
+def test_the_continue_command_quotes_the_folder(tmp_path):
+    env = env_without_data(tmp_path)
+    stderr = ctrl_c_after_the_first_checkpoint(
+        ["train", "--no-download", "--limit", "3000", "--epochs", "2", "--out", "my run", "--checkpoint-every", "5",
+         "--no-progress", "--no-plots"], tmp_path / "my run", env, tmp_path)
+    command = stderr.split("continue with: ")[1].strip()
+    assert command == "xpcnn train --out 'my run' --resume --checkpoint-every 5"
+    assert xpcnn(*shlex.split(command)[1:], "--no-progress", env=env, cwd=tmp_path).returncode == 0
+
+
+def test_ctrl_c_saves_and_resume_finishes(tmp_path):
+    env = env_without_data(tmp_path)
+    stdout = ctrl_c_after_the_first_checkpoint(
+        ["train", "--no-download", "--limit", "3000", "--epochs", "2", "--out", "run", "--checkpoint-every", "5",
+         "--no-progress", "--no-plots"], tmp_path / "run", env, tmp_path)
+    assert "checkpoint saved" in stdout and "--resume" in stdout
+    steps = load_checkpoint(tmp_path / "run" / "checkpoint.npz").optimizer["steps"]
+    assert 0 < steps < 2 * 47
+    result = xpcnn("train", "--out", "run", "--resume", "--no-download", "--limit", "3000", "--no-progress",
+                   "--no-plots", env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert load_checkpoint(tmp_path / "run" / "checkpoint.npz").optimizer["steps"] == 2 * 47
+
+
+def test_info_lists_backends(tmp_path):
+    result = xpcnn("info", env=env_without_data(tmp_path), cwd=tmp_path)
+    assert result.returncode == 0
+    assert "backend numpy: usable" in result.stdout and "backend cupy:" in result.stdout
+    assert "OPENBLAS_CORETYPE=" in result.stdout
+
+
+# -- SIGKILL during training, then resume ---------------------------------------------------
+
+
+def cli_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "xpcnn", *args]
+
+
+def kill_train_args(out: Path) -> list[str]:
+    return ["train", "--no-download", "--limit", "1280", "--epochs", "2", "--out", str(out), "--no-progress",
+            "--no-plots", "--checkpoint-every", "1", "--model", "lenet", "--batch-size", "128", "--augment", "1"]
+
+
+KILL_STEPS = 2 * 1280 // 128
+
+
+def saved_steps(run: Path) -> int:
+    try:
+        return load_checkpoint(run / "checkpoint.npz").optimizer["steps"]
+    except FileNotFoundError:
+        return 0
+
+
+def check_run_folder(run: Path) -> None:
+    """The checkpoint loads, and the metrics file is its history or one epoch behind."""
+    if not (run / "checkpoint.npz").exists():
+        return
+    history = load_checkpoint(run / "checkpoint.npz").trainer["history"]
+    metrics = run / "metrics.jsonl"
+    rows = [json.loads(line) for line in metrics.read_text().splitlines()] if metrics.exists() else []
+    assert rows == history[: len(rows)] and len(rows) >= len(history) - 1
+
+
+def test_sigkill_during_training_and_resume_equals_an_uninterrupted_run(tmp_path):
+    """Kill a real run at random moments (after a random number of steps, plus a random
+    fraction of a step: inside steps and inside checkpoint writes), resume each time."""
+    env = env_without_data(tmp_path)
+    reference = tmp_path / "reference"
+    subprocess.run(cli_command(*kill_train_args(reference)), env=env, check=True, capture_output=True, timeout=600)
+    run = tmp_path / "run"
+    rng = random.Random(0)
+    targets = sorted(rng.sample(range(1, KILL_STEPS), 6))
+    for target in targets:
+        resume = ["--resume"] if (run / "checkpoint.npz").exists() else []
+        process = subprocess.Popen(cli_command(*kill_train_args(run), *resume), env=env, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 300
+        while saved_steps(run) < target and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(rng.uniform(0.0, 0.3))
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        check_run_folder(run)
+    finish = subprocess.run(cli_command(*kill_train_args(run), "--resume"), env=env, capture_output=True, text=True,
+                            timeout=600)
+    assert finish.returncode == 0, finish.stderr[-2000:]
+    check_run_folder(run)
+    final, expected = load_checkpoint(run / "checkpoint.npz"), load_checkpoint(reference / "checkpoint.npz")
+    for name, value in expected.model.params.items():
+        np.testing.assert_array_equal(final.model.params[name], value, err_msg=name)
+    for name, value in expected.model.buffers.items():
+        np.testing.assert_array_equal(final.model.buffers[name], value, err_msg=name)
+    assert final.optimizer["steps"] == expected.optimizer["steps"] == KILL_STEPS
+    print(f"{len(targets)} SIGKILLs after steps {targets}, resumed to identical weights")
+
+
+# -- resume: every setting and the same images come from the checkpoint ---------------------------
+
+
+def final_weights(run: Path) -> dict[str, np.ndarray]:
+    return {name: to_numpy(value) for name, value in load_checkpoint(run / "checkpoint.npz").model.params.items()}
+
+
+@pytest.mark.skipif(not SHARED_MNIST.is_dir(), reason="full MNIST not in ../shared/data/mnist")
+def test_the_printed_continue_command_reproduces_an_uninterrupted_run(tmp_path):
+    env = env_without_data(tmp_path)
+    flags = ["--model", "lenet", "--data-dir", str(SHARED_MNIST), "--limit", "640", "--seed", "3", "--augment", "1",
+             "--epochs", "2", "--val-split", "0.1", "--no-progress", "--no-plots"]
+    assert xpcnn("train", *flags, "--out", "whole", env=env, cwd=tmp_path).returncode == 0
+    stdout = ctrl_c_after_the_first_checkpoint(["train", *flags, "--out", "cut", "--checkpoint-every", "3"],
+                                               tmp_path / "cut", env, tmp_path)
+    steps = load_checkpoint(tmp_path / "cut" / "checkpoint.npz").optimizer["steps"]
+    assert 0 < steps < 2 * 9 and steps != 9  # interrupted inside an epoch (9 batches of 64 per epoch)
+    command = stdout.split("continue with: ")[1].strip()
+    assert command == "xpcnn train --out cut --resume --checkpoint-every 3"
+    resumed = xpcnn(*shlex.split(command)[1:], "--no-progress", env=dict(env, XPCNN_DATA_DIR=str(tmp_path)),
+                    cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"data: full mnist from {SHARED_MNIST.resolve()}" in resumed.stderr
+    whole, cut = final_weights(tmp_path / "whole"), final_weights(tmp_path / "cut")
+    for name, value in whole.items():
+        np.testing.assert_array_equal(cut[name], value, err_msg=name)
+
+
+@pytest.fixture(scope="module")
+def short_run(tmp_path_factory):
+    """A finished one-epoch run on 320 bundled images."""
+    tmp = tmp_path_factory.mktemp("short")
+    env = env_without_data(tmp)
+    result = xpcnn("train", "--no-download", "--limit", "320", "--epochs", "1", "--out", "run", "--no-progress",
+                   "--no-plots", env=env, cwd=tmp)
+    assert result.returncode == 0, result.stderr
+    return tmp, env
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--lr", "0.5"], "--lr: 0.5 differs from the run's saved 0.01"),
+    (["--model", "lenet"], "--model: lenet differs from the run's saved tutorial"),
+    (["--limit", "400"], "--limit: 400 differs from the run's saved 320"),
+    (["--seed", "1"], "--seed: 1 differs from the run's saved 0"),
+    (["--dtype", "float64"], "--dtype: float64 differs from the run's saved float32"),
+    (["--batch-size", "32"], "--batch-size: 32 differs from the run's saved 64"),
+    (["--data-dir", "elsewhere"], "--data-dir: elsewhere differs from the run's saved (the bundled subset)"),
+    (["--epochs", "0"], "--epochs: must be in [1, 1,000,000], got 0"),
+])
+def test_resume_refuses_flags_that_change_the_run(short_run, flags, message):
+    tmp, env = short_run
+    result = xpcnn("train", "--out", "run", "--resume", *flags, env=env, cwd=tmp)
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_resume_accepts_equal_flags_and_another_backend(short_run):
+    tmp, env = short_run
+    result = xpcnn("train", "--out", "run", "--resume", "--lr", "0.01", "--model", "seed", "--limit", "320",
+                   "--backend", "array_api_strict", "--no-progress", "--no-plots", env=env, cwd=tmp)
+    assert result.returncode == 0, result.stderr
+    assert "on array_api_strict" in result.stderr
+
+
+def test_extending_a_finished_run_replans_the_schedule(tmp_path):
+    env = env_without_data(tmp_path)
+    first = xpcnn("train", "--no-download", "--limit", "320", "--epochs", "1", "--out", "run", "--no-progress",
+                  "--no-plots", env=env, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    more = xpcnn("train", "--out", "run", "--resume", "--epochs", "3", "--no-progress", "--no-plots", env=env,
+                 cwd=tmp_path)
+    assert more.returncode == 0, more.stderr
+    assert "extending the run from 1 to 3 epochs: the cosine schedule now spans 15 steps" in more.stderr
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [row["epoch"] for row in rows] == [1, 2, 3]
+    assert rows[1]["lr"] > 1e-3 and rows[2]["train_loss"] < rows[0]["train_loss"]  # learning again, not at lr 0
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["epochs"] == 3 and summary["settings"]["epochs"] == 3
+    shorter = xpcnn("train", "--out", "run", "--resume", "--epochs", "2", env=env, cwd=tmp_path)
+    assert shorter.returncode == 2 and "a run can be extended, not shortened" in shorter.stderr
+
+
+@pytest.mark.skipif(not SHARED_MNIST.is_dir(), reason="full MNIST not in ../shared/data/mnist")
+def test_resume_never_switches_to_other_data(tmp_path):
+    env = env_without_data(tmp_path)
+    data = tmp_path / "data"
+    shutil.copytree(SHARED_MNIST, data)
+    first = xpcnn("train", "--data-dir", "data", "--limit", "200", "--epochs", "1", "--out", "run", "--no-progress",
+                  "--no-plots", env=env, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    shutil.rmtree(data)
+    (tmp_path / "cache" / "mnist").mkdir(parents=True)  # full MNIST elsewhere must not be picked up either
+    for name in os.listdir(SHARED_MNIST):
+        shutil.copy(SHARED_MNIST / name, tmp_path / "cache" / "mnist")
+    result = xpcnn("train", "--out", "run", "--resume", "--epochs", "2", env=env, cwd=tmp_path)
+    assert result.returncode == 1 and f"the run's data is gone from {data}" in result.stderr, result.stderr
+    assert result.stderr.count("\n") == 1
+
+
+def test_export_writes_an_onnx_model_that_runs(run):
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    tmp, env, _ = run
+    result = xpcnn("export", "run/checkpoint.npz", "run.onnx", env=env, cwd=tmp)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("run.onnx: ONNX opset 17")
+    images = load_bundled().test.images[:20]
+    logits = ort.InferenceSession(str(tmp / "run.onnx")).run(
+        None, {"pixels": (images / 255.0).astype(np.float32)[:, None]}
+    )[0]
+    model = load_checkpoint(tmp / "run" / "checkpoint.npz").model
+    expected = model.forward(normalize(images, MNIST.mean, MNIST.std), training=False)
+    np.testing.assert_allclose(logits, expected, rtol=0, atol=1e-4)
+    bad = xpcnn("export", "missing.npz", "x.onnx", env=env, cwd=tmp)
+    assert bad.returncode == 1 and "missing.npz: no such checkpoint file" in bad.stderr
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(backend.device_unusable_reason("torch", "cuda") is not None
+                    and os.environ.get("XPCNN_REQUIRE_GPU") != "1", reason="no CUDA device for torch")
+def test_training_on_torch_cuda_replays_cuda_graphs_unless_told_not_to(tmp_path):
+    env = env_without_data(tmp_path)
+    common = ("train", "--no-download", "--limit", "600", "--epochs", "1", "--no-progress", "--no-plots",
+              "--backend", "torch", "--device", "cuda")
+    recorded = xpcnn(*common, "--out", "recorded", env=env, cwd=tmp_path)
+    direct = xpcnn(*common, "--out", "direct", "--no-cuda-graphs", env=env, cwd=tmp_path)
+    assert recorded.returncode == direct.returncode == 0, recorded.stderr + direct.stderr
+    assert "recorded as CUDA graphs" in recorded.stderr and "CUDA graphs" not in direct.stderr
+    assert recorded.stdout.split()[:2] == direct.stdout.split()[:2] == ["test", "accuracy"]
+    accuracies = [float(result.stdout.split()[2].rstrip("%")) for result in (recorded, direct)]
+    assert abs(accuracies[0] - accuracies[1]) < 0.5  # the same training, to float rounding

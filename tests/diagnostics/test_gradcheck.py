@@ -1,0 +1,43 @@
+"""The gradient checker (xpcnn/gradcheck.py): it catches a wrong backward, refuses float32,
+and checks a whole network end to end, float64, on every backend.
+
+The gradient checks of each layer live with that layer's tests (tests/layers/), the loss's
+in tests/test_losses.py.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import xpcnn
+from xpcnn import gradcheck
+from xpcnn.diagnostics.gradcheck import GradcheckError
+
+from ..helpers import GRAD_TOL
+
+
+def test_small_network_end_to_end(target, to_target):
+    rng = np.random.default_rng(3)
+    net = xpcnn.Sequential([
+        xpcnn.Conv2D(1, 3, 3, padding=1, rng=rng), xpcnn.BatchNorm2D(3), xpcnn.Tanh(),
+        xpcnn.AvgPool2D(2), xpcnn.Conv2D(3, 2, (2, 3), stride=(1, 2), rng=rng), xpcnn.Sigmoid(),
+        xpcnn.Flatten(), xpcnn.Dense(2 * 2 * 1, 4, rng=rng),
+    ]).to(target[0], target[1], "float64")
+    gradcheck(net, to_target(rng.standard_normal((2, 1, 7, 6)), "float64"), tol=GRAD_TOL)
+
+
+def test_gradcheck_catches_a_wrong_backward(target, to_target):
+    class WrongTanh(xpcnn.Tanh):
+        def backward(self, dy):
+            return super().backward(dy) * 1.001
+
+    x = to_target(np.random.default_rng(0).standard_normal((2, 3)), "float64")
+    with pytest.raises(GradcheckError, match="input"):
+        gradcheck(WrongTanh(), x, tol=GRAD_TOL)
+    assert gradcheck(WrongTanh(), x, raise_on_fail=False).worst > 1e-4
+
+
+def test_gradcheck_refuses_float32(to_target):
+    with pytest.raises(TypeError, match="float64"):
+        gradcheck(xpcnn.Tanh(), to_target(np.zeros((2, 2)), "float32"))

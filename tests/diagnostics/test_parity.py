@@ -1,0 +1,172 @@
+"""Backend parity as a feature: it passes on real backends, fails on injected faults and
+names the first layer that differs; training steps move no data to the host."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import xpcnn
+from xpcnn import backend, presets
+from xpcnn.datasets import batches, load_bundled
+from xpcnn.diagnostics import parity
+from xpcnn.optim import SGD, Adam
+from xpcnn.train.trainer import Trainer
+
+
+@pytest.fixture(scope="module")
+def batch():
+    data = load_bundled()
+    return next(batches(data.test, 16, shuffle=False))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("preset", ["seed", "lenet"])
+def test_presets_agree_with_numpy(target, batch, preset, dtype):
+    if target[0] == "numpy":
+        pytest.skip("numpy is the reference")
+    report = parity.compare(presets.build(preset), *batch, ["numpy", target], dtype)
+    assert report.passed, report.to_table()
+    local = report.worst("local")
+    assert local.max_rel < parity.TOLERANCES[dtype] / 10  # headroom, as documented
+    assert {row.view for row in report.rows} == {"local", "end-to-end"}
+
+
+def test_report_covers_every_layer_and_parameter(batch):
+    model = presets.build("tutorial")
+    report = parity.compare(model, *batch, ["numpy", "numpy"], "float64")
+    local = [row for row in report.rows if row.view == "local"]
+    assert len(local) == len(model) + 1 + len(model.params) + len(model)  # outputs, loss, grads, input grads
+    assert all(row.max_abs == 0.0 for row in report.rows)  # same backend: bit-identical
+    data = json.loads(report.to_json())
+    assert data["passed"] and data["first_failure"] is None and len(data["rows"]) == len(report.rows)
+    assert "PASS" in report.to_table()
+
+
+@pytest.fixture
+def torch_module():
+    return pytest.importorskip("torch")
+
+
+def test_a_perturbed_matmul_fails_at_the_first_layer(batch, torch_module, monkeypatch):
+    original = torch_module.Tensor.__matmul__
+    monkeypatch.setattr(torch_module.Tensor, "__matmul__", lambda a, b: original(a, b) * 1.01)
+    report = parity.compare(presets.build("tutorial"), *batch, ["numpy", "torch"], "float32")
+    assert not report.passed
+    first = report.first_failure
+    assert (first.view, first.layer, first.name, first.quantity) == ("local", 0, "Conv2D", "output")
+    assert "layer 0 (Conv2D) output on torch" in report.to_table()
+
+
+def test_a_backward_fault_in_one_layer_is_named(batch, torch_module, monkeypatch):
+    original = xpcnn.MaxPool2D.backward
+
+    def faulty(self, dy):
+        dx = original(self, dy)
+        return dx * 1.001 if backend.backend_of(dy) == "torch" else dx
+
+    monkeypatch.setattr(xpcnn.MaxPool2D, "backward", faulty)
+    report = parity.compare(presets.build("tutorial"), *batch, ["numpy", "torch"], "float64")
+    first = report.first_failure
+    assert (first.layer, first.name, first.quantity) == (1, "MaxPool2D", "grad input")
+    assert all(row.passed for row in report.rows if row.view == "local" and row.layer != 1)
+
+
+def test_trajectory_follows_training_and_can_fail(torch_module, monkeypatch):
+    data = load_bundled()
+    train_batches = list(batches(data.train, 16, seed=0))[:4]
+    report = parity.trajectory(presets.build("tutorial"), train_batches, ["numpy", "torch"], "float64", "sgd")
+    assert report.passed and len(report.drift) == 4 and len(report.losses[0]) == 2
+    assert "PASS" in report.to_table()
+    original = torch_module.Tensor.__matmul__
+    monkeypatch.setattr(torch_module.Tensor, "__matmul__", lambda a, b: original(a, b) * (1 + 1e-6))
+    assert not parity.trajectory(presets.build("tutorial"), train_batches, ["numpy", "torch"], "float64", "adam").passed
+
+
+def test_clone_is_independent():
+    model = presets.build("lenet")
+    copy = parity.clone(model, "numpy", dtype="float64")
+    copy.params["0.weight"][...] = 0
+    assert np.any(model.params["0.weight"] != 0) and model.dtype == "float32"
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_cli_parity_lenet(dtype):
+    pytest.importorskip("torch")
+    result = subprocess.run([sys.executable, "-m", "xpcnn", "parity", "--backends", "numpy,torch", "--model",
+                             "lenet", "--dtype", dtype, "--steps", "2", "--json"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr
+    report = json.loads(result.stdout)
+    assert report["passed"] and report["compare"]["dtype"] == dtype and len(report["trajectory"]["drift"]) == 2
+
+
+def test_cli_parity_names_unusable_backends():
+    result = subprocess.run([sys.executable, "-m", "xpcnn", "parity", "--backends", "numpy,nosuch"],
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and "unknown backend 'nosuch'" in result.stderr
+    if backend.unavailable_reason("cupy") is not None:
+        result = subprocess.run([sys.executable, "-m", "xpcnn", "parity", "--backends", "numpy,cupy"],
+                                capture_output=True, text=True)
+        assert result.returncode == 2 and "backend cupy is not usable here" in result.stderr
+
+
+# -- device discipline ------------------------------------------------------------------------
+
+TRANSFERS = ("__float__", "__int__", "__bool__", "__index__", "__array__", "__dlpack__", "__complex__")
+
+
+@pytest.fixture
+def count_transfers(monkeypatch):
+    """Count every conversion of an array_api_strict array to host data."""
+    strict = pytest.importorskip("array_api_strict")
+    counts = {"n": 0}
+    array_type = type(strict.asarray(0.0))
+    for name in TRANSFERS:
+        original = getattr(array_type, name, None)
+        if original is None:
+            continue
+
+        def counting(self, *args, _original=original, **kwargs):
+            counts["n"] += 1
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(array_type, name, counting)
+    return counts
+
+
+@pytest.mark.parametrize("preset", ["seed", "lenet"])
+def test_a_training_step_stays_on_its_device(count_transfers, preset):
+    """On array_api_strict's 'device1', mixing devices raises and host conversion is
+    counted: forward, loss, backward and the update create everything on the input's
+    device and move nothing to the host."""
+    strict = pytest.importorskip("array_api_strict")
+    device = strict.Device("device1")
+    model = presets.build(preset).to("array_api_strict", device)
+    rng = np.random.default_rng(0)
+    x = backend.to_backend(rng.standard_normal((8, 1, 28, 28)), "array_api_strict", device, "float32")
+    y = backend.to_backend(rng.integers(0, 10, 8), "array_api_strict", device)
+    loss_fn = xpcnn.SoftmaxCrossEntropy(check_labels=False)  # as in the training loop: labels checked on the host
+    count_transfers["n"] = 0
+    for optimizer in (SGD(model, 0.01, momentum=0.9, weight_decay=1e-4), Adam(model, 1e-3)):
+        loss_fn.forward(model.forward(x), y)
+        model.backward(loss_fn.backward())
+        optimizer.step()
+    assert count_transfers["n"] == 0
+    for value in [*model.params.values(), *model.buffers.values(), *optimizer.state_arrays().values()]:
+        assert value.device == device
+
+
+def test_the_trainer_moves_two_scalars_per_step_in_one_transfer(count_transfers):
+    strict = pytest.importorskip("array_api_strict")
+    device = strict.Device("device1")
+    data = load_bundled().train.subset(np.arange(64))
+    model = presets.build("tutorial").to("array_api_strict", device)
+    trainer = Trainer(model, SGD(model, 0.01), batch_size=16, progress=False, log=lambda m: None)
+    count_transfers["n"] = 0
+    trainer.fit(data, 1)
+    assert count_transfers["n"] == 4  # the loss and the number correct, together, once per step

@@ -1,0 +1,15 @@
+"""Atomic writes (xpcnn/atomic.py).
+
+Saves that survive SIGKILL are tested where they are used: tests/test_checkpoint.py and the
+crash-and-resume test in tests/test_cli.py.
+"""
+
+from __future__ import annotations
+
+from xpcnn.io.atomic import FILE_MODE, atomic_write_text
+
+
+def test_written_files_get_the_usual_mode(tmp_path):
+    atomic_write_text(tmp_path / "a.txt", "x")
+    (tmp_path / "b.txt").write_text("x")  # an ordinary new file, for comparison
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == (tmp_path / "b.txt").stat().st_mode & 0o777 == FILE_MODE

@@ -1,0 +1,458 @@
+"""Checkpoints (xpcnn/checkpoint.py): portable round trips, strict validation, atomic saves
+under SIGKILL, and untrusted files: mutations, escaping member paths, hostile architectures."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import tracemalloc
+import zipfile
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import xpcnn
+from xpcnn import backend, presets
+from xpcnn.io.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from xpcnn.optim import SGD, Adam
+
+from ..helpers import mutate, small_checkpoint, small_dataset
+
+
+def trained_step(net, target):
+    """One Adam step so that optimizer state and BN running statistics are non-trivial."""
+    opt = Adam(net, 1e-3)
+    rng = np.random.default_rng(0)
+    x = backend.to_backend(rng.standard_normal((4, 1, 28, 28)), *target, net.dtype)
+    loss = xpcnn.SoftmaxCrossEntropy()
+    loss.forward(net.forward(x), backend.to_backend(rng.integers(0, 10, 4), *target))
+    net.backward(loss.backward())
+    opt.step()
+    return opt, x
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_save_anywhere_load_on_numpy_same_outputs(tmp_path, target, dtype):
+    net = presets.lenet(3).to(*target, dtype)
+    opt, x = trained_step(net, target)
+    expected = backend.to_numpy(net.forward(x, training=False))
+    save_checkpoint(tmp_path / "c.npz", net, opt, {"note": "hello"})
+    loaded = load_checkpoint(tmp_path / "c.npz", "numpy")
+    assert loaded.model.backend == "numpy" and loaded.model.dtype == dtype
+    got = loaded.model.forward(backend.to_numpy(x), training=False)
+    if target[0] == "numpy":
+        np.testing.assert_array_equal(got, expected)
+    else:  # same weights, another library's kernels: equal up to rounding
+        tol = 1e-5 if dtype == "float32" else 1e-12
+        np.testing.assert_allclose(got, expected, rtol=tol, atol=tol)
+    assert loaded.trainer == {"note": "hello"}
+    assert loaded.optimizer["steps"] == 1 and set(loaded.optimizer_arrays) == set(opt.state_arrays())
+    assert loaded.model[11].calls == net[11].calls == 1  # dropout counter travels too
+    for name, value in net.buffers.items():
+        np.testing.assert_array_equal(backend.to_numpy(loaded.model.buffers[name]), backend.to_numpy(value))
+
+
+def test_load_onto_every_backend(tmp_path, target):
+    net = presets.tutorial(1)
+    save_checkpoint(tmp_path / "c.npz", net)
+    loaded = load_checkpoint(tmp_path / "c.npz", *target)
+    assert loaded.model.backend == target[0]
+    for name, value in net.params.items():
+        np.testing.assert_array_equal(backend.to_numpy(loaded.model.params[name]), value)
+
+
+def rewrite(path, out, *, meta=None, drop=(), replace=None):
+    """Copy checkpoint `path` to `out`, editing its metadata or arrays."""
+    with np.load(path, allow_pickle=False) as archive:
+        arrays = {k: archive[k] for k in archive.files if k not in drop}
+    info = json.loads(arrays["__meta__"].tobytes())
+    if meta:
+        meta(info)
+    arrays["__meta__"] = np.frombuffer(json.dumps(info).encode(), np.uint8)
+    arrays.update(replace or {})
+    np.savez(out, **arrays)
+    return out
+
+
+@pytest.fixture
+def saved(tmp_path):
+    path = tmp_path / "good.npz"
+    save_checkpoint(path, presets.tutorial(0))
+    return path
+
+
+def test_mismatches_are_named(saved, tmp_path):
+    def grow(info):
+        info["architecture"][4]["config"]["out_features"] = 64
+
+    with pytest.raises(CheckpointError, match=r"param/4.weight: shape \(128, 1352\), architecture needs \(64, 1352\)"):
+        load_checkpoint(rewrite(saved, tmp_path / "a.npz", meta=grow))
+
+    def forget(info):
+        del info["arrays"]["param/0.bias"]
+
+    with pytest.raises(CheckpointError, match=r"missing param/0.bias"):
+        load_checkpoint(rewrite(saved, tmp_path / "b.npz", meta=forget, drop=["param/0.bias"]))
+
+    def evil(info):
+        info["architecture"][0]["type"] = "os.system"
+
+    with pytest.raises(CheckpointError, match="unknown layer type 'os.system'"):
+        load_checkpoint(rewrite(saved, tmp_path / "c.npz", meta=evil))
+
+    with pytest.raises(CheckpointError, match="metadata says"):
+        load_checkpoint(rewrite(saved, tmp_path / "d.npz", replace={"param/0.bias": np.zeros(8, np.float64)}))
+
+    with pytest.raises(CheckpointError, match="differ from those stored"):
+        load_checkpoint(rewrite(saved, tmp_path / "e.npz", replace={"param/99.weight": np.zeros(3, np.float32)}))
+
+
+def test_not_a_checkpoint(tmp_path):
+    (tmp_path / "random.npz").write_bytes(b"PK\x03\x04" + os.urandom(1000))
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        load_checkpoint(tmp_path / "random.npz")
+    np.savez(tmp_path / "plain.npz", a=np.zeros(3))
+    with pytest.raises(CheckpointError, match="no __meta__"):
+        load_checkpoint(tmp_path / "plain.npz")
+    np.save(tmp_path / "single.npy", np.zeros(3))
+    with pytest.raises(CheckpointError, match="not a checkpoint archive"):
+        load_checkpoint(tmp_path / "single.npy")
+
+
+def test_pickled_arrays_are_never_loaded(saved, tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    out = tmp_path / "evil.npz"
+    with np.load(saved, allow_pickle=False) as archive:
+        arrays = {k: archive[k] for k in archive.files}
+    arrays["param/0.bias"] = np.array([Payload()] * 8, dtype=object)
+    np.savez(out, **arrays)
+    with pytest.raises(CheckpointError):
+        load_checkpoint(out)
+    assert not marker.exists()
+
+
+def test_member_larger_than_declared_is_refused_before_reading(saved, tmp_path):
+    out = tmp_path / "big.npz"
+    with zipfile.ZipFile(saved) as source, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as target:
+        for item in source.infolist():
+            data = source.read(item)
+            if item.filename == "param/0.bias.npy":
+                data += bytes(10 << 20)  # 10 MB of trailing zeros, compresses to little
+            target.writestr(item.filename, data)
+    with pytest.raises(CheckpointError, match="unpacks to"):
+        load_checkpoint(out)
+
+
+SAVER = textwrap.dedent(
+    """
+    import sys, numpy as np
+    from xpcnn import presets
+    from xpcnn.io.checkpoint import save_checkpoint
+    net = presets.lenet(0)
+    print("ready", flush=True)
+    i = 0
+    while True:
+        i += 1
+        net.params["9.bias"][...] = i
+        save_checkpoint(sys.argv[1], net, trainer={"i": i})
+        print("saved", i, flush=True)
+    """
+)
+
+
+def test_sigkill_while_saving_keeps_a_loadable_checkpoint(tmp_path):
+    path = tmp_path / "ckpt.npz"
+    save_checkpoint(path, presets.lenet(0), trainer={"i": 0})
+    rng = np.random.default_rng(0)
+    last = 0
+    for attempt in range(6):
+        process = subprocess.Popen([sys.executable, "-c", SAVER, str(path)], stdout=subprocess.PIPE)
+        assert process.stdout.readline().strip() == b"ready"
+        if attempt == 5:  # however slow the machine, the last run completes a save first
+            assert process.stdout.readline().startswith(b"saved")
+        time.sleep(rng.uniform(0.05, 0.6))
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        loaded = load_checkpoint(path)  # never half-written
+        i = loaded.trainer["i"]
+        assert np.all(loaded.model.params["9.bias"] == i)
+        last = max(last, i)
+    assert last > 0
+    # A killed save may leave its temporary file, never anything named like a checkpoint.
+    leftovers = {p.name for p in tmp_path.iterdir()} - {"ckpt.npz"}
+    assert all(name.startswith(".ckpt.npz.") and name.endswith(".tmp") for name in leftovers)
+
+
+
+# -- untrusted checkpoints ---------------------------------------------------------------------
+
+
+@settings(max_examples=150)
+@given(st.randoms(use_true_random=False), st.integers(1, 6))
+def test_mutations_are_refused_or_usable(tmp_path_factory, rng, edits):
+    folder = tmp_path_factory.mktemp("ckpt")
+    data = mutate(small_checkpoint(folder), rng, edits)
+    (folder / "m.npz").write_bytes(data)
+    try:
+        checkpoint = load_checkpoint(folder / "m.npz")
+    except CheckpointError:
+        return
+    x = np.zeros((1, 1, 6, 6), np.float32)
+    assert checkpoint.model.forward(x).shape == (1, 3)  # accepted means usable
+
+
+def test_archive_member_paths_cannot_escape(tmp_path):
+    good = tmp_path / "good.npz"
+    good.write_bytes(small_checkpoint(tmp_path))
+    evil = tmp_path / "evil.npz"
+    with zipfile.ZipFile(good) as source, zipfile.ZipFile(evil, "w") as target:
+        for item in source.infolist():
+            target.writestr(item.filename, source.read(item))
+        target.writestr("../../escaped.npy", source.read("param/0.weight.npy"))
+    before = set(tmp_path.parent.rglob("escaped*"))
+    with pytest.raises(CheckpointError):
+        load_checkpoint(evil)
+    assert set(tmp_path.parent.rglob("escaped*")) == before  # nothing is ever extracted
+
+
+@pytest.mark.parametrize("config", [
+    [{"type": "Dense", "config": {"in_features": 10**9, "out_features": 10**6}}],
+    [{"type": "Conv2D", "config": {"in_channels": 2**40, "out_channels": 2**40, "kernel_size": 3}}],
+    [{"type": "Conv2D", "config": {"in_channels": -3, "out_channels": 8, "kernel_size": 3}}],
+    [{"type": "Dense", "config": {"in_features": 3, "out_features": 2, "rng": {"__class__": "x"}}}],
+    [{"type": "Dense"}],
+    {"not": "a list"},
+])
+def test_hostile_architectures_are_refused_before_allocating(tmp_path, config):
+    path = tmp_path / "c.npz"
+    path.write_bytes(small_checkpoint(tmp_path))
+    with np.load(path, allow_pickle=False) as archive:
+        arrays = {k: archive[k] for k in archive.files}
+    meta = json.loads(arrays["__meta__"].tobytes())
+    meta["architecture"] = config
+    arrays["__meta__"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+    np.savez(path, **arrays)
+    start = time.perf_counter()
+    with pytest.raises(CheckpointError, match="field architecture"):
+        load_checkpoint(path)
+    assert time.perf_counter() - start < 5
+
+
+def test_deeply_nested_json_is_refused(tmp_path):
+    path = tmp_path / "c.npz"
+    np.savez(path, __meta__=np.frombuffer(b"[" * 100_000 + b"]" * 100_000, np.uint8))
+    with pytest.raises(CheckpointError, match="JSON"):
+        load_checkpoint(path)
+
+
+# -- hostile and malformed files: refused before memory or time is spent, naming the field ---------
+
+
+def peak_bytes(function):
+    """Peak of traced allocations (NumPy's included) while `function` runs."""
+    tracemalloc.start()
+    try:
+        function()
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return peak
+
+
+def test_declared_arrays_the_architecture_does_not_need_are_never_read(saved, tmp_path):
+    out = tmp_path / "hostile.npz"
+    big = np.zeros(1 << 26, np.float32)  # 256 MiB each once unpacked; a few hundred KB deflated
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": big.shape})
+    with zipfile.ZipFile(saved) as source, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as target:
+        meta = json.loads(np.load(saved)["__meta__"].tobytes())
+        for index in range(4):
+            meta["arrays"][f"buffer/{index}.spare"] = {"shape": list(big.shape), "dtype": "float32"}
+            with target.open(f"buffer/{index}.spare.npy", "w", force_zip64=True) as member:
+                member.write(header.getvalue())
+                for _ in range(64):
+                    member.write(bytes(1 << 22))
+        for item in source.infolist():
+            data = source.read(item)
+            if item.filename == "__meta__.npy":
+                buffer = io.BytesIO()
+                np.save(buffer, np.frombuffer(json.dumps(meta).encode(), np.uint8))
+                data = buffer.getvalue()
+            target.writestr(item.filename, data, compress_type=zipfile.ZIP_STORED)
+    assert out.stat().st_size < 8 << 20  # a few MB on disk, 1 GiB declared
+
+    def load():
+        with pytest.raises(CheckpointError, match=r"unexpected buffer/0.spare"):
+            load_checkpoint(out)
+
+    assert peak_bytes(load) < 20 << 20
+
+
+def test_a_huge_architecture_without_its_arrays_is_refused_before_building(saved, tmp_path):
+    def huge(info):  # 400 million weights declared, none stored
+        info["architecture"] = [{"type": "Dense", "config": {"in_features": 20_000, "out_features": 20_000}}]
+        info["arrays"] = {}
+
+    path = rewrite(saved, tmp_path / "huge.npz", meta=huge, drop=["param/0.weight", "param/0.bias", "param/4.weight",
+                                                                    "param/4.bias", "param/6.weight", "param/6.bias"])
+    start = time.perf_counter()
+
+    def load():
+        with pytest.raises(CheckpointError, match=r"missing param/0.weight"):
+            load_checkpoint(path)
+
+    assert peak_bytes(load) < 20 << 20 and time.perf_counter() - start < 5
+
+
+def edit_trainer(change):
+    def edit(info):
+        change(info["trainer"])
+    return edit
+
+
+MALFORMED = {
+    "extra_state a list": (lambda m: m.update(extra_state=[1]), "field extra_state: expected an object"),
+    "epoch 1e30": (edit_trainer(lambda t: t.update(epoch=1e30)), r"field trainer.epoch: expected an integer"),
+    "negative batch": (edit_trainer(lambda t: t.update(batch=-1)), "field trainer.batch"),
+    "workers 0": (edit_trainer(lambda t: t.update(workers=0)), r"field trainer.workers: expected an integer in "
+                  r"\[1, 4096\] or null"),
+    "history not a list": (edit_trainer(lambda t: t.update(history={"a": 1})), "field trainer.history"),
+    "data without mean": (edit_trainer(lambda t: t["info"]["data"].pop("mean")), "field trainer.info.data"),
+    "std 0": (edit_trainer(lambda t: t["info"]["data"].update(std=0)), r"field trainer.info.data.std: expected a "
+              "finite number > 0"),
+    "NaN mean": (edit_trainer(lambda t: t["info"]["data"].update(mean=float("nan"))), "field trainer.info.data.mean"),
+    "classes not names": (edit_trainer(lambda t: t["info"]["data"].update(classes=[1, 2])),
+                          "field trainer.info.data.classes"),
+    "info a list": (edit_trainer(lambda t: t.update(info=[])), "field trainer.info: expected an object"),
+    "settings lack epochs": (edit_trainer(lambda t: t["info"].update(settings={})), "field trainer.info.settings"),
+    "shape of strings": (lambda m: m["arrays"]["param/0.weight"].update(shape=["2"]),
+                         r"field arrays.param/0.weight.shape"),
+    "int8 array": (lambda m: m["arrays"]["param/0.weight"].update(dtype="int8"), r"field arrays.param/0.weight.dtype"),
+    "optimizer steps -1": (lambda m: m["optimizer"].update(steps=-1), "field optimizer.steps"),
+    "lr a string": (lambda m: m["optimizer"]["config"].update(lr="fast"), "field optimizer.config.lr"),
+    "unknown optimizer": (lambda m: m["optimizer"]["config"].update(type="Lion"), "unknown optimizer 'lion'"),
+    "architecture a dict": (lambda m: m.update(architecture={}), "field architecture: expected a list of layers"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED))
+def test_malformed_metadata_names_the_file_and_the_field(tmp_path, case):
+    path = tmp_path / "run.npz"
+    path.write_bytes(small_checkpoint(tmp_path))
+    edit, message = MALFORMED[case]
+    with pytest.raises(CheckpointError, match=message) as error:
+        load_checkpoint(rewrite(path, tmp_path / "bad.npz", meta=edit))
+    assert str(error.value).startswith(f"{tmp_path / 'bad.npz'}: ")
+
+
+def test_settings_an_optimizer_does_not_take_are_named_on_resume(tmp_path):
+    path = tmp_path / "run.npz"
+    path.write_bytes(small_checkpoint(tmp_path))
+    bad = rewrite(path, tmp_path / "bad.npz", meta=lambda m: m["optimizer"]["config"].update(warp=9))
+    with pytest.raises(CheckpointError, match=r"bad.npz: field optimizer: .*warp"):
+        xpcnn.Trainer.resume(bad)
+
+
+@pytest.mark.parametrize("key", ["param/0.weight", "buffer/1.running_var", "optim/momentum/9.bias"])
+def test_non_finite_arrays_are_refused(tmp_path, key):
+    path = tmp_path / "run.npz"
+    net = presets.lenet(0)
+    opt = SGD(net, 0.1, momentum=0.9)
+    for name, param in net.params.items():
+        opt.state["momentum"][name] = np.zeros_like(param)
+    save_checkpoint(path, net, opt)
+    with np.load(path) as archive:
+        value = archive[key].copy()
+    value.flat[0] = np.nan if key.startswith("param") else np.inf
+    with pytest.raises(CheckpointError, match=f"{key} holds NaN or Inf"):
+        load_checkpoint(rewrite(path, tmp_path / "bad.npz", replace={key: value}))
+
+
+def json_paths(value, prefix=()):
+    """Every path into a JSON document, outermost first."""
+    yield prefix
+    children = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, child in children:
+        yield from json_paths(child, (*prefix, key))
+
+
+def replaced(document, path, value):
+    document = json.loads(json.dumps(document))
+    if not path:
+        return value
+    holder = document
+    for key in path[:-1]:
+        holder = holder[key]
+    holder[path[-1]] = value
+    return document
+
+
+def test_every_field_of_wrong_type_or_range_is_a_checkpoint_error(tmp_path):
+    """Each field of a real checkpoint's metadata replaced by each kind of wrong value: the
+    load and the resume end in CheckpointError (naming the file) or in a usable model."""
+    path = tmp_path / "run.npz"
+    path.write_bytes(small_checkpoint(tmp_path))
+    with np.load(path) as archive:
+        arrays = {key: archive[key] for key in archive.files}
+    meta = json.loads(arrays["__meta__"].tobytes())
+    wrong = [None, [], {}, "x", -1, 1e30, True, [1, 2]]
+    bad = tmp_path / "bad.npz"
+    for field in list(json_paths(meta))[1:]:
+        for value in wrong:
+            arrays["__meta__"] = np.frombuffer(json.dumps(replaced(meta, field, value)).encode(), np.uint8)
+            np.savez(bad, **arrays)
+            try:
+                trainer = xpcnn.Trainer.resume(bad, progress=False, log=lambda m: None)
+                trainer.describe()
+                trainer.summary({"accuracy": 0.5, "loss": 1.0}, small_dataset())
+                load_checkpoint(bad).data_statistics()
+            except CheckpointError as error:
+                assert str(error).startswith(f"{bad}: "), (field, value, error)
+
+
+def test_a_member_flagged_encrypted_is_a_checkpoint_error(saved, tmp_path):
+    """Found by atheris: zipfile raises RuntimeError for a member flagged as encrypted."""
+    data = bytearray(saved.read_bytes())
+    name = b"param/0.weight.npy"
+    start = 0
+    while (start := data.find(b"PK\x01\x02", start + 1)) != -1:  # central directory entries
+        length = int.from_bytes(data[start + 28:start + 30], "little")
+        if data[start + 46:start + 46 + length] == name:
+            data[start + 8] |= 0x1  # general purpose flag bit 0: encrypted
+    (tmp_path / "locked.npz").write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="param/0.weight.*encrypted"):
+        load_checkpoint(tmp_path / "locked.npz")
+
+
+@pytest.mark.parametrize("classes, kernel, message", [
+    (["a", "b"], 3, r"field trainer.info.data.classes: 2 class names for a network whose output is \(10,\)"),
+    (list("0123456789"), 100, r"field architecture: does not take 28x28 images"),
+])
+def test_a_model_that_cannot_classify_its_data_is_named_when_used(tmp_path, classes, kernel, message):
+    path = tmp_path / "run.npz"
+    net = presets.tutorial(0)
+    trainer = xpcnn.Trainer(net, SGD(net, 0.1), progress=False, log=lambda m: None)
+    trainer.data = {"name": "mnist", "mean": 0.13, "std": 0.31, "classes": classes, "source": "test"}
+    save_checkpoint(path, net, trainer.optimizer, trainer.trainer_state())
+
+    def with_kernel(meta):  # a first convolution of `kernel` x `kernel`, its weight to match
+        meta["architecture"][0]["config"]["kernel_size"] = [kernel, kernel]
+        meta["arrays"]["param/0.weight"]["shape"] = [8, 1, kernel, kernel]
+
+    weight = np.zeros((8, 1, kernel, kernel), np.float32)
+    bad = rewrite(path, tmp_path / "bad.npz", meta=with_kernel, replace={"param/0.weight": weight})
+    with pytest.raises(CheckpointError, match=message):
+        load_checkpoint(bad).data_statistics()

@@ -1,0 +1,77 @@
+"""ONNX export (xpcnn/onnx.py), checked by onnx's checker and run by onnxruntime."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import xpcnn
+from xpcnn import presets
+from xpcnn.datasets import MNIST, load_bundled, normalize
+from xpcnn.optim import Adam
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+xonnx = pytest.importorskip("xpcnn.io.onnx")
+
+
+def every_layer_type() -> xpcnn.Sequential:
+    rng = np.random.default_rng(4)
+    return xpcnn.Sequential([
+        xpcnn.Conv2D(1, 6, (3, 4), padding=(0, 2, 1, 1), rng=rng), xpcnn.BatchNorm2D(6), xpcnn.Tanh(),
+        xpcnn.MaxPool2D(3, 2), xpcnn.Conv2D(6, 8, 3, stride=2, padding=1, bias=False, rng=rng), xpcnn.Sigmoid(),
+        xpcnn.AvgPool2D(2), xpcnn.Flatten(), xpcnn.Dropout(0.5), xpcnn.Dense(8 * 3 * 3, 16, rng=rng), xpcnn.ReLU(),
+        xpcnn.Dense(16, 10, rng=rng),
+    ])
+
+
+def trained(model: xpcnn.Sequential, steps: int = 3) -> xpcnn.Sequential:
+    """A few Adam steps on MNIST, so batch-norm statistics and weights are not the initial ones."""
+    data = load_bundled().train
+    optimizer, loss = Adam(model, 1e-2), xpcnn.SoftmaxCrossEntropy()
+    for step in range(steps):
+        images = data.images[step * 32:(step + 1) * 32]
+        loss.forward(model.forward(normalize(images, MNIST.mean, MNIST.std)), data.labels[step * 32:(step + 1) * 32])
+        model.backward(loss.backward(), input_grad=False)
+        optimizer.step()
+    return model
+
+
+@pytest.mark.parametrize("build", [lambda: presets.build("tutorial"), lambda: presets.build("lenet"), every_layer_type],
+                         ids=["tutorial", "lenet", "every-layer-type"])
+def test_onnxruntime_gives_xpcnn_logits_on_real_digits(tmp_path, build):
+    model = trained(build())
+    path = xonnx.export(model, tmp_path / "model.onnx", mean=MNIST.mean, std=MNIST.std)
+    onnx.checker.check_model(onnx.load(path), full_check=True)
+    session = ort.InferenceSession(str(path))
+    images = load_bundled().test.images[:100]
+    expected = model.forward(normalize(images, MNIST.mean, MNIST.std), training=False)
+    for batch in (1, 37, 100):  # the batch dimension is dynamic
+        got = session.run(["logits"], {"pixels": (images[:batch] / 255.0).astype(np.float32)[:, None]})[0]
+        np.testing.assert_allclose(got, expected[:batch], rtol=0, atol=1e-4)
+
+
+def test_softmax_metadata_and_float64_models(tmp_path):
+    model = trained(presets.build("tutorial")).to("numpy", dtype="float64")
+    classes = [f"class {k}" for k in range(10)]
+    path = xonnx.export(model, tmp_path / "p.onnx", mean=0.5, std=0.25, classes=classes, softmax=True)
+    loaded = onnx.load(path)
+    props = {prop.key: prop.value for prop in loaded.metadata_props}
+    assert json.loads(props["classes"]) == classes and json.loads(props["normalization"])["std"] == 0.25
+    assert loaded.opset_import[0].version >= 17
+    pixels = np.random.default_rng(0).random((4, 1, 28, 28)).astype(np.float32)
+    probabilities = ort.InferenceSession(str(path)).run(["probabilities"], {"pixels": pixels})[0]
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-6)
+    logits = model.forward((pixels.astype(np.float64) - 0.5) / 0.25, training=False)
+    np.testing.assert_array_equal(probabilities.argmax(axis=1), logits.argmax(axis=1))
+
+
+def test_what_cannot_be_exported_is_named(tmp_path):
+    with pytest.raises(ValueError, match=r"expected \(N, 3\) for 3 classes"):
+        xonnx.to_onnx(presets.build("tutorial"), classes=["a", "b", "c"])
+    with pytest.raises(ValueError, match="opset must be >= 17"):
+        xonnx.to_onnx(presets.build("tutorial"), opset=13)
+    with pytest.raises(ValueError, match=r"Dense\(in_features=1352, out_features=128\): expected input"):
+        xonnx.to_onnx(presets.build("tutorial"), input_shape=(1, 32, 32))

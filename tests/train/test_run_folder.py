@@ -1,0 +1,99 @@
+"""The run folder: the same files whether a run is started from Python or by `xpcnn train`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from xpcnn import Trainer, presets
+from xpcnn.datasets import load_bundled
+from xpcnn.train.run_folder import RunFolder, RunFolderError
+
+
+def quiet(message):
+    pass
+
+
+def cli(*args, cwd, env):
+    command = [sys.executable, "-m", "xpcnn", *args]
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_a_run_from_python_works_with_the_command(tmp_path):
+    train, _, test = load_bundled().splits(limit=640)  # splits() records how to read them again
+    trainer = Trainer.for_preset("lenet", presets.recipe("lenet").replace(epochs=2), len(train),
+                                 run_dir=tmp_path / "run", progress=False, log=quiet)
+    trainer.fit(train, 1)  # the first of the recipe's two epochs, then continue from the command line
+    result = trainer.finish(test, plots=False)
+    folder = RunFolder(tmp_path / "run")
+    summary = json.loads(folder.summary.read_text())
+    assert summary["model"] == "lenet" and summary["epochs"] == 1 and summary["test_accuracy"] == result["accuracy"]
+    assert summary["settings"]["optimizer"] == "adam" and summary["train_images"] == 640
+
+    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"), PYTHONWARNINGS="ignore")
+    env.pop("XPCNN_DATA_DIR", None)
+    evaluated = cli("evaluate", str(folder.checkpoint), "--no-download", "--json", cwd=tmp_path, env=env)
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert json.loads(evaluated.stdout.splitlines()[-1])["images"] == 2000  # evaluate: the whole test split
+
+    np.save(tmp_path / "digit.npy", test.images[0])
+    predicted = cli("predict", str(folder.checkpoint), str(tmp_path / "digit.npy"), cwd=tmp_path, env=env)
+    assert predicted.returncode == 0 and predicted.stdout.startswith(f"{tmp_path / 'digit.npy'}: "), predicted.stderr
+
+    resumed = cli("train", "--out", "run", "--resume", "--limit", "640", "--no-progress", "--no-plots",
+                  cwd=tmp_path, env=env)  # the saved settings and images; an equal flag is fine
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming run at epoch 2" in resumed.stderr and "for 2 epochs" in resumed.stderr
+    assert json.loads(folder.summary.read_text())["epochs"] == 2
+
+
+def test_finish_draws_the_plots(tmp_path):
+    data = load_bundled()
+    train, test = data.train.sample(256, seed=0), data.test.sample(100, seed=1)
+    messages = []
+    trainer = Trainer.for_preset("tutorial", train_size=len(train), run_dir=tmp_path, progress=False,
+                                 log=messages.append)
+    trainer.fit(train, 1)
+    trainer.finish(test)
+    assert {"checkpoint.npz", "metrics.jsonl", "summary.json", "curves.png", "confusion.png"} <= {
+        path.name for path in tmp_path.iterdir()}
+    assert any(message.startswith("plots: ") for message in messages)
+    assert (tmp_path / "curves.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_without_a_folder_finish_only_evaluates(tmp_path):
+    data = load_bundled()
+    trainer = Trainer.for_preset("tutorial", train_size=128, progress=False, log=quiet)
+    trainer.fit(data.train.sample(128), 1)
+    result = trainer.finish(data.test.sample(50))
+    assert set(result) == {"loss", "accuracy", "predictions"} and trainer.checkpoint_path is None
+
+
+def test_new_folders_started_in_the_same_second_are_distinct(tmp_path):
+    folders = [RunFolder.new("tutorial", tmp_path / "runs") for _ in range(3)]
+    assert len({folder.path for folder in folders}) == 3 and all(folder.path.is_dir() for folder in folders)
+    assert folders[1].path.name == folders[0].path.name + "-2" or folders[0].path.name[-6:] != folders[1].path.name[-6:]
+
+
+def test_open_refuses_what_does_not_fit(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(RunFolderError, match="is a file, not a run folder"):
+        RunFolder.open(tmp_path / "file", resume=False)
+    with pytest.raises(RunFolderError, match="no checkpoint to resume"):
+        RunFolder.open(tmp_path / "empty", resume=True)
+    assert RunFolder.open(tmp_path / "new", resume=False).path.is_dir()
+
+
+
+def test_resuming_removes_what_killed_writes_left(tmp_path):
+    (tmp_path / "checkpoint.npz").write_bytes(b"the saved run")
+    for name in (".checkpoint.npz.k3j2.tmp", ".metrics.jsonl.x1.tmp", ".summary.json.a.tmp"):
+        (tmp_path / name).write_bytes(b"half a file")
+    (tmp_path / "notes.tmp").write_text("the user's")
+    RunFolder.open(tmp_path, resume=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.npz", "notes.tmp"]

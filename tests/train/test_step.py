@@ -1,0 +1,72 @@
+"""Training steps recorded as CUDA graphs learn what steps run directly learn; where
+recording is impossible or fails, training goes on without it."""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import pytest
+
+from xpcnn import backend, presets
+from xpcnn.datasets import load_bundled
+from xpcnn.optim import Adam, OneCycle
+from xpcnn.presets import SettingsError
+from xpcnn.train import trainer as training
+from xpcnn.train.trainer import Trainer
+
+
+@pytest.fixture(scope="module")
+def data():
+    return load_bundled().train.subset(np.arange(300))
+
+
+def train_lenet(target, data, graphs, epochs=3):
+    """lenet (batch norm, dropout) in float64 on 300 images in batches of 128: the last
+    batch (44) is another shape, recorded in the second epoch and replayed in the third."""
+    net = presets.build("lenet").to(*target, "float64")
+    optimizer = Adam(net, 1e-3, schedule=OneCycle(total=epochs * 3))
+    notes = []
+    trainer = Trainer(net, optimizer, batch_size=128, seed=3, progress=False, log=notes.append, cuda_graphs=graphs)
+    trainer.fit(data, epochs)
+    return trainer, [line for line in notes if line.startswith("note:")]
+
+
+def test_recorded_steps_learn_what_direct_steps_learn(target, data):
+    if not backend.can_record_graphs(backend.to_backend(np.zeros(1), *target)):
+        pytest.skip(f"{target[0]} on {target[1] or 'its default device'} records no CUDA graphs")
+    direct, _ = train_lenet(target, data, graphs=False)
+    recorded, notes = train_lenet(target, data, graphs=True)
+    assert recorded.graph_shapes == 2 and notes == []
+    for name, value in direct.model.state_dict().items():
+        np.testing.assert_allclose(recorded.model.state_dict()[name], value, rtol=1e-9, atol=1e-12, err_msg=name)
+    assert [layer.extra_state() for layer in recorded.model] == [layer.extra_state() for layer in direct.model]
+    assert recorded.optimizer.steps == direct.optimizer.steps == 9
+    losses = [[row["train_loss"] for row in trainer.history] for trainer in (recorded, direct)]
+    assert losses[0] == pytest.approx(losses[1])
+
+
+def test_asking_for_graphs_where_there_is_no_gpu_says_so(data):
+    net = presets.build("tutorial")
+    trainer = Trainer(net, Adam(net), batch_size=100, progress=False, log=lambda m: None, cuda_graphs=True)
+    with pytest.raises(SettingsError, match="cuda_graphs: CUDA graphs need PyTorch on a CUDA device"):
+        trainer.fit(data, 1)
+
+
+def test_a_recording_the_library_refuses_leaves_training_to_direct_steps(monkeypatch, data):
+    @contextlib.contextmanager
+    def refusing(like):
+        raise RuntimeError("operation not permitted when stream is capturing")
+        yield
+
+    monkeypatch.setattr(training, "can_record", lambda model: True)
+    monkeypatch.setattr(backend, "record_graph", refusing)
+    refused, notes = train_lenet(("numpy", None), data, graphs=None, epochs=2)
+    monkeypatch.undo()
+    direct, _ = train_lenet(("numpy", None), data, graphs=False, epochs=2)
+    assert refused.graph_shapes == 0
+    assert notes == ["note: training without CUDA graphs: recording a step failed (RuntimeError: operation not "
+                     "permitted when stream is capturing)"]
+    for name, value in direct.model.state_dict().items():
+        np.testing.assert_array_equal(refused.model.state_dict()[name], value, err_msg=name)
+    assert [layer.extra_state() for layer in refused.model] == [layer.extra_state() for layer in direct.model]

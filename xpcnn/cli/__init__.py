@@ -1,0 +1,5 @@
+"""The xpcnn command."""
+
+from .main import main
+
+__all__ = ["main"]

@@ -1,0 +1,185 @@
+"""The `xpcnn` command's arguments: subcommands, flags, their types, defaults and help.
+
+What the commands do is in cli.py. Flags of `train` that a resumed run takes from its
+checkpoint have no parser default (None): cli.py fills the defaults for a new run and
+refuses a given flag that differs from a saved run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .. import backend, presets
+from .._version import __version__
+from ..io.schema import MAX_EPOCHS, MAX_SEED, MAX_SIZE
+
+
+def _checked(convert: Callable[[str], Any], accept: Callable[[Any], bool], expected: str) -> Callable[[str], Any]:
+    """An argparse type: `convert`, then refuse values that `accept` rejects."""
+    def parse(text: str) -> Any:
+        value = convert(text)
+        if not accept(value):
+            raise argparse.ArgumentTypeError(f"must be {expected}, got {value}")
+        return value
+
+    parse.__name__ = convert.__name__  # argparse says "invalid float value: 'abc'"
+    return parse
+
+
+_positive_int = _checked(int, lambda value: 1 <= value <= MAX_SIZE, f"in [1, {MAX_SIZE:,}]")
+_positive_float = _checked(float, lambda value: 0 < value < math.inf, "> 0 and finite")
+_count = _checked(int, lambda value: 0 <= value <= MAX_SIZE, f"in [0, {MAX_SIZE:,}]")
+_seed = _checked(int, lambda value: 0 <= value <= MAX_SEED, f"in [0, {MAX_SEED}]")
+_fraction = _checked(float, lambda value: 0.0 <= value < 1.0, "in [0, 1)")
+
+
+def _path(text: str) -> Path:
+    """An argparse type: a path, never the empty string (which would mean the current
+    folder without saying so)."""
+    if not text:
+        raise argparse.ArgumentTypeError("expected a path, got an empty string")
+    return Path(text)
+
+
+def _folder_name(text: str) -> str:
+    """An argparse type: a folder's name as given, never the empty string."""
+    return str(_path(text))
+
+
+PRESET_CHOICES = sorted(presets.PRESETS) + sorted(presets.ALIASES)
+PRESET_HELP = f"preset: {', '.join(presets.PRESETS)} ({', '.join(f'{a} = {n}' for a, n in presets.ALIASES.items())})"
+
+
+def _by_preset(field: str) -> str:
+    """Each preset's recipe value of `field`, for help texts: "tutorial: 3, lenet: 5"."""
+    return ", ".join(f"{name}: {getattr(recipe, field)}" for name, recipe in presets.RECIPES.items())
+
+
+def _command(commands: Any, name: str, **kwargs: Any) -> Any:
+    """The parser of subcommand `name`; it remembers its usage line, for errors found after
+    parsing, and takes --debug after the command too."""
+    parser = commands.add_parser(name, **kwargs)
+    parser.set_defaults(usage=parser.format_usage)
+    parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks of errors")
+    return parser
+
+
+def _add_backend_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--backend", default="numpy", choices=backend.BACKENDS, help="array library (default: numpy)")
+    parser.add_argument("--device", help="device of the backend, e.g. cpu, cuda:0 (default: the backend's default)")
+
+
+def _add_data_flags(parser: argparse.ArgumentParser) -> None:
+    from ..datasets import DATASETS
+
+    parser.add_argument("--dataset", choices=sorted(DATASETS), help="dataset (default: mnist; for evaluate, the one "
+                        "the model was trained on)")
+    parser.add_argument("--data-dir", type=_folder_name,
+                        help="folder with the IDX files (else $XPCNN_DATA_DIR, then the cache)")
+    parser.add_argument("--no-download", action="store_true", help="never download (train without --data-dir or "
+                        "--dataset falls back to the bundled MNIST subset)")
+
+
+def _add_train_parser(commands: Any) -> None:
+    from ..optim import OPTIMIZERS, SCHEDULES
+
+    train = _command(commands, "train", help="train a model and write a run folder", description="Train "
+                     "a preset; the run folder gets the checkpoint, metrics.jsonl, summary.json and PNG plots.")
+    flag = train.add_argument
+    flag("--model", choices=PRESET_CHOICES, help=f"{PRESET_HELP} (default: tutorial)")
+    _add_backend_flags(train)
+    flag("--dtype", choices=backend.DTYPES, help="(default: float32)")
+    flag(
+        "--epochs",
+        type=_checked(int, lambda value: 1 <= value <= MAX_EPOCHS, f"in [1, {MAX_EPOCHS:,}]"),
+        help=f"total epochs ({_by_preset('epochs')})",
+    )
+    flag("--batch-size", type=_positive_int, help=f"({_by_preset('batch_size')})")
+    flag("--optimizer", choices=sorted(OPTIMIZERS), help=f"({_by_preset('optimizer')})")
+    flag("--lr", type=_positive_float, help=f"peak learning rate ({_by_preset('lr')})")
+    flag("--momentum", type=_checked(float, lambda value: 0 <= value < 1, "in [0, 1)"),
+         help=f"SGD momentum ({_by_preset('momentum')})")
+    flag("--weight-decay", type=_checked(float, lambda value: 0 <= value < math.inf, ">= 0 and finite"),
+         help="(default: 0)")
+    flag("--schedule", choices=sorted(SCHEDULES), help=f"learning-rate schedule ({_by_preset('schedule')})")
+    flag("--warmup", type=_count, help="warm-up steps of the cosine schedule (default: 0)")
+    flag("--augment", type=_checked(int, lambda value: 0 <= value <= 8, "in [0, 8]"),
+         help=f"shift training images by up to N pixels ({_by_preset('augment')})")
+    flag("--seed", type=_seed, help="seed of weights, batch order and dropout (default: 0)")
+    _add_data_flags(train)
+    flag("--val-split", type=_fraction, help="fraction of the training set held out for validation (default: 0)")
+    flag("--limit", type=_positive_int, help="use only this many training (and test) images, for quick runs")
+    flag("--out", type=_path, help="run folder (default: runs/<model>-<time>)")
+    flag("--resume", action="store_true", help="continue the run in --out with its saved settings and data; "
+         "--epochs beyond the saved total extends it")
+    flag("--checkpoint-every", type=_positive_int, help="also checkpoint every K optimizer steps")
+    flag("--no-progress", action="store_true", help="no progress bar")
+    flag("--workers", type=_positive_int, help="threads sharing each batch, each with a replica of the model "
+         "(default: 2 on NumPy for steps of 1 GFLOP or more, with two cores and threadpoolctl; else 1; "
+         "1 under mpirun)")
+    flag("--detect-anomaly", action="store_true", help="check every layer for NaN/Inf and name the first (slower)")
+    flag("--no-cuda-graphs", action="store_true", help="on torch with CUDA, run each training step directly "
+         "instead of replaying it as recorded CUDA graphs")
+    flag("--no-plots", action="store_true", help="do not draw PNG plots")
+
+
+def _add_use_parsers(commands: Any) -> None:
+    evaluate = _command(commands, "evaluate", help="test accuracy of a checkpoint")
+    evaluate.add_argument("checkpoint", type=_path)
+    _add_backend_flags(evaluate)
+    _add_data_flags(evaluate)
+    evaluate.add_argument("--batch-size", type=_positive_int, default=1000)
+    evaluate.add_argument("--json", action="store_true", help="print the result as JSON")
+
+    predict = _command(commands, "predict", help="classify images (PNG/JPEG with Pillow, or .npy)")
+    predict.add_argument("checkpoint", type=_path)
+    predict.add_argument("images", nargs="+", type=_path, metavar="IMAGE")
+    _add_backend_flags(predict)
+    predict.add_argument("--invert", action=argparse.BooleanOptionalAction, help="dark ink on light paper: invert "
+                         "(--invert) or not (--no-invert); default: decided from each picture's border")
+    predict.add_argument("--top", type=_positive_int, default=1, help="show the K most likely classes")
+
+
+def _add_parity_parser(commands: Any) -> None:
+    from ..optim import OPTIMIZERS
+
+    parity = _command(commands, "parity", help="compare backends layer by layer on the same weights and "
+                      "batch", description="Exit status 0 when every judged difference is within tolerance, 1 when "
+                      "not, 2 on bad usage or a backend not usable here.")
+    flag = parity.add_argument
+    flag("--backends", default="numpy,torch", help="comma-separated, first is the reference; NAME or NAME:DEVICE, "
+         "e.g. numpy,cupy or numpy,torch:cuda (default: numpy,torch)")
+    flag("--model", default="tutorial", help=f"{PRESET_HELP}, or a checkpoint file (default: tutorial)")
+    flag("--dtype", default="float64", choices=backend.DTYPES)
+    flag("--batch-size", type=_positive_int, default=32, help="bundled MNIST images to use (default: 32)")
+    flag("--steps", type=_count, default=0, help="also train K steps on each backend, follow the drift (default: 0)")
+    flag("--optimizer", default="sgd", choices=sorted(OPTIMIZERS), help="optimizer of --steps (default: sgd)")
+    flag("--seed", type=_seed, default=0, help="seed of a preset's weights (default: 0)")
+    flag("--json", action="store_true", help="print the report as JSON")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="xpcnn", description="Train and use CNNs written once for NumPy, CuPy, "
+                                     "PyTorch and array-api-strict.")
+    parser.add_argument("--version", action="version", version=f"xpcnn {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_train_parser(commands)
+    _add_use_parsers(commands)
+    _add_parity_parser(commands)
+    export = _command(commands, "export", help="write a checkpoint's model as ONNX (needs the onnx package)")
+    export.add_argument("checkpoint", type=_path)
+    export.add_argument("output", type=_path, help="the .onnx file to write")
+    export.add_argument("--softmax", action="store_true", help="output probabilities instead of logits")
+    export.add_argument("--opset", type=_checked(int, lambda value: value >= 17, ">= 17"), default=17,
+                        help="ONNX operator set (default: 17)")
+    _command(commands, "info", help="version, usable backends, devices, BLAS")
+    download = _command(commands, "download", help="download and verify a dataset into the cache")
+    download.add_argument("dataset", nargs="?", default="mnist", choices=["mnist", "fashion-mnist"])
+    download.add_argument("--data-dir", type=_folder_name, default=None,
+                          help="download into this folder instead of the cache")
+    return parser

@@ -1,0 +1,240 @@
+"""The `xpcnn` command: each subcommand calls the library (a Python user can do the same
+with the same functions) and prints; main maps errors to exit codes: 0 success, 1 failure
+(one line on stderr; --debug shows the traceback), 2 bad usage, 130 interrupted (saved).
+The arguments each command takes are declared in cli_arguments.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import io
+import json
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+from .. import backend, presets
+from ..diagnostics import machine
+from .arguments import build_parser
+
+
+class UsageError(Exception):
+    """Arguments that parse but do not fit together (exit status 2)."""
+
+
+_say = functools.partial(print, file=sys.stderr, flush=True)  # progress and notes; results go to stdout
+
+
+def _quiet(message: str) -> None:
+    """What the other processes of a data-parallel job say: nothing (the first reports)."""
+
+
+RESUMED = ("model", "dtype", "seed", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "schedule",
+           "warmup", "augment", "dataset", "data_dir", "limit", "val_split")  # must agree with a resumed run
+
+
+def _recipe(args: argparse.Namespace) -> presets.Recipe:
+    """The preset's recipe, changed by the flags given."""
+    if args.val_split and args.limit and args.limit < 10:
+        raise UsageError("--limit is too small to hold out a validation split")
+    return presets.recipe(args.model or "tutorial").replace(
+        epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
+        momentum=args.momentum, weight_decay=args.weight_decay, schedule=args.schedule, warmup=args.warmup,
+        augment=args.augment)
+
+
+def _start(args: argparse.Namespace, recipe: presets.Recipe, options: dict[str, Any]) -> tuple[Any, Any]:
+    from ..train.trainer import start_run
+
+    return start_run(args.model or "tutorial", recipe, dataset=args.dataset or "mnist", data_dir=args.data_dir,
+                     download=not args.no_download, allow_bundled=args.data_dir is None and args.dataset is None,
+                     limit=args.limit, seed=args.seed or 0,
+                     val_split=args.val_split or 0.0, backend_name=args.backend, device=args.device,
+                     dtype=args.dtype or "float32", **options)
+
+
+def _resume(args: argparse.Namespace, checkpoint: Path, options: dict[str, Any]) -> tuple[Any, Any]:
+    from ..train.trainer import resume_run
+
+    given = {key: getattr(args, key) for key in RESUMED if getattr(args, key) is not None}
+    if options["workers"] is None:  # not given: the run's own
+        options = {key: value for key, value in options.items() if key != "workers"}
+    trainer, data = resume_run(checkpoint, args.backend, args.device, epochs=args.epochs, expected=given, **options)
+    done = trainer.state.epoch >= trainer.epochs
+    say = options["log"]
+    say(f"the run in {checkpoint.parent} is complete ({trainer.epochs} epochs): evaluating it again" if done else
+        f"resuming {checkpoint.parent} at epoch {trainer.state.epoch + 1}, batch {trainer.state.batch}")
+    return trainer, data
+
+
+def _open_folder(args: argparse.Namespace, comm: Any) -> Any:
+    """The run folder, made now (by the first process) so that a path that cannot be one
+    fails before any training."""
+    from ..distributed import together
+    from ..train.run_folder import RunFolder, RunFolderError
+
+    def make() -> RunFolder:
+        try:
+            return RunFolder.open(args.out, resume=args.resume, name=presets.canonical(args.model or "tutorial"))
+        except RunFolderError as exc:
+            raise UsageError(f"--out: {exc}") from None
+
+    made = together(comm, make if comm.is_root else lambda: None)  # it knows what it made, to remove it unused
+    path = comm.broadcast(None if made is None else made.path)
+    return made if made is not None else RunFolder(path)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .. import distributed
+    from ..train.trainer import TrainingInterrupted
+
+    comm = distributed.world()
+    machine.keep_freed_memory()  # this process only trains: faster steps (see there)
+    say = _say if comm.is_root else _quiet  # the first process reports for all
+    recipe = None if args.resume else _recipe(args)  # checked before anything is made
+    folder = _open_folder(args, comm)
+    out = folder.path
+    options = {"run_dir": out, "checkpoint_every": args.checkpoint_every, "progress": not args.no_progress,
+               "anomaly": args.detect_anomaly, "comm": comm, "log": say,
+               "workers": args.workers,  # None: Trainer chooses (machine.default_workers)
+               "cuda_graphs": False if args.no_cuda_graphs else None}  # None: where the backend can
+    if comm.size > 1:
+        say(f"data-parallel over {comm.size} processes ({comm.kind}): each takes its share of every batch")
+    try:
+        trainer, (train_set, val_set, test_set) = distributed.together(
+            comm, lambda: _resume(args, folder.checkpoint, options) if args.resume else _start(args, recipe, options))
+        say(f"training {trainer.describe()}; run folder {out}")
+        trainer.fit(train_set, trainer.epochs, val_set)
+    except TrainingInterrupted as stop:
+        every = f" --checkpoint-every {args.checkpoint_every}" if args.checkpoint_every else ""
+        anywhere = " (under mpirun with any number of processes, or without)" if comm.size > 1 else ""
+        say(f"{stop}; checkpoint saved to {stop.checkpoint}; continue with: xpcnn train --out "
+            f"{shlex.quote(str(out))} --resume{every}{anywhere}")
+        return 130
+    except BaseException:
+        if comm.is_root:
+            folder.remove_if_empty()  # a run that never saved leaves no folder behind
+        raise
+    result = trainer.finish(test_set, plots=not args.no_plots)
+    if comm.is_root:
+        print(f"test accuracy {result['accuracy']:.2%} (loss {result['loss']:.4f}) on {len(test_set):,} images; "
+              f"training took {sum(row['seconds'] for row in trainer.history):.1f} s")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from ..evaluation import evaluate_checkpoint
+
+    result = evaluate_checkpoint(args.checkpoint, args.dataset, args.data_dir, download=not args.no_download,
+                                 backend_name=args.backend, device=args.device, batch_size=args.batch_size,
+                                 log=_say)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"test accuracy {result['accuracy']:.2%} (loss {result['loss']:.4f}) on {result['images']:,} images "
+              f"of the {result['data']}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from ..evaluation import classify_files
+
+    results = classify_files(args.checkpoint, args.images, invert=args.invert, top=args.top,
+                             backend_name=args.backend, device=args.device)
+    for result in results:  # one line each: the classes on stdout, or the error on stderr
+        if result.error is None:
+            print(f"{result.image}: " + ", ".join(f"{name} ({share:.1%})" for name, share in result.classes))
+        else:
+            print(f"xpcnn predict: error: {result.error}", file=sys.stderr)
+    return 1 if any(result.error for result in results) else 0
+
+
+def cmd_parity(args: argparse.Namespace) -> int:
+    from ..diagnostics import parity
+
+    try:
+        targets = parity.usable_targets(args.backends)
+    except ValueError as exc:
+        raise UsageError(f"--backends: {exc}") from None
+    try:
+        model = parity.model_from(args.model, args.seed)
+    except LookupError as exc:
+        raise UsageError(f"--model {exc}") from None
+    result = parity.check(model, targets, args.dtype, batch_size=args.batch_size, steps=args.steps,
+                          optimizer=args.optimizer, seed=args.seed, name=args.model)
+    print(json.dumps(result.to_dict(), indent=2) if args.json else result.to_text())
+    return 0 if result.passed else 1
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from ..io.onnx import export_checkpoint
+
+    path = export_checkpoint(args.checkpoint, args.output, softmax=args.softmax, opset=args.opset)
+    print(f"{path}: ONNX opset {args.opset}; input: raw pixels in [0, 1], (batch, 1, 28, 28) float32; output: "
+          f"{'probabilities' if args.softmax else 'logits'} (batch, classes)")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    print("\n".join(machine.report()))
+    return 0
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    from ..datasets import download
+
+    for path, downloaded in download(args.dataset, args.data_dir, log=_say):
+        print(f"{path}: {'downloaded' if downloaded else 'present'} and verified")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "parity": cmd_parity,
+            "export": cmd_export, "info": cmd_info, "download": cmd_download}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ..distributed import launched_rank
+
+    parser = build_parser()
+    if launched_rank() == 0:
+        return _main(parser.parse_args(argv), _say)
+    # The other processes of a data-parallel job: the first reports usage and errors for
+    # all, and its exit status is the job's; these end with 0, since a non-zero status
+    # would make mpirun kill the first before it has said why. One failing alone says so
+    # itself as it ends the job (see distributed.failing_alone_ends_all).
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            args = parser.parse_args(argv)
+    except SystemExit:  # usage error or --help, which the first process prints
+        return 0
+    _main(args, _quiet)
+    return 0
+
+
+def _main(args: argparse.Namespace, report: Any) -> int:
+    """Run the parsed command; errors become one line through `report` and an exit status."""
+    from ..distributed import end_job
+
+    try:
+        if hasattr(args, "backend"):  # before any work: no data is loaded for a backend that cannot run
+            backend.require(args.backend, args.device)
+        return COMMANDS[args.command](args)
+    except (UsageError, presets.SettingsError, backend.BackendUnavailable) as exc:  # flags that do not fit
+        if args.debug:
+            raise
+        flag = f"--{exc.field.replace('_', '-')}: {exc.message}" if isinstance(exc, presets.SettingsError) else exc
+        report(f"{args.usage()}xpcnn {args.command}: error: {flag}")
+        return 2
+    except KeyboardInterrupt:  # outside training, which stops by itself (and saves) on Ctrl-C
+        _say("xpcnn: interrupted")
+        end_job(130)  # the other processes of a data-parallel job would wait for this one
+        return 130
+    except Exception as exc:  # one line for people; --debug for the traceback
+        if args.debug:
+            raise
+        report(f"xpcnn {args.command}: error: {exc}")
+        return 1
+

@@ -1,0 +1,128 @@
+"""Gradient checking: analytic backward against central finite differences.
+
+The error of a tensor is max|analytic - numeric| / max(max|analytic|, max|numeric|, floor):
+a relative error in the max norm, which stays meaningful where single entries are near 0.
+The floor, 1e-3 * max(1, |objective|), keeps a gradient that is truly zero (a bias
+followed by batch norm) from being judged by the rounding noise of the finite
+differences, about 1e-16 * |objective| / eps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from array_api_compat import array_namespace, device
+
+from .. import backend
+
+_FLOOR = 1e-3
+
+
+class GradcheckError(AssertionError):
+    """Analytic and numeric gradients disagree beyond the tolerance."""
+
+
+@dataclass
+class GradcheckResult:
+    """Relative error per checked tensor ("input", "weight", ...) and the worst of them."""
+
+    errors: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def worst(self) -> float:
+        return max(self.errors.values(), default=0.0)
+
+    def __str__(self) -> str:
+        return ", ".join(f"{name}: {err:.2e}" for name, err in self.errors.items())
+
+
+def relative_error(analytic: np.ndarray, numeric: np.ndarray, floor: float = _FLOOR) -> float:
+    """max|a - n| / max(max|a|, max|n|, floor)."""
+    scale = max(float(np.max(np.abs(analytic), initial=0.0)), float(np.max(np.abs(numeric), initial=0.0)))
+    return float(np.max(np.abs(analytic - numeric), initial=0.0)) / max(scale, floor)
+
+
+def _numeric_gradient(objective: Callable[[], float], array: Any, eps: float) -> np.ndarray:
+    """d objective / d array by central differences, perturbing `array` in place."""
+    grad = np.empty(tuple(array.shape))
+    for index in np.ndindex(*grad.shape):
+        original = float(array[index])
+        array[index] = original + eps
+        plus = objective()
+        array[index] = original - eps
+        minus = objective()
+        array[index] = original
+        grad[index] = (plus - minus) / (2 * eps)
+    return grad
+
+
+def _finish(result: GradcheckResult, tol: float, what: str, raise_on_fail: bool) -> GradcheckResult:
+    if raise_on_fail and result.worst > tol:
+        raise GradcheckError(
+            f"gradcheck of {what} failed: worst relative error {result.worst:.3e} > {tol:.1e} ({result})"
+        )
+    return result
+
+
+def _require_float64(what: str, arrays: dict[str, Any]) -> None:
+    for name, value in arrays.items():
+        if backend.dtype_name(value.dtype) != "float64":
+            raise TypeError(
+                f"gradcheck of {what} needs float64, but {name} is {value.dtype}; use .to(..., dtype='float64')"
+            )
+
+
+def gradcheck(
+    layer: Any,
+    x: Any,
+    *,
+    eps: float = 1e-6,
+    tol: float = 1e-6,
+    seed: int = 0,
+    training: bool = True,
+    raise_on_fail: bool = True,
+) -> GradcheckResult:
+    """Check a layer's (or a Sequential's) input and parameter gradients.
+
+    The layer is reduced to the scalar sum(forward(x) * r) with a fixed random r, whose
+    gradient is backward(r). Raises GradcheckError past `tol` unless `raise_on_fail` is off.
+    """
+    _require_float64(repr(layer), {"input": x, **layer.params})
+    xp = array_namespace(x)
+    x = xp.asarray(x, copy=True)
+    y = layer.forward(x, training)
+    probe_host = np.random.default_rng(seed).standard_normal(tuple(y.shape))
+    probe = backend.to_backend(probe_host, backend.backend_of(x), device(x), "float64")
+    analytic = {"input": backend.to_numpy(layer.backward(probe))}
+    analytic.update({name: backend.to_numpy(g) for name, g in layer.grads.items()})
+
+    def objective() -> float:
+        return float(xp.sum(layer.forward(x, training) * probe))
+
+    floor = _FLOOR * max(1.0, abs(objective()))
+    result = GradcheckResult()
+    result.errors["input"] = relative_error(analytic["input"], _numeric_gradient(objective, x, eps), floor)
+    for name, param in layer.params.items():
+        result.errors[name] = relative_error(analytic[name], _numeric_gradient(objective, param, eps), floor)
+    return _finish(result, tol, repr(layer), raise_on_fail)
+
+
+def gradcheck_loss(
+    loss: Any, logits: Any, labels: Any, *, eps: float = 1e-6, tol: float = 1e-6, raise_on_fail: bool = True
+) -> GradcheckResult:
+    """Check d(loss)/d(logits) of a loss with forward(logits, labels) and backward()."""
+    _require_float64(repr(loss), {"logits": logits})
+    xp = array_namespace(logits)
+    logits = xp.asarray(logits, copy=True)
+    loss.forward(logits, labels)
+    analytic = backend.to_numpy(loss.backward())
+
+    def objective() -> float:
+        return float(loss.forward(logits, labels))
+
+    floor = _FLOOR * max(1.0, abs(objective()))
+    result = GradcheckResult({"logits": relative_error(analytic, _numeric_gradient(objective, logits, eps), floor)})
+    return _finish(result, tol, repr(loss), raise_on_fail)

@@ -1,0 +1,269 @@
+"""Checkpoints: arrays plus JSON in one .npz file, no pickle, loadable on any backend.
+
+Members: "__meta__" (UTF-8 JSON as uint8), "param/<name>", "buffer/<name>" and
+"optim/<slot>/<name>". The JSON holds the architecture, each array's shape and dtype,
+layer extra state (dropout counters), optimizer settings and the trainer's state.
+Saving is atomic (temporary file, fsync, rename): a crash keeps the previous checkpoint.
+
+Loading trusts nothing: the metadata is checked field by field (checkpoint_schema), the
+arrays it declares are compared with what the architecture needs before any is read or
+the network built, members must be stored uncompressed and no larger than declared (so
+loading never needs much more memory than the file's size), and every array must be
+finite.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import struct
+import tokenize
+import zipfile
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import backend
+from .._version import __version__
+from ..datasets import Selection
+from ..model import Sequential
+from .atomic import atomic_write_bytes
+from .npyheader import read_npy_header
+from .schema import CheckpointError, check_meta
+
+FORMAT = "xpcnn-checkpoint"
+VERSION = 1
+META_KEY = "__meta__"
+MAX_META_BYTES = 1 << 24  # 16 MiB of JSON is far beyond any real architecture and history
+NPY_HEADER_SLACK = 1 << 16  # an .npy member is its header (< 64 KiB) plus the declared data
+
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint: the model (on the requested backend), the optimizer's settings,
+    step count and state arrays (host), and the trainer's JSON state."""
+
+    model: Sequential
+    optimizer: dict[str, Any] | None = None
+    optimizer_arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    trainer: dict[str, Any] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+
+    def data_statistics(self) -> dict[str, Any]:
+        """What the model was trained on: dataset name, normalisation mean and std, class
+        names (see training.data_statistics); CheckpointError if the file lacks them."""
+        info = self.trainer.get("info")
+        data = info.get("data") if isinstance(info, dict) else None
+        if not isinstance(data, dict) or not {"name", "mean", "std", "classes"} <= set(data):
+            raise CheckpointError(f"{self.path}: no data statistics (dataset, mean, std, classes) in the checkpoint; "
+                                  "it was saved before training (Trainer.fit writes them)")
+        try:  # the datasets are 28x28 single-channel images: the network must take them
+            outputs = self.model.output_shapes((1, 1, 28, 28))[-1]
+        except ValueError as exc:
+            raise CheckpointError(f"{self.path}: field architecture: does not take 28x28 images: {exc}") from None
+        if outputs != (1, len(data["classes"])):
+            raise CheckpointError(f"{self.path}: field trainer.info.data.classes: {len(data['classes'])} class names "
+                                  f"for a network whose output is {outputs[1:]}")
+        return data
+
+    def selection(self) -> Selection | None:
+        """Which images the run trained on (datasets.Selection, kept as the "data" of the
+        run's settings), if the checkpoint says."""
+        saved = ((self.trainer.get("info") or {}).get("settings") or {}).get("data")
+        try:
+            return None if saved is None else Selection.from_dict(saved)
+        except ValueError as exc:
+            raise CheckpointError(f"{self.path}: field trainer.info.settings.data: {exc}"[:300]) from None
+
+
+def save_checkpoint(
+    path: str | Path, model: Sequential, optimizer: Any = None, trainer: dict[str, Any] | None = None
+) -> None:
+    """Write model, optimizer and trainer state to `path` atomically."""
+    arrays: dict[str, np.ndarray] = {}
+    arrays.update({f"param/{k}": backend.to_numpy(v) for k, v in model.params.items()})
+    arrays.update({f"buffer/{k}": backend.to_numpy(v) for k, v in model.buffers.items()})
+    optimizer_meta = None
+    if optimizer is not None:
+        arrays.update({f"optim/{k}": backend.to_numpy(v) for k, v in optimizer.state_arrays().items()})
+        optimizer_meta = {"config": optimizer.config(), "steps": optimizer.steps}
+    meta = {
+        "format": FORMAT,
+        "version": VERSION,
+        "xpcnn": __version__,
+        "architecture": model.config(),
+        "extra_state": {str(i): layer.extra_state() for i, layer in enumerate(model) if layer.extra_state()},
+        "arrays": {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in arrays.items()},
+        "optimizer": optimizer_meta,
+        "trainer": trainer or {},
+    }
+    arrays[META_KEY] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+# What a damaged zip archive or .npy member raises from inside zipfile, zlib and NumPy.
+# (tokenize.TokenError and SyntaxError come from NumPy parsing a malformed .npy header;
+# RuntimeError from zipfile for a member flagged as encrypted, found by atheris.)
+ARCHIVE_ERRORS = (ValueError, OSError, EOFError, KeyError, NotImplementedError, SyntaxError, RuntimeError,
+                  tokenize.TokenError, zipfile.BadZipFile, zlib.error, struct.error)
+ZIP_MAGIC = b"PK\x03\x04"
+
+
+def _member(archive: Any, key: str, path: Path) -> np.ndarray:
+    """One array of the archive; any damage becomes a CheckpointError naming it."""
+    try:
+        return archive[key]
+    except ARCHIVE_ERRORS as exc:
+        raise CheckpointError(f"{path}: cannot read {key}: {type(exc).__name__}: {exc}"[:300]) from None
+
+
+def _read_meta(archive: Any, path: Path) -> dict[str, Any]:
+    if META_KEY not in archive.files:
+        raise CheckpointError(f"{path}: not an xpcnn checkpoint (no {META_KEY} entry)")
+    info = archive.zip.getinfo(f"{META_KEY}.npy")
+    if info.file_size > MAX_META_BYTES + NPY_HEADER_SLACK:
+        raise CheckpointError(
+            f"{path}: {META_KEY} unpacks to {info.file_size:,} bytes, over the limit of {MAX_META_BYTES:,}"
+        )
+    raw = _member(archive, META_KEY, path)
+    if raw.dtype != np.uint8 or raw.ndim != 1 or raw.size > MAX_META_BYTES:
+        raise CheckpointError(f"{path}: {META_KEY} must be a 1-D uint8 array of at most {MAX_META_BYTES:,} bytes")
+    try:
+        meta = json.loads(raw.tobytes().decode("utf-8"))
+    except (ValueError, RecursionError) as exc:  # bad UTF-8, bad JSON, integers of thousands of digits
+        raise CheckpointError(
+            f"{path}: {META_KEY} is not usable UTF-8 JSON: {type(exc).__name__}: {exc}"[:300]
+        ) from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CheckpointError(
+            f"{path}: not an xpcnn checkpoint (format {meta.get('format') if isinstance(meta, dict) else None!r})"
+        )
+    if meta.get("version") != VERSION:
+        raise CheckpointError(f"{path}: checkpoint version {meta.get('version')!r}, this xpcnn reads version {VERSION}")
+    check_meta(meta, path)
+    return meta
+
+
+def _expected_arrays(meta: dict[str, Any], path: Path) -> tuple[dict[str, tuple[int, ...]], set[str]]:
+    """(the arrays the architecture needs, by member name, with their shapes; the names of
+    optimizer state arrays it may also hold), computed from the metadata alone."""
+    try:
+        planned = Sequential.planned_arrays(meta["architecture"])
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: field architecture: {exc}") from None
+    required = {f"{kind}/{name}": shape for name, (kind, shape) in planned.items()}
+    optional: set[str] = set()
+    if meta["optimizer"] is not None:
+        from ..optim import OPTIMIZERS  # the slots each optimizer keeps
+
+        kind = str(meta["optimizer"]["config"]["type"]).lower()
+        if kind not in OPTIMIZERS:
+            raise CheckpointError(f"{path}: field optimizer.config.type: unknown optimizer {kind!r}")
+        params = [name for name, (role, _) in planned.items() if role == "param"]
+        optional = {f"optim/{slot}/{name}" for slot in OPTIMIZERS[kind].slots for name in params}
+    return required, optional
+
+
+def _check_declared(meta: dict[str, Any], archive: Any, path: Path) -> None:
+    """Compare the declared arrays with what the architecture needs and with the archive's
+    members, before any array is read or the network is built."""
+    declared, stored = meta["arrays"], set(archive.files) - {META_KEY}
+    if set(declared) != stored:
+        raise CheckpointError(f"{path}: the arrays listed in the metadata differ from those stored: "
+                              f"{sorted(set(declared) ^ stored)[:10]}")
+    required, optional = _expected_arrays(meta, path)
+    problems = [f"missing {key}" for key in required if key not in declared]
+    problems += [f"unexpected {key}" for key in declared if key not in required and key not in optional]
+    for key, entry in declared.items():
+        need = required.get(key) or required.get("param/" + key.split("/", 2)[-1])
+        if need is not None and tuple(entry["shape"]) != need:
+            problems.append(f"{key}: shape {tuple(entry['shape'])}, architecture needs {need}")
+    if len({entry["dtype"] for entry in declared.values()}) > 1:
+        problems.append(f"arrays must share one dtype, got {sorted({e['dtype'] for e in declared.values()})}")
+    if problems:
+        raise CheckpointError(f"{path}: does not match its architecture: " + "; ".join(problems[:10]))
+    members = {key: archive.zip.getinfo(f"{key}.npy") for key in declared}
+    for key, entry in declared.items():
+        nbytes = math.prod(entry["shape"]) * np.dtype(entry["dtype"]).itemsize
+        if members[key].file_size > nbytes + NPY_HEADER_SLACK:
+            raise CheckpointError(f"{path}: {key} unpacks to {members[key].file_size:,} bytes, its declaration "
+                                  f"allows {nbytes:,}")
+    for key, member in members.items():  # stored, so reading never needs more memory than the file's size
+        if member.compress_type != zipfile.ZIP_STORED:
+            raise CheckpointError(f"{path}: {key} is compressed; xpcnn writes (and reads) stored arrays only")
+
+
+def load_checkpoint(
+    path: str | Path, backend_name: str = "numpy", device: Any = None, dtype: str | None = None
+) -> Checkpoint:
+    """Load a checkpoint onto a backend (dtype: the saved one unless given).
+
+    Every array must be exactly what the architecture needs (names, shapes, one float
+    dtype) and finite; anything else raises CheckpointError naming the file and what differs.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such checkpoint file")
+    if not path.is_file():  # a folder, a FIFO...
+        raise CheckpointError(f"{path}: not a checkpoint file (a folder or a special file)")
+    with open(path, "rb") as handle:
+        if handle.read(4) != ZIP_MAGIC:  # np.load would read any .npy whole, whatever it asks for
+            raise CheckpointError(f"{path}: not a checkpoint archive (.npz files start with {ZIP_MAGIC!r})")
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except ARCHIVE_ERRORS as exc:
+        raise CheckpointError(f"{path}: not a readable checkpoint (.npz): {exc}") from None
+    with archive:
+        meta = _read_meta(archive, path)
+        _check_declared(meta, archive, path)
+        arrays = {key: _read_array(archive, key, meta["arrays"][key], path) for key in sorted(meta["arrays"])}
+    model = _build(meta, arrays, path)
+    model.to(backend_name, device, dtype)
+    optimizer_arrays = {k.removeprefix("optim/"): v for k, v in arrays.items() if k.startswith("optim/")}
+    return Checkpoint(model, meta["optimizer"], optimizer_arrays, meta["trainer"], meta, path)
+
+
+def _build(meta: dict[str, Any], arrays: dict[str, np.ndarray], path: Path) -> Sequential:
+    """The network of the architecture, holding the checkpoint's arrays and extra state."""
+    try:  # what planned_arrays cannot see: a stride of [], a padding of "wide"...
+        model = Sequential.from_config(meta["architecture"])
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: field architecture: {exc}") from None
+    for key, value in arrays.items():
+        if not key.startswith("optim/"):
+            model.set_array(key.partition("/")[2], value)
+    for index, state in meta["extra_state"].items():
+        try:
+            model[int(index)].load_extra_state(state)
+        except (ValueError, IndexError, TypeError) as exc:
+            raise CheckpointError(f"{path}: field extra_state.{index}: {exc}") from None
+    return model
+
+
+def _read_array(archive: Any, key: str, declared: Any, path: Path) -> np.ndarray:
+    """One member, after checking its declared size against the limit, then against itself."""
+    shape, dtype = tuple(declared["shape"]), np.dtype(declared["dtype"])
+    # NumPy allocates what the .npy header asks for before reading: check the header first.
+    try:
+        with archive.zip.open(f"{key}.npy") as member:
+            header_shape, header_dtype = read_npy_header(member)
+    except ARCHIVE_ERRORS as exc:
+        raise CheckpointError(f"{path}: cannot read the header of {key}: {type(exc).__name__}: {exc}"[:300]) from None
+    if header_shape != shape or header_dtype != dtype:
+        raise CheckpointError(f"{path}: {key} is stored as {header_shape} {header_dtype}, "
+                              f"metadata says {shape} {dtype}")
+    value = _member(archive, key, path)
+    if value.shape != shape or value.dtype != dtype:
+        raise CheckpointError(f"{path}: {key} is {value.shape} {value.dtype}, metadata says {shape} {dtype}")
+    if not np.all(np.isfinite(value)):
+        raise CheckpointError(f"{path}: {key} holds NaN or Inf values; a usable model has finite weights "
+                              "and statistics")
+    return value

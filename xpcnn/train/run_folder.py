@@ -1,0 +1,126 @@
+"""The folder a training run writes, whether started by `xpcnn train` or from Python:
+
+    checkpoint.npz               model, optimizer and trainer state (latest; xpcnn.checkpoint)
+    metrics.jsonl                one JSON line per completed epoch
+    summary.json                 what was trained on what, and the test result
+    curves.png, confusion.png    learning curves and confusion matrix (with matplotlib)
+
+Every file is written atomically: a reader never sees half of one.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..io.atomic import atomic_write_text
+from . import plots
+
+CHECKPOINT_NAME = "checkpoint.npz"
+METRICS_NAME = "metrics.jsonl"
+SUMMARY_NAME = "summary.json"
+
+
+class RunFolderError(ValueError):
+    """A run folder that does not fit what was asked: a new run where one was saved, a run
+    to resume where none is, a path that is not a folder."""
+
+
+class RunFolder:
+    """Paths and writers of one run folder."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._made: list[Path] = []  # the folders making it made, deepest first
+
+    def _make(self, exist_ok: bool = False) -> None:
+        """mkdir -p, remembering which folders did not exist (remove_if_empty)."""
+        missing, folder = [], self.path
+        while not folder.exists() and folder != folder.parent:
+            missing.append(folder)
+            folder = folder.parent
+        self.path.mkdir(parents=True, exist_ok=exist_ok)
+        self._made = missing
+
+    @classmethod
+    def new(cls, name: str, parent: str | Path = "runs") -> RunFolder:
+        """A new, empty folder parent/name-<date>-<time>, made now: two runs started in the
+        same second get -2, -3... instead of sharing one."""
+        stamp = f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        attempt = 1
+        while True:
+            folder = cls(Path(parent) / (stamp if attempt == 1 else f"{stamp}-{attempt}"))
+            try:
+                folder._make()
+                return folder
+            except FileExistsError:
+                attempt += 1
+
+    @classmethod
+    def open(cls, path: str | Path | None, *, resume: bool, name: str = "run") -> RunFolder:
+        """The folder of a run to resume (`path`, holding a checkpoint), or of a new one
+        (`path`, without a checkpoint, else a new runs/<name>-<time>), made now so that a
+        path that cannot be a folder fails before any training. RunFolderError if not."""
+        if path is None:
+            if resume:
+                raise RunFolderError("resuming needs the run folder to continue")
+            return cls.new(name)
+        folder = cls(path)
+        if folder.path.exists() and not folder.path.is_dir():
+            raise RunFolderError(f"{folder.path} is a file, not a run folder")
+        if resume and not folder.checkpoint.exists():
+            raise RunFolderError(f"no checkpoint to resume in {folder.path}")
+        if resume:
+            folder.remove_unfinished_writes()
+        if not resume and folder.checkpoint.exists():
+            raise RunFolderError(f"{folder.path} already holds a run; resume it, or choose another folder")
+        try:
+            folder._make(exist_ok=True)
+        except OSError as exc:
+            raise RunFolderError(f"cannot make {folder.path}: {exc.strerror or exc}") from None
+        return folder
+
+    def remove_unfinished_writes(self) -> None:
+        """Remove the temporary files of writes a kill interrupted (see xpcnn.atomic): the
+        run they belonged to is over, and the files they were to replace are intact."""
+        for name in (CHECKPOINT_NAME, METRICS_NAME, SUMMARY_NAME):
+            for leftover in self.path.glob(f".{name}.*.tmp"):
+                leftover.unlink(missing_ok=True)
+
+    def remove_if_empty(self) -> None:
+        """Remove the folder if nothing was written into it, and the folders above it that
+        making it made, while they are empty."""
+        for folder in self._made or [self.path]:
+            if not folder.is_dir() or any(folder.iterdir()):
+                return
+            folder.rmdir()
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.path / CHECKPOINT_NAME
+
+    @property
+    def summary(self) -> Path:
+        return self.path / SUMMARY_NAME
+
+    def write_metrics(self, history: list[dict[str, Any]]) -> None:
+        atomic_write_text(self.path / METRICS_NAME, "".join(json.dumps(row) + "\n" for row in history))
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        atomic_write_text(self.summary, json.dumps(summary, indent=2) + "\n")
+
+    def draw_plots(self, history: list[dict[str, Any]], counts: np.ndarray, classes: list[str], title: str,
+                   log: Callable[[str], None]) -> None:
+        """curves.png and confusion.png; says so through `log` when matplotlib is missing."""
+        if not plots.available():
+            log("plots skipped: matplotlib is not installed (pip install 'xpcnn[plot]')")
+            return
+        accuracy = np.trace(counts) / max(int(counts.sum()), 1)
+        plots.learning_curves(history, self.path / "curves.png", title)
+        plots.confusion(counts, classes, self.path / "confusion.png", f"{title}: test accuracy {accuracy:.2%}")
+        log(f"plots: {self.path / 'curves.png'}, {self.path / 'confusion.png'}")
