@@ -35,7 +35,7 @@ from common import blas_description, machine  # noqa: E402
 
 from xpcnn import distributed, presets  # noqa: E402
 from xpcnn.datasets import load_dataset  # noqa: E402
-from xpcnn.train.trainer import Trainer  # noqa: E402
+from xpcnn.train import Trainer  # noqa: E402
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
 

@@ -26,7 +26,7 @@ from xpcnn import presets
 from xpcnn.datasets import MNIST, load_bundled
 from xpcnn.evaluation import predict
 from xpcnn.optim import SGD
-from xpcnn.train.trainer import Trainer
+from xpcnn.train import Trainer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine  # noqa: E402

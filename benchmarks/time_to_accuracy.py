@@ -33,7 +33,7 @@ from common import blas_description, emit, keep_freed_memory, machine, pytorch_l
 
 from xpcnn import presets  # noqa: E402
 from xpcnn.datasets import batches, load_dataset, num_batches  # noqa: E402
-from xpcnn.train.trainer import Trainer  # noqa: E402
+from xpcnn.train import Trainer  # noqa: E402
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
 CONTENDERS = ("xpcnn (NumPy)", "xpcnn on torch", "PyTorch")  # xpcnn with the worker threads `xpcnn train` uses

@@ -30,7 +30,7 @@ from common import blas_description, emit, keep_freed_memory, machine, pytorch_l
 
 from xpcnn import presets  # noqa: E402
 from xpcnn.datasets import MNIST, Dataset, batches  # noqa: E402
-from xpcnn.train.trainer import Trainer  # noqa: E402
+from xpcnn.train import Trainer  # noqa: E402
 
 
 def xpcnn_epochs(preset: str, data: Dataset, batch: int, workers: int):

@@ -19,6 +19,7 @@ from xpcnn.datasets import MNIST, Dataset
 from xpcnn.io.checkpoint import save_checkpoint
 from xpcnn.model import Sequential
 from xpcnn.optim import SGD
+from xpcnn.train import record
 
 # Full MNIST next to the repository (<repo>/../shared/data/mnist), where tests may read it.
 SHARED_MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
@@ -92,7 +93,7 @@ def small_checkpoint(tmp_path: Path) -> bytes:
     trainer.state.epoch, trainer.epochs = 1, 2
     trainer.state.history.append({"epoch": 1, "train_loss": 1.5, "train_accuracy": 0.5, "lr": 0.05, "seconds": 2.0,
                                   "images_per_second": 100.0})
-    save_checkpoint(tmp_path / "seed.npz", net, trainer.optimizer, trainer.trainer_state())
+    save_checkpoint(tmp_path / "seed.npz", net, trainer.optimizer, record.to_checkpoint(trainer))
     return (tmp_path / "seed.npz").read_bytes()
 
 

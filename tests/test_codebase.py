@@ -28,7 +28,7 @@ RANKS = {
     "xpcnn.optim": 5,
     "xpcnn.kernels.numba": 6, "xpcnn.kernels.numpy": 6, "xpcnn.presets": 6,
     "xpcnn.io": 7, "xpcnn.datasets": 7,
-    "xpcnn.diagnostics": 8, "xpcnn.train.record": 8,
+    "xpcnn.diagnostics": 8,
     "xpcnn.evaluation": 9,
     "xpcnn.train": 10,
     "xpcnn.cli": 11,
@@ -160,6 +160,6 @@ def test_the_checks_can_fail(tmp_path):
 
 
 @pytest.mark.parametrize("module, expected", [("xpcnn.kernels", 0), ("xpcnn.kernels.numba", 6),
-                                              ("xpcnn.train.record", 8), ("xpcnn.train.trainer", 10)])
+                                              ("xpcnn.io.schema", 7), ("xpcnn.train.trainer", 10)])
 def test_ranks_take_the_longest_prefix(module, expected):
     assert rank(module) == expected

@@ -310,6 +310,12 @@ class Shard:
     total: int
     comm: Communicator
 
+    @classmethod
+    def of(cls, total: int, comm: Communicator) -> Shard:
+        """`comm`'s member's share of a global batch of `total` rows (shard_bounds)."""
+        start, stop = shard_bounds(total, comm.rank, comm.size)
+        return cls(start, stop - start, total, comm)
+
 
 _current: contextvars.ContextVar[Shard | None] = contextvars.ContextVar("xpcnn_shard", default=None)
 

@@ -42,7 +42,7 @@ def run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("cli")
     env = env_without_data(tmp)
     result = xpcnn("train", "--no-download", "--limit", "1500", "--epochs", "1", "--out", "run", "--no-progress",
-                   "--val-split", "0.1", env=env, cwd=tmp)
+                   "--val-split", "0.1", "--early-stopping", "2", env=env, cwd=tmp)
     return tmp, env, result
 
 
@@ -56,6 +56,7 @@ def test_train_end_to_end(run):
     summary = json.loads((tmp / "run" / "summary.json").read_text())
     assert summary["model"] == "tutorial" and summary["train_images"] == 1350 and summary["test_accuracy"] > 0.5
     assert summary["fast_paths"] == machine.fast_paths("numpy")  # batch norm's last bits depend on them
+    assert summary["settings"]["early_stopping"] == 2 and summary["stopped"] is None
     row = json.loads((tmp / "run" / "metrics.jsonl").read_text().splitlines()[0])
     assert {"train_loss", "val_accuracy"} <= set(row)
     if "plots:" in result.stderr:
@@ -163,6 +164,8 @@ def test_usage_errors_exit_2(tmp_path):
     (["parity", "--model", "nosuch"], "--model 'nosuch' is neither a preset"),
     (["train", "--out", ""], "argument --out: expected a path, got an empty string"),
     (["train", "--data-dir", ""], "argument --data-dir: expected a path, got an empty string"),
+    (["train", "--early-stopping", "3"], "--early-stopping watches the validation loss: it needs --val-split"),
+    (["train", "--early-stopping", "0"], "argument --early-stopping: must be in [1,"),
 ])
 def test_usage_errors_name_the_flag_under_the_commands_usage(tmp_path, args, message):
     (tmp_path / "notes.txt").write_text("not a folder")
@@ -423,6 +426,7 @@ def short_run(tmp_path_factory):
     (["--batch-size", "32"], "--batch-size: 32 differs from the run's saved 64"),
     (["--data-dir", "elsewhere"], "--data-dir: elsewhere differs from the run's saved (the bundled subset)"),
     (["--epochs", "0"], "--epochs: must be in [1, 1,000,000], got 0"),
+    (["--early-stopping", "2"], "--early-stopping: 2 differs from the run's saved None"),
 ])
 def test_resume_refuses_flags_that_change_the_run(short_run, flags, message):
     tmp, env = short_run

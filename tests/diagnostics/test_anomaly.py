@@ -9,7 +9,7 @@ import xpcnn
 from xpcnn import presets
 from xpcnn.diagnostics.anomaly import AnomalyHook, NonFiniteError
 from xpcnn.optim import SGD
-from xpcnn.train.trainer import Trainer
+from xpcnn.train import Trainer
 
 
 def test_anomaly_mode_names_the_input(tmp_path):

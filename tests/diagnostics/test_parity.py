@@ -15,7 +15,7 @@ from xpcnn import backend, presets
 from xpcnn.datasets import batches, load_bundled
 from xpcnn.diagnostics import parity
 from xpcnn.optim import SGD, Adam
-from xpcnn.train.trainer import Trainer
+from xpcnn.train import Trainer
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,8 @@ from xpcnn import backend, presets
 from xpcnn.datasets import load_bundled
 from xpcnn.optim import Adam, OneCycle
 from xpcnn.presets import SettingsError
-from xpcnn.train import trainer as training
-from xpcnn.train.trainer import Trainer
+from xpcnn.train import Trainer
+from xpcnn.train import step as training_step
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +59,7 @@ def test_a_recording_the_library_refuses_leaves_training_to_direct_steps(monkeyp
         raise RuntimeError("operation not permitted when stream is capturing")
         yield
 
-    monkeypatch.setattr(training, "can_record", lambda model: True)
+    monkeypatch.setattr(training_step, "can_record", lambda model: True)
     monkeypatch.setattr(backend, "record_graph", refusing)
     refused, notes = train_lenet(("numpy", None), data, graphs=None, epochs=2)
     monkeypatch.undo()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import threading
 
 import numpy as np
@@ -14,7 +16,7 @@ from xpcnn.diagnostics.anomaly import NonFiniteError
 from xpcnn.evaluation import evaluate
 from xpcnn.io.checkpoint import load_checkpoint
 from xpcnn.optim import SGD, Adam, Cosine
-from xpcnn.train.trainer import Trainer, TrainingDiverged, TrainingInterrupted
+from xpcnn.train import Callback, Trainer, TrainingDiverged, TrainingInterrupted, record
 
 from ..helpers import small_net
 
@@ -43,15 +45,15 @@ def test_training_learns_and_writes_metrics(tmp_path, data):
     assert {"val_loss", "val_accuracy", "images_per_second"} <= set(history[0])
 
 
-class StopAfter(Trainer):
-    """Requests a stop (as Ctrl-C does) once `stop_at` optimizer steps are done."""
+class InterruptAt(Callback):
+    """Presses Ctrl-C (sends this process SIGINT) once `steps` optimizer steps are done."""
 
-    stop_at = 0
+    def __init__(self, steps):
+        self.steps = steps
 
-    def _step(self, x, y, shard):
-        super()._step(x, y, shard)
-        if self.optimizer.steps == self.stop_at:
-            self._stop_requested = True
+    def on_step_end(self, trainer):
+        if trainer.optimizer.steps == self.steps:
+            os.kill(os.getpid(), signal.SIGINT)
 
 
 @pytest.mark.parametrize("stop_at", [4, 10, 13])  # mid-epoch, epoch boundary, mid second epoch
@@ -60,9 +62,8 @@ def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, data, stop_at):
     reference = make_trainer(tmp_path / "a")
     reference.fit(train, 2)
     net = small_net()
-    interrupted = StopAfter(net, Adam(net, 1e-2, schedule=Cosine(total=20, warmup=2)), batch_size=64, seed=5,
-                            run_dir=tmp_path / "b", progress=False, log=lambda m: None)
-    interrupted.stop_at = stop_at
+    interrupted = Trainer(net, Adam(net, 1e-2, schedule=Cosine(total=20, warmup=2)), batch_size=64, seed=5,
+                          run_dir=tmp_path / "b", progress=False, log=lambda m: None, callbacks=[InterruptAt(stop_at)])
     with pytest.raises(TrainingInterrupted) as info:
         interrupted.fit(train, 2)
     assert info.value.checkpoint == tmp_path / "b" / "checkpoint.npz"
@@ -145,15 +146,15 @@ def test_a_saved_position_beyond_the_epoch_is_not_this_data(tmp_path, data):
 # -- worker threads (Trainer(workers=N), see xpcnn.distributed.Threads) ---------------------------
 
 
-def float64_trainer(tmp_path, workers, trainer_class=Trainer):
+def float64_trainer(tmp_path, workers, callbacks=()):
     """small_net (batch norm, dropout) with shifted images, in float64, where summing the
     workers' shares in another order changes nothing the comparisons below can see. No
     bias in the convolution: batch norm cancels it, so its gradient is rounding noise,
     which Adam scales up to steps of lr * noise / eps and another order of sums changes."""
     net = small_net(conv_bias=False).to("numpy", dtype="float64")
     opt = Adam(net, 1e-2, schedule=Cosine(total=20, warmup=2))
-    return trainer_class(net, opt, batch_size=64, seed=5, augment=1, run_dir=tmp_path, progress=False,
-                         log=lambda m: None, workers=workers)
+    return Trainer(net, opt, batch_size=64, seed=5, augment=1, run_dir=tmp_path, progress=False, log=lambda m: None,
+                   workers=workers, callbacks=callbacks)
 
 
 def assert_same_state(mine, theirs, tolerance):
@@ -198,8 +199,7 @@ def test_workers_stop_together_and_a_single_model_resumes_to_the_same_weights(tm
     train, _ = data
     reference = float64_trainer(tmp_path / "a", 1)
     reference.fit(train, 2)
-    interrupted = float64_trainer(tmp_path / "b", 2, StopAfter)
-    interrupted.stop_at = 6
+    interrupted = float64_trainer(tmp_path / "b", 2, [InterruptAt(6)])
     with pytest.raises(TrainingInterrupted) as info:
         interrupted.fit(train, 2)
     assert Trainer.resume(info.value.checkpoint).workers == 2  # the run's own count, unless told otherwise
@@ -276,7 +276,7 @@ def test_hooks_see_whole_batches_even_with_workers(data):
     with net.hooked(Rows()):
         trainer.fit(train.subset(np.arange(128)), 1)
     assert Rows.seen == [64, 64]
-    assert trainer.workers == 1 and trainer.trainer_state()["workers"] == 1  # what the run did, recorded
+    assert trainer.workers == 1 and record.to_checkpoint(trainer)["workers"] == 1  # what the run did, recorded
 
 
 def test_an_empty_training_set_trains_no_step(data):

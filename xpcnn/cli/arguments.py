@@ -112,6 +112,8 @@ def _add_train_parser(commands: Any) -> None:
     flag("--seed", type=_seed, help="seed of weights, batch order and dropout (default: 0)")
     _add_data_flags(train)
     flag("--val-split", type=_fraction, help="fraction of the training set held out for validation (default: 0)")
+    flag("--early-stopping", type=_positive_int, metavar="PATIENCE", help="end the run once the validation loss has "
+         "not improved for PATIENCE epochs (needs --val-split)")
     flag("--limit", type=_positive_int, help="use only this many training (and test) images, for quick runs")
     flag("--out", type=_path, help="run folder (default: runs/<model>-<time>)")
     flag("--resume", action="store_true", help="continue the run in --out with its saved settings and data; "

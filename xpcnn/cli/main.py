@@ -32,14 +32,12 @@ def _quiet(message: str) -> None:
     """What the other processes of a data-parallel job say: nothing (the first reports)."""
 
 
-RESUMED = ("model", "dtype", "seed", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "schedule",
-           "warmup", "augment", "dataset", "data_dir", "limit", "val_split")  # must agree with a resumed run
-
-
 def _recipe(args: argparse.Namespace) -> presets.Recipe:
     """The preset's recipe, changed by the flags given."""
     if args.val_split and args.limit and args.limit < 10:
         raise UsageError("--limit is too small to hold out a validation split")
+    if args.early_stopping and not args.val_split:
+        raise UsageError("--early-stopping watches the validation loss: it needs --val-split")
     return presets.recipe(args.model or "tutorial").replace(
         epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
         momentum=args.momentum, weight_decay=args.weight_decay, schedule=args.schedule, warmup=args.warmup,
@@ -47,26 +45,29 @@ def _recipe(args: argparse.Namespace) -> presets.Recipe:
 
 
 def _start(args: argparse.Namespace, recipe: presets.Recipe, options: dict[str, Any]) -> tuple[Any, Any]:
-    from ..train.trainer import start_run
+    from ..train import start_run
 
     return start_run(args.model or "tutorial", recipe, dataset=args.dataset or "mnist", data_dir=args.data_dir,
                      download=not args.no_download, allow_bundled=args.data_dir is None and args.dataset is None,
-                     limit=args.limit, seed=args.seed or 0,
-                     val_split=args.val_split or 0.0, backend_name=args.backend, device=args.device,
+                     limit=args.limit, seed=args.seed or 0, val_split=args.val_split or 0.0,
+                     early_stopping=args.early_stopping, backend_name=args.backend, device=args.device,
                      dtype=args.dtype or "float32", **options)
 
 
 def _resume(args: argparse.Namespace, checkpoint: Path, options: dict[str, Any]) -> tuple[Any, Any]:
-    from ..train.trainer import resume_run
+    from ..train import resume_run
+    from ..train.record import KEPT_ON_RESUME
 
-    given = {key: getattr(args, key) for key in RESUMED if getattr(args, key) is not None}
+    given = {key: getattr(args, key) for key in KEPT_ON_RESUME if getattr(args, key) is not None}
     if options["workers"] is None:  # not given: the run's own
         options = {key: value for key, value in options.items() if key != "workers"}
     trainer, data = resume_run(checkpoint, args.backend, args.device, epochs=args.epochs, expected=given, **options)
-    done = trainer.state.epoch >= trainer.epochs
-    say = options["log"]
-    say(f"the run in {checkpoint.parent} is complete ({trainer.epochs} epochs): evaluating it again" if done else
-        f"resuming {checkpoint.parent} at epoch {trainer.state.epoch + 1}, batch {trainer.state.batch}")
+    state, say = trainer.state, options["log"]
+    if state.stopped or state.epoch >= trainer.epochs:
+        ended = f"stopped after epoch {state.epoch}: {state.stopped}" if state.stopped else f"{trainer.epochs} epochs"
+        say(f"the run in {checkpoint.parent} is complete ({ended}): evaluating it again")
+    else:
+        say(f"resuming {checkpoint.parent} at epoch {state.epoch + 1}, batch {state.batch}")
     return trainer, data
 
 
@@ -84,12 +85,14 @@ def _open_folder(args: argparse.Namespace, comm: Any) -> Any:
 
     made = together(comm, make if comm.is_root else lambda: None)  # it knows what it made, to remove it unused
     path = comm.broadcast(None if made is None else made.path)
-    return made if made is not None else RunFolder(path)
+    folder = made if made is not None else RunFolder(path)
+    folder.plots = not args.no_plots
+    return folder
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from .. import distributed
-    from ..train.trainer import TrainingInterrupted
+    from ..train import TrainingInterrupted
 
     comm = distributed.world()
     machine.keep_freed_memory()  # this process only trains: faster steps (see there)
@@ -97,7 +100,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     recipe = None if args.resume else _recipe(args)  # checked before anything is made
     folder = _open_folder(args, comm)
     out = folder.path
-    options = {"run_dir": out, "checkpoint_every": args.checkpoint_every, "progress": not args.no_progress,
+    options = {"run_dir": folder, "checkpoint_every": args.checkpoint_every, "progress": not args.no_progress,
                "anomaly": args.detect_anomaly, "comm": comm, "log": say,
                "workers": args.workers,  # None: Trainer chooses (machine.default_workers)
                "cuda_graphs": False if args.no_cuda_graphs else None}  # None: where the backend can
@@ -118,7 +121,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if comm.is_root:
             folder.remove_if_empty()  # a run that never saved leaves no folder behind
         raise
-    result = trainer.finish(test_set, plots=not args.no_plots)
+    result = trainer.finish(test_set)
     if comm.is_root:
         print(f"test accuracy {result['accuracy']:.2%} (loss {result['loss']:.4f}) on {len(test_set):,} images; "
               f"training took {sum(row['seconds'] for row in trainer.history):.1f} s")

@@ -31,6 +31,7 @@ from .. import backend
 from .._version import __version__
 from ..datasets import Selection
 from ..model import Sequential
+from ..optim import OPTIMIZERS, Optimizer
 from .atomic import atomic_write_bytes
 from .npyheader import read_npy_header
 from .schema import CheckpointError, check_meta
@@ -81,6 +82,18 @@ class Checkpoint:
         except ValueError as exc:
             raise CheckpointError(f"{self.path}: field trainer.info.settings.data: {exc}"[:300]) from None
 
+    def restore_optimizer(self) -> Optimizer:
+        """The optimizer of the checkpoint with its state and step count, for the model, on
+        its backend and device; CheckpointError naming a setting it does not take."""
+        model = self.model
+        try:
+            optimizer = Optimizer.from_config(model, (self.optimizer or {})["config"])
+            arrays = {k: backend.to_backend(v, model.backend, model.device) for k, v in self.optimizer_arrays.items()}
+            optimizer.load_state_arrays(arrays, self.optimizer["steps"])
+        except (TypeError, ValueError, KeyError) as exc:  # settings the optimizer does not take
+            raise CheckpointError(f"{self.path}: field optimizer: {exc}"[:300]) from None
+        return optimizer
+
 
 def save_checkpoint(
     path: str | Path, model: Sequential, optimizer: Any = None, trainer: dict[str, Any] | None = None
@@ -126,6 +139,9 @@ def _member(archive: Any, key: str, path: Path) -> np.ndarray:
 
 
 def _read_meta(archive: Any, path: Path) -> dict[str, Any]:
+    odd = [name for name in archive.zip.namelist() if not name.endswith(".npy")]
+    if odd:  # np.load lists such a member under its own name, and would read it as a pickle or fail
+        raise CheckpointError(f"{path}: member {odd[0][:100]!r} is not an .npy array; a checkpoint holds arrays only")
     if META_KEY not in archive.files:
         raise CheckpointError(f"{path}: not an xpcnn checkpoint (no {META_KEY} entry)")
     info = archive.zip.getinfo(f"{META_KEY}.npy")
@@ -162,8 +178,6 @@ def _expected_arrays(meta: dict[str, Any], path: Path) -> tuple[dict[str, tuple[
     required = {f"{kind}/{name}": shape for name, (kind, shape) in planned.items()}
     optional: set[str] = set()
     if meta["optimizer"] is not None:
-        from ..optim import OPTIMIZERS  # the slots each optimizer keeps
-
         kind = str(meta["optimizer"]["config"]["type"]).lower()
         if kind not in OPTIMIZERS:
             raise CheckpointError(f"{path}: field optimizer.config.type: unknown optimizer {kind!r}")

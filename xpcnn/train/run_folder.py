@@ -32,10 +32,10 @@ class RunFolderError(ValueError):
 
 
 class RunFolder:
-    """Paths and writers of one run folder."""
+    """Paths and writers of one run folder; `plots` False leaves the plots out."""
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
+    def __init__(self, path: str | Path, plots: bool = True) -> None:
+        self.path, self.plots = Path(path), plots
         self._made: list[Path] = []  # the folders making it made, deepest first
 
     def _make(self, exist_ok: bool = False) -> None:

@@ -15,6 +15,7 @@ from ..losses import SoftmaxCrossEntropy
 from ..metrics import count_correct
 from ..model import Sequential
 from ..optim import Optimizer
+from ..presets import SettingsError
 
 
 @dataclass
@@ -126,3 +127,18 @@ class TrainingStep:
 def can_record(model: Sequential) -> bool:
     """Whether the training steps of `model` can be recorded as CUDA graphs."""
     return bool(model.params) and backend.can_record_graphs(next(iter(model.params.values())))
+
+
+def use_graphs(requested: bool | None, model: Sequential, alone: bool, log: Callable[[str], None]) -> bool:
+    """Whether a fit records its steps as CUDA graphs: where `model`'s backend can (None),
+    always (True: SettingsError where it cannot) or never (False), and only `alone`: not
+    in data-parallel training, nor while hooks or anomaly checks watch the layers."""
+    if requested is False:
+        return False
+    able = can_record(model)
+    if requested and not able:
+        raise SettingsError("cuda_graphs", "CUDA graphs need PyTorch on a CUDA device (CuPy cannot record matrix "
+                            f"products); this model is on {model.backend} ({model.device})")
+    if requested and not alone:
+        log("note: no CUDA graphs in data-parallel training or while hooks or anomaly checks watch the layers")
+    return alone and able

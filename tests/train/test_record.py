@@ -1,0 +1,89 @@
+"""The run record (xpcnn/train/record.py): what a checkpoint keeps of its run, read back with
+every field checked, and the settings a resumed run keeps, which the command line asks it for."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import xpcnn
+from xpcnn.cli.arguments import build_parser
+from xpcnn.io.checkpoint import CheckpointError
+from xpcnn.train import record
+
+from ..helpers import small_checkpoint
+from ..io.test_checkpoint import rewrite
+
+
+def edit_trainer(change):
+    def edit(meta):
+        change(meta["trainer"])
+    return edit
+
+
+MALFORMED = {
+    "epoch 1e30": (lambda t: t.update(epoch=1e30), r"field trainer.epoch: expected an integer"),
+    "negative batch": (lambda t: t.update(batch=-1), "field trainer.batch"),
+    "workers 0": (lambda t: t.update(workers=0), r"field trainer.workers: expected an integer in \[1, 4096\] or null"),
+    "history not a list": (lambda t: t.update(history={"a": 1}), "field trainer.history"),
+    "info a list": (lambda t: t.update(info=[]), "field trainer.info: expected an object"),
+    "settings lack epochs": (lambda t: t["info"].update(settings={}), "field trainer.info.settings"),
+    "stopped a number": (lambda t: t.update(stopped=3), "field trainer.stopped: expected a reason or null"),
+    "callbacks a dict": (lambda t: t.update(callbacks={}), "field trainer.callbacks: expected a list"),
+    "callback without state": (lambda t: t.update(callbacks=[{"type": "EarlyStopping", "config": {}}]),
+                               r"field trainer.callbacks.0: expected an object with config, state, type"),
+    "no progress": (lambda t: t.pop("epoch"), "has no optimizer or trainer state to resume from"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED))
+def test_a_malformed_record_is_named_where_the_run_is_resumed(tmp_path, case):
+    path = tmp_path / "run.npz"
+    path.write_bytes(small_checkpoint(tmp_path))
+    change, message = MALFORMED[case]
+    bad = rewrite(path, tmp_path / "bad.npz", meta=edit_trainer(change))
+    xpcnn.load_checkpoint(bad)  # the model itself is usable
+    with pytest.raises(CheckpointError, match=message) as error:
+        xpcnn.Trainer.resume(bad)
+    assert str(error.value).startswith(f"{bad}: ")
+
+
+def test_what_a_resume_keeps_is_what_the_command_can_be_given():
+    train = build_parser()._subparsers._group_actions[0].choices["train"]
+    flags = {action.dest for action in train._actions}
+    assert set(record.KEPT_ON_RESUME) <= flags
+    net = xpcnn.presets.build("tutorial")
+    trainer = xpcnn.Trainer(net, xpcnn.optim.build("sgd", net, 0.1), progress=False)
+    selection_keys = {"dataset", "limit", "val_split", "data_dir"}
+    assert set(record.KEPT_ON_RESUME) <= set(record.settings(trainer)) | selection_keys
+
+
+def test_the_record_reads_back_what_it_wrote(tmp_path):
+    path = tmp_path / "run.npz"
+    path.write_bytes(small_checkpoint(tmp_path))
+    trainer = xpcnn.Trainer.resume(path, progress=False)
+    saved = record.read(xpcnn.load_checkpoint(path))
+    assert record.to_checkpoint(trainer) == {**xpcnn.load_checkpoint(path).trainer, "workers": saved.workers}
+    assert (saved.name, saved.batch_size, saved.epochs, saved.progress.epoch) == ("custom", 4, 2, 1)
+
+
+def test_a_record_from_before_callbacks_and_early_stops_still_resumes(tmp_path):
+    path = tmp_path / "run.npz"
+    path.write_bytes(small_checkpoint(tmp_path))
+    old = rewrite(path, tmp_path / "old.npz", meta=edit_trainer(lambda t: [t.pop(key) for key in
+                                                                         ("stopped", "callbacks", "workers")]))
+    trainer = xpcnn.Trainer.resume(old, progress=False)
+    assert trainer.state.stopped is None and trainer.workers == 1 and trainer.settings()["early_stopping"] is None
+    assert json.loads(json.dumps(record.to_checkpoint(trainer)))["stopped"] is None
+
+
+def test_extending_a_run_stretches_its_schedule_and_reopens_an_early_stop(tmp_path):
+    trainer = xpcnn.Trainer.for_preset("tutorial", train_size=640, progress=False)
+    trainer.state.stopped = "early stopping: val_loss has not improved"
+    line = record.extend(trainer, 5, 10)
+    assert trainer.epochs == 5 and trainer.state.stopped is None
+    assert line.startswith("extending the run from 3 to 5 epochs: the cosine schedule now spans 50 steps")
+    with pytest.raises(xpcnn.presets.SettingsError, match="epochs: 4: a run can be extended, not shortened"):
+        record.extend(trainer, 4, 10)
+    assert trainer.optimizer.schedule.total == 50

@@ -1,0 +1,193 @@
+"""Callbacks: code that runs at fixed points of a Trainer's fit, to report, save or stop.
+
+    trainer = Trainer(model, optimizer, run_dir="runs/mine", callbacks=[EarlyStopping(patience=3)])
+    trainer.fit(train, epochs=20, val=val)
+
+A Trainer calls its callbacks in order, yours first, then its own: the progress bar
+(`progress=True`) and, with a run folder, the metrics file, the checkpoints and the
+summary, so that a checkpoint holds what your callbacks did at that point. A callback
+reads the trainer (its `state`, `history`, `model`) and may end the run with
+`trainer.stop(reason)`; it must not change the model or the optimizer, or a resumed run
+would not retrace the interrupted one. In data-parallel training every process calls its
+callbacks; with worker threads only the first (the trainer you made) does, and the first
+one's decision to stop is everyone's.
+
+A callback whose settings change what a run learns is recorded in the checkpoint with its
+state (`RECORDED`), and `Trainer.resume` rebuilds it: EarlyStopping is one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..io.schema import CheckpointError
+from ..layers.base import integer, number
+from ..metrics import confusion_matrix
+
+
+class Callback:
+    """Does nothing at each point; override what you need. `trainer` is the Trainer."""
+
+    def on_fit_start(self, trainer: Any) -> None:
+        """Before the first step of a fit (also of a resumed one)."""
+
+    def on_epoch_start(self, trainer: Any, batches: int) -> None:
+        """Before an epoch's first step (or the next one, on resume); it has `batches` in all."""
+
+    def on_step_end(self, trainer: Any) -> None:
+        """After each optimizer step; `trainer.state` holds the epoch's running sums."""
+
+    def on_epoch_end(self, trainer: Any, row: dict[str, Any]) -> None:
+        """After an epoch: `row` is its metrics (the last of `trainer.history`)."""
+
+    def on_fit_end(self, trainer: Any) -> None:
+        """After a fit, also one that was interrupted or failed."""
+
+    def on_test_end(self, trainer: Any, result: dict[str, Any], test: Any) -> None:
+        """After `trainer.finish(test)` evaluated the model: `result` is evaluate()'s."""
+
+
+class ProgressBar(Callback):
+    """A progress bar per epoch, with the running loss and accuracy (needs tqdm: the
+    `progress` extra; without it, nothing)."""
+
+    def __init__(self) -> None:
+        self._bar: Any = None
+
+    def on_epoch_start(self, trainer: Any, batches: int) -> None:
+        try:
+            from tqdm.auto import tqdm
+        except ImportError:
+            return
+        self._bar = tqdm(total=batches, initial=trainer.state.batch, unit="batch", leave=False, dynamic_ncols=True,
+                         desc=f"epoch {trainer.state.epoch + 1}/{trainer.epochs}")
+
+    def on_step_end(self, trainer: Any) -> None:
+        if self._bar is not None:
+            s = trainer.state
+            self._bar.update(1)
+            self._bar.set_postfix(loss=f"{s.loss_sum / s.seen:.4f}", acc=f"{s.correct / s.seen:.2%}", refresh=False)
+            if s.batch == self._bar.total:  # gone before the epoch's line is logged
+                self.on_fit_end(trainer)
+
+    def on_fit_end(self, trainer: Any) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+class MetricsLog(Callback):
+    """metrics.jsonl in the run folder: one JSON line per completed epoch."""
+
+    def on_epoch_end(self, trainer: Any, row: dict[str, Any]) -> None:
+        if trainer.comm.is_root:
+            trainer.folder.write_metrics(trainer.history)
+
+
+class Checkpoints(Callback):
+    """The run folder's checkpoint, written after every epoch and, with `every`, every
+    that many optimizer steps within one."""
+
+    def __init__(self, every: int | None = None) -> None:
+        self.every = None if every is None else integer(every, "Checkpoints every", 1)
+        self._batches = 0
+
+    def on_epoch_start(self, trainer: Any, batches: int) -> None:
+        self._batches = batches
+
+    def on_step_end(self, trainer: Any) -> None:
+        # The epoch's last step is saved by on_epoch_end, with the epoch complete.
+        if self.every and trainer.optimizer.steps % self.every == 0 and trainer.state.batch < self._batches:
+            trainer.save()
+
+    def on_epoch_end(self, trainer: Any, row: dict[str, Any]) -> None:
+        trainer.save()
+
+
+class RunSummary(Callback):
+    """summary.json in the run folder once the model is tested and, where the folder asks
+    for them and matplotlib is installed, curves.png and confusion.png."""
+
+    def on_test_end(self, trainer: Any, result: dict[str, Any], test: Any) -> None:
+        if not trainer.comm.is_root:
+            return
+        folder = trainer.folder
+        folder.write_summary(trainer.summary(result, test))
+        if folder.plots:
+            classes = list(test.spec.classes)
+            counts = confusion_matrix(test.labels, result["predictions"], len(classes))
+            folder.draw_plots(trainer.history, counts, classes, f"{trainer.name} on {test.spec.name}", trainer.log)
+
+
+class EarlyStopping(Callback):
+    """Ends the run once `monitor` (a key of the epoch's metrics: "val_loss",
+    "val_accuracy", "train_loss", "train_accuracy") has not improved on its best by more
+    than `min_delta` for `patience` epochs in a row. Losses improve downwards, accuracies
+    upwards. The weights are those of the last epoch."""
+
+    MONITORS = {"val_loss": -1, "val_accuracy": 1, "train_loss": -1, "train_accuracy": 1}  # the better direction
+
+    def __init__(self, monitor: str = "val_loss", patience: int = 3, min_delta: float = 0.0) -> None:
+        if monitor not in self.MONITORS:
+            raise ValueError(f"EarlyStopping monitor must be one of {', '.join(self.MONITORS)}, got {monitor!r}")
+        self.monitor, self.patience = monitor, integer(patience, "EarlyStopping patience", 1)
+        self.min_delta = number(min_delta, "EarlyStopping min_delta", 0.0, float("inf"))
+        self.best: float | None = None
+        self.best_epoch, self.waited = 0, 0
+
+    def config(self) -> dict[str, Any]:
+        return {"monitor": self.monitor, "patience": self.patience, "min_delta": self.min_delta}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best, "best_epoch": self.best_epoch, "waited": self.waited}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        best, epoch, waited = state.get("best"), state.get("best_epoch"), state.get("waited")
+        if set(state) != {"best", "best_epoch", "waited"} or not (best is None or type(best) in (int, float)) \
+                or type(epoch) is not int or type(waited) is not int or epoch < 0 or waited < 0:
+            raise ValueError(f"EarlyStopping: expected state {{'best': number or null, 'best_epoch': int >= 0, "
+                             f"'waited': int >= 0}}, got {state!r}"[:300])
+        self.best, self.best_epoch, self.waited = best, epoch, waited
+
+    def on_fit_start(self, trainer: Any) -> None:
+        if self.monitor.startswith("val_") and trainer.val is None:
+            raise ValueError(f"EarlyStopping monitors {self.monitor}, but the fit has no validation set "
+                             "(fit(..., val=...); xpcnn train --val-split)")
+
+    def on_epoch_end(self, trainer: Any, row: dict[str, Any]) -> None:
+        value, sign = row[self.monitor], self.MONITORS[self.monitor]
+        if self.best is None or sign * (value - self.best) > self.min_delta:
+            self.best, self.best_epoch, self.waited = value, row["epoch"], 0
+            return
+        self.waited += 1
+        if self.waited >= self.patience:
+            trainer.stop(f"early stopping: {self.monitor} has not improved on {self.best:.4g} (epoch "
+                         f"{self.best_epoch}) for {self.waited} epochs")
+
+    def __repr__(self) -> str:
+        return f"EarlyStopping(monitor={self.monitor!r}, patience={self.patience}, min_delta={self.min_delta})"
+
+
+RECORDED: dict[str, type[Callback]] = {"EarlyStopping": EarlyStopping}  # rebuilt from a checkpoint on resume
+
+
+def recorded_callbacks(callbacks: list[Callback]) -> dict[str, Callback]:
+    """The callbacks of `callbacks` that a checkpoint records, by type name."""
+    return {type(callback).__name__: callback for callback in callbacks if type(callback) in RECORDED.values()}
+
+
+def rebuilt(saved: list[dict[str, Any]], path: Any) -> list[Callback]:
+    """The recorded callbacks of a checkpoint at `path`, with their settings and state;
+    CheckpointError naming the file and the callback when they do not fit it."""
+    callbacks = []
+    for entry in saved:
+        kind = RECORDED.get(entry["type"])
+        if kind is None:
+            raise CheckpointError(f"{path}: field trainer.callbacks: unknown callback {entry['type']!r}"[:300])
+        try:
+            callback = kind(**entry["config"])
+            callback.load_state_dict(entry["state"])
+        except (TypeError, ValueError) as exc:
+            raise CheckpointError(f"{path}: field trainer.callbacks: {exc}"[:300]) from None
+        callbacks.append(callback)
+    return callbacks

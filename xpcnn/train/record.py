@@ -1,0 +1,266 @@
+"""The record of a training run: what it was started with, and where it stands.
+
+A checkpoint keeps it as JSON beside the arrays (its "trainer" part), so that a run
+resumes with every setting it had and the same images (`xpcnn train --resume`), `xpcnn
+evaluate` knows what the model was trained on, and a run saved from Python is the same
+file as one `xpcnn train` started. This module is the record's one owner: it writes it
+(`to_checkpoint`), reads it back checking every field before use (`read`), describes the
+run (`settings`, `describe`, `summary`), says which settings a resumed run keeps
+(`KEPT_ON_RESUME`: given again with another value, they are refused, see `conflicts`)
+and how a run is extended (`extend`).
+
+The functions take a Trainer (`restore` makes one); the record's own state is its `Progress`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .. import presets
+from .._version import __version__
+from ..datasets import Dataset, Selection
+from ..diagnostics import machine
+from ..io.checkpoint import Checkpoint, load_checkpoint
+from ..io.schema import MAX_EPOCHS, MAX_SEED, MAX_SIZE, CheckpointError, Fields, is_int, is_number
+from ..presets import SettingsError
+from .callbacks import rebuilt, recorded_callbacks
+
+# Settings a resumed run keeps: the keys of settings() and of its data's Selection, and the
+# folder the data was read from. `xpcnn train --resume` refuses flags that change them.
+KEPT_ON_RESUME = ("model", "dtype", "seed", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "schedule",
+                  "warmup", "augment", "early_stopping", "dataset", "data_dir", "limit", "val_split")
+MAX_WORKERS = 4096
+
+
+class SettingsConflict(SettingsError):
+    """A resumed run was given a setting that differs from its saved one."""
+
+    def __init__(self, field: str, saved: Any, given: Any) -> None:
+        super().__init__(field, f"{given} differs from the run's saved {saved}; a resumed run continues as it was "
+                                "started (start a new run to change it)")
+        self.saved, self.given = saved, given
+
+
+@dataclass
+class Progress:
+    """Where a run stands: completed epochs, next batch, sums of the epoch in progress, a
+    row of metrics per completed epoch, and why it stopped early (None: it did not)."""
+
+    epoch: int = 0
+    batch: int = 0
+    loss_sum: float = 0.0
+    correct: float = 0.0
+    seen: int = 0
+    seconds: float = 0.0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    stopped: str | None = None
+
+
+def data_statistics(dataset: Dataset) -> dict[str, Any]:
+    """What using a model needs to know of its training data: dataset name, the
+    normalisation (mean, std), the class names, and where the data came from."""
+    spec = dataset.spec
+    return {"name": spec.name, "mean": spec.mean, "std": spec.std, "classes": list(spec.classes),
+            "source": dataset.source}
+
+
+def settings(trainer: Any) -> dict[str, Any]:
+    """Everything the run was started with: model, dtype, seed, epochs, batch, optimizer,
+    learning rate and schedule, augmentation, early stopping's patience (None: none), and
+    which data (its Selection, if known)."""
+    config = trainer.optimizer.config()
+    schedule = config["schedule"]
+    stopping = recorded_callbacks(trainer.callbacks).get("EarlyStopping")
+    return {
+        "model": trainer.name, "dtype": trainer.model.dtype, "seed": trainer.seed,
+        "epochs": trainer.epochs, "batch_size": trainer.batch_size, "optimizer": config["type"].lower(),
+        "lr": config["lr"], "momentum": config.get("momentum", 0.0), "weight_decay": config["weight_decay"],
+        "schedule": schedule["type"], "warmup": schedule.get("warmup", 0), "augment": trainer.augment,
+        "early_stopping": None if stopping is None else stopping.patience,
+        "data": None if trainer.selection is None else trainer.selection.to_dict(),
+    }
+
+
+def describe(trainer: Any) -> str:
+    """One line: model, size, backend, epochs, optimizer and learning rate, batch, workers."""
+    model, saved, now = trainer.model, settings(trainer), trainer.optimizer.current_lr
+    lr = f"lr {saved['lr']:g}" + (f" (now {now:.3g})" if now != saved["lr"] else "")
+    workers = trainer.workers or 1
+    threads = f", {workers} worker threads" if workers > 1 and trainer.comm.size == 1 else ""
+    return (f"{trainer.name} ({model.num_params():,} parameters) on {model.backend} ({model.device}, {model.dtype}) "
+            f"for {trainer.epochs} epoch{'s' if trainer.epochs != 1 else ''}, {saved['optimizer']} {lr}, "
+            f"batch {trainer.batch_size}{threads}")
+
+
+def conflicts(trainer: Any, **given: Any) -> list[tuple[str, Any, Any]]:
+    """(setting, saved value, given value) for each given setting of KEPT_ON_RESUME that
+    differs from the run's; `data_dir` matches when it is (the parent of) a folder the
+    data came from."""
+    saved = settings(trainer)
+    data = saved.pop("data") or {}
+    found = []
+    for key, value in given.items():
+        if key == "data_dir":
+            folders = [Path(folder) for folder in data.get("folders") or []]
+            here = Path(value).resolve()
+            if not any(folder in (here, here / str(data.get("dataset"))) for folder in folders):
+                found.append((key, ", ".join(map(str, folders)) or "(the bundled subset)", value))
+            continue
+        if key == "model":
+            value = presets.canonical(value)
+        mine = data.get(key) if key in ("dataset", "limit", "val_split") else saved[key]
+        if value != mine:
+            found.append((key, mine, value))
+    return found
+
+
+def extend(trainer: Any, epochs: int, steps_per_epoch: int) -> str:
+    """Continue the run to `epochs` in total, beyond what it was planned for: the
+    learning-rate schedule is stretched over the new number of steps. Returns one line
+    saying what the learning rate will do."""
+    if epochs <= trainer.epochs:
+        raise SettingsError("epochs", f"{epochs}: a run can be extended, not shortened; it was planned for "
+                            f"{trainer.epochs} epochs")
+    optimizer = trainer.optimizer
+    old_total, new_total = trainer.epochs * steps_per_epoch, epochs * steps_per_epoch
+    optimizer.schedule = optimizer.schedule.replanned(old_total, new_total)
+    lr_now, lr_last = optimizer.current_lr, optimizer.lr * optimizer.schedule(new_total - 1)
+    previous, trainer.epochs = trainer.epochs, epochs
+    trainer.state.stopped = None  # an early stop ended the old plan; the new one goes on
+    return (f"extending the run from {previous} to {epochs} epochs: the {optimizer.schedule.config()['type']} "
+            f"schedule now spans {new_total} steps; learning rate {lr_now:.3g} at step {optimizer.steps + 1}, "
+            f"{lr_last:.3g} at step {new_total}")
+
+
+def to_checkpoint(trainer: Any) -> dict[str, Any]:
+    """The trainer part of a checkpoint: progress, seeds, the recorded callbacks' settings
+    and state, and the description of the run."""
+    s = trainer.state
+    return {
+        "epoch": s.epoch, "batch": s.batch, "loss_sum": s.loss_sum, "correct": s.correct,
+        "seen": s.seen, "seconds": s.seconds, "history": s.history, "stopped": s.stopped,
+        "batch_size": trainer.batch_size, "seed": trainer.seed, "augment": trainer.augment, "workers": trainer.workers,
+        "callbacks": [{"type": name, "config": callback.config(), "state": callback.state_dict()}
+                      for name, callback in recorded_callbacks(trainer.callbacks).items()],
+        "info": {"model": trainer.name, "settings": settings(trainer), "data": trainer.data},
+    }
+
+
+def summary(trainer: Any, result: dict[str, Any], test: Dataset) -> dict[str, Any]:
+    """summary.json: the run's description with its test result and where it ran."""
+    model = trainer.model
+    return {
+        "model": trainer.name, "settings": settings(trainer), "data": test.source or test.spec.name,
+        "train_images": trainer.train_images, "test_images": len(test),
+        "epochs": len(trainer.history), "stopped": trainer.state.stopped,
+        "test_accuracy": result["accuracy"], "test_loss": result["loss"],
+        "train_seconds": sum(row["seconds"] for row in trainer.history),
+        "backend": model.backend, "device": str(model.device), "dtype": model.dtype,
+        "processes": trainer.comm.size, "workers": trainer.workers, "fast_paths": machine.fast_paths(model.backend),
+        "machine": machine.cpu(), "xpcnn": __version__, "date": time.strftime("%Y-%m-%d"),
+    }
+
+
+@dataclass
+class Saved:
+    """What a checkpoint says of its run, every field checked (see `read`)."""
+
+    name: str
+    batch_size: int
+    seed: int
+    augment: int
+    workers: int | None
+    epochs: int
+    data: dict[str, Any] | None
+    selection: Selection | None
+    progress: Progress
+    callbacks: list[dict[str, Any]]
+
+
+def restore(trainer_class: Any, path: str | Path, backend_name: str, device: Any, callbacks: Sequence[Any],
+            options: dict[str, Any]) -> Any:
+    """A `trainer_class` continuing the run of the checkpoint at `path` (Trainer.resume):
+    its model and optimizer on the backend, its settings, progress and recorded callbacks,
+    then `callbacks`. By default the run folder is the checkpoint's and the worker threads
+    the run's, so that gradients are summed in the same order and the resumed run reaches
+    the same weights; `options` are the constructor's."""
+    checkpoint = load_checkpoint(path, backend_name, device)
+    saved = read(checkpoint)
+    restored = rebuilt(saved.callbacks, checkpoint.path)
+    twice = {type(callback).__name__ for callback in restored} & {type(given).__name__ for given in callbacks}
+    if twice:
+        raise ValueError(f"the run's {', '.join(sorted(twice))} is restored from {path}: do not pass it again")
+    options = {"run_dir": Path(path).parent, "workers": saved.workers, "name": saved.name, **options}
+    trainer = trainer_class(checkpoint.model, checkpoint.restore_optimizer(), batch_size=saved.batch_size,
+                            seed=saved.seed, augment=saved.augment, callbacks=[*restored, *callbacks], **options)
+    trainer.epochs, trainer.data, trainer.selection = saved.epochs, saved.data, saved.selection
+    trainer.state = saved.progress
+    return trainer
+
+
+def read(checkpoint: Checkpoint) -> Saved:
+    """The run `checkpoint` records; CheckpointError naming the file and the field when
+    it records none (a model saved alone) or a field is malformed."""
+    fields, trainer = Fields(checkpoint.path), checkpoint.trainer
+    if checkpoint.optimizer is None or "epoch" not in trainer:
+        raise CheckpointError(f"{checkpoint.path}: has no optimizer or trainer state to resume from (a Trainer's "
+                              "checkpoint has both)")
+    limits = {"batch_size": (1, MAX_SIZE), "seed": (0, MAX_SEED), "augment": (0, 1000)}
+    for key, (low, high) in limits.items():
+        fields.require(f"trainer.{key}", trainer.get(key), is_int(trainer.get(key), low, high),
+                       f"an integer in [{low}, {high:,}]")
+    workers = trainer.get("workers", 1)  # absent before worker threads existed (one model)
+    fields.require("trainer.workers", workers, workers is None or is_int(workers, 1, MAX_WORKERS),
+                   f"an integer in [1, {MAX_WORKERS}] or null")
+    info = _info(fields, trainer)
+    return Saved(info["model"], trainer["batch_size"], trainer["seed"], trainer["augment"], workers,
+                 info["settings"]["epochs"], info["data"], checkpoint.selection(), _progress(fields, trainer),
+                 _callbacks(fields, trainer))
+
+
+def _info(fields: Fields, trainer: dict[str, Any]) -> dict[str, Any]:
+    """The description of the run: the model's name, its settings (with the epochs it is
+    planned for) and the data statistics (checked with the metadata, see io.schema)."""
+    info = fields.mapping("trainer.info", trainer.get("info"), {"model", "settings", "data"})
+    fields.require("trainer.info.model", info["model"], isinstance(info["model"], str), "a name")
+    saved = fields.mapping("trainer.info.settings", info["settings"], {"epochs"})
+    fields.require("trainer.info.settings.epochs", saved["epochs"], is_int(saved["epochs"], 0, MAX_EPOCHS),
+                   f"an integer in [0, {MAX_EPOCHS:,}]")
+    return info
+
+
+def _progress(fields: Fields, trainer: dict[str, Any]) -> Progress:
+    counts = {"epoch": MAX_EPOCHS, "batch": MAX_SIZE, "seen": MAX_SIZE * MAX_EPOCHS}
+    for key, high in counts.items():
+        fields.require(f"trainer.{key}", trainer.get(key), is_int(trainer.get(key), 0, high),
+                       f"an integer in [0, {high:,}]")
+    for key in ("loss_sum", "correct", "seconds"):
+        fields.require(f"trainer.{key}", trainer.get(key), is_number(trainer.get(key), 0.0), "a finite number >= 0")
+    history = trainer.get("history")
+    fields.require("trainer.history", history, isinstance(history, list) and len(history) <= MAX_EPOCHS,
+                   "a list of one object per epoch")
+    for number, row in enumerate(history):
+        row = fields.mapping(f"trainer.history.{number}", row, {"epoch", "train_loss", "train_accuracy", "seconds"})
+        for key in ("train_loss", "train_accuracy", "seconds"):
+            fields.require(f"trainer.history.{number}.{key}", row[key], is_number(row[key], 0.0), "a number >= 0")
+    stopped = trainer.get("stopped")  # absent before early stopping existed
+    fields.require("trainer.stopped", stopped, stopped is None or isinstance(stopped, str), "a reason or null")
+    return Progress(trainer["epoch"], trainer["batch"], float(trainer["loss_sum"]), float(trainer["correct"]),
+                    trainer["seen"], float(trainer["seconds"]), list(history), stopped)
+
+
+def _callbacks(fields: Fields, trainer: dict[str, Any]) -> list[dict[str, Any]]:
+    """The recorded callbacks' types, settings and state (their classes check the values
+    when they are rebuilt); none before callbacks were recorded."""
+    recorded = trainer.get("callbacks", [])
+    fields.require("trainer.callbacks", recorded, isinstance(recorded, list) and len(recorded) <= 16,
+                   "a list of at most 16 callbacks")
+    for number, entry in enumerate(recorded):
+        entry = fields.mapping(f"trainer.callbacks.{number}", entry, {"type", "config", "state"})
+        fields.mapping(f"trainer.callbacks.{number}.config", entry["config"])
+        fields.mapping(f"trainer.callbacks.{number}.state", entry["state"])
+    return recorded

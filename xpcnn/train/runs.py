@@ -1,0 +1,59 @@
+"""What `xpcnn train` starts and continues, as functions: the data and a Trainer for it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ..datasets import Dataset, load_dataset, num_batches
+from ..presets import Recipe
+from . import record
+from .callbacks import EarlyStopping
+from .record import SettingsConflict
+from .trainer import Trainer
+
+Splits = tuple[Dataset, Dataset | None, Dataset]  # train, validation (or None), test
+
+
+def start_run(name: str, recipe: Recipe | None = None, *, dataset: str = "mnist", data_dir: str | Path | None = None,
+              download: bool = True, allow_bundled: bool = True, limit: int | None = None, seed: int = 0,
+              val_split: float = 0.0, early_stopping: int | None = None, backend_name: str = "numpy",
+              device: Any = None, dtype: str = "float32", log: Callable[[str], None] = print,
+              **options: Any) -> tuple[Trainer, Splits]:
+    """What `xpcnn train` starts: the data (see datasets.load_dataset: the full files,
+    else for MNIST with `allow_bundled` the bundled subset), at most `limit` images of each
+    split and `val_split` held out, and a Trainer for preset `name` with `recipe`
+    (default: the preset's); `early_stopping` adds EarlyStopping(patience=early_stopping)
+    on the validation loss. `options` are Trainer's."""
+    if early_stopping is not None:
+        options["callbacks"] = [*options.get("callbacks", ()), EarlyStopping(patience=early_stopping)]
+    loaded = load_dataset(dataset, data_dir, download=download, allow_bundled=allow_bundled, log=log)
+    log(f"data: {loaded.source}")
+    data = loaded.splits(limit, seed, val_split)
+    trainer = Trainer.for_preset(name, recipe, len(data[0]), seed=seed, backend_name=backend_name, device=device,
+                                 dtype=dtype, log=log, **options)
+    trainer.choose_workers(data[0])
+    return trainer, data
+
+
+def resume_run(checkpoint: str | Path, backend_name: str = "numpy", device: Any = None, *, epochs: int | None = None,
+               expected: dict[str, Any] | None = None, log: Callable[[str], None] = print,
+               **options: Any) -> tuple[Trainer, Splits]:
+    """What `xpcnn train --resume` continues: the run with every saved setting and the
+    same images (read again from where they were read; never other data). Settings in
+    `expected` (keys of record.KEPT_ON_RESUME) that differ raise SettingsConflict;
+    `epochs` beyond the saved total extends the run (see record.extend)."""
+    trainer = Trainer.resume(checkpoint, backend_name, device, log=log, **options)
+    if trainer.selection is None:
+        raise ValueError(f"{checkpoint}: the run does not record which images it trained on (a custom Dataset); "
+                         "continue it from Python with Trainer.resume")
+    conflicts = record.conflicts(trainer, **(expected or {}))
+    if conflicts:
+        raise SettingsConflict(*conflicts[0])
+    data = trainer.selection.load()
+    log(f"data: {data[0].source}")
+    trainer.choose_workers(data[0])
+    if epochs is not None and epochs != trainer.epochs:
+        log(record.extend(trainer, epochs, num_batches(len(data[0]), trainer.batch_size)))
+    return trainer, data
