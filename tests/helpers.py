@@ -175,3 +175,108 @@ def check(layer, fn, x_host, target, dtype, params_host=None):
     assert set(grads) == set(ref_grads)
     for key in grads:
         assert rel(grads[key], ref_grads[key]) <= tol, f"{key} gradient differs: {rel(grads[key], ref_grads[key]):.2e}"
+
+
+# -- recorded steps on the CPU -------------------------------------------------------------
+
+
+def record_graphs_on_cpu(monkeypatch, model, optimizer) -> list[int]:
+    """Make a trainer of `model` and `optimizer` record its steps on the CPU as it would on
+    a GPU (xpcnn.capture), with a stand-in for backend.record_graph that keeps the rules a
+    real graph keeps: recording moves nothing between host and device, and does no device
+    work (what it computed is put back); a replay redoes the device work alone, on the
+    recording's host inputs (from_host gives what the trainer copied in, each_step and
+    every other change of a host number are undone) and writes into the recording's
+    arrays. A layer that breaks the contract of xpcnn.layers.Layer then fails here as on a
+    GPU. Returns a list that counts the replays."""
+    from xpcnn import capture
+
+    replays: list[int] = []
+    real_from_host = capture.from_host
+    watched = [*model, optimizer]
+
+    def record_graph(like, work):
+        handed: list = []
+
+        def logged(draw, like):  # the arrays the recording hands out, in order
+            handed.append(real_from_host(draw, like))
+            return handed[-1]
+
+        before = _device_values(model, optimizer)
+        with _no_transfers(monkeypatch), monkeypatch.context() as patch:
+            patch.setattr(capture, "from_host", logged)
+            result = work()
+        _put_back(before)
+        grads = [layer.grads for layer in model]
+
+        def replay():
+            numbers = _host_numbers(watched)
+            given = iter(handed)
+            with _no_transfers(monkeypatch), monkeypatch.context() as patch:
+                patch.setattr(capture, "from_host", lambda draw, like: next(given))
+                patch.setattr(capture, "each_step", lambda work: None)
+                again = work()
+            for owner, name, value in numbers:
+                setattr(owner, name, value)
+            _write_into(result, again)
+            for layer, recorded in zip(model, grads):
+                _write_into(recorded, layer.grads)
+                layer.grads = recorded
+            replays.append(1)
+
+        return result, replay
+
+    monkeypatch.setattr(backend, "can_record_graphs", lambda like: True)
+    monkeypatch.setattr(backend, "record_graph", record_graph)
+    return replays
+
+
+def _device_values(model, optimizer) -> list:
+    """(array, a copy of its values) of every array a step changes in place."""
+    arrays = [a for layer in model for a in [*layer.params.values(), *layer.buffers.values()]]
+    arrays += [a for store in optimizer.state.values() for a in store.values()]
+    return [(array, array.copy()) for array in arrays]
+
+
+def _put_back(values) -> None:
+    for array, value in values:
+        array[...] = value
+
+
+def _host_numbers(owners) -> list:
+    """(owner, attribute, value) of each number (and None) the owners hold."""
+    return [(owner, name, value) for owner in owners for name, value in vars(owner).items()
+            if value is None or isinstance(value, (bool, int, float, str))]
+
+
+def _write_into(recorded, fresh) -> None:
+    """Copy the arrays of `fresh` into those of `recorded` (same structure), in place."""
+    if isinstance(recorded, dict):
+        for key in recorded:
+            _write_into(recorded[key], fresh[key])
+    elif isinstance(recorded, (list, tuple)):
+        for mine, theirs in zip(recorded, fresh, strict=True):
+            _write_into(mine, theirs)
+    elif recorded is not None:
+        recorded[...] = fresh
+
+
+class _no_transfers:
+    """Inside, moving data between host and device (backend.to_backend, to_numpy) raises,
+    as it does while a CUDA graph is being recorded."""
+
+    def __init__(self, monkeypatch):
+        self.patch = monkeypatch
+
+    def __enter__(self):
+        def refuse(*args, **kwargs):
+            raise RuntimeError("operation not permitted when stream is capturing (host transfer)")
+
+        self.context = self.patch.context()
+        patch = self.context.__enter__()
+        patch.setattr(backend, "to_backend", refuse)
+        patch.setattr(backend, "to_numpy", refuse)
+        return self
+
+    def __exit__(self, *exc):
+        return self.context.__exit__(*exc)

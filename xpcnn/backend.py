@@ -19,7 +19,7 @@ import importlib
 import importlib.util
 import os
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import array_api_compat
@@ -347,31 +347,29 @@ def can_record_graphs(x: Any) -> bool:
     return backend_of(x) == "torch" and x.is_cuda
 
 
-@contextlib.contextmanager
-def record_graph(like: Any) -> Iterator[list[Callable[[], None]]]:
-    """Record, instead of run, the block's device work on `like`'s GPU (see
-    can_record_graphs); the list it yields then holds the replay: a call that runs all of
-    it again, with one launch, on the arrays it was recorded with. The block must not copy
-    between host and device.
+def record_graph(like: Any, work: Callable[[], Any]) -> tuple[Any, Callable[[], None]]:
+    """Record, instead of run, the device work of `work()` on `like`'s GPU (see
+    can_record_graphs). Returns what `work()` returned (arrays that the replay writes)
+    and the replay: a call that runs all of it again, with one launch, on the arrays it
+    was recorded with. `work` must not copy between host and device.
 
-    Memory the block allocates comes from a pool of the recording's own, so nothing
-    allocated later reuses it; arrays made before the block and used in it must be kept
-    alive for as long as the graph is replayed.
+    Memory that `work` allocates comes from a pool of the recording's own, so nothing
+    allocated later reuses it; arrays made before and used in it must be kept alive for
+    as long as the graph is replayed.
     """
     if not can_record_graphs(like):
         raise ValueError(f"CUDA graphs need PyTorch on a CUDA device, not {backend_of(like)} on "
                          f"{array_api_compat.device(like)}")
     torch = importlib.import_module("torch")
-    recorded: list[Callable[[], None]] = []
     # On like's GPU, which need not be the current one: work for another GPU than the
     # recording stream's would run at once instead of being recorded.
     with torch.cuda.device(like.device):
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, stream=torch.cuda.Stream(like.device)):  # and a private memory pool
-            yield recorded
+            result = work()
 
-    def replay() -> None:
+    def replay() -> None:  # which holds the graph
         with torch.cuda.device(like.device):
             graph.replay()
 
-    recorded.append(replay)  # which holds the graph
+    return result, replay

@@ -101,13 +101,12 @@ class Captured:
         recording = _Recording(list(inputs))
         token = _recording.set(recording)
         try:
-            with backend.record_graph(like) as recorded:
-                self._result = fn(*self._args)
+            self._result, self._replay = backend.record_graph(like, lambda: fn(*self._args))
         finally:
             _recording.reset(token)
         if recording.inputs:
             raise ValueError("the step takes fewer host arrays than in its planning run")
-        self._replay, self._recording = recorded[0], recording
+        self._recording = recording
         self._kept = _arrays([vars(owner) for owner in keep])
         self._replays = 0
 

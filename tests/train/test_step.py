@@ -3,8 +3,6 @@ recording is impossible or fails, training goes on without it."""
 
 from __future__ import annotations
 
-import contextlib
-
 import numpy as np
 import pytest
 
@@ -15,17 +13,22 @@ from xpcnn.presets import SettingsError
 from xpcnn.train import Trainer
 from xpcnn.train import step as training_step
 
+from ..helpers import record_graphs_on_cpu
+
 
 @pytest.fixture(scope="module")
 def data():
     return load_bundled().train.subset(np.arange(300))
 
 
-def train_lenet(target, data, graphs, epochs=3):
+def train_lenet(target, data, graphs, epochs=3, monkeypatch=None):
     """lenet (batch norm, dropout) in float64 on 300 images in batches of 128: the last
-    batch (44) is another shape, recorded in the second epoch and replayed in the third."""
+    batch (44) is another shape, recorded in the second epoch and replayed in the third.
+    With `monkeypatch`, the steps are recorded on the CPU stand-in (tests/helpers.py)."""
     net = presets.build("lenet").to(*target, "float64")
     optimizer = Adam(net, 1e-3, schedule=OneCycle(total=epochs * 3))
+    if monkeypatch is not None:
+        record_graphs_on_cpu(monkeypatch, net, optimizer)
     notes = []
     trainer = Trainer(net, optimizer, batch_size=128, seed=3, progress=False, log=notes.append, cuda_graphs=graphs)
     trainer.fit(data, epochs)
@@ -46,6 +49,18 @@ def test_recorded_steps_learn_what_direct_steps_learn(target, data):
     assert losses[0] == pytest.approx(losses[1])
 
 
+def test_steps_recorded_on_the_cpu_stand_in_learn_what_direct_steps_learn(data, monkeypatch):
+    """What the GPU test above checks, on every machine: batch norm's running statistics and
+    counter, dropout's masks and the one-cycle coefficients reach a recorded step."""
+    direct, _ = train_lenet(("numpy", None), data, graphs=False)
+    recorded, notes = train_lenet(("numpy", None), data, graphs=True, monkeypatch=monkeypatch)
+    assert recorded.graph_shapes == 2 and notes == []
+    for name, value in direct.model.state_dict().items():
+        np.testing.assert_array_equal(recorded.model.state_dict()[name], value, err_msg=name)
+    assert [layer.extra_state() for layer in recorded.model] == [layer.extra_state() for layer in direct.model]
+    assert [row["train_loss"] for row in recorded.history] == [row["train_loss"] for row in direct.history]
+
+
 def test_asking_for_graphs_where_there_is_no_gpu_says_so(data):
     net = presets.build("tutorial")
     trainer = Trainer(net, Adam(net), batch_size=100, progress=False, log=lambda m: None, cuda_graphs=True)
@@ -54,10 +69,8 @@ def test_asking_for_graphs_where_there_is_no_gpu_says_so(data):
 
 
 def test_a_recording_the_library_refuses_leaves_training_to_direct_steps(monkeypatch, data):
-    @contextlib.contextmanager
-    def refusing(like):
+    def refusing(like, work):
         raise RuntimeError("operation not permitted when stream is capturing")
-        yield
 
     monkeypatch.setattr(training_step, "can_record", lambda model: True)
     monkeypatch.setattr(backend, "record_graph", refusing)

@@ -16,16 +16,42 @@ Shape = tuple[int, ...]
 
 
 class Layer:
-    """A differentiable step of a network.
+    """A differentiable step of a network. The contract every layer keeps, so that one
+    written from it alone trains on every backend, in data-parallel runs and in steps
+    recorded as CUDA graphs:
 
-    `forward(x, training)` computes the output and, when training, caches what
-    `backward(dy)` needs; `backward` returns the input gradient and fills `grads` with one
-    array per entry of `params` (same keys), overwriting earlier values. `buffers` hold
-    state that is saved but not trained (running statistics). Layers whose input gradient
-    costs real work (`skips_input_grad`) also take `backward(dy, input_grad=False)`, which
-    fills `grads` and returns None: what a first layer does, whose input is the data.
-    As with PyTorch's autograd, backward may read the forward's input and output as they
-    were: change neither in place before it.
+    Math. `xp = self._namespace(x)` checks the input against the parameters and gives the
+    Array API namespace; use only it (no NumPy, CuPy or torch imports: a test fails if a
+    layer module has one), and make new arrays on the input's device.
+
+    Forward and backward. `forward(x, training)` returns the output and, when training,
+    keeps what backward needs (`_save_for_backward`); `backward(dy)` takes it back
+    (`_saved_for_backward`, which checks dy's shape and frees it), returns the input
+    gradient and sets `grads`, one array per entry of `params` (same keys), overwriting
+    earlier values. Backward may read the forward's input and output as they were, so
+    change neither in place; never write into an array you were given. A layer may reuse
+    work memory it owns (`_scratch`). Layers whose input gradient costs real work
+    (`skips_input_grad`) also take `backward(dy, input_grad=False)`: fill `grads`, return
+    None (a first layer's input is the data).
+
+    State. `params` are trained; `buffers` are saved but not trained (running
+    statistics); `array_shapes` declares both, from the constructor's arguments, once;
+    `config()` returns those arguments (JSON); integer state a checkpoint must keep
+    (counters) goes through `extra_state`/`load_extra_state`. Initial values are drawn on
+    the host from a seed (xpcnn.init), so a seed gives the same layer on every backend.
+
+    The batch. In data-parallel training each worker or process holds only some rows of
+    the batch. A sum over the batch (statistics, their gradients) goes through
+    `distributed.batch_sum`, which adds the other members' sums to this one's, and the
+    batch's size, or where these rows lie in it, comes from `distributed.batch_rows`.
+    Parameter gradients stay this member's share: the trainer sums them.
+
+    The host. A recorded step (xpcnn.capture) replays device work only. Host data that
+    changes from step to step (a random mask, a coefficient) comes through
+    `capture.from_host(draw, like)`, which calls `draw` afresh before every replay; host
+    bookkeeping (a counter) goes through `capture.each_step(work)`. Nothing else may move
+    data between host and device in forward or backward: no `float(...)`, no
+    `to_numpy`, no branch on an array's value.
     """
 
     skips_input_grad = False
