@@ -36,7 +36,7 @@ RANKS = {
 }
 # Tests of the whole code base, or of more than one module, rather than of one module.
 CROSS_CUTTING = {"test_codebase.py", "test_purity.py", "test_package.py", "test_fuzz_readers.py", "test_gpu_check.py",
-                 "test_examples.py", "test_layer_contract.py"}
+                 "test_docs.py", "test_layer_contract.py"}
 
 
 def module_name(path: Path, root: Path = PACKAGE) -> str:

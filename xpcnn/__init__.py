@@ -5,33 +5,28 @@ the same network runs on NumPy, CuPy, PyTorch tensors and array-api-strict.
 
 Building blocks
     Conv2D, MaxPool2D, AvgPool2D, Flatten, Dense, ReLU, Tanh, Sigmoid, Dropout,
-    BatchNorm2D -- layers with forward(x, training) / backward(dy), params and grads.
-    SoftmaxCrossEntropy -- the loss. Sequential -- a network of layers, with hooks
-    (xpcnn.hooks) that run around every layer.
+    BatchNorm2D: layers with forward(x, training) / backward(dy), params and grads (the
+    contract a layer keeps is Layer's docstring). SoftmaxCrossEntropy: the loss.
+    Sequential: a network of layers, with hooks (xpcnn.hooks) around every layer.
 
-Training and using a network
-    xpcnn.presets -- the tutorial, lenet and fast networks and their recipes: build(name), recipe(name).
-    xpcnn.optim -- SGD, Adam, AdamW, schedules; build(name, model, lr), Optimizer.from_config.
-    xpcnn.datasets -- load_dataset("mnist"), the bundled subset, batches.
-    Trainer -- the training loop and its run folder (workers=N: N threads share each
-    batch); evaluate, predict -- using a network.
-    load_checkpoint, save_checkpoint -- arrays plus JSON, loadable on any backend.
-    xpcnn.distributed -- data-parallel training over MPI: Trainer(..., comm=distributed.world())
-    under `mpirun -n N` (what `xpcnn train` does).
+Training
+    Trainer: the loop and the run folder it keeps; fit(train, epochs, val), finish(test),
+    Trainer.resume(checkpoint). xpcnn.train: its callbacks (EarlyStopping, your own),
+    worker threads, start_run / resume_run (what `xpcnn train` runs).
+    xpcnn.optim: SGD, Adam, AdamW, schedules. xpcnn.presets: the tutorial, lenet and fast
+    networks and their recipes. xpcnn.datasets: load_dataset("mnist"), Dataset, batches.
+    xpcnn.distributed: data-parallel training over MPI (Trainer(comm=distributed.world())).
 
-What the command does, as functions
-    xpcnn.training.start_run / resume_run (train), xpcnn.evaluation.evaluate_checkpoint
-    (evaluate), classify_files (predict; pictures read by xpcnn.images and brought into
-    MNIST's form by xpcnn.digits), xpcnn.parity.check (parity), xpcnn.onnx.export (export),
-    xpcnn.machine.report (info). Weights to and from PyTorch: Sequential.state_dict /
-    load_state_dict.
+Using a trained network
+    evaluate, predict; load_checkpoint, save_checkpoint (arrays plus JSON, any backend);
+    xpcnn.evaluation.evaluate_checkpoint and classify_files (what `xpcnn evaluate` and
+    `xpcnn predict` run); xpcnn.io.onnx.export; Sequential.state_dict / load_state_dict
+    (weights by PyTorch's names).
 
-Backends (xpcnn.backend)
-    available_backends(), to_backend(x, name), to_numpy(x).
-
-Correctness tools
-    gradcheck(layer, x), gradcheck_loss(loss, logits, labels); xpcnn.parity.compare;
-    xpcnn.anomaly (NaN/Inf detection by layer).
+Backends and correctness
+    available_backends(), to_backend(x, name), to_numpy(x) (xpcnn.backend); gradcheck,
+    gradcheck_loss; xpcnn.parity (compare backends layer by layer); xpcnn.anomaly
+    (NaN/Inf by layer); xpcnn.diagnostics.machine.report() (what `xpcnn info` prints).
 
 Example
     >>> import numpy as np, xpcnn
@@ -41,7 +36,7 @@ Example
     (2, 10)
 """
 
-from . import backend, datasets, distributed, hooks, optim, presets
+from . import backend, datasets, distributed, hooks, optim, presets, train
 from ._version import __version__
 from .backend import available_backends, to_backend, to_numpy
 from .diagnostics import anomaly, parity
@@ -70,5 +65,5 @@ __all__ = [
     "ReLU", "Sigmoid", "Tanh", "SoftmaxCrossEntropy", "Sequential", "Trainer", "evaluate", "predict",
     "load_checkpoint", "save_checkpoint", "available_backends", "to_backend", "to_numpy",
     "gradcheck", "gradcheck_loss", "GradcheckError", "GradcheckResult", "anomaly", "backend", "datasets", "distributed",
-    "hooks", "optim", "parity", "presets", "__version__",
+    "hooks", "optim", "parity", "presets", "train", "__version__",
 ]

@@ -95,7 +95,7 @@ class Classified:
 
 def classify_files(path: str | Path, images: Sequence[str | Path], *, invert: bool | None = None, top: int = 1,
                    backend_name: str = "numpy", device: Any = None) -> list[Classified]:
-    """Each image file (a picture or .npy, see xpcnn.images.read_image) classified by the
+    """Each image file (a picture or .npy, see xpcnn.datasets.images.read_image) classified by the
     saved model; a file that cannot be read gets its error, and the others still run."""
     checkpoint = load_checkpoint(path, backend_name, device)
     data = checkpoint.data_statistics()

@@ -1,7 +1,7 @@
 """The `xpcnn` command: each subcommand calls the library (a Python user can do the same
 with the same functions) and prints; main maps errors to exit codes: 0 success, 1 failure
 (one line on stderr; --debug shows the traceback), 2 bad usage, 130 interrupted (saved).
-The arguments each command takes are declared in cli_arguments.py.
+The arguments each command takes are declared in arguments.py.
 """
 
 from __future__ import annotations

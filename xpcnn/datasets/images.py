@@ -1,5 +1,5 @@
 """Reading images for prediction: pictures (PNG, JPEG... through Pillow) brought into
-MNIST's form (xpcnn.digits), or .npy arrays already in it, as 28x28 uint8.
+MNIST's form (xpcnn.datasets.digits), or .npy arrays already in it, as 28x28 uint8.
 
 Only regular files are opened (a FIFO would block forever); untrusted files are
 size-checked from their header before any pixel is decoded, so a decompression bomb is
@@ -32,7 +32,7 @@ def read_image(path: str | Path, invert: bool | None = None, size: tuple[int, in
     A picture (grey, RGB, with transparency, 8 or 16 bits) is brought into that form:
     transparency laid on the background the ink is not, dark ink on light paper inverted
     (decided from the border; `invert` True or False overrides), the digit fitted and
-    centred by mass (see xpcnn.digits). A .npy array must already be (H, W) of `size`,
+    centred by mass (see xpcnn.datasets.digits). A .npy array must already be (H, W) of `size`,
     uint8 or floating in [0, 1]; it is used as it is (inverted only with invert=True)."""
     path = Path(path)
     try:

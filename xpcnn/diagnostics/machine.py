@@ -96,8 +96,8 @@ def keep_freed_memory() -> bool:
 
     A training step makes and frees tens of MB of arrays (the standard has no `out=`).
     By default glibc returns freed memory, in worker threads after nearly every step, and
-    the kernel zeroes it again page by page when the next arrays use it: 1,000-3,000 page
-    faults a step, 7-15 % of a `fast` epoch with two worker threads (2-core Xeon). It is
+    the kernel zeroes it again page by page when the next arrays use it: thousands of page
+    faults a step, a share of an epoch that benchmarks/workers.py shows. It is
     for the whole process and for good (arrays up to 32 MiB come from the heap, and up
     to 1 GiB of free heap is kept), so `xpcnn train` calls it and the library does not.
     """

@@ -22,7 +22,7 @@ Why the tolerances are not zero: backends sum in different orders (BLAS blocking
 pairwise vs sequential reductions, fused multiply-add), so a K-term sum differs by about
 eps * sqrt(K) relative, eps = 6e-8 (float32) or 1.1e-16 (float64). The measured worst
 local differences of the presets are up to 3e-5 (float32: a 25,000-term weight gradient
-of lenet's first convolution) and 1e-13 (float64), see the README; the tolerances leave
+of lenet's first convolution) and 1e-13 (float64), see docs/python.md; the tolerances leave
 one and a half to three orders of magnitude of headroom, and a real bug (a wrong index,
 term or dtype) gives 1e-3 to 1, which float64 parity sees with room to spare.
 """

@@ -5,7 +5,7 @@ Members: "__meta__" (UTF-8 JSON as uint8), "param/<name>", "buffer/<name>" and
 layer extra state (dropout counters), optimizer settings and the trainer's state.
 Saving is atomic (temporary file, fsync, rename): a crash keeps the previous checkpoint.
 
-Loading trusts nothing: the metadata is checked field by field (checkpoint_schema), the
+Loading trusts nothing: the metadata is checked field by field (io.schema), the
 arrays it declares are compared with what the architecture needs before any is read or
 the network built, members must be stored uncompressed and no larger than declared (so
 loading never needs much more memory than the file's size), and every array must be

@@ -1,7 +1,7 @@
 """Export to ONNX: an xpcnn network as a standard ONNX graph (opset 17 or later) that
 onnxruntime and other deployment tools run.
 
-    xpcnn.onnx.export(model, "digits.onnx", mean=0.1307, std=0.3081, classes=[...])
+    xpcnn.io.onnx.export(model, "digits.onnx", mean=0.1307, std=0.3081, classes=[...])
 
 The graph takes raw pixels in [0, 1], (batch, 1, 28, 28) float32, any batch size: the
 input normalisation is part of the graph (Sub, Div), so a deployed model needs no

@@ -8,7 +8,7 @@ function it replaces and takes and returns the same.
 The kernels release the GIL, so worker threads run them at once, and compile on first
 use (a second or two), cached on disk for the next process. Sums accumulate in float64,
 in an order of the compiler's choosing but the same on every run of one machine:
-tests/test_fast_numba.py holds each function to its standard path: im2col, col2im, Adam
+tests/kernels/test_numba.py holds each function to its standard path: im2col, col2im, Adam
 and max pooling where windows tile bit for bit, the fused block's forward too; overlapping
 pooling windows, batch norm and the fused block's gradient to rounding.
 """
@@ -67,10 +67,10 @@ def _compiled(**options: Any) -> Any:
 
 
 # NumPy's error model (a division by zero gives inf or NaN instead of raising) also lets
-# the compiler use SIMD: Adam's update 4x faster, and 6x once its moments hold subnormal
-# numbers (32 -> 5 ms), each of which costs a scalar operation a slow microcode assist but
-# a SIMD one once for 16 values. reassoc lets a sum be split over SIMD lanes: 4x faster
-# than one running sum.
+# the compiler use SIMD, several times faster for Adam's update, and more once its moments
+# hold subnormal numbers: each costs a scalar operation a slow microcode assist, but a SIMD
+# operation one for a whole vector. reassoc lets a sum be split over SIMD lanes instead of
+# one running sum.
 _kernel = _compiled()
 _reduction = _compiled(fastmath={"reassoc"})
 

@@ -2,7 +2,7 @@
 with what the standard lacks: `out=`, which writes a result straight into its place
 instead of into a new array then copied there; strided views of all windows at once;
 branches on the data; arithmetic with bool arrays. Each is named like the function it
-replaces; tests/test_fast_numpy.py holds each equal to it, bit for bit.
+replaces; tests/kernels/test_numpy.py holds each equal to it, bit for bit.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from ..layers.base import Shape
 from . import implements
 
 # col2im folds blocks of channels of about this many bytes, which stay in cache while
-# every tap is added into them (measured: 15 % faster for fast's second convolution).
+# every tap is added into them (a CPU's L2 cache, give or take).
 FOLD_BLOCK_BYTES = 512 * 1024
 
 
@@ -61,7 +61,7 @@ def sweep_masks(x4: np.ndarray, columns: np.ndarray, y4: np.ndarray, kernel: tup
 def im2col(x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int], padding: windows.Padding,
            out_hw: tuple[int, int], buffer: np.ndarray) -> np.ndarray:
     """windows.im2col as one copy from a strided view of all windows, which writes the
-    buffer in order (1.6x faster for fast's second convolution); padded windows take the
+    buffer in order; padded windows take the
     standard path, which never materialises the padding."""
     if any(padding):
         return windows.im2col(x, kernel, stride, padding, out_hw, buffer)
@@ -85,8 +85,8 @@ def fold(cols6: np.ndarray, dx4: np.ndarray, kernel: tuple[int, int], stride: tu
 @implements(conv.input_columns)
 def input_columns(weight_rows: np.ndarray, dy2: np.ndarray, spent: np.ndarray) -> np.ndarray:
     """conv.input_columns written into the spent forward columns, their first rows: no
-    new array of their size, whose fresh pages the OS zeroes one by one (at 58 MB, lenet's
-    second convolution at batch 256, the product took 15 ms instead of 8 in the step)."""
+    new array of their size, whose fresh pages the OS would zero one by one (for a large
+    convolution that costs about as much as the product itself)."""
     return np.matmul(weight_rows.T, dy2, out=spent[: weight_rows.shape[1]])
 
 

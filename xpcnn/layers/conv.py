@@ -128,7 +128,7 @@ class Conv2D(Layer):
         o, k = weight.shape[0], cols.shape[0] - int(self.bias)
         dy2 = channel_rows(dy)  # (O, Ho*Wo*N), the layout of the forward product
         # (cols @ dy2.T).T rather than dy2 @ cols.T: the same sums, which OpenBLAS runs
-        # ~1.5x faster with the long axis on the left (measured, 32 x 216 x 12,800).
+        # faster with the long axis on the left.
         grads = (cols @ dy2.T).T  # (O, K), and the bias's (the row of ones) last
         self.grads = {"weight": xp.reshape(grads[:, :k], weight.shape)}
         if self.bias:

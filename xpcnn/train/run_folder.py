@@ -1,6 +1,6 @@
 """The folder a training run writes, whether started by `xpcnn train` or from Python:
 
-    checkpoint.npz               model, optimizer and trainer state (latest; xpcnn.checkpoint)
+    checkpoint.npz               model, optimizer and trainer state (latest; xpcnn.io.checkpoint)
     metrics.jsonl                one JSON line per completed epoch
     summary.json                 what was trained on what, and the test result
     curves.png, confusion.png    learning curves and confusion matrix (with matplotlib)
