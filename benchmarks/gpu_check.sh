@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # GPU check: run THERE (the GPU machine), from the repository root, with .whl/ carried
-# (benchmarks/gpu_prepare.sh makes it here). See README, "GPU check". Writes at most 8
+# (benchmarks/gpu_prepare.sh makes it here). See docs/gpu.md, "The GPU check". Writes at most 8
 # files under $OUT (default gpu-results/) within about 8 minutes:
 #   env.txt        GPU, libraries, DLPack round trip (the preflight)
 #   parity.txt     layer-by-layer parity: numpy vs cupy, numpy vs torch:cuda, cupy vs torch:cuda,

@@ -2,7 +2,7 @@
 # Run HERE (the CPU machine) before a GPU check. The GPU machine has CuPy, PyTorch with
 # CUDA, pytest, hypothesis, Pillow, onnx and onnxruntime, but not array-api-compat or
 # array-api-strict, and no internet: this puts their wheels (pure Python, for the Python
-# 3.12 there) into .whl/, which git ignores and the device run carries. See README, "GPU check".
+# 3.12 there) into .whl/, which git ignores and the device run carries. See docs/gpu.md, "The GPU check".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rm -rf .whl

@@ -3,8 +3,9 @@
     python tests/fuzz_readers.py -runs=20000            # bounded, as the test suite runs it
     python tests/fuzz_readers.py -max_total_time=600    # longer, by hand
 
-Each input is tried as an IDX file (raw, then gzip-wrapped), a checkpoint and a .npy
-image. Only the project's own documented errors may come out; anything else (a crash, a
+Each input is tried as an IDX file (raw, then gzip-wrapped), a checkpoint (loaded, then
+read as evaluate, predict and a resume read it) and a .npy image. Only the project's own
+documented errors may come out; anything else (a crash, a
 MemoryError, another exception) stops the fuzzer with the input that caused it.
 """
 
@@ -21,6 +22,7 @@ with atheris.instrument_imports():
     from xpcnn.datasets.idx import IDXError, read_idx
     from xpcnn.datasets.images import ImageError, read_image
     from xpcnn.io.checkpoint import CheckpointError, load_checkpoint
+    from xpcnn.train import record
 
 FOLDER = tempfile.mkdtemp(prefix="xpcnn-fuzz-")
 LIMIT = 1 << 24  # 16 MiB: a header asking for more is refused before allocation
@@ -40,7 +42,12 @@ def one_input(data: bytes) -> None:
         except IDXError:
             pass
     try:
-        load_checkpoint(write("input.npz", data))
+        checkpoint = load_checkpoint(write("input.npz", data))
+        for use in (checkpoint.selection, checkpoint.data_statistics, lambda: record.read(checkpoint)):
+            try:
+                use()
+            except CheckpointError:
+                pass
     except CheckpointError:
         pass
     try:

@@ -15,11 +15,11 @@ from hypothesis import strategies as st
 
 import xpcnn
 from xpcnn import backend
-from xpcnn.datasets import MNIST, Dataset
+from xpcnn.datasets import MNIST, Dataset, Selection
 from xpcnn.io.checkpoint import save_checkpoint
 from xpcnn.model import Sequential
 from xpcnn.optim import SGD
-from xpcnn.train import record
+from xpcnn.train import EarlyStopping, record
 
 # Full MNIST next to the repository (<repo>/../shared/data/mnist), where tests may read it.
 SHARED_MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
@@ -83,10 +83,15 @@ def good_idx() -> bytes:
 
 def small_checkpoint(tmp_path: Path) -> bytes:
     """The bytes of a valid checkpoint of a tiny network for (N, 1, 6, 6) input, 3 classes,
-    with optimizer state and a trainer's progress and run description."""
+    with optimizer state and a trainer's progress, recorded early stopping and run
+    description, the images it trained on included."""
     net = xpcnn.Sequential([xpcnn.Conv2D(1, 2, 3, rng=0), xpcnn.ReLU(), xpcnn.Flatten(),
                             xpcnn.Dense(2 * 4 * 4, 3, rng=0)])
-    trainer = xpcnn.Trainer(net, SGD(net, 0.1, momentum=0.9), batch_size=4, progress=False, log=lambda m: None)
+    stopping = EarlyStopping(patience=4)
+    stopping.load_state_dict({"best": 1.25, "best_epoch": 1, "waited": 0})
+    trainer = xpcnn.Trainer(net, SGD(net, 0.1, momentum=0.9), batch_size=4, progress=False, log=lambda m: None,
+                            callbacks=[stopping])
+    trainer.selection = Selection("mnist", None, 100, 0, 0.1)
     for name, param in net.params.items():  # a step's momentum, without a step
         trainer.optimizer.state["momentum"][name] = np.full_like(param, 0.5)
     trainer.data = {"name": "mnist", "mean": 0.13, "std": 0.31, "classes": ["a", "b", "c"], "source": "test"}
@@ -182,13 +187,15 @@ def check(layer, fn, x_host, target, dtype, params_host=None):
 
 def record_graphs_on_cpu(monkeypatch, model, optimizer) -> list[int]:
     """Make a trainer of `model` and `optimizer` record its steps on the CPU as it would on
-    a GPU (xpcnn.capture), with a stand-in for backend.record_graph that keeps the rules a
-    real graph keeps: recording moves nothing between host and device, and does no device
-    work (what it computed is put back); a replay redoes the device work alone, on the
-    recording's host inputs (from_host gives what the trainer copied in, each_step and
-    every other change of a host number are undone) and writes into the recording's
-    arrays. A layer that breaks the contract of xpcnn.layers.Layer then fails here as on a
-    GPU. Returns a list that counts the replays."""
+    a GPU (xpcnn.capture), with a stand-in for backend.record_graph that keeps the rules of
+    a real graph that can be kept on the CPU: recording moves nothing through
+    backend.to_backend or to_numpy and keeps no device work (what it computed is put
+    back); a replay redoes the step's array work alone, on the recording's host inputs
+    (from_host gives what the trainer copied in; each_step, and every number the layers or
+    the optimizer change, are undone) and writes into the recording's arrays. A layer that
+    moves data by hand, or keeps host state outside each_step, fails here as on a GPU; a
+    read of an array's value on the host (float(x)) is not caught: NumPy's arrays are on
+    the host. Returns a list that counts the replays."""
     from xpcnn import capture
 
     replays: list[int] = []

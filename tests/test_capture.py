@@ -1,6 +1,6 @@
 """Recorded steps: host work handed over with from_host/each_step runs once per step,
 whether the step is run directly or replayed. (The recording itself needs a CUDA device:
-tests/test_training_step.py runs it there; here a stand-in graph counts its replays.)"""
+tests/train/test_step.py runs it there; here a stand-in graph counts its replays.)"""
 
 from __future__ import annotations
 

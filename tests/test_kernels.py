@@ -4,7 +4,10 @@ a training step. (tests/kernels/ hold each one's results to its standard functio
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
+import inspect
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -30,6 +33,16 @@ def test_every_kernel_module_registers_something_and_takes_what_its_standard_fun
         for standard, fast in registry.items():
             assert fast.__module__ == module
             assert kernels.parameters(fast) == kernels.parameters(standard), f"{module}.{fast.__name__}"
+
+
+def test_every_kernel_module_is_taken_by_a_backend_and_registers_every_function_it_offers():
+    files = {f"xpcnn.kernels.{path.stem}" for path in Path(kernels.__file__).parent.glob("*.py")
+             if path.stem != "__init__"}
+    assert files == {module for _, module in KERNEL_MODULES}, "a kernel module no backend takes is never used"
+    for module, registry in importable_registries().items():
+        offered = {name for name, value in vars(importlib.import_module(module)).items()
+                   if inspect.isfunction(value) and value.__module__ == module and not name.startswith("_")}
+        assert offered == {fast.__name__ for fast in registry.values()}, f"{module}: public but not registered"
 
 
 def test_a_declaration_that_differs_from_its_standard_function_fails_at_import():

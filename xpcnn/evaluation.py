@@ -1,5 +1,6 @@
-"""Using a trained network: test accuracy, class probabilities, the confusion matrix;
-and the same for a saved model (what `xpcnn evaluate` and `xpcnn predict` run)."""
+"""Using a trained network: test loss and accuracy, class probabilities; and the same
+for a saved model (what `xpcnn evaluate` and `xpcnn predict` run). The confusion matrix
+and the count of right answers are in xpcnn.metrics."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Bringing pictures of digits into MNIST's form (xpcnn/digits.py)."""
+"""Bringing pictures of digits into MNIST's form (xpcnn/datasets/digits.py)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
-"""Reading digit images (xpcnn/images.py) from untrusted files: mutated .npy files and
+"""Reading digit images (xpcnn/datasets/images.py) from untrusted files: mutated .npy files and
 decompression bombs are refused from the header.
 
-Predictions from .npy and picture files, end to end, are tested in tests/test_cli.py.
+Predictions from .npy and picture files, end to end, are tested in tests/cli/test_main.py.
 """
 
 from __future__ import annotations

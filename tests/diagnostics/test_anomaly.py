@@ -1,4 +1,4 @@
-"""Anomaly mode (xpcnn/anomaly.py): a NaN or Inf is named by step, layer and direction."""
+"""Anomaly mode (xpcnn/diagnostics/anomaly.py): a NaN or Inf is named by step, layer and direction."""
 
 from __future__ import annotations
 

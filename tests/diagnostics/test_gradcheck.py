@@ -1,4 +1,4 @@
-"""The gradient checker (xpcnn/gradcheck.py): it catches a wrong backward, refuses float32,
+"""The gradient checker (xpcnn/diagnostics/gradcheck.py): it catches a wrong backward, refuses float32,
 and checks a whole network end to end, float64, on every backend.
 
 The gradient checks of each layer live with that layer's tests (tests/layers/), the loss's

@@ -1,7 +1,7 @@
-"""Atomic writes (xpcnn/atomic.py).
+"""Atomic writes (xpcnn/io/atomic.py).
 
-Saves that survive SIGKILL are tested where they are used: tests/test_checkpoint.py and the
-crash-and-resume test in tests/test_cli.py.
+Saves that survive SIGKILL are tested where they are used: tests/io/test_checkpoint.py and the
+crash-and-resume test in tests/cli/test_main.py.
 """
 
 from __future__ import annotations

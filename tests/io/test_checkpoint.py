@@ -1,4 +1,4 @@
-"""Checkpoints (xpcnn/checkpoint.py): portable round trips, strict validation, atomic saves
+"""Checkpoints (xpcnn/io/checkpoint.py): portable round trips, strict validation, atomic saves
 under SIGKILL, and untrusted files: mutations, escaping member paths, hostile architectures."""
 
 from __future__ import annotations
@@ -395,8 +395,9 @@ def replaced(document, path, value):
 
 
 def test_every_field_of_wrong_type_or_range_is_a_checkpoint_error(tmp_path):
-    """Each field of a real checkpoint's metadata replaced by each kind of wrong value: the
-    load and the resume end in CheckpointError (naming the file) or in a usable model."""
+    """Each field of a real checkpoint's metadata (its recorded callback and the images it
+    trained on included) replaced by each kind of wrong value: reading what evaluate and
+    predict read, and resuming, end in CheckpointError (naming the file) or in a usable run."""
     path = tmp_path / "run.npz"
     path.write_bytes(small_checkpoint(tmp_path))
     with np.load(path) as archive:
@@ -409,10 +410,11 @@ def test_every_field_of_wrong_type_or_range_is_a_checkpoint_error(tmp_path):
             arrays["__meta__"] = np.frombuffer(json.dumps(replaced(meta, field, value)).encode(), np.uint8)
             np.savez(bad, **arrays)
             try:
+                load_checkpoint(bad).selection()  # what `xpcnn evaluate` reads
+                load_checkpoint(bad).data_statistics()
                 trainer = xpcnn.Trainer.resume(bad, progress=False, log=lambda m: None)
                 trainer.describe()
                 trainer.summary({"accuracy": 0.5, "loss": 1.0}, small_dataset())
-                load_checkpoint(bad).data_statistics()
             except CheckpointError as error:
                 assert str(error).startswith(f"{bad}: "), (field, value, error)
 

@@ -1,4 +1,4 @@
-"""ONNX export (xpcnn/onnx.py), checked by onnx's checker and run by onnxruntime."""
+"""ONNX export (xpcnn/io/onnx.py), checked by onnx's checker and run by onnxruntime."""
 
 from __future__ import annotations
 

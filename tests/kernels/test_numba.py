@@ -1,4 +1,4 @@
-"""NumPy's compiled fast paths (xpcnn/fast_numba.py) give what the standard path gives: im2col,
+"""NumPy's compiled fast paths (xpcnn/kernels/numba.py) give what the standard path gives: im2col,
 col2im and Adam bit for bit, max pooling too where windows tile, batch norm to float32 rounding
 (its sums run in another order, in float64)."""
 

@@ -1,4 +1,4 @@
-"""NumPy's fast paths without numba (xpcnn/fast_numpy.py) give what the standard path gives, bit for bit."""
+"""NumPy's fast paths without numba (xpcnn/kernels/numpy.py) give what the standard path gives, bit for bit."""
 
 from __future__ import annotations
 

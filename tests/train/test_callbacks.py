@@ -14,7 +14,7 @@ import pytest
 from xpcnn.datasets import load_bundled
 from xpcnn.io.checkpoint import CheckpointError
 from xpcnn.optim import SGD
-from xpcnn.train import Callback, EarlyStopping, Trainer, TrainingInterrupted, record
+from xpcnn.train import Callback, EarlyStopping, PeriodicCheckpoints, Trainer, TrainingInterrupted, record
 
 from ..helpers import seed_net, small_net
 
@@ -51,12 +51,12 @@ class Journal(Callback):
         self.calls.append(f"test end {len(test)}")
 
 
-def make_trainer(tmp_path=None, callbacks=(), lr=1e-2, workers=1, log=lambda message: None):
+def make_trainer(tmp_path=None, callbacks=(), lr=1e-2, workers=1, log=lambda message: None, **options):
     """small_net for most tests; at lr 1e-12, seed_net, whose validation loss such a rate
     cannot move (small_net's batch norm statistics would)."""
     net = small_net() if lr > 1e-6 else seed_net()
     return Trainer(net, SGD(net, lr, momentum=0.9), batch_size=128, seed=2, run_dir=tmp_path, progress=False,
-                   log=log, callbacks=callbacks, workers=workers)
+                   log=log, callbacks=callbacks, workers=workers, **options)
 
 
 def test_callbacks_run_in_order_and_before_the_run_folders_writers(tmp_path, data):
@@ -69,7 +69,7 @@ def test_callbacks_run_in_order_and_before_the_run_folders_writers(tmp_path, dat
                              "epoch start 2 of 2 batches", "step 3", "step 4",
                              "epoch end 2 (checkpoint of the last epoch)", "fit end", "test end 128"]
     assert [type(callback).__name__ for callback in trainer.callbacks] == [
-        "Journal", "MetricsLog", "Checkpoints", "RunSummary"]
+        "Journal", "PeriodicCheckpoints", "MetricsLog", "RunSummary"]
     assert json.loads((tmp_path / "summary.json").read_text())["epochs"] == 2
 
 
@@ -117,7 +117,7 @@ def test_an_interrupted_run_keeps_what_early_stopping_saw(tmp_path, data):
         make_trainer(tmp_path / "b", [stopper(), InterruptInEpoch3()], lr=1e-12).fit(train, 10, val=val)
     resumed = Trainer.resume(stop.value.checkpoint, progress=False, log=lambda message: None)
     assert [type(callback).__name__ for callback in resumed.callbacks] == [
-        "EarlyStopping", "MetricsLog", "Checkpoints", "RunSummary"]  # rebuilt; the interrupter was not recorded
+        "EarlyStopping", "PeriodicCheckpoints", "MetricsLog", "RunSummary"]  # rebuilt; the interrupter was not recorded
     assert resumed.callbacks[0].waited == 1  # epoch 2 did not improve: the count goes on from there
     resumed.fit(train, 10, val=val)
     assert resumed.state.stopped == reference.state.stopped and len(resumed.history) == 3
@@ -140,6 +140,34 @@ def test_a_callback_that_stops_mid_epoch_lets_the_epoch_finish(data):
     trainer = make_trainer(None, [StopNow()])
     trainer.fit(data[0], 5)
     assert len(trainer.history) == 1 and trainer.optimizer.steps == 2 and trainer.state.stopped == "enough"
+
+
+def test_a_stop_asked_within_an_epoch_then_interrupted_finishes_that_epoch_on_resume(tmp_path, data):
+    class StopAndInterrupt(Callback):
+        def on_step_end(self, trainer):
+            if trainer.optimizer.steps == 1:
+                trainer.stop("enough")
+                os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(TrainingInterrupted) as stop:
+        make_trainer(tmp_path, [StopAndInterrupt()]).fit(data[0], 5)
+    resumed = Trainer.resume(stop.value.checkpoint, progress=False, log=lambda message: None)
+    assert resumed.state.stopped == "enough" and resumed.state.batch == 1
+    resumed.fit(data[0], 5)
+    assert len(resumed.history) == 1 and resumed.optimizer.steps == 2 and resumed.state.batch == 0
+
+
+def test_every_recorded_callback_is_kept_and_none_of_the_run_folders_twice(tmp_path, data):
+    train, val = data
+    trainer = make_trainer(tmp_path, [stopper(patience=5), EarlyStopping("train_loss", patience=7),
+                                      PeriodicCheckpoints(every=1)])
+    assert [type(callback).__name__ for callback in trainer.callbacks] == [
+        "EarlyStopping", "EarlyStopping", "PeriodicCheckpoints", "MetricsLog", "RunSummary"]
+    trainer.fit(train, 1, val=val)
+    resumed = Trainer.resume(tmp_path / "checkpoint.npz", progress=False)
+    assert [callback.config()["patience"] for callback in resumed.callbacks[:2]] == [5, 7]
+    with pytest.raises(ValueError, match="checkpoint_every must be >= 1, got 0"):
+        make_trainer(tmp_path, checkpoint_every=0)
 
 
 def test_early_stopping_refuses_what_cannot_work(data):

@@ -34,6 +34,9 @@ MALFORMED = {
     "callback without state": (lambda t: t.update(callbacks=[{"type": "EarlyStopping", "config": {}}]),
                                r"field trainer.callbacks.0: expected an object with config, state, type"),
     "no progress": (lambda t: t.pop("epoch"), "has no optimizer or trainer state to resume from"),
+    "callback type a list": (lambda t: t["callbacks"][0].update(type=[1]), r"field trainer.callbacks.0.type"),
+    "history epoch a string": (lambda t: t["history"][0].update(epoch="one"), r"field trainer.history.0.epoch"),
+    "NaN best": (lambda t: t["callbacks"][0]["state"].update(best=float("nan")), "EarlyStopping: expected state"),
 }
 
 
@@ -66,6 +69,8 @@ def test_the_record_reads_back_what_it_wrote(tmp_path):
     saved = record.read(xpcnn.load_checkpoint(path))
     assert record.to_checkpoint(trainer) == {**xpcnn.load_checkpoint(path).trainer, "workers": saved.workers}
     assert (saved.name, saved.batch_size, saved.epochs, saved.progress.epoch) == ("custom", 4, 2, 1)
+    assert trainer.callbacks[0].state_dict() == {"best": 1.25, "best_epoch": 1, "waited": 0}
+    assert trainer.selection.limit == 100 and trainer.settings()["early_stopping"] == 4
 
 
 def test_a_record_from_before_callbacks_and_early_stops_still_resumes(tmp_path):
@@ -75,14 +80,16 @@ def test_a_record_from_before_callbacks_and_early_stops_still_resumes(tmp_path):
                                                                          ("stopped", "callbacks", "workers")]))
     trainer = xpcnn.Trainer.resume(old, progress=False)
     assert trainer.state.stopped is None and trainer.workers == 1 and trainer.settings()["early_stopping"] is None
+    assert not any(isinstance(callback, xpcnn.train.EarlyStopping) for callback in trainer.callbacks)
     assert json.loads(json.dumps(record.to_checkpoint(trainer)))["stopped"] is None
 
 
 def test_extending_a_run_stretches_its_schedule_and_reopens_an_early_stop(tmp_path):
-    trainer = xpcnn.Trainer.for_preset("tutorial", train_size=640, progress=False)
-    trainer.state.stopped = "early stopping: val_loss has not improved"
+    stopping = xpcnn.train.EarlyStopping(patience=2)
+    trainer = xpcnn.Trainer.for_preset("tutorial", train_size=640, progress=False, callbacks=[stopping])
+    trainer.state.stopped, stopping.waited = "early stopping: val_loss has not improved", 2
     line = record.extend(trainer, 5, 10)
-    assert trainer.epochs == 5 and trainer.state.stopped is None
+    assert trainer.epochs == 5 and trainer.state.stopped is None and stopping.waited == 0  # patience again
     assert line.startswith("extending the run from 3 to 5 epochs: the cosine schedule now spans 50 steps")
     with pytest.raises(xpcnn.presets.SettingsError, match="epochs: 4: a run can be extended, not shortened"):
         record.extend(trainer, 4, 10)

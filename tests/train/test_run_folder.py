@@ -27,7 +27,7 @@ def cli(*args, cwd, env):
 def test_a_run_from_python_works_with_the_command(tmp_path):
     train, _, test = load_bundled().splits(limit=640)  # splits() records how to read them again
     trainer = Trainer.for_preset("lenet", presets.recipe("lenet").replace(epochs=2), len(train),
-                                 run_dir=RunFolder(tmp_path / "run", plots=False), progress=False, log=quiet)
+                                 run_dir=RunFolder(tmp_path / "run", with_plots=False), progress=False, log=quiet)
     trainer.fit(train, 1)  # the first of the recipe's two epochs, then continue from the command line
     result = trainer.finish(test)
     assert not (tmp_path / "run" / "curves.png").exists()

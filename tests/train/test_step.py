@@ -10,8 +10,7 @@ from xpcnn import backend, presets
 from xpcnn.datasets import load_bundled
 from xpcnn.optim import Adam, OneCycle
 from xpcnn.presets import SettingsError
-from xpcnn.train import Trainer
-from xpcnn.train import step as training_step
+from xpcnn.train import Trainer, step
 
 from ..helpers import record_graphs_on_cpu
 
@@ -72,7 +71,7 @@ def test_a_recording_the_library_refuses_leaves_training_to_direct_steps(monkeyp
     def refusing(like, work):
         raise RuntimeError("operation not permitted when stream is capturing")
 
-    monkeypatch.setattr(training_step, "can_record", lambda model: True)
+    monkeypatch.setattr(step, "can_record", lambda model: True)
     monkeypatch.setattr(backend, "record_graph", refusing)
     refused, notes = train_lenet(("numpy", None), data, graphs=None, epochs=2)
     monkeypatch.undo()

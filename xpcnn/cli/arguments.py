@@ -1,8 +1,8 @@
 """The `xpcnn` command's arguments: subcommands, flags, their types, defaults and help.
 
-What the commands do is in cli.py. Flags of `train` that a resumed run takes from its
-checkpoint have no parser default (None): cli.py fills the defaults for a new run and
-refuses a given flag that differs from a saved run.
+What the commands do is in main.py. Flags of `train` that a resumed run takes from its
+checkpoint have no parser default (None): main.py fills the defaults for a new run and
+refuses a given flag that differs from a saved run (train.record.KEPT_ON_RESUME).
 """
 
 from __future__ import annotations

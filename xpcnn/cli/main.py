@@ -18,6 +18,7 @@ from typing import Any
 
 from .. import backend, presets
 from ..diagnostics import machine
+from ..train.workers import quiet
 from .arguments import build_parser
 
 
@@ -26,10 +27,6 @@ class UsageError(Exception):
 
 
 _say = functools.partial(print, file=sys.stderr, flush=True)  # progress and notes; results go to stdout
-
-
-def _quiet(message: str) -> None:
-    """What the other processes of a data-parallel job say: nothing (the first reports)."""
 
 
 def _recipe(args: argparse.Namespace) -> presets.Recipe:
@@ -63,7 +60,7 @@ def _resume(args: argparse.Namespace, checkpoint: Path, options: dict[str, Any])
         options = {key: value for key, value in options.items() if key != "workers"}
     trainer, data = resume_run(checkpoint, args.backend, args.device, epochs=args.epochs, expected=given, **options)
     state, say = trainer.state, options["log"]
-    if state.stopped or state.epoch >= trainer.epochs:
+    if (state.stopped and state.batch == 0) or state.epoch >= trainer.epochs:
         ended = f"stopped after epoch {state.epoch}: {state.stopped}" if state.stopped else f"{trainer.epochs} epochs"
         say(f"the run in {checkpoint.parent} is complete ({ended}): evaluating it again")
     else:
@@ -86,7 +83,7 @@ def _open_folder(args: argparse.Namespace, comm: Any) -> Any:
     made = together(comm, make if comm.is_root else lambda: None)  # it knows what it made, to remove it unused
     path = comm.broadcast(None if made is None else made.path)
     folder = made if made is not None else RunFolder(path)
-    folder.plots = not args.no_plots
+    folder.with_plots = not args.no_plots
     return folder
 
 
@@ -96,7 +93,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     comm = distributed.world()
     machine.keep_freed_memory()  # this process only trains: faster steps (see there)
-    say = _say if comm.is_root else _quiet  # the first process reports for all
+    say = _say if comm.is_root else quiet  # the first process reports for all
     recipe = None if args.resume else _recipe(args)  # checked before anything is made
     folder = _open_folder(args, comm)
     out = folder.path
@@ -213,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
             args = parser.parse_args(argv)
     except SystemExit:  # usage error or --help, which the first process prints
         return 0
-    _main(args, _quiet)
+    _main(args, quiet)
     return 0
 
 

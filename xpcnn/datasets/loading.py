@@ -56,7 +56,7 @@ class Selection:
             raise ValueError(f"selection: expected dataset, folders, limit, seed, val_split; got {data!r}"[:300])
         folders, limit, seed, split = data["folders"], data["limit"], data["seed"], data["val_split"]
         checks = {
-            "dataset": data["dataset"] in DATASETS,
+            "dataset": isinstance(data["dataset"], str) and data["dataset"] in DATASETS,
             "folders": folders is None or (isinstance(folders, list) and all(isinstance(f, str) for f in folders)),
             "limit": limit is None or (type(limit) is int and limit >= 1),
             "seed": type(seed) is int and seed >= 0,

@@ -34,7 +34,7 @@ from ..model import Sequential
 from ..optim import OPTIMIZERS, Optimizer
 from .atomic import atomic_write_bytes
 from .npyheader import read_npy_header
-from .schema import CheckpointError, check_meta
+from .schema import CheckpointError, Fields, check_meta
 
 FORMAT = "xpcnn-checkpoint"
 VERSION = 1
@@ -58,7 +58,7 @@ class Checkpoint:
 
     def data_statistics(self) -> dict[str, Any]:
         """What the model was trained on: dataset name, normalisation mean and std, class
-        names (see training.data_statistics); CheckpointError if the file lacks them."""
+        names (see train.record.data_statistics); CheckpointError if the file lacks them."""
         info = self.trainer.get("info")
         data = info.get("data") if isinstance(info, dict) else None
         if not isinstance(data, dict) or not {"name", "mean", "std", "classes"} <= set(data):
@@ -76,7 +76,9 @@ class Checkpoint:
     def selection(self) -> Selection | None:
         """Which images the run trained on (datasets.Selection, kept as the "data" of the
         run's settings), if the checkpoint says."""
-        saved = ((self.trainer.get("info") or {}).get("settings") or {}).get("data")
+        fields, info = Fields(self.path), self.trainer.get("info", {})
+        settings = fields.mapping("trainer.info", info).get("settings", {})
+        saved = fields.mapping("trainer.info.settings", settings).get("data")
         try:
             return None if saved is None else Selection.from_dict(saved)
         except ValueError as exc:

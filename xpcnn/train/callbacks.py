@@ -4,8 +4,9 @@
     trainer.fit(train, epochs=20, val=val)
 
 A Trainer calls its callbacks in order, yours first, then its own: the progress bar
-(`progress=True`) and, with a run folder, the metrics file, the checkpoints and the
-summary, so that a checkpoint holds what your callbacks did at that point. A callback
+(`progress=True`) and, with a run folder, the checkpoints, the metrics file and the
+summary (each unless you passed one of its kind), so that a checkpoint holds what your
+callbacks did at that point. A callback
 reads the trainer (its `state`, `history`, `model`) and may end the run with
 `trainer.stop(reason)`; it must not change the model or the optimizer, or a resumed run
 would not retrace the interrupted one. In data-parallel training every process calls its
@@ -18,32 +19,36 @@ state (`RECORDED`), and `Trainer.resume` rebuilds it: EarlyStopping is one.
 
 from __future__ import annotations
 
-from typing import Any
+import math
+from typing import TYPE_CHECKING, Any
 
 from ..io.schema import CheckpointError
 from ..layers.base import integer, number
 from ..metrics import confusion_matrix
 
+if TYPE_CHECKING:
+    from .trainer import Trainer
+
 
 class Callback:
     """Does nothing at each point; override what you need. `trainer` is the Trainer."""
 
-    def on_fit_start(self, trainer: Any) -> None:
+    def on_fit_start(self, trainer: Trainer) -> None:
         """Before the first step of a fit (also of a resumed one)."""
 
-    def on_epoch_start(self, trainer: Any, batches: int) -> None:
+    def on_epoch_start(self, trainer: Trainer, batches: int) -> None:
         """Before an epoch's first step (or the next one, on resume); it has `batches` in all."""
 
-    def on_step_end(self, trainer: Any) -> None:
+    def on_step_end(self, trainer: Trainer) -> None:
         """After each optimizer step; `trainer.state` holds the epoch's running sums."""
 
-    def on_epoch_end(self, trainer: Any, row: dict[str, Any]) -> None:
+    def on_epoch_end(self, trainer: Trainer, row: dict[str, Any]) -> None:
         """After an epoch: `row` is its metrics (the last of `trainer.history`)."""
 
-    def on_fit_end(self, trainer: Any) -> None:
+    def on_fit_end(self, trainer: Trainer) -> None:
         """After a fit, also one that was interrupted or failed."""
 
-    def on_test_end(self, trainer: Any, result: dict[str, Any], test: Any) -> None:
+    def on_test_end(self, trainer: Trainer, result: dict[str, Any], test: Any) -> None:
         """After `trainer.finish(test)` evaluated the model: `result` is evaluate()'s."""
 
 
@@ -54,7 +59,7 @@ class ProgressBar(Callback):
     def __init__(self) -> None:
         self._bar: Any = None
 
-    def on_epoch_start(self, trainer: Any, batches: int) -> None:
+    def on_epoch_start(self, trainer: Trainer, batches: int) -> None:
         try:
             from tqdm.auto import tqdm
         except ImportError:
@@ -62,15 +67,18 @@ class ProgressBar(Callback):
         self._bar = tqdm(total=batches, initial=trainer.state.batch, unit="batch", leave=False, dynamic_ncols=True,
                          desc=f"epoch {trainer.state.epoch + 1}/{trainer.epochs}")
 
-    def on_step_end(self, trainer: Any) -> None:
+    def on_step_end(self, trainer: Trainer) -> None:
         if self._bar is not None:
             s = trainer.state
             self._bar.update(1)
             self._bar.set_postfix(loss=f"{s.loss_sum / s.seen:.4f}", acc=f"{s.correct / s.seen:.2%}", refresh=False)
             if s.batch == self._bar.total:  # gone before the epoch's line is logged
-                self.on_fit_end(trainer)
+                self._close()
 
-    def on_fit_end(self, trainer: Any) -> None:
+    def on_fit_end(self, trainer: Trainer) -> None:
+        self._close()
+
+    def _close(self) -> None:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
@@ -79,28 +87,28 @@ class ProgressBar(Callback):
 class MetricsLog(Callback):
     """metrics.jsonl in the run folder: one JSON line per completed epoch."""
 
-    def on_epoch_end(self, trainer: Any, row: dict[str, Any]) -> None:
-        if trainer.comm.is_root:
+    def on_epoch_end(self, trainer: Trainer, row: dict[str, Any]) -> None:
+        if trainer.folder is not None and trainer.comm.is_root:
             trainer.folder.write_metrics(trainer.history)
 
 
-class Checkpoints(Callback):
-    """The run folder's checkpoint, written after every epoch and, with `every`, every
-    that many optimizer steps within one."""
+class PeriodicCheckpoints(Callback):
+    """The run folder's checkpoint (Trainer.save), written after every epoch and, with
+    `every`, every that many optimizer steps within one."""
 
     def __init__(self, every: int | None = None) -> None:
-        self.every = None if every is None else integer(every, "Checkpoints every", 1)
+        self.every = None if every is None else integer(every, "checkpoint_every", 1)
         self._batches = 0
 
-    def on_epoch_start(self, trainer: Any, batches: int) -> None:
+    def on_epoch_start(self, trainer: Trainer, batches: int) -> None:
         self._batches = batches
 
-    def on_step_end(self, trainer: Any) -> None:
+    def on_step_end(self, trainer: Trainer) -> None:
         # The epoch's last step is saved by on_epoch_end, with the epoch complete.
         if self.every and trainer.optimizer.steps % self.every == 0 and trainer.state.batch < self._batches:
             trainer.save()
 
-    def on_epoch_end(self, trainer: Any, row: dict[str, Any]) -> None:
+    def on_epoch_end(self, trainer: Trainer, row: dict[str, Any]) -> None:
         trainer.save()
 
 
@@ -108,12 +116,12 @@ class RunSummary(Callback):
     """summary.json in the run folder once the model is tested and, where the folder asks
     for them and matplotlib is installed, curves.png and confusion.png."""
 
-    def on_test_end(self, trainer: Any, result: dict[str, Any], test: Any) -> None:
-        if not trainer.comm.is_root:
-            return
+    def on_test_end(self, trainer: Trainer, result: dict[str, Any], test: Any) -> None:
         folder = trainer.folder
+        if folder is None or not trainer.comm.is_root:
+            return
         folder.write_summary(trainer.summary(result, test))
-        if folder.plots:
+        if folder.with_plots:
             classes = list(test.spec.classes)
             counts = confusion_matrix(test.labels, result["predictions"], len(classes))
             folder.draw_plots(trainer.history, counts, classes, f"{trainer.name} on {test.spec.name}", trainer.log)
@@ -143,18 +151,24 @@ class EarlyStopping(Callback):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         best, epoch, waited = state.get("best"), state.get("best_epoch"), state.get("waited")
-        if set(state) != {"best", "best_epoch", "waited"} or not (best is None or type(best) in (int, float)) \
+        if set(state) != {"best", "best_epoch", "waited"} or not (best is None or (
+                type(best) in (int, float) and math.isfinite(best))) \
                 or type(epoch) is not int or type(waited) is not int or epoch < 0 or waited < 0:
             raise ValueError(f"EarlyStopping: expected state {{'best': number or null, 'best_epoch': int >= 0, "
                              f"'waited': int >= 0}}, got {state!r}"[:300])
         self.best, self.best_epoch, self.waited = best, epoch, waited
 
-    def on_fit_start(self, trainer: Any) -> None:
+    def restart(self) -> None:
+        """Wait `patience` epochs again from now, keeping the best value: what extending a
+        run it stopped does (record.extend)."""
+        self.waited = 0
+
+    def on_fit_start(self, trainer: Trainer) -> None:
         if self.monitor.startswith("val_") and trainer.val is None:
             raise ValueError(f"EarlyStopping monitors {self.monitor}, but the fit has no validation set "
                              "(fit(..., val=...); xpcnn train --val-split)")
 
-    def on_epoch_end(self, trainer: Any, row: dict[str, Any]) -> None:
+    def on_epoch_end(self, trainer: Trainer, row: dict[str, Any]) -> None:
         value, sign = row[self.monitor], self.MONITORS[self.monitor]
         if self.best is None or sign * (value - self.best) > self.min_delta:
             self.best, self.best_epoch, self.waited = value, row["epoch"], 0
@@ -171,12 +185,12 @@ class EarlyStopping(Callback):
 RECORDED: dict[str, type[Callback]] = {"EarlyStopping": EarlyStopping}  # rebuilt from a checkpoint on resume
 
 
-def recorded_callbacks(callbacks: list[Callback]) -> dict[str, Callback]:
-    """The callbacks of `callbacks` that a checkpoint records, by type name."""
-    return {type(callback).__name__: callback for callback in callbacks if type(callback) in RECORDED.values()}
+def recorded(callbacks: list[Callback]) -> list[Callback]:
+    """The callbacks of `callbacks` that a checkpoint records (types of RECORDED), in order."""
+    return [callback for callback in callbacks if type(callback) in RECORDED.values()]
 
 
-def rebuilt(saved: list[dict[str, Any]], path: Any) -> list[Callback]:
+def rebuild_recorded(saved: list[dict[str, Any]], path: Any) -> list[Callback]:
     """The recorded callbacks of a checkpoint at `path`, with their settings and state;
     CheckpointError naming the file and the callback when they do not fit it."""
     callbacks = []

@@ -18,7 +18,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import presets
 from .._version import __version__
@@ -27,7 +27,10 @@ from ..diagnostics import machine
 from ..io.checkpoint import Checkpoint, load_checkpoint
 from ..io.schema import MAX_EPOCHS, MAX_SEED, MAX_SIZE, CheckpointError, Fields, is_int, is_number
 from ..presets import SettingsError
-from .callbacks import rebuilt, recorded_callbacks
+from .callbacks import Callback, EarlyStopping, rebuild_recorded, recorded
+
+if TYPE_CHECKING:
+    from .trainer import Trainer
 
 # Settings a resumed run keeps: the keys of settings() and of its data's Selection, and the
 # folder the data was read from. `xpcnn train --resume` refuses flags that change them.
@@ -68,13 +71,13 @@ def data_statistics(dataset: Dataset) -> dict[str, Any]:
             "source": dataset.source}
 
 
-def settings(trainer: Any) -> dict[str, Any]:
+def settings(trainer: Trainer) -> dict[str, Any]:
     """Everything the run was started with: model, dtype, seed, epochs, batch, optimizer,
     learning rate and schedule, augmentation, early stopping's patience (None: none), and
     which data (its Selection, if known)."""
     config = trainer.optimizer.config()
     schedule = config["schedule"]
-    stopping = recorded_callbacks(trainer.callbacks).get("EarlyStopping")
+    stopping = next((found for found in trainer.callbacks if isinstance(found, EarlyStopping)), None)
     return {
         "model": trainer.name, "dtype": trainer.model.dtype, "seed": trainer.seed,
         "epochs": trainer.epochs, "batch_size": trainer.batch_size, "optimizer": config["type"].lower(),
@@ -85,7 +88,7 @@ def settings(trainer: Any) -> dict[str, Any]:
     }
 
 
-def describe(trainer: Any) -> str:
+def describe(trainer: Trainer) -> str:
     """One line: model, size, backend, epochs, optimizer and learning rate, batch, workers."""
     model, saved, now = trainer.model, settings(trainer), trainer.optimizer.current_lr
     lr = f"lr {saved['lr']:g}" + (f" (now {now:.3g})" if now != saved["lr"] else "")
@@ -96,7 +99,7 @@ def describe(trainer: Any) -> str:
             f"batch {trainer.batch_size}{threads}")
 
 
-def conflicts(trainer: Any, **given: Any) -> list[tuple[str, Any, Any]]:
+def conflicts(trainer: Trainer, **given: Any) -> list[tuple[str, Any, Any]]:
     """(setting, saved value, given value) for each given setting of KEPT_ON_RESUME that
     differs from the run's; `data_dir` matches when it is (the parent of) a folder the
     data came from."""
@@ -118,7 +121,7 @@ def conflicts(trainer: Any, **given: Any) -> list[tuple[str, Any, Any]]:
     return found
 
 
-def extend(trainer: Any, epochs: int, steps_per_epoch: int) -> str:
+def extend(trainer: Trainer, epochs: int, steps_per_epoch: int) -> str:
     """Continue the run to `epochs` in total, beyond what it was planned for: the
     learning-rate schedule is stretched over the new number of steps. Returns one line
     saying what the learning rate will do."""
@@ -131,12 +134,15 @@ def extend(trainer: Any, epochs: int, steps_per_epoch: int) -> str:
     lr_now, lr_last = optimizer.current_lr, optimizer.lr * optimizer.schedule(new_total - 1)
     previous, trainer.epochs = trainer.epochs, epochs
     trainer.state.stopped = None  # an early stop ended the old plan; the new one goes on
+    for callback in trainer.callbacks:
+        if isinstance(callback, EarlyStopping):
+            callback.restart()
     return (f"extending the run from {previous} to {epochs} epochs: the {optimizer.schedule.config()['type']} "
             f"schedule now spans {new_total} steps; learning rate {lr_now:.3g} at step {optimizer.steps + 1}, "
             f"{lr_last:.3g} at step {new_total}")
 
 
-def to_checkpoint(trainer: Any) -> dict[str, Any]:
+def to_checkpoint(trainer: Trainer) -> dict[str, Any]:
     """The trainer part of a checkpoint: progress, seeds, the recorded callbacks' settings
     and state, and the description of the run."""
     s = trainer.state
@@ -144,13 +150,13 @@ def to_checkpoint(trainer: Any) -> dict[str, Any]:
         "epoch": s.epoch, "batch": s.batch, "loss_sum": s.loss_sum, "correct": s.correct,
         "seen": s.seen, "seconds": s.seconds, "history": s.history, "stopped": s.stopped,
         "batch_size": trainer.batch_size, "seed": trainer.seed, "augment": trainer.augment, "workers": trainer.workers,
-        "callbacks": [{"type": name, "config": callback.config(), "state": callback.state_dict()}
-                      for name, callback in recorded_callbacks(trainer.callbacks).items()],
+        "callbacks": [{"type": type(callback).__name__, "config": callback.config(), "state": callback.state_dict()}
+                      for callback in recorded(trainer.callbacks)],
         "info": {"model": trainer.name, "settings": settings(trainer), "data": trainer.data},
     }
 
 
-def summary(trainer: Any, result: dict[str, Any], test: Dataset) -> dict[str, Any]:
+def summary(trainer: Trainer, result: dict[str, Any], test: Dataset) -> dict[str, Any]:
     """summary.json: the run's description with its test result and where it ran."""
     model = trainer.model
     return {
@@ -181,8 +187,8 @@ class Saved:
     callbacks: list[dict[str, Any]]
 
 
-def restore(trainer_class: Any, path: str | Path, backend_name: str, device: Any, callbacks: Sequence[Any],
-            options: dict[str, Any]) -> Any:
+def restore(trainer_class: type[Trainer], path: str | Path, backend_name: str, device: Any,
+            callbacks: Sequence[Callback], options: dict[str, Any]) -> Trainer:
     """A `trainer_class` continuing the run of the checkpoint at `path` (Trainer.resume):
     its model and optimizer on the backend, its settings, progress and recorded callbacks,
     then `callbacks`. By default the run folder is the checkpoint's and the worker threads
@@ -190,7 +196,7 @@ def restore(trainer_class: Any, path: str | Path, backend_name: str, device: Any
     the same weights; `options` are the constructor's."""
     checkpoint = load_checkpoint(path, backend_name, device)
     saved = read(checkpoint)
-    restored = rebuilt(saved.callbacks, checkpoint.path)
+    restored = rebuild_recorded(saved.callbacks, checkpoint.path)
     twice = {type(callback).__name__ for callback in restored} & {type(given).__name__ for given in callbacks}
     if twice:
         raise ValueError(f"the run's {', '.join(sorted(twice))} is restored from {path}: do not pass it again")
@@ -245,6 +251,8 @@ def _progress(fields: Fields, trainer: dict[str, Any]) -> Progress:
                    "a list of one object per epoch")
     for number, row in enumerate(history):
         row = fields.mapping(f"trainer.history.{number}", row, {"epoch", "train_loss", "train_accuracy", "seconds"})
+        fields.require(f"trainer.history.{number}.epoch", row["epoch"], is_int(row["epoch"], 1, MAX_EPOCHS),
+                       "an epoch number")
         for key in ("train_loss", "train_accuracy", "seconds"):
             fields.require(f"trainer.history.{number}.{key}", row[key], is_number(row[key], 0.0), "a number >= 0")
     stopped = trainer.get("stopped")  # absent before early stopping existed
@@ -256,11 +264,12 @@ def _progress(fields: Fields, trainer: dict[str, Any]) -> Progress:
 def _callbacks(fields: Fields, trainer: dict[str, Any]) -> list[dict[str, Any]]:
     """The recorded callbacks' types, settings and state (their classes check the values
     when they are rebuilt); none before callbacks were recorded."""
-    recorded = trainer.get("callbacks", [])
-    fields.require("trainer.callbacks", recorded, isinstance(recorded, list) and len(recorded) <= 16,
+    kept = trainer.get("callbacks", [])
+    fields.require("trainer.callbacks", kept, isinstance(kept, list) and len(kept) <= 16,
                    "a list of at most 16 callbacks")
-    for number, entry in enumerate(recorded):
+    for number, entry in enumerate(kept):
         entry = fields.mapping(f"trainer.callbacks.{number}", entry, {"type", "config", "state"})
+        fields.require(f"trainer.callbacks.{number}.type", entry["type"], isinstance(entry["type"], str), "a name")
         fields.mapping(f"trainer.callbacks.{number}.config", entry["config"])
         fields.mapping(f"trainer.callbacks.{number}.state", entry["state"])
-    return recorded
+    return kept

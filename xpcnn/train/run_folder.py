@@ -32,10 +32,10 @@ class RunFolderError(ValueError):
 
 
 class RunFolder:
-    """Paths and writers of one run folder; `plots` False leaves the plots out."""
+    """Paths and writers of one run folder; `with_plots` False leaves the plots out."""
 
-    def __init__(self, path: str | Path, plots: bool = True) -> None:
-        self.path, self.plots = Path(path), plots
+    def __init__(self, path: str | Path, with_plots: bool = True) -> None:
+        self.path, self.with_plots = Path(path), with_plots
         self._made: list[Path] = []  # the folders making it made, deepest first
 
     def _make(self, exist_ok: bool = False) -> None:
@@ -86,7 +86,7 @@ class RunFolder:
         return folder
 
     def remove_unfinished_writes(self) -> None:
-        """Remove the temporary files of writes a kill interrupted (see xpcnn.atomic): the
+        """Remove the temporary files of writes a kill interrupted (see xpcnn.io.atomic): the
         run they belonged to is over, and the files they were to replace are intact."""
         for name in (CHECKPOINT_NAME, METRICS_NAME, SUMMARY_NAME):
             for leftover in self.path.glob(f".{name}.*.tmp"):

@@ -32,12 +32,12 @@ from ..model import Sequential
 from ..optim import Optimizer
 from ..presets import Recipe
 from . import record
-from .callbacks import Callback, Checkpoints, MetricsLog, ProgressBar, RunSummary
+from .callbacks import Callback, MetricsLog, PeriodicCheckpoints, ProgressBar, RunSummary
 from .record import Progress
 from .run_folder import RunFolder
 from .step import TrainingStep, use_graphs
 from .stops import STOPS, TrainingDiverged, TrainingInterrupted, stopping_on_signals
-from .workers import check_shards, choose, facts, fit_in_threads, note_useless, quiet
+from .workers import check_shards, choose_workers, fit_in_threads, note_useless_workers, quiet, run_facts
 
 
 class Trainer:
@@ -76,10 +76,12 @@ class Trainer:
         self.anomaly, self.cuda_graphs = anomaly, cuda_graphs
         self.log = log if self.comm.is_root else quiet
         self.folder = run_dir if isinstance(run_dir, RunFolder) or run_dir is None else RunFolder(run_dir)
+        every = None if checkpoint_every is None else integer(checkpoint_every, "checkpoint_every", 1)
         own = [ProgressBar()] if progress and self.comm.is_root else []
-        if self.folder is not None:
-            own += [MetricsLog(), Checkpoints(checkpoint_every), RunSummary()]
-        self.callbacks: list[Callback] = [*callbacks, *own]
+        if self.folder is not None:  # the checkpoint first: metrics.jsonl never runs ahead of it
+            own += [PeriodicCheckpoints(every), MetricsLog(), RunSummary()]
+        given = {type(callback) for callback in callbacks}
+        self.callbacks: list[Callback] = [*callbacks, *(mine for mine in own if type(mine) not in given)]
         self.loss_fn = SoftmaxCrossEntropy(check_labels=False)  # Dataset checked the labels on the host
         self.epochs = 0  # the run's total (see fit)
         self.data: dict[str, Any] | None = None  # record.data_statistics() of the training set
@@ -113,8 +115,8 @@ class Trainer:
         return record.summary(self, result, test)
 
     def choose_workers(self, train: Dataset) -> int:
-        """The worker threads for training on `train` (see xpcnn.train.workers.choose)."""
-        return choose(self, train)
+        """The worker threads for training on `train` (see xpcnn.train.workers.choose_workers)."""
+        return choose_workers(self, train)
 
     def stop(self, reason: str) -> None:
         """End the run, complete, once the current epoch is (a callback's way to stop it):
@@ -173,21 +175,26 @@ class Trainer:
                              f"{num_batches(len(train), self.batch_size)} batches: it is not the run's data")
         check_shards(self, len(train))
         if self.comm.size > 1:
-            distributed.check_same(self.comm, "training data or settings", facts(self, train))
+            distributed.check_same(self.comm, "training data or settings", run_facts(self, train))
         self.data, self.selection, self.train_images = record.data_statistics(train), train.selection, len(train)
         self.val = val
         if self.model.hooks:  # they (a TimerHook, say) would see one worker's share: train alone
             self.workers = 1
-        self._notify("on_fit_start")
+        if self.state.stopped and self.state.batch == 0:
+            self.log(f"note: the run is complete ({self.state.stopped}); record.extend continues it")
         try:
+            with distributed.failing_alone_ends_all(self.comm):  # a callback failing in one process ends the job
+                self._notify("on_fit_start")
             with stopping_on_signals(self._request_interrupt):
                 if self.choose_workers(train) > 1:
-                    note_useless(self)
+                    note_useless_workers(self)
                     fit_in_threads(self, train, epochs, val)
                 else:
                     self.run_epochs(train, epochs, val)
         finally:
-            self._notify("on_fit_end")
+            self.val = None
+            with distributed.failing_alone_ends_all(self.comm):
+                self._notify("on_fit_end")
         return self.state.history
 
     def run_epochs(self, train: Dataset, epochs: int, val: Dataset | None) -> None:
@@ -209,10 +216,12 @@ class Trainer:
             self.graph_shapes, self._steps = self._steps.recorded_shapes, None
 
     def _stopped(self) -> bool:
-        """Whether a callback ended the run; the first member's word is everyone's."""
+        """Whether a callback ended the run, the first member's word being everyone's. A
+        stop asked for within an epoch takes effect once the epoch is complete, also after
+        an interruption and a resume."""
         if self.comm.size > 1:
             self.state.stopped = self.comm.broadcast(self.state.stopped)
-        return self.state.stopped is not None
+        return self.state.stopped is not None and self.state.batch == 0
 
     def _run_epoch(self, train: Dataset, val: Dataset | None) -> None:
         s, model = self.state, self.model

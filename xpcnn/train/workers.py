@@ -19,7 +19,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -30,12 +30,15 @@ from ..presets import SettingsError
 from .record import settings
 from .stops import STOPS
 
+if TYPE_CHECKING:
+    from .trainer import Trainer
+
 
 def quiet(message: str) -> None:
     """The log of the processes and threads that leave reporting to the first."""
 
 
-def choose(trainer: Any, train: Dataset) -> int:
+def choose_workers(trainer: Trainer, train: Dataset) -> int:
     """The worker threads for training on `train`, kept in `trainer.workers`: those given,
     or (None) the default for this model, batch and machine (machine.default_workers); at
     most the smallest batch, and 1 under MPI."""
@@ -53,7 +56,7 @@ def smallest_batch(batch_size: int, size: int) -> int:
     return min(batch_size, size % batch_size or batch_size, size)
 
 
-def check_shards(trainer: Any, size: int) -> None:
+def check_shards(trainer: Trainer, size: int) -> None:
     """In data-parallel training every process needs a row of every batch."""
     processes, smallest = trainer.comm.size, smallest_batch(trainer.batch_size, size)
     if processes > 1 and smallest < processes:
@@ -62,7 +65,7 @@ def check_shards(trainer: Any, size: int) -> None:
                             f"{smallest} processes for this run")
 
 
-def facts(trainer: Any, train: Dataset) -> dict[str, Any]:
+def run_facts(trainer: Trainer, train: Dataset) -> dict[str, Any]:
     """What must be the same in every process of a data-parallel run: the settings (where
     the data was read may differ between machines; its content may not), the progress,
     and the training images and labels."""
@@ -74,7 +77,7 @@ def facts(trainer: Any, train: Dataset) -> dict[str, Any]:
             "images": len(train), "content": content.hexdigest()}
 
 
-def note_useless(trainer: Any) -> None:
+def note_useless_workers(trainer: Trainer) -> None:
     """Say so where worker threads will not make the training faster."""
     workers, log = trainer.workers, trainer.log
     if not backend.elementwise_on_one_thread(trainer.model.backend):
@@ -88,7 +91,7 @@ def note_useless(trainer: Any) -> None:
             "only take turns (each adds its own work and waits)")
 
 
-def fit_in_threads(trainer: Any, train: Dataset, epochs: int, val: Dataset | None) -> None:
+def fit_in_threads(trainer: Trainer, train: Dataset, epochs: int, val: Dataset | None) -> None:
     """Train as `trainer.workers` threads, each with a replica of the model and its share of
     every batch, `trainer` the first; BLAS gets the cores shared out among them."""
     members = distributed.Threads.group(trainer.workers)
@@ -96,7 +99,7 @@ def fit_in_threads(trainer: Any, train: Dataset, epochs: int, val: Dataset | Non
     helpers = [_replica(trainer, member) for member in members[1:]]
     errors: list[BaseException] = []
 
-    def work(helper: Any) -> None:
+    def work(helper: Trainer) -> None:
         try:  # a failure has told the others already (failing_alone_ends_all)
             helper.run_epochs(train, epochs, val)
         except BaseException as exc:  # noqa: BLE001  (raised by the first thread below)
@@ -118,7 +121,7 @@ def fit_in_threads(trainer: Any, train: Dataset, epochs: int, val: Dataset | Non
         raise failure from None
 
 
-def _run_beside(trainer: Any, threads: list[threading.Thread], train: Dataset, epochs: int,
+def _run_beside(trainer: Trainer, threads: list[threading.Thread], train: Dataset, epochs: int,
                 val: Dataset | None) -> None:
     """The first worker's share of the training, with the others' threads beside it."""
     try:
@@ -136,7 +139,7 @@ def _run_beside(trainer: Any, threads: list[threading.Thread], train: Dataset, e
                 thread.join()
 
 
-def _replica(trainer: Any, comm: distributed.Communicator) -> Any:
+def _replica(trainer: Trainer, comm: distributed.Communicator) -> Trainer:
     """A quiet trainer with copies of `trainer`'s model, optimizer and progress that share
     its parameters and optimizer state (see distributed.Threads), and no callbacks."""
     shared = {id(layer.params): layer.params for layer in trainer.model}
