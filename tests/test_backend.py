@@ -108,3 +108,11 @@ def test_a_fast_path_whose_package_fails_to_import_is_skipped_with_a_warning(mon
             assert backend.fast_paths("numpy") == ["xpcnn.kernels.numpy"]
     finally:
         backend._importable.cache_clear()
+
+
+def test_a_cuda_device_pytorch_cannot_reach_is_one_line():
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("PyTorch sees a CUDA device here")
+    reason = backend.device_unusable_reason("torch", "cuda:0")
+    assert "sees no CUDA device" in reason and "\n" not in reason

@@ -11,7 +11,8 @@ python -m pip install -q build twine
 python -m build --outdir "$work/dist" . >"$work/build.log" 2>&1 || { tail -30 "$work/build.log"; exit 1; }
 python -m twine check --strict "$work"/dist/*
 tar tzf "$work"/dist/xpcnn-*.tar.gz >"$work/sdist.txt"
-for member in LICENSE CHANGELOG.md tests/test_codebase.py docs/python.md xpcnn/datasets/data/mnist-subset.npz; do
+for member in LICENSE CHANGELOG.md tests/test_codebase.py docs/python.md benchmarks/gpu_check.sh \
+    xpcnn/datasets/data/mnist-subset.npz; do
   grep -q "/$member\$" "$work/sdist.txt" || { echo "check_package: the sdist lacks $member" >&2; exit 1; }
 done
 

@@ -204,10 +204,16 @@ def device_unusable_reason(name: str, spec: Any = None) -> str | None:
     reason = unavailable_reason(name)
     if reason is not None or spec is None:
         return reason
+    if name == "torch" and "cuda" in str(spec):
+        torch = importlib.import_module("torch")
+        if not torch.cuda.is_available():
+            build = "a CPU-only build" if torch.version.cuda is None else f"built for CUDA {torch.version.cuda}"
+            return f"device {spec!r} not usable: PyTorch {torch.__version__} is {build} and sees no CUDA device"
     try:
         to_backend(np.zeros(1), name, spec)
     except Exception as exc:  # noqa: BLE001 (CUDA errors, ValueError, RuntimeError...)
-        return f"device {spec!r} not usable: {exc}"
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]  # libraries add pages of detail
+        return f"device {spec!r} not usable: {first[:200]}"
     return None
 
 

@@ -77,6 +77,10 @@ def evaluate_checkpoint(path: str | Path, dataset: str | None = None, data_dir: 
         log(f"evaluating on the {loaded.source}, as the model was trained on it")
     else:  # only the test split is needed; never the bundled subset in place of what was asked
         prefer = (selection.folders or ()) if selection and dataset in (None, trained_on) else ()
+        gone = [folder for folder in prefer if not Path(folder).is_dir()]
+        if gone and data_dir is None:
+            log(f"note: the model's data is gone from {', '.join(gone)}; looking for {trained_on} elsewhere "
+                "(--data-dir names where it is now)")
         dataset = dataset or trained_on
         loaded = load_dataset(dataset, data_dir, download=download, allow_bundled=False, log=log, parts=("test",),
                               prefer=prefer)

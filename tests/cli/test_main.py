@@ -139,6 +139,14 @@ def test_predict_reports_a_bad_image_and_still_reads_the_others(good_model, tmp_
     assert "pipe.png: not a regular file" in errors[1] and "missing.png: cannot read" in errors[2]
 
 
+def test_a_split_that_leaves_nothing_to_train_on_is_refused(tmp_path):
+    result = xpcnn("train", "--val-split", "0.999", "--limit", "500", "--no-download", env=env_without_data(tmp_path),
+                   cwd=tmp_path)
+    assert result.returncode == 2 and "xpcnn train: error: --val-split: 0.999 of 500 images leaves none to train on" \
+        in result.stderr, result.stderr
+    assert not (tmp_path / "runs").exists()
+
+
 def test_usage_errors_exit_2(tmp_path):
     env = env_without_data(tmp_path)
     for args in (["train", "--epochs", "0"], ["train", "--model", "resnet"], ["frobnicate"], [],
@@ -166,6 +174,7 @@ def test_usage_errors_exit_2(tmp_path):
     (["train", "--data-dir", ""], "argument --data-dir: expected a path, got an empty string"),
     (["train", "--early-stopping", "3"], "--early-stopping watches the validation loss: it needs --val-split"),
     (["train", "--early-stopping", "0"], "argument --early-stopping: must be in [1,"),
+    (["train", "--bogus"], "xpcnn train: error: unrecognized arguments: --bogus"),
 ])
 def test_usage_errors_name_the_flag_under_the_commands_usage(tmp_path, args, message):
     (tmp_path / "notes.txt").write_text("not a folder")
@@ -440,7 +449,7 @@ def test_resume_accepts_equal_flags_and_another_backend(short_run):
     result = xpcnn("train", "--out", "run", "--resume", "--lr", "0.01", "--model", "seed", "--limit", "320",
                    "--backend", "array_api_strict", "--no-progress", "--no-plots", env=env, cwd=tmp)
     assert result.returncode == 0, result.stderr
-    assert "on array_api_strict" in result.stderr
+    assert "is complete (1 epochs): evaluating it again on array_api_strict" in result.stderr
 
 
 def test_extending_a_finished_run_replans_the_schedule(tmp_path):
@@ -459,6 +468,7 @@ def test_extending_a_finished_run_replans_the_schedule(tmp_path):
     assert summary["epochs"] == 3 and summary["settings"]["epochs"] == 3
     shorter = xpcnn("train", "--out", "run", "--resume", "--epochs", "2", env=env, cwd=tmp_path)
     assert shorter.returncode == 2 and "a run can be extended, not shortened" in shorter.stderr
+    assert "data:" not in shorter.stderr  # refused before any data is read
 
 
 @pytest.mark.skipif(not SHARED_MNIST.is_dir(), reason="full MNIST not in ../shared/data/mnist")

@@ -119,7 +119,7 @@ def test_a_download_folder_that_cannot_be_made_is_a_download_error_naming_it(tmp
     spec, _ = tiny_spec(tmp_path)
     (tmp_path / "home").write_text("a file where the cache's parent should be")
     with pytest.raises(DownloadError, match=f"cannot make the download folder {tmp_path / 'home' / 'cache'} .*"
-                                            "XDG_CACHE_HOME or XPCNN_DATA_DIR can name another"):
+                                            "--data-dir, XPCNN_DATA_DIR or XDG_CACHE_HOME can name another"):
         download_file(spec.files["train_labels"], ["http://127.0.0.1:9/"], tmp_path / "home" / "cache", backoff=0)
 
 

@@ -89,3 +89,13 @@ def test_transparency_and_16_bit_pictures(tmp_path):
     reference = read_image(tmp_path / "deep.png")
     assert reference.max() == 255 and reference[0].max() == 0  # light ink on black, like MNIST
     np.testing.assert_array_equal(read_image(tmp_path / "ink.png"), reference)
+
+
+def test_a_picture_inverted_into_nothing_says_what_was_inverted(tmp_path):
+    image = pytest.importorskip("PIL.Image")
+    digit = np.zeros((28, 28), np.uint8)
+    digit[6:22, 12:16] = 255  # a light stroke on black, as MNIST's
+    image.fromarray(digit).save(tmp_path / "one.png")
+    assert read_image(tmp_path / "one.png").max() > 0
+    with pytest.raises(ImageError, match=r"no digit found.*\(inverted as --invert asked: is it dark ink on light"):
+        read_image(tmp_path / "one.png", invert=True)

@@ -15,6 +15,7 @@ from xpcnn.diagnostics.anomaly import NonFiniteError
 from xpcnn.evaluation import evaluate
 from xpcnn.io.checkpoint import load_checkpoint
 from xpcnn.optim import SGD, Adam, Cosine
+from xpcnn.presets import SettingsError
 from xpcnn.train import Callback, Trainer, TrainingDiverged, TrainingInterrupted
 
 from ..helpers import small_net
@@ -151,3 +152,12 @@ def test_an_empty_training_set_trains_no_step(data):
     trainer = Trainer(net, SGD(net, 0.01), batch_size=64, workers=None, progress=False, log=lambda m: None)
     trainer.fit(train.subset(np.arange(0)), 1)
     assert trainer.optimizer.steps == 0 and trainer.workers == 1
+
+
+def test_shifts_that_move_the_images_out_of_sight_are_refused(data):
+    net = small_net()
+    with pytest.raises(ValueError, match="augment must be at most 1000 pixels"):
+        Trainer(net, SGD(net, 0.01), augment=10**6)
+    trainer = Trainer(net, SGD(net, 0.01), augment=28, progress=False, log=lambda m: None)
+    with pytest.raises(SettingsError, match="augment: shifts of up to 28 pixels would move 28x28 images out of sight"):
+        trainer.fit(data[0], 1)

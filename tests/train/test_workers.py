@@ -154,3 +154,13 @@ def test_hooks_see_whole_batches_even_with_workers(data):
         trainer.fit(train.subset(np.arange(128)), 1)
     assert Rows.seen == [64, 64]
     assert trainer.workers == 1 and record.to_checkpoint(trainer)["workers"] == 1  # what the run did, recorded
+
+
+def test_workers_are_chosen_from_the_batches_the_data_makes(data, monkeypatch):
+    from xpcnn.diagnostics import machine
+
+    monkeypatch.setattr(machine, "usable_cores", lambda: 2)
+    monkeypatch.setattr(machine, "can_limit_blas", lambda: True)
+    net = small_net()
+    trainer = Trainer(net, SGD(net, 0.01), batch_size=100_000, workers=None, progress=False)
+    assert trainer.choose_workers(data[0].subset(np.arange(8))) == 1  # 8 images: a small step, whatever the batch size

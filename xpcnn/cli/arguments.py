@@ -63,7 +63,7 @@ def _command(commands: Any, name: str, **kwargs: Any) -> Any:
     """The parser of subcommand `name`; it remembers its usage line, for errors found after
     parsing, and takes --debug after the command too."""
     parser = commands.add_parser(name, **kwargs)
-    parser.set_defaults(usage=parser.format_usage)
+    parser.set_defaults(usage=parser.format_usage, refuse=parser.error)
     parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks of errors")
     return parser
 
@@ -73,11 +73,10 @@ def _add_backend_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", help="device of the backend, e.g. cpu, cuda:0 (default: the backend's default)")
 
 
-def _add_data_flags(parser: argparse.ArgumentParser) -> None:
+def _add_data_flags(parser: argparse.ArgumentParser, default: str) -> None:
     from ..datasets import DATASETS
 
-    parser.add_argument("--dataset", choices=sorted(DATASETS), help="dataset (default: mnist; for evaluate, the one "
-                        "the model was trained on)")
+    parser.add_argument("--dataset", choices=sorted(DATASETS), help=f"dataset (default: {default})")
     parser.add_argument("--data-dir", type=_folder_name,
                         help="folder with the IDX files (else $XPCNN_DATA_DIR, then the cache)")
     parser.add_argument("--no-download", action="store_true", help="never download (train without --data-dir or "
@@ -102,7 +101,8 @@ def _add_train_parser(commands: Any) -> None:
     flag("--optimizer", choices=sorted(OPTIMIZERS), help=f"({_by_preset('optimizer')})")
     flag("--lr", type=_positive_float, help=f"peak learning rate ({_by_preset('lr')})")
     flag("--momentum", type=_checked(float, lambda value: 0 <= value < 1, "in [0, 1)"),
-         help=f"SGD momentum ({_by_preset('momentum')})")
+         help="SGD momentum (" + ", ".join(f"{name}: {recipe.momentum}" for name, recipe in presets.RECIPES.items()
+                                           if recipe.optimizer == "sgd") + ")")
     flag("--weight-decay", type=_checked(float, lambda value: 0 <= value < math.inf, ">= 0 and finite"),
          help="(default: 0)")
     flag("--schedule", choices=sorted(SCHEDULES), help=f"learning-rate schedule ({_by_preset('schedule')})")
@@ -110,7 +110,7 @@ def _add_train_parser(commands: Any) -> None:
     flag("--augment", type=_checked(int, lambda value: 0 <= value <= 8, "in [0, 8]"),
          help=f"shift training images by up to N pixels ({_by_preset('augment')})")
     flag("--seed", type=_seed, help="seed of weights, batch order and dropout (default: 0)")
-    _add_data_flags(train)
+    _add_data_flags(train, "mnist")
     flag("--val-split", type=_fraction, help="fraction of the training set held out for validation (default: 0)")
     flag("--early-stopping", type=_positive_int, metavar="PATIENCE", help="end the run once the validation loss has "
          "not improved for PATIENCE epochs (needs --val-split)")
@@ -133,7 +133,7 @@ def _add_use_parsers(commands: Any) -> None:
     evaluate = _command(commands, "evaluate", help="test accuracy of a checkpoint")
     evaluate.add_argument("checkpoint", type=_path)
     _add_backend_flags(evaluate)
-    _add_data_flags(evaluate)
+    _add_data_flags(evaluate, "the one the model was trained on")
     evaluate.add_argument("--batch-size", type=_positive_int, default=1000)
     evaluate.add_argument("--json", action="store_true", help="print the result as JSON")
 
@@ -162,6 +162,15 @@ def _add_parity_parser(commands: Any) -> None:
     flag("--optimizer", default="sgd", choices=sorted(OPTIMIZERS), help="optimizer of --steps (default: sgd)")
     flag("--seed", type=_seed, default=0, help="seed of a preset's weights (default: 0)")
     flag("--json", action="store_true", help="print the report as JSON")
+
+
+def parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """The parsed arguments. A flag the command does not take is refused under the
+    command's usage (argparse's own refusal shows the top level's)."""
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        args.refuse(f"unrecognized arguments: {' '.join(unknown)}")
+    return args
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -19,7 +19,7 @@ from typing import Any
 from .. import backend, presets
 from ..diagnostics import machine
 from ..train.workers import quiet
-from .arguments import build_parser
+from .arguments import build_parser, parse
 
 
 class UsageError(Exception):
@@ -53,16 +53,16 @@ def _start(args: argparse.Namespace, recipe: presets.Recipe, options: dict[str, 
 
 def _resume(args: argparse.Namespace, checkpoint: Path, options: dict[str, Any]) -> tuple[Any, Any]:
     from ..train import resume_run
-    from ..train.record import KEPT_ON_RESUME
+    from ..train.record import KEPT_ON_RESUME, complete
 
     given = {key: getattr(args, key) for key in KEPT_ON_RESUME if getattr(args, key) is not None}
     if options["workers"] is None:  # not given: the run's own
         options = {key: value for key, value in options.items() if key != "workers"}
     trainer, data = resume_run(checkpoint, args.backend, args.device, epochs=args.epochs, expected=given, **options)
     state, say = trainer.state, options["log"]
-    if (state.stopped and state.batch == 0) or state.epoch >= trainer.epochs:
+    if complete(trainer):
         ended = f"stopped after epoch {state.epoch}: {state.stopped}" if state.stopped else f"{trainer.epochs} epochs"
-        say(f"the run in {checkpoint.parent} is complete ({ended}): evaluating it again")
+        say(f"the run in {checkpoint.parent} is complete ({ended}): evaluating it again on {trainer.model.backend}")
     else:
         say(f"resuming {checkpoint.parent} at epoch {state.epoch + 1}, batch {state.batch}")
     return trainer, data
@@ -89,7 +89,7 @@ def _open_folder(args: argparse.Namespace, comm: Any) -> Any:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from .. import distributed
-    from ..train import TrainingInterrupted
+    from ..train import TrainingInterrupted, record
 
     comm = distributed.world()
     machine.keep_freed_memory()  # this process only trains: faster steps (see there)
@@ -106,8 +106,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         trainer, (train_set, val_set, test_set) = distributed.together(
             comm, lambda: _resume(args, folder.checkpoint, options) if args.resume else _start(args, recipe, options))
-        say(f"training {trainer.describe()}; run folder {out}")
-        trainer.fit(train_set, trainer.epochs, val_set)
+        if not record.complete(trainer):
+            say(f"training {trainer.describe()}; run folder {out}")
+            trainer.fit(train_set, trainer.epochs, val_set)
     except TrainingInterrupted as stop:
         every = f" --checkpoint-every {args.checkpoint_every}" if args.checkpoint_every else ""
         anywhere = " (under mpirun with any number of processes, or without)" if comm.size > 1 else ""
@@ -200,14 +201,14 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = build_parser()
     if launched_rank() == 0:
-        return _main(parser.parse_args(argv), _say)
+        return _main(parse(parser, argv), _say)
     # The other processes of a data-parallel job: the first reports usage and errors for
     # all, and its exit status is the job's; these end with 0, since a non-zero status
     # would make mpirun kill the first before it has said why. One failing alone says so
     # itself as it ends the job (see distributed.failing_alone_ends_all).
     try:
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            args = parser.parse_args(argv)
+            args = parse(parser, argv)
     except SystemExit:  # usage error or --help, which the first process prints
         return 0
     _main(args, quiet)

@@ -130,7 +130,7 @@ def download_file(
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:  # e.g. a home folder that is not writable: nowhere to download to
         raise DownloadError(f"cannot make the download folder {folder} ({exc.strerror or exc}); "
-                            "XDG_CACHE_HOME or XPCNN_DATA_DIR can name another") from None
+                            "--data-dir, XPCNN_DATA_DIR or XDG_CACHE_HOME can name another") from None
     target = folder / f"{file.name}.gz"
     failures = []
     for mirror in mirrors:

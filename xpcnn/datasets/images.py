@@ -46,7 +46,9 @@ def read_image(path: str | Path, invert: bool | None = None, size: tuple[int, in
     try:
         return digits.mnist_form(_read_picture(path), invert, size)
     except digits.BlankImage as exc:
-        raise ImageError(f"{path}: {exc}") from None
+        hint = {True: " (inverted as --invert asked: is it dark ink on light paper?)",
+                False: " (not inverted, as --no-invert asked: is it light ink on dark?)"}.get(invert, "")
+        raise ImageError(f"{path}: {exc}{hint}") from None
 
 
 def _read_npy(path: Path, size: tuple[int, int]) -> np.ndarray:

@@ -169,7 +169,7 @@ class ParityReport:
         return json.dumps(self.to_dict(), indent=2)
 
     def to_table(self) -> str:
-        header = ("view", "layer", "quantity", "backend", "max abs diff", "max rel diff", "tolerance", "")
+        header = ("view", "layer", "quantity", "backend", "max abs diff", "max rel diff", "tolerance", "verdict")
         lines = [header]
         for row in self.rows:
             where = "loss" if row.layer is None else f"{row.layer} {row.name}"
@@ -429,7 +429,8 @@ class ParityCheck:
                 f"\ntraining {len(self.trajectory.drift)} steps with {self.optimizer}:",
                 self.trajectory.to_table(),
             ]
-        lines.append("PASS" if self.passed else "FAIL")
+        if self.trajectory is not None:  # else the table's last line says it
+            lines.append(f"both: {'PASS' if self.passed else 'FAIL'}")
         return "\n".join(lines)
 
 

@@ -24,6 +24,8 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
     """Call `write(handle)` on a temporary file beside `path`, flush and fsync it, then
     rename it over `path` and fsync the folder. On any error the old file is untouched."""
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder; name the file to write")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 KEPT_ON_RESUME = ("model", "dtype", "seed", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "schedule",
                   "warmup", "augment", "early_stopping", "dataset", "data_dir", "limit", "val_split")
 MAX_WORKERS = 4096
+MAX_AUGMENT = 1000  # pixels of random shifts: far beyond any image's size
 
 
 class SettingsConflict(SettingsError):
@@ -86,6 +87,13 @@ def settings(trainer: Trainer) -> dict[str, Any]:
         "early_stopping": None if stopping is None else stopping.patience,
         "data": None if trainer.selection is None else trainer.selection.to_dict(),
     }
+
+
+def complete(trainer: Trainer) -> bool:
+    """Whether the run has nothing left to train: its epochs are done, or a callback ended
+    it after an epoch (Trainer.stop)."""
+    state = trainer.state
+    return state.epoch >= trainer.epochs or (state.stopped is not None and state.batch == 0)
 
 
 def describe(trainer: Trainer) -> str:
@@ -215,7 +223,7 @@ def read(checkpoint: Checkpoint) -> Saved:
     if checkpoint.optimizer is None or "epoch" not in trainer:
         raise CheckpointError(f"{checkpoint.path}: has no optimizer or trainer state to resume from (a Trainer's "
                               "checkpoint has both)")
-    limits = {"batch_size": (1, MAX_SIZE), "seed": (0, MAX_SEED), "augment": (0, 1000)}
+    limits = {"batch_size": (1, MAX_SIZE), "seed": (0, MAX_SEED), "augment": (0, MAX_AUGMENT)}
     for key, (low, high) in limits.items():
         fields.require(f"trainer.{key}", trainer.get(key), is_int(trainer.get(key), low, high),
                        f"an integer in [{low}, {high:,}]")

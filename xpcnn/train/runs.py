@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..datasets import Dataset, load_dataset, num_batches
-from ..presets import Recipe
+from ..presets import Recipe, SettingsError
 from . import record
 from .callbacks import EarlyStopping
 from .record import SettingsConflict
@@ -31,6 +31,9 @@ def start_run(name: str, recipe: Recipe | None = None, *, dataset: str = "mnist"
     loaded = load_dataset(dataset, data_dir, download=download, allow_bundled=allow_bundled, log=log)
     log(f"data: {loaded.source}")
     data = loaded.splits(limit, seed, val_split)
+    if len(data[0]) == 0:
+        raise SettingsError("val_split", f"{val_split} of {len(data[0]) + len(data[1] or ())} images leaves none "
+                            "to train on")
     trainer = Trainer.for_preset(name, recipe, len(data[0]), seed=seed, backend_name=backend_name, device=device,
                                  dtype=dtype, log=log, **options)
     trainer.choose_workers(data[0])
@@ -51,6 +54,9 @@ def resume_run(checkpoint: str | Path, backend_name: str = "numpy", device: Any 
     conflicts = record.conflicts(trainer, **(expected or {}))
     if conflicts:
         raise SettingsConflict(*conflicts[0])
+    if epochs is not None and epochs < trainer.epochs:  # before any data is read
+        raise SettingsError("epochs", f"{epochs}: a run can be extended, not shortened; it was planned for "
+                            f"{trainer.epochs} epochs")
     data = trainer.selection.load()
     log(f"data: {data[0].source}")
     trainer.choose_workers(data[0])

@@ -30,10 +30,10 @@ from ..layers.base import integer
 from ..losses import SoftmaxCrossEntropy
 from ..model import Sequential
 from ..optim import Optimizer
-from ..presets import Recipe
+from ..presets import Recipe, SettingsError
 from . import record
 from .callbacks import Callback, MetricsLog, PeriodicCheckpoints, ProgressBar, RunSummary
-from .record import Progress
+from .record import MAX_AUGMENT, Progress
 from .run_folder import RunFolder
 from .step import TrainingStep, use_graphs
 from .stops import STOPS, TrainingDiverged, TrainingInterrupted, stopping_on_signals
@@ -71,6 +71,8 @@ class Trainer:
         self.model, self.optimizer, self.name = model, optimizer, name
         self.batch_size, self.seed = integer(batch_size, "batch_size", 1), integer(seed, "seed", 0)
         self.augment = integer(augment, "augment", 0)  # random shifts of up to this many pixels (datasets.batches)
+        if self.augment > MAX_AUGMENT:
+            raise ValueError(f"augment must be at most {MAX_AUGMENT} pixels, got {augment}")
         self.workers = None if workers is None else integer(workers, "workers", 1)
         self.comm = comm or distributed.Single()  # the first member writes files and reports
         self.anomaly, self.cuda_graphs = anomaly, cuda_graphs
@@ -174,13 +176,16 @@ class Trainer:
             raise ValueError(f"the run stands at batch {self.state.batch} of an epoch, but this training set has "
                              f"{num_batches(len(train), self.batch_size)} batches: it is not the run's data")
         check_shards(self, len(train))
+        if self.augment >= min(train.images.shape[1:3], default=0):
+            raise SettingsError("augment", f"shifts of up to {self.augment} pixels would move {train.images.shape[1]}x"
+                                f"{train.images.shape[2]} images out of sight")
         if self.comm.size > 1:
             distributed.check_same(self.comm, "training data or settings", run_facts(self, train))
         self.data, self.selection, self.train_images = record.data_statistics(train), train.selection, len(train)
         self.val = val
         if self.model.hooks:  # they (a TimerHook, say) would see one worker's share: train alone
             self.workers = 1
-        if self.state.stopped and self.state.batch == 0:
+        if self.state.stopped and record.complete(self):
             self.log(f"note: the run is complete ({self.state.stopped}); record.extend continues it")
         try:
             with distributed.failing_alone_ends_all(self.comm):  # a callback failing in one process ends the job
@@ -257,8 +262,9 @@ class Trainer:
                                            f"{self.optimizer.current_lr:g}; weights are from the step before; "
                                            "--detect-anomaly names the first layer with a NaN/Inf")
         except (TrainingDiverged, NonFiniteError) as exc:
-            last_good = self.checkpoint_path if self.checkpoint_path and self.checkpoint_path.exists() else None
-            raise type(exc)(f"{exc}" + (f"; last good checkpoint: {last_good}" if last_good else "")) from None
+            saved = self.checkpoint_path if self.checkpoint_path and self.checkpoint_path.exists() else None
+            where = f"; last good checkpoint: {saved}" if saved else "; no checkpoint was saved before it"
+            raise type(exc)(f"{exc}{where if self.folder else ''}") from None
         if self.comm.shares_parameters:
             self.comm.update_together(self.model, self.optimizer)
         else:

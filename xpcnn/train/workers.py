@@ -43,7 +43,7 @@ def choose_workers(trainer: Trainer, train: Dataset) -> int:
     or (None) the default for this model, batch and machine (machine.default_workers); at
     most the smallest batch, and 1 under MPI."""
     if trainer.workers is None:
-        step = trainer.model.training_flops((1, *train.images.shape[1:])) * trainer.batch_size
+        step = trainer.model.training_flops((1, *train.images.shape[1:])) * min(trainer.batch_size, len(train))
         trainer.workers = machine.default_workers(trainer.model.backend, step)
     # Every worker needs a row of every batch, the last (smaller) one included.
     smallest = max(1, smallest_batch(trainer.batch_size, len(train)))
