@@ -156,7 +156,7 @@ def test_an_empty_training_set_trains_no_step(data):
 
 def test_shifts_that_move_the_images_out_of_sight_are_refused(data):
     net = small_net()
-    with pytest.raises(ValueError, match="augment must be at most 1000 pixels"):
+    with pytest.raises(ValueError, match="augment must be at most 1000, got 1000000"):
         Trainer(net, SGD(net, 0.01), augment=10**6)
     trainer = Trainer(net, SGD(net, 0.01), augment=28, progress=False, log=lambda m: None)
     with pytest.raises(SettingsError, match="augment: shifts of up to 28 pixels would move 28x28 images out of sight"):

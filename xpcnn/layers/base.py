@@ -210,7 +210,7 @@ class Layer:
         return cache
 
 
-def integer(value: Any, what: str, minimum: int | None = None) -> int:
+def integer(value: Any, what: str, minimum: int | None = None, maximum: int | None = None) -> int:
     """`value` as a Python int: any integer type (NumPy's too), never a bool or a float;
     `what` names it in errors, e.g. "Conv2D in_channels"."""
     if isinstance(value, bool) or not hasattr(type(value), "__index__"):
@@ -218,6 +218,8 @@ def integer(value: Any, what: str, minimum: int | None = None) -> int:
     value = operator.index(value)
     if minimum is not None and value < minimum:
         raise ValueError(f"{what} must be >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{what} must be at most {maximum}, got {value}")
     return value
 
 

@@ -20,6 +20,7 @@ state (`RECORDED`), and `Trainer.resume` rebuilds it: EarlyStopping is one.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..io.schema import CheckpointError
@@ -180,6 +181,20 @@ class EarlyStopping(Callback):
 
     def __repr__(self) -> str:
         return f"EarlyStopping(monitor={self.monitor!r}, patience={self.patience}, min_delta={self.min_delta})"
+
+
+def with_own_callbacks(given: Sequence[Callback], progress: bool, folder: bool,
+                       checkpoint_every: int | None) -> list[Callback]:
+    """`given`, then a trainer's own callbacks of the kinds not given: the progress bar
+    (with `progress`), and for a run `folder` its checkpoints (every epoch and every
+    `checkpoint_every` steps), metrics file and summary; the checkpoint first, so that
+    metrics.jsonl never runs ahead of it."""
+    every = None if checkpoint_every is None else integer(checkpoint_every, "checkpoint_every", 1)
+    own = [ProgressBar()] if progress else []
+    if folder:
+        own += [PeriodicCheckpoints(every), MetricsLog(), RunSummary()]
+    kinds = {type(callback) for callback in given}
+    return [*given, *(callback for callback in own if type(callback) not in kinds)]
 
 
 RECORDED: dict[str, type[Callback]] = {"EarlyStopping": EarlyStopping}  # rebuilt from a checkpoint on resume

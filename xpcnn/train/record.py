@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import presets
 from .._version import __version__
-from ..datasets import Dataset, Selection
+from ..datasets import Dataset, Selection, num_batches
 from ..diagnostics import machine
 from ..io.checkpoint import Checkpoint, load_checkpoint
 from ..io.schema import MAX_EPOCHS, MAX_SEED, MAX_SIZE, CheckpointError, Fields, is_int, is_number
@@ -94,6 +94,19 @@ def complete(trainer: Trainer) -> bool:
     it after an epoch (Trainer.stop)."""
     state = trainer.state
     return state.epoch >= trainer.epochs or (state.stopped is not None and state.batch == 0)
+
+
+def check_fits(trainer: Trainer, train: Dataset) -> None:
+    """That the run's progress and settings fit the training set `train`: where it stands
+    in an epoch is within it, and its shifts leave the images in sight."""
+    batches = num_batches(len(train), trainer.batch_size)
+    if trainer.state.batch > batches:
+        raise ValueError(f"the run stands at batch {trainer.state.batch} of an epoch, but this training set has "
+                         f"{batches} batches: it is not the run's data")
+    height, width = train.images.shape[1:3]
+    if trainer.augment >= min(height, width):
+        raise SettingsError("augment", f"shifts of up to {trainer.augment} pixels would move {height}x{width} images "
+                            "out of sight")
 
 
 def describe(trainer: Trainer) -> str:

@@ -30,9 +30,9 @@ from ..layers.base import integer
 from ..losses import SoftmaxCrossEntropy
 from ..model import Sequential
 from ..optim import Optimizer
-from ..presets import Recipe, SettingsError
+from ..presets import Recipe
 from . import record
-from .callbacks import Callback, MetricsLog, PeriodicCheckpoints, ProgressBar, RunSummary
+from .callbacks import Callback, with_own_callbacks
 from .record import MAX_AUGMENT, Progress
 from .run_folder import RunFolder
 from .step import TrainingStep, use_graphs
@@ -70,20 +70,14 @@ class Trainer:
             raise TypeError(f"cuda_graphs must be True, False or None, got {cuda_graphs!r}")
         self.model, self.optimizer, self.name = model, optimizer, name
         self.batch_size, self.seed = integer(batch_size, "batch_size", 1), integer(seed, "seed", 0)
-        self.augment = integer(augment, "augment", 0)  # random shifts of up to this many pixels (datasets.batches)
-        if self.augment > MAX_AUGMENT:
-            raise ValueError(f"augment must be at most {MAX_AUGMENT} pixels, got {augment}")
+        self.augment = integer(augment, "augment", 0, MAX_AUGMENT)  # random shifts of up to this many pixels
         self.workers = None if workers is None else integer(workers, "workers", 1)
         self.comm = comm or distributed.Single()  # the first member writes files and reports
         self.anomaly, self.cuda_graphs = anomaly, cuda_graphs
         self.log = log if self.comm.is_root else quiet
         self.folder = run_dir if isinstance(run_dir, RunFolder) or run_dir is None else RunFolder(run_dir)
-        every = None if checkpoint_every is None else integer(checkpoint_every, "checkpoint_every", 1)
-        own = [ProgressBar()] if progress and self.comm.is_root else []
-        if self.folder is not None:  # the checkpoint first: metrics.jsonl never runs ahead of it
-            own += [PeriodicCheckpoints(every), MetricsLog(), RunSummary()]
-        given = {type(callback) for callback in callbacks}
-        self.callbacks: list[Callback] = [*callbacks, *(mine for mine in own if type(mine) not in given)]
+        self.callbacks: list[Callback] = with_own_callbacks(callbacks, progress and self.comm.is_root,
+                                                            self.folder is not None, checkpoint_every)
         self.loss_fn = SoftmaxCrossEntropy(check_labels=False)  # Dataset checked the labels on the host
         self.epochs = 0  # the run's total (see fit)
         self.data: dict[str, Any] | None = None  # record.data_statistics() of the training set
@@ -172,13 +166,8 @@ class Trainer:
         """Train until `epochs` epochs are complete (counting those already done) or a
         callback stops the run; returns the history."""
         self.epochs = max(self.epochs, integer(epochs, "epochs", 0))  # the run's total: planned, or asked for
-        if self.state.batch > num_batches(len(train), self.batch_size):
-            raise ValueError(f"the run stands at batch {self.state.batch} of an epoch, but this training set has "
-                             f"{num_batches(len(train), self.batch_size)} batches: it is not the run's data")
+        record.check_fits(self, train)
         check_shards(self, len(train))
-        if self.augment >= min(train.images.shape[1:3], default=0):
-            raise SettingsError("augment", f"shifts of up to {self.augment} pixels would move {train.images.shape[1]}x"
-                                f"{train.images.shape[2]} images out of sight")
         if self.comm.size > 1:
             distributed.check_same(self.comm, "training data or settings", run_facts(self, train))
         self.data, self.selection, self.train_images = record.data_statistics(train), train.selection, len(train)
