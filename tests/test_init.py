@@ -4,6 +4,7 @@ dropout masks on every backend; He scaling."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 import xpcnn
 from xpcnn import backend, init
@@ -40,3 +41,42 @@ def test_keep_mask_depends_on_seed_and_call_only():
     np.testing.assert_array_equal(init.keep_mask(3, 7, 0.5, (400, 50)), reference)
     assert not np.array_equal(init.keep_mask(3, 8, 0.5, (400, 50)), reference)
     assert not np.array_equal(init.keep_mask(4, 7, 0.5, (400, 50)), reference)
+
+
+def test_layers_given_no_generator_differ_from_each_other():
+    first, second = xpcnn.Dense(8, 8), xpcnn.Dense(8, 8)
+    assert not np.array_equal(first.params["weight"], second.params["weight"])
+    narrow, wide = xpcnn.Dense(64, 32), xpcnn.Dense(64, 64)
+    assert not np.array_equal(narrow.params["weight"], wide.params["weight"][:32])
+    more, fewer = xpcnn.Conv2D(16, 32, 3), xpcnn.Conv2D(16, 16, 3)
+    assert not np.array_equal(more.params["weight"][:16], fewer.params["weight"])
+    one, two = xpcnn.Dropout(0.5), xpcnn.Dropout(0.5)
+    assert one.seed != two.seed  # different masks
+
+
+def test_a_seeded_script_builds_the_same_network_on_every_backend(target):
+    def build():
+        xpcnn.seed(11)
+        return xpcnn.Sequential([xpcnn.Conv2D(1, 4, 3), xpcnn.ReLU(), xpcnn.Flatten(), xpcnn.Dropout(0.5),
+                                 xpcnn.Dense(4 * 26 * 26, 10)])
+
+    reference, moved = build(), build().to(*target)
+    for name, value in reference.params.items():
+        np.testing.assert_array_equal(backend.to_numpy(moved.params[name]), value, err_msg=name)
+    assert reference.config() == moved.config()  # the dropout seed too
+    xpcnn.seed(12)
+    assert not np.array_equal(build().params["0.weight"], xpcnn.Conv2D(1, 4, 3).params["weight"])
+
+
+def test_rebuilding_a_saved_network_leaves_the_library_generator_alone(tmp_path):
+    xpcnn.seed(3)
+    expected = xpcnn.Dense(8, 8).params["weight"]
+    xpcnn.seed(3)
+    xpcnn.Sequential.from_config(xpcnn.presets.build("lenet").config())
+    np.testing.assert_array_equal(xpcnn.Dense(8, 8).params["weight"], expected)
+
+
+def test_the_seed_is_an_integer():
+    for bad, error in ((1.5, TypeError), ("3", TypeError), (True, TypeError), (-1, ValueError)):
+        with pytest.raises(error, match="seed must be"):
+            xpcnn.seed(bad)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import pytest
 
+import xpcnn
 from xpcnn import backend, optim, presets
 
 
@@ -64,3 +67,23 @@ def test_the_fast_preset_and_its_one_epoch_recipe():
     optimizer = recipe.build_optimizer(net, steps_per_epoch=235)
     assert isinstance(optimizer.schedule, optim.OneCycle) and optimizer.betas == (0.7, 0.9)
     assert recipe.replace(optimizer="sgd").betas is None  # Adam's betas go with Adam
+
+
+# sha256 of each preset's state_dict (names sorted, then bytes) at seed 0: its weights are
+# the same bit for bit from release to release, whatever else builds layers in the script.
+PRESET_WEIGHTS = {
+    "tutorial": "d886a2b9d777546574f5c38c1dd25478ecd03be29c8864e68bef0641edb72044",
+    "lenet": "12fa4aaf289a714cb65d5c092fe3d0d257fab9e6d83da53064f41f30f05df189",
+    "fast": "6e542855559aabf4d1cab4a4629dd4cdaaa32f6490c97c600b6c16483e2e2b80",
+}
+
+
+@pytest.mark.parametrize("name", sorted(PRESET_WEIGHTS))
+def test_the_presets_weights_do_not_change(name):
+    xpcnn.Dense(4, 4)  # a layer the script built before: it must not move the preset
+    state = presets.build(name, 0).state_dict()
+    digest = hashlib.sha256()
+    for key in sorted(state):
+        digest.update(key.encode())
+        digest.update(state[key].tobytes())
+    assert digest.hexdigest() == PRESET_WEIGHTS[name]

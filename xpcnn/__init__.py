@@ -8,6 +8,7 @@ Building blocks
     BatchNorm2D: layers with forward(x, training) / backward(dy), params and grads (the
     contract a layer keeps is Layer's docstring). SoftmaxCrossEntropy: the loss.
     Sequential: a network of layers, with hooks (xpcnn.hooks) around every layer.
+    seed(n): the generator layers built without rng= draw their initial values from.
 
 Training
     Trainer: the loop and the run folder it keeps; fit(train, epochs, val), finish(test),
@@ -42,6 +43,7 @@ from .backend import available_backends, to_backend, to_numpy
 from .diagnostics import anomaly, parity
 from .diagnostics.gradcheck import GradcheckError, GradcheckResult, gradcheck, gradcheck_loss
 from .evaluation import evaluate, predict
+from .init import seed
 from .io.checkpoint import load_checkpoint, save_checkpoint
 from .layers import (
     AvgPool2D,
@@ -65,5 +67,5 @@ __all__ = [
     "ReLU", "Sigmoid", "Tanh", "SoftmaxCrossEntropy", "Sequential", "Trainer", "evaluate", "predict",
     "load_checkpoint", "save_checkpoint", "available_backends", "to_backend", "to_numpy",
     "gradcheck", "gradcheck_loss", "GradcheckError", "GradcheckResult", "anomaly", "backend", "datasets", "distributed",
-    "hooks", "optim", "parity", "presets", "train", "__version__",
+    "hooks", "optim", "parity", "presets", "train", "seed", "__version__",
 ]

@@ -1,23 +1,53 @@
 """Initial values and random masks, drawn on the host so every backend gets the same.
 
 Weights come from a seeded NumPy Generator and are then moved to the backend: the same
-seed gives the same network on NumPy, CuPy, PyTorch and array-api-strict. Dropout masks
-are drawn from (seed, call) for the same reason, and so that a resumed run draws the
-masks an uninterrupted one would.
+seed gives the same network on NumPy, CuPy, PyTorch and array-api-strict. A layer given
+no generator (`rng=None`) draws from the library's own, which `xpcnn.seed(n)` seeds (0
+when xpcnn is imported), as torch.manual_seed does for PyTorch: successive layers differ,
+and a script that seeds first builds the same network every time. Dropout masks are drawn
+from (seed, call), so that every backend and a resumed run draw the same masks.
 """
 
 from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
 
 import numpy as np
 
 from . import distributed
 
+_library = [np.random.default_rng(0)]  # the generator of layers given none (a list: using() swaps it)
+
+
+def seed(value: int) -> None:
+    """Seed the generator that layers built without `rng=` (and Dropout without `seed=`)
+    draw from: the same seed, the same network, on every backend."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"seed must be an integer, got {value!r}")
+    if value < 0:
+        raise ValueError(f"seed must be >= 0, got {value}")
+    _library[0] = np.random.default_rng(int(value))
+
 
 def host_rng(seed: int | np.random.Generator | None) -> np.random.Generator:
-    """A NumPy Generator: the given one, or a new one seeded with `seed` (0 for None)."""
+    """A NumPy Generator: the given one, a new one seeded with `seed`, or for None the
+    library's own (see `seed`), which every layer given none advances."""
     if isinstance(seed, np.random.Generator):
         return seed
-    return np.random.default_rng(0 if seed is None else seed)
+    return _library[0] if seed is None else np.random.default_rng(seed)
+
+
+@contextlib.contextmanager
+def using(generator: np.random.Generator) -> Iterator[None]:
+    """Layers built inside the block without `rng=` draw from `generator`, not from the
+    library's: what rebuilding a saved network does (its values are replaced anyway), so
+    that loading a checkpoint changes no network a script builds next."""
+    saved, _library[0] = _library[0], generator
+    try:
+        yield
+    finally:
+        _library[0] = saved
 
 
 def kaiming_normal(shape: tuple[int, ...], fan_in: int, rng: np.random.Generator) -> np.ndarray:

@@ -16,6 +16,7 @@ from typing import Any
 
 from . import init, optim
 from .layers import BatchNorm2D, Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU
+from .layers.base import integer
 from .model import Sequential
 
 
@@ -62,11 +63,12 @@ def fast(seed: int = 0) -> Sequential:
     the recipe was tuned with it, and with the He init of the other presets its one epoch
     ends lower."""
     host = init.host_rng(seed)
-    net = Sequential([
-        Conv2D(1, 24, 5), MaxPool2D(2), ReLU(),  # 24x12x12
-        Conv2D(24, 32, 3), MaxPool2D(2), ReLU(),  # 32x5x5
-        Flatten(), Dense(32 * 5 * 5, 256), ReLU(), Dense(256, 10),
-    ])
+    with init.using(init.host_rng(0)):  # He values, replaced below: the library's generator stays as it was
+        net = Sequential([
+            Conv2D(1, 24, 5), MaxPool2D(2), ReLU(),  # 24x12x12
+            Conv2D(24, 32, 3), MaxPool2D(2), ReLU(),  # 32x5x5
+            Flatten(), Dense(32 * 5 * 5, 256), ReLU(), Dense(256, 10),
+        ])
     for layer in net:
         if layer.params:
             fan_in = math.prod(layer.params["weight"].shape[1:])
@@ -128,15 +130,15 @@ RECIPES: dict[str, Recipe] = {
 
 def canonical(name: str) -> str:
     """The preset's name, aliases resolved; ValueError for an unknown one."""
-    name = ALIASES.get(name, name)
-    if name not in PRESETS:
+    name = ALIASES.get(name, name) if isinstance(name, str) else name
+    if not isinstance(name, str) or name not in PRESETS:
         raise ValueError(f"unknown model {name!r}; expected one of {', '.join(PRESETS)}")
     return name
 
 
 def build(name: str, seed: int = 0) -> Sequential:
     """A preset network by name, initialised from `seed` (NumPy backend, float32)."""
-    return PRESETS[canonical(name)](seed)
+    return PRESETS[canonical(name)](integer(seed, "seed", 0))
 
 
 def recipe(name: str) -> Recipe:

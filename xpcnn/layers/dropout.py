@@ -13,11 +13,15 @@ class Dropout(Layer):
 
     The n-th training mask is drawn on the host from (seed, n), so a seed gives the same
     masks on every backend and after a checkpoint resume (the counter is saved state).
+    Without `seed`, it is drawn from the library's generator (xpcnn.seed): two dropout
+    layers draw different masks.
     """
 
-    def __init__(self, p: float = 0.5, *, seed: int = 0) -> None:
+    def __init__(self, p: float = 0.5, *, seed: int | None = None) -> None:
         super().__init__()
         self.p = number(p, "Dropout p", 0.0, 1.0, high_included=False)
+        if seed is None:  # drawn from the library's generator, as a layer's weights are (xpcnn.seed)
+            seed = int(init.host_rng(None).integers(2**31))
         self.seed, self.calls = integer(seed, "Dropout seed", 0), 0
 
     def config(self) -> dict[str, Any]:
