@@ -5,6 +5,11 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import numpy as np
+import pytest
+
+import xpcnn
+
 
 def test_the_submodules_a_user_reaches_for_come_with_the_package():
     code = "import xpcnn; xpcnn.optim.Adam, xpcnn.presets.build, xpcnn.datasets.load_dataset, xpcnn.parity.compare"
@@ -13,7 +18,117 @@ def test_the_submodules_a_user_reaches_for_come_with_the_package():
 
 
 def test_help_lists_the_public_api():
-    import xpcnn
-
     assert all(name in xpcnn.__doc__ for name in ("Conv2D", "Sequential", "Trainer", "presets", "optim"))
     assert set(xpcnn.__all__) <= set(dir(xpcnn))
+
+
+# -- the public API refuses misuse in one line naming the argument ------------------------
+
+def _net():
+    return xpcnn.Sequential([xpcnn.Flatten(), xpcnn.Dense(784, 10, rng=0)])
+
+
+def _images(dtype=np.uint8):
+    return np.zeros((2, 28, 28), dtype)
+
+
+# Every name of xpcnn.__all__: wrong calls, each with the error it must raise and what its
+# message must name; or why the name takes no input to get wrong.
+MISUSE = {
+    "AvgPool2D": [(lambda: xpcnn.AvgPool2D("2"), TypeError, "AvgPool2D kernel_size must be an integer"),
+                  (lambda: xpcnn.AvgPool2D(2, 0), ValueError, "AvgPool2D stride must be >= 1")],
+    "BatchNorm2D": [(lambda: xpcnn.BatchNorm2D(2.5), TypeError, "BatchNorm2D num_features must be an integer"),
+                    (lambda: xpcnn.BatchNorm2D(4, eps=-1), ValueError, "BatchNorm2D eps must be in")],
+    "Conv2D": [(lambda: xpcnn.Conv2D("1", 8, 3), TypeError, "Conv2D in_channels must be an integer"),
+               (lambda: xpcnn.Conv2D(1, 8, 3, stride=0), ValueError, "Conv2D stride must be >= 1"),
+               (lambda: xpcnn.Conv2D(1, 8, 3, padding="wide"), TypeError, "Conv2D padding must be an integer")],
+    "Dense": [(lambda: xpcnn.Dense(10, None), TypeError, "Dense out_features must be an integer"),
+              (lambda: xpcnn.Dense(10, 0), ValueError, "Dense out_features must be >= 1")],
+    "Dropout": [(lambda: xpcnn.Dropout(1.5), ValueError, r"Dropout p must be in \[0.0, 1.0\)"),
+                (lambda: xpcnn.Dropout(0.5, seed=-1), ValueError, "Dropout seed must be >= 0")],
+    "Flatten": [(lambda: xpcnn.Flatten().forward([[1.0]]), TypeError, r"Flatten\(\): expected an array, got list")],
+    "Layer": [(lambda: xpcnn.Layer().to("nosuch"), ValueError, "unknown backend 'nosuch'")],
+    "MaxPool2D": [(lambda: xpcnn.MaxPool2D(2.0), TypeError, "MaxPool2D kernel_size must be an integer")],
+    "ReLU": [(lambda: xpcnn.ReLU().forward(np.ones(3, np.int64)), TypeError, "expected a floating-point input")],
+    "Sigmoid": [(lambda: xpcnn.Sigmoid().forward("x"), TypeError, r"Sigmoid\(\): expected an array, got str")],
+    "Tanh": [(lambda: xpcnn.Tanh().forward(np.ones(3, np.int32)), TypeError, "expected a floating-point input")],
+    "SoftmaxCrossEntropy": [
+        (lambda: xpcnn.SoftmaxCrossEntropy(check_labels="yes"), TypeError, "check_labels must be True or False"),
+        (lambda: xpcnn.SoftmaxCrossEntropy().forward(np.zeros((0, 3)), np.zeros(0, np.int64)), ValueError,
+         "an empty batch"),
+        (lambda: xpcnn.SoftmaxCrossEntropy().forward(np.zeros((2, 3)), np.zeros(2)), TypeError,
+         "labels must be integers")],
+    "Sequential": [(lambda: xpcnn.Sequential([1]), TypeError, "item 0 is int, not a Layer"),
+                   (lambda: xpcnn.Sequential([]), ValueError, "needs at least one layer"),
+                   (lambda: _net().summary(), ValueError, "summary needs an input shape")],
+    "Trainer": [(lambda: xpcnn.Trainer(_net(), "adam"), TypeError, "Trainer optimizer must be an Optimizer"),
+                (lambda: xpcnn.Trainer(_net(), xpcnn.optim.Adam(_net())), ValueError, "built for another network"),
+                (lambda: _trainer(batch_size=2.5), TypeError, "batch_size must be an integer, got 2.5"),
+                (lambda: _trainer().fit((np.zeros(2), np.zeros(2)), 1), TypeError,
+                 "the training set must be a Dataset"),
+                (lambda: _trainer().fit(_dataset(), -1), ValueError, "epochs must be >= 0")],
+    "evaluate": [(lambda: xpcnn.evaluate(_net(), "data"), TypeError, "must be a Dataset"),
+                 (lambda: xpcnn.evaluate(_net(), _dataset(), batch_size=0), ValueError, "batch_size must be >= 1")],
+    "predict": [(lambda: xpcnn.predict(_net(), _images()), ValueError, "predict needs the mean and std"),
+                (lambda: xpcnn.predict(_net(), _images(np.float32), 0.1, 0.3), TypeError, "uint8 images"),
+                (lambda: xpcnn.predict(_net(), _images(), 0.1, 0.0), ValueError, "predict std must be in")],
+    "load_checkpoint": [(lambda: xpcnn.load_checkpoint(123), TypeError, "load_checkpoint path must be"),
+                        (lambda: xpcnn.load_checkpoint("no/such.npz"), FileNotFoundError, "no such checkpoint")],
+    "save_checkpoint": [(lambda: xpcnn.save_checkpoint("x.npz", "net"), TypeError,
+                         "save_checkpoint model must be a Sequential")],
+    "available_backends": "takes no arguments",
+    "to_backend": [(lambda: xpcnn.to_backend(np.zeros(2), "nosuch"), ValueError, "unknown backend 'nosuch'"),
+                   (lambda: xpcnn.to_backend(np.zeros(2), "numpy", dtype_spec="float16"), ValueError,
+                    "unsupported dtype 'float16'")],
+    "to_numpy": [(lambda: xpcnn.to_numpy("x"), TypeError, "not an array of a supported backend: str")],
+    "gradcheck": [(lambda: xpcnn.gradcheck("layer", np.zeros(2)), TypeError, "gradcheck takes a layer"),
+                  (lambda: xpcnn.gradcheck(xpcnn.Dense(2, 2, rng=0), np.zeros((1, 2), np.float32)), TypeError,
+                   "needs float64")],
+    "gradcheck_loss": [(lambda: xpcnn.gradcheck_loss(xpcnn.SoftmaxCrossEntropy(), np.zeros((2, 3), np.float32),
+                                                     np.zeros(2, np.int64)), TypeError, "needs float64")],
+    "GradcheckError": "an exception gradcheck raises",
+    "GradcheckResult": "what gradcheck returns",
+    "anomaly": [(lambda: xpcnn.anomaly.check_finite("x", "the input"), TypeError, r"takes an array, got str")],
+    "backend": [(lambda: xpcnn.backend.namespace("nosuch"), ValueError, "unknown backend 'nosuch'")],
+    "datasets": [(lambda: xpcnn.datasets.load_dataset("imagenet"), ValueError, "unknown dataset 'imagenet'"),
+                 (lambda: next(xpcnn.datasets.batches(_dataset(), 0)), ValueError, "batch_size must be >= 1")],
+    "distributed": [(lambda: _trainer(comm="mpi"), TypeError, "Trainer comm must be a distributed.Communicator")],
+    "hooks": [(lambda: _net().hooked("timer").__enter__(), TypeError, "hooked takes LayerHooks"),
+              (lambda: xpcnn.hooks.TimerHook(sync=3), TypeError, "TimerHook sync must be a function")],
+    "optim": [(lambda: xpcnn.optim.build("adam", _net(), float("nan")), TypeError, "Adam lr must be a finite"),
+              (lambda: xpcnn.optim.build("lion", _net(), 0.1), ValueError, "unknown optimizer 'lion'"),
+              (lambda: xpcnn.optim.Cosine(total=2.5), TypeError, "Cosine total must be an integer")],
+    "parity": [(lambda: xpcnn.parity.compare(_net(), np.zeros((1, 1, 28, 28)), np.zeros(1, np.int64), ["numpy"]),
+                ValueError, "needs at least two backends")],
+    "presets": [(lambda: xpcnn.presets.build("resnet"), ValueError, "unknown model 'resnet'"),
+                (lambda: xpcnn.presets.build("lenet", -1), ValueError, "seed must be >= 0")],
+    "train": [(lambda: xpcnn.train.EarlyStopping(patience=0), ValueError, "EarlyStopping patience must be >= 1"),
+              (lambda: xpcnn.train.BestCheckpoint("accuracy"), ValueError, "BestCheckpoint monitor must be one of")],
+    "seed": [(lambda: xpcnn.seed(1.5), TypeError, "seed must be an integer"),
+             (lambda: xpcnn.seed(-1), ValueError, "seed must be >= 0")],
+    "__version__": "a string",
+}
+
+
+def _trainer(**options):
+    net = _net()
+    return xpcnn.Trainer(net, xpcnn.optim.SGD(net, 0.1), progress=False, log=lambda message: None, **options)
+
+
+def _dataset():
+    from xpcnn.datasets import MNIST, Dataset
+
+    return Dataset(_images(), np.array([0, 1]), MNIST)
+
+
+def test_every_public_name_has_its_misuse_cases():
+    assert set(MISUSE) == set(xpcnn.__all__)
+
+
+@pytest.mark.parametrize("name", sorted(name for name, cases in MISUSE.items() if not isinstance(cases, str)))
+def test_misuse_is_one_clear_error_naming_the_argument(name, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for call, error, message in MISUSE[name]:
+        with pytest.raises(error, match=message) as raised:
+            call()
+        assert "\n" not in str(raised.value) and not isinstance(raised.value, (AttributeError, KeyError))

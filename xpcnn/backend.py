@@ -43,14 +43,18 @@ class BackendUnavailable(RuntimeError):
 
 
 def _check_name(name: str) -> None:
-    if name not in _NAMESPACE_MODULES:
+    if not isinstance(name, str) or name not in _NAMESPACE_MODULES:
         raise ValueError(f"unknown backend {name!r}; expected one of {', '.join(BACKENDS)}")
 
 
-@functools.cache
 def unavailable_reason(name: str) -> str | None:
     """Why backend `name` cannot run here, or None when it can."""
     _check_name(name)
+    return _unavailable(name)
+
+
+@functools.cache
+def _unavailable(name: str) -> str | None:
     library = "array_api_strict" if name == "array_api_strict" else name
     try:
         module = importlib.import_module(library)

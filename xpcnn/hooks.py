@@ -50,6 +50,8 @@ class TimerHook(LayerHook):
     """
 
     def __init__(self, sync: Callable[[], None] = lambda: None) -> None:
+        if not callable(sync):
+            raise TypeError(f"TimerHook sync must be a function, got {sync!r}")
         self.sync = sync
         self.forward: dict[int, list[float]] = {}
         self.backward: dict[int, list[float]] = {}

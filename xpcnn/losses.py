@@ -17,6 +17,8 @@ class SoftmaxCrossEntropy:
     """
 
     def __init__(self, check_labels: bool = True) -> None:
+        if not isinstance(check_labels, bool):
+            raise TypeError(f"SoftmaxCrossEntropy check_labels must be True or False, got {check_labels!r}")
         self.check_labels = check_labels
         self._cache: Any = None
 
@@ -33,6 +35,8 @@ class SoftmaxCrossEntropy:
         if not xp.isdtype(labels.dtype, "integral"):
             raise TypeError(f"SoftmaxCrossEntropy: labels must be integers, got {labels.dtype}")
         n, k = logits.shape
+        if n == 0:
+            raise ValueError("SoftmaxCrossEntropy: an empty batch (0 rows) has no mean loss")
         if self.check_labels and n and bool(xp.any((labels < 0) | (labels >= k))):
             low, high = int(xp.min(labels)), int(xp.max(labels))
             raise ValueError(f"SoftmaxCrossEntropy: labels must be in [0, {k}) for {k} logits, got [{low}, {high}]")

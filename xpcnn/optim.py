@@ -14,6 +14,7 @@ from array_api_compat import array_namespace, device
 
 from . import backend, capture
 from .distributed import Part, part_of
+from .layers.base import integer, number
 from .model import Sequential
 
 
@@ -39,9 +40,9 @@ class StepDecay(Schedule):
     """Multiply by `gamma` every `every` steps."""
 
     def __init__(self, every: int, gamma: float = 0.1) -> None:
-        if every < 1 or gamma <= 0:
-            raise ValueError(f"StepDecay needs every >= 1 and gamma > 0, got {every}, {gamma}")
-        self.every, self.gamma = every, gamma
+        self.every, self.gamma = integer(every, "StepDecay every", 1), number(gamma, "StepDecay gamma", 0.0, math.inf)
+        if self.gamma == 0:
+            raise ValueError("StepDecay gamma must be > 0, got 0")
 
     def __call__(self, step: int) -> float:
         return self.gamma ** (step // self.every)
@@ -57,11 +58,10 @@ class Cosine(Schedule):
     """Linear warm-up over `warmup` steps, then cosine decay to `floor` at `total` steps."""
 
     def __init__(self, total: int, warmup: int = 0, floor: float = 0.0) -> None:
-        if total < 1 or not 0 <= warmup < total or not 0.0 <= floor <= 1.0:
-            raise ValueError(
-                f"Cosine needs total >= 1, 0 <= warmup < total, 0 <= floor <= 1, got {total}, {warmup}, {floor}"
-            )
-        self.total, self.warmup, self.floor = total, warmup, floor
+        total, warmup = integer(total, "Cosine total", 1), integer(warmup, "Cosine warmup", 0)
+        if warmup >= total:
+            raise ValueError(f"Cosine warmup must be fewer steps than its total {total}, got {warmup}")
+        self.total, self.warmup, self.floor = total, warmup, number(floor, "Cosine floor", 0.0, 1.0)
 
     def __call__(self, step: int) -> float:
         if step < self.warmup:
@@ -85,14 +85,19 @@ class OneCycle(Schedule):
 
     def __init__(self, total: int, pct_start: float = 0.3, div_factor: float = 25.0, final_div_factor: float = 1e4,
                  cycle_momentum: tuple[float, float] | list[float] | None = (0.85, 0.95)) -> None:
-        if total < 2 or not 0.0 < pct_start < 1.0 or div_factor <= 0 or final_div_factor <= 0:
-            raise ValueError(f"OneCycle needs total >= 2, 0 < pct_start < 1 and positive factors, got {total}, "
-                             f"{pct_start}, {div_factor}, {final_div_factor}")
-        if cycle_momentum is not None and not 0.0 <= cycle_momentum[0] <= cycle_momentum[1] < 1.0:
-            raise ValueError(f"OneCycle needs 0 <= base <= max < 1 momentum, got {cycle_momentum}")
-        self.total, self.pct_start = total, pct_start
-        self.div_factor, self.final_div_factor = div_factor, final_div_factor
-        self.cycle_momentum = None if cycle_momentum is None else tuple(cycle_momentum)
+        self.total, self.pct_start = integer(total, "OneCycle total", 2), number(pct_start, "OneCycle pct_start", 0, 1)
+        if self.pct_start in (0.0, 1.0):
+            raise ValueError(f"OneCycle pct_start must be strictly between 0 and 1, got {pct_start}")
+        self.div_factor = number(div_factor, "OneCycle div_factor", 1e-300, math.inf)
+        self.final_div_factor = number(final_div_factor, "OneCycle final_div_factor", 1e-300, math.inf)
+        if cycle_momentum is not None:
+            if not isinstance(cycle_momentum, (tuple, list)) or len(cycle_momentum) != 2:
+                raise TypeError(f"OneCycle cycle_momentum must be (base, max) or None, got {cycle_momentum!r}")
+            base, top = (number(m, "OneCycle cycle_momentum", 0.0, 1.0, high_included=False) for m in cycle_momentum)
+            if base > top:
+                raise ValueError(f"OneCycle cycle_momentum must be (base, max) with base <= max, got {cycle_momentum}")
+            cycle_momentum = (base, top)
+        self.cycle_momentum = cycle_momentum
 
     def _phase(self, step: int) -> tuple[bool, float]:
         """(still rising, progress in [0, 1] through the phase), as PyTorch counts steps."""
@@ -161,8 +166,15 @@ class Optimizer:
     def __init__(
         self, model: Sequential, lr: float, weight_decay: float = 0.0, schedule: Schedule | None = None
     ) -> None:
-        if lr <= 0 or weight_decay < 0:
-            raise ValueError(f"{type(self).__name__} needs lr > 0 and weight_decay >= 0, got {lr}, {weight_decay}")
+        name = type(self).__name__
+        if not isinstance(model, Sequential):
+            raise TypeError(f"{name} model must be a Sequential, got {type(model).__name__}")
+        if schedule is not None and not isinstance(schedule, Schedule):
+            raise TypeError(f"{name} schedule must be a Schedule (optim.Cosine, OneCycle...), got {schedule!r}")
+        lr, weight_decay = number(lr, f"{name} lr", 0.0, math.inf), number(weight_decay, f"{name} weight_decay",
+                                                                           0.0, math.inf)
+        if lr == 0:
+            raise ValueError(f"{name} lr must be > 0, got 0")
         self.model, self.lr, self.weight_decay = model, lr, weight_decay
         self.schedule = schedule or Schedule()
         self.steps = 0
@@ -308,8 +320,11 @@ class SGD(Optimizer):
     def __init__(self, model: Sequential, lr: float, momentum: float = 0.0, nesterov: bool = False,
                  weight_decay: float = 0.0, schedule: Schedule | None = None) -> None:
         super().__init__(model, lr, weight_decay, schedule)
-        if not 0.0 <= momentum < 1.0 or (nesterov and momentum == 0.0):
-            raise ValueError(f"SGD needs 0 <= momentum < 1 (> 0 for nesterov), got {momentum}")
+        momentum = number(momentum, "SGD momentum", 0.0, 1.0, high_included=False)
+        if not isinstance(nesterov, bool):
+            raise TypeError(f"SGD nesterov must be True or False, got {nesterov!r}")
+        if nesterov and momentum == 0.0:
+            raise ValueError("SGD with nesterov needs momentum > 0, got 0")
         self.momentum, self.nesterov = momentum, nesterov
 
     def _set_momentum(self, value: float) -> None:
@@ -355,9 +370,14 @@ class Adam(Optimizer):
     def __init__(self, model: Sequential, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0, schedule: Schedule | None = None) -> None:
         super().__init__(model, lr, weight_decay, schedule)
-        if not all(0.0 <= b < 1.0 for b in betas) or eps <= 0:
-            raise ValueError(f"{type(self).__name__} needs betas in [0, 1) and eps > 0, got {betas}, {eps}")
-        self.betas, self.eps = tuple(betas), eps
+        name = type(self).__name__
+        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+            raise TypeError(f"{name} betas must be a pair of numbers, got {betas!r}")
+        betas = tuple(number(b, f"{name} betas", 0.0, 1.0, high_included=False) for b in betas)
+        eps = number(eps, f"{name} eps", 0.0, math.inf)
+        if eps == 0:
+            raise ValueError(f"{name} eps must be > 0, got 0")
+        self.betas, self.eps = betas, eps
 
     def _set_momentum(self, value: float) -> None:
         self.betas = (value, self.betas[1])
@@ -415,7 +435,7 @@ def build(name: str, model: Sequential, lr: float, *, momentum: float = 0.0, wei
           schedule: Schedule | None = None, betas: tuple[float, float] | None = None) -> Optimizer:
     """Optimizer `name` ("sgd", "adam", "adamw") for `model`; `momentum` is SGD's only,
     `betas` Adam's and AdamW's."""
-    if name not in OPTIMIZERS:
+    if not isinstance(name, str) or name not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {name!r}; expected one of {', '.join(OPTIMIZERS)}")
     if name == "sgd":
         if betas is not None:

@@ -41,3 +41,11 @@ def test_gradcheck_catches_a_wrong_backward(target, to_target):
 def test_gradcheck_refuses_float32(to_target):
     with pytest.raises(TypeError, match="float64"):
         gradcheck(xpcnn.Tanh(), to_target(np.zeros((2, 2)), "float32"))
+
+
+def test_a_network_with_dropout_is_checked_with_one_mask():
+    rng = np.random.default_rng(0)
+    net = xpcnn.Sequential([xpcnn.Flatten(), xpcnn.Dense(12, 8, rng=rng), xpcnn.Dropout(0.5, seed=1),
+                            xpcnn.Tanh(), xpcnn.Dense(8, 3, rng=rng)]).to("numpy", dtype="float64")
+    result = gradcheck(net, rng.standard_normal((4, 1, 3, 4)), tol=GRAD_TOL)
+    assert result.worst <= GRAD_TOL and net[2].calls == 1  # every evaluation drew the first mask

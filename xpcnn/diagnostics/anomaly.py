@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from array_api_compat import array_namespace
+from array_api_compat import array_namespace, is_array_api_obj
 
 from ..hooks import LayerHook
 
@@ -21,6 +21,8 @@ class NonFiniteError(FloatingPointError):
 
 def check_finite(array: Any, where: str) -> None:
     """Raise NonFiniteError naming `where` if `array` holds a NaN or an Inf."""
+    if not is_array_api_obj(array):
+        raise TypeError(f"check_finite takes an array, got {type(array).__name__} ({where})")
     xp = array_namespace(array)
     if xp.isdtype(array.dtype, "real floating") and not bool(xp.all(xp.isfinite(array))):
         nan = int(xp.sum(xp.astype(xp.isnan(array), xp.int64)))

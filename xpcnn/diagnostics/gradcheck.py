@@ -9,6 +9,7 @@ differences, about 1e-16 * |objective| / eps.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +18,8 @@ import numpy as np
 from array_api_compat import array_namespace, device
 
 from .. import backend
+from ..layers.base import number
+from ..model import Sequential
 
 _FLOOR = 1e-3
 
@@ -88,11 +91,17 @@ def gradcheck(
     """Check a layer's (or a Sequential's) input and parameter gradients.
 
     The layer is reduced to the scalar sum(forward(x) * r) with a fixed random r, whose
-    gradient is backward(r). Raises GradcheckError past `tol` unless `raise_on_fail` is off.
+    gradient is backward(r). Every forward starts from the host state the layers have now
+    (xpcnn.layers.Layer.extra_state), so dropout draws the same mask each time. Raises
+    GradcheckError past `tol` unless `raise_on_fail` is off.
     """
+    if not hasattr(layer, "forward") or not hasattr(layer, "params"):
+        raise TypeError(f"gradcheck takes a layer or a Sequential, got {type(layer).__name__}")
+    eps, tol = number(eps, "gradcheck eps", 1e-300, 1.0), number(tol, "gradcheck tol", 0.0, math.inf)
     _require_float64(repr(layer), {"input": x, **layer.params})
     xp = array_namespace(x)
     x = xp.asarray(x, copy=True)
+    restore = _state_restorer(layer)
     y = layer.forward(x, training)
     probe_host = np.random.default_rng(seed).standard_normal(tuple(y.shape))
     probe = backend.to_backend(probe_host, backend.backend_of(x), device(x), "float64")
@@ -100,6 +109,7 @@ def gradcheck(
     analytic.update({name: backend.to_numpy(g) for name, g in layer.grads.items()})
 
     def objective() -> float:
+        restore()
         return float(xp.sum(layer.forward(x, training) * probe))
 
     floor = _FLOOR * max(1.0, abs(objective()))
@@ -108,6 +118,19 @@ def gradcheck(
     for name, param in layer.params.items():
         result.errors[name] = relative_error(analytic[name], _numeric_gradient(objective, param, eps), floor)
     return _finish(result, tol, repr(layer), raise_on_fail)
+
+
+def _state_restorer(layer: Any) -> Callable[[], None]:
+    """A function that puts back the host state of `layer`, or of each layer of a network,
+    as it is now: dropout's counter, so that every forward draws the same mask."""
+    parts = list(layer) if isinstance(layer, Sequential) else [layer]
+    saved = [part.extra_state() for part in parts]
+
+    def restore() -> None:
+        for part, state in zip(parts, saved):
+            part.load_extra_state(state)
+
+    return restore
 
 
 def gradcheck_loss(

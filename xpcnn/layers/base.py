@@ -115,6 +115,7 @@ class Layer:
 
     def to(self, backend_name: str, device_spec: Any = None, dtype: Any = None) -> Layer:
         """Move parameters and buffers to a backend/device/dtype (default: keep the dtype)."""
+        backend.namespace(backend_name)  # an unknown or unusable backend is named, also for a layer without arrays
         for store in (self.params, self.buffers):
             for key, value in store.items():
                 target = dtype if dtype is not None else backend.dtype_name(value.dtype)
@@ -144,6 +145,8 @@ class Layer:
         try:
             xp = array_namespace(x, *self.params.values())
         except TypeError as exc:
+            if not self.params:
+                raise TypeError(f"{self!r}: expected an array, got {type(x).__name__}") from None
             where = sorted({backend.backend_of(p) for p in self.params.values()})
             raise TypeError(
                 f"{self!r}: input is a {type(x).__module__}.{type(x).__name__} but the "

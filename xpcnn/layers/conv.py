@@ -50,8 +50,9 @@ class Conv2D(Layer):
         self.out_channels = integer(out_channels, "Conv2D out_channels", 1)
         self.kernel_size = pair(kernel_size, "Conv2D kernel_size")
         self.stride = pair(stride, "Conv2D stride")
-        if min(self.kernel_size) < 1 or min(self.stride) < 1:
-            raise ValueError(f"kernel_size and stride must be >= 1, got {kernel_size}, {stride}")
+        for what, value, given in (("kernel_size", self.kernel_size, kernel_size), ("stride", self.stride, stride)):
+            if min(value) < 1:
+                raise ValueError(f"Conv2D {what} must be >= 1, got {given!r}")
         self.padding = _padding(padding, self.kernel_size, self.stride)
         if not isinstance(bias, bool):
             raise TypeError(f"Conv2D bias must be True or False, got {bias!r}")

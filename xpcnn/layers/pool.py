@@ -19,8 +19,9 @@ class _Pool2D(Layer):
         name = type(self).__name__
         self.kernel_size = pair(kernel_size, f"{name} kernel_size")
         self.stride = self.kernel_size if stride is None else pair(stride, f"{name} stride")
-        if min(self.kernel_size) < 1 or min(self.stride) < 1:
-            raise ValueError(f"kernel_size and stride must be >= 1, got {kernel_size}, {stride}")
+        for what, value, given in (("kernel_size", self.kernel_size, kernel_size), ("stride", self.stride, stride)):
+            if min(value) < 1:
+                raise ValueError(f"{name} {what} must be >= 1, got {given!r}")
 
     def config(self) -> dict[str, Any]:
         return {"kernel_size": list(self.kernel_size), "stride": list(self.stride)}
