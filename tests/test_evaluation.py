@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import xpcnn
 from xpcnn import Trainer, presets
-from xpcnn.datasets import MNIST, load_bundled
+from xpcnn.datasets import MNIST, Dataset, batches, load_bundled
 from xpcnn.evaluation import classify_files, evaluate, evaluate_checkpoint, predict
-from xpcnn.io.checkpoint import CheckpointError, save_checkpoint
+from xpcnn.io.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
 from .helpers import small_net
 
@@ -42,9 +43,11 @@ def test_a_saved_model_gives_what_the_live_one_gives(saved_run, tmp_path, monkey
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.delenv("XPCNN_DATA_DIR", raising=False)
     notes = []
-    result = evaluate_checkpoint(saved_run.checkpoint_path, download=False, log=notes.append)
+    result = evaluate_checkpoint(saved_run.checkpoint_path, download=False, full_test_set=True, log=notes.append)
     live = evaluate(saved_run.model, load_bundled().test)
     assert result["accuracy"] == live["accuracy"] and result["images"] == 2000
+    scored = evaluate_checkpoint(saved_run.checkpoint_path.parent, download=False)  # the run folder: its own sample
+    assert scored["images"] == 256 and "the 256 of its 2,000 test images that the run scored" in scored["data"]
     assert result["data"].startswith("bundled MNIST subset")
     assert not any(note.startswith("note:") for note in notes)
 
@@ -62,5 +65,43 @@ def test_a_saved_model_gives_what_the_live_one_gives(saved_run, tmp_path, monkey
 def test_a_checkpoint_saved_before_training_says_what_it_lacks(tmp_path):
     path = tmp_path / "untrained.npz"
     save_checkpoint(path, presets.build("tutorial"))
-    with pytest.raises(CheckpointError, match=r"untrained.npz: no data statistics .*Trainer.fit writes them"):
+    with pytest.raises(CheckpointError, match=r"untrained.npz: no data statistics .*a Trainer's fit writes them"):
         evaluate_checkpoint(path, download=False)
+
+
+def test_your_own_loop_saved_with_its_data_is_evaluated_used_and_exported(tmp_path):
+    """Own arrays, own loop, save_checkpoint(data=): the command's evaluate, predict and
+    export read it, and predict from Python needs no mean and std."""
+    from xpcnn.datasets import DatasetSpec
+    from xpcnn.optim import Adam
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (64, 28, 28), dtype=np.uint8)
+    labels = (images[:, :14].mean(axis=(1, 2)) > images[:, 14:].mean(axis=(1, 2))).astype(np.int64)
+    spec = DatasetSpec("halves", {}, (), float(images.mean() / 255), float(images.std() / 255), ("top", "bottom"))
+    data = Dataset(images, labels, spec)
+    net = xpcnn.Sequential([xpcnn.Flatten(), xpcnn.Dense(784, 2, rng=1)])
+    optimizer, loss = Adam(net, 1e-3), xpcnn.SoftmaxCrossEntropy()
+    for x, y in batches(data, 16, seed=0):
+        loss.forward(net.forward(x), y)
+        net.backward(loss.backward())
+        optimizer.step()
+    save_checkpoint(tmp_path / "mine.npz", net, optimizer, data=data)
+    loaded = load_checkpoint(tmp_path / "mine.npz")
+    assert loaded.model.data["classes"] == ["top", "bottom"] and loaded.model.data["input_shape"] == [1, 28, 28]
+    np.testing.assert_allclose(predict(loaded.model, images[:4]), predict(net, images[:4], spec.mean, spec.std))
+    np.testing.assert_allclose(predict(tmp_path / "mine.npz", images[:4]), predict(loaded.model, images[:4]))
+    np.save(tmp_path / "one.npy", images[0])
+    assert classify_files(tmp_path / "mine.npz", [tmp_path / "one.npy"])[0].classes[0][0] in ("top", "bottom")
+    assert "Checkpoint(" in repr(loaded) and "optimizer Adam" in repr(loaded)
+
+
+def test_a_model_is_not_scored_on_classes_it_does_not_know(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("XPCNN_DATA_DIR", raising=False)
+    net = xpcnn.Sequential([xpcnn.Flatten(), xpcnn.Dense(784, 2, rng=1)])
+    save_checkpoint(tmp_path / "two.npz", net, data={"name": "mnist", "mean": 0.1, "std": 0.3, "classes": ["a", "b"]})
+    with pytest.raises(ValueError, match=r"the model classifies 2 classes of mnist \(a, b...\), but mnist has 10"):
+        evaluate_checkpoint(tmp_path / "two.npz", "mnist", download=False)
+    with pytest.raises(ValueError, match=r"the network's output is \(2,\) for each image, but the data \(mnist\)"):
+        evaluate(net, load_bundled().test)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from xpcnn import backend
-from xpcnn.metrics import confusion_matrix, count_correct
+from xpcnn.metrics import confusion_matrix, count_correct, per_class, per_class_table
 
 
 def test_right_answers_are_counted_on_the_device(to_target):
@@ -20,3 +20,16 @@ def test_right_answers_are_counted_on_the_device(to_target):
 def test_the_confusion_matrix_counts_true_against_predicted():
     counts = confusion_matrix(np.array([0, 1, 1, 2]), np.array([0, 1, 2, 2]), 3)
     np.testing.assert_array_equal(counts, [[1, 0, 0], [0, 1, 1], [0, 0, 1]])
+
+
+def test_precision_recall_and_f1_of_each_class_and_their_mean():
+    counts = confusion_matrix(np.array([0, 0, 1, 1, 2]), np.array([0, 1, 1, 1, 1]), 3)
+    scores = per_class(counts, ["a", "b", "c"])
+    a, b, c = scores["classes"]
+    assert (a["precision"], a["recall"], a["support"]) == (1.0, 0.5, 2) and abs(a["f1"] - 2 / 3) < 1e-12
+    assert (b["precision"], b["recall"]) == (0.5, 1.0) and abs(b["f1"] - 2 / 3) < 1e-12
+    assert c == {"class": "c", "precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 1}  # never predicted
+    assert abs(scores["macro"]["recall"] - 0.5) < 1e-12
+    table = per_class_table(scores).splitlines()
+    assert table[0].split() == ["class", "precision", "recall", "f1", "support"] and table[-1].startswith("mean")
+    assert table[1].split() == ["a", "100.00%", "50.00%", "66.67%", "2"]

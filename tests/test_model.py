@@ -102,3 +102,11 @@ def test_training_flops_count_the_products_of_convolutions_and_dense_layers():
     net = xpcnn.Sequential([xpcnn.Conv2D(1, 8, 3), xpcnn.ReLU(), xpcnn.Flatten(), xpcnn.Dense(8 * 26 * 26, 10)])
     forward = 2 * (1 * 3 * 3 * 8 * 26 * 26) + 2 * (8 * 26 * 26 * 10)  # multiply-adds of the two products
     assert net.training_flops((1, 28, 28)) == 3 * forward  # forward, input gradient, weight gradient
+
+
+def test_a_network_that_knows_its_data_summarises_one_image_of_it():
+    net = xpcnn.Sequential([xpcnn.Flatten(), xpcnn.Dense(784, 10, rng=0)])
+    with pytest.raises(ValueError, match="summary needs an input shape"):
+        net.summary()
+    net.data = {"input_shape": [1, 28, 28]}
+    assert net.summary() == net.summary((1, 1, 28, 28))

@@ -20,3 +20,32 @@ def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, classes: int) 
     counts = np.zeros((classes, classes), np.int64)
     np.add.at(counts, (labels, predictions), 1)
     return counts
+
+
+def per_class(counts: np.ndarray, classes: list[str]) -> dict[str, Any]:
+    """From a confusion matrix counts[true, predicted]: each class's precision (of the
+    images predicted as it, how many are it), recall (of its images, how many were found),
+    F1 (their harmonic mean) and support (its images), and their unweighted means over the
+    classes ("macro"). A class never predicted has precision 0, one never present recall 0."""
+    counts = np.asarray(counts, np.float64)
+    right, predicted, present = np.diag(counts), counts.sum(axis=0), counts.sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        precision = np.where(predicted > 0, right / predicted, 0.0)
+        recall = np.where(present > 0, right / present, 0.0)
+        f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
+    rows = [{"class": name, "precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+            for name, p, r, f, s in zip(classes, precision, recall, f1, present)]
+    macro = {"precision": float(precision.mean()), "recall": float(recall.mean()), "f1": float(f1.mean())}
+    return {"classes": rows, "macro": macro}
+
+
+def per_class_table(scores: dict[str, Any]) -> str:
+    """per_class()'s result as a text table, a line per class and one for the mean."""
+    width = max([5, *(len(row["class"]) for row in scores["classes"])])
+    lines = [f"{'class':<{width}}  precision  recall      f1  support"]
+    for row in scores["classes"]:
+        lines.append(f"{row['class']:<{width}}  {row['precision']:9.2%}  {row['recall']:6.2%}  {row['f1']:6.2%}  "
+                     f"{row['support']:7,}")
+    macro = scores["macro"]
+    lines.append(f"{'mean':<{width}}  {macro['precision']:9.2%}  {macro['recall']:6.2%}  {macro['f1']:6.2%}")
+    return "\n".join(lines)

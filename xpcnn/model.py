@@ -9,7 +9,7 @@ from typing import Any
 
 import array_api_compat
 
-from . import backend, weights
+from . import backend, init, weights
 from .hooks import LayerHook
 from .layers import LAYER_TYPES, Layer
 from .layers.base import Shape
@@ -38,6 +38,10 @@ class Sequential:
                 raise ValueError(f"Sequential: the same {layer!r} object is at positions {first[id(layer)]} and "
                                  f"{index}; a layer keeps what its backward needs, so use one object per position")
         self.layers = layers
+        # What the network was trained on: {"name", "classes", "mean", "std", "input_shape"
+        # (C, H, W), ...}, set by Trainer.fit and load_checkpoint, or by you; what predict,
+        # summary and save_checkpoint read (see datasets.Dataset.statistics).
+        self.data: dict[str, Any] | None = None
         self.hooks: list[LayerHook] = []  # see hooked()
         self.fuse = True  # see forward
         self._steps: list[tuple[int, Any]] | None = None  # what the last training forward ran
@@ -58,6 +62,9 @@ class Sequential:
     @contextmanager
     def hooked(self, *hooks: LayerHook) -> Iterator[Sequential]:
         """Run `hooks` around every layer's forward and backward inside the block."""
+        for hook in hooks:
+            if not isinstance(hook, LayerHook):
+                raise TypeError(f"hooked takes LayerHooks (xpcnn.hooks), got {type(hook).__name__}")
         self.hooks += hooks
         try:
             yield self
@@ -207,9 +214,15 @@ class Sequential:
                 total += 2.0 * layer.in_features * layer.out_features
         return 3 * total
 
-    def summary(self, input_shape: Shape) -> str:
+    def summary(self, input_shape: Shape | None = None) -> str:
         """A table of layers, output shapes and parameter counts for inputs of `input_shape`,
-        batch included: (N, C, H, W), e.g. (1, 1, 28, 28)."""
+        batch included: (N, C, H, W), e.g. (1, 1, 28, 28); by default one image of the shape
+        the network was trained on (`data`)."""
+        if input_shape is None:
+            if not self.data or "input_shape" not in self.data:
+                raise ValueError("summary needs an input shape, (N, C, H, W) such as (1, 1, 28, 28): this network "
+                                 "does not know its data yet (Trainer.fit and load_checkpoint tell it)")
+            input_shape = (1, *self.data["input_shape"])
         rows = [("#", "layer", "output shape", "params")]
         for index, (layer, shape) in enumerate(zip(self.layers, self.output_shapes(input_shape))):
             count = sum(math.prod(p.shape) for p in layer.params.values())
@@ -255,11 +268,12 @@ class Sequential:
         has checked it: nothing is allocated for a config that is refused."""
         cls.planned_arrays(config, max_values)
         layers = []
-        for index, entry in enumerate(config):
-            try:
-                layers.append(LAYER_TYPES[entry["type"]](**entry["config"]))
-            except (TypeError, ValueError, OverflowError) as exc:
-                raise _bad_config(index, entry, exc) from None
+        with init.using(init.host_rng(0)):  # values to be replaced: the library's generator stays as it was
+            for index, entry in enumerate(config):
+                try:
+                    layers.append(LAYER_TYPES[entry["type"]](**entry["config"]))
+                except (TypeError, ValueError, OverflowError) as exc:
+                    raise _bad_config(index, entry, exc) from None
         return cls(layers)
 
 

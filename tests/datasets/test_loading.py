@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from xpcnn.datasets import MNIST, ChecksumError, DataNotFound, Dataset, load_bundled, load_dataset
+from xpcnn.datasets import MNIST, ChecksumError, DataNotFound, Dataset, DatasetSpec, load_bundled, load_dataset
 from xpcnn.datasets.loading import BUNDLED_CHECKSUMS, Selection, bundled_path
 
 from ..helpers import SHARED_MNIST, small_dataset
@@ -108,14 +108,53 @@ def test_a_corrupt_file_in_the_data_dir_is_an_error_not_a_fallback(tmp_path, mon
 
 
 def test_dataset_validation_and_split():
-    with pytest.raises(ValueError, match="labels must be in"):
+    with pytest.raises(ValueError, match="labels must be class indices in"):
         Dataset(np.zeros((2, 28, 28), np.uint8), np.array([0, 10]), MNIST)
-    with pytest.raises(ValueError, match="uint8"):
+    with pytest.raises(TypeError, match="images must be a NumPy array of uint8, got float32"):
         Dataset(np.zeros((2, 28, 28), np.float32), np.array([0, 1]), MNIST)
+    with pytest.raises(TypeError, match="images must be a NumPy array of uint8, got list"):
+        Dataset([[0]], np.array([0]), MNIST)
+    with pytest.raises(ValueError, match=r"images must be \(N, H, W\), got shape \(2, 28\)"):
+        Dataset(np.zeros((2, 28), np.uint8), np.array([0, 1]), MNIST)
     rest, held = small_dataset(10).split(0.3, seed=0)
     assert len(rest) == 7 and len(held) == 3
 
 
+@pytest.mark.parametrize("labels, message", [
+    (np.array([0, 1.7]), r"labels must be integers \(class indices\), got float64; label 1 is 1.7"),
+    (np.array([0.0, 1.0]), r"labels must be integers \(class indices\), got float64"),
+    (np.array(["0", "1"]), r"labels must be integers \(class indices\), got <U1; label 0 is '0'"),
+    (np.array([True, False]), r"labels must be integers \(class indices\), got bool"),
+    (np.array([0, np.nan]), r"got float64; label 1 is nan"),
+    (np.array([3, -1]), r"labels must be class indices in \[0, 10\); label 1 is -1"),
+    ([0, 1], r"2 images need labels of shape \(2,\), got list"),
+])
+def test_labels_are_class_indices_and_nothing_is_cast(labels, message):
+    with pytest.raises((TypeError, ValueError), match=message):
+        Dataset(np.zeros((2, 28, 28), np.uint8), labels, MNIST)
+
+
+def test_a_dataset_prints_in_one_line_and_its_spec_is_checked():
+    data = small_dataset(10)
+    assert repr(data) == "Dataset(mnist: 10 images 28x28, 10 classes)"
+    with pytest.raises(ValueError, match="DatasetSpec std must be > 0"):
+        DatasetSpec("mine", {}, (), 0.5, 0.0, ("a", "b"))
+    with pytest.raises(TypeError, match="DatasetSpec classes must be a non-empty list of names"):
+        DatasetSpec("mine", {}, (), 0.5, 0.2, ())
+    with pytest.raises(TypeError, match="DatasetSpec mean must be a finite number"):
+        DatasetSpec("mine", {}, (), float("nan"), 0.2, ("a",))
+
+
 def test_dataset_labels_out_of_range_never_reach_the_loss():
-    with pytest.raises(ValueError, match=r"labels must be in \[0, 10\)"):
+    with pytest.raises(ValueError, match=r"labels must be class indices in \[0, 10\); label 0 is 12"):
         Dataset(np.zeros((1, 28, 28), np.uint8), np.array([12]), MNIST)
+
+
+def test_the_fall_back_to_the_subset_is_a_logged_warning_from_python(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("XPCNN_DATA_DIR", raising=False)
+    with caplog.at_level("INFO", logger="xpcnn"):
+        loaded = load_dataset("mnist", download=False)
+    assert "bundled" in loaded.source
+    assert [(record.name, record.levelname) for record in caplog.records] == [("xpcnn", "WARNING")]
+    assert "using the bundled MNIST subset" in caplog.records[0].getMessage()

@@ -71,7 +71,29 @@ def test_softmax_metadata_and_float64_models(tmp_path):
 def test_what_cannot_be_exported_is_named(tmp_path):
     with pytest.raises(ValueError, match=r"expected \(N, 3\) for 3 classes"):
         xonnx.to_onnx(presets.build("tutorial"), classes=["a", "b", "c"])
-    with pytest.raises(ValueError, match="opset must be >= 17"):
+    with pytest.raises(ValueError, match=r"opset must be in \[17, \d+\] \(what the installed onnx"):
         xonnx.to_onnx(presets.build("tutorial"), opset=13)
     with pytest.raises(ValueError, match=r"Dense\(in_features=1352, out_features=128\): expected input"):
         xonnx.to_onnx(presets.build("tutorial"), input_shape=(1, 32, 32))
+
+
+def test_an_opset_beyond_what_is_installed_is_refused_before_anything_is_written(tmp_path):
+    pytest.importorskip("onnx")
+    newest = __import__("onnx").defs.onnx_opset_version()
+    with pytest.raises(ValueError, match=rf"opset must be in \[17, {newest}\] \(what the installed onnx .*got 99"):
+        xonnx.export(presets.build("tutorial"), tmp_path / "net.onnx", opset=99)
+    assert not (tmp_path / "net.onnx").exists()
+
+
+def test_an_opset_onnxruntime_cannot_run_is_refused(tmp_path, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    import onnxruntime
+
+    def refusing(model, providers=None):
+        raise RuntimeError("ONNX Runtime only *guarantees* support for models stamped with official released onnx "
+                           "opset versions.\nmore")
+
+    monkeypatch.setattr(onnxruntime, "InferenceSession", refusing)
+    with pytest.raises(ValueError, match=r"opset 17: the installed onnxruntime .* cannot run the exported model "
+                                         r"\(ONNX Runtime only \*guarantees\*"):
+        xonnx.export(presets.build("tutorial"), tmp_path / "net.onnx")

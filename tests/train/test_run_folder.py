@@ -40,7 +40,8 @@ def test_a_run_from_python_works_with_the_command(tmp_path):
     env.pop("XPCNN_DATA_DIR", None)
     evaluated = cli("evaluate", str(folder.checkpoint), "--no-download", "--json", cwd=tmp_path, env=env)
     assert evaluated.returncode == 0, evaluated.stderr
-    assert json.loads(evaluated.stdout.splitlines()[-1])["images"] == 2000  # evaluate: the whole test split
+    report = json.loads(evaluated.stdout.splitlines()[-1])
+    assert report["images"] == 640 and report["accuracy"] == result["accuracy"]  # the images the run scored
 
     np.save(tmp_path / "digit.npy", test.images[0])
     predicted = cli("predict", str(folder.checkpoint), str(tmp_path / "digit.npy"), cwd=tmp_path, env=env)
@@ -72,7 +73,7 @@ def test_without_a_folder_finish_only_evaluates(tmp_path):
     trainer = Trainer.for_preset("tutorial", train_size=128, progress=False, log=quiet)
     trainer.fit(data.train.sample(128), 1)
     result = trainer.finish(data.test.sample(50))
-    assert set(result) == {"loss", "accuracy", "predictions"} and trainer.checkpoint_path is None
+    assert set(result) == {"loss", "accuracy", "predictions", "classes", "macro"} and trainer.checkpoint_path is None
 
 
 def test_new_folders_started_in_the_same_second_are_distinct(tmp_path):

@@ -9,6 +9,7 @@ import signal
 import numpy as np
 import pytest
 
+import xpcnn
 from xpcnn import backend, presets
 from xpcnn.datasets import load_bundled
 from xpcnn.diagnostics.anomaly import NonFiniteError
@@ -146,12 +147,15 @@ def test_a_saved_position_beyond_the_epoch_is_not_this_data(tmp_path, data):
 # -- worker threads (Trainer(workers=N), see xpcnn.distributed.Threads) ---------------------------
 
 
-def test_an_empty_training_set_trains_no_step(data):
-    train, _ = data
+def test_an_empty_training_or_validation_set_is_refused_before_any_step(data):
+    train, test = data
     net = small_net()
     trainer = Trainer(net, SGD(net, 0.01), batch_size=64, workers=None, progress=False, log=lambda m: None)
-    trainer.fit(train.subset(np.arange(0)), 1)
-    assert trainer.optimizer.steps == 0 and trainer.workers == 1
+    with pytest.raises(ValueError, match=r"the training set \(mnist\) holds no images"):
+        trainer.fit(train.subset(np.arange(0)), 1)
+    with pytest.raises(ValueError, match=r"the validation set \(mnist\) holds no images"):
+        trainer.fit(train, 1, val=test.subset(np.arange(0)))
+    assert trainer.optimizer.steps == 0
 
 
 def test_shifts_that_move_the_images_out_of_sight_are_refused(data):
@@ -161,3 +165,23 @@ def test_shifts_that_move_the_images_out_of_sight_are_refused(data):
     trainer = Trainer(net, SGD(net, 0.01), augment=28, progress=False, log=lambda m: None)
     with pytest.raises(SettingsError, match="augment: shifts of up to 28 pixels would move 28x28 images out of sight"):
         trainer.fit(data[0], 1)
+
+
+def test_a_network_whose_outputs_are_not_the_data_s_classes_is_refused_before_any_step(data):
+    train, _ = data
+    net = xpcnn.Sequential([xpcnn.Flatten(), xpcnn.Dense(784, 12, rng=0)])  # 12 outputs for 10 classes
+    trainer = Trainer(net, SGD(net, 0.01), progress=False, log=lambda m: None)
+    with pytest.raises(ValueError, match=r"the network's output is \(12,\) for each image, but the training set "
+                                         r"\(mnist\) has 10 classes: its last layer needs 10 outputs"):
+        trainer.fit(train, 1)
+    assert trainer.optimizer.steps == 0
+
+
+def test_a_second_fit_to_as_many_epochs_says_there_is_nothing_to_train(data):
+    notes = []
+    net = small_net()
+    trainer = Trainer(net, SGD(net, 0.01), progress=False, log=notes.append)
+    trainer.fit(data[0], 1)
+    trainer.fit(data[0], 1)
+    assert notes[-1].startswith("note: the run has done 1 epochs, as many as asked: nothing to train")
+    assert trainer.optimizer.steps == 10

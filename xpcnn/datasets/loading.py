@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -81,10 +82,12 @@ class Selection:
         return loaded.splits(self.limit, self.seed, self.val_split)
 
 
-@dataclass
+@dataclass(repr=False)
 class Dataset:
-    """Images (N, H, W) uint8 and labels (N,) int64 of one split, with the dataset's spec,
-    where it was read from and, when it can be read again, how (`selection`)."""
+    """Images (N, H, W) uint8 and labels (N,) integers in [0, classes) of one split, with
+    the dataset's spec, where it was read from and, when it can be read again, how
+    (`selection`). Labels must be integers already: floats, strings, booleans and NaN are
+    refused, naming the first, never rounded or cast."""
 
     images: np.ndarray
     labels: np.ndarray
@@ -93,21 +96,35 @@ class Dataset:
     selection: Selection | None = None
 
     def __post_init__(self) -> None:
-        if self.images.ndim != 3 or self.images.dtype != np.uint8:
-            raise ValueError(
-                f"{self.spec.name}: images must be (N, H, W) uint8, got {self.images.shape} {self.images.dtype}"
-            )
-        if self.labels.shape != (self.images.shape[0],):
-            raise ValueError(f"{self.spec.name}: {self.images.shape[0]} images but labels of shape {self.labels.shape}")
-        self.labels = self.labels.astype(np.int64)
-        if self.labels.size and (self.labels.min() < 0 or self.labels.max() >= len(self.spec.classes)):
-            raise ValueError(
-                f"{self.spec.name}: labels must be in [0, {len(self.spec.classes)}), "
-                f"got [{self.labels.min()}, {self.labels.max()}]"
-            )
+        if not isinstance(self.spec, DatasetSpec):
+            raise TypeError(f"Dataset spec must be a DatasetSpec, got {type(self.spec).__name__}")
+        name = self.spec.name
+        if not isinstance(self.images, np.ndarray) or self.images.dtype != np.uint8:
+            shown = self.images.dtype if isinstance(self.images, np.ndarray) else type(self.images).__name__
+            raise TypeError(f"{name}: images must be a NumPy array of uint8, got {shown}")
+        if self.images.ndim != 3:
+            raise ValueError(f"{name}: images must be (N, H, W), got shape {self.images.shape}")
+        if not isinstance(self.labels, np.ndarray) or self.labels.shape != (self.images.shape[0],):
+            shown = self.labels.shape if isinstance(self.labels, np.ndarray) else type(self.labels).__name__
+            raise ValueError(f"{name}: {self.images.shape[0]} images need labels of shape ({self.images.shape[0]},), "
+                             f"got {shown}")
+        self.labels = _class_indices(self.labels, len(self.spec.classes), name)
+
+    def __repr__(self) -> str:
+        n, h, w = self.images.shape
+        where = f", {self.source}" if self.source else ""
+        return f"Dataset({self.spec.name}: {n:,} images {h}x{w}, {len(self.spec.classes)} classes{where})"
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
+
+    def statistics(self) -> dict[str, Any]:
+        """What using a model trained on this data needs to know of it: the dataset's name,
+        the normalisation (mean, std), the class names, the input shape (C, H, W) and where
+        the data came from; what a checkpoint keeps (save_checkpoint) and `model.data` holds."""
+        spec = self.spec
+        return {"name": spec.name, "mean": spec.mean, "std": spec.std, "classes": list(spec.classes),
+                "input_shape": [1, *map(int, self.images.shape[1:3])], "source": self.source}
 
     def normalize(self, images: np.ndarray) -> np.ndarray:
         """`normalize` with this dataset's statistics."""
@@ -163,6 +180,24 @@ class Loaded:
             train, val = train.split(val_split, seed)
         return tuple(None if part is None else dataclasses.replace(part, selection=selection)
                      for part in (train, val, test))  # type: ignore[return-value]
+
+
+def _class_indices(labels: np.ndarray, classes: int, name: str) -> np.ndarray:
+    """`labels` as int64 indices in [0, classes); TypeError or ValueError naming the first
+    label that is not one."""
+    if labels.dtype == np.bool_ or not np.issubdtype(labels.dtype, np.integer):
+        if np.issubdtype(labels.dtype, np.floating) and labels.size:
+            wrong = ~np.isfinite(labels) | (labels != np.round(labels))
+            first = int(np.argmax(wrong)) if wrong.any() else None
+            detail = f"; label {first} is {labels[first].item()}" if first is not None else ""
+        else:
+            detail = f"; label 0 is {labels[0].item()!r}" if labels.size else ""
+        raise TypeError(f"{name}: labels must be integers (class indices), got {labels.dtype}{detail}")
+    outside = (labels < 0) | (labels >= classes)
+    if outside.any():
+        first = int(np.argmax(outside))
+        raise ValueError(f"{name}: labels must be class indices in [0, {classes}); label {first} is {labels[first]}")
+    return labels.astype(np.int64)
 
 
 def bundled_path() -> Path:
@@ -231,15 +266,19 @@ def download(name: str = "mnist", data_dir: str | Path | None = None,
 
 
 def load_dataset(name: str = "mnist", data_dir: str | Path | None = None, *, download: bool = True,
-                 allow_bundled: bool = True, log: Callable[[str], None] = lambda message: None,
+                 allow_bundled: bool = True, log: Callable[[str], None] | None = None,
                  parts: Sequence[str] = ("train", "test"), prefer: Sequence[str | Path] = ()) -> Loaded:
     """The files of `parts` (train, test): from `data_dir` alone when it is given (a folder
     that is missing or lacks a file is an error naming it); else from the folders in
     `prefer`, $XPCNN_DATA_DIR or the cache, downloading what is missing; else, for MNIST
-    with `allow_bundled`, the bundled subset, announced through `log`. A file that is
-    present but fails its checksum is an error, never silently replaced by the subset."""
-    if name not in DATASETS:
+    with `allow_bundled`, the bundled subset. Notes go to `log`, by default to the logger
+    "xpcnn" (Python's logging: the fall back to the subset as a warning, which shows
+    without any set-up). A file that is present but fails its checksum is an error, never
+    silently replaced by the subset."""
+    if not isinstance(name, str) or name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; expected one of {', '.join(DATASETS)}")
+    warn = log or logging.getLogger("xpcnn").warning
+    log = log or logging.getLogger("xpcnn").info
     spec = DATASETS[name]
     if data_dir is not None:
         folder = Path(data_dir)
@@ -249,7 +288,7 @@ def load_dataset(name: str = "mnist", data_dir: str | Path | None = None, *, dow
         return load_full(spec, download=False, only=[folder, folder / spec.name], parts=parts)
     dirs = [Path(folder) for folder in prefer] + search_dirs(spec)
     if os.environ.get("XPCNN_DATA_DIR") and not Path(os.environ["XPCNN_DATA_DIR"]).is_dir():
-        log(f"note: XPCNN_DATA_DIR={os.environ['XPCNN_DATA_DIR']} is not a folder")
+        warn(f"note: XPCNN_DATA_DIR={os.environ['XPCNN_DATA_DIR']} is not a folder")
     try:
         return load_full(spec, download=download, log=log, only=dirs, parts=parts)
     except (DataNotFound, DownloadError) as exc:
@@ -257,5 +296,5 @@ def load_dataset(name: str = "mnist", data_dir: str | Path | None = None, *, dow
             raise DataNotFound(str(exc)) from None
         loaded = load_bundled()
         why = f"could not be downloaded ({exc})" if download else "was not found and downloading is off"
-        log(f"full MNIST {why}; using the {loaded.source}")
+        warn(f"full MNIST {why}; using the {loaded.source}")
         return loaded

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 
 
@@ -23,12 +24,29 @@ class DataFile:
 
 @dataclass(frozen=True)
 class DatasetSpec:
+    """A dataset: its name, its files and where to download them (none for one of your
+    own), the mean and std of its training pixels scaled to [0, 1] (what inputs are
+    normalised with), and its class names, in label order."""
+
     name: str
     files: dict[str, DataFile]  # "train_images", "train_labels", "test_images", "test_labels"
     mirrors: tuple[str, ...]
     mean: float  # of the training pixels scaled to [0, 1]
     std: float
     classes: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise TypeError(f"DatasetSpec name must be a non-empty string, got {self.name!r}")
+        for field, value in (("mean", self.mean), ("std", self.std)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise TypeError(f"DatasetSpec {field} must be a finite number, got {value!r}")
+        if self.std <= 0:
+            raise ValueError(f"DatasetSpec std must be > 0 (inputs are divided by it), got {self.std}")
+        classes = tuple(self.classes) if isinstance(self.classes, (list, tuple)) else None
+        if not classes or not all(isinstance(name, str) for name in classes):
+            raise TypeError(f"DatasetSpec classes must be a non-empty list of names, got {self.classes!r}"[:200])
+        object.__setattr__(self, "classes", classes)
 
 
 MNIST = DatasetSpec(

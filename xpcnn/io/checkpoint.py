@@ -29,7 +29,7 @@ import numpy as np
 
 from .. import backend
 from .._version import __version__
-from ..datasets import Selection
+from ..datasets import Dataset, Selection
 from ..model import Sequential
 from ..optim import OPTIMIZERS, Optimizer
 from .atomic import atomic_write_bytes
@@ -58,16 +58,19 @@ class Checkpoint:
 
     def data_statistics(self) -> dict[str, Any]:
         """What the model was trained on: dataset name, normalisation mean and std, class
-        names (see train.record.data_statistics); CheckpointError if the file lacks them."""
+        names, input shape (see datasets.Dataset.statistics); CheckpointError if the file
+        lacks them or the network does not fit them."""
         info = self.trainer.get("info")
         data = info.get("data") if isinstance(info, dict) else None
         if not isinstance(data, dict) or not {"name", "mean", "std", "classes"} <= set(data):
             raise CheckpointError(f"{self.path}: no data statistics (dataset, mean, std, classes) in the checkpoint; "
-                                  "it was saved before training (Trainer.fit writes them)")
-        try:  # the datasets are 28x28 single-channel images: the network must take them
-            outputs = self.model.output_shapes((1, 1, 28, 28))[-1]
+                                  "save_checkpoint(..., data=the training set) or a Trainer's fit writes them")
+        shape = tuple(data.get("input_shape", (1, 28, 28)))  # absent before it was recorded: 28x28 grey digits
+        try:
+            outputs = self.model.output_shapes((1, *shape))[-1]
         except ValueError as exc:
-            raise CheckpointError(f"{self.path}: field architecture: does not take 28x28 images: {exc}") from None
+            raise CheckpointError(f"{self.path}: field architecture: does not take its {'x'.join(map(str, shape))} "
+                                  f"inputs: {exc}") from None
         if outputs != (1, len(data["classes"])):
             raise CheckpointError(f"{self.path}: field trainer.info.data.classes: {len(data['classes'])} class names "
                                   f"for a network whose output is {outputs[1:]}")
@@ -84,6 +87,11 @@ class Checkpoint:
         except ValueError as exc:
             raise CheckpointError(f"{self.path}: field trainer.info.settings.data: {exc}"[:300]) from None
 
+    def __repr__(self) -> str:
+        optimizer = (self.optimizer or {}).get("config", {}).get("type", "none")
+        return (f"Checkpoint({self.path}: {self.model.num_params():,} parameters on {self.model.backend}, "
+                f"optimizer {optimizer}, trained {len(self.trainer.get('history', []))} epochs)")
+
     def restore_optimizer(self) -> Optimizer:
         """The optimizer of the checkpoint with its state and step count, for the model, on
         its backend and device; CheckpointError naming a setting it does not take."""
@@ -97,10 +105,18 @@ class Checkpoint:
         return optimizer
 
 
-def save_checkpoint(
-    path: str | Path, model: Sequential, optimizer: Any = None, trainer: dict[str, Any] | None = None
-) -> None:
-    """Write model, optimizer and trainer state to `path` atomically."""
+def save_checkpoint(path: str | Path, model: Sequential, optimizer: Any = None, trainer: dict[str, Any] | None = None,
+                    *, data: Dataset | dict[str, Any] | None = None) -> None:
+    """Write model, optimizer and trainer state to `path` atomically. `data` (the training
+    Dataset, or its statistics; default: `model.data`) is what evaluate, predict and
+    export read of it: class names, normalisation, input shape."""
+    if not isinstance(model, Sequential):
+        raise TypeError(f"save_checkpoint model must be a Sequential, got {type(model).__name__}")
+    if optimizer is not None and not isinstance(optimizer, Optimizer):
+        raise TypeError(f"save_checkpoint optimizer must be an Optimizer or None, got {type(optimizer).__name__}")
+    if data is not None and not isinstance(data, (Dataset, dict)):
+        raise TypeError(f"save_checkpoint data must be a Dataset or its statistics, got {type(data).__name__}")
+    trainer = _with_data(trainer, data if data is not None else model.data)
     arrays: dict[str, np.ndarray] = {}
     arrays.update({f"param/{k}": backend.to_numpy(v) for k, v in model.params.items()})
     arrays.update({f"buffer/{k}": backend.to_numpy(v) for k, v in model.buffers.items()})
@@ -122,6 +138,17 @@ def save_checkpoint(
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     atomic_write_bytes(path, buffer.getvalue())
+
+
+def _with_data(trainer: dict[str, Any] | None, data: Dataset | dict[str, Any] | None) -> dict[str, Any]:
+    """The trainer part of a checkpoint, holding the data statistics (where a Trainer
+    keeps them, trainer.info.data) when it has none of its own."""
+    trainer = dict(trainer or {})
+    info = dict(trainer.get("info") or {})
+    if data is not None and info.get("data") is None:
+        info["data"] = data.statistics() if isinstance(data, Dataset) else dict(data)
+        trainer["info"] = info
+    return trainer
 
 
 # What a damaged zip archive or .npy member raises from inside zipfile, zlib and NumPy.
@@ -225,11 +252,17 @@ def load_checkpoint(
     Every array must be exactly what the architecture needs (names, shapes, one float
     dtype) and finite; anything else raises CheckpointError naming the file and what differs.
     """
+    if not isinstance(path, (str, Path)):
+        raise TypeError(f"load_checkpoint path must be a file or folder path, got {type(path).__name__}")
     path = Path(path)
+    if path.is_dir():  # a run folder
+        if not (path / "checkpoint.npz").is_file():
+            raise CheckpointError(f"{path}: a folder without checkpoint.npz (a run folder holds one)")
+        path = path / "checkpoint.npz"
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such checkpoint file")
-    if not path.is_file():  # a folder, a FIFO...
-        raise CheckpointError(f"{path}: not a checkpoint file (a folder or a special file)")
+    if not path.is_file():  # a FIFO, a device...
+        raise CheckpointError(f"{path}: not a checkpoint file (a special file)")
     with open(path, "rb") as handle:
         if handle.read(4) != ZIP_MAGIC:  # np.load would read any .npy whole, whatever it asks for
             raise CheckpointError(f"{path}: not a checkpoint archive (.npz files start with {ZIP_MAGIC!r})")
@@ -244,7 +277,12 @@ def load_checkpoint(
     model = _build(meta, arrays, path)
     model.to(backend_name, device, dtype)
     optimizer_arrays = {k.removeprefix("optim/"): v for k, v in arrays.items() if k.startswith("optim/")}
-    return Checkpoint(model, meta["optimizer"], optimizer_arrays, meta["trainer"], meta, path)
+    checkpoint = Checkpoint(model, meta["optimizer"], optimizer_arrays, meta["trainer"], meta, path)
+    try:
+        model.data = checkpoint.data_statistics()
+    except CheckpointError:
+        model.data = None  # a network saved without its data: using it needs them given
+    return checkpoint
 
 
 def _build(meta: dict[str, Any], arrays: dict[str, np.ndarray], path: Path) -> Sequential:

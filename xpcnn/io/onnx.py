@@ -26,6 +26,7 @@ import numpy as np
 from .. import backend
 from .._version import __version__
 from ..layers import AvgPool2D, BatchNorm2D, Conv2D, Dense, Dropout, Flatten, Layer, MaxPool2D, ReLU, Sigmoid, Tanh
+from ..layers.base import integer, number
 from ..model import Sequential
 from .atomic import atomic_write_bytes
 
@@ -91,14 +92,19 @@ EXPORTERS: dict[type[Layer], Callable[[_Graph, str, Any], None]] = {
 }
 
 
-def to_onnx(model: Sequential, *, mean: float = 0.0, std: float = 1.0, classes: Sequence[str] | None = None,
-            softmax: bool = False, input_shape: tuple[int, int, int] = (1, 28, 28), opset: int = MIN_OPSET) -> Any:
-    """The network as a checked onnx.ModelProto (see the module docstring)."""
+def to_onnx(model: Sequential, *, mean: float | None = None, std: float | None = None,
+            classes: Sequence[str] | None = None, softmax: bool = False,
+            input_shape: tuple[int, int, int] | None = None, opset: int = MIN_OPSET) -> Any:
+    """The network as a checked onnx.ModelProto (see the module docstring). The
+    normalisation, class names and input shape default to what the network was trained on
+    (`model.data`), else to none (mean 0, std 1), class numbers and 28x28 grey images."""
     onnx = _onnx()
-    if opset < MIN_OPSET:
-        raise ValueError(f"opset must be >= {MIN_OPSET}, got {opset}")
-    if not std > 0:
-        raise ValueError(f"std must be > 0, got {std}")
+    opset = _checked_opset(onnx, opset)
+    known = model.data or {}
+    mean = number(known.get("mean", 0.0) if mean is None else mean, "mean", -1e6, 1e6)
+    std = number(known.get("std", 1.0) if std is None else std, "std", 1e-12, 1e6)
+    classes = known.get("classes") if classes is None else classes
+    input_shape = tuple(known.get("input_shape", (1, 28, 28)) if input_shape is None else input_shape)
     outputs = model.output_shapes((1, *input_shape))[-1]  # raises, naming the layer, if the shape does not fit
     classes = list(classes) if classes is not None else [str(k) for k in range(outputs[-1])]
     if len(outputs) != 2 or outputs[1] != len(classes):
@@ -115,9 +121,33 @@ def to_onnx(model: Sequential, *, mean: float = 0.0, std: float = 1.0, classes: 
     graph.add("Softmax" if softmax else "Identity", output, **({"axis": 1} if softmax else {}))
     return _model(onnx, graph, model, input_shape, output, len(classes), opset, {
         "classes": json.dumps(classes),
-        "input": "raw pixels in [0, 1], float32, (batch, 1, 28, 28): light ink on black",
+        "input": f"raw pixels in [0, 1], float32, (batch, {', '.join(map(str, input_shape))})",
         "normalization": json.dumps({"mean": mean, "std": std, "applied": "inside the graph"}),
         "architecture": json.dumps(model.config()), "producer": f"xpcnn {__version__}"})
+
+
+def _checked_opset(onnx: Any, opset: Any) -> int:
+    """`opset` when the installed onnx knows it (and onnxruntime, where installed, runs
+    it: see _runnable); ValueError naming the range otherwise."""
+    newest, opset = onnx.defs.onnx_opset_version(), integer(opset, "opset")
+    if not MIN_OPSET <= opset <= newest:
+        raise ValueError(f"opset must be in [{MIN_OPSET}, {newest}] (what the installed onnx {onnx.__version__} "
+                         f"writes), got {opset}")
+    return opset
+
+
+def _runnable(proto: Any, opset: int) -> None:
+    """Refuse a model the installed onnxruntime cannot load (a newer opset than it knows)."""
+    try:
+        import onnxruntime
+    except ImportError:
+        return
+    try:
+        onnxruntime.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001  (onnxruntime's own error types)
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise ValueError(f"opset {opset}: the installed onnxruntime {onnxruntime.__version__} cannot run the "
+                         f"exported model ({first}); choose an older opset") from None
 
 
 def _model(onnx: Any, graph: _Graph, model: Sequential, input_shape: tuple[int, ...], output: str, classes: int,
@@ -130,6 +160,7 @@ def _model(onnx: Any, graph: _Graph, model: Sequential, input_shape: tuple[int, 
                               producer_version=__version__)
     helper.set_model_props(proto, metadata)
     onnx.checker.check_model(proto, full_check=True)
+    _runnable(proto, opset)
     return proto
 
 
@@ -146,6 +177,6 @@ def export_checkpoint(checkpoint: str | Path, path: str | Path, **options: Any) 
     from .checkpoint import load_checkpoint
 
     saved = load_checkpoint(checkpoint)
-    data = saved.data_statistics()
-    return export(saved.model, path, mean=data["mean"], std=data["std"], classes=data["classes"], **options)
+    saved.data_statistics()  # a CheckpointError where the file lacks them
+    return export(saved.model, path, **options)  # with them: the model knows its data
 

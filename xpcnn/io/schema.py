@@ -83,8 +83,12 @@ def _check_trainer(fields: Fields, trainer: dict[str, Any]) -> None:
         check_data_statistics(fields, info["data"])
 
 
+MAX_SIDE = 1 << 16  # pixels on a side of an input image
+
+
 def check_data_statistics(fields: Fields, data: Any) -> None:
-    """The training data's name, normalisation and class names (what prediction needs)."""
+    """The training data's name, normalisation, class names and input shape (C, H, W),
+    the last absent before it was recorded: what prediction needs."""
     data = fields.mapping("trainer.info.data", data, {"name", "mean", "std", "classes"})
     fields.require("trainer.info.data.name", data["name"], isinstance(data["name"], str), "a dataset name")
     fields.require("trainer.info.data.mean", data["mean"], is_number(data["mean"]), "a finite number")
@@ -92,3 +96,6 @@ def check_data_statistics(fields: Fields, data: Any) -> None:
     classes = data["classes"]
     fields.require("trainer.info.data.classes", classes, isinstance(classes, list) and 0 < len(classes) <= 100_000
                    and all(isinstance(name, str) for name in classes), "a list of class names")
+    shape = data.get("input_shape", [1, 28, 28])
+    fields.require("trainer.info.data.input_shape", shape, isinstance(shape, list) and len(shape) == 3
+                   and all(is_int(size, 1, MAX_SIDE) for size in shape), "(channels, height, width)")

@@ -24,10 +24,11 @@ from .. import presets
 from .._version import __version__
 from ..datasets import Dataset, Selection, num_batches
 from ..diagnostics import machine
+from ..evaluation import check_model_fits
 from ..io.checkpoint import Checkpoint, load_checkpoint
 from ..io.schema import MAX_EPOCHS, MAX_SEED, MAX_SIZE, CheckpointError, Fields, is_int, is_number
 from ..presets import SettingsError
-from .callbacks import Callback, EarlyStopping, rebuild_recorded, recorded
+from .callbacks import BestCheckpoint, Callback, EarlyStopping, rebuild_recorded, recorded
 
 if TYPE_CHECKING:
     from .trainer import Trainer
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
 # Settings a resumed run keeps: the keys of settings() and of its data's Selection, and the
 # folder the data was read from. `xpcnn train --resume` refuses flags that change them.
 KEPT_ON_RESUME = ("model", "dtype", "seed", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "schedule",
-                  "warmup", "augment", "early_stopping", "dataset", "data_dir", "limit", "val_split")
+                  "warmup", "augment", "early_stopping", "keep_best", "dataset", "data_dir", "limit", "val_split")
 MAX_WORKERS = 4096
 MAX_AUGMENT = 1000  # pixels of random shifts: far beyond any image's size
 
@@ -64,14 +65,6 @@ class Progress:
     stopped: str | None = None
 
 
-def data_statistics(dataset: Dataset) -> dict[str, Any]:
-    """What using a model needs to know of its training data: dataset name, the
-    normalisation (mean, std), the class names, and where the data came from."""
-    spec = dataset.spec
-    return {"name": spec.name, "mean": spec.mean, "std": spec.std, "classes": list(spec.classes),
-            "source": dataset.source}
-
-
 def settings(trainer: Trainer) -> dict[str, Any]:
     """Everything the run was started with: model, dtype, seed, epochs, batch, optimizer,
     learning rate and schedule, augmentation, early stopping's patience (None: none), and
@@ -79,12 +72,13 @@ def settings(trainer: Trainer) -> dict[str, Any]:
     config = trainer.optimizer.config()
     schedule = config["schedule"]
     stopping = next((found for found in trainer.callbacks if isinstance(found, EarlyStopping)), None)
+    keeping = any(isinstance(found, BestCheckpoint) for found in trainer.callbacks)
     return {
         "model": trainer.name, "dtype": trainer.model.dtype, "seed": trainer.seed,
         "epochs": trainer.epochs, "batch_size": trainer.batch_size, "optimizer": config["type"].lower(),
         "lr": config["lr"], "momentum": config.get("momentum", 0.0), "weight_decay": config["weight_decay"],
         "schedule": schedule["type"], "warmup": schedule.get("warmup", 0), "augment": trainer.augment,
-        "early_stopping": None if stopping is None else stopping.patience,
+        "early_stopping": None if stopping is None else stopping.patience, "keep_best": keeping,
         "data": None if trainer.selection is None else trainer.selection.to_dict(),
     }
 
@@ -96,9 +90,16 @@ def complete(trainer: Trainer) -> bool:
     return state.epoch >= trainer.epochs or (state.stopped is not None and state.batch == 0)
 
 
-def check_fits(trainer: Trainer, train: Dataset) -> None:
-    """That the run's progress and settings fit the training set `train`: where it stands
-    in an epoch is within it, and its shifts leave the images in sight."""
+def check_fits(trainer: Trainer, train: Dataset, val: Dataset | None) -> None:
+    """That the run fits its data, before the first step: the network classifies the
+    training set and the validation set (of the same classes), where the run stands in an
+    epoch is within it, and its shifts leave the images in sight."""
+    check_model_fits(trainer.model, train, "the training set")
+    if val is not None:
+        check_model_fits(trainer.model, val, "the validation set")
+        if val.spec.classes != train.spec.classes:
+            raise ValueError(f"the validation set's classes {list(val.spec.classes)[:5]} differ from the training "
+                             f"set's {list(train.spec.classes)[:5]}")
     batches = num_batches(len(train), trainer.batch_size)
     if trainer.state.batch > batches:
         raise ValueError(f"the run stands at batch {trainer.state.batch} of an epoch, but this training set has "

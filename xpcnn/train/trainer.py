@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import backend, distributed, presets
+from .. import backend, distributed, init, presets
 from ..datasets import Dataset, batches, num_batches
 from ..diagnostics.anomaly import AnomalyHook, NonFiniteError
 from ..evaluation import evaluate
@@ -66,8 +66,7 @@ class Trainer:
                  log: Callable[[str], None] = print, anomaly: bool = False,
                  comm: distributed.Communicator | None = None, workers: int | None = 1,
                  cuda_graphs: bool | None = None) -> None:
-        if cuda_graphs not in (None, True, False):
-            raise TypeError(f"cuda_graphs must be True, False or None, got {cuda_graphs!r}")
+        _check_parts(model, optimizer, comm, log, callbacks, cuda_graphs)
         self.model, self.optimizer, self.name = model, optimizer, name
         self.batch_size, self.seed = integer(batch_size, "batch_size", 1), integer(seed, "seed", 0)
         self.augment = integer(augment, "augment", 0, MAX_AUGMENT)  # random shifts of up to this many pixels
@@ -80,7 +79,7 @@ class Trainer:
                                                             self.folder is not None, checkpoint_every)
         self.loss_fn = SoftmaxCrossEntropy(check_labels=False)  # Dataset checked the labels on the host
         self.epochs = 0  # the run's total (see fit)
-        self.data: dict[str, Any] | None = None  # record.data_statistics() of the training set
+        self.data: dict[str, Any] | None = None  # the training set's statistics (Dataset.statistics)
         self.selection = None  # how to read the training images again (datasets.Selection)
         self.train_images = 0
         self.state = Progress()
@@ -121,12 +120,14 @@ class Trainer:
         self.log(f"stopping after epoch {self.state.epoch if self.state.batch == 0 else self.state.epoch + 1}: "
                  f"{reason}")
 
-    def save(self) -> Path | None:
-        """Write the run folder's checkpoint, atomically; returns its path. In data-parallel
-        training only the first process writes (all hold the same state)."""
-        if self.folder is not None and self.comm.is_root:
-            save_checkpoint(self.folder.checkpoint, self.model, self.optimizer, record.to_checkpoint(self))
-        return self.checkpoint_path
+    def save(self, path: str | Path | None = None) -> Path | None:
+        """Write the run's checkpoint, atomically, to `path` (default: the run folder's
+        checkpoint.npz; None without a folder); returns where. In data-parallel training
+        only the first process writes (all hold the same state)."""
+        path = self.checkpoint_path if path is None else Path(path)
+        if path is not None and self.comm.is_root:
+            save_checkpoint(path, self.model, self.optimizer, record.to_checkpoint(self))
+        return path
 
     @classmethod
     def for_preset(cls, name: str, recipe: Recipe | None = None, train_size: int = 60_000, *, seed: int = 0,
@@ -137,6 +138,7 @@ class Trainer:
         the command chooses them)."""
         recipe = recipe or presets.recipe(name)
         options.setdefault("workers", None)
+        init.seed(seed)  # for any layer of the script built after it without its own generator
         model = presets.build(name, seed).to(backend_name, device, dtype)
         optimizer = recipe.build_optimizer(model, num_batches(train_size, recipe.batch_size))
         trainer = cls(model, optimizer, batch_size=recipe.batch_size, seed=seed, augment=recipe.augment,
@@ -166,16 +168,20 @@ class Trainer:
         """Train until `epochs` epochs are complete (counting those already done) or a
         callback stops the run; returns the history."""
         self.epochs = max(self.epochs, integer(epochs, "epochs", 0))  # the run's total: planned, or asked for
-        record.check_fits(self, train)
+        record.check_fits(self, train, val)
         check_shards(self, len(train))
         if self.comm.size > 1:
             distributed.check_same(self.comm, "training data or settings", run_facts(self, train))
-        self.data, self.selection, self.train_images = record.data_statistics(train), train.selection, len(train)
+        self.data, self.selection, self.train_images = train.statistics(), train.selection, len(train)
+        self.model.data = self.data
         self.val = val
         if self.model.hooks:  # they (a TimerHook, say) would see one worker's share: train alone
             self.workers = 1
         if self.state.stopped and record.complete(self):
             self.log(f"note: the run is complete ({self.state.stopped}); record.extend continues it")
+        elif self.state.epoch >= epochs:
+            self.log(f"note: the run has done {self.state.epoch} epochs, as many as asked: nothing to train (epochs "
+                     f"counts the run's total: fit(train, {self.state.epoch + 1}) trains one more)")
         try:
             with distributed.failing_alone_ends_all(self.comm):  # a callback failing in one process ends the job
                 self._notify("on_fit_start")
@@ -283,7 +289,26 @@ class Trainer:
 
     def _notify(self, event: str, *args: Any) -> None:
         for callback in self.callbacks:
-            getattr(callback, event, lambda *given: None)(self, *args)
+            getattr(callback, event)(self, *args)
 
     def _request_interrupt(self) -> None:
         self._interrupt = True
+
+
+def _check_parts(model: Any, optimizer: Any, comm: Any, log: Any, callbacks: Any, cuda_graphs: Any) -> None:
+    """TypeError naming the first of a Trainer's parts that is not of its kind."""
+    kinds = [("model", model, Sequential, "a Sequential"),
+             ("optimizer", optimizer, Optimizer, "an Optimizer (xpcnn.optim)"),
+             ("comm", comm, (distributed.Communicator, type(None)), "a distributed.Communicator or None")]
+    for what, value, kind, expected in kinds:
+        if not isinstance(value, kind):
+            raise TypeError(f"Trainer {what} must be {expected}, got {type(value).__name__}")
+    if optimizer.model is not model:
+        raise ValueError("Trainer optimizer must be the model's: it was built for another network")
+    if not callable(log):
+        raise TypeError(f"Trainer log must be a function of one line, got {log!r}")
+    if isinstance(callbacks, (str, bytes)) or not all(isinstance(item, Callback) for item in callbacks):
+        raise TypeError(f"Trainer callbacks must be a list of Callbacks (subclasses of xpcnn.train.Callback), got "
+                        f"{callbacks!r}"[:200])
+    if cuda_graphs not in (None, True, False):
+        raise TypeError(f"Trainer cuda_graphs must be True, False or None, got {cuda_graphs!r}")
