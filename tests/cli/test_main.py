@@ -18,7 +18,7 @@ import pytest
 
 from xpcnn import backend
 from xpcnn.backend import to_numpy
-from xpcnn.datasets import MNIST, load_bundled, normalize
+from xpcnn.datasets import FASHION_MNIST, MNIST, load_bundled, normalize
 from xpcnn.diagnostics import machine
 from xpcnn.io.checkpoint import load_checkpoint
 
@@ -42,7 +42,7 @@ def run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("cli")
     env = env_without_data(tmp)
     result = xpcnn("train", "--no-download", "--limit", "1500", "--epochs", "1", "--out", "run", "--no-progress",
-                   "--val-split", "0.1", "--early-stopping", "2", env=env, cwd=tmp)
+                   "--val-split", "0.1", "--early-stopping", "2", "--keep-best", env=env, cwd=tmp)
     return tmp, env, result
 
 
@@ -57,6 +57,7 @@ def test_train_end_to_end(run):
     assert summary["model"] == "tutorial" and summary["train_images"] == 1350 and summary["test_accuracy"] > 0.5
     assert summary["fast_paths"] == machine.fast_paths("numpy")  # batch norm's last bits depend on them
     assert summary["settings"]["early_stopping"] == 2 and summary["stopped"] is None
+    assert summary["settings"]["keep_best"] is True and (tmp / "run" / "best.npz").is_file()
     row = json.loads((tmp / "run" / "metrics.jsonl").read_text().splitlines()[0])
     assert {"train_loss", "val_accuracy"} <= set(row)
     if "plots:" in result.stderr:
@@ -68,7 +69,15 @@ def test_evaluate(run):
     result = xpcnn("evaluate", "run/checkpoint.npz", "--no-download", "--json", env=env, cwd=tmp)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout.strip().splitlines()[-1])
-    assert report["images"] == 2000 and 0.5 < report["accuracy"] <= 1.0
+    assert report["images"] == 1500 and 0.5 < report["accuracy"] <= 1.0  # the test images the --limit run scored
+    assert "the 1,500 of its 2,000 test images that the run scored (its --limit)" in report["data"]
+    summary = json.loads((tmp / "run" / "summary.json").read_text())
+    assert report["accuracy"] == summary["test_accuracy"]  # what train said
+    every = json.loads(xpcnn("evaluate", "run", "--full-test-set", "--json", env=env, cwd=tmp).stdout)  # the folder
+    assert every["images"] == 2000
+    text = xpcnn("evaluate", "run", env=env, cwd=tmp).stdout.splitlines()
+    assert text[0].startswith("test accuracy") and text[1].split() == ["class", "precision", "recall", "f1", "support"]
+    assert len(text) == 2 + 10 + 1 and text[-1].startswith("mean")
 
 
 def test_predict_npy_and_png(run):
@@ -79,6 +88,13 @@ def test_predict_npy_and_png(run):
     assert result.returncode == 0, result.stderr
     line = result.stdout.strip()
     assert line.startswith("digit.npy: ") and line.count("%") == 2
+    (tmp / "blank.npy").write_bytes(b"not an array")
+    result = xpcnn("predict", "run", "digit.npy", "blank.npy", "--top", "3", "--json", env=env, cwd=tmp)
+    assert result.returncode == 1  # one image could not be read
+    good, bad = (json.loads(line) for line in result.stdout.splitlines())
+    assert good["image"] == "digit.npy" and len(good["classes"]) == 3 and set(good["classes"][0]) == {
+        "class", "probability"}
+    assert bad["image"] == "blank.npy" and "not a readable .npy image" in bad["error"]
 
 
 @pytest.fixture(scope="module")
@@ -175,6 +191,7 @@ def test_usage_errors_exit_2(tmp_path):
     (["train", "--early-stopping", "3"], "--early-stopping watches the validation loss: it needs --val-split"),
     (["train", "--early-stopping", "0"], "argument --early-stopping: must be in [1,"),
     (["train", "--bogus"], "xpcnn train: error: unrecognized arguments: --bogus"),
+    (["train", "--keep-best"], "--keep-best keeps the epoch of the lowest validation loss: it needs --val-split"),
 ])
 def test_usage_errors_name_the_flag_under_the_commands_usage(tmp_path, args, message):
     (tmp_path / "notes.txt").write_text("not a folder")
@@ -229,7 +246,7 @@ def test_evaluate_uses_the_dataset_the_model_was_trained_on(run, tmp_path):
     with np.load(tmp / "run" / "checkpoint.npz") as archive:
         arrays = {key: archive[key] for key in archive.files}
     meta = json.loads(arrays["__meta__"].tobytes())
-    meta["trainer"]["info"]["data"]["name"] = "fashion-mnist"
+    meta["trainer"]["info"]["data"].update(name="fashion-mnist", classes=list(FASHION_MNIST.classes))
     meta["trainer"]["info"]["settings"]["data"] = None
     arrays["__meta__"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
     np.savez(tmp_path / "fashion.npz", **arrays)
@@ -237,6 +254,8 @@ def test_evaluate_uses_the_dataset_the_model_was_trained_on(run, tmp_path):
     assert result.returncode == 1 and "fashion-mnist: t10k-images-idx3-ubyte" in result.stderr, result.stderr
     typo = xpcnn("evaluate", "run/checkpoint.npz", "--data-dir", "typo", env=env, cwd=tmp)
     assert typo.returncode == 1 and "data folder typo does not exist" in typo.stderr
+    other = xpcnn("evaluate", "run", "--dataset", "fashion-mnist", env=env, cwd=tmp)
+    assert other.returncode == 1 and "but fashion-mnist has 10 (T-shirt/top, Trouser" in other.stderr, other.stderr
 
 
 @pytest.mark.skipif(not SHARED_MNIST.is_dir(), reason="full MNIST not in ../shared/data/mnist")
@@ -253,8 +272,11 @@ def test_evaluate_needs_only_the_test_files(run, tmp_path):
 def test_evaluate_json_is_json_and_nothing_else(run):
     tmp, env, _ = run
     result = xpcnn("evaluate", "run/checkpoint.npz", "--json", env=env, cwd=tmp)
-    assert result.returncode == 0 and "bundled MNIST subset" in result.stderr
-    assert set(json.loads(result.stdout)) == {"accuracy", "loss", "images", "data"}
+    report = json.loads(result.stdout)
+    assert result.returncode == 0 and "bundled MNIST subset" in report["data"]
+    assert set(report) == {"accuracy", "loss", "images", "data", "classes", "macro"}
+    assert [row["class"] for row in report["classes"]] == [str(digit) for digit in range(10)]
+    assert sum(row["support"] for row in report["classes"]) == report["images"]
 
 
 def test_failures_are_one_line_exit_1(tmp_path):

@@ -11,10 +11,19 @@ import signal
 import numpy as np
 import pytest
 
+import xpcnn
 from xpcnn.datasets import load_bundled
 from xpcnn.io.checkpoint import CheckpointError
 from xpcnn.optim import SGD
-from xpcnn.train import Callback, EarlyStopping, PeriodicCheckpoints, Trainer, TrainingInterrupted, record
+from xpcnn.train import (
+    BestCheckpoint,
+    Callback,
+    EarlyStopping,
+    PeriodicCheckpoints,
+    Trainer,
+    TrainingInterrupted,
+    record,
+)
 
 from ..helpers import seed_net, small_net
 
@@ -218,3 +227,18 @@ def test_a_recorded_callback_that_does_not_fit_is_a_checkpoint_error(tmp_path, d
     save_checkpoint(tmp_path / "bad.npz", trainer.model, trainer.optimizer, state)
     with pytest.raises(CheckpointError, match=f"bad.npz: field trainer.callbacks: {message}"):
         Trainer.resume(tmp_path / "bad.npz")
+
+
+def test_the_best_epoch_is_kept_as_best_npz_and_its_record_resumes(tmp_path, data):
+    train, val = data
+    keeper = BestCheckpoint("train_loss")
+    trainer = make_trainer(tmp_path, [keeper])
+    trainer.fit(train, 3)
+    best = min(trainer.history, key=lambda row: row["train_loss"])
+    assert (keeper.best, keeper.best_epoch) == (best["train_loss"], best["epoch"])
+    saved = xpcnn.load_checkpoint(tmp_path / "best.npz")
+    assert len(saved.trainer["history"]) == best["epoch"]  # the run as it stood after that epoch
+    resumed = Trainer.resume(tmp_path / "checkpoint.npz", progress=False)
+    assert [c for c in resumed.callbacks if isinstance(c, BestCheckpoint)][0].best == keeper.best
+    with pytest.raises(ValueError, match="BestCheckpoint keeps best.npz in the run folder, but the trainer has none"):
+        make_trainer(None, [BestCheckpoint("train_loss")]).fit(train, 1)

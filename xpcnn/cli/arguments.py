@@ -114,6 +114,8 @@ def _add_train_parser(commands: Any) -> None:
     flag("--val-split", type=_fraction, help="fraction of the training set held out for validation (default: 0)")
     flag("--early-stopping", type=_positive_int, metavar="PATIENCE", help="end the run once the validation loss has "
          "not improved for PATIENCE epochs (needs --val-split)")
+    flag("--keep-best", action="store_const", const=True, help="also keep the epoch of the lowest validation loss "
+         "as RUN/best.npz (needs --val-split)")
     flag("--limit", type=_positive_int, help="use only this many training (and test) images, for quick runs")
     flag("--out", type=_path, help="run folder (default: runs/<model>-<time>)")
     flag("--resume", action="store_true", help="continue the run in --out with its saved settings and data; "
@@ -135,6 +137,8 @@ def _add_use_parsers(commands: Any) -> None:
     _add_backend_flags(evaluate)
     _add_data_flags(evaluate, "the one the model was trained on")
     evaluate.add_argument("--batch-size", type=_positive_int, default=1000)
+    evaluate.add_argument("--full-test-set", action="store_true", help="score every test image, not only the "
+                          "sample a --limit run scored")
     evaluate.add_argument("--json", action="store_true", help="print the result as JSON")
 
     predict = _command(commands, "predict", help="classify images (PNG/JPEG with Pillow, or .npy)")
@@ -144,6 +148,8 @@ def _add_use_parsers(commands: Any) -> None:
     predict.add_argument("--invert", action=argparse.BooleanOptionalAction, help="dark ink on light paper: invert "
                          "(--invert) or not (--no-invert); default: decided from each picture's border")
     predict.add_argument("--top", type=_positive_int, default=1, help="show the K most likely classes")
+    predict.add_argument("--json", action="store_true", help="one JSON object per image: its classes with their "
+                         "probabilities, or its error")
 
 
 def _add_parity_parser(commands: Any) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 
 from .. import backend, presets
 from ..diagnostics import machine
+from ..metrics import per_class_table
 from ..train.workers import quiet
 from .arguments import build_parser, parse
 
@@ -35,6 +36,8 @@ def _recipe(args: argparse.Namespace) -> presets.Recipe:
         raise UsageError("--limit is too small to hold out a validation split")
     if args.early_stopping and not args.val_split:
         raise UsageError("--early-stopping watches the validation loss: it needs --val-split")
+    if args.keep_best and not args.val_split:
+        raise UsageError("--keep-best keeps the epoch of the lowest validation loss: it needs --val-split")
     return presets.recipe(args.model or "tutorial").replace(
         epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
         momentum=args.momentum, weight_decay=args.weight_decay, schedule=args.schedule, warmup=args.warmup,
@@ -47,7 +50,8 @@ def _start(args: argparse.Namespace, recipe: presets.Recipe, options: dict[str, 
     return start_run(args.model or "tutorial", recipe, dataset=args.dataset or "mnist", data_dir=args.data_dir,
                      download=not args.no_download, allow_bundled=args.data_dir is None and args.dataset is None,
                      limit=args.limit, seed=args.seed or 0, val_split=args.val_split or 0.0,
-                     early_stopping=args.early_stopping, backend_name=args.backend, device=args.device,
+                     early_stopping=args.early_stopping, keep_best=bool(args.keep_best), backend_name=args.backend,
+                     device=args.device,
                      dtype=args.dtype or "float32", **options)
 
 
@@ -121,7 +125,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise
     result = trainer.finish(test_set)
     if comm.is_root:
-        print(f"test accuracy {result['accuracy']:.2%} (loss {result['loss']:.4f}) on {len(test_set):,} images; "
+        sample = test_set.selection is not None and test_set.selection.limit is not None
+        print(f"test accuracy {result['accuracy']:.2%} (loss {result['loss']:.4f}) on {len(test_set):,} "
+              f"{'test images drawn by --limit' if sample else 'images'}; "
               f"training took {sum(row['seconds'] for row in trainer.history):.1f} s")
     return 0
 
@@ -131,12 +137,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     result = evaluate_checkpoint(args.checkpoint, args.dataset, args.data_dir, download=not args.no_download,
                                  backend_name=args.backend, device=args.device, batch_size=args.batch_size,
-                                 log=_say)
+                                 full_test_set=args.full_test_set, log=_say)
     if args.json:
         print(json.dumps(result))
     else:
         print(f"test accuracy {result['accuracy']:.2%} (loss {result['loss']:.4f}) on {result['images']:,} images "
               f"of the {result['data']}")
+        print(per_class_table(result))
     return 0
 
 
@@ -145,8 +152,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     results = classify_files(args.checkpoint, args.images, invert=args.invert, top=args.top,
                              backend_name=args.backend, device=args.device)
-    for result in results:  # one line each: the classes on stdout, or the error on stderr
-        if result.error is None:
+    for result in results:  # one line each: the classes on stdout, or the error on stderr (with --json: on stdout)
+        if args.json:
+            print(json.dumps(result.to_dict()))
+        elif result.error is None:
             print(f"{result.image}: " + ", ".join(f"{name} ({share:.1%})" for name, share in result.classes))
         else:
             print(f"xpcnn predict: error: {result.error}", file=sys.stderr)

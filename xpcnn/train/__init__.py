@@ -1,13 +1,23 @@
 """Training: the loop (Trainer), its callbacks, the run record and folder it keeps, worker
 threads, and what `xpcnn train` starts and continues (start_run, resume_run)."""
 
-from .callbacks import Callback, EarlyStopping, MetricsLog, PeriodicCheckpoints, ProgressBar, RunSummary
+from .callbacks import (
+    BestCheckpoint,
+    Callback,
+    EarlyStopping,
+    MetricsLog,
+    PeriodicCheckpoints,
+    ProgressBar,
+    RunSummary,
+)
 from .record import SettingsConflict
 from .run_folder import RunFolder, RunFolderError
 from .runs import resume_run, start_run
 from .stops import TrainingDiverged, TrainingInterrupted
 from .trainer import Trainer
 
-__all__ = ["Trainer", "Callback", "EarlyStopping", "ProgressBar", "MetricsLog", "PeriodicCheckpoints", "RunSummary",
-           "RunFolder", "RunFolderError", "SettingsConflict", "TrainingDiverged", "TrainingInterrupted",
-           "start_run", "resume_run"]
+__all__ = [
+    "Trainer", "Callback", "EarlyStopping", "BestCheckpoint", "ProgressBar", "MetricsLog", "PeriodicCheckpoints",
+    "RunSummary", "RunFolder", "RunFolderError", "SettingsConflict", "TrainingDiverged", "TrainingInterrupted",
+    "start_run", "resume_run",
+]

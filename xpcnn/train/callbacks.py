@@ -13,8 +13,8 @@ would not retrace the interrupted one. In data-parallel training every process c
 callbacks; with worker threads only the first (the trainer you made) does, and the first
 one's decision to stop is everyone's.
 
-A callback whose settings change what a run learns is recorded in the checkpoint with its
-state (`RECORDED`), and `Trainer.resume` rebuilds it: EarlyStopping is one.
+A callback whose settings change what a run does is recorded in the checkpoint with its
+state (`RECORDED`), and `Trainer.resume` rebuilds it: EarlyStopping and BestCheckpoint.
 """
 
 from __future__ import annotations
@@ -128,59 +128,100 @@ class RunSummary(Callback):
             folder.draw_plots(trainer.history, counts, classes, f"{trainer.name} on {test.spec.name}", trainer.log)
 
 
-class EarlyStopping(Callback):
-    """Ends the run once `monitor` (a key of the epoch's metrics: "val_loss",
-    "val_accuracy", "train_loss", "train_accuracy") has not improved on its best by more
-    than `min_delta` for `patience` epochs in a row. Losses improve downwards, accuracies
-    upwards. The weights are those of the last epoch."""
+class Watching(Callback):
+    """A callback that follows one of the epoch's metrics, `monitor` ("val_loss",
+    "val_accuracy", "train_loss" or "train_accuracy"; losses improve downwards, accuracies
+    upwards), and the best value it has taken: an epoch improves on it by more than
+    `min_delta`. Its settings and state are recorded in the checkpoint (see RECORDED)."""
 
     MONITORS = {"val_loss": -1, "val_accuracy": 1, "train_loss": -1, "train_accuracy": 1}  # the better direction
 
-    def __init__(self, monitor: str = "val_loss", patience: int = 3, min_delta: float = 0.0) -> None:
-        if monitor not in self.MONITORS:
-            raise ValueError(f"EarlyStopping monitor must be one of {', '.join(self.MONITORS)}, got {monitor!r}")
-        self.monitor, self.patience = monitor, integer(patience, "EarlyStopping patience", 1)
-        self.min_delta = number(min_delta, "EarlyStopping min_delta", 0.0, float("inf"))
+    def __init__(self, monitor: str = "val_loss", min_delta: float = 0.0) -> None:
+        name = type(self).__name__
+        if not isinstance(monitor, str) or monitor not in self.MONITORS:
+            raise ValueError(f"{name} monitor must be one of {', '.join(self.MONITORS)}, got {monitor!r}")
+        self.monitor, self.min_delta = monitor, number(min_delta, f"{name} min_delta", 0.0, math.inf)
         self.best: float | None = None
-        self.best_epoch, self.waited = 0, 0
+        self.best_epoch = 0
 
     def config(self) -> dict[str, Any]:
-        return {"monitor": self.monitor, "patience": self.patience, "min_delta": self.min_delta}
+        return {"monitor": self.monitor, "min_delta": self.min_delta}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"best": self.best, "best_epoch": self.best_epoch, "waited": self.waited}
+        return {"best": self.best, "best_epoch": self.best_epoch}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        best, epoch, waited = state.get("best"), state.get("best_epoch"), state.get("waited")
-        if set(state) != {"best", "best_epoch", "waited"} or not (best is None or (
-                type(best) in (int, float) and math.isfinite(best))) \
-                or type(epoch) is not int or type(waited) is not int or epoch < 0 or waited < 0:
-            raise ValueError(f"EarlyStopping: expected state {{'best': number or null, 'best_epoch': int >= 0, "
-                             f"'waited': int >= 0}}, got {state!r}"[:300])
-        self.best, self.best_epoch, self.waited = best, epoch, waited
+        expected = set(self.state_dict())
+        best, counts = state.get("best"), [state.get(key) for key in sorted(expected - {"best"})]
+        if set(state) != expected or not (best is None or (type(best) in (int, float) and math.isfinite(best))) \
+                or not all(type(count) is int and count >= 0 for count in counts):
+            raise ValueError(f"{type(self).__name__}: expected state with {', '.join(sorted(expected))} (best a finite "
+                             f"number or null, the others counts >= 0), got {state!r}"[:300])
+        for key, value in state.items():
+            setattr(self, key, value)
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        if self.monitor.startswith("val_") and trainer.val is None:
+            raise ValueError(f"{type(self).__name__} monitors {self.monitor}, but the fit has no validation set "
+                             "(fit(..., val=...); xpcnn train --val-split)")
+
+    def improved(self, row: dict[str, Any]) -> bool:
+        """Whether the epoch of `row` improves on the best, which it then becomes."""
+        value = row[self.monitor]
+        if self.best is None or self.MONITORS[self.monitor] * (value - self.best) > self.min_delta:
+            self.best, self.best_epoch = value, row["epoch"]
+            return True
+        return False
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(f'{key}={value!r}' for key, value in self.config().items())})"
+
+
+class EarlyStopping(Watching):
+    """Ends the run once `monitor` has not improved on its best by more than `min_delta`
+    for `patience` epochs in a row (see Watching). The weights are those of the last
+    epoch; BestCheckpoint keeps the best one's."""
+
+    def __init__(self, monitor: str = "val_loss", patience: int = 3, min_delta: float = 0.0) -> None:
+        super().__init__(monitor, min_delta)
+        self.patience, self.waited = integer(patience, "EarlyStopping patience", 1), 0
+
+    def config(self) -> dict[str, Any]:
+        return {**super().config(), "patience": self.patience}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "waited": self.waited}
 
     def restart(self) -> None:
         """Wait `patience` epochs again from now, keeping the best value: what extending a
         run it stopped does (record.extend)."""
         self.waited = 0
 
-    def on_fit_start(self, trainer: Trainer) -> None:
-        if self.monitor.startswith("val_") and trainer.val is None:
-            raise ValueError(f"EarlyStopping monitors {self.monitor}, but the fit has no validation set "
-                             "(fit(..., val=...); xpcnn train --val-split)")
-
     def on_epoch_end(self, trainer: Trainer, row: dict[str, Any]) -> None:
-        value, sign = row[self.monitor], self.MONITORS[self.monitor]
-        if self.best is None or sign * (value - self.best) > self.min_delta:
-            self.best, self.best_epoch, self.waited = value, row["epoch"], 0
+        if self.improved(row):
+            self.waited = 0
             return
         self.waited += 1
         if self.waited >= self.patience:
             trainer.stop(f"early stopping: {self.monitor} has not improved on {self.best:.4g} (epoch "
                          f"{self.best_epoch}) for {self.waited} epochs")
 
-    def __repr__(self) -> str:
-        return f"EarlyStopping(monitor={self.monitor!r}, patience={self.patience}, min_delta={self.min_delta})"
+
+class BestCheckpoint(Watching):
+    """Keeps the best epoch by `monitor` (see Watching) as best.npz in the run folder: a
+    whole checkpoint, written when an epoch improves on the best, that evaluate, predict
+    and export take like the last one."""
+
+    NAME = "best.npz"
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        super().on_fit_start(trainer)
+        if trainer.folder is None:
+            raise ValueError("BestCheckpoint keeps best.npz in the run folder, but the trainer has none (run_dir=...)")
+
+    def on_epoch_end(self, trainer: Trainer, row: dict[str, Any]) -> None:
+        if self.improved(row):
+            trainer.save(trainer.folder.path / self.NAME)
 
 
 def with_own_callbacks(given: Sequence[Callback], progress: bool, folder: bool,
@@ -197,7 +238,7 @@ def with_own_callbacks(given: Sequence[Callback], progress: bool, folder: bool,
     return [*given, *(callback for callback in own if type(callback) not in kinds)]
 
 
-RECORDED: dict[str, type[Callback]] = {"EarlyStopping": EarlyStopping}  # rebuilt from a checkpoint on resume
+RECORDED: dict[str, type[Callback]] = {"EarlyStopping": EarlyStopping, "BestCheckpoint": BestCheckpoint}
 
 
 def recorded(callbacks: list[Callback]) -> list[Callback]:

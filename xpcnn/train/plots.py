@@ -54,25 +54,33 @@ def learning_curves(history: list[dict[str, Any]], path: str | Path, title: str 
     _save(figure, Path(path))
 
 
+MAX_WRITTEN = 20  # classes up to which each cell's count is written in it
+MAX_LABELS = 30  # tick labels on an axis at most: beyond, every k-th class is named
+
+
 def confusion(counts: np.ndarray, classes: list[str], path: str | Path, title: str = "") -> None:
-    """Confusion matrix: rows true class, columns predicted, counts written in the cells."""
-    figure = _figure(6.5, 5.5)
+    """Confusion matrix: rows true class, columns predicted, coloured by the share of the
+    true class. Readable from 2 to 100 classes and more: the figure grows with them, the
+    counts are written in the cells up to MAX_WRITTEN classes, and beyond MAX_LABELS every
+    k-th class is named (long names shortened)."""
+    n = len(classes)
+    side = min(5.5 + 0.12 * max(0, n - 10), 16.0)
+    figure = _figure(side + 1.0, side)
     axes = figure.subplots()
     rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
     image = axes.imshow(rates, cmap="Blues", vmin=0, vmax=1)
-    ticks = range(len(classes))
-    axes.set_xticks(
-        ticks,
-        classes,
-        rotation=45 if max(map(len, classes)) > 2 else 0,
-        ha="right" if max(map(len, classes)) > 2 else "center",
-    )
-    axes.set_yticks(ticks, classes)
+    step = -(-n // MAX_LABELS)
+    ticks = list(range(0, n, step))
+    names = [classes[k] if len(classes[k]) <= 14 else f"{classes[k][:6]}…{classes[k][-7:]}" for k in ticks]
+    size = 8 if n <= MAX_LABELS else 6
+    slanted = max(map(len, names)) > 2
+    axes.set_xticks(ticks, names, rotation=45 if slanted else 0, ha="right" if slanted else "center", fontsize=size)
+    axes.set_yticks(ticks, names, fontsize=size)
     axes.set(xlabel="predicted", ylabel="true", title=title or "confusion matrix (test set)")
-    for (i, j), value in np.ndenumerate(counts):
-        if value:
-            axes.text(
-                j, i, str(value), ha="center", va="center", fontsize=7, color="white" if rates[i, j] > 0.5 else "black"
-            )
+    if n <= MAX_WRITTEN:
+        for (i, j), value in np.ndenumerate(counts):
+            if value:
+                axes.text(j, i, str(value), ha="center", va="center", fontsize=7,
+                          color="white" if rates[i, j] > 0.5 else "black")
     figure.colorbar(image, ax=axes, label="share of true class")
     _save(figure, Path(path))

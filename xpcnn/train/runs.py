@@ -9,7 +9,7 @@ from typing import Any
 from ..datasets import Dataset, load_dataset, num_batches
 from ..presets import Recipe, SettingsError
 from . import record
-from .callbacks import EarlyStopping
+from .callbacks import BestCheckpoint, EarlyStopping
 from .record import SettingsConflict
 from .trainer import Trainer
 
@@ -18,16 +18,19 @@ Splits = tuple[Dataset, Dataset | None, Dataset]  # train, validation (or None),
 
 def start_run(name: str, recipe: Recipe | None = None, *, dataset: str = "mnist", data_dir: str | Path | None = None,
               download: bool = True, allow_bundled: bool = True, limit: int | None = None, seed: int = 0,
-              val_split: float = 0.0, early_stopping: int | None = None, backend_name: str = "numpy",
+              val_split: float = 0.0, early_stopping: int | None = None, keep_best: bool = False,
+              backend_name: str = "numpy",
               device: Any = None, dtype: str = "float32", log: Callable[[str], None] = print,
               **options: Any) -> tuple[Trainer, Splits]:
     """What `xpcnn train` starts: the data (see datasets.load_dataset: the full files,
     else for MNIST with `allow_bundled` the bundled subset), at most `limit` images of each
     split and `val_split` held out, and a Trainer for preset `name` with `recipe`
     (default: the preset's); `early_stopping` adds EarlyStopping(patience=early_stopping)
-    on the validation loss. `options` are Trainer's."""
+    and `keep_best` BestCheckpoint(), both on the validation loss. `options` are Trainer's."""
     if early_stopping is not None:
         options["callbacks"] = [*options.get("callbacks", ()), EarlyStopping(patience=early_stopping)]
+    if keep_best:
+        options["callbacks"] = [*options.get("callbacks", ()), BestCheckpoint()]
     loaded = load_dataset(dataset, data_dir, download=download, allow_bundled=allow_bundled, log=log)
     log(f"data: {loaded.source}")
     data = loaded.splits(limit, seed, val_split)

@@ -1,0 +1,35 @@
+"""PNG plots of a run (xpcnn/train/plots.py): a confusion matrix stays readable from 2 to
+100 classes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from xpcnn.metrics import confusion_matrix
+from xpcnn.train import plots
+
+
+@pytest.mark.parametrize("classes", [2, 10, 100])
+def test_the_confusion_matrix_grows_with_its_classes_and_names_at_most_thirty(tmp_path, classes, monkeypatch):
+    pytest.importorskip("matplotlib")
+    named = []
+    original = plots._figure
+
+    def watched(width, height):
+        figure = original(width, height)
+        named.append(figure)
+        return figure
+
+    monkeypatch.setattr(plots, "_figure", watched)
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, classes, 3000)
+    counts = confusion_matrix(labels, np.where(rng.random(3000) < 0.8, labels, rng.integers(0, classes, 3000)), classes)
+    plots.confusion(counts, [f"a rather long name {k}" for k in range(classes)], tmp_path / "confusion.png")
+    axes = named[0].axes[0]
+    written = [text for text in axes.texts]
+    assert (tmp_path / "confusion.png").stat().st_size > 0
+    assert len(axes.get_xticks()) <= plots.MAX_LABELS and len(axes.get_yticklabels()) <= plots.MAX_LABELS
+    assert bool(written) == (classes <= plots.MAX_WRITTEN)  # counts in the cells only where they fit
+    assert named[0].get_size_inches()[1] == pytest.approx(min(5.5 + 0.12 * max(0, classes - 10), 16.0))
+    assert all(len(label.get_text()) <= 14 for label in axes.get_xticklabels())
