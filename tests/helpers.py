@@ -287,3 +287,31 @@ class _no_transfers:
 
     def __exit__(self, *exc):
         return self.context.__exit__(*exc)
+
+
+# Colours of equal luma (ITU-R 601: 0.299 R + 0.587 G + 0.114 B = 127 within 1): in grey
+# the classes of colour_folder are one and the same, in colour they differ at a glance.
+EQUAL_LUMA_COLOURS = {"red": (230, 80, 99), "green": (60, 169, 70), "blue": (120, 109, 250)}
+PICTURE_FORMATS = (("png", "RGB"), ("jpg", "RGB"), ("bmp", "RGB"), ("webp", "RGB"), ("png", "RGBA"), ("tiff", "RGB"))
+
+
+def colour_folder(root: Path, per_class: int = 40, seed: int = 0) -> Path:
+    """A folder of pictures ROOT/<colour>/*, classes that differ only by colour: each
+    picture its class's colour with its own brightness (x 0.8 to 1.2, which spans more
+    grey levels than the classes differ by) and noise, of its own size (12 to 40 pixels
+    a side, rarely square) and format (PNG, JPEG, BMP, WebP, TIFF, RGBA PNG)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for name, colour in EQUAL_LUMA_COLOURS.items():
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for k in range(per_class):
+            height, width = rng.integers(12, 41, 2)
+            pixels = np.asarray(colour, np.float64) * rng.uniform(0.8, 1.2) + rng.normal(0, 8, (height, width, 3))
+            pixels = np.clip(pixels, 0, 255).astype(np.uint8)
+            extension, mode = PICTURE_FORMATS[k % len(PICTURE_FORMATS)]
+            picture = Image.fromarray(pixels, "RGB")
+            if mode == "RGBA":
+                picture = Image.fromarray(np.dstack([pixels, np.full((height, width), 255, np.uint8)]), "RGBA")
+            picture.save(root / name / f"{k:03d}.{extension}")
+    return root

@@ -12,7 +12,7 @@ pytest.importorskip("PIL")
 
 @pytest.fixture(scope="module")
 def mnist_digits():
-    return load_bundled().test.images[:100]
+    return load_bundled().test.images[:100, 0]
 
 
 def test_an_mnist_digit_comes_back_as_itself(mnist_digits):

@@ -1,5 +1,6 @@
-"""Reading digit images (xpcnn/datasets/images.py) from untrusted files: mutated .npy files and
-decompression bombs are refused from the header.
+"""Reading images (xpcnn/datasets/images.py) from untrusted files: mutated .npy files and
+decompression bombs are refused from the header; photos of any format and mode are fitted
+into a square, with their EXIF orientation, transparency on white and Pillow's grey.
 
 Predictions from .npy and picture files, end to end, are tested in tests/cli/test_main.py.
 """
@@ -99,3 +100,131 @@ def test_a_picture_inverted_into_nothing_says_what_was_inverted(tmp_path):
     assert read_image(tmp_path / "one.png").max() > 0
     with pytest.raises(ImageError, match=r"no digit found.*\(inverted as --invert asked: is it dark ink on light"):
         read_image(tmp_path / "one.png", invert=True)
+
+
+# -- photos (read_photo, read_photo_rgb, photo_channels) ----------------------------------
+
+def save(path, pixels, mode=None, **options):
+    from PIL import Image
+
+    image = Image.fromarray(pixels)
+    (image.convert(mode) if mode else image).save(path, **options)
+    return path
+
+
+def test_a_photo_keeps_its_aspect_and_its_middle(tmp_path):
+    pytest.importorskip("PIL")
+    from xpcnn.datasets.images import read_photo
+
+    wide = np.zeros((10, 30, 3), np.uint8)
+    wide[:, 10:20] = (200, 40, 10)  # the middle third, between black thirds
+    photo = read_photo(save(tmp_path / "wide.png", wide), 5)
+    assert photo.shape == (3, 5, 5) and photo.dtype == np.uint8
+    np.testing.assert_array_equal(photo[:, 2, 2], [200, 40, 10])
+    assert (photo[:, :, 1:4] == photo[:, :1, 2:3]).all()  # the middle square is all colour
+    assert read_photo(tmp_path / "wide.png", 5, channels=1).shape == (1, 5, 5)
+
+
+def test_grey_is_pillows_luma_and_a_grey_photo_equals_its_rgb_copy(tmp_path):
+    from PIL import Image
+
+    from xpcnn.datasets.images import photo_channels, read_photo
+
+    rgb = np.random.default_rng(0).integers(0, 256, (12, 12, 3), dtype=np.uint8)
+    pillow_grey = np.asarray(Image.fromarray(rgb).convert("L"))
+    np.testing.assert_array_equal(photo_channels(rgb.transpose(2, 0, 1), 1)[0], pillow_grey)
+    save(tmp_path / "grey.png", pillow_grey)
+    save(tmp_path / "grey-rgb.png", pillow_grey, "RGB")
+    grey, copy = read_photo(tmp_path / "grey.png", 7), read_photo(tmp_path / "grey-rgb.png", 7)
+    assert grey.shape == (1, 7, 7) and copy.shape == (1, 7, 7)
+    np.testing.assert_array_equal(grey, copy)
+    np.testing.assert_array_equal(read_photo(tmp_path / "grey.png", 7, channels=3), np.repeat(grey, 3, axis=0))
+    with pytest.raises(ValueError, match="channels must be 1, 3 or None, got 2"):
+        read_photo(tmp_path / "grey.png", 7, channels=2)
+
+
+@pytest.mark.parametrize("mode, suffix", [("RGBA", ".png"), ("LA", ".png"), ("P", ".png"), ("RGBA", ".webp")])
+def test_transparency_is_laid_on_white(tmp_path, mode, suffix):
+    pytest.importorskip("PIL")
+    from xpcnn.datasets.images import read_photo
+
+    pixels = np.zeros((8, 8, 4), np.uint8)
+    pixels[:4, :, 3] = 255  # the top half opaque black, the bottom half transparent
+    options = {"transparency": 0} if mode == "P" else {"lossless": True} if suffix == ".webp" else {}
+    if mode == "P":
+        pixels = np.where(pixels[..., 3] > 0, 1, 0).astype(np.uint8)  # palette 0: transparent, 1: black
+    path = tmp_path / f"clear{suffix}"
+    if mode == "P":
+        from PIL import Image
+
+        image = Image.fromarray(pixels, "P")
+        image.putpalette([255, 0, 0, 0, 0, 0] + [0, 0, 0] * 254)
+        image.save(path, **options)
+    else:
+        save(path, pixels, mode, **options)
+    photo = read_photo(path, 8, channels=3)
+    assert (photo[:, :3] == 0).all() and (photo[:, 5:] == 255).all()
+
+
+def test_deep_and_other_modes(tmp_path):
+    pytest.importorskip("PIL")
+    from xpcnn.datasets.images import read_photo_rgb
+
+    deep = np.array([[0, 257 * 100], [65535, 257]], np.uint16)
+    rgb, colour = read_photo_rgb(save(tmp_path / "deep.png", deep), 2)  # I;16
+    assert rgb[0].tolist() == [[0, 100], [255, 1]] and not colour
+    colours = np.random.default_rng(1).integers(0, 256, (6, 9, 3), dtype=np.uint8)
+    for name, mode in [("cmyk.tiff", "CMYK"), ("cmyk.jpg", "CMYK"), ("ycbcr.tiff", "YCbCr"), ("bits.png", "1"),
+                       ("float.tiff", "F"), ("int.tiff", "I")]:
+        rgb, colour = read_photo_rgb(save(tmp_path / name, colours, mode), 4)
+        assert rgb.shape == (3, 4, 4) and colour == (mode in ("CMYK", "YCbCr")), name
+
+
+def test_the_exif_orientation_is_applied(tmp_path):
+    from PIL import Image
+
+    from xpcnn.datasets.images import read_photo
+
+    stored = np.zeros((16, 32), np.uint8)
+    stored[:, 16:] = 255  # stored: black left, white right; shown turned 90 degrees clockwise
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = save(tmp_path / "turned.jpg", stored, exif=exif.tobytes(), quality=95)
+    shown = read_photo(path, 8)[0].astype(int)
+    assert shown[:3].max() < 40 and shown[5:].min() > 215  # black on top, white below
+    assert read_photo(save(tmp_path / "plain.jpg", stored, quality=95), 8)[0][:, :3].max() < 40
+
+
+def test_unusable_photos_are_refused_in_one_line(tmp_path):
+    pytest.importorskip("PIL")
+    from xpcnn.datasets.images import MAX_PIXELS, read_photo
+
+    (tmp_path / "bomb.png").write_bytes(png_claiming(6000, 6000))  # under Pillow's limit, over ours
+    (tmp_path / "huge.png").write_bytes(png_claiming(60_000, 60_000))
+    (tmp_path / "text.jpg").write_text("hello\n")
+    noise = save(tmp_path / "noise.png", np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8))
+    (tmp_path / "cut.png").write_bytes(noise.read_bytes()[:2000])
+    os.mkfifo(tmp_path / "pipe.png")
+    expected = {"bomb.png": f"6000x6000 pixels, over the limit of {MAX_PIXELS:,}",
+                "huge.png": f"over the limit of {MAX_PIXELS:,} pixels", "text.jpg": "not a picture in a format Pillow",
+                "cut.png": "not a readable picture: OSError: image file is truncated",
+                "pipe.png": "not a regular file", "missing.png": "cannot read: No", ".": "not a regular file"}
+    start = time.perf_counter()
+    for name, message in expected.items():
+        with pytest.raises(ImageError) as refused:
+            read_photo(tmp_path / name, 8)
+        assert str(refused.value).startswith(f"{tmp_path / name}: {message}") and "\n" not in str(refused.value)
+    assert time.perf_counter() - start < 5
+    with pytest.raises(ValueError, match="size must be an integer >= 1, got 0"):
+        read_photo(tmp_path / "cut.png", 0)
+
+
+def test_photos_need_pillow(tmp_path, monkeypatch):
+    import sys
+
+    from xpcnn.datasets.images import pillow_version, read_photo
+
+    monkeypatch.setitem(sys.modules, "PIL", None)
+    for call in (pillow_version, lambda: read_photo(tmp_path / "x.png", 8)):
+        with pytest.raises(ImportError, match=r"^reading pictures needs Pillow: pip install 'xpcnn\[images\]'$"):
+            call()

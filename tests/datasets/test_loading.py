@@ -1,15 +1,18 @@
 """Loading datasets (xpcnn/datasets/loading.py): the bundled subset, the search order and
-its fallback, full MNIST from XPCNN_DATA_DIR, corrupt files, Dataset validation and split."""
+its fallback, full MNIST from XPCNN_DATA_DIR, corrupt files, the record of a selection."""
 
 from __future__ import annotations
+
+import dataclasses
+import hashlib
 
 import numpy as np
 import pytest
 
-from xpcnn.datasets import MNIST, ChecksumError, DataNotFound, Dataset, DatasetSpec, load_bundled, load_dataset
+from xpcnn.datasets import CIFAR10, DATASETS, MNIST, ChecksumError, DataNotFound, load_bundled, load_dataset
 from xpcnn.datasets.loading import BUNDLED_CHECKSUMS, Selection, bundled_path
 
-from ..helpers import SHARED_MNIST, small_dataset
+from ..helpers import SHARED_MNIST, colour_folder
 
 
 def test_bundled_subset_checksums_and_stratification():
@@ -107,49 +110,6 @@ def test_a_corrupt_file_in_the_data_dir_is_an_error_not_a_fallback(tmp_path, mon
         load_dataset("mnist", tmp_path / "data", download=False)
 
 
-def test_dataset_validation_and_split():
-    with pytest.raises(ValueError, match="labels must be class indices in"):
-        Dataset(np.zeros((2, 28, 28), np.uint8), np.array([0, 10]), MNIST)
-    with pytest.raises(TypeError, match="images must be a NumPy array of uint8, got float32"):
-        Dataset(np.zeros((2, 28, 28), np.float32), np.array([0, 1]), MNIST)
-    with pytest.raises(TypeError, match="images must be a NumPy array of uint8, got list"):
-        Dataset([[0]], np.array([0]), MNIST)
-    with pytest.raises(ValueError, match=r"images must be \(N, H, W\), got shape \(2, 28\)"):
-        Dataset(np.zeros((2, 28), np.uint8), np.array([0, 1]), MNIST)
-    rest, held = small_dataset(10).split(0.3, seed=0)
-    assert len(rest) == 7 and len(held) == 3
-
-
-@pytest.mark.parametrize("labels, message", [
-    (np.array([0, 1.7]), r"labels must be integers \(class indices\), got float64; label 1 is 1.7"),
-    (np.array([0.0, 1.0]), r"labels must be integers \(class indices\), got float64"),
-    (np.array(["0", "1"]), r"labels must be integers \(class indices\), got <U1; label 0 is '0'"),
-    (np.array([True, False]), r"labels must be integers \(class indices\), got bool"),
-    (np.array([0, np.nan]), r"got float64; label 1 is nan"),
-    (np.array([3, -1]), r"labels must be class indices in \[0, 10\); label 1 is -1"),
-    ([0, 1], r"2 images need labels of shape \(2,\), got list"),
-])
-def test_labels_are_class_indices_and_nothing_is_cast(labels, message):
-    with pytest.raises((TypeError, ValueError), match=message):
-        Dataset(np.zeros((2, 28, 28), np.uint8), labels, MNIST)
-
-
-def test_a_dataset_prints_in_one_line_and_its_spec_is_checked():
-    data = small_dataset(10)
-    assert repr(data) == "Dataset(mnist: 10 images 28x28, 10 classes)"
-    with pytest.raises(ValueError, match="DatasetSpec std must be > 0"):
-        DatasetSpec("mine", {}, (), 0.5, 0.0, ("a", "b"))
-    with pytest.raises(TypeError, match="DatasetSpec classes must be a non-empty list of names"):
-        DatasetSpec("mine", {}, (), 0.5, 0.2, ())
-    with pytest.raises(TypeError, match="DatasetSpec mean must be a finite number"):
-        DatasetSpec("mine", {}, (), float("nan"), 0.2, ("a",))
-
-
-def test_dataset_labels_out_of_range_never_reach_the_loss():
-    with pytest.raises(ValueError, match=r"labels must be class indices in \[0, 10\); label 0 is 12"):
-        Dataset(np.zeros((1, 28, 28), np.uint8), np.array([12]), MNIST)
-
-
 def test_the_fall_back_to_the_subset_is_a_logged_warning_from_python(tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.delenv("XPCNN_DATA_DIR", raising=False)
@@ -158,3 +118,57 @@ def test_the_fall_back_to_the_subset_is_a_logged_warning_from_python(tmp_path, m
     assert "bundled" in loaded.source
     assert [(record.name, record.levelname) for record in caplog.records] == [("xpcnn", "WARNING")]
     assert "using the bundled MNIST subset" in caplog.records[0].getMessage()
+
+
+def test_cifar10_comes_through_load_dataset_and_is_read_again_from_where_it_was(tmp_path, monkeypatch):
+    from xpcnn.datasets import cifar
+
+    from .test_cifar import dataset, genuine_members, tar_gz
+
+    spec, layout, contents, _ = dataset("cifar10")
+    archive = tar_gz(genuine_members(spec, layout, contents))
+    (tmp_path / spec.files["archive"].name).write_bytes(archive)
+    published = dataclasses.replace(spec.files["archive"], size=len(archive), digest=hashlib.md5(archive).hexdigest())
+    monkeypatch.setitem(DATASETS, "cifar10", dataclasses.replace(spec, files={"archive": published}))
+    monkeypatch.setitem(cifar.LAYOUTS, "cifar10", layout)
+    loaded = load_dataset("cifar10", tmp_path)
+    assert loaded.train.images.shape == (50, 3, 32, 32) and loaded.test.images.shape == (10, 3, 32, 32)
+    assert loaded.train.statistics()["mean"] == list(CIFAR10.mean) and loaded.folders == (str(tmp_path.resolve()),)
+    assert repr(loaded.train).startswith("Dataset(cifar10: 50 images 32x32 3 channels, 10 classes")
+    train, _, test = Selection.from_dict(loaded.train.selection.to_dict()).load()
+    np.testing.assert_array_equal(train.images, loaded.train.images)
+    np.testing.assert_array_equal(test.labels, loaded.test.labels)
+    (tmp_path / "elsewhere").mkdir()
+    with pytest.raises(DataNotFound, match="cifar-10-binary.tar.gz \\(or its extracted folder\\) not found"):
+        load_dataset("cifar10", tmp_path / "elsewhere")
+
+
+def test_a_folder_of_pictures_records_how_it_was_read_and_refuses_changes(tmp_path):
+    pytest.importorskip("PIL")
+    from PIL import Image
+
+    colour_folder(tmp_path / "pics", per_class=6)
+    loaded = load_dataset("images", tmp_path / "pics", image_size=8, log=lambda message: None)
+    selection = loaded.train.selection
+    assert selection.dataset == "images" and selection.reader == {"image_size": 8, "channels": 3, "test_split": 0.2,
+                                                                  "on_bad": "refuse", "split_seed": 0}
+    assert loaded.train.input_shape == (3, 8, 8) and loaded.train.spec.classes == ("blue", "green", "red")
+    again = Selection.from_dict(selection.to_dict())
+    assert again == selection
+    np.testing.assert_array_equal(again.load()[0].images, loaded.train.images)
+    Image.fromarray(np.zeros((9, 9, 3), np.uint8)).save(tmp_path / "pics" / "red" / "000.png")
+    with pytest.raises(DataNotFound, match="have changed since the run read them"):
+        again.load()
+    with pytest.raises(TypeError, match="image_size: options of a folder of pictures"):
+        load_dataset("mnist", image_size=8)
+    with pytest.raises(ValueError, match="needs data_dir"):
+        load_dataset("images")
+
+
+def test_a_selection_of_a_folder_needs_its_reading_options():
+    recorded = {"dataset": "images", "folders": ["/pics"], "limit": None, "seed": 0, "val_split": 0.0,
+                "reader": {"image_size": 8}, "digest": None}
+    with pytest.raises(ValueError, match="selection.reader: unusable value"):
+        Selection.from_dict(recorded)
+    old = {"dataset": "mnist", "folders": None, "limit": None, "seed": 0, "val_split": 0.0}  # before folders
+    assert Selection.from_dict(old) == Selection("mnist")

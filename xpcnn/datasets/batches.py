@@ -1,16 +1,17 @@
-"""Mini-batches: shuffled per epoch from a seed, optionally shifted (augmentation),
-normalised on the host, then moved to the backend."""
+"""Mini-batches: shuffled per epoch from a seed, optionally changed at random
+(augmentation: shifts, crops, flips), normalised on the host, then moved to the backend."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from .. import backend
 from ..distributed import shard_bounds
-from .loading import Dataset
+from .dataset import Dataset
 
 
 def num_batches(size: int, batch_size: int) -> int:
@@ -24,17 +25,71 @@ def epoch_order(size: int, seed: int, epoch: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch]).permutation(size)
 
 
-def random_shifts(images: np.ndarray, max_shift: int, rng: np.random.Generator) -> np.ndarray:
-    """Each image moved by its own random (dy, dx) in [-max_shift, max_shift], zero-filled:
-    (n, H, W) -> (n, H, W). Digits stay digits when shifted a little, so the network
-    learns position invariance instead of memorising positions."""
-    n, h, w = images.shape
-    padded = np.zeros((n, h + 2 * max_shift, w + 2 * max_shift), images.dtype)
-    padded[:, max_shift : max_shift + h, max_shift : max_shift + w] = images
-    offsets = rng.integers(0, 2 * max_shift + 1, size=(n, 2))
-    rows = offsets[:, :1] + np.arange(h)  # (n, H)
-    cols = offsets[:, 1:] + np.arange(w)  # (n, W)
-    return padded[np.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]
+@dataclass(frozen=True)
+class Augment:
+    """Random changes to training images, drawn on the host from (seed, epoch, batch) for
+    the whole batch, so every backend, worker and MPI rank sees the same images: each
+    image cut at a random place out of itself padded by `pixels` on every side (a shift
+    by up to `pixels`; padded with zeros, or with `pad="reflect"` the image mirrored at its
+    edges), then, with `flip`, mirrored left to right with probability 1/2. Shifts suit
+    digits; crops with reflection and flips suit photos (a mirrored "3" is no digit)."""
+
+    pixels: int = 0
+    pad: str = "zero"
+    flip: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.pixels, bool) or not isinstance(self.pixels, (int, np.integer)) or self.pixels < 0:
+            raise ValueError(f"augment pixels must be an integer >= 0, got {self.pixels!r}")
+        if self.pad not in PADS:
+            raise ValueError(f"augment pad must be one of {', '.join(PADS)}, got {self.pad!r}")
+        if not isinstance(self.flip, (bool, np.bool_)):
+            raise TypeError(f"augment flip must be True or False, got {self.flip!r}")
+
+    @classmethod
+    def of(cls, value: int | Augment) -> Augment:
+        """An Augment as given, or for an integer n shifts of up to n pixels."""
+        return value if isinstance(value, Augment) else cls(value)
+
+    def __bool__(self) -> bool:
+        return bool(self.pixels or self.flip)
+
+    def __str__(self) -> str:
+        parts = []
+        if self.pixels:
+            parts.append(f"{'shifts' if self.pad == 'zero' else 'reflected crops'} of up to {self.pixels} px")
+        if self.flip:
+            parts.append("flips")
+        return " and ".join(parts) or "none"
+
+    def apply(self, images: np.ndarray, seed: int, epoch: int, batch: int) -> np.ndarray:
+        """`images` (n, C, H, W) changed as drawn for batch `batch` of `epoch`."""
+        if self.pixels:
+            images = random_crops(images, self.pixels, self.pad, np.random.default_rng([seed, epoch, batch, 1]))
+        if self.flip:
+            mirrored = np.random.default_rng([seed, epoch, batch, 2]).random(images.shape[0]) < 0.5
+            images = np.where(mirrored[:, None, None, None], images[..., ::-1], images)
+        return images
+
+
+PADS = ("zero", "reflect")
+
+
+def random_crops(images: np.ndarray, pixels: int, pad: str, rng: np.random.Generator) -> np.ndarray:
+    """Each image (n, C, H, W) padded by `pixels` on every side (zeros, or reflected) and
+    cut back to (H, W) at its own random offset: a random shift by up to `pixels` in each
+    direction, so the network learns that position does not change the class."""
+    n, c, h, w = images.shape
+    if pad == "zero":
+        padded = np.zeros((n, c, h + 2 * pixels, w + 2 * pixels), images.dtype)
+        padded[:, :, pixels : pixels + h, pixels : pixels + w] = images
+    else:
+        padded = np.pad(images, ((0, 0), (0, 0), (pixels, pixels), (pixels, pixels)), mode="reflect")
+    offsets = rng.integers(0, 2 * pixels + 1, size=(n, 2))
+    cropped = np.empty_like(images)
+    for k, (top, left) in enumerate(offsets):  # a slice per image: 3x faster than one gather of them all
+        cropped[k] = padded[k, :, top : top + h, left : left + w]
+    return cropped
 
 
 def batches(
@@ -48,26 +103,24 @@ def batches(
     backend_name: str = "numpy",
     device: Any = None,
     dtype: str = "float32",
-    augment: int = 0,
+    augment: int | Augment = 0,
     shard: tuple[int, int] = (0, 1),
 ) -> Iterator[tuple[Any, Any]]:
-    """Yield (images (n, 1, H, W), labels (n,) int64) on the backend, from batch `start` on.
+    """Yield (images (n, C, H, W), labels (n,) int64) on the backend, from batch `start` on.
 
-    `augment` > 0 shifts each image by up to that many pixels, drawn from (seed, epoch,
-    batch), so a resumed run sees the same shifted images. `shard` (rank, size): yield
-    only process `rank`'s slice of each batch (see distributed.shard_bounds), its shifts
-    drawn for the whole batch, so N processes together see what one process would."""
+    `augment` (an Augment, or n: shifts of up to n pixels) changes the images as drawn
+    from (seed, epoch, batch), so a resumed run sees the same images. `shard` (rank,
+    size): yield only process `rank`'s slice of each batch (see distributed.shard_bounds),
+    its changes drawn for the whole batch, so N processes together see what one would."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if augment < 0:
-        raise ValueError(f"augment must be >= 0 pixels, got {augment}")
+    augment = Augment.of(augment)
     order = epoch_order(len(dataset), seed, epoch) if shuffle else np.arange(len(dataset))
     for index in range(start, num_batches(len(dataset), batch_size)):
         picked = order[index * batch_size : (index + 1) * batch_size]
         lo, hi = shard_bounds(len(picked), *shard)
         if augment:
-            everyone = random_shifts(dataset.images[picked], augment, np.random.default_rng([seed, epoch, index, 1]))
-            raw = everyone[lo:hi]
+            raw = augment.apply(dataset.images[picked], seed, epoch, index)[lo:hi]
         else:
             raw = dataset.images[picked[lo:hi]]
         picked = picked[lo:hi]

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..io.atomic import fsync_dir
-from .idx import GZIP_MAGIC, IDXError, parse_idx, read_idx_bytes
+from .idx import GZIP_MAGIC, parse_idx, read_idx_bytes
 from .sources import DataFile, DatasetSpec
 
 GZIP_SLACK = 1 << 20  # a gzip file is never much larger than its content
@@ -114,39 +114,48 @@ def _permanent(error: BaseException) -> bool:
     return isinstance(error, urllib.error.URLError) and isinstance(error.reason, socket.gaierror)
 
 
+def _download_limit(file: DataFile) -> int:
+    """The most bytes a download of `file` may deliver: its size and a slack (an IDX file's
+    gzip; for an archive, what cifar.ARCHIVE_SLACK allows for a size others recorded)."""
+    return file.size + GZIP_SLACK
+
+
 def download_file(
     file: DataFile,
     mirrors: Sequence[str],
     folder: Path,
     *,
+    verify: Callable[[Path, DataFile], object] = load_verified,
     tries: int = 2,
     timeout: float = 30.0,
     backoff: float = 1.0,
     log: Callable[[str], None] = lambda message: None,
 ) -> Path:
-    """Download `file` (as name.gz) into `folder` from the first mirror that delivers a
-    verified copy, trying each mirror `tries` times; returns the final path."""
+    """Download `file` (as file.served_as) into `folder` from the first mirror that
+    delivers a copy `verify(path, file)` accepts (raising a ValueError, e.g. ChecksumError,
+    where it does not), trying each mirror `tries` times; returns the final path."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:  # e.g. a home folder that is not writable: nowhere to download to
         raise DownloadError(f"cannot make the download folder {folder} ({exc.strerror or exc}); "
                             "--data-dir, XPCNN_DATA_DIR or XDG_CACHE_HOME can name another") from None
-    target = folder / f"{file.name}.gz"
+    target = folder / file.served_as
     failures = []
     for mirror in mirrors:
-        url = mirror.rstrip("/") + f"/{file.name}.gz"
+        url = mirror.rstrip("/") + f"/{file.served_as}"
         for attempt in range(1, tries + 1):
             log(f"downloading {url}")
             try:
-                part = _fetch(url, folder, file.size + GZIP_SLACK, timeout)
+                part = _fetch(url, folder, _download_limit(file), timeout)
                 try:
-                    load_verified(part, file)
+                    verify(part, file)
                     os.replace(part, target)
                     fsync_dir(folder)
                     return target
                 finally:
                     part.unlink(missing_ok=True)
-            except (OSError, http.client.HTTPException, IDXError, ChecksumError, DownloadError) as exc:
+            # verify's refusals are ValueErrors (IDXError, ChecksumError, CIFARError...)
+            except (OSError, http.client.HTTPException, ValueError, DownloadError) as exc:
                 failures.append(f"{url} (try {attempt}): {exc}")
                 if _permanent(exc):
                     break  # another try at this mirror would fail the same way

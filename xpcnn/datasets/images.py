@@ -1,5 +1,7 @@
-"""Reading images for prediction: pictures (PNG, JPEG... through Pillow) brought into
-MNIST's form (xpcnn.datasets.digits), or .npy arrays already in it, as 28x28 uint8.
+"""Reading images: for prediction, pictures (PNG, JPEG... through Pillow) brought into
+MNIST's form (xpcnn.datasets.digits), or .npy arrays already in it, as 28x28 uint8
+(read_image); and photos of any kind as square uint8 (C, S, S) arrays for a dataset of
+pictures (read_photo, read_photo_rgb; xpcnn.datasets.folder reads a folder of them).
 
 Only regular files are opened (a FIFO would block forever); untrusted files are
 size-checked from their header before any pixel is decoded, so a decompression bomb is
@@ -8,8 +10,11 @@ refused instead of filling memory.
 
 from __future__ import annotations
 
+import os
 import stat
+import struct
 import tokenize
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -26,22 +31,52 @@ class ImageError(ValueError):
     """An image file cannot be used; the message names the file and the reason."""
 
 
-def read_image(path: str | Path, invert: bool | None = None, size: tuple[int, int] = SIZE) -> np.ndarray:
-    """One image as uint8 (H, W) of `size`, a light digit on black like MNIST.
+def read_for_model(path: str | Path, input_shape: tuple[int, int, int], pictures: str = "resize",
+                   invert: bool | None = None) -> np.ndarray:
+    """One image file as a network trained on images of `input_shape` (C, H, W) takes
+    it: uint8 (C, H, W). A .npy array must already have that shape ((H, W) too for grey
+    images), uint8 or floating in [0, 1]; `invert` inverts it. A picture is brought into
+    the form of the training images: for digits (`pictures` "digits", the MNIST family)
+    as read_image does, else as read_photo does (square images only)."""
+    channels, height, width = input_shape
+    path = _regular(path)
+    if path.suffix.lower() == ".npy":
+        pixels = _read_npy(path, [(channels, height, width), *([(height, width)] * (channels == 1))])
+        pixels = pixels.reshape(channels, height, width)
+        return 255 - pixels if invert else pixels
+    if pictures == "digits" and channels == 1:
+        return read_image(path, invert, (height, width))[None]
+    if invert is not None:
+        raise ImageError(f"{path}: inverting is for pictures of digits; this model was trained on photos")
+    if height != width:
+        raise ImageError(f"{path}: pictures are read for square inputs, and this model takes {height}x{width}: "
+                         "give the image as a .npy array of that shape")
+    return read_photo(path, height, channels)
 
-    A picture (grey, RGB, with transparency, 8 or 16 bits) is brought into that form:
-    transparency laid on the background the ink is not, dark ink on light paper inverted
-    (decided from the border; `invert` True or False overrides), the digit fitted and
-    centred by mass (see xpcnn.datasets.digits). A .npy array must already be (H, W) of `size`,
-    uint8 or floating in [0, 1]; it is used as it is (inverted only with invert=True)."""
+
+def _regular(path: str | Path) -> Path:
+    """`path`, after checking it is a regular file (a FIFO would block forever)."""
     path = Path(path)
     try:
         if not stat.S_ISREG(path.stat().st_mode):
             raise ImageError(f"{path}: not a regular file")
     except OSError as exc:
         raise ImageError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    return path
+
+
+def read_image(path: str | Path, invert: bool | None = None, size: tuple[int, int] = SIZE) -> np.ndarray:
+    """One image as uint8 (H, W) of `size`, a light digit on black like MNIST.
+
+    A picture (grey, RGB, with transparency, 8 or 16 bits) is brought into that form:
+    transparency laid on the background the ink is not, dark ink on light paper inverted
+    (decided from the border; `invert` True or False overrides), the digit fitted and
+    centred by mass (see xpcnn.datasets.digits). A .npy array must already be (H, W) of
+    `size` (or (1, H, W)), uint8 or floating in [0, 1]; it is used as it is (inverted only
+    with invert=True)."""
+    path = _regular(path)
     if path.suffix.lower() == ".npy":
-        pixels = _read_npy(path, size)
+        pixels = _read_npy(path, [tuple(size), (1, *size)]).reshape(size)
         return 255 - pixels if invert else pixels
     try:
         return digits.mnist_form(_read_picture(path), invert, size)
@@ -51,12 +86,14 @@ def read_image(path: str | Path, invert: bool | None = None, size: tuple[int, in
         raise ImageError(f"{path}: {exc}{hint}") from None
 
 
-def _read_npy(path: Path, size: tuple[int, int]) -> np.ndarray:
+def _read_npy(path: Path, shapes: list[tuple[int, ...]]) -> np.ndarray:
+    """A .npy image of one of `shapes`, uint8 or floating in [0, 1], as uint8."""
     try:
         with open(path, "rb") as handle:
             shape, dtype = read_npy_header(handle)
-            if shape != size:
-                raise ImageError(f"{path}: expected an array of shape {size}, the header says {shape}")
+            if shape not in shapes:
+                raise ImageError(f"{path}: expected an array of shape {' or '.join(map(str, shapes))}, the header "
+                                 f"says {shape}")
             if dtype.kind not in "uif" or dtype.hasobject:
                 raise ImageError(f"{path}: expected uint8 or float pixels, got {dtype}")
             handle.seek(0)
@@ -109,3 +146,150 @@ def _grey(image: Any) -> np.ndarray:
     seen = alpha > 0.5
     ink_is_dark = not seen.any() or float(np.mean(grey[seen])) < 0.5
     return grey * alpha + (1.0 if ink_is_dark else 0.0) * (1.0 - alpha)
+
+
+# -- photos: any picture as a square uint8 array, for datasets of pictures -----------------
+
+NO_PILLOW = "reading pictures needs Pillow: pip install 'xpcnn[images]'"
+REDUCING_GAP = 3.0  # Pillow first shrinks by whole factors to within 3x of the size: fast, no visible loss
+DEEP_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")  # 16-bit, 32-bit and float grey
+ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
+LUMA_BLOCK = 4096  # pictures converted to grey at a time: bounds the uint32 work arrays
+# What Pillow's format plugins raise on damaged or hostile input (besides its bomb checks):
+# truncated data, bad chunks and tags, zlib streams that do not inflate.
+PILLOW_ERRORS = (OSError, ValueError, SyntaxError, EOFError, IndexError, KeyError, TypeError, ZeroDivisionError,
+                 OverflowError, struct.error, zlib.error)
+
+
+def pillow_version() -> str:
+    """The installed Pillow's version; ImportError naming the extra when it is missing."""
+    try:
+        from PIL import __version__
+    except ImportError:
+        raise ImportError(NO_PILLOW) from None
+    return __version__
+
+
+def read_photo(path: str | Path, size: int, channels: int | None = None) -> np.ndarray:
+    """One picture as uint8 (C, size, size): C = `channels` (1 or 3), or for None 3 if the
+    picture has colour, else 1.
+
+    The pipeline (read_photo_rgb): only a regular file is opened (a FIFO or a device is
+    refused); Pillow reads the header, and a picture over MAX_PIXELS is refused before
+    any pixel is decoded (a JPEG at the reduced scale `draft()` decodes it at: 1/2, 1/4 or
+    1/8, never below `size`); the EXIF orientation is applied; the first frame of any mode
+    is brought to RGB or grey (16-bit grey scaled to 8 bits, transparency laid on WHITE);
+    the aspect is kept: the shorter side is scaled to `size` and the middle square cut
+    out (as ImageOps.fit), resampled with Pillow's antialiased BILINEAR filter (as
+    torchvision and Keras resize). Grey is ITU-R 601 luma as Pillow's "L" conversion
+    computes it (photo_channels), so a grey picture and its RGB copy give the same grey.
+    Any unusable file raises ImageError naming it and the reason."""
+    if channels is not None and (isinstance(channels, bool) or channels not in (1, 3)):
+        raise ValueError(f"channels must be 1, 3 or None, got {channels!r}")
+    rgb, colour = read_photo_rgb(path, size)
+    return photo_channels(rgb, channels or (3 if colour else 1))
+
+
+def read_photo_rgb(path: str | Path, size: int) -> tuple[np.ndarray, bool]:
+    """(the picture as RGB uint8 (3, size, size), whether it has colour: not all three
+    channels equal after fitting): read_photo before the channels are chosen."""
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValueError(f"size must be an integer >= 1, got {size!r}")
+    image_module, ops = _pillow()
+    with _open_regular(path) as handle:
+        try:
+            pixels = _fit_photo(handle, size, image_module, ops)
+        except ImageError as exc:
+            raise ImageError(f"{path}: {exc}") from None
+        except (image_module.DecompressionBombError, image_module.DecompressionBombWarning) as exc:
+            raise ImageError(f"{path}: over the limit of {MAX_PIXELS:,} pixels ({exc})") from None
+        except image_module.UnidentifiedImageError:
+            raise ImageError(f"{path}: not a picture in a format Pillow reads") from None
+        except PILLOW_ERRORS as exc:
+            message = " ".join(str(exc).split())[:200]  # one line, however Pillow worded it
+            raise ImageError(f"{path}: not a readable picture: {type(exc).__name__}: {message}") from None
+    if pixels.ndim == 2:
+        return np.repeat(pixels[None], 3, axis=0), False
+    rgb = np.ascontiguousarray(pixels.transpose(2, 0, 1))
+    return rgb, bool(np.any(rgb[0] != rgb[1]) or np.any(rgb[1] != rgb[2]))
+
+
+def photo_channels(rgb: np.ndarray, channels: int) -> np.ndarray:
+    """RGB pictures uint8 (..., 3, S, S) with `channels`: 3 gives them back, 1 gives
+    (..., 1, S, S) grey by ITU-R 601 luma in Pillow's fixed point,
+    (19595 R + 38470 G + 7471 B + 2**15) >> 16: the same as Image.convert("L")."""
+    if channels == 3:
+        return rgb
+    if channels != 1:
+        raise ValueError(f"channels must be 1 or 3, got {channels!r}")
+    grey = np.empty((*rgb.shape[:-3], 1, *rgb.shape[-2:]), np.uint8)
+    pictures, out = rgb.reshape(-1, *rgb.shape[-3:]), grey.reshape(-1, *grey.shape[-3:])
+    for start in range(0, len(pictures), LUMA_BLOCK):
+        block = pictures[start:start + LUMA_BLOCK].astype(np.uint32)
+        out[start:start + LUMA_BLOCK, 0] = (block[:, 0] * 19595 + block[:, 1] * 38470 + block[:, 2] * 7471
+                                            + 0x8000) >> 16
+    return grey
+
+
+def _pillow() -> tuple[Any, Any]:
+    """(PIL.Image, PIL.ImageOps); ImportError naming the extra without Pillow."""
+    try:
+        from PIL import Image, ImageOps
+    except ImportError:
+        raise ImportError(NO_PILLOW) from None
+    return Image, ImageOps
+
+
+def _open_regular(path: str | Path) -> Any:
+    """`path` opened for reading if it is a regular file; ImageError otherwise."""
+    try:  # O_NONBLOCK: a FIFO opens at once instead of waiting for a writer; fstat then refuses it
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as exc:
+        raise ImageError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ImageError(f"{path}: not a regular file")
+    return os.fdopen(fd, "rb")
+
+
+def _fit_photo(handle: Any, size: int, image_module: Any, ops: Any) -> np.ndarray:
+    """The picture in `handle` as uint8 (size, size) grey or (size, size, 3) RGB."""
+    with image_module.open(handle) as image:  # reads the header only
+        image.draft(image.mode, (size, size))  # JPEG: decode at 1/2, 1/4 or 1/8 scale, still >= size
+        width, height = image.size
+        if width * height > MAX_PIXELS:
+            raise ImageError(f"{width}x{height} pixels, over the limit of {MAX_PIXELS:,}")
+        if width < 1 or height < 1:
+            raise ImageError(f"{width}x{height} pixels: no picture")
+        ops.exif_transpose(image, in_place=True)
+        flat = _flatten(image, image_module)
+    side = min(flat.size)
+    left, top = (flat.width - side) / 2, (flat.height - side) / 2
+    fitted = flat.resize((size, size), image_module.Resampling.BILINEAR, box=(left, top, left + side, top + side),
+                         reducing_gap=REDUCING_GAP)
+    return np.asarray(fitted)
+
+
+def _flatten(image: Any, image_module: Any) -> Any:
+    """A Pillow image of any mode as mode "L" (grey sources) or "RGB", transparency laid
+    on white."""
+    if image.mode in DEEP_MODES:
+        return image_module.fromarray(_eight_bits(np.asarray(image), image.mode))
+    if image.mode in ALPHA_MODES or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        white = image_module.new("RGB", rgba.size, (255, 255, 255))
+        white.paste(rgba, mask=rgba)  # blends by alpha: transparent parts stay white
+        return white
+    return image.convert("L" if image.mode in ("1", "L") else "RGB")
+
+
+def _eight_bits(values: np.ndarray, mode: str) -> np.ndarray:
+    """Deep grey levels as uint8: I;16 spans 0-65535; I and F span 0-255 when no value is
+    above 255, else 0-65535 (beyond saturates); F with every value in [0, 1] spans 0-1."""
+    values = np.nan_to_num(values.astype(np.float32))
+    highest = float(values.max(initial=0.0))
+    if mode.startswith("I;16") or highest > 255:
+        scale = 255 / 65535
+    else:
+        scale = 255.0 if mode == "F" and highest <= 1.0 else 1.0
+    return np.clip(np.rint(values * np.float32(scale)), 0, 255).astype(np.uint8)

@@ -1,5 +1,6 @@
-"""Datasets in memory: the full files when they can be found or downloaded, else the
-MNIST subset that ships inside the package."""
+"""Datasets from where they are kept: the full files when they can be found or
+downloaded (MNIST's IDX files, CIFAR's archive), a folder of pictures, else the MNIST
+subset that ships inside the package; and the record of which images a run used."""
 
 from __future__ import annotations
 
@@ -9,151 +10,116 @@ import json
 import logging
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .cifar import find_cifar, read_cifar, verify_archive
+from .dataset import Dataset, channel_statistics
 from .files import ChecksumError, DownloadError, cache_dir, download_file, find_file, load_verified, search_dirs
-from .sources import DATASETS, MNIST, DatasetSpec
+from .folder import load_folder
+from .sources import DATASETS, MNIST, DataFile, DatasetSpec
 
 BUNDLED_FILE = "mnist-subset.npz"
 BUNDLED_CHECKSUMS = "mnist-subset.json"
+FOLDER = "images"  # the name of a dataset read from a folder of pictures: load_dataset("images", DIR)
+FOLDER_OPTIONS = {"image_size": 32, "channels": None, "test_split": 0.2, "on_bad": "refuse", "split_seed": 0}
 
 
 class DataNotFound(RuntimeError):
     """The dataset is neither on disk nor downloadable, and has no bundled subset."""
 
 
-def normalize(images: np.ndarray, mean: float, std: float) -> np.ndarray:
-    """uint8 images (n, H, W) -> float32 (n, 1, H, W), scaled to [0, 1] then standardised
-    with the training set's `mean` and `std`: what a network trained by xpcnn expects."""
-    x = images.astype(np.float32) / np.float32(255.0)
-    return ((x - np.float32(mean)) / np.float32(std))[:, None, :, :]
-
-
 @dataclass(frozen=True)
 class Selection:
     """Which images a run uses: the dataset, where its files were read (None: the bundled
-    subset), and the limit, seed and validation split that `Loaded.splits` applied.
-    Recorded with a run, so that a resumed run reads exactly the same images."""
+    subset), how a folder of pictures was read (`reader`: the options of load_dataset)
+    and the digest of what it held, and the limit, seed and validation split that
+    `Loaded.splits` applied. Recorded with a run, so that a resumed run reads exactly
+    the same images, or is refused."""
 
     dataset: str
     folders: tuple[str, ...] | None = None
     limit: int | None = None
     seed: int = 0
     val_split: float = 0.0
+    reader: dict[str, Any] = field(default_factory=dict)
+    digest: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"dataset": self.dataset, "folders": None if self.folders is None else list(self.folders),
-                "limit": self.limit, "seed": self.seed, "val_split": self.val_split}
+                "limit": self.limit, "seed": self.seed, "val_split": self.val_split, "reader": dict(self.reader),
+                "digest": self.digest}
 
     @classmethod
     def from_dict(cls, data: Any) -> Selection:
-        """The inverse of to_dict(); ValueError naming the field that is malformed."""
-        if not isinstance(data, dict) or set(data) != {"dataset", "folders", "limit", "seed", "val_split"}:
+        """The inverse of to_dict(); ValueError naming the field that is malformed. "reader"
+        and "digest" are absent from runs recorded before folders of pictures."""
+        keys = {"dataset", "folders", "limit", "seed", "val_split"}
+        if not isinstance(data, dict) or not keys <= set(data) <= keys | {"reader", "digest"}:
             raise ValueError(f"selection: expected dataset, folders, limit, seed, val_split; got {data!r}"[:300])
+        data = {"reader": {}, "digest": None, **data}
         folders, limit, seed, split = data["folders"], data["limit"], data["seed"], data["val_split"]
         checks = {
-            "dataset": isinstance(data["dataset"], str) and data["dataset"] in DATASETS,
+            "dataset": isinstance(data["dataset"], str) and data["dataset"] in (*DATASETS, FOLDER),
             "folders": folders is None or (isinstance(folders, list) and all(isinstance(f, str) for f in folders)),
             "limit": limit is None or (type(limit) is int and limit >= 1),
             "seed": type(seed) is int and seed >= 0,
             "val_split": type(split) in (int, float) and 0.0 <= split < 1.0,
+            "reader": _usable_reader(data["reader"], data["dataset"] == FOLDER and folders is not None),
+            "digest": data["digest"] is None or (isinstance(data["digest"], str) and len(data["digest"]) == 64),
         }
-        for field, ok in checks.items():
+        for name, ok in checks.items():
             if not ok:
-                raise ValueError(f"selection.{field}: unusable value {data[field]!r}"[:300])
-        return cls(data["dataset"], None if folders is None else tuple(folders), limit, seed, float(split))
+                raise ValueError(f"selection.{name}: unusable value {data[name]!r}"[:300])
+        return cls(data["dataset"], None if folders is None else tuple(folders), limit, seed, float(split),
+                   dict(data["reader"]), data["digest"])
 
     def load(self) -> tuple[Dataset, Dataset | None, Dataset]:
         """(train, validation or None, test): the same images again. Reads only the
         recorded folders, never downloads and never falls back to other data;
-        DataNotFound names the folder when the files are gone."""
-        if self.folders is None:
-            loaded = load_bundled()
-        else:
-            try:
+        DataNotFound names the folder when the files are gone or have changed."""
+        try:
+            if self.folders is None:
+                loaded = load_bundled()
+            elif self.dataset == FOLDER:
+                loaded = load_images(self.folders[0], **self.reader)
+            else:
                 loaded = load_full(DATASETS[self.dataset], download=False, only=[Path(f) for f in self.folders])
-            except DataNotFound as exc:
-                raise DataNotFound(f"the run's data is gone from {', '.join(self.folders)}: {exc}") from None
+        except DataNotFound as exc:
+            raise DataNotFound(f"the run's data is gone from {', '.join(self.folders or ())}: {exc}") from None
+        if self.digest is not None and loaded.digest != self.digest:
+            raise DataNotFound(f"the pictures in {', '.join(self.folders or ())} have changed since the run read "
+                               f"them (digest {loaded.digest[:12]}..., the run's {self.digest[:12]}...)")
         return loaded.splits(self.limit, self.seed, self.val_split)
 
 
-@dataclass(repr=False)
-class Dataset:
-    """Images (N, H, W) uint8 and labels (N,) integers in [0, classes) of one split, with
-    the dataset's spec, where it was read from and, when it can be read again, how
-    (`selection`). Labels must be integers already: floats, strings, booleans and NaN are
-    refused, naming the first, never rounded or cast."""
-
-    images: np.ndarray
-    labels: np.ndarray
-    spec: DatasetSpec
-    source: str = ""  # one line, e.g. "full mnist from /data/mnist"
-    selection: Selection | None = None
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.spec, DatasetSpec):
-            raise TypeError(f"Dataset spec must be a DatasetSpec, got {type(self.spec).__name__}")
-        name = self.spec.name
-        if not isinstance(self.images, np.ndarray) or self.images.dtype != np.uint8:
-            shown = self.images.dtype if isinstance(self.images, np.ndarray) else type(self.images).__name__
-            raise TypeError(f"{name}: images must be a NumPy array of uint8, got {shown}")
-        if self.images.ndim != 3:
-            raise ValueError(f"{name}: images must be (N, H, W), got shape {self.images.shape}")
-        if not isinstance(self.labels, np.ndarray) or self.labels.shape != (self.images.shape[0],):
-            shown = self.labels.shape if isinstance(self.labels, np.ndarray) else type(self.labels).__name__
-            raise ValueError(f"{name}: {self.images.shape[0]} images need labels of shape ({self.images.shape[0]},), "
-                             f"got {shown}")
-        self.labels = _class_indices(self.labels, len(self.spec.classes), name)
-
-    def __repr__(self) -> str:
-        n, h, w = self.images.shape
-        where = f", {self.source}" if self.source else ""
-        return f"Dataset({self.spec.name}: {n:,} images {h}x{w}, {len(self.spec.classes)} classes{where})"
-
-    def __len__(self) -> int:
-        return int(self.labels.shape[0])
-
-    def statistics(self) -> dict[str, Any]:
-        """What using a model trained on this data needs to know of it: the dataset's name,
-        the normalisation (mean, std), the class names, the input shape (C, H, W) and where
-        the data came from; what a checkpoint keeps (save_checkpoint) and `model.data` holds."""
-        spec = self.spec
-        return {"name": spec.name, "mean": spec.mean, "std": spec.std, "classes": list(spec.classes),
-                "input_shape": [1, *map(int, self.images.shape[1:3])], "source": self.source}
-
-    def normalize(self, images: np.ndarray) -> np.ndarray:
-        """`normalize` with this dataset's statistics."""
-        return normalize(images, self.spec.mean, self.spec.std)
-
-    def subset(self, indices: np.ndarray) -> Dataset:
-        return Dataset(self.images[indices], self.labels[indices], self.spec, self.source)
-
-    def sample(self, count: int | None, seed: int = 0) -> Dataset:
-        """`count` images drawn at random from `seed`, kept in their order (all of them
-        when `count` is None or not smaller than the dataset)."""
-        if count is None or count >= len(self):
-            return self
-        return self.subset(np.sort(np.random.default_rng(seed).permutation(len(self))[:count]))
-
-    def split(self, fraction: float, seed: int = 0) -> tuple[Dataset, Dataset]:
-        """(rest, held_out): a random `fraction` held out, e.g. for validation."""
-        if not 0.0 < fraction < 1.0:
-            raise ValueError(f"split fraction must be in (0, 1), got {fraction}")
-        order = np.random.default_rng(seed).permutation(len(self))
-        cut = int(round(len(self) * fraction))
-        return self.subset(np.sort(order[cut:])), self.subset(np.sort(order[:cut]))
+def _usable_reader(reader: Any, folder: bool) -> bool:
+    """Whether `reader` holds load_dataset's options for a folder of pictures (and nothing
+    for other data)."""
+    if not isinstance(reader, dict):
+        return False
+    if not folder:
+        return not reader
+    size, channels, split, bad, seed = (reader.get(key) for key in FOLDER_OPTIONS)
+    return (set(reader) == set(FOLDER_OPTIONS) and type(size) is int and 1 <= size <= 4096 and channels in (1, 3)
+            and type(split) in (int, float) and 0 < split < 1 and bad in ("refuse", "skip")
+            and type(seed) is int and seed >= 0)
 
 
 @dataclass
 class Loaded:
+    """The splits of one dataset as read, where from, and for a folder of pictures how it
+    was read (`reader`) and the digest of what it held (see Selection)."""
+
     train: Dataset | None  # None where only the test split was asked for
     test: Dataset | None  # None where only the training split was asked for
     folders: tuple[str, ...] | None = None  # where the files were read; None: the bundled subset
+    reader: dict[str, Any] = field(default_factory=dict)
+    digest: str | None = None
 
     def __post_init__(self) -> None:
         # Whole splits can be read again: say how, so that a run trained on one records
@@ -161,19 +127,26 @@ class Loaded:
         for name in ("train", "test"):
             part = getattr(self, name)
             if part is not None and part.selection is None:
-                setattr(self, name, dataclasses.replace(part, selection=Selection(part.spec.name, self.folders)))
+                setattr(self, name, dataclasses.replace(part, selection=self.selection()))
 
     @property
     def source(self) -> str:
         """One line: where the data came from."""
         return (self.train or self.test).source  # type: ignore[union-attr]
 
+    def selection(self, limit: int | None = None, seed: int = 0, val_split: float = 0.0) -> Selection:
+        """How to read these images again, with `splits`' choices."""
+        name = (self.train or self.test).spec.name  # type: ignore[union-attr]
+        return Selection(name, self.folders, limit, seed, float(val_split), dict(self.reader), self.digest)
+
     def splits(self, limit: int | None = None, seed: int = 0, val_split: float = 0.0
                ) -> tuple[Dataset, Dataset | None, Dataset]:
         """(train, validation or None, test) as `xpcnn train` uses them: at most `limit`
         images of each split drawn from `seed`, then `val_split` of the training images
         held out for validation."""
-        selection = Selection(self.train.spec.name, self.folders, limit, seed, float(val_split))
+        if limit is not None:
+            limit = _count(limit, "limit")
+        selection = self.selection(limit, seed, val_split)
         train, test = self.train.sample(limit, seed), self.test.sample(limit, seed + 1)
         val = None
         if val_split:
@@ -182,22 +155,10 @@ class Loaded:
                      for part in (train, val, test))  # type: ignore[return-value]
 
 
-def _class_indices(labels: np.ndarray, classes: int, name: str) -> np.ndarray:
-    """`labels` as int64 indices in [0, classes); TypeError or ValueError naming the first
-    label that is not one."""
-    if labels.dtype == np.bool_ or not np.issubdtype(labels.dtype, np.integer):
-        if np.issubdtype(labels.dtype, np.floating) and labels.size:
-            wrong = ~np.isfinite(labels) | (labels != np.round(labels))
-            first = int(np.argmax(wrong)) if wrong.any() else None
-            detail = f"; label {first} is {labels[first].item()}" if first is not None else ""
-        else:
-            detail = f"; label 0 is {labels[0].item()!r}" if labels.size else ""
-        raise TypeError(f"{name}: labels must be integers (class indices), got {labels.dtype}{detail}")
-    outside = (labels < 0) | (labels >= classes)
-    if outside.any():
-        first = int(np.argmax(outside))
-        raise ValueError(f"{name}: labels must be class indices in [0, {classes}); label {first} is {labels[first]}")
-    return labels.astype(np.int64)
+def _count(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{what} must be an integer >= 1, got {value!r}")
+    return int(value)
 
 
 def bundled_path() -> Path:
@@ -230,6 +191,8 @@ def load_full(spec: DatasetSpec, data_dir: str | Path | None = None, download: b
     """The files of `parts` of the full dataset, downloading missing ones into the cache if
     allowed. With `only`, the files are looked for in those folders and nowhere else."""
     dirs = list(only) if only is not None else search_dirs(spec, data_dir)
+    if "archive" in spec.files:
+        return _load_archive(spec, dirs, download, log, parts)
     keys = [key for part in parts for key in PARTS[part]]
     paths = {key: find_file(spec.files[key], dirs) for key in keys}
     missing = [spec.files[key].name for key, path in paths.items() if path is None]
@@ -246,6 +209,52 @@ def load_full(spec: DatasetSpec, data_dir: str | Path | None = None, download: b
     return Loaded(split["train"], split["test"], tuple(sorted(places)))
 
 
+def _load_archive(spec: DatasetSpec, dirs: Sequence[Path], download: bool, log: Callable[[str], None],
+                  parts: Sequence[str]) -> Loaded:
+    """A dataset published as one archive (CIFAR): found in the first of `dirs` that holds
+    it or its extracted folder, else downloaded into the cache."""
+    found = next(((folder, path) for folder in dirs if (path := find_cifar(spec, [folder])) is not None), None)
+    if found is None:
+        if not download:
+            raise DataNotFound(f"{spec.name}: {spec.files['archive'].name} (or its extracted folder) not found in "
+                               f"{', '.join(map(str, dirs))}")
+        folder = cache_dir() / spec.name
+        found = folder, download_file(spec.files["archive"], spec.mirrors, folder, verify=verify_archive, log=log)
+    folder, path = found
+    arrays = read_cifar(spec, path, parts)
+    place = str(Path(folder).resolve())  # absolute: a resumed run may start elsewhere
+    split = {part: Dataset(*arrays[part], spec, f"{spec.name} from {path.resolve()}") if part in parts else None
+             for part in PARTS}
+    return Loaded(split["train"], split["test"], (place,))
+
+
+def load_images(folder: str | Path, image_size: int = 32, channels: int | None = None, test_split: float = 0.2,
+                on_bad: str = "refuse", split_seed: int = 0, *, log: Callable[[str], None] | None = None,
+                progress: bool = False) -> Loaded:
+    """A folder of pictures as a dataset (see datasets.folder.load_folder: FOLDER/train/
+    <class>/... and FOLDER/test/<class>/..., or FOLDER/<class>/... with `test_split` held
+    out from `split_seed`), each picture brought to `image_size` pixels square and
+    `channels` (default: 3 when any picture has colour, else 1). The mean and std of each
+    channel are measured on the training split; decoded pictures are cached."""
+    log = log or logging.getLogger("xpcnn").info
+    read = load_folder(folder, image_size, channels, test_split, split_seed, on_bad, log=log, progress=progress)
+    if read.from_cache:
+        log(f"pictures read from the cache (decoded before; {cache_dir() / 'folders'})")
+    spec = DatasetSpec(FOLDER, {}, (), *channel_statistics(read.train_images), read.classes, pictures="resize")
+    reader = {"image_size": image_size, "channels": int(read.train_images.shape[1]), "test_split": test_split,
+              "on_bad": on_bad, "split_seed": split_seed}
+    train = Dataset(read.train_images, read.train_labels, spec, read.source)
+    test = Dataset(read.test_images, read.test_labels, spec, read.source)
+    return Loaded(train, test, (str(Path(folder).resolve()),), reader, read.digest)
+
+
+def _verifier(file: DataFile) -> Callable[[Path, DataFile], Any]:
+    """What checks a downloaded or found file: its archive's digest, or the IDX reader."""
+    if file.of == "archive":
+        return verify_archive
+    return load_verified
+
+
 def download(name: str = "mnist", data_dir: str | Path | None = None,
              log: Callable[[str], None] = lambda message: None) -> list[tuple[Path, bool]]:
     """Make sure every file of dataset `name` is in `data_dir` (default: the cache) and
@@ -256,27 +265,37 @@ def download(name: str = "mnist", data_dir: str | Path | None = None,
     folder = Path(data_dir) if data_dir else cache_dir() / spec.name
     results = []
     for file in spec.files.values():
-        path = find_file(file, [folder])
+        path, verify = find_file(file, [folder]), _verifier(file)
         if path is not None:
-            load_verified(path, file)
+            verify(path, file)
             results.append((path, False))
         else:
-            results.append((download_file(file, spec.mirrors, folder, log=log), True))
+            results.append((download_file(file, spec.mirrors, folder, verify=verify, log=log), True))
     return results
 
 
 def load_dataset(name: str = "mnist", data_dir: str | Path | None = None, *, download: bool = True,
                  allow_bundled: bool = True, log: Callable[[str], None] | None = None,
-                 parts: Sequence[str] = ("train", "test"), prefer: Sequence[str | Path] = ()) -> Loaded:
-    """The files of `parts` (train, test): from `data_dir` alone when it is given (a folder
+                 parts: Sequence[str] = ("train", "test"), prefer: Sequence[str | Path] = (),
+                 **folder_options: Any) -> Loaded:
+    """The files of `parts` (train, test) of dataset `name` (DATASETS: mnist,
+    fashion-mnist, cifar10, cifar100): from `data_dir` alone when it is given (a folder
     that is missing or lacks a file is an error naming it); else from the folders in
     `prefer`, $XPCNN_DATA_DIR or the cache, downloading what is missing; else, for MNIST
-    with `allow_bundled`, the bundled subset. Notes go to `log`, by default to the logger
-    "xpcnn" (Python's logging: the fall back to the subset as a warning, which shows
-    without any set-up). A file that is present but fails its checksum is an error, never
-    silently replaced by the subset."""
+    with `allow_bundled`, the bundled subset. `name` "images" reads the folder of
+    pictures `data_dir` (see load_images, which `folder_options` go to). Notes go to
+    `log`, by default to the logger "xpcnn" (Python's logging: the fall back to the
+    subset as a warning, which shows without any set-up). A file that is present but
+    fails its checksum is an error, never silently replaced by the subset."""
+    if name == FOLDER:
+        if data_dir is None:
+            raise ValueError("a folder of pictures (dataset 'images') needs data_dir, the folder")
+        return load_images(data_dir, log=log, **folder_options)
     if not isinstance(name, str) or name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; expected one of {', '.join(DATASETS)}")
+        raise ValueError(f"unknown dataset {name!r}; expected one of {', '.join([*DATASETS, FOLDER])}")
+    if folder_options:
+        raise TypeError(f"{', '.join(folder_options)}: options of a folder of pictures (dataset 'images'), not of "
+                        f"{name}")
     warn = log or logging.getLogger("xpcnn").warning
     log = log or logging.getLogger("xpcnn").info
     spec = DATASETS[name]

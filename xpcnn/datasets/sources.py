@@ -9,11 +9,13 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class DataFile:
-    """One IDX file. `digest` is checked against the uncompressed content (`of="content"`)
-    or, where only that is published, against the gzip file as published (`of="gzip"`)."""
+    """One published file. An IDX file's `digest` is checked against its uncompressed
+    content (`of="content"`) or, where only that is published, against the gzip file as
+    published (`of="gzip"`); mirrors serve it as name + ".gz". An archive's (`of="archive"`,
+    e.g. CIFAR's .tar.gz) is checked against the file as published, served as `name`."""
 
-    name: str  # uncompressed name; mirrors serve name + ".gz"
-    size: int  # uncompressed bytes
+    name: str  # an IDX file's uncompressed name, or the archive's
+    size: int  # an IDX file's uncompressed bytes, or the archive's bytes
     algorithm: str
     digest: str
     of: str = "content"
@@ -21,32 +23,60 @@ class DataFile:
     def hash(self) -> hashlib._Hash:
         return hashlib.new(self.algorithm)
 
+    @property
+    def served_as(self) -> str:
+        """The file's name on the mirrors."""
+        return self.name if self.of == "archive" else f"{self.name}.gz"
+
+
+def _per_channel(value: object, field: str) -> tuple[float, ...]:
+    """A number, or a list of numbers (one per channel), as a tuple of floats."""
+    values = value if isinstance(value, (list, tuple)) else (value,)
+    if not values or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                             for v in values):
+        raise TypeError(f"DatasetSpec {field} must be a finite number or one per channel, got {value!r}"[:200])
+    return tuple(float(v) for v in values)
+
 
 @dataclass(frozen=True)
 class DatasetSpec:
     """A dataset: its name, its files and where to download them (none for one of your
-    own), the mean and std of its training pixels scaled to [0, 1] (what inputs are
-    normalised with), and its class names, in label order."""
+    own), the mean and std of its training pixels scaled to [0, 1], per channel (what
+    inputs are normalised with; one number for grey images), its class names in label
+    order, and how a picture given to `xpcnn predict` is brought into its form
+    (`pictures`: "digits", light ink centred by mass as in MNIST, or "resize", the
+    picture's shorter side scaled to the image size and the middle cut out)."""
 
     name: str
-    files: dict[str, DataFile]  # "train_images", "train_labels", "test_images", "test_labels"
+    files: dict[str, DataFile]  # IDX: train_images, train_labels, test_images, test_labels; CIFAR: archive
     mirrors: tuple[str, ...]
-    mean: float  # of the training pixels scaled to [0, 1]
-    std: float
+    mean: tuple[float, ...]  # per channel, of the training pixels scaled to [0, 1] (a number: one channel)
+    std: tuple[float, ...]
     classes: tuple[str, ...]
+    pictures: str = "resize"
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
             raise TypeError(f"DatasetSpec name must be a non-empty string, got {self.name!r}")
-        for field, value in (("mean", self.mean), ("std", self.std)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise TypeError(f"DatasetSpec {field} must be a finite number, got {value!r}")
-        if self.std <= 0:
+        mean, std = _per_channel(self.mean, "mean"), _per_channel(self.std, "std")
+        if len(mean) != len(std):
+            raise ValueError(f"DatasetSpec mean and std must have one value per channel, got {mean} and {std}")
+        if min(std) <= 0:
             raise ValueError(f"DatasetSpec std must be > 0 (inputs are divided by it), got {self.std}")
         classes = tuple(self.classes) if isinstance(self.classes, (list, tuple)) else None
         if not classes or not all(isinstance(name, str) for name in classes):
             raise TypeError(f"DatasetSpec classes must be a non-empty list of names, got {self.classes!r}"[:200])
+        if len(set(classes)) != len(classes):
+            raise ValueError(f"DatasetSpec class names must differ, got {list(classes)[:10]}"[:200])
+        if self.pictures not in ("digits", "resize"):
+            raise ValueError(f"DatasetSpec pictures must be 'digits' or 'resize', got {self.pictures!r}")
+        object.__setattr__(self, "mean", mean)
+        object.__setattr__(self, "std", std)
         object.__setattr__(self, "classes", classes)
+
+    @property
+    def channels(self) -> int:
+        return len(self.mean)
 
 
 MNIST = DatasetSpec(
@@ -85,6 +115,7 @@ MNIST = DatasetSpec(
     mean=0.1307,
     std=0.3081,
     classes=tuple(str(d) for d in range(10)),
+    pictures="digits",
 )
 
 # Zalando publishes MD5 sums of the gzip files only, so those are what can be checked.
@@ -105,6 +136,37 @@ FASHION_MNIST = DatasetSpec(
     mean=0.2860,
     std=0.3530,
     classes=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+    pictures="digits",
 )
 
-DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in (MNIST, FASHION_MNIST)}
+# CIFAR's binary versions ("suitable for C programs": fixed-size records, no pickle). The
+# MD5 sums are those published on https://www.cs.toronto.edu/~kriz/cifar.html (which gives
+# sizes in MB only; the byte counts are those of the published archives as others who
+# downloaded them record them, and a wrong one fails like a wrong MD5). The means and
+# standard deviations per channel are the values commonly computed over the 50,000
+# training images (this project has no copy of CIFAR to measure them).
+CIFAR_MIRRORS = ("https://www.cs.toronto.edu/~kriz/", "https://cave.cs.toronto.edu/kriz/",
+                 "http://www.cs.toronto.edu/~kriz/")
+
+
+def _cifar(name: str, archive: str, size: int, md5: str, mean: tuple[float, ...], std: tuple[float, ...],
+           classes: tuple[str, ...]) -> DatasetSpec:
+    return DatasetSpec(name, {"archive": DataFile(archive, size, "md5", md5, "archive")}, CIFAR_MIRRORS, mean, std,
+                       classes)
+
+
+CIFAR10 = _cifar("cifar10", "cifar-10-binary.tar.gz", 170052171, "c32a1d4ab5d03f1284b67883e8d87530",
+                 (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616),
+                 ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"))
+CIFAR100 = _cifar("cifar100", "cifar-100-binary.tar.gz", 168513733, "03b5dce01913d631647c71ecec9e9cb8",
+                  (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), tuple("""apple aquarium_fish baby bear beaver bed
+    bee beetle bicycle bottle bowl boy bridge bus butterfly camel can castle caterpillar cattle chair chimpanzee clock
+    cloud cockroach couch crab crocodile cup dinosaur dolphin elephant flatfish forest fox girl hamster house kangaroo
+    keyboard lamp lawn_mower leopard lion lizard lobster man maple_tree motorcycle mountain mouse mushroom oak_tree
+    orange orchid otter palm_tree pear pickup_truck pine_tree plain plate poppy porcupine possum rabbit raccoon ray road
+    rocket rose sea seal shark shrew skunk skyscraper snail snake spider squirrel streetcar sunflower sweet_pepper table
+    tank telephone television tiger tractor train trout tulip turtle wardrobe whale willow_tree wolf woman
+    worm""".split()))
+
+DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in (MNIST, FASHION_MNIST, CIFAR10, CIFAR100)}
+MNIST_FAMILY = ("mnist", "fashion-mnist")  # IDX files of 28x28 grey images

@@ -1,0 +1,137 @@
+"""A dataset in memory (xpcnn/datasets/dataset.py): validation of images and labels,
+your own arrays (from_arrays), per-channel statistics, digests, samples and splits."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from xpcnn.datasets import MNIST, Dataset, DatasetSpec, normalize
+from xpcnn.datasets.dataset import channel_statistics
+
+from ..helpers import small_dataset
+
+
+def test_dataset_validation_and_split():
+    with pytest.raises(ValueError, match="labels must be class indices in"):
+        Dataset(np.zeros((2, 28, 28), np.uint8), np.array([0, 10]), MNIST)
+    with pytest.raises(TypeError, match="images must be a NumPy array of uint8, got float32"):
+        Dataset(np.zeros((2, 28, 28), np.float32), np.array([0, 1]), MNIST)
+    with pytest.raises(TypeError, match="images must be a NumPy array of uint8, got list"):
+        Dataset([[0]], np.array([0]), MNIST)
+    with pytest.raises(ValueError, match=r"\(N, C, H, W\) with C 1 or 3, or grey \(N, H, W\); got shape \(2, 28\)"):
+        Dataset(np.zeros((2, 28), np.uint8), np.array([0, 1]), MNIST)
+    rest, held = small_dataset(10).split(0.3, seed=0)
+    assert len(rest) == 7 and len(held) == 3
+
+
+@pytest.mark.parametrize("labels, message", [
+    (np.array([0, 1.7]), r"labels must be integers \(class indices\), got float64; label 1 is 1.7"),
+    (np.array([0.0, 1.0]), r"labels must be integers \(class indices\), got float64"),
+    (np.array(["0", "1"]), r"labels must be integers \(class indices\), got <U1; label 0 is '0'"),
+    (np.array([True, False]), r"labels must be integers \(class indices\), got bool"),
+    (np.array([0, np.nan]), r"got float64; label 1 is nan"),
+    (np.array([3, -1]), r"labels must be class indices in \[0, 10\); label 1 is -1"),
+    ([0, 1], r"labels must be a NumPy array of class indices, got list \(Dataset.from_arrays takes lists too\)"),
+])
+def test_labels_are_class_indices_and_nothing_is_cast(labels, message):
+    with pytest.raises((TypeError, ValueError), match=message):
+        Dataset(np.zeros((2, 28, 28), np.uint8), labels, MNIST)
+
+
+def test_a_dataset_prints_in_one_line_and_its_spec_is_checked():
+    data = small_dataset(10)
+    assert repr(data) == "Dataset(mnist: 10 images 28x28 grey, 10 classes)"
+    with pytest.raises(ValueError, match="DatasetSpec std must be > 0"):
+        DatasetSpec("mine", {}, (), 0.5, 0.0, ("a", "b"))
+    with pytest.raises(TypeError, match="DatasetSpec classes must be a non-empty list of names"):
+        DatasetSpec("mine", {}, (), 0.5, 0.2, ())
+    with pytest.raises(TypeError, match="DatasetSpec mean must be a finite number"):
+        DatasetSpec("mine", {}, (), float("nan"), 0.2, ("a",))
+
+
+def test_dataset_labels_out_of_range_never_reach_the_loss():
+    with pytest.raises(ValueError, match=r"labels must be class indices in \[0, 10\); label 0 is 12"):
+        Dataset(np.zeros((1, 28, 28), np.uint8), np.array([12]), MNIST)
+
+
+def test_own_arrays_of_any_shape_come_in_with_their_statistics():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (40, 3, 12, 10), dtype=np.uint8)
+    labels = rng.integers(0, 4, 40)
+    data = Dataset.from_arrays(images, labels, ["a", "b", "c", "d"])
+    assert repr(data) == "Dataset(arrays: 40 images 12x10 3 channels, 4 classes, arrays (40 images))"
+    assert data.input_shape == (3, 12, 10) and data.spec.classes == ("a", "b", "c", "d")
+    scaled = images.astype(np.float64) / 255
+    np.testing.assert_allclose(data.spec.mean, scaled.mean(axis=(0, 2, 3)), rtol=1e-12)
+    np.testing.assert_allclose(data.spec.std, scaled.std(axis=(0, 2, 3)), rtol=1e-9)
+    assert data.statistics()["input_shape"] == [3, 12, 10] and data.statistics()["pictures"] == "resize"
+    floats = Dataset.from_arrays(images / 255.0, labels, 4)  # floats in [0, 1] are rounded to uint8
+    np.testing.assert_array_equal(floats.images, images)
+    assert Dataset.from_arrays(images[:, 0], labels).spec.classes == tuple(str(k) for k in range(labels.max() + 1))
+    test = Dataset.from_arrays(images[:5], labels[:5], like=data)  # the training split's statistics and classes
+    assert test.spec is data.spec
+
+
+@pytest.mark.parametrize("images, labels, kind, message", [
+    (np.zeros((4, 8, 8, 3), np.uint8), [0, 1, 0, 1], ValueError, r"channels last\? pass images.transpose\(0, 3, 1,"),
+    (np.zeros((4, 2, 8, 8), np.uint8), [0, 1, 0, 1], ValueError, r"\(N, C, H, W\) with C 1 or 3"),
+    (np.zeros((4, 8, 8), np.int32), [0, 1, 0, 1], TypeError, "uint8, or floating in \\[0, 1\\]; got int32"),
+    (np.full((4, 8, 8), 2.0), [0, 1, 0, 1], ValueError, "must be in \\[0, 1\\] and finite"),
+    (np.full((4, 8, 8), np.nan), [0, 1, 0, 1], ValueError, "must be in \\[0, 1\\] and finite"),
+    (np.zeros((0, 8, 8), np.uint8), [], ValueError, "no images"),
+    (np.zeros((4, 8, 8), np.uint8), [0, 1, 0], ValueError, r"4 images need labels of shape \(4,\)"),
+    (np.zeros((4, 8, 8), np.uint8), [0, 1.5, 0, 1], TypeError, "label 1 is 1.5"),
+    (np.zeros((4, 8, 8), np.uint8), [0, -1, 0, 1], ValueError, "label 1 is -1"),
+])
+def test_own_arrays_get_one_clear_error_per_problem(images, labels, kind, message):
+    with pytest.raises(kind, match=message):
+        Dataset.from_arrays(images, np.asarray(labels), 2 if len(labels) else None)
+
+
+def test_class_names_must_be_a_count_or_distinct_names():
+    images, labels = np.zeros((2, 4, 4), np.uint8), np.array([0, 1])
+    for classes, kind, message in ((["a", "a"], ValueError, "must differ"), ([1, 2], TypeError, "a count or a list"),
+                                   (0, ValueError, ">= 1"), (1, ValueError, r"in \[0, 1\); label 1 is 1")):
+        with pytest.raises(kind, match=message):
+            Dataset.from_arrays(images, labels, classes)
+    with pytest.raises(TypeError, match="like must be a Dataset"):
+        Dataset.from_arrays(images, labels, like="mnist")
+
+
+def test_channel_statistics_are_exact_and_a_constant_channel_stays_finite():
+    images = np.zeros((3, 2, 4, 4), np.uint8)
+    images[:, 1] = np.arange(16, dtype=np.uint8).reshape(4, 4) * 16
+    mean, std = channel_statistics(images)
+    assert mean[0] == 0.0 and std[0] == 1.0  # constant: std 1, not a division by zero
+    values = np.arange(16) * 16 / 255
+    assert mean[1] == pytest.approx(values.mean(), abs=1e-15) and std[1] == pytest.approx(values.std(), rel=1e-12)
+
+
+def test_normalize_takes_a_mean_and_std_per_channel_and_grey_images_without_their_axis():
+    images = np.full((2, 3, 2, 2), 255, np.uint8)
+    out = normalize(images, [0.5, 0.0, 1.0], [0.5, 1.0, 2.0])
+    assert out.shape == (2, 3, 2, 2) and out.dtype == np.float32
+    np.testing.assert_array_equal(out[0, :, 0, 0], [1.0, 1.0, 0.0])
+    assert normalize(images[:, 0], 0.0, 1.0).shape == (2, 1, 2, 2)
+    with pytest.raises(ValueError, match="3-channel images need a mean and std per channel, got 1 and 1"):
+        normalize(images, 0.5, 0.5)
+
+
+def test_the_digest_follows_images_labels_and_classes():
+    data = small_dataset(10)
+    same = Dataset(data.images.copy(), data.labels.copy(), MNIST)
+    assert data.digest() == same.digest() and len(data.digest()) == 64
+    changed = data.images.copy()
+    changed[0, 0, 0, 0] ^= 1
+    assert Dataset(changed, data.labels, MNIST).digest() != data.digest()
+    relabelled = Dataset(data.images, (data.labels + 1) % 10, MNIST)
+    assert relabelled.digest() != data.digest()
+
+
+def test_samples_are_counted_in_whole_images():
+    data = small_dataset(10)
+    for bad in (-1, 0, 2.5, True):
+        with pytest.raises(ValueError, match="count must be an integer >= 1"):
+            data.sample(bad)
+    assert len(data.sample(None)) == 10 and len(data.sample(3)) == 3

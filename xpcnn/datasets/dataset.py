@@ -1,0 +1,223 @@
+"""A dataset in memory: images (N, C, H, W) uint8 and labels, with the spec that says how
+they are normalised and what their classes are; checked on the way in."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .sources import DatasetSpec
+
+if TYPE_CHECKING:
+    from .loading import Selection
+
+
+def normalize(images: np.ndarray, mean: float | Sequence[float], std: float | Sequence[float]) -> np.ndarray:
+    """uint8 images (n, C, H, W), or grey (n, H, W), -> float32 (n, C, H, W), scaled to
+    [0, 1] then standardised per channel with the training set's `mean` and `std` (a
+    number each for grey images): what a network trained by xpcnn expects."""
+    if images.ndim == 3:
+        images = images[:, None]
+    mean, std = (np.asarray(value, np.float32).reshape(1, -1, 1, 1) for value in (mean, std))
+    if mean.shape[1] != images.shape[1] or std.shape[1] != images.shape[1]:
+        raise ValueError(f"{images.shape[1]}-channel images need a mean and std per channel, got "
+                         f"{mean.size} and {std.size}")
+    x = images.astype(np.float32)
+    x /= np.float32(255.0)  # in place, the same roundings as (x / 255 - mean) / std, without its temporaries
+    x -= mean
+    x /= std
+    return x
+
+
+@dataclass(repr=False)
+class Dataset:
+    """Images (N, C, H, W) uint8, C 1 or 3 (grey (N, H, W) is taken as C = 1), and labels
+    (N,) integers in [0, classes) of one split, with the dataset's spec (name, per-channel
+    mean and std, class names), where it was read from and, when it can be read again, how
+    (`selection`). Labels must be integers already: floats, strings, booleans and NaN are
+    refused, naming the first, never rounded or cast. Your own arrays come in through
+    `Dataset.from_arrays`."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    spec: DatasetSpec
+    source: str = ""  # one line, e.g. "full mnist from /data/mnist"
+    selection: Selection | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.spec, DatasetSpec):
+            raise TypeError(f"Dataset spec must be a DatasetSpec, got {type(self.spec).__name__}")
+        name = self.spec.name
+        if not isinstance(self.images, np.ndarray) or self.images.dtype != np.uint8:
+            shown = self.images.dtype if isinstance(self.images, np.ndarray) else type(self.images).__name__
+            raise TypeError(f"{name}: images must be a NumPy array of uint8, got {shown}")
+        self.images = _channels_first(self.images, name)
+        if self.images.shape[1] != self.spec.channels:
+            raise ValueError(f"{name}: {self.images.shape[1]}-channel images, but the spec has a mean and std for "
+                             f"{self.spec.channels}")
+        if not isinstance(self.labels, np.ndarray):
+            raise TypeError(f"{name}: labels must be a NumPy array of class indices, got {type(self.labels).__name__} "
+                            "(Dataset.from_arrays takes lists too)")
+        if self.labels.shape != (self.images.shape[0],):
+            shown = self.labels.shape
+            raise ValueError(f"{name}: {self.images.shape[0]} images need labels of shape ({self.images.shape[0]},), "
+                             f"got {shown}")
+        self.labels = _class_indices(self.labels, len(self.spec.classes), name)
+
+    @classmethod
+    def from_arrays(cls, images: Any, labels: Any, classes: int | Sequence[str] | None = None, *,
+                    like: Dataset | None = None, name: str = "arrays") -> Dataset:
+        """A dataset of your own arrays: images (N, C, H, W) or grey (N, H, W), uint8 or
+        floating in [0, 1]; labels (N,) class indices; `classes` their names, or how many
+        (default: as many as the largest label says). The mean and std of each channel
+        are measured on these images, unless `like` (the training split, when these are
+        its test images) gives its statistics and classes. One clear error per problem."""
+        images, labels = _pixels(images, name), np.asarray(labels) if not isinstance(labels, np.ndarray) else labels
+        if images.shape[0] == 0:
+            raise ValueError(f"{name}: no images; a dataset needs at least one")
+        if like is not None:
+            if not isinstance(like, Dataset):
+                raise TypeError(f"{name}: like must be a Dataset, got {type(like).__name__}")
+            return cls(images, labels, like.spec, f"{name} ({len(labels):,} images)")
+        spec = DatasetSpec(name, {}, (), *channel_statistics(images), _class_names(classes, labels, name))
+        return cls(images, labels, spec, f"{name} ({len(labels):,} images)")
+
+    def __repr__(self) -> str:
+        n, c, h, w = self.images.shape
+        where = f", {self.source}" if self.source else ""
+        colour = "grey" if c == 1 else f"{c} channels"
+        return f"Dataset({self.spec.name}: {n:,} images {h}x{w} {colour}, {len(self.spec.classes)} classes{where})"
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of one image: what a network for this data takes."""
+        return tuple(int(d) for d in self.images.shape[1:])  # type: ignore[return-value]
+
+    def statistics(self) -> dict[str, Any]:
+        """What using a model trained on this data needs to know of it: the dataset's name,
+        the normalisation (mean, std per channel), the class names, the input shape
+        (C, H, W), how pictures are brought into its form (DatasetSpec.pictures) and where
+        the data came from; what a checkpoint keeps (save_checkpoint) and `model.data` holds."""
+        spec = self.spec
+        return {"name": spec.name, "mean": list(spec.mean), "std": list(spec.std), "classes": list(spec.classes),
+                "input_shape": list(self.input_shape), "pictures": spec.pictures, "source": self.source}
+
+    def digest(self) -> str:
+        """sha256 of the images, labels and class names: the same data, the same digest;
+        what a resumed run checks it continues on."""
+        content = hashlib.sha256(json.dumps([list(self.images.shape), list(self.spec.classes)]).encode())
+        content.update(np.ascontiguousarray(self.images))
+        content.update(np.ascontiguousarray(self.labels))
+        return content.hexdigest()
+
+    def normalize(self, images: np.ndarray) -> np.ndarray:
+        """`normalize` with this dataset's statistics."""
+        return normalize(images, self.spec.mean, self.spec.std)
+
+    def subset(self, indices: np.ndarray) -> Dataset:
+        return Dataset(self.images[indices], self.labels[indices], self.spec, self.source)
+
+    def sample(self, count: int | None, seed: int = 0) -> Dataset:
+        """`count` images drawn at random from `seed`, kept in their order (all of them
+        when `count` is None or not smaller than the dataset)."""
+        if count is not None and (isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 1):
+            raise ValueError(f"{self.spec.name}: a sample count must be an integer >= 1 (None: all), got {count!r}")
+        if count is None or count >= len(self):
+            return self
+        return self.subset(np.sort(np.random.default_rng(seed).permutation(len(self))[:count]))
+
+    def split(self, fraction: float, seed: int = 0) -> tuple[Dataset, Dataset]:
+        """(rest, held_out): a random `fraction` held out, e.g. for validation."""
+        if not 0.0 < fraction < 1.0:
+            raise ValueError(f"split fraction must be in (0, 1), got {fraction}")
+        order = np.random.default_rng(seed).permutation(len(self))
+        cut = int(round(len(self) * fraction))
+        return self.subset(np.sort(order[cut:])), self.subset(np.sort(order[:cut]))
+
+
+def _channels_first(images: np.ndarray, name: str) -> np.ndarray:
+    """(N, H, W) -> (N, 1, H, W), a view; (N, C, H, W) with C 1 or 3 as it is."""
+    if images.ndim == 3:
+        return images[:, None]
+    if images.ndim == 4 and images.shape[1] in (1, 3):
+        return images
+    hint = "; channels last? pass images.transpose(0, 3, 1, 2)" if images.ndim == 4 and images.shape[3] in (1, 3) \
+        else ""
+    raise ValueError(f"{name}: images must be (N, C, H, W) with C 1 or 3, or grey (N, H, W); got shape "
+                     f"{images.shape}{hint}")
+
+
+def _pixels(images: Any, name: str) -> np.ndarray:
+    """uint8 images as given, or floating ones in [0, 1] rounded to uint8."""
+    array = np.asarray(images) if not isinstance(images, np.ndarray) else images
+    if array.dtype == np.uint8:
+        return _channels_first(array, name)
+    if array.dtype.kind != "f":
+        raise TypeError(f"{name}: images must be uint8, or floating in [0, 1]; got {array.dtype}")
+    if array.size and not np.all(np.isfinite(array)):
+        raise ValueError(f"{name}: floating images must be in [0, 1] and finite; image "
+                         f"{int(np.argmax(~np.isfinite(array.reshape(len(array), -1)).any(axis=1)))} is not")
+    if array.size and not (array.min() >= 0.0 and array.max() <= 1.0):
+        raise ValueError(f"{name}: floating images must be in [0, 1] and finite; got values in "
+                         f"[{array.min()}, {array.max()}]")
+    return _channels_first(np.round(array * 255.0).astype(np.uint8), name)
+
+
+def channel_statistics(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The mean and std of each channel of uint8 images (N, C, H, W) scaled to [0, 1],
+    from exact integer sums (the same images give the same numbers, bit for bit); a
+    channel that is constant gets std 1, so that normalising leaves it finite."""
+    sums = images.sum(axis=(0, 2, 3), dtype=np.uint64)
+    squares = np.zeros(images.shape[1], np.uint64)
+    step = max(1, (1 << 22) // max(1, images[0].size))  # about 16 MiB of uint32 at a time
+    for start in range(0, images.shape[0], step):
+        chunk = images[start : start + step].astype(np.uint32)
+        squares += (chunk * chunk).sum(axis=(0, 2, 3), dtype=np.uint64)
+    count = images.shape[0] * images.shape[2] * images.shape[3] or 1
+    mean = sums / (count * 255.0)
+    std = np.sqrt(np.maximum(squares / (count * 255.0**2) - mean**2, 0.0))
+    return tuple(map(float, mean)), tuple(float(s) if s > 1e-6 else 1.0 for s in std)
+
+
+def _class_names(classes: int | Sequence[str] | None, labels: np.ndarray, name: str) -> tuple[str, ...]:
+    """The class names `classes` gives: names, a count, or (None) one per label value up
+    to the largest."""
+    if classes is None:
+        if labels.size == 0 or labels.dtype.kind not in "iu":
+            return ("0",)  # Dataset's own label check says what is wrong with them
+        return tuple(str(k) for k in range(int(labels.max()) + 1))
+    if isinstance(classes, (int, np.integer)) and not isinstance(classes, bool):
+        if classes < 1:
+            raise ValueError(f"{name}: classes must be >= 1, got {classes}")
+        return tuple(str(k) for k in range(int(classes)))
+    if isinstance(classes, (list, tuple)) and classes and all(isinstance(c, str) for c in classes):
+        if len(set(classes)) != len(classes):
+            raise ValueError(f"{name}: class names must differ, got {list(classes)[:10]}")
+        return tuple(classes)
+    raise TypeError(f"{name}: classes must be a count or a list of names, got {classes!r}"[:200])
+
+
+def _class_indices(labels: np.ndarray, classes: int, name: str) -> np.ndarray:
+    """`labels` as int64 indices in [0, classes); TypeError or ValueError naming the first
+    label that is not one."""
+    if labels.dtype == np.bool_ or not np.issubdtype(labels.dtype, np.integer):
+        if np.issubdtype(labels.dtype, np.floating) and labels.size:
+            wrong = ~np.isfinite(labels) | (labels != np.round(labels))
+            first = int(np.argmax(wrong)) if wrong.any() else None
+            detail = f"; label {first} is {labels[first].item()}" if first is not None else ""
+        else:
+            detail = f"; label 0 is {labels[0].item()!r}" if labels.size else ""
+        raise TypeError(f"{name}: labels must be integers (class indices), got {labels.dtype}{detail}")
+    outside = (labels < 0) | (labels >= classes)
+    if outside.any():
+        first = int(np.argmax(outside))
+        raise ValueError(f"{name}: labels must be class indices in [0, {classes}); label {first} is {labels[first]}")
+    return labels.astype(np.int64)
