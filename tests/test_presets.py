@@ -87,3 +87,30 @@ def test_the_presets_weights_do_not_change(name):
         digest.update(key.encode())
         digest.update(state[key].tobytes())
     assert digest.hexdigest() == PRESET_WEIGHTS[name]
+
+
+@pytest.mark.parametrize("name", ["tutorial", "lenet", "fast", "compact"])
+def test_presets_take_the_shape_and_classes_of_the_data(name):
+    for shape in ((3, 32, 32), (1, 20, 24)):
+        net = presets.build(name, 0, input_shape=shape, classes=7)
+        assert net.output_shapes((2, *shape))[-1] == (2, 7)
+    with pytest.raises(ValueError, match=f"preset {name} takes images of at least"):
+        presets.build(name, input_shape=(3, 3, 3))
+
+
+def test_compact_takes_any_image_size_with_the_same_weights():
+    small, large = presets.build("compact", 0, (3, 8, 8), 5), presets.build("compact", 0, (3, 64, 48), 5)
+    for name, value in small.params.items():
+        np.testing.assert_array_equal(value, large.params[name])  # global pooling: no size in any weight
+    assert any(type(layer).__name__ == "GlobalAvgPool2D" for layer in small)
+
+
+@pytest.mark.parametrize("shape, classes, kind, message", [
+    ((3, 32), 10, TypeError, "input_shape must be \\(channels, height, width\\)"),
+    ((3, 32, "32"), 10, TypeError, "input_shape must be an integer"),
+    ((0, 32, 32), 10, ValueError, "input_shape must be >= 1"),
+    ((3, 32, 32), 1, ValueError, "classes must be >= 2"),
+])
+def test_preset_shapes_and_classes_are_checked(shape, classes, kind, message):
+    with pytest.raises(kind, match=message):
+        presets.build("compact", input_shape=shape, classes=classes)

@@ -4,7 +4,7 @@ Every layer's forward and backward is written once against the standard namespac
 the same network runs on NumPy, CuPy, PyTorch tensors and array-api-strict.
 
 Building blocks
-    Conv2D, MaxPool2D, AvgPool2D, Flatten, Dense, ReLU, Tanh, Sigmoid, Dropout,
+    Conv2D, MaxPool2D, AvgPool2D, GlobalAvgPool2D, Flatten, Dense, ReLU, Tanh, Sigmoid, Dropout,
     BatchNorm2D: layers with forward(x, training) / backward(dy), params and grads (the
     contract a layer keeps is Layer's docstring). SoftmaxCrossEntropy: the loss.
     Sequential: a network of layers, with hooks (xpcnn.hooks) around every layer.
@@ -12,10 +12,12 @@ Building blocks
 
 Training
     Trainer: the loop and the run folder it keeps; fit(train, epochs, val), finish(test),
-    Trainer.resume(checkpoint). xpcnn.train: its callbacks (EarlyStopping, your own),
-    worker threads, start_run / resume_run (what `xpcnn train` runs).
-    xpcnn.optim: SGD, Adam, AdamW, schedules. xpcnn.presets: the tutorial, lenet and fast
-    networks and their recipes. xpcnn.datasets: load_dataset("mnist"), Dataset, batches.
+    Trainer.resume(checkpoint). xpcnn.train: its callbacks (EarlyStopping,
+    BestCheckpoint, your own), worker threads, start_run / resume_run (what `xpcnn train`
+    runs). xpcnn.optim: SGD, Adam, AdamW, schedules. xpcnn.presets: the tutorial, lenet,
+    fast and compact networks, for any image shape and class count, and their recipes.
+    xpcnn.datasets: load_dataset("mnist" | "fashion-mnist" | "cifar10" | "cifar100" |
+    "images", ...), Dataset.from_arrays(images, labels) for your own, batches, Augment.
     xpcnn.distributed: data-parallel training over MPI (Trainer(comm=distributed.world())).
 
 Using a trained network
@@ -52,6 +54,7 @@ from .layers import (
     Dense,
     Dropout,
     Flatten,
+    GlobalAvgPool2D,
     Layer,
     MaxPool2D,
     ReLU,
@@ -63,7 +66,7 @@ from .model import Sequential
 from .train import Trainer
 
 __all__ = [
-    "AvgPool2D", "BatchNorm2D", "Conv2D", "Dense", "Dropout", "Flatten", "Layer", "MaxPool2D",
+    "AvgPool2D", "BatchNorm2D", "Conv2D", "Dense", "Dropout", "Flatten", "GlobalAvgPool2D", "Layer", "MaxPool2D",
     "ReLU", "Sigmoid", "Tanh", "SoftmaxCrossEntropy", "Sequential", "Trainer", "evaluate", "predict",
     "load_checkpoint", "save_checkpoint", "available_backends", "to_backend", "to_numpy",
     "gradcheck", "gradcheck_loss", "GradcheckError", "GradcheckResult", "anomaly", "backend", "datasets", "distributed",

@@ -26,6 +26,8 @@ class Sequential:
     xpcnn.layers.fused.FUSIONS as one step (see forward); False runs every layer alone."""
 
     def __init__(self, layers: Sequence[Layer]) -> None:
+        if not isinstance(layers, (list, tuple)):
+            raise TypeError(f"Sequential takes a list of layers, got {type(layers).__name__}: Sequential([layer, ...])")
         layers = list(layers)
         for index, layer in enumerate(layers):
             if not isinstance(layer, Layer):

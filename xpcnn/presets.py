@@ -1,7 +1,10 @@
-"""Preset networks for 28x28 single-channel images (MNIST, Fashion-MNIST), each with the
-recipe it is trained with by default.
+"""Preset networks, each with the recipe it is trained with by default. tutorial, lenet
+and fast were made for 28x28 grey digits (MNIST, Fashion-MNIST), their default, and take
+other image shapes and class counts where their layers can; compact, with global average
+pooling, takes any image of 4x4 pixels or more, grey or colour.
 
     net = presets.build("lenet", seed=0)
+    net = presets.build("compact", input_shape=(3, 32, 32), classes=10)
     recipe = presets.recipe("lenet")            # what `xpcnn train --model lenet` uses
     optimizer = recipe.build_optimizer(net, steps_per_epoch)
 """
@@ -15,34 +18,51 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import init, optim
-from .layers import BatchNorm2D, Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU
+from .layers import BatchNorm2D, Conv2D, Dense, Dropout, Flatten, GlobalAvgPool2D, MaxPool2D, ReLU
 from .layers.base import integer
 from .model import Sequential
 
+Shape = tuple[int, int, int]  # (C, H, W) of one input image
+DIGITS: Shape = (1, 28, 28)
 
-def tutorial(seed: int = 0) -> Sequential:
+
+def tutorial(seed: int = 0, input_shape: Shape = DIGITS, classes: int = 10) -> Sequential:
     """The tutorial's network, made to learn: Conv2D 8x3x3 -> ReLU -> MaxPool2D 2 ->
     Flatten -> Dense 128 -> ReLU -> Dense 10, with ReLU moved after the pooling: the two
     commute exactly (max and ReLU are both monotone, and ties route to zero gradients
     either way), and ReLU then touches a quarter of the values."""
-    host = init.host_rng(seed)
+    host, (c, h, w) = init.host_rng(seed), input_shape
     return Sequential([
-        Conv2D(1, 8, 3, rng=host), MaxPool2D(2), ReLU(), Flatten(),
-        Dense(8 * 13 * 13, 128, rng=host), ReLU(), Dense(128, 10, rng=host),
+        Conv2D(c, 8, 3, rng=host), MaxPool2D(2), ReLU(), Flatten(),
+        Dense(8 * ((h - 2) // 2) * ((w - 2) // 2), 128, rng=host), ReLU(), Dense(128, classes, rng=host),
     ])
 
 
-def lenet(seed: int = 0) -> Sequential:
+def lenet(seed: int = 0, input_shape: Shape = DIGITS, classes: int = 10) -> Sequential:
     """A small modern LeNet: two 3x3 convolution blocks with batch norm, then a dropout
     head. The convolutions have no bias (batch norm cancels
     it exactly), and max pooling comes before ReLU: the two commute exactly, and ReLU then
     touches a quarter of the values."""
-    host = init.host_rng(seed)
+    host, (c, h, w) = init.host_rng(seed), input_shape
     return Sequential([
-        Conv2D(1, 32, 3, padding=1, bias=False, rng=host), BatchNorm2D(32), MaxPool2D(2), ReLU(),  # 32x14x14
+        Conv2D(c, 32, 3, padding=1, bias=False, rng=host), BatchNorm2D(32), MaxPool2D(2), ReLU(),  # 32x14x14
         Conv2D(32, 64, 3, padding=1, bias=False, rng=host), BatchNorm2D(64), MaxPool2D(2), ReLU(),  # 64x7x7
-        Flatten(), Dense(64 * 7 * 7, 128, rng=host), ReLU(), Dropout(0.3, seed=int(host.integers(2**31))),
-        Dense(128, 10, rng=host),
+        Flatten(), Dense(64 * (h // 4) * (w // 4), 128, rng=host), ReLU(),
+        Dropout(0.3, seed=int(host.integers(2**31))), Dense(128, classes, rng=host),
+    ])
+
+
+def compact(seed: int = 0, input_shape: Shape = (3, 32, 32), classes: int = 10) -> Sequential:
+    """For pictures of any size and any number of classes: three 3x3 convolution blocks
+    with batch norm (32, 64, 128 channels; max pooling after the first two), then global
+    average pooling (one value per channel, whatever the image size) and a dense layer.
+    Biasless convolutions and pooling before ReLU, as in lenet."""
+    host, c = init.host_rng(seed), input_shape[0]
+    return Sequential([
+        Conv2D(c, 32, 3, padding=1, bias=False, rng=host), BatchNorm2D(32), MaxPool2D(2), ReLU(),
+        Conv2D(32, 64, 3, padding=1, bias=False, rng=host), BatchNorm2D(64), MaxPool2D(2), ReLU(),
+        Conv2D(64, 128, 3, padding=1, bias=False, rng=host), BatchNorm2D(128), ReLU(),
+        GlobalAvgPool2D(), Dense(128, classes, rng=host),
     ])
 
 
@@ -55,19 +75,20 @@ class SettingsError(ValueError):
         self.field, self.message = field, message
 
 
-def fast(seed: int = 0) -> Sequential:
+def fast(seed: int = 0, input_shape: Shape = DIGITS, classes: int = 10) -> Sequential:
     """The fastest way this library knows to 99 % on MNIST (after a public one-epoch
     recipe): Conv2D 24x5x5 -> MaxPool2D 2 -> ReLU -> Conv2D 32x3x3 -> MaxPool2D 2 -> ReLU ->
     Dense 800 -> 256 -> ReLU -> Dense 10, ReLU after pooling as in the other presets.
     Initialised as PyTorch initialises these layers (init.fan_in_uniform, biases too):
     the recipe was tuned with it, and with the He init of the other presets its one epoch
     ends lower."""
-    host = init.host_rng(seed)
+    host, (c, h, w) = init.host_rng(seed), input_shape
     with init.using(init.host_rng(0)):  # He values, replaced below: the library's generator stays as it was
         net = Sequential([
-            Conv2D(1, 24, 5), MaxPool2D(2), ReLU(),  # 24x12x12
+            Conv2D(c, 24, 5), MaxPool2D(2), ReLU(),  # 24x12x12
             Conv2D(24, 32, 3), MaxPool2D(2), ReLU(),  # 32x5x5
-            Flatten(), Dense(32 * 5 * 5, 256), ReLU(), Dense(256, 10),
+            Flatten(), Dense(32 * (((h - 4) // 2 - 2) // 2) * (((w - 4) // 2 - 2) // 2), 256), ReLU(),
+            Dense(256, classes),
         ])
     for layer in net:
         if layer.params:
@@ -88,7 +109,9 @@ class Recipe:
     weight_decay: float = 0.0
     schedule: str = "cosine"  # a name of optim.SCHEDULES
     warmup: int = 0  # linear warm-up steps of the cosine schedule
-    augment: int = 0  # random shifts of up to this many pixels
+    augment: int = 0  # random shifts (crops of the padded image) of up to this many pixels
+    pad: str = "zero"  # what the shifts bring in: zeros, or the image reflected at its edges
+    flip: bool = False  # mirror half the images left to right
     betas: tuple[float, float] | None = None  # Adam's, when not its defaults
 
     def replace(self, **changes: Any) -> Recipe:
@@ -119,12 +142,15 @@ class Recipe:
                            weight_decay=self.weight_decay, schedule=schedule, betas=self.betas)
 
 
-PRESETS: dict[str, Callable[[int], Sequential]] = {"tutorial": tutorial, "lenet": lenet, "fast": fast}
+PRESETS: dict[str, Callable[[int, Shape, int], Sequential]] = {"tutorial": tutorial, "lenet": lenet, "fast": fast,
+                                                                "compact": compact}
+DEFAULT_SHAPES: dict[str, Shape] = {"tutorial": DIGITS, "lenet": DIGITS, "fast": DIGITS, "compact": (3, 32, 32)}
 ALIASES = {"seed": "tutorial"}  # the tutorial preset's first name, kept working
 RECIPES: dict[str, Recipe] = {
     "tutorial": Recipe(epochs=3, batch_size=64, optimizer="sgd", lr=0.01, momentum=0.9),
     "lenet": Recipe(epochs=5, batch_size=64, optimizer="adam", lr=2e-3, augment=1),
     "fast": Recipe(epochs=1, batch_size=256, optimizer="adam", lr=1e-2, schedule="onecycle", betas=(0.7, 0.9)),
+    "compact": Recipe(epochs=10, batch_size=64, optimizer="adam", lr=2e-3),
 }
 
 
@@ -136,9 +162,25 @@ def canonical(name: str) -> str:
     return name
 
 
-def build(name: str, seed: int = 0) -> Sequential:
-    """A preset network by name, initialised from `seed` (NumPy backend, float32)."""
-    return PRESETS[canonical(name)](integer(seed, "seed", 0))
+def build(name: str, seed: int = 0, input_shape: Shape | None = None, classes: int = 10) -> Sequential:
+    """A preset network by name for images of `input_shape` (C, H, W; default the
+    preset's own) and `classes` classes, initialised from `seed` (NumPy backend,
+    float32). ValueError, in one line, for a shape the preset's layers cannot take."""
+    name, seed = canonical(name), integer(seed, "seed", 0)
+    classes = integer(classes, "classes", 2, 100_000)
+    shape = DEFAULT_SHAPES[name] if input_shape is None else _shape(input_shape)
+    smallest = {"tutorial": 4, "lenet": 4, "fast": 14, "compact": 4}[name]
+    if min(shape[1:]) < smallest:
+        raise ValueError(f"preset {name} takes images of at least {smallest}x{smallest} pixels, got "
+                         f"{shape[1]}x{shape[2]}")
+    return PRESETS[name](seed, shape, classes)
+
+
+def _shape(value: Any) -> Shape:
+    if not isinstance(value, (list, tuple)) or len(value) != 3:
+        raise TypeError(f"input_shape must be (channels, height, width), got {value!r}")
+    channels, height, width = (integer(size, "input_shape", 1, 1 << 16) for size in value)
+    return channels, height, width
 
 
 def recipe(name: str) -> Recipe:

@@ -1,4 +1,4 @@
-"""MaxPool2D and AvgPool2D (xpcnn/layers/pool.py): shape checks, floor semantics, ties,
+"""MaxPool2D, AvgPool2D and GlobalAvgPool2D (xpcnn/layers/pool.py): shape checks, floor semantics, ties,
 gradients against finite differences, and outputs and gradients against torch."""
 
 from __future__ import annotations
@@ -93,3 +93,27 @@ def test_max_pool_sends_a_nan_windows_gradient_to_the_nan_as_torch_does(target, 
     y, dx, _ = run_xpcnn(layer, x, dy, target[0], target[1], "float64")
     np.testing.assert_array_equal(y, ref_y)  # NaN where torch has NaN
     np.testing.assert_allclose(dx, ref_dx, rtol=1e-12, atol=0)
+
+
+# -- global average pooling ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", ORACLE_DTYPES)
+@pytest.mark.parametrize("hw", [(1, 1), (5, 7), (16, 16)], ids=str)
+def test_global_average_pooling_matches_torch(target, dtype, hw):
+    F = torch_functional()
+    x = np.random.default_rng(2).standard_normal((3, 4, *hw))
+    check(xpcnn.GlobalAvgPool2D(), lambda t: F.adaptive_avg_pool2d(t, 1).flatten(1), x, target, dtype)
+
+
+def test_global_average_pooling_gradient_is_the_mean_spread_back(target, to_target):
+    layer = xpcnn.GlobalAvgPool2D().to(*target, "float64")
+    x = to_target(np.random.default_rng(5).standard_normal((2, 3, 4, 5)), "float64")
+    result = gradcheck(layer, x)
+    assert result.worst <= GRAD_TOL, result
+    y = layer.forward(x)
+    assert tuple(y.shape) == (2, 3) == layer.output_shape((2, 3, 4, 5))
+    dx = backend.to_numpy(layer.backward(to_target(np.ones((2, 3)), "float64")))
+    np.testing.assert_array_equal(dx, np.full((2, 3, 4, 5), 1 / 20))
+    with pytest.raises(ValueError, match=r"GlobalAvgPool2D\(\): expected a 4-D input"):
+        layer.forward(to_target(np.zeros((2, 3)), "float64"))

@@ -6,15 +6,16 @@ from .conv import Conv2D
 from .dense import Dense
 from .dropout import Dropout
 from .norm import BatchNorm2D
-from .pool import AvgPool2D, MaxPool2D
+from .pool import AvgPool2D, GlobalAvgPool2D, MaxPool2D
 from .reshape import Flatten
 
 LAYER_TYPES: dict[str, type[Layer]] = {
     cls.__name__: cls
-    for cls in (Conv2D, MaxPool2D, AvgPool2D, Flatten, Dense, ReLU, Tanh, Sigmoid, Dropout, BatchNorm2D)
+    for cls in (Conv2D, MaxPool2D, AvgPool2D, GlobalAvgPool2D, Flatten, Dense, ReLU, Tanh, Sigmoid, Dropout,
+                BatchNorm2D)
 }
 
 __all__ = [
-    "Layer", "Conv2D", "MaxPool2D", "AvgPool2D", "Flatten", "Dense", "ReLU", "Tanh",
+    "Layer", "Conv2D", "MaxPool2D", "AvgPool2D", "GlobalAvgPool2D", "Flatten", "Dense", "ReLU", "Tanh",
     "Sigmoid", "Dropout", "BatchNorm2D", "LAYER_TYPES",
 ]

@@ -228,10 +228,11 @@ def integer(value: Any, what: str, minimum: int | None = None, maximum: int | No
 
 def number(value: Any, what: str, low: float, high: float, high_included: bool = True) -> float:
     """`value` as a float in [low, high] (or [low, high)); `what` names it in errors."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{what} must be a finite real number, got {value!r}")
-    if not (low <= value <= high if high_included else low <= value < high):
-        raise ValueError(f"{what} must be in [{low}, {high}{']' if high_included else ')'}, got {value}")
+    if not math.isfinite(value) or not (low <= value <= high if high_included else low <= value < high):
+        bounds = f"[{low}, {high}{']' if high_included else ')'}" if math.isfinite(high) else f">= {low} and finite"
+        raise ValueError(f"{what} must be {'in ' if math.isfinite(high) else ''}{bounds}, got {value}")
     return float(value)
 
 

@@ -1,4 +1,5 @@
-"""Max and average pooling over k*k windows, no padding, floor semantics."""
+"""Max and average pooling over k*k windows, no padding, floor semantics; global average
+pooling over each whole channel."""
 
 from __future__ import annotations
 
@@ -177,3 +178,24 @@ class AvgPool2D(_Pool2D):
         for i, j in self._taps():
             dx[tap_index(i, j, out_hw, self.stride)] += share
         return dx
+
+
+class GlobalAvgPool2D(Layer):
+    """(N, C, H, W) -> (N, C): y = the mean of each channel over all its positions;
+    backward spreads dy / (H*W) over them. What lets a network take images of any size:
+    its dense head sees one value per channel, whatever H and W are."""
+
+    def output_shape(self, input_shape: Shape) -> Shape:
+        self._expect_ndim(input_shape, "NCHW")
+        return tuple(input_shape[:2])
+
+    def forward(self, x: Any, training: bool = True) -> Any:
+        xp = self._namespace(x)
+        self.output_shape(x.shape)
+        return self._save_for_backward(training, tuple(x.shape), xp.mean(x, axis=(2, 3)))
+
+    def backward(self, dy: Any) -> Any:
+        n, c, h, w = self._saved_for_backward(dy)
+        xp = self._namespace(dy)
+        share = xp.reshape(dy / (h * w), (n, c, 1, 1))
+        return share + xp.zeros((n, c, h, w), dtype=dy.dtype, device=device(dy))  # a new array, not a view
