@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -105,3 +107,40 @@ def test_a_model_is_not_scored_on_classes_it_does_not_know(tmp_path, monkeypatch
         evaluate_checkpoint(tmp_path / "two.npz", "mnist", download=False)
     with pytest.raises(ValueError, match=r"the network's output is \(2,\) for each image, but the data \(mnist\)"):
         evaluate(net, load_bundled().test)
+
+
+def test_a_network_is_not_scored_on_data_unlike_what_it_learned(tmp_path):
+    data = load_bundled()
+    trainer = Trainer.for_preset("tutorial", train_size=256, progress=False, log=lambda line: None)
+    trainer.fit(data.train.sample(256), 1)
+    images, labels = data.test.images[:50], data.test.labels[:50]
+    own = Dataset.from_arrays(images, labels, list(MNIST.classes))  # its own statistics, not the training set's
+    with pytest.raises(ValueError, match=r"normalised with mean \[0\.\d+\], std \[0\.\d+\], but the network was "
+                                         r"trained with mean \[0.1307\], std \[0.3081\]: .*like=train"):
+        evaluate(trainer.model, own)
+    with pytest.raises(ValueError, match="the network classifies the classes of mnist"):
+        trainer.finish(Dataset(images, labels, dataclasses.replace(MNIST, classes=tuple("abcdefghij"))))
+    assert evaluate(trainer.model, Dataset.from_arrays(images, labels, like=data.train))["accuracy"] > 0.3
+    colour = Dataset.from_arrays(np.repeat(images, 3, axis=1), labels, 10)
+    with pytest.raises(ValueError, match=r"the network does not take the 3x28x28 images of the data \(arrays\)"):
+        evaluate(trainer.model, colour)
+
+
+def test_save_checkpoint_refuses_data_that_could_never_be_loaded(tmp_path):
+    net = presets.build("tutorial")
+    with pytest.raises(ValueError, match="save_checkpoint data: field data: expected an object with"):
+        save_checkpoint(tmp_path / "a.npz", net, data={"mean": 0.1, "std": 0.3})
+    two_classes = Dataset.from_arrays(np.zeros((2, 28, 28), np.uint8), np.array([0, 1]))
+    with pytest.raises(ValueError, match=r"save_checkpoint data: 2 classes for a network whose output is \(10,\)"):
+        save_checkpoint(tmp_path / "b.npz", net, data=two_classes)
+    assert not (tmp_path / "a.npz").exists() and not (tmp_path / "b.npz").exists()
+
+
+def test_a_model_saved_from_your_own_loop_on_the_bundled_subset_is_evaluated_offline(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "empty-cache"))
+    monkeypatch.delenv("XPCNN_DATA_DIR", raising=False)
+    data = load_bundled()
+    net = presets.build("tutorial")
+    save_checkpoint(tmp_path / "mine.npz", net, data=data.train)
+    result = evaluate_checkpoint(tmp_path / "mine.npz", download=False)
+    assert result["images"] == 2000 and "bundled MNIST subset" in result["data"]

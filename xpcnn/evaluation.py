@@ -4,6 +4,7 @@ and the count of right answers are in xpcnn.metrics."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,8 +14,9 @@ import numpy as np
 from array_api_compat import array_namespace
 
 from . import backend, distributed
-from .datasets import DATASETS, Dataset, batches, load_bundled, load_dataset, normalize
-from .datasets.images import ImageError, read_image
+from .datasets import DATASETS, Dataset, Loaded, Selection, batches, load_bundled, load_dataset, load_images, normalize
+from .datasets.images import ImageError, read_for_model
+from .datasets.loading import FOLDER
 from .io.checkpoint import load_checkpoint
 from .layers.base import integer, number
 from .losses import SoftmaxCrossEntropy
@@ -29,10 +31,44 @@ def check_model_fits(model: Sequential, dataset: Dataset, what: str = "the data"
         raise TypeError(f"{what} must be a Dataset (xpcnn.datasets.Dataset), got {type(dataset).__name__}")
     if len(dataset) == 0:
         raise ValueError(f"{what} ({dataset.spec.name}) holds no images")
-    outputs, classes = model.output_shapes((1, 1, *dataset.images.shape[1:]))[-1], len(dataset.spec.classes)
+    shape = "x".join(map(str, dataset.input_shape))
+    try:
+        outputs = model.output_shapes((1, *dataset.input_shape))[-1]
+    except ValueError as exc:
+        raise ValueError(f"the network does not take the {shape} images of {what} ({dataset.spec.name}): "
+                         f"{exc}") from None
+    classes = len(dataset.spec.classes)
     if outputs != (1, classes):
         raise ValueError(f"the network's output is {outputs[1:]} for each image, but {what} ({dataset.spec.name}) "
                          f"has {classes} classes: its last layer needs {classes} outputs")
+
+
+def check_same_data(known: dict[str, Any] | None, dataset: Dataset, what: str = "the data") -> None:
+    """That `dataset` is data of the kind described by `known` (Dataset.statistics: what a
+    network was trained on, model.data; nothing is checked where it is None): the same
+    classes, image shape and normalisation. ValueError saying what differs; a score on
+    other data would be a wrong number, not an error."""
+    mine = dataset.statistics()
+    if not known:
+        return
+    if list(known["classes"]) != mine["classes"]:
+        raise ValueError(f"the network classifies the classes of {known['name']} ({_some(known['classes'])}), but "
+                         f"{what} has those of {mine['name']} ({_some(mine['classes'])})")
+    if list(known["input_shape"]) != mine["input_shape"]:
+        raise ValueError(f"the network was trained on {'x'.join(map(str, known['input_shape']))} images, but the "
+                         f"images of {what} are {'x'.join(map(str, mine['input_shape']))}")
+    if not (np.allclose(known["mean"], mine["mean"], rtol=1e-6) and np.allclose(known["std"], mine["std"], rtol=1e-6)):
+        raise ValueError(f"{what} is normalised with mean {_rounded(mine['mean'])}, std {_rounded(mine['std'])}, but "
+                         f"the network was trained with mean {_rounded(known['mean'])}, std {_rounded(known['std'])}: "
+                         "make its Dataset with the training set's statistics (Dataset.from_arrays(..., like=train))")
+
+
+def _some(names: Sequence[str]) -> str:
+    return ", ".join(names[:4]) + ("..." if len(names) > 4 else "")
+
+
+def _rounded(values: Sequence[float]) -> list[float]:
+    return [round(float(value), 4) for value in values]
 
 
 def evaluate(model: Sequential, dataset: Dataset, batch_size: int = 1000,
@@ -40,8 +76,10 @@ def evaluate(model: Sequential, dataset: Dataset, batch_size: int = 1000,
     """Over `dataset`, in evaluation mode: {"loss" (the mean), "accuracy", "predictions"
     (host class indices), "classes" and "macro" (each class's precision, recall, F1 and
     support, and their means: metrics.per_class)}. With `comm`, each process evaluates its
-    slice of the dataset and all get the whole result."""
+    slice of the dataset and all get the whole result. ValueError where the data does not
+    fit the network, or differs from what it was trained on (check_same_data)."""
     check_model_fits(model, dataset)
+    check_same_data(model.data, dataset)
     batch_size = integer(batch_size, "batch_size", 1)
     comm = comm or distributed.Single()
     start, stop = distributed.shard_bounds(len(dataset), comm.rank, comm.size)
@@ -63,12 +101,13 @@ def evaluate(model: Sequential, dataset: Dataset, batch_size: int = 1000,
             "predictions": predicted, **per_class(counts, list(dataset.spec.classes))}
 
 
-def predict(model: Sequential | str | Path, images: np.ndarray, mean: float | None = None, std: float | None = None,
-            batch_size: int = 1000) -> np.ndarray:
-    """Class probabilities (n, K) on the host for uint8 images (n, H, W) or (H, W).
-    `model` is a network or a checkpoint (a file or a run folder); the images are
-    normalised as its training data was (`model.data`, which Trainer.fit and
-    load_checkpoint set) unless `mean` and `std` are given."""
+def predict(model: Sequential | str | Path, images: np.ndarray, mean: float | Sequence[float] | None = None,
+            std: float | Sequence[float] | None = None, batch_size: int = 1000) -> np.ndarray:
+    """Class probabilities (n, K) on the host for uint8 images (n, C, H, W), one image
+    (C, H, W), or grey ones (n, H, W) or (H, W) (floating in [0, 1] too). `model` is a network or a checkpoint (a
+    file or a run folder); the images are normalised as its training data was
+    (`model.data`, which Trainer.fit and load_checkpoint set) unless `mean` and `std` (a
+    number, or one per channel) are given."""
     if isinstance(model, (str, Path)):
         model = load_checkpoint(model).model
     if not isinstance(model, Sequential):
@@ -78,13 +117,9 @@ def predict(model: Sequential | str | Path, images: np.ndarray, mean: float | No
     if mean is None or std is None:
         raise ValueError("predict needs the mean and std of the images the network was trained on: pass mean= and "
                          "std=, or a network that knows its data (model.data; Trainer.fit and load_checkpoint set it)")
-    mean, std = number(mean, "predict mean", -1e6, 1e6), number(std, "predict std", 1e-12, 1e6)
+    mean, std = _per_channel(mean, "mean", -1e6), _per_channel(std, "std", 1e-12)
     batch_size = integer(batch_size, "batch_size", 1)
-    images = np.asarray(images)
-    if images.ndim == 2:
-        images = images[None]
-    if images.ndim != 3 or images.dtype != np.uint8:
-        raise TypeError(f"predict expects uint8 images (n, H, W), got {images.shape} {images.dtype}")
+    images = _image_batch(np.asarray(images), known.get("input_shape"), len(mean))
     outputs = []
     for start in range(0, images.shape[0], batch_size):
         chunk = normalize(images[start : start + batch_size], mean, std)
@@ -95,6 +130,33 @@ def predict(model: Sequential | str | Path, images: np.ndarray, mean: float | No
     return np.concatenate(outputs)
 
 
+def _per_channel(value: Any, name: str, low: float) -> list[float]:
+    values = list(value) if isinstance(value, (list, tuple, np.ndarray)) else [value]
+    return [number(v, f"predict {name}", low, 1e6) for v in values]
+
+
+def _image_batch(images: np.ndarray, shape: Sequence[int] | None, channels: int) -> np.ndarray:
+    """`images` as a batch (n, C, H, W): one image or many, grey ones without their axis."""
+    if images.dtype.kind == "f" and images.size and np.all(np.isfinite(images)) and 0 <= images.min() \
+            and images.max() <= 1:
+        images = np.round(images * 255.0).astype(np.uint8)  # as Dataset.from_arrays takes them
+    if images.dtype != np.uint8:
+        raise TypeError(f"predict expects uint8 images, or floating ones in [0, 1]; got {images.dtype}"
+                        f"{' outside [0, 1]' if images.dtype.kind == 'f' else ''}")
+    one = tuple(shape) if shape else None
+    if one is not None and images.shape in (one, one[1:] if one[0] == 1 else None):
+        images = images[None]  # a single image
+    elif images.ndim == 2 and channels == 1:
+        images = images[None]
+    if images.ndim == 3 and channels == 1:
+        images = images[:, None]
+    if images.ndim != 4 or images.shape[1] != channels or (one is not None and images.shape[1:] != one):
+        wanted = "x".join(map(str, one)) if one else f"{channels}-channel"
+        raise ValueError(f"predict expects {wanted} images (n, C, H, W), or one (C, H, W)"
+                         f"{', grey ones without C' if channels == 1 else ''}; got shape {images.shape}")
+    return images
+
+
 def evaluate_checkpoint(path: str | Path, dataset: str | None = None, data_dir: str | Path | None = None, *,
                         download: bool = True, backend_name: str = "numpy", device: Any = None, batch_size: int = 1000,
                         full_test_set: bool = False, log: Callable[[str], None] = lambda message: None
@@ -102,9 +164,10 @@ def evaluate_checkpoint(path: str | Path, dataset: str | None = None, data_dir: 
     """Test loss and accuracy of a saved model (a checkpoint, or a run folder), as `xpcnn
     evaluate` prints them, on the test split of `dataset` (default: the one it was trained
     on, and then the test images its run scored: a --limit run's sample, unless
-    `full_test_set`): {"accuracy", "loss", "images", "data", "classes", "macro"}, "data"
-    saying where the images came from, "classes" each class's precision, recall, F1 and
-    support (metrics.per_class). ValueError when the data's classes are not the model's."""
+    `full_test_set`; for a folder of pictures, read again as it was and refused if it
+    changed): {"accuracy", "loss", "images", "data", "classes", "macro"}, "data" saying
+    where the images came from, "classes" each class's precision, recall, F1 and support
+    (metrics.per_class). ValueError when the data's classes are not the model's."""
     checkpoint = load_checkpoint(path, backend_name, device)
     trained = checkpoint.data_statistics()
     scored = DATASETS.get(dataset or trained["name"])
@@ -125,21 +188,59 @@ def _test_split(checkpoint: Any, dataset: str | None, data_dir: str | Path | Non
     if dataset is not None and trained_on != dataset:
         log(f"note: the model was trained on {trained_on}, evaluating on {dataset}")
     same = dataset in (None, trained_on)
-    if data_dir is None and dataset is None and selection is not None and selection.folders is None:
+    if FOLDER in (dataset, trained_on if same else None):
+        loaded = _folder_again(selection if same else None, data_dir, checkpoint)
+    elif trained_on not in DATASETS and same:
+        raise ValueError(f"the model was trained on data given from Python ({trained_on}), which cannot be read "
+                         "again here: score it with xpcnn.evaluate(model, dataset), or name --dataset and --data-dir")
+    elif data_dir is None and dataset is None and selection is not None and selection.folders is None:
         loaded = load_bundled()  # the test split of what it was trained on
     else:  # only the test split is needed; never the bundled subset in place of what was asked
-        prefer = (selection.folders or ()) if selection and same else ()
-        gone = [folder for folder in prefer if not Path(folder).is_dir()]
-        if gone and data_dir is None:
-            log(f"note: the model's data is gone from {', '.join(gone)}; looking for {trained_on} elsewhere "
-                "(--data-dir names where it is now)")
-        loaded = load_dataset(dataset or trained_on, data_dir, download=download, allow_bundled=False, log=log,
-                              parts=("test",), prefer=prefer)
+        loaded = _registered_test(selection if same else None, dataset or trained_on, data_dir, download, log)
     test, source = loaded.test, loaded.source
     if same and data_dir is None and selection is not None and selection.limit is not None and not full:
         test = test.sample(selection.limit, selection.seed + 1)  # as Loaded.splits drew the run's
         source += f"; the {len(test):,} of its {len(loaded.test):,} test images that the run scored (its --limit)"
     return test, source
+
+
+def _registered_test(selection: Selection | None, name: str, data_dir: str | Path | None, download: bool,
+                     log: Callable[[str], None]) -> Loaded:
+    """The test split of a registered dataset: from `data_dir`, else where the run read it
+    if it is still there, else wherever load_dataset looks."""
+    prefer = (selection.folders or ()) if selection else ()
+    gone = [folder for folder in prefer if not Path(folder).is_dir()]
+    if gone and data_dir is None:
+        log(f"note: the model's data is gone from {', '.join(gone)}; looking for {name} elsewhere "
+            "(--data-dir names where it is now)")
+    return load_dataset(name, data_dir, download=download, allow_bundled=False, log=log, parts=("test",),
+                        prefer=prefer)
+
+
+def _folder_again(selection: Selection | None, data_dir: str | Path | None, checkpoint: Any) -> Loaded:
+    """A folder of pictures read as the run read it: the run's own (refused if its pictures
+    changed: Selection.load), or `data_dir` with the run's options."""
+    if selection is None or selection.dataset != FOLDER:
+        if data_dir is None:
+            raise ValueError("a folder of pictures (--dataset images) needs --data-dir, the folder")
+        shape = checkpoint.data_statistics()["input_shape"]
+        return _as_trained(load_images(data_dir, image_size=shape[1], channels=shape[0]), checkpoint)
+    if data_dir is None:
+        train, _, test = dataclasses.replace(selection, limit=None, val_split=0.0).load()
+        return Loaded(train, test)
+    return _as_trained(load_images(data_dir, **selection.reader), checkpoint)
+
+
+def _as_trained(loaded: Loaded, checkpoint: Any) -> Loaded:
+    """Another folder's test pictures, normalised as the model's training data was (a
+    folder's statistics are its own training split's); ValueError if its classes differ."""
+    data = checkpoint.data_statistics()
+    test = loaded.test
+    if list(test.spec.classes) != list(data["classes"]):
+        raise ValueError(f"the folder's classes ({_some(test.spec.classes)}) are not the model's "
+                         f"({_some(data['classes'])})")
+    spec = dataclasses.replace(test.spec, mean=tuple(data["mean"]), std=tuple(data["std"]))
+    return Loaded(None, dataclasses.replace(test, spec=spec), loaded.folders, loaded.reader, loaded.digest)
 
 
 @dataclass
@@ -161,15 +262,17 @@ class Classified:
 
 def classify_files(path: str | Path, images: Sequence[str | Path], *, invert: bool | None = None, top: int = 1,
                    backend_name: str = "numpy", device: Any = None) -> list[Classified]:
-    """Each image file (a picture or .npy, see xpcnn.datasets.images.read_image) classified by the
-    saved model; a file that cannot be read gets its error, and the others still run."""
+    """Each image file (a picture or .npy) classified by the saved model, read as its
+    training images were (xpcnn.datasets.images.read_for_model: digits as MNIST's, photos
+    fitted to the image size); a file that cannot be read gets its error, and the others
+    still run."""
     checkpoint = load_checkpoint(path, backend_name, device)
     data = checkpoint.data_statistics()
     results, pixels = [], []
     for image in images:
         results.append(Classified(Path(image)))
         try:
-            pixels.append(read_image(image, invert=invert))
+            pixels.append(read_for_model(image, tuple(data["input_shape"]), data["pictures"], invert))
         except ImageError as exc:
             results[-1].error = str(exc)
     readable = [result for result in results if result.error is None]

@@ -49,3 +49,17 @@ def test_a_network_with_dropout_is_checked_with_one_mask():
                             xpcnn.Tanh(), xpcnn.Dense(8, 3, rng=rng)]).to("numpy", dtype="float64")
     result = gradcheck(net, rng.standard_normal((4, 1, 3, 4)), tol=GRAD_TOL)
     assert result.worst <= GRAD_TOL and net[2].calls == 1  # every evaluation drew the first mask
+
+
+def test_a_network_failing_its_check_is_named_in_one_line():
+    class Doubling(xpcnn.ReLU):
+        def backward(self, dy):  # twice the right gradient
+            return 2 * super().backward(dy)
+
+    net = xpcnn.Sequential([xpcnn.Dense(3, 2), Doubling()]).to("numpy", dtype="float64")
+    x = np.random.default_rng(0).standard_normal((2, 3))
+    with pytest.raises(xpcnn.GradcheckError, match=r"^gradcheck of Sequential\(Dense, Doubling\) failed") as error:
+        xpcnn.gradcheck(net, x)
+    assert "\n" not in str(error.value)
+    with pytest.raises(TypeError, match="gradcheck x must be an array of the layer's backend, got list"):
+        xpcnn.gradcheck(net, [[1.0, 2.0, 3.0]])

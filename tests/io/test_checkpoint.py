@@ -328,7 +328,9 @@ MALFORMED = {
     "extra_state a list": (lambda m: m.update(extra_state=[1]), "field extra_state: expected an object"),
     "data without mean": (edit_trainer(lambda t: t["info"]["data"].pop("mean")), "field trainer.info.data"),
     "std 0": (edit_trainer(lambda t: t["info"]["data"].update(std=0)), r"field trainer.info.data.std: expected a "
-              "finite number > 0"),
+              r"number > 0 per channel \(1\)"),
+    "a mean per channel too many": (edit_trainer(lambda t: t["info"]["data"].update(mean=[0.1, 0.2])),
+                                    r"field trainer.info.data.mean: expected a finite number per channel \(1\)"),
     "NaN mean": (edit_trainer(lambda t: t["info"]["data"].update(mean=float("nan"))), "field trainer.info.data.mean"),
     "classes not names": (edit_trainer(lambda t: t["info"]["data"].update(classes=[1, 2])),
                           "field trainer.info.data.classes"),

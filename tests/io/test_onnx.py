@@ -49,7 +49,7 @@ def test_onnxruntime_gives_xpcnn_logits_on_real_digits(tmp_path, build):
     images = load_bundled().test.images[:100]
     expected = model.forward(normalize(images, MNIST.mean, MNIST.std), training=False)
     for batch in (1, 37, 100):  # the batch dimension is dynamic
-        got = session.run(["logits"], {"pixels": (images[:batch] / 255.0).astype(np.float32)[:, None]})[0]
+        got = session.run(["logits"], {"pixels": (images[:batch] / 255.0).astype(np.float32)})[0]
         np.testing.assert_allclose(got, expected[:batch], rtol=0, atol=1e-4)
 
 
@@ -59,7 +59,7 @@ def test_softmax_metadata_and_float64_models(tmp_path):
     path = xonnx.export(model, tmp_path / "p.onnx", mean=0.5, std=0.25, classes=classes, softmax=True)
     loaded = onnx.load(path)
     props = {prop.key: prop.value for prop in loaded.metadata_props}
-    assert json.loads(props["classes"]) == classes and json.loads(props["normalization"])["std"] == 0.25
+    assert json.loads(props["classes"]) == classes and json.loads(props["normalization"])["std"] == [0.25]
     assert loaded.opset_import[0].version >= 17
     pixels = np.random.default_rng(0).random((4, 1, 28, 28)).astype(np.float32)
     probabilities = ort.InferenceSession(str(path)).run(["probabilities"], {"pixels": pixels})[0]
@@ -70,18 +70,20 @@ def test_softmax_metadata_and_float64_models(tmp_path):
 
 def test_what_cannot_be_exported_is_named(tmp_path):
     with pytest.raises(ValueError, match=r"expected \(N, 3\) for 3 classes"):
-        xonnx.to_onnx(presets.build("tutorial"), classes=["a", "b", "c"])
+        xonnx.to_onnx(presets.build("tutorial"), classes=["a", "b", "c"], mean=0.1, std=0.3)
+    with pytest.raises(ValueError, match=r"does not know the data it was trained on \(model.data\): pass the mean="):
+        xonnx.to_onnx(presets.build("tutorial"))
     with pytest.raises(ValueError, match=r"opset must be in \[17, \d+\] \(what the installed onnx"):
-        xonnx.to_onnx(presets.build("tutorial"), opset=13)
+        xonnx.to_onnx(presets.build("tutorial"), opset=13, mean=0.1, std=0.3)
     with pytest.raises(ValueError, match=r"Dense\(in_features=1352, out_features=128\): expected input"):
-        xonnx.to_onnx(presets.build("tutorial"), input_shape=(1, 32, 32))
+        xonnx.to_onnx(presets.build("tutorial"), input_shape=(1, 32, 32), mean=0.1, std=0.3)
 
 
 def test_an_opset_beyond_what_is_installed_is_refused_before_anything_is_written(tmp_path):
     pytest.importorskip("onnx")
     newest = __import__("onnx").defs.onnx_opset_version()
     with pytest.raises(ValueError, match=rf"opset must be in \[17, {newest}\] \(what the installed onnx .*got 99"):
-        xonnx.export(presets.build("tutorial"), tmp_path / "net.onnx", opset=99)
+        xonnx.export(presets.build("tutorial"), tmp_path / "net.onnx", opset=99, mean=0.1, std=0.3)
     assert not (tmp_path / "net.onnx").exists()
 
 
@@ -96,4 +98,4 @@ def test_an_opset_onnxruntime_cannot_run_is_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(onnxruntime, "InferenceSession", refusing)
     with pytest.raises(ValueError, match=r"opset 17: the installed onnxruntime .* cannot run the exported model "
                                          r"\(ONNX Runtime only \*guarantees\*"):
-        xonnx.export(presets.build("tutorial"), tmp_path / "net.onnx")
+        xonnx.export(presets.build("tutorial"), tmp_path / "net.onnx", mean=0.1, std=0.3)

@@ -98,7 +98,9 @@ def gradcheck(
     if not hasattr(layer, "forward") or not hasattr(layer, "params"):
         raise TypeError(f"gradcheck takes a layer or a Sequential, got {type(layer).__name__}")
     eps, tol = number(eps, "gradcheck eps", 1e-300, 1.0), number(tol, "gradcheck tol", 0.0, math.inf)
-    _require_float64(repr(layer), {"input": x, **layer.params})
+    if not hasattr(x, "dtype") or not hasattr(x, "shape"):
+        raise TypeError(f"gradcheck x must be an array of the layer's backend, got {type(x).__name__}")
+    _require_float64(_named(layer), {"input": x, **layer.params})
     xp = array_namespace(x)
     x = xp.asarray(x, copy=True)
     restore = _state_restorer(layer)
@@ -117,7 +119,14 @@ def gradcheck(
     result.errors["input"] = relative_error(analytic["input"], _numeric_gradient(objective, x, eps), floor)
     for name, param in layer.params.items():
         result.errors[name] = relative_error(analytic[name], _numeric_gradient(objective, param, eps), floor)
-    return _finish(result, tol, repr(layer), raise_on_fail)
+    return _finish(result, tol, _named(layer), raise_on_fail)
+
+
+def _named(layer: Any) -> str:
+    """A layer's repr, or for a network one line: its layers' types."""
+    if isinstance(layer, Sequential):
+        return f"Sequential({', '.join(type(part).__name__ for part in layer)})"
+    return repr(layer)
 
 
 def _state_restorer(layer: Any) -> Callable[[], None]:

@@ -61,17 +61,17 @@ def parse_target(spec: str) -> tuple[str, str | None]:
 
 
 def model_from(spec: str, seed: int = 0) -> Sequential:
-    """A preset by name, from `seed`, or the model of a checkpoint file; LookupError when
-    `spec` is neither."""
+    """A preset by name, from `seed`, or the model of a checkpoint (a file or a run
+    folder); LookupError when `spec` is neither."""
     from .. import presets
     from ..io.checkpoint import load_checkpoint
 
     if spec in presets.PRESETS or spec in presets.ALIASES:
         return presets.build(spec, seed)
-    if Path(spec).is_file():
+    if Path(spec).is_file() or (Path(spec) / "checkpoint.npz").is_file():
         return load_checkpoint(spec).model
     names = ", ".join([*presets.PRESETS, *presets.ALIASES])
-    raise LookupError(f"{spec!r} is neither a preset ({names}) nor a checkpoint file")
+    raise LookupError(f"{spec!r} is neither a preset ({names}) nor a checkpoint file or run folder")
 
 
 def usable_targets(spec: str) -> list[tuple[str, str | None]]:
@@ -409,13 +409,15 @@ class ParityCheck:
     compare: ParityReport
     trajectory: TrajectoryReport | None = None
     optimizer: str = "sgd"
+    images: str = "bundled MNIST images"  # what the batch was
 
     @property
     def passed(self) -> bool:
         return self.compare.passed and (self.trajectory is None or self.trajectory.passed)
 
     def to_dict(self) -> dict[str, Any]:
-        result: dict[str, Any] = {"model": self.model, "batch_size": self.batch_size, "compare": self.compare.to_dict()}
+        result: dict[str, Any] = {"model": self.model, "batch_size": self.batch_size, "images": self.images,
+                                  "compare": self.compare.to_dict()}
         if self.trajectory is not None:
             result["trajectory"] = self.trajectory.to_dict()
         result["passed"] = self.passed
@@ -423,7 +425,7 @@ class ParityCheck:
 
     def to_text(self) -> str:
         lines = [f"parity of {self.model} ({self.parameters:,} parameters), batch of {self.batch_size} "
-                 f"bundled MNIST images, {self.compare.dtype}", self.compare.to_table()]
+                 f"{self.images}, {self.compare.dtype}", self.compare.to_table()]
         if self.trajectory is not None:
             lines += [
                 f"\ntraining {len(self.trajectory.drift)} steps with {self.optimizer}:",
@@ -445,18 +447,39 @@ def check(
     seed: int = 0,
     name: str = "model",
 ) -> ParityCheck:
-    """`compare` on the first `batch_size` images of the bundled MNIST test set and, with
-    `steps`, `trajectory` over that many training batches drawn from `seed`."""
-    from ..datasets import batches, load_bundled
+    """`compare` on the first `batch_size` images of the model's own input (see
+    parity_data) and, with `steps`, `trajectory` over that many training batches drawn
+    from `seed`."""
+    from ..datasets import batches
 
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
-    data = load_bundled()
-    x, y = next(batches(data.test, batch_size, shuffle=False))
+    train, test, images = parity_data(model, batch_size * max(steps, 1), seed)
+    x, y = next(batches(test, batch_size, shuffle=False))
     result = ParityCheck(
-        name, model.num_params(), batch_size, compare(model, x, y, backends, dtype), optimizer=optimizer
+        name, model.num_params(), batch_size, compare(model, x, y, backends, dtype), optimizer=optimizer,
+        images=images,
     )
     if steps:
-        train_batches = list(itertools.islice(batches(data.train, batch_size, seed=seed), steps))
+        train_batches = list(itertools.islice(batches(train, batch_size, seed=seed), steps))
         result.trajectory = trajectory(model, train_batches, backends, dtype, optimizer)
     return result
+
+
+def parity_data(model: Sequential, count: int, seed: int) -> tuple[Any, Any, str]:
+    """(train, test, what they are): the bundled MNIST subset for a network of 28x28 grey
+    digits (or one that does not say what it takes); for any other, `count` images of
+    random pixels drawn from `seed`, of the shape, classes and normalisation it was
+    trained on (model.data): the arithmetic compared is the same whatever the pixels show."""
+    from ..datasets import Dataset, DatasetSpec, load_bundled
+
+    known = model.data or {}
+    shape = tuple(known.get("input_shape", (1, 28, 28)))
+    if shape == (1, 28, 28) and len(known.get("classes", range(10))) == 10:
+        data = load_bundled()
+        return data.train, data.test, "bundled MNIST images"
+    rng = np.random.default_rng([seed, 7])
+    spec = DatasetSpec(known["name"], {}, (), known["mean"], known["std"], known["classes"])
+    made = [Dataset(rng.integers(0, 256, (count, *shape), dtype=np.uint8),
+                    rng.integers(0, len(spec.classes), count), spec) for _ in range(2)]
+    return made[0], made[1], f"random {'x'.join(map(str, shape))} images"

@@ -34,7 +34,7 @@ from ..model import Sequential
 from ..optim import OPTIMIZERS, Optimizer
 from .atomic import atomic_write_bytes
 from .npyheader import read_npy_header
-from .schema import CheckpointError, Fields, check_meta
+from .schema import CheckpointError, Fields, check_data_statistics, check_meta
 
 FORMAT = "xpcnn-checkpoint"
 VERSION = 1
@@ -57,9 +57,10 @@ class Checkpoint:
     path: Path | None = None
 
     def data_statistics(self) -> dict[str, Any]:
-        """What the model was trained on: dataset name, normalisation mean and std, class
-        names, input shape (see datasets.Dataset.statistics); CheckpointError if the file
-        lacks them or the network does not fit them."""
+        """What the model was trained on: dataset name, normalisation mean and std per
+        channel, class names, input shape, how pictures are read (the form of
+        datasets.Dataset.statistics, older files' brought into it); CheckpointError if the
+        file lacks them or the network does not fit them."""
         info = self.trainer.get("info")
         data = info.get("data") if isinstance(info, dict) else None
         if not isinstance(data, dict) or not {"name", "mean", "std", "classes"} <= set(data):
@@ -74,7 +75,7 @@ class Checkpoint:
         if outputs != (1, len(data["classes"])):
             raise CheckpointError(f"{self.path}: field trainer.info.data.classes: {len(data['classes'])} class names "
                                   f"for a network whose output is {outputs[1:]}")
-        return data
+        return current_statistics(data)
 
     def selection(self) -> Selection | None:
         """Which images the run trained on (datasets.Selection, kept as the "data" of the
@@ -105,6 +106,15 @@ class Checkpoint:
         return optimizer
 
 
+def current_statistics(data: dict[str, Any]) -> dict[str, Any]:
+    """Checked data statistics in today's form: older files have a number for the mean
+    and std of their one channel, and lack the input shape (then 28x28 grey) and how
+    pictures are read (then as digits, the only way there was)."""
+    shape = list(data.get("input_shape", [1, 28, 28]))
+    as_list = {key: data[key] if isinstance(data[key], list) else [data[key]] for key in ("mean", "std")}
+    return {**data, **as_list, "input_shape": shape, "pictures": data.get("pictures", "digits")}
+
+
 def save_checkpoint(path: str | Path, model: Sequential, optimizer: Any = None, trainer: dict[str, Any] | None = None,
                     *, data: Dataset | dict[str, Any] | None = None) -> None:
     """Write model, optimizer and trainer state to `path` atomically. `data` (the training
@@ -116,7 +126,7 @@ def save_checkpoint(path: str | Path, model: Sequential, optimizer: Any = None, 
         raise TypeError(f"save_checkpoint optimizer must be an Optimizer or None, got {type(optimizer).__name__}")
     if data is not None and not isinstance(data, (Dataset, dict)):
         raise TypeError(f"save_checkpoint data must be a Dataset or its statistics, got {type(data).__name__}")
-    trainer = _with_data(trainer, data if data is not None else model.data)
+    trainer = _with_data(trainer, data if data is not None else model.data, model)
     arrays: dict[str, np.ndarray] = {}
     arrays.update({f"param/{k}": backend.to_numpy(v) for k, v in model.params.items()})
     arrays.update({f"buffer/{k}": backend.to_numpy(v) for k, v in model.buffers.items()})
@@ -140,15 +150,41 @@ def save_checkpoint(path: str | Path, model: Sequential, optimizer: Any = None, 
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def _with_data(trainer: dict[str, Any] | None, data: Dataset | dict[str, Any] | None) -> dict[str, Any]:
+def _with_data(trainer: dict[str, Any] | None, data: Dataset | dict[str, Any] | None,
+               model: Sequential) -> dict[str, Any]:
     """The trainer part of a checkpoint, holding the data statistics (where a Trainer
-    keeps them, trainer.info.data) when it has none of its own."""
+    keeps them, trainer.info.data) when it has none of its own, checked against the
+    network; for a Dataset that can be read again, also how (its Selection, where a
+    Trainer keeps it), so that `xpcnn evaluate` finds its test images."""
     trainer = dict(trainer or {})
     info = dict(trainer.get("info") or {})
-    if data is not None and info.get("data") is None:
-        info["data"] = data.statistics() if isinstance(data, Dataset) else dict(data)
-        trainer["info"] = info
+    if data is None or info.get("data") is not None:
+        return trainer
+    info["data"] = _checked_statistics(data.statistics() if isinstance(data, Dataset) else dict(data), model)
+    settings = dict(info.get("settings") or {})
+    if isinstance(data, Dataset) and data.selection is not None and settings.get("data") is None:
+        settings["data"] = data.selection.to_dict()
+        info["settings"] = settings
+    trainer["info"] = info
     return trainer
+
+
+def _checked_statistics(data: dict[str, Any], model: Sequential) -> dict[str, Any]:
+    """Data statistics that a checkpoint can hold and the network fits; ValueError naming
+    what is wrong (a file that could never be loaded is never written)."""
+    try:
+        check_data_statistics(Fields("save_checkpoint data"), data)
+    except CheckpointError as exc:
+        raise ValueError(str(exc).replace("field trainer.info.data", "field data")) from None
+    shape = tuple(data.get("input_shape", (1, 28, 28)))
+    try:
+        outputs = model.output_shapes((1, *shape))[-1]
+    except ValueError as exc:
+        raise ValueError(f"save_checkpoint data: the network does not take its {shape} images: {exc}") from None
+    if outputs != (1, len(data["classes"])):
+        raise ValueError(f"save_checkpoint data: {len(data['classes'])} classes for a network whose output is "
+                         f"{outputs[1:]}")
+    return data
 
 
 # What a damaged zip archive or .npy member raises from inside zipfile, zlib and NumPy.

@@ -1,16 +1,18 @@
 """Export to ONNX: an xpcnn network as a standard ONNX graph (opset 17 or later) that
 onnxruntime and other deployment tools run.
 
-    xpcnn.io.onnx.export(model, "digits.onnx", mean=0.1307, std=0.3081, classes=[...])
+    xpcnn.io.onnx.export(model, "digits.onnx")  # normalisation and classes from model.data
 
-The graph takes raw pixels in [0, 1], (batch, 1, 28, 28) float32, any batch size: the
-input normalisation is part of the graph (Sub, Div), so a deployed model needs no
-knowledge of the training data. It outputs "logits" (batch, classes), or "probabilities"
-with `softmax=True`. Each layer maps to one standard operator: Conv2D -> Conv, MaxPool2D
--> MaxPool, AvgPool2D -> AveragePool, BatchNorm2D -> BatchNormalization (inference: the
-running statistics), Dense -> Gemm, ReLU/Tanh/Sigmoid -> Relu/Tanh/Sigmoid, Flatten ->
-Flatten, Dropout -> Identity. Class names, the normalisation and the architecture are in
-the model's metadata. Weights are exported in float32. Needs the `onnx` package
+The graph takes raw pixels in [0, 1], (batch, C, H, W) float32 as the network was
+trained on (e.g. (batch, 1, 28, 28) for MNIST, (batch, 3, 32, 32) for CIFAR-10), any batch
+size: the input normalisation, per channel, is part of the graph (Sub, Div), so a deployed
+model needs no knowledge of the training data. It outputs "logits" (batch, classes), or
+"probabilities" with `softmax=True`. Each layer maps to standard operators: Conv2D ->
+Conv, MaxPool2D -> MaxPool, AvgPool2D -> AveragePool, GlobalAvgPool2D -> GlobalAveragePool
+and Flatten, BatchNorm2D -> BatchNormalization (inference: the running statistics),
+Dense -> Gemm, ReLU/Tanh/Sigmoid -> Relu/Tanh/Sigmoid, Flatten -> Flatten, Dropout ->
+Identity. Class names, the input shape, the normalisation and the architecture are in the
+model's metadata. Weights are exported in float32. Needs the `onnx` package
 (`pip install 'xpcnn[onnx]'`); the graph is checked with `onnx.checker` before it is saved.
 """
 
@@ -25,8 +27,10 @@ import numpy as np
 
 from .. import backend
 from .._version import __version__
-from ..layers import AvgPool2D, BatchNorm2D, Conv2D, Dense, Dropout, Flatten, Layer, MaxPool2D, ReLU, Sigmoid, Tanh
+from ..layers import AvgPool2D, BatchNorm2D, Conv2D, Dense, Dropout, Flatten, Layer, MaxPool2D
+from ..layers.activation import ReLU, Sigmoid, Tanh
 from ..layers.base import integer, number
+from ..layers.pool import GlobalAvgPool2D
 from ..model import Sequential
 from .atomic import atomic_write_bytes
 
@@ -48,7 +52,8 @@ class _Graph:
         self.onnx, self.nodes, self.initializers, self.last = onnx, [], [], first
 
     def constant(self, name: str, value: Any) -> str:
-        array = np.asarray(backend.to_numpy(value) if not isinstance(value, (float, int)) else value, np.float32)
+        host = value if isinstance(value, (float, int, np.ndarray)) else backend.to_numpy(value)
+        array = np.asarray(host, np.float32)
         self.initializers.append(self.onnx.numpy_helper.from_array(array, name))
         return name
 
@@ -71,6 +76,11 @@ def _pool(graph: _Graph, name: str, layer: MaxPool2D | AvgPool2D) -> None:
     graph.add(op, name, kernel_shape=list(layer.kernel_size), strides=list(layer.stride))
 
 
+def _global_pool(graph: _Graph, name: str, layer: GlobalAvgPool2D) -> None:
+    graph.add("GlobalAveragePool", f"{name}.pooled")  # (N, C, 1, 1)
+    graph.add("Flatten", name, axis=1)
+
+
 def _batch_norm(graph: _Graph, name: str, layer: BatchNorm2D) -> None:
     inputs = [graph.constant(f"{name}.{key}", layer.params[key]) for key in ("weight", "bias")]
     inputs += [graph.constant(f"{name}.{key}", layer.buffers[key]) for key in ("running_mean", "running_var")]
@@ -83,7 +93,8 @@ def _dense(graph: _Graph, name: str, layer: Dense) -> None:
 
 
 EXPORTERS: dict[type[Layer], Callable[[_Graph, str, Any], None]] = {
-    Conv2D: _conv, MaxPool2D: _pool, AvgPool2D: _pool, BatchNorm2D: _batch_norm, Dense: _dense,
+    Conv2D: _conv, MaxPool2D: _pool, AvgPool2D: _pool, GlobalAvgPool2D: _global_pool, BatchNorm2D: _batch_norm,
+    Dense: _dense,
     ReLU: lambda graph, name, layer: graph.add("Relu", name),
     Tanh: lambda graph, name, layer: graph.add("Tanh", name),
     Sigmoid: lambda graph, name, layer: graph.add("Sigmoid", name),
@@ -92,27 +103,33 @@ EXPORTERS: dict[type[Layer], Callable[[_Graph, str, Any], None]] = {
 }
 
 
-def to_onnx(model: Sequential, *, mean: float | None = None, std: float | None = None,
-            classes: Sequence[str] | None = None, softmax: bool = False,
+def to_onnx(model: Sequential, *, mean: float | Sequence[float] | None = None,
+            std: float | Sequence[float] | None = None, classes: Sequence[str] | None = None, softmax: bool = False,
             input_shape: tuple[int, int, int] | None = None, opset: int = MIN_OPSET) -> Any:
     """The network as a checked onnx.ModelProto (see the module docstring). The
-    normalisation, class names and input shape default to what the network was trained on
-    (`model.data`), else to none (mean 0, std 1), class numbers and 28x28 grey images."""
+    normalisation (a number, or one per channel), class names and input shape (C, H, W)
+    default to what the network was trained on (`model.data`); a network that does not
+    know it needs `mean` and `std` given (class names default to numbers, the input shape
+    to 28x28 grey images)."""
     onnx = _onnx()
     opset = _checked_opset(onnx, opset)
     known = model.data or {}
-    mean = number(known.get("mean", 0.0) if mean is None else mean, "mean", -1e6, 1e6)
-    std = number(known.get("std", 1.0) if std is None else std, "std", 1e-12, 1e6)
-    classes = known.get("classes") if classes is None else classes
+    if not known and (mean is None or std is None):
+        raise ValueError("the network does not know the data it was trained on (model.data): pass the mean= and "
+                         "std= its inputs were normalised with (and classes=, input_shape=), or export a network "
+                         "that Trainer.fit or load_checkpoint has told (a graph without them would score wrongly)")
     input_shape = tuple(known.get("input_shape", (1, 28, 28)) if input_shape is None else input_shape)
+    mean = _per_channel(known.get("mean", 0.0) if mean is None else mean, "mean", -1e6, input_shape[0])
+    std = _per_channel(known.get("std", 1.0) if std is None else std, "std", 1e-12, input_shape[0])
+    classes = known.get("classes") if classes is None else classes
     outputs = model.output_shapes((1, *input_shape))[-1]  # raises, naming the layer, if the shape does not fit
     classes = list(classes) if classes is not None else [str(k) for k in range(outputs[-1])]
     if len(outputs) != 2 or outputs[1] != len(classes):
         raise ValueError(f"the network ends in shape {outputs}, expected (N, {len(classes)}) for "
                          f"{len(classes)} classes")
     graph = _Graph(onnx, "pixels")
-    graph.add("Sub", "centred", [graph.constant("mean", mean)])
-    graph.add("Div", "normalised", [graph.constant("std", std)])
+    graph.add("Sub", "centred", [graph.constant("mean", np.reshape(mean, (1, -1, 1, 1)))])
+    graph.add("Div", "normalised", [graph.constant("std", np.reshape(std, (1, -1, 1, 1)))])
     for index, layer in enumerate(model):
         if type(layer) not in EXPORTERS:
             raise ValueError(f"layer {index} ({type(layer).__name__}) has no ONNX export")
@@ -123,7 +140,16 @@ def to_onnx(model: Sequential, *, mean: float | None = None, std: float | None =
         "classes": json.dumps(classes),
         "input": f"raw pixels in [0, 1], float32, (batch, {', '.join(map(str, input_shape))})",
         "normalization": json.dumps({"mean": mean, "std": std, "applied": "inside the graph"}),
+        "input_shape": json.dumps(list(input_shape)),
         "architecture": json.dumps(model.config()), "producer": f"xpcnn {__version__}"})
+
+
+def _per_channel(value: Any, name: str, low: float, channels: int) -> list[float]:
+    """A number for every channel (one number serves them all), each checked."""
+    values = list(value) if isinstance(value, (list, tuple, np.ndarray)) else [value] * channels
+    if len(values) != channels:
+        raise ValueError(f"{name} needs one value per channel ({channels}), got {len(values)}")
+    return [number(v, name, low, 1e6) for v in values]
 
 
 def _checked_opset(onnx: Any, opset: Any) -> int:
@@ -166,17 +192,22 @@ def _model(onnx: Any, graph: _Graph, model: Sequential, input_shape: tuple[int, 
 
 def export(model: Sequential, path: str | Path, **options: Any) -> Path:
     """Write `to_onnx(model, **options)` to `path` (atomically); returns the path."""
+    if not isinstance(path, (str, Path)):
+        raise TypeError(f"export path must be a file name, got {type(path).__name__}")
+    if not isinstance(model, Sequential):
+        raise TypeError(f"export takes a Sequential, got {type(model).__name__}")
     proto = to_onnx(model, **options)
     atomic_write_bytes(path, proto.SerializeToString())
     return Path(path)
 
 
-def export_checkpoint(checkpoint: str | Path, path: str | Path, **options: Any) -> Path:
-    """What `xpcnn export` does: the checkpoint's model with the normalisation and class
-    names of its training data, written to `path`."""
+def export_checkpoint(checkpoint: str | Path, path: str | Path, **options: Any) -> tuple[Path, list[int]]:
+    """What `xpcnn export` does: the checkpoint's model (a file, or a run folder's) with
+    the normalisation, class names and input shape of its training data, written to
+    `path`; returns the path and the input shape (C, H, W)."""
     from .checkpoint import load_checkpoint
 
     saved = load_checkpoint(checkpoint)
-    saved.data_statistics()  # a CheckpointError where the file lacks them
-    return export(saved.model, path, **options)  # with them: the model knows its data
+    data = saved.data_statistics()  # a CheckpointError where the file lacks them
+    return export(saved.model, path, **options), data["input_shape"]  # with them: the model knows its data
 

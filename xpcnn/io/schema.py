@@ -87,15 +87,22 @@ MAX_SIDE = 1 << 16  # pixels on a side of an input image
 
 
 def check_data_statistics(fields: Fields, data: Any) -> None:
-    """The training data's name, normalisation, class names and input shape (C, H, W),
-    the last absent before it was recorded: what prediction needs."""
+    """The training data's name, normalisation (a mean and std per channel: a number each
+    before colour), class names, input shape (C, H, W; absent before it was recorded) and
+    how pictures are brought into its form (absent before photos): what prediction needs."""
     data = fields.mapping("trainer.info.data", data, {"name", "mean", "std", "classes"})
     fields.require("trainer.info.data.name", data["name"], isinstance(data["name"], str), "a dataset name")
-    fields.require("trainer.info.data.mean", data["mean"], is_number(data["mean"]), "a finite number")
-    fields.require("trainer.info.data.std", data["std"], is_number(data["std"], 1e-12), "a finite number > 0")
     classes = data["classes"]
     fields.require("trainer.info.data.classes", classes, isinstance(classes, list) and 0 < len(classes) <= 100_000
                    and all(isinstance(name, str) for name in classes), "a list of class names")
     shape = data.get("input_shape", [1, 28, 28])
     fields.require("trainer.info.data.input_shape", shape, isinstance(shape, list) and len(shape) == 3
                    and all(is_int(size, 1, MAX_SIDE) for size in shape), "(channels, height, width)")
+    for key, low in (("mean", -math.inf), ("std", 1e-12)):
+        value = data[key]
+        values = value if isinstance(value, list) else [value]
+        fields.require(f"trainer.info.data.{key}", value, len(values) == shape[0]
+                       and all(is_number(v, low) for v in values),
+                       f"{'a finite number' if low < 0 else 'a number > 0'} per channel ({shape[0]})")
+    pictures = data.get("pictures", "digits")
+    fields.require("trainer.info.data.pictures", pictures, pictures in ("digits", "resize"), "digits or resize")
