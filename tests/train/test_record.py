@@ -58,7 +58,7 @@ def test_what_a_resume_keeps_is_what_the_command_can_be_given():
     assert set(record.KEPT_ON_RESUME) <= flags
     net = xpcnn.presets.build("tutorial")
     trainer = xpcnn.Trainer(net, xpcnn.optim.build("sgd", net, 0.1), progress=False)
-    selection_keys = {"dataset", "limit", "val_split", "data_dir"}
+    selection_keys = {"dataset", "limit", "val_split", "data_dir", *record.FOLDER_SETTINGS}
     assert set(record.KEPT_ON_RESUME) <= set(record.settings(trainer)) | selection_keys
 
 

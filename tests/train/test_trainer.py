@@ -183,5 +183,57 @@ def test_a_second_fit_to_as_many_epochs_says_there_is_nothing_to_train(data):
     trainer = Trainer(net, SGD(net, 0.01), progress=False, log=notes.append)
     trainer.fit(data[0], 1)
     trainer.fit(data[0], 1)
-    assert notes[-1].startswith("note: the run has done 1 epochs, as many as asked: nothing to train")
+    assert notes[-1].startswith("note: the run has done 1 epoch, as many as asked: nothing to train")
     assert trainer.optimizer.steps == 10
+
+
+def quiet(line: str) -> None:
+    """A log that says nothing."""
+
+
+def test_a_new_run_never_writes_into_a_folder_that_holds_one(tmp_path):
+    data = load_bundled().train.sample(128)
+    first = Trainer.for_preset("tutorial", train_size=128, run_dir=tmp_path / "run", progress=False, log=quiet)
+    first.fit(data, 1)
+    second = Trainer.for_preset("tutorial", train_size=128, run_dir=tmp_path / "run", progress=False, log=quiet)
+    with pytest.raises(ValueError, match=r"already holds a run; continue it with Trainer.resume\("):
+        second.fit(data, 1)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="is a file, not a run folder"):
+        Trainer.for_preset("tutorial", run_dir=tmp_path / "file", progress=False, log=quiet)
+    resumed = Trainer.resume(tmp_path / "run" / "checkpoint.npz", log=quiet, progress=False)
+    resumed.fit(data, 2)  # the run's own folder: it continues there
+    assert resumed.state.epoch == 2
+
+
+def test_a_resumed_run_refuses_other_images(tmp_path):
+    data = load_bundled().train
+    trainer = Trainer.for_preset("tutorial", train_size=128, run_dir=tmp_path / "run", progress=False, log=quiet)
+    trainer.fit(data.sample(128, seed=0), 1)
+    resumed = Trainer.resume(tmp_path / "run" / "checkpoint.npz", log=quiet, progress=False)
+    with pytest.raises(ValueError, match=r"these training images are not the run's \(digest"):
+        resumed.fit(data.sample(128, seed=1), 2)
+    resumed.fit(data.sample(128, seed=0), 2)
+
+
+def test_trainer_parts_are_named_when_they_are_wrong():
+    net = presets.build("tutorial")
+    with pytest.raises(TypeError, match="Trainer callbacks must be a list of Callbacks"):
+        Trainer(net, SGD(net, 0.1), callbacks=xpcnn.train.EarlyStopping(), progress=False)
+    with pytest.raises(ValueError, match="two of BestCheckpoint would write the same file"):
+        Trainer(net, SGD(net, 0.1), callbacks=[xpcnn.train.BestCheckpoint(), xpcnn.train.BestCheckpoint()])
+    with pytest.raises(TypeError, match=r"Sequential takes a list of layers, got Flatten"):
+        xpcnn.Sequential(xpcnn.Flatten())
+
+
+def test_augmentation_of_pictures_is_recorded_and_resumed(tmp_path):
+    from xpcnn.datasets import Augment
+
+    data = load_bundled().train.sample(128)
+    net = presets.build("tutorial")
+    trainer = Trainer(net, SGD(net, 0.01), augment=Augment(2, "reflect", True), run_dir=tmp_path / "run",
+                      progress=False, log=quiet)
+    trainer.fit(data, 1)
+    resumed = Trainer.resume(tmp_path / "run" / "checkpoint.npz", log=quiet, progress=False)
+    assert resumed.augment == Augment(2, "reflect", True)
+    assert xpcnn.train.record.settings(resumed)["pad"] == "reflect" and xpcnn.train.record.settings(resumed)["flip"]

@@ -13,8 +13,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .. import backend, presets
+from .. import backend, datasets, presets
 from .._version import __version__
+from ..datasets.batches import PADS
 from ..io.schema import MAX_EPOCHS, MAX_SEED, MAX_SIZE
 
 
@@ -75,10 +76,13 @@ def _add_backend_flags(parser: argparse.ArgumentParser) -> None:
 
 def _add_data_flags(parser: argparse.ArgumentParser, default: str) -> None:
     from ..datasets import DATASETS
+    from ..datasets.loading import FOLDER
 
-    parser.add_argument("--dataset", choices=sorted(DATASETS), help=f"dataset (default: {default})")
+    parser.add_argument("--dataset", choices=sorted([*DATASETS, FOLDER]), help=f"dataset (default: {default}); "
+                        f"{FOLDER}: the folder of pictures --data-dir, a subfolder per class")
     parser.add_argument("--data-dir", type=_folder_name,
-                        help="folder with the IDX files (else $XPCNN_DATA_DIR, then the cache)")
+                        help="folder with the dataset's files, or with --dataset images the pictures (else "
+                        "$XPCNN_DATA_DIR, then the cache)")
     parser.add_argument("--no-download", action="store_true", help="never download (train without --data-dir or "
                         "--dataset falls back to the bundled MNIST subset)")
 
@@ -89,7 +93,8 @@ def _add_train_parser(commands: Any) -> None:
     train = _command(commands, "train", help="train a model and write a run folder", description="Train "
                      "a preset; the run folder gets the checkpoint, metrics.jsonl, summary.json and PNG plots.")
     flag = train.add_argument
-    flag("--model", choices=PRESET_CHOICES, help=f"{PRESET_HELP} (default: tutorial)")
+    flag("--model", choices=PRESET_CHOICES, help=f"{PRESET_HELP} (default: tutorial for the MNIST family, compact "
+         "for other data)")
     _add_backend_flags(train)
     flag("--dtype", choices=backend.DTYPES, help="(default: float32)")
     flag(
@@ -107,8 +112,7 @@ def _add_train_parser(commands: Any) -> None:
          help="(default: 0)")
     flag("--schedule", choices=sorted(SCHEDULES), help=f"learning-rate schedule ({_by_preset('schedule')})")
     flag("--warmup", type=_count, help="warm-up steps of the cosine schedule (default: 0)")
-    flag("--augment", type=_checked(int, lambda value: 0 <= value <= 8, "in [0, 8]"),
-         help=f"shift training images by up to N pixels ({_by_preset('augment')})")
+    _add_augment_flags(train)
     flag("--seed", type=_seed, help="seed of weights, batch order and dropout (default: 0)")
     _add_data_flags(train, "mnist")
     flag("--val-split", type=_fraction, help="fraction of the training set held out for validation (default: 0)")
@@ -117,6 +121,7 @@ def _add_train_parser(commands: Any) -> None:
     flag("--keep-best", action="store_const", const=True, help="also keep the epoch of the lowest validation loss "
          "as RUN/best.npz (needs --val-split)")
     flag("--limit", type=_positive_int, help="use only this many training (and test) images, for quick runs")
+    _add_folder_flags(train)
     flag("--out", type=_path, help="run folder (default: runs/<model>-<time>)")
     flag("--resume", action="store_true", help="continue the run in --out with its saved settings and data; "
          "--epochs beyond the saved total extends it")
@@ -129,6 +134,31 @@ def _add_train_parser(commands: Any) -> None:
     flag("--no-cuda-graphs", action="store_true", help="on torch with CUDA, run each training step directly "
          "instead of replaying it as recorded CUDA graphs")
     flag("--no-plots", action="store_true", help="do not draw PNG plots")
+
+
+def _add_augment_flags(parser: argparse.ArgumentParser) -> None:
+    flag = parser.add_argument
+    flag("--augment", type=_checked(int, lambda value: 0 <= value <= 8, "in [0, 8]"),
+         help=f"shift training images by up to N pixels: crop them at random out of themselves padded by N "
+         f"({_by_preset('augment')})")
+    flag("--pad", choices=PADS, help="what the shifts bring in at the edges: zeros, or the image mirrored "
+         "(reflect, for photos) (default: zero)")
+    flag("--flip", action="store_const", const=True, help="mirror half the training images left to right (for "
+         "photos; a mirrored digit is no digit)")
+
+
+def _add_folder_flags(parser: argparse.ArgumentParser) -> None:
+    flag = parser.add_argument
+    flag("--image-size", type=_checked(int, lambda value: 4 <= value <= 1024, "in [4, 1024]"),
+         help="with --dataset images: each picture's shorter side scaled to N pixels and the middle NxN cut out "
+         "(default: 32)")
+    flag("--channels", type=int, choices=(1, 3), help="with --dataset images: 1 grey, 3 colour (default: 3 when "
+         "any picture has colour)")
+    flag("--test-split", type=_checked(float, lambda value: 0.0 < value < 1.0, "in (0, 1)"),
+         help="with --dataset images and no train/ and test/ subfolders: the fraction of each class held out for "
+         "testing (default: 0.2)")
+    flag("--skip-bad-images", action="store_const", const=True, help="with --dataset images: skip pictures that "
+         "cannot be read and stray files, listing them (default: refuse them, naming the first)")
 
 
 def _add_use_parsers(commands: Any) -> None:
@@ -145,8 +175,8 @@ def _add_use_parsers(commands: Any) -> None:
     predict.add_argument("checkpoint", type=_path)
     predict.add_argument("images", nargs="+", type=_path, metavar="IMAGE")
     _add_backend_flags(predict)
-    predict.add_argument("--invert", action=argparse.BooleanOptionalAction, help="dark ink on light paper: invert "
-                         "(--invert) or not (--no-invert); default: decided from each picture's border")
+    predict.add_argument("--invert", action=argparse.BooleanOptionalAction, help="digit models: dark ink on light "
+                         "paper: invert (--invert) or not (--no-invert); default: decided from each picture's border")
     predict.add_argument("--top", type=_positive_int, default=1, help="show the K most likely classes")
     predict.add_argument("--json", action="store_true", help="one JSON object per image: its classes with their "
                          "probabilities, or its error")
@@ -161,9 +191,10 @@ def _add_parity_parser(commands: Any) -> None:
     flag = parity.add_argument
     flag("--backends", default="numpy,torch", help="comma-separated, first is the reference; NAME or NAME:DEVICE, "
          "e.g. numpy,cupy or numpy,torch:cuda (default: numpy,torch)")
-    flag("--model", default="tutorial", help=f"{PRESET_HELP}, or a checkpoint file (default: tutorial)")
+    flag("--model", default="tutorial", help=f"{PRESET_HELP}, or a checkpoint file or run folder (default: tutorial)")
     flag("--dtype", default="float64", choices=backend.DTYPES)
-    flag("--batch-size", type=_positive_int, default=32, help="bundled MNIST images to use (default: 32)")
+    flag("--batch-size", type=_positive_int, default=32, help="images to use: bundled MNIST for digit models, else "
+         "random ones of the model's shape (default: 32)")
     flag("--steps", type=_count, default=0, help="also train K steps on each backend, follow the drift (default: 0)")
     flag("--optimizer", default="sgd", choices=sorted(OPTIMIZERS), help="optimizer of --steps (default: sgd)")
     flag("--seed", type=_seed, default=0, help="seed of a preset's weights (default: 0)")
@@ -196,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="ONNX operator set (default: 17)")
     _command(commands, "info", help="version, usable backends, devices, BLAS")
     download = _command(commands, "download", help="download and verify a dataset into the cache")
-    download.add_argument("dataset", nargs="?", default="mnist", choices=["mnist", "fashion-mnist"])
+    download.add_argument("dataset", nargs="?", default="mnist", choices=sorted(datasets.DATASETS))
     download.add_argument("--data-dir", type=_folder_name, default=None,
                           help="download into this folder instead of the cache")
     return parser

@@ -38,21 +38,43 @@ def _recipe(args: argparse.Namespace) -> presets.Recipe:
         raise UsageError("--early-stopping watches the validation loss: it needs --val-split")
     if args.keep_best and not args.val_split:
         raise UsageError("--keep-best keeps the epoch of the lowest validation loss: it needs --val-split")
-    return presets.recipe(args.model or "tutorial").replace(
+    return presets.recipe(_model(args)).replace(
         epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
         momentum=args.momentum, weight_decay=args.weight_decay, schedule=args.schedule, warmup=args.warmup,
-        augment=args.augment)
+        augment=args.augment, pad=args.pad, flip=args.flip)
 
 
 def _start(args: argparse.Namespace, recipe: presets.Recipe, options: dict[str, Any]) -> tuple[Any, Any]:
     from ..train import start_run
 
-    return start_run(args.model or "tutorial", recipe, dataset=args.dataset or "mnist", data_dir=args.data_dir,
+    return start_run(_model(args), recipe, dataset=args.dataset or "mnist", data_dir=args.data_dir,
                      download=not args.no_download, allow_bundled=args.data_dir is None and args.dataset is None,
                      limit=args.limit, seed=args.seed or 0, val_split=args.val_split or 0.0,
                      early_stopping=args.early_stopping, keep_best=bool(args.keep_best), backend_name=args.backend,
-                     device=args.device,
-                     dtype=args.dtype or "float32", **options)
+                     device=args.device, dtype=args.dtype or "float32", folder_options=_folder_options(args),
+                     **options)
+
+
+def _model(args: argparse.Namespace) -> str:
+    """The preset asked for; by default tutorial for the MNIST family, compact (any image
+    size, colour) for the rest."""
+    from ..datasets.sources import MNIST_FAMILY
+
+    return args.model or ("tutorial" if (args.dataset or "mnist") in MNIST_FAMILY else "compact")
+
+
+def _folder_options(args: argparse.Namespace) -> dict[str, Any]:
+    """How to read a folder of pictures (--dataset images); its flags are refused elsewhere."""
+    given = {"image_size": args.image_size, "channels": args.channels, "test_split": args.test_split,
+             "on_bad": "skip" if args.skip_bad_images else None}
+    given = {key: value for key, value in given.items() if value is not None}
+    if args.dataset != "images":
+        if given:
+            raise UsageError(f"--{next(iter(given)).replace('_', '-')} applies to --dataset images only")
+        return {}
+    if args.data_dir is None:
+        raise UsageError("--dataset images reads the folder of pictures --data-dir: give it")
+    return {**given, "split_seed": args.seed or 0, "progress": not args.no_progress}
 
 
 def _resume(args: argparse.Namespace, checkpoint: Path, options: dict[str, Any]) -> tuple[Any, Any]:
@@ -65,7 +87,8 @@ def _resume(args: argparse.Namespace, checkpoint: Path, options: dict[str, Any])
     trainer, data = resume_run(checkpoint, args.backend, args.device, epochs=args.epochs, expected=given, **options)
     state, say = trainer.state, options["log"]
     if complete(trainer):
-        ended = f"stopped after epoch {state.epoch}: {state.stopped}" if state.stopped else f"{trainer.epochs} epochs"
+        done = f"{trainer.epochs} epoch{'s' * (trainer.epochs != 1)}"
+        ended = f"stopped after epoch {state.epoch}: {state.stopped}" if state.stopped else done
         say(f"the run in {checkpoint.parent} is complete ({ended}): evaluating it again on {trainer.model.backend}")
     else:
         say(f"resuming {checkpoint.parent} at epoch {state.epoch + 1}, batch {state.batch}")
@@ -80,7 +103,7 @@ def _open_folder(args: argparse.Namespace, comm: Any) -> Any:
 
     def make() -> RunFolder:
         try:
-            return RunFolder.open(args.out, resume=args.resume, name=presets.canonical(args.model or "tutorial"))
+            return RunFolder.open(args.out, resume=args.resume, name=presets.canonical(_model(args)))
         except RunFolderError as exc:
             raise UsageError(f"--out: {exc}") from None
 
@@ -127,7 +150,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if comm.is_root:
         sample = test_set.selection is not None and test_set.selection.limit is not None
         print(f"test accuracy {result['accuracy']:.2%} (loss {result['loss']:.4f}) on {len(test_set):,} "
-              f"{'test images drawn by --limit' if sample else 'images'}; "
+              f"{'test ' * sample}image{'s' * (len(test_set) != 1)}{' drawn by --limit' * sample}; "
               f"training took {sum(row['seconds'] for row in trainer.history):.1f} s")
     return 0
 
@@ -182,9 +205,9 @@ def cmd_parity(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from ..io.onnx import export_checkpoint
 
-    path = export_checkpoint(args.checkpoint, args.output, softmax=args.softmax, opset=args.opset)
-    print(f"{path}: ONNX opset {args.opset}; input: raw pixels in [0, 1], (batch, 1, 28, 28) float32; output: "
-          f"{'probabilities' if args.softmax else 'logits'} (batch, classes)")
+    path, shape = export_checkpoint(args.checkpoint, args.output, softmax=args.softmax, opset=args.opset)
+    print(f"{path}: ONNX opset {args.opset}; input: raw pixels in [0, 1], (batch, {', '.join(map(str, shape))}) "
+          f"float32; output: {'probabilities' if args.softmax else 'logits'} (batch, classes)")
     return 0
 
 

@@ -231,6 +231,10 @@ def with_own_callbacks(given: Sequence[Callback], progress: bool, folder: bool,
     `checkpoint_every` steps), metrics file and summary; the checkpoint first, so that
     metrics.jsonl never runs ahead of it."""
     every = None if checkpoint_every is None else integer(checkpoint_every, "checkpoint_every", 1)
+    writers = [type(callback).__name__ for callback in given if isinstance(callback, (BestCheckpoint, RunSummary,
+                                                                                      MetricsLog))]
+    if len(writers) != len(set(writers)):
+        raise ValueError(f"Trainer callbacks: two of {', '.join(sorted(set(writers)))} would write the same file")
     own = [ProgressBar()] if progress else []
     if folder:
         own += [PeriodicCheckpoints(every), MetricsLog(), RunSummary()]

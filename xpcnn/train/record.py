@@ -22,9 +22,10 @@ from typing import TYPE_CHECKING, Any
 
 from .. import presets
 from .._version import __version__
-from ..datasets import Dataset, Selection, num_batches
+from ..datasets import Augment, Dataset, Selection, num_batches
+from ..datasets.batches import PADS
 from ..diagnostics import machine
-from ..evaluation import check_model_fits
+from ..evaluation import check_model_fits, check_same_data
 from ..io.checkpoint import Checkpoint, load_checkpoint
 from ..io.schema import MAX_EPOCHS, MAX_SEED, MAX_SIZE, CheckpointError, Fields, is_int, is_number
 from ..presets import SettingsError
@@ -36,7 +37,10 @@ if TYPE_CHECKING:
 # Settings a resumed run keeps: the keys of settings() and of its data's Selection, and the
 # folder the data was read from. `xpcnn train --resume` refuses flags that change them.
 KEPT_ON_RESUME = ("model", "dtype", "seed", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "schedule",
-                  "warmup", "augment", "early_stopping", "keep_best", "dataset", "data_dir", "limit", "val_split")
+                  "warmup", "augment", "pad", "flip", "early_stopping", "keep_best", "dataset", "data_dir", "limit",
+                  "val_split", "image_size", "channels", "test_split", "skip_bad_images")
+FOLDER_SETTINGS = {"image_size": "image_size", "channels": "channels", "test_split": "test_split",
+                   "skip_bad_images": "on_bad"}  # flags of a folder of pictures: the options it was read with
 MAX_WORKERS = 4096
 MAX_AUGMENT = 1000  # pixels of random shifts: far beyond any image's size
 
@@ -77,7 +81,8 @@ def settings(trainer: Trainer) -> dict[str, Any]:
         "model": trainer.name, "dtype": trainer.model.dtype, "seed": trainer.seed,
         "epochs": trainer.epochs, "batch_size": trainer.batch_size, "optimizer": config["type"].lower(),
         "lr": config["lr"], "momentum": config.get("momentum", 0.0), "weight_decay": config["weight_decay"],
-        "schedule": schedule["type"], "warmup": schedule.get("warmup", 0), "augment": trainer.augment,
+        "schedule": schedule["type"], "warmup": schedule.get("warmup", 0), "augment": trainer.augment.pixels,
+        "pad": trainer.augment.pad, "flip": trainer.augment.flip,
         "early_stopping": None if stopping is None else stopping.patience, "keep_best": keeping,
         "data": None if trainer.selection is None else trainer.selection.to_dict(),
     }
@@ -97,17 +102,27 @@ def check_fits(trainer: Trainer, train: Dataset, val: Dataset | None) -> None:
     check_model_fits(trainer.model, train, "the training set")
     if val is not None:
         check_model_fits(trainer.model, val, "the validation set")
-        if val.spec.classes != train.spec.classes:
-            raise ValueError(f"the validation set's classes {list(val.spec.classes)[:5]} differ from the training "
-                             f"set's {list(train.spec.classes)[:5]}")
+        check_same_data(train.statistics(), val, "the validation set")
     batches = num_batches(len(train), trainer.batch_size)
     if trainer.state.batch > batches:
         raise ValueError(f"the run stands at batch {trainer.state.batch} of an epoch, but this training set has "
                          f"{batches} batches: it is not the run's data")
-    height, width = train.images.shape[1:3]
-    if trainer.augment >= min(height, width):
-        raise SettingsError("augment", f"shifts of up to {trainer.augment} pixels would move {height}x{width} images "
-                            "out of sight")
+    height, width = train.images.shape[2:]
+    if trainer.augment.pixels >= min(height, width):
+        raise SettingsError("augment", f"shifts of up to {trainer.augment.pixels} pixels would move {height}x{width} "
+                            "images out of sight")
+
+
+def check_same_images(trainer: Trainer, train: Dataset) -> str:
+    """The digest of `train` (Dataset.digest); ValueError when the run has trained on
+    other images: a run continues on the data it started with."""
+    digest = train.digest()
+    started = trainer.state.epoch or trainer.state.batch
+    if started and trainer.data_digest is not None and digest != trainer.data_digest:
+        raise ValueError(f"these training images are not the run's (digest {digest[:12]}..., the run's "
+                         f"{trainer.data_digest[:12]}...): a run continues on the data it started with; start a new "
+                         "run (a new Trainer) to train on other data")
+    return digest
 
 
 def describe(trainer: Trainer) -> str:
@@ -137,7 +152,11 @@ def conflicts(trainer: Trainer, **given: Any) -> list[tuple[str, Any, Any]]:
             continue
         if key == "model":
             value = presets.canonical(value)
-        mine = data.get(key) if key in ("dataset", "limit", "val_split") else saved[key]
+        if key in FOLDER_SETTINGS:
+            mine = (data.get("reader") or {}).get(FOLDER_SETTINGS[key])
+            mine = mine == "skip" if key == "skip_bad_images" and mine is not None else mine
+        else:
+            mine = data.get(key) if key in ("dataset", "limit", "val_split") else saved[key]
         if value != mine:
             found.append((key, mine, value))
     return found
@@ -171,7 +190,9 @@ def to_checkpoint(trainer: Trainer) -> dict[str, Any]:
     return {
         "epoch": s.epoch, "batch": s.batch, "loss_sum": s.loss_sum, "correct": s.correct,
         "seen": s.seen, "seconds": s.seconds, "history": s.history, "stopped": s.stopped,
-        "batch_size": trainer.batch_size, "seed": trainer.seed, "augment": trainer.augment, "workers": trainer.workers,
+        "batch_size": trainer.batch_size, "seed": trainer.seed, "workers": trainer.workers,
+        "data_digest": trainer.data_digest,
+        "augment": trainer.augment.pixels, "pad": trainer.augment.pad, "flip": trainer.augment.flip,
         "callbacks": [{"type": type(callback).__name__, "config": callback.config(), "state": callback.state_dict()}
                       for callback in recorded(trainer.callbacks)],
         "info": {"model": trainer.name, "settings": settings(trainer), "data": trainer.data},
@@ -200,13 +221,14 @@ class Saved:
     name: str
     batch_size: int
     seed: int
-    augment: int
+    augment: Augment
     workers: int | None
     epochs: int
     data: dict[str, Any] | None
     selection: Selection | None
     progress: Progress
     callbacks: list[dict[str, Any]]
+    data_digest: str | None
 
 
 def restore(trainer_class: type[Trainer], path: str | Path, backend_name: str, device: Any,
@@ -226,7 +248,8 @@ def restore(trainer_class: type[Trainer], path: str | Path, backend_name: str, d
     trainer = trainer_class(checkpoint.model, checkpoint.restore_optimizer(), batch_size=saved.batch_size,
                             seed=saved.seed, augment=saved.augment, callbacks=[*restored, *callbacks], **options)
     trainer.epochs, trainer.data, trainer.selection = saved.epochs, saved.data, saved.selection
-    trainer.state = saved.progress
+    trainer.state, trainer.data_digest = saved.progress, saved.data_digest
+    trainer.continues_run = True
     return trainer
 
 
@@ -245,9 +268,26 @@ def read(checkpoint: Checkpoint) -> Saved:
     fields.require("trainer.workers", workers, workers is None or is_int(workers, 1, MAX_WORKERS),
                    f"an integer in [1, {MAX_WORKERS}] or null")
     info = _info(fields, trainer)
-    return Saved(info["model"], trainer["batch_size"], trainer["seed"], trainer["augment"], workers,
+    return Saved(info["model"], trainer["batch_size"], trainer["seed"], _augment(fields, trainer), workers,
                  info["settings"]["epochs"], info["data"], checkpoint.selection(), _progress(fields, trainer),
-                 _callbacks(fields, trainer))
+                 _callbacks(fields, trainer), _digest(fields, trainer))
+
+
+def _augment(fields: Fields, trainer: dict[str, Any]) -> Augment:
+    """The run's augmentation; "pad" and "flip" are absent from runs saved before them."""
+    pad, flip = trainer.get("pad", "zero"), trainer.get("flip", False)
+    fields.require("trainer.pad", pad, pad in PADS, f"one of {', '.join(PADS)}")
+    fields.require("trainer.flip", flip, isinstance(flip, bool), "true or false")
+    return Augment(trainer["augment"], pad, flip)
+
+
+def _digest(fields: Fields, trainer: dict[str, Any]) -> str | None:
+    """The training images' digest (Dataset.digest); absent from runs saved before it."""
+    digest = trainer.get("data_digest")
+    fields.require("trainer.data_digest", digest, digest is None or (isinstance(digest, str) and len(digest) == 64
+                                                                    and set(digest) <= set("0123456789abcdef")),
+                   "a sha256 in hex, or null")
+    return digest
 
 
 def _info(fields: Fields, trainer: dict[str, Any]) -> dict[str, Any]:

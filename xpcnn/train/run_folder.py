@@ -85,6 +85,15 @@ class RunFolder:
             raise RunFolderError(f"cannot make {folder.path}: {exc.strerror or exc}") from None
         return folder
 
+    def check_usable(self, new_run: bool) -> None:
+        """RunFolderError where the path is a file, or, for a new run, the folder already
+        holds one (its checkpoint and files would be mixed with this run's)."""
+        if self.path.exists() and not self.path.is_dir():
+            raise RunFolderError(f"{self.path} is a file, not a run folder")
+        if new_run and self.checkpoint.exists():
+            raise RunFolderError(f"{self.path} already holds a run; continue it with Trainer.resume("
+                                 f"'{self.checkpoint}'), or choose another run_dir")
+
     def remove_unfinished_writes(self) -> None:
         """Remove the temporary files of writes a kill interrupted (see xpcnn.io.atomic): the
         run they belonged to is over, and the files they were to replace are intact."""

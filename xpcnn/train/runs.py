@@ -19,25 +19,29 @@ Splits = tuple[Dataset, Dataset | None, Dataset]  # train, validation (or None),
 def start_run(name: str, recipe: Recipe | None = None, *, dataset: str = "mnist", data_dir: str | Path | None = None,
               download: bool = True, allow_bundled: bool = True, limit: int | None = None, seed: int = 0,
               val_split: float = 0.0, early_stopping: int | None = None, keep_best: bool = False,
-              backend_name: str = "numpy",
-              device: Any = None, dtype: str = "float32", log: Callable[[str], None] = print,
+              backend_name: str = "numpy", device: Any = None, dtype: str = "float32",
+              folder_options: dict[str, Any] | None = None, log: Callable[[str], None] = print,
               **options: Any) -> tuple[Trainer, Splits]:
     """What `xpcnn train` starts: the data (see datasets.load_dataset: the full files,
     else for MNIST with `allow_bundled` the bundled subset), at most `limit` images of each
     split and `val_split` held out, and a Trainer for preset `name` with `recipe`
-    (default: the preset's); `early_stopping` adds EarlyStopping(patience=early_stopping)
-    and `keep_best` BestCheckpoint(), both on the validation loss. `options` are Trainer's."""
+    (default: the preset's) and the data's image shape and classes; `early_stopping` adds
+    EarlyStopping(patience=early_stopping) and `keep_best` BestCheckpoint(), both on the
+    validation loss. `folder_options` go to load_dataset for a folder of pictures
+    (dataset "images"); `options` are Trainer's."""
     if early_stopping is not None:
         options["callbacks"] = [*options.get("callbacks", ()), EarlyStopping(patience=early_stopping)]
     if keep_best:
         options["callbacks"] = [*options.get("callbacks", ()), BestCheckpoint()]
-    loaded = load_dataset(dataset, data_dir, download=download, allow_bundled=allow_bundled, log=log)
+    loaded = load_dataset(dataset, data_dir, download=download, allow_bundled=allow_bundled, log=log,
+                          **(folder_options or {}))
     log(f"data: {loaded.source}")
     data = loaded.splits(limit, seed, val_split)
     if len(data[0]) == 0:
         raise SettingsError("val_split", f"{val_split} of {len(data[0]) + len(data[1] or ())} images leaves none "
                             "to train on")
-    trainer = Trainer.for_preset(name, recipe, len(data[0]), seed=seed, backend_name=backend_name, device=device,
+    trainer = Trainer.for_preset(name, recipe, len(data[0]), seed=seed, input_shape=data[0].input_shape,
+                                 classes=len(data[0].spec.classes), backend_name=backend_name, device=device,
                                  dtype=dtype, log=log, **options)
     trainer.choose_workers(data[0])
     return trainer, data

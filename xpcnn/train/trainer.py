@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from .. import backend, distributed, init, presets
-from ..datasets import Dataset, batches, num_batches
+from ..datasets import Augment, Dataset, batches, num_batches
 from ..diagnostics.anomaly import AnomalyHook, NonFiniteError
 from ..evaluation import evaluate
 from ..io.checkpoint import save_checkpoint
@@ -61,7 +61,7 @@ class Trainer:
     """
 
     def __init__(self, model: Sequential, optimizer: Optimizer, *, batch_size: int = 64, seed: int = 0,
-                 augment: int = 0, run_dir: str | Path | RunFolder | None = None, name: str = "custom",
+                 augment: int | Augment = 0, run_dir: str | Path | RunFolder | None = None, name: str = "custom",
                  checkpoint_every: int | None = None, progress: bool = True, callbacks: Sequence[Callback] = (),
                  log: Callable[[str], None] = print, anomaly: bool = False,
                  comm: distributed.Communicator | None = None, workers: int | None = 1,
@@ -69,18 +69,23 @@ class Trainer:
         _check_parts(model, optimizer, comm, log, callbacks, cuda_graphs)
         self.model, self.optimizer, self.name = model, optimizer, name
         self.batch_size, self.seed = integer(batch_size, "batch_size", 1), integer(seed, "seed", 0)
-        self.augment = integer(augment, "augment", 0, MAX_AUGMENT)  # random shifts of up to this many pixels
+        self.augment = Augment.of(augment if isinstance(augment, Augment) else integer(augment, "augment", 0,
+                                                                                          MAX_AUGMENT))
         self.workers = None if workers is None else integer(workers, "workers", 1)
         self.comm = comm or distributed.Single()  # the first member writes files and reports
         self.anomaly, self.cuda_graphs = anomaly, cuda_graphs
         self.log = log if self.comm.is_root else quiet
         self.folder = run_dir if isinstance(run_dir, RunFolder) or run_dir is None else RunFolder(run_dir)
+        if self.folder is not None:
+            self.folder.check_usable(new_run=False)
+        self.continues_run = False  # a run restored from its checkpoint (Trainer.resume) writes where it was
         self.callbacks: list[Callback] = with_own_callbacks(callbacks, progress and self.comm.is_root,
                                                             self.folder is not None, checkpoint_every)
         self.loss_fn = SoftmaxCrossEntropy(check_labels=False)  # Dataset checked the labels on the host
         self.epochs = 0  # the run's total (see fit)
         self.data: dict[str, Any] | None = None  # the training set's statistics (Dataset.statistics)
         self.selection = None  # how to read the training images again (datasets.Selection)
+        self.data_digest: str | None = None  # the training set's (Dataset.digest): a resumed run checks it
         self.train_images = 0
         self.state = Progress()
         self.val: Dataset | None = None  # the validation set of the fit in progress
@@ -131,17 +136,20 @@ class Trainer:
 
     @classmethod
     def for_preset(cls, name: str, recipe: Recipe | None = None, train_size: int = 60_000, *, seed: int = 0,
-                   backend_name: str = "numpy", device: Any = None, dtype: str = "float32", **options: Any) -> Trainer:
-        """A trainer for a new run of preset `name` with `recipe` (default: the preset's
-        own), its schedule planned over `train_size` training images; what `xpcnn train`
-        runs. `options` are the constructor's (workers default to None, chosen at fit as
-        the command chooses them)."""
+                   input_shape: tuple[int, int, int] | None = None, classes: int = 10, backend_name: str = "numpy",
+                   device: Any = None, dtype: str = "float32", **options: Any) -> Trainer:
+        """A trainer for a new run of preset `name` for images of `input_shape` (default:
+        the preset's) and `classes` classes, with `recipe` (default: the preset's own), its
+        schedule planned over `train_size` training images; what `xpcnn train` runs.
+        `options` are the constructor's (workers default to None, chosen at fit as the
+        command chooses them)."""
         recipe = recipe or presets.recipe(name)
         options.setdefault("workers", None)
         init.seed(seed)  # for any layer of the script built after it without its own generator
-        model = presets.build(name, seed).to(backend_name, device, dtype)
+        model = presets.build(name, seed, input_shape, classes).to(backend_name, device, dtype)
         optimizer = recipe.build_optimizer(model, num_batches(train_size, recipe.batch_size))
-        trainer = cls(model, optimizer, batch_size=recipe.batch_size, seed=seed, augment=recipe.augment,
+        augment = Augment(recipe.augment, recipe.pad, recipe.flip)
+        trainer = cls(model, optimizer, batch_size=recipe.batch_size, seed=seed, augment=augment,
                       name=presets.canonical(name), **options)
         trainer.epochs = recipe.epochs
         return trainer
@@ -170,6 +178,10 @@ class Trainer:
         self.epochs = max(self.epochs, integer(epochs, "epochs", 0))  # the run's total: planned, or asked for
         record.check_fits(self, train, val)
         check_shards(self, len(train))
+        with distributed.failing_alone_ends_all(self.comm):  # the first process writes the folder
+            if self.folder is not None and self.comm.is_root:
+                self.folder.check_usable(new_run=not (self.continues_run or self.state.epoch or self.state.batch))
+        self.data_digest = record.check_same_images(self, train)
         if self.comm.size > 1:
             distributed.check_same(self.comm, "training data or settings", run_facts(self, train))
         self.data, self.selection, self.train_images = train.statistics(), train.selection, len(train)
@@ -180,7 +192,8 @@ class Trainer:
         if self.state.stopped and record.complete(self):
             self.log(f"note: the run is complete ({self.state.stopped}); record.extend continues it")
         elif self.state.epoch >= epochs:
-            self.log(f"note: the run has done {self.state.epoch} epochs, as many as asked: nothing to train (epochs "
+            done = f"{self.state.epoch} epoch{'s' * (self.state.epoch != 1)}"
+            self.log(f"note: the run has done {done}, as many as asked: nothing to train (epochs "
                      f"counts the run's total: fit(train, {self.state.epoch + 1}) trains one more)")
         try:
             with distributed.failing_alone_ends_all(self.comm):  # a callback failing in one process ends the job
@@ -307,7 +320,7 @@ def _check_parts(model: Any, optimizer: Any, comm: Any, log: Any, callbacks: Any
         raise ValueError("Trainer optimizer must be the model's: it was built for another network")
     if not callable(log):
         raise TypeError(f"Trainer log must be a function of one line, got {log!r}")
-    if isinstance(callbacks, (str, bytes)) or not all(isinstance(item, Callback) for item in callbacks):
+    if not isinstance(callbacks, (list, tuple)) or not all(isinstance(item, Callback) for item in callbacks):
         raise TypeError(f"Trainer callbacks must be a list of Callbacks (subclasses of xpcnn.train.Callback), got "
                         f"{callbacks!r}"[:200])
     if cuda_graphs not in (None, True, False):

@@ -17,11 +17,8 @@ step, which worker threads otherwise pay at nearly every step.
 from __future__ import annotations
 
 import copy
-import hashlib
 import threading
 from typing import TYPE_CHECKING, Any
-
-import numpy as np
 
 from .. import backend, distributed
 from ..datasets import Dataset
@@ -43,7 +40,7 @@ def choose_workers(trainer: Trainer, train: Dataset) -> int:
     or (None) the default for this model, batch and machine (machine.default_workers); at
     most the smallest batch, and 1 under MPI."""
     if trainer.workers is None:
-        step = trainer.model.training_flops((1, *train.images.shape[1:])) * min(trainer.batch_size, len(train))
+        step = trainer.model.training_flops(train.input_shape) * min(trainer.batch_size, len(train))
         trainer.workers = machine.default_workers(trainer.model.backend, step)
     # Every worker needs a row of every batch, the last (smaller) one included.
     smallest = max(1, smallest_batch(trainer.batch_size, len(train)))
@@ -71,10 +68,8 @@ def run_facts(trainer: Trainer, train: Dataset) -> dict[str, Any]:
     and the training images and labels."""
     saved = settings(trainer)
     saved["data"] = {key: value for key, value in (saved["data"] or {}).items() if key != "folders"}
-    content = hashlib.blake2b(np.ascontiguousarray(train.images), digest_size=16)
-    content.update(np.ascontiguousarray(train.labels))
     return {**saved, "progress": (trainer.state.epoch, trainer.state.batch, trainer.optimizer.steps),
-            "images": len(train), "content": content.hexdigest()}
+            "images": len(train), "content": trainer.data_digest}
 
 
 def note_useless_workers(trainer: Trainer) -> None:
