@@ -200,7 +200,8 @@ def _test_split(checkpoint: Any, dataset: str | None, data_dir: str | Path | Non
     test, source = loaded.test, loaded.source
     if same and data_dir is None and selection is not None and selection.limit is not None and not full:
         test = test.sample(selection.limit, selection.seed + 1)  # as Loaded.splits drew the run's
-        source += f"; the {len(test):,} of its {len(loaded.test):,} test images that the run scored (its --limit)"
+        if len(test) < len(loaded.test):
+            source += f"; the {len(test):,} of its {len(loaded.test):,} test images that the run scored (its --limit)"
     return test, source
 
 
@@ -220,15 +221,16 @@ def _registered_test(selection: Selection | None, name: str, data_dir: str | Pat
 def _folder_again(selection: Selection | None, data_dir: str | Path | None, checkpoint: Any) -> Loaded:
     """A folder of pictures read as the run read it: the run's own (refused if its pictures
     changed: Selection.load), or `data_dir` with the run's options."""
-    if selection is None or selection.dataset != FOLDER:
-        if data_dir is None:
-            raise ValueError("a folder of pictures (--dataset images) needs --data-dir, the folder")
-        shape = checkpoint.data_statistics()["input_shape"]
-        return _as_trained(load_images(data_dir, image_size=shape[1], channels=shape[0]), checkpoint)
     if data_dir is None:
+        if selection is None or selection.dataset != FOLDER:
+            raise ValueError("a folder of pictures (--dataset images) needs --data-dir, the folder")
         train, _, test = dataclasses.replace(selection, limit=None, val_split=0.0).load()
         return Loaded(train, test)
-    return _as_trained(load_images(data_dir, **selection.reader), checkpoint)
+    shape = checkpoint.data_statistics()["input_shape"]
+    options = {"image_size": shape[1], "channels": shape[0], **(selection.reader if selection else {})}
+    # Another folder is scored whole (its test/ where it has train/ and test/): it was never trained on.
+    options.update(test_split=1.0, split_seed=0)
+    return _as_trained(load_images(data_dir, **options), checkpoint)
 
 
 def _as_trained(loaded: Loaded, checkpoint: Any) -> Loaded:

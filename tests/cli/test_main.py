@@ -597,6 +597,9 @@ def test_a_picture_model_is_evaluated_used_exported_and_checked(pictures):
     assert predicted.returncode == 0, predicted.stderr
     lines = predicted.stdout.splitlines()
     assert lines[0].startswith("red.jpg: red (") and lines[1].startswith("green.png: green (") and len(lines) == 3
+    colour_folder(tmp / "other", per_class=5, seed=1)  # never trained on: scored whole
+    other = xpcnn("evaluate", "run", "--data-dir", "other", "--json", env=env, cwd=tmp)
+    assert other.returncode == 0 and json.loads(other.stdout)["images"] == 15, other.stderr
     inverted = xpcnn("predict", "run", "red.jpg", "--invert", env=env, cwd=tmp)
     assert inverted.returncode == 1 and "inverting is for pictures of digits" in inverted.stderr
     parity = xpcnn("parity", "--model", "run", "--backends", "numpy,array_api_strict", env=env, cwd=tmp)
@@ -656,6 +659,8 @@ def test_a_run_on_pictures_that_changed_is_not_resumed(pictures, tmp_path):
     (["--dataset", "images"], "--dataset images reads the folder of pictures --data-dir: give it"),
     (["--dataset", "images", "--data-dir", "nowhere"], "nowhere"),
     (["--dataset", "images", "--data-dir", ".", "--test-split", "0"], "--test-split: .* in \\(0, 1\\)"),
+    (["--skip-bad-images"], "--skip-bad-images applies to --dataset images only"),
+    (["--pad", "reflect"], "--pad says what --augment's shifts bring in"),
 ])
 def test_folder_flags_are_checked(tmp_path, flags, message):
     result = xpcnn("train", *flags, "--no-progress", env=env_without_data(tmp_path), cwd=tmp_path)

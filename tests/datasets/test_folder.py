@@ -203,7 +203,8 @@ def test_a_bad_entry_is_refused_in_one_line_or_skipped(tmp_path, what):
     with pytest.raises(FolderError) as refused:
         load(root)
     message = str(refused.value)
-    assert message.startswith(f"{path}: {REASONS[what]}") and message.endswith("(on_bad='skip' skips such files)")
+    assert message.startswith(f"{path}: {REASONS[what]}")
+    assert message.endswith("(on_bad='skip', the command's --skip-bad-images, skips such files)")
     assert "\n" not in message
     notes = []
     data = load(root, on_bad="skip", log=notes.append)
@@ -245,8 +246,8 @@ def test_a_dataset_over_the_memory_limit_is_refused_before_decoding(tmp_path):
 
 
 @pytest.mark.parametrize("options, message", [
-    ({"test_split": 0}, r"test_split must be a fraction in \(0, 1\): evaluating needs a test set; got 0"),
-    ({"test_split": 1.0}, r"test_split must be a fraction in \(0, 1\)"),
+    ({"test_split": 0}, r"test_split must be a fraction in \(0, 1\] \(evaluating needs a test set; 1: every picture"),
+    ({"test_split": 1.5}, r"test_split must be a fraction in \(0, 1\]"),
     ({"channels": 2}, r"channels must be 1, 3 or None, got 2"),
     ({"image_size": 0}, r"image_size must be an integer >= 1, got 0"),
     ({"on_bad": "ignore"}, r"on_bad must be 'refuse' or 'skip', got 'ignore'"),
@@ -283,3 +284,20 @@ def test_a_broken_link_is_a_bad_entry(tmp_path):
     data = load(root, on_bad="skip")
     assert [reason for _, reason in data.files_skipped] == ["a broken link (No such file or directory)",
                                                             "a broken link (Too many levels of symbolic links)"]
+
+
+def test_half_of_the_split_layout_is_refused_never_taken_for_a_class(tmp_path):
+    for name in ("a", "b", "test"):
+        (tmp_path / "root" / name).mkdir(parents=True)
+    with pytest.raises(FolderError, match=r"holds test/ but no train/: give both"):
+        load_folder(tmp_path / "root", 8, cache=False, progress=False)
+
+
+def test_a_split_of_one_scores_every_picture(tmp_path):
+    from PIL import Image
+
+    for name in ("a", "b"):
+        (tmp_path / "root" / name).mkdir(parents=True)
+        Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / "root" / name / "only.png")
+    data = load_folder(tmp_path / "root", 4, test_split=1.0, cache=False, progress=False)
+    assert len(data.test_labels) == 2 and len(data.train_labels) == 0

@@ -11,8 +11,10 @@ import contextlib
 import functools
 import io
 import json
+import os
 import shlex
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -38,10 +40,13 @@ def _recipe(args: argparse.Namespace) -> presets.Recipe:
         raise UsageError("--early-stopping watches the validation loss: it needs --val-split")
     if args.keep_best and not args.val_split:
         raise UsageError("--keep-best keeps the epoch of the lowest validation loss: it needs --val-split")
-    return presets.recipe(_model(args)).replace(
+    recipe = presets.recipe(_model(args)).replace(
         epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
         momentum=args.momentum, weight_decay=args.weight_decay, schedule=args.schedule, warmup=args.warmup,
         augment=args.augment, pad=args.pad, flip=args.flip)
+    if args.pad and not recipe.augment:
+        raise UsageError("--pad says what --augment's shifts bring in at the edges: give --augment N too")
+    return recipe
 
 
 def _start(args: argparse.Namespace, recipe: presets.Recipe, options: dict[str, Any]) -> tuple[Any, Any]:
@@ -65,12 +70,14 @@ def _model(args: argparse.Namespace) -> str:
 
 def _folder_options(args: argparse.Namespace) -> dict[str, Any]:
     """How to read a folder of pictures (--dataset images); its flags are refused elsewhere."""
+    flags = {"image_size": "--image-size", "channels": "--channels", "test_split": "--test-split",
+             "on_bad": "--skip-bad-images"}
     given = {"image_size": args.image_size, "channels": args.channels, "test_split": args.test_split,
              "on_bad": "skip" if args.skip_bad_images else None}
     given = {key: value for key, value in given.items() if value is not None}
     if args.dataset != "images":
         if given:
-            raise UsageError(f"--{next(iter(given)).replace('_', '-')} applies to --dataset images only")
+            raise UsageError(f"{flags[next(iter(given))]} applies to --dataset images only")
         return {}
     if args.data_dir is None:
         raise UsageError("--dataset images reads the folder of pictures --data-dir: give it")
@@ -231,6 +238,9 @@ COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict
 def main(argv: list[str] | None = None) -> int:
     from ..distributed import launched_rank
 
+    # Pillow warns of what it recovers from (a corrupt EXIF block...) on stderr; the command
+    # says in one line what it could not use.
+    warnings.filterwarnings("ignore", module=r"PIL\.")
     parser = build_parser()
     if launched_rank() == 0:
         return _main(parse(parser, argv), _say)
@@ -261,6 +271,9 @@ def _main(args: argparse.Namespace, report: Any) -> int:
         flag = f"--{exc.field.replace('_', '-')}: {exc.message}" if isinstance(exc, presets.SettingsError) else exc
         report(f"{args.usage()}xpcnn {args.command}: error: {flag}")
         return 2
+    except BrokenPipeError:  # the reader of stdout left (| head): nothing more to say to it
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so exiting flushes into nothing
+        return 1
     except KeyboardInterrupt:  # outside training, which stops by itself (and saves) on Ctrl-C
         _say("xpcnn: interrupted")
         end_job(130)  # the other processes of a data-parallel job would wait for this one

@@ -83,6 +83,8 @@ class Dataset:
         if like is not None:
             if not isinstance(like, Dataset):
                 raise TypeError(f"{name}: like must be a Dataset, got {type(like).__name__}")
+            if classes is not None:
+                raise ValueError(f"{name}: give classes or like, not both: like brings the classes of its dataset")
             return cls(images, labels, like.spec, f"{name} ({len(labels):,} images)")
         spec = DatasetSpec(name, {}, (), *channel_statistics(images), _class_names(classes, labels, name))
         return cls(images, labels, spec, f"{name} ({len(labels):,} images)")
@@ -177,7 +179,7 @@ def channel_statistics(images: np.ndarray) -> tuple[tuple[float, ...], tuple[flo
     channel that is constant gets std 1, so that normalising leaves it finite."""
     sums = images.sum(axis=(0, 2, 3), dtype=np.uint64)
     squares = np.zeros(images.shape[1], np.uint64)
-    step = max(1, (1 << 22) // max(1, images[0].size))  # about 16 MiB of uint32 at a time
+    step = max(1, (1 << 22) // max(1, int(np.prod(images.shape[1:]))))  # about 16 MiB of uint32 at a time
     for start in range(0, images.shape[0], step):
         chunk = images[start : start + step].astype(np.uint32)
         squares += (chunk * chunk).sum(axis=(0, 2, 3), dtype=np.uint64)
@@ -193,12 +195,17 @@ def _class_names(classes: int | Sequence[str] | None, labels: np.ndarray, name: 
     if classes is None:
         if labels.size == 0 or labels.dtype.kind not in "iu":
             return ("0",)  # Dataset's own label check says what is wrong with them
+        if labels.max() < 1:
+            raise ValueError(f"{name}: the labels name one class; a classifier tells at least 2 apart (classes= says "
+                             "how many there are)")
         return tuple(str(k) for k in range(int(labels.max()) + 1))
     if isinstance(classes, (int, np.integer)) and not isinstance(classes, bool):
-        if classes < 1:
-            raise ValueError(f"{name}: classes must be >= 1, got {classes}")
+        if classes < 2:
+            raise ValueError(f"{name}: classes must be >= 2 (a classifier tells classes apart), got {classes}")
         return tuple(str(k) for k in range(int(classes)))
     if isinstance(classes, (list, tuple)) and classes and all(isinstance(c, str) for c in classes):
+        if len(classes) < 2:
+            raise ValueError(f"{name}: a classifier tells at least 2 classes apart, got {list(classes)}")
         if len(set(classes)) != len(classes):
             raise ValueError(f"{name}: class names must differ, got {list(classes)[:10]}")
         return tuple(classes)

@@ -51,7 +51,7 @@ CHUNK = 64  # pictures per task: rare enough hand-overs, fine enough progress
 MEMORY_SHARE = 0.5  # of the available memory: splitting copies the decoded pictures once
 PROGRESS_EVERY = 5.0  # seconds between progress lines when tqdm is missing
 SKIPPED_SHOWN = 3  # skipped files named in the summary line
-SKIP_HINT = "(on_bad='skip' skips such files)"
+SKIP_HINT = "(on_bad='skip', the command's --skip-bad-images, skips such files)"
 # What a damaged cache entry raises from zipfile, zlib and NumPy's .npy reader.
 CACHE_ERRORS = (OSError, ValueError, EOFError, KeyError, SyntaxError, RuntimeError, NotImplementedError,
                 zipfile.BadZipFile, zlib.error)
@@ -156,8 +156,9 @@ def _check_arguments(image_size: Any, channels: Any, test_split: Any, seed: Any,
         raise ValueError(f"image_size must be an integer >= 1, got {image_size!r}")
     if channels is not None and (not integer(channels) or channels not in (1, 3)):
         raise ValueError(f"channels must be 1, 3 or None, got {channels!r}")
-    if isinstance(test_split, bool) or not isinstance(test_split, numbers.Real) or not 0 < test_split < 1:
-        raise ValueError(f"test_split must be a fraction in (0, 1): evaluating needs a test set; got {test_split!r}")
+    if isinstance(test_split, bool) or not isinstance(test_split, numbers.Real) or not 0 < test_split <= 1:
+        raise ValueError(f"test_split must be a fraction in (0, 1] (evaluating needs a test set; 1: every picture, "
+                         f"a folder to score a model on); got {test_split!r}")
     if not integer(seed) or seed < 0:
         raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
     if on_bad not in ("refuse", "skip"):
@@ -255,6 +256,10 @@ def _find(folder: str, on_bad: str) -> _Found:
             only_test = sorted(set(layout["test"]) - set(layout["train"]))
             raise FolderError(f"{folder}: train/ and test/ must hold the same class folders; only in train/: "
                               f"{', '.join(only_train) or '-'}; only in test/: {', '.join(only_test) or '-'}")
+    elif "train" in top or "test" in top:  # half of the split layout: never a class named "train"
+        given, missing = ("train", "test") if "train" in top else ("test", "train")
+        raise FolderError(f"{folder}: holds {given}/ but no {missing}/: give both ({folder}/train/<class>/ and "
+                          f"{folder}/test/<class>/), or class folders alone")
     else:
         layout = {"": top}
     found.classes = tuple(sorted(layout.get("train", top)))
@@ -333,7 +338,8 @@ def stratified_split(labels: np.ndarray, test_split: float, seed: int) -> tuple[
     """(train indices, test indices) into `labels`, each sorted. Each class is split by its
     own permutation, seeded by (seed, label), so adding pictures to one class leaves the
     others' splits as they were: round(n * test_split) of a class of n pictures go to the
-    test set, at least 1 when n >= 2, at most n - 1 (a class of one picture stays in train)."""
+    test set, at least 1 when n >= 2, at most n - 1 (a class of one picture stays in train);
+    with `test_split` 1, every picture (a folder to score a model on, never to train)."""
     labels = np.asarray(labels)
     order = np.argsort(labels, kind="stable")
     values, starts = np.unique(labels[order], return_index=True)
@@ -341,6 +347,7 @@ def stratified_split(labels: np.ndarray, test_split: float, seed: int) -> tuple[
     for label, members in zip(values, np.split(order, starts[1:])):
         count = len(members)
         tests = 0 if count < 2 else min(count - 1, max(1, math.floor(count * test_split + 0.5)))
+        tests = count if test_split >= 1 else tests
         shuffled = members[np.random.default_rng([seed, int(label)]).permutation(count)]
         test.append(shuffled[:tests]), train.append(shuffled[tests:])
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))

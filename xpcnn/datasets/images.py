@@ -58,8 +58,9 @@ def _regular(path: str | Path) -> Path:
     """`path`, after checking it is a regular file (a FIFO would block forever)."""
     path = Path(path)
     try:
-        if not stat.S_ISREG(path.stat().st_mode):
-            raise ImageError(f"{path}: not a regular file")
+        mode = path.stat().st_mode
+        if not stat.S_ISREG(mode):
+            raise ImageError(f"{path}: {'a folder' if stat.S_ISDIR(mode) else 'not a regular file'}, not an image")
     except OSError as exc:
         raise ImageError(f"{path}: cannot read: {exc.strerror or exc}") from None
     return path
@@ -92,8 +93,10 @@ def _read_npy(path: Path, shapes: list[tuple[int, ...]]) -> np.ndarray:
         with open(path, "rb") as handle:
             shape, dtype = read_npy_header(handle)
             if shape not in shapes:
+                last = shape[-1:] + shape[:-1] if len(shape) == 3 else None
+                hint = "; channels last? save array.transpose(2, 0, 1)" if last in shapes else ""
                 raise ImageError(f"{path}: expected an array of shape {' or '.join(map(str, shapes))}, the header "
-                                 f"says {shape}")
+                                 f"says {shape}{hint}")
             if dtype.kind not in "uif" or dtype.hasobject:
                 raise ImageError(f"{path}: expected uint8 or float pixels, got {dtype}")
             handle.seek(0)

@@ -217,7 +217,8 @@ def _load_archive(spec: DatasetSpec, dirs: Sequence[Path], download: bool, log: 
     if found is None:
         if not download:
             raise DataNotFound(f"{spec.name}: {spec.files['archive'].name} (or its extracted folder) not found in "
-                               f"{', '.join(map(str, dirs))}")
+                               f"{', '.join(map(str, dirs))}; `xpcnn download {spec.name}` fetches it, --data-dir "
+                               "names where it is")
         folder = cache_dir() / spec.name
         found = folder, download_file(spec.files["archive"], spec.mirrors, folder, verify=verify_archive, log=log)
     folder, path = found
