@@ -465,3 +465,14 @@ def test_a_model_that_cannot_classify_its_data_is_named_when_used(tmp_path, clas
     bad = rewrite(path, tmp_path / "bad.npz", meta=with_kernel, replace={"param/0.weight": weight})
     with pytest.raises(CheckpointError, match=message):
         load_checkpoint(bad).data_statistics()
+
+
+@pytest.mark.parametrize("member", ["__meta__"])  # an array's header is read and checked before np.load
+def test_a_member_without_the_npy_magic_is_a_checkpoint_error(saved, tmp_path, member):
+    """Found by atheris: np.load returns the raw bytes of a .npy member that lacks NumPy's header."""
+    with zipfile.ZipFile(saved) as source, zipfile.ZipFile(tmp_path / "raw.npz", "w") as copy:
+        for info in source.infolist():
+            data = source.read(info.filename)
+            copy.writestr(info.filename, b"not numpy" + data[6:] if info.filename == f"{member}.npy" else data)
+    with pytest.raises(CheckpointError, match=f"member {member}.npy is not an .npy array"):
+        load_checkpoint(tmp_path / "raw.npz")

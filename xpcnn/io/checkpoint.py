@@ -198,9 +198,12 @@ ZIP_MAGIC = b"PK\x03\x04"
 def _member(archive: Any, key: str, path: Path) -> np.ndarray:
     """One array of the archive; any damage becomes a CheckpointError naming it."""
     try:
-        return archive[key]
+        value = archive[key]
     except ARCHIVE_ERRORS as exc:
         raise CheckpointError(f"{path}: cannot read {key}: {type(exc).__name__}: {exc}"[:300]) from None
+    if not isinstance(value, np.ndarray):  # np.load hands back the raw bytes of a member without .npy's magic
+        raise CheckpointError(f"{path}: member {key}.npy is not an .npy array (no NumPy header)")
+    return value
 
 
 def _read_meta(archive: Any, path: Path) -> dict[str, Any]:
