@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 from typing import Any
 
 from array_api_compat import array_namespace, device
 
 
 class SoftmaxCrossEntropy:
-    """Mean over the batch of -log softmax(logits)[label].
+    """Mean over the batch of -sum_k target_k log softmax(logits)_k: the target is the
+    label's one-hot row, or with `label_smoothing` eps in [0, 1) (1 - eps) one_hot + eps / K,
+    as torch.nn.CrossEntropyLoss(label_smoothing=eps) has it.
 
     Uses log-sum-exp with the row maximum subtracted, so logits of any magnitude give a
     finite loss and gradient. Labels must be integers in [0, K): checked here unless
@@ -16,10 +20,11 @@ class SoftmaxCrossEntropy:
     from the device every step and its labels were checked on the host (datasets.Dataset).
     """
 
-    def __init__(self, check_labels: bool = True) -> None:
+    def __init__(self, check_labels: bool = True, label_smoothing: float = 0.0) -> None:
         if not isinstance(check_labels, bool):
             raise TypeError(f"SoftmaxCrossEntropy check_labels must be True or False, got {check_labels!r}")
         self.check_labels = check_labels
+        self.label_smoothing = _smoothing(label_smoothing)
         self._cache: Any = None
 
     def forward(self, logits: Any, labels: Any) -> Any:
@@ -45,16 +50,32 @@ class SoftmaxCrossEntropy:
         shifted = logits - xp.max(logits, axis=1, keepdims=True)
         exp = xp.exp(shifted)
         sum_exp = xp.sum(exp, axis=1, keepdims=True)
-        log_likelihood = xp.sum(one_hot * shifted, axis=1) - xp.log(xp.reshape(sum_exp, (n,)))
-        self._cache = (exp / sum_exp, one_hot)
+        target = one_hot  # without smoothing, the arithmetic (and the bits) of the loss before smoothing existed
+        if self.label_smoothing:
+            target = (1 - self.label_smoothing) * one_hot + self.label_smoothing / k  # each row sums to 1
+        log_likelihood = xp.sum(target * shifted, axis=1) - xp.log(xp.reshape(sum_exp, (n,)))
+        self._cache = (exp / sum_exp, target)
         return -xp.mean(log_likelihood)
 
     def backward(self) -> Any:
-        """d(loss)/d(logits) = (softmax - one_hot) / N, from the last forward."""
+        """d(loss)/d(logits) = (softmax - target) / N, from the last forward."""
         if self._cache is None:
             raise RuntimeError("SoftmaxCrossEntropy: backward() needs a preceding forward()")
-        (probabilities, one_hot), self._cache = self._cache, None
-        return (probabilities - one_hot) / probabilities.shape[0]
+        (probabilities, target), self._cache = self._cache, None
+        return (probabilities - target) / probabilities.shape[0]
 
     def __repr__(self) -> str:
-        return "SoftmaxCrossEntropy()" if self.check_labels else "SoftmaxCrossEntropy(check_labels=False)"
+        shown = [*(["check_labels=False"] if not self.check_labels else []),
+                 *([f"label_smoothing={self.label_smoothing!r}"] if self.label_smoothing else [])]
+        return f"SoftmaxCrossEntropy({', '.join(shown)})"
+
+
+def _smoothing(value: Any) -> float:
+    """`value` as a float in [0, 1), the errors worded as layers.base.number words them
+    (which this module, beside the layers, does not import)."""
+    what = "SoftmaxCrossEntropy label_smoothing"
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{what} must be a finite real number, got {value!r}")
+    if not (math.isfinite(value) and 0.0 <= value < 1.0):
+        raise ValueError(f"{what} must be in [0.0, 1.0), got {value}")
+    return float(value)

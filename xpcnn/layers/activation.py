@@ -1,7 +1,9 @@
-"""Element-wise activations. Each caches what its derivative needs: its output, or for ReLU a 0/1 mask."""
+"""Element-wise activations. Each caches what its derivative needs: its output, for ReLU a 0/1 mask, for
+GELU its input (clipped) and the tanh of its inner term."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from array_api_compat import array_namespace, device
@@ -62,3 +64,32 @@ class Sigmoid(Layer):
     def backward(self, dy: Any) -> Any:
         y = self._saved_for_backward(dy)
         return dy * y * (1 - y)
+
+
+GELU_SCALE = math.sqrt(2 / math.pi)
+GELU_CUBIC = 0.044715
+# Beyond |x| = 20 the tanh of GELU is exactly +-1 in float32 and float64 (its argument is
+# over 300), so the cubic is taken of x clipped there: the same values, and no overflow
+# (x^3 overflows float32 beyond |x| ~ 7e12, and x^2 times a zero (1 - t^2) would be NaN).
+GELU_BOUND = 20.0
+
+
+class GELU(Layer):
+    """GELU's tanh form, as torch.nn.GELU(approximate="tanh"): y = 0.5 x (1 + t) with
+    t = tanh(sqrt(2/pi) (x + 0.044715 x^3)); dx = dy * (0.5 (1 + t) + 0.5 x (1 - t^2)
+    sqrt(2/pi) (1 + 3 * 0.044715 x^2)). For any finite x, y and dx are finite: y = x and
+    dx = dy for large positive x, 0 for large negative (torch's gradient is NaN beyond
+    |x| ~ 1e13 in float32)."""
+
+    def forward(self, x: Any, training: bool = True) -> Any:
+        xp = self._namespace(x)
+        near = xp.clip(x, -GELU_BOUND, GELU_BOUND)  # (N, ...): x where t is not yet +-1
+        t = xp.tanh(GELU_SCALE * (near + GELU_CUBIC * (near * near * near)))  # (N, ...), in [-1, 1]
+        y = 0.5 * x * (1 + t)  # (N, ...): x itself, not `near`, so that y = x for large x
+        return self._save_for_backward(training, (near, t), y)
+
+    def backward(self, dy: Any) -> Any:
+        near, t = self._saved_for_backward(dy)  # (N, ...) each, dy's shape
+        # Where x was clipped t is +-1: the second term is 0 there, as it is for x itself.
+        slope = GELU_SCALE * (1 + (3 * GELU_CUBIC) * (near * near))  # d/dx of t's argument
+        return dy * (0.5 * (1 + t) + 0.5 * near * (1 - t * t) * slope)
