@@ -45,39 +45,9 @@ def blas_description() -> str:
 
 def torch_twin(model: Any, device: str = "cpu") -> Any:
     """The same network in torch.nn, with the same weights (float32)."""
-    import torch
-    from torch import nn
+    from xpcnn.io.torch_module import to_torch
 
-    from xpcnn import AvgPool2D, BatchNorm2D, Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU, Sigmoid, Tanh, to_numpy
-
-    modules = []
-    for layer in model:
-        if isinstance(layer, Conv2D):
-            top, bottom, left, right = layer.padding
-            conv = nn.Conv2d(
-                layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride, bias="bias" in layer.params
-            )
-            if (top, left) != (bottom, right):
-                modules.append(nn.ZeroPad2d((left, right, top, bottom)))
-            else:
-                conv.padding = (top, left)
-            modules.append(conv)
-        elif isinstance(layer, Dense):
-            modules.append(nn.Linear(layer.in_features, layer.out_features))
-        elif isinstance(layer, BatchNorm2D):
-            modules.append(nn.BatchNorm2d(layer.num_features, layer.eps, layer.momentum))
-        elif isinstance(layer, MaxPool2D):
-            modules.append(nn.MaxPool2d(layer.kernel_size, layer.stride))
-        elif isinstance(layer, AvgPool2D):
-            modules.append(nn.AvgPool2d(layer.kernel_size, layer.stride))
-        elif isinstance(layer, Dropout):
-            modules.append(nn.Dropout(layer.p))
-        else:
-            modules.append({ReLU: nn.ReLU, Tanh: nn.Tanh, Sigmoid: nn.Sigmoid, Flatten: nn.Flatten}[type(layer)]())
-        with torch.no_grad():
-            for key, value in layer.params.items():
-                getattr(modules[-1], key).copy_(torch.from_numpy(to_numpy(value).astype("float32")))
-    return nn.Sequential(*modules).to(device)
+    return to_torch(model, device, "float32")
 
 
 def timed(function: Any, repeats: int) -> float:

@@ -200,7 +200,8 @@ def record_graphs_on_cpu(monkeypatch, model, optimizer) -> list[int]:
 
     replays: list[int] = []
     real_from_host = capture.from_host
-    watched = [*model, optimizer]
+    layers = [layer for _, layer in model.named_layers()]  # blocks walked into
+    watched = [*layers, optimizer]
 
     def record_graph(like, work):
         handed: list = []
@@ -214,7 +215,7 @@ def record_graphs_on_cpu(monkeypatch, model, optimizer) -> list[int]:
             patch.setattr(capture, "from_host", logged)
             result = work()
         _put_back(before)
-        grads = [layer.grads for layer in model]
+        grads = [layer.grads for layer in layers]
 
         def replay():
             numbers = _host_numbers(watched)
@@ -226,7 +227,7 @@ def record_graphs_on_cpu(monkeypatch, model, optimizer) -> list[int]:
             for owner, name, value in numbers:
                 setattr(owner, name, value)
             _write_into(result, again)
-            for layer, recorded in zip(model, grads):
+            for layer, recorded in zip(layers, grads):
                 _write_into(recorded, layer.grads)
                 layer.grads = recorded
             replays.append(1)
@@ -240,7 +241,7 @@ def record_graphs_on_cpu(monkeypatch, model, optimizer) -> list[int]:
 
 def _device_values(model, optimizer) -> list:
     """(array, a copy of its values) of every array a step changes in place."""
-    arrays = [a for layer in model for a in [*layer.params.values(), *layer.buffers.values()]]
+    arrays = [a for _, layer in model.named_layers() for a in [*layer.params.values(), *layer.buffers.values()]]
     arrays += [a for store in optimizer.state.values() for a in store.values()]
     return [(array, array.copy()) for array in arrays]
 

@@ -9,7 +9,7 @@ import pytest
 
 import xpcnn
 from xpcnn import backend
-from xpcnn.optim import SGD, Adam, AdamW, Cosine, Schedule, StepDecay, schedule_from_config
+from xpcnn.optim import SGD, Adam, AdamW, Cosine, MultiStep, Schedule, StepDecay, schedule_from_config
 
 
 def one_param_model(target, value=1.0, grad=0.5):
@@ -226,3 +226,22 @@ def test_a_cycled_sgd_momentum_that_reaches_zero_follows_torch():
             theirs.step()
             scheduler.step()
             assert weight(net) == pytest.approx(float(parameter.detach()), rel=1e-12, abs=1e-15), (nesterov, step)
+
+
+def test_multistep_follows_torch_and_stretches_with_the_run():
+    torch = pytest.importorskip("torch")
+    schedule = xpcnn.optim.plan_schedule("multistep", 100)
+    assert isinstance(schedule, MultiStep) and schedule.milestones == [50, 75]
+    param = torch.nn.Parameter(torch.zeros(1))
+    theirs = torch.optim.SGD([param], lr=1.0)
+    stepper = torch.optim.lr_scheduler.MultiStepLR(theirs, [50, 75], 0.1)
+    for step in range(100):
+        assert schedule(step) == pytest.approx(theirs.param_groups[0]["lr"], rel=1e-12), step
+        theirs.step()
+        stepper.step()
+    assert schedule_from_config(schedule.config()).milestones == [50, 75]
+    assert schedule.replanned(100, 200).milestones == [100, 150]
+    with pytest.raises(ValueError, match="MultiStep milestones must increase"):
+        MultiStep([10, 5])
+    with pytest.raises(TypeError, match="MultiStep milestones must be a list of steps"):
+        MultiStep(10)

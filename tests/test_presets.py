@@ -89,7 +89,7 @@ def test_the_presets_weights_do_not_change(name):
     assert digest.hexdigest() == PRESET_WEIGHTS[name]
 
 
-@pytest.mark.parametrize("name", ["tutorial", "lenet", "fast", "compact"])
+@pytest.mark.parametrize("name", ["tutorial", "lenet", "fast", "compact", "resnet20", "cifar"])
 def test_presets_take_the_shape_and_classes_of_the_data(name):
     for shape in ((3, 32, 32), (1, 20, 24)):
         net = presets.build(name, 0, input_shape=shape, classes=7)
@@ -114,3 +114,38 @@ def test_compact_takes_any_image_size_with_the_same_weights():
 def test_preset_shapes_and_classes_are_checked(shape, classes, kind, message):
     with pytest.raises(kind, match=message):
         presets.build("compact", input_shape=shape, classes=classes)
+
+
+def test_resnet20_is_he_et_al_s_cifar_network():
+    net = presets.build("resnet20")
+    assert net.num_params() == 272_474  # 0.27 M, with two projection shortcuts (option B)
+    blocks = [layer for layer in net if isinstance(layer, xpcnn.Residual)]
+    assert len(blocks) == 9 and sum(block.shortcut is not None for block in blocks) == 2
+    assert net.output_shapes((2, 3, 32, 32))[-1] == (2, 10)
+    assert [shape[1:] for _, layer, shape in net._shaped((1, 3, 32, 32)) if isinstance(layer, xpcnn.Residual)] == [
+        (16, 32, 32)] * 3 + [(32, 16, 16)] * 3 + [(64, 8, 8)] * 3
+    assert round(net.training_flops((3, 32, 32)) / 6 / 1e6) == 41  # multiply-adds of one forward, as the paper
+    recipe = presets.recipe("resnet20")
+    assert (recipe.epochs, recipe.batch_size, recipe.optimizer, recipe.lr, recipe.momentum, recipe.weight_decay,
+            recipe.schedule, recipe.augment, recipe.pad, recipe.flip) == (
+        164, 128, "sgd", 0.1, 0.9, 1e-4, "multistep", 4, "zero", True)
+    schedule = recipe.build_optimizer(net, steps_per_epoch=391).schedule
+    assert isinstance(schedule, optim.MultiStep) and schedule.milestones == [32_062, 48_093]
+
+
+def test_the_cifar_preset_scales_in_width_and_keeps_its_recipe():
+    full, quarter = presets.build("cifar"), presets.build("cifar", width=0.25)
+    assert full.num_params() == 1_978_026 and quarter.num_params() < full.num_params() / 10
+    assert quarter[0].out_channels == 8 and quarter.output_shapes((2, 3, 32, 32))[-1] == (2, 10)
+    recipe = presets.recipe("cifar")
+    assert (recipe.optimizer, recipe.nesterov, recipe.label_smoothing, recipe.augment, recipe.pad, recipe.flip) == (
+        "sgd", True, 0.2, 2, "reflect", True)
+    optimizer = recipe.build_optimizer(quarter, steps_per_epoch=98)
+    assert isinstance(optimizer, optim.SGD) and optimizer.nesterov
+    assert recipe.replace(optimizer="adam").nesterov is False
+    with pytest.raises(ValueError, match="nesterov: applies to the sgd optimizer only, not adam"):
+        recipe.replace(optimizer="adam", nesterov=True)
+    with pytest.raises(ValueError, match="width applies to resnet20 and cifar, not lenet"):
+        presets.build("lenet", width=0.5)
+    with pytest.raises(ValueError, match="width must be in"):
+        presets.build("cifar", width=0)

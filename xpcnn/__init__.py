@@ -4,9 +4,10 @@ Every layer's forward and backward is written once against the standard namespac
 the same network runs on NumPy, CuPy, PyTorch tensors and array-api-strict.
 
 Building blocks
-    Conv2D, MaxPool2D, AvgPool2D, GlobalAvgPool2D, Flatten, Dense, ReLU, Tanh, Sigmoid, Dropout,
-    BatchNorm2D: layers with forward(x, training) / backward(dy), params and grads (the
-    contract a layer keeps is Layer's docstring). SoftmaxCrossEntropy: the loss.
+    Conv2D, MaxPool2D, AvgPool2D, GlobalAvgPool2D, Flatten, Dense, ReLU, GELU, Tanh, Sigmoid,
+    Dropout, BatchNorm2D: layers with forward(x, training) / backward(dy), params and grads
+    (the contract a layer keeps is Layer's docstring). Residual(body, shortcut): a skip
+    connection, body(x) + shortcut(x). SoftmaxCrossEntropy(label_smoothing=...): the loss.
     Sequential: a network of layers, with hooks (xpcnn.hooks) around every layer.
     seed(n): the generator layers built without rng= draw their initial values from.
 
@@ -15,7 +16,8 @@ Training
     Trainer.resume(checkpoint). xpcnn.train: its callbacks (EarlyStopping,
     BestCheckpoint, your own), worker threads, start_run / resume_run (what `xpcnn train`
     runs). xpcnn.optim: SGD, Adam, AdamW, schedules. xpcnn.presets: the tutorial, lenet,
-    fast and compact networks, for any image shape and class count, and their recipes.
+    fast, compact, resnet20 and cifar networks, for any image shape and class count, and
+    their recipes.
     xpcnn.datasets: load_dataset("mnist" | "fashion-mnist" | "cifar10" | "cifar100" |
     "images", ...), Dataset.from_arrays(images, labels) for your own, batches, Augment.
     xpcnn.distributed: data-parallel training over MPI (Trainer(comm=distributed.world())).
@@ -48,6 +50,7 @@ from .evaluation import evaluate, predict
 from .init import seed
 from .io.checkpoint import load_checkpoint, save_checkpoint
 from .layers import (
+    GELU,
     AvgPool2D,
     BatchNorm2D,
     Conv2D,
@@ -62,13 +65,13 @@ from .layers import (
     Tanh,
 )
 from .losses import SoftmaxCrossEntropy
-from .model import Sequential
+from .model import Residual, Sequential
 from .train import Trainer
 
 __all__ = [
-    "AvgPool2D", "BatchNorm2D", "Conv2D", "Dense", "Dropout", "Flatten", "GlobalAvgPool2D", "Layer", "MaxPool2D",
-    "ReLU", "Sigmoid", "Tanh", "SoftmaxCrossEntropy", "Sequential", "Trainer", "evaluate", "predict",
-    "load_checkpoint", "save_checkpoint", "available_backends", "to_backend", "to_numpy",
+    "AvgPool2D", "BatchNorm2D", "Conv2D", "Dense", "Dropout", "Flatten", "GELU", "GlobalAvgPool2D", "Layer",
+    "MaxPool2D", "ReLU", "Residual", "Sigmoid", "Tanh", "SoftmaxCrossEntropy", "Sequential", "Trainer", "evaluate",
+    "predict",    "load_checkpoint", "save_checkpoint", "available_backends", "to_backend", "to_numpy",
     "gradcheck", "gradcheck_loss", "GradcheckError", "GradcheckResult", "anomaly", "backend", "datasets", "distributed",
     "hooks", "optim", "parity", "presets", "train", "seed", "__version__",
 ]

@@ -251,7 +251,7 @@ def sum_gradients(model: Any, comm: Communicator) -> None:
     processes, in one packed allreduce."""
     if comm.size == 1:
         return
-    named = [(layer, name) for layer in model for name in layer.grads]
+    named = [(layer, name) for _, layer in model.named_layers() for name in layer.grads]
     summed = comm.sum_arrays([layer.grads[name] for layer, name in named])
     for (layer, name), total in zip(named, summed):
         layer.grads[name] = total

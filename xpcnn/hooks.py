@@ -25,8 +25,10 @@ from . import backend
 class LayerHook:
     """Called by Sequential around each layer; override what you need (all do nothing).
 
-    `index` is the layer's position; `dx` is None where the first layer skipped its input
-    gradient (`backward(..., input_grad=False)`).
+    `index` is the layer's position: its index in the network, or inside a block
+    (xpcnn.layers.Residual) a path such as "3.body.0", the prefix of its arrays' names;
+    a block is called around the calls of its layers. `dx` is None where the first layer
+    skipped its input gradient (`backward(..., input_grad=False)`).
     """
 
     def before_forward(self, index: int, layer: Any, x: Any) -> None:
@@ -40,6 +42,11 @@ class LayerHook:
 
     def after_backward(self, index: int, layer: Any, dx: Any) -> None:
         pass
+
+
+def position_key(index: int | str) -> tuple[int | str, ...]:
+    """Sorts positions in network order: 2 < 3 < "3.body.0" < "3.body.1" < "3.shortcut.0" < 4."""
+    return tuple(int(part) if part.isdigit() else part for part in str(index).split("."))
 
 
 class TimerHook(LayerHook):
@@ -81,13 +88,13 @@ class TimerHook(LayerHook):
 
     def medians(self, skip: int = 0) -> list[tuple[int, str, float, float]]:
         """(index, layer, forward ms, backward ms): medians over the calls after the
-        first `skip` (warm-up), layers in order."""
+        first `skip` (warm-up), layers in order (a block's time includes its layers')."""
         def median_ms(times: list[float]) -> float:
             kept = times[skip:] or times
             return statistics.median(kept) * 1e3 if kept else 0.0
 
         return [(i, self.names[i], median_ms(self.forward.get(i, [])), median_ms(self.backward.get(i, [])))
-                for i in sorted(self.names)]
+                for i in sorted(self.names, key=position_key)]
 
 
 class TraceHook(LayerHook):

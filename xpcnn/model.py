@@ -1,10 +1,11 @@
-"""Sequential: a network as an ordered list of layers."""
+"""Sequential, a network as an ordered list of layers, and Residual, a block of them with a skip
+connection, which a Sequential holds as one layer."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import array_api_compat
@@ -12,15 +13,18 @@ import array_api_compat
 from . import backend, init, weights
 from .hooks import LayerHook
 from .layers import LAYER_TYPES, Layer
-from .layers.base import Shape
+from .layers.base import ArchitectureError, Shape
 from .layers.fused import FusedBlock, block_at
 
 MAX_VALUES = 1 << 29  # parameters of an architecture read from a file: 2 GiB of float32
 MAX_LAYERS = 10_000
+MAX_DEPTH = 16  # blocks inside blocks, in a config read from a file: deeper is refused before recursion hurts
 
 
 class Sequential:
-    """Layers applied in order; parameters named "<index>.<name>" (e.g. "0.weight").
+    """Layers applied in order; parameters named "<index>.<name>" (e.g. "0.weight"), and
+    inside a block (xpcnn.layers.Residual) "<index>.<branch>.<index>.<name>"
+    ("3.body.0.weight"), as torch names them.
 
     `fuse` (default True): a forward runs the layers of each block of
     xpcnn.layers.fused.FUSIONS as one step (see forward); False runs every layer alone."""
@@ -34,18 +38,19 @@ class Sequential:
                 raise TypeError(f"Sequential: item {index} is {type(layer).__name__}, not a Layer")
         if not layers:
             raise ValueError("Sequential needs at least one layer")
-        first: dict[int, int] = {}
-        for index, layer in enumerate(layers):
-            if first.setdefault(id(layer), index) != index:  # it would overwrite its own saved activations
-                raise ValueError(f"Sequential: the same {layer!r} object is at positions {first[id(layer)]} and "
-                                 f"{index}; a layer keeps what its backward needs, so use one object per position")
         self.layers = layers
+        self._prefix = ""  # where this chain sits inside a block ("3.body"): what hooks are told
+        first: dict[int, int | str] = {}
+        for position, layer in self._walk():
+            if first.setdefault(id(layer), position) != position:  # it would overwrite its own saved activations
+                raise ValueError(f"Sequential: the same {layer!r} object is at positions {first[id(layer)]} and "
+                                 f"{position}; a layer keeps what its backward needs, so use one object per position")
         # What the network was trained on: {"name", "classes", "mean", "std", "input_shape"
         # (C, H, W), ...}, set by Trainer.fit and load_checkpoint, or by you; what predict,
         # summary and save_checkpoint read (see datasets.Dataset.statistics).
         self.data: dict[str, Any] | None = None
         self.hooks: list[LayerHook] = []  # see hooked()
-        self.fuse = True  # see forward
+        self._fuse = True  # see forward
         self._steps: list[tuple[int, Any]] | None = None  # what the last training forward ran
 
     def __iter__(self) -> Iterator[Layer]:
@@ -61,15 +66,49 @@ class Sequential:
         inner = "".join(f"\n  ({i}) {layer!r}" for i, layer in enumerate(self.layers))
         return f"Sequential({inner}\n)"
 
+    def _walk(self, prefix: str = "") -> Iterator[tuple[int | str, Layer]]:
+        """(position, layer) for every layer, each block before the layers inside it;
+        positions from this chain's start, prefixed by `prefix`."""
+        for index, layer in enumerate(self.layers):
+            position = f"{prefix}.{index}" if prefix else index
+            yield position, layer
+            for name, branch in layer.branches().items():
+                yield from branch._walk(f"{position}.{name}")
+
+    def _position(self, index: int) -> int | str:
+        return f"{self._prefix}.{index}" if self._prefix else index
+
+    def named_layers(self) -> list[tuple[int | str, Layer]]:
+        """Every layer that computes on its own, blocks walked into, by position: an index
+        at the top, "3.body.0" inside a block, the prefix of the layer's array names."""
+        return [(position, layer) for position, layer in self._walk() if not layer.branches()]
+
+    @property
+    def fuse(self) -> bool:
+        return self._fuse
+
+    @fuse.setter
+    def fuse(self, value: bool) -> None:
+        self._fuse = value
+        for layer in self.layers:
+            for branch in layer.branches().values():
+                branch.fuse = value
+
     @contextmanager
     def hooked(self, *hooks: LayerHook) -> Iterator[Sequential]:
-        """Run `hooks` around every layer's forward and backward inside the block."""
+        """Run `hooks` around every layer's forward and backward inside the block, the
+        layers inside blocks (xpcnn.layers.Residual) too, after the block's own call."""
         for hook in hooks:
             if not isinstance(hook, LayerHook):
                 raise TypeError(f"hooked takes LayerHooks (xpcnn.hooks), got {type(hook).__name__}")
         self.hooks += hooks
         try:
-            yield self
+            with ExitStack() as inner:
+                for index, layer in enumerate(self.layers):
+                    for name, branch in layer.branches().items():
+                        branch._prefix = f"{self._position(index)}.{name}"
+                        inner.enter_context(branch.hooked(*hooks))
+                yield self
         finally:
             for hook in hooks:
                 self.hooks.remove(hook)
@@ -85,10 +124,10 @@ class Sequential:
             while index < len(self.layers):
                 step: Any = (block_at(self.layers, index, tuple(x.shape)) if fusing else None) or self.layers[index]
                 for hook in self.hooks:
-                    hook.before_forward(index, step, x)
+                    hook.before_forward(self._position(index), step, x)
                 x = step.forward(x, training)
                 for hook in self.hooks:
-                    hook.after_forward(index, step, x)
+                    hook.after_forward(self._position(index), step, x)
                 steps.append((index, step))
                 index += len(step.layers) if isinstance(step, FusedBlock) else 1
         if training:
@@ -106,19 +145,19 @@ class Sequential:
         with backend.on_device(dy):
             for index, layer in reversed(steps):
                 for hook in self.hooks:
-                    hook.before_backward(index, layer, dy)
+                    hook.before_backward(self._position(index), layer, dy)
                 if index == 0 and not input_grad and layer.skips_input_grad:
                     dy = layer.backward(dy, input_grad=False)
                 else:
                     dy = layer.backward(dy)
                 for hook in self.hooks:
-                    hook.after_backward(index, layer, dy)
+                    hook.after_backward(self._position(index), layer, dy)
         return dy if input_grad else None
 
     def _named(self, attribute: str) -> dict[str, Any]:
         return {
-            f"{index}.{key}": value
-            for index, layer in enumerate(self.layers)
+            f"{position}.{key}": value
+            for position, layer in self.named_layers()
             for key, value in getattr(layer, attribute).items()
         }
 
@@ -150,9 +189,11 @@ class Sequential:
         weights.load_state_dict(self, state, strict)
 
     def set_array(self, name: str, value: Any) -> None:
-        """Replace parameter or buffer `name` (e.g. "3.running_mean") with `value`."""
-        index, _, key = name.partition(".")
-        layer = self.layers[int(index)]
+        """Replace parameter or buffer `name` (e.g. "3.running_mean", "2.body.0.weight") with `value`."""
+        position, _, key = name.rpartition(".")
+        layer = {str(where): layer for where, layer in self.named_layers()}.get(position)
+        if layer is None:
+            raise KeyError(f"this network has no layer at {position!r} (for {name!r})")
         store = layer.params if key in layer.params else layer.buffers
         if key not in store:
             raise KeyError(f"{layer!r} has no parameter or buffer {key!r}")
@@ -200,15 +241,26 @@ class Sequential:
             shapes.append(shape)
         return shapes
 
+    def _shaped(self, input_shape: Shape, prefix: str = "") -> Iterator[tuple[int | str, Layer, Shape]]:
+        """(position, layer, output shape) for every layer, blocks walked into (as _walk)."""
+        shape = tuple(input_shape)
+        for index, layer in enumerate(self.layers):
+            position = f"{prefix}.{index}" if prefix else index
+            out = layer.output_shape(shape)
+            yield position, layer, out
+            for name, branch in layer.branches().items():
+                yield from branch._shaped(shape, f"{position}.{name}")
+            shape = out
+
     def training_flops(self, input_shape: Shape) -> float:
         """Floating-point operations of one training step for one input of `input_shape`
-        (C, H, W): the matrix products of convolution and dense layers, forward and both
-        gradients (3x the forward's, 2 per multiply-add); the element-wise rest is small
-        beside them."""
+        (C, H, W): the matrix products of convolution and dense layers (inside blocks
+        too), forward and both gradients (3x the forward's, 2 per multiply-add); the
+        element-wise rest is small beside them."""
         from .layers import Conv2D, Dense
 
         total = 0.0
-        for layer, out in zip(self.layers, self.output_shapes((1, *input_shape))):
+        for _, layer, out in self._shaped((1, *input_shape)):
             if isinstance(layer, Conv2D):
                 kh, kw = layer.kernel_size
                 total += 2.0 * layer.in_channels * kh * kw * math.prod(out[1:])
@@ -219,16 +271,22 @@ class Sequential:
     def summary(self, input_shape: Shape | None = None) -> str:
         """A table of layers, output shapes and parameter counts for inputs of `input_shape`,
         batch included: (N, C, H, W), e.g. (1, 1, 28, 28); by default one image of the shape
-        the network was trained on (`data`)."""
+        the network was trained on (`data`). A block's layers follow it, indented."""
         if input_shape is None:
             if not self.data or "input_shape" not in self.data:
                 raise ValueError("summary needs an input shape, (N, C, H, W) such as (1, 1, 28, 28): this network "
                                  "does not know its data yet (Trainer.fit and load_checkpoint tell it)")
             input_shape = (1, *self.data["input_shape"])
         rows = [("#", "layer", "output shape", "params")]
-        for index, (layer, shape) in enumerate(zip(self.layers, self.output_shapes(input_shape))):
-            count = sum(math.prod(p.shape) for p in layer.params.values())
-            rows.append((str(index), repr(layer), str(shape), f"{count:,}"))
+        for position, layer, shape in self._shaped(input_shape):
+            indent = "  " * str(position).count(".")  # two dots a block deep
+            if layer.branches():
+                branches = list(layer.branches()) + ([] if "shortcut" in layer.branches() else ["identity"])
+                label = f"{type(layer).__name__} ({' + '.join(branches)})"
+                rows.append((str(position), indent + label, str(shape), ""))
+            else:
+                count = sum(math.prod(p.shape) for p in layer.params.values())
+                rows.append((str(position), indent + repr(layer), str(shape), f"{count:,}"))
         widths = [max(len(row[col]) for row in rows) for col in range(4)]
         line = "  ".join("-" * w for w in widths)
         text = [
@@ -244,24 +302,30 @@ class Sequential:
         return [{"type": type(layer).__name__, "config": layer.config()} for layer in self.layers]
 
     @classmethod
-    def planned_arrays(cls, config: Any, max_values: int = MAX_VALUES) -> dict[str, tuple[str, Shape]]:
+    def planned_arrays(cls, config: Any, max_values: int = MAX_VALUES, depth: int = 0,
+                       prefix: str = "") -> dict[str, tuple[str, Shape]]:
         """What `from_config(config)` would hold, without building it: {"0.weight": ("param",
         shape), "1.running_mean": ("buffer", shape), ...}. Unknown layer types, malformed
-        arguments and more than `max_values` values in all raise ValueError naming the layer."""
-        if not isinstance(config, list) or len(config) > MAX_LAYERS:
-            raise ValueError(f"architecture must be a list of at most {MAX_LAYERS} layers, got {type(config).__name__}")
+        arguments and more than `max_values` values in all raise ValueError naming the layer
+        (`prefix` places a chain inside a block: "3.body.")."""
+        where = f"layer {prefix[:-1]}" if prefix else "architecture"
+        if not isinstance(config, list) or not 0 < len(config) <= MAX_LAYERS:
+            raise ArchitectureError(f"{where} must be a list of 1 to {MAX_LAYERS} layers, got "
+                                    f"{len(config) if isinstance(config, list) else type(config).__name__}")
         planned: dict[str, tuple[str, Shape]] = {}
         for index, entry in enumerate(config):
-            kind = _layer_type(index, entry)
+            kind = _layer_type(f"{prefix}{index}", entry)
             try:
-                shapes = kind.planned_shapes(entry["config"])
+                arrays = kind.planned_arrays(entry["config"], depth, f"{prefix}{index}.")
+            except ArchitectureError:
+                raise
             except (TypeError, ValueError, OverflowError) as exc:
-                raise _bad_config(index, entry, exc) from None
-            for name, shape in shapes.items():
-                planned[f"{index}.{name}"] = ("buffer" if name in kind.buffer_names else "param", shape)
+                raise _bad_config(f"{prefix}{index}", entry, exc) from None
+            planned.update({f"{index}.{name}": kind_shape for name, kind_shape in arrays.items()})
         total = sum(math.prod(shape) for _, shape in planned.values())
         if total > max_values:
-            raise ValueError(f"architecture asks for {total:,} parameter values, over the limit of {max_values:,}")
+            raise ArchitectureError(f"architecture asks for {total:,} parameter values, over the limit of "
+                                    f"{max_values:,}")
         return planned
 
     @classmethod
@@ -273,24 +337,141 @@ class Sequential:
         with init.using(init.host_rng(0)):  # values to be replaced: the library's generator stays as it was
             for index, entry in enumerate(config):
                 try:
-                    layers.append(LAYER_TYPES[entry["type"]](**entry["config"]))
+                    layers.append(BUILDABLE[entry["type"]].from_config(entry["config"]))
+                except ArchitectureError:
+                    raise
                 except (TypeError, ValueError, OverflowError) as exc:
-                    raise _bad_config(index, entry, exc) from None
+                    raise _bad_config(str(index), entry, exc) from None
         return cls(layers)
 
 
-def _bad_config(index: int, entry: dict[str, Any], error: Exception) -> ValueError:
-    return ValueError(f"layer {index} ({entry['type']}): bad config {entry['config']!r}: {error}"[:300])
+def _bad_config(position: str, entry: dict[str, Any], error: Exception) -> ArchitectureError:
+    return ArchitectureError(f"layer {position} ({entry['type']}): bad config {entry['config']!r}: {error}"[:300])
 
 
-def _layer_type(index: int, entry: Any) -> type[Layer]:
+def _layer_type(position: str, entry: Any) -> type[Layer]:
     """The layer class of one `config()` entry, after checking the entry's form."""
     if not isinstance(entry, dict) or set(entry) != {"type", "config"}:
-        raise ValueError(f"layer {index}: expected {{'type': ..., 'config': {{...}}}}, got {entry!r}"[:300])
+        raise ArchitectureError(f"layer {position}: expected {{'type': ..., 'config': {{...}}}}, got {entry!r}"[:300])
     kind, args = entry["type"], entry["config"]
-    if not isinstance(kind, str) or kind not in LAYER_TYPES:
-        raise ValueError(f"layer {index}: unknown layer type {kind!r}; known: {', '.join(LAYER_TYPES)}"[:300])
+    if not isinstance(kind, str) or kind not in BUILDABLE:
+        raise ArchitectureError(f"layer {position}: unknown layer type {kind!r}; known: "
+                                f"{', '.join(BUILDABLE)}"[:300])
     if not isinstance(args, dict) or not all(isinstance(v, (bool, int, float, str, list)) for v in args.values()):
-        raise ValueError(f"layer {index} ({kind}): config must map names to numbers, strings or lists, "
-                         f"got {args!r}"[:300])
-    return LAYER_TYPES[kind]
+        raise ArchitectureError(f"layer {position} ({kind}): config must map names to numbers, strings or lists, "
+                                f"got {args!r}"[:300])
+    return BUILDABLE[kind]
+
+
+class Residual(Layer):
+    """y = body(x) + shortcut(x); the shortcut is the identity when None.
+
+    `body` and `shortcut` are lists of layers (or Sequentials), each run as a Sequential
+    (its fused blocks and hooks too), so a block's layers are named as torch names the
+    modules of an nn.Module holding `body` and `shortcut` nn.Sequentials: "3.body.0.weight".
+    The block holds no arrays of its own. Backward gives each branch dy and returns the
+    sum of their input gradients (the identity's is dy itself)."""
+
+    def __init__(self, body: Any, shortcut: Any = None) -> None:
+        super().__init__()
+        self.body = _branch(body, "body")
+        self.shortcut = None if shortcut is None else _branch(shortcut, "shortcut")
+
+    def branches(self) -> dict[str, Any]:
+        return {"body": self.body} if self.shortcut is None else {"body": self.body, "shortcut": self.shortcut}
+
+    def __repr__(self) -> str:
+        body = ", ".join(map(repr, self.body))
+        shortcut = "identity" if self.shortcut is None else f"[{', '.join(map(repr, self.shortcut))}]"
+        return f"Residual(body=[{body}], shortcut={shortcut})"
+
+    def output_shape(self, input_shape: Shape) -> Shape:
+        out = self.body.output_shapes(input_shape)[-1]
+        other = tuple(input_shape) if self.shortcut is None else self.shortcut.output_shapes(input_shape)[-1]
+        if out != other:
+            raise ValueError(f"{self!r}: for input {tuple(input_shape)} the body gives {out} and the shortcut "
+                             f"{other}; they must match to be added")
+        return out
+
+    def forward(self, x: Any, training: bool = True) -> Any:
+        self._namespace(x)
+        self.output_shape(tuple(x.shape))  # a misfit named here, before either branch runs
+        y = self.body.forward(x, training)  # (N, C', H', W')
+        skip = x if self.shortcut is None else self.shortcut.forward(x, training)  # (N, C', H', W')
+        return self._save_for_backward(training, None, y + skip)
+
+    def backward(self, dy: Any) -> Any:
+        self._saved_for_backward(dy)
+        dx = self.body.backward(dy)
+        return dx + (dy if self.shortcut is None else self.shortcut.backward(dy))
+
+    # -- what a block holds lives in its branches ---------------------------------------
+
+    def config(self) -> dict[str, Any]:
+        return {name: branch.config() for name, branch in self.branches().items()}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Residual:
+        _check_branches(config)
+        return cls(*(Sequential.from_config(config[name]) for name in ("body", "shortcut") if name in config))
+
+    @classmethod
+    def planned_arrays(cls, config: dict[str, Any], depth: int = 0, prefix: str = "") -> dict[str, tuple[str, Shape]]:
+        if depth >= MAX_DEPTH:
+            raise ArchitectureError(f"layer {prefix[:-1] or 0} (Residual): blocks nested more than {MAX_DEPTH} deep")
+        _check_branches(config)
+        return {f"{name}.{key}": planned for name in ("body", "shortcut") if name in config
+                for key, planned in Sequential.planned_arrays(config[name], depth=depth + 1,
+                                                              prefix=f"{prefix}{name}.").items()}
+
+    @classmethod
+    def planned_shapes(cls, config: dict[str, Any]) -> dict[str, Shape]:
+        return {name: shape for name, (_, shape) in cls.planned_arrays(config).items()}
+
+    def extra_state(self) -> dict[str, int]:
+        return {f"{name}.{position}.{key}": value for name, branch in self.branches().items()
+                for position, layer in branch.named_layers() for key, value in layer.extra_state().items()}
+
+    def load_extra_state(self, state: dict[str, int]) -> None:
+        layers = {f"{name}.{position}": layer for name, branch in self.branches().items()
+                  for position, layer in branch.named_layers()}
+        grouped: dict[str, dict[str, int]] = {}
+        for full, value in state.items():
+            where, _, key = full.rpartition(".")
+            if where not in layers:
+                raise ValueError(f"{self!r} has no layer {where!r} for extra state {full!r}")
+            grouped.setdefault(where, {})[key] = value
+        for where, layer in layers.items():
+            if where in grouped or layer.extra_state():  # a counter it keeps must be given
+                layer.load_extra_state(grouped.get(where, {}))
+
+    def to(self, backend_name: str, device_spec: Any = None, dtype: Any = None) -> Residual:
+        super().to(backend_name, device_spec, dtype)
+        for branch in self.branches().values():
+            branch.to(backend_name, device_spec, dtype)
+        return self
+
+    def release_work_memory(self) -> None:
+        super().release_work_memory()
+        for branch in self.branches().values():
+            branch.release_work_memory()
+
+
+def _check_branches(config: Any) -> None:
+    if not isinstance(config, dict) or "body" not in config or not set(config) <= {"body", "shortcut"}:
+        raise TypeError(f"a Residual config holds 'body' and optionally 'shortcut', got {config!r}"[:200])
+
+
+def _branch(layers: Any, what: str) -> Any:
+    """`layers` as a Sequential of its own; a Sequential given is kept, not copied."""
+    if isinstance(layers, Sequential):
+        return layers
+    if isinstance(layers, Layer):
+        raise TypeError(f"Residual {what} must be a list of layers, got one {layers!r}: Residual([{layers!r}])")
+    try:
+        return Sequential(layers)
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"Residual {what}: {exc}") from None
+
+
+BUILDABLE: dict[str, type[Layer]] = {**LAYER_TYPES, "Residual": Residual}  # what a config may name

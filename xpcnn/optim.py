@@ -54,6 +54,29 @@ class StepDecay(Schedule):
         return StepDecay(max(1, self.every * new_total // max(old_total, 1)), self.gamma)
 
 
+class MultiStep(Schedule):
+    """Multiply by `gamma` at each of the `milestones` (steps, increasing), as PyTorch's
+    MultiStepLR; He et al.'s CIFAR ResNets divide by 10 at half and three quarters of the run."""
+
+    def __init__(self, milestones: list[int] | tuple[int, ...], gamma: float = 0.1) -> None:
+        if not isinstance(milestones, (list, tuple)) or not milestones:
+            raise TypeError(f"MultiStep milestones must be a list of steps, got {milestones!r}")
+        self.milestones = [integer(m, "MultiStep milestone", 1) for m in milestones]
+        if self.milestones != sorted(set(self.milestones)):
+            raise ValueError(f"MultiStep milestones must increase, got {self.milestones}")
+        self.gamma = number(gamma, "MultiStep gamma", 1e-300, math.inf)
+
+    def __call__(self, step: int) -> float:
+        return self.gamma ** sum(step >= milestone for milestone in self.milestones)
+
+    def config(self) -> dict[str, Any]:
+        return {"type": "multistep", "milestones": list(self.milestones), "gamma": self.gamma}
+
+    def replanned(self, old_total: int, new_total: int) -> Schedule:
+        moved = sorted({max(1, m * new_total // max(old_total, 1)) for m in self.milestones})
+        return MultiStep(moved, self.gamma)
+
+
 class Cosine(Schedule):
     """Linear warm-up over `warmup` steps, then cosine decay to `floor` at `total` steps."""
 
@@ -132,19 +155,21 @@ def _cosine(start: float, end: float, progress: float) -> float:
     return end + (start - end) / 2 * (math.cos(math.pi * progress) + 1)
 
 
-SCHEDULES = {"constant": Schedule, "step": StepDecay, "cosine": Cosine, "onecycle": OneCycle}
+SCHEDULES = {"constant": Schedule, "step": StepDecay, "multistep": MultiStep, "cosine": Cosine, "onecycle": OneCycle}
 
 
 def plan_schedule(name: str, total_steps: int, warmup: int = 0) -> Schedule:
     """Schedule `name` planned over a run of `total_steps` optimizer steps: "cosine"
     (with `warmup` linear warm-up steps), "onecycle" (PyTorch's OneCycleLR), "step" (x0.1
-    after each third) or "constant"."""
+    after each third), "multistep" (x0.1 at a half and at three quarters) or "constant"."""
     if name == "cosine":
         return Cosine(total_steps, warmup)
     if name == "step":
         return StepDecay(max(1, total_steps // 3), 0.1)
     if name == "onecycle":
         return OneCycle(total_steps)
+    if name == "multistep":
+        return MultiStep(sorted({max(1, total_steps // 2), max(1, 3 * total_steps // 4)}))
     if name == "constant":
         return Schedule()
     raise ValueError(f"unknown schedule {name!r}; expected one of {', '.join(SCHEDULES)}")
@@ -227,7 +252,7 @@ class Optimizer:
         raise NotImplementedError
 
     def zero_grad(self) -> None:
-        for layer in self.model:
+        for _, layer in self.model.named_layers():
             layer.grads = {k: array_namespace(p).zeros_like(p) for k, p in layer.params.items()}
 
     def _set_momentum(self, value: float) -> None:
@@ -432,16 +457,17 @@ OPTIMIZERS: dict[str, type[Optimizer]] = {"sgd": SGD, "adam": Adam, "adamw": Ada
 
 
 def build(name: str, model: Sequential, lr: float, *, momentum: float = 0.0, weight_decay: float = 0.0,
-          schedule: Schedule | None = None, betas: tuple[float, float] | None = None) -> Optimizer:
-    """Optimizer `name` ("sgd", "adam", "adamw") for `model`; `momentum` is SGD's only,
-    `betas` Adam's and AdamW's."""
+          schedule: Schedule | None = None, betas: tuple[float, float] | None = None,
+          nesterov: bool = False) -> Optimizer:
+    """Optimizer `name` ("sgd", "adam", "adamw") for `model`; `momentum` and `nesterov`
+    are SGD's only, `betas` Adam's and AdamW's."""
     if not isinstance(name, str) or name not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {name!r}; expected one of {', '.join(OPTIMIZERS)}")
     if name == "sgd":
         if betas is not None:
             raise ValueError("betas apply to adam and adamw, not sgd")
-        return SGD(model, lr, momentum=momentum, weight_decay=weight_decay, schedule=schedule)
-    if momentum:
-        raise ValueError(f"momentum applies to sgd only, not {name}")
+        return SGD(model, lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay, schedule=schedule)
+    if momentum or nesterov:
+        raise ValueError(f"{'momentum' if momentum else 'nesterov'} applies to sgd only, not {name}")
     extra = {} if betas is None else {"betas": tuple(betas)}
     return OPTIMIZERS[name](model, lr, weight_decay=weight_decay, schedule=schedule, **extra)

@@ -1,6 +1,8 @@
 """Weights by name, to and from other libraries: a network's state as PyTorch names it.
 
-xpcnn names parameters the way torch.nn.Sequential does ("<index>.<name>") and keeps
+xpcnn names parameters the way torch.nn.Sequential does ("<index>.<name>"; inside a
+Residual block "<index>.body.<index>.<name>", as a torch module with `body` and
+`shortcut` nn.Sequentials names them) and keeps
 PyTorch's layouts (Conv2d (O, C, kh, kw), Linear (out, in), BatchNorm2d's running
 statistics), so a torch.nn.Sequential with the same layers in the same order exchanges
 weights with an xpcnn Sequential through these two functions.
@@ -20,9 +22,9 @@ COUNTER = "num_batches_tracked"  # BatchNorm2D's count of training batches, an i
 def state_dict(model: Any) -> dict[str, np.ndarray]:
     """Parameters, buffers and batch-norm counters of `model` as host NumPy copies."""
     state = {name: backend.to_numpy(value).copy() for name, value in {**model.params, **model.buffers}.items()}
-    for index, layer in enumerate(model):
+    for position, layer in model.named_layers():
         if COUNTER in layer.extra_state():
-            state[f"{index}.{COUNTER}"] = np.asarray(layer.extra_state()[COUNTER], np.int64)
+            state[f"{position}.{COUNTER}"] = np.asarray(layer.extra_state()[COUNTER], np.int64)
     return state
 
 
@@ -31,7 +33,8 @@ def load_state_dict(model: Any, state: dict[str, Any], strict: bool = True) -> N
     any backend), on the model's backend, device and dtype. Nothing is changed when a key
     or shape does not fit: ValueError lists them."""
     own = {**model.params, **model.buffers}
-    counters = {f"{index}.{COUNTER}": layer for index, layer in enumerate(model) if COUNTER in layer.extra_state()}
+    counters = {f"{position}.{COUNTER}": layer for position, layer in model.named_layers()
+                if COUNTER in layer.extra_state()}
     host = {key: backend.to_numpy(value) for key, value in state.items()}
     problems = [f"{key}: shape {tuple(host[key].shape)}, this network needs {tuple(own[key].shape)}"
                 for key in own if key in host and tuple(host[key].shape) != tuple(own[key].shape)]

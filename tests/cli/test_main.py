@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import random
@@ -666,3 +667,98 @@ def test_folder_flags_are_checked(tmp_path, flags, message):
     result = xpcnn("train", *flags, "--no-progress", env=env_without_data(tmp_path), cwd=tmp_path)
     assert result.returncode in (1, 2) and re.search(message, result.stderr), result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("value", ["1", "-0.1", "nan"])
+def test_label_smoothing_outside_0_to_1_is_a_usage_error(tmp_path, value):
+    result = xpcnn("train", "--label-smoothing", value, "--no-download", env=env_without_data(tmp_path), cwd=tmp_path)
+    assert result.returncode == 2 and "argument --label-smoothing: must be in [0, 1), got" in result.stderr
+    assert result.stderr.startswith("usage: xpcnn train ") and not (tmp_path / "runs").exists()
+
+
+def test_label_smoothing_is_recorded_and_kept_by_a_resumed_run(tmp_path):
+    env = env_without_data(tmp_path)
+    first = xpcnn("train", "--no-download", "--limit", "320", "--epochs", "1", "--label-smoothing", "0.1", "--out",
+                  "run", "--no-progress", "--no-plots", env=env, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert ", label smoothing 0.1; run folder run" in first.stderr
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["settings"]["label_smoothing"] == 0.1
+    other = xpcnn("train", "--out", "run", "--resume", "--label-smoothing", "0.2", env=env, cwd=tmp_path)
+    assert other.returncode == 2 and "--label-smoothing: 0.2 differs from the run's saved 0.1" in other.stderr
+    more = xpcnn("train", "--out", "run", "--resume", "--label-smoothing", "0.1", "--epochs", "2", "--no-progress",
+                 "--no-plots", env=env, cwd=tmp_path)
+    assert more.returncode == 0, more.stderr
+    assert load_checkpoint(tmp_path / "run" / "checkpoint.npz").trainer["label_smoothing"] == 0.1
+
+
+def test_a_run_without_label_smoothing_refuses_it_on_resume(short_run):
+    tmp, env = short_run
+    result = xpcnn("train", "--out", "run", "--resume", "--label-smoothing", "0.1", env=env, cwd=tmp)
+    assert result.returncode == 2 and "--label-smoothing: 0.1 differs from the run's saved 0.0" in result.stderr
+
+
+def test_label_smoothing_defaults_to_the_recipe_s():
+    from xpcnn.cli.arguments import build_parser, parse
+    from xpcnn.cli.main import _recipe
+
+    def recipe(*flags):
+        return _recipe(parse(build_parser(), ["train", *flags]))
+
+    assert recipe("--model", "cifar").label_smoothing == 0.2 and recipe().label_smoothing == 0.0
+    assert recipe("--model", "cifar", "--label-smoothing", "0").label_smoothing == 0.0
+    assert recipe("--label-smoothing", "0.1").label_smoothing == 0.1
+
+
+# -- the residual presets, end to end -----------------------------------------------------------
+
+
+def test_resnet20_trains_on_pictures_and_is_evaluated_used_exported_and_resumed(pictures, tmp_path):
+    from PIL import Image
+
+    source, env, _ = pictures
+    shutil.copytree(source / "pics", tmp_path / "pics")
+    args = ["train", "--model", "resnet20", "--width", "0.25", "--dataset", "images", "--data-dir", "pics",
+            "--image-size", "12", "--epochs", "2", "--batch-size", "32", "--no-progress", "--no-plots"]
+    trained = xpcnn(*args, "--out", "run", env=env, cwd=tmp_path)
+    assert trained.returncode == 0, trained.stderr
+    assert "training resnet20 (17,415 parameters)" in trained.stderr
+    settings = json.loads((tmp_path / "run" / "summary.json").read_text())["settings"]
+    assert (settings["optimizer"], settings["schedule"], settings["augment"], settings["flip"]) == (
+        "sgd", "multistep", 4, True)
+    assert xpcnn("evaluate", "run", env=env, cwd=tmp_path).returncode == 0
+    Image.fromarray(np.full((20, 30, 3), (225, 85, 100), np.uint8)).save(tmp_path / "red.png")
+    assert xpcnn("predict", "run", "red.png", env=env, cwd=tmp_path).stdout.startswith("red.png: ")
+    if importlib.util.find_spec("onnx") is not None:
+        exported = xpcnn("export", "run", "run.onnx", env=env, cwd=tmp_path)
+        assert exported.returncode == 0 and "(batch, 3, 12, 12)" in exported.stdout, exported.stderr
+    extended = xpcnn("train", "--out", "run", "--resume", "--epochs", "3", "--no-progress", "--no-plots",
+                     env=env, cwd=tmp_path)
+    assert extended.returncode == 0 and "epoch 3/3" in extended.stderr, extended.stderr
+    refused = xpcnn("train", "--out", "run", "--resume", "--width", "1", env=env, cwd=tmp_path)
+    assert refused.returncode == 2 and "a resumed run keeps the one in its checkpoint" in refused.stderr
+    wrong = xpcnn("train", "--model", "lenet", "--width", "2", env=env, cwd=tmp_path)
+    assert wrong.returncode == 2 and "--width scales resnet20 and cifar, not lenet" in wrong.stderr
+
+
+def test_cifar_preset_trains_on_a_synthetic_cifar10_archive(tmp_path, monkeypatch, capsys):
+    import dataclasses
+    import hashlib
+
+    from xpcnn.cli.main import main
+    from xpcnn.datasets import DATASETS, cifar
+
+    from ..datasets.test_cifar import dataset, genuine_members, tar_gz
+
+    spec, layout, contents, _ = dataset("cifar10")
+    archive = tar_gz(genuine_members(spec, layout, contents))
+    (tmp_path / spec.files["archive"].name).write_bytes(archive)
+    published = dataclasses.replace(spec.files["archive"], size=len(archive), digest=hashlib.md5(archive).hexdigest())
+    monkeypatch.setitem(DATASETS, "cifar10", dataclasses.replace(spec, files={"archive": published}))
+    monkeypatch.setitem(cifar.LAYOUTS, "cifar10", layout)
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--model", "cifar", "--width", "0.125", "--dataset", "cifar10", "--data-dir", ".",
+                 "--epochs", "1", "--batch-size", "25", "--out", "run", "--no-progress", "--no-plots"]) == 0
+    settings = json.loads((tmp_path / "run" / "summary.json").read_text())["settings"]
+    assert (settings["nesterov"], settings["label_smoothing"], settings["pad"]) == (True, 0.2, "reflect")
+    assert main(["evaluate", "run", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["images"] == 10

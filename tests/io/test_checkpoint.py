@@ -236,6 +236,11 @@ def test_archive_member_paths_cannot_escape(tmp_path):
     [{"type": "Dense", "config": {"in_features": 3, "out_features": 2, "rng": {"__class__": "x"}}}],
     [{"type": "Dense"}],
     {"not": "a list"},
+    [{"type": "Residual", "config": {"body": [{"type": "Dense", "config": {"in_features": 10**9,
+                                                                         "out_features": 10**6}}]}}],
+    [{"type": "Residual", "config": {"body": "ReLU"}}],
+    [{"type": "Residual", "config": {"body": [{"type": "Residual", "config": {"body": []}}]}}],
+    json.loads('[{"type": "Residual", "config": {"body": ' * 200 + '[]' + '}}]' * 200),
 ])
 def test_hostile_architectures_are_refused_before_allocating(tmp_path, config):
     path = tmp_path / "c.npz"
@@ -465,6 +470,27 @@ def test_a_model_that_cannot_classify_its_data_is_named_when_used(tmp_path, clas
     bad = rewrite(path, tmp_path / "bad.npz", meta=with_kernel, replace={"param/0.weight": weight})
     with pytest.raises(CheckpointError, match=message):
         load_checkpoint(bad).data_statistics()
+
+
+def test_a_residual_network_saves_loads_and_resumes_its_counters(tmp_path):
+    from ..test_model import residual_net
+
+    net = residual_net(dropout=True).to("numpy", dtype="float64")
+    optimizer = SGD(net, 0.1, momentum=0.9, nesterov=True)
+    for _ in range(2):
+        loss = xpcnn.SoftmaxCrossEntropy()
+        loss.forward(net.forward(np.random.default_rng(0).standard_normal((4, 3, 8, 8))), np.arange(4))
+        net.backward(loss.backward())
+        optimizer.step()
+    save_checkpoint(tmp_path / "r.npz", net, optimizer)
+    loaded = load_checkpoint(tmp_path / "r.npz")
+    assert loaded.model.config() == net.config()
+    for name, value in net.state_dict().items():
+        np.testing.assert_array_equal(loaded.model.state_dict()[name], value, err_msg=name)
+    assert loaded.model[3].extra_state() == {"body.1.num_batches_tracked": 2, "body.3.calls": 2,
+                                             "body.4.body.1.num_batches_tracked": 2}
+    restored = loaded.restore_optimizer()
+    assert set(restored.state["momentum"]) == set(net.params) and restored.nesterov
 
 
 @pytest.mark.parametrize("member", ["__meta__"])  # an array's header is read and checked before np.load

@@ -99,3 +99,27 @@ def test_an_opset_onnxruntime_cannot_run_is_refused(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match=r"opset 17: the installed onnxruntime .* cannot run the exported model "
                                          r"\(ONNX Runtime only \*guarantees\*"):
         xonnx.export(presets.build("tutorial"), tmp_path / "net.onnx", mean=0.1, std=0.3)
+
+
+@pytest.mark.parametrize("name", ["resnet20", "cifar"])
+def test_residual_and_gelu_networks_run_in_onnxruntime(tmp_path, name):
+    model = presets.build(name, input_shape=(3, 16, 16), classes=5, width=0.25)
+    rng = np.random.default_rng(0)
+    model.forward(rng.standard_normal((8, 3, 16, 16)).astype(np.float32))  # running statistics move
+    mean, std = [0.5, 0.4, 0.3], [0.2, 0.25, 0.3]
+    path = xonnx.export(model, tmp_path / "r.onnx", mean=mean, std=std, input_shape=(3, 16, 16),
+                        classes=list("abcde"))
+    pixels = rng.random((4, 3, 16, 16)).astype(np.float32)
+    got = ort.InferenceSession(str(path)).run(["logits"], {"pixels": pixels})[0]
+    normalised = (pixels - np.reshape(mean, (1, 3, 1, 1))) / np.reshape(std, (1, 3, 1, 1))
+    expected = model.forward(normalised.astype(np.float32), training=False)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-4)
+    assert "Add" in {node.op_type for node in onnx.load(path).graph.node} or name == "cifar"
+
+
+def test_gelu_exports_finite_at_extreme_inputs(tmp_path):
+    model = xpcnn.Sequential([xpcnn.Flatten(), xpcnn.GELU()])
+    pixels = np.array([[[[0.0, 0.5, 1.0, 30.0, -30.0, 1e30]]]], np.float32)
+    path = xonnx.export(model, tmp_path / "g.onnx", mean=0.0, std=1.0, input_shape=(1, 1, 6), classes=list("abcdef"))
+    got = ort.InferenceSession(str(path)).run(["logits"], {"pixels": pixels})[0]
+    np.testing.assert_allclose(got, model.forward(pixels.reshape(1, 6), training=False), rtol=1e-6, atol=1e-7)

@@ -37,6 +37,9 @@ MALFORMED = {
     "callback type a list": (lambda t: t["callbacks"][0].update(type=[1]), r"field trainer.callbacks.0.type"),
     "history epoch a string": (lambda t: t["history"][0].update(epoch="one"), r"field trainer.history.0.epoch"),
     "NaN best": (lambda t: t["callbacks"][0]["state"].update(best=float("nan")), "EarlyStopping: expected state"),
+    "label smoothing 1": (lambda t: t.update(label_smoothing=1), r"field trainer.label_smoothing: expected a number "
+                          r"in \[0, 1\)"),
+    "label smoothing a string": (lambda t: t.update(label_smoothing="0.1"), r"field trainer.label_smoothing"),
 }
 
 
@@ -82,6 +85,15 @@ def test_a_record_from_before_callbacks_and_early_stops_still_resumes(tmp_path):
     assert trainer.state.stopped is None and trainer.workers == 1 and trainer.settings()["early_stopping"] is None
     assert not any(isinstance(callback, xpcnn.train.EarlyStopping) for callback in trainer.callbacks)
     assert json.loads(json.dumps(record.to_checkpoint(trainer)))["stopped"] is None
+
+
+def test_a_record_from_before_label_smoothing_resumes_without_it(tmp_path):
+    path = tmp_path / "run.npz"
+    path.write_bytes(small_checkpoint(tmp_path))
+    old = rewrite(path, tmp_path / "old.npz", meta=edit_trainer(lambda t: t.pop("label_smoothing")))
+    trainer = xpcnn.Trainer.resume(old, progress=False)
+    assert trainer.label_smoothing == 0.0 and trainer.loss_fn.label_smoothing == 0.0
+    assert record.to_checkpoint(trainer)["label_smoothing"] == 0.0
 
 
 def test_extending_a_run_stretches_its_schedule_and_reopens_an_early_stop(tmp_path):

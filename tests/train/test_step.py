@@ -20,7 +20,7 @@ def data():
     return load_bundled().train.subset(np.arange(300))
 
 
-def train_lenet(target, data, graphs, epochs=3, monkeypatch=None):
+def train_lenet(target, data, graphs, epochs=3, monkeypatch=None, label_smoothing=0.0):
     """lenet (batch norm, dropout) in float64 on 300 images in batches of 128: the last
     batch (44) is another shape, recorded in the second epoch and replayed in the third.
     With `monkeypatch`, the steps are recorded on the CPU stand-in (tests/helpers.py)."""
@@ -29,16 +29,18 @@ def train_lenet(target, data, graphs, epochs=3, monkeypatch=None):
     if monkeypatch is not None:
         record_graphs_on_cpu(monkeypatch, net, optimizer)
     notes = []
-    trainer = Trainer(net, optimizer, batch_size=128, seed=3, progress=False, log=notes.append, cuda_graphs=graphs)
+    trainer = Trainer(net, optimizer, batch_size=128, seed=3, progress=False, log=notes.append, cuda_graphs=graphs,
+                      label_smoothing=label_smoothing)
     trainer.fit(data, epochs)
     return trainer, [line for line in notes if line.startswith("note:")]
 
 
-def test_recorded_steps_learn_what_direct_steps_learn(target, data):
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.2])
+def test_recorded_steps_learn_what_direct_steps_learn(target, data, label_smoothing):
     if not backend.can_record_graphs(backend.to_backend(np.zeros(1), *target)):
         pytest.skip(f"{target[0]} on {target[1] or 'its default device'} records no CUDA graphs")
-    direct, _ = train_lenet(target, data, graphs=False)
-    recorded, notes = train_lenet(target, data, graphs=True)
+    direct, _ = train_lenet(target, data, graphs=False, label_smoothing=label_smoothing)
+    recorded, notes = train_lenet(target, data, graphs=True, label_smoothing=label_smoothing)
     assert recorded.graph_shapes == 2 and notes == []
     for name, value in direct.model.state_dict().items():
         np.testing.assert_allclose(recorded.model.state_dict()[name], value, rtol=1e-9, atol=1e-12, err_msg=name)
@@ -48,11 +50,14 @@ def test_recorded_steps_learn_what_direct_steps_learn(target, data):
     assert losses[0] == pytest.approx(losses[1])
 
 
-def test_steps_recorded_on_the_cpu_stand_in_learn_what_direct_steps_learn(data, monkeypatch):
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.2])
+def test_steps_recorded_on_the_cpu_stand_in_learn_what_direct_steps_learn(data, monkeypatch, label_smoothing):
     """What the GPU test above checks, on every machine: batch norm's running statistics and
-    counter, dropout's masks and the one-cycle coefficients reach a recorded step."""
-    direct, _ = train_lenet(("numpy", None), data, graphs=False)
-    recorded, notes = train_lenet(("numpy", None), data, graphs=True, monkeypatch=monkeypatch)
+    counter, dropout's masks, the one-cycle coefficients and the smoothed targets reach a
+    recorded step."""
+    direct, _ = train_lenet(("numpy", None), data, graphs=False, label_smoothing=label_smoothing)
+    recorded, notes = train_lenet(("numpy", None), data, graphs=True, monkeypatch=monkeypatch,
+                                  label_smoothing=label_smoothing)
     assert recorded.graph_shapes == 2 and notes == []
     for name, value in direct.model.state_dict().items():
         np.testing.assert_array_equal(recorded.model.state_dict()[name], value, err_msg=name)

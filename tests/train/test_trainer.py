@@ -237,3 +237,45 @@ def test_augmentation_of_pictures_is_recorded_and_resumed(tmp_path):
     resumed = Trainer.resume(tmp_path / "run" / "checkpoint.npz", log=quiet, progress=False)
     assert resumed.augment == Augment(2, "reflect", True)
     assert xpcnn.train.record.settings(resumed)["pad"] == "reflect" and xpcnn.train.record.settings(resumed)["flip"]
+
+
+def test_label_smoothing_is_trained_with_and_kept_by_a_resumed_run(tmp_path, data):
+    train, test = data
+    reference, plain = make_trainer(tmp_path / "a", label_smoothing=0.1), make_trainer(tmp_path / "c")
+    reference.fit(train, 2, val=test)
+    plain.fit(train, 2, val=test)
+    interrupted = make_trainer(tmp_path / "b", label_smoothing=0.1, callbacks=[InterruptAt(13)])
+    with pytest.raises(TrainingInterrupted) as info:
+        interrupted.fit(train, 2, val=test)
+    resumed = Trainer.resume(info.value.checkpoint, progress=False, log=lambda m: None, label_smoothing=0.1)
+    assert resumed.label_smoothing == 0.1 and resumed.settings()["label_smoothing"] == 0.1
+    assert resumed.describe().endswith(", label smoothing 0.1")
+    resumed.fit(train, 2, val=test)
+    for name, value in reference.model.params.items():
+        np.testing.assert_array_equal(resumed.model.params[name], value, err_msg=name)
+    assert any(not np.array_equal(plain.model.params[name], value) for name, value in reference.model.params.items())
+    # the validation loss is the plain cross-entropy of the model, whatever it was trained towards
+    assert reference.history[-1]["val_loss"] == evaluate(reference.model, test)["loss"]
+    assert reference.history[-1]["train_loss"] > plain.history[-1]["train_loss"]
+    with pytest.raises(xpcnn.train.SettingsConflict, match=r"^label_smoothing: 0.2 differs from the run's saved 0.1; "
+                       r"a resumed run continues as it was started \(start a new run to change it\)$"):
+        Trainer.resume(info.value.checkpoint, progress=False, log=lambda m: None, label_smoothing=0.2)
+
+
+@pytest.mark.parametrize("value, error, message", [
+    (1.0, ValueError, r"Trainer label_smoothing must be in \[0.0, 1.0\), got 1.0"),
+    (-0.5, ValueError, r"Trainer label_smoothing must be in \[0.0, 1.0\), got -0.5"),
+    ("0.1", TypeError, "Trainer label_smoothing must be a finite real number, got '0.1'"),
+])
+def test_label_smoothing_outside_0_to_1_is_refused(value, error, message):
+    net = presets.build("tutorial")
+    with pytest.raises(error, match=message):
+        Trainer(net, SGD(net, 0.1), progress=False, label_smoothing=value)
+
+
+def test_a_preset_trains_without_label_smoothing_unless_asked():
+    assert Trainer.for_preset("tutorial", train_size=128, progress=False).loss_fn.label_smoothing == 0.0
+    trainer = Trainer.for_preset("tutorial", train_size=128, progress=False, label_smoothing=0.3)
+    assert trainer.loss_fn.label_smoothing == 0.3 and "label smoothing 0.3" in trainer.describe()
+    smoothed = presets.recipe("tutorial").replace(label_smoothing=0.2)
+    assert Trainer.for_preset("tutorial", smoothed, train_size=128, progress=False).loss_fn.label_smoothing == 0.2

@@ -23,7 +23,7 @@ def data():
     return loaded.train.subset(np.arange(600)), loaded.test.subset(np.arange(300))
 
 
-def float64_trainer(tmp_path, workers, callbacks=()):
+def float64_trainer(tmp_path, workers, callbacks=(), **options):
     """small_net (batch norm, dropout) with shifted images, in float64, where summing the
     workers' shares in another order changes nothing the comparisons below can see. No
     bias in the convolution: batch norm cancels it, so its gradient is rounding noise,
@@ -31,7 +31,7 @@ def float64_trainer(tmp_path, workers, callbacks=()):
     net = small_net(conv_bias=False).to("numpy", dtype="float64")
     opt = Adam(net, 1e-2, schedule=Cosine(total=20, warmup=2))
     return Trainer(net, opt, batch_size=64, seed=5, augment=1, run_dir=tmp_path, progress=False, log=lambda m: None,
-                   workers=workers, callbacks=callbacks)
+                   workers=workers, callbacks=callbacks, **options)
 
 
 def assert_same_state(mine, theirs, tolerance):
@@ -49,6 +49,18 @@ def test_workers_learn_what_one_model_learns(tmp_path, data):
         assert mine["train_loss"] == pytest.approx(theirs["train_loss"], rel=1e-10)
         assert mine["val_accuracy"] == theirs["val_accuracy"]
     assert "3 worker threads" in shared.describe()
+
+
+def test_workers_learn_with_the_run_s_label_smoothing(tmp_path, data):
+    train, _ = data
+    alone, shared = (float64_trainer(tmp_path / name, workers, label_smoothing=0.2) for name, workers in
+                     (("a", 1), ("b", 2)))
+    plain = float64_trainer(tmp_path / "c", 1)
+    for trainer in (alone, shared, plain):
+        trainer.fit(train, 1)
+    assert_same_state(shared, alone, 1e-8)
+    assert shared.history[0]["train_loss"] == pytest.approx(alone.history[0]["train_loss"], rel=1e-10)
+    assert plain.history[0]["train_loss"] < alone.history[0]["train_loss"]  # smoothed targets are never fit exactly
 
 
 def test_workers_follow_a_moved_model_and_parameters_of_any_memory_layout(tmp_path, data):

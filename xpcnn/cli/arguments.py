@@ -93,8 +93,7 @@ def _add_train_parser(commands: Any) -> None:
     train = _command(commands, "train", help="train a model and write a run folder", description="Train "
                      "a preset; the run folder gets the checkpoint, metrics.jsonl, summary.json and PNG plots.")
     flag = train.add_argument
-    flag("--model", choices=PRESET_CHOICES, help=f"{PRESET_HELP} (default: tutorial for the MNIST family, compact "
-         "for other data)")
+    _add_network_flags(train)
     _add_backend_flags(train)
     flag("--dtype", choices=backend.DTYPES, help="(default: float32)")
     flag(
@@ -108,10 +107,14 @@ def _add_train_parser(commands: Any) -> None:
     flag("--momentum", type=_checked(float, lambda value: 0 <= value < 1, "in [0, 1)"),
          help="SGD momentum (" + ", ".join(f"{name}: {recipe.momentum}" for name, recipe in presets.RECIPES.items()
                                            if recipe.optimizer == "sgd") + ")")
+    flag("--nesterov", action="store_const", const=True, help=f"Nesterov momentum, SGD only "
+         f"({_by_preset('nesterov')})")
     flag("--weight-decay", type=_checked(float, lambda value: 0 <= value < math.inf, ">= 0 and finite"),
-         help="(default: 0)")
+         help=f"({_by_preset('weight_decay')})")
     flag("--schedule", choices=sorted(SCHEDULES), help=f"learning-rate schedule ({_by_preset('schedule')})")
     flag("--warmup", type=_count, help="warm-up steps of the cosine schedule (default: 0)")
+    flag("--label-smoothing", type=_fraction, metavar="EPS", help="train towards 1 - EPS on the label, EPS spread "
+         f"over all classes; evaluation's loss stays plain ({_by_preset('label_smoothing')})")
     _add_augment_flags(train)
     flag("--seed", type=_seed, help="seed of weights, batch order and dropout (default: 0)")
     _add_data_flags(train, "mnist")
@@ -134,6 +137,14 @@ def _add_train_parser(commands: Any) -> None:
     flag("--no-cuda-graphs", action="store_true", help="on torch with CUDA, run each training step directly "
          "instead of replaying it as recorded CUDA graphs")
     flag("--no-plots", action="store_true", help="do not draw PNG plots")
+
+
+def _add_network_flags(parser: argparse.ArgumentParser) -> None:
+    flag = parser.add_argument
+    flag("--model", choices=PRESET_CHOICES, help=f"{PRESET_HELP} (default: tutorial for the MNIST family, compact "
+         "for other data)")
+    flag("--width", type=_checked(float, lambda value: 1 / 64 <= value <= 16, "in [1/64, 16]"),
+         help=f"scale the channels of {' and '.join(presets.SCALABLE)} (default: 1; 0.25 trains on a laptop)")
 
 
 def _add_augment_flags(parser: argparse.ArgumentParser) -> None:

@@ -42,8 +42,11 @@ def _recipe(args: argparse.Namespace) -> presets.Recipe:
         raise UsageError("--keep-best keeps the epoch of the lowest validation loss: it needs --val-split")
     recipe = presets.recipe(_model(args)).replace(
         epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
-        momentum=args.momentum, weight_decay=args.weight_decay, schedule=args.schedule, warmup=args.warmup,
-        augment=args.augment, pad=args.pad, flip=args.flip)
+        momentum=args.momentum, nesterov=args.nesterov, weight_decay=args.weight_decay, schedule=args.schedule,
+        warmup=args.warmup,
+        augment=args.augment, pad=args.pad, flip=args.flip, label_smoothing=args.label_smoothing)
+    if args.width is not None and _model(args) not in presets.SCALABLE:
+        raise UsageError(f"--width scales {' and '.join(presets.SCALABLE)}, not {_model(args)}")
     if args.pad and not recipe.augment:
         raise UsageError("--pad says what --augment's shifts bring in at the edges: give --augment N too")
     return recipe
@@ -57,7 +60,7 @@ def _start(args: argparse.Namespace, recipe: presets.Recipe, options: dict[str, 
                      limit=args.limit, seed=args.seed or 0, val_split=args.val_split or 0.0,
                      early_stopping=args.early_stopping, keep_best=bool(args.keep_best), backend_name=args.backend,
                      device=args.device, dtype=args.dtype or "float32", folder_options=_folder_options(args),
-                     **options)
+                     width=args.width or 1.0, **options)
 
 
 def _model(args: argparse.Namespace) -> str:
@@ -88,6 +91,8 @@ def _resume(args: argparse.Namespace, checkpoint: Path, options: dict[str, Any])
     from ..train import resume_run
     from ..train.record import KEPT_ON_RESUME, complete
 
+    if args.width is not None:
+        raise UsageError("--width shapes a new network; a resumed run keeps the one in its checkpoint")
     given = {key: getattr(args, key) for key in KEPT_ON_RESUME if getattr(args, key) is not None}
     if options["workers"] is None:  # not given: the run's own
         options = {key: value for key, value in options.items() if key != "workers"}

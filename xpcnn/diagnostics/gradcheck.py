@@ -97,6 +97,8 @@ def gradcheck(
     """
     if not hasattr(layer, "forward") or not hasattr(layer, "params"):
         raise TypeError(f"gradcheck takes a layer or a Sequential, got {type(layer).__name__}")
+    if not isinstance(layer, Sequential) and layer.branches():
+        layer = Sequential([layer])  # a block's arrays live in its layers, which a network names
     eps, tol = number(eps, "gradcheck eps", 1e-300, 1.0), number(tol, "gradcheck tol", 0.0, math.inf)
     if not hasattr(x, "dtype") or not hasattr(x, "shape"):
         raise TypeError(f"gradcheck x must be an array of the layer's backend, got {type(x).__name__}")

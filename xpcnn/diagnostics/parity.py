@@ -123,7 +123,7 @@ class Row:
     """One compared quantity: e.g. layer 4 (Conv2D) 'grad weight' on torch vs numpy."""
 
     view: str  # "local" or "end-to-end"
-    layer: int | None  # None for the loss
+    layer: int | str | None  # position ("3.body.0" inside a block); None for the loss
     name: str
     quantity: str  # "output", "grad input", "grad <param>", "loss"
     backend: str
@@ -204,13 +204,14 @@ def _describe(row: Row | None) -> str:
 
 @dataclass
 class _Trace:
-    """Everything one backend computed in one step, on the host."""
+    """Everything one backend computed in one step, on the host, by layer position (the
+    layers that compute on their own: a block's are walked into)."""
 
-    inputs: list[np.ndarray]  # layer i's input
-    outputs: list[np.ndarray]  # layer i's output
-    upstream: list[np.ndarray]  # d loss / d output of layer i
-    input_grads: list[np.ndarray]  # d loss / d input of layer i
-    param_grads: list[dict[str, np.ndarray]]
+    inputs: dict[Any, np.ndarray]  # the layer's input
+    outputs: dict[Any, np.ndarray]  # its output
+    upstream: dict[Any, np.ndarray]  # d loss / d its output
+    input_grads: dict[Any, np.ndarray]  # d loss / d its input
+    param_grads: dict[Any, dict[str, np.ndarray]]
     loss: float
 
 
@@ -223,38 +224,39 @@ def _trace(model: Sequential, x_host: np.ndarray, y_host: np.ndarray, target: tu
     with model.hooked(trace):
         loss = float(loss_fn.forward(model.forward(x, training=True), y))
         model.backward(loss_fn.backward())
-    layers = range(len(model))
-    return _Trace([trace.inputs[i] for i in layers], [trace.outputs[i] for i in layers],
-                  [trace.upstream[i] for i in layers], [trace.input_grads[i] for i in layers],
-                  [trace.param_grads[i] for i in layers], loss)
+    layers = [position for position, _ in model.named_layers()]
+    return _Trace(*({i: seen[i] for i in layers} for seen in (trace.inputs, trace.outputs, trace.upstream,
+                                                              trace.input_grads, trace.param_grads)), loss)
 
 
 def _local(model: Sequential, ref: _Trace, y_host: np.ndarray, target: tuple[str, Any], dtype: str) -> _Trace:
     """Each layer of `model` on the reference's inputs and upstream gradients."""
     name, device = target
-    outputs = [backend.to_numpy(layer.forward(backend.to_backend(x, name, device, dtype), training=True))
-               for layer, x in zip(model, ref.inputs)]
-    loss = float(SoftmaxCrossEntropy().forward(backend.to_backend(ref.outputs[-1], name, device, dtype),
+    layers = model.named_layers()
+    outputs = {i: backend.to_numpy(layer.forward(backend.to_backend(ref.inputs[i], name, device, dtype), True))
+               for i, layer in layers}
+    logits = ref.outputs[layers[-1][0]]
+    loss = float(SoftmaxCrossEntropy().forward(backend.to_backend(logits, name, device, dtype),
                                                backend.to_backend(y_host, name, device)))
-    input_grads, param_grads = [], []
-    for layer, dy in zip(model, ref.upstream):
-        input_grads.append(backend.to_numpy(layer.backward(backend.to_backend(dy, name, device, dtype))))
-        param_grads.append({k: backend.to_numpy(v) for k, v in layer.grads.items()})
+    input_grads, param_grads = {}, {}
+    for i, layer in layers:
+        input_grads[i] = backend.to_numpy(layer.backward(backend.to_backend(ref.upstream[i], name, device, dtype)))
+        param_grads[i] = {k: backend.to_numpy(v) for k, v in layer.grads.items()}
     return _Trace(ref.inputs, outputs, ref.upstream, input_grads, param_grads, loss)
 
 
-def _rows(view: str, label: str, layers: list[Any], run: _Trace, ref: _Trace, tol: float) -> list[Row]:
+def _rows(view: str, label: str, layers: list[tuple[Any, Any]], run: _Trace, ref: _Trace, tol: float) -> list[Row]:
     """Rows in the order computed: outputs, loss, then gradients from the last layer back."""
     judged = view == "local"
     rows = [Row(view, i, type(layer).__name__, "output", label,
                 *difference(run.outputs[i], ref.outputs[i], ref.inputs[i]), tol, judged)
-            for i, layer in enumerate(layers)]
+            for i, layer in layers]
     loss_abs = abs(run.loss - ref.loss)
     rows.append(
         Row(view, None, "SoftmaxCrossEntropy", "loss", label, loss_abs, loss_abs / max(abs(ref.loss), 1e-30), tol)
     )
-    for i in reversed(range(len(layers))):
-        name = type(layers[i]).__name__
+    for i, layer in reversed(layers):
+        name = type(layer).__name__
         for key, grad in run.param_grads[i].items():
             rows.append(
                 Row(
@@ -303,7 +305,7 @@ def compare(
         raise ValueError(f"unsupported dtype {dtype!r}; expected one of {', '.join(TOLERANCES)}")
     tol = TOLERANCES[dtype] if tolerance is None else tolerance
     x_host, y_host = backend.to_numpy(x), backend.to_numpy(y)
-    layers = list(model)
+    layers = model.named_layers()
     ref = _trace(clone(model, *targets[0], dtype), x_host, y_host, targets[0], dtype)
     report = ParityReport(target_label(targets[0]), dtype)
     for target in targets[1:]:
@@ -320,7 +322,7 @@ def _layer_drift(model: Sequential, reference: Sequential) -> float:
     to that layer's largest reference weight (a bias that stays ~0, such as one before
     batch norm, is judged against its layer's weights, not its own rounding noise)."""
     worst = 0.0
-    for mine, theirs in zip(model, reference):
+    for (_, mine), (_, theirs) in zip(model.named_layers(), reference.named_layers()):
         if mine.params:
             diff = max(
                 _max_abs(backend.to_numpy(mine.params[k]) - backend.to_numpy(theirs.params[k])) for k in mine.params
@@ -468,12 +470,12 @@ def check(
 
 def parity_data(model: Sequential, count: int, seed: int) -> tuple[Any, Any, str]:
     """(train, test, what they are): the bundled MNIST subset for a network of 28x28 grey
-    digits (or one that does not say what it takes); for any other, `count` images of
+    digits (or one that does not say what it takes but takes them); for any other, `count` images of
     random pixels drawn from `seed`, of the shape, classes and normalisation it was
     trained on (model.data): the arithmetic compared is the same whatever the pixels show."""
     from ..datasets import Dataset, DatasetSpec, load_bundled
 
-    known = model.data or {}
+    known = model.data or _assumed_data(model)
     shape = tuple(known.get("input_shape", (1, 28, 28)))
     if shape == (1, 28, 28) and len(known.get("classes", range(10))) == 10:
         data = load_bundled()
@@ -483,3 +485,17 @@ def parity_data(model: Sequential, count: int, seed: int) -> tuple[Any, Any, str
     made = [Dataset(rng.integers(0, 256, (count, *shape), dtype=np.uint8),
                     rng.integers(0, len(spec.classes), count), spec) for _ in range(2)]
     return made[0], made[1], f"random {'x'.join(map(str, shape))} images"
+
+
+def _assumed_data(model: Sequential) -> dict[str, Any]:
+    """What a network that does not know its data is compared on: 28x28 grey digits where
+    it takes them, else 32x32 colour images (CIFAR's shape), normalised as [0, 1] pixels
+    around 0.5."""
+    for shape in ((1, 28, 28), (3, 32, 32)):
+        try:
+            classes = model.output_shapes((1, *shape))[-1][-1]
+        except ValueError:
+            continue
+        return {"name": "random", "input_shape": shape, "classes": [str(k) for k in range(classes)],
+                "mean": [0.5] * shape[0], "std": [0.25] * shape[0]}
+    return {}

@@ -10,9 +10,10 @@ model needs no knowledge of the training data. It outputs "logits" (batch, class
 "probabilities" with `softmax=True`. Each layer maps to standard operators: Conv2D ->
 Conv, MaxPool2D -> MaxPool, AvgPool2D -> AveragePool, GlobalAvgPool2D -> GlobalAveragePool
 and Flatten, BatchNorm2D -> BatchNormalization (inference: the running statistics),
-Dense -> Gemm, ReLU/Tanh/Sigmoid -> Relu/Tanh/Sigmoid, Flatten -> Flatten, Dropout ->
-Identity. Class names, the input shape, the normalisation and the architecture are in the
-model's metadata. Weights are exported in float32. Needs the `onnx` package
+Dense -> Gemm, ReLU/Tanh/Sigmoid -> Relu/Tanh/Sigmoid, GELU -> its tanh formula in Mul,
+Add and Tanh, Flatten -> Flatten, Dropout -> Identity, Residual -> its branches from the
+block's input, then Add. Class names, the input shape, the normalisation and the
+architecture are in the model's metadata. Weights are exported in float32. Needs the `onnx` package
 (`pip install 'xpcnn[onnx]'`); the graph is checked with `onnx.checker` before it is saved.
 """
 
@@ -28,10 +29,10 @@ import numpy as np
 from .. import backend
 from .._version import __version__
 from ..layers import AvgPool2D, BatchNorm2D, Conv2D, Dense, Dropout, Flatten, Layer, MaxPool2D
-from ..layers.activation import ReLU, Sigmoid, Tanh
+from ..layers.activation import GELU, GELU_CUBIC, GELU_SCALE, ReLU, Sigmoid, Tanh
 from ..layers.base import integer, number
 from ..layers.pool import GlobalAvgPool2D
-from ..model import Sequential
+from ..model import Residual, Sequential
 from .atomic import atomic_write_bytes
 
 MIN_OPSET = 17
@@ -61,6 +62,15 @@ class _Graph:
         self.nodes.append(self.onnx.helper.make_node(op, [self.last, *inputs], [name], name=name, **attributes))
         self.last = name
 
+    def chain(self, layers: Any, prefix: str) -> None:
+        """Every layer of `layers` (a Sequential) after the current tensor, named
+        "<prefix><index>" as their arrays are."""
+        for index, layer in enumerate(layers):
+            name = f"{prefix}{index}"
+            if type(layer) not in EXPORTERS:
+                raise ValueError(f"layer {name} ({type(layer).__name__}) has no ONNX export")
+            EXPORTERS[type(layer)](self, name, layer)
+
 
 def _conv(graph: _Graph, name: str, layer: Conv2D) -> None:
     inputs = [graph.constant(f"{name}.weight", layer.params["weight"])]
@@ -87,6 +97,33 @@ def _batch_norm(graph: _Graph, name: str, layer: BatchNorm2D) -> None:
     graph.add("BatchNormalization", name, inputs, epsilon=layer.eps)
 
 
+def _gelu(graph: _Graph, name: str, layer: GELU) -> None:
+    """0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) in operators of every opset (Gelu
+    with approximate="tanh" needs opset 20)."""
+    x = graph.last
+    graph.add("Mul", f"{name}.square", [x])
+    graph.add("Mul", f"{name}.cube", [x])
+    graph.add("Mul", f"{name}.cubic", [graph.constant(f"{name}.k", np.float32(GELU_CUBIC))])
+    graph.add("Add", f"{name}.inner", [x])
+    graph.add("Mul", f"{name}.scaled", [graph.constant(f"{name}.c", np.float32(GELU_SCALE))])
+    graph.add("Tanh", f"{name}.t")
+    graph.add("Add", f"{name}.one_plus_t", [graph.constant(f"{name}.one", np.float32(1.0))])
+    graph.add("Mul", f"{name}.gate", [graph.constant(f"{name}.half", np.float32(0.5))])  # before x: 2x may overflow
+    graph.add("Mul", name, [x])
+
+
+def _residual(graph: _Graph, name: str, layer: Residual) -> None:
+    """body(x) + shortcut(x): both branches from the block's input, then an Add."""
+    entry = graph.last
+    graph.chain(layer.body, f"{name}.body.")
+    body = graph.last
+    graph.last = entry
+    if layer.shortcut is not None:
+        graph.chain(layer.shortcut, f"{name}.shortcut.")
+    skip, graph.last = graph.last, body
+    graph.add("Add", name, [skip])
+
+
 def _dense(graph: _Graph, name: str, layer: Dense) -> None:
     inputs = [graph.constant(f"{name}.{key}", layer.params[key]) for key in ("weight", "bias")]
     graph.add("Gemm", name, inputs, transB=1)  # x (N, in) @ weight.T (in, out) + bias
@@ -94,8 +131,8 @@ def _dense(graph: _Graph, name: str, layer: Dense) -> None:
 
 EXPORTERS: dict[type[Layer], Callable[[_Graph, str, Any], None]] = {
     Conv2D: _conv, MaxPool2D: _pool, AvgPool2D: _pool, GlobalAvgPool2D: _global_pool, BatchNorm2D: _batch_norm,
-    Dense: _dense,
-    ReLU: lambda graph, name, layer: graph.add("Relu", name),
+    Dense: _dense, Residual: _residual,
+    ReLU: lambda graph, name, layer: graph.add("Relu", name), GELU: _gelu,
     Tanh: lambda graph, name, layer: graph.add("Tanh", name),
     Sigmoid: lambda graph, name, layer: graph.add("Sigmoid", name),
     Flatten: lambda graph, name, layer: graph.add("Flatten", name, axis=1),
@@ -130,10 +167,7 @@ def to_onnx(model: Sequential, *, mean: float | Sequence[float] | None = None,
     graph = _Graph(onnx, "pixels")
     graph.add("Sub", "centred", [graph.constant("mean", np.reshape(mean, (1, -1, 1, 1)))])
     graph.add("Div", "normalised", [graph.constant("std", np.reshape(std, (1, -1, 1, 1)))])
-    for index, layer in enumerate(model):
-        if type(layer) not in EXPORTERS:
-            raise ValueError(f"layer {index} ({type(layer).__name__}) has no ONNX export")
-        EXPORTERS[type(layer)](graph, str(index), layer)
+    graph.chain(model, "")
     output = "probabilities" if softmax else "logits"
     graph.add("Softmax" if softmax else "Identity", output, **({"axis": 1} if softmax else {}))
     return _model(onnx, graph, model, input_shape, output, len(classes), opset, {

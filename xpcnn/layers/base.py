@@ -15,6 +15,11 @@ from .. import backend
 Shape = tuple[int, ...]
 
 
+class ArchitectureError(ValueError):
+    """A network's config (from a file, say) that cannot be built; the message names the
+    layer by its position, inside blocks too ("layer 3.body.0 (Conv2D): ...")."""
+
+
 class Layer:
     """A differentiable step of a network. The contract every layer keeps, so that one
     written from it alone trains on every backend, in data-parallel runs and in steps
@@ -99,6 +104,24 @@ class Layer:
         if any(size < 0 for shape in shapes.values() for size in shape):
             raise ValueError(f"negative sizes in {shapes}")
         return shapes
+
+    @classmethod
+    def planned_arrays(cls, config: dict[str, Any], depth: int = 0, prefix: str = "") -> dict[str, tuple[str, Shape]]:
+        """{name: ("param" or "buffer", shape)} of `cls(**config)`, unbuilt (see planned_shapes);
+        `depth` is how deep in blocks the layer sits and `prefix` its position ("3."), for
+        a block's checks of its layers."""
+        return {name: ("buffer" if name in cls.buffer_names else "param", shape)
+                for name, shape in cls.planned_shapes(config).items()}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Layer:
+        """The layer `config()` describes, with fresh arrays."""
+        return cls(**config)
+
+    def branches(self) -> dict[str, Any]:
+        """The Sequentials a block runs inside it, by name ({"body": ..., "shortcut": ...});
+        a plain layer has none. What walks a network's layers walks into these."""
+        return {}
 
     @classmethod
     def planned_size(cls, config: dict[str, Any]) -> int:

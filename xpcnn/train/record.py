@@ -36,9 +36,10 @@ if TYPE_CHECKING:
 
 # Settings a resumed run keeps: the keys of settings() and of its data's Selection, and the
 # folder the data was read from. `xpcnn train --resume` refuses flags that change them.
-KEPT_ON_RESUME = ("model", "dtype", "seed", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "schedule",
-                  "warmup", "augment", "pad", "flip", "early_stopping", "keep_best", "dataset", "data_dir", "limit",
-                  "val_split", "image_size", "channels", "test_split", "skip_bad_images")
+KEPT_ON_RESUME = ("model", "dtype", "seed", "batch_size", "optimizer", "lr", "momentum", "nesterov", "weight_decay",
+                  "schedule", "warmup", "augment", "pad", "flip", "label_smoothing", "early_stopping", "keep_best",
+                  "dataset", "data_dir", "limit", "val_split", "image_size", "channels", "test_split",
+                  "skip_bad_images")
 FOLDER_SETTINGS = {"image_size": "image_size", "channels": "channels", "test_split": "test_split",
                    "skip_bad_images": "on_bad"}  # flags of a folder of pictures: the options it was read with
 MAX_WORKERS = 4096
@@ -71,8 +72,8 @@ class Progress:
 
 def settings(trainer: Trainer) -> dict[str, Any]:
     """Everything the run was started with: model, dtype, seed, epochs, batch, optimizer,
-    learning rate and schedule, augmentation, early stopping's patience (None: none), and
-    which data (its Selection, if known)."""
+    learning rate and schedule, augmentation, label smoothing, early stopping's patience
+    (None: none), and which data (its Selection, if known)."""
     config = trainer.optimizer.config()
     schedule = config["schedule"]
     stopping = next((found for found in trainer.callbacks if isinstance(found, EarlyStopping)), None)
@@ -80,9 +81,10 @@ def settings(trainer: Trainer) -> dict[str, Any]:
     return {
         "model": trainer.name, "dtype": trainer.model.dtype, "seed": trainer.seed,
         "epochs": trainer.epochs, "batch_size": trainer.batch_size, "optimizer": config["type"].lower(),
-        "lr": config["lr"], "momentum": config.get("momentum", 0.0), "weight_decay": config["weight_decay"],
+        "lr": config["lr"], "momentum": config.get("momentum", 0.0), "nesterov": config.get("nesterov", False),
+        "weight_decay": config["weight_decay"],
         "schedule": schedule["type"], "warmup": schedule.get("warmup", 0), "augment": trainer.augment.pixels,
-        "pad": trainer.augment.pad, "flip": trainer.augment.flip,
+        "pad": trainer.augment.pad, "flip": trainer.augment.flip, "label_smoothing": trainer.label_smoothing,
         "early_stopping": None if stopping is None else stopping.patience, "keep_best": keeping,
         "data": None if trainer.selection is None else trainer.selection.to_dict(),
     }
@@ -126,14 +128,16 @@ def check_same_images(trainer: Trainer, train: Dataset) -> str:
 
 
 def describe(trainer: Trainer) -> str:
-    """One line: model, size, backend, epochs, optimizer and learning rate, batch, workers."""
+    """One line: model, size, backend, epochs, optimizer and learning rate, batch, workers,
+    label smoothing (when any)."""
     model, saved, now = trainer.model, settings(trainer), trainer.optimizer.current_lr
     lr = f"lr {saved['lr']:g}" + (f" (now {now:.3g})" if now != saved["lr"] else "")
     workers = trainer.workers or 1
     threads = f", {workers} worker threads" if workers > 1 and trainer.comm.size == 1 else ""
+    smoothing = f", label smoothing {trainer.label_smoothing:g}" if trainer.label_smoothing else ""
     return (f"{trainer.name} ({model.num_params():,} parameters) on {model.backend} ({model.device}, {model.dtype}) "
             f"for {trainer.epochs} epoch{'s' if trainer.epochs != 1 else ''}, {saved['optimizer']} {lr}, "
-            f"batch {trainer.batch_size}{threads}")
+            f"batch {trainer.batch_size}{threads}{smoothing}")
 
 
 def conflicts(trainer: Trainer, **given: Any) -> list[tuple[str, Any, Any]]:
@@ -193,6 +197,7 @@ def to_checkpoint(trainer: Trainer) -> dict[str, Any]:
         "batch_size": trainer.batch_size, "seed": trainer.seed, "workers": trainer.workers,
         "data_digest": trainer.data_digest,
         "augment": trainer.augment.pixels, "pad": trainer.augment.pad, "flip": trainer.augment.flip,
+        "label_smoothing": trainer.label_smoothing,
         "callbacks": [{"type": type(callback).__name__, "config": callback.config(), "state": callback.state_dict()}
                       for callback in recorded(trainer.callbacks)],
         "info": {"model": trainer.name, "settings": settings(trainer), "data": trainer.data},
@@ -229,6 +234,7 @@ class Saved:
     progress: Progress
     callbacks: list[dict[str, Any]]
     data_digest: str | None
+    label_smoothing: float
 
 
 def restore(trainer_class: type[Trainer], path: str | Path, backend_name: str, device: Any,
@@ -237,14 +243,18 @@ def restore(trainer_class: type[Trainer], path: str | Path, backend_name: str, d
     its model and optimizer on the backend, its settings, progress and recorded callbacks,
     then `callbacks`. By default the run folder is the checkpoint's and the worker threads
     the run's, so that gradients are summed in the same order and the resumed run reaches
-    the same weights; `options` are the constructor's."""
+    the same weights; `options` are the constructor's (a `label_smoothing` other than the
+    run's raises SettingsConflict)."""
     checkpoint = load_checkpoint(path, backend_name, device)
     saved = read(checkpoint)
+    if options.get("label_smoothing", saved.label_smoothing) != saved.label_smoothing:  # the run's loss
+        raise SettingsConflict("label_smoothing", saved.label_smoothing, options["label_smoothing"])
     restored = rebuild_recorded(saved.callbacks, checkpoint.path)
     twice = {type(callback).__name__ for callback in restored} & {type(given).__name__ for given in callbacks}
     if twice:
         raise ValueError(f"the run's {', '.join(sorted(twice))} is restored from {path}: do not pass it again")
-    options = {"run_dir": Path(path).parent, "workers": saved.workers, "name": saved.name, **options}
+    options = {"run_dir": Path(path).parent, "workers": saved.workers, "name": saved.name, **options,
+               "label_smoothing": saved.label_smoothing}
     trainer = trainer_class(checkpoint.model, checkpoint.restore_optimizer(), batch_size=saved.batch_size,
                             seed=saved.seed, augment=saved.augment, callbacks=[*restored, *callbacks], **options)
     trainer.epochs, trainer.data, trainer.selection = saved.epochs, saved.data, saved.selection
@@ -270,7 +280,7 @@ def read(checkpoint: Checkpoint) -> Saved:
     info = _info(fields, trainer)
     return Saved(info["model"], trainer["batch_size"], trainer["seed"], _augment(fields, trainer), workers,
                  info["settings"]["epochs"], info["data"], checkpoint.selection(), _progress(fields, trainer),
-                 _callbacks(fields, trainer), _digest(fields, trainer))
+                 _callbacks(fields, trainer), _digest(fields, trainer), _label_smoothing(fields, trainer))
 
 
 def _augment(fields: Fields, trainer: dict[str, Any]) -> Augment:
@@ -279,6 +289,13 @@ def _augment(fields: Fields, trainer: dict[str, Any]) -> Augment:
     fields.require("trainer.pad", pad, pad in PADS, f"one of {', '.join(PADS)}")
     fields.require("trainer.flip", flip, isinstance(flip, bool), "true or false")
     return Augment(trainer["augment"], pad, flip)
+
+
+def _label_smoothing(fields: Fields, trainer: dict[str, Any]) -> float:
+    """The run's label smoothing; absent from runs saved before it (none)."""
+    value = trainer.get("label_smoothing", 0.0)
+    fields.require("trainer.label_smoothing", value, is_number(value, 0.0) and value < 1.0, "a number in [0, 1)")
+    return float(value)
 
 
 def _digest(fields: Fields, trainer: dict[str, Any]) -> str | None:

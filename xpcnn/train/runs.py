@@ -20,15 +20,16 @@ def start_run(name: str, recipe: Recipe | None = None, *, dataset: str = "mnist"
               download: bool = True, allow_bundled: bool = True, limit: int | None = None, seed: int = 0,
               val_split: float = 0.0, early_stopping: int | None = None, keep_best: bool = False,
               backend_name: str = "numpy", device: Any = None, dtype: str = "float32",
-              folder_options: dict[str, Any] | None = None, log: Callable[[str], None] = print,
-              **options: Any) -> tuple[Trainer, Splits]:
+              folder_options: dict[str, Any] | None = None, width: float = 1.0,
+              log: Callable[[str], None] = print, **options: Any) -> tuple[Trainer, Splits]:
     """What `xpcnn train` starts: the data (see datasets.load_dataset: the full files,
     else for MNIST with `allow_bundled` the bundled subset), at most `limit` images of each
     split and `val_split` held out, and a Trainer for preset `name` with `recipe`
     (default: the preset's) and the data's image shape and classes; `early_stopping` adds
     EarlyStopping(patience=early_stopping) and `keep_best` BestCheckpoint(), both on the
     validation loss. `folder_options` go to load_dataset for a folder of pictures
-    (dataset "images"); `options` are Trainer's."""
+    (dataset "images"); `width` scales the preset's channels (resnet20, cifar); `options`
+    are Trainer's."""
     if early_stopping is not None:
         options["callbacks"] = [*options.get("callbacks", ()), EarlyStopping(patience=early_stopping)]
     if keep_best:
@@ -42,7 +43,7 @@ def start_run(name: str, recipe: Recipe | None = None, *, dataset: str = "mnist"
                             "to train on")
     trainer = Trainer.for_preset(name, recipe, len(data[0]), seed=seed, input_shape=data[0].input_shape,
                                  classes=len(data[0].spec.classes), backend_name=backend_name, device=device,
-                                 dtype=dtype, log=log, **options)
+                                 dtype=dtype, width=width, log=log, **options)
     trainer.choose_workers(data[0])
     return trainer, data
 

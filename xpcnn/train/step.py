@@ -70,10 +70,10 @@ class TrainingStep:
             halves.compute = self._record(self._compute, (x, y), halves.compute_inputs)
             if halves.compute is None:
                 return self._compute(x, y)
-            halves.grads = [layer.grads for layer in self.model]
+            halves.grads = [layer.grads for _, layer in self.model.named_layers()]
         self._current, self._replayed = halves, True
         both = halves.compute(x, y)
-        for layer, grads in zip(self.model, halves.grads or []):
+        for (_, layer), grads in zip(self.model.named_layers(), halves.grads or []):
             layer.grads = grads  # what the replay wrote, also after another shape's step
         return both
 
@@ -113,7 +113,8 @@ class TrainingStep:
         steps = self.optimizer.steps
         try:
             return Captured(fn, example, like=next(iter(self.model.params.values())), inputs=inputs,
-                            keep=[*self.model, self.optimizer, self.loss_fn])
+                            keep=[*(layer for _, layer in self.model.named_layers()), self.optimizer,
+                                  self.loss_fn])
         except Exception as exc:  # noqa: BLE001  (whatever the library refuses: run without graphs)
             for layer, state in zip(self.model, counters):
                 layer.load_extra_state(state)

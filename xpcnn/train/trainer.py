@@ -26,7 +26,7 @@ from ..datasets import Augment, Dataset, batches, num_batches
 from ..diagnostics.anomaly import AnomalyHook, NonFiniteError
 from ..evaluation import evaluate
 from ..io.checkpoint import save_checkpoint
-from ..layers.base import integer
+from ..layers.base import integer, number
 from ..losses import SoftmaxCrossEntropy
 from ..model import Sequential
 from ..optim import Optimizer
@@ -58,6 +58,9 @@ class Trainer:
     Inf (xpcnn.diagnostics.anomaly). `cuda_graphs` records the steps as CUDA graphs and
     replays them where the backend can (None), always (True: an error where it cannot)
     or never (False); not in data-parallel runs, nor while hooks or anomaly checks watch.
+    `label_smoothing` eps in [0, 1) trains towards (1 - eps) one_hot + eps / K instead of
+    the labels' one-hot rows (SoftmaxCrossEntropy); the training loss is then the smoothed
+    one, while evaluation and the validation loss stay the plain cross-entropy.
     """
 
     def __init__(self, model: Sequential, optimizer: Optimizer, *, batch_size: int = 64, seed: int = 0,
@@ -65,10 +68,11 @@ class Trainer:
                  checkpoint_every: int | None = None, progress: bool = True, callbacks: Sequence[Callback] = (),
                  log: Callable[[str], None] = print, anomaly: bool = False,
                  comm: distributed.Communicator | None = None, workers: int | None = 1,
-                 cuda_graphs: bool | None = None) -> None:
+                 cuda_graphs: bool | None = None, label_smoothing: float = 0.0) -> None:
         _check_parts(model, optimizer, comm, log, callbacks, cuda_graphs)
         self.model, self.optimizer, self.name = model, optimizer, name
         self.batch_size, self.seed = integer(batch_size, "batch_size", 1), integer(seed, "seed", 0)
+        self.label_smoothing = number(label_smoothing, "Trainer label_smoothing", 0.0, 1.0, high_included=False)
         self.augment = Augment.of(augment if isinstance(augment, Augment) else integer(augment, "augment", 0,
                                                                                           MAX_AUGMENT))
         self.workers = None if workers is None else integer(workers, "workers", 1)
@@ -81,7 +85,8 @@ class Trainer:
         self.continues_run = False  # a run restored from its checkpoint (Trainer.resume) writes where it was
         self.callbacks: list[Callback] = with_own_callbacks(callbacks, progress and self.comm.is_root,
                                                             self.folder is not None, checkpoint_every)
-        self.loss_fn = SoftmaxCrossEntropy(check_labels=False)  # Dataset checked the labels on the host
+        self.loss_fn = SoftmaxCrossEntropy(check_labels=False,  # Dataset checked the labels on the host
+                                           label_smoothing=self.label_smoothing)
         self.epochs = 0  # the run's total (see fit)
         self.data: dict[str, Any] | None = None  # the training set's statistics (Dataset.statistics)
         self.selection = None  # how to read the training images again (datasets.Selection)
@@ -137,16 +142,18 @@ class Trainer:
     @classmethod
     def for_preset(cls, name: str, recipe: Recipe | None = None, train_size: int = 60_000, *, seed: int = 0,
                    input_shape: tuple[int, int, int] | None = None, classes: int = 10, backend_name: str = "numpy",
-                   device: Any = None, dtype: str = "float32", **options: Any) -> Trainer:
+                   device: Any = None, dtype: str = "float32", width: float = 1.0, **options: Any) -> Trainer:
         """A trainer for a new run of preset `name` for images of `input_shape` (default:
-        the preset's) and `classes` classes, with `recipe` (default: the preset's own), its
+        the preset's) and `classes` classes (`width` scales resnet20's and cifar's
+        channels), with `recipe` (default: the preset's own), its
         schedule planned over `train_size` training images; what `xpcnn train` runs.
         `options` are the constructor's (workers default to None, chosen at fit as the
-        command chooses them)."""
+        command chooses them; label_smoothing to the recipe's)."""
         recipe = recipe or presets.recipe(name)
         options.setdefault("workers", None)
+        options.setdefault("label_smoothing", recipe.label_smoothing)
         init.seed(seed)  # for any layer of the script built after it without its own generator
-        model = presets.build(name, seed, input_shape, classes).to(backend_name, device, dtype)
+        model = presets.build(name, seed, input_shape, classes, width).to(backend_name, device, dtype)
         optimizer = recipe.build_optimizer(model, num_batches(train_size, recipe.batch_size))
         augment = Augment(recipe.augment, recipe.pad, recipe.flip)
         trainer = cls(model, optimizer, batch_size=recipe.batch_size, seed=seed, augment=augment,

@@ -137,11 +137,12 @@ def _run_beside(trainer: Trainer, threads: list[threading.Thread], train: Datase
 def _replica(trainer: Trainer, comm: distributed.Communicator) -> Trainer:
     """A quiet trainer with copies of `trainer`'s model, optimizer and progress that share
     its parameters and optimizer state (see distributed.Threads), and no callbacks."""
-    shared = {id(layer.params): layer.params for layer in trainer.model}
+    shared = {id(layer.params): layer.params for _, layer in trainer.model.named_layers()}
     shared[id(trainer.optimizer.state)] = trainer.optimizer.state
     model, optimizer = copy.deepcopy((trainer.model, trainer.optimizer), shared)  # the optimizer keeps the copied model
     replica = type(trainer)(model, optimizer, batch_size=trainer.batch_size, seed=trainer.seed,
-                            augment=trainer.augment, progress=False, log=quiet, anomaly=trainer.anomaly, comm=comm)
+                            augment=trainer.augment, progress=False, log=quiet, anomaly=trainer.anomaly, comm=comm,
+                            label_smoothing=trainer.label_smoothing)
     replica.epochs, replica.state = trainer.epochs, copy.deepcopy(trainer.state)
     return replica
 
