@@ -741,20 +741,11 @@ def test_resnet20_trains_on_pictures_and_is_evaluated_used_exported_and_resumed(
 
 
 def test_cifar_preset_trains_on_a_synthetic_cifar10_archive(tmp_path, monkeypatch, capsys):
-    import dataclasses
-    import hashlib
-
     from xpcnn.cli.main import main
-    from xpcnn.datasets import DATASETS, cifar
 
-    from ..datasets.test_cifar import dataset, genuine_members, tar_gz
+    from ..datasets.test_cifar import installed_cifar10
 
-    spec, layout, contents, _ = dataset("cifar10")
-    archive = tar_gz(genuine_members(spec, layout, contents))
-    (tmp_path / spec.files["archive"].name).write_bytes(archive)
-    published = dataclasses.replace(spec.files["archive"], size=len(archive), digest=hashlib.md5(archive).hexdigest())
-    monkeypatch.setitem(DATASETS, "cifar10", dataclasses.replace(spec, files={"archive": published}))
-    monkeypatch.setitem(cifar.LAYOUTS, "cifar10", layout)
+    installed_cifar10(tmp_path, monkeypatch)
     monkeypatch.chdir(tmp_path)
     assert main(["train", "--model", "cifar", "--width", "0.125", "--dataset", "cifar10", "--data-dir", ".",
                  "--epochs", "1", "--batch-size", "25", "--out", "run", "--no-progress", "--no-plots"]) == 0

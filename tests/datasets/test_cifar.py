@@ -83,6 +83,22 @@ def with_archive(spec, data: bytes):
     return dataclasses.replace(spec, files={"archive": file})
 
 
+def installed_cifar10(folder, monkeypatch):
+    """A synthetic CIFAR-10 archive written to `folder`, its size and MD5 made the published
+    ones (for this test) so that load_dataset("cifar10", folder) reads it; its spec."""
+    import hashlib
+
+    from xpcnn.datasets import DATASETS, cifar
+
+    spec, layout, contents, _ = dataset("cifar10")
+    archive = tar_gz(genuine_members(spec, layout, contents))
+    (folder / spec.files["archive"].name).write_bytes(archive)
+    published = dataclasses.replace(spec.files["archive"], size=len(archive), digest=hashlib.md5(archive).hexdigest())
+    monkeypatch.setitem(DATASETS, "cifar10", dataclasses.replace(spec, files={"archive": published}))
+    monkeypatch.setitem(cifar.LAYOUTS, "cifar10", layout)
+    return spec
+
+
 def write_archive(tmp_path, spec, data: bytes):
     path = tmp_path / spec.files["archive"].name
     path.write_bytes(data)

@@ -3,13 +3,10 @@ its fallback, full MNIST from XPCNN_DATA_DIR, corrupt files, the record of a sel
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-
 import numpy as np
 import pytest
 
-from xpcnn.datasets import CIFAR10, DATASETS, MNIST, ChecksumError, DataNotFound, load_bundled, load_dataset
+from xpcnn.datasets import CIFAR10, MNIST, ChecksumError, DataNotFound, load_bundled, load_dataset
 from xpcnn.datasets.loading import BUNDLED_CHECKSUMS, Selection, bundled_path
 
 from ..helpers import SHARED_MNIST, colour_folder
@@ -121,16 +118,9 @@ def test_the_fall_back_to_the_subset_is_a_logged_warning_from_python(tmp_path, m
 
 
 def test_cifar10_comes_through_load_dataset_and_is_read_again_from_where_it_was(tmp_path, monkeypatch):
-    from xpcnn.datasets import cifar
+    from .test_cifar import installed_cifar10
 
-    from .test_cifar import dataset, genuine_members, tar_gz
-
-    spec, layout, contents, _ = dataset("cifar10")
-    archive = tar_gz(genuine_members(spec, layout, contents))
-    (tmp_path / spec.files["archive"].name).write_bytes(archive)
-    published = dataclasses.replace(spec.files["archive"], size=len(archive), digest=hashlib.md5(archive).hexdigest())
-    monkeypatch.setitem(DATASETS, "cifar10", dataclasses.replace(spec, files={"archive": published}))
-    monkeypatch.setitem(cifar.LAYOUTS, "cifar10", layout)
+    installed_cifar10(tmp_path, monkeypatch)
     loaded = load_dataset("cifar10", tmp_path)
     assert loaded.train.images.shape == (50, 3, 32, 32) and loaded.test.images.shape == (10, 3, 32, 32)
     assert loaded.train.statistics()["mean"] == list(CIFAR10.mean) and loaded.folders == (str(tmp_path.resolve()),)
