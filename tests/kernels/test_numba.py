@@ -250,3 +250,37 @@ def test_fused_block_keeps_a_nan_and_passes_it_no_gradient():
     _, _, _, (_, _, _, where) = fast_numba.normalise_pool_relu(x4, gamma, beta, x4[0].size, 1e-5, (2, 2), (2, 2),
                                                                out_hw)
     assert where[1, 0, 0, 2] == 4  # past the last tap: no gradient goes through
+
+
+@pytest.mark.parametrize("dtype, tol", [("float32", 2e-6), ("float64", 1e-14)])
+@pytest.mark.parametrize("layout", ["nchw", "chwn", "sliced", "2-d"])
+def test_gelu_is_the_standard_paths(monkeypatch, dtype, tol, layout):
+    """To rounding, relative to the largest value: the compiled path works in float64,
+    where float32's 1 + t cancels for large negative x."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((6, 3, 5, 7)) * 4
+    x.flat[:4] = [np.nan, 1e30, -1e30, 0.0]
+    x = {"nchw": x, "chwn": np.transpose(np.ascontiguousarray(np.transpose(x, (1, 2, 3, 0))), (3, 0, 1, 2)),
+         "sliced": x[:, :, 1:4, ::2], "2-d": x.reshape(6, -1)}[layout].astype(dtype)
+    dy = rng.standard_normal(x.shape).astype(dtype)
+
+    def run():
+        layer = xpcnn.GELU()
+        return layer.forward(x), layer.backward(dy), layer.forward(x, training=False)
+
+    reference, fast = both_paths(monkeypatch, run)
+    for got, want in zip(fast, reference):
+        assert got.shape == want.shape
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+        np.testing.assert_allclose(got, want, rtol=0, atol=tol * np.nanmax(np.abs(want)))
+    if layout != "sliced":  # a contiguous input's memory order is kept (batch innermost, for the next layer)
+        assert fast[0].strides == x.strides
+
+
+def test_gelu_fast_and_standard_functions_pair_up(monkeypatch):
+    x = np.linspace(-3, 3, 24, dtype=np.float32).reshape(2, 12)
+    layer = xpcnn.GELU()
+    monkeypatch.setenv("XPCNN_STANDARD_PATH", "0")
+    layer.forward(x)
+    monkeypatch.setenv("XPCNN_STANDARD_PATH", "1")
+    assert layer.backward(np.ones_like(x)).shape == x.shape  # the compiled gradient, for the compiled forward

@@ -1,6 +1,6 @@
 """NumPy's compiled fast paths (see backend.fast_path), for when numba is installed (the
 `numba` extra): batch norm, max pooling, the two fused with ReLU (layers/fused.py), im2col,
-col2im and Adam's update as loops that read each value once or twice, where array
+col2im, GELU and Adam's update as loops that read each value once or twice, where array
 operations take a pass over memory for every step of the formula (batch norm's forward
 made five, its backward nine). Each function is named like the standard-path
 function it replaces and takes and returns the same.
@@ -25,7 +25,7 @@ import numpy as np
 from numba.misc.appdirs import AppDirs
 
 from .. import distributed, optim
-from ..layers import fused, norm, pool, windows
+from ..layers import activation, fused, norm, pool, windows
 from . import implements
 
 
@@ -447,3 +447,81 @@ def adam_update(param: np.ndarray, grad: np.ndarray, m: np.ndarray, v: np.ndarra
         return
     flat = [np.reshape(a, -1) for a in arrays]
     _adam(*flat, np.asarray(coefficients, dtype=param.dtype), DECAY[decay])
+
+
+def _in_memory_order(like: np.ndarray, *arrays: np.ndarray) -> tuple[tuple[int, ...], list[np.ndarray]]:
+    """The axis order in which `like` lies in memory (largest stride first), and each of
+    `arrays` flattened in that order: a view where its memory allows, else a copy."""
+    order = tuple(int(axis) for axis in np.argsort([-abs(stride) for stride in like.strides], kind="stable"))
+    return order, [np.ravel(np.transpose(array, order)) for array in arrays]
+
+
+def _in_layout(like: np.ndarray, order: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """A new array shaped as `like` whose memory follows `order`, and its flat view."""
+    flat = np.empty(like.size, like.dtype)
+    return np.transpose(flat.reshape([like.shape[axis] for axis in order]), np.argsort(order)), flat
+
+
+@_kernel
+def _tanh(u: Any, one: Any) -> Any:
+    """tanh(u) from exp(-2|u|), which the compiler vectorises (its tanh it does not), in
+    u's own precision (`one` is 1 in it): within two ulps of NumPy's."""
+    e = np.exp(-(one + one) * abs(u))
+    t = (one - e) / (one + e)
+    return t if u >= 0 else -t
+
+
+@_kernel
+def _clipped(v: Any, bound: Any) -> Any:
+    """v clipped to +-bound; NaN stays NaN."""
+    return v if abs(v) <= bound else (bound if v > 0 else (-bound if v < 0 else v))
+
+
+@_kernel
+def _gelu(x: np.ndarray, y: np.ndarray, t: np.ndarray, keep: bool, k: Any) -> None:
+    """y = 0.5 x (1 + t), t = tanh(scale (c + cubic c^3)) with c = x clipped to +-bound;
+    t kept where `keep`. Flat arrays; the constants `k` in their dtype (_gelu_constants)."""
+    bound, scale, cubic, half, one = k
+    for i in range(x.shape[0]):
+        v = x[i]
+        near = _clipped(v, bound)
+        ti = _tanh(scale * (near + cubic * (near * near * near)), one)
+        y[i] = half * v * (one + ti)
+        if keep:
+            t[i] = ti
+
+
+def _gelu_constants(dtype: np.dtype) -> tuple[Any, ...]:
+    """(bound, scale, cubic, 1/2, 1) in `dtype`: numba computes a float32 times a Python
+    float or int in float64, which would not vectorise."""
+    values = (activation.GELU_BOUND, activation.GELU_SCALE, activation.GELU_CUBIC, 0.5, 1.0)
+    return tuple(dtype.type(value) for value in values)
+
+
+@implements(activation.gelu)
+def gelu(x: np.ndarray, training: bool) -> tuple[np.ndarray, Any]:
+    """activation.gelu in one pass; it keeps x and t (a view of the input and one array)."""
+    order, (flat_x,) = _in_memory_order(x, x)
+    y, flat_y = _in_layout(x, order)
+    t, flat_t = _in_layout(x, order) if training else (None, np.empty(0, x.dtype))
+    _gelu(flat_x, flat_y, flat_t, training, _gelu_constants(x.dtype))
+    return y, ((x, t) if training else None)
+
+
+@_kernel
+def _gelu_gradient(dy: np.ndarray, x: np.ndarray, t: np.ndarray, dx: np.ndarray, k: Any) -> None:
+    bound, scale, cubic, half, one = k
+    for i in range(dy.shape[0]):
+        near, ti = _clipped(x[i], bound), t[i]
+        slope = scale * (one + (cubic + cubic + cubic) * (near * near))
+        dx[i] = dy[i] * (half * (one + ti) + half * near * (one - ti * ti) * slope)
+
+
+@implements(activation.gelu_gradient)
+def gelu_gradient(dy: np.ndarray, saved: Any) -> np.ndarray:
+    """activation.gelu_gradient in one pass over dy, x and t, in t's memory order."""
+    x, t = saved
+    order, flats = _in_memory_order(t, dy, x, t)
+    dx, flat_dx = _in_layout(t, order)
+    _gelu_gradient(*flats, flat_dx, _gelu_constants(t.dtype))
+    return dx

@@ -82,14 +82,29 @@ class GELU(Layer):
     |x| ~ 1e13 in float32)."""
 
     def forward(self, x: Any, training: bool = True) -> Any:
-        xp = self._namespace(x)
-        near = xp.clip(x, -GELU_BOUND, GELU_BOUND)  # (N, ...): x where t is not yet +-1
-        t = xp.tanh(GELU_SCALE * (near + GELU_CUBIC * (near * near * near)))  # (N, ...), in [-1, 1]
-        y = 0.5 * x * (1 + t)  # (N, ...): x itself, not `near`, so that y = x for large x
-        return self._save_for_backward(training, (near, t), y)
+        self._namespace(x)
+        # Resolved together, so that the gradient reads what this forward saved.
+        forward, gradient = (backend.fast_path(f, x) for f in (gelu, gelu_gradient))
+        y, saved = forward(x, training)
+        return self._save_for_backward(training, (gradient, saved), y)
 
     def backward(self, dy: Any) -> Any:
-        near, t = self._saved_for_backward(dy)  # (N, ...) each, dy's shape
-        # Where x was clipped t is +-1: the second term is 0 there, as it is for x itself.
-        slope = GELU_SCALE * (1 + (3 * GELU_CUBIC) * (near * near))  # d/dx of t's argument
-        return dy * (0.5 * (1 + t) + 0.5 * near * (1 - t * t) * slope)
+        gradient, saved = self._saved_for_backward(dy)
+        return gradient(dy, saved)
+
+
+def gelu(x: Any, training: bool) -> tuple[Any, Any]:
+    """GELU's output for x and, when training, what its gradient needs (None otherwise)."""
+    xp = array_namespace(x)
+    near = xp.clip(x, -GELU_BOUND, GELU_BOUND)  # (N, ...): x where t is not yet +-1
+    t = xp.tanh(GELU_SCALE * (near + GELU_CUBIC * (near * near * near)))  # (N, ...), in [-1, 1]
+    y = 0.5 * x * (1 + t)  # (N, ...): x itself, not `near`, so that y = x for large x
+    return y, ((near, t) if training else None)
+
+
+def gelu_gradient(dy: Any, saved: Any) -> Any:
+    """d(loss)/dx from dy and what `gelu` saved."""
+    near, t = saved  # (N, ...) each, dy's shape
+    # Where x was clipped t is +-1: the second term is 0 there, as it is for x itself.
+    slope = GELU_SCALE * (1 + (3 * GELU_CUBIC) * (near * near))  # d/dx of t's argument
+    return dy * (0.5 * (1 + t) + 0.5 * near * (1 - t * t) * slope)
