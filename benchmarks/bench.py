@@ -3,8 +3,10 @@
     python benchmarks/bench.py [--repeats 7] [--threads N] [--gpu] [--save]
 
 Prints one markdown report: training throughput (forward, loss, backward, update) at
-batch 64 and 256 and inference throughput at batch 1000 for the `tutorial`, `lenet` and
-`fast` presets (--presets), xpcnn, xpcnn on torch tensors and PyTorch timed alternately
+batch 64 and 256 (128 and 512 for the CIFAR-sized nets) and inference throughput at
+batch 1000 for the `tutorial`, `lenet` and `fast` presets (--presets: any preset, and
+`cifar-shaped`, five 3x3 convolutions of 32 to 128 channels with batch norm on 3x32x32
+images), xpcnn, xpcnn on torch tensors and PyTorch timed alternately
 within each repeat so that their ratio holds on a noisy machine (medians, with min and
 max); the share of the machine's own
 float32 matmul peak that the training step reaches; peak resident memory of a lenet
@@ -82,11 +84,43 @@ def torch_step(net, optimizer, x, y, sync):
 
 
 def make_optimizers(preset, model, net):
+    """The preset's recipe optimizer in both libraries (SGD with its momentum, Nesterov and
+    weight decay), or Adam at 1e-3."""
     import torch
 
-    if preset == "tutorial":
-        return SGD(model, 0.01, momentum=0.9), torch.optim.SGD(net.parameters(), 0.01, momentum=0.9)
+    recipe = presets.recipe(preset) if preset in presets.PRESETS else presets.recipe("resnet20")
+    if recipe.optimizer == "sgd":
+        settings = {"momentum": recipe.momentum, "nesterov": recipe.nesterov, "weight_decay": recipe.weight_decay}
+        return SGD(model, recipe.lr, **settings), torch.optim.SGD(net.parameters(), recipe.lr, **settings)
     return Adam(model, 1e-3), torch.optim.Adam(net.parameters(), 1e-3)
+
+
+def cifar_shaped(seed: int = 0) -> xpcnn.Sequential:
+    """The CIFAR-shaped net of the residual issue: five 3x3 convolutions of 32 to 128
+    channels with batch norm and ReLU, three max pools, global pooling, 10 classes."""
+    rng = np.random.default_rng(seed)
+
+    def block(inputs, outputs):
+        return [xpcnn.Conv2D(inputs, outputs, 3, padding=1, bias=False, rng=rng), xpcnn.BatchNorm2D(outputs),
+                xpcnn.ReLU()]
+
+    return xpcnn.Sequential([*block(3, 32), *block(32, 32), xpcnn.MaxPool2D(2), *block(32, 64), xpcnn.MaxPool2D(2),
+                             *block(64, 128), xpcnn.MaxPool2D(2), *block(128, 128), xpcnn.GlobalAvgPool2D(),
+                             xpcnn.Dense(128, 10, rng=rng)])
+
+
+def build(preset):
+    return cifar_shaped() if preset == "cifar-shaped" else presets.build(preset)
+
+
+def input_shape(preset):
+    return (3, 32, 32) if preset == "cifar-shaped" else presets.DEFAULT_SHAPES[preset]
+
+
+def batch_sizes_for(preset, gpu_sizes):
+    if gpu_sizes:
+        return gpu_sizes
+    return (128, 512) if input_shape(preset)[1:] == (32, 32) else (64, 256)
 
 
 def side_by_side(contenders, images, repeats, steps):
@@ -202,7 +236,7 @@ def device_setup(gpu: bool):
     import torch
 
     if not gpu:
-        return ("numpy", None), "cpu", (64, 256), lambda: None, "CPU"
+        return ("numpy", None), "cpu", None, lambda: None, "CPU"
     import cupy
 
     torch.backends.cuda.matmul.allow_tf32 = False
@@ -262,7 +296,7 @@ def training_contenders(preset, models, net, batch, setup, rng):
     import torch
 
     ours_target, torch_device, _, sync, _ = setup
-    x_host, y_host = rng.standard_normal((batch, 1, 28, 28)).astype(np.float32), rng.integers(0, 10, batch)
+    x_host, y_host = rng.standard_normal((batch, *input_shape(preset))).astype(np.float32), rng.integers(0, 10, batch)
     steps = {}
     for name, target in (("xpcnn", ours_target), ("xpcnn on torch", ("torch", torch_device))):
         x, y = backend.to_backend(x_host, *target), backend.to_backend(y_host, *target)
@@ -275,11 +309,11 @@ def training_contenders(preset, models, net, batch, setup, rng):
     return steps
 
 
-def inference_contenders(models, net, size, setup, rng):
+def inference_contenders(preset, models, net, size, setup, rng):
     import torch
 
     ours_target, torch_device, _, sync, _ = setup
-    x_host = rng.standard_normal((size, 1, 28, 28)).astype(np.float32)
+    x_host = rng.standard_normal((size, *input_shape(preset))).astype(np.float32)
     inputs = {"xpcnn": backend.to_backend(x_host, *ours_target),
               "xpcnn on torch": backend.to_backend(x_host, "torch", torch_device)}
     xt = torch.from_numpy(x_host).to(torch_device)
@@ -301,13 +335,13 @@ def inference_contenders(models, net, size, setup, rng):
 
 def preset_rows(preset, args, setup, peak, rng, breakdowns):
     """Training rows at each batch size and one inference row; fills breakdowns[preset]."""
-    ours_target, torch_device, batch_sizes, sync, _ = setup
-    models = {"xpcnn": presets.build(preset).to(*ours_target),
-              "xpcnn on torch": presets.build(preset).to("torch", torch_device)}
+    ours_target, torch_device, gpu_sizes, sync, _ = setup
+    batch_sizes = batch_sizes_for(preset, gpu_sizes)
+    models = {"xpcnn": build(preset).to(*ours_target), "xpcnn on torch": build(preset).to("torch", torch_device)}
     if args.gpu:
-        models[GRAPH] = presets.build(preset).to("torch", torch_device)
+        models[GRAPH] = build(preset).to("torch", torch_device)
     net = torch_twin(models["xpcnn"], torch_device)
-    flops = models["xpcnn"].training_flops((1, 28, 28))
+    flops = models["xpcnn"].training_flops(input_shape(preset))
     rows = []
     for batch in batch_sizes:
         steps = training_contenders(preset, models, net, batch, setup, rng)
@@ -315,9 +349,9 @@ def preset_rows(preset, args, setup, peak, rng, breakdowns):
         share = " / ".join(f"{statistics.median(speeds[name]) * flops / peak:.0%}" for name in ("xpcnn", "PyTorch"))
         rows.append(ratio_row(preset, batch, "train", speeds, args.gpu, share))
         if batch == batch_sizes[-1]:
-            breakdowns[preset] = layer_breakdown(steps["xpcnn"], models["xpcnn"], args.repeats, sync)
+            breakdowns[preset] = batch, layer_breakdown(steps["xpcnn"], models["xpcnn"], args.repeats, sync)
     size = 4096 if args.gpu else 1000
-    speeds = side_by_side(inference_contenders(models, net, size, setup, rng), size, args.repeats, 2)
+    speeds = side_by_side(inference_contenders(preset, models, net, size, setup, rng), size, args.repeats, 2)
     rows.append(ratio_row(preset, size, "inference", speeds, args.gpu))
     return rows
 
@@ -390,7 +424,11 @@ def loop_lines(args):
     rows above time one model's bare step, whose element-wise work runs on one thread."""
     import workers
 
-    table = workers.table_lines(args.presets.split(","), [64, 256], 4096, max(3, args.repeats // 2))
+    digits = [name for name in args.presets.split(",") if name in presets.PRESETS
+              and presets.DEFAULT_SHAPES[name] == presets.DIGITS]  # workers.py trains on digit-shaped data
+    if not digits:
+        return []
+    table = workers.table_lines(digits, [64, 256], 4096, max(3, args.repeats // 2))
     return [
         "## Training loop, as `xpcnn train` runs it (images/s; benchmarks/workers.py)",
         "",
@@ -404,7 +442,9 @@ def loop_lines(args):
 
 
 def breakdown_lines(preset, batch, rows):
-    total = sum(f + b for _, _, f, b in rows)
+    total = sum(f + b for i, _, f, b in rows if isinstance(i, int))  # a block's time includes its layers'
+    rows = [(i, f"{name.split('(')[0]} block (its layers below)" if name.startswith("Residual(") else name, f, b)
+            for i, name, f, b in rows]
     lines = [
         f"## xpcnn per-layer time, {preset}, batch {batch} (median ms; total {total:.1f} ms without the update)",
         "",
@@ -435,7 +475,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     threadpool_limits(args.threads)
     setup = device_setup(args.gpu)
-    ours_target, _, batch_sizes, sync, device_name = setup
+    ours_target, _, _, sync, device_name = setup
     lines = header_lines(args, device_name)
     peak = matmul_peak(backend.namespace(ours_target[0]), ours_target, sync)
     rng = np.random.default_rng(0)
@@ -450,8 +490,8 @@ def main() -> None:
         "",
     ]
     lines += gpu_memory_lines(setup, rng) if args.gpu else memory_lines(args.threads) + loop_lines(args)
-    for preset, rows in breakdowns.items():
-        lines += breakdown_lines(preset, batch_sizes[-1], rows)
+    for preset, (batch, rows) in breakdowns.items():
+        lines += breakdown_lines(preset, batch, rows)
     report = "\n".join(lines)
     print(report)
     if args.save:
