@@ -5,9 +5,15 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from array_api_compat import device
+
 from .. import backend, init
 from .base import Layer, Shape, integer, pair
-from .windows import Padding, channel_rows, col2im, from_channel_rows, im2col, output_size
+from .windows import Padding, channel_rows, col2im, from_channel_rows, im2col, output_size, to_nchw
+
+# Inference takes a batch in chunks whose columns fit in this many bytes (a second-level
+# cache or two): resnet20's first stage at batch 1000 would write and read 600 MB a layer.
+INFERENCE_COLUMNS_BYTES = 16 << 20
 
 
 def _padding(padding: Any, kernel: tuple[int, int], stride: tuple[int, int]) -> Padding:
@@ -100,20 +106,42 @@ class Conv2D(Layer):
     def forward(self, x: Any, training: bool = True) -> Any:
         xp = self._namespace(x)
         n, o, ho, wo = self.output_shape(x.shape)
-        c, (kh, kw) = self.in_channels, self.kernel_size
-        k, m, ones = c * kh * kw, ho * wo * n, int(self.bias)
+        value_bytes = xp.finfo(x.dtype).bits // 8
+        chunk = max(1, INFERENCE_COLUMNS_BYTES // ((self._rows() + 1) * ho * wo * value_bytes))
+        if not training and n > chunk:
+            return self._forward_in_chunks(x, chunk, xp)
+        y, cols = self._product(x, xp)
+        if training:
+            self._scratch_array = cols
+        return self._save_for_backward(training, (tuple(x.shape), cols), from_channel_rows(y, (n, o, ho, wo)))
+
+    def _rows(self) -> int:
+        """K = C*kh*kw: the rows of the columns, one per weight of an output channel."""
+        return self.in_channels * self.kernel_size[0] * self.kernel_size[1]
+
+    def _product(self, x: Any, xp: Any) -> tuple[Any, Any]:
+        """(y (O, Ho*Wo*N), the columns (K [+1], Ho*Wo*N)) for x."""
+        n, o, ho, wo = self.output_shape(x.shape)
+        c, (kh, kw), k = self.in_channels, self.kernel_size, self._rows()
         # cols: (K, M) = (C*kh*kw, Ho*Wo*N), filled as (C, kh, kw, Ho, Wo, N), then a row of
         # ones: the bias joins the weights as one more column, so the product adds it and,
         # in backward, sums its gradient, saving a pass over y and one over dy.
-        cols = self._scratch((k + ones, m), x)
+        cols = self._scratch((k + int(self.bias), ho * wo * n), x)
         windows = xp.reshape(cols[:k, :], (c, kh, kw, ho, wo, n), copy=False)  # im2col writes into cols
         backend.fast_path(im2col, x)(x, self.kernel_size, self.stride, self.padding, (ho, wo), windows)
         if self.bias:
             cols[k, :] = 1
-        y = self._weight_matrix(xp) @ cols  # (O, Ho*Wo*N)
-        if training:
-            self._scratch_array = cols
-        return self._save_for_backward(training, (tuple(x.shape), cols), from_channel_rows(y, (n, o, ho, wo)))
+        return self._weight_matrix(xp) @ cols, cols
+
+    def _forward_in_chunks(self, x: Any, chunk: int, xp: Any) -> Any:
+        """Inference on `chunk` images at a time: the columns of a large batch (hundreds of
+        MB) would go to memory and back, a chunk's stay in the cache."""
+        n, o, ho, wo = self.output_shape(x.shape)
+        y4 = xp.empty((o, ho, wo, n), dtype=x.dtype, device=device(x))  # the layout's (C, H, W, N)
+        for start in range(0, n, chunk):
+            stop = min(n, start + chunk)  # the standard leaves a slice past the end unspecified
+            y4[..., start:stop] = xp.reshape(self._product(x[start:stop, ...], xp)[0], (o, ho, wo, stop - start))
+        return to_nchw(y4)
 
     def _weight_matrix(self, xp: Any) -> Any:
         """(O, C*kh*kw), then the bias as one more column."""
