@@ -68,12 +68,13 @@ def test_a_declaration_that_differs_from_its_standard_function_fails_at_import()
 def every_kind_of_layer() -> xpcnn.Sequential:
     """A network that takes every fast path: a padded first convolution, a fused batch
     norm -> pooling -> ReLU block, an unpadded convolution with bias and an input gradient,
-    batch norm alone, overlapping max pooling, ReLU, GELU, a dense layer."""
+    batch norm alone, overlapping max pooling, ReLU, batch norm -> ReLU, GELU, a dense
+    layer."""
     rng = np.random.default_rng(0)
     return xpcnn.Sequential([
         xpcnn.Conv2D(1, 4, 3, padding=1, bias=False, rng=rng), xpcnn.BatchNorm2D(4), xpcnn.MaxPool2D(2), xpcnn.ReLU(),
         xpcnn.Conv2D(4, 6, 3, rng=rng), xpcnn.BatchNorm2D(6), xpcnn.MaxPool2D(2, 1), xpcnn.ReLU(),
-        xpcnn.GELU(), xpcnn.Flatten(), xpcnn.Dense(6, 3, rng=rng),
+        xpcnn.BatchNorm2D(6), xpcnn.ReLU(), xpcnn.GELU(), xpcnn.Flatten(), xpcnn.Dense(6, 3, rng=rng),
     ])
 
 

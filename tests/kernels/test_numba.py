@@ -284,3 +284,45 @@ def test_gelu_fast_and_standard_functions_pair_up(monkeypatch):
     layer.forward(x)
     monkeypatch.setenv("XPCNN_STANDARD_PATH", "1")
     assert layer.backward(np.ones_like(x)).shape == x.shape  # the compiled gradient, for the compiled forward
+
+
+@pytest.mark.parametrize("dtype, tol", [("float32", 2e-6), ("float64", 1e-13)])
+def test_batch_norm_and_relu_are_the_standard_paths(dtype, tol):
+    """Forward and inference bit for bit where the standard's sums agree (its float64 sums
+    give the same mean here), the gradient to rounding; -0.0 and NaN kept as NumPy's
+    maximum keeps them, a NaN in dy where ReLU cut spread as dy * 0 spreads it."""
+    from xpcnn.layers import fused
+
+    rng = np.random.default_rng(4)
+    rows = (rng.standard_normal((3, 40)) * 2).astype(dtype)
+    gamma, beta = rng.uniform(-2, 2, (3, 1)).astype(dtype), rng.standard_normal((3, 1)).astype(dtype)
+    dy = rng.standard_normal(rows.shape).astype(dtype)
+    dy[2, np.argmin(rows[2] * gamma[2, 0])] = np.nan  # where ReLU cut, most likely
+    results = []
+    for module in (fused, fast_numba):
+        y, mean, var, saved = module.normalise_relu(rows, gamma, beta, 40, 1e-5)
+        results.append((y, *module.normalise_relu_gradient(dy, saved, gamma, 40),
+                        module.scale_relu(rows, gamma, beta)))
+    reference, fast = results
+    np.testing.assert_allclose(fast[0], reference[0], rtol=0, atol=tol * np.max(np.abs(reference[0])))
+    np.testing.assert_array_equal(fast[4], reference[4])  # inference: one formula per value
+    for name, got, want in zip(["dx", "grad weight", "grad bias"], fast[1:4], reference[1:4]):
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want), err_msg=name)
+        finite = ~np.isnan(want)
+        assert np.max(np.abs(got - want)[finite]) <= tol * np.max(np.abs(want[finite])), name
+    assert np.isnan(fast[1][2]).all() and not np.isnan(fast[1][:2]).any()
+
+
+def test_batch_norm_and_relu_fused_on_the_compiled_path_train_as_the_layers_alone(monkeypatch):
+    monkeypatch.setenv("XPCNN_STANDARD_PATH", "0")
+    x = np.random.default_rng(0).standard_normal((4, 3, 16, 16)).astype(np.float32)
+    results = []
+    for fuse in (True, False):
+        net = xpcnn.presets.build("resnet20", input_shape=(3, 16, 16), width=0.5)
+        net.fuse = fuse
+        y = net.forward(x)
+        results.append((y, net.backward(np.ones_like(y)), net.grads, net.forward(x, training=False)))
+    (y, dx, grads, inferred), alone = results
+    pairs = [(y, alone[0]), (dx, alone[1]), (inferred, alone[3]), *((grads[k], v) for k, v in alone[2].items())]
+    for got, want in pairs:
+        np.testing.assert_array_equal(got, want)

@@ -1,5 +1,5 @@
-"""BatchNorm2D -> MaxPool2D -> ReLU as one step (xpcnn/layers/fused.py): which blocks fuse,
-and a fused network trains exactly as its layers run alone, on every backend."""
+"""BatchNorm2D -> MaxPool2D -> ReLU and BatchNorm2D -> ReLU as one step (xpcnn/layers/fused.py):
+which blocks fuse, and a fused network trains exactly as its layers run alone, on every backend."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import xpcnn
 from xpcnn.diagnostics.anomaly import AnomalyHook
 from xpcnn.hooks import LayerHook, TraceHook
-from xpcnn.layers.fused import NormPoolReLU, block_at
+from xpcnn.layers.fused import NormPoolReLU, NormReLU, block_at
 from xpcnn.optim import SGD
 
 from ..helpers import rel
@@ -34,14 +34,28 @@ def block(kernel=2, stride=None):
 def test_fuses_blocks_whose_windows_tile_the_input(layers, shape, expected):
     assert NormPoolReLU.fits(layers, 0, shape) is expected
     assert NormPoolReLU.fits([xpcnn.Flatten(), *layers], 1, shape) is expected
-    assert isinstance(block_at(layers, 0, shape), NormPoolReLU) if expected else block_at(layers, 0, shape) is None
+    assert isinstance(block_at(layers, 0, shape), NormPoolReLU) is expected
+
+
+@pytest.mark.parametrize("layers, shape, expected", [
+    ([xpcnn.BatchNorm2D(3), xpcnn.ReLU()], (2, 3, 5, 7), True),
+    ([xpcnn.BatchNorm2D(3), xpcnn.ReLU(), xpcnn.MaxPool2D(2)], (2, 3, 1, 1), True),
+    ([xpcnn.BatchNorm2D(3), xpcnn.Tanh()], (2, 3, 5, 7), False),
+    ([xpcnn.BatchNorm2D(3), type("MyReLU", (xpcnn.ReLU,), {})()], (2, 3, 5, 7), False),
+    ([xpcnn.BatchNorm2D(3), xpcnn.ReLU()], (2, 3, 5), False),
+], ids=["any size", "followed", "another activation", "subclass", "3-d"])
+def test_batch_norm_and_relu_fuse_on_any_feature_map(layers, shape, expected):
+    assert NormReLU.fits(layers, 0, shape) is expected
+    assert isinstance(block_at(layers, 0, shape), NormReLU) is expected
 
 
 def small_net(rng, h=8):
-    """Conv -> [BN -> pool -> ReLU] -> Conv -> [BN -> pool -> ReLU] -> Dense, float64."""
+    """Conv -> [BN -> pool -> ReLU] -> Conv -> [BN -> pool -> ReLU] -> Conv -> [BN -> ReLU]
+    -> Dense, float64."""
     net = xpcnn.Sequential([
         xpcnn.Conv2D(2, 3, 3, padding=1, bias=False, rng=rng), *block(),
         xpcnn.Conv2D(3, 4, 3, padding=1, bias=False, rng=rng), xpcnn.BatchNorm2D(4), xpcnn.MaxPool2D(2), xpcnn.ReLU(),
+        xpcnn.Conv2D(4, 4, 3, padding=1, bias=False, rng=rng), xpcnn.BatchNorm2D(4), xpcnn.ReLU(),
         xpcnn.Flatten(), xpcnn.Dense(4 * (h // 4) ** 2, 5, rng=rng),
     ])
     for layer in net:
@@ -68,7 +82,7 @@ def train(target, to_target, fuse, steps=3, n=6, h=8):
 
 def test_a_fused_network_trains_as_its_layers_run_alone(target, to_target):
     fused, alone = train(target, to_target, True), train(target, to_target, False)
-    assert fused[2] == alone[2] == [3, 3]  # batch norm counted each batch
+    assert fused[2] == alone[2] == [3, 3, 3]  # batch norm counted each batch
     for name, want in alone[0].items():
         assert rel(fused[0][name], want) < 1e-12, name
     assert rel(fused[1], alone[1]) < 1e-12
@@ -126,7 +140,7 @@ def test_hooks_around_a_backward_alone_see_a_fused_block_as_one_layer():
     net.forward(rng.standard_normal((2, 2, 8, 8)))
     with net.hooked(seen, trace, AnomalyHook()):
         net.backward(np.ones((2, 5)))
-    assert seen.backward == [9, 8, 5, 4, 1, 0]
+    assert seen.backward == [12, 11, 9, 8, 5, 4, 1, 0]
     assert net._steps is None  # backward released what the forward saved
     assert net[1].grads and set(net[1].grads) == {"weight", "bias"}
 
@@ -170,7 +184,8 @@ def test_a_block_whose_windows_do_not_tile_runs_layer_by_layer():
     x = rng.standard_normal((2, 2, 9, 9))
     net.forward(x)
     assert [type(step).__name__ for _, step in net._steps] == [
-        "Conv2D", "BatchNorm2D", "MaxPool2D", "ReLU", "Conv2D", "NormPoolReLU", "Flatten", "Dense"]
+        "Conv2D", "BatchNorm2D", "MaxPool2D", "ReLU", "Conv2D", "NormPoolReLU", "Conv2D", "NormReLU", "Flatten",
+        "Dense"]
     dx = net.backward(np.ones((2, 5)))
     net.fuse = False
     net.forward(x)

@@ -417,6 +417,78 @@ def normalise_pool_relu_gradient(dy4: np.ndarray, saved: Any, gamma: np.ndarray,
     return dx4, grad_weight, grad_bias
 
 
+@_kernel
+def _scale_centred_relu(rows: np.ndarray, mean: np.ndarray, scale: np.ndarray, shift: np.ndarray,
+                        y: np.ndarray) -> None:
+    """y = max((rows - mean) * scale + shift, 0) per channel row, as NumPy's maximum
+    gives it: a NaN kept, -0.0 kept."""
+    for c in range(rows.shape[0]):
+        row, out, m, a, b = rows[c], y[c], mean[c], scale[c], shift[c]
+        for i in range(row.shape[0]):
+            v = (row[i] - m) * a + b
+            out[i] = v if (v >= 0 or v != v) else 0
+
+
+@implements(fused.scale_relu)
+def scale_relu(rows: np.ndarray, scale: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    """fused.scale_relu in one pass ((x - 0) * scale + shift: the standard's arithmetic)."""
+    rows = np.ascontiguousarray(rows)
+    y = np.empty_like(rows)
+    _scale_centred_relu(rows, np.zeros(rows.shape[0], rows.dtype), *(np.reshape(v, -1) for v in (scale, shift)), y)
+    return y
+
+
+@implements(fused.normalise_relu)
+def normalise_relu(rows: np.ndarray, gamma: np.ndarray, beta: np.ndarray, count: int,
+                   eps: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, Any]:
+    """fused.normalise_relu in three passes over rows, as normalise's, ReLU in the last;
+    it saves rows, the mean and y (whose sign is ReLU's mask)."""
+    rows = np.ascontiguousarray(rows)
+    mean, var, inv_std = _statistics(rows, count, eps)
+    y = np.empty_like(rows)
+    _scale_centred_relu(rows, *(np.reshape(a, -1) for a in (mean, gamma * inv_std, beta)), y)
+    return y, mean, var, (rows, mean, inv_std, y)
+
+
+@_reduction
+def _cut_gradient_sums(dy: np.ndarray, y: np.ndarray, rows: np.ndarray, mean: np.ndarray, sums: np.ndarray,
+                       centred_sums: np.ndarray) -> None:
+    """_gradient_sums of dy times ReLU's mask (y > 0)."""
+    for c in range(rows.shape[0]):
+        grad, out, row, m, total, along = dy[c], y[c], rows[c], mean[c], 0.0, 0.0
+        for i in range(row.shape[0]):
+            g = np.float64(grad[i] if out[i] > 0 else grad[i] - grad[i])  # dy * 0: NaN stays NaN
+            total += g
+            along += g * (row[i] - m)
+        sums[c], centred_sums[c] = total, along
+
+
+@_kernel
+def _cut_input_gradient(dy: np.ndarray, y: np.ndarray, rows: np.ndarray, mean: np.ndarray, dy_mean: np.ndarray,
+                        a: np.ndarray, b: np.ndarray, dx: np.ndarray) -> None:
+    """_input_gradient of dy times ReLU's mask (y > 0)."""
+    for c in range(rows.shape[0]):
+        grad, out, row, result = dy[c], y[c], rows[c], dx[c]
+        m, g, ac, bc = mean[c], dy_mean[c], a[c], b[c]
+        for i in range(row.shape[0]):
+            cut = grad[i] if out[i] > 0 else grad[i] - grad[i]  # dy * 0 in dy's dtype: NaN stays NaN
+            result[i] = (cut - g) * ac + (row[i] - m) * bc
+
+
+@implements(fused.normalise_relu_gradient)
+def normalise_relu_gradient(dy_rows: np.ndarray, saved: Any, gamma: np.ndarray,
+                            count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """fused.normalise_relu_gradient in two passes, ReLU's mask applied as dy is read."""
+    rows, mean, inv_std, y = saved
+    dy_rows = np.ascontiguousarray(dy_rows)
+    sums = np.empty((2, rows.shape[0]))
+    _cut_gradient_sums(dy_rows, y, rows, np.reshape(mean, -1), sums[0], sums[1])
+    grad_weight, grad_bias, coefficients = _gradient_terms(sums, mean, inv_std, gamma, count, rows.dtype)
+    dx = np.empty_like(dy_rows)
+    _cut_input_gradient(dy_rows, y, rows, *coefficients, dx)
+    return dx, grad_weight, grad_bias
+
+
 DECAY = {None: 0, "l2": 1, "decoupled": 2}  # adam_update's decay, as the kernel takes it
 
 

@@ -11,6 +11,10 @@ NormPoolReLU, the block lenet repeats: BatchNorm2D -> MaxPool2D -> ReLU whose wi
 tile the feature map. On numba the normalised values are pooled as they are made and
 never stored, and the gradient goes from each window straight to batch norm's input:
 about a third of the passes over memory.
+
+NormReLU, the start of every residual block: BatchNorm2D -> ReLU. On numba ReLU cuts the
+normalised values as they are made, and its gradient is applied as batch norm's gradient
+reads dy: two passes over the feature map fewer each way.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from .activation import ReLU, relu
 from .base import Layer, Shape
 from .norm import BatchNorm2D, normalise, normalise_gradient
 from .pool import MaxPool2D, max_pool, max_pool_gradient, windows_tile
-from .windows import Pair, batch_innermost, output_size, to_nchw
+from .windows import Pair, batch_innermost, channel_rows, from_channel_rows, output_size, to_nchw
 
 
 class FusedBlock:
@@ -115,7 +119,59 @@ class NormPoolReLU(FusedBlock):
         return to_nchw(dx4)
 
 
-FUSIONS: tuple[type[FusedBlock], ...] = (NormPoolReLU,)
+class NormReLU(FusedBlock):
+    """A BatchNorm2D and a ReLU run as one step, on any NCHW input. It has batch norm's
+    parameters and gradients."""
+
+    pattern = (BatchNorm2D, ReLU)
+
+    def __init__(self, norm: BatchNorm2D, activation: ReLU) -> None:
+        super().__init__(norm, activation)
+        self.norm, self.activation = norm, activation
+
+    @classmethod
+    def fits(cls, layers: list[Layer], index: int, shape: Shape) -> bool:
+        return cls.starts(layers, index) and len(shape) == 4
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return self.norm.params
+
+    @property
+    def grads(self) -> dict[str, Any]:
+        return self.norm.grads
+
+    def forward(self, x: Any, training: bool = True) -> Any:
+        norm = self.norm
+        xp = norm._namespace(x)
+        shape = norm.output_shape(x.shape)
+        rows = channel_rows(x)  # (C, N*H*W)
+        if not training:
+            scale, shift = norm.running_affine()
+            return from_channel_rows(backend.fast_path(scale_relu, x)(rows, scale, shift), shape)
+        count = norm.batch_count(shape)
+        gamma, beta = (xp.reshape(norm.params[name], (-1, 1)) for name in ("weight", "bias"))
+        # Resolved together, so that the gradient reads what this forward saved.
+        forward, gradient = (backend.fast_path(f, x) for f in (normalise_relu, normalise_relu_gradient))
+        y, mean, var, saved = forward(rows, gamma, beta, count, norm.eps)
+        norm.update_running(mean, var, count)
+        self._saved = (gradient, saved, count, shape)
+        return from_channel_rows(y, shape)
+
+    def backward(self, dy: Any) -> Any:
+        if self._saved is None:
+            raise RuntimeError(f"{self.norm!r}: backward() needs a preceding forward(x, training=True)")
+        (gradient, saved, count, shape), self._saved = self._saved, None
+        if tuple(dy.shape) != shape:
+            raise ValueError(f"{self.activation!r}: backward expected dy of shape {shape}, got {tuple(dy.shape)}")
+        xp, norm = array_namespace(dy), self.norm
+        dx, grad_weight, grad_bias = gradient(channel_rows(dy), saved, xp.reshape(norm.params["weight"], (-1, 1)),
+                                              count)
+        norm.grads = {"weight": xp.reshape(grad_weight, (-1,)), "bias": xp.reshape(grad_bias, (-1,))}
+        return from_channel_rows(dx, shape)
+
+
+FUSIONS: tuple[type[FusedBlock], ...] = (NormPoolReLU, NormReLU)
 
 
 def block_at(layers: list[Layer], index: int, shape: Shape) -> FusedBlock | None:
@@ -158,3 +214,25 @@ def normalise_pool_relu_gradient(dy4: Any, saved: Any, gamma: Any, count: int, k
     dy_norm4 = from_pool(dy4 * mask, pool_saved, kernel, stride)
     dx, grad_weight, grad_bias = from_norm(xp.reshape(dy_norm4, (dy_norm4.shape[0], -1)), norm_saved, gamma, count)
     return xp.reshape(dx, dy_norm4.shape), grad_weight, grad_bias
+
+
+def scale_relu(rows: Any, scale: Any, shift: Any) -> Any:
+    """relu(rows * scale + shift) of channel rows (C, M), scale and shift (C, 1): batch norm
+    and ReLU in inference, as they compute it."""
+    return relu(rows * scale + shift, False)[0]
+
+
+def normalise_relu(rows: Any, gamma: Any, beta: Any, count: int, eps: float) -> tuple[Any, Any, Any, Any]:
+    """relu(batch norm(rows)) of channel rows (C, M), as the two layers compute it: y (C, M),
+    the batch's mean and biased variance (C, 1), and what normalise_relu_gradient reads."""
+    to_norm, from_norm = (backend.fast_path(f, rows) for f in (normalise, normalise_gradient))
+    y, mean, var, norm_saved = to_norm(rows, gamma, beta, count, eps)
+    y, mask = relu(y, True)
+    return y, mean, var, ((from_norm, norm_saved), mask)
+
+
+def normalise_relu_gradient(dy_rows: Any, saved: Any, gamma: Any, count: int) -> tuple[Any, Any, Any]:
+    """dx (C, M) from dy (C, M), and this process's share of the gradients of batch norm's
+    gamma and beta (C, 1), as the two layers compute them."""
+    (from_norm, norm_saved), mask = saved
+    return from_norm(dy_rows * mask, norm_saved, gamma, count)
