@@ -43,6 +43,15 @@ class FusedBlock:
         self.layers = layers
         self._saved: Any = None
 
+    @property
+    def params(self) -> dict[str, Any]:
+        """The first layer's (batch norm's, in every block so far): the others have none."""
+        return self.layers[0].params
+
+    @property
+    def grads(self) -> dict[str, Any]:
+        return self.layers[0].grads
+
     @classmethod
     def starts(cls, layers: list[Layer], index: int) -> bool:
         """Whether `layers[index:]` begin with the pattern's types exactly (subclasses of
@@ -77,14 +86,6 @@ class NormPoolReLU(FusedBlock):
         pool = layers[index + 1]
         return all(size >= k and windows_tile(k, s, output_size(size, k, s), size)
                    for k, s, size in zip(pool.kernel_size, pool.stride, shape[2:]))
-
-    @property
-    def params(self) -> dict[str, Any]:
-        return self.norm.params
-
-    @property
-    def grads(self) -> dict[str, Any]:
-        return self.norm.grads
 
     def forward(self, x: Any, training: bool = True) -> Any:
         norm, pool = self.norm, self.pool
@@ -132,14 +133,6 @@ class NormReLU(FusedBlock):
     @classmethod
     def fits(cls, layers: list[Layer], index: int, shape: Shape) -> bool:
         return cls.starts(layers, index) and len(shape) == 4
-
-    @property
-    def params(self) -> dict[str, Any]:
-        return self.norm.params
-
-    @property
-    def grads(self) -> dict[str, Any]:
-        return self.norm.grads
 
     def forward(self, x: Any, training: bool = True) -> Any:
         norm = self.norm
