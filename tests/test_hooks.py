@@ -91,3 +91,16 @@ def test_timer_hook_synchronises_around_every_reading():
     with net.hooked(timer):
         net.forward(np.ones((1, 1, 8, 8), np.float32), training=False)
     assert len(calls) == 2 * len(net)
+
+
+def test_timer_hook_times_a_block_around_the_layers_inside_it(monkeypatch):
+    """Each clock reading one second later: a block's time spans its layers'."""
+    from xpcnn.hooks import time as clock
+
+    ticks = iter(range(1000))
+    monkeypatch.setattr(clock, "perf_counter", lambda: float(next(ticks)))
+    net = xpcnn.Sequential([xpcnn.Flatten(), xpcnn.Residual([xpcnn.Dense(4, 4, rng=0), xpcnn.ReLU()])])
+    timer = xpcnn.hooks.TimerHook()
+    with net.hooked(timer):
+        net.forward(np.ones((2, 4), np.float32))
+    assert timer.forward == {0: [1.0], "1.body.0": [1.0], "1.body.1": [1.0], 1: [5.0]}

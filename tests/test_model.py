@@ -230,7 +230,7 @@ def test_a_block_config_round_trips_and_hostile_ones_are_named():
         deep = [{"type": "Residual", "config": {"body": deep}}]
     with pytest.raises(ValueError, match="blocks nested more than 16 deep"):
         Sequential.from_config(deep)
-    with pytest.raises(ValueError, match=r"layer 0 \(Residual\): bad config .* holds 'body'"):
+    with pytest.raises(ValueError, match=r"layer 0 \(Residual\): bad config: a Residual config holds 'body'"):
         Sequential.from_config([{"type": "Residual", "config": {"trunk": []}}])
 
 
@@ -327,3 +327,27 @@ def test_a_residual_network_trains_alike_with_workers_and_recorded_steps(monkeyp
         np.testing.assert_array_equal(recorded.model.state_dict()[name], value, err_msg=name)
     assert alone.model[3].extra_state() == recorded.model[3].extra_state() == {
         "body.1.num_batches_tracked": 6, "body.3.calls": 6, "body.4.body.1.num_batches_tracked": 6}
+
+
+def test_a_block_is_refused_when_built_as_no_checkpoint_could_hold_it():
+    block = xpcnn.Residual([xpcnn.ReLU()])
+    for _ in range(15):
+        block = xpcnn.Residual([block])
+    assert block.depth == 16 and Sequential.from_config(Sequential([block]).config())
+    with pytest.raises(ValueError, match="Residual: blocks nested 17 deep, more than the 16 a checkpoint takes"):
+        xpcnn.Residual([block])
+    conv = xpcnn.Conv2D(2, 2, 1)
+    with pytest.raises(ValueError, match="a layer object is in both the body and the shortcut"):
+        xpcnn.Residual([conv], [xpcnn.ReLU(), conv])
+
+
+def test_a_misfit_is_named_by_its_position_inside_blocks():
+    net = residual_net()
+    with pytest.raises(ValueError, match=r"^layer 5.body.0 \(Conv2D\): Conv2D\(.*expected input \(N, 6, H, W\)"):
+        Sequential([*net.layers[:4], xpcnn.Conv2D(6, 5, 1), net[4]]).summary((1, 3, 8, 8))
+    wrong = Sequential([xpcnn.Conv2D(3, 4, 1), xpcnn.Residual([xpcnn.Conv2D(4, 8, 1)])])
+    with pytest.raises(ValueError, match=r"^layer 1 \(Residual\): for input \(2, 4, 5, 5\) the body gives "
+                                         r"\(2, 8, 5, 5\) and the identity shortcut \(2, 4, 5, 5\)"):
+        wrong.output_shapes((2, 3, 5, 5))
+    with pytest.raises(ValueError, match=r"^Residual\(body=\[Conv2D\], shortcut=identity\): for input"):
+        wrong.forward(np.zeros((2, 3, 5, 5), np.float32))

@@ -57,7 +57,7 @@ MISUSE = {
     "Residual": [(lambda: xpcnn.Residual(xpcnn.ReLU()), TypeError, r"body must be a list of layers, got one ReLU\(\)"),
                  (lambda: xpcnn.Residual([]), ValueError, "Residual body: Sequential needs at least one layer"),
                  (lambda: xpcnn.Residual([xpcnn.Conv2D(1, 2, 3)]).forward(np.zeros((1, 1, 5, 5), np.float32)),
-                  ValueError, r"the body gives \(1, 2, 3, 3\) and the shortcut \(1, 1, 5, 5\)")],
+                  ValueError, r"the body gives \(1, 2, 3, 3\) and the identity shortcut \(1, 1, 5, 5\)")],
     "Sigmoid": [(lambda: xpcnn.Sigmoid().forward("x"), TypeError, r"Sigmoid\(\): expected an array, got str")],
     "Tanh": [(lambda: xpcnn.Tanh().forward(np.ones(3, np.int32)), TypeError, "expected a floating-point input")],
     "SoftmaxCrossEntropy": [

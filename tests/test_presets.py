@@ -149,3 +149,15 @@ def test_the_cifar_preset_scales_in_width_and_keeps_its_recipe():
         presets.build("lenet", width=0.5)
     with pytest.raises(ValueError, match="width must be in"):
         presets.build("cifar", width=0)
+
+
+def test_recipe_settings_that_would_be_dropped_silently_are_refused():
+    cifar = presets.recipe("cifar")
+    with pytest.raises(ValueError, match="momentum: the onecycle schedule cycles SGD's momentum"):
+        cifar.replace(momentum=0.5)
+    assert cifar.replace(schedule="cosine", momentum=0.5).momentum == 0.5
+    with pytest.raises(ValueError, match=r"nesterov: needs a momentum above 0 .*--no-nesterov"):
+        cifar.replace(schedule="cosine", momentum=0.0)
+    assert cifar.replace(schedule="cosine", momentum=0.0, nesterov=False).nesterov is False
+    with pytest.raises(ValueError, match=r"epochs: the onecycle schedule needs 2 optimizer steps or more; 1 epoch"):
+        cifar.replace(epochs=1).build_optimizer(presets.build("cifar", width=0.125), steps_per_epoch=1)

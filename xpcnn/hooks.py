@@ -63,15 +63,15 @@ class TimerHook(LayerHook):
         self.forward: dict[int, list[float]] = {}
         self.backward: dict[int, list[float]] = {}
         self.names: dict[int, str] = {}
-        self._started = 0.0
+        self._started: list[float] = []  # a block's start below those of the layers inside it
 
     def _start(self) -> None:
         self.sync()
-        self._started = time.perf_counter()
+        self._started.append(time.perf_counter())
 
     def _stop(self, store: dict[int, list[float]], index: int, layer: Any) -> None:
         self.sync()
-        store.setdefault(index, []).append(time.perf_counter() - self._started)
+        store.setdefault(index, []).append(time.perf_counter() - self._started.pop())
         self.names[index] = repr(layer)
 
     def before_forward(self, index: int, layer: Any, x: Any) -> None:

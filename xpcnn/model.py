@@ -234,10 +234,11 @@ class Sequential:
         return sum(math.prod(p.shape) for p in self.params.values())
 
     def output_shapes(self, input_shape: Shape) -> list[Shape]:
-        """The output shape of each layer for `input_shape`; raises on the first misfit."""
+        """The output shape of each layer for `input_shape`; Misfit (a ValueError) naming the
+        first layer that cannot take its input by position ("layer 3.body.0 (Conv2D): ...")."""
         shapes, shape = [], tuple(input_shape)
-        for layer in self.layers:
-            shape = layer.output_shape(shape)
+        for index, layer in enumerate(self.layers):
+            shape = _shape_after(layer, shape, str(index))
             shapes.append(shape)
         return shapes
 
@@ -246,7 +247,7 @@ class Sequential:
         shape = tuple(input_shape)
         for index, layer in enumerate(self.layers):
             position = f"{prefix}.{index}" if prefix else index
-            out = layer.output_shape(shape)
+            out = _shape_after(layer, shape, str(position))
             yield position, layer, out
             for name, branch in layer.branches().items():
                 yield from branch._shaped(shape, f"{position}.{name}")
@@ -345,8 +346,28 @@ class Sequential:
         return cls(layers)
 
 
+class Misfit(ValueError):
+    """A layer of a network cannot take the input it gets; `position` names it ("3",
+    "3.body.0"), `detail` says what it expected."""
+
+    def __init__(self, position: str, kind: str, detail: str) -> None:
+        super().__init__(f"layer {position} ({kind}): {detail}")
+        self.position, self.kind, self.detail = position, kind, detail
+
+
+def _shape_after(layer: Layer, shape: Shape, position: str) -> Shape:
+    """layer.output_shape(shape), a misfit inside it named by its position from here."""
+    try:
+        return layer.output_shape(shape)
+    except Misfit as exc:  # inside a block: exc.position counts from the block's branch
+        raise Misfit(f"{position}.{exc.position}", exc.kind, exc.detail) from None
+    except ValueError as exc:
+        raise Misfit(position, type(layer).__name__, str(exc)) from None
+
+
 def _bad_config(position: str, entry: dict[str, Any], error: Exception) -> ArchitectureError:
-    return ArchitectureError(f"layer {position} ({entry['type']}): bad config {entry['config']!r}: {error}"[:300])
+    return ArchitectureError(f"layer {position} ({entry['type']}): bad config: {error} (given "
+                             f"{entry['config']!r})"[:300])
 
 
 def _layer_type(position: str, entry: Any) -> type[Layer]:
@@ -376,26 +397,45 @@ class Residual(Layer):
         super().__init__()
         self.body = _branch(body, "body")
         self.shortcut = None if shortcut is None else _branch(shortcut, "shortcut")
+        inside = [layer for branch in self.branches().values() for _, layer in branch._walk()]
+        if len({id(layer) for layer in inside}) < len(inside):  # its saved activations would be overwritten
+            raise ValueError("Residual: a layer object is in both the body and the shortcut; use one object per "
+                             "position")
+        self.depth = 1 + max((getattr(layer, "depth", 0) for layer in inside), default=0)  # blocks in blocks
+        if self.depth > MAX_DEPTH:
+            raise ValueError(f"Residual: blocks nested {self.depth} deep, more than the {MAX_DEPTH} a checkpoint "
+                             "takes")
 
     def branches(self) -> dict[str, Any]:
         return {"body": self.body} if self.shortcut is None else {"body": self.body, "shortcut": self.shortcut}
 
-    def __repr__(self) -> str:
-        body = ", ".join(map(repr, self.body))
-        shortcut = "identity" if self.shortcut is None else f"[{', '.join(map(repr, self.shortcut))}]"
-        return f"Residual(body=[{body}], shortcut={shortcut})"
+    def __repr__(self) -> str:  # the layers' types: summary() lists them in full, one a row
+        def names(chain: Any) -> str:
+            return f"[{', '.join(type(layer).__name__ for layer in chain)}]"
+
+        shortcut = "identity" if self.shortcut is None else names(self.shortcut)
+        return f"Residual(body={names(self.body)}, shortcut={shortcut})"
 
     def output_shape(self, input_shape: Shape) -> Shape:
-        out = self.body.output_shapes(input_shape)[-1]
-        other = tuple(input_shape) if self.shortcut is None else self.shortcut.output_shapes(input_shape)[-1]
+        ends = {}
+        for name, branch in self.branches().items():
+            try:
+                ends[name] = branch.output_shapes(input_shape)[-1]
+            except Misfit as exc:
+                raise Misfit(f"{name}.{exc.position}", exc.kind, exc.detail) from None
+        out, other = ends["body"], ends.get("shortcut", tuple(input_shape))
         if out != other:
-            raise ValueError(f"{self!r}: for input {tuple(input_shape)} the body gives {out} and the shortcut "
-                             f"{other}; they must match to be added")
+            raise ValueError(f"for input {tuple(input_shape)} the body gives {out} and the "
+                             f"{'shortcut' if self.shortcut is not None else 'identity shortcut'} {other}; they "
+                             "must match to be added")
         return out
 
     def forward(self, x: Any, training: bool = True) -> Any:
         self._namespace(x)
-        self.output_shape(tuple(x.shape))  # a misfit named here, before either branch runs
+        try:  # a misfit named here, before either branch runs
+            self.output_shape(tuple(x.shape))
+        except ValueError as exc:
+            raise ValueError(f"{self!r}: {exc}") from None
         y = self.body.forward(x, training)  # (N, C', H', W')
         skip = x if self.shortcut is None else self.shortcut.forward(x, training)  # (N, C', H', W')
         return self._save_for_backward(training, None, y + skip)
@@ -439,7 +479,7 @@ class Residual(Layer):
         for full, value in state.items():
             where, _, key = full.rpartition(".")
             if where not in layers:
-                raise ValueError(f"{self!r} has no layer {where!r} for extra state {full!r}")
+                raise ValueError(f"Residual: no layer at {where!r} for extra state {full!r}")
             grouped.setdefault(where, {})[key] = value
         for where, layer in layers.items():
             if where in grouped or layer.extra_state():  # a counter it keeps must be given

@@ -731,13 +731,19 @@ def test_resnet20_trains_on_pictures_and_is_evaluated_used_exported_and_resumed(
     if importlib.util.find_spec("onnx") is not None:
         exported = xpcnn("export", "run", "run.onnx", env=env, cwd=tmp_path)
         assert exported.returncode == 0 and "(batch, 3, 12, 12)" in exported.stdout, exported.stderr
+    again = xpcnn(*args, "--out", "run", "--resume", env=env, cwd=tmp_path)  # the first command, resumed
+    assert again.returncode == 0 and "is complete" in again.stderr, again.stderr
     extended = xpcnn("train", "--out", "run", "--resume", "--epochs", "3", "--no-progress", "--no-plots",
                      env=env, cwd=tmp_path)
     assert extended.returncode == 0 and "epoch 3/3" in extended.stderr, extended.stderr
     refused = xpcnn("train", "--out", "run", "--resume", "--width", "1", env=env, cwd=tmp_path)
-    assert refused.returncode == 2 and "a resumed run keeps the one in its checkpoint" in refused.stderr
+    assert refused.returncode == 2 and "--width: 1 is not the width of the run's network" in refused.stderr
     wrong = xpcnn("train", "--model", "lenet", "--width", "2", env=env, cwd=tmp_path)
     assert wrong.returncode == 2 and "--width scales resnet20 and cifar, not lenet" in wrong.stderr
+    cycled = xpcnn("train", "--model", "cifar", "--momentum", "0.5", env=env, cwd=tmp_path)
+    assert cycled.returncode == 2 and "--momentum: the onecycle schedule cycles SGD's momentum" in cycled.stderr
+    nesterov = xpcnn("train", "--model", "resnet20", "--nesterov", "--momentum", "0", env=env, cwd=tmp_path)
+    assert nesterov.returncode == 2 and "--nesterov: needs a momentum above 0" in nesterov.stderr
 
 
 def test_cifar_preset_trains_on_a_synthetic_cifar10_archive(tmp_path, monkeypatch, capsys):

@@ -107,7 +107,7 @@ def _add_train_parser(commands: Any) -> None:
     flag("--momentum", type=_checked(float, lambda value: 0 <= value < 1, "in [0, 1)"),
          help="SGD momentum (" + ", ".join(f"{name}: {recipe.momentum}" for name, recipe in presets.RECIPES.items()
                                            if recipe.optimizer == "sgd") + ")")
-    flag("--nesterov", action="store_const", const=True, help=f"Nesterov momentum, SGD only "
+    flag("--nesterov", action=argparse.BooleanOptionalAction, help=f"Nesterov momentum, SGD only "
          f"({_by_preset('nesterov')})")
     flag("--weight-decay", type=_checked(float, lambda value: 0 <= value < math.inf, ">= 0 and finite"),
          help=f"({_by_preset('weight_decay')})")

@@ -91,12 +91,11 @@ def _resume(args: argparse.Namespace, checkpoint: Path, options: dict[str, Any])
     from ..train import resume_run
     from ..train.record import KEPT_ON_RESUME, complete
 
-    if args.width is not None:
-        raise UsageError("--width shapes a new network; a resumed run keeps the one in its checkpoint")
     given = {key: getattr(args, key) for key in KEPT_ON_RESUME if getattr(args, key) is not None}
     if options["workers"] is None:  # not given: the run's own
         options = {key: value for key, value in options.items() if key != "workers"}
-    trainer, data = resume_run(checkpoint, args.backend, args.device, epochs=args.epochs, expected=given, **options)
+    trainer, data = resume_run(checkpoint, args.backend, args.device, epochs=args.epochs, expected=given,
+                               width=args.width, **options)
     state, say = trainer.state, options["log"]
     if complete(trainer):
         done = f"{trainer.epochs} epoch{'s' * (trainer.epochs != 1)}"

@@ -156,6 +156,9 @@ def conflicts(trainer: Trainer, **given: Any) -> list[tuple[str, Any, Any]]:
             continue
         if key == "model":
             value = presets.canonical(value)
+        if key == "momentum" and saved["schedule"] == "onecycle" and saved["optimizer"] == "sgd":
+            found.append((key, "momentum, cycled by the onecycle schedule", value))
+            continue
         if key in FOLDER_SETTINGS:
             mine = (data.get("reader") or {}).get(FOLDER_SETTINGS[key])
             mine = mine == "skip" if key == "skip_bad_images" and mine is not None else mine

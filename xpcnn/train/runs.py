@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .. import presets
 from ..datasets import Dataset, load_dataset, num_batches
 from ..presets import Recipe, SettingsError
 from . import record
@@ -49,12 +50,13 @@ def start_run(name: str, recipe: Recipe | None = None, *, dataset: str = "mnist"
 
 
 def resume_run(checkpoint: str | Path, backend_name: str = "numpy", device: Any = None, *, epochs: int | None = None,
-               expected: dict[str, Any] | None = None, log: Callable[[str], None] = print,
+               expected: dict[str, Any] | None = None, width: float | None = None, log: Callable[[str], None] = print,
                **options: Any) -> tuple[Trainer, Splits]:
     """What `xpcnn train --resume` continues: the run with every saved setting and the
     same images (read again from where they were read; never other data). Settings in
-    `expected` (keys of record.KEPT_ON_RESUME) that differ raise SettingsConflict;
-    `epochs` beyond the saved total extends the run (see record.extend)."""
+    `expected` (keys of record.KEPT_ON_RESUME) that differ raise SettingsConflict, and so
+    does a `width` its preset's network was not built with; `epochs` beyond the saved
+    total extends the run (see record.extend)."""
     trainer = Trainer.resume(checkpoint, backend_name, device, log=log, **options)
     if trainer.selection is None:
         raise ValueError(f"{checkpoint}: the run does not record which images it trained on (a custom Dataset); "
@@ -62,6 +64,9 @@ def resume_run(checkpoint: str | Path, backend_name: str = "numpy", device: Any 
     conflicts = record.conflicts(trainer, **(expected or {}))
     if conflicts:
         raise SettingsConflict(*conflicts[0])
+    if width is not None and not presets.built_with_width(trainer.model, trainer.name, width):
+        raise SettingsError("width", f"{width:g} is not the width of the run's network: a resumed run keeps the "
+                            "one in its checkpoint")
     if epochs is not None and epochs < trainer.epochs:  # before any data is read
         raise SettingsError("epochs", f"{epochs}: a run can be extended, not shortened; it was planned for "
                             f"{trainer.epochs} epochs")
