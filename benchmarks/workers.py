@@ -3,13 +3,15 @@ loop, same machine, same batches, taking turns.
 
     python benchmarks/workers.py [--presets lenet,fast,tutorial] [--repeats 5] [--save]
 
-Each repeat trains one epoch of `--steps` batches of the same random digit-shaped images
-(uint8, normalised as MNIST) per contender, in rotating order: xpcnn's Trainer (NumPy,
+Each repeat trains one epoch of `--steps` batches of the same random images of the
+preset's shape (uint8; digits normalised as MNIST, 3x32x32 pictures for resnet20, cifar and
+compact) per contender, in rotating order: xpcnn's Trainer (NumPy,
 `workers` 1 and 2; with 2, BLAS gets one thread per worker) and PyTorch (its default
 threads, here all cores) running the same loop a user writes: batches from xpcnn's
 iterator, zero_grad, forward, cross-entropy, backward, step, and .item() of the loss and
-the correct count. The optimizer is each preset's (SGD with momentum for tutorial, Adam for
-the others). Reports medians (min-max) of images/s and the ratios to PyTorch.
+the correct count. The optimizer is each preset's recipe's, at a constant learning rate
+(SGD with its momentum, Nesterov and weight decay, or Adam). Reports medians (min-max) of
+images/s and the ratios to PyTorch.
 """
 
 from __future__ import annotations
@@ -52,8 +54,10 @@ def pytorch_epochs(preset: str, data: Dataset, batch: int):
 
     recipe = presets.recipe(preset)
     net = torch_twin(presets.build(preset))
-    optimizer = (torch.optim.SGD(net.parameters(), recipe.lr, momentum=recipe.momentum) if recipe.optimizer == "sgd"
-                 else torch.optim.Adam(net.parameters(), recipe.lr, betas=recipe.betas or (0.9, 0.999)))
+    optimizer = (torch.optim.SGD(net.parameters(), recipe.lr, momentum=recipe.momentum, nesterov=recipe.nesterov,
+                                 weight_decay=recipe.weight_decay) if recipe.optimizer == "sgd"
+                 else torch.optim.Adam(net.parameters(), recipe.lr, betas=recipe.betas or (0.9, 0.999),
+                                       weight_decay=recipe.weight_decay))
     epochs = iter(range(10**6))
 
     def epoch() -> float:
@@ -67,8 +71,11 @@ def pytorch_epochs(preset: str, data: Dataset, batch: int):
 
 def measure(preset: str, batch: int, steps: int, repeats: int) -> dict[str, list[float]]:
     rng = np.random.default_rng(0)
-    data = Dataset(rng.integers(0, 256, (steps * batch, 28, 28), dtype=np.uint8),
-                   rng.integers(0, 10, steps * batch), MNIST)
+    shape, labels = presets.DEFAULT_SHAPES[preset], rng.integers(0, 10, steps * batch)
+    if shape == presets.DIGITS:
+        data = Dataset(rng.integers(0, 256, (steps * batch, 28, 28), dtype=np.uint8), labels, MNIST)
+    else:  # random pictures of the preset's own shape
+        data = Dataset.from_arrays(rng.integers(0, 256, (steps * batch, *shape), dtype=np.uint8), labels, 10)
     contenders = {"xpcnn, 1 worker": xpcnn_epochs(preset, data, batch, 1),
                   "xpcnn, 2 workers": xpcnn_epochs(preset, data, batch, 2),
                   "PyTorch": pytorch_epochs(preset, data, batch)}
