@@ -170,3 +170,11 @@ def test_the_trainer_moves_two_scalars_per_step_in_one_transfer(count_transfers)
     count_transfers["n"] = 0
     trainer.fit(data, 1)
     assert count_transfers["n"] == 4  # the loss and the number correct, together, once per step
+
+
+def test_model_from_builds_a_preset_at_a_width():
+    from xpcnn.diagnostics.parity import model_from
+
+    assert model_from("cifar", 0, 0.25).num_params() == xpcnn.presets.build("cifar", width=0.25).num_params()
+    with pytest.raises(ValueError, match="width applies to resnet20 and cifar, not lenet"):
+        model_from("lenet", width=0.5)

@@ -209,6 +209,8 @@ def _add_parity_parser(commands: Any) -> None:
     flag("--steps", type=_count, default=0, help="also train K steps on each backend, follow the drift (default: 0)")
     flag("--optimizer", default="sgd", choices=sorted(OPTIMIZERS), help="optimizer of --steps (default: sgd)")
     flag("--seed", type=_seed, default=0, help="seed of a preset's weights (default: 0)")
+    flag("--width", type=_checked(float, lambda value: 1 / 64 <= value <= 16, "in [1/64, 16]"),
+         help=f"scale the channels of a preset {' or '.join(presets.SCALABLE)} (default: 1)")
     flag("--json", action="store_true", help="print the report as JSON")
 
 
