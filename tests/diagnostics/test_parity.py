@@ -178,3 +178,14 @@ def test_model_from_builds_a_preset_at_a_width():
     assert model_from("cifar", 0, 0.25).num_params() == xpcnn.presets.build("cifar", width=0.25).num_params()
     with pytest.raises(ValueError, match="width applies to resnet20 and cifar, not lenet"):
         model_from("lenet", width=0.5)
+
+
+def test_a_network_that_ends_in_a_block_is_scored_on_the_block_s_output():
+    """The local view's loss is taken of the reference network's output: for a last block
+    that is body plus shortcut, not what the body's last layer gave."""
+    pytest.importorskip("array_api_strict")
+    net = xpcnn.Sequential([xpcnn.Flatten(), xpcnn.Dense(12, 4, rng=0), xpcnn.Residual([xpcnn.Dense(4, 4, rng=1)])])
+    report = xpcnn.parity.compare(net, np.random.default_rng(0).random((3, 1, 3, 4)), np.array([0, 1, 2]),
+                                  ["numpy", "array_api_strict"])
+    assert report.passed, report.to_table()
+    assert [row.max_rel for row in report.rows if row.quantity == "loss"] == [0.0, 0.0]

@@ -207,8 +207,8 @@ def _describe(row: Row | None) -> str:
 
 @dataclass
 class _Trace:
-    """Everything one backend computed in one step, on the host, by layer position (the
-    layers that compute on their own: a block's are walked into)."""
+    """Everything one backend computed in one step, on the host, by layer position (every
+    layer, a block's walked into, and the block itself), and the network's output."""
 
     inputs: dict[Any, np.ndarray]  # the layer's input
     outputs: dict[Any, np.ndarray]  # its output
@@ -216,6 +216,7 @@ class _Trace:
     input_grads: dict[Any, np.ndarray]  # d loss / d its input
     param_grads: dict[Any, dict[str, np.ndarray]]
     loss: float
+    logits: np.ndarray  # the network's output: a last block's is not its last layer's
 
 
 def _trace(model: Sequential, x_host: np.ndarray, y_host: np.ndarray, target: tuple[str, Any], dtype: str) -> _Trace:
@@ -227,9 +228,8 @@ def _trace(model: Sequential, x_host: np.ndarray, y_host: np.ndarray, target: tu
     with model.hooked(trace):
         loss = float(loss_fn.forward(model.forward(x, training=True), y))
         model.backward(loss_fn.backward())
-    layers = [position for position, _ in model.named_layers()]
-    return _Trace(*({i: seen[i] for i in layers} for seen in (trace.inputs, trace.outputs, trace.upstream,
-                                                              trace.input_grads, trace.param_grads)), loss)
+    return _Trace(trace.inputs, trace.outputs, trace.upstream, trace.input_grads, trace.param_grads, loss,
+                  trace.outputs[len(model) - 1])
 
 
 def _local(model: Sequential, ref: _Trace, y_host: np.ndarray, target: tuple[str, Any], dtype: str) -> _Trace:
@@ -238,14 +238,13 @@ def _local(model: Sequential, ref: _Trace, y_host: np.ndarray, target: tuple[str
     layers = model.named_layers()
     outputs = {i: backend.to_numpy(layer.forward(backend.to_backend(ref.inputs[i], name, device, dtype), True))
                for i, layer in layers}
-    logits = ref.outputs[layers[-1][0]]
-    loss = float(SoftmaxCrossEntropy().forward(backend.to_backend(logits, name, device, dtype),
+    loss = float(SoftmaxCrossEntropy().forward(backend.to_backend(ref.logits, name, device, dtype),
                                                backend.to_backend(y_host, name, device)))
     input_grads, param_grads = {}, {}
     for i, layer in layers:
         input_grads[i] = backend.to_numpy(layer.backward(backend.to_backend(ref.upstream[i], name, device, dtype)))
         param_grads[i] = {k: backend.to_numpy(v) for k, v in layer.grads.items()}
-    return _Trace(ref.inputs, outputs, ref.upstream, input_grads, param_grads, loss)
+    return _Trace(ref.inputs, outputs, ref.upstream, input_grads, param_grads, loss, ref.logits)
 
 
 def _rows(view: str, label: str, layers: list[tuple[Any, Any]], run: _Trace, ref: _Trace, tol: float) -> list[Row]:
