@@ -66,6 +66,21 @@ class FusedBlock:
     def __repr__(self) -> str:
         return f"{type(self).__name__}({', '.join(map(repr, self.layers))})"
 
+    def _saved_for_backward(self, dy: Any) -> Any:
+        """What forward saved (after it, the output's shape), after checking that dy has
+        that shape; released, as a layer's is."""
+        if self._saved is None:
+            raise RuntimeError(f"{self.layers[0]!r}: backward() needs a preceding forward(x, training=True)")
+        (*saved, out_shape), self._saved = self._saved, None
+        if tuple(dy.shape) != out_shape:
+            raise ValueError(f"{self.layers[-1]!r}: backward expected dy of shape {out_shape}, got {tuple(dy.shape)}")
+        return saved
+
+    def _set_norm_grads(self, grad_weight: Any, grad_bias: Any) -> None:
+        """Batch norm's (the first layer's) gradients, from (C, 1) columns."""
+        xp = array_namespace(grad_weight)
+        self.layers[0].grads = {"weight": xp.reshape(grad_weight, (-1,)), "bias": xp.reshape(grad_bias, (-1,))}
+
 
 class NormPoolReLU(FusedBlock):
     """A BatchNorm2D, MaxPool2D and ReLU run as one step, where the pooling windows tile
@@ -108,15 +123,11 @@ class NormPoolReLU(FusedBlock):
         return y
 
     def backward(self, dy: Any) -> Any:
-        if self._saved is None:
-            raise RuntimeError(f"{self.norm!r}: backward() needs a preceding forward(x, training=True)")
-        (gradient, saved, count, out_shape), self._saved = self._saved, None
-        if tuple(dy.shape) != out_shape:
-            raise ValueError(f"{self.activation!r}: backward expected dy of shape {out_shape}, got {tuple(dy.shape)}")
+        gradient, saved, count = self._saved_for_backward(dy)
         xp, norm, pool = array_namespace(dy), self.norm, self.pool
         gamma = xp.reshape(norm.params["weight"], (-1, 1))
         dx4, grad_weight, grad_bias = gradient(batch_innermost(dy), saved, gamma, count, pool.kernel_size, pool.stride)
-        norm.grads = {"weight": xp.reshape(grad_weight, (-1,)), "bias": xp.reshape(grad_bias, (-1,))}
+        self._set_norm_grads(grad_weight, grad_bias)
         return to_nchw(dx4)
 
 
@@ -152,16 +163,11 @@ class NormReLU(FusedBlock):
         return from_channel_rows(y, shape)
 
     def backward(self, dy: Any) -> Any:
-        if self._saved is None:
-            raise RuntimeError(f"{self.norm!r}: backward() needs a preceding forward(x, training=True)")
-        (gradient, saved, count, shape), self._saved = self._saved, None
-        if tuple(dy.shape) != shape:
-            raise ValueError(f"{self.activation!r}: backward expected dy of shape {shape}, got {tuple(dy.shape)}")
-        xp, norm = array_namespace(dy), self.norm
-        dx, grad_weight, grad_bias = gradient(channel_rows(dy), saved, xp.reshape(norm.params["weight"], (-1, 1)),
-                                              count)
-        norm.grads = {"weight": xp.reshape(grad_weight, (-1,)), "bias": xp.reshape(grad_bias, (-1,))}
-        return from_channel_rows(dx, shape)
+        gradient, saved, count = self._saved_for_backward(dy)
+        gamma = array_namespace(dy).reshape(self.norm.params["weight"], (-1, 1))
+        dx, grad_weight, grad_bias = gradient(channel_rows(dy), saved, gamma, count)
+        self._set_norm_grads(grad_weight, grad_bias)
+        return from_channel_rows(dx, tuple(dy.shape))
 
 
 FUSIONS: tuple[type[FusedBlock], ...] = (NormPoolReLU, NormReLU)
