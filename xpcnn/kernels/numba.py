@@ -147,24 +147,40 @@ def normalise(rows: np.ndarray, gamma: np.ndarray, beta: np.ndarray, count: int,
               eps: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, Any]:
     """norm.normalise in three passes over rows (sum, centred squares, y); it saves rows
     and the mean instead of the centred values, which backward recomputes as it reads."""
+    y, mean, var, rows, inv_std = _batch_norm(rows, gamma, beta, count, eps, _scale_centred)
+    return y, mean, var, (rows, mean, inv_std)
+
+
+def _batch_norm(rows: np.ndarray, gamma: np.ndarray, beta: np.ndarray, count: int, eps: float,
+                scale: Any) -> tuple[np.ndarray, ...]:
+    """y, the mean, the variance, contiguous rows and 1 / std: the statistics in two passes,
+    then y in one by the kernel `scale` (_scale_centred, or with ReLU)."""
     rows = np.ascontiguousarray(rows)
     mean, var, inv_std = _statistics(rows, count, eps)
     y = np.empty_like(rows)
-    _scale_centred(rows, *(np.reshape(a, -1) for a in (mean, gamma * inv_std, beta)), y)
-    return y, mean, var, (rows, mean, inv_std)
+    scale(rows, *(np.reshape(a, -1) for a in (mean, gamma * inv_std, beta)), y)
+    return y, mean, var, rows, inv_std
 
 
 @implements(norm.normalise_gradient)
 def normalise_gradient(dy_rows: np.ndarray, saved: Any, gamma: np.ndarray,
                        count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """norm.normalise_gradient in two passes: the sums of dy and dy * centred, then dx."""
+    return _batch_norm_gradient(dy_rows, saved, gamma, count, _gradient_sums, _input_gradient)
+
+
+def _batch_norm_gradient(dy_rows: np.ndarray, saved: Any, gamma: np.ndarray, count: int, sums_of: Any,
+                         input_gradient: Any, *cut: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """dx, and the gradients of gamma and beta, in two passes: the kernel `sums_of` (the
+    sums of dy and dy * centred), then `input_gradient`; `cut` (ReLU's output) goes to
+    both kernels after dy, where they take it."""
     rows, mean, inv_std = saved
     dy_rows = np.ascontiguousarray(dy_rows)
     sums = np.empty((2, rows.shape[0]))
-    _gradient_sums(dy_rows, rows, np.reshape(mean, -1), sums[0], sums[1])
+    sums_of(dy_rows, *cut, rows, np.reshape(mean, -1), sums[0], sums[1])
     grad_weight, grad_bias, coefficients = _gradient_terms(sums, mean, inv_std, gamma, count, rows.dtype)
     dx = np.empty_like(dy_rows)
-    _input_gradient(dy_rows, rows, *coefficients, dx)
+    input_gradient(dy_rows, *cut, rows, *coefficients, dx)
     return dx, grad_weight, grad_bias
 
 
@@ -443,10 +459,7 @@ def normalise_relu(rows: np.ndarray, gamma: np.ndarray, beta: np.ndarray, count:
                    eps: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, Any]:
     """fused.normalise_relu in three passes over rows, as normalise's, ReLU in the last;
     it saves rows, the mean and y (whose sign is ReLU's mask)."""
-    rows = np.ascontiguousarray(rows)
-    mean, var, inv_std = _statistics(rows, count, eps)
-    y = np.empty_like(rows)
-    _scale_centred_relu(rows, *(np.reshape(a, -1) for a in (mean, gamma * inv_std, beta)), y)
+    y, mean, var, rows, inv_std = _batch_norm(rows, gamma, beta, count, eps, _scale_centred_relu)
     return y, mean, var, (rows, mean, inv_std, y)
 
 
@@ -479,14 +492,8 @@ def _cut_input_gradient(dy: np.ndarray, y: np.ndarray, rows: np.ndarray, mean: n
 def normalise_relu_gradient(dy_rows: np.ndarray, saved: Any, gamma: np.ndarray,
                             count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """fused.normalise_relu_gradient in two passes, ReLU's mask applied as dy is read."""
-    rows, mean, inv_std, y = saved
-    dy_rows = np.ascontiguousarray(dy_rows)
-    sums = np.empty((2, rows.shape[0]))
-    _cut_gradient_sums(dy_rows, y, rows, np.reshape(mean, -1), sums[0], sums[1])
-    grad_weight, grad_bias, coefficients = _gradient_terms(sums, mean, inv_std, gamma, count, rows.dtype)
-    dx = np.empty_like(dy_rows)
-    _cut_input_gradient(dy_rows, y, rows, *coefficients, dx)
-    return dx, grad_weight, grad_bias
+    *batch_norm, y = saved
+    return _batch_norm_gradient(dy_rows, batch_norm, gamma, count, _cut_gradient_sums, _cut_input_gradient, y)
 
 
 DECAY = {None: 0, "l2": 1, "decoupled": 2}  # adam_update's decay, as the kernel takes it
