@@ -70,13 +70,13 @@ class Sequential:
         """(position, layer) for every layer, each block before the layers inside it;
         positions from this chain's start, prefixed by `prefix`."""
         for index, layer in enumerate(self.layers):
-            position = f"{prefix}.{index}" if prefix else index
+            position = _joined(prefix, index)
             yield position, layer
             for name, branch in layer.branches().items():
                 yield from branch._walk(f"{position}.{name}")
 
     def _position(self, index: int) -> int | str:
-        return f"{self._prefix}.{index}" if self._prefix else index
+        return _joined(self._prefix, index)
 
     def named_layers(self) -> list[tuple[int | str, Layer]]:
         """Every layer that computes on its own, blocks walked into, by position: an index
@@ -246,7 +246,7 @@ class Sequential:
         """(position, layer, output shape) for every layer, blocks walked into (as _walk)."""
         shape = tuple(input_shape)
         for index, layer in enumerate(self.layers):
-            position = f"{prefix}.{index}" if prefix else index
+            position = _joined(prefix, index)
             out = _shape_after(layer, shape, str(position))
             yield position, layer, out
             for name, branch in layer.branches().items():
@@ -346,6 +346,11 @@ class Sequential:
         return cls(layers)
 
 
+def _joined(prefix: str, index: int) -> int | str:
+    """A layer's position: its index at the top, "3.body.0" under prefix "3.body"."""
+    return f"{prefix}.{index}" if prefix else index
+
+
 class Misfit(ValueError):
     """A layer of a network cannot take the input it gets; `position` names it ("3",
     "3.body.0"), `detail` says what it expected."""
@@ -354,13 +359,17 @@ class Misfit(ValueError):
         super().__init__(f"layer {position} ({kind}): {detail}")
         self.position, self.kind, self.detail = position, kind, detail
 
+    def within(self, prefix: str) -> Misfit:
+        """The same misfit, its position counted from one level up ("3" + "body.0")."""
+        return Misfit(f"{prefix}.{self.position}", self.kind, self.detail)
+
 
 def _shape_after(layer: Layer, shape: Shape, position: str) -> Shape:
     """layer.output_shape(shape), a misfit inside it named by its position from here."""
     try:
         return layer.output_shape(shape)
     except Misfit as exc:  # inside a block: exc.position counts from the block's branch
-        raise Misfit(f"{position}.{exc.position}", exc.kind, exc.detail) from None
+        raise exc.within(position) from None
     except ValueError as exc:
         raise Misfit(position, type(layer).__name__, str(exc)) from None
 
@@ -422,7 +431,7 @@ class Residual(Layer):
             try:
                 ends[name] = branch.output_shapes(input_shape)[-1]
             except Misfit as exc:
-                raise Misfit(f"{name}.{exc.position}", exc.kind, exc.detail) from None
+                raise exc.within(name) from None
         out, other = ends["body"], ends.get("shortcut", tuple(input_shape))
         if out != other:
             raise ValueError(f"for input {tuple(input_shape)} the body gives {out} and the "
