@@ -136,3 +136,25 @@ def test_samples_are_counted_in_whole_images():
         with pytest.raises(ValueError, match="count must be an integer >= 1"):
             data.sample(bad)
     assert len(data.sample(None)) == 10 and len(data.sample(3)) == 3
+
+
+def test_a_sample_or_split_of_a_whole_split_reads_again_as_the_same_images():
+    from xpcnn.datasets.loading import load_bundled
+
+    train = load_bundled().train
+    drawn = train.sample(50, seed=3)
+    assert (drawn.selection.limit, drawn.selection.seed) == (50, 3)
+    again = drawn.selection.load()[0]
+    assert np.array_equal(again.images, drawn.images) and np.array_equal(again.labels, drawn.labels)
+    rest, held_out = drawn.split(0.2, seed=3)
+    again_rest, again_held_out, _ = rest.selection.load()
+    assert np.array_equal(again_rest.images, rest.images) and np.array_equal(again_held_out.images, held_out.images)
+
+
+def test_a_sample_that_no_selection_reads_again_has_none():
+    from xpcnn.datasets.loading import load_bundled
+
+    drawn = load_bundled().train.sample(50, seed=3)
+    assert drawn.sample(20).selection is None  # a sample of a sample
+    assert drawn.split(0.2, seed=4)[0].selection is None  # split with another seed than the draw's
+    assert drawn.subset(np.arange(5)).selection is None

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -125,24 +125,40 @@ class Dataset:
         return normalize(images, self.spec.mean, self.spec.std)
 
     def subset(self, indices: np.ndarray) -> Dataset:
+        """The images at `indices`; no selection: it cannot be read again as such."""
         return Dataset(self.images[indices], self.labels[indices], self.spec, self.source)
 
     def sample(self, count: int | None, seed: int = 0) -> Dataset:
         """`count` images drawn at random from `seed`, kept in their order (all of them
-        when `count` is None or not smaller than the dataset)."""
+        when `count` is None or not smaller than the dataset). Drawn from a whole split
+        as read, it keeps a selection that reads it again, as `xpcnn train --limit` draws."""
         if count is not None and (isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 1):
             raise ValueError(f"{self.spec.name}: a sample count must be an integer >= 1 (None: all), got {count!r}")
         if count is None or count >= len(self):
             return self
-        return self.subset(np.sort(np.random.default_rng(seed).permutation(len(self))[:count]))
+        drawn = self.subset(np.sort(np.random.default_rng(seed).permutation(len(self))[:count]))
+        whole = self.selection is not None and self.selection.limit is None and not self.selection.val_split
+        return self._read_again_as(drawn, limit=int(count), seed=seed) if whole else drawn
 
     def split(self, fraction: float, seed: int = 0) -> tuple[Dataset, Dataset]:
-        """(rest, held_out): a random `fraction` held out, e.g. for validation."""
+        """(rest, held_out): a random `fraction` held out, e.g. for validation. Both keep a
+        selection that reads them again where `xpcnn train --val-split` would draw them so."""
         if not 0.0 < fraction < 1.0:
             raise ValueError(f"split fraction must be in (0, 1), got {fraction}")
         order = np.random.default_rng(seed).permutation(len(self))
         cut = int(round(len(self) * fraction))
-        return self.subset(np.sort(order[cut:])), self.subset(np.sort(order[:cut]))
+        rest, held_out = self.subset(np.sort(order[cut:])), self.subset(np.sort(order[:cut]))
+        chosen = self.selection
+        if chosen is None or chosen.val_split or (chosen.limit is not None and chosen.seed != seed):
+            return rest, held_out
+        return (self._read_again_as(rest, val_split=float(fraction), seed=seed),
+                self._read_again_as(held_out, val_split=float(fraction), seed=seed))
+
+    def _read_again_as(self, part: Dataset, **choices: Any) -> Dataset:
+        """`part` of this dataset with this dataset's selection and `choices` (limit, seed,
+        val_split), which Loaded.splits draws the same images with: a run trained on it
+        can then be resumed and evaluated from the files it came from."""
+        return replace(part, selection=replace(self.selection, **choices))
 
 
 def _channels_first(images: np.ndarray, name: str) -> np.ndarray:
