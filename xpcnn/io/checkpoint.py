@@ -222,10 +222,10 @@ def _read_meta(archive: Any, path: Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: {META_KEY} must be a 1-D uint8 array of at most {MAX_META_BYTES:,} bytes")
     try:
         meta = json.loads(raw.tobytes().decode("utf-8"))
-    except (ValueError, RecursionError) as exc:  # bad UTF-8, bad JSON, integers of thousands of digits
-        raise CheckpointError(
-            f"{path}: {META_KEY} is not usable UTF-8 JSON: {type(exc).__name__}: {exc}"[:300]
-        ) from None
+    except RecursionError:  # Python's JSON parser recurses once per level
+        raise CheckpointError(f"{path}: {META_KEY} nests JSON arrays or objects too deeply to be read") from None
+    except ValueError as exc:  # bad UTF-8, bad JSON, integers of thousands of digits
+        raise CheckpointError(f"{path}: {META_KEY} is not usable UTF-8 JSON: {exc}"[:300]) from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(
             f"{path}: not an xpcnn checkpoint (format {meta.get('format') if isinstance(meta, dict) else None!r})"
