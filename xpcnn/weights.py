@@ -20,9 +20,12 @@ COUNTER = "num_batches_tracked"  # BatchNorm2D's count of training batches, an i
 
 
 def state_dict(model: Any) -> dict[str, np.ndarray]:
-    """Parameters, buffers and batch-norm counters of `model` as host NumPy copies."""
-    state = {name: backend.to_numpy(value).copy() for name, value in {**model.params, **model.buffers}.items()}
+    """Parameters, buffers and batch-norm counters of `model` as host NumPy copies, in
+    torch's order: layer by layer, each layer's parameters, then buffers, then counter."""
+    state = {}
     for position, layer in model.named_layers():
+        for key, value in {**layer.params, **layer.buffers}.items():
+            state[f"{position}.{key}"] = backend.to_numpy(value).copy()
         if COUNTER in layer.extra_state():
             state[f"{position}.{COUNTER}"] = np.asarray(layer.extra_state()[COUNTER], np.int64)
     return state

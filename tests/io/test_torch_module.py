@@ -17,7 +17,7 @@ def test_every_layer_type_computes_as_in_xpcnn_in_training_and_inference():
     net = xpcnn.Sequential([*every_layer_type().layers[:-1], xpcnn.GELU(), xpcnn.Dense(16, 10, rng=0)])
     net.to("numpy", dtype="float64")
     twin = to_torch(net)
-    assert set(twin.state_dict()) == set(net.state_dict())
+    assert list(twin.state_dict()) == list(net.state_dict())  # the same keys in the same order
     x = np.random.default_rng(0).standard_normal((4, 1, 28, 28))
     net[8].p = twin[8].p = 0.0  # dropout's masks are each library's own
     for training in (True, False):
@@ -36,3 +36,9 @@ def test_dtype_and_device_and_a_layer_without_counterpart():
 
     with pytest.raises(ValueError, match=r"layer 1.body.0 \(Doubled\) has no torch counterpart"):
         to_torch(xpcnn.Sequential([xpcnn.Flatten(), xpcnn.Residual([Doubled()])]))
+
+
+@pytest.mark.parametrize("preset", ["resnet20", "cifar"])
+def test_state_dict_keys_come_in_torchs_order_through_residual_blocks(preset):
+    net = xpcnn.presets.build(preset)
+    assert list(to_torch(net).state_dict()) == list(net.state_dict())
