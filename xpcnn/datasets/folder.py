@@ -43,6 +43,7 @@ from ..io.atomic import atomic_write
 from ..io.npyheader import read_npy_header
 from . import images
 from .files import cache_dir
+from .sources import FOLDER_IMAGE_SIDE
 
 EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 CACHE_FORMAT = 1  # raise it when what is cached, or how pictures are decoded, changes
@@ -99,7 +100,7 @@ class _Found:
     folders: dict[tuple[str, int], str] = field(default_factory=dict)
 
 
-def load_folder(root: str | os.PathLike, image_size: int = 32, channels: int | None = None,
+def load_folder(root: str | os.PathLike, image_size: int = FOLDER_IMAGE_SIDE, channels: int | None = None,
                 test_split: float = 0.2, seed: int = 0, on_bad: str = "refuse", cache: bool = True,
                 log: Callable[[str], None] | None = None, progress: bool = True,
                 max_bytes: int | None = None) -> FolderData:

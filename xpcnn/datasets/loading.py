@@ -21,7 +21,7 @@ from .cifar import find_cifar, read_cifar, verify_archive
 from .dataset import Dataset, channel_statistics
 from .files import ChecksumError, DownloadError, cache_dir, download_file, find_file, load_verified, search_dirs
 from .folder import load_folder
-from .sources import DATASETS, MNIST, DataFile, DatasetSpec
+from .sources import DATASETS, FOLDER_IMAGE_SIDE, MNIST, DataFile, DatasetSpec
 
 BUNDLED_FILE = "mnist-subset.npz"
 BUNDLED_CHECKSUMS = "mnist-subset.json"
@@ -229,9 +229,9 @@ def _load_archive(spec: DatasetSpec, dirs: Sequence[Path], download: bool, log: 
     return Loaded(split["train"], split["test"], (place,))
 
 
-def load_images(folder: str | Path, image_size: int = 32, channels: int | None = None, test_split: float = 0.2,
-                on_bad: str = "refuse", split_seed: int = 0, *, log: Callable[[str], None] | None = None,
-                progress: bool = False) -> Loaded:
+def load_images(folder: str | Path, image_size: int = FOLDER_IMAGE_SIDE, channels: int | None = None,
+                test_split: float = 0.2, on_bad: str = "refuse", split_seed: int = 0, *,
+                log: Callable[[str], None] | None = None, progress: bool = False) -> Loaded:
     """A folder of pictures as a dataset (see datasets.folder.load_folder: FOLDER/train/
     <class>/... and FOLDER/test/<class>/..., or FOLDER/<class>/... with `test_split` held
     out from `split_seed`), each picture brought to `image_size` pixels square and

@@ -170,3 +170,5 @@ CIFAR100 = _cifar("cifar100", "cifar-100-binary.tar.gz", 168513733, "03b5dce0191
 
 DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in (MNIST, FASHION_MNIST, CIFAR10, CIFAR100)}
 MNIST_FAMILY = ("mnist", "fashion-mnist")  # IDX files of 28x28 grey images
+IMAGE_SIDES = {"mnist": 28, "fashion-mnist": 28, "cifar10": 32, "cifar100": 32}  # each one's square images
+FOLDER_IMAGE_SIDE = 32  # a folder of pictures is scaled to this by default (--image-size)
