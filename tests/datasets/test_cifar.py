@@ -17,7 +17,16 @@ import numpy as np
 import pytest
 
 from xpcnn.datasets import ChecksumError, DownloadError, download_file
-from xpcnn.datasets.cifar import ARCHIVE_SLACK, LAYOUTS, MAX_MEMBERS, CIFARError, find_cifar, read_cifar, verify_archive
+from xpcnn.datasets.cifar import (
+    ARCHIVE_SLACK,
+    LAYOUTS,
+    MAX_MEMBERS,
+    CIFARError,
+    find_cifar,
+    incomplete_cifar,
+    read_cifar,
+    verify_archive,
+)
 from xpcnn.datasets.sources import CIFAR10, CIFAR100
 
 RECORDS = 10
@@ -194,6 +203,20 @@ def test_find_prefers_the_archive_then_folders_in_order(tmp_path):
     (second / "test_batch.bin").unlink()
     (second / spec.files["archive"].name).unlink()
     assert find_cifar(spec, [first, second]) is None  # a folder counts only with every file
+
+
+def test_an_extracted_folder_lacking_files_is_named_where_the_data_is_not_found(tmp_path):
+    from xpcnn.datasets.loading import DataNotFound, load_dataset
+
+    spec, layout, contents, _ = dataset("cifar10")
+    inner = tmp_path / layout.folder
+    inner.mkdir()
+    assert incomplete_cifar(spec, [tmp_path]) == f"{inner} lacks 6 of cifar10's .bin files (data_batch_1.bin, " \
+                                                 "data_batch_2.bin, data_batch_3.bin, ...)"
+    (inner / "data_batch_1.bin").write_bytes(contents["data_batch_1.bin"])
+    with pytest.raises(DataNotFound, match=f"not found in {tmp_path}.*; {inner} lacks 5 of cifar10's .bin files"):
+        load_dataset("cifar10", tmp_path, download=False)
+    assert incomplete_cifar(spec, [tmp_path / "elsewhere"]) is None
 
 
 def test_verify_archive_checks_size_and_digest(tmp_path):

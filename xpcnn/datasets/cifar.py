@@ -139,15 +139,31 @@ def find_cifar(spec: DatasetSpec, dirs: Sequence[Path]) -> Path | None:
     archive, then for an extracted folder holding every .bin file: the archive's top
     folder inside it, or the folder itself. Returns the archive or the .bin files' folder."""
     layout = _layout(spec)
-    names = [name for files in layout.parts.values() for name in files]
     for folder in map(Path, dirs):
         archive = folder / spec.files["archive"].name
         if archive.is_file():
             return archive
         for candidate in (folder / layout.folder, folder):
-            if all((candidate / name).is_file() for name in names):
+            if not _missing_bins(layout, candidate):
                 return candidate
     return None
+
+
+def incomplete_cifar(spec: DatasetSpec, dirs: Sequence[Path]) -> str | None:
+    """One line naming the first extracted folder in `dirs` that lacks some .bin files, or
+    None: why find_cifar passed over a folder that looks like CIFAR's."""
+    layout = _layout(spec)
+    for candidate in (Path(folder) / layout.folder for folder in dirs):
+        missing = _missing_bins(layout, candidate)
+        if candidate.is_dir() and missing:
+            return f"{candidate} lacks {len(missing)} of {spec.name}'s .bin files ({', '.join(missing[:3])}" \
+                   f"{', ...' if len(missing) > 3 else ''})"
+    return None
+
+
+def _missing_bins(layout: CIFARLayout, folder: Path) -> list[str]:
+    """The .bin files of `layout` that are not files in `folder`."""
+    return [name for files in layout.parts.values() for name in files if not (folder / name).is_file()]
 
 
 def verify_archive(path: str | Path, file: DataFile) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .cifar import find_cifar, read_cifar, verify_archive
+from .cifar import find_cifar, incomplete_cifar, read_cifar, verify_archive
 from .dataset import Dataset, channel_statistics
 from .files import ChecksumError, DownloadError, cache_dir, download_file, find_file, load_verified, search_dirs
 from .folder import load_folder
@@ -26,7 +26,8 @@ from .sources import DATASETS, FOLDER_IMAGE_SIDE, MNIST, DataFile, DatasetSpec
 BUNDLED_FILE = "mnist-subset.npz"
 BUNDLED_CHECKSUMS = "mnist-subset.json"
 FOLDER = "images"  # the name of a dataset read from a folder of pictures: load_dataset("images", DIR)
-FOLDER_OPTIONS = {"image_size": 32, "channels": None, "test_split": 0.2, "on_bad": "refuse", "split_seed": 0}
+FOLDER_OPTIONS = {"image_size": FOLDER_IMAGE_SIDE, "channels": None, "test_split": 0.2, "on_bad": "refuse",
+                  "split_seed": 0}
 
 
 class DataNotFound(RuntimeError):
@@ -216,9 +217,10 @@ def _load_archive(spec: DatasetSpec, dirs: Sequence[Path], download: bool, log: 
     found = next(((folder, path) for folder in dirs if (path := find_cifar(spec, [folder])) is not None), None)
     if found is None:
         if not download:
+            partial = incomplete_cifar(spec, dirs)
             raise DataNotFound(f"{spec.name}: {spec.files['archive'].name} (or its extracted folder) not found in "
-                               f"{', '.join(map(str, dirs))}; `xpcnn download {spec.name}` fetches it, --data-dir "
-                               "names where it is")
+                               f"{', '.join(map(str, dirs))}{f'; {partial}' if partial else ''}; "
+                               f"`xpcnn download {spec.name}` fetches it, --data-dir names where it is")
         folder = cache_dir() / spec.name
         found = folder, download_file(spec.files["archive"], spec.mirrors, folder, verify=verify_archive, log=log)
     folder, path = found
