@@ -34,6 +34,8 @@ _say = functools.partial(print, file=sys.stderr, flush=True)  # progress and not
 
 def _recipe(args: argparse.Namespace) -> presets.Recipe:
     """The preset's recipe, changed by the flags given."""
+    from ..datasets.sources import image_side
+
     if args.val_split and args.limit and args.limit < 10:
         raise UsageError("--limit is too small to hold out a validation split")
     if args.early_stopping and not args.val_split:
@@ -49,21 +51,11 @@ def _recipe(args: argparse.Namespace) -> presets.Recipe:
         raise UsageError(f"--width scales {' and '.join(presets.SCALABLE)}, not {_model(args)}")
     if args.pad and not recipe.augment:
         raise UsageError("--pad says what --augment's shifts bring in at the edges: give --augment N too")
-    size = _image_size(args)
+    size = image_side(args.dataset or "mnist", args.image_size)
     if size is not None and recipe.augment >= size:
         raise UsageError(f"--augment: shifts of up to {recipe.augment} pixels would move {size}x{size} images out "
                          "of sight")
     return recipe
-
-
-def _image_size(args: argparse.Namespace) -> int | None:
-    """The side of the images the run will read, where the flags say it before they are
-    read (the others are checked once read)."""
-    from ..datasets.sources import FOLDER_IMAGE_SIDE, IMAGE_SIDES
-
-    if args.dataset == "images":
-        return args.image_size or FOLDER_IMAGE_SIDE
-    return IMAGE_SIDES.get(args.dataset or "mnist")
 
 
 def _start(args: argparse.Namespace, recipe: presets.Recipe, options: dict[str, Any]) -> tuple[Any, Any]:

@@ -172,3 +172,11 @@ DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in (MNIST, FASHION_
 MNIST_FAMILY = ("mnist", "fashion-mnist")  # IDX files of 28x28 grey images
 IMAGE_SIDES = {"mnist": 28, "fashion-mnist": 28, "cifar10": 32, "cifar100": 32}  # each one's square images
 FOLDER_IMAGE_SIDE = 32  # a folder of pictures is scaled to this by default (--image-size)
+
+
+def image_side(dataset: str, image_size: int | None = None) -> int | None:
+    """The side of the square images that `dataset` gives, known before any is read: a
+    registered dataset's own, a folder's `image_size` (None: the default); else None."""
+    if dataset == "images":
+        return image_size or FOLDER_IMAGE_SIDE
+    return IMAGE_SIDES.get(dataset)
