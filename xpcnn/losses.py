@@ -8,6 +8,8 @@ from typing import Any
 
 from array_api_compat import array_namespace, device
 
+from . import backend
+
 
 class SoftmaxCrossEntropy:
     """Mean over the batch of -sum_k target_k log softmax(logits)_k: the target is the
@@ -45,24 +47,19 @@ class SoftmaxCrossEntropy:
         if self.check_labels and n and bool(xp.any((labels < 0) | (labels >= k))):
             low, high = int(xp.min(labels)), int(xp.max(labels))
             raise ValueError(f"SoftmaxCrossEntropy: labels must be in [0, {k}) for {k} logits, got [{low}, {high}]")
-        classes = xp.arange(k, dtype=labels.dtype, device=device(labels))
-        one_hot = xp.astype(xp.reshape(labels, (n, 1)) == xp.reshape(classes, (1, k)), logits.dtype)
-        shifted = logits - xp.max(logits, axis=1, keepdims=True)
-        exp = xp.exp(shifted)
-        sum_exp = xp.sum(exp, axis=1, keepdims=True)
-        target = one_hot  # without smoothing, the arithmetic (and the bits) of the loss before smoothing existed
-        if self.label_smoothing:
-            target = (1 - self.label_smoothing) * one_hot + self.label_smoothing / k  # each row sums to 1
-        log_likelihood = xp.sum(target * shifted, axis=1) - xp.log(xp.reshape(sum_exp, (n,)))
-        self._cache = (exp / sum_exp, target)
-        return -xp.mean(log_likelihood)
+        # Resolved together, so that the gradient reads what this forward saved.
+        forward, gradient = (backend.fast_path(f, logits) for f in (softmax_cross_entropy,
+                                                                     softmax_cross_entropy_gradient))
+        loss, saved = forward(logits, labels, self.label_smoothing)
+        self._cache = (gradient, saved)
+        return loss
 
     def backward(self) -> Any:
         """d(loss)/d(logits) = (softmax - target) / N, from the last forward."""
         if self._cache is None:
             raise RuntimeError("SoftmaxCrossEntropy: backward() needs a preceding forward()")
-        (probabilities, target), self._cache = self._cache, None
-        return (probabilities - target) / probabilities.shape[0]
+        (gradient, saved), self._cache = self._cache, None
+        return gradient(saved)
 
     def __repr__(self) -> str:
         shown = [*(["check_labels=False"] if not self.check_labels else []),
@@ -79,3 +76,26 @@ def _smoothing(value: Any) -> float:
     if not (math.isfinite(value) and 0.0 <= value < 1.0):
         raise ValueError(f"{what} must be in [0.0, 1.0), got {value}")
     return float(value)
+
+
+def softmax_cross_entropy(logits: Any, labels: Any, smoothing: float) -> tuple[Any, Any]:
+    """The mean loss (0-d) of logits (N, K) for integer labels (N,) in [0, K), with label
+    smoothing `smoothing`, and what softmax_cross_entropy_gradient reads."""
+    xp = array_namespace(logits, labels)
+    n, k = logits.shape
+    classes = xp.arange(k, dtype=labels.dtype, device=device(labels))
+    one_hot = xp.astype(xp.reshape(labels, (n, 1)) == xp.reshape(classes, (1, k)), logits.dtype)
+    shifted = logits - xp.max(logits, axis=1, keepdims=True)
+    exp = xp.exp(shifted)
+    sum_exp = xp.sum(exp, axis=1, keepdims=True)
+    target = one_hot  # without smoothing, the arithmetic (and the bits) of the loss before smoothing existed
+    if smoothing:
+        target = (1 - smoothing) * one_hot + smoothing / k  # each row sums to 1
+    log_likelihood = xp.sum(target * shifted, axis=1) - xp.log(xp.reshape(sum_exp, (n,)))
+    return -xp.mean(log_likelihood), (exp / sum_exp, target)
+
+
+def softmax_cross_entropy_gradient(saved: Any) -> Any:
+    """d(loss)/d(logits) (N, K) from what softmax_cross_entropy saved."""
+    probabilities, target = saved
+    return (probabilities - target) / probabilities.shape[0]

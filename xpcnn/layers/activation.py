@@ -17,7 +17,7 @@ class ReLU(Layer):
 
     def forward(self, x: Any, training: bool = True) -> Any:
         self._namespace(x)
-        y, mask = relu(x, training)
+        y, mask = backend.fast_path(relu, x)(x, training)
         return self._save_for_backward(training, mask, y)
 
     def backward(self, dy: Any) -> Any:

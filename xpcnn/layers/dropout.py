@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .. import capture, init
+from .. import backend, capture, init
 from .base import Layer, integer, number
 
 
@@ -40,8 +40,9 @@ class Dropout(Layer):
         if not training or self.p == 0.0:
             return self._save_for_backward(training, None, x)
         # Drawn on the host for every step, also when the step is a recorded CUDA graph.
-        scaled_mask = capture.from_host(lambda: self._next_mask(tuple(x.shape)), x) / (1 - self.p)
-        return self._save_for_backward(training, scaled_mask, x * scaled_mask)
+        mask = capture.from_host(lambda: self._next_mask(tuple(x.shape)), x)
+        y, scaled_mask = backend.fast_path(apply_mask, x)(x, mask, self.p)
+        return self._save_for_backward(training, scaled_mask, y)
 
     def _next_mask(self, shape: tuple[int, ...]) -> Any:
         mask = init.keep_mask(self.seed, self.calls, self.p, shape)
@@ -51,3 +52,10 @@ class Dropout(Layer):
     def backward(self, dy: Any) -> Any:
         scaled_mask = self._saved_for_backward(dy)
         return dy if scaled_mask is None else dy * scaled_mask
+
+
+def apply_mask(x: Any, mask: Any, p: float) -> tuple[Any, Any]:
+    """x * mask / (1 - p) for a keep-mask of 0 and 1 in x's dtype and shape, and the
+    scaled mask, which the gradient multiplies by."""
+    scaled_mask = mask / (1 - p)
+    return x * scaled_mask, scaled_mask

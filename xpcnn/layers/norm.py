@@ -94,12 +94,8 @@ class BatchNorm2D(Layer):
     def update_running(self, mean: Any, var: Any, count: int) -> None:
         """running = (1 - momentum) * running + momentum * batch (unbiased variance), in
         place: a step recorded as a CUDA graph updates the arrays it was recorded with."""
-        xp, m, c = self._namespace(mean), self.momentum, self.num_features
-        running_mean, running_var = self.buffers["running_mean"], self.buffers["running_var"]
-        running_mean *= 1 - m
-        running_mean += m * xp.reshape(mean, (c,))
-        running_var *= 1 - m
-        running_var += m * xp.reshape(var, (c,)) * (count / (count - 1))
+        update = backend.fast_path(update_running, mean)
+        update(self.buffers["running_mean"], self.buffers["running_var"], mean, var, self.momentum, count)
         capture.each_step(self._count_batch)
 
     def _count_batch(self) -> None:
@@ -112,6 +108,17 @@ class BatchNorm2D(Layer):
         dx, grad_weight, grad_bias = gradient(channel_rows(dy), saved, gamma, count)
         self.grads = {"weight": xp.reshape(grad_weight, (c,)), "bias": xp.reshape(grad_bias, (c,))}
         return from_channel_rows(dx, tuple(dy.shape))
+
+
+def update_running(running_mean: Any, running_var: Any, mean: Any, var: Any, momentum: float, count: int) -> None:
+    """running = (1 - momentum) * running + momentum * batch for the running mean and
+    variance (C,), in place, from the batch's mean and biased variance (C, 1) of `count`
+    values per channel (the variance made unbiased)."""
+    xp, m, c = array_namespace(mean), momentum, running_mean.shape[0]
+    running_mean *= 1 - m
+    running_mean += m * xp.reshape(mean, (c,))
+    running_var *= 1 - m
+    running_var += m * xp.reshape(var, (c,)) * (count / (count - 1))
 
 
 def normalise(rows: Any, gamma: Any, beta: Any, count: int, eps: float) -> tuple[Any, Any, Any, Any]:
