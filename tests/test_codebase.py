@@ -27,7 +27,7 @@ RANKS = {
     "xpcnn.layers": 3, "xpcnn.losses": 3, "xpcnn.hooks": 3, "xpcnn.metrics": 3, "xpcnn.weights": 3,
     "xpcnn.model": 4,
     "xpcnn.optim": 5,
-    "xpcnn.kernels.numba": 6, "xpcnn.kernels.numpy": 6,
+    "xpcnn.kernels.numba": 6, "xpcnn.kernels.numpy": 6, "xpcnn.kernels.cupy": 6,
     "xpcnn.presets": 7, "xpcnn.io.atomic": 7, "xpcnn.io.npyheader": 7,
     "xpcnn.datasets": 8,
     "xpcnn.io": 9,

@@ -18,6 +18,7 @@ from xpcnn.layers import norm
 from xpcnn.optim import Adam
 
 KERNEL_MODULES = [(name, module) for name, modules in backend.FAST_PATHS.items() for module, _ in modules]
+GPU_BACKENDS = {"cupy"}  # their dispatch test needs a GPU: the GPU check runs it
 
 
 def importable_registries() -> dict[str, dict]:
@@ -68,13 +69,14 @@ def test_a_declaration_that_differs_from_its_standard_function_fails_at_import()
 def every_kind_of_layer() -> xpcnn.Sequential:
     """A network that takes every fast path: a padded first convolution, a fused batch
     norm -> pooling -> ReLU block, an unpadded convolution with bias and an input gradient,
-    batch norm alone, overlapping max pooling, ReLU, batch norm -> ReLU, GELU, a dense
-    layer."""
+    batch norm alone, overlapping max pooling, ReLU, batch norm -> ReLU, GELU, dropout, a
+    dense layer."""
     rng = np.random.default_rng(0)
     return xpcnn.Sequential([
         xpcnn.Conv2D(1, 4, 3, padding=1, bias=False, rng=rng), xpcnn.BatchNorm2D(4), xpcnn.MaxPool2D(2), xpcnn.ReLU(),
         xpcnn.Conv2D(4, 6, 3, rng=rng), xpcnn.BatchNorm2D(6), xpcnn.MaxPool2D(2, 1), xpcnn.ReLU(),
-        xpcnn.BatchNorm2D(6), xpcnn.ReLU(), xpcnn.GELU(), xpcnn.Flatten(), xpcnn.Dense(6, 3, rng=rng),
+        xpcnn.BatchNorm2D(6), xpcnn.ReLU(), xpcnn.GELU(), xpcnn.Flatten(), xpcnn.Dropout(0.25, seed=0),
+        xpcnn.Dense(6, 3, rng=rng),
     ])
 
 
@@ -100,7 +102,8 @@ def calls_of_each_fast_path(name: str, module: str, monkeypatch) -> dict[str, in
     return calls
 
 
-@pytest.mark.parametrize("name, module", KERNEL_MODULES)
+@pytest.mark.parametrize("name, module", [pytest.param(name, module, marks=[pytest.mark.gpu] * (name in GPU_BACKENDS))
+                                          for name, module in KERNEL_MODULES])
 def test_each_registered_fast_path_is_dispatched(name, module, monkeypatch):
     if backend.unavailable_reason(name) is not None:
         pytest.skip(f"{name}: {backend.unavailable_reason(name)}")

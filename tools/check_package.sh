@@ -12,12 +12,14 @@ python -m build --outdir "$work/dist" . >"$work/build.log" 2>&1 || { tail -30 "$
 python -m twine check --strict "$work"/dist/*
 tar tzf "$work"/dist/xpcnn-*.tar.gz >"$work/sdist.txt"
 for member in LICENSE CHANGELOG.md tests/test_codebase.py docs/python.md benchmarks/gpu_check.sh \
-    xpcnn/datasets/data/mnist-subset.npz; do
+    xpcnn/datasets/data/mnist-subset.npz xpcnn/kernels/cupy.cu; do
   grep -q "/$member\$" "$work/sdist.txt" || { echo "check_package: the sdist lacks $member" >&2; exit 1; }
 done
 
 python3 -m venv "$work/venv"
 "$work/venv/bin/pip" install -q "$work"/dist/xpcnn-*.whl
+"$work/venv/bin/python" -c "import importlib.resources as r; assert (r.files('xpcnn.kernels') / 'cupy.cu').is_file()" \
+  || { echo "check_package: the wheel lacks xpcnn/kernels/cupy.cu (CuPy's kernels)" >&2; exit 1; }
 cd "$work"  # away from the checkout: what runs is the installed wheel
 env -u XPCNN_DATA_DIR XDG_CACHE_HOME="$work/cache" "$work/venv/bin/xpcnn" train --no-download --limit 2000 \
   --epochs 1 --out run --no-progress

@@ -100,9 +100,11 @@ def backend_of(x: Any) -> str:
 # Each library's kernel modules (xpcnn.kernels), in order of preference, with the optional
 # package each needs (its switch: XPCNN_<PACKAGE>=0 skips the module). NumPy takes
 # numba's compiled kernels where numba is installed (the `numba` extra), then what
-# NumPy alone does faster than the standard.
+# NumPy alone does faster than the standard; CuPy its CUDA kernels (XPCNN_CUPY=0: CuPy's
+# own array operations, the standard path).
 FAST_PATHS: dict[str, tuple[tuple[str, str | None], ...]] = {
     "numpy": (("xpcnn.kernels.numba", "numba"), ("xpcnn.kernels.numpy", None)),
+    "cupy": (("xpcnn.kernels.cupy", "cupy"),),
 }
 
 
@@ -137,8 +139,8 @@ def switch(variable: str) -> bool | None:
 
 def fast_paths(name: str) -> list[str]:
     """The kernel modules backend `name` takes here, in order of preference (none with
-    XPCNN_STANDARD_PATH=1, none needing numba with XPCNN_NUMBA=0: the environment
-    variables are read at each call)."""
+    XPCNN_STANDARD_PATH=1, none needing numba with XPCNN_NUMBA=0 (cupy: XPCNN_CUPY=0): the
+    environment variables are read at each call)."""
     return [module for module, needs in FAST_PATHS.get(name, ()) if fast_path_unused_reason(module, needs) is None]
 
 

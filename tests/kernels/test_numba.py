@@ -15,7 +15,7 @@ from xpcnn import backend, optim
 from xpcnn.layers import norm, pool, windows
 
 from ..layers.test_windows import ADJOINT_CASES
-from .test_numpy import POOLS, pooling_case, windows_case
+from .test_numpy import FUSED_POOLS, POOLS, fused_case, pooling_case, windows_case
 
 if os.environ.get("CI"):
     import numba  # CI installs the test extra, numba with it: fail, do not skip
@@ -171,22 +171,6 @@ def test_max_pool_over_more_taps_than_a_byte_counts(monkeypatch):
     reference, fast = both_paths(monkeypatch, lambda: (layer.forward(x), layer.backward(dy)))
     for got, want in zip(fast, reference):
         np.testing.assert_array_equal(got, want)
-
-
-FUSED_POOLS = [((2, 2), 8, 6), ((3, 3), 9, 6), ((2, 3), 6, 9), ((1, 1), 4, 4), ((17, 17), 17, 17)]
-
-
-def fused_case(kernel, h, w, dtype, with_nan=False):
-    """Batch norm's input, gamma and beta, and the gradient of a fused block's output; the
-    input has ties inside windows, windows whose maximum ReLU cuts and (asked) a NaN."""
-    rng = np.random.default_rng(7)
-    x4 = rng.integers(-3, 4, (3, h, w, 5)).astype(dtype) * 0.5 + 7  # |mean| >> std, many ties
-    if with_nan:
-        x4[1, 0, 0, 2] = np.nan
-    gamma, beta = rng.uniform(-2, 2, (3, 1)).astype(dtype), rng.standard_normal((3, 1)).astype(dtype)
-    out_hw = (h // kernel[0], w // kernel[1])
-    dy4 = rng.standard_normal((3, *out_hw, 5)).astype(dtype)
-    return x4, gamma, beta, out_hw, dy4
 
 
 @pytest.mark.parametrize("dtype, tol", [("float32", 2e-6), ("float64", 1e-13)])

@@ -36,6 +36,22 @@ def pooling_case(kernel, stride, h, w, with_nan):
     return layer, x, rng.standard_normal(layer.output_shape(x.shape)).astype(np.float32)
 
 
+FUSED_POOLS = [((2, 2), 8, 6), ((3, 3), 9, 6), ((2, 3), 6, 9), ((1, 1), 4, 4), ((17, 17), 17, 17)]
+
+
+def fused_case(kernel, h, w, dtype, with_nan=False):
+    """Batch norm's input, gamma and beta, and the gradient of a fused block's output; the
+    input has ties inside windows, windows whose maximum ReLU cuts and (asked) a NaN."""
+    rng = np.random.default_rng(7)
+    x4 = rng.integers(-3, 4, (3, h, w, 5)).astype(dtype) * 0.5 + 7  # |mean| >> std, many ties
+    if with_nan:
+        x4[1, 0, 0, 2] = np.nan
+    gamma, beta = rng.uniform(-2, 2, (3, 1)).astype(dtype), rng.standard_normal((3, 1)).astype(dtype)
+    out_hw = (h // kernel[0], w // kernel[1])
+    dy4 = rng.standard_normal((3, *out_hw, 5)).astype(dtype)
+    return x4, gamma, beta, out_hw, dy4
+
+
 @pytest.mark.parametrize("with_nan", [False, True], ids=["finite", "nan"])
 @pytest.mark.parametrize("kernel, stride, h, w", POOLS, ids=str)
 def test_max_pool_is_the_standard_paths(monkeypatch, kernel, stride, h, w, with_nan):
