@@ -15,7 +15,9 @@ train` runs it, with worker threads (benchmarks/workers.py's table: the rows abo
 one model's bare step); a per-layer time breakdown of xpcnn's step;
 threads, BLAS and kernel. OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE are unset for this
 process (their old values are reported). --save writes the report under
-benchmarks/results/. --gpu compares CuPy with PyTorch on CUDA (batch 256 and 1024).
+benchmarks/results/. --gpu compares CuPy with PyTorch on CUDA (batch 64, 256 and 1024) and
+counts the kernels and launch calls of each contender's training step for every preset at
+batch 256 (xpcnn on CuPy also on its standard path, its fast paths off).
 """
 
 from __future__ import annotations
@@ -333,8 +335,9 @@ def inference_contenders(preset, models, net, size, setup, rng):
     return {"xpcnn": ours("xpcnn"), "xpcnn on torch": ours("xpcnn on torch"), "PyTorch": theirs}
 
 
-def preset_rows(preset, args, setup, peak, rng, breakdowns):
-    """Training rows at each batch size and one inference row; fills breakdowns[preset]."""
+def preset_rows(preset, args, setup, peak, rng, breakdowns, kernels):
+    """Training rows at each batch size and one inference row; fills breakdowns[preset]
+    and, on a GPU, kernels[preset] (each contender's kernels per step at batch 256)."""
     ours_target, torch_device, gpu_sizes, sync, _ = setup
     batch_sizes = batch_sizes_for(preset, gpu_sizes)
     models = {"xpcnn": build(preset).to(*ours_target), "xpcnn on torch": build(preset).to("torch", torch_device)}
@@ -348,6 +351,8 @@ def preset_rows(preset, args, setup, peak, rng, breakdowns):
         speeds = side_by_side(steps, batch, args.repeats, max(2, 2048 // batch))
         share = " / ".join(f"{statistics.median(speeds[name]) * flops / peak:.0%}" for name in ("xpcnn", "PyTorch"))
         rows.append(ratio_row(preset, batch, "train", speeds, args.gpu, share))
+        if args.gpu and batch == KERNELS_BATCH:
+            kernels[preset] = step_kernels(steps)
         if batch == batch_sizes[-1]:
             breakdowns[preset] = batch, layer_breakdown(steps["xpcnn"], models["xpcnn"], args.repeats, sync)
     size = 4096 if args.gpu else 1000
@@ -359,7 +364,7 @@ def preset_rows(preset, args, setup, peak, rng, breakdowns):
 def gpu_memory_lines(setup, rng):
     """Peak GPU memory of a lenet batch-256 training step: CuPy's pool (what xpcnn holds)
     and torch's peak allocation (xpcnn on torch with its CUDA graphs, and PyTorch), each
-    measured alone; and the kernels each contender runs per step."""
+    measured alone."""
     import cupy
     import torch
 
@@ -378,28 +383,52 @@ def gpu_memory_lines(setup, rng):
         peaks[name] = (pool.total_bytes() if name == "xpcnn" else torch.cuda.max_memory_allocated()) / 2**20
     return ["## Peak GPU memory, lenet, batch 256, 3 training steps", "",
             "| | xpcnn (CuPy memory pool) | xpcnn on torch, CUDA graphs (max allocated) | PyTorch (max allocated) |",
-            "|---|---|---|---|", f"| MiB | {peaks['xpcnn']:,.0f} | {peaks[GRAPH]:,.0f} | {peaks['PyTorch']:,.0f} |", "",
-            *kernel_lines(steps)]
+            "|---|---|---|---|", f"| MiB | {peaks['xpcnn']:,.0f} | {peaks[GRAPH]:,.0f} | {peaks['PyTorch']:,.0f} |", ""]
 
 
-def kernel_lines(steps):
-    """Kernels run and launch calls made per training step (lenet, batch 256), read by
-    PyTorch's profiler (CUPTI), which sees CuPy's kernels too. A replayed CUDA graph runs
-    its kernels with one launch call."""
+KERNELS_BATCH = 256
+
+
+def kernel_counts(step):
+    """(kernels run, launch calls) of one call of `step`, read by PyTorch's profiler
+    (CUPTI), which sees CuPy's kernels too; memory copies and sets count as kernels run. A
+    replayed CUDA graph runs its kernels with one launch call."""
     from torch.profiler import ProfilerActivity, profile
 
-    lines = ["## Kernels per training step, lenet, batch 256 (PyTorch profiler, CUPTI)", "",
-             "| | kernels run | launch calls (kernel + graph) |", "|---|---|---|"]
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as profiler:
+        step()
+    events = profiler.events()
+    return (sum(1 for e in events if str(e.device_type).endswith("CUDA")),
+            sum(1 for e in events if "LaunchKernel" in e.name or "GraphLaunch" in e.name))
+
+
+def step_kernels(steps):
+    """name -> (kernels, launches) of each contender's training step, or why not; xpcnn
+    also on its standard path (XPCNN_STANDARD_PATH=1: CuPy's array operations alone)."""
+    counts = {}
     for name, step in steps.items():
         try:
-            with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as profiler:
-                step()
-            events = profiler.events()
-            kernels = sum(1 for e in events if str(e.device_type).endswith("CUDA"))
-            launches = sum(1 for e in events if "LaunchKernel" in e.name or "GraphLaunch" in e.name)
-            lines.append(f"| {name} | {kernels} | {launches} |")
+            counts[name] = kernel_counts(step)
+            if name == "xpcnn":
+                os.environ["XPCNN_STANDARD_PATH"] = "1"
+                try:
+                    step()  # its kernels compiled first
+                    counts["xpcnn, standard path"] = kernel_counts(step)
+                finally:
+                    del os.environ["XPCNN_STANDARD_PATH"]
         except Exception as exc:  # noqa: BLE001  (the profiler is optional to the report)
-            lines.append(f"| {name} | not measured: {type(exc).__name__}: {exc} | |")
+            counts[name] = f"not measured: {type(exc).__name__}: {exc}"
+    return counts
+
+
+def kernel_lines(kernels):
+    """The table of step_kernels' counts, preset by preset."""
+    lines = [f"## Kernels per training step, batch {KERNELS_BATCH} (PyTorch profiler, CUPTI)", "",
+             "| preset | | kernels run | launch calls (kernel + graph) |", "|---|---|---|---|"]
+    for preset, counts in kernels.items():
+        for name, count in counts.items():
+            cells = f"{count[0]} | {count[1]}" if isinstance(count, tuple) else f"{count} |"
+            lines.append(f"| {preset} | {name} | {cells} |")
     return [*lines, ""]
 
 
@@ -479,9 +508,9 @@ def main() -> None:
     lines = header_lines(args, device_name)
     peak = matmul_peak(backend.namespace(ours_target[0]), ours_target, sync)
     rng = np.random.default_rng(0)
-    breakdowns = {}
+    breakdowns, kernels = {}, {}
     for preset in args.presets.split(","):
-        lines += preset_rows(preset, args, setup, peak, rng, breakdowns)
+        lines += preset_rows(preset, args, setup, peak, rng, breakdowns, kernels)
     lines += [
         "",
         f"Matmul peak (float32, 2048^3 `xp.matmul`, best of 5): {peak / 1e9:,.1f} GFLOP/s. Share of peak = "
@@ -489,7 +518,8 @@ def main() -> None:
         "dense layers) / peak.",
         "",
     ]
-    lines += gpu_memory_lines(setup, rng) if args.gpu else memory_lines(args.threads) + loop_lines(args)
+    lines += gpu_memory_lines(setup, rng) + kernel_lines(kernels) if args.gpu else (
+        memory_lines(args.threads) + loop_lines(args))
     for preset, (batch, rows) in breakdowns.items():
         lines += breakdown_lines(preset, batch, rows)
     report = "\n".join(lines)

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # GPU check: run THERE (the GPU machine), from the repository root, with .whl/ carried
-# (benchmarks/gpu_prepare.sh makes it here). See docs/gpu.md, "The GPU check". Writes at most 8
+# (benchmarks/gpu_prepare.sh makes it here). See docs/gpu.md, "The GPU check". Writes at most 9
 # files under $OUT (default gpu-results/) within about 8 minutes:
 #   env.txt        GPU, libraries, DLPack round trip (the preflight)
+#   pytest-kernels.txt  CuPy's CUDA kernels (tests/kernels/test_cupy.py) against CuPy's standard path,
+#                  first: every later step runs through them
 #   parity.txt     layer-by-layer parity: numpy vs cupy, numpy vs torch:cuda, cupy vs torch:cuda,
 #   parity.jsonl   both presets, float32 and float64, plus 5 training steps (and as JSON)
 #   train.txt      one epoch of lenet on cupy and on torch:cuda
 #   bench.md       CuPy vs PyTorch-CUDA (and xpcnn on torch:cuda) throughput and memory
-#   pytest-gpu.txt the gpu-marked tests, which FAIL (not skip) when CUDA is unusable
+#   pytest-gpu.txt the other gpu-marked tests, which FAIL (not skip) when CUDA is unusable
 #   summary.md     all of it on one page: commit it as benchmarks/results/gpu-<date>.md
 # Without a usable CUDA device it stops after the preflight, within seconds, exit 3.
 set -u
@@ -32,9 +34,10 @@ step() {  # step NAME SECONDS COMMAND...: run with a time-out that never passes 
 }
 
 python3 benchmarks/gpu_steps.py preflight "$OUT" || exit 3
+step kernels 75 sh -c "python3 -m pytest -q -m gpu -p no:cacheprovider tests/kernels/test_cupy.py >'$OUT/pytest-kernels.txt' 2>&1"
 step parity 150 python3 benchmarks/gpu_steps.py parity "$OUT"
 step train 90 python3 benchmarks/gpu_steps.py train "$OUT"
 step bench 120 sh -c "python3 benchmarks/bench.py --gpu --repeats 3 >'$OUT/bench.md' 2>&1"
-step pytest 120 sh -c "python3 -m pytest -q -m gpu -p no:cacheprovider tests >'$OUT/pytest-gpu.txt' 2>&1"
+step pytest 120 sh -c "python3 -m pytest -q -m gpu -p no:cacheprovider --ignore=tests/kernels/test_cupy.py tests >'$OUT/pytest-gpu.txt' 2>&1"
 python3 benchmarks/gpu_steps.py summary "$OUT"
 echo "gpu_check: done in $SECONDS s: $(ls "$OUT")" >&2

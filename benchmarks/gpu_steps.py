@@ -129,6 +129,7 @@ def summary(out: Path) -> int:
             verdicts.append(f"| {' vs '.join(row['pair'])} | {row['preset']} | {row['dtype']} | {worst:.1e} | "
                             f"{'PASS' if row['passed'] else 'FAIL'} |")
     page = [f"# GPU check, {time.strftime('%Y-%m-%d')}", ""] + section("Environment", "env.txt")
+    page += section("CuPy's kernels (tests/kernels/test_cupy.py, gpu-marked)", "pytest-kernels.txt", lines=25)
     page += ["## Parity (worst local relative difference)", "", "| backends | preset | dtype | worst | verdict |",
              "|---|---|---|---|---|", *verdicts, ""]
     page += section("Training, one epoch of lenet", "train.txt") + section("Throughput", "bench.md")
