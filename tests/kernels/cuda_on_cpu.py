@@ -1,7 +1,8 @@
 """CuPy's kernels (xpcnn/kernels/cupy.cu) run on the CPU, to check their logic
 where there is no GPU: the same CUDA source compiled by g++ with a few lines that stand
-in for CUDA (a block's threads are threads, __syncthreads a barrier, __shared__ static,
-blocks run one after another), behind a stand-in for the `cupy` module that keeps arrays
+in for CUDA (blocks run one after another, a block's threads one after another too, or
+as threads where the kernel synchronises them: __syncthreads a barrier, __shared__
+static), with blocks of BLOCK threads, behind a stand-in for the `cupy` module that keeps arrays
 in NumPy. Each launch also checks its arguments against the kernel's parameters (a
 pointer's element type, an int against a long long), which CuPy does not.
 
@@ -57,8 +58,12 @@ struct Barrier {
     cv.wait(lock, [&] { return generation != mine; });
   }
 };
-static Barrier* barrier;
-inline void __syncthreads() { barrier->wait(); }
+static Barrier* barrier;  // null while a launch runs its threads one after another
+static bool unsynced;     // set by a __syncthreads there: the kernel needs threads
+inline void __syncthreads() {
+  if (barrier) barrier->wait();
+  else unsynced = true;
+}
 inline void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
 inline unsigned atomicAdd(unsigned* a, unsigned v) { return __atomic_fetch_add(a, v, __ATOMIC_SEQ_CST); }
 using std::exp; using std::isnan; using std::log; using std::sqrt; using std::tanh;
@@ -83,26 +88,48 @@ template <typename... A, std::size_t... I>
 void call(void (*k)(A...), void** args, std::index_sequence<I...>) {
   k(*static_cast<typename std::remove_cv<A>::type*>(args[I])...);
 }
-template <typename... A> void launch(void (*k)(A...), unsigned gx, unsigned gy, unsigned bx, void** args) {
+// Blocks one after another; a block's threads as threads where `threaded` (kernels that
+// synchronise them), else one after another.
+template <typename... A>
+void launch(void (*k)(A...), unsigned gx, unsigned gy, unsigned bx, void** args, int threaded) {
   gridDim = {gx, gy, 1};
   blockDim = {bx, 1, 1};
-  for (unsigned by = 0; by < gy; ++by) {
-    for (unsigned b = 0; b < gx; ++b) {
-      Barrier block(bx);
-      barrier = &block;
-      std::vector<std::thread> threads;
-      for (unsigned t = 0; t < bx; ++t) {
-        threads.emplace_back([=] {
+  Barrier block(bx);
+  barrier = threaded ? &block : nullptr;
+  unsynced = false;
+  if (!threaded) {
+    for (unsigned by = 0; by < gy; ++by) {
+      for (unsigned b = 0; b < gx; ++b) {
+        for (unsigned t = 0; t < bx; ++t) {
           threadIdx = {t, 0, 0};
           blockIdx = {b, by, 0};
           call(k, args, std::index_sequence_for<A...>{});
-        });
+        }
       }
-      for (auto& thread : threads) thread.join();
     }
+    return;
   }
+  std::vector<std::thread> threads;  // one per thread of a block, which runs the blocks in turn
+  for (unsigned t = 0; t < bx; ++t) {
+    threads.emplace_back([=, &block] {
+      threadIdx = {t, 0, 0};
+      for (unsigned by = 0; by < gy; ++by) {
+        for (unsigned b = 0; b < gx; ++b) {
+          blockIdx = {b, by, 0};
+          call(k, args, std::index_sequence_for<A...>{});
+          block.wait();  // the block done before the next one reuses its shared memory
+        }
+      }
+    });
+  }
+  for (auto& thread : threads) thread.join();
 }
+extern "C" int unsynced_threads() { return unsynced; }
 """
+
+
+BLOCK = 32  # threads a block here (xpcnn.kernels.cupy.BLOCK is set to it): fewer threads, more blocks
+SYNCING = {"statistics", "gradient_sums", "pooled_gradient_sums", "softmax_cross_entropy"}  # run with threads
 
 
 def compilable() -> str | None:
@@ -111,8 +138,8 @@ def compilable() -> str | None:
 
 
 def _entries(names: list[str]) -> str:
-    return "".join(f'extern "C" void run_{i}(unsigned gx, unsigned gy, unsigned bx, void** args) '
-                   f"{{ launch(&{name}, gx, gy, bx, args); }}\n"
+    return "".join(f'extern "C" void run_{i}(unsigned gx, unsigned gy, unsigned bx, void** args, int threaded) '
+                   f"{{ launch(&{name}, gx, gy, bx, args, threaded); }}\n"
                    f'extern "C" const char* signature_{i}() {{ return signature(&{name}); }}\n'
                    for i, name in enumerate(names))
 
@@ -122,7 +149,7 @@ def library(folder: Path) -> tuple[ctypes.CDLL, dict[str, int]]:
     """The kernels compiled for the CPU in `folder`, and each instance's entry number."""
     names = fast._names()
     source = folder / "kernels_on_cpu.cpp"
-    source.write_text(SHIM + f"#define BLOCK {fast.BLOCK}\n" + fast.SOURCE + LAUNCH + _entries(names))
+    source.write_text(SHIM + f"#define BLOCK {BLOCK}\n" + fast.SOURCE + LAUNCH + _entries(names))
     built = folder / "kernels_on_cpu.so"
     subprocess.run(["g++", "-std=c++17", "-O1", "-ffp-contract=off", "-shared", "-fPIC", "-pthread", "-w",
                     str(source), "-o", str(built)], check=True, capture_output=True, text=True)
@@ -167,7 +194,10 @@ class Function:
         values = _packed(self.kinds, args)
         pointers = (ctypes.c_void_p * len(values))(*(ctypes.cast(ctypes.pointer(v), ctypes.c_void_p) for v in values))
         gx, gy = (*grid, 1)[:2]
-        self.run(ctypes.c_uint(gx), ctypes.c_uint(gy), ctypes.c_uint(block[0]), pointers)
+        threaded = self.name.split("<")[0] in SYNCING
+        self.run(ctypes.c_uint(gx), ctypes.c_uint(gy), ctypes.c_uint(block[0]), pointers, ctypes.c_int(threaded))
+        if self.lib.unsynced_threads():
+            raise RuntimeError(f"{self.name} synchronises its threads: name it in cuda_on_cpu.SYNCING")
         LAUNCHES.append(self.name)
 
 

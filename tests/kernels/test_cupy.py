@@ -71,7 +71,8 @@ def place(request, monkeypatch, tmp_path_factory):
         pytest.skip(reason)
     monkeypatch.setattr(fast, "cupy", cuda_on_cpu.fake_cupy(tmp_path_factory.getbasetemp()))
     monkeypatch.setattr(fast, "_COUNTERS", {})
-    for name, value in (("MAX_BLOCKS", 3), ("ITEMS_PER_THREAD", 1), ("MAX_CHANNEL_BLOCKS", 3)):
+    for name, value in (("BLOCK", cuda_on_cpu.BLOCK), ("MAX_BLOCKS", 3), ("ITEMS_PER_THREAD", 1),
+                        ("MAX_CHANNEL_BLOCKS", 3)):
         monkeypatch.setattr(fast, name, value)  # few threads, several blocks a channel: the grid strides and sums
     fast._module.cache_clear()
     yield Place(np, exact_math=False)
