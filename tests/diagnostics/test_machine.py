@@ -23,6 +23,14 @@ def test_report_names_processor_backends_and_blas():
     assert not any(line.startswith("  fast paths of torch") for line in lines)  # it has none
 
 
+def test_a_fast_path_package_is_named_with_its_version_whatever_its_distribution_is_called(monkeypatch):
+    """CuPy's distribution is cupy-cuda13x (or 12x): its version comes from the module."""
+    cupy = pytest.importorskip("cupy")
+    monkeypatch.delenv("XPCNN_STANDARD_PATH", raising=False)
+    monkeypatch.setitem(backend.FAST_PATHS, "numpy", (("xpcnn.kernels.cupy", "cupy"),))
+    assert machine.fast_paths("numpy") == f"xpcnn.kernels.cupy (cupy {cupy.__version__})"
+
+
 def test_the_fast_paths_numpy_takes_are_named(monkeypatch):
     monkeypatch.delenv("XPCNN_STANDARD_PATH", raising=False)
     monkeypatch.setenv("XPCNN_NUMBA", "off")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import importlib.metadata
+import importlib
 import importlib.util
 import os
 import platform
@@ -150,5 +150,11 @@ def fast_paths(name: str) -> str:
     need, for `xpcnn info` and run summaries (batch norm's float32 results differ in the
     last bits between them); "none" where it takes none."""
     needed = {module: needs for module, needs, _ in backend.fast_path_modules(name)}
-    return ", then ".join(module + (f" ({needed[module]} {importlib.metadata.version(needed[module])})"
-                                    if needed[module] else "") for module in backend.fast_paths(name)) or "none"
+    return ", then ".join(module + (f" ({needed[module]} {_version(needed[module])})" if needed[module] else "")
+                          for module in backend.fast_paths(name)) or "none"
+
+
+def _version(package: str) -> str:
+    """The version of an importable package, as the module says it: its distribution may
+    have another name (CuPy's is named for its CUDA: cupy-cuda13x)."""
+    return str(getattr(importlib.import_module(package), "__version__", "unknown"))
