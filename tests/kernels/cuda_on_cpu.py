@@ -25,8 +25,6 @@ from pathlib import Path
 
 import numpy as np
 
-from xpcnn.kernels import cupy as fast  # needs CuPy installed, not a GPU
-
 SHIM = r"""
 #include <atomic>
 #include <cmath>
@@ -147,6 +145,8 @@ def _entries(names: list[str]) -> str:
 @functools.cache
 def library(folder: Path) -> tuple[ctypes.CDLL, dict[str, int]]:
     """The kernels compiled for the CPU in `folder`, and each instance's entry number."""
+    from xpcnn.kernels import cupy as fast  # needs CuPy installed (not a GPU): imported by the tests that run
+
     names = fast._names()
     source = folder / "kernels_on_cpu.cpp"
     source.write_text(SHIM + f"#define BLOCK {BLOCK}\n" + fast.SOURCE + LAUNCH + _entries(names))
@@ -211,6 +211,8 @@ def fake_cupy(folder: Path) -> types.SimpleNamespace:
 
     class RawModule:
         def __init__(self, code: str, options: tuple, name_expressions: list[str]) -> None:
+            from xpcnn.kernels import cupy as fast
+
             assert code == fast.SOURCE and options == fast.OPTIONS and name_expressions == fast._names()
 
         def get_function(self, name: str) -> Function:
