@@ -74,9 +74,11 @@ def place(request, monkeypatch, tmp_path_factory):
     for name, value in (("BLOCK", cuda_on_cpu.BLOCK), ("MAX_BLOCKS", 3), ("ITEMS_PER_THREAD", 1),
                         ("MAX_CHANNEL_BLOCKS", 3)):
         monkeypatch.setattr(fast, name, value)  # few threads, several blocks a channel: the grid strides and sums
-    fast._module.cache_clear()
+    for cached in (fast._module, fast._function):
+        cached.cache_clear()
     yield Place(np, exact_math=False)
-    fast._module.cache_clear()
+    for cached in (fast._module, fast._function):
+        cached.cache_clear()
 
 
 def assert_close(got: Any, want: Any, dtype: str, name: str = "") -> None:

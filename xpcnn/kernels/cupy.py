@@ -9,8 +9,9 @@ for the running statistics; max pooling, im2col, col2im, ReLU, dropout's mask, G
 Adam's update one kernel each; softmax cross-entropy and its gradient one. Each function
 is named like the standard function it replaces and takes and returns the same.
 
-The kernels compile on first use (NVRTC, a second or so; CuPy keeps them on disk after),
-so importing this module needs no GPU. Element-wise work is the standard path's bit for
+The kernels compile on first use (NVRTC, a second or so; CuPy 14.2 and later keep them on
+disk for the next process, older versions compile them in each), so importing this module
+needs no GPU. Element-wise work is the standard path's bit for
 bit: the same operations in the same order, compiled without fused multiply-adds
 (--fmad=false) and, as CuPy compiles its own kernels, flushing float32 subnormals
 (-ftz=true). Channel sums run in double and add up in another order than CuPy's: batch
@@ -75,7 +76,15 @@ def _module() -> Any:
 
 
 def _kernel(name: str, *dtypes: Any) -> Any:
-    return _module().get_function(_name(name, *(TYPES[np.dtype(d)] for d in dtypes)))
+    return _function(_name(name, *(TYPES[np.dtype(d)] for d in dtypes)))
+
+
+@functools.cache
+def _function(instance: str) -> Any:
+    """One kernel of the module, looked up once: RawModule.get_function makes a new
+    RawKernel and asks the driver for it at every call, microseconds a launch. A RawKernel
+    keeps a function per device, so one serves every GPU."""
+    return _module().get_function(instance)
 
 
 def _run(name: str, dtypes: tuple[Any, ...], total: int, *args: Any) -> None:
@@ -89,7 +98,9 @@ _COUNTERS: dict[int, Any] = {}
 
 def _counters(channels: int) -> Any:
     """One zeroed counter per channel on the current device, for the reductions, whose last
-    blocks leave them zeroed (kernels on one stream run one after the other)."""
+    blocks leave them zeroed. Shared by all the reductions of a device: they must run one
+    after another, as on CuPy's default stream (worker threads split a batch, which sends
+    batch norm to the standard path; CuPy's steps are not recorded as graphs)."""
     device = cupy.cuda.runtime.getDevice()
     counters = _COUNTERS.get(device)
     if counters is None or counters.size < channels:
