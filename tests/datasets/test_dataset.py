@@ -158,3 +158,31 @@ def test_a_sample_that_no_selection_reads_again_has_none():
     assert drawn.sample(20).selection is None  # a sample of a sample
     assert drawn.split(0.2, seed=4)[0].selection is None  # split with another seed than the draw's
     assert drawn.subset(np.arange(5)).selection is None
+
+
+def test_only_the_training_split_and_its_draws_read_again_as_training_images():
+    from xpcnn.datasets.loading import load_bundled
+
+    loaded = load_bundled()
+    assert loaded.train.training_selection() is loaded.train.selection
+    assert loaded.test.training_selection() is None  # its selection reads the run's data, whose test part it is
+    assert loaded.test.sample(50, seed=3).selection is None
+    drawn = loaded.train.sample(50, seed=np.int64(3))
+    assert type(drawn.selection.seed) is int and drawn.training_selection() is drawn.selection  # JSON-safe
+    assert drawn.split(0.2, seed=3)[1].training_selection() is None  # the held-out part
+
+
+@pytest.mark.parametrize("seed", [None, -1, 3.5, True, "3"])
+def test_a_seed_is_an_integer_at_least_0(seed):
+    data = small_dataset(10)
+    with pytest.raises(ValueError, match="a seed must be an integer >= 0"):
+        data.sample(5, seed=seed)
+    with pytest.raises(ValueError, match="a seed must be an integer >= 0"):
+        data.split(0.5, seed=seed)
+
+
+@pytest.mark.parametrize("fraction, message", [("0.1", "a number in"), (True, "a number in"),
+                                               (1e-9, "leaves a part empty"), (0.99, "leaves a part empty")])
+def test_a_split_that_is_not_a_fraction_or_leaves_a_part_empty_is_refused(fraction, message):
+    with pytest.raises(ValueError, match=message):
+        small_dataset(10).split(fraction)

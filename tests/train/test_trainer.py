@@ -279,3 +279,13 @@ def test_a_preset_trains_without_label_smoothing_unless_asked():
     assert trainer.loss_fn.label_smoothing == 0.3 and "label smoothing 0.3" in trainer.describe()
     smoothed = presets.recipe("tutorial").replace(label_smoothing=0.2)
     assert Trainer.for_preset("tutorial", smoothed, train_size=128, progress=False).loss_fn.label_smoothing == 0.2
+
+
+def test_a_run_records_how_to_read_its_images_again_only_for_training_images():
+    loaded = load_bundled()
+    for train, expected in ((loaded.train.sample(64, seed=2), loaded.train.sample(64, seed=2).selection),
+                            (loaded.test.sample(64, seed=2), None), (loaded.train.split(0.5)[1], None)):
+        net = small_net()
+        trainer = Trainer(net, SGD(net, 0.01), batch_size=32, progress=False)
+        trainer.fit(train, 1)
+        assert trainer.selection == expected

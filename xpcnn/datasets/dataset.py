@@ -48,6 +48,7 @@ class Dataset:
     spec: DatasetSpec
     source: str = ""  # one line, e.g. "full mnist from /data/mnist"
     selection: Selection | None = None
+    part: str | None = None  # which part of its selection this is: "train", "val" or "test"
 
     def __post_init__(self) -> None:
         if not isinstance(self.spec, DatasetSpec):
@@ -128,37 +129,56 @@ class Dataset:
         """The images at `indices`; no selection: it cannot be read again as such."""
         return Dataset(self.images[indices], self.labels[indices], self.spec, self.source)
 
+    def training_selection(self) -> Selection | None:
+        """How to read these very images again as a run's training images: the selection
+        where this dataset is its training part, else None."""
+        return self.selection if self.part == "train" else None
+
     def sample(self, count: int | None, seed: int = 0) -> Dataset:
         """`count` images drawn at random from `seed`, kept in their order (all of them
-        when `count` is None or not smaller than the dataset). Drawn from a whole split
-        as read, it keeps a selection that reads it again, as `xpcnn train --limit` draws."""
+        when `count` is None or not smaller than the dataset). Drawn from a whole training
+        split as read, it keeps a selection that reads it again, as `xpcnn train --limit`
+        draws."""
         if count is not None and (isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 1):
             raise ValueError(f"{self.spec.name}: a sample count must be an integer >= 1 (None: all), got {count!r}")
+        seed = _seed(seed, self.spec.name)
         if count is None or count >= len(self):
             return self
         drawn = self.subset(np.sort(np.random.default_rng(seed).permutation(len(self))[:count]))
-        whole = self.selection is not None and self.selection.limit is None and not self.selection.val_split
-        return self._read_again_as(drawn, limit=int(count), seed=seed) if whole else drawn
+        chosen = self.training_selection()
+        whole = chosen is not None and chosen.limit is None and not chosen.val_split
+        return self._read_again_as(drawn, "train", limit=int(count), seed=seed) if whole else drawn
 
     def split(self, fraction: float, seed: int = 0) -> tuple[Dataset, Dataset]:
-        """(rest, held_out): a random `fraction` held out, e.g. for validation. Both keep a
-        selection that reads them again where `xpcnn train --val-split` would draw them so."""
-        if not 0.0 < fraction < 1.0:
-            raise ValueError(f"split fraction must be in (0, 1), got {fraction}")
-        order = np.random.default_rng(seed).permutation(len(self))
+        """(rest, held_out): a random `fraction` held out, e.g. for validation. Of a
+        training split, both keep a selection that reads them again where `xpcnn train
+        --val-split` would draw them so."""
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float, np.floating)) or not 0 < fraction < 1:
+            raise ValueError(f"{self.spec.name}: a split fraction must be a number in (0, 1), got {fraction!r}")
+        seed = _seed(seed, self.spec.name)
         cut = int(round(len(self) * fraction))
+        if not 0 < cut < len(self):
+            raise ValueError(f"{self.spec.name}: holding out {fraction} of {len(self):,} images leaves a part empty")
+        order = np.random.default_rng(seed).permutation(len(self))
         rest, held_out = self.subset(np.sort(order[cut:])), self.subset(np.sort(order[:cut]))
-        chosen = self.selection
+        chosen = self.training_selection()
         if chosen is None or chosen.val_split or (chosen.limit is not None and chosen.seed != seed):
             return rest, held_out
-        return (self._read_again_as(rest, val_split=float(fraction), seed=seed),
-                self._read_again_as(held_out, val_split=float(fraction), seed=seed))
+        return (self._read_again_as(rest, "train", val_split=float(fraction), seed=seed),
+                self._read_again_as(held_out, "val", val_split=float(fraction), seed=seed))
 
-    def _read_again_as(self, part: Dataset, **choices: Any) -> Dataset:
-        """`part` of this dataset with this dataset's selection and `choices` (limit, seed,
-        val_split), which Loaded.splits draws the same images with: a run trained on it
-        can then be resumed and evaluated from the files it came from."""
-        return replace(part, selection=replace(self.selection, **choices))
+    def _read_again_as(self, drawn: Dataset, part: str, **choices: Any) -> Dataset:
+        """`drawn`, a part of this dataset, with this dataset's selection and `choices`
+        (limit, seed, val_split), which Loaded.splits draws the same images with: a run
+        trained on it can then be resumed and evaluated from the files it came from."""
+        return replace(drawn, selection=replace(self.selection, **choices), part=part)
+
+
+def _seed(seed: Any, name: str) -> int:
+    """`seed` as an int >= 0; ValueError naming it otherwise."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"{name}: a seed must be an integer >= 0, got {seed!r}")
+    return int(seed)
 
 
 def _channels_first(images: np.ndarray, name: str) -> np.ndarray:

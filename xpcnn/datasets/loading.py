@@ -128,7 +128,7 @@ class Loaded:
         for name in ("train", "test"):
             part = getattr(self, name)
             if part is not None and part.selection is None:
-                setattr(self, name, dataclasses.replace(part, selection=self.selection()))
+                setattr(self, name, dataclasses.replace(part, selection=self.selection(), part=name))
 
     @property
     def source(self) -> str:
@@ -152,8 +152,8 @@ class Loaded:
         val = None
         if val_split:
             train, val = train.split(val_split, seed)
-        return tuple(None if part is None else dataclasses.replace(part, selection=selection)
-                     for part in (train, val, test))  # type: ignore[return-value]
+        return tuple(None if part is None else dataclasses.replace(part, selection=selection, part=name)
+                     for part, name in ((train, "train"), (val, "val"), (test, "test")))  # type: ignore[return-value]
 
 
 def _count(value: Any, what: str) -> int:

@@ -191,7 +191,7 @@ class Trainer:
         self.data_digest = record.check_same_images(self, train)
         if self.comm.size > 1:
             distributed.check_same(self.comm, "training data or settings", run_facts(self, train))
-        self.data, self.selection, self.train_images = train.statistics(), train.selection, len(train)
+        self.data, self.selection, self.train_images = train.statistics(), train.training_selection(), len(train)
         self.model.data = self.data
         self.val = val
         if self.model.hooks:  # they (a TimerHook, say) would see one worker's share: train alone
