@@ -24,6 +24,7 @@ from .. import presets
 from .._version import __version__
 from ..datasets import Augment, Dataset, Selection, num_batches
 from ..datasets.batches import PADS
+from ..datasets.loading import FOLDER
 from ..diagnostics import machine
 from ..evaluation import check_model_fits, check_same_data
 from ..io.checkpoint import Checkpoint, load_checkpoint
@@ -50,8 +51,9 @@ class SettingsConflict(SettingsError):
     """A resumed run was given a setting that differs from its saved one."""
 
     def __init__(self, field: str, saved: Any, given: Any) -> None:
-        super().__init__(field, f"{given} differs from the run's saved {saved}; a resumed run continues as it was "
-                                "started (start a new run to change it)")
+        run = "the run, which had none" if saved is None else f"the run's saved {saved}"
+        super().__init__(field, f"{given} differs from {run}; a resumed run continues as it was started (start a "
+                                "new run to change it)")
         self.saved, self.given = saved, given
 
 
@@ -158,6 +160,10 @@ def conflicts(trainer: Trainer, **given: Any) -> list[tuple[str, Any, Any]]:
             value = presets.canonical(value)
         if key == "momentum" and saved["schedule"] == "onecycle" and saved["optimizer"] == "sgd":
             found.append((key, "momentum, cycled by the onecycle schedule", value))
+            continue
+        if key in FOLDER_SETTINGS and data.get("dataset") != FOLDER:
+            read = data.get("dataset") or "data given from Python"
+            found.append((key, f"nothing (it applies to --dataset images only; this run read {read})", value))
             continue
         if key in FOLDER_SETTINGS:
             mine = (data.get("reader") or {}).get(FOLDER_SETTINGS[key])
