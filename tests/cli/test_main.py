@@ -667,6 +667,8 @@ def test_a_run_on_pictures_that_changed_is_not_resumed(pictures, tmp_path):
     # refused before the folder is read (it does not exist)
     (["--dataset", "images", "--data-dir", "nowhere", "--image-size", "8", "--augment", "8"],
      "--augment: shifts of up to 8 pixels would move 8x8 images out of sight"),
+    (["--dataset", "images", "--data-dir", "nowhere", "--image-size", "4", "--model", "resnet20"],
+     r"--augment: shifts of up to 4 pixels \(resnet20's recipe; --augment N sets fewer\) would move 4x4 images"),
 ])
 def test_folder_flags_are_checked(tmp_path, flags, message):
     result = xpcnn("train", *flags, "--no-progress", env=env_without_data(tmp_path), cwd=tmp_path)

@@ -53,8 +53,9 @@ def _recipe(args: argparse.Namespace) -> presets.Recipe:
         raise UsageError("--pad says what --augment's shifts bring in at the edges: give --augment N too")
     size = image_side(args.dataset or "mnist", args.image_size)
     if size is not None and recipe.augment >= size:
-        raise UsageError(f"--augment: shifts of up to {recipe.augment} pixels would move {size}x{size} images out "
-                         "of sight")
+        whose = "" if args.augment is not None else f" ({_model(args)}'s recipe; --augment N sets fewer)"
+        raise UsageError(f"--augment: shifts of up to {recipe.augment} pixels{whose} would move {size}x{size} images "
+                         "out of sight")
     return recipe
 
 

@@ -153,11 +153,11 @@ def incomplete_cifar(spec: DatasetSpec, dirs: Sequence[Path]) -> str | None:
     """One line naming the first extracted folder in `dirs` that lacks some .bin files, or
     None: why find_cifar passed over a folder that looks like CIFAR's."""
     layout = _layout(spec)
-    for candidate in (Path(folder) / layout.folder for folder in dirs):
+    for folder in map(Path, dirs):
+        candidate = folder if folder.name == layout.folder else folder / layout.folder
         missing = _missing_bins(layout, candidate)
         if candidate.is_dir() and missing:
-            return f"{candidate} lacks {len(missing)} of {spec.name}'s .bin files ({', '.join(missing[:3])}" \
-                   f"{', ...' if len(missing) > 3 else ''})"
+            return f"{candidate} lacks {len(missing)} of {spec.name}'s .bin files ({', '.join(missing)})"
     return None
 
 
