@@ -216,3 +216,12 @@ def test_sigkill_during_download_never_leaves_a_valid_looking_file(tmp_path):
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+def test_tries_that_all_fail_alike_are_told_once(tmp_path, server):
+    url, _ = server
+    spec, _ = tiny_spec(tmp_path)
+    file = spec.files["test_labels"]
+    with pytest.raises(DownloadError) as info:
+        download_file(file, [f"{url}/none/", f"{url}/gone/"], tmp_path / "cache", tries=1, backoff=0)
+    assert str(info.value).count("404") == 1 and "each of 2 tries failed: HTTP Error 404" in str(info.value)

@@ -156,9 +156,17 @@ def download_file(
                     part.unlink(missing_ok=True)
             # verify's refusals are ValueErrors (IDXError, ChecksumError, CIFARError...)
             except (OSError, http.client.HTTPException, ValueError, DownloadError) as exc:
-                failures.append(f"{url} (try {attempt}): {exc}")
+                failures.append((f"{url} (try {attempt})", str(exc)))
                 if _permanent(exc):
                     break  # another try at this mirror would fail the same way
                 if attempt < tries:
                     time.sleep(backoff * attempt)
-    raise DownloadError(f"could not download {file.name}: " + "; ".join(failures))
+    raise DownloadError(f"could not download {file.name}: {_failures(failures)}")
+
+
+def _failures(failures: list[tuple[str, str]]) -> str:
+    """What went wrong at each try, once where every try failed alike (no network)."""
+    reasons = {reason for _, reason in failures}
+    if len(failures) > 1 and len(reasons) == 1:
+        return f"each of {len(failures)} tries failed: {reasons.pop()}"
+    return "; ".join(f"{where}: {reason}" for where, reason in failures)
