@@ -49,7 +49,8 @@ def test_a_saved_model_gives_what_the_live_one_gives(saved_run, tmp_path, monkey
     live = evaluate(saved_run.model, load_bundled().test)
     assert result["accuracy"] == live["accuracy"] and result["images"] == 2000
     scored = evaluate_checkpoint(saved_run.checkpoint_path.parent, download=False)  # the run folder: its own sample
-    assert scored["images"] == 256 and "the 256 of its 2,000 test images that the run scored" in scored["data"]
+    assert scored["images"] == 256
+    assert "256 of its 2,000 test images, drawn as for a run limited to 256 images" in scored["data"]
     assert result["data"].startswith("bundled MNIST subset")
     assert not any(note.startswith("note:") for note in notes)
 

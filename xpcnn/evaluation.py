@@ -201,7 +201,8 @@ def _test_split(checkpoint: Any, dataset: str | None, data_dir: str | Path | Non
     if same and data_dir is None and selection is not None and selection.limit is not None and not full:
         test = test.sample(selection.limit, selection.seed + 1)  # as Loaded.splits drew the run's
         if len(test) < len(loaded.test):
-            source += f"; the {len(test):,} of its {len(loaded.test):,} test images that the run scored (its --limit)"
+            source += (f"; {len(test):,} of its {len(loaded.test):,} test images, drawn as for a run limited to "
+                       f"{selection.limit:,} images (--full-test-set: all)")
     return test, source
 
 

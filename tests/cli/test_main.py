@@ -72,7 +72,8 @@ def test_evaluate(run):
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["images"] == 1500 and 0.5 < report["accuracy"] <= 1.0  # the test images the --limit run scored
-    assert "the 1,500 of its 2,000 test images that the run scored (its --limit)" in report["data"]
+    assert "1,500 of its 2,000 test images, drawn as for a run limited to 1,500 images (--full-test-set: all)" \
+        in report["data"]
     summary = json.loads((tmp / "run" / "summary.json").read_text())
     assert report["accuracy"] == summary["test_accuracy"]  # what train said
     every = json.loads(xpcnn("evaluate", "run", "--full-test-set", "--json", env=env, cwd=tmp).stdout)  # the folder
@@ -157,11 +158,12 @@ def test_predict_reports_a_bad_image_and_still_reads_the_others(good_model, tmp_
     assert "pipe.png: not a regular file" in errors[1] and "missing.png: cannot read" in errors[2]
 
 
-def test_a_split_that_leaves_nothing_to_train_on_is_refused(tmp_path):
-    result = xpcnn("train", "--val-split", "0.999", "--limit", "500", "--no-download", env=env_without_data(tmp_path),
+@pytest.mark.parametrize("fraction, left", [("0.999", "train"), ("0.0001", "validate")])
+def test_a_split_that_leaves_nothing_to_train_or_validate_on_is_refused(tmp_path, fraction, left):
+    result = xpcnn("train", "--val-split", fraction, "--limit", "500", "--no-download", env=env_without_data(tmp_path),
                    cwd=tmp_path)
-    assert result.returncode == 2 and "xpcnn train: error: --val-split: 0.999 of 500 images leaves none to train on" \
-        in result.stderr, result.stderr
+    assert result.returncode == 2 and f"xpcnn train: error: --val-split: {fraction} of 500 images leaves none to " \
+        f"{left} on" in result.stderr, result.stderr
     assert not (tmp_path / "runs").exists()
 
 

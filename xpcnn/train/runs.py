@@ -38,10 +38,12 @@ def start_run(name: str, recipe: Recipe | None = None, *, dataset: str = "mnist"
     loaded = load_dataset(dataset, data_dir, download=download, allow_bundled=allow_bundled, log=log,
                           **(folder_options or {}))
     log(f"data: {loaded.source}")
+    count = len(loaded.train) if limit is None else min(limit, len(loaded.train))
+    held_out = round(count * val_split)  # as Dataset.split cuts
+    if val_split and not 0 < held_out < count:
+        raise SettingsError("val_split", f"{val_split} of {count} images leaves none to "
+                            f"{'train' if held_out else 'validate'} on")
     data = loaded.splits(limit, seed, val_split)
-    if len(data[0]) == 0:
-        raise SettingsError("val_split", f"{val_split} of {len(data[0]) + len(data[1] or ())} images leaves none "
-                            "to train on")
     trainer = Trainer.for_preset(name, recipe, len(data[0]), seed=seed, input_shape=data[0].input_shape,
                                  classes=len(data[0].spec.classes), backend_name=backend_name, device=device,
                                  dtype=dtype, width=width, log=log, **options)
