@@ -134,10 +134,10 @@ def _backend_lines(name: str) -> list[str]:
     if backend.elementwise_on_one_thread(name):
         if default_workers(name, WORKER_STEP_FLOPS) > 1:
             lines.append(f"  training on {name}: 2 worker threads for steps of {WORKER_STEP_FLOPS / 1e9:g} GFLOP or "
-                         "more (the lenet and fast presets), 1 below (tutorial)")
+                         "more (every preset but tutorial, at its own batch and image size), 1 below")
         else:
             lines.append(f"  training on {name}: 1 worker thread" + ("" if can_limit_blas() else
-                         " (pip install 'xpcnn[threads]' lets lenet and fast use 2)"))
+                         " (pip install 'xpcnn[threads]' lets steps of 1 GFLOP or more use 2)"))
     modules = backend.fast_path_modules(name)
     if modules:
         unused = [f"{module}: {why}" for module, _, why in modules if why is not None]
