@@ -145,3 +145,15 @@ def test_a_model_saved_from_your_own_loop_on_the_bundled_subset_is_evaluated_off
     save_checkpoint(tmp_path / "mine.npz", net, data=data.train)
     result = evaluate_checkpoint(tmp_path / "mine.npz", download=False)
     assert result["images"] == 2000 and "bundled MNIST subset" in result["data"]
+
+
+def test_a_run_that_does_not_record_its_data_is_told_to_name_it(tmp_path, monkeypatch):
+    from xpcnn.datasets.loading import DataNotFound
+
+    monkeypatch.delenv("XPCNN_DATA_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    net = small_net()
+    trainer = Trainer(net, xpcnn.optim.SGD(net, 0.01), batch_size=32, progress=False, run_dir=tmp_path / "run")
+    trainer.fit(load_bundled().train.sample(256, seed=1).sample(64, seed=2), 1)  # a draw of a draw: no selection
+    with pytest.raises(DataNotFound, match="does not record where its mnist was read .*--data-dir names the folder"):
+        evaluate_checkpoint(tmp_path / "run", download=False)

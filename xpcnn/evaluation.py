@@ -14,9 +14,19 @@ import numpy as np
 from array_api_compat import array_namespace
 
 from . import backend, distributed
-from .datasets import DATASETS, Dataset, Loaded, Selection, batches, load_bundled, load_dataset, load_images, normalize
+from .datasets import (
+    DATASETS,
+    Dataset,
+    Loaded,
+    Selection,
+    batches,
+    load_bundled,
+    load_dataset,
+    load_images,
+    normalize,
+)
 from .datasets.images import ImageError, read_for_model
-from .datasets.loading import FOLDER
+from .datasets.loading import FOLDER, DataNotFound
 from .io.checkpoint import load_checkpoint
 from .layers.base import integer, number
 from .losses import SoftmaxCrossEntropy
@@ -215,8 +225,14 @@ def _registered_test(selection: Selection | None, name: str, data_dir: str | Pat
     if gone and data_dir is None:
         log(f"note: the model's data is gone from {', '.join(gone)}; looking for {name} elsewhere "
             "(--data-dir names where it is now)")
-    return load_dataset(name, data_dir, download=download, allow_bundled=False, log=log, parts=("test",),
-                        prefer=prefer)
+    try:
+        return load_dataset(name, data_dir, download=download, allow_bundled=False, log=log, parts=("test",),
+                            prefer=prefer)
+    except DataNotFound as exc:
+        if data_dir is not None or selection is not None:
+            raise
+        raise DataNotFound(f"{exc}; the model does not record where its {name} was read (a draw of a draw, or "
+                           "images given from Python): --data-dir names the folder") from None
 
 
 def _folder_again(selection: Selection | None, data_dir: str | Path | None, checkpoint: Any) -> Loaded:
