@@ -134,6 +134,7 @@ def summary(out: Path) -> int:
              "|---|---|---|---|---|", *verdicts, ""]
     page += section("Training, one epoch of lenet", "train.txt") + section("Throughput", "bench.md")
     page += section("gpu-marked tests", "pytest-gpu.txt", lines=15)
+    page += section("Throughput, residual presets (resnet20, cifar)", "bench-residual.md")
     (out / "summary.md").write_text("\n".join(page))
     return 0
 
