@@ -462,7 +462,7 @@ def short_run(tmp_path_factory):
     (["--data-dir", "elsewhere"], "--data-dir: elsewhere differs from the run's saved (the bundled subset)"),
     (["--epochs", "0"], "--epochs: must be in [1, 1,000,000], got 0"),
     (["--early-stopping", "2"], "--early-stopping: 2 differs from the run, which had none"),
-    (["--image-size", "16"], "--image-size: 16 differs from the run's saved nothing (it applies to --dataset images "
+    (["--image-size", "16"], "--image-size: 16 differs from the run, which had none (it applies to --dataset images "
                              "only; this run read mnist)"),
 ])
 def test_resume_refuses_flags_that_change_the_run(short_run, flags, message):

@@ -162,3 +162,11 @@ def test_a_selection_of_a_folder_needs_its_reading_options():
         Selection.from_dict(recorded)
     old = {"dataset": "mnist", "folders": None, "limit": None, "seed": 0, "val_split": 0.0}  # before folders
     assert Selection.from_dict(old) == Selection("mnist")
+
+
+def test_splits_take_a_numpy_seed_as_an_int_and_refuse_a_bad_one():
+    loaded = load_bundled()
+    train, _, _ = loaded.splits(limit=100, seed=np.int64(1))
+    assert type(train.selection.seed) is int and train.selection.seed == 1
+    with pytest.raises(ValueError, match="a seed must be an integer >= 0"):
+        loaded.splits(limit=100, seed=None)

@@ -168,7 +168,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if comm.is_root:
         sample = test_set.selection is not None and test_set.selection.limit is not None
         print(f"test accuracy {result['accuracy']:.2%} (loss {result['loss']:.4f}) on {len(test_set):,} "
-              f"{'test ' * sample}image{'s' * (len(test_set) != 1)}{' drawn by --limit' * sample}; "
+              f"{'test ' * sample}image{'s' * (len(test_set) != 1)}{' drawn as the run limits them' * sample}; "
               f"training took {sum(row['seconds'] for row in trainer.history):.1f} s")
     return 0
 

@@ -141,7 +141,7 @@ class Dataset:
         draws."""
         if count is not None and (isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 1):
             raise ValueError(f"{self.spec.name}: a sample count must be an integer >= 1 (None: all), got {count!r}")
-        seed = _seed(seed, self.spec.name)
+        seed = check_seed(seed, self.spec.name)
         if count is None or count >= len(self):
             return self
         drawn = self.subset(np.sort(np.random.default_rng(seed).permutation(len(self))[:count]))
@@ -155,7 +155,7 @@ class Dataset:
         --val-split` would draw them so."""
         if isinstance(fraction, bool) or not isinstance(fraction, (int, float, np.floating)) or not 0 < fraction < 1:
             raise ValueError(f"{self.spec.name}: a split fraction must be a number in (0, 1), got {fraction!r}")
-        seed = _seed(seed, self.spec.name)
+        seed = check_seed(seed, self.spec.name)
         cut = int(round(len(self) * fraction))
         if not 0 < cut < len(self):
             raise ValueError(f"{self.spec.name}: holding out {fraction} of {len(self):,} images leaves a part empty")
@@ -174,7 +174,7 @@ class Dataset:
         return replace(drawn, selection=replace(self.selection, **choices), part=part)
 
 
-def _seed(seed: Any, name: str) -> int:
+def check_seed(seed: Any, name: str) -> int:
     """`seed` as an int >= 0; ValueError naming it otherwise."""
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"{name}: a seed must be an integer >= 0, got {seed!r}")

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from .cifar import find_cifar, incomplete_cifar, read_cifar, verify_archive
-from .dataset import Dataset, channel_statistics
+from .dataset import Dataset, channel_statistics, check_seed
 from .files import ChecksumError, DownloadError, cache_dir, download_file, find_file, load_verified, search_dirs
 from .folder import load_folder
 from .sources import DATASETS, FOLDER_IMAGE_SIDE, MNIST, DataFile, DatasetSpec
@@ -147,6 +147,7 @@ class Loaded:
         held out for validation."""
         if limit is not None:
             limit = _count(limit, "limit")
+        seed = check_seed(seed, (self.train or self.test).spec.name)  # type: ignore[union-attr]
         selection = self.selection(limit, seed, val_split)
         train, test = self.train.sample(limit, seed), self.test.sample(limit, seed + 1)
         val = None

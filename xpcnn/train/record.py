@@ -50,10 +50,10 @@ MAX_AUGMENT = 1000  # pixels of random shifts: far beyond any image's size
 class SettingsConflict(SettingsError):
     """A resumed run was given a setting that differs from its saved one."""
 
-    def __init__(self, field: str, saved: Any, given: Any) -> None:
+    def __init__(self, field: str, saved: Any, given: Any, why: str = "") -> None:
         run = "the run, which had none" if saved is None else f"the run's saved {saved}"
-        super().__init__(field, f"{given} differs from {run}; a resumed run continues as it was started (start a "
-                                "new run to change it)")
+        super().__init__(field, f"{given} differs from {run}{why}; a resumed run continues as it was started (start "
+                                "a new run to change it)")
         self.saved, self.given = saved, given
 
 
@@ -142,8 +142,8 @@ def describe(trainer: Trainer) -> str:
             f"batch {trainer.batch_size}{threads}{smoothing}")
 
 
-def conflicts(trainer: Trainer, **given: Any) -> list[tuple[str, Any, Any]]:
-    """(setting, saved value, given value) for each given setting of KEPT_ON_RESUME that
+def conflicts(trainer: Trainer, **given: Any) -> list[tuple[Any, ...]]:
+    """(setting, saved value, given value[, why]) for each given setting of KEPT_ON_RESUME that
     differs from the run's; `data_dir` matches when it is (the parent of) a folder the
     data came from."""
     saved = settings(trainer)
@@ -163,7 +163,7 @@ def conflicts(trainer: Trainer, **given: Any) -> list[tuple[str, Any, Any]]:
             continue
         if key in FOLDER_SETTINGS and data.get("dataset") != FOLDER:
             read = data.get("dataset") or "data given from Python"
-            found.append((key, f"nothing (it applies to --dataset images only; this run read {read})", value))
+            found.append((key, None, value, f" (it applies to --dataset images only; this run read {read})"))
             continue
         if key in FOLDER_SETTINGS:
             mine = (data.get("reader") or {}).get(FOLDER_SETTINGS[key])
