@@ -156,7 +156,7 @@ class Dataset:
         if isinstance(fraction, bool) or not isinstance(fraction, (int, float, np.floating)) or not 0 < fraction < 1:
             raise ValueError(f"{self.spec.name}: a split fraction must be a number in (0, 1), got {fraction!r}")
         seed = check_seed(seed, self.spec.name)
-        cut = int(round(len(self) * fraction))
+        cut = held_out_count(len(self), fraction)
         if not 0 < cut < len(self):
             raise ValueError(f"{self.spec.name}: holding out {fraction} of {len(self):,} images leaves a part empty")
         order = np.random.default_rng(seed).permutation(len(self))
@@ -172,6 +172,11 @@ class Dataset:
         (limit, seed, val_split), which Loaded.splits draws the same images with: a run
         trained on it can then be resumed and evaluated from the files it came from."""
         return replace(drawn, selection=replace(self.selection, **choices), part=part)
+
+
+def held_out_count(count: int, fraction: float) -> int:
+    """How many of `count` images Dataset.split holds out for `fraction` (rounded)."""
+    return int(round(count * fraction))
 
 
 def check_seed(seed: Any, name: str) -> int:

@@ -8,6 +8,7 @@ from typing import Any
 
 from .. import presets
 from ..datasets import Dataset, load_dataset, num_batches
+from ..datasets.dataset import held_out_count
 from ..presets import Recipe, SettingsError
 from . import record
 from .callbacks import BestCheckpoint, EarlyStopping
@@ -39,7 +40,7 @@ def start_run(name: str, recipe: Recipe | None = None, *, dataset: str = "mnist"
                           **(folder_options or {}))
     log(f"data: {loaded.source}")
     count = len(loaded.train) if limit is None else min(limit, len(loaded.train))
-    held_out = round(count * val_split)  # as Dataset.split cuts
+    held_out = held_out_count(count, val_split)
     if val_split and not 0 < held_out < count:
         raise SettingsError("val_split", f"{val_split} of {count} images leaves none to "
                             f"{'train' if held_out else 'validate'} on")
