@@ -254,17 +254,19 @@ def device_setup(gpu: bool):
 
 
 CONTENDERS = ("xpcnn", "xpcnn on torch", "PyTorch")
-GRAPH = "xpcnn on torch, CUDA graphs"  # on a GPU: the trainer's step there (CuPy cannot record cuBLAS calls)
+GRAPH = "xpcnn on torch, CUDA graphs"  # on a GPU: the trainer's step there
+CUPY_GRAPH = "xpcnn, CUDA graphs"  # on CuPy, as `xpcnn train --cuda-graphs` runs it
+RECORDED = {GRAPH: ("torch", "cuda"), CUPY_GRAPH: ("cupy", None)}  # the recorded contenders, and where
 
 
 def columns(gpu):
-    return (*CONTENDERS, GRAPH) if gpu else CONTENDERS
+    return (*CONTENDERS, *RECORDED) if gpu else CONTENDERS
 
 
 def ratio_row(preset, batch, mode, speeds, gpu, share=""):
     cells = " | ".join(fmt(speeds[name]) if name in speeds else "" for name in columns(gpu))
     ratio = ""
-    for name in ("xpcnn", GRAPH) if gpu else ("xpcnn",):
+    for name in ("xpcnn", *RECORDED) if gpu else ("xpcnn",):
         mine = ratios(speeds, name) if name in speeds else []
         ratio += f"{statistics.median(mine):.2f} ({min(mine):.2f}-{max(mine):.2f}) | " if mine else " | "
     return f"| {preset} | {batch} | {mode} | {cells} | {ratio}{share} |"
@@ -288,8 +290,9 @@ def header_lines(args, device_name):
         "## Throughput (images/s)",
         "",
         f"| preset | batch | mode | {' | '.join(columns(args.gpu))} | xpcnn / PyTorch | "
-        + ("on torch with CUDA graphs / PyTorch | " if args.gpu else "") + "share of matmul peak (xpcnn / torch) |",
-        "|---|---|---|" + "---|" * (len(columns(args.gpu)) + (3 if args.gpu else 2)),
+        + ("on torch with CUDA graphs / PyTorch | with CUDA graphs / PyTorch | " if args.gpu else "")
+        + "share of matmul peak (xpcnn / torch) |",
+        "|---|---|---|" + "---|" * (len(columns(args.gpu)) + (4 if args.gpu else 2)),
     ]
 
 
@@ -303,9 +306,10 @@ def training_contenders(preset, models, net, batch, setup, rng):
     for name, target in (("xpcnn", ours_target), ("xpcnn on torch", ("torch", torch_device))):
         x, y = backend.to_backend(x_host, *target), backend.to_backend(y_host, *target)
         steps[name] = xpcnn_step(models[name], make_optimizers(preset, models[name], net)[0], x, y, sync)
-    if GRAPH in models:
-        x, y = backend.to_backend(x_host, "torch", torch_device), backend.to_backend(y_host, "torch", torch_device)
-        steps[GRAPH] = xpcnn_graph_step(models[GRAPH], make_optimizers(preset, models[GRAPH], net)[0], x, y, sync)
+    for name, target in RECORDED.items():
+        if name in models:
+            x, y = backend.to_backend(x_host, *target), backend.to_backend(y_host, *target)
+            steps[name] = xpcnn_graph_step(models[name], make_optimizers(preset, models[name], net)[0], x, y, sync)
     xt, yt = torch.from_numpy(x_host).to(torch_device), torch.from_numpy(y_host).to(torch_device)
     steps["PyTorch"] = torch_step(net, make_optimizers(preset, models["xpcnn"], net)[1], xt, yt, sync)
     return steps
@@ -342,7 +346,7 @@ def preset_rows(preset, args, setup, peak, rng, breakdowns, kernels):
     batch_sizes = batch_sizes_for(preset, gpu_sizes)
     models = {"xpcnn": build(preset).to(*ours_target), "xpcnn on torch": build(preset).to("torch", torch_device)}
     if args.gpu:
-        models[GRAPH] = build(preset).to("torch", torch_device)
+        models.update({name: build(preset).to(*target) for name, target in RECORDED.items()})
     net = torch_twin(models["xpcnn"], torch_device)
     flops = models["xpcnn"].training_flops(input_shape(preset))
     rows = []

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from xpcnn import backend
+from xpcnn import backend, capture
+from xpcnn.layers.product import matmul
 
 
 def test_available_backends_are_usable():
@@ -77,12 +78,30 @@ def test_host_numbers_keep_their_precision_in_float64(target):
     assert backend.to_numpy(backend.to_backend([third], *target, "float64")).tolist() == [third]
 
 
-def test_only_torch_on_cuda_records_graphs(target):
+GRAPH_TARGETS = [("torch", "cuda"), ("cupy", None)]
+
+
+def test_torch_on_cuda_and_cupy_record_graphs_and_torch_unasked(target):
     array = backend.to_backend(np.zeros(1), *target)
-    assert backend.can_record_graphs(array) == (target == ("torch", "cuda"))
-    if target != ("torch", "cuda"):
-        with pytest.raises(ValueError, match="CUDA graphs need PyTorch on a CUDA device"):
+    assert backend.can_record_graphs(array) == (target in GRAPH_TARGETS)
+    assert backend.records_graphs_unasked(array) == (target == ("torch", "cuda"))
+    if target not in GRAPH_TARGETS:
+        with pytest.raises(ValueError, match="CUDA graphs need PyTorch on a CUDA device, or CuPy, not"):
             backend.record_graph(array, lambda: None)
+
+
+def test_a_graph_replays_its_work_on_the_arrays_it_was_recorded_with(target):
+    """A matrix product among it: on CuPy, the recordable kernel (cuBLAS is refused)."""
+    if target not in GRAPH_TARGETS:
+        pytest.skip(f"{target[0]} records no CUDA graphs")
+    x = backend.to_backend(np.zeros((2, 3)), *target, "float32")
+    w = backend.to_backend(np.ones((3, 2)), *target, "float32")
+    with capture.recordable():
+        result, replay = backend.record_graph(x, lambda: backend.fast_path(matmul, x)(x, w) * 2 + 1)
+    for value in (2.0, -1.0):
+        backend.copy_into(x, np.full((2, 3), value))
+        replay()
+        assert backend.to_numpy(result).tolist() == [[6 * value + 1] * 2] * 2
 
 
 def test_fast_paths_follow_the_environment(monkeypatch):

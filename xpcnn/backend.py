@@ -141,7 +141,21 @@ def fast_paths(name: str) -> list[str]:
     """The kernel modules backend `name` takes here, in order of preference (none with
     XPCNN_STANDARD_PATH=1, none needing numba with XPCNN_NUMBA=0 (cupy: XPCNN_CUPY=0): the
     environment variables are read at each call)."""
-    return [module for module, needs in FAST_PATHS.get(name, ()) if fast_path_unused_reason(module, needs) is None]
+    declared = FAST_PATHS.get(name, ())
+    return list(_taken(declared, tuple(os.environ.get(variable) for variable in _switches(declared))))
+
+
+@functools.cache
+def _switches(declared: tuple[tuple[str, str | None], ...]) -> tuple[str, ...]:
+    """The environment variables that turn the kernel modules `declared` off."""
+    return ("XPCNN_STANDARD_PATH", *(f"XPCNN_{needs.upper()}" for _, needs in declared if needs is not None))
+
+
+@functools.lru_cache(maxsize=64)
+def _taken(declared: tuple[tuple[str, str | None], ...], switches: tuple[str | None, ...]) -> tuple[str, ...]:
+    """The modules of `declared` used while their switches read `switches` (the key: a
+    layer asks at every step, and reading the environment each time cost microseconds)."""
+    return tuple(module for module, needs in declared if fast_path_unused_reason(module, needs) is None)
 
 
 def fast_path_modules(name: str) -> list[tuple[str, str | None, str | None]]:
@@ -354,24 +368,37 @@ def cuda_versions() -> list[str]:
 
 def can_record_graphs(x: Any) -> bool:
     """Whether device work on arrays like `x` can be recorded as a CUDA graph: PyTorch on
-    a CUDA device. (CuPy 14 refuses any cuBLAS call while a stream is captured, and every
-    convolution and dense layer is a cuBLAS matrix product.)"""
-    return backend_of(x) == "torch" and x.is_cuda
+    a CUDA device, and CuPy, whose matrix products then take a kernel of xpcnn's own
+    (CuPy 14 refuses any cuBLAS call while a stream is captured; see capture.recordable)."""
+    name = backend_of(x)
+    return (name == "torch" and x.is_cuda) or name == "cupy"
+
+
+def records_graphs_unasked(x: Any) -> bool:
+    """Whether a fit on arrays like `x` records its steps as CUDA graphs unless told not
+    to: on PyTorch with CUDA. CuPy's recordings are taken when asked for (cuda_graphs=True):
+    they have yet to be measured on a GPU against CuPy's steps run directly."""
+    return can_record_graphs(x) and backend_of(x) == "torch"
 
 
 def record_graph(like: Any, work: Callable[[], Any]) -> tuple[Any, Callable[[], None]]:
     """Record, instead of run, the device work of `work()` on `like`'s GPU (see
     can_record_graphs). Returns what `work()` returned (arrays that the replay writes)
     and the replay: a call that runs all of it again, with one launch, on the arrays it
-    was recorded with. `work` must not copy between host and device.
+    was recorded with, after the work already queued on the current stream. `work` must
+    not copy between host and device.
 
     Memory that `work` allocates comes from a pool of the recording's own, so nothing
     allocated later reuses it; arrays made before and used in it must be kept alive for
     as long as the graph is replayed.
     """
     if not can_record_graphs(like):
-        raise ValueError(f"CUDA graphs need PyTorch on a CUDA device, not {backend_of(like)} on "
+        raise ValueError(f"CUDA graphs need PyTorch on a CUDA device, or CuPy, not {backend_of(like)} on "
                          f"{array_api_compat.device(like)}")
+    return (_record_cupy if backend_of(like) == "cupy" else _record_torch)(like, work)
+
+
+def _record_torch(like: Any, work: Callable[[], Any]) -> tuple[Any, Callable[[], None]]:
     torch = importlib.import_module("torch")
     # On like's GPU, which need not be the current one: work for another GPU than the
     # recording stream's would run at once instead of being recorded.
@@ -385,3 +412,33 @@ def record_graph(like: Any, work: Callable[[], Any]) -> tuple[Any, Callable[[], 
             graph.replay()
 
     return result, replay
+
+
+def _record_cupy(like: Any, work: Callable[[], Any]) -> tuple[Any, Callable[[], None]]:
+    cupy = importlib.import_module("cupy")
+    # The pool's memory is never handed out again, nor freed (CuPy frees a pool's unused
+    # blocks when an allocation fails): the graph writes it at every replay.
+    pool = cupy.cuda.MemoryPool()
+    with like.device:
+        stream = cupy.cuda.Stream(non_blocking=True)  # capturing the legacy default stream is not allowed
+        with stream, cupy.cuda.using_allocator(pool.malloc):
+            stream.begin_capture()
+            try:
+                result = work()
+            except BaseException:
+                with contextlib.suppress(Exception):  # the stream usable again; work's error is the one to tell
+                    stream.end_capture()
+                raise
+            graph = stream.end_capture()
+    return result, _CupyReplay(graph, pool, like.device)
+
+
+class _CupyReplay:
+    """A CuPy graph's replay, which holds the graph and its memory pool."""
+
+    def __init__(self, graph: Any, pool: Any, on: Any) -> None:
+        self.graph, self.pool, self.device = graph, pool, on
+
+    def __call__(self) -> None:
+        with self.device:
+            self.graph.launch()  # on the current stream, after the copies of this step's inputs

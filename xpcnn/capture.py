@@ -16,6 +16,10 @@ The device arrays that receive those host arrays must be made before the recordi
 made inside it may share memory with a temporary the graph writes earlier in the step,
 which would overwrite what was copied in before the replay. A direct run of the step
 under `planning()` makes them.
+
+A library may do some of a step's work with calls a graph cannot hold (CuPy: cuBLAS).
+Inside `recordable()`, fast paths take kernels that a graph can hold instead, also when
+the step runs directly, so that a step does the same arithmetic recorded or not.
 """
 
 from __future__ import annotations
@@ -42,6 +46,23 @@ class _Recording:
 
 _recording: ContextVar[_Recording | None] = ContextVar("xpcnn_recording", default=None)
 _plan: ContextVar[list[Any] | None] = ContextVar("xpcnn_plan", default=None)
+_recordable: ContextVar[bool] = ContextVar("xpcnn_recordable", default=False)
+
+
+@contextmanager
+def recordable() -> Iterator[None]:
+    """Work in this block takes only kernels a CUDA graph can hold (see must_be_recordable)."""
+    token = _recordable.set(True)
+    try:
+        yield
+    finally:
+        _recordable.reset(token)
+
+
+def must_be_recordable() -> bool:
+    """Whether the work now running is a step that is, or will be, recorded as a CUDA
+    graph: a fast path then takes no call a graph cannot hold."""
+    return _recordable.get()
 
 
 @contextmanager

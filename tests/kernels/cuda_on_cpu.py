@@ -127,7 +127,8 @@ extern "C" int unsynced_threads() { return unsynced; }
 
 
 BLOCK = 32  # threads a block here (xpcnn.kernels.cupy.BLOCK is set to it): fewer threads, more blocks
-SYNCING = {"statistics", "gradient_sums", "pooled_gradient_sums", "softmax_cross_entropy"}  # run with threads
+# run with threads
+SYNCING = {"statistics", "gradient_sums", "pooled_gradient_sums", "softmax_cross_entropy", "product"}
 
 
 def compilable() -> str | None:

@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 
 import xpcnn
-from xpcnn import backend, losses, optim, presets
-from xpcnn.layers import activation, dropout, fused, norm, pool, windows
+from xpcnn import backend, capture, losses, optim, presets
+from xpcnn.layers import activation, dropout, fused, norm, pool, product, windows
 
 from ..layers.test_windows import ADJOINT_CASES
 from ..test_kernels import calls_of_each_fast_path
@@ -273,6 +273,40 @@ def test_adam_update_is_the_standard_paths(place, dtype, decay, order):
         np.testing.assert_array_equal(place.get(got), place.get(want))
 
 
+# (m, k, n) and which operand is a transposed view: partial tiles, k below one depth, and
+# a long k over one tile (a weight gradient's), which splits into shares.
+PRODUCTS = [((70, 50, 90), ""), ((64, 16, 64), "a"), ((5, 3, 130), "b"), ((6, 2000, 26), "ab"), ((1, 1, 1), "")]
+
+
+def operands(place, shape, transposed, dtype, rng):
+    """a (m, k) and b (k, n) on `place`, made as their transposes and viewed where asked."""
+    (m, k, n), made = shape, {}
+    for name, rows, cols in (("a", m, k), ("b", k, n)):
+        host = rng.standard_normal((cols, rows) if name in transposed else (rows, cols)).astype(dtype)
+        made[name] = place.put(host).T if name in transposed else place.put(host)
+    return made["a"], made["b"]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("shape, transposed", PRODUCTS, ids=str)
+def test_product_is_the_standard_paths_within_rounding(place, dtype, shape, transposed):
+    a, b = operands(place, shape, transposed, dtype, np.random.default_rng(2))
+    want = place.get(product.matmul(a, b))
+    with capture.recordable():
+        got = fast.matmul(a, b)
+    assert got.dtype == a.dtype and got.flags.c_contiguous
+    assert_close(place.get(got), want, dtype)
+    np.testing.assert_array_equal(place.get(fast.matmul(a, b)), want)  # not recorded: the library's own
+
+
+def test_product_passes_nan_and_inf_on(place):
+    a, b = (place.put(np.ones(shape, np.float32)) for shape in ((3, 40), (40, 2)))
+    a[0, 7], a[1, 39], b[5, 1] = np.nan, np.inf, -np.inf
+    with capture.recordable():
+        got = place.get(fast.matmul(a, b))
+    assert np.isnan(got[0]).all() and got[1, 0] == np.inf and np.isnan(got[1, 1]) and got[2].tolist() == [40, -np.inf]
+
+
 def layouts(place, dtype):
     """An NCHW array with NaN, +-1e30 and 0 among its values, in the layouts layers hand on."""
     rng = np.random.default_rng(3)
@@ -424,3 +458,22 @@ def test_lenet_trains_as_on_the_standard_path(place, monkeypatch, dtype, rtol):
         np.testing.assert_allclose(g, want, rtol=rtol, atol=rtol * np.max(np.abs(want)))
     if place.xp is np:  # per step: forward 11, backward 5, Adam 10 (its 10 parameters); then one inference forward
         assert len(cuda_on_cpu.LAUNCHES) == 5 * 26 + 5, sorted(set(cuda_on_cpu.LAUNCHES))
+
+
+def test_lenet_with_recordable_products_trains_as_on_the_standard_path(place, monkeypatch):
+    """What a step recorded on CuPy runs (capture.recordable): its products too are kernels
+    of our own, two for the weight gradients that sum over the batch in shares."""
+    if place.xp is np:
+        monkeypatch.setitem(backend.FAST_PATHS, "numpy", (("xpcnn.kernels.cupy", None),))
+    reference = five_steps(place, monkeypatch, True, "float64")
+    del cuda_on_cpu.LAUNCHES[:]
+    with capture.recordable():
+        got = five_steps(place, monkeypatch, False, "float64")
+    for g, want in zip(got, reference):
+        np.testing.assert_allclose(g, want, rtol=1e-9, atol=1e-9 * np.max(np.abs(want)))
+    if place.xp is np:  # per step 11 products (forward 4, backward 7), then 4 in the inference forward
+        counts = {name: sum(launch.startswith(name + "<") for launch in cuda_on_cpu.LAUNCHES)
+                  for name in ("product", "add_shares")}
+        assert counts["product"] == 5 * 11 + 4 and counts["add_shares"] > 5
+        assert len(cuda_on_cpu.LAUNCHES) - sum(counts.values()) == 5 * 26 + 5  # the rest as without
+

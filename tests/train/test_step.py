@@ -6,8 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from xpcnn import backend, presets
+from xpcnn import backend, capture, presets
 from xpcnn.datasets import load_bundled
+from xpcnn.layers import product
+from xpcnn.losses import SoftmaxCrossEntropy
 from xpcnn.optim import Adam, OneCycle
 from xpcnn.presets import SettingsError
 from xpcnn.train import Trainer, step
@@ -65,6 +67,30 @@ def test_steps_recorded_on_the_cpu_stand_in_learn_what_direct_steps_learn(data, 
     assert [row["train_loss"] for row in recorded.history] == [row["train_loss"] for row in direct.history]
 
 
+@pytest.mark.parametrize("graphs", [True, False])
+def test_with_graphs_every_step_takes_recordable_kernels_the_first_of_a_shape_too(data, monkeypatch, graphs):
+    """The first step of a batch shape runs directly: it takes the kernels the recorded
+    ones take (CuPy's products), so that all of them do the same arithmetic."""
+    net = presets.build("lenet").to("numpy", None, "float64")
+    optimizer = Adam(net)
+    record_graphs_on_cpu(monkeypatch, net, optimizer)
+    seen, fast_path = [], backend.fast_path
+
+    def watching(standard, x):
+        if standard is product.matmul:
+            seen.append(capture.must_be_recordable())
+        return fast_path(standard, x)
+
+    monkeypatch.setattr(backend, "fast_path", watching)
+    steps = step.TrainingStep(net, optimizer, SoftmaxCrossEntropy(), graphs=graphs, log=print)
+    x, y = data.images[:16].astype(np.float64), data.labels[:16]
+    with np.errstate(all="ignore"):  # the stand-in records on empty arrays, as the trainer lets it
+        for _ in range(3):  # planned, recorded and replayed
+            steps.compute(x, y)
+            steps.update()
+    assert steps.recorded_shapes == int(graphs) and set(seen) == {graphs}
+
+
 def test_asking_for_graphs_where_there_is_no_gpu_says_so(data):
     net = presets.build("tutorial")
     trainer = Trainer(net, Adam(net), batch_size=100, progress=False, log=lambda m: None, cuda_graphs=True)
@@ -78,7 +104,7 @@ def test_a_recording_the_library_refuses_leaves_training_to_direct_steps(monkeyp
 
     monkeypatch.setattr(step, "can_record", lambda model: True)
     monkeypatch.setattr(backend, "record_graph", refusing)
-    refused, notes = train_lenet(("numpy", None), data, graphs=None, epochs=2)
+    refused, notes = train_lenet(("numpy", None), data, graphs=True, epochs=2)
     monkeypatch.undo()
     direct, _ = train_lenet(("numpy", None), data, graphs=False, epochs=2)
     assert refused.graph_shapes == 0

@@ -145,7 +145,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     options = {"run_dir": folder, "checkpoint_every": args.checkpoint_every, "progress": not args.no_progress,
                "anomaly": args.detect_anomaly, "comm": comm, "log": say,
                "workers": args.workers,  # None: Trainer chooses (machine.default_workers)
-               "cuda_graphs": False if args.no_cuda_graphs else None}  # None: where the backend can
+               "cuda_graphs": args.cuda_graphs}  # None: where the backend records them unasked
     if comm.size > 1:
         say(f"data-parallel over {comm.size} processes ({comm.kind}): each takes its share of every batch")
     try:

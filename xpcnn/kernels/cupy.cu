@@ -452,3 +452,69 @@ __global__ void softmax_cross_entropy(const T* logits, long long rows, long long
   block_sum2(sum, unused);
   if (threadIdx.x == 0) *loss = (T)(-(sum / rows));
 }
+
+// A matrix product that a CUDA graph can hold (CuPy refuses cuBLAS calls while a stream is
+// captured): out = a (m, k) @ b (k, n), both read through element strides (any 2-d view),
+// in TILE x TILE tiles of out, DEPTH of k at a time through shared memory, PRODUCT_THREADS
+// threads a block each summing 4 x 4 of its tile with fused multiply-adds (asked for by
+// name: the module's --fmad=false leaves them alone). blockIdx.x picks the tile's columns,
+// blockIdx.y its rows and its share of k: `span` values of k from (blockIdx.y / row tiles)
+// * span. With more than one share (few tiles over a long k: a weight gradient sums over
+// the whole batch), each block writes its share's product to out + share * m * n and
+// add_shares sums them in share order, the same on every run.
+#define TILE 64
+#define DEPTH 16
+#define PRODUCT_THREADS 256
+
+__device__ float multiply_add(float a, float b, float c) { return fmaf(a, b, c); }
+__device__ double multiply_add(double a, double b, double c) { return fma(a, b, c); }
+
+template <typename T>
+__global__ void product(const T* a, long long m, long long k, long long am, long long ak, const T* b, long long n,
+                        long long bk, long long bn, long long span, T* out) {
+  __shared__ T as[DEPTH][TILE + 1], bs[DEPTH][TILE + 1];  // +1: threads reading down a column hit other banks
+  unsigned t = threadIdx.x, tx = t % 16, ty = t / 16;
+  long long row_tiles = (m + TILE - 1) / TILE, share = blockIdx.y / row_tiles;
+  long long row0 = (long long)(blockIdx.y % row_tiles) * TILE, col0 = (long long)blockIdx.x * TILE;
+  long long k0 = share * span, k1 = k0 + span < k ? k0 + span : k;
+  T sums[4][4];
+  for (int i = 0; i < 4; ++i)
+    for (int j = 0; j < 4; ++j) sums[i][j] = 0;
+  for (long long d0 = k0; d0 < k1; d0 += DEPTH) {
+    for (unsigned e = t; e < TILE * DEPTH; e += PRODUCT_THREADS) {  // neighbouring threads read neighbours
+      unsigned r = ak == 1 ? e / DEPTH : e % TILE, d = ak == 1 ? e % DEPTH : e / TILE;
+      long long row = row0 + r, depth = d0 + d;
+      as[d][r] = row < m && depth < k1 ? a[row * am + depth * ak] : (T)0;
+      unsigned c = bn == 1 ? e % TILE : e / DEPTH, f = bn == 1 ? e / TILE : e % DEPTH;
+      long long col = col0 + c, depth_b = d0 + f;
+      bs[f][c] = col < n && depth_b < k1 ? b[depth_b * bk + col * bn] : (T)0;
+    }
+    __syncthreads();
+    for (int d = 0; d < DEPTH; ++d) {
+      T x[4], y[4];
+      for (int i = 0; i < 4; ++i) x[i] = as[d][ty + 16 * i];
+      for (int j = 0; j < 4; ++j) y[j] = bs[d][tx + 16 * j];
+      for (int i = 0; i < 4; ++i)
+        for (int j = 0; j < 4; ++j) sums[i][j] = multiply_add(x[i], y[j], sums[i][j]);
+    }
+    __syncthreads();  // before the next depth overwrites the tiles
+  }
+  T* target = out + share * m * n;
+  for (int i = 0; i < 4; ++i) {
+    long long row = row0 + ty + 16 * i;
+    for (int j = 0; j < 4; ++j) {
+      long long col = col0 + tx + 16 * j;
+      if (row < m && col < n) target[row * n + col] = sums[i][j];
+    }
+  }
+}
+
+// out (size) = the sum of `shares` partial products (shares, size), in share order.
+template <typename T>
+__global__ void add_shares(const T* partials, long long size, long long shares, T* out) {
+  GRID_STRIDE(i, size) {
+    T sum = partials[i];
+    for (long long s = 1; s < shares; ++s) sum += partials[s * size + i];
+    out[i] = sum;
+  }
+}

@@ -6,8 +6,10 @@ launches instead of 338, each costing some 10-20 us of Python and driver time).
 Batch norm, alone, with ReLU and fused with max pooling and ReLU (layers/fused.py): one
 kernel for the statistics and one for y, one for the gradient's sums and one for dx, one
 for the running statistics; max pooling, im2col, col2im, ReLU, dropout's mask, GELU and
-Adam's update one kernel each; softmax cross-entropy and its gradient one. Each function
-is named like the standard function it replaces and takes and returns the same.
+Adam's update one kernel each; softmax cross-entropy and its gradient one. Matrix products
+stay cuBLAS's, except in a step recorded as a CUDA graph, which cannot hold cuBLAS calls
+on CuPy: there a product kernel of our own. Each function is named like the standard
+function it replaces and takes and returns the same.
 
 The kernels compile on first use (NVRTC, a second or so; CuPy 14.2 and later keep them on
 disk for the next process, older versions compile them in each), so importing this module
@@ -29,8 +31,8 @@ from typing import Any
 import cupy
 import numpy as np
 
-from .. import losses, optim
-from ..layers import activation, dropout, fused, norm, pool, windows
+from .. import capture, losses, optim
+from ..layers import activation, dropout, fused, norm, pool, product, windows
 from . import implements
 
 BLOCK = 256  # threads a block, in every kernel
@@ -39,11 +41,16 @@ SOURCE = (Path(__file__).parent / "cupy.cu").read_text()
 MAX_BLOCKS = 1 << 16  # a grid-strided kernel covers the rest
 ITEMS_PER_THREAD = 16  # what a reduction's thread sums at least, before blocks share a channel
 MAX_CHANNEL_BLOCKS = 256
+PRODUCT_TILE, PRODUCT_DEPTH, PRODUCT_THREADS = 64, 16, 256  # as cupy.cu's product takes them
+# Blocks a product aims at: one with fewer tiles splits its k into shares. A constant, not
+# the GPU's count of multiprocessors, so that the sums' order is the same on every GPU.
+PRODUCT_BLOCKS = 256
 # Kernel -> the C++ types each template parameter is instantiated for (T, then W or L).
 FLOATS = ("float", "double")
 TEMPLATES: dict[str, tuple[tuple[str, ...], ...]] = {
     **{name: (FLOATS,) for name in ("statistics", "scale_rows", "gradient_sums", "input_gradient", "running_update",
-                                    "im2col", "fold", "adam", "relu", "dropout", "gelu", "gelu_gradient")},
+                                    "im2col", "fold", "adam", "relu", "dropout", "gelu", "gelu_gradient",
+                                    "product", "add_shares")},
     **{name: (FLOATS, ("unsigned char", "int")) for name in ("pool", "pool_gradient", "pooled_gradient_sums",
                                                              "pooled_input_gradient")},
     "softmax_cross_entropy": (FLOATS, ("int", "long long")),
@@ -99,8 +106,8 @@ _COUNTERS: dict[int, Any] = {}
 def _counters(channels: int) -> Any:
     """One zeroed counter per channel on the current device, for the reductions, whose last
     blocks leave them zeroed. Shared by all the reductions of a device: they must run one
-    after another, as on CuPy's default stream (worker threads split a batch, which sends
-    batch norm to the standard path; CuPy's steps are not recorded as graphs)."""
+    after another, as on one stream (worker threads split a batch, which sends batch norm
+    to the standard path; a recorded step replays its kernels in order on one stream)."""
     device = cupy.cuda.runtime.getDevice()
     counters = _COUNTERS.get(device)
     if counters is None or counters.size < channels:
@@ -459,6 +466,32 @@ def gelu_gradient(dy: Any, saved: Any) -> Any:
     _run("gelu_gradient", (dy.dtype,), dy.size, dy, near, t, _i64(dy.size), _f64(activation.GELU_SCALE),
          _f64(3 * activation.GELU_CUBIC), dx)
     return dx
+
+
+@implements(product.matmul)
+def matmul(a: Any, b: Any) -> Any:
+    """product.matmul: CuPy's (cuBLAS), or, in a step that is recorded as a CUDA graph
+    (capture.must_be_recordable), a kernel of our own, which the graph can hold. Both
+    round each sum once per multiply-add; they add in other orders."""
+    if not capture.must_be_recordable() or a.ndim != 2 or b.ndim != 2 or a.dtype != b.dtype or (
+            a.dtype not in (np.float32, np.float64)) or 0 in (*a.shape, *b.shape):
+        return a @ b
+    (m, k), n = a.shape, b.shape[1]
+    tiles = -(-m // PRODUCT_TILE) * -(-n // PRODUCT_TILE)
+    depths = -(-k // PRODUCT_DEPTH)
+    span = -(-depths // max(1, min(depths, PRODUCT_BLOCKS // tiles))) * PRODUCT_DEPTH  # k a share sums
+    shares = -(-k // span)
+    out = cupy.empty((shares, m, n) if shares > 1 else (m, n), dtype=a.dtype)
+    strides = (s // a.itemsize for s in (*a.strides, *b.strides))
+    am, ak, bk, bn = strides
+    _kernel("product", a.dtype)((-(-n // PRODUCT_TILE), -(-m // PRODUCT_TILE) * shares), (PRODUCT_THREADS,),
+                                (a, _i64(m), _i64(k), _i64(am), _i64(ak), b, _i64(n), _i64(bk), _i64(bn), _i64(span),
+                                 out))
+    if shares == 1:
+        return out
+    total = cupy.empty((m, n), dtype=a.dtype)
+    _run("add_shares", (a.dtype,), m * n, out, _i64(m * n), _i64(shares), total)
+    return total
 
 
 @implements(losses.softmax_cross_entropy)

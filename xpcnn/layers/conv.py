@@ -9,6 +9,7 @@ from array_api_compat import device
 
 from .. import backend, init
 from .base import Layer, Shape, integer, pair
+from .product import matmul
 from .windows import Padding, channel_rows, col2im, from_channel_rows, im2col, output_size, to_nchw
 
 # Inference takes a batch in chunks whose columns fit in this many bytes (a second-level
@@ -131,7 +132,7 @@ class Conv2D(Layer):
         backend.fast_path(im2col, x)(x, self.kernel_size, self.stride, self.padding, (ho, wo), windows)
         if self.bias:
             cols[k, :] = 1
-        return self._weight_matrix(xp) @ cols, cols
+        return backend.fast_path(matmul, x)(self._weight_matrix(xp), cols), cols
 
     def _forward_in_chunks(self, x: Any, chunk: int, xp: Any) -> Any:
         """Inference on `chunk` images at a time: the columns of a large batch (hundreds of
@@ -160,7 +161,7 @@ class Conv2D(Layer):
         dy2 = channel_rows(dy)  # (O, Ho*Wo*N), the layout of the forward product
         # (cols @ dy2.T).T rather than dy2 @ cols.T: the same sums, which OpenBLAS runs
         # faster with the long axis on the left.
-        grads = (cols @ dy2.T).T  # (O, K), and the bias's (the row of ones) last
+        grads = backend.fast_path(matmul, dy)(cols, dy2.T).T  # (O, K), and the bias's (the row of ones) last
         self.grads = {"weight": xp.reshape(grads[:, :k], weight.shape)}
         if self.bias:
             self.grads["bias"] = grads[:, k]
@@ -175,4 +176,4 @@ def input_columns(weight_rows: Any, dy2: Any, spent: Any) -> Any:
     weight (O, C*kh*kw) and dy2 (O, Ho*Wo*N). `spent` holds the forward's columns, of
     that shape or with one row more, which the caller is done with: a fast path may write
     the result into them (the standard has no `out=`)."""
-    return weight_rows.T @ dy2
+    return backend.fast_path(matmul, dy2)(weight_rows.T, dy2)

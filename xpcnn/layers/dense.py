@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .. import init
+from .. import backend, init
 from .base import Layer, Shape, integer
+from .product import matmul
 
 
 class Dense(Layer):
@@ -44,7 +45,7 @@ class Dense(Layer):
         # memory is batch-innermost like the feature maps' (see windows.py), and so is the
         # input gradient backward hands a Flatten below, which the layers under it read
         # fastest.
-        y_t = self.params["weight"] @ x.T
+        y_t = backend.fast_path(matmul, x)(self.params["weight"], x.T)
         y_t += xp.reshape(self.params["bias"], (self.out_features, 1))
         return self._save_for_backward(training, x, y_t.T)
 
@@ -53,5 +54,6 @@ class Dense(Layer):
     def backward(self, dy: Any, input_grad: bool = True) -> Any:
         x = self._saved_for_backward(dy)
         xp = self._namespace(dy)
-        self.grads = {"weight": dy.T @ x, "bias": xp.sum(dy, axis=0)}
-        return (self.params["weight"].T @ dy.T).T if input_grad else None  # (N, in), batch-innermost
+        product = backend.fast_path(matmul, dy)
+        self.grads = {"weight": product(dy.T, x), "bias": xp.sum(dy, axis=0)}
+        return product(self.params["weight"].T, dy.T).T if input_grad else None  # (N, in), batch-innermost

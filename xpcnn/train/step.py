@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -57,6 +58,20 @@ class TrainingStep:
     def compute(self, x: Any, y: Any, share: float = 1.0) -> Any:
         """Forward, loss and backward on a batch (or `share` of one: the gradient is
         scaled by it); returns [mean loss, right answers] on the device."""
+        with self._recordable():
+            return self._compute_or_replay(x, y, share)
+
+    def update(self) -> None:
+        """The optimizer's step, on the gradients `compute` left."""
+        with self._recordable():
+            self._update()
+
+    def _recordable(self) -> contextlib.AbstractContextManager[Any]:
+        """With graphs, every step takes kernels a graph can hold, the ones run directly
+        (a batch shape's first) too, so that all steps do the same arithmetic."""
+        return capture.recordable() if self.graphs else contextlib.nullcontext()
+
+    def _compute_or_replay(self, x: Any, y: Any, share: float) -> Any:
         self._current, self._replayed = None, False
         if not self.graphs or share != 1.0:
             return self._compute(x, y, share)
@@ -77,8 +92,7 @@ class TrainingStep:
             layer.grads = grads  # what the replay wrote, also after another shape's step
         return both
 
-    def update(self) -> None:
-        """The optimizer's step, on the gradients `compute` left."""
+    def _update(self) -> None:
         halves = self._current
         if halves is None:
             self.optimizer.step()
@@ -131,15 +145,16 @@ def can_record(model: Sequential) -> bool:
 
 
 def use_graphs(requested: bool | None, model: Sequential, alone: bool, log: Callable[[str], None]) -> bool:
-    """Whether a fit records its steps as CUDA graphs: where `model`'s backend can (None),
-    always (True: SettingsError where it cannot) or never (False), and only `alone`: not
-    in data-parallel training, nor while hooks or anomaly checks watch the layers."""
+    """Whether a fit records its steps as CUDA graphs: where `model`'s backend does so
+    unasked (None: backend.records_graphs_unasked), always (True: SettingsError where it
+    cannot) or never (False), and only `alone`: not in data-parallel training, nor while
+    hooks or anomaly checks watch the layers."""
     if requested is False:
         return False
     able = can_record(model)
     if requested and not able:
-        raise SettingsError("cuda_graphs", "CUDA graphs need PyTorch on a CUDA device (CuPy cannot record matrix "
-                            f"products); this model is on {model.backend} ({model.device})")
+        raise SettingsError("cuda_graphs", "CUDA graphs need PyTorch on a CUDA device, or CuPy; this model is on "
+                            f"{model.backend} ({model.device})")
     if requested and not alone:
         log("note: no CUDA graphs in data-parallel training or while hooks or anomaly checks watch the layers")
-    return alone and able
+    return alone and able and (bool(requested) or backend.records_graphs_unasked(next(iter(model.params.values()))))

@@ -56,8 +56,9 @@ class Trainer:
     None chooses at fit (xpcnn.train.workers). Either way the run learns what one model
     on whole batches learns, to float rounding. `anomaly` checks every layer for NaN and
     Inf (xpcnn.diagnostics.anomaly). `cuda_graphs` records the steps as CUDA graphs and
-    replays them where the backend can (None), always (True: an error where it cannot)
-    or never (False); not in data-parallel runs, nor while hooks or anomaly checks watch.
+    replays them on torch with CUDA (None), also on CuPy (True: an error on a backend that
+    cannot) or never (False); not in data-parallel runs, nor while hooks or anomaly checks
+    watch.
     `label_smoothing` eps in [0, 1) trains towards (1 - eps) one_hot + eps / K instead of
     the labels' one-hot rows (SoftmaxCrossEntropy); the training loss is then the smoothed
     one, while evaluation and the validation loss stay the plain cross-entropy.
