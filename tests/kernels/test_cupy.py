@@ -72,7 +72,7 @@ def place(request, monkeypatch, tmp_path_factory):
     monkeypatch.setattr(fast, "cupy", cuda_on_cpu.fake_cupy(tmp_path_factory.getbasetemp()))
     monkeypatch.setattr(fast, "_COUNTERS", {})
     for name, value in (("BLOCK", cuda_on_cpu.BLOCK), ("MAX_BLOCKS", 3), ("ITEMS_PER_THREAD", 1),
-                        ("MAX_CHANNEL_BLOCKS", 3)):
+                        ("MAX_CHANNEL_BLOCKS", 3), ("PRODUCT_BLOCKS", 4)):
         monkeypatch.setattr(fast, name, value)  # few threads, several blocks a channel: the grid strides and sums
     for cached in (fast._module, fast._function):
         cached.cache_clear()

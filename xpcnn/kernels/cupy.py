@@ -45,6 +45,7 @@ PRODUCT_TILE, PRODUCT_DEPTH, PRODUCT_THREADS = 64, 16, 256  # as cupy.cu's produ
 # Blocks a product aims at: one with fewer tiles splits its k into shares. A constant, not
 # the GPU's count of multiprocessors, so that the sums' order is the same on every GPU.
 PRODUCT_BLOCKS = 256
+MAX_GRID_Y = 65535  # CUDA's limit on a grid's second dimension: a product's row tiles times its shares
 # Kernel -> the C++ types each template parameter is instantiated for (T, then W or L).
 FLOATS = ("float", "double")
 TEMPLATES: dict[str, tuple[tuple[str, ...], ...]] = {
@@ -468,6 +469,15 @@ def gelu_gradient(dy: Any, saved: Any) -> Any:
     return dx
 
 
+def _shares(m: int, k: int, n: int) -> tuple[int, int]:
+    """(span, shares): a product (m, k) @ (k, n) with fewer than PRODUCT_BLOCKS tiles sums
+    its k in shares of `span`, a multiple of PRODUCT_DEPTH, one block each."""
+    tiles = -(-m // PRODUCT_TILE) * -(-n // PRODUCT_TILE)
+    depths = -(-k // PRODUCT_DEPTH)
+    span = -(-depths // max(1, min(depths, PRODUCT_BLOCKS // tiles))) * PRODUCT_DEPTH
+    return span, -(-k // span)
+
+
 @implements(product.matmul)
 def matmul(a: Any, b: Any) -> Any:
     """product.matmul: CuPy's (cuBLAS), or, in a step that is recorded as a CUDA graph
@@ -477,14 +487,13 @@ def matmul(a: Any, b: Any) -> Any:
             a.dtype not in (np.float32, np.float64)) or 0 in (*a.shape, *b.shape):
         return a @ b
     (m, k), n = a.shape, b.shape[1]
-    tiles = -(-m // PRODUCT_TILE) * -(-n // PRODUCT_TILE)
-    depths = -(-k // PRODUCT_DEPTH)
-    span = -(-depths // max(1, min(depths, PRODUCT_BLOCKS // tiles))) * PRODUCT_DEPTH  # k a share sums
-    shares = -(-k // span)
+    span, shares = _shares(m, k, n)
+    row_tiles = -(-m // PRODUCT_TILE)
+    if row_tiles * shares > MAX_GRID_Y:  # 4 million rows: no layer's product has them
+        return a @ b
     out = cupy.empty((shares, m, n) if shares > 1 else (m, n), dtype=a.dtype)
-    strides = (s // a.itemsize for s in (*a.strides, *b.strides))
-    am, ak, bk, bn = strides
-    _kernel("product", a.dtype)((-(-n // PRODUCT_TILE), -(-m // PRODUCT_TILE) * shares), (PRODUCT_THREADS,),
+    am, ak, bk, bn = (s // a.itemsize for s in (*a.strides, *b.strides))
+    _kernel("product", a.dtype)((-(-n // PRODUCT_TILE), row_tiles * shares), (PRODUCT_THREADS,),
                                 (a, _i64(m), _i64(k), _i64(am), _i64(ak), b, _i64(n), _i64(bk), _i64(bn), _i64(span),
                                  out))
     if shares == 1:
