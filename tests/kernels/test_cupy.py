@@ -74,10 +74,10 @@ def place(request, monkeypatch, tmp_path_factory):
     for name, value in (("BLOCK", cuda_on_cpu.BLOCK), ("MAX_BLOCKS", 3), ("ITEMS_PER_THREAD", 1),
                         ("MAX_CHANNEL_BLOCKS", 3), ("PRODUCT_BLOCKS", 4)):
         monkeypatch.setattr(fast, name, value)  # few threads, several blocks a channel: the grid strides and sums
-    for cached in (fast._module, fast._function):
+    for cached in (fast._module, fast._kernel):
         cached.cache_clear()
     yield Place(np, exact_math=False)
-    for cached in (fast._module, fast._function):
+    for cached in (fast._module, fast._kernel):
         cached.cache_clear()
 
 

@@ -83,16 +83,12 @@ def _module() -> Any:
     return cupy.RawModule(code=SOURCE, options=OPTIONS, name_expressions=_names())
 
 
-def _kernel(name: str, *dtypes: Any) -> Any:
-    return _function(_name(name, *(TYPES[np.dtype(d)] for d in dtypes)))
-
-
 @functools.cache
-def _function(instance: str) -> Any:
-    """One kernel of the module, looked up once: RawModule.get_function makes a new
-    RawKernel and asks the driver for it at every call, microseconds a launch. A RawKernel
-    keeps a function per device, so one serves every GPU."""
-    return _module().get_function(instance)
+def _kernel(name: str, *dtypes: Any) -> Any:
+    """Kernel `name` instantiated for `dtypes`, looked up once: RawModule.get_function
+    makes a new RawKernel and asks the driver for it at every call, microseconds a launch.
+    A RawKernel keeps a function per device, so one serves every GPU."""
+    return _module().get_function(_name(name, *(TYPES[np.dtype(d)] for d in dtypes)))
 
 
 def _run(name: str, dtypes: tuple[Any, ...], total: int, *args: Any) -> None:
