@@ -509,29 +509,34 @@ def main() -> None:
     threadpool_limits(args.threads)
     setup = device_setup(args.gpu)
     ours_target, _, _, sync, device_name = setup
-    lines = header_lines(args, device_name)
+    lines = []
+
+    def report(more):  # printed as they come: a run cut short by a time-out keeps its rows
+        print("\n".join(more), flush=True)
+        lines.extend(more)
+
+    report(header_lines(args, device_name))
     peak = matmul_peak(backend.namespace(ours_target[0]), ours_target, sync)
     rng = np.random.default_rng(0)
     breakdowns, kernels = {}, {}
     for preset in args.presets.split(","):
-        lines += preset_rows(preset, args, setup, peak, rng, breakdowns, kernels)
-    lines += [
+        report(preset_rows(preset, args, setup, peak, rng, breakdowns, kernels))
+    rest = [
         "",
         f"Matmul peak (float32, 2048^3 `xp.matmul`, best of 5): {peak / 1e9:,.1f} GFLOP/s. Share of peak = "
         "training images/s x FLOPs per training image (forward, input and weight gradients of convolutions and "
         "dense layers) / peak.",
         "",
     ]
-    lines += gpu_memory_lines(setup, rng) + kernel_lines(kernels) if args.gpu else (
+    rest += gpu_memory_lines(setup, rng) + kernel_lines(kernels) if args.gpu else (
         memory_lines(args.threads) + loop_lines(args))
     for preset, (batch, rows) in breakdowns.items():
-        lines += breakdown_lines(preset, batch, rows)
-    report = "\n".join(lines)
-    print(report)
+        rest += breakdown_lines(preset, batch, rows)
+    report(rest)
     if args.save:
         RESULTS.mkdir(exist_ok=True)
         path = RESULTS / f"bench-{'gpu' if args.gpu else 'cpu'}-{time.strftime('%Y%m%d')}.md"
-        path.write_text(report + "\n")
+        path.write_text("\n".join(lines) + "\n")
         print(f"\nsaved to {path}")
 
 if __name__ == "__main__":
