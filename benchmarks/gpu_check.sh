@@ -7,8 +7,8 @@
 #                  first: every later step runs through them
 #   parity.txt     layer-by-layer parity: numpy vs cupy, numpy vs torch:cuda, cupy vs torch:cuda,
 #   parity.jsonl   both presets, float32 and float64, plus 5 training steps (and as JSON)
-#   train.txt      one epoch of lenet on cupy and on torch:cuda
-#   bench.md       CuPy vs PyTorch-CUDA (and xpcnn on torch:cuda) throughput and memory
+#   train.txt      one epoch of lenet on cupy and on torch:cuda, with and without CUDA graphs
+#   bench.md       CuPy (directly and as CUDA graphs) vs PyTorch-CUDA (and xpcnn on torch:cuda) throughput, memory
 #   pytest-gpu.txt the other gpu-marked tests, which FAIL (not skip) when CUDA is unusable
 #   bench-residual.md  bench.md's tables for resnet20 and cifar, if time is left
 #   summary.md     all of it on one page: commit it as benchmarks/results/gpu-<date>.md
