@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import types
+
 import numpy as np
 import pytest
 
@@ -96,8 +98,12 @@ def test_a_graph_replays_its_work_on_the_arrays_it_was_recorded_with(target):
         pytest.skip(f"{target[0]} records no CUDA graphs")
     x = backend.to_backend(np.zeros((2, 3)), *target, "float32")
     w = backend.to_backend(np.ones((3, 2)), *target, "float32")
+    def work():
+        return backend.fast_path(matmul, x)(x, w) * 2 + 1
+
     with capture.recordable():
-        result, replay = backend.record_graph(x, lambda: backend.fast_path(matmul, x)(x, w) * 2 + 1)
+        work()  # its kernels compiled and loaded first, as a trainer's first step of a shape does
+        result, replay = backend.record_graph(x, work)
     for value in (2.0, -1.0):
         backend.copy_into(x, np.full((2, 3), value))
         replay()
@@ -135,3 +141,18 @@ def test_a_cuda_device_pytorch_cannot_reach_is_one_line():
         pytest.skip("PyTorch sees a CUDA device here")
     reason = backend.device_unusable_reason("torch", "cuda:0")
     assert "sees no CUDA device" in reason and "\n" not in reason
+
+
+def test_a_recordings_memory_pool_is_not_told_to_free_its_blocks_and_retry():
+    """CuPy's pool does that on its own out-of-memory error; a recording's blocks are in the graph."""
+    class OutOfMemory(Exception):
+        pass
+
+    def memory(size):
+        raise OutOfMemory("cudaErrorMemoryAllocation")
+
+    fake = types.SimpleNamespace(cuda=types.SimpleNamespace(
+        Memory=memory, MemoryPointer=None, runtime=types.SimpleNamespace(CUDARuntimeError=OutOfMemory)))
+    with pytest.raises(MemoryError, match="out of GPU memory while recording a step"):
+        backend._allocate_once(fake, 1024)
+

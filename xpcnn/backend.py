@@ -416,9 +416,9 @@ def _record_torch(like: Any, work: Callable[[], Any]) -> tuple[Any, Callable[[],
 
 def _record_cupy(like: Any, work: Callable[[], Any]) -> tuple[Any, Callable[[], None]]:
     cupy = importlib.import_module("cupy")
-    # The pool's memory is never handed out again, nor freed (CuPy frees a pool's unused
-    # blocks when an allocation fails): the graph writes it at every replay.
-    pool = cupy.cuda.MemoryPool()
+    # The pool's memory is never handed out again, nor freed: the graph writes it at
+    # every replay, the blocks the recording freed too.
+    pool = cupy.cuda.MemoryPool(functools.partial(_allocate_once, cupy))
     with like.device:
         stream = cupy.cuda.Stream(non_blocking=True)  # capturing the legacy default stream is not allowed
         with stream, cupy.cuda.using_allocator(pool.malloc):
@@ -431,6 +431,16 @@ def _record_cupy(like: Any, work: Callable[[], Any]) -> tuple[Any, Callable[[], 
                 raise
             graph = stream.end_capture()
     return result, _CupyReplay(graph, pool, like.device)
+
+
+def _allocate_once(cupy: Any, size: int) -> Any:
+    """`size` bytes of device memory for a recording's pool, or MemoryError. (On CuPy's own
+    out-of-memory error a pool frees its unused blocks and tries again: a recording's are
+    in the graph.)"""
+    try:
+        return cupy.cuda.MemoryPointer(cupy.cuda.Memory(size), 0)
+    except cupy.cuda.runtime.CUDARuntimeError as exc:
+        raise MemoryError(f"out of GPU memory while recording a step ({exc})") from None
 
 
 class _CupyReplay:

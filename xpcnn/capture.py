@@ -127,16 +127,17 @@ class Captured:
             _recording.reset(token)
         if recording.inputs:
             raise ValueError("the step takes fewer host arrays than in its planning run")
-        self._recording = recording
+        self._recording, self._like = recording, like
         self._kept = _arrays([vars(owner) for owner in keep])
         self._replays = 0
 
     def __call__(self, *args: Any) -> Any:
-        for recorded, given in zip(self._args, args, strict=True):
-            recorded[...] = given
-        for work in self._recording.later if self._replays else self._recording.first:
-            work()
-        self._replay()
+        with backend.on_device(self._like):  # the copies on the graph's GPU and stream, before it
+            for recorded, given in zip(self._args, args, strict=True):
+                recorded[...] = given
+            for work in self._recording.later if self._replays else self._recording.first:
+                work()
+            self._replay()
         self._replays += 1
         return self._result
 

@@ -71,6 +71,7 @@ def place(request, monkeypatch, tmp_path_factory):
         pytest.skip(reason)
     monkeypatch.setattr(fast, "cupy", cuda_on_cpu.fake_cupy(tmp_path_factory.getbasetemp()))
     monkeypatch.setattr(fast, "_COUNTERS", {})
+    monkeypatch.setattr(fast, "_OUTGROWN", [])
     for name, value in (("BLOCK", cuda_on_cpu.BLOCK), ("MAX_BLOCKS", 3), ("ITEMS_PER_THREAD", 1),
                         ("MAX_CHANNEL_BLOCKS", 3), ("PRODUCT_BLOCKS", 4)):
         monkeypatch.setattr(fast, name, value)  # few threads, several blocks a channel: the grid strides and sums
@@ -285,6 +286,12 @@ def operands(place, shape, transposed, dtype, rng):
         host = rng.standard_normal((cols, rows) if name in transposed else (rows, cols)).astype(dtype)
         made[name] = place.put(host).T if name in transposed else place.put(host)
     return made["a"], made["b"]
+
+
+def test_counters_outgrown_are_kept_for_the_graphs_that_count_in_them(place):
+    small = fast._counters(8)
+    large = fast._counters(5000)
+    assert large.size >= 5000 and fast._counters(10) is large and fast._OUTGROWN[-1] is small
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])

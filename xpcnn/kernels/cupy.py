@@ -98,6 +98,7 @@ def _run(name: str, dtypes: tuple[Any, ...], total: int, *args: Any) -> None:
 
 
 _COUNTERS: dict[int, Any] = {}
+_OUTGROWN: list[Any] = []  # counters replaced by larger ones: a recorded step may still count in them
 
 
 def _counters(channels: int) -> Any:
@@ -108,6 +109,8 @@ def _counters(channels: int) -> Any:
     device = cupy.cuda.runtime.getDevice()
     counters = _COUNTERS.get(device)
     if counters is None or counters.size < channels:
+        if counters is not None:
+            _OUTGROWN.append(counters)
         counters = _COUNTERS[device] = cupy.zeros(max(channels, 1024), dtype=np.uint32)
     return counters
 
