@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # GPU check: run THERE (the GPU machine), from the repository root, with .whl/ carried
-# (benchmarks/gpu_prepare.sh makes it here). See docs/gpu.md, "The GPU check". Writes at most 10
+# (benchmarks/gpu_prepare.sh makes it here). See docs/gpu.md, "The GPU check". Writes at most 11
 # files under $OUT (default gpu-results/) within about 8 minutes:
 #   env.txt        GPU, libraries, DLPack round trip (the preflight)
 #   pytest-kernels.txt  CuPy's CUDA kernels (tests/kernels/test_cupy.py) against CuPy's standard path,
@@ -9,6 +9,7 @@
 #   parity.jsonl   both presets, float32 and float64, plus 5 training steps (and as JSON)
 #   train.txt      one epoch of lenet on cupy and on torch:cuda, with and without CUDA graphs
 #   bench.md       CuPy (directly and as CUDA graphs) vs PyTorch-CUDA (and xpcnn on torch:cuda) throughput, memory
+#   products.md    each matrix product of a lenet and a resnet20 step: CuPy's product kernel vs cuBLAS
 #   pytest-gpu.txt the other gpu-marked tests, which FAIL (not skip) when CUDA is unusable
 #   bench-residual.md  bench.md's tables for resnet20 and cifar, if time is left
 #   summary.md     all of it on one page: commit it as benchmarks/results/gpu-<date>.md
@@ -40,6 +41,7 @@ step kernels 150 sh -c "python3 -m pytest -q -m gpu -p no:cacheprovider tests/ke
 step parity 150 python3 benchmarks/gpu_steps.py parity "$OUT"
 step train 90 python3 benchmarks/gpu_steps.py train "$OUT"
 step bench 120 sh -c "python3 benchmarks/bench.py --gpu --repeats 3 >'$OUT/bench.md' 2>&1"
+step products 40 python3 benchmarks/gpu_steps.py products "$OUT"
 step pytest 120 sh -c "python3 -m pytest -q -m gpu -p no:cacheprovider --ignore=tests/kernels/test_cupy.py tests >'$OUT/pytest-gpu.txt' 2>&1"
 # Last, with whatever time is left: the residual presets' throughput (minutes on a GPU's first compile).
 step residual 120 sh -c "python3 benchmarks/bench.py --gpu --presets resnet20,cifar --repeats 2 >'$OUT/bench-residual.md' 2>&1"

@@ -4,11 +4,13 @@ its results under OUT:
     python benchmarks/gpu_steps.py preflight OUT   exit 3, saying why, when CUDA is not usable
     python benchmarks/gpu_steps.py parity OUT      numpy vs cupy vs torch:cuda, both presets and dtypes
     python benchmarks/gpu_steps.py train OUT       one epoch of lenet on cupy and on torch:cuda
+    python benchmarks/gpu_steps.py products OUT    CuPy's product kernel (recorded steps) against cuBLAS
     python benchmarks/gpu_steps.py summary OUT     OUT/summary.md from the files the others wrote
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import time
@@ -114,6 +116,84 @@ def train(out: Path) -> int:
     return 0
 
 
+PRODUCT_PRESETS = [("lenet", 256), ("resnet20", 256)]  # the products of their training steps are timed
+
+
+def product_cases(preset: str, batch: int, target: tuple[str, str | None]) -> list[tuple]:
+    """(a, b) of each distinct matrix product (shapes and memory layout) in a training step
+    of `preset` at `batch` on `target`, as the layers pass them to layers/product.matmul."""
+    import numpy as np
+
+    import xpcnn
+    from xpcnn import backend, presets
+    from xpcnn.layers import product
+
+    cases, fast_path = {}, backend.fast_path
+
+    def watching(standard, x):
+        chosen = fast_path(standard, x)
+        if standard is not product.matmul:
+            return chosen
+
+        def seen(a, b):
+            cases.setdefault((a.shape, a.strides, b.shape, b.strides), (a, b))
+            return chosen(a, b)
+
+        return seen
+
+    model = presets.build(preset).to(*target)
+    x = backend.to_backend(np.random.default_rng(0).standard_normal((batch, *presets.DEFAULT_SHAPES[preset])),
+                           *target, "float32")
+    loss = xpcnn.SoftmaxCrossEntropy(check_labels=False)
+    backend.fast_path = watching
+    try:
+        loss.forward(model.forward(x), backend.to_backend(np.arange(batch) % 10, *target))
+        model.backward(loss.backward(), input_grad=False)
+    finally:
+        backend.fast_path = fast_path
+    return list(cases.values())
+
+
+def products(out: Path) -> int:
+    """Each matrix product of a lenet and a resnet20 training step on CuPy, float32: the
+    product kernel a recorded step takes against cuBLAS (CuPy's @), each timed alone with
+    CUDA events, and how far apart their results are."""
+    import cupy
+
+    from xpcnn import capture
+    from xpcnn.kernels import cupy as fast
+
+    def milliseconds(work, repeats=20):
+        work()
+        start, end = cupy.cuda.Event(), cupy.cuda.Event()
+        start.record()
+        for _ in range(repeats):
+            work()
+        end.record()
+        end.synchronize()
+        return cupy.cuda.get_elapsed_time(start, end) / repeats
+
+    def recorded(a, b):
+        with capture.recordable():
+            return fast.matmul(a, b)
+
+    rows = ["| preset | (m, k) @ (k, n) | a, b in C order | ours ms | cuBLAS ms | ours / cuBLAS time | ours GFLOP/s "
+            "| max difference / max value |", "|---|---|---|---|---|---|---|---|"]
+    for preset, batch in PRODUCT_PRESETS:
+        for a, b in product_cases(preset, batch, ("cupy", None)):
+            ours = milliseconds(functools.partial(recorded, a, b))
+            theirs = milliseconds(functools.partial(cupy.matmul, a, b))
+            want = a @ b
+            gap = float(cupy.max(cupy.abs(recorded(a, b) - want)) / cupy.max(cupy.abs(want)))
+            flops = 2 * a.shape[0] * a.shape[1] * b.shape[1]
+            rows.append(f"| {preset} | {tuple(a.shape)} @ {tuple(b.shape)} | {a.flags.c_contiguous}, "
+                        f"{b.flags.c_contiguous} | {ours:.3f} | {theirs:.3f} | {ours / theirs:.2f} | "
+                        f"{flops / ours / 1e6:,.0f} | {gap:.1e} |")
+    (out / "products.md").write_text("\n".join(rows) + "\n")
+    print("\n".join(rows))
+    return 0
+
+
 def summary(out: Path) -> int:
     """One markdown page from the files of the other steps (missing ones said so)."""
     def section(title: str, name: str, lines: int | None = None) -> list[str]:
@@ -135,13 +215,14 @@ def summary(out: Path) -> int:
     page += ["## Parity (worst local relative difference)", "", "| backends | preset | dtype | worst | verdict |",
              "|---|---|---|---|---|", *verdicts, ""]
     page += section("Training, one epoch of lenet", "train.txt") + section("Throughput", "bench.md")
+    page += section("CuPy's product kernel (recorded steps) against cuBLAS", "products.md")
     page += section("gpu-marked tests", "pytest-gpu.txt", lines=15)
     page += section("Throughput, residual presets (resnet20, cifar)", "bench-residual.md")
     (out / "summary.md").write_text("\n".join(page))
     return 0
 
 
-STEPS = {"preflight": preflight, "parity": parity, "train": train, "summary": summary}
+STEPS = {"preflight": preflight, "parity": parity, "train": train, "products": products, "summary": summary}
 
 if __name__ == "__main__":
     if len(sys.argv) != 3 or sys.argv[1] not in STEPS:

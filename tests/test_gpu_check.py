@@ -47,3 +47,15 @@ def test_the_steps_run_with_cpu_backends_standing_in(tmp_path, monkeypatch):
     assert steps.summary(tmp_path) == 0
     page = (tmp_path / "summary.md").read_text()
     assert "| numpy vs torch | lenet | float64 |" in page and "(no train.txt" in page and "3 passed" in page
+
+
+def test_the_products_step_finds_each_product_of_a_training_step(monkeypatch):
+    """lenet: 4 forward, 7 backward (no input gradient for the data), each its own shape;
+    on the standard path, as on CuPy (NumPy's fast path writes one of them in place)."""
+    monkeypatch.setenv("XPCNN_STANDARD_PATH", "1")
+    steps = gpu_steps()
+    fast_path = backend.fast_path
+    cases = steps.product_cases("lenet", 4, ("numpy", None))
+    assert backend.fast_path is fast_path and len(cases) == 11
+    assert all(a.ndim == b.ndim == 2 and a.shape[1] == b.shape[0] for a, b in cases)
+
