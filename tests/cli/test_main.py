@@ -535,19 +535,24 @@ def test_export_writes_an_onnx_model_that_runs(run):
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(backend.device_unusable_reason("torch", "cuda") is not None
-                    and os.environ.get("XPCNN_REQUIRE_GPU") != "1", reason="no CUDA device for torch")
-def test_training_on_torch_cuda_replays_cuda_graphs_unless_told_not_to(tmp_path):
+@pytest.mark.parametrize("where, asked", [(("torch", "cuda"), ()), (("cupy", None), ("--cuda-graphs",))],
+                         ids=["torch:cuda", "cupy"])
+def test_training_on_a_gpu_replays_cuda_graphs_unasked_on_torch_asked_on_cupy_and_resumed(tmp_path, where, asked):
+    if backend.device_unusable_reason(*where) is not None and os.environ.get("XPCNN_REQUIRE_GPU") != "1":
+        pytest.skip(f"{where[0]}: {backend.device_unusable_reason(*where)}")
     env = env_without_data(tmp_path)
-    common = ("train", "--no-download", "--limit", "600", "--epochs", "1", "--no-progress", "--no-plots",
-              "--backend", "torch", "--device", "cuda")
-    recorded = xpcnn(*common, "--out", "recorded", env=env, cwd=tmp_path)
+    place = ("--backend", where[0], *(("--device", where[1]) if where[1] else ()))
+    common = ("train", "--no-download", "--limit", "600", "--epochs", "1", "--no-progress", "--no-plots", *place)
+    recorded = xpcnn(*common, "--out", "recorded", *asked, env=env, cwd=tmp_path)
     direct = xpcnn(*common, "--out", "direct", "--no-cuda-graphs", env=env, cwd=tmp_path)
     assert recorded.returncode == direct.returncode == 0, recorded.stderr + direct.stderr
     assert "recorded as CUDA graphs" in recorded.stderr and "CUDA graphs" not in direct.stderr
     assert recorded.stdout.split()[:2] == direct.stdout.split()[:2] == ["test", "accuracy"]
     accuracies = [float(result.stdout.split()[2].rstrip("%")) for result in (recorded, direct)]
     assert abs(accuracies[0] - accuracies[1]) < 0.5  # the same training, to float rounding
+    resumed = xpcnn("train", "--out", "recorded", "--resume", "--epochs", "2", "--no-progress", "--no-plots", *place,
+                    env=env, cwd=tmp_path)
+    assert resumed.returncode == 0 and "recorded as CUDA graphs" in resumed.stderr, resumed.stderr  # the run's own
 
 
 # -- a folder of pictures: colour, any size, end to end ------------------------------------------

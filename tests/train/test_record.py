@@ -40,6 +40,8 @@ MALFORMED = {
     "label smoothing 1": (lambda t: t.update(label_smoothing=1), r"field trainer.label_smoothing: expected a number "
                           r"in \[0, 1\)"),
     "label smoothing a string": (lambda t: t.update(label_smoothing="0.1"), r"field trainer.label_smoothing"),
+    "cuda graphs a number": (lambda t: t.update(cuda_graphs=1), r"field trainer.cuda_graphs: expected true, false "
+                             "or null"),
 }
 
 
@@ -94,6 +96,20 @@ def test_a_record_from_before_label_smoothing_resumes_without_it(tmp_path):
     trainer = xpcnn.Trainer.resume(old, progress=False)
     assert trainer.label_smoothing == 0.0 and trainer.loss_fn.label_smoothing == 0.0
     assert record.to_checkpoint(trainer)["label_smoothing"] == 0.0
+
+
+def test_a_resumed_run_keeps_its_cuda_graphs_where_its_backend_records_them(tmp_path, monkeypatch):
+    """On CuPy a step with graphs multiplies with a kernel of its own: the same arithmetic
+    after a resume needs the same choice."""
+    path = tmp_path / "run.npz"
+    path.write_bytes(small_checkpoint(tmp_path))
+    asked = rewrite(path, tmp_path / "asked.npz", meta=edit_trainer(lambda t: t.update(cuda_graphs=True)))
+    old = rewrite(path, tmp_path / "old.npz", meta=edit_trainer(lambda t: t.pop("cuda_graphs")))
+    assert xpcnn.Trainer.resume(asked, progress=False).cuda_graphs is None  # NumPy records none
+    monkeypatch.setattr(record, "can_record", lambda model: True)
+    assert xpcnn.Trainer.resume(asked, progress=False).cuda_graphs is True
+    assert xpcnn.Trainer.resume(asked, progress=False, cuda_graphs=False).cuda_graphs is False
+    assert xpcnn.Trainer.resume(old, progress=False).cuda_graphs is None
 
 
 def test_extending_a_run_stretches_its_schedule_and_reopens_an_early_stop(tmp_path):

@@ -99,8 +99,8 @@ def _resume(args: argparse.Namespace, checkpoint: Path, options: dict[str, Any])
     from ..train.record import KEPT_ON_RESUME, complete
 
     given = {key: getattr(args, key) for key in KEPT_ON_RESUME if getattr(args, key) is not None}
-    if options["workers"] is None:  # not given: the run's own
-        options = {key: value for key, value in options.items() if key != "workers"}
+    unset = {key for key in ("workers", "cuda_graphs") if options[key] is None}  # not given: the run's own
+    options = {key: value for key, value in options.items() if key not in unset}
     trainer, data = resume_run(checkpoint, args.backend, args.device, epochs=args.epochs, expected=given,
                                width=args.width, **options)
     state, say = trainer.state, options["log"]

@@ -31,6 +31,7 @@ from ..io.checkpoint import Checkpoint, load_checkpoint
 from ..io.schema import MAX_EPOCHS, MAX_SEED, MAX_SIZE, CheckpointError, Fields, is_int, is_number
 from ..presets import SettingsError
 from .callbacks import BestCheckpoint, Callback, EarlyStopping, rebuild_recorded, recorded
+from .step import can_record
 
 if TYPE_CHECKING:
     from .trainer import Trainer
@@ -206,7 +207,7 @@ def to_checkpoint(trainer: Trainer) -> dict[str, Any]:
         "batch_size": trainer.batch_size, "seed": trainer.seed, "workers": trainer.workers,
         "data_digest": trainer.data_digest,
         "augment": trainer.augment.pixels, "pad": trainer.augment.pad, "flip": trainer.augment.flip,
-        "label_smoothing": trainer.label_smoothing,
+        "label_smoothing": trainer.label_smoothing, "cuda_graphs": trainer.cuda_graphs,
         "callbacks": [{"type": type(callback).__name__, "config": callback.config(), "state": callback.state_dict()}
                       for callback in recorded(trainer.callbacks)],
         "info": {"model": trainer.name, "settings": settings(trainer), "data": trainer.data},
@@ -244,6 +245,7 @@ class Saved:
     callbacks: list[dict[str, Any]]
     data_digest: str | None
     label_smoothing: float
+    cuda_graphs: bool | None
 
 
 def restore(trainer_class: type[Trainer], path: str | Path, backend_name: str, device: Any,
@@ -252,8 +254,9 @@ def restore(trainer_class: type[Trainer], path: str | Path, backend_name: str, d
     its model and optimizer on the backend, its settings, progress and recorded callbacks,
     then `callbacks`. By default the run folder is the checkpoint's and the worker threads
     the run's, so that gradients are summed in the same order and the resumed run reaches
-    the same weights; `options` are the constructor's (a `label_smoothing` other than the
-    run's raises SettingsConflict)."""
+    the same weights, and so is its `cuda_graphs` where the backend records graphs (on CuPy,
+    a step with graphs multiplies with a kernel of its own); `options` are the
+    constructor's (a `label_smoothing` other than the run's raises SettingsConflict)."""
     checkpoint = load_checkpoint(path, backend_name, device)
     saved = read(checkpoint)
     if options.get("label_smoothing", saved.label_smoothing) != saved.label_smoothing:  # the run's loss
@@ -262,7 +265,8 @@ def restore(trainer_class: type[Trainer], path: str | Path, backend_name: str, d
     twice = {type(callback).__name__ for callback in restored} & {type(given).__name__ for given in callbacks}
     if twice:
         raise ValueError(f"the run's {', '.join(sorted(twice))} is restored from {path}: do not pass it again")
-    options = {"run_dir": Path(path).parent, "workers": saved.workers, "name": saved.name, **options,
+    options = {"run_dir": Path(path).parent, "workers": saved.workers, "name": saved.name,
+               "cuda_graphs": saved.cuda_graphs if can_record(checkpoint.model) else None, **options,
                "label_smoothing": saved.label_smoothing}
     trainer = trainer_class(checkpoint.model, checkpoint.restore_optimizer(), batch_size=saved.batch_size,
                             seed=saved.seed, augment=saved.augment, callbacks=[*restored, *callbacks], **options)
@@ -289,7 +293,8 @@ def read(checkpoint: Checkpoint) -> Saved:
     info = _info(fields, trainer)
     return Saved(info["model"], trainer["batch_size"], trainer["seed"], _augment(fields, trainer), workers,
                  info["settings"]["epochs"], info["data"], checkpoint.selection(), _progress(fields, trainer),
-                 _callbacks(fields, trainer), _digest(fields, trainer), _label_smoothing(fields, trainer))
+                 _callbacks(fields, trainer), _digest(fields, trainer), _label_smoothing(fields, trainer),
+                 _cuda_graphs(fields, trainer))
 
 
 def _augment(fields: Fields, trainer: dict[str, Any]) -> Augment:
@@ -305,6 +310,14 @@ def _label_smoothing(fields: Fields, trainer: dict[str, Any]) -> float:
     value = trainer.get("label_smoothing", 0.0)
     fields.require("trainer.label_smoothing", value, is_number(value, 0.0) and value < 1.0, "a number in [0, 1)")
     return float(value)
+
+
+def _cuda_graphs(fields: Fields, trainer: dict[str, Any]) -> bool | None:
+    """Whether the run asked for CUDA graphs (null: where the backend takes them unasked);
+    absent from runs saved before CuPy could record them (null)."""
+    value = trainer.get("cuda_graphs")
+    fields.require("trainer.cuda_graphs", value, value is None or isinstance(value, bool), "true, false or null")
+    return value
 
 
 def _digest(fields: Fields, trainer: dict[str, Any]) -> str | None:
