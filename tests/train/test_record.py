@@ -10,7 +10,7 @@ import pytest
 import xpcnn
 from xpcnn.cli.arguments import build_parser
 from xpcnn.io.checkpoint import CheckpointError
-from xpcnn.train import record
+from xpcnn.train import record, step
 
 from ..helpers import small_checkpoint
 from ..io.test_checkpoint import rewrite
@@ -106,7 +106,8 @@ def test_a_resumed_run_keeps_its_cuda_graphs_where_its_backend_records_them(tmp_
     asked = rewrite(path, tmp_path / "asked.npz", meta=edit_trainer(lambda t: t.update(cuda_graphs=True)))
     old = rewrite(path, tmp_path / "old.npz", meta=edit_trainer(lambda t: t.pop("cuda_graphs")))
     assert xpcnn.Trainer.resume(asked, progress=False).cuda_graphs is None  # NumPy records none
-    monkeypatch.setattr(record, "can_record", lambda model: True)
+    for module in (record, step):
+        monkeypatch.setattr(module, "can_record", lambda model: True)
     assert xpcnn.Trainer.resume(asked, progress=False).cuda_graphs is True
     assert xpcnn.Trainer.resume(asked, progress=False, cuda_graphs=False).cuda_graphs is False
     assert xpcnn.Trainer.resume(old, progress=False).cuda_graphs is None

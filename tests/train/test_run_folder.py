@@ -92,6 +92,14 @@ def test_open_refuses_what_does_not_fit(tmp_path):
 
 
 
+def test_a_failed_run_removes_only_the_empty_folders_it_made(tmp_path):
+    (tmp_path / "mine").mkdir()
+    RunFolder.open(tmp_path / "mine", resume=False).remove_if_empty()
+    assert (tmp_path / "mine").is_dir()  # the user's, made before
+    RunFolder.open(tmp_path / "a" / "b", resume=False).remove_if_empty()
+    assert not (tmp_path / "a").exists()
+
+
 def test_resuming_removes_what_killed_writes_left(tmp_path):
     (tmp_path / "checkpoint.npz").write_bytes(b"the saved run")
     for name in (".checkpoint.npz.k3j2.tmp", ".metrics.jsonl.x1.tmp", ".summary.json.a.tmp"):

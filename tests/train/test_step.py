@@ -91,11 +91,21 @@ def test_with_graphs_every_step_takes_recordable_kernels_the_first_of_a_shape_to
     assert steps.recorded_shapes == int(graphs) and set(seen) == {graphs}
 
 
-def test_asking_for_graphs_where_there_is_no_gpu_says_so(data):
+def test_asking_for_graphs_where_there_is_no_gpu_says_so():
+    """When the trainer is made, before any data; and at fit, for a model moved since."""
     net = presets.build("tutorial")
-    trainer = Trainer(net, Adam(net), batch_size=100, progress=False, log=lambda m: None, cuda_graphs=True)
-    with pytest.raises(SettingsError, match="cuda_graphs: CUDA graphs need PyTorch on a CUDA device"):
-        trainer.fit(data, 1)
+    with pytest.raises(SettingsError, match=r"cuda_graphs: CUDA graphs need PyTorch on a CUDA device, or CuPy; "
+                                            r"this run is on numpy \(cpu\)"):
+        Trainer(net, Adam(net), batch_size=100, progress=False, log=lambda m: None, cuda_graphs=True)
+    with pytest.raises(SettingsError, match="cuda_graphs: CUDA graphs need"):
+        step.use_graphs(True, net, alone=True, log=print)
+
+
+@pytest.mark.parametrize("value", [0, 1, np.bool_(True), "yes"])
+def test_cuda_graphs_must_be_a_bool_or_none_as_a_checkpoint_records_it(value):
+    net = presets.build("tutorial")
+    with pytest.raises(TypeError, match="Trainer cuda_graphs must be True, False or None"):
+        Trainer(net, Adam(net), progress=False, cuda_graphs=value)
 
 
 def test_a_recording_the_library_refuses_leaves_training_to_direct_steps(monkeypatch, data):

@@ -134,8 +134,8 @@ def _add_train_parser(commands: Any) -> None:
          "(default: 2 on NumPy for steps of 1 GFLOP or more, with two cores and threadpoolctl; else 1; "
          "1 under mpirun)")
     flag("--detect-anomaly", action="store_true", help="check every layer for NaN/Inf and name the first (slower)")
-    flag("--cuda-graphs", action=argparse.BooleanOptionalAction, help="record each training step as CUDA graphs "
-         "and replay them (default: on torch with CUDA; on CuPy when asked); --no-cuda-graphs runs each step directly")
+    flag("--cuda-graphs", action=argparse.BooleanOptionalAction, help="replay each training step as recorded CUDA "
+         "graphs, faster on a GPU (default: on torch with CUDA, not CuPy; refused on NumPy); a resume keeps the run's")
     flag("--no-plots", action="store_true", help="do not draw PNG plots")
 
 

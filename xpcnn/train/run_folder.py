@@ -102,9 +102,10 @@ class RunFolder:
                 leftover.unlink(missing_ok=True)
 
     def remove_if_empty(self) -> None:
-        """Remove the folder if nothing was written into it, and the folders above it that
-        making it made, while they are empty."""
-        for folder in self._made or [self.path]:
+        """Remove the folder if making it made it and nothing was written into it, and the
+        folders above it that making it made, while they are empty (a folder that was
+        there before stays)."""
+        for folder in self._made:
             if not folder.is_dir() or any(folder.iterdir()):
                 return
             folder.rmdir()

@@ -144,6 +144,17 @@ def can_record(model: Sequential) -> bool:
     return bool(model.params) and backend.can_record_graphs(next(iter(model.params.values())))
 
 
+def check_graphs(requested: bool | None, model: Sequential) -> None:
+    """SettingsError when CUDA graphs are asked for (True) where `model` cannot record them."""
+    if requested and not can_record(model):
+        raise graphs_impossible(f"{model.backend} ({model.device})")
+
+
+def graphs_impossible(where: str) -> SettingsError:
+    """The refusal of CUDA graphs asked for on `where` (a backend and device)."""
+    return SettingsError("cuda_graphs", f"CUDA graphs need PyTorch on a CUDA device, or CuPy; this run is on {where}")
+
+
 def use_graphs(requested: bool | None, model: Sequential, alone: bool, log: Callable[[str], None]) -> bool:
     """Whether a fit records its steps as CUDA graphs: where `model`'s backend does so
     unasked (None: backend.records_graphs_unasked), always (True: SettingsError where it
@@ -151,10 +162,8 @@ def use_graphs(requested: bool | None, model: Sequential, alone: bool, log: Call
     hooks or anomaly checks watch the layers."""
     if requested is False:
         return False
+    check_graphs(requested, model)
     able = can_record(model)
-    if requested and not able:
-        raise SettingsError("cuda_graphs", "CUDA graphs need PyTorch on a CUDA device, or CuPy; this model is on "
-                            f"{model.backend} ({model.device})")
     if requested and not alone:
         log("note: no CUDA graphs in data-parallel training or while hooks or anomaly checks watch the layers")
     return alone and able and (bool(requested) or backend.records_graphs_unasked(next(iter(model.params.values()))))

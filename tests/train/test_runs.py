@@ -1,0 +1,28 @@
+"""What `xpcnn train` starts and continues (xpcnn/train/runs.py); the command's own tests
+are in tests/cli/test_main.py."""
+
+from __future__ import annotations
+
+import pytest
+
+from xpcnn.presets import SettingsError
+from xpcnn.train import record, resume_run, start_run
+
+
+def quiet(line: str) -> None:
+    pass
+
+
+def test_cuda_graphs_where_none_can_be_recorded_are_refused_before_any_data_is_read(tmp_path):
+    with pytest.raises(SettingsError, match=r"cuda_graphs: .* this run is on numpy \(cpu\)"):
+        start_run("tutorial", data_dir=tmp_path / "nothing here", download=False, allow_bundled=False,
+                  cuda_graphs=True, log=quiet)
+
+
+def test_a_complete_run_resumed_counts_its_training_images_again(tmp_path):
+    """Its summary is written again, with the images it trained on, not none."""
+    trainer, data = start_run("tutorial", download=False, limit=200, run_dir=tmp_path / "run", progress=False,
+                              log=quiet)
+    trainer.fit(data[0], trainer.epochs)
+    again, _ = resume_run(tmp_path / "run" / "checkpoint.npz", log=quiet, progress=False)
+    assert record.complete(again) and again.train_images == len(data[0]) == 200
