@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import types
 
 import numpy as np
@@ -155,4 +156,70 @@ def test_a_recordings_memory_pool_is_not_told_to_free_its_blocks_and_retry():
         Memory=memory, MemoryPointer=None, runtime=types.SimpleNamespace(CUDARuntimeError=OutOfMemory)))
     with pytest.raises(MemoryError, match="out of GPU memory while recording a step"):
         backend._allocate_once(fake, 1024)
+
+
+def cupy_recording_stand_in(monkeypatch) -> tuple[list, list, type]:
+    """A stand-in for the parts of CuPy that backend.record_graph uses, logging each call,
+    and the MemoryPools it made; arrays of any kind count as CuPy's."""
+    log, pools = [], []
+
+    class Context:
+        def __init__(self, name):
+            self.name = name
+
+        def __enter__(self):
+            log.append(f"enter {self.name}")
+
+        def __exit__(self, *exc):
+            log.append(f"exit {self.name}")
+
+    class Stream(Context):
+        def __init__(self, non_blocking):
+            super().__init__(f"stream (non_blocking={non_blocking})")
+
+        def begin_capture(self):
+            log.append("begin capture")
+
+        def end_capture(self):
+            log.append("end capture")
+            return types.SimpleNamespace(launch=lambda: log.append("launch"))
+
+    class MemoryPool:
+        def __init__(self, allocator):
+            self.allocator = allocator
+            pools.append(self)
+
+        def malloc(self, size):
+            raise AssertionError("nothing is allocated here")
+
+    cuda = types.SimpleNamespace(Stream=Stream, MemoryPool=MemoryPool,
+                                 using_allocator=lambda malloc: Context(f"allocator of pool {len(pools)}"))
+    monkeypatch.setitem(sys.modules, "cupy", types.SimpleNamespace(cuda=cuda))
+    monkeypatch.setattr(backend, "backend_of", lambda x: "cupy")
+    return log, pools, Context
+
+
+def test_cupy_records_on_a_stream_of_its_own_into_a_pool_that_never_retries(monkeypatch):
+    log, pools, Context = cupy_recording_stand_in(monkeypatch)
+    like = types.SimpleNamespace(device=Context("device"))
+    result, replay = backend.record_graph(like, lambda: log.append("work") or "result")
+    assert result == "result" and len(pools) == 1
+    assert pools[0].allocator.func is backend._allocate_once
+    assert log == ["enter device", "enter stream (non_blocking=True)", "enter allocator of pool 1", "begin capture",
+                   "work", "end capture", "exit allocator of pool 1", "exit stream (non_blocking=True)",
+                   "exit device"]
+    del log[:]
+    replay()
+    assert log == ["enter device", "launch", "exit device"]  # on the current stream, not the recording's
+
+
+def test_a_cupy_recording_whose_work_fails_ends_the_capture_and_says_why(monkeypatch):
+    log, _, Context = cupy_recording_stand_in(monkeypatch)
+
+    def failing():
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    with pytest.raises(RuntimeError, match="not permitted when stream is capturing"):
+        backend.record_graph(types.SimpleNamespace(device=Context("device")), failing)
+    assert "end capture" in log and log[-1] == "exit device"
 

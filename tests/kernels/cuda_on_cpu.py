@@ -150,7 +150,8 @@ def library(folder: Path) -> tuple[ctypes.CDLL, dict[str, int]]:
 
     names = fast._names()
     source = folder / "kernels_on_cpu.cpp"
-    source.write_text(SHIM + f"#define BLOCK {BLOCK}\n" + fast.SOURCE + LAUNCH + _entries(names))
+    defines = "".join(f"#define {name} {value}\n" for name, value in {"BLOCK": BLOCK, **fast.PRODUCT_GEOMETRY}.items())
+    source.write_text(SHIM + defines + fast.SOURCE + LAUNCH + _entries(names))
     built = folder / "kernels_on_cpu.so"
     subprocess.run(["g++", "-std=c++17", "-O1", "-ffp-contract=off", "-shared", "-fPIC", "-pthread", "-w",
                     str(source), "-o", str(built)], check=True, capture_output=True, text=True)

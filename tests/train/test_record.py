@@ -8,9 +8,10 @@ import json
 import pytest
 
 import xpcnn
+from xpcnn import backend
 from xpcnn.cli.arguments import build_parser
 from xpcnn.io.checkpoint import CheckpointError
-from xpcnn.train import record, step
+from xpcnn.train import record
 
 from ..helpers import small_checkpoint
 from ..io.test_checkpoint import rewrite
@@ -40,6 +41,8 @@ MALFORMED = {
     "label smoothing 1": (lambda t: t.update(label_smoothing=1), r"field trainer.label_smoothing: expected a number "
                           r"in \[0, 1\)"),
     "label smoothing a string": (lambda t: t.update(label_smoothing="0.1"), r"field trainer.label_smoothing"),
+    "train images negative": (lambda t: t.update(train_images=-1), r"field trainer.train_images: expected an "
+                              r"integer in \[0, 1,000,000,000\]"),
     "cuda graphs a number": (lambda t: t.update(cuda_graphs=1), r"field trainer.cuda_graphs: expected true, false "
                              "or null"),
 }
@@ -106,8 +109,7 @@ def test_a_resumed_run_keeps_its_cuda_graphs_where_its_backend_records_them(tmp_
     asked = rewrite(path, tmp_path / "asked.npz", meta=edit_trainer(lambda t: t.update(cuda_graphs=True)))
     old = rewrite(path, tmp_path / "old.npz", meta=edit_trainer(lambda t: t.pop("cuda_graphs")))
     assert xpcnn.Trainer.resume(asked, progress=False).cuda_graphs is None  # NumPy records none
-    for module in (record, step):
-        monkeypatch.setattr(module, "can_record", lambda model: True)
+    monkeypatch.setattr(backend, "can_record_graphs", lambda like: True)
     assert xpcnn.Trainer.resume(asked, progress=False).cuda_graphs is True
     assert xpcnn.Trainer.resume(asked, progress=False, cuda_graphs=False).cuda_graphs is False
     assert xpcnn.Trainer.resume(old, progress=False).cuda_graphs is None

@@ -67,13 +67,17 @@ def test_steps_recorded_on_the_cpu_stand_in_learn_what_direct_steps_learn(data, 
     assert [row["train_loss"] for row in recorded.history] == [row["train_loss"] for row in direct.history]
 
 
-@pytest.mark.parametrize("graphs", [True, False])
-def test_with_graphs_every_step_takes_recordable_kernels_the_first_of_a_shape_too(data, monkeypatch, graphs):
+@pytest.mark.parametrize("graphs, recording", [(True, "held"), (True, "refused"), (False, None)])
+def test_with_graphs_every_step_takes_recordable_kernels_the_first_of_a_shape_too(data, monkeypatch, graphs,
+                                                                                    recording):
     """The first step of a batch shape runs directly: it takes the kernels the recorded
-    ones take (CuPy's products), so that all of them do the same arithmetic."""
+    ones take (CuPy's products), so that all of them do the same arithmetic; so do the
+    steps after a recording failed, as a resumed run's would."""
     net = presets.build("lenet").to("numpy", None, "float64")
     optimizer = Adam(net)
     record_graphs_on_cpu(monkeypatch, net, optimizer)
+    if recording == "refused":
+        monkeypatch.setattr(backend, "record_graph", lambda like, work: (_ for _ in ()).throw(RuntimeError("no")))
     seen, fast_path = [], backend.fast_path
 
     def watching(standard, x):
@@ -82,13 +86,13 @@ def test_with_graphs_every_step_takes_recordable_kernels_the_first_of_a_shape_to
         return fast_path(standard, x)
 
     monkeypatch.setattr(backend, "fast_path", watching)
-    steps = step.TrainingStep(net, optimizer, SoftmaxCrossEntropy(), graphs=graphs, log=print)
+    steps = step.TrainingStep(net, optimizer, SoftmaxCrossEntropy(), graphs=graphs, log=lambda line: None)
     x, y = data.images[:16].astype(np.float64), data.labels[:16]
     with np.errstate(all="ignore"):  # the stand-in records on empty arrays, as the trainer lets it
         for _ in range(3):  # planned, recorded and replayed
             steps.compute(x, y)
             steps.update()
-    assert steps.recorded_shapes == int(graphs) and set(seen) == {graphs}
+    assert steps.recorded_shapes == int(recording == "held") and set(seen) == {graphs}
 
 
 def test_asking_for_graphs_where_there_is_no_gpu_says_so():
@@ -112,7 +116,7 @@ def test_a_recording_the_library_refuses_leaves_training_to_direct_steps(monkeyp
     def refusing(like, work):
         raise RuntimeError("operation not permitted when stream is capturing")
 
-    monkeypatch.setattr(step, "can_record", lambda model: True)
+    monkeypatch.setattr(backend, "can_record_graphs", lambda like: True)
     monkeypatch.setattr(backend, "record_graph", refusing)
     refused, notes = train_lenet(("numpy", None), data, graphs=True, epochs=2)
     monkeypatch.undo()

@@ -80,6 +80,32 @@ def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, data, stop_at):
             for row in resumed.history] == strip
 
 
+@pytest.mark.parametrize("stop_at", [4, 13])
+def test_a_run_with_cuda_graphs_resumes_to_the_weights_of_an_unbroken_one(tmp_path, data, target, stop_at):
+    """The resumed run records its steps too (the checkpoint keeps cuda_graphs); on CuPy its
+    products are the kernel of every step of a run with graphs, not cuBLAS."""
+    if not backend.can_record_graphs(backend.to_backend(np.zeros(1), *target)):
+        pytest.skip(f"{target[0]} on {target[1] or 'its default device'} records no CUDA graphs")
+    train, _ = data
+
+    def trainer(folder, callbacks=()):
+        net = small_net().to(*target)
+        return Trainer(net, Adam(net, 1e-2, schedule=Cosine(total=20, warmup=2)), batch_size=64, seed=5,
+                       run_dir=tmp_path / folder, progress=False, log=lambda m: None, callbacks=list(callbacks),
+                       cuda_graphs=True)
+
+    reference = trainer("a")
+    reference.fit(train, 2)
+    with pytest.raises(TrainingInterrupted) as info:
+        trainer("b", [InterruptAt(stop_at)]).fit(train, 2)
+    resumed = Trainer.resume(info.value.checkpoint, *target, progress=False, log=lambda m: None)
+    assert resumed.cuda_graphs is True
+    resumed.fit(train, 2)
+    assert reference.graph_shapes == resumed.graph_shapes == 2
+    for name, value in reference.model.state_dict().items():
+        np.testing.assert_array_equal(resumed.model.state_dict()[name], value, err_msg=name)
+
+
 def test_divergence_stops_before_the_weights_change(tmp_path, data):
     train, _ = data
     net = small_net()

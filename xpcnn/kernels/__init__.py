@@ -51,7 +51,8 @@ def implements(standard: Callable[..., Any]) -> Callable[[F], F]:
 
 
 def registry(module: str) -> dict[Callable[..., Any], Callable[..., Any]]:
-    """{standard function: its fast path} of kernel module `module`, imported now."""
+    """{standard function: its fast path} of kernel module `module` (imported at the first
+    lookup)."""
     found = _REGISTRIES.get(module)
     if found is None:  # asked at every step by every layer: the import machinery only once
         importlib.import_module(module)

@@ -1,6 +1,7 @@
 // CuPy's fast paths (xpcnn/kernels/cupy.py): templates that the module compiles once with
 // NVRTC on first use, for float and double (T), a window's tap index W (unsigned char or
-// int) and a label L (int or long long); cupy.py lists the instances and sets BLOCK.
+// int) and a label L (int or long long); cupy.py lists the instances and sets BLOCK (and the
+// product's TILE, DEPTH and PRODUCT_THREADS).
 //
 // Each kernel runs BLOCK threads a block over a grid-strided range, so any grid covers
 // any array. Element-wise kernels do the standard path's operations in its order: compiled
@@ -462,9 +463,9 @@ __global__ void softmax_cross_entropy(const T* logits, long long rows, long long
 // * span. With more than one share (few tiles over a long k: a weight gradient sums over
 // the whole batch), each block writes its share's product to out + share * m * n and
 // add_shares sums them in share order, the same on every run.
-#define TILE 64
-#define DEPTH 16
-#define PRODUCT_THREADS 256
+// TILE, DEPTH and PRODUCT_THREADS are set by cupy.py, which sizes the grid by them.
+static_assert(TILE == 4 * 16 && PRODUCT_THREADS == 16 * 16 && TILE * DEPTH % PRODUCT_THREADS == 0,
+              "a thread sums 4 x 4 of a tile, its threads laid out 16 x 16");
 
 __device__ float multiply_add(float a, float b, float c) { return fmaf(a, b, c); }
 __device__ double multiply_add(double a, double b, double c) { return fma(a, b, c); }

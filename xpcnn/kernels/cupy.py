@@ -7,9 +7,10 @@ Batch norm, alone, with ReLU and fused with max pooling and ReLU (layers/fused.p
 kernel for the statistics and one for y, one for the gradient's sums and one for dx, one
 for the running statistics; max pooling, im2col, col2im, ReLU, dropout's mask, GELU and
 Adam's update one kernel each; softmax cross-entropy and its gradient one. Matrix products
-stay cuBLAS's, except in a step recorded as a CUDA graph, which cannot hold cuBLAS calls
-on CuPy: there a product kernel of our own. Each function is named like the standard
-function it replaces and takes and returns the same.
+stay cuBLAS's, except in every training step of a run with CUDA graphs
+(capture.recordable): a recording cannot hold cuBLAS calls on CuPy, so there a product
+kernel of our own. Each function is named like the standard function it replaces and
+takes and returns the same.
 
 The kernels compile on first use (NVRTC, a second or so; CuPy 14.2 and later keep them on
 disk for the next process, older versions compile them in each), so importing this module
@@ -35,13 +36,15 @@ from .. import capture, losses, optim
 from ..layers import activation, dropout, fused, norm, pool, product, windows
 from . import implements
 
-BLOCK = 256  # threads a block, in every kernel
-OPTIONS = ("--fmad=false", f"-DBLOCK={BLOCK}")  # CuPy adds -ftz=true, as to its own kernels
+BLOCK = 256  # threads a block, in every kernel but the product's
+PRODUCT_TILE, PRODUCT_DEPTH, PRODUCT_THREADS = 64, 16, 256  # the product's tiles (TILE x TILE, DEPTH deep), threads
+PRODUCT_GEOMETRY = {"TILE": PRODUCT_TILE, "DEPTH": PRODUCT_DEPTH, "PRODUCT_THREADS": PRODUCT_THREADS}  # for cupy.cu
+OPTIONS = ("--fmad=false", f"-DBLOCK={BLOCK}",  # CuPy adds -ftz=true, as to its own kernels
+           *(f"-D{name}={value}" for name, value in PRODUCT_GEOMETRY.items()))
 SOURCE = (Path(__file__).parent / "cupy.cu").read_text()
 MAX_BLOCKS = 1 << 16  # a grid-strided kernel covers the rest
 ITEMS_PER_THREAD = 16  # what a reduction's thread sums at least, before blocks share a channel
 MAX_CHANNEL_BLOCKS = 256
-PRODUCT_TILE, PRODUCT_DEPTH, PRODUCT_THREADS = 64, 16, 256  # as cupy.cu's product takes them
 # Blocks a product aims at: one with fewer tiles splits its k into shares. A constant, not
 # the GPU's count of multiprocessors, so that the sums' order is the same on every GPU.
 PRODUCT_BLOCKS = 256
@@ -479,9 +482,9 @@ def _shares(m: int, k: int, n: int) -> tuple[int, int]:
 
 @implements(product.matmul)
 def matmul(a: Any, b: Any) -> Any:
-    """product.matmul: CuPy's (cuBLAS), or, in a step that is recorded as a CUDA graph
-    (capture.must_be_recordable), a kernel of our own, which the graph can hold. Both
-    round each sum once per multiply-add; they add in other orders."""
+    """product.matmul: CuPy's (cuBLAS), or, in a training step of a run with CUDA graphs
+    (capture.must_be_recordable: recorded or not), a kernel of our own, which a graph can
+    hold. Both round each sum once per multiply-add; they add in other orders."""
     if not capture.must_be_recordable() or a.ndim != 2 or b.ndim != 2 or a.dtype != b.dtype or (
             a.dtype not in (np.float32, np.float64)) or 0 in (*a.shape, *b.shape):
         return a @ b

@@ -1,6 +1,7 @@
 """The matrix product of the dense and convolution layers, as a function a fast path can
 replace (backend.fast_path): CuPy's `@` calls cuBLAS, which a CUDA graph cannot hold
-there, so a step recorded on CuPy takes a product kernel of xpcnn's own (kernels/cupy.py)."""
+there, so every step of a CuPy run with graphs takes a product kernel of xpcnn's own
+(kernels/cupy.py)."""
 
 from __future__ import annotations
 

@@ -205,7 +205,7 @@ def to_checkpoint(trainer: Trainer) -> dict[str, Any]:
         "epoch": s.epoch, "batch": s.batch, "loss_sum": s.loss_sum, "correct": s.correct,
         "seen": s.seen, "seconds": s.seconds, "history": s.history, "stopped": s.stopped,
         "batch_size": trainer.batch_size, "seed": trainer.seed, "workers": trainer.workers,
-        "data_digest": trainer.data_digest,
+        "data_digest": trainer.data_digest, "train_images": trainer.train_images,
         "augment": trainer.augment.pixels, "pad": trainer.augment.pad, "flip": trainer.augment.flip,
         "label_smoothing": trainer.label_smoothing, "cuda_graphs": trainer.cuda_graphs,
         "callbacks": [{"type": type(callback).__name__, "config": callback.config(), "state": callback.state_dict()}
@@ -246,6 +246,7 @@ class Saved:
     data_digest: str | None
     label_smoothing: float
     cuda_graphs: bool | None
+    train_images: int
 
 
 def restore(trainer_class: type[Trainer], path: str | Path, backend_name: str, device: Any,
@@ -271,7 +272,7 @@ def restore(trainer_class: type[Trainer], path: str | Path, backend_name: str, d
     trainer = trainer_class(checkpoint.model, checkpoint.restore_optimizer(), batch_size=saved.batch_size,
                             seed=saved.seed, augment=saved.augment, callbacks=[*restored, *callbacks], **options)
     trainer.epochs, trainer.data, trainer.selection = saved.epochs, saved.data, saved.selection
-    trainer.state, trainer.data_digest = saved.progress, saved.data_digest
+    trainer.state, trainer.data_digest, trainer.train_images = saved.progress, saved.data_digest, saved.train_images
     trainer.continues_run = True
     return trainer
 
@@ -290,11 +291,13 @@ def read(checkpoint: Checkpoint) -> Saved:
     workers = trainer.get("workers", 1)  # absent before worker threads existed (one model)
     fields.require("trainer.workers", workers, workers is None or is_int(workers, 1, MAX_WORKERS),
                    f"an integer in [1, {MAX_WORKERS}] or null")
+    images = trainer.get("train_images", 0)  # absent before it was recorded: a summary of none
+    fields.require("trainer.train_images", images, is_int(images, 0, MAX_SIZE), f"an integer in [0, {MAX_SIZE:,}]")
     info = _info(fields, trainer)
     return Saved(info["model"], trainer["batch_size"], trainer["seed"], _augment(fields, trainer), workers,
                  info["settings"]["epochs"], info["data"], checkpoint.selection(), _progress(fields, trainer),
                  _callbacks(fields, trainer), _digest(fields, trainer), _label_smoothing(fields, trainer),
-                 _cuda_graphs(fields, trainer))
+                 _cuda_graphs(fields, trainer), images)
 
 
 def _augment(fields: Fields, trainer: dict[str, Any]) -> Augment:

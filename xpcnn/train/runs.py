@@ -6,7 +6,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import array_api_compat
 import numpy as np
 
 from .. import backend, presets
@@ -16,7 +15,7 @@ from ..presets import Recipe, SettingsError
 from . import record
 from .callbacks import BestCheckpoint, EarlyStopping
 from .record import SettingsConflict
-from .step import graphs_impossible
+from .step import check_graphs
 from .trainer import Trainer
 
 Splits = tuple[Dataset, Dataset | None, Dataset]  # train, validation (or None), test
@@ -37,9 +36,7 @@ def start_run(name: str, recipe: Recipe | None = None, *, dataset: str = "mnist"
     (dataset "images"); `width` scales the preset's channels (resnet20, cifar); `options`
     are Trainer's."""
     if options.get("cuda_graphs"):  # refused before any data is read
-        probe = backend.to_backend(np.zeros(1), backend_name, device)
-        if not backend.can_record_graphs(probe):
-            raise graphs_impossible(f"{backend_name} ({array_api_compat.device(probe)})")
+        check_graphs(True, backend.to_backend(np.zeros(1), backend_name, device))
     if early_stopping is not None:
         options["callbacks"] = [*options.get("callbacks", ()), EarlyStopping(patience=early_stopping)]
     if keep_best:
@@ -83,7 +80,6 @@ def resume_run(checkpoint: str | Path, backend_name: str = "numpy", device: Any 
                             f"{trainer.epochs} epochs")
     data = trainer.selection.load()
     log(f"data: {data[0].source}")
-    trainer.train_images = len(data[0])  # what a complete run's summary says again, without a fit
     trainer.choose_workers(data[0])
     if epochs is not None and epochs != trainer.epochs:
         log(record.extend(trainer, epochs, num_batches(len(data[0]), trainer.batch_size)))

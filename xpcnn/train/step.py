@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from array_api_compat import array_namespace
+from array_api_compat import array_namespace, device
 
 from .. import backend, capture
 from ..capture import Captured
@@ -46,6 +46,7 @@ class TrainingStep:
                  log: Callable[[str], None]) -> None:
         self.model, self.optimizer, self.loss_fn = model, optimizer, loss_fn
         self.graphs, self.log = graphs, log
+        self._recordable_kernels = graphs  # kept when a recording fails: the arithmetic stays the run's
         self._halves: dict[Shape, _Halves] = {}
         self._current: _Halves | None = None  # this step's shape, when it is recorded or planned
         self._replayed = False  # whether this step's compute was replayed
@@ -68,8 +69,9 @@ class TrainingStep:
 
     def _recordable(self) -> contextlib.AbstractContextManager[Any]:
         """With graphs, every step takes kernels a graph can hold, the ones run directly
-        (a batch shape's first) too, so that all steps do the same arithmetic."""
-        return capture.recordable() if self.graphs else contextlib.nullcontext()
+        (a batch shape's first, and all of them once a recording failed) too, so that all
+        steps do the same arithmetic, as a resumed run's do."""
+        return capture.recordable() if self._recordable_kernels else contextlib.nullcontext()
 
     def _compute_or_replay(self, x: Any, y: Any, share: float) -> Any:
         self._current, self._replayed = None, False
@@ -139,20 +141,24 @@ class TrainingStep:
             return None
 
 
+def first_param(model: Sequential) -> Any | None:
+    """One of `model`'s parameters (None without any): where its steps run."""
+    return next(iter(model.params.values()), None)
+
+
 def can_record(model: Sequential) -> bool:
     """Whether the training steps of `model` can be recorded as CUDA graphs."""
-    return bool(model.params) and backend.can_record_graphs(next(iter(model.params.values())))
+    like = first_param(model)
+    return like is not None and backend.can_record_graphs(like)
 
 
-def check_graphs(requested: bool | None, model: Sequential) -> None:
-    """SettingsError when CUDA graphs are asked for (True) where `model` cannot record them."""
-    if requested and not can_record(model):
-        raise graphs_impossible(f"{model.backend} ({model.device})")
-
-
-def graphs_impossible(where: str) -> SettingsError:
-    """The refusal of CUDA graphs asked for on `where` (a backend and device)."""
-    return SettingsError("cuda_graphs", f"CUDA graphs need PyTorch on a CUDA device, or CuPy; this run is on {where}")
+def check_graphs(requested: bool | None, like: Any) -> None:
+    """SettingsError when CUDA graphs are asked for (True) for steps on arrays like `like`
+    (None: a model without parameters), where none can be recorded."""
+    if requested and (like is None or not backend.can_record_graphs(like)):
+        where = "a model without parameters" if like is None else f"{backend.backend_of(like)} ({device(like)})"
+        raise SettingsError("cuda_graphs", "CUDA graphs need PyTorch on a CUDA device, or CuPy; this run is on "
+                            + where)
 
 
 def use_graphs(requested: bool | None, model: Sequential, alone: bool, log: Callable[[str], None]) -> bool:
@@ -162,8 +168,8 @@ def use_graphs(requested: bool | None, model: Sequential, alone: bool, log: Call
     hooks or anomaly checks watch the layers."""
     if requested is False:
         return False
-    check_graphs(requested, model)
-    able = can_record(model)
+    like = first_param(model)
+    check_graphs(requested, like)
     if requested and not alone:
         log("note: no CUDA graphs in data-parallel training or while hooks or anomaly checks watch the layers")
-    return alone and able and (bool(requested) or backend.records_graphs_unasked(next(iter(model.params.values()))))
+    return alone and can_record(model) and (bool(requested) or backend.records_graphs_unasked(like))

@@ -35,7 +35,7 @@ from . import record
 from .callbacks import Callback, with_own_callbacks
 from .record import MAX_AUGMENT, Progress
 from .run_folder import RunFolder
-from .step import TrainingStep, check_graphs, use_graphs
+from .step import TrainingStep, check_graphs, first_param, use_graphs
 from .stops import STOPS, TrainingDiverged, TrainingInterrupted, stopping_on_signals
 from .workers import check_shards, choose_workers, fit_in_threads, note_useless_workers, quiet, run_facts
 
@@ -56,9 +56,10 @@ class Trainer:
     None chooses at fit (xpcnn.train.workers). Either way the run learns what one model
     on whole batches learns, to float rounding. `anomaly` checks every layer for NaN and
     Inf (xpcnn.diagnostics.anomaly). `cuda_graphs` records the steps as CUDA graphs and
-    replays them on torch with CUDA (None), also on CuPy (True: SettingsError here on a
-    backend that cannot) or never (False); not in data-parallel runs, nor while hooks or
-    anomaly checks watch. The checkpoint records it, and Trainer.resume keeps it.
+    replays them on torch with CUDA (None), also on CuPy (True: SettingsError here, or
+    at fit for a model moved since, on a backend that cannot) or never (False); not in
+    data-parallel runs, nor while hooks or anomaly checks watch. The checkpoint records
+    it; Trainer.resume keeps it where the backend can record graphs.
     `label_smoothing` eps in [0, 1) trains towards (1 - eps) one_hot + eps / K instead of
     the labels' one-hot rows (SoftmaxCrossEntropy); the training loss is then the smoothed
     one, while evaluation and the validation loss stay the plain cross-entropy.
@@ -333,4 +334,4 @@ def _check_parts(model: Any, optimizer: Any, comm: Any, log: Any, callbacks: Any
                         f"{callbacks!r}"[:200])
     if cuda_graphs is not None and not isinstance(cuda_graphs, bool):  # 0, 1, numpy's bools: not saved as asked
         raise TypeError(f"Trainer cuda_graphs must be True, False or None, got {cuda_graphs!r}")
-    check_graphs(cuda_graphs, model)
+    check_graphs(cuda_graphs, first_param(model))
