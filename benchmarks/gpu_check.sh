@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # GPU check: run THERE (the GPU machine), from the repository root, with .whl/ carried
-# (benchmarks/gpu_prepare.sh makes it here). See docs/gpu.md, "The GPU check". Writes at most 11
+# (benchmarks/gpu_prepare.sh makes it here). See docs/gpu.md, "The GPU check". Writes at most 12
 # files under $OUT (default gpu-results/) within about 8 minutes:
 #   env.txt        GPU, libraries, DLPack round trip (the preflight)
 #   pytest-kernels.txt  CuPy's CUDA kernels (tests/kernels/test_cupy.py) against CuPy's standard path,
-#                  first: every later step runs through them; and the recorded steps' tests
+#                  first: every later step runs through them
+#   pytest-graphs.txt  the tests of steps recorded as CUDA graphs (tests/train/test_step.py, tests/test_backend.py)
 #   parity.txt     layer-by-layer parity: numpy vs cupy, numpy vs torch:cuda, cupy vs torch:cuda,
 #   parity.jsonl   both presets, float32 and float64, plus 5 training steps (and as JSON)
 #   train.txt      one epoch of lenet on cupy and on torch:cuda, with and without CUDA graphs
@@ -37,9 +38,11 @@ step() {  # step NAME SECONDS COMMAND...: run with a time-out that never passes 
 
 python3 benchmarks/gpu_steps.py preflight "$OUT" || exit 3
 # A fresh machine compiles CuPy's own kernels for the reference path as well as ours: minutes, at worst.
-# With them, first too, the tests of steps recorded as CUDA graphs (new on CuPy).
 step kernels 150 sh -c "python3 -m pytest -q -m gpu -p no:cacheprovider tests/kernels/test_cupy.py \
-  tests/train/test_step.py tests/test_backend.py >'$OUT/pytest-kernels.txt' 2>&1"
+  >'$OUT/pytest-kernels.txt' 2>&1"
+# Then the tests of steps recorded as CUDA graphs (new on CuPy), before the slower steps.
+step graphs 90 sh -c "python3 -m pytest -q -m gpu -p no:cacheprovider tests/train/test_step.py tests/test_backend.py \
+  >'$OUT/pytest-graphs.txt' 2>&1"
 step parity 150 python3 benchmarks/gpu_steps.py parity "$OUT"
 step train 90 python3 benchmarks/gpu_steps.py train "$OUT"
 step bench 120 sh -c "python3 benchmarks/bench.py --gpu --repeats 3 >'$OUT/bench.md' 2>&1"

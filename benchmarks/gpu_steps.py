@@ -217,6 +217,8 @@ def summary(out: Path) -> int:
                             f"{'PASS' if row['passed'] else 'FAIL'} |")
     page = [f"# GPU check, {time.strftime('%Y-%m-%d')}", ""] + section("Environment", "env.txt")
     page += section("CuPy's kernels (tests/kernels/test_cupy.py, gpu-marked)", "pytest-kernels.txt", lines=25)
+    page += section("Recorded steps (tests/train/test_step.py, tests/test_backend.py, gpu-marked)", "pytest-graphs.txt",
+                    lines=15)
     page += ["## Parity (worst local relative difference)", "", "| backends | preset | dtype | worst | verdict |",
              "|---|---|---|---|---|", *verdicts, ""]
     page += section("Training, one epoch of lenet", "train.txt") + section("Throughput", "bench.md")
