@@ -148,14 +148,18 @@ def first_param(model: Sequential) -> Any | None:
 
 def can_record(model: Sequential) -> bool:
     """Whether the training steps of `model` can be recorded as CUDA graphs."""
-    like = first_param(model)
+    return _can_record_on(first_param(model))
+
+
+def _can_record_on(like: Any) -> bool:
+    """Whether steps on arrays like `like` (None: a model without parameters) can be recorded."""
     return like is not None and backend.can_record_graphs(like)
 
 
 def check_graphs(requested: bool | None, like: Any) -> None:
     """SettingsError when CUDA graphs are asked for (True) for steps on arrays like `like`
     (None: a model without parameters), where none can be recorded."""
-    if requested and (like is None or not backend.can_record_graphs(like)):
+    if requested and not _can_record_on(like):
         where = "a model without parameters" if like is None else f"{backend.backend_of(like)} ({device(like)})"
         raise SettingsError("cuda_graphs", "CUDA graphs need PyTorch on a CUDA device, or CuPy; this run is on "
                             + where)
@@ -172,4 +176,4 @@ def use_graphs(requested: bool | None, model: Sequential, alone: bool, log: Call
     check_graphs(requested, like)
     if requested and not alone:
         log("note: no CUDA graphs in data-parallel training or while hooks or anomaly checks watch the layers")
-    return alone and can_record(model) and (bool(requested) or backend.records_graphs_unasked(like))
+    return alone and _can_record_on(like) and (bool(requested) or backend.records_graphs_unasked(like))
