@@ -93,6 +93,12 @@ def test_torch_on_cuda_and_cupy_record_graphs_and_torch_unasked(target):
             backend.record_graph(array, lambda: None)
 
 
+def test_inference_fills_a_cache_at_a_time_on_a_cpu_and_far_more_on_a_gpu(target):
+    array = backend.to_backend(np.zeros(1), *target)
+    on_gpu = target[0] == "cupy" or target[1] == "cuda"
+    assert backend.scratch_bytes(array) == (backend.GPU_SCRATCH_BYTES if on_gpu else backend.CPU_SCRATCH_BYTES)
+
+
 def test_a_graph_replays_its_work_on_the_arrays_it_was_recorded_with(target):
     """A matrix product among it: on CuPy, the recordable kernel (cuBLAS is refused)."""
     if target not in GRAPH_TARGETS:

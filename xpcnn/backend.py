@@ -3,7 +3,7 @@
 A backend is a name ("numpy", "torch", "cupy", "array_api_strict") that resolves to an
 Array API namespace and a device. Everything else in xpcnn asks this module for
 namespaces, devices, dtypes and transfers, and asks capability questions
-(`elementwise_on_one_thread`, `can_record_graphs`) rather than comparing names, so layer
+(`elementwise_on_one_thread`, `scratch_bytes`, `can_record_graphs`) rather than comparing names, so layer
 math never branches on the library. (Initial values and dropout masks are drawn on the
 host: see `xpcnn.init`.) What a library does faster than the standard lives behind this
 module too: its fast paths (`fast_path`, declared in `xpcnn.kernels`), recording device
@@ -346,6 +346,20 @@ def elementwise_on_one_thread(name: str) -> bool:
     """Whether backend `name` runs element-wise work on one thread (NumPy), so that worker
     threads sharing each batch use cores one model leaves idle."""
     return name == "numpy"
+
+
+CPU_SCRATCH_BYTES = 16 << 20  # a second-level cache or two
+GPU_SCRATCH_BYTES = 1 << 30
+
+
+def scratch_bytes(x: Any) -> int:
+    """How many bytes of work memory (a convolution's columns) inference on arrays like `x`
+    should fill at once: on a CPU, what a cache or two holds, since there the traffic to
+    memory costs; on a GPU, where each piece costs kernel launches and memory is fast, a
+    bound on the memory only."""
+    name = backend_of(x)
+    on_gpu = name == "cupy" or (name == "torch" and x.device.type != "cpu")
+    return GPU_SCRATCH_BYTES if on_gpu else CPU_SCRATCH_BYTES
 
 
 def cuda_versions() -> list[str]:

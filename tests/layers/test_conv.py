@@ -123,14 +123,13 @@ def test_a_second_step_reuses_the_spent_columns_and_gets_the_same_results(target
 
 @pytest.mark.parametrize("bias", [True, False])
 def test_inference_in_chunks_gives_the_whole_batch_s_result(target, to_target, monkeypatch, bias):
-    from xpcnn.layers import conv
 
     layer = xpcnn.Conv2D(3, 5, 3, stride=(1, 2), padding=1, bias=bias, rng=0).to(*target)
     layer.params = {key: to_target(np.random.default_rng(1).standard_normal(value.shape), "float32")
                     for key, value in layer.params.items()}  # a bias that is not zero
     x = to_target(np.random.default_rng(2).standard_normal((11, 3, 6, 7)), "float32")
     whole = backend.to_numpy(layer.forward(x, training=False))
-    monkeypatch.setattr(conv, "INFERENCE_COLUMNS_BYTES", (27 + 1) * 6 * 4 * 4 * 4)  # 4 images a chunk: 4, 4, 3
+    monkeypatch.setattr(backend, "scratch_bytes", lambda x: (27 + 1) * 6 * 4 * 4 * 4)  # 4 images a chunk: 4, 4, 3
     chunked = layer.forward(x, training=False)
     assert tuple(chunked.shape) == (11, 5, 6, 4)
     np.testing.assert_allclose(backend.to_numpy(chunked), whole, rtol=1e-6, atol=1e-6)

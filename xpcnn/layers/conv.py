@@ -12,10 +12,6 @@ from .base import Layer, Shape, integer, pair
 from .product import matmul
 from .windows import Padding, channel_rows, col2im, from_channel_rows, im2col, output_size, to_nchw
 
-# Inference takes a batch in chunks whose columns fit in this many bytes (a second-level
-# cache or two): resnet20's first stage at batch 1000 would write and read 600 MB a layer.
-INFERENCE_COLUMNS_BYTES = 16 << 20
-
 
 def _padding(padding: Any, kernel: tuple[int, int], stride: tuple[int, int]) -> Padding:
     """(top, bottom, left, right) from an int, a pair, a 4-tuple, "valid" or "same"."""
@@ -108,7 +104,9 @@ class Conv2D(Layer):
         xp = self._namespace(x)
         n, o, ho, wo = self.output_shape(x.shape)
         value_bytes = xp.finfo(x.dtype).bits // 8
-        chunk = max(1, INFERENCE_COLUMNS_BYTES // ((self._rows() + 1) * ho * wo * value_bytes))
+        # Inference takes the batch in chunks whose columns fit in backend.scratch_bytes: on
+        # a CPU, resnet20's first stage at batch 1000 would write and read 600 MB a layer.
+        chunk = max(1, backend.scratch_bytes(x) // ((self._rows() + 1) * ho * wo * value_bytes))
         if not training and n > chunk:
             return self._forward_in_chunks(x, chunk, xp)
         y, cols = self._product(x, xp)
