@@ -274,9 +274,18 @@ def test_adam_update_is_the_standard_paths(place, dtype, decay, order):
         np.testing.assert_array_equal(place.get(got), place.get(want))
 
 
-# (m, k, n) and which operand is a transposed view: partial tiles, k below one depth, and
-# a long k over one tile (a weight gradient's), which splits into shares.
-PRODUCTS = [((70, 50, 90), ""), ((64, 16, 64), "a"), ((5, 3, 130), "b"), ((6, 2000, 26), "ab"), ((1, 1, 1), "")]
+# (m, k, n) and which operand is a transposed view: partial tiles, k below one depth, a long
+# k over one tile (a weight gradient's), which splits into shares, and every tile's shape.
+PRODUCTS = [((70, 50, 90), ""), ((64, 16, 64), "a"), ((5, 3, 130), "b"), ((6, 2000, 26), "ab"), ((1, 1, 1), ""),
+            ((100, 50, 30), "b"), ((200, 30, 16), "a"), ((144, 500, 16), "ab")]
+
+
+def test_products_of_few_channels_take_thin_tiles_and_every_tile_is_tested():
+    assert fast._tile(16, 256 * 32 * 32) == (16, 256)  # resnet20's first stage, forward: (O, K) @ (K, M)
+    assert fast._tile(32, 256 * 28 * 28) == (32, 128)  # lenet's first convolution, forward
+    assert fast._tile(144, 16) == (256, 16) and fast._tile(288, 32) == (128, 32)  # weight gradients: (K, M) @ (M, O)
+    assert fast._tile(64, 256 * 14 * 14) == (64, 64) and fast._tile(288, 64) == (64, 64)
+    assert {fast._tile(m, n) for (m, _, n), _ in PRODUCTS} == set(fast.PRODUCT_TILES)
 
 
 def operands(place, shape, transposed, dtype, rng):

@@ -1,7 +1,7 @@
 // CuPy's fast paths (xpcnn/kernels/cupy.py): templates that the module compiles once with
 // NVRTC on first use, for float and double (T), a window's tap index W (unsigned char or
-// int) and a label L (int or long long); cupy.py lists the instances and sets BLOCK (and the
-// product's TILE, DEPTH and PRODUCT_THREADS).
+// int), a label L (int or long long) and the product's tile (ROWS, COLS); cupy.py lists the
+// instances and sets BLOCK (and the product's DEPTH and PRODUCT_THREADS).
 //
 // Each kernel runs BLOCK threads a block over a grid-strided range, so any grid covers
 // any array. Element-wise kernels do the standard path's operations in its order: compiled
@@ -456,45 +456,48 @@ __global__ void softmax_cross_entropy(const T* logits, long long rows, long long
 
 // A matrix product that a CUDA graph can hold (CuPy refuses cuBLAS calls while a stream is
 // captured): out = a (m, k) @ b (k, n), both read through element strides (any 2-d view),
-// in TILE x TILE tiles of out, DEPTH of k at a time through shared memory, PRODUCT_THREADS
+// in ROWS x COLS tiles of out, DEPTH of k at a time through shared memory, PRODUCT_THREADS
 // threads a block each summing 4 x 4 of its tile with fused multiply-adds (asked for by
-// name: the module's --fmad=false leaves them alone). blockIdx.x picks the tile's columns,
-// blockIdx.y its rows and its share of k: `span` values of k from (blockIdx.y / row tiles)
-// * span. With more than one share (few tiles over a long k: a weight gradient sums over
-// the whole batch), each block writes its share's product to out + share * m * n and
-// add_shares sums them in share order, the same on every run.
-// TILE, DEPTH and PRODUCT_THREADS are set by cupy.py, which sizes the grid by them.
-static_assert(TILE == 4 * 16 && PRODUCT_THREADS == 16 * 16 && TILE * DEPTH % PRODUCT_THREADS == 0,
-              "a thread sums 4 x 4 of a tile, its threads laid out 16 x 16");
-
+// name: the module's --fmad=false leaves them alone). cupy.py picks the tile that pads
+// (m, n) least: 64 x 64, or a thin one for the products of 16 or 32 channels. blockIdx.x
+// picks the tile's columns, blockIdx.y its rows and its share of k: `span` values of k from
+// (blockIdx.y / row tiles) * span. With more than one share (few tiles over a long k: a
+// weight gradient sums over the whole batch), each block writes its share's product to
+// out + share * m * n and add_shares sums them in share order, the same on every run.
+// DEPTH and PRODUCT_THREADS are set by cupy.py, which sizes the grid by them.
 __device__ float multiply_add(float a, float b, float c) { return fmaf(a, b, c); }
 __device__ double multiply_add(double a, double b, double c) { return fma(a, b, c); }
 
-template <typename T>
+template <typename T, int ROWS, int COLS>
 __global__ void product(const T* a, long long m, long long k, long long am, long long ak, const T* b, long long n,
                         long long bk, long long bn, long long span, T* out) {
-  __shared__ T as[DEPTH][TILE + 1], bs[DEPTH][TILE + 1];  // +1: threads reading down a column hit other banks
-  unsigned t = threadIdx.x, tx = t % 16, ty = t / 16;
-  long long row_tiles = (m + TILE - 1) / TILE, share = blockIdx.y / row_tiles;
-  long long row0 = (long long)(blockIdx.y % row_tiles) * TILE, col0 = (long long)blockIdx.x * TILE;
+  static_assert(ROWS % 4 == 0 && COLS % 4 == 0 && (ROWS / 4) * (COLS / 4) == PRODUCT_THREADS,
+                "a thread sums 4 x 4 of a tile");
+  constexpr unsigned THREAD_ROWS = ROWS / 4, THREAD_COLS = COLS / 4;  // the threads' layout over the tile
+  __shared__ T as[DEPTH][ROWS + 1], bs[DEPTH][COLS + 1];  // +1: threads reading down a column hit other banks
+  unsigned t = threadIdx.x, tx = t % THREAD_COLS, ty = t / THREAD_COLS;
+  long long row_tiles = (m + ROWS - 1) / ROWS, share = blockIdx.y / row_tiles;
+  long long row0 = (long long)(blockIdx.y % row_tiles) * ROWS, col0 = (long long)blockIdx.x * COLS;
   long long k0 = share * span, k1 = k0 + span < k ? k0 + span : k;
   T sums[4][4];
   for (int i = 0; i < 4; ++i)
     for (int j = 0; j < 4; ++j) sums[i][j] = 0;
   for (long long d0 = k0; d0 < k1; d0 += DEPTH) {
-    for (unsigned e = t; e < TILE * DEPTH; e += PRODUCT_THREADS) {  // neighbouring threads read neighbours
-      unsigned r = ak == 1 ? e / DEPTH : e % TILE, d = ak == 1 ? e % DEPTH : e / TILE;
+    for (unsigned e = t; e < ROWS * DEPTH; e += PRODUCT_THREADS) {  // neighbouring threads read neighbours
+      unsigned r = ak == 1 ? e / DEPTH : e % ROWS, d = ak == 1 ? e % DEPTH : e / ROWS;
       long long row = row0 + r, depth = d0 + d;
       as[d][r] = row < m && depth < k1 ? a[row * am + depth * ak] : (T)0;
-      unsigned c = bn == 1 ? e % TILE : e / DEPTH, f = bn == 1 ? e / TILE : e % DEPTH;
-      long long col = col0 + c, depth_b = d0 + f;
-      bs[f][c] = col < n && depth_b < k1 ? b[depth_b * bk + col * bn] : (T)0;
+    }
+    for (unsigned e = t; e < COLS * DEPTH; e += PRODUCT_THREADS) {
+      unsigned c = bn == 1 ? e % COLS : e / DEPTH, f = bn == 1 ? e / COLS : e % DEPTH;
+      long long col = col0 + c, depth = d0 + f;
+      bs[f][c] = col < n && depth < k1 ? b[depth * bk + col * bn] : (T)0;
     }
     __syncthreads();
     for (int d = 0; d < DEPTH; ++d) {
       T x[4], y[4];
-      for (int i = 0; i < 4; ++i) x[i] = as[d][ty + 16 * i];
-      for (int j = 0; j < 4; ++j) y[j] = bs[d][tx + 16 * j];
+      for (int i = 0; i < 4; ++i) x[i] = as[d][ty + THREAD_ROWS * i];
+      for (int j = 0; j < 4; ++j) y[j] = bs[d][tx + THREAD_COLS * j];
       for (int i = 0; i < 4; ++i)
         for (int j = 0; j < 4; ++j) sums[i][j] = multiply_add(x[i], y[j], sums[i][j]);
     }
@@ -502,9 +505,9 @@ __global__ void product(const T* a, long long m, long long k, long long am, long
   }
   T* target = out + share * m * n;
   for (int i = 0; i < 4; ++i) {
-    long long row = row0 + ty + 16 * i;
+    long long row = row0 + ty + THREAD_ROWS * i;
     for (int j = 0; j < 4; ++j) {
-      long long col = col0 + tx + 16 * j;
+      long long col = col0 + tx + THREAD_COLS * j;
       if (row < m && col < n) target[row * n + col] = sums[i][j];
     }
   }

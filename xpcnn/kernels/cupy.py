@@ -37,8 +37,12 @@ from ..layers import activation, dropout, fused, norm, pool, product, windows
 from . import implements
 
 BLOCK = 256  # threads a block, in every kernel but the product's
-PRODUCT_TILE, PRODUCT_DEPTH, PRODUCT_THREADS = 64, 16, 256  # the product's tiles (TILE x TILE, DEPTH deep), threads
-PRODUCT_GEOMETRY = {"TILE": PRODUCT_TILE, "DEPTH": PRODUCT_DEPTH, "PRODUCT_THREADS": PRODUCT_THREADS}  # for cupy.cu
+PRODUCT_DEPTH, PRODUCT_THREADS = 16, 256  # the product's depth of k a pass through shared memory, threads a block
+PRODUCT_GEOMETRY = {"DEPTH": PRODUCT_DEPTH, "PRODUCT_THREADS": PRODUCT_THREADS}  # for cupy.cu
+# The product's tiles of out, (rows, columns), 16 values a thread, squarest first: the thin
+# ones serve the products of 16 or 32 channels (a convolution's forward: (O, K) @ (K, M);
+# its weight gradient: (K, M) @ (M, O)), where 64 x 64 tiles would multiply zeros 4 times in 5.
+PRODUCT_TILES = ((64, 64), (32, 128), (128, 32), (16, 256), (256, 16))
 OPTIONS = ("--fmad=false", f"-DBLOCK={BLOCK}",  # CuPy adds -ftz=true, as to its own kernels
            *(f"-D{name}={value}" for name, value in PRODUCT_GEOMETRY.items()))
 SOURCE = (Path(__file__).parent / "cupy.cu").read_text()
@@ -49,12 +53,14 @@ MAX_CHANNEL_BLOCKS = 256
 # the GPU's count of multiprocessors, so that the sums' order is the same on every GPU.
 PRODUCT_BLOCKS = 256
 MAX_GRID_Y = 65535  # CUDA's limit on a grid's second dimension: a product's row tiles times its shares
-# Kernel -> the C++ types each template parameter is instantiated for (T, then W or L).
+# Kernel -> the C++ template arguments each of its parameters is instantiated for (T, then W,
+# L or the product's tile).
 FLOATS = ("float", "double")
 TEMPLATES: dict[str, tuple[tuple[str, ...], ...]] = {
     **{name: (FLOATS,) for name in ("statistics", "scale_rows", "gradient_sums", "input_gradient", "running_update",
                                     "im2col", "fold", "adam", "relu", "dropout", "gelu", "gelu_gradient",
-                                    "product", "add_shares")},
+                                    "add_shares")},
+    "product": (FLOATS, tuple(f"{rows}, {cols}" for rows, cols in PRODUCT_TILES)),
     **{name: (FLOATS, ("unsigned char", "int")) for name in ("pool", "pool_gradient", "pooled_gradient_sums",
                                                              "pooled_input_gradient")},
     "softmax_cross_entropy": (FLOATS, ("int", "long long")),
@@ -87,11 +93,12 @@ def _module() -> Any:
 
 
 @functools.cache
-def _kernel(name: str, *dtypes: Any) -> Any:
-    """Kernel `name` instantiated for `dtypes`, looked up once: RawModule.get_function
-    makes a new RawKernel and asks the driver for it at every call, microseconds a launch.
-    A RawKernel keeps a function per device, so one serves every GPU."""
-    return _module().get_function(_name(name, *(TYPES[np.dtype(d)] for d in dtypes)))
+def _kernel(name: str, *arguments: Any) -> Any:
+    """Kernel `name` instantiated for `arguments` (dtypes, or C++ text such as a tile's
+    "16, 256"), looked up once: RawModule.get_function makes a new RawKernel and asks the
+    driver for it at every call, microseconds a launch. A RawKernel keeps a function per
+    device, so one serves every GPU."""
+    return _module().get_function(_name(name, *(a if isinstance(a, str) else TYPES[np.dtype(a)] for a in arguments)))
 
 
 def _run(name: str, dtypes: tuple[Any, ...], total: int, *args: Any) -> None:
@@ -471,10 +478,16 @@ def gelu_gradient(dy: Any, saved: Any) -> Any:
     return dx
 
 
-def _shares(m: int, k: int, n: int) -> tuple[int, int]:
+def _tile(m: int, n: int) -> tuple[int, int]:
+    """The product's tile (rows, columns) for an out of (m, n): the one that pads it least,
+    the squarest of equals (it reads the fewest values a multiply-add)."""
+    return min(PRODUCT_TILES, key=lambda tile: -(-m // tile[0]) * tile[0] * -(-n // tile[1]) * tile[1])
+
+
+def _shares(m: int, k: int, n: int, tile: tuple[int, int]) -> tuple[int, int]:
     """(span, shares): a product (m, k) @ (k, n) with fewer than PRODUCT_BLOCKS tiles sums
     its k in shares of `span`, a multiple of PRODUCT_DEPTH, one block each."""
-    tiles = -(-m // PRODUCT_TILE) * -(-n // PRODUCT_TILE)
+    tiles = -(-m // tile[0]) * -(-n // tile[1])
     depths = -(-k // PRODUCT_DEPTH)
     span = -(-depths // max(1, min(depths, PRODUCT_BLOCKS // tiles))) * PRODUCT_DEPTH
     return span, -(-k // span)
@@ -489,15 +502,16 @@ def matmul(a: Any, b: Any) -> Any:
             a.dtype not in (np.float32, np.float64)) or 0 in (*a.shape, *b.shape):
         return a @ b
     (m, k), n = a.shape, b.shape[1]
-    span, shares = _shares(m, k, n)
-    row_tiles = -(-m // PRODUCT_TILE)
-    if row_tiles * shares > MAX_GRID_Y:  # 4 million rows: no layer's product has them
+    rows, cols = tile = _tile(m, n)
+    span, shares = _shares(m, k, n, tile)
+    row_tiles = -(-m // rows)
+    if row_tiles * shares > MAX_GRID_Y:  # a million rows or more: no layer's product has them
         return a @ b
     out = cupy.empty((shares, m, n) if shares > 1 else (m, n), dtype=a.dtype)
     am, ak, bk, bn = (s // a.itemsize for s in (*a.strides, *b.strides))
-    _kernel("product", a.dtype)((-(-n // PRODUCT_TILE), row_tiles * shares), (PRODUCT_THREADS,),
-                                (a, _i64(m), _i64(k), _i64(am), _i64(ak), b, _i64(n), _i64(bk), _i64(bn), _i64(span),
-                                 out))
+    _kernel("product", a.dtype, f"{rows}, {cols}")(
+        (-(-n // cols), row_tiles * shares), (PRODUCT_THREADS,),
+        (a, _i64(m), _i64(k), _i64(am), _i64(ak), b, _i64(n), _i64(bk), _i64(bn), _i64(span), out))
     if shares == 1:
         return out
     total = cupy.empty((m, n), dtype=a.dtype)
