@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import sys
 import types
 
@@ -198,9 +199,14 @@ def cupy_recording_stand_in(monkeypatch) -> tuple[list, list, type]:
         def malloc(self, size):
             raise AssertionError("nothing is allocated here")
 
+        def set_limit(self, size=None):
+            log.append(f"pool limit {size}")
+
+    default_pool = types.SimpleNamespace(free_all_blocks=lambda: log.append("default pool freed"))
     cuda = types.SimpleNamespace(Stream=Stream, MemoryPool=MemoryPool,
                                  using_allocator=lambda malloc: Context(f"allocator of pool {len(pools)}"))
-    monkeypatch.setitem(sys.modules, "cupy", types.SimpleNamespace(cuda=cuda))
+    monkeypatch.setitem(sys.modules, "cupy", types.SimpleNamespace(cuda=cuda,
+                                                                   get_default_memory_pool=lambda: default_pool))
     monkeypatch.setattr(backend, "backend_of", lambda x: "cupy")
     return log, pools, Context
 
@@ -208,12 +214,14 @@ def cupy_recording_stand_in(monkeypatch) -> tuple[list, list, type]:
 def test_cupy_records_on_a_stream_of_its_own_into_a_pool_that_never_retries(monkeypatch):
     log, pools, Context = cupy_recording_stand_in(monkeypatch)
     like = types.SimpleNamespace(device=Context("device"))
-    result, replay = backend.record_graph(like, lambda: log.append("work") or "result")
-    assert result == "result" and len(pools) == 1
+    result, replay = backend.record_graph(like, lambda: log.append(f"work, collecting: {gc.isenabled()}") or "result")
+    assert result == "result" and len(pools) == 1 and gc.isenabled()
     assert pools[0].allocator.func is backend._allocate_once
-    assert log == ["enter device", "enter stream (non_blocking=True)", "enter allocator of pool 1", "begin capture",
-                   "work", "end capture", "exit allocator of pool 1", "exit stream (non_blocking=True)",
-                   "exit device"]
+    # A pool without a limit (at one, CuPy's frees unused blocks: the graph's), no garbage
+    # collection while capturing (an old graph's pool would free its memory).
+    assert log == ["enter device", "default pool freed", "pool limit 0", "enter stream (non_blocking=True)",
+                   "enter allocator of pool 1", "begin capture", "work, collecting: False", "end capture",
+                   "exit allocator of pool 1", "exit stream (non_blocking=True)", "exit device"]
     del log[:]
     replay()
     assert log == ["enter device", "launch", "exit device"]  # on the current stream, not the recording's
@@ -227,5 +235,5 @@ def test_a_cupy_recording_whose_work_fails_ends_the_capture_and_says_why(monkeyp
 
     with pytest.raises(RuntimeError, match="not permitted when stream is capturing"):
         backend.record_graph(types.SimpleNamespace(device=Context("device")), failing)
-    assert "end capture" in log and log[-1] == "exit device"
+    assert "end capture" in log and log[-1] == "exit device" and gc.isenabled()
 

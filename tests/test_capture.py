@@ -4,6 +4,8 @@ tests/train/test_step.py runs it there; here a stand-in graph counts its replays
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pytest
 
@@ -75,3 +77,21 @@ def test_a_step_that_takes_other_host_arrays_than_planned_is_not_recorded(monkey
         capture.Captured(lambda x: capture.from_host(lambda: np.ones(4), x), (x,), like=x, inputs=inputs)
     with pytest.raises(ValueError, match="fewer host arrays than in its planning run"):
         capture.Captured(lambda x: x, (x,), like=x, inputs=inputs)
+
+
+def test_a_step_knows_it_is_being_recorded_and_its_arguments_are_made_on_the_graphs_gpu(monkeypatch):
+    counting_graphs(monkeypatch)
+    entered, seen = [], []
+
+    @contextlib.contextmanager
+    def on_device(x):  # CuPy makes arrays on the current GPU: the recording's must be made on the graph's
+        entered.append("enter")
+        yield
+        entered.append("exit")
+
+    monkeypatch.setattr(backend, "on_device", on_device)
+    x = np.zeros(2)
+    captured = capture.Captured(lambda x: seen.append(capture.recording()) or x, (x,), like=x, inputs=[])
+    assert seen == [True] and not capture.recording() and entered == ["enter", "exit"]
+    captured(np.ones(2))
+    assert entered == ["enter", "exit"] * 2

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import gc
 import importlib
 import importlib.util
 import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import array_api_compat
@@ -433,7 +434,8 @@ def _record_cupy(like: Any, work: Callable[[], Any]) -> tuple[Any, Callable[[], 
     # The pool's memory is never handed out again, nor freed: the graph writes it at
     # every replay, the blocks the recording freed too.
     pool = cupy.cuda.MemoryPool(functools.partial(_allocate_once, cupy))
-    with like.device:
+    with like.device, _no_collection(cupy):
+        pool.set_limit(size=0)  # at a limit (CUPY_GPU_MEMORY_LIMIT) a pool frees its unused blocks: the graph's
         stream = cupy.cuda.Stream(non_blocking=True)  # capturing the legacy default stream is not allowed
         with stream, cupy.cuda.using_allocator(pool.malloc):
             stream.begin_capture()
@@ -445,6 +447,23 @@ def _record_cupy(like: Any, work: Callable[[], Any]) -> tuple[Any, Callable[[], 
                 raise
             graph = stream.end_capture()
     return result, _CupyReplay(graph, pool, like.device)
+
+
+@contextlib.contextmanager
+def _no_collection(cupy: Any) -> Iterator[None]:
+    """No garbage collection in the block, after a collection and the default pool's unused
+    blocks given back: an old recording collected during a capture would free its memory,
+    which a capture does not allow, and the recording's pool allocates anew what the step
+    run directly left cached."""
+    gc.collect()
+    cupy.get_default_memory_pool().free_all_blocks()
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if collecting:
+            gc.enable()
 
 
 def _allocate_once(cupy: Any, size: int) -> Any:

@@ -65,6 +65,11 @@ def must_be_recordable() -> bool:
     return _recordable.get()
 
 
+def recording() -> bool:
+    """Whether a step is being recorded now: its device work is captured, not run."""
+    return _recording.get() is not None
+
+
 @contextmanager
 def planning() -> Iterator[list[Any]]:
     """Run a step directly and collect, in order, an empty device array for each host
@@ -118,7 +123,8 @@ class Captured:
 
     def __init__(self, fn: Callable[..., Any], example: tuple[Any, ...], like: Any, inputs: list[Any],
                  keep: Iterable[Any] = ()) -> None:
-        self._args = tuple(array_namespace(a).empty_like(a) for a in example)
+        with backend.on_device(like):  # CuPy makes arrays on the current GPU, not the example's
+            self._args = tuple(array_namespace(a).empty_like(a) for a in example)
         recording = _Recording(list(inputs))
         token = _recording.set(recording)
         try:

@@ -303,6 +303,16 @@ def test_counters_outgrown_are_kept_for_the_graphs_that_count_in_them(place):
     assert large.size >= 5000 and fast._counters(10) is large and fast._OUTGROWN[-1] is small
 
 
+def test_counters_are_made_by_a_direct_step_not_a_recording(place, monkeypatch):
+    """A recording does not run what it records: counters made in one would stay unzeroed
+    for the direct steps that follow a failed recording."""
+    counters = fast._counters(8)
+    monkeypatch.setattr(capture, "recording", lambda: True)
+    assert fast._counters(8) is counters
+    with pytest.raises(RuntimeError, match="made by a step's direct run, not its recording"):
+        fast._counters(counters.size + 1)
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("shape, transposed", PRODUCTS, ids=str)
 def test_product_is_the_standard_paths_within_rounding(place, dtype, shape, transposed):

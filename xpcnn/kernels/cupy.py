@@ -119,6 +119,8 @@ def _counters(channels: int) -> Any:
     device = cupy.cuda.runtime.getDevice()
     counters = _COUNTERS.get(device)
     if counters is None or counters.size < channels:
+        if capture.recording():  # their zeroing would be recorded, not run: wrong counts if the recording fails
+            raise RuntimeError(f"{channels} reduction counters are made by a step's direct run, not its recording")
         if counters is not None:
             _OUTGROWN.append(counters)
         counters = _COUNTERS[device] = cupy.zeros(max(channels, 1024), dtype=np.uint32)
