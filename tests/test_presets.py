@@ -145,7 +145,7 @@ def test_the_cifar_preset_scales_in_width_and_keeps_its_recipe():
     assert recipe.replace(optimizer="adam").nesterov is False
     with pytest.raises(ValueError, match="nesterov: applies to the sgd optimizer only, not adam"):
         recipe.replace(optimizer="adam", nesterov=True)
-    with pytest.raises(ValueError, match="width applies to resnet20 and cifar, not lenet"):
+    with pytest.raises(ValueError, match="width: applies to resnet20 and cifar, not lenet"):
         presets.build("lenet", width=0.5)
     with pytest.raises(ValueError, match="width must be in"):
         presets.build("cifar", width=0)

@@ -260,7 +260,7 @@ def build(name: str, seed: int = 0, input_shape: Shape | None = None, classes: i
     if name in SCALABLE:
         return PRESETS[name](seed, shape, classes, width)
     if width != 1.0:
-        raise ValueError(f"width applies to {' and '.join(SCALABLE)}, not {name}")
+        raise SettingsError("width", f"applies to {' and '.join(SCALABLE)}, not {name}")
     return PRESETS[name](seed, shape, classes)
 
 

@@ -190,6 +190,7 @@ def test_usage_errors_exit_2(tmp_path):
     (["train", "--out", "notes.txt"], "--out: notes.txt is a file, not a run folder"),
     (["train", "--optimizer", "adam", "--momentum", "0.9"], "--momentum: applies to the sgd optimizer only, not adam"),
     (["parity", "--model", "nosuch"], "--model 'nosuch' is neither a preset"),
+    (["parity", "--model", "lenet", "--width", "0.5"], "--width: applies to resnet20 and cifar, not lenet"),
     (["train", "--out", ""], "argument --out: expected a path, got an empty string"),
     (["train", "--data-dir", ""], "argument --data-dir: expected a path, got an empty string"),
     (["train", "--early-stopping", "3"], "--early-stopping watches the validation loss: it needs --val-split"),
@@ -286,9 +287,11 @@ def test_evaluate_json_is_json_and_nothing_else(run):
 def test_failures_are_one_line_exit_1(tmp_path):
     env = env_without_data(tmp_path)
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
-    result = xpcnn("evaluate", "junk.npz", env=env, cwd=tmp_path)
-    assert result.returncode == 1
-    assert result.stderr.count("\n") == 1 and "junk.npz" in result.stderr and "Traceback" not in result.stderr
+    for command in ("evaluate {}", "predict {} x.npy", "parity --model {}"):  # the file's fault, not a flag's
+        result = xpcnn(*command.format("junk.npz").split(), env=env, cwd=tmp_path)
+        assert result.returncode == 1, (command, result.stderr)
+        assert result.stderr.startswith(f"xpcnn {command.split()[0]}: error: junk.npz: not a checkpoint archive")
+        assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
     result = xpcnn("--debug", "evaluate", "junk.npz", env=env, cwd=tmp_path)
     assert result.returncode == 1 and "Traceback" in result.stderr
 

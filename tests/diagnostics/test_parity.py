@@ -176,7 +176,7 @@ def test_model_from_builds_a_preset_at_a_width():
     from xpcnn.diagnostics.parity import model_from
 
     assert model_from("cifar", 0, 0.25).num_params() == xpcnn.presets.build("cifar", width=0.25).num_params()
-    with pytest.raises(ValueError, match="width applies to resnet20 and cifar, not lenet"):
+    with pytest.raises(ValueError, match="width: applies to resnet20 and cifar, not lenet"):
         model_from("lenet", width=0.5)
 
 

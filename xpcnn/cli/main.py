@@ -214,8 +214,6 @@ def cmd_parity(args: argparse.Namespace) -> int:
         model = parity.model_from(args.model, args.seed, args.width)
     except LookupError as exc:
         raise UsageError(f"--model {exc}") from None
-    except ValueError as exc:  # a width the model does not take
-        raise UsageError(f"--width: {exc}") from None
     result = parity.check(model, targets, args.dtype, batch_size=args.batch_size, steps=args.steps,
                           optimizer=args.optimizer, seed=args.seed, name=args.model)
     print(json.dumps(result.to_dict(), indent=2) if args.json else result.to_text())

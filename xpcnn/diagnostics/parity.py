@@ -63,7 +63,7 @@ def parse_target(spec: str) -> tuple[str, str | None]:
 def model_from(spec: str, seed: int = 0, width: float | None = None) -> Sequential:
     """A preset by name, from `seed` (at `width`, for the presets that scale), or the
     model of a checkpoint (a file or a run folder); LookupError when `spec` is neither,
-    ValueError for a width it does not take."""
+    SettingsError for a width it does not take."""
     from .. import presets
     from ..io.checkpoint import load_checkpoint
 
@@ -71,7 +71,7 @@ def model_from(spec: str, seed: int = 0, width: float | None = None) -> Sequenti
         return presets.build(spec, seed, width=1.0 if width is None else width)
     if Path(spec).is_file() or (Path(spec) / "checkpoint.npz").is_file():
         if width is not None:
-            raise ValueError("a checkpoint's network has its width already")
+            raise presets.SettingsError("width", "a checkpoint's network has its width already")
         return load_checkpoint(spec).model
     names = ", ".join([*presets.PRESETS, *presets.ALIASES])
     raise LookupError(f"{spec!r} is neither a preset ({names}) nor a checkpoint file or run folder")
