@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from xpcnn import distributed
+from xpcnn import backend, distributed
 from xpcnn.io.checkpoint import load_checkpoint
 
 from .helpers import SHARED_MNIST
@@ -138,6 +138,15 @@ def test_row_spans_give_every_row_to_one_member_in_balanced_parts(shapes, size):
     widest = max([p.size // (p.shape[0] if p.ndim and p.shape[0] else 1) for p in params.values()])
     assert elements.sum() == sum(p.size for p in params.values())
     assert elements.max() - elements.min() <= 2 * widest
+
+
+def test_a_part_is_a_view_of_its_rows_on_every_backend(target):
+    whole = backend.to_backend(np.arange(12.0).reshape(4, 3), *target)
+    part = distributed.part_of(whole, (1, 3))  # array_api_strict: an index must name every axis
+    part[...] = 0  # the update of a worker thread's part lands in the shared parameter
+    assert tuple(part.shape) == (2, 3) and backend.to_numpy(whole).tolist() == [[0, 1, 2], [0] * 3, [0] * 3, [9, 10, 11]]
+    scalar = backend.to_backend(np.float64(2.0), *target)
+    assert distributed.part_of(scalar, (0, 1)) is scalar
 
 
 @pytest.mark.parametrize("optimizer", ["adam", "sgd"])

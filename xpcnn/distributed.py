@@ -278,7 +278,7 @@ def row_spans(params: dict[str, Any], rank: int, size: int) -> dict[str, tuple[i
 def part_of(array: Any, span: tuple[int, int]) -> Any:
     """Rows [start, stop) of `array` (the whole of a 0-d one): a view on every backend, so
     updates land in `array`."""
-    return array if array.ndim == 0 else array[span[0] : span[1]]
+    return array if array.ndim == 0 else array[span[0] : span[1], ...]  # the standard indexes every axis
 
 
 @dataclass(frozen=True)
