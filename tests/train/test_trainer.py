@@ -286,6 +286,14 @@ def test_label_smoothing_is_trained_with_and_kept_by_a_resumed_run(tmp_path, dat
     with pytest.raises(xpcnn.train.SettingsConflict, match=r"^label_smoothing: 0.2 differs from the run's saved 0.1; "
                        r"a resumed run continues as it was started \(start a new run to change it\)$"):
         Trainer.resume(info.value.checkpoint, progress=False, log=lambda m: None, label_smoothing=0.2)
+    saved = reference.batch_size, reference.seed  # the rest of what the run's batches are made of
+    for given, message in (({"batch_size": saved[0] + 1}, f"batch_size: {saved[0] + 1} differs from the run's saved"),
+                           ({"seed": saved[1] + 1}, f"seed: {saved[1] + 1} differs from the run's saved"),
+                           ({"augment": 2}, "augment: 2 differs from the run's saved")):
+        with pytest.raises(xpcnn.train.SettingsConflict, match=f"^{message}"):
+            Trainer.resume(info.value.checkpoint, progress=False, log=lambda m: None, **given)
+    same = Trainer.resume(info.value.checkpoint, progress=False, log=lambda m: None, batch_size=saved[0], augment=0)
+    assert same.batch_size == saved[0] and not same.augment
 
 
 @pytest.mark.parametrize("value, error, message", [

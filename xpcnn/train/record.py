@@ -257,20 +257,24 @@ def restore(trainer_class: type[Trainer], path: str | Path, backend_name: str, d
     the run's, so that gradients are summed in the same order and the resumed run reaches
     the same weights, and so is its `cuda_graphs` where the backend records graphs (on CuPy,
     a step with graphs multiplies with a kernel of its own); `options` are the
-    constructor's (a `label_smoothing` other than the run's raises SettingsConflict)."""
+    constructor's (a batch size, seed, augmentation or label smoothing other than the run's
+    raises SettingsConflict)."""
     checkpoint = load_checkpoint(path, backend_name, device)
     saved = read(checkpoint)
-    if options.get("label_smoothing", saved.label_smoothing) != saved.label_smoothing:  # the run's loss
-        raise SettingsConflict("label_smoothing", saved.label_smoothing, options["label_smoothing"])
+    run = {"batch_size": saved.batch_size, "seed": saved.seed, "augment": saved.augment,
+           "label_smoothing": saved.label_smoothing}  # what the run's batches and loss are made of
+    for name, value in run.items():
+        given = options.get(name, value)
+        if (Augment.of(given) if name == "augment" else given) != value:
+            raise SettingsConflict(name, value, given)
     restored = rebuild_recorded(saved.callbacks, checkpoint.path)
     twice = {type(callback).__name__ for callback in restored} & {type(given).__name__ for given in callbacks}
     if twice:
         raise ValueError(f"the run's {', '.join(sorted(twice))} is restored from {path}: do not pass it again")
     options = {"run_dir": Path(path).parent, "workers": saved.workers, "name": saved.name,
-               "cuda_graphs": saved.cuda_graphs if can_record(checkpoint.model) else None, **options,
-               "label_smoothing": saved.label_smoothing}
-    trainer = trainer_class(checkpoint.model, checkpoint.restore_optimizer(), batch_size=saved.batch_size,
-                            seed=saved.seed, augment=saved.augment, callbacks=[*restored, *callbacks], **options)
+               "cuda_graphs": saved.cuda_graphs if can_record(checkpoint.model) else None, **options, **run}
+    trainer = trainer_class(checkpoint.model, checkpoint.restore_optimizer(), callbacks=[*restored, *callbacks],
+                            **options)
     trainer.epochs, trainer.data, trainer.selection = saved.epochs, saved.data, saved.selection
     trainer.state, trainer.data_digest, trainer.train_images = saved.progress, saved.data_digest, saved.train_images
     trainer.continues_run = True
