@@ -102,6 +102,18 @@ def test_a_picture_inverted_into_nothing_says_what_was_inverted(tmp_path):
         read_image(tmp_path / "one.png", invert=True)
 
 
+def test_inverting_is_for_digits_in_a_picture_or_an_array(tmp_path):
+    from xpcnn.datasets.images import read_for_model
+
+    np.save(tmp_path / "grey.npy", np.full((28, 28), 200, np.uint8))
+    np.save(tmp_path / "red.npy", np.zeros((3, 8, 8), np.uint8))
+    assert read_for_model(tmp_path / "grey.npy", (1, 28, 28), "digits", invert=True).max() == 55
+    for invert in (True, False):
+        with pytest.raises(ImageError, match="red.npy: inverting is for pictures of digits; this model was trained on"):
+            read_for_model(tmp_path / "red.npy", (3, 8, 8), "resize", invert=invert)
+    assert read_for_model(tmp_path / "red.npy", (3, 8, 8), "resize").shape == (3, 8, 8)
+
+
 # -- photos (read_photo, read_photo_rgb, photo_channels) ----------------------------------
 
 def save(path, pixels, mode=None, **options):

@@ -40,14 +40,15 @@ def read_for_model(path: str | Path, input_shape: tuple[int, int, int], pictures
     as read_image does, else as read_photo does (square images only)."""
     channels, height, width = input_shape
     path = _regular(path)
+    digit = pictures == "digits" and channels == 1
+    if invert is not None and not digit:
+        raise ImageError(f"{path}: inverting is for pictures of digits; this model was trained on photos")
     if path.suffix.lower() == ".npy":
         pixels = _read_npy(path, [(channels, height, width), *([(height, width)] * (channels == 1))])
         pixels = pixels.reshape(channels, height, width)
         return 255 - pixels if invert else pixels
-    if pictures == "digits" and channels == 1:
+    if digit:
         return read_image(path, invert, (height, width))[None]
-    if invert is not None:
-        raise ImageError(f"{path}: inverting is for pictures of digits; this model was trained on photos")
     if height != width:
         raise ImageError(f"{path}: pictures are read for square inputs, and this model takes {height}x{width}: "
                          "give the image as a .npy array of that shape")
