@@ -32,6 +32,7 @@ from .layers.base import integer, number
 from .losses import SoftmaxCrossEntropy
 from .metrics import confusion_matrix, per_class
 from .model import Sequential
+from .presets import SettingsError
 
 
 def check_model_fits(model: Sequential, dataset: Dataset, what: str = "the data") -> None:
@@ -195,10 +196,13 @@ def _test_split(checkpoint: Any, dataset: str | None, data_dir: str | Path | Non
                 log: Callable[[str], None]) -> tuple[Dataset, str]:
     """The test images to score a checkpoint on, and one line saying which."""
     trained_on, selection = checkpoint.data_statistics()["name"], checkpoint.selection()
-    if dataset is not None and trained_on != dataset:
-        log(f"note: the model was trained on {trained_on}, evaluating on {dataset}")
     same = dataset in (None, trained_on)
-    if FOLDER in (dataset, trained_on if same else None):
+    folder = FOLDER in (dataset, trained_on if same else None)
+    if folder and data_dir is None and (not same or selection is None or selection.dataset != FOLDER):
+        raise SettingsError("data_dir", "a folder of pictures (--dataset images) needs the folder")
+    if not same:
+        log(f"note: the model was trained on {trained_on}, evaluating on {dataset}")
+    if folder:
         loaded = _folder_again(selection if same else None, data_dir, checkpoint)
     elif trained_on not in DATASETS and same:
         raise ValueError(f"the model was trained on data given from Python ({trained_on}), which cannot be read "
@@ -238,9 +242,7 @@ def _registered_test(selection: Selection | None, name: str, data_dir: str | Pat
 def _folder_again(selection: Selection | None, data_dir: str | Path | None, checkpoint: Any) -> Loaded:
     """A folder of pictures read as the run read it: the run's own (refused if its pictures
     changed: Selection.load), or `data_dir` with the run's options."""
-    if data_dir is None:
-        if selection is None or selection.dataset != FOLDER:
-            raise ValueError("a folder of pictures (--dataset images) needs --data-dir, the folder")
+    if data_dir is None:  # the run's own folder (_test_split checked it has one)
         train, _, test = dataclasses.replace(selection, limit=None, val_split=0.0).load()
         return Loaded(train, test)
     shape = checkpoint.data_statistics()["input_shape"]

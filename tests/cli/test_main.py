@@ -261,6 +261,9 @@ def test_evaluate_uses_the_dataset_the_model_was_trained_on(run, tmp_path):
     assert typo.returncode == 1 and "data folder typo does not exist" in typo.stderr
     other = xpcnn("evaluate", "run", "--dataset", "fashion-mnist", env=env, cwd=tmp)
     assert other.returncode == 1 and "but fashion-mnist has 10 (T-shirt/top, Trouser" in other.stderr, other.stderr
+    folder = xpcnn("evaluate", "run", "--dataset", "images", env=env, cwd=tmp)  # which folder: a usage error
+    assert folder.returncode == 2 and folder.stderr.startswith("usage: xpcnn evaluate"), folder.stderr
+    assert folder.stderr.endswith("error: --data-dir: a folder of pictures (--dataset images) needs the folder\n")
 
 
 @pytest.mark.skipif(not SHARED_MNIST.is_dir(), reason="full MNIST not in ../shared/data/mnist")
@@ -535,6 +538,9 @@ def test_export_writes_an_onnx_model_that_runs(run):
     np.testing.assert_allclose(logits, expected, rtol=0, atol=1e-4)
     bad = xpcnn("export", "missing.npz", "x.onnx", env=env, cwd=tmp)
     assert bad.returncode == 1 and "missing.npz: no such checkpoint file" in bad.stderr
+    for opset, message in (("5", "argument --opset: must be >= 17"), ("99", "--opset: must be in [17, ")):
+        beyond = xpcnn("export", "run", "new.onnx", "--opset", opset, env=env, cwd=tmp)  # both usage errors
+        assert beyond.returncode == 2 and message in beyond.stderr and not (tmp / "new.onnx").exists(), beyond.stderr
 
 
 @pytest.mark.gpu

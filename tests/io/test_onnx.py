@@ -73,7 +73,7 @@ def test_what_cannot_be_exported_is_named(tmp_path):
         xonnx.to_onnx(presets.build("tutorial"), classes=["a", "b", "c"], mean=0.1, std=0.3)
     with pytest.raises(ValueError, match=r"does not know the data it was trained on \(model.data\): pass the mean="):
         xonnx.to_onnx(presets.build("tutorial"))
-    with pytest.raises(ValueError, match=r"opset must be in \[17, \d+\] \(what the installed onnx"):
+    with pytest.raises(ValueError, match=r"opset: must be in \[17, \d+\] \(what the installed onnx"):
         xonnx.to_onnx(presets.build("tutorial"), opset=13, mean=0.1, std=0.3)
     with pytest.raises(ValueError, match=r"Dense\(in_features=1352, out_features=128\): expected input"):
         xonnx.to_onnx(presets.build("tutorial"), input_shape=(1, 32, 32), mean=0.1, std=0.3)
@@ -82,7 +82,7 @@ def test_what_cannot_be_exported_is_named(tmp_path):
 def test_an_opset_beyond_what_is_installed_is_refused_before_anything_is_written(tmp_path):
     pytest.importorskip("onnx")
     newest = __import__("onnx").defs.onnx_opset_version()
-    with pytest.raises(ValueError, match=rf"opset must be in \[17, {newest}\] \(what the installed onnx .*got 99"):
+    with pytest.raises(ValueError, match=rf"opset: must be in \[17, {newest}\] \(what the installed onnx .*got 99"):
         xonnx.export(presets.build("tutorial"), tmp_path / "net.onnx", opset=99, mean=0.1, std=0.3)
     assert not (tmp_path / "net.onnx").exists()
 
@@ -96,8 +96,8 @@ def test_an_opset_onnxruntime_cannot_run_is_refused(tmp_path, monkeypatch):
                            "opset versions.\nmore")
 
     monkeypatch.setattr(onnxruntime, "InferenceSession", refusing)
-    with pytest.raises(ValueError, match=r"opset 17: the installed onnxruntime .* cannot run the exported model "
-                                         r"\(ONNX Runtime only \*guarantees\*"):
+    with pytest.raises(ValueError, match=r"opset: the installed onnxruntime .* cannot run the model exported at "
+                                         r"opset 17 \(ONNX Runtime only \*guarantees\*"):
         xonnx.export(presets.build("tutorial"), tmp_path / "net.onnx", mean=0.1, std=0.3)
 
 

@@ -33,6 +33,7 @@ from ..layers.activation import GELU, GELU_CUBIC, GELU_SCALE, ReLU, Sigmoid, Tan
 from ..layers.base import integer, number
 from ..layers.pool import GlobalAvgPool2D
 from ..model import Residual, Sequential
+from ..presets import SettingsError
 from .atomic import atomic_write_bytes
 
 MIN_OPSET = 17
@@ -188,11 +189,11 @@ def _per_channel(value: Any, name: str, low: float, channels: int) -> list[float
 
 def _checked_opset(onnx: Any, opset: Any) -> int:
     """`opset` when the installed onnx knows it (and onnxruntime, where installed, runs
-    it: see _runnable); ValueError naming the range otherwise."""
+    it: see _runnable); SettingsError naming the range otherwise."""
     newest, opset = onnx.defs.onnx_opset_version(), integer(opset, "opset")
     if not MIN_OPSET <= opset <= newest:
-        raise ValueError(f"opset must be in [{MIN_OPSET}, {newest}] (what the installed onnx {onnx.__version__} "
-                         f"writes), got {opset}")
+        raise SettingsError("opset", f"must be in [{MIN_OPSET}, {newest}] (what the installed onnx "
+                            f"{onnx.__version__} writes), got {opset}")
     return opset
 
 
@@ -206,8 +207,8 @@ def _runnable(proto: Any, opset: int) -> None:
         onnxruntime.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
     except Exception as exc:  # noqa: BLE001  (onnxruntime's own error types)
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise ValueError(f"opset {opset}: the installed onnxruntime {onnxruntime.__version__} cannot run the "
-                         f"exported model ({first}); choose an older opset") from None
+        raise SettingsError("opset", f"the installed onnxruntime {onnxruntime.__version__} cannot run the model "
+                            f"exported at opset {opset} ({first}); choose an older opset") from None
 
 
 def _model(onnx: Any, graph: _Graph, model: Sequential, input_shape: tuple[int, ...], output: str, classes: int,
