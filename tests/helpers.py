@@ -94,7 +94,8 @@ def small_checkpoint(tmp_path: Path) -> bytes:
     trainer.selection = Selection("mnist", None, 100, 0, 0.1)
     for name, param in net.params.items():  # a step's momentum, without a step
         trainer.optimizer.state["momentum"][name] = np.full_like(param, 0.5)
-    trainer.data = {"name": "mnist", "mean": 0.13, "std": 0.31, "classes": ["a", "b", "c"], "source": "test"}
+    trainer.data = {"name": "mnist", "mean": 0.13, "std": 0.31, "classes": ["a", "b", "c"], "source": "test",
+                    "input_shape": [1, 6, 6]}
     trainer.state.epoch, trainer.epochs = 1, 2
     trainer.state.history.append({"epoch": 1, "train_loss": 1.5, "train_accuracy": 0.5, "lr": 0.05, "seconds": 2.0,
                                   "images_per_second": 100.0})

@@ -45,6 +45,15 @@ MALFORMED = {
                               r"integer in \[0, 1,000,000,000\]"),
     "cuda graphs a number": (lambda t: t.update(cuda_graphs=1), r"field trainer.cuda_graphs: expected true, false "
                              "or null"),
+    # each well formed, but not with the rest
+    "epoch past the run's": (lambda t: t.update(epoch=5), r"field trainer.epoch: expected at most the run's 2 epochs"),
+    "batch past an epoch's": (lambda t: t.update(train_images=10, batch=5),
+                              r"field trainer.batch: expected at most the 3 batches of an epoch of the run's 10 "
+                              "images"),
+    "classes not the network's": (lambda t: t["info"]["data"].update(classes=["a", "b"]),
+                                  r"field trainer.info.data.classes: 2 class names for a network whose output is"),
+    "shifts out of sight": (lambda t: t.update(augment=6), r"field trainer.augment: expected shifts of fewer pixels "
+                            "than the 6-pixel side of the run's images, got 6"),
 }
 
 

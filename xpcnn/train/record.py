@@ -298,10 +298,29 @@ def read(checkpoint: Checkpoint) -> Saved:
     images = trainer.get("train_images", 0)  # absent before it was recorded: a summary of none
     fields.require("trainer.train_images", images, is_int(images, 0, MAX_SIZE), f"an integer in [0, {MAX_SIZE:,}]")
     info = _info(fields, trainer)
-    return Saved(info["model"], trainer["batch_size"], trainer["seed"], _augment(fields, trainer), workers,
-                 info["settings"]["epochs"], info["data"], checkpoint.selection(), _progress(fields, trainer),
-                 _callbacks(fields, trainer), _digest(fields, trainer), _label_smoothing(fields, trainer),
-                 _cuda_graphs(fields, trainer), images)
+    saved = Saved(info["model"], trainer["batch_size"], trainer["seed"], _augment(fields, trainer), workers,
+                  info["settings"]["epochs"], info["data"], checkpoint.selection(), _progress(fields, trainer),
+                  _callbacks(fields, trainer), _digest(fields, trainer), _label_smoothing(fields, trainer),
+                  _cuda_graphs(fields, trainer), images)
+    _check_agreement(checkpoint, fields, saved)
+    return saved
+
+
+def _check_agreement(checkpoint: Checkpoint, fields: Fields, saved: Saved) -> None:
+    """CheckpointError naming the field where fields that are each well formed contradict
+    each other or the network: a run does not stand past its epochs or its epoch's
+    batches, its class names are the network's outputs, its shifts leave images in sight."""
+    epoch, batch = saved.progress.epoch, saved.progress.batch
+    fields.require("trainer.epoch", epoch, epoch <= saved.epochs,
+                   f"at most the run's {saved.epochs} epochs (trainer.info.settings.epochs)")
+    if saved.train_images:  # recorded since 0.2
+        batches = num_batches(saved.train_images, saved.batch_size)
+        fields.require("trainer.batch", batch, batch <= batches,
+                       f"at most the {batches} batches of an epoch of the run's {saved.train_images:,} images")
+    if saved.data is not None:
+        side = min(checkpoint.data_statistics()["input_shape"][1:])  # which checks the classes against the network
+        fields.require("trainer.augment", saved.augment.pixels, saved.augment.pixels < side,
+                       f"shifts of fewer pixels than the {side}-pixel side of the run's images")
 
 
 def _augment(fields: Fields, trainer: dict[str, Any]) -> Augment:
