@@ -732,6 +732,18 @@ def test_label_smoothing_defaults_to_the_recipe_s():
     assert recipe("--label-smoothing", "0.1").label_smoothing == 0.1
 
 
+def test_flips_and_padding_default_to_the_recipe_s_and_can_be_turned_off():
+    from xpcnn.cli.arguments import build_parser, parse
+    from xpcnn.cli.main import _recipe
+
+    def recipe(*flags):
+        return _recipe(parse(build_parser(), ["train", *flags]))
+
+    assert (recipe("--model", "cifar").flip, recipe("--model", "cifar").pad) == (True, "reflect")
+    assert recipe("--model", "resnet20").flip and not recipe("--model", "cifar", "--no-flip").flip
+    assert recipe("--flip").flip and not recipe().flip and recipe("--model", "cifar", "--pad", "zero").pad == "zero"
+
+
 # -- the residual presets, end to end -----------------------------------------------------------
 
 

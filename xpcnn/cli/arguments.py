@@ -60,6 +60,12 @@ def _by_preset(field: str) -> str:
     return ", ".join(f"{name}: {getattr(recipe, field)}" for name, recipe in presets.RECIPES.items())
 
 
+def _presets_with(field: str, value: Any) -> str:
+    """Which presets' recipes set `field` to `value`, for help texts: "reflect for cifar"."""
+    names = [name for name, recipe in presets.RECIPES.items() if getattr(recipe, field) == value]
+    return f"{value if isinstance(value, str) else 'on'} for {' and '.join(names)}"
+
+
 def _command(commands: Any, name: str, **kwargs: Any) -> Any:
     """The parser of subcommand `name`; it remembers its usage line, for errors found after
     parsing, and takes --debug after the command too."""
@@ -153,9 +159,9 @@ def _add_augment_flags(parser: argparse.ArgumentParser) -> None:
          help=f"shift training images by up to N pixels: crop them at random out of themselves padded by N "
          f"({_by_preset('augment')})")
     flag("--pad", choices=PADS, help="what the shifts bring in at the edges: zeros, or the image mirrored "
-         "(reflect, for photos) (default: zero)")
-    flag("--flip", action="store_const", const=True, help="mirror half the training images left to right (for "
-         "photos; a mirrored digit is no digit)")
+         f"(reflect, for photos) (default: zero; {_presets_with('pad', 'reflect')})")
+    flag("--flip", action=argparse.BooleanOptionalAction, help="mirror half the training images left to right "
+         f"(for photos; a mirrored digit is no digit) (default: off; {_presets_with('flip', True)})")
 
 
 def _add_folder_flags(parser: argparse.ArgumentParser) -> None:
