@@ -80,7 +80,7 @@ def _add_backend_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", help="device of the backend, e.g. cpu, cuda:0 (default: the backend's default)")
 
 
-def _add_data_flags(parser: argparse.ArgumentParser, default: str) -> None:
+def _add_data_flags(parser: argparse.ArgumentParser, default: str, without: str) -> None:
     from ..datasets import DATASETS
     from ..datasets.loading import FOLDER
 
@@ -89,8 +89,7 @@ def _add_data_flags(parser: argparse.ArgumentParser, default: str) -> None:
     parser.add_argument("--data-dir", type=_folder_name,
                         help="folder with the dataset's files, or with --dataset images the pictures (else "
                         "$XPCNN_DATA_DIR, then the cache)")
-    parser.add_argument("--no-download", action="store_true", help="never download (train without --data-dir or "
-                        "--dataset falls back to the bundled MNIST subset)")
+    parser.add_argument("--no-download", action="store_true", help=f"never download ({without})")
 
 
 def _add_train_parser(commands: Any) -> None:
@@ -123,7 +122,7 @@ def _add_train_parser(commands: Any) -> None:
          f"over all classes; evaluation's loss stays plain ({_by_preset('label_smoothing')})")
     _add_augment_flags(train)
     flag("--seed", type=_seed, help="seed of weights, batch order and dropout (default: 0)")
-    _add_data_flags(train, "mnist")
+    _add_data_flags(train, "mnist", "without --data-dir or --dataset: the bundled MNIST subset")
     flag("--val-split", type=_fraction, help="fraction of the training set held out for validation (default: 0)")
     flag("--early-stopping", type=_positive_int, metavar="PATIENCE", help="end the run once the validation loss has "
          "not improved for PATIENCE epochs (needs --val-split)")
@@ -182,8 +181,9 @@ def _add_use_parsers(commands: Any) -> None:
     evaluate = _command(commands, "evaluate", help="test accuracy of a checkpoint")
     evaluate.add_argument("checkpoint", type=_path)
     _add_backend_flags(evaluate)
-    _add_data_flags(evaluate, "the one the model was trained on")
-    evaluate.add_argument("--batch-size", type=_positive_int, default=1000)
+    _add_data_flags(evaluate, "the one the model was trained on", "data not found is an error")
+    evaluate.add_argument("--batch-size", type=_positive_int, default=1000,
+                          help="images a forward pass (default: 1000)")
     evaluate.add_argument("--full-test-set", action="store_true", help="score every test image, not only the "
                           "sample a --limit run scored")
     evaluate.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -194,7 +194,7 @@ def _add_use_parsers(commands: Any) -> None:
     _add_backend_flags(predict)
     predict.add_argument("--invert", action=argparse.BooleanOptionalAction, help="digit models: dark ink on light "
                          "paper: invert (--invert) or not (--no-invert); default: decided from each picture's border")
-    predict.add_argument("--top", type=_positive_int, default=1, help="show the K most likely classes")
+    predict.add_argument("--top", type=_positive_int, default=1, help="show the K most likely classes (default: 1)")
     predict.add_argument("--json", action="store_true", help="one JSON object per image: its classes with their "
                          "probabilities, or its error")
 
@@ -209,7 +209,8 @@ def _add_parity_parser(commands: Any) -> None:
     flag("--backends", default="numpy,torch", help="comma-separated, first is the reference; NAME or NAME:DEVICE, "
          "e.g. numpy,cupy or numpy,torch:cuda (default: numpy,torch)")
     flag("--model", default="tutorial", help=f"{PRESET_HELP}, or a checkpoint file or run folder (default: tutorial)")
-    flag("--dtype", default="float64", choices=backend.DTYPES)
+    flag("--dtype", default="float64", choices=backend.DTYPES, help="(default: float64, where rounding hides "
+         "least)")
     flag("--batch-size", type=_positive_int, default=32, help="images to use: bundled MNIST for digit models, else "
          "random ones of the model's shape (default: 32)")
     flag("--steps", type=_count, default=0, help="also train K steps on each backend, follow the drift (default: 0)")
@@ -246,7 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="ONNX operator set (default: 17)")
     _command(commands, "info", help="version, usable backends, devices, BLAS")
     download = _command(commands, "download", help="download and verify a dataset into the cache")
-    download.add_argument("dataset", nargs="?", default="mnist", choices=sorted(datasets.DATASETS))
+    download.add_argument("dataset", nargs="?", default="mnist", choices=sorted(datasets.DATASETS),
+                          help="(default: mnist)")
     download.add_argument("--data-dir", type=_folder_name, default=None,
                           help="download into this folder instead of the cache")
     return parser
