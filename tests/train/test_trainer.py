@@ -80,6 +80,25 @@ def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, data, stop_at):
             for row in resumed.history] == strip
 
 
+class InterruptWhileScoring(Callback):
+    """Presses Ctrl-C as the trained network's test result comes in (the plots are next)."""
+
+    def on_test_end(self, trainer, result, test):
+        os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_ctrl_c_while_scoring_a_trained_network_saves_and_resume_scores_it_again(tmp_path, data):
+    train, test = data
+    trainer = make_trainer(tmp_path, callbacks=[InterruptWhileScoring()])
+    trainer.fit(train, 1)
+    with pytest.raises(TrainingInterrupted, match="interrupted after training, while scoring the network") as info:
+        trainer.finish(test)
+    resumed = Trainer.resume(info.value.checkpoint, progress=False, log=lambda m: None)
+    assert xpcnn.train.record.complete(resumed)
+    scored, want = resumed.finish(test), evaluate(trainer.model, test)
+    assert (scored["accuracy"], scored["loss"]) == (want["accuracy"], want["loss"])
+
+
 @pytest.mark.parametrize("stop_at", [4, 13])
 def test_a_run_with_cuda_graphs_resumes_to_the_weights_of_an_unbroken_one(tmp_path, data, target, stop_at):
     """The resumed run records its steps too (the checkpoint keeps cuda_graphs); on CuPy its

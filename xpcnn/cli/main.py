@@ -154,6 +154,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if not record.complete(trainer):
             say(f"training {trainer.describe()}; run folder {out}")
             trainer.fit(train_set, trainer.epochs, val_set)
+        result = trainer.finish(test_set)
     except TrainingInterrupted as stop:
         every = f" --checkpoint-every {args.checkpoint_every}" if args.checkpoint_every else ""
         anywhere = " (under mpirun with any number of processes, or without)" if comm.size > 1 else ""
@@ -164,7 +165,6 @@ def cmd_train(args: argparse.Namespace) -> int:
         if comm.is_root:
             folder.remove_if_empty()  # a run that never saved leaves no folder behind
         raise
-    result = trainer.finish(test_set)
     if comm.is_root:
         sample = test_set.selection is not None and test_set.selection.limit is not None
         print(f"test accuracy {result['accuracy']:.2%} (loss {result['loss']:.4f}) on {len(test_set):,} "

@@ -173,10 +173,14 @@ class Trainer:
 
     def finish(self, test: Dataset) -> dict[str, Any]:
         """Evaluate on `test` and hand the result to the callbacks (with a run folder:
-        summary.json and plots). Returns evaluate()'s result."""
-        with distributed.failing_alone_ends_all(self.comm):
-            result = evaluate(self.model, test, comm=self.comm)
-        self._notify("on_test_end", result, test)
+        summary.json and plots). Returns evaluate()'s result; TrainingInterrupted on Ctrl-C,
+        after saving (a resumed run that is complete is scored again)."""
+        try:
+            with distributed.failing_alone_ends_all(self.comm):
+                result = evaluate(self.model, test, comm=self.comm)
+            self._notify("on_test_end", result, test)
+        except KeyboardInterrupt:
+            raise TrainingInterrupted("interrupted after training, while scoring the network", self.save()) from None
         return result
 
     # -- the loop ------------------------------------------------------------------------
