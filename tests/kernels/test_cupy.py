@@ -325,6 +325,16 @@ def test_product_is_the_standard_paths_within_rounding(place, dtype, shape, tran
     np.testing.assert_array_equal(place.get(fast.matmul(a, b)), want)  # not recorded: the library's own
 
 
+def test_every_tile_sums_each_value_alike(place):
+    """Without shares each value is one chain of multiply-adds along k, whatever the tile."""
+    a, b = operands(place, (130, 50, 130), "b", "float32", np.random.default_rng(4))
+    assert all(fast._shares(130, 50, 130, tile)[1] == 1 for tile in fast.PRODUCT_TILES)
+    results = [place.get(fast._product(a, b, tile)) for tile in fast.PRODUCT_TILES]
+    for tile, got in zip(fast.PRODUCT_TILES[1:], results[1:]):
+        np.testing.assert_array_equal(got, results[0], err_msg=str(tile))
+    assert_close(results[0], place.get(product.matmul(a, b)), "float32")
+
+
 def test_product_passes_nan_and_inf_on(place):
     a, b = (place.put(np.ones(shape, np.float32)) for shape in ((3, 40), (40, 2)))
     a[0, 7], a[1, 39], b[5, 1] = np.nan, np.inf, -np.inf

@@ -503,8 +503,14 @@ def matmul(a: Any, b: Any) -> Any:
     if not capture.must_be_recordable() or a.ndim != 2 or b.ndim != 2 or a.dtype != b.dtype or (
             a.dtype not in (np.float32, np.float64)) or 0 in (*a.shape, *b.shape):
         return a @ b
+    return _product(a, b, _tile(a.shape[0], b.shape[1]))
+
+
+def _product(a: Any, b: Any, tile: tuple[int, int]) -> Any:
+    """a @ b (2-d, float32 or float64, none empty) by the product kernel in `tile`s, one of
+    PRODUCT_TILES; cuBLAS's beyond the grid CUDA allows."""
     (m, k), n = a.shape, b.shape[1]
-    rows, cols = tile = _tile(m, n)
+    rows, cols = tile
     span, shares = _shares(m, k, n, tile)
     row_tiles = -(-m // rows)
     if row_tiles * shares > MAX_GRID_Y:  # a million rows or more: no layer's product has them
