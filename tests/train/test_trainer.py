@@ -326,6 +326,36 @@ def test_label_smoothing_outside_0_to_1_is_refused(value, error, message):
         Trainer(net, SGD(net, 0.1), progress=False, label_smoothing=value)
 
 
+def test_a_preset_s_schedule_is_planned_over_the_data_it_trains_on(data, capsys):
+    """A schedule planned over other data would end early (a learning rate of 0 for the
+    rest of the run) or never decay."""
+    train, _ = data  # 600 images: 10 batches of 64
+    for size in (64, 60_000):
+        with pytest.raises(SettingsError, match=r"^train_size: the schedule was planned over epochs of \d+ batch"
+                                                r".*this training set of 600 images makes 10: pass train_size="):
+            Trainer.for_preset("tutorial", train_size=size, progress=False).fit(train, 1)
+    for size, error, message in ((0, ValueError, "train_size must be >= 1, got 0"),
+                                 (1.5, TypeError, "train_size must be an integer, got 1.5")):
+        with pytest.raises(error, match=message):
+            Trainer.for_preset("tutorial", train_size=size)
+    trainer = Trainer.for_preset("tutorial", train_size=len(train), progress=False)
+    trainer.fit(train, 1)
+    progress = capsys.readouterr()
+    assert progress.out == "" and progress.err.startswith("epoch 1/3: loss ")  # the default log is stderr's
+
+
+@pytest.mark.parametrize("method, options, message", [
+    ("for_preset", {"epochs": 2}, r"^Trainer.for_preset\(\) got an unexpected keyword argument 'epochs'; it takes "
+                                  "name"),
+    ("for_preset", {"batch_size": 8}, r"^Trainer.for_preset\(\) got an unexpected keyword argument 'batch_size'"),
+    ("resume", {"backend": "torch"}, r"^Trainer.resume\(\) got an unexpected keyword argument 'backend'; it takes "
+                                     r"path, backend_name, device, callbacks and the constructor's batch_size"),
+])
+def test_a_keyword_neither_the_method_nor_the_constructor_takes_is_named_with_the_method(method, options, message):
+    with pytest.raises(TypeError, match=message):
+        getattr(Trainer, method)("tutorial" if method == "for_preset" else "run.npz", **options)
+
+
 def test_a_preset_trains_without_label_smoothing_unless_asked():
     assert Trainer.for_preset("tutorial", train_size=128, progress=False).loss_fn.label_smoothing == 0.0
     trainer = Trainer.for_preset("tutorial", train_size=128, progress=False, label_smoothing=0.3)

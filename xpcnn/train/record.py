@@ -109,6 +109,11 @@ def check_fits(trainer: Trainer, train: Dataset, val: Dataset | None) -> None:
         check_model_fits(trainer.model, val, "the validation set")
         check_same_data(train.statistics(), val, "the validation set")
     batches = num_batches(len(train), trainer.batch_size)
+    if trainer.planned_batches not in (None, batches):
+        planned = trainer.planned_batches
+        raise SettingsError("train_size", f"the schedule was planned over epochs of {planned} batch"
+                            f"{'es' * (planned != 1)} (Trainer.for_preset's train_size); this training set of "
+                            f"{len(train):,} images makes {batches}: pass train_size=len(train)")
     if trainer.state.batch > batches:
         raise ValueError(f"the run stands at batch {trainer.state.batch} of an epoch, but this training set has "
                          f"{batches} batches: it is not the run's data")

@@ -13,7 +13,9 @@ sums and recorded callbacks are in the checkpoint.
 
 from __future__ import annotations
 
+import inspect
 import math
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -49,7 +51,7 @@ class Trainer:
     after finish, summary.json and plots. `name` names the model in the run's record.
     `callbacks` run at fixed points of the fit (xpcnn.train.callbacks), before the
     trainer's own: the progress bar (`progress`) and the run folder's writers. `log`
-    receives one line per epoch and the notes.
+    receives one line per epoch and the notes (default: printed on stderr).
 
     Data-parallel: `comm` makes the trainer one process of an MPI job
     (xpcnn.distributed); `workers` > 1 trains with that many threads sharing each batch,
@@ -68,9 +70,10 @@ class Trainer:
     def __init__(self, model: Sequential, optimizer: Optimizer, *, batch_size: int = 64, seed: int = 0,
                  augment: int | Augment = 0, run_dir: str | Path | RunFolder | None = None, name: str = "custom",
                  checkpoint_every: int | None = None, progress: bool = True, callbacks: Sequence[Callback] = (),
-                 log: Callable[[str], None] = print, anomaly: bool = False,
+                 log: Callable[[str], None] | None = None, anomaly: bool = False,
                  comm: distributed.Communicator | None = None, workers: int | None = 1,
                  cuda_graphs: bool | None = None, label_smoothing: float = 0.0) -> None:
+        log = to_stderr if log is None else log
         _check_parts(model, optimizer, comm, log, callbacks, cuda_graphs)
         self.model, self.optimizer, self.name = model, optimizer, name
         self.batch_size, self.seed = integer(batch_size, "batch_size", 1), integer(seed, "seed", 0)
@@ -94,6 +97,7 @@ class Trainer:
         self.selection = None  # how to read the training images again (datasets.Selection)
         self.data_digest: str | None = None  # the training set's (Dataset.digest): a resumed run checks it
         self.train_images = 0
+        self.planned_batches: int | None = None  # the batches an epoch for_preset planned the schedule over
         self.state = Progress()
         self.val: Dataset | None = None  # the validation set of the fit in progress
         self.graph_shapes = 0  # batch shapes whose steps the last fit replayed as CUDA graphs
@@ -152,6 +156,8 @@ class Trainer:
         `options` are the constructor's (workers default to None, chosen at fit as the
         command chooses them; label_smoothing to the recipe's)."""
         recipe = recipe or presets.recipe(name)
+        _check_options(cls.for_preset, options, fixed={"batch_size", "augment", "name"})  # the recipe's, the preset's
+        train_size = integer(train_size, "train_size", 1)
         options.setdefault("workers", None)
         options.setdefault("label_smoothing", recipe.label_smoothing)
         init.seed(seed)  # for any layer of the script built after it without its own generator
@@ -160,7 +166,7 @@ class Trainer:
         augment = Augment(recipe.augment, recipe.pad, recipe.flip)
         trainer = cls(model, optimizer, batch_size=recipe.batch_size, seed=seed, augment=augment,
                       name=presets.canonical(name), **options)
-        trainer.epochs = recipe.epochs
+        trainer.epochs, trainer.planned_batches = recipe.epochs, num_batches(train_size, recipe.batch_size)
         return trainer
 
     @classmethod
@@ -169,6 +175,7 @@ class Trainer:
         """A trainer continuing the run of a checkpoint that `save()` wrote, on any backend,
         with the run's settings, progress and recorded callbacks (see record.restore);
         `callbacks` adds others, `options` are the constructor's."""
+        _check_options(cls.resume, options)
         return record.restore(cls, path, backend_name, device, callbacks, options)
 
     def finish(self, test: Dataset) -> dict[str, Any]:
@@ -339,3 +346,21 @@ def _check_parts(model: Any, optimizer: Any, comm: Any, log: Any, callbacks: Any
     if cuda_graphs is not None and not isinstance(cuda_graphs, bool):  # 0, 1, numpy's bools: not saved as asked
         raise TypeError(f"Trainer cuda_graphs must be True, False or None, got {cuda_graphs!r}")
     check_graphs(cuda_graphs, first_param(model))
+
+
+def to_stderr(message: str) -> None:
+    """A trainer's default log: `message` on stderr, where progress goes."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def _check_options(method: Callable[..., Any], options: dict[str, Any], fixed: set[str] = frozenset()) -> None:
+    """TypeError naming `method` and what it takes when `options` holds a name that
+    neither it nor the constructor takes (the constructor would name itself), or one of
+    the constructor's that `method` sets itself (`fixed`)."""
+    own = [name for name in inspect.signature(method).parameters if name not in ("cls", "options")]
+    takes = [name for name in inspect.signature(Trainer.__init__).parameters
+             if name not in ("self", "model", "optimizer", *own, *fixed)]
+    unknown = sorted(set(options) - set(takes))
+    if unknown:
+        raise TypeError(f"Trainer.{method.__name__}() got an unexpected keyword argument {unknown[0]!r}; it takes "
+                        f"{', '.join(own)} and the constructor's {', '.join(takes)}")
