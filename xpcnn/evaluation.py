@@ -148,7 +148,9 @@ def _per_channel(value: Any, name: str, low: float) -> list[float]:
 
 def _image_batch(images: np.ndarray, shape: Sequence[int] | None, channels: int) -> np.ndarray:
     """`images` as a batch (n, C, H, W): one image or many, grey ones without their axis."""
-    if images.dtype.kind == "f" and images.size and np.all(np.isfinite(images)) and 0 <= images.min() \
+    if images.size == 0:
+        raise ValueError(f"predict expects at least one image; got images of shape {images.shape}")
+    if images.dtype.kind == "f" and np.all(np.isfinite(images)) and 0 <= images.min() \
             and images.max() <= 1:
         images = np.round(images * 255.0).astype(np.uint8)  # as Dataset.from_arrays takes them
     if images.dtype != np.uint8:
