@@ -216,6 +216,7 @@ PRESETS: dict[str, Callable[..., Sequential]] = {"tutorial": tutorial, "lenet": 
 DEFAULT_SHAPES: dict[str, Shape] = {"tutorial": DIGITS, "lenet": DIGITS, "fast": DIGITS, "compact": (3, 32, 32),
                                     "resnet20": (3, 32, 32), "cifar": (3, 32, 32)}
 SCALABLE = ("resnet20", "cifar")  # the presets that take a width
+SMALLEST_SIDES = {"tutorial": 4, "lenet": 4, "fast": 14, "compact": 4, "resnet20": 4, "cifar": 8}  # in pixels
 ALIASES = {"seed": "tutorial"}  # the tutorial preset's first name, kept working
 RECIPES: dict[str, Recipe] = {
     "tutorial": Recipe(epochs=3, batch_size=64, optimizer="sgd", lr=0.01, momentum=0.9),
@@ -253,7 +254,7 @@ def build(name: str, seed: int = 0, input_shape: Shape | None = None, classes: i
     classes = integer(classes, "classes", 2, 100_000)
     width = number(width, "width", 1 / 64, 16.0)
     shape = DEFAULT_SHAPES[name] if input_shape is None else _shape(input_shape)
-    smallest = {"tutorial": 4, "lenet": 4, "fast": 14, "compact": 4, "resnet20": 4, "cifar": 8}[name]
+    smallest = SMALLEST_SIDES[name]
     if min(shape[1:]) < smallest:
         raise ValueError(f"preset {name} takes images of at least {smallest}x{smallest} pixels, got "
                          f"{shape[1]}x{shape[2]}")

@@ -685,11 +685,17 @@ def test_a_run_on_pictures_that_changed_is_not_resumed(pictures, tmp_path):
      "--augment: shifts of up to 8 pixels would move 8x8 images out of sight"),
     (["--dataset", "images", "--data-dir", "nowhere", "--image-size", "4", "--model", "resnet20"],
      r"--augment: shifts of up to 4 pixels \(resnet20's recipe; --augment N sets fewer\) would move 4x4 images"),
+    (["--dataset", "images", "--data-dir", "nowhere", "--image-size", "8", "--model", "fast"],
+     r"--image-size: preset fast takes images of at least 14x14 pixels, not 8x8"),
+    (["--dataset", "images", "--data-dir", "given", "--test-split", "0.5"],
+     r"--test-split: given holds train/ and test/, which split it; a test split is drawn from a folder of class"),
 ])
 def test_folder_flags_are_checked(tmp_path, flags, message):
+    for part in ("train", "test"):
+        (tmp_path / "given" / part).mkdir(parents=True)  # refused before its pictures are looked for
     result = xpcnn("train", *flags, "--no-progress", env=env_without_data(tmp_path), cwd=tmp_path)
     assert result.returncode in (1, 2) and re.search(message, result.stderr), result.stderr
-    assert "Traceback" not in result.stderr
+    assert "Traceback" not in result.stderr and (result.returncode == 2) == result.stderr.startswith("usage:")
 
 
 @pytest.mark.parametrize("value", ["1", "-0.1", "nan"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from xpcnn import presets
 from xpcnn.presets import SettingsError
 from xpcnn.train import record, resume_run, start_run
 
@@ -17,6 +18,18 @@ def test_cuda_graphs_where_none_can_be_recorded_are_refused_before_any_data_is_r
     with pytest.raises(SettingsError, match=r"cuda_graphs: .* this run is on numpy \(cpu\)"):
         start_run("tutorial", data_dir=tmp_path / "nothing here", download=False, allow_bundled=False,
                   cuda_graphs=True, log=quiet)
+
+
+@pytest.mark.parametrize("model, folder, message", [
+    ("cifar", {"image_size": 6}, r"^image_size: preset cifar takes images of at least 8x8 pixels, not 6x6$"),
+    ("resnet20", {"image_size": 4, "test_split": 0.3}, r"^test_split: .*given holds train/ and test/, which split"),
+])
+def test_what_a_folder_cannot_give_is_refused_before_it_is_read(tmp_path, model, folder, message):
+    for part in ("train", "test"):
+        (tmp_path / "given" / part).mkdir(parents=True)  # no pictures: reading it would fail otherwise
+    recipe = presets.recipe(model).replace(augment=1)
+    with pytest.raises(SettingsError, match=message):
+        start_run(model, recipe, dataset="images", data_dir=tmp_path / "given", folder_options=folder, log=quiet)
 
 
 def test_a_complete_run_resumed_counts_its_training_images_again(tmp_path):

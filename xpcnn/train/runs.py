@@ -11,12 +11,13 @@ import numpy as np
 from .. import backend, presets
 from ..datasets import Dataset, load_dataset, num_batches
 from ..datasets.dataset import held_out_count
-from ..presets import Recipe, SettingsError
+from ..datasets.sources import image_side
+from ..presets import SMALLEST_SIDES, Recipe, SettingsError, canonical
 from . import record
 from .callbacks import BestCheckpoint, EarlyStopping
 from .record import SettingsConflict
 from .step import check_graphs
-from .trainer import Trainer
+from .trainer import Trainer, to_stderr
 
 Splits = tuple[Dataset, Dataset | None, Dataset]  # train, validation (or None), test
 
@@ -26,15 +27,17 @@ def start_run(name: str, recipe: Recipe | None = None, *, dataset: str = "mnist"
               val_split: float = 0.0, early_stopping: int | None = None, keep_best: bool = False,
               backend_name: str = "numpy", device: Any = None, dtype: str = "float32",
               folder_options: dict[str, Any] | None = None, width: float = 1.0,
-              log: Callable[[str], None] = print, **options: Any) -> tuple[Trainer, Splits]:
+              log: Callable[[str], None] | None = None, **options: Any) -> tuple[Trainer, Splits]:
     """What `xpcnn train` starts: the data (see datasets.load_dataset: the full files,
     else for MNIST with `allow_bundled` the bundled subset), at most `limit` images of each
     split and `val_split` held out, and a Trainer for preset `name` with `recipe`
     (default: the preset's) and the data's image shape and classes; `early_stopping` adds
     EarlyStopping(patience=early_stopping) and `keep_best` BestCheckpoint(), both on the
     validation loss. `folder_options` go to load_dataset for a folder of pictures
-    (dataset "images"); `width` scales the preset's channels (resnet20, cifar); `options`
-    are Trainer's."""
+    (dataset "images"); `width` scales the preset's channels (resnet20, cifar); `log`
+    (default: stderr) takes the notes; `options` are Trainer's."""
+    log = log or to_stderr
+    _check_before_reading(name, dataset, data_dir, folder_options or {})
     if options.get("cuda_graphs"):  # refused before any data is read
         check_graphs(True, backend.to_backend(np.zeros(1), backend_name, device))
     if early_stopping is not None:
@@ -57,14 +60,28 @@ def start_run(name: str, recipe: Recipe | None = None, *, dataset: str = "mnist"
     return trainer, data
 
 
+def _check_before_reading(name: str, dataset: str, data_dir: str | Path | None, folder: dict[str, Any]) -> None:
+    """SettingsError for what the data cannot fit, found before it is read: images smaller
+    than the preset takes, a test split asked of a folder that holds train/ and test/."""
+    side, smallest = image_side(dataset, folder.get("image_size")), SMALLEST_SIDES[canonical(name)]
+    if side is not None and side < smallest:
+        raise SettingsError("image_size", f"preset {canonical(name)} takes images of at least {smallest}x{smallest} "
+                            f"pixels, not {side}x{side}")
+    if "test_split" in folder and data_dir is not None and all(Path(data_dir, part).is_dir()
+                                                               for part in ("train", "test")):
+        raise SettingsError("test_split", f"{data_dir} holds train/ and test/, which split it; a test split is "
+                            "drawn from a folder of class folders only")
+
+
 def resume_run(checkpoint: str | Path, backend_name: str = "numpy", device: Any = None, *, epochs: int | None = None,
-               expected: dict[str, Any] | None = None, width: float | None = None, log: Callable[[str], None] = print,
-               **options: Any) -> tuple[Trainer, Splits]:
+               expected: dict[str, Any] | None = None, width: float | None = None,
+               log: Callable[[str], None] | None = None, **options: Any) -> tuple[Trainer, Splits]:
     """What `xpcnn train --resume` continues: the run with every saved setting and the
     same images (read again from where they were read; never other data). Settings in
     `expected` (keys of record.KEPT_ON_RESUME) that differ raise SettingsConflict, and so
     does a `width` its preset's network was not built with; `epochs` beyond the saved
-    total extends the run (see record.extend)."""
+    total extends the run (see record.extend); `log` (default: stderr) takes the notes."""
+    log = log or to_stderr
     trainer = Trainer.resume(checkpoint, backend_name, device, log=log, **options)
     if trainer.selection is None:
         raise ValueError(f"{checkpoint}: the run does not record which images it trained on (a custom Dataset); "
