@@ -212,7 +212,9 @@ def test_a_bad_entry_is_refused_in_one_line_or_skipped(tmp_path, what):
     assert len(data.train_labels) + len(data.test_labels) == 6
     assert notes == [f"{root}: skipped 1 file(s) that are not usable pictures: "
                      f"{path.relative_to(root)} ({data.files_skipped[0][1]})"]
-    assert data.source.endswith(", 1 file(s) skipped") and load(root, on_bad="skip").files_skipped == data.files_skipped
+    assert data.source.endswith(", 1 file(s) skipped")
+    cached = load(root, on_bad="skip", log=notes.append)
+    assert cached.from_cache and cached.files_skipped == data.files_skipped and notes[1] == notes[0]
     assert time.perf_counter() - start < 5
 
 

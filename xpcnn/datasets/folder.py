@@ -130,6 +130,7 @@ def load_folder(root: str | os.PathLike, image_size: int = FOLDER_IMAGE_SIDE, ch
     if cache and entry.is_file():
         cached = _read_cache(entry, key, channels, image_size, describe, warn)
         if cached is not None:
+            _refuse_or_report(cached.files_skipped, on_bad, folder, warn)  # said again: they are still there
             return cached
     decoded, colour, failed = _decode(found.paths, image_size, channels or 3, on_bad == "refuse", progress, note)
     bad = found.bad + [(found.paths[index], reason) for index, reason in failed]
