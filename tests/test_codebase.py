@@ -28,7 +28,7 @@ RANKS = {
     "xpcnn.model": 4,
     "xpcnn.optim": 5,
     "xpcnn.kernels.numba": 6, "xpcnn.kernels.numpy": 6, "xpcnn.kernels.cupy": 6,
-    "xpcnn.presets": 7, "xpcnn.io.atomic": 7, "xpcnn.io.npyheader": 7,
+    "xpcnn.presets": 7, "xpcnn.io.atomic": 7, "xpcnn.io.npyheader": 7, "xpcnn.io.regular": 7,
     "xpcnn.datasets": 8,
     "xpcnn.io": 9,
     "xpcnn.diagnostics": 10,

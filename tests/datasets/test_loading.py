@@ -3,6 +3,8 @@ its fallback, full MNIST from XPCNN_DATA_DIR, corrupt files, the record of a sel
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -105,6 +107,18 @@ def test_a_corrupt_file_in_the_data_dir_is_an_error_not_a_fallback(tmp_path, mon
         (tmp_path / "data" / name).write_bytes(b"junk")
     with pytest.raises((ChecksumError, ValueError), match="data"):
         load_dataset("mnist", tmp_path / "data", download=False)
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="no /dev/zero here")
+@pytest.mark.parametrize("name", ["cifar10", "mnist"])
+def test_a_device_named_like_a_data_file_is_named_not_passed_over(tmp_path, monkeypatch, name):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    spec = CIFAR10 if name == "cifar10" else MNIST
+    files = [spec.files["archive"].name] if name == "cifar10" else [file.name for file in spec.files.values()]
+    for file in files:
+        (tmp_path / file).symlink_to("/dev/zero")  # "not found" would send the user looking elsewhere
+    with pytest.raises(ValueError, match=f"{files[0]}: not a regular file"):
+        load_dataset(name, tmp_path, download=False)
 
 
 def test_the_fall_back_to_the_subset_is_a_logged_warning_from_python(tmp_path, monkeypatch, caplog):

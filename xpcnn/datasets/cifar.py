@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import os
-import stat
 import tarfile
 import zlib
 from collections.abc import Sequence
@@ -29,6 +27,7 @@ from typing import BinaryIO
 
 import numpy as np
 
+from ..io.regular import open_regular
 from .files import ChecksumError
 from .sources import DataFile, DatasetSpec
 
@@ -37,7 +36,6 @@ MAX_MEMBERS = 256  # the published archives hold 9 (CIFAR-10) and 5 (CIFAR-100)
 OTHER_BYTES = 1 << 22  # tar headers, readme and class names: a few KiB in the published archives
 NAMES_BYTES = 1 << 16  # a file of at most 100 short class names
 ARCHIVE_SLACK = 1 << 20  # GZIP_SLACK's 1 MiB: the archives' byte counts are others' records, their MD5 the authors'
-NONBLOCK = getattr(os, "O_NONBLOCK", 0)  # opening a FIFO must not wait for a writer
 
 
 class CIFARError(ValueError):
@@ -141,7 +139,7 @@ def find_cifar(spec: DatasetSpec, dirs: Sequence[Path]) -> Path | None:
     layout = _layout(spec)
     for folder in map(Path, dirs):
         archive = folder / spec.files["archive"].name
-        if archive.is_file():
+        if archive.exists() and not archive.is_dir():  # not a regular file: refused by name when read
             return archive
         for candidate in (folder / layout.folder, folder):
             if not _missing_bins(layout, candidate):
@@ -171,19 +169,10 @@ def verify_archive(path: str | Path, file: DataFile) -> None:
     if they differ, CIFARError if it cannot be read."""
     path = Path(path)
     try:
-        with _open_regular(path) as handle:
+        with open_regular(path, CIFARError) as handle:
             _verify(handle, path, file)
     except OSError as exc:
         raise CIFARError(f"{path}: cannot read it ({exc.strerror or exc})") from None
-
-
-def _open_regular(path: Path) -> BinaryIO:
-    """`path` opened for reading if it is, or a symlink leads to, a regular file."""
-    handle = open(path, "rb", opener=lambda name, flags: os.open(name, flags | NONBLOCK))
-    if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-        handle.close()
-        raise CIFARError(f"{path}: not a regular file")
-    return handle
 
 
 def _verify(handle: BinaryIO, path: Path, file: DataFile) -> None:
@@ -255,7 +244,7 @@ def _bin_folder(layout: CIFARLayout, path: Path) -> Path:
 def _read_file(path: Path, limit: int) -> bytes:
     """At most limit + 1 bytes of the regular file `path` (one more shows a longer file)."""
     try:
-        with _open_regular(path) as handle:
+        with open_regular(path, CIFARError) as handle:
             return handle.read(limit + 1)
     except OSError as exc:
         raise CIFARError(f"{path}: cannot read it ({exc.strerror or exc})") from None
@@ -303,7 +292,7 @@ def _read_archive(spec: DatasetSpec, layout: CIFARLayout, path: Path, wanted: Se
     """The parsed .bin members `wanted` of the archive `path`, once its size and digest
     are those published."""
     try:
-        with _open_regular(path) as handle:
+        with open_regular(path, CIFARError) as handle:
             _verify(handle, path, spec.files["archive"])
             handle.seek(0)
             with gzip.GzipFile(fileobj=handle, mode="rb") as unzipped:

@@ -80,10 +80,11 @@ def load_verified(path: Path, file: DataFile) -> np.ndarray:
 
 
 def find_file(file: DataFile, dirs: Sequence[Path]) -> Path | None:
-    """The first existing `name` or `name.gz` in `dirs` (not yet verified)."""
+    """The first `name` or `name.gz` in `dirs` that exists and is not a folder (not yet
+    verified: anything but a regular file is refused by name when read)."""
     for folder in dirs:
         for candidate in (folder / file.name, folder / f"{file.name}.gz"):
-            if candidate.is_file():
+            if candidate.exists() and not candidate.is_dir():
                 return candidate
     return None
 

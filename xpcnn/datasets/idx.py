@@ -16,6 +16,8 @@ from typing import BinaryIO
 
 import numpy as np
 
+from ..io.regular import open_regular
+
 # Type codes of the IDX format and their big-endian NumPy dtypes.
 IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 MAX_BYTES = 1 << 30  # 1 GiB: far above any MNIST-like file, far below a memory blow-up
@@ -29,7 +31,7 @@ class IDXError(ValueError):
 
 def open_maybe_gzip(path: Path) -> BinaryIO:
     """Open `path` for reading, decompressing on the fly if it starts like a gzip file."""
-    handle = open(path, "rb")
+    handle = open_regular(path, IDXError)
     if handle.read(2) == GZIP_MAGIC:
         handle.seek(0)
         return gzip.GzipFile(fileobj=handle, mode="rb")  # type: ignore[return-value]

@@ -10,7 +10,6 @@ refused instead of filling memory.
 
 from __future__ import annotations
 
-import os
 import stat
 import struct
 import tokenize
@@ -21,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..io.npyheader import read_npy_header
+from ..io.regular import open_regular
 from . import digits
 
 MAX_PIXELS = 25_000_000  # 5000 x 5000: any photo of a digit, nothing that exhausts memory
@@ -246,14 +246,10 @@ def _pillow() -> tuple[Any, Any]:
 
 def _open_regular(path: str | Path) -> Any:
     """`path` opened for reading if it is a regular file; ImageError otherwise."""
-    try:  # O_NONBLOCK: a FIFO opens at once instead of waiting for a writer; fstat then refuses it
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        return open_regular(path, ImageError)
     except OSError as exc:
         raise ImageError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise ImageError(f"{path}: not a regular file")
-    return os.fdopen(fd, "rb")
 
 
 def _fit_photo(handle: Any, size: int, image_module: Any, ops: Any) -> np.ndarray:
