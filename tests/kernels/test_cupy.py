@@ -13,6 +13,7 @@ CuPy: it skips the module.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -144,6 +145,26 @@ def test_batch_norm_is_the_standard_paths(place, dtype, shape):
         results.append([y, mean, var, *module.normalise_gradient(dy, saved, gamma, shape[1])])
     for name, want, got in zip(["y", "mean", "var", "dx", "grad weight", "grad bias"], *results):
         assert_close(place.get(got), place.get(want), dtype, name)
+
+
+def test_batch_norm_sums_a_channel_across_blocks_as_the_standard_path(place):
+    """Several blocks a channel on a GPU too (4,096 values a block), whose last block adds
+    the others' partial sums once their writes are visible. In float64: the float32
+    standard path's own sums of 20,000 values are off by more than TOLERANCE."""
+    test_batch_norm_is_the_standard_paths(place, "float64", (2, 20000))
+
+
+def test_batch_norm_of_no_values_or_of_more_channels_than_a_grid_counts_is_the_standard_paths(place, monkeypatch):
+    """No kernel reads an empty batch (a null pointer on a GPU) or launches more rows of
+    blocks than CUDA allows: the standard path takes them."""
+    rows, dy, gamma, beta = batch_norm_case((3, 8), "float32", place)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # NumPy's mean of nothing
+        for function in (fast.normalise, fast.normalise_relu):
+            y, mean, var, saved = function(rows[:, :0], gamma, beta, 0, 1e-5)
+            assert y.shape == (3, 0) and saved[0] is None  # marked as the standard path's
+    monkeypatch.setattr(fast, "MAX_GRID_Y", 2)
+    assert fast.normalise(rows, gamma, beta, 8, 1e-5)[3][0] is None
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -325,8 +346,9 @@ def test_product_is_the_standard_paths_within_rounding(place, dtype, shape, tran
     np.testing.assert_array_equal(place.get(fast.matmul(a, b)), want)  # not recorded: the library's own
 
 
-def test_every_tile_sums_each_value_alike(place):
+def test_every_tile_sums_each_value_alike(place, monkeypatch):
     """Without shares each value is one chain of multiply-adds along k, whatever the tile."""
+    monkeypatch.setattr(fast, "PRODUCT_BLOCKS", 1)  # every tile computes its sums in one share
     a, b = operands(place, (130, 50, 130), "b", "float32", np.random.default_rng(4))
     assert all(fast._shares(130, 50, 130, tile)[1] == 1 for tile in fast.PRODUCT_TILES)
     results = [place.get(fast._product(a, b, tile)) for tile in fast.PRODUCT_TILES]

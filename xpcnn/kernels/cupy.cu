@@ -15,6 +15,8 @@
 #define GRID_STRIDE(i, n) \
   for (long long i = (long long)blockIdx.x * BLOCK + threadIdx.x; i < (n); i += (long long)gridDim.x * BLOCK)
 
+static_assert((BLOCK & (BLOCK - 1)) == 0, "block_sum2 halves BLOCK down to one thread: a power of two");
+
 // The sums over the block's threads of (a, b), in a fixed tree order; in every thread.
 __device__ void block_sum2(double& a, double& b) {
   __shared__ double sa[BLOCK], sb[BLOCK];

@@ -152,10 +152,12 @@ def _flat(a: Any) -> Any:
     return cupy.ascontiguousarray(a)
 
 
-def _split(x: Any, count: int) -> bool:
-    """Whether the batch's `count` values per channel are not all in x (C, ...): some are
-    in other processes (xpcnn.distributed)."""
-    return count != x.size // max(1, x.shape[0])
+def _by_standard(x: Any, count: int) -> bool:
+    """Whether the standard path takes a batch norm of x (C, ...): the batch's `count`
+    values per channel are not all in x (some are in other processes, xpcnn.distributed),
+    x is empty (a kernel would read a channel's first value at a null pointer), or it has
+    more channels than a grid's y counts (one channel a row of blocks)."""
+    return count != x.size // max(1, x.shape[0]) or x.size == 0 or x.shape[0] > MAX_GRID_Y
 
 
 def _standard(result: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -187,7 +189,7 @@ def _batch_norm(rows: Any, gamma: Any, beta: Any, count: int, eps: float, relu: 
 def normalise(rows: Any, gamma: Any, beta: Any, count: int, eps: float) -> tuple[Any, Any, Any, Any]:
     """norm.normalise in two kernels (the statistics, then y); it saves rows and the mean
     instead of the centred values, which the gradient recomputes as it reads."""
-    if _split(rows, count):
+    if _by_standard(rows, count):
         return _standard(norm.normalise(rows, gamma, beta, count, eps))
     y, mean, var, rows, inv_std = _batch_norm(rows, gamma, beta, count, eps, relu=False)
     return y, mean, var, (rows, mean, inv_std)
@@ -221,7 +223,7 @@ def normalise_gradient(dy_rows: Any, saved: Any, gamma: Any, count: int) -> tupl
 def normalise_relu(rows: Any, gamma: Any, beta: Any, count: int, eps: float) -> tuple[Any, Any, Any, Any]:
     """fused.normalise_relu in two kernels, as normalise's, ReLU in the second; it saves
     rows, the mean and y (whose sign is ReLU's mask)."""
-    if _split(rows, count):
+    if _by_standard(rows, count):
         return _standard(fused.normalise_relu(rows, gamma, beta, count, eps))
     y, mean, var, rows, inv_std = _batch_norm(rows, gamma, beta, count, eps, relu=True)
     return y, mean, var, (rows, mean, inv_std, y)
@@ -314,7 +316,7 @@ def normalise_pool_relu(x4: Any, gamma: Any, beta: Any, count: int, eps: float, 
     pools and cuts as it reads, so the normalised values are never stored. It saves x4,
     the mean, 1 / sqrt(var + eps) and where each window's gradient goes (windows that
     tile x4: fused.NormPoolReLU.fits)."""
-    if _split(x4, count):
+    if _by_standard(x4, count):
         return _standard(fused.normalise_pool_relu(x4, gamma, beta, count, eps, kernel, stride, out_hw))
     x4 = _flat(x4)
     mean, var, inv_std, scale = _statistics(cupy.reshape(x4, (x4.shape[0], -1)), gamma, count, eps)
