@@ -130,8 +130,7 @@ class Sequential:
                     hook.after_forward(self._position(index), step, x)
                 steps.append((index, step))
                 index += len(step.layers) if isinstance(step, FusedBlock) else 1
-        if training:
-            self._steps = steps
+        self._steps = steps if training else None  # backward after inference: the layers refuse it
         return x
 
     __call__ = forward

@@ -47,6 +47,22 @@ def test_backward_needs_forward_and_matching_dy(to_target):
         layer.backward(to_target(np.zeros((1, 2)), "float32"))
 
 
+@pytest.mark.parametrize("make", [
+    lambda: xpcnn.Conv2D(2, 3, 3, padding=1), lambda: xpcnn.BatchNorm2D(2), lambda: xpcnn.Dropout(0.5, seed=1),
+    xpcnn.ReLU, xpcnn.GELU, xpcnn.Sigmoid, lambda: xpcnn.MaxPool2D(2), lambda: xpcnn.AvgPool2D(2),
+    xpcnn.GlobalAvgPool2D, xpcnn.Flatten, lambda: xpcnn.Residual(xpcnn.Sequential([xpcnn.Conv2D(2, 2, 3, padding=1)])),
+    lambda: xpcnn.Sequential([xpcnn.BatchNorm2D(2), xpcnn.ReLU(), xpcnn.MaxPool2D(2)]),  # a fused block
+    lambda: xpcnn.Sequential([xpcnn.BatchNorm2D(2), xpcnn.ReLU()]),  # another
+])
+def test_a_backward_after_an_inference_forward_is_refused(make):
+    """Not answered with the gradient of the training batch before it."""
+    layer, x = make(), np.random.default_rng(0).standard_normal((2, 2, 4, 4)).astype(np.float32)
+    layer.forward(x, training=True)
+    y = layer.forward(x + 1, training=False)
+    with pytest.raises(RuntimeError, match="needs a preceding forward"):
+        layer.backward(np.ones(tuple(y.shape), np.float32))
+
+
 def test_layer_grads_follow_param_keys(target, to_target):
     for layer in (xpcnn.Conv2D(2, 3, 2), xpcnn.Dense(4, 2), xpcnn.BatchNorm2D(2)):
         layer.to(*target, dtype="float64")

@@ -150,9 +150,11 @@ def test_inference_and_moving_the_model_leave_the_fused_steps_as_they_should(to_
     net = small_net(rng)
     x = rng.standard_normal((2, 2, 8, 8))
     net.forward(x)
-    steps = net._steps
-    net.forward(x, training=False)  # inference keeps what the training forward saved
-    assert net._steps is steps
+    net.forward(x, training=False)  # drops what the training forward saved: its gradient is another batch's
+    assert net._steps is None
+    with pytest.raises(RuntimeError, match="needs a preceding forward"):
+        net.backward(np.ones((2, 5)))
+    net.forward(x)
     net.to("numpy", None, "float32")  # moving drops it, as the layers drop theirs
     assert net._steps is None
     with pytest.raises(RuntimeError, match="needs a preceding forward"):

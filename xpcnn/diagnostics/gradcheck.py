@@ -85,10 +85,10 @@ def gradcheck(
     eps: float = 1e-6,
     tol: float = 1e-6,
     seed: int = 0,
-    training: bool = True,
     raise_on_fail: bool = True,
 ) -> GradcheckResult:
-    """Check a layer's (or a Sequential's) input and parameter gradients.
+    """Check a layer's (or a Sequential's) input and parameter gradients, in training
+    (the mode backward is for: batch norm's batch statistics, dropout's mask).
 
     The layer is reduced to the scalar sum(forward(x) * r) with a fixed random r, whose
     gradient is backward(r). Every forward starts from the host state the layers have now
@@ -106,7 +106,7 @@ def gradcheck(
     xp = array_namespace(x)
     x = xp.asarray(x, copy=True)
     restore = _state_restorer(layer)
-    y = layer.forward(x, training)
+    y = layer.forward(x, True)
     probe_host = np.random.default_rng(seed).standard_normal(tuple(y.shape))
     probe = backend.to_backend(probe_host, backend.backend_of(x), device(x), "float64")
     analytic = {"input": backend.to_numpy(layer.backward(probe))}
@@ -114,7 +114,7 @@ def gradcheck(
 
     def objective() -> float:
         restore()
-        return float(xp.sum(layer.forward(x, training) * probe))
+        return float(xp.sum(layer.forward(x, True) * probe))
 
     floor = _FLOOR * max(1.0, abs(objective()))
     result = GradcheckResult()

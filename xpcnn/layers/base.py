@@ -214,9 +214,9 @@ class Layer:
 
     def _save_for_backward(self, training: bool, saved: Any, y: Any) -> Any:
         """Return the output `y`; when training, keep `saved` (what backward needs) with
-        the output's shape."""
-        if training:
-            self._cache = (saved, tuple(y.shape))
+        the output's shape, else forget what a training forward kept: a backward after an
+        inference forward is refused, not answered with another batch's gradient."""
+        self._cache = (saved, tuple(y.shape)) if training else None
         return y
 
     def _saved_for_backward(self, dy: Any) -> Any:

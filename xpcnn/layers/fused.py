@@ -107,7 +107,8 @@ class NormPoolReLU(FusedBlock):
         xp = norm._namespace(x)
         shape = norm.output_shape(x.shape)
         out_hw = pool.output_shape(shape)[2:]
-        if not training:  # the running statistics: nothing to save
+        if not training:  # the running statistics: nothing to save, and nothing kept for backward
+            self._saved = None
             scale, shift = norm.running_affine()
             infer = backend.fast_path(scale_pool_relu, x)
             return to_nchw(infer(batch_innermost(x), scale, shift, pool.kernel_size, pool.stride, out_hw))
@@ -151,6 +152,7 @@ class NormReLU(FusedBlock):
         shape = norm.output_shape(x.shape)
         rows = channel_rows(x)  # (C, N*H*W)
         if not training:
+            self._saved = None  # a backward after it is refused
             scale, shift = norm.running_affine()
             return from_channel_rows(backend.fast_path(scale_relu, x)(rows, scale, shift), shape)
         count = norm.batch_count(shape)

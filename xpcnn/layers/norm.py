@@ -65,7 +65,7 @@ class BatchNorm2D(Layer):
         rows = channel_rows(x)  # (C, M), M = N*H*W: statistics are row reductions
         if not training:
             scale, shift = self.running_affine()
-            return from_channel_rows(rows * scale + shift, shape)
+            return self._save_for_backward(training, None, from_channel_rows(rows * scale + shift, shape))
         gamma = xp.reshape(self.params["weight"], (c, 1))
         beta = xp.reshape(self.params["bias"], (c, 1))
         count = self.batch_count(shape)
