@@ -6,6 +6,9 @@ crash-and-resume test in tests/cli/test_main.py.
 
 from __future__ import annotations
 
+import os
+import stat
+
 import pytest
 
 from xpcnn.io.atomic import FILE_MODE, atomic_write_text
@@ -22,3 +25,32 @@ def test_a_folder_is_not_overwritten_and_the_error_names_it(tmp_path):
     with pytest.raises(IsADirectoryError, match=r"run is a folder; name the file to write"):
         atomic_write_text(tmp_path / "run", "x")
     assert list((tmp_path).iterdir()) == [tmp_path / "run"]  # no temporary file left beside it
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+def test_a_device_or_fifo_is_refused_never_replaced(tmp_path):
+    os.mkfifo(tmp_path / "pipe")
+    targets = [tmp_path / "pipe"]
+    if os.path.exists("/dev/null"):  # a link to it: writing must not replace the machine's /dev/null
+        (tmp_path / "null").symlink_to("/dev/null")
+        targets.append(tmp_path / "null")
+    for target in targets:
+        with pytest.raises(FileExistsError, match="is not a regular file"):
+            atomic_write_text(target, "x")
+    assert stat.S_ISFIFO((tmp_path / "pipe").stat().st_mode) and sorted(tmp_path.iterdir()) == sorted(targets)
+    assert not os.path.exists("/dev/null") or stat.S_ISCHR(os.stat("/dev/null").st_mode)
+
+
+def test_a_link_is_written_through(tmp_path):
+    (tmp_path / "model.onnx").write_text("old")
+    (tmp_path / "link.onnx").symlink_to("model.onnx")
+    atomic_write_text(tmp_path / "link.onnx", "new")
+    assert (tmp_path / "link.onnx").is_symlink() and (tmp_path / "model.onnx").read_text() == "new"
+
+
+def test_a_file_where_a_folder_should_be_is_named(tmp_path):
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(OSError, match=r"cannot write .*notes.txt/sub/a.txt: .*notes.txt is a file, not a folder"):
+        atomic_write_text(tmp_path / "notes.txt" / "sub" / "a.txt", "x")
+    atomic_write_text(tmp_path / "new" / "folders" / "a.txt", "x")  # missing folders are made
+    assert (tmp_path / "new" / "folders" / "a.txt").read_text() == "x"

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io.atomic import fsync_dir
+from ..io.atomic import fsync_dir, why_not_made
 from .idx import GZIP_MAGIC, parse_idx, read_idx_bytes
 from .sources import DataFile, DatasetSpec
 
@@ -138,7 +138,7 @@ def download_file(
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:  # e.g. a home folder that is not writable: nowhere to download to
-        raise DownloadError(f"cannot make the download folder {folder} ({exc.strerror or exc}); "
+        raise DownloadError(f"cannot make the download folder {folder} ({why_not_made(folder, exc)}); "
                             "--data-dir, XPCNN_DATA_DIR or XDG_CACHE_HOME can name another") from None
     target = folder / file.served_as
     failures = []

@@ -22,15 +22,19 @@ FILE_MODE = 0o666 & ~_umask()
 
 def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
     """Call `write(handle)` on a temporary file beside `path`, flush and fsync it, then
-    rename it over `path` and fsync the folder. On any error the old file is untouched."""
-    path = Path(path)
+    rename it over `path` and fsync the folder. On any error the old file is untouched.
+    A link is written through (the file it names is replaced); a folder, device, FIFO or
+    socket is refused, never replaced; missing folders are made."""
+    path = Path(os.path.realpath(path)) if Path(path).is_symlink() else Path(path)
     if path.is_dir():
         raise IsADirectoryError(f"{path} is a folder; name the file to write")
+    if path.exists() and not path.is_file():
+        raise FileExistsError(f"{path} is not a regular file (a device, FIFO or socket); name a file to write")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as exc:  # named by the file asked for, not the temporary one beside it
-        error = type(exc)(f"cannot write {path}: {exc.strerror or exc}")
+        error = type(exc)(f"cannot write {path}: {why_not_made(path.parent, exc)}")
         error.errno = exc.errno
         raise error from None
     try:
@@ -44,6 +48,13 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
         Path(temporary).unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+def why_not_made(folder: Path, exc: OSError) -> str:
+    """Why `folder` could not be made (mkdir -p raised `exc`): a file where one of its
+    folders should be is named (mkdir says only "File exists")."""
+    file = next((part for part in (*reversed(folder.parents), folder) if part.is_file()), None)
+    return f"{file} is a file, not a folder" if file is not None else str(exc.strerror or exc)
 
 
 def fsync_dir(folder: str | Path) -> None:
