@@ -372,3 +372,16 @@ def test_a_run_records_how_to_read_its_images_again_only_for_training_images():
         trainer = Trainer(net, SGD(net, 0.01), batch_size=32, progress=False)
         trainer.fit(train, 1)
         assert trainer.selection == expected
+
+
+def test_a_run_longer_than_its_schedule_is_refused_and_extend_stretches_it(data):
+    """Past a cosine schedule's end every step would train at a learning rate of 0."""
+    train, _ = data  # 10 batches of 64
+    trainer = Trainer.for_preset("tutorial", train_size=len(train), progress=False, log=quiet)  # 3 epochs
+    with pytest.raises(SettingsError, match=r"^epochs: 4 epochs of 10 batches are 40 steps, but the cosine schedule "
+                                            r"ends after 30: .*record.extend\(trainer, 4, 10\)"):
+        trainer.fit(train, 4)
+    assert trainer.epochs == 3 and trainer.optimizer.steps == 0  # nothing changed, nothing trained
+    xpcnn.train.record.extend(trainer, 4, 10)
+    trainer.fit(train, 4)
+    assert trainer.optimizer.steps == 40 and trainer.history[2]["lr"] > 0  # at step 30 of 40, not the end

@@ -100,10 +100,11 @@ def complete(trainer: Trainer) -> bool:
     return state.epoch >= trainer.epochs or (state.stopped is not None and state.batch == 0)
 
 
-def check_fits(trainer: Trainer, train: Dataset, val: Dataset | None) -> None:
-    """That the run fits its data, before the first step: the network classifies the
-    training set and the validation set (of the same classes), where the run stands in an
-    epoch is within it, and its shifts leave the images in sight."""
+def check_fits(trainer: Trainer, train: Dataset, val: Dataset | None, epochs: int) -> None:
+    """That a run of `epochs` in all fits its data, before the first step: the network
+    classifies the training set and the validation set (of the same classes), the
+    learning-rate schedule spans the run, where the run stands in an epoch is within it,
+    and its shifts leave the images in sight."""
     check_model_fits(trainer.model, train, "the training set")
     if val is not None:
         check_model_fits(trainer.model, val, "the validation set")
@@ -114,6 +115,7 @@ def check_fits(trainer: Trainer, train: Dataset, val: Dataset | None) -> None:
         raise SettingsError("train_size", f"the schedule was planned over epochs of {planned} batch"
                             f"{'es' * (planned != 1)} (Trainer.for_preset's train_size); this training set of "
                             f"{len(train):,} images makes {batches}: pass train_size=len(train)")
+    _check_schedule_spans(trainer, epochs, batches)
     if trainer.state.batch > batches:
         raise ValueError(f"the run stands at batch {trainer.state.batch} of an epoch, but this training set has "
                          f"{batches} batches: it is not the run's data")
@@ -121,6 +123,21 @@ def check_fits(trainer: Trainer, train: Dataset, val: Dataset | None) -> None:
     if trainer.augment.pixels >= min(height, width):
         raise SettingsError("augment", f"shifts of up to {trainer.augment.pixels} pixels would move {height}x{width} "
                             "images out of sight")
+
+
+def _check_schedule_spans(trainer: Trainer, epochs: int, batches: int) -> None:
+    """SettingsError when `epochs` of `batches` steps go past the end of a learning-rate
+    schedule planned over fewer steps (Cosine, OneCycle): the steps after it would train
+    at its last learning rate, 0 or near it."""
+    schedule, steps = trainer.optimizer.schedule, epochs * batches
+    total = getattr(schedule, "total", None)
+    if total is not None and steps > total:
+        kind = schedule.config()["type"]
+        raise SettingsError("epochs", f"{epochs} epochs of {batches} batch{'es' * (batches != 1)} are {steps:,} "
+                            f"steps, but the {kind} schedule ends after {total:,}: the rest would train at its last "
+                            f"learning rate; plan the run for {epochs} epochs (the recipe's epochs, the "
+                            f"schedule's total), or xpcnn.train.record.extend(trainer, {epochs}, {batches}) to "
+                            "stretch the schedule")
 
 
 def check_same_images(trainer: Trainer, train: Dataset) -> str:

@@ -195,8 +195,9 @@ class Trainer:
     def fit(self, train: Dataset, epochs: int, val: Dataset | None = None) -> list[dict[str, Any]]:
         """Train until `epochs` epochs are complete (counting those already done) or a
         callback stops the run; returns the history."""
-        self.epochs = max(self.epochs, integer(epochs, "epochs", 0))  # the run's total: planned, or asked for
-        record.check_fits(self, train, val)
+        total = max(self.epochs, integer(epochs, "epochs", 0))  # the run's total: planned, or asked for
+        record.check_fits(self, train, val, total)
+        self.epochs = total
         check_shards(self, len(train))
         with distributed.failing_alone_ends_all(self.comm):  # the first process writes the folder
             if self.folder is not None and self.comm.is_root:
