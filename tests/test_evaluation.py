@@ -157,3 +157,13 @@ def test_a_run_that_does_not_record_its_data_is_told_to_name_it(tmp_path, monkey
     trainer.fit(load_bundled().train.sample(256, seed=1).sample(64, seed=2), 1)  # a draw of a draw: no selection
     with pytest.raises(DataNotFound, match="does not record where its mnist was read .*--data-dir names the folder"):
         evaluate_checkpoint(tmp_path / "run", download=False)
+
+
+def test_one_mean_and_std_serve_every_channel_of_the_network():
+    net = xpcnn.Sequential([xpcnn.Conv2D(3, 4, 3), xpcnn.GlobalAvgPool2D(), xpcnn.Dense(4, 2)])
+    images = np.random.default_rng(0).integers(0, 256, (2, 3, 8, 8)).astype(np.uint8)
+    np.testing.assert_array_equal(predict(net, images, mean=0.5, std=0.25),
+                                  predict(net, images, mean=[0.5] * 3, std=[0.25] * 3))
+    with pytest.raises(ValueError, match=r"predict mean needs one value per channel of the network's images \(3\), "
+                                         r"got 2"):
+        predict(net, images, mean=[0.5, 0.5], std=0.25)

@@ -351,3 +351,9 @@ def test_a_misfit_is_named_by_its_position_inside_blocks():
         wrong.output_shapes((2, 3, 5, 5))
     with pytest.raises(ValueError, match=r"^Residual\(body=\[Conv2D\], shortcut=identity\): for input"):
         wrong.forward(np.zeros((2, 3, 5, 5), np.float32))
+
+
+def test_a_network_says_the_channels_of_the_images_it_takes():
+    assert presets.build("resnet20").input_channels() == 3 and presets.build("lenet").input_channels() == 1
+    assert Sequential([xpcnn.BatchNorm2D(2), xpcnn.ReLU()]).input_channels() == 2
+    assert Sequential([xpcnn.Flatten(), xpcnn.Dense(4, 2)]).input_channels() is None  # any, flattened

@@ -128,9 +128,11 @@ def predict(model: Sequential | str | Path, images: np.ndarray, mean: float | Se
     if mean is None or std is None:
         raise ValueError("predict needs the mean and std of the images the network was trained on: pass mean= and "
                          "std=, or a network that knows its data (model.data; Trainer.fit and load_checkpoint set it)")
-    mean, std = _per_channel(mean, "mean", -1e6), _per_channel(std, "std", 1e-12)
+    shape = known.get("input_shape")
+    channels = shape[0] if shape else model.input_channels()
+    mean, std = _per_channel(mean, "mean", -1e6, channels), _per_channel(std, "std", 1e-12, channels)
     batch_size = integer(batch_size, "batch_size", 1)
-    images = _image_batch(np.asarray(images), known.get("input_shape"), len(mean))
+    images = _image_batch(np.asarray(images), shape, len(mean))
     outputs = []
     for start in range(0, images.shape[0], batch_size):
         chunk = normalize(images[start : start + batch_size], mean, std)
@@ -141,8 +143,13 @@ def predict(model: Sequential | str | Path, images: np.ndarray, mean: float | Se
     return np.concatenate(outputs)
 
 
-def _per_channel(value: Any, name: str, low: float) -> list[float]:
-    values = list(value) if isinstance(value, (list, tuple, np.ndarray)) else [value]
+def _per_channel(value: Any, name: str, low: float, channels: int | None) -> list[float]:
+    """A number for each of the network's `channels` (one number serves them all; None:
+    unknown, as many as given), each checked."""
+    values = list(value) if isinstance(value, (list, tuple, np.ndarray)) else [value] * (channels or 1)
+    if channels is not None and len(values) != channels:
+        raise ValueError(f"predict {name} needs one value per channel of the network's images ({channels}), got "
+                         f"{len(values)}")
     return [number(v, f"predict {name}", low, 1e6) for v in values]
 
 

@@ -232,6 +232,15 @@ class Sequential:
     def num_params(self) -> int:
         return sum(math.prod(p.shape) for p in self.params.values())
 
+    def input_channels(self) -> int | None:
+        """The channels of the images the network takes, as its first convolution or batch
+        norm says (None where a dense layer comes first, or no layer says)."""
+        for _, layer in self.named_layers():
+            for attribute in ("in_channels", "num_features", "in_features"):
+                if hasattr(layer, attribute):
+                    return None if attribute == "in_features" else int(getattr(layer, attribute))
+        return None
+
     def output_shapes(self, input_shape: Shape) -> list[Shape]:
         """The output shape of each layer for `input_shape`; Misfit (a ValueError) naming the
         first layer that cannot take its input by position ("layer 3.body.0 (Conv2D): ...")."""

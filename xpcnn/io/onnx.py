@@ -148,7 +148,7 @@ def to_onnx(model: Sequential, *, mean: float | Sequence[float] | None = None,
     normalisation (a number, or one per channel), class names and input shape (C, H, W)
     default to what the network was trained on (`model.data`); a network that does not
     know it needs `mean` and `std` given (class names default to numbers, the input shape
-    to 28x28 grey images)."""
+    to 28x28 images of the channels its first layer takes)."""
     onnx = _onnx()
     opset = _checked_opset(onnx, opset)
     known = model.data or {}
@@ -156,7 +156,8 @@ def to_onnx(model: Sequential, *, mean: float | Sequence[float] | None = None,
         raise ValueError("the network does not know the data it was trained on (model.data): pass the mean= and "
                          "std= its inputs were normalised with (and classes=, input_shape=), or export a network "
                          "that Trainer.fit or load_checkpoint has told (a graph without them would score wrongly)")
-    input_shape = tuple(known.get("input_shape", (1, 28, 28)) if input_shape is None else input_shape)
+    guess = (model.input_channels() or 1, 28, 28)  # what a network that does not know its data likely takes
+    input_shape = tuple(known.get("input_shape", guess) if input_shape is None else input_shape)
     mean = _per_channel(known.get("mean", 0.0) if mean is None else mean, "mean", -1e6, input_shape[0])
     std = _per_channel(known.get("std", 1.0) if std is None else std, "std", 1e-12, input_shape[0])
     classes = known.get("classes") if classes is None else classes
