@@ -357,3 +357,13 @@ def test_a_network_says_the_channels_of_the_images_it_takes():
     assert presets.build("resnet20").input_channels() == 3 and presets.build("lenet").input_channels() == 1
     assert Sequential([xpcnn.BatchNorm2D(2), xpcnn.ReLU()]).input_channels() == 2
     assert Sequential([xpcnn.Flatten(), xpcnn.Dense(4, 2)]).input_channels() is None  # any, flattened
+
+
+def test_moving_to_a_device_the_backend_cannot_use_says_why_in_one_line():
+    with pytest.raises(backend.BackendUnavailable, match=r"^backend numpy on device gpu: device 'gpu' not usable: "
+                                                         r"backend 'numpy' has only the device 'cpu'"):
+        presets.build("tutorial").to("numpy", "gpu")
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():  # the library's own error is a page about its build
+        with pytest.raises(backend.BackendUnavailable, match=r"^backend torch on device cuda:0: .* no CUDA device$"):
+            presets.build("tutorial").to("torch", "cuda:0")

@@ -199,7 +199,9 @@ class Sequential:
         store[key] = value
 
     def to(self, backend_name: str, device: Any = None, dtype: Any = None) -> Sequential:
-        """Move every layer to a backend, device and dtype (default: keep the dtype)."""
+        """Move every layer to a backend, device and dtype (default: keep the dtype);
+        backend.BackendUnavailable, saying why, where the backend cannot use that device."""
+        backend.require(backend_name, device)  # one line, not the library's page about its build
         self._steps = None  # what a fused block saved stays behind, as the layers' caches do
         for layer in self.layers:
             layer.to(backend_name, device, dtype)
