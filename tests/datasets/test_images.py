@@ -207,6 +207,18 @@ def test_the_exif_orientation_is_applied(tmp_path):
     assert read_photo(save(tmp_path / "plain.jpg", stored, quality=95), 8)[0][:, :3].max() < 40
 
 
+def test_a_digit_photo_is_turned_upright_too(tmp_path):
+    """A phone stores a picture of a digit sideways with an EXIF orientation."""
+    from PIL import Image
+
+    upright = np.full((40, 40), 255, np.uint8)
+    upright[6:34, 18:22] = 0  # a "1": dark ink on white paper
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown turned 90 degrees clockwise
+    turned = save(tmp_path / "turned.png", np.ascontiguousarray(np.rot90(upright)), exif=exif.tobytes())
+    np.testing.assert_array_equal(read_image(turned), read_image(save(tmp_path / "upright.png", upright)))
+
+
 def test_unusable_photos_are_refused_in_one_line(tmp_path):
     pytest.importorskip("PIL")
     from xpcnn.datasets.images import MAX_PIXELS, read_photo

@@ -116,9 +116,10 @@ def _read_npy(path: Path, shapes: list[tuple[int, ...]]) -> np.ndarray:
 
 
 def _read_picture(path: Path) -> np.ndarray:
-    """The picture as grey levels (H, W) in [0, 1], transparency laid on a background."""
+    """The picture, turned as its EXIF orientation says, as grey levels (H, W) in [0, 1],
+    transparency laid on a background."""
     try:
-        from PIL import Image, UnidentifiedImageError
+        from PIL import Image, ImageOps, UnidentifiedImageError
     except ImportError:
         raise ImageError(
             f"{path}: reading PNG/JPEG needs Pillow (pip install 'xpcnn[plot]'), or pass a .npy file"
@@ -128,6 +129,7 @@ def _read_picture(path: Path) -> np.ndarray:
             width, height = image.size
             if width * height > MAX_PIXELS:
                 raise ImageError(f"{path}: {width}x{height} pixels, over the limit of {MAX_PIXELS:,}")
+            ImageOps.exif_transpose(image, in_place=True)  # a phone's photo stored sideways, upright
             return _grey(image)
     except ImageError:
         raise
