@@ -63,6 +63,13 @@ def test_a_saved_model_gives_what_the_live_one_gives(saved_run, tmp_path, monkey
         assert result.error is None and len(result.classes) == 2
         assert result.classes[0][0] == str(int(np.argmax(probabilities)))
         assert result.classes[0][1] == pytest.approx(float(probabilities.max()))
+    one = str(tmp_path / "0.npy")
+    for wrong, error, message in [({"images": one}, TypeError, "takes a list of image files, got str"),
+                                  ({"top": 0}, ValueError, "classify_files top must be >= 1, got 0"),
+                                  ({"top": "2"}, TypeError, "classify_files top must be an integer"),
+                                  ({"invert": "yes"}, TypeError, "invert must be True, False or None")]:
+        with pytest.raises(error, match=message):
+            classify_files(saved_run.checkpoint_path, **{"images": [tmp_path / "0.npy"], **wrong})
 
 
 def test_a_checkpoint_saved_before_training_says_what_it_lacks(tmp_path):

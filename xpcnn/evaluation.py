@@ -179,13 +179,15 @@ def _image_batch(images: np.ndarray, shape: Sequence[int] | None, channels: int)
 
 def evaluate_checkpoint(path: str | Path, dataset: str | None = None, data_dir: str | Path | None = None, *,
                         download: bool = True, backend_name: str = "numpy", device: Any = None, batch_size: int = 1000,
-                        full_test_set: bool = False, log: Callable[[str], None] = lambda message: None
-                        ) -> dict[str, Any]:
+                        full_test_set: bool = False, on_bad: str | None = None,
+                        log: Callable[[str], None] = lambda message: None) -> dict[str, Any]:
     """Test loss and accuracy of a saved model (a checkpoint, or a run folder), as `xpcnn
     evaluate` prints them, on the test split of `dataset` (default: the one it was trained
     on, and then the test images its run scored: a --limit run's sample, unless
     `full_test_set`; for a folder of pictures, read again as it was and refused if it
-    changed): {"accuracy", "loss", "images", "data", "classes", "macro"}, "data" saying
+    changed; another folder, `data_dir`, read with the run's options, `on_bad="skip"`
+    skipping unreadable pictures and stray files):
+    {"accuracy", "loss", "images", "data", "classes", "macro"}, "data" saying
     where the images came from, "classes" each class's precision, recall, F1 and support
     (metrics.per_class). ValueError when the data's classes are not the model's."""
     checkpoint = load_checkpoint(path, backend_name, device)
@@ -195,24 +197,27 @@ def evaluate_checkpoint(path: str | Path, dataset: str | None = None, data_dir: 
         raise ValueError(f"the model classifies {len(trained['classes'])} classes of {trained['name']} "
                          f"({', '.join(trained['classes'][:4])}...), but {scored.name} has "
                          f"{len(scored.classes)} ({', '.join(scored.classes[:4])}...): it cannot be scored on them")
-    test, source = _test_split(checkpoint, dataset, data_dir, download, full_test_set, log)
+    test, source = _test_split(checkpoint, dataset, data_dir, download, full_test_set, on_bad, log)
     result = evaluate(checkpoint.model, test, batch_size)
     return {"accuracy": result["accuracy"], "loss": result["loss"], "images": len(test), "data": source,
             "classes": result["classes"], "macro": result["macro"]}
 
 
 def _test_split(checkpoint: Any, dataset: str | None, data_dir: str | Path | None, download: bool, full: bool,
-                log: Callable[[str], None]) -> tuple[Dataset, str]:
+                on_bad: str | None, log: Callable[[str], None]) -> tuple[Dataset, str]:
     """The test images to score a checkpoint on, and one line saying which."""
     trained_on, selection = checkpoint.data_statistics()["name"], checkpoint.selection()
     same = dataset in (None, trained_on)
     folder = FOLDER in (dataset, trained_on if same else None)
+    if on_bad is not None and (not folder or data_dir is None):
+        raise SettingsError("skip_bad_images", "applies to another folder of pictures (--data-dir, data_dir=); the "
+                            "run's own folder is read as the run read it")
     if folder and data_dir is None and (not same or selection is None or selection.dataset != FOLDER):
         raise SettingsError("data_dir", "a folder of pictures (--dataset images) needs the folder")
     if not same:
         log(f"note: the model was trained on {trained_on}, evaluating on {dataset}")
     if folder:
-        loaded = _folder_again(selection if same else None, data_dir, checkpoint)
+        loaded = _folder_again(selection if same else None, data_dir, checkpoint, on_bad)
     elif trained_on not in DATASETS and same:
         raise ValueError(f"the model was trained on data given from Python ({trained_on}), which cannot be read "
                          "again here: score it with xpcnn.evaluate(model, dataset), or name --dataset and --data-dir")
@@ -248,16 +253,17 @@ def _registered_test(selection: Selection | None, name: str, data_dir: str | Pat
                            "images given from Python): --data-dir names the folder") from None
 
 
-def _folder_again(selection: Selection | None, data_dir: str | Path | None, checkpoint: Any) -> Loaded:
+def _folder_again(selection: Selection | None, data_dir: str | Path | None, checkpoint: Any,
+                  on_bad: str | None) -> Loaded:
     """A folder of pictures read as the run read it: the run's own (refused if its pictures
-    changed: Selection.load), or `data_dir` with the run's options."""
+    changed: Selection.load), or `data_dir` with the run's options (`on_bad` given: that)."""
     if data_dir is None:  # the run's own folder (_test_split checked it has one)
         train, _, test = dataclasses.replace(selection, limit=None, val_split=0.0).load()
         return Loaded(train, test)
     shape = checkpoint.data_statistics()["input_shape"]
     options = {"image_size": shape[1], "channels": shape[0], **(selection.reader if selection else {})}
     # Another folder is scored whole (its test/ where it has train/ and test/): it was never trained on.
-    options.update(test_split=1.0, split_seed=0)
+    options.update(test_split=1.0, split_seed=0, **({"on_bad": on_bad} if on_bad else {}))
     return _as_trained(load_images(data_dir, **options), checkpoint)
 
 
@@ -295,9 +301,17 @@ def classify_files(path: str | Path, images: Sequence[str | Path], *, invert: bo
     """Each image file (a picture or .npy) classified by the saved model, read as its
     training images were (xpcnn.datasets.images.read_for_model: digits as MNIST's, photos
     fitted to the image size); a file that cannot be read gets its error, and the others
-    still run."""
+    still run. `invert` (digits only) forces dark ink on light paper to be inverted or not;
+    `top` classes are given each."""
+    if isinstance(images, (str, Path)) or not isinstance(images, Sequence):
+        raise TypeError(f"classify_files takes a list of image files, got {type(images).__name__}")
+    if invert is not None and not isinstance(invert, bool):
+        raise TypeError(f"classify_files invert must be True, False or None, got {invert!r}")
+    top = integer(top, "classify_files top", 1)
     checkpoint = load_checkpoint(path, backend_name, device)
     data = checkpoint.data_statistics()
+    if invert is not None and not (data["pictures"] == "digits" and data["input_shape"][0] == 1):
+        raise SettingsError("invert", f"is for pictures of digits; this model was trained on photos ({data['name']})")
     results, pixels = [], []
     for image in images:
         results.append(Classified(Path(image)))

@@ -620,7 +620,15 @@ def test_a_picture_model_is_evaluated_used_exported_and_checked(pictures):
     other = xpcnn("evaluate", "run", "--data-dir", "other", "--json", env=env, cwd=tmp)
     assert other.returncode == 0 and json.loads(other.stdout)["images"] == 15, other.stderr
     inverted = xpcnn("predict", "run", "red.jpg", "--invert", env=env, cwd=tmp)
-    assert inverted.returncode == 1 and "inverting is for pictures of digits" in inverted.stderr
+    assert inverted.returncode == 2 and "--invert: is for pictures of digits; this model was trained on photos " \
+        "(images)" in inverted.stderr
+    (tmp / "other" / "blue" / "notes.txt").write_text("a stray file")
+    stray = xpcnn("evaluate", "run", "--data-dir", "other", "--json", env=env, cwd=tmp)
+    assert stray.returncode == 1 and "notes.txt: not a picture" in stray.stderr
+    skipped = xpcnn("evaluate", "run", "--data-dir", "other", "--skip-bad-images", "--json", env=env, cwd=tmp)
+    assert skipped.returncode == 0 and json.loads(skipped.stdout)["images"] == 15, skipped.stderr
+    own = xpcnn("evaluate", "run", "--skip-bad-images", env=env, cwd=tmp)
+    assert own.returncode == 2 and "--skip-bad-images: applies to another folder of pictures" in own.stderr
     parity = xpcnn("parity", "--model", "run", "--backends", "numpy,array_api_strict", env=env, cwd=tmp)
     assert parity.returncode == 0 and "random 3x16x16 images" in parity.stdout and "GlobalAvgPool2D" in parity.stdout
 

@@ -187,6 +187,8 @@ def _add_use_parsers(commands: Any) -> None:
     evaluate.add_argument("--full-test-set", action="store_true", help="score every test image, not only the "
                           "sample a --limit run scored")
     evaluate.add_argument("--json", action="store_true", help="print the result as JSON")
+    evaluate.add_argument("--skip-bad-images", action="store_true", help="with --data-dir, another folder of "
+                          "pictures: skip pictures that cannot be read and stray files (default: as the run did)")
 
     predict = _command(commands, "predict", help="classify images (PNG/JPEG with Pillow, or .npy)")
     predict.add_argument("checkpoint", type=_path)

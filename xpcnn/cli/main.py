@@ -178,12 +178,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     result = evaluate_checkpoint(args.checkpoint, args.dataset, args.data_dir, download=not args.no_download,
                                  backend_name=args.backend, device=args.device, batch_size=args.batch_size,
-                                 full_test_set=args.full_test_set, log=_say)
+                                 full_test_set=args.full_test_set, log=_say,
+                                 on_bad="skip" if args.skip_bad_images else None)
     if args.json:
         print(json.dumps(result))
     else:
-        print(f"test accuracy {result['accuracy']:.2%} (loss {result['loss']:.4f}) on {result['images']:,} images "
-              f"of the {result['data']}")
+        print(f"test accuracy {result['accuracy']:.2%} (loss {result['loss']:.4f}) on {result['images']:,} "
+              f"image{'s' * (result['images'] != 1)} of the {result['data']}")
         print(per_class_table(result))
     return 0
 
