@@ -30,8 +30,9 @@ Using a trained network
 
 Backends and correctness
     available_backends(), to_backend(x, name), to_numpy(x) (xpcnn.backend); gradcheck,
-    gradcheck_loss; xpcnn.parity (compare backends layer by layer); xpcnn.anomaly
-    (NaN/Inf by layer); xpcnn.diagnostics.machine.report() (what `xpcnn info` prints).
+    gradcheck_loss; xpcnn.parity (compare backends layer by layer) and xpcnn.anomaly
+    (NaN/Inf by layer), the modules xpcnn.diagnostics.parity and .anomaly;
+    xpcnn.diagnostics.machine.report() (what `xpcnn info` prints).
 
 Example
     >>> import numpy as np, xpcnn

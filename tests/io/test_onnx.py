@@ -123,3 +123,18 @@ def test_gelu_exports_finite_at_extreme_inputs(tmp_path):
     path = xonnx.export(model, tmp_path / "g.onnx", mean=0.0, std=1.0, input_shape=(1, 1, 6), classes=list("abcdef"))
     got = ort.InferenceSession(str(path)).run(["logits"], {"pixels": pixels})[0]
     np.testing.assert_allclose(got, model.forward(pixels.reshape(1, 6), training=False), rtol=1e-6, atol=1e-7)
+
+
+def test_a_checkpoint_exports_as_its_network_does_and_a_colour_network_takes_its_channels(tmp_path):
+    from xpcnn.io.checkpoint import save_checkpoint
+
+    data = load_bundled().train
+    model = trained(presets.build("tutorial"))
+    save_checkpoint(tmp_path / "model.npz", model, data=data)
+    model.data = data.statistics()
+    from_file, from_network = xonnx.export(tmp_path / "model.npz", tmp_path / "a.onnx"), \
+        xonnx.export(model, tmp_path / "b.onnx")
+    assert from_file.read_bytes() == from_network.read_bytes()
+    colour = xpcnn.Sequential([xpcnn.Conv2D(3, 4, 3), xpcnn.GlobalAvgPool2D(), xpcnn.Dense(4, 2)])
+    exported = onnx.load(xonnx.export(colour, tmp_path / "c.onnx", mean=[0.5] * 3, std=[0.25] * 3))
+    assert json.loads({p.key: p.value for p in exported.metadata_props}["input_shape"]) == [3, 28, 28]

@@ -226,12 +226,17 @@ def _model(onnx: Any, graph: _Graph, model: Sequential, input_shape: tuple[int, 
     return proto
 
 
-def export(model: Sequential, path: str | Path, **options: Any) -> Path:
-    """Write `to_onnx(model, **options)` to `path` (atomically); returns the path."""
+def export(model: Sequential | str | Path, path: str | Path, **options: Any) -> Path:
+    """Write `to_onnx(model, **options)` to `path` (atomically); returns the path.
+    `model` is a network or a checkpoint (a file or a run folder), as for predict."""
     if not isinstance(path, (str, Path)):
         raise TypeError(f"export path must be a file name, got {type(path).__name__}")
+    if isinstance(model, (str, Path)):
+        from .checkpoint import load_checkpoint
+
+        model = load_checkpoint(model).model  # which knows its data
     if not isinstance(model, Sequential):
-        raise TypeError(f"export takes a Sequential, got {type(model).__name__}")
+        raise TypeError(f"export takes a Sequential or a checkpoint's path, got {type(model).__name__}")
     proto = to_onnx(model, **options)
     atomic_write_bytes(path, proto.SerializeToString())
     return Path(path)
