@@ -11,6 +11,7 @@ import numpy as np
 
 from .. import backend
 from ..distributed import shard_bounds
+from ..layers.base import integer
 from .dataset import Dataset
 
 
@@ -112,8 +113,10 @@ def batches(
     from (seed, epoch, batch), so a resumed run sees the same images. `shard` (rank,
     size): yield only process `rank`'s slice of each batch (see distributed.shard_bounds),
     its changes drawn for the whole batch, so N processes together see what one would."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if not isinstance(dataset, Dataset):
+        raise TypeError(f"batches takes a Dataset (Dataset.from_arrays(images, labels) makes one), got "
+                        f"{type(dataset).__name__}")
+    batch_size = integer(batch_size, "batch_size", 1)
     augment = Augment.of(augment)
     order = epoch_order(len(dataset), seed, epoch) if shuffle else np.arange(len(dataset))
     for index in range(start, num_batches(len(dataset), batch_size)):

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -40,6 +41,7 @@ import numpy as np
 
 from .. import backend, optim
 from ..hooks import TraceHook
+from ..layers.base import number
 from ..losses import SoftmaxCrossEntropy
 from ..model import Sequential
 
@@ -287,6 +289,32 @@ def _rows(view: str, label: str, layers: list[tuple[Any, Any]], run: _Trace, ref
     return rows
 
 
+def _targets(model: Any, backends: Any, function: str) -> list[tuple[str, Any]]:
+    """(name, device) of each backend ("name", "name:device" or a pair), at least two;
+    TypeError naming `function` for a model that is not a Sequential or backends given as
+    one string."""
+    if not isinstance(model, Sequential):
+        raise TypeError(f"{function} takes a Sequential (a layer alone: Sequential([layer])), got "
+                        f"{type(model).__name__}")
+    if isinstance(backends, str):
+        raise TypeError(f"{function} backends must be a list of names, such as {backends.split(',')}, got the string "
+                        f"{backends!r}")
+    targets = [parse_target(b) if isinstance(b, str) else tuple(b) for b in backends]
+    if len(targets) < 2:
+        raise ValueError(f"{function} needs at least two backends")
+    return targets
+
+
+def _host_batches(batches: Any) -> list[tuple[np.ndarray, np.ndarray]]:
+    """`batches` as (images, labels) pairs; TypeError naming the first that is not one."""
+    pairs = list(batches)
+    for index, pair in enumerate(pairs):
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+            raise TypeError(f"trajectory batches must be (images, labels) pairs; batch {index} is a "
+                            f"{type(pair).__name__}{f' of {len(pair)}' if hasattr(pair, '__len__') else ''}")
+    return pairs
+
+
 def compare(
     model: Sequential,
     x: Any,
@@ -300,12 +328,10 @@ def compare(
     compare every layer's output, input gradient and parameter gradients, and the loss,
     with the first backend's: layer by layer from identical inputs (judged), and end to
     end (shown; its loss judged)."""
-    targets = [parse_target(b) if isinstance(b, str) else tuple(b) for b in backends]
-    if len(targets) < 2:
-        raise ValueError("compare needs at least two backends")
+    targets = _targets(model, backends, "compare")
     if dtype not in TOLERANCES:
         raise ValueError(f"unsupported dtype {dtype!r}; expected one of {', '.join(TOLERANCES)}")
-    tol = TOLERANCES[dtype] if tolerance is None else tolerance
+    tol = TOLERANCES[dtype] if tolerance is None else number(tolerance, "compare tolerance", 0.0, math.inf)
     x_host, y_host = backend.to_numpy(x), backend.to_numpy(y)
     layers = model.named_layers()
     ref = _trace(clone(model, *targets[0], dtype), x_host, y_host, targets[0], dtype)
@@ -376,9 +402,8 @@ def trajectory(
 ) -> TrajectoryReport:
     """Train a copy of `model` on each backend over the same host `batches`, one optimizer
     step each, and follow how far losses and weights drift apart."""
-    targets = [parse_target(b) if isinstance(b, str) else tuple(b) for b in backends]
-    if len(targets) < 2:
-        raise ValueError("trajectory needs at least two backends")
+    targets = _targets(model, backends, "trajectory")
+    batches = _host_batches(batches)
     copies = [clone(model, name, device, dtype) for name, device in targets]
     momentum = 0.9 if optimizer == "sgd" else 0.0
     optimizers = [optim.build(optimizer, m, lr, momentum=momentum) for m in copies]
