@@ -40,9 +40,8 @@ class StepDecay(Schedule):
     """Multiply by `gamma` every `every` steps."""
 
     def __init__(self, every: int, gamma: float = 0.1) -> None:
-        self.every, self.gamma = integer(every, "StepDecay every", 1), number(gamma, "StepDecay gamma", 0.0, math.inf)
-        if self.gamma == 0:
-            raise ValueError("StepDecay gamma must be > 0, got 0")
+        self.every = integer(every, "StepDecay every", 1)
+        self.gamma = number(gamma, "StepDecay gamma", 0.0, math.inf, low_included=False)
 
     def __call__(self, step: int) -> float:
         return self.gamma ** (step // self.every)
@@ -196,10 +195,8 @@ class Optimizer:
             raise TypeError(f"{name} model must be a Sequential, got {type(model).__name__}")
         if schedule is not None and not isinstance(schedule, Schedule):
             raise TypeError(f"{name} schedule must be a Schedule (optim.Cosine, OneCycle...), got {schedule!r}")
-        lr, weight_decay = number(lr, f"{name} lr", 0.0, math.inf), number(weight_decay, f"{name} weight_decay",
-                                                                           0.0, math.inf)
-        if lr == 0:
-            raise ValueError(f"{name} lr must be > 0, got 0")
+        lr = number(lr, f"{name} lr", 0.0, math.inf, low_included=False)
+        weight_decay = number(weight_decay, f"{name} weight_decay", 0.0, math.inf)
         self.model, self.lr, self.weight_decay = model, lr, weight_decay
         self.schedule = schedule or Schedule()
         self.steps = 0
@@ -399,10 +396,7 @@ class Adam(Optimizer):
         if not isinstance(betas, (tuple, list)) or len(betas) != 2:
             raise TypeError(f"{name} betas must be a pair of numbers, got {betas!r}")
         betas = tuple(number(b, f"{name} betas", 0.0, 1.0, high_included=False) for b in betas)
-        eps = number(eps, f"{name} eps", 0.0, math.inf)
-        if eps == 0:
-            raise ValueError(f"{name} eps must be > 0, got 0")
-        self.betas, self.eps = betas, eps
+        self.betas, self.eps = betas, number(eps, f"{name} eps", 0.0, math.inf, low_included=False)
 
     def _set_momentum(self, value: float) -> None:
         self.betas = (value, self.betas[1])

@@ -91,7 +91,8 @@ def test_own_arrays_get_one_clear_error_per_problem(images, labels, kind, messag
 
 def test_class_names_must_be_a_count_or_distinct_names():
     images, labels = np.zeros((2, 4, 4), np.uint8), np.array([0, 1])
-    for classes, kind, message in ((["a", "a"], ValueError, "must differ"), ([1, 2], TypeError, "a count or a list"),
+    for classes, kind, message in ((["a", "a"], ValueError, "must differ"), (["a", " "], ValueError, "not be blank"),
+                                   ([1, 2], TypeError, "a count or a list"),
                                    (0, ValueError, ">= 2"), (1, ValueError, ">= 2"),
                                    (["a"], ValueError, "at least 2 classes apart")):
         with pytest.raises(kind, match=message):

@@ -137,6 +137,16 @@ def test_divergence_stops_before_the_weights_change(tmp_path, data):
         assert np.all(np.isfinite(value))
 
 
+def test_a_loss_that_overflows_with_anomaly_checks_on_says_so(data):
+    """The checks found no layer: the hint is not to turn them on."""
+    train, _ = data
+    net = xpcnn.Sequential([xpcnn.Flatten(), xpcnn.Dense(28 * 28, 10, rng=0)])
+    net.layers[1].params["weight"] *= np.float32(1e37)  # finite logits, beyond what exp takes
+    trainer = Trainer(net, SGD(net, 0.1), batch_size=64, anomaly=True, progress=False, log=lambda m: None)
+    with pytest.raises(TrainingDiverged, match="every layer's values were finite: the loss itself overflowed"):
+        trainer.fit(train, 1)
+
+
 def test_training_on_every_backend(target, data):
     train, _ = data
     net = small_net().to(*target)

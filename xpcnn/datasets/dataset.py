@@ -249,6 +249,8 @@ def _class_names(classes: int | Sequence[str] | None, labels: np.ndarray, name: 
             raise ValueError(f"{name}: a classifier tells at least 2 classes apart, got {list(classes)}")
         if len(set(classes)) != len(classes):
             raise ValueError(f"{name}: class names must differ, got {list(classes)[:10]}")
+        if not all(c.strip() for c in classes):  # a nameless class prints as nothing in every table
+            raise ValueError(f"{name}: class names must not be blank, got {list(classes)[:10]}")
         return tuple(classes)
     raise TypeError(f"{name}: classes must be a count or a list of names, got {classes!r}"[:200])
 

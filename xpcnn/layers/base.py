@@ -249,13 +249,20 @@ def integer(value: Any, what: str, minimum: int | None = None, maximum: int | No
     return value
 
 
-def number(value: Any, what: str, low: float, high: float, high_included: bool = True) -> float:
-    """`value` as a float in [low, high] (or [low, high)); `what` names it in errors."""
+def number(value: Any, what: str, low: float, high: float, high_included: bool = True,
+           low_included: bool = True) -> float:
+    """`value` as a float in [low, high] (an end left out where `*_included` is False);
+    `what` names it in errors."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{what} must be a finite real number, got {value!r}")
-    if not math.isfinite(value) or not (low <= value <= high if high_included else low <= value < high):
-        bounds = f"[{low}, {high}{']' if high_included else ')'}" if math.isfinite(high) else f">= {low} and finite"
-        raise ValueError(f"{what} must be {'in ' if math.isfinite(high) else ''}{bounds}, got {value}")
+    above = low <= value if low_included else low < value
+    below = value <= high if high_included else value < high
+    if not math.isfinite(value) or not (above and below):
+        if math.isfinite(high):
+            bounds = f"in {'[' if low_included else '('}{low}, {high}{']' if high_included else ')'}"
+        else:
+            bounds = f"{'>=' if low_included else '>'} {low} and finite"
+        raise ValueError(f"{what} must be {bounds}, got {value}")
     return float(value)
 
 

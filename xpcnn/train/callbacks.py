@@ -231,6 +231,9 @@ def with_own_callbacks(given: Sequence[Callback], progress: bool, folder: bool,
     `checkpoint_every` steps), metrics file and summary; the checkpoint first, so that
     metrics.jsonl never runs ahead of it."""
     every = None if checkpoint_every is None else integer(checkpoint_every, "checkpoint_every", 1)
+    if every is not None and not folder:
+        raise ValueError("checkpoint_every: checkpoints are written in the run folder, but the trainer has none "
+                         "(run_dir=...)")
     writers = [type(callback).__name__ for callback in given if isinstance(callback, (BestCheckpoint, RunSummary,
                                                                                       MetricsLog))]
     if len(writers) != len(set(writers)):

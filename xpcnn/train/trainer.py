@@ -287,9 +287,10 @@ class Trainer:
                 # Summed over the members: every one sees the same loss and stops together.
                 loss_sum, correct = self.comm.sum_numbers(loss_value * shard.rows, correct)
                 if not math.isfinite(loss_sum):
+                    hint = ("every layer's values were finite: the loss itself overflowed (logits too large)"
+                            if self.anomaly else "--detect-anomaly names the first layer with a NaN/Inf")
                     raise TrainingDiverged(f"loss is {loss_sum / shard.total} at {where}, lr "
-                                           f"{self.optimizer.current_lr:g}; weights are from the step before; "
-                                           "--detect-anomaly names the first layer with a NaN/Inf")
+                                           f"{self.optimizer.current_lr:g}; weights are from the step before; {hint}")
         except (TrainingDiverged, NonFiniteError) as exc:
             saved = self.checkpoint_path if self.checkpoint_path and self.checkpoint_path.exists() else None
             where = f"; last good checkpoint: {saved}" if saved else "; no checkpoint was saved before it"
