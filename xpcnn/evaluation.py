@@ -115,10 +115,11 @@ def evaluate(model: Sequential, dataset: Dataset, batch_size: int = 1000,
 def predict(model: Sequential | str | Path, images: np.ndarray, mean: float | Sequence[float] | None = None,
             std: float | Sequence[float] | None = None, batch_size: int = 1000) -> np.ndarray:
     """Class probabilities (n, K) on the host for uint8 images (n, C, H, W), one image
-    (C, H, W), or grey ones (n, H, W) or (H, W) (floating in [0, 1] too). `model` is a network or a checkpoint (a
-    file or a run folder); the images are normalised as its training data was
-    (`model.data`, which Trainer.fit and load_checkpoint set) unless `mean` and `std` (a
-    number, or one per channel) are given."""
+    (C, H, W), or grey ones (n, H, W) or (H, W) (floating in [0, 1] too, rounded to the
+    nearest of 256 levels as Dataset.from_arrays does). `model` is a network or a
+    checkpoint (a file or a run folder); the images are normalised as its training data
+    was (`model.data`, which Trainer.fit and load_checkpoint set) unless `mean` and `std`
+    (a number for every channel, or one per channel) are given."""
     if isinstance(model, (str, Path)):
         model = load_checkpoint(model).model
     if not isinstance(model, Sequential):

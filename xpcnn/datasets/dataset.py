@@ -74,7 +74,8 @@ class Dataset:
     def from_arrays(cls, images: Any, labels: Any, classes: int | Sequence[str] | None = None, *,
                     like: Dataset | None = None, name: str = "arrays") -> Dataset:
         """A dataset of your own arrays: images (N, C, H, W) or grey (N, H, W), uint8 or
-        floating in [0, 1]; labels (N,) class indices; `classes` their names, or how many
+        floating in [0, 1] (stored as uint8: rounded to the nearest of 256 levels, as
+        pictures are); labels (N,) class indices; `classes` their names, or how many
         (default: as many as the largest label says). The mean and std of each channel
         are measured on these images, unless `like` (the training split, when these are
         its test images) gives its statistics and classes. One clear error per problem."""
