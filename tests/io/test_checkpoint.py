@@ -503,3 +503,15 @@ def test_a_member_without_the_npy_magic_is_a_checkpoint_error(saved, tmp_path, m
             copy.writestr(info.filename, b"not numpy" + data[6:] if info.filename == f"{member}.npy" else data)
     with pytest.raises(CheckpointError, match=f"member {member}.npy is not an .npy array"):
         load_checkpoint(tmp_path / "raw.npz")
+
+
+def test_a_model_with_nan_or_inf_is_not_written(tmp_path):
+    """load_checkpoint refuses such a file: it is never made."""
+    from xpcnn.io.checkpoint import NotFinite
+
+    model = presets.build("tutorial")
+    (tmp_path / "model.npz").write_bytes(b"the old one")
+    model.layers[0].params["weight"][0, 0, 0, 0] = np.nan
+    with pytest.raises(NotFinite, match=r"model.npz: not written: param/0.weight holds NaN or Inf") as info:
+        save_checkpoint(tmp_path / "model.npz", model)
+    assert info.value.key == "param/0.weight" and (tmp_path / "model.npz").read_bytes() == b"the old one"

@@ -395,3 +395,23 @@ def test_a_run_longer_than_its_schedule_is_refused_and_extend_stretches_it(data)
     xpcnn.train.record.extend(trainer, 4, 10)
     trainer.fit(train, 4)
     assert trainer.optimizer.steps == 40 and trainer.history[2]["lr"] > 0  # at step 30 of 40, not the end
+
+
+def test_statistics_that_overflow_while_the_loss_stays_finite_end_the_run_before_a_bad_save(tmp_path):
+    """Batch norm's running variance overflows to inf, its output and the loss stay finite:
+    the epoch's checkpoint, which no one could load, is not written."""
+    train = load_bundled().train.subset(np.arange(540))
+
+    def run(anomaly):
+        xpcnn.seed(0)
+        net = xpcnn.Sequential([xpcnn.Conv2D(1, 4, 3), xpcnn.BatchNorm2D(4), xpcnn.MaxPool2D(2), xpcnn.ReLU(),
+                                xpcnn.Flatten(), xpcnn.Dense(4 * 13 * 13, 10)])
+        Trainer(net, SGD(net, 100, momentum=0.9), batch_size=64, run_dir=tmp_path / str(anomaly), anomaly=anomaly,
+                progress=False, log=lambda m: None).fit(train, 2)
+
+    with pytest.raises(TrainingDiverged, match=r"^buffer/1.running_var holds NaN or Inf after step \d+: the run "
+                                               r"overflowed .*; no checkpoint was saved"):
+        run(anomaly=False)
+    assert not (tmp_path / "False" / "checkpoint.npz").exists()
+    with pytest.raises(NonFiniteError, match=r"running_var of layer 1 \(BatchNorm2D\) after forward: .* Inf"):
+        run(anomaly=True)

@@ -2,8 +2,8 @@
 
 Opt-in (`Trainer(anomaly=True)`, `xpcnn train --detect-anomaly`), like PyTorch's
 detect_anomaly: `AnomalyHook`, attached with `model.hooked(...)`, checks every layer's
-output, input gradient and parameter gradients, at the price of one scalar transfer per
-check.
+output, running statistics, input gradient and parameter gradients, at the price of one
+scalar transfer per check.
 """
 
 from __future__ import annotations
@@ -38,8 +38,9 @@ def _name(index: int, layer: Any) -> str:
 
 
 class AnomalyHook(LayerHook):
-    """Checks the input batch, every layer's output, the loss gradient, and every input
-    and parameter gradient; `step` names where in training the check ran."""
+    """Checks the input batch, every layer's output and running statistics, the loss
+    gradient, and every input and parameter gradient; `step` names where in training the
+    check ran."""
 
     def __init__(self, step: str = "this step") -> None:
         self.step = step
@@ -52,6 +53,8 @@ class AnomalyHook(LayerHook):
 
     def after_forward(self, index: int, layer: Any, y: Any) -> None:
         check_finite(y, f"{self.step}: output of {_name(index, layer)} in forward")
+        for key, value in layer.buffers.items():  # batch norm's running variance can overflow while y stays finite
+            check_finite(value, f"{self.step}: {key} of {_name(index, layer)} after forward")
 
     def before_backward(self, index: int, layer: Any, dy: Any) -> None:
         if not self._loss_gradient_checked:  # later layers' dy was checked as an input gradient

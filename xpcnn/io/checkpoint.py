@@ -115,11 +115,28 @@ def current_statistics(data: dict[str, Any]) -> dict[str, Any]:
     return {**data, **as_list, "input_shape": shape, "pictures": data.get("pictures", "digits")}
 
 
+class NotFinite(ValueError):
+    """A checkpoint was not written: an array held NaN or Inf (load_checkpoint refuses such
+    files); `key` names it (param/..., buffer/..., optim/...)."""
+
+    def __init__(self, message: str, key: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+def _check_finite(path: str | Path, arrays: dict[str, np.ndarray]) -> None:
+    """NotFinite naming the first array of floats in `arrays` with a NaN or an Inf."""
+    for key, value in arrays.items():
+        if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
+            raise NotFinite(f"{path}: not written: {key} holds NaN or Inf values (the file could not be loaded)", key)
+
+
 def save_checkpoint(path: str | Path, model: Sequential, optimizer: Any = None, trainer: dict[str, Any] | None = None,
                     *, data: Dataset | dict[str, Any] | None = None) -> None:
     """Write model, optimizer and trainer state to `path` atomically. `data` (the training
     Dataset, or its statistics; default: `model.data`) is what evaluate, predict and
-    export read of it: class names, normalisation, input shape."""
+    export read of it: class names, normalisation, input shape. NotFinite, writing
+    nothing, where an array holds NaN or Inf."""
     if not isinstance(model, Sequential):
         raise TypeError(f"save_checkpoint model must be a Sequential, got {type(model).__name__}")
     if optimizer is not None and not isinstance(optimizer, Optimizer):
@@ -144,6 +161,7 @@ def save_checkpoint(path: str | Path, model: Sequential, optimizer: Any = None, 
         "optimizer": optimizer_meta,
         "trainer": trainer or {},
     }
+    _check_finite(path, arrays)
     arrays[META_KEY] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)

@@ -27,7 +27,7 @@ from .. import backend, distributed, init, presets
 from ..datasets import Augment, Dataset, batches, num_batches
 from ..diagnostics.anomaly import AnomalyHook, NonFiniteError
 from ..evaluation import evaluate
-from ..io.checkpoint import save_checkpoint
+from ..io.checkpoint import NotFinite, save_checkpoint
 from ..layers.base import integer, number
 from ..losses import SoftmaxCrossEntropy
 from ..model import Sequential
@@ -142,7 +142,12 @@ class Trainer:
         only the first process writes (all hold the same state)."""
         path = self.checkpoint_path if path is None else Path(path)
         if path is not None and self.comm.is_root:
-            save_checkpoint(path, self.model, self.optimizer, record.to_checkpoint(self))
+            try:
+                save_checkpoint(path, self.model, self.optimizer, record.to_checkpoint(self))
+            except NotFinite as exc:  # overflowed weights or statistics that the loss did not show
+                kept = f"the last good checkpoint {path} is kept" if path.exists() else "no checkpoint was saved"
+                raise TrainingDiverged(f"{exc.key} holds NaN or Inf after step {self.optimizer.steps}: the run "
+                                       f"overflowed (is the learning rate too high?); {kept}") from None
         return path
 
     @classmethod
@@ -290,7 +295,8 @@ class Trainer:
                     hint = ("every layer's values were finite: the loss itself overflowed (logits too large)"
                             if self.anomaly else "--detect-anomaly names the first layer with a NaN/Inf")
                     raise TrainingDiverged(f"loss is {loss_sum / shard.total} at {where}, lr "
-                                           f"{self.optimizer.current_lr:g}; weights are from the step before; {hint}")
+                                           f"{self.optimizer.current_lr:g}; the parameters are from the step before "
+                                           f"(batch norm's running statistics took this batch in); {hint}")
         except (TrainingDiverged, NonFiniteError) as exc:
             saved = self.checkpoint_path if self.checkpoint_path and self.checkpoint_path.exists() else None
             where = f"; last good checkpoint: {saved}" if saved else "; no checkpoint was saved before it"
