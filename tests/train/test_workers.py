@@ -176,3 +176,28 @@ def test_workers_are_chosen_from_the_batches_the_data_makes(data, monkeypatch):
     net = small_net()
     trainer = Trainer(net, SGD(net, 0.01), batch_size=100_000, workers=None, progress=False)
     assert trainer.choose_workers(data[0].subset(np.arange(8))) == 1  # 8 images: a small step, whatever the batch size
+
+
+def test_processes_compare_their_weights_before_training():
+    """Each process applies the summed gradients to its own copy of the network: copies
+    built from other seeds would train apart, and only the first would be saved."""
+    from xpcnn import distributed, presets
+    from xpcnn.train.workers import run_facts
+
+    train = load_bundled().train.subset(np.arange(64))
+
+    def facts(seed):
+        net = presets.build("tutorial", seed)
+        return run_facts(Trainer(net, SGD(net, 0.1), progress=False), train)
+
+    mine = facts(0)
+    assert facts(0)["weights"] == mine["weights"]
+
+    class Pair(distributed.Communicator):  # process 0 of two, the other having built from seed 1
+        size = 2
+
+        def gather(self, value):
+            return [value, facts(1)]
+
+    with pytest.raises(ValueError, match=r"process 1 of 2 has other weights than process 0: weights '[0-9a-f]{64}'"):
+        distributed.check_same(Pair(), "weights", mine)

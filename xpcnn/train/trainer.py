@@ -209,7 +209,8 @@ class Trainer:
                 self.folder.check_usable(new_run=not (self.continues_run or self.state.epoch or self.state.batch))
         self.data_digest = record.check_same_images(self, train)
         if self.comm.size > 1:
-            distributed.check_same(self.comm, "training data or settings", run_facts(self, train))
+            distributed.check_same(self.comm, "training data, settings or weights (build the network from the same "
+                                   "seed in every process)", run_facts(self, train))
         self.data, self.selection, self.train_images = train.statistics(), train.training_selection(), len(train)
         self.model.data = self.data
         self.val = val

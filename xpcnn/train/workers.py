@@ -17,8 +17,11 @@ step, which worker threads otherwise pay at nearly every step.
 from __future__ import annotations
 
 import copy
+import hashlib
 import threading
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from .. import backend, distributed
 from ..datasets import Dataset
@@ -65,11 +68,22 @@ def check_shards(trainer: Trainer, size: int) -> None:
 def run_facts(trainer: Trainer, train: Dataset) -> dict[str, Any]:
     """What must be the same in every process of a data-parallel run: the settings (where
     the data was read may differ between machines; its content may not), the progress,
-    and the training images and labels."""
+    the training images and labels, and the network's weights (a digest: each process
+    applies the same summed gradients to its own copy)."""
     saved = settings(trainer)
     saved["data"] = {key: value for key, value in (saved["data"] or {}).items() if key != "folders"}
     return {**saved, "progress": (trainer.state.epoch, trainer.state.batch, trainer.optimizer.steps),
-            "images": len(train), "content": trainer.data_digest}
+            "images": len(train), "content": trainer.data_digest, "weights": weights_digest(trainer.model)}
+
+
+def weights_digest(model: Any) -> str:
+    """sha256 of the model's parameters and buffers, in order, as bytes on the host."""
+    digest = hashlib.sha256()
+    for store in (model.params, model.buffers):
+        for name, value in store.items():
+            digest.update(name.encode())
+            digest.update(np.ascontiguousarray(backend.to_numpy(value)).tobytes())
+    return digest.hexdigest()
 
 
 def note_useless_workers(trainer: Trainer) -> None:
