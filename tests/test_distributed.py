@@ -375,7 +375,8 @@ def test_processes_reading_other_data_are_refused_and_usage_errors_print_once(tm
     other = list(first)
     other[other.index("--limit") + 1] = "512"
     job = run(mpirun() + ["-n", "1"] + xpcnn_command() + first + [":", "-n", "1"] + xpcnn_command() + other)
-    assert job.returncode == 1 and "process 1 of 2 has other training data, settings or weights" in job.stderr, job.stderr
+    assert job.returncode == 1, job.stderr
+    assert "process 1 of 2 has other training data, settings or weights" in job.stderr, job.stderr
     usage = run(mpirun() + ["-n", "2"] + xpcnn_command() + ["train", "--batch-size", "abc"])
     assert usage.returncode == 2 and usage.stderr.count("invalid int value: 'abc'") == 1, usage.stderr
 
