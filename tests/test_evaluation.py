@@ -126,7 +126,7 @@ def test_a_network_is_not_scored_on_data_unlike_what_it_learned(tmp_path):
     with pytest.raises(ValueError, match=r"normalised with mean \[0\.\d+\], std \[0\.\d+\], but the network was "
                                          r"trained with mean \[0.1307\], std \[0.3081\]: .*like=train"):
         evaluate(trainer.model, own)
-    with pytest.raises(ValueError, match="the network classifies the classes of mnist"):
+    with pytest.raises(ValueError, match="the network classifies the 10 classes of mnist"):
         trainer.finish(Dataset(images, labels, dataclasses.replace(MNIST, classes=tuple("abcdefghij"))))
     assert evaluate(trainer.model, Dataset.from_arrays(images, labels, like=data.train))["accuracy"] > 0.3
     colour = Dataset.from_arrays(np.repeat(images, 3, axis=1), labels, 10)

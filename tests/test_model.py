@@ -96,6 +96,16 @@ def test_load_state_dict_names_what_does_not_fit():
     with pytest.raises(ValueError):
         ours.load_state_dict(state, strict=False)  # a wrong shape is refused even then, changing nothing
     np.testing.assert_array_equal(ours.state_dict()["4.weight"], before)
+    with pytest.raises(TypeError, match=r"load_state_dict: 0.weight: not an array of a supported backend: list"):
+        ours.load_state_dict({**ours.state_dict(), "0.weight": [[1.0]]})
+
+    class Module:  # what forgetting torch's .state_dict() passes
+        def state_dict(self):
+            return {}
+
+    with pytest.raises(TypeError, match=r"takes a mapping of names to arrays \(a torch module: pass "
+                                        r"module.state_dict\(\)\), got Module"):
+        ours.load_state_dict(Module())
 
 
 def test_training_flops_count_the_products_of_convolutions_and_dense_layers():

@@ -63,8 +63,10 @@ def check_same_data(known: dict[str, Any] | None, dataset: Dataset, what: str = 
     if not known:
         return
     if list(known["classes"]) != mine["classes"]:
-        raise ValueError(f"the network classifies the classes of {known['name']} ({_some(known['classes'])}), but "
-                         f"{what} has those of {mine['name']} ({_some(mine['classes'])})")
+        raise ValueError(f"the network classifies the {len(known['classes'])} classes of {known['name']} "
+                         f"({_some(known['classes'])}), but {what} has the {len(mine['classes'])} of {mine['name']} "
+                         f"({_some(mine['classes'])}): make its Dataset with the training set's classes "
+                         "(Dataset.from_arrays(..., like=train))")
     if list(known["input_shape"]) != mine["input_shape"]:
         raise ValueError(f"the network was trained on {'x'.join(map(str, known['input_shape']))} images, but the "
                          f"images of {what} are {'x'.join(map(str, mine['input_shape']))}")

@@ -7,7 +7,11 @@ walking the layers themselves, the way Chainer's function hooks do:
     timer = TimerHook()
     with model.hooked(timer):
         ...  # training steps, exactly as usual
-    print(timer.table())
+    for position, layer, forward_ms, backward_ms in timer.medians():
+        print(position, layer, forward_ms, backward_ms)
+
+A layer's position is its index in the network, or a string for a layer inside a block
+("3.body.0"); `position_key` sorts them in network order.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ import numpy as np
 
 from . import backend
 
+Position = int | str  # a layer's index, or "3.body.0" for a layer inside a block
+
 
 class LayerHook:
     """Called by Sequential around each layer; override what you need (all do nothing).
@@ -31,20 +37,20 @@ class LayerHook:
     skipped its input gradient (`backward(..., input_grad=False)`).
     """
 
-    def before_forward(self, index: int, layer: Any, x: Any) -> None:
+    def before_forward(self, index: Position, layer: Any, x: Any) -> None:
         pass
 
-    def after_forward(self, index: int, layer: Any, y: Any) -> None:
+    def after_forward(self, index: Position, layer: Any, y: Any) -> None:
         pass
 
-    def before_backward(self, index: int, layer: Any, dy: Any) -> None:
+    def before_backward(self, index: Position, layer: Any, dy: Any) -> None:
         pass
 
-    def after_backward(self, index: int, layer: Any, dx: Any) -> None:
+    def after_backward(self, index: Position, layer: Any, dx: Any) -> None:
         pass
 
 
-def position_key(index: int | str) -> tuple[int | str, ...]:
+def position_key(index: Position) -> tuple[int | str, ...]:
     """Sorts positions in network order: 2 < 3 < "3.body.0" < "3.body.1" < "3.shortcut.0" < 4."""
     return tuple(int(part) if part.isdigit() else part for part in str(index).split("."))
 
@@ -60,33 +66,33 @@ class TimerHook(LayerHook):
         if not callable(sync):
             raise TypeError(f"TimerHook sync must be a function, got {sync!r}")
         self.sync = sync
-        self.forward: dict[int, list[float]] = {}
-        self.backward: dict[int, list[float]] = {}
-        self.names: dict[int, str] = {}
+        self.forward: dict[Position, list[float]] = {}
+        self.backward: dict[Position, list[float]] = {}
+        self.names: dict[Position, str] = {}
         self._started: list[float] = []  # a block's start below those of the layers inside it
 
     def _start(self) -> None:
         self.sync()
         self._started.append(time.perf_counter())
 
-    def _stop(self, store: dict[int, list[float]], index: int, layer: Any) -> None:
+    def _stop(self, store: dict[Position, list[float]], index: Position, layer: Any) -> None:
         self.sync()
         store.setdefault(index, []).append(time.perf_counter() - self._started.pop())
         self.names[index] = repr(layer)
 
-    def before_forward(self, index: int, layer: Any, x: Any) -> None:
+    def before_forward(self, index: Position, layer: Any, x: Any) -> None:
         self._start()
 
-    def after_forward(self, index: int, layer: Any, y: Any) -> None:
+    def after_forward(self, index: Position, layer: Any, y: Any) -> None:
         self._stop(self.forward, index, layer)
 
-    def before_backward(self, index: int, layer: Any, dy: Any) -> None:
+    def before_backward(self, index: Position, layer: Any, dy: Any) -> None:
         self._start()
 
-    def after_backward(self, index: int, layer: Any, dx: Any) -> None:
+    def after_backward(self, index: Position, layer: Any, dx: Any) -> None:
         self._stop(self.backward, index, layer)
 
-    def medians(self, skip: int = 0) -> list[tuple[int, str, float, float]]:
+    def medians(self, skip: int = 0) -> list[tuple[Position, str, float, float]]:
         """(index, layer, forward ms, backward ms): medians over the calls after the
         first `skip` (warm-up), layers in order (a block's time includes its layers')."""
         def median_ms(times: list[float]) -> float:
@@ -102,21 +108,21 @@ class TraceHook(LayerHook):
     output, its upstream gradient, its input gradient and its parameter gradients."""
 
     def __init__(self) -> None:
-        self.inputs: dict[int, np.ndarray] = {}
-        self.outputs: dict[int, np.ndarray] = {}
-        self.upstream: dict[int, np.ndarray] = {}
-        self.input_grads: dict[int, np.ndarray | None] = {}
-        self.param_grads: dict[int, dict[str, np.ndarray]] = {}
+        self.inputs: dict[Position, np.ndarray] = {}
+        self.outputs: dict[Position, np.ndarray] = {}
+        self.upstream: dict[Position, np.ndarray] = {}
+        self.input_grads: dict[Position, np.ndarray | None] = {}
+        self.param_grads: dict[Position, dict[str, np.ndarray]] = {}
 
-    def before_forward(self, index: int, layer: Any, x: Any) -> None:
+    def before_forward(self, index: Position, layer: Any, x: Any) -> None:
         self.inputs[index] = backend.to_numpy(x)
 
-    def after_forward(self, index: int, layer: Any, y: Any) -> None:
+    def after_forward(self, index: Position, layer: Any, y: Any) -> None:
         self.outputs[index] = backend.to_numpy(y)
 
-    def before_backward(self, index: int, layer: Any, dy: Any) -> None:
+    def before_backward(self, index: Position, layer: Any, dy: Any) -> None:
         self.upstream[index] = backend.to_numpy(dy)
 
-    def after_backward(self, index: int, layer: Any, dx: Any) -> None:
+    def after_backward(self, index: Position, layer: Any, dx: Any) -> None:
         self.input_grads[index] = None if dx is None else backend.to_numpy(dx)
         self.param_grads[index] = {key: backend.to_numpy(value) for key, value in layer.grads.items()}

@@ -10,6 +10,7 @@ weights with an xpcnn Sequential through these two functions.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -31,6 +32,14 @@ def state_dict(model: Any) -> dict[str, np.ndarray]:
     return state
 
 
+def _host(key: str, value: Any) -> np.ndarray:
+    """`value` as a host array; TypeError naming `key` where it is no array."""
+    try:
+        return backend.to_numpy(value)
+    except TypeError as exc:
+        raise TypeError(f"load_state_dict: {key}: {exc}") from None
+
+
 def load_state_dict(model: Any, state: dict[str, Any], strict: bool = True) -> None:
     """Set `model`'s parameters, buffers and counters from `state` (arrays or tensors of
     any backend), on the model's backend, device and dtype. Nothing is changed when a key
@@ -38,7 +47,10 @@ def load_state_dict(model: Any, state: dict[str, Any], strict: bool = True) -> N
     own = {**model.params, **model.buffers}
     counters = {f"{position}.{COUNTER}": layer for position, layer in model.named_layers()
                 if COUNTER in layer.extra_state()}
-    host = {key: backend.to_numpy(value) for key, value in state.items()}
+    if not isinstance(state, Mapping):
+        hint = " (a torch module: pass module.state_dict())" if hasattr(state, "state_dict") else ""
+        raise TypeError(f"load_state_dict takes a mapping of names to arrays{hint}, got {type(state).__name__}")
+    host = {key: _host(key, value) for key, value in state.items()}
     problems = [f"{key}: shape {tuple(host[key].shape)}, this network needs {tuple(own[key].shape)}"
                 for key in own if key in host and tuple(host[key].shape) != tuple(own[key].shape)]
     if strict:

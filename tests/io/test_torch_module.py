@@ -36,6 +36,9 @@ def test_dtype_and_device_and_a_layer_without_counterpart():
 
     with pytest.raises(ValueError, match=r"layer 1.body.0 \(Doubled\) has no torch counterpart"):
         to_torch(xpcnn.Sequential([xpcnn.Flatten(), xpcnn.Residual([Doubled()])]))
+    if not torch.cuda.is_available():  # torch's own error is an AssertionError about its build
+        with pytest.raises(xpcnn.backend.BackendUnavailable, match=r"^backend torch on device cuda: .*no CUDA device"):
+            to_torch(net, device="cuda")
 
 
 @pytest.mark.parametrize("preset", ["resnet20", "cifar"])

@@ -146,9 +146,14 @@ def test_a_callback_that_stops_mid_epoch_lets_the_epoch_finish(data):
         def on_step_end(self, trainer):
             trainer.stop("enough")
 
-    trainer = make_trainer(None, [StopNow()])
+    notes = []
+    trainer = make_trainer(None, [StopNow()], log=notes.append)
     trainer.fit(data[0], 5)
     assert len(trainer.history) == 1 and trainer.optimizer.steps == 2 and trainer.state.stopped == "enough"
+    assert [note for note in notes if note.startswith("stopping")] == ["stopping after epoch 1: enough"]  # once
+    for reason in (None, 42, " "):  # a run stopped for no words could not be resumed, or did not stop
+        with pytest.raises(TypeError, match="Trainer.stop reason must be words saying why"):
+            trainer.stop(reason)
 
 
 def test_a_stop_asked_within_an_epoch_then_interrupted_finishes_that_epoch_on_resume(tmp_path, data):

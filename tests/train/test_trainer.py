@@ -11,7 +11,7 @@ import pytest
 
 import xpcnn
 from xpcnn import backend, presets
-from xpcnn.datasets import load_bundled
+from xpcnn.datasets import Dataset, load_bundled
 from xpcnn.diagnostics.anomaly import NonFiniteError
 from xpcnn.evaluation import evaluate
 from xpcnn.io.checkpoint import load_checkpoint
@@ -230,6 +230,11 @@ def test_a_network_whose_outputs_are_not_the_data_s_classes_is_refused_before_an
                                          r"\(mnist\) has 10 classes: its last layer needs 10 outputs"):
         trainer.fit(train, 1)
     assert trainer.optimizer.steps == 0
+    small = small_net()
+    five = Dataset.from_arrays(train.images[:8], np.arange(8) % 5)  # its classes counted from its labels
+    with pytest.raises(ValueError, match=r"classifies the 10 classes of mnist .* but the validation set has the 5 of "
+                                         r"arrays .*\(Dataset.from_arrays\(..., like=train\)\)"):
+        Trainer(small, SGD(small, 0.01), progress=False, log=lambda m: None).fit(train, 1, five)
 
 
 def test_a_second_fit_to_as_many_epochs_says_there_is_nothing_to_train(data):

@@ -12,7 +12,7 @@ from typing import Any
 
 from array_api_compat import array_namespace, is_array_api_obj
 
-from ..hooks import LayerHook
+from ..hooks import LayerHook, Position
 
 
 class NonFiniteError(FloatingPointError):
@@ -33,7 +33,7 @@ def check_finite(array: Any, where: str) -> None:
         raise NonFiniteError(f"{where}: {nan} NaN and {inf} Inf among {total:,} values")
 
 
-def _name(index: int, layer: Any) -> str:
+def _name(index: Position, layer: Any) -> str:
     return f"layer {index} ({type(layer).__name__})"
 
 
@@ -46,22 +46,22 @@ class AnomalyHook(LayerHook):
         self.step = step
         self._loss_gradient_checked = False
 
-    def before_forward(self, index: int, layer: Any, x: Any) -> None:
+    def before_forward(self, index: Position, layer: Any, x: Any) -> None:
         if index == 0:
             check_finite(x, f"{self.step}: the input batch")
             self._loss_gradient_checked = False
 
-    def after_forward(self, index: int, layer: Any, y: Any) -> None:
+    def after_forward(self, index: Position, layer: Any, y: Any) -> None:
         check_finite(y, f"{self.step}: output of {_name(index, layer)} in forward")
         for key, value in layer.buffers.items():  # batch norm's running variance can overflow while y stays finite
             check_finite(value, f"{self.step}: {key} of {_name(index, layer)} after forward")
 
-    def before_backward(self, index: int, layer: Any, dy: Any) -> None:
+    def before_backward(self, index: Position, layer: Any, dy: Any) -> None:
         if not self._loss_gradient_checked:  # later layers' dy was checked as an input gradient
             check_finite(dy, f"{self.step}: gradient of the loss")
             self._loss_gradient_checked = True
 
-    def after_backward(self, index: int, layer: Any, dx: Any) -> None:
+    def after_backward(self, index: Position, layer: Any, dx: Any) -> None:
         for key, grad in layer.grads.items():
             check_finite(grad, f"{self.step}: gradient of {_name(index, layer)} {key} in backward")
         if dx is not None:

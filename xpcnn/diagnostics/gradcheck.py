@@ -71,11 +71,14 @@ def _finish(result: GradcheckResult, tol: float, what: str, raise_on_fail: bool)
 
 
 def _require_float64(what: str, arrays: dict[str, Any]) -> None:
+    """TypeError naming the first of `arrays` that is not float64, and how to convert it:
+    a layer's arrays with .to(), an input with astype (the finite differences need the
+    precision)."""
     for name, value in arrays.items():
         if backend.dtype_name(value.dtype) != "float64":
-            raise TypeError(
-                f"gradcheck of {what} needs float64, but {name} is {value.dtype}; use .to(..., dtype='float64')"
-            )
+            how = ("convert it (NumPy: x.astype('float64'))" if name in ("input", "logits")
+                   else "move the layer with .to(..., dtype='float64')")
+            raise TypeError(f"gradcheck of {what} needs float64, but {name} is {value.dtype}; {how}")
 
 
 def gradcheck(

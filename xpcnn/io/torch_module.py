@@ -14,18 +14,20 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from .. import layers
+from .. import backend, layers
 from ..model import Residual
 
 
 def to_torch(model: Any, device: str = "cpu", dtype: str | None = None) -> Any:
     """`model` (a Sequential) as a torch nn.Sequential with its weights, buffers and
     batch-norm counters, on `device`, in `dtype` (default: the model's). ValueError
-    naming the layer for a layer with no torch counterpart."""
+    naming the layer for a layer with no torch counterpart; backend.BackendUnavailable
+    where torch cannot use `device`."""
     try:
         import torch
     except ImportError:
         raise ImportError("to_torch needs PyTorch: pip install torch") from None
+    backend.require("torch", device)  # one line, not torch's about its build
     module = _sequential(torch.nn, model, "").to(dtype=getattr(torch, dtype or model.dtype))
     module.load_state_dict({key: torch.from_numpy(value) for key, value in model.state_dict().items()})
     return module.to(device=device)

@@ -106,9 +106,10 @@ def check_fits(trainer: Trainer, train: Dataset, val: Dataset | None, epochs: in
     learning-rate schedule spans the run, where the run stands in an epoch is within it,
     and its shifts leave the images in sight."""
     check_model_fits(trainer.model, train, "the training set")
-    if val is not None:
+    if val is not None:  # first against the training set: a set of other classes is the set's fault
+        if isinstance(val, Dataset):
+            check_same_data(train.statistics(), val, "the validation set")
         check_model_fits(trainer.model, val, "the validation set")
-        check_same_data(train.statistics(), val, "the validation set")
     batches = num_batches(len(train), trainer.batch_size)
     if trainer.planned_batches not in (None, batches):
         planned = trainer.planned_batches

@@ -17,10 +17,12 @@ class TrainingDiverged(RuntimeError):
 
 
 class TrainingInterrupted(RuntimeError):
-    """Training stopped on SIGINT (Ctrl-C) or SIGTERM after saving a checkpoint."""
+    """Training stopped on SIGINT (Ctrl-C) or SIGTERM after saving a checkpoint (None, and
+    the message says so, for a trainer without a run folder)."""
 
     def __init__(self, message: str, checkpoint: Path | None) -> None:
-        super().__init__(message)
+        super().__init__(message if checkpoint is not None else f"{message}; nothing was saved (no run folder: "
+                         "Trainer(run_dir=...) keeps a checkpoint to resume from)")
         self.checkpoint = checkpoint
 
 

@@ -131,7 +131,12 @@ class Trainer:
 
     def stop(self, reason: str) -> None:
         """End the run, complete, once the current epoch is (a callback's way to stop it):
-        `reason` is logged and recorded, and a resume finds nothing left to train."""
+        `reason` (words) is logged once and recorded, and a resume finds nothing left to
+        train."""
+        if not isinstance(reason, str) or not reason.strip():
+            raise TypeError(f"Trainer.stop reason must be words saying why, got {reason!r}")
+        if self.state.stopped is not None:  # asked again (each step of the epoch, say): said already
+            return
         self.state.stopped = reason
         self.log(f"stopping after epoch {self.state.epoch if self.state.batch == 0 else self.state.epoch + 1}: "
                  f"{reason}")
