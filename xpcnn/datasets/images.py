@@ -142,9 +142,8 @@ def _read_picture(path: Path) -> np.ndarray:
 def _grey(image: Any) -> np.ndarray:
     """Grey levels in [0, 1] of a Pillow image of any mode. Transparent parts are laid on
     the background the ink is not: black ink on nothing becomes black ink on white."""
-    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):  # 16-bit (or deeper) grey
-        values = np.asarray(image, dtype=np.float64)
-        return np.clip(values / (65535.0 if values.max() > 255 else 255.0), 0.0, 1.0)
+    if image.mode in DEEP_MODES:  # 16-bit, 32-bit or float grey: read as photos read it
+        return _eight_bits(np.asarray(image), image.mode) / 255.0
     if image.mode not in ("RGBA", "LA", "PA") and "transparency" not in image.info:
         return np.asarray(image.convert("L"), dtype=np.float64) / 255.0
     grey_alpha = np.asarray(image.convert("RGBA").convert("LA"), dtype=np.float64) / 255.0
