@@ -151,6 +151,12 @@ def test_a_cuda_device_pytorch_cannot_reach_is_one_line():
     assert "sees no CUDA device" in reason and "\n" not in reason
 
 
+def test_a_device_that_holds_no_data_is_unusable():
+    pytest.importorskip("torch")
+    assert backend.device_unusable_reason("torch", "meta") == ("device 'meta' not usable: Cannot copy out of meta "
+                                                               "tensor; no data!")
+
+
 def test_a_recordings_memory_pool_is_not_told_to_free_its_blocks_and_retry():
     """CuPy's pool does that on its own out-of-memory error; a recording's blocks are in the graph."""
     class OutOfMemory(Exception):

@@ -231,7 +231,7 @@ def device_unusable_reason(name: str, spec: Any = None) -> str | None:
             build = "a CPU-only build" if torch.version.cuda is None else f"built for CUDA {torch.version.cuda}"
             return f"device {spec!r} not usable: PyTorch {torch.__version__} is {build} and sees no CUDA device"
     try:
-        to_backend(np.zeros(1), name, spec)
+        to_numpy(to_backend(np.zeros(1), name, spec))  # there and back: torch's "meta" device holds no data
     except Exception as exc:  # noqa: BLE001 (CUDA errors, ValueError, RuntimeError...)
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]  # libraries add pages of detail
         return f"device {spec!r} not usable: {first[:200]}"
