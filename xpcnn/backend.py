@@ -27,6 +27,7 @@ import array_api_compat
 import numpy as np
 
 from . import kernels
+from .extras import EXTRAS, install_hint
 
 BACKENDS: tuple[str, ...] = ("numpy", "torch", "array_api_strict", "cupy")
 DTYPES: tuple[str, ...] = ("float32", "float64")
@@ -174,7 +175,7 @@ def fast_path_unused_reason(module: str, needs: str | None) -> str | None:
     if _importable(module, needs):
         return None
     if importlib.util.find_spec(str(needs)) is None:
-        return f"{needs} is not installed (pip install 'xpcnn[{needs}]')"
+        return f"{needs} is not installed" + (f" ({install_hint(needs)})" if needs in EXTRAS else "")
     return f"{needs} is installed but does not import here"
 
 

@@ -40,6 +40,7 @@ import numpy as np
 from array_api_compat import array_namespace, device
 
 from . import backend
+from .extras import install_hint
 
 T = TypeVar("T")
 
@@ -243,7 +244,7 @@ def world() -> Communicator:
         return MPI()
     except ImportError:
         raise RuntimeError(f"started as {size} MPI processes, but mpi4py is not installed: "
-                           "pip install 'xpcnn[mpi]'") from None
+                           f"{install_hint('mpi')}") from None
 
 
 def sum_gradients(model: Any, comm: Communicator) -> None:

@@ -253,5 +253,6 @@ def test_photos_need_pillow(tmp_path, monkeypatch):
 
     monkeypatch.setitem(sys.modules, "PIL", None)
     for call in (pillow_version, lambda: read_photo(tmp_path / "x.png", 8)):
-        with pytest.raises(ImportError, match=r"^reading pictures needs Pillow: pip install 'xpcnn\[images\]'$"):
+        with pytest.raises(ImportError, match=r"^reading pictures needs Pillow: pip install pillow \(in xpcnn's "
+                                              r"clone: pip install '\.\[images\]'\)$"):
             call()

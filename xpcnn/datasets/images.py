@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from ..extras import install_hint
 from ..io.npyheader import read_npy_header
 from ..io.regular import open_regular
 from . import digits
@@ -122,7 +123,7 @@ def _read_picture(path: Path) -> np.ndarray:
         from PIL import Image, ImageOps, UnidentifiedImageError
     except ImportError:
         raise ImageError(
-            f"{path}: reading PNG/JPEG needs Pillow (pip install 'xpcnn[plot]'), or pass a .npy file"
+            f"{path}: reading PNG/JPEG needs Pillow ({install_hint('images')}), or pass a .npy file"
         ) from None
     try:
         with Image.open(path) as image:  # reads the header only
@@ -155,7 +156,7 @@ def _grey(image: Any) -> np.ndarray:
 
 # -- photos: any picture as a square uint8 array, for datasets of pictures -----------------
 
-NO_PILLOW = "reading pictures needs Pillow: pip install 'xpcnn[images]'"
+NO_PILLOW = f"reading pictures needs Pillow: {install_hint('images')}"
 REDUCING_GAP = 3.0  # Pillow first shrinks by whole factors to within 3x of the size: fast, no visible loss
 DEEP_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")  # 16-bit, 32-bit and float grey
 ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")

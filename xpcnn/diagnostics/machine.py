@@ -18,6 +18,7 @@ import numpy as np
 
 from .. import backend
 from .._version import __version__
+from ..extras import install_hint
 
 
 def cpu() -> str:
@@ -137,7 +138,7 @@ def _backend_lines(name: str) -> list[str]:
                          "more (every preset but tutorial, at its own batch and image size), 1 below")
         else:
             lines.append(f"  training on {name}: 1 worker thread" + ("" if can_limit_blas() else
-                         " (pip install 'xpcnn[threads]' lets steps of 1 GFLOP or more use 2)"))
+                         f" ({install_hint('threads')} lets steps of 1 GFLOP or more use 2)"))
     modules = backend.fast_path_modules(name)
     if modules:
         unused = [f"{module}: {why}" for module, _, why in modules if why is not None]

@@ -14,7 +14,7 @@ Dense -> Gemm, ReLU/Tanh/Sigmoid -> Relu/Tanh/Sigmoid, GELU -> its tanh formula 
 Add and Tanh, Flatten -> Flatten, Dropout -> Identity, Residual -> its branches from the
 block's input, then Add. Class names, the input shape, the normalisation and the
 architecture are in the model's metadata. Weights are exported in float32. Needs the `onnx` package
-(`pip install 'xpcnn[onnx]'`); the graph is checked with `onnx.checker` before it is saved.
+(the `onnx` extra); the graph is checked with `onnx.checker` before it is saved.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import numpy as np
 
 from .. import backend
 from .._version import __version__
+from ..extras import install_hint
 from ..layers import AvgPool2D, BatchNorm2D, Conv2D, Dense, Dropout, Flatten, Layer, MaxPool2D
 from ..layers.activation import GELU, GELU_CUBIC, GELU_SCALE, ReLU, Sigmoid, Tanh
 from ..layers.base import integer, number
@@ -43,7 +44,7 @@ def _onnx() -> Any:
     try:
         import onnx
     except ImportError:
-        raise ImportError("exporting to ONNX needs the onnx package: pip install 'xpcnn[onnx]'") from None
+        raise ImportError(f"exporting to ONNX needs the onnx package: {install_hint('onnx')}") from None
     return onnx
 
 

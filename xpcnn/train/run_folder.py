@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from ..extras import install_hint
 from ..io.atomic import atomic_write_text
 from . import plots
 
@@ -128,7 +129,7 @@ class RunFolder:
                    log: Callable[[str], None]) -> None:
         """curves.png and confusion.png; says so through `log` when matplotlib is missing."""
         if not plots.available():
-            log("plots skipped: matplotlib is not installed (pip install 'xpcnn[plot]')")
+            log(f"plots skipped: matplotlib is not installed ({install_hint('plot')})")
             return
         accuracy = np.trace(counts) / max(int(counts.sum()), 1)
         plots.learning_curves(history, self.path / "curves.png", title)

@@ -26,6 +26,7 @@ import numpy as np
 from .. import backend, distributed
 from ..datasets import Dataset
 from ..diagnostics import machine
+from ..extras import install_hint
 from ..presets import SettingsError
 from .record import settings
 from .stops import STOPS
@@ -94,7 +95,7 @@ def note_useless_workers(trainer: Trainer) -> None:
             "expect no gain")
     elif not machine.can_limit_blas():
         log(f"note: {workers} worker threads without threadpoolctl, which limits each one's BLAS threads: they will "
-            "slow each other down (pip install 'xpcnn[threads]')")
+            f"slow each other down ({install_hint('threads')})")
     elif workers > machine.usable_cores():
         log(f"note: {workers} worker threads on {machine.usable_cores()} usable cores: the threads beyond one a core "
             "only take turns (each adds its own work and waits)")
