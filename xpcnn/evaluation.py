@@ -260,6 +260,9 @@ def _folder_again(selection: Selection | None, data_dir: str | Path | None, chec
                   on_bad: str | None) -> Loaded:
     """A folder of pictures read as the run read it: the run's own (refused if its pictures
     changed: Selection.load), or `data_dir` with the run's options (`on_bad` given: that)."""
+    own = [Path(folder) for folder in (selection.folders or ())] if selection is not None else []
+    if data_dir is not None and Path(data_dir).resolve() in own and on_bad is None:
+        data_dir = None  # the run's own folder: its test pictures, not the ones it trained on too
     if data_dir is None:  # the run's own folder (_test_split checked it has one)
         train, _, test = dataclasses.replace(selection, limit=None, val_split=0.0).load()
         return Loaded(train, test)
