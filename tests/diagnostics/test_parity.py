@@ -189,3 +189,10 @@ def test_a_network_that_ends_in_a_block_is_scored_on_the_block_s_output():
                                   ["numpy", "array_api_strict"])
     assert report.passed, report.to_table()
     assert [row.max_rel for row in report.rows if row.quantity == "loss"] == [0.0, 0.0]
+
+
+def test_a_batch_beyond_the_images_there_are_is_reported_as_the_batch_used(monkeypatch):
+    small = load_bundled().test.subset(np.arange(40))
+    monkeypatch.setattr("xpcnn.datasets.load_bundled", lambda: type("Bundled", (), {"train": small, "test": small}))
+    result = parity.check(presets.build("tutorial"), ["numpy", "array_api_strict"], batch_size=1000)
+    assert result.batch_size == 40 and "batch of 40 bundled MNIST images" in result.to_text()

@@ -213,11 +213,12 @@ def _add_parity_parser(commands: Any) -> None:
     flag("--model", default="tutorial", help=f"{PRESET_HELP}, or a checkpoint file or run folder (default: tutorial)")
     flag("--dtype", default="float64", choices=backend.DTYPES, help="(default: float64, where rounding hides "
          "least)")
-    flag("--batch-size", type=_positive_int, default=32, help="images to use: bundled MNIST for digit models, else "
-         "random ones of the model's shape (default: 32)")
+    flag("--batch-size", type=_positive_int, default=32, help="images to use: bundled MNIST's test images for digit "
+         "models (2,000 at most), else random ones of the model's shape (default: 32)")
     flag("--steps", type=_count, default=0, help="also train K steps on each backend, follow the drift (default: 0)")
     flag("--optimizer", default="sgd", choices=sorted(OPTIMIZERS), help="optimizer of --steps (default: sgd)")
-    flag("--seed", type=_seed, default=0, help="seed of a preset's weights (default: 0)")
+    flag("--seed", type=_seed, default=0, help="seed of a preset's weights, of random images and of the batches "
+         "--steps draws (default: 0)")
     flag("--width", type=_checked(float, lambda value: 1 / 64 <= value <= 16, "in [1/64, 16]"),
          help=f"scale the channels of a preset {' or '.join(presets.SCALABLE)} (default: 1)")
     flag("--json", action="store_true", help="print the report as JSON")

@@ -477,16 +477,16 @@ def check(
     name: str = "model",
 ) -> ParityCheck:
     """`compare` on the first `batch_size` images of the model's own input (see
-    parity_data) and, with `steps`, `trajectory` over that many training batches drawn
-    from `seed`."""
+    parity_data; all of them where there are fewer, and the report says how many) and,
+    with `steps`, `trajectory` over that many training batches drawn from `seed`."""
     from ..datasets import batches
 
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
     train, test, images = parity_data(model, batch_size * max(steps, 1), seed)
-    x, y = next(batches(test, batch_size, shuffle=False))
+    x, y = next(batches(test, batch_size, shuffle=False))  # fewer where the data has fewer
     result = ParityCheck(
-        name, model.num_params(), batch_size, compare(model, x, y, backends, dtype), optimizer=optimizer,
+        name, model.num_params(), int(x.shape[0]), compare(model, x, y, backends, dtype), optimizer=optimizer,
         images=images,
     )
     if steps:
