@@ -179,7 +179,8 @@ def test_usage_errors_exit_2(tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["train", "--lr", "abc"], "argument --lr: invalid float value: 'abc'"),
     (["train", "--lr", "inf"], "argument --lr: must be > 0 and finite, got inf"),
-    (["train", "--augment", "100"], "argument --augment: must be in [0, 8], got 100"),
+    (["train", "--augment", "1001"], "argument --augment: must be in [0, 1000], got 1001"),
+    (["train", "--augment", "28"], "--augment: shifts of up to 28 pixels would move 28x28 images out of sight"),
     (["train", "--seed", "-1"], "argument --seed: must be in [0, 9223372036854775807], got -1"),
     (["train", "--seed", "99999999999999999999999"], "argument --seed: must be in [0,"),
     (["train", "--batch-size", "1000000001"], "argument --batch-size: must be in [1, 1,000,000,000]"),

@@ -17,6 +17,7 @@ from .. import backend, datasets, presets
 from .._version import __version__
 from ..datasets.batches import PADS
 from ..io.schema import MAX_EPOCHS, MAX_SEED, MAX_SIZE
+from ..train.record import MAX_AUGMENT
 
 
 def _checked(convert: Callable[[str], Any], accept: Callable[[Any], bool], expected: str) -> Callable[[str], Any]:
@@ -154,9 +155,9 @@ def _add_network_flags(parser: argparse.ArgumentParser) -> None:
 
 def _add_augment_flags(parser: argparse.ArgumentParser) -> None:
     flag = parser.add_argument
-    flag("--augment", type=_checked(int, lambda value: 0 <= value <= 8, "in [0, 8]"),
-         help=f"shift training images by up to N pixels: crop them at random out of themselves padded by N "
-         f"({_by_preset('augment')})")
+    flag("--augment", type=_checked(int, lambda value: 0 <= value <= MAX_AUGMENT, f"in [0, {MAX_AUGMENT}]"),
+         help=f"shift training images by up to N pixels (below the image side): crop them at random out of themselves "
+         f"padded by N ({_by_preset('augment')})")
     flag("--pad", choices=PADS, help="what the shifts bring in at the edges: zeros, or the image mirrored "
          f"(reflect, for photos) (default: zero; {_presets_with('pad', 'reflect')})")
     flag("--flip", action=argparse.BooleanOptionalAction, help="mirror half the training images left to right "
