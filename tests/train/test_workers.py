@@ -201,3 +201,19 @@ def test_processes_compare_their_weights_before_training():
 
     with pytest.raises(ValueError, match=r"process 1 of 2 has other weights than process 0: weights '[0-9a-f]{64}'"):
         distributed.check_same(Pair(), "weights", mine)
+
+
+def test_worker_threads_under_several_processes_become_one_and_it_is_said():
+    from xpcnn import distributed
+    from xpcnn.train.workers import choose_workers
+
+    class Two(distributed.Single):
+        size = 2
+
+    notes = []
+    net = small_net()
+    trainer = Trainer(net, SGD(net, 0.1), workers=2, progress=False, log=notes.append)
+    trainer.comm = Two()
+    assert choose_workers(trainer, load_bundled().train.subset(np.arange(256))) == 1
+    assert notes == ["note: 2 worker threads become 1 under 2 processes: each process trains alone (start more "
+                     "processes instead)"]
