@@ -184,3 +184,16 @@ def test_splits_take_a_numpy_seed_as_an_int_and_refuse_a_bad_one():
     assert type(train.selection.seed) is int and train.selection.seed == 1
     with pytest.raises(ValueError, match="a seed must be an integer >= 0"):
         loaded.splits(limit=100, seed=None)
+
+
+@pytest.mark.skipif(not SHARED_MNIST.is_dir(), reason="the shared MNIST files are not here")
+def test_download_finds_files_in_the_dataset_s_subfolder_as_loading_does(tmp_path, monkeypatch):
+    from xpcnn.datasets import download
+
+    monkeypatch.setattr("xpcnn.datasets.loading.download_file", lambda *args, **kwargs: pytest.fail("downloaded"))
+    (tmp_path / "mnist").mkdir()
+    for path in SHARED_MNIST.glob("*.gz"):
+        (tmp_path / "mnist" / path.name).write_bytes(path.read_bytes())
+    found = download("mnist", tmp_path)
+    assert [downloaded for _, downloaded in found] == [False] * 4
+    assert all(path.parent == tmp_path / "mnist" for path, _ in found)

@@ -261,15 +261,17 @@ def _verifier(file: DataFile) -> Callable[[Path, DataFile], Any]:
 
 def download(name: str = "mnist", data_dir: str | Path | None = None,
              log: Callable[[str], None] = lambda message: None) -> list[tuple[Path, bool]]:
-    """Make sure every file of dataset `name` is in `data_dir` (default: the cache) and
-    verified, downloading what is missing; returns (path, downloaded) per file."""
+    """Make sure every file of dataset `name` is in `data_dir` (or its subfolder named
+    after the dataset, where load_dataset looks too; default: the cache) and verified,
+    downloading what is missing into `data_dir`; returns (path, downloaded) per file."""
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; expected one of {', '.join(DATASETS)}")
     spec = DATASETS[name]
     folder = Path(data_dir) if data_dir else cache_dir() / spec.name
+    places = [folder, folder / spec.name] if data_dir else [folder]
     results = []
     for file in spec.files.values():
-        path, verify = find_file(file, [folder]), _verifier(file)
+        path, verify = find_file(file, places), _verifier(file)
         if path is not None:
             verify(path, file)
             results.append((path, False))
