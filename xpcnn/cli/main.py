@@ -156,7 +156,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             trainer.fit(train_set, trainer.epochs, val_set)
         result = trainer.finish(test_set)
     except TrainingInterrupted as stop:
-        every = f" --checkpoint-every {args.checkpoint_every}" if args.checkpoint_every else ""
+        every = (f" --checkpoint-every {args.checkpoint_every}" if args.checkpoint_every else "") + \
+            " --no-plots" * args.no_plots  # what the command was told and the checkpoint does not keep
         anywhere = " (under mpirun with any number of processes, or without)" if comm.size > 1 else ""
         say(f"{stop}; checkpoint saved to {stop.checkpoint}; continue with: xpcnn train --out "
             f"{shlex.quote(str(out))} --resume{every}{anywhere}")
