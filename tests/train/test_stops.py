@@ -1,8 +1,13 @@
 from __future__ import annotations
 
+import os
+import signal
 from pathlib import Path
 
+import pytest
+
 from xpcnn.train import TrainingInterrupted
+from xpcnn.train.stops import interrupt_on_terminate
 
 
 def test_an_interruption_says_where_it_saved_or_that_it_saved_nothing():
@@ -12,3 +17,14 @@ def test_an_interruption_says_where_it_saved_or_that_it_saved_nothing():
     assert unsaved.checkpoint is None and str(unsaved) == (
         "interrupted at epoch 1, batch 3; nothing was saved (no run folder: Trainer(run_dir=...) keeps a checkpoint "
         "to resume from)")
+
+
+def test_a_terminate_signal_interrupts_as_ctrl_c_does():
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        interrupt_on_terminate()
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGTERM)
+            signal.sigtimedwait([], 0.5)  # the handler runs at the next bytecode: wait for nothing meanwhile
+    finally:
+        signal.signal(signal.SIGTERM, before)

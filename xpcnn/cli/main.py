@@ -250,10 +250,10 @@ COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict
 
 def main(argv: list[str] | None = None) -> int:
     from ..distributed import launched_rank
+    from ..train.stops import interrupt_on_terminate
 
-    # Pillow warns of what it recovers from (a corrupt EXIF block...) on stderr; the command
-    # says in one line what it could not use.
-    warnings.filterwarnings("ignore", module=r"PIL\.")
+    warnings.filterwarnings("ignore", module=r"PIL\.")  # Pillow's notes of what it recovered: we say it in one line
+    interrupt_on_terminate()  # a batch scheduler's SIGTERM ends any command as Ctrl-C does
     parser = build_parser()
     if launched_rank() == 0:
         return _main(parse(parser, argv), _say)

@@ -10,6 +10,7 @@ import signal
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 
 class TrainingDiverged(RuntimeError):
@@ -27,6 +28,16 @@ class TrainingInterrupted(RuntimeError):
 
 
 STOPS = (TrainingDiverged, TrainingInterrupted)  # in data-parallel training, every member stops together
+
+
+def interrupt_on_terminate() -> None:
+    """From now on SIGTERM raises KeyboardInterrupt, as SIGINT does: a command ends with
+    its cleanup and says so (a training run saves: stopping_on_signals). Main thread only."""
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, interrupt)
 
 
 @contextlib.contextmanager
