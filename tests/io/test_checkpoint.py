@@ -515,3 +515,13 @@ def test_a_model_with_nan_or_inf_is_not_written(tmp_path):
     with pytest.raises(NotFinite, match=r"model.npz: not written: param/0.weight holds NaN or Inf") as info:
         save_checkpoint(tmp_path / "model.npz", model)
     assert info.value.key == "param/0.weight" and (tmp_path / "model.npz").read_bytes() == b"the old one"
+
+
+def test_a_folder_is_read_as_a_run_folder_or_named_for_what_it_is(tmp_path):
+    with pytest.raises(CheckpointError, match=r"run: a folder without checkpoint.npz \(a run folder holds one\)"):
+        load_checkpoint((tmp_path / "run").mkdir() or tmp_path / "run")
+    (tmp_path / "run" / "checkpoint.npz").mkdir()
+    with pytest.raises(CheckpointError, match=r"run/checkpoint.npz: a folder, not a checkpoint file$"):
+        load_checkpoint(tmp_path / "run" / "checkpoint.npz")
+    with pytest.raises(CheckpointError, match=r"run: a folder without checkpoint.npz"):
+        load_checkpoint(tmp_path / "run")

@@ -313,6 +313,8 @@ def load_checkpoint(
         raise TypeError(f"load_checkpoint path must be a file or folder path, got {type(path).__name__}")
     path = Path(path)
     if path.is_dir():  # a run folder
+        if path.name.endswith(".npz"):
+            raise CheckpointError(f"{path}: a folder, not a checkpoint file")
         if not (path / "checkpoint.npz").is_file():
             raise CheckpointError(f"{path}: a folder without checkpoint.npz (a run folder holds one)")
         path = path / "checkpoint.npz"
