@@ -91,7 +91,8 @@ def test_ctrl_c_while_scoring_a_trained_network_saves_and_resume_scores_it_again
     train, test = data
     trainer = make_trainer(tmp_path, callbacks=[InterruptWhileScoring()])
     trainer.fit(train, 1)
-    with pytest.raises(TrainingInterrupted, match="interrupted after training, while scoring the network") as info:
+    with pytest.raises(TrainingInterrupted, match="interrupted after training, while the network was scored and "
+                                                  "its results written") as info:
         trainer.finish(test)
     resumed = Trainer.resume(info.value.checkpoint, progress=False, log=lambda m: None)
     assert xpcnn.train.record.complete(resumed)

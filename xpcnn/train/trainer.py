@@ -197,7 +197,8 @@ class Trainer:
                 result = evaluate(self.model, test, comm=self.comm)
             self._notify("on_test_end", result, test)
         except KeyboardInterrupt:
-            raise TrainingInterrupted("interrupted after training, while scoring the network", self.save()) from None
+            raise TrainingInterrupted("interrupted after training, while the network was scored and its results "
+                                      "written", self.save()) from None
         return result
 
     # -- the loop ------------------------------------------------------------------------
