@@ -63,6 +63,8 @@ def test_a_saved_model_gives_what_the_live_one_gives(saved_run, tmp_path, monkey
         assert result.error is None and len(result.classes) == 2
         assert result.classes[0][0] == str(int(np.argmax(probabilities)))
         assert result.classes[0][1] == pytest.approx(float(probabilities.max()))
+    globbed = classify_files(saved_run.checkpoint_path, (tmp_path / f"{i}.npy" for i in range(3)), top=2)
+    assert [result.classes for result in globbed] == [result.classes for result in results]  # any iterable
     one = str(tmp_path / "0.npy")
     for wrong, error, message in [({"images": one}, TypeError, "takes a list of image files, got str"),
                                   ({"top": 0}, ValueError, "classify_files top must be >= 1, got 0"),

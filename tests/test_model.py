@@ -370,6 +370,8 @@ def test_a_network_says_the_channels_of_the_images_it_takes():
 
 
 def test_moving_to_a_device_the_backend_cannot_use_says_why_in_one_line():
+    with pytest.raises(ValueError, match="unknown backend 'jax'"):
+        presets.build("tutorial").to("jax")
     with pytest.raises(backend.BackendUnavailable, match=r"^backend numpy on device gpu: device 'gpu' not usable: "
                                                          r"backend 'numpy' has only the device 'cpu'"):
         presets.build("tutorial").to("numpy", "gpu")

@@ -65,8 +65,8 @@ def check_same_data(known: dict[str, Any] | None, dataset: Dataset, what: str = 
     if list(known["classes"]) != mine["classes"]:
         raise ValueError(f"the network classifies the {len(known['classes'])} classes of {known['name']} "
                          f"({_some(known['classes'])}), but {what} has the {len(mine['classes'])} of {mine['name']} "
-                         f"({_some(mine['classes'])}): make its Dataset with the training set's classes "
-                         "(Dataset.from_arrays(..., like=train))")
+                         f"({_some(mine['classes'])}) (a set of your own arrays takes the training set's classes "
+                         "with Dataset.from_arrays(..., like=train))")
     if list(known["input_shape"]) != mine["input_shape"]:
         raise ValueError(f"the network was trained on {'x'.join(map(str, known['input_shape']))} images, but the "
                          f"images of {what} are {'x'.join(map(str, mine['input_shape']))}")
@@ -212,6 +212,9 @@ def _test_split(checkpoint: Any, dataset: str | None, data_dir: str | Path | Non
     trained_on, selection = checkpoint.data_statistics()["name"], checkpoint.selection()
     same = dataset in (None, trained_on)
     folder = FOLDER in (dataset, trained_on if same else None)
+    own = [Path(place) for place in (selection.folders or ())] if folder and same and selection is not None else []
+    if data_dir is not None and Path(data_dir).resolve() in own:
+        data_dir = None  # the run's own folder: its test pictures, not the ones it trained on too
     if on_bad is not None and (not folder or data_dir is None):
         raise SettingsError("skip_bad_images", "applies to another folder of pictures (--data-dir, data_dir=); the "
                             "run's own folder is read as the run read it")
@@ -260,9 +263,6 @@ def _folder_again(selection: Selection | None, data_dir: str | Path | None, chec
                   on_bad: str | None) -> Loaded:
     """A folder of pictures read as the run read it: the run's own (refused if its pictures
     changed: Selection.load), or `data_dir` with the run's options (`on_bad` given: that)."""
-    own = [Path(folder) for folder in (selection.folders or ())] if selection is not None else []
-    if data_dir is not None and Path(data_dir).resolve() in own and on_bad is None:
-        data_dir = None  # the run's own folder: its test pictures, not the ones it trained on too
     if data_dir is None:  # the run's own folder (_test_split checked it has one)
         train, _, test = dataclasses.replace(selection, limit=None, val_split=0.0).load()
         return Loaded(train, test)
@@ -309,8 +309,9 @@ def classify_files(path: str | Path, images: Sequence[str | Path], *, invert: bo
     fitted to the image size); a file that cannot be read gets its error, and the others
     still run. `invert` (digits only) forces dark ink on light paper to be inverted or not;
     `top` classes are given each."""
-    if isinstance(images, (str, Path)) or not isinstance(images, Sequence):
+    if isinstance(images, (str, bytes, Path)) or not hasattr(images, "__iter__"):
         raise TypeError(f"classify_files takes a list of image files, got {type(images).__name__}")
+    images = list(images)  # a glob's generator, an array of names
     if invert is not None and not isinstance(invert, bool):
         raise TypeError(f"classify_files invert must be True, False or None, got {invert!r}")
     top = integer(top, "classify_files top", 1)

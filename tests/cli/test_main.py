@@ -612,6 +612,8 @@ def test_a_picture_model_is_evaluated_used_exported_and_checked(pictures):
     assert json.loads(evaluated.stdout)["accuracy"] >= 0.95 and json.loads(evaluated.stdout)["images"] == 24
     own = xpcnn("evaluate", "run", "--data-dir", "pics", "--json", env=env, cwd=tmp)  # its test pictures only
     assert own.returncode == 0 and json.loads(own.stdout) == json.loads(evaluated.stdout), own.stderr
+    own = xpcnn("evaluate", "run", "--data-dir", "pics", "--skip-bad-images", env=env, cwd=tmp)
+    assert own.returncode == 2 and "--skip-bad-images: applies to another folder" in own.stderr
     Image.fromarray(np.full((50, 70, 3), (225, 85, 100), np.uint8)).save(tmp / "red.jpg")
     Image.fromarray(np.dstack([np.full((30, 20, 3), (60, 170, 70), np.uint8), np.full((30, 20), 255, np.uint8)]),
                     "RGBA").save(tmp / "green.png")

@@ -90,6 +90,8 @@ def test_transparency_and_16_bit_pictures(tmp_path):
     reference = read_image(tmp_path / "deep.png")
     assert reference.max() == 255 and reference[0].max() == 0  # light ink on black, like MNIST
     np.testing.assert_array_equal(read_image(tmp_path / "ink.png"), reference)
+    image_module.fromarray(digit.astype(np.uint16)).save(tmp_path / "low.png")  # 16 bits holding 0-255 levels
+    np.testing.assert_array_equal(read_image(tmp_path / "low.png"), reference)
     for name, scale in (("unit.tiff", 1 / 255), ("levels.tiff", 1.0)):  # float grey in [0, 1] or in [0, 255]
         image_module.fromarray(digit.astype(np.float32) * np.float32(scale), "F").save(tmp_path / name)
         np.testing.assert_array_equal(read_image(tmp_path / name), reference, err_msg=name)

@@ -136,3 +136,15 @@ def test_inference_in_chunks_gives_the_whole_batch_s_result(target, to_target, m
     trained = layer.forward(x, training=True)  # training keeps the whole batch's columns for backward
     np.testing.assert_allclose(backend.to_numpy(trained), whole, rtol=1e-6, atol=1e-6)
     assert layer.backward(trained).shape == x.shape
+
+
+def test_a_backward_after_a_chunked_inference_forward_is_refused():
+    """A large inference batch runs in chunks (backend.scratch_bytes): it too forgets the
+    training forward before it."""
+    layer = xpcnn.Conv2D(16, 4, 3, rng=0)
+    x = np.random.default_rng(0).standard_normal((64, 16, 32, 32)).astype(np.float32)
+    layer.forward(x, training=True)
+    assert backend.scratch_bytes(x) // (145 * 30 * 30 * 4) < 64  # this batch is taken in chunks
+    y = layer.forward(x + 1, training=False)
+    with pytest.raises(RuntimeError, match="needs a preceding forward"):
+        layer.backward(np.ones(tuple(y.shape), np.float32))

@@ -21,10 +21,7 @@ def test_an_interruption_says_where_it_saved_or_that_it_saved_nothing():
 
 def test_a_terminate_signal_interrupts_as_ctrl_c_does():
     before = signal.getsignal(signal.SIGTERM)
-    try:
-        interrupt_on_terminate()
-        with pytest.raises(KeyboardInterrupt):
-            os.kill(os.getpid(), signal.SIGTERM)
-            signal.sigtimedwait([], 0.5)  # the handler runs at the next bytecode: wait for nothing meanwhile
-    finally:
-        signal.signal(signal.SIGTERM, before)
+    with pytest.raises(KeyboardInterrupt), interrupt_on_terminate():
+        os.kill(os.getpid(), signal.SIGTERM)
+        signal.sigtimedwait([], 0.5)  # the handler runs at the next bytecode: wait for nothing meanwhile
+    assert signal.getsignal(signal.SIGTERM) is before  # restored after the block

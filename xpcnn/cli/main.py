@@ -253,21 +253,21 @@ def main(argv: list[str] | None = None) -> int:
     from ..train.stops import interrupt_on_terminate
 
     warnings.filterwarnings("ignore", module=r"PIL\.")  # Pillow's notes of what it recovered: we say it in one line
-    interrupt_on_terminate()  # a batch scheduler's SIGTERM ends any command as Ctrl-C does
-    parser = build_parser()
-    if launched_rank() == 0:
-        return _main(parse(parser, argv), _say)
-    # The other processes of a data-parallel job: the first reports usage and errors for
-    # all, and its exit status is the job's; these end with 0, since a non-zero status
-    # would make mpirun kill the first before it has said why. One failing alone says so
-    # itself as it ends the job (see distributed.failing_alone_ends_all).
-    try:
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            args = parse(parser, argv)
-    except SystemExit:  # usage error or --help, which the first process prints
+    with interrupt_on_terminate():  # a batch scheduler's SIGTERM ends any command as Ctrl-C does
+        parser = build_parser()
+        if launched_rank() == 0:
+            return _main(parse(parser, argv), _say)
+        # The other processes of a data-parallel job: the first reports usage and errors for
+        # all, and its exit status is the job's; these end with 0, since a non-zero status
+        # would make mpirun kill the first before it has said why. One failing alone says so
+        # itself as it ends the job (see distributed.failing_alone_ends_all).
+        try:
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+                args = parse(parser, argv)
+        except SystemExit:  # usage error or --help, which the first process prints
+            return 0
+        _main(args, quiet)
         return 0
-    _main(args, quiet)
-    return 0
 
 
 def _main(args: argparse.Namespace, report: Any) -> int:
@@ -288,7 +288,7 @@ def _main(args: argparse.Namespace, report: Any) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so exiting flushes into nothing
         return 1
     except KeyboardInterrupt:  # outside training, which stops by itself (and saves) on Ctrl-C
-        _say("xpcnn: interrupted")
+        report("xpcnn: interrupted")  # the first process says it for a data-parallel job
         end_job(130)  # the other processes of a data-parallel job would wait for this one
         return 130
     except Exception as exc:  # one line for people; --debug for the traceback

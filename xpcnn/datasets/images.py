@@ -143,8 +143,11 @@ def _read_picture(path: Path) -> np.ndarray:
 def _grey(image: Any) -> np.ndarray:
     """Grey levels in [0, 1] of a Pillow image of any mode. Transparent parts are laid on
     the background the ink is not: black ink on nothing becomes black ink on white."""
-    if image.mode in DEEP_MODES:  # 16-bit, 32-bit or float grey: read as photos read it
-        return _eight_bits(np.asarray(image), image.mode) / 255.0
+    if image.mode in DEEP_MODES:  # 16-bit (or deeper) grey: 0-65535, or 0-255 where no value is above; floats 0-1
+        values = np.asarray(image, dtype=np.float64)
+        top = float(values.max(initial=0.0))
+        scale = 1.0 if image.mode == "F" and top <= 1.0 else 65535.0 if top > 255 else 255.0
+        return np.clip(values / scale, 0.0, 1.0)
     if image.mode not in ("RGBA", "LA", "PA") and "transparency" not in image.info:
         return np.asarray(image.convert("L"), dtype=np.float64) / 255.0
     grey_alpha = np.asarray(image.convert("RGBA").convert("LA"), dtype=np.float64) / 255.0

@@ -108,7 +108,7 @@ class Conv2D(Layer):
         # a CPU, resnet20's first stage at batch 1000 would write and read 600 MB a layer.
         chunk = max(1, backend.scratch_bytes(x) // ((self._rows() + 1) * ho * wo * value_bytes))
         if not training and n > chunk:
-            return self._forward_in_chunks(x, chunk, xp)
+            return self._save_for_backward(training, None, self._forward_in_chunks(x, chunk, xp))
         y, cols = self._product(x, xp)
         if training:
             self._scratch_array = cols

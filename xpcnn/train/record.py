@@ -128,15 +128,16 @@ def check_fits(trainer: Trainer, train: Dataset, val: Dataset | None, epochs: in
 
 def _check_schedule_spans(trainer: Trainer, epochs: int, batches: int) -> None:
     """SettingsError when `epochs` of `batches` steps go past the end of a learning-rate
-    schedule planned over fewer steps (Cosine, OneCycle): the steps after it would train
-    at its last learning rate, 0 or near it."""
+    schedule planned over fewer steps whose last learning rate is about 0 (Cosine to 0,
+    OneCycle): the steps after it would not train. A schedule that holds a learning rate
+    (Cosine's floor) may be run past its end."""
     schedule, steps = trainer.optimizer.schedule, epochs * batches
     total = getattr(schedule, "total", None)
-    if total is not None and steps > total:
+    if total is not None and steps > total and schedule(total) < 1e-3:
         kind = schedule.config()["type"]
         raise SettingsError("epochs", f"{epochs} epochs of {batches} batch{'es' * (batches != 1)} are {steps:,} "
                             f"steps, but the {kind} schedule ends after {total:,}: the rest would train at its last "
-                            f"learning rate; plan the run for {epochs} epochs (the recipe's epochs, the "
+                            f"learning rate, about 0; plan the run for {epochs} epochs (the recipe's epochs, the "
                             f"schedule's total), or xpcnn.train.record.extend(trainer, {epochs}, {batches}) to "
                             "stretch the schedule")
 

@@ -30,14 +30,21 @@ class TrainingInterrupted(RuntimeError):
 STOPS = (TrainingDiverged, TrainingInterrupted)  # in data-parallel training, every member stops together
 
 
-def interrupt_on_terminate() -> None:
-    """From now on SIGTERM raises KeyboardInterrupt, as SIGINT does: a command ends with
-    its cleanup and says so (a training run saves: stopping_on_signals). Main thread only."""
+@contextlib.contextmanager
+def interrupt_on_terminate() -> Iterator[None]:
+    """Inside the block SIGTERM raises KeyboardInterrupt, as SIGINT does: a command ends
+    with its cleanup and says so (a training run saves: stopping_on_signals). Main thread
+    only; the handler before it is restored after."""
     def interrupt(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, interrupt)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, interrupt) if in_main_thread else None
+    try:
+        yield
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 @contextlib.contextmanager

@@ -151,8 +151,10 @@ class Trainer:
                 save_checkpoint(path, self.model, self.optimizer, record.to_checkpoint(self))
             except NotFinite as exc:  # overflowed weights or statistics that the loss did not show
                 kept = f"the last good checkpoint {path} is kept" if path.exists() else "no checkpoint was saved"
-                raise TrainingDiverged(f"{exc.key} holds NaN or Inf after step {self.optimizer.steps}: the run "
-                                       f"overflowed (is the learning rate too high?); {kept}") from None
+                # Not TrainingDiverged, which every member raises together: only the writer sees
+                # this, and its failure must end the others (distributed.failing_alone_ends_all).
+                raise NonFiniteError(f"{exc.key} holds NaN or Inf after step {self.optimizer.steps}: the run "
+                                     f"overflowed (is the learning rate too high?); {kept}") from None
         return path
 
     @classmethod
@@ -215,8 +217,7 @@ class Trainer:
                 self.folder.check_usable(new_run=not (self.continues_run or self.state.epoch or self.state.batch))
         self.data_digest = record.check_same_images(self, train)
         if self.comm.size > 1:
-            distributed.check_same(self.comm, "training data, settings or weights (build the network from the same "
-                                   "seed in every process)", run_facts(self, train))
+            distributed.check_same(self.comm, "training data, settings or weights", run_facts(self, train))
         self.data, self.selection, self.train_images = train.statistics(), train.training_selection(), len(train)
         self.model.data = self.data
         self.val = val

@@ -46,7 +46,7 @@ def choose_workers(trainer: Trainer, train: Dataset) -> int:
     if trainer.workers is None:
         step = trainer.model.training_flops(train.input_shape) * min(trainer.batch_size, len(train))
         trainer.workers = machine.default_workers(trainer.model.backend, step)
-    elif trainer.workers > 1 and trainer.comm.size > 1:
+    elif trainer.workers > 1 and trainer.comm.size > 1 and not trainer.continues_run:  # a resume's are the run's
         trainer.log(f"note: {trainer.workers} worker threads become 1 under {trainer.comm.size} processes: each "
                     "process trains alone (start more processes instead)")
     # Every worker needs a row of every batch, the last (smaller) one included.
