@@ -25,10 +25,11 @@ from .datasets import (
     load_images,
     normalize,
 )
+from .datasets.dataset import per_channel
 from .datasets.images import ImageError, read_for_model
 from .datasets.loading import FOLDER, DataNotFound
 from .io.checkpoint import load_checkpoint
-from .layers.base import integer, number
+from .layers.base import integer
 from .losses import SoftmaxCrossEntropy
 from .metrics import confusion_matrix, per_class
 from .model import Sequential
@@ -133,7 +134,7 @@ def predict(model: Sequential | str | Path, images: np.ndarray, mean: float | Se
                          "std=, or a network that knows its data (model.data; Trainer.fit and load_checkpoint set it)")
     shape = known.get("input_shape")
     channels = shape[0] if shape else model.input_channels()
-    mean, std = _per_channel(mean, "mean", -1e6, channels), _per_channel(std, "std", 1e-12, channels)
+    mean, std = per_channel(mean, "predict mean", -1e6, channels), per_channel(std, "predict std", 1e-12, channels)
     batch_size = integer(batch_size, "batch_size", 1)
     images = _image_batch(np.asarray(images), shape, len(mean))
     outputs = []
@@ -144,16 +145,6 @@ def predict(model: Sequential | str | Path, images: np.ndarray, mean: float | Se
         shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
         outputs.append(shifted / shifted.sum(axis=1, keepdims=True))
     return np.concatenate(outputs)
-
-
-def _per_channel(value: Any, name: str, low: float, channels: int | None) -> list[float]:
-    """A number for each of the network's `channels` (one number serves them all; None:
-    unknown, as many as given), each checked."""
-    values = list(value) if isinstance(value, (list, tuple, np.ndarray)) else [value] * (channels or 1)
-    if channels is not None and len(values) != channels:
-        raise ValueError(f"predict {name} needs one value per channel of the network's images ({channels}), got "
-                         f"{len(values)}")
-    return [number(v, f"predict {name}", low, 1e6) for v in values]
 
 
 def _image_batch(images: np.ndarray, shape: Sequence[int] | None, channels: int) -> np.ndarray:

@@ -187,3 +187,13 @@ def test_a_seed_is_an_integer_at_least_0(seed):
 def test_a_split_that_is_not_a_fraction_or_leaves_a_part_empty_is_refused(fraction, message):
     with pytest.raises(ValueError, match=message):
         small_dataset(10).split(fraction)
+
+
+def test_one_number_serves_every_channel_and_a_list_must_match_them():
+    from xpcnn.datasets.dataset import per_channel
+
+    assert per_channel(0.5, "mean", -1e6, 3) == [0.5] * 3 and per_channel([0.1, 0.2], "mean", -1e6, None) == [0.1, 0.2]
+    with pytest.raises(ValueError, match=r"^std needs one value per channel of the network's images \(3\), got 2$"):
+        per_channel([0.1, 0.2], "std", 1e-12, 3)
+    with pytest.raises(ValueError, match=r"^std must be in \[1e-12, 1000000.0\], got 0.0$"):
+        per_channel(0.0, "std", 1e-12, 1)

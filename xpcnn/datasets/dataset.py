@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..layers.base import number
 from .sources import DatasetSpec
 
 if TYPE_CHECKING:
@@ -32,6 +33,16 @@ def normalize(images: np.ndarray, mean: float | Sequence[float], std: float | Se
     x -= mean
     x /= std
     return x
+
+
+def per_channel(value: Any, what: str, low: float, channels: int | None) -> list[float]:
+    """A mean or std for each of a network's `channels` (one number serves them all; None:
+    unknown, as many as given), each a number in [low, 1e6]; `what` names it in errors."""
+    values = list(value) if isinstance(value, (list, tuple, np.ndarray)) else [value] * (channels or 1)
+    if channels is not None and len(values) != channels:
+        raise ValueError(f"{what} needs one value per channel of the network's images ({channels}), got "
+                         f"{len(values)}")
+    return [number(v, what, low, 1e6) for v in values]
 
 
 @dataclass(repr=False)

@@ -28,10 +28,11 @@ import numpy as np
 
 from .. import backend
 from .._version import __version__
+from ..datasets.dataset import per_channel
 from ..extras import install_hint
 from ..layers import AvgPool2D, BatchNorm2D, Conv2D, Dense, Dropout, Flatten, Layer, MaxPool2D
 from ..layers.activation import GELU, GELU_CUBIC, GELU_SCALE, ReLU, Sigmoid, Tanh
-from ..layers.base import integer, number
+from ..layers.base import integer
 from ..layers.pool import GlobalAvgPool2D
 from ..model import Residual, Sequential
 from ..presets import SettingsError
@@ -159,8 +160,8 @@ def to_onnx(model: Sequential, *, mean: float | Sequence[float] | None = None,
                          "that Trainer.fit or load_checkpoint has told (a graph without them would score wrongly)")
     guess = (model.input_channels() or 1, 28, 28)  # what a network that does not know its data likely takes
     input_shape = tuple(known.get("input_shape", guess) if input_shape is None else input_shape)
-    mean = _per_channel(known.get("mean", 0.0) if mean is None else mean, "mean", -1e6, input_shape[0])
-    std = _per_channel(known.get("std", 1.0) if std is None else std, "std", 1e-12, input_shape[0])
+    mean = per_channel(known.get("mean", 0.0) if mean is None else mean, "mean", -1e6, input_shape[0])
+    std = per_channel(known.get("std", 1.0) if std is None else std, "std", 1e-12, input_shape[0])
     classes = known.get("classes") if classes is None else classes
     outputs = model.output_shapes((1, *input_shape))[-1]  # raises, naming the layer, if the shape does not fit
     classes = list(classes) if classes is not None else [str(k) for k in range(outputs[-1])]
@@ -179,14 +180,6 @@ def to_onnx(model: Sequential, *, mean: float | Sequence[float] | None = None,
         "normalization": json.dumps({"mean": mean, "std": std, "applied": "inside the graph"}),
         "input_shape": json.dumps(list(input_shape)),
         "architecture": json.dumps(model.config()), "producer": f"xpcnn {__version__}"})
-
-
-def _per_channel(value: Any, name: str, low: float, channels: int) -> list[float]:
-    """A number for every channel (one number serves them all), each checked."""
-    values = list(value) if isinstance(value, (list, tuple, np.ndarray)) else [value] * channels
-    if len(values) != channels:
-        raise ValueError(f"{name} needs one value per channel ({channels}), got {len(values)}")
-    return [number(v, name, low, 1e6) for v in values]
 
 
 def _checked_opset(onnx: Any, opset: Any) -> int:
