@@ -240,7 +240,9 @@ def device_unusable_reason(name: str, spec: Any = None) -> str | None:
 
 
 def require(name: str, spec: Any = None) -> None:
-    """Raise BackendUnavailable, saying why, unless backend `name` runs on device `spec` here."""
+    """Raise BackendUnavailable, saying why, unless backend `name` runs on device `spec`
+    here; ValueError for a name that is no backend, as namespace() gives."""
+    _check_name(name)
     reason = device_unusable_reason(name, spec)
     if reason is not None:
         raise BackendUnavailable(f"backend {name}{f' on device {spec}' if spec is not None else ''}: {reason}")

@@ -201,7 +201,6 @@ class Sequential:
     def to(self, backend_name: str, device: Any = None, dtype: Any = None) -> Sequential:
         """Move every layer to a backend, device and dtype (default: keep the dtype);
         backend.BackendUnavailable, saying why, where the backend cannot use that device."""
-        backend.namespace(backend_name)  # ValueError for a name that is no backend, as Layer.to gives
         backend.require(backend_name, device)  # one line, not the library's page about its build
         self._steps = None  # what a fused block saved stays behind, as the layers' caches do
         for layer in self.layers:

@@ -81,12 +81,11 @@ def run_facts(trainer: Trainer, train: Dataset) -> dict[str, Any]:
 
 
 def weights_digest(model: Any) -> str:
-    """sha256 of the model's parameters and buffers, in order, as bytes on the host."""
+    """sha256 of the model's state_dict (parameters, buffers and counters, on the host)."""
     digest = hashlib.sha256()
-    for store in (model.params, model.buffers):
-        for name, value in store.items():
-            digest.update(name.encode())
-            digest.update(np.ascontiguousarray(backend.to_numpy(value)).tobytes())
+    for name, value in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(np.ascontiguousarray(value).tobytes())
     return digest.hexdigest()
 
 
