@@ -196,3 +196,8 @@ def test_a_batch_beyond_the_images_there_are_is_reported_as_the_batch_used(monke
     monkeypatch.setattr("xpcnn.datasets.load_bundled", lambda: type("Bundled", (), {"train": small, "test": small}))
     result = parity.check(presets.build("tutorial"), ["numpy", "array_api_strict"], batch_size=1000)
     assert result.batch_size == 40 and "batch of 40 bundled MNIST images" in result.to_text()
+
+
+def test_an_optimizer_without_training_steps_is_refused_not_ignored():
+    with pytest.raises(ValueError, match="optimizer 'adam' is the optimizer of the training steps"):
+        parity.check(presets.build("tutorial"), ["numpy", "array_api_strict"], optimizer="adam")

@@ -217,7 +217,7 @@ def _add_parity_parser(commands: Any) -> None:
     flag("--batch-size", type=_positive_int, default=32, help="images to use: bundled MNIST's test images for digit "
          "models (2,000 at most), else random ones of the model's shape (default: 32)")
     flag("--steps", type=_count, default=0, help="also train K steps on each backend, follow the drift (default: 0)")
-    flag("--optimizer", default="sgd", choices=sorted(OPTIMIZERS), help="optimizer of --steps (default: sgd)")
+    flag("--optimizer", choices=sorted(OPTIMIZERS), help="optimizer of --steps (default: sgd)")
     flag("--seed", type=_seed, default=0, help="seed of a preset's weights, of random images and of the batches "
          "--steps draws (default: 0)")
     flag("--width", type=_checked(float, lambda value: 1 / 64 <= value <= 16, "in [1/64, 16]"),
@@ -231,6 +231,8 @@ def parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.N
     args, unknown = parser.parse_known_args(argv)
     if unknown:
         args.refuse(f"unrecognized arguments: {' '.join(unknown)}")
+    if getattr(args, "command", None) == "parity" and args.optimizer and not args.steps:
+        args.refuse("--optimizer: it is the optimizer of --steps; give --steps K as well")
     return args
 
 

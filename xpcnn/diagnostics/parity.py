@@ -472,17 +472,21 @@ def check(
     *,
     batch_size: int = 32,
     steps: int = 0,
-    optimizer: str = "sgd",
+    optimizer: str | None = None,
     seed: int = 0,
     name: str = "model",
 ) -> ParityCheck:
     """`compare` on the first `batch_size` images of the model's own input (see
     parity_data; all of them where there are fewer, and the report says how many) and,
-    with `steps`, `trajectory` over that many training batches drawn from `seed`."""
+    with `steps`, `trajectory` over that many training batches drawn from `seed`, with
+    `optimizer` (default: sgd)."""
     from ..datasets import batches
 
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
+    if optimizer is not None and not steps:
+        raise ValueError(f"optimizer {optimizer!r} is the optimizer of the training steps: give steps as well")
+    optimizer = optimizer or "sgd"
     train, test, images = parity_data(model, batch_size * max(steps, 1), seed)
     x, y = next(batches(test, batch_size, shuffle=False))  # fewer where the data has fewer
     result = ParityCheck(
