@@ -331,7 +331,7 @@ def test_the_continue_command_quotes_the_folder(tmp_path):
         ["train", "--no-download", "--limit", "3000", "--epochs", "2", "--out", "my run", "--checkpoint-every", "5",
          "--no-progress", "--no-plots"], tmp_path / "my run", env, tmp_path)
     command = stderr.split("continue with: ")[1].strip()
-    assert command == "xpcnn train --out 'my run' --resume --checkpoint-every 5 --no-plots"
+    assert command == "xpcnn train --out 'my run' --resume --checkpoint-every 5 --no-progress --no-plots"
     assert xpcnn(*shlex.split(command)[1:], "--no-progress", env=env, cwd=tmp_path).returncode == 0
     assert not list((tmp_path / "my run").glob("*.png"))  # the resumed run draws none either
 
@@ -440,7 +440,7 @@ def test_the_printed_continue_command_reproduces_an_uninterrupted_run(tmp_path):
     steps = load_checkpoint(tmp_path / "cut" / "checkpoint.npz").optimizer["steps"]
     assert 0 < steps < 2 * 9 and steps != 9  # interrupted inside an epoch (9 batches of 64 per epoch)
     command = stdout.split("continue with: ")[1].strip()
-    assert command == "xpcnn train --out cut --resume --checkpoint-every 3 --no-plots"
+    assert command == "xpcnn train --out cut --resume --checkpoint-every 3 --no-progress --no-plots"
     resumed = xpcnn(*shlex.split(command)[1:], "--no-progress", env=dict(env, XPCNN_DATA_DIR=str(tmp_path)),
                     cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr

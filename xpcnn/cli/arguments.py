@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import shlex
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -76,8 +77,12 @@ def _command(commands: Any, name: str, **kwargs: Any) -> Any:
     return parser
 
 
+DEFAULT_BACKEND = backend.BACKENDS[0]
+
+
 def _add_backend_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--backend", default="numpy", choices=backend.BACKENDS, help="array library (default: numpy)")
+    parser.add_argument("--backend", default=DEFAULT_BACKEND, choices=backend.BACKENDS,
+                        help=f"array library (default: {DEFAULT_BACKEND})")
     parser.add_argument("--device", help="device of the backend, e.g. cpu, cuda:0 (default: the backend's default)")
 
 
@@ -234,6 +239,26 @@ def parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.N
     if getattr(args, "command", None) == "parity" and args.optimizer and not args.steps:
         args.refuse("--optimizer: it is the optimizer of --steps; give --steps K as well")
     return args
+
+
+# Flags of `train` that its checkpoint does not keep: how and where it runs, what it reports.
+NOT_KEPT = ("backend", "device", "workers", "cuda_graphs", "checkpoint_every", "detect_anomaly", "no_progress",
+            "no_plots")
+
+
+def continue_command(args: argparse.Namespace, out: Path) -> str:
+    """The command that continues the interrupted run in `out` as `args` ran it: --resume
+    brings the kept settings, the flags of NOT_KEPT are given again."""
+    words = ["xpcnn", "train", "--out", str(out), "--resume"]
+    for name in NOT_KEPT:
+        value, flag = getattr(args, name), "--" + name.replace("_", "-")
+        if value is True:
+            words.append(flag)
+        elif value is False and name == "cuda_graphs":  # the one False that was given: the other flags' default
+            words.append("--no-cuda-graphs")
+        elif value is not None and value is not False and (name, value) != ("backend", DEFAULT_BACKEND):
+            words += [flag, str(value)]
+    return shlex.join(words)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -12,7 +12,6 @@ import functools
 import io
 import json
 import os
-import shlex
 import sys
 import warnings
 from pathlib import Path
@@ -22,7 +21,7 @@ from .. import backend, presets
 from ..diagnostics import machine
 from ..metrics import per_class_table
 from ..train.workers import quiet
-from .arguments import build_parser, parse
+from .arguments import build_parser, continue_command, parse
 
 
 class UsageError(Exception):
@@ -156,11 +155,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             trainer.fit(train_set, trainer.epochs, val_set)
         result = trainer.finish(test_set)
     except TrainingInterrupted as stop:
-        every = (f" --checkpoint-every {args.checkpoint_every}" if args.checkpoint_every else "") + \
-            " --no-plots" * args.no_plots  # what the command was told and the checkpoint does not keep
         anywhere = " (under mpirun with any number of processes, or without)" if comm.size > 1 else ""
-        say(f"{stop}; checkpoint saved to {stop.checkpoint}; continue with: xpcnn train --out "
-            f"{shlex.quote(str(out))} --resume{every}{anywhere}")
+        say(f"{stop}; checkpoint saved to {stop.checkpoint}; continue with: {continue_command(args, out)}{anywhere}")
         return 130
     except BaseException:
         if comm.is_root:
