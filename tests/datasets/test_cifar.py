@@ -221,6 +221,24 @@ def test_an_extracted_folder_lacking_files_is_named_where_the_data_is_not_found(
     assert incomplete_cifar(spec, [tmp_path / "elsewhere"]) is None
 
 
+@pytest.mark.parametrize("name, other, version", [
+    ("cifar10", "cifar-10-python.tar.gz", "Python version (pickles"),
+    ("cifar10", "cifar-10-batches-py", "Python version (pickles"),
+    ("cifar100", "cifar-100-python", "Python version (pickles"),
+    ("cifar10", "cifar-10-matlab.tar.gz", "MATLAB version"),
+])
+def test_a_copy_of_another_version_is_named_where_the_data_is_not_found(tmp_path, name, other, version):
+    from xpcnn.datasets.loading import DataNotFound, load_dataset
+
+    spec = dataset(name)[0]
+    (tmp_path / other).mkdir()  # an archive or its extracted folder: either is named
+    expected = f"{tmp_path / other} is {name}'s {version}"
+    assert incomplete_cifar(spec, [tmp_path]).startswith(expected)
+    assert incomplete_cifar(spec, [tmp_path / other]).startswith(expected)  # --data-dir names it
+    with pytest.raises(DataNotFound, match=rf"; xpcnn reads the binary version, {spec.files['archive'].name}; "):
+        load_dataset(name, tmp_path, download=False)
+
+
 def test_verify_archive_checks_size_and_digest(tmp_path):
     spec, _ = write_archive(tmp_path, CIFAR10, b"some bytes")
     file, path = spec.files["archive"], tmp_path / spec.files["archive"].name

@@ -48,7 +48,8 @@ class CIFARLayout:
     """What a CIFAR dataset's binary version holds: the archive's top folder, the .bin
     files of each part, the records in each, the label bytes before each record's pixels
     (what each is and how many values it takes; the last is the label used), the file of
-    class names, one per line, and the MD5 of each .bin file as extracted."""
+    class names, one per line, the MD5 of each .bin file as extracted, and the archives and
+    folders of the dataset's other versions, which are not read, by what they are."""
 
     folder: str
     parts: dict[str, tuple[str, ...]]
@@ -56,6 +57,7 @@ class CIFARLayout:
     labels: tuple[tuple[str, int], ...]
     names_file: str
     digests: dict[str, str]
+    other_versions: dict[str, str]
 
     @property
     def record_size(self) -> int:
@@ -66,6 +68,9 @@ class CIFARLayout:
         return self.records[name] * self.record_size
 
 
+# What the versions that xpcnn does not read are (torchvision and Keras download the Python one).
+PYTHON = "Python version (pickles, which xpcnn does not read: unpickling can run any code)"
+MATLAB = "MATLAB version"
 CIFAR10_TRAIN = tuple(f"data_batch_{i}.bin" for i in range(1, 6))
 # The MD5 sums of the extracted .bin files are not the authors' (they publish only the
 # archives' MD5, in sources.py): they come from the Go project "dldataset". A folder that
@@ -85,6 +90,8 @@ LAYOUTS = {
             "data_batch_5.bin": "53f37980c15c3d472c316c40844f3f0d",
             "test_batch.bin": "803d5f7f4d78ea53de84dbe85f74fb6d",
         },
+        other_versions={"cifar-10-python.tar.gz": PYTHON, "cifar-10-batches-py": PYTHON,
+                        "cifar-10-matlab.tar.gz": MATLAB, "cifar-10-batches-mat": MATLAB},
     ),
     "cifar100": CIFARLayout(
         folder="cifar-100-binary",
@@ -93,6 +100,8 @@ LAYOUTS = {
         labels=(("coarse label", 20), ("fine label", 100)),
         names_file="fine_label_names.txt",
         digests={"train.bin": "6172c7755cfe09b2fe270c85cebc1b15", "test.bin": "4499cfba6c016c1be1438163640a0898"},
+        other_versions={"cifar-100-python.tar.gz": PYTHON, "cifar-100-python": PYTHON,
+                        "cifar-100-matlab.tar.gz": MATLAB},
     ),
 }
 
@@ -149,13 +158,20 @@ def find_cifar(spec: DatasetSpec, dirs: Sequence[Path]) -> Path | None:
 
 def incomplete_cifar(spec: DatasetSpec, dirs: Sequence[Path]) -> str | None:
     """One line naming the first extracted folder in `dirs` that lacks some .bin files, or
-    None: why find_cifar passed over a folder that looks like CIFAR's."""
+    else the first copy of another version of the dataset, or None: why find_cifar passed
+    over what looks like CIFAR."""
     layout = _layout(spec)
     for folder in map(Path, dirs):
         candidate = folder if folder.name == layout.folder else folder / layout.folder
         missing = _missing_bins(layout, candidate)
         if candidate.is_dir() and missing:
             return f"{candidate} lacks {len(missing)} of {spec.name}'s .bin files ({', '.join(missing)})"
+    for folder in map(Path, dirs):
+        for name, version in layout.other_versions.items():
+            other = folder if folder.name == name else folder / name
+            if other.exists():
+                binary = spec.files["archive"].name
+                return f"{other} is {spec.name}'s {version}; xpcnn reads the binary version, {binary}"
     return None
 
 
