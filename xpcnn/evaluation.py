@@ -67,14 +67,15 @@ def check_same_data(known: dict[str, Any] | None, dataset: Dataset, what: str = 
         raise ValueError(f"the network classifies the {len(known['classes'])} classes of {known['name']} "
                          f"({_some(known['classes'])}), but {what} has the {len(mine['classes'])} of {mine['name']} "
                          f"({_some(mine['classes'])}) (a set of your own arrays takes the training set's classes "
-                         "with Dataset.from_arrays(..., like=train))")
+                         "with Dataset.from_arrays(..., like=train), or like=model)")
     if list(known["input_shape"]) != mine["input_shape"]:
         raise ValueError(f"the network was trained on {'x'.join(map(str, known['input_shape']))} images, but the "
                          f"images of {what} are {'x'.join(map(str, mine['input_shape']))}")
     if not (np.allclose(known["mean"], mine["mean"], rtol=1e-6) and np.allclose(known["std"], mine["std"], rtol=1e-6)):
         raise ValueError(f"{what} is normalised with mean {_rounded(mine['mean'])}, std {_rounded(mine['std'])}, but "
                          f"the network was trained with mean {_rounded(known['mean'])}, std {_rounded(known['std'])}: "
-                         "make its Dataset with the training set's statistics (Dataset.from_arrays(..., like=train))")
+                         "make its Dataset with the training set's statistics (Dataset.from_arrays(..., like=train), "
+                         "or like=model)")
 
 
 def _some(names: Sequence[str]) -> str:

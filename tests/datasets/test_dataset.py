@@ -97,8 +97,26 @@ def test_class_names_must_be_a_count_or_distinct_names():
                                    (["a"], ValueError, "at least 2 classes apart")):
         with pytest.raises(kind, match=message):
             Dataset.from_arrays(images, labels, classes)
-    with pytest.raises(TypeError, match="like must be a Dataset"):
+    with pytest.raises(TypeError, match="like must be a Dataset or a trained network"):
         Dataset.from_arrays(images, labels, like="mnist")
+
+
+def test_new_arrays_like_a_loaded_checkpoint_s_model_are_scored_as_its_training_data(tmp_path):
+    import xpcnn
+
+    rng = np.random.default_rng(0)
+    train = Dataset.from_arrays(rng.integers(0, 256, (20, 3, 8, 8), dtype=np.uint8), np.arange(20) % 3,
+                                ["red", "green", "blue"])
+    model = xpcnn.Sequential([xpcnn.Flatten(), xpcnn.Dense(3 * 8 * 8, 3)])
+    xpcnn.save_checkpoint(tmp_path / "c.npz", model, data=train)
+    loaded = xpcnn.load_checkpoint(tmp_path / "c.npz").model
+    new = Dataset.from_arrays(rng.integers(0, 256, (5, 3, 8, 8), dtype=np.uint8), [0, 1, 2, 2, 1], like=loaded)
+    assert new.spec.mean == train.spec.mean and new.spec.classes == ("red", "green", "blue")
+    assert xpcnn.evaluate(loaded, new)["accuracy"] >= 0  # not refused as data of another normalisation
+    with pytest.raises(ValueError, match=r"or like=model\)"):
+        xpcnn.evaluate(loaded, Dataset.from_arrays(new.images, new.labels, ["red", "green", "blue"]))
+    with pytest.raises(TypeError, match="got a Sequential that does not know its training data"):
+        Dataset.from_arrays(new.images, new.labels, like=xpcnn.Sequential([xpcnn.Flatten()]))
 
 
 def test_channel_statistics_are_exact_and_a_constant_channel_stays_finite():

@@ -83,22 +83,21 @@ class Dataset:
 
     @classmethod
     def from_arrays(cls, images: Any, labels: Any, classes: int | Sequence[str] | None = None, *,
-                    like: Dataset | None = None, name: str = "arrays") -> Dataset:
+                    like: Any = None, name: str = "arrays") -> Dataset:
         """A dataset of your own arrays: images (N, C, H, W) or grey (N, H, W), uint8 or
         floating in [0, 1] (stored as uint8: rounded to the nearest of 256 levels, as
         pictures are); labels (N,) class indices; `classes` their names, or how many
         (default: as many as the largest label says). The mean and std of each channel
-        are measured on these images, unless `like` (the training split, when these are
-        its test images) gives its statistics and classes. One clear error per problem."""
+        are measured on these images, unless `like` gives them with the classes: the
+        training split, when these are its test images, or a trained network (a loaded
+        checkpoint's model: its `data`). One clear error per problem."""
         images, labels = _pixels(images, name), np.asarray(labels) if not isinstance(labels, np.ndarray) else labels
         if images.shape[0] == 0:
             raise ValueError(f"{name}: no images; a dataset needs at least one")
         if like is not None:
-            if not isinstance(like, Dataset):
-                raise TypeError(f"{name}: like must be a Dataset, got {type(like).__name__}")
             if classes is not None:
                 raise ValueError(f"{name}: give classes or like, not both: like brings the classes of its dataset")
-            return cls(images, labels, like.spec, f"{name} ({len(labels):,} images)")
+            return cls(images, labels, _spec_of(like, name), f"{name} ({len(labels):,} images)")
         spec = DatasetSpec(name, {}, (), *channel_statistics(images), _class_names(classes, labels, name))
         return cls(images, labels, spec, f"{name} ({len(labels):,} images)")
 
@@ -208,6 +207,20 @@ def _channels_first(images: np.ndarray, name: str) -> np.ndarray:
         else ""
     raise ValueError(f"{name}: images must be (N, C, H, W) with C 1 or 3, or grey (N, H, W); got shape "
                      f"{images.shape}{hint}")
+
+
+def _spec_of(like: Any, name: str) -> DatasetSpec:
+    """The spec of from_arrays' `like`: a Dataset's own, or that of the data a network was
+    trained on (its `data`, Dataset.statistics)."""
+    if isinstance(like, Dataset):
+        return like.spec
+    known = getattr(like, "data", None)
+    if not isinstance(known, dict):
+        what = f"a {type(like).__name__} that does not know its training data (its data is None)" \
+            if hasattr(like, "data") else f"{type(like).__name__}"
+        raise TypeError(f"{name}: like must be a Dataset or a trained network (a loaded checkpoint's model), "
+                        f"got {what}")
+    return DatasetSpec.from_statistics(known)
 
 
 def _pixels(images: Any, name: str) -> np.ndarray:

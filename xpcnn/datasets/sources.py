@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,13 @@ class DatasetSpec:
     @property
     def channels(self) -> int:
         return len(self.mean)
+
+    @classmethod
+    def from_statistics(cls, known: dict[str, Any]) -> DatasetSpec:
+        """The spec of data described by `known` (Dataset.statistics: what a network was
+        trained on, model.data), without files to download."""
+        return cls(known["name"], {}, (), known["mean"], known["std"], known["classes"],
+                   known.get("pictures", "resize"))
 
 
 MNIST = DatasetSpec(

@@ -512,7 +512,7 @@ def parity_data(model: Sequential, count: int, seed: int) -> tuple[Any, Any, str
         data = load_bundled()
         return data.train, data.test, "bundled MNIST images"
     rng = np.random.default_rng([seed, 7])
-    spec = DatasetSpec(known["name"], {}, (), known["mean"], known["std"], known["classes"])
+    spec = DatasetSpec.from_statistics(known)
     made = [Dataset(rng.integers(0, 256, (count, *shape), dtype=np.uint8),
                     rng.integers(0, len(spec.classes), count), spec) for _ in range(2)]
     return made[0], made[1], f"random {'x'.join(map(str, shape))} images"
