@@ -122,7 +122,8 @@ def test_resnet20_is_he_et_al_s_cifar_network():
     blocks = [layer for layer in net if isinstance(layer, xpcnn.Residual)]
     assert len(blocks) == 9 and sum(block.shortcut is not None for block in blocks) == 2
     assert net.output_shapes((2, 3, 32, 32))[-1] == (2, 10)
-    assert [shape[1:] for _, layer, shape in net._shaped((1, 3, 32, 32)) if isinstance(layer, xpcnn.Residual)] == [
+    shaped = net.shaped_layers((1, 3, 32, 32))
+    assert [shape[1:] for _, layer, shape in shaped if isinstance(layer, xpcnn.Residual)] == [
         (16, 32, 32)] * 3 + [(32, 16, 16)] * 3 + [(64, 8, 8)] * 3
     assert round(net.training_flops((3, 32, 32)) / 6 / 1e6) == 41  # multiply-adds of one forward, as the paper
     recipe = presets.recipe("resnet20")

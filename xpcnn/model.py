@@ -252,6 +252,11 @@ class Sequential:
             shapes.append(shape)
         return shapes
 
+    def shaped_layers(self, input_shape: Shape) -> list[tuple[int | str, Layer, Shape]]:
+        """(position, layer, output shape) of every layer for inputs of `input_shape` (N, C, H,
+        W), each block before the layers inside it; Misfit as output_shapes."""
+        return list(self._shaped(input_shape))
+
     def _shaped(self, input_shape: Shape, prefix: str = "") -> Iterator[tuple[int | str, Layer, Shape]]:
         """(position, layer, output shape) for every layer, blocks walked into (as _walk)."""
         shape = tuple(input_shape)

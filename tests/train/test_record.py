@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 import xpcnn
 from xpcnn import backend
 from xpcnn.cli.arguments import build_parser
+from xpcnn.datasets import Dataset
 from xpcnn.io.checkpoint import CheckpointError
 from xpcnn.train import record
 
@@ -134,3 +136,17 @@ def test_extending_a_run_stretches_its_schedule_and_reopens_an_early_stop(tmp_pa
     with pytest.raises(xpcnn.presets.SettingsError, match="epochs: 4: a run can be extended, not shortened"):
         record.extend(trainer, 4, 10)
     assert trainer.optimizer.schedule.total == 50
+
+
+def test_a_last_batch_that_leaves_batch_norm_one_value_per_channel_is_refused_before_any_step():
+    rng = np.random.default_rng(0)
+    train = Dataset.from_arrays(rng.integers(0, 256, (9, 3, 4, 4), dtype=np.uint8), np.arange(9) % 2)
+    net = xpcnn.Sequential([xpcnn.Conv2D(3, 4, 4, rng=0), xpcnn.BatchNorm2D(4), xpcnn.Flatten(), xpcnn.Dense(4, 2)])
+    trainer = xpcnn.Trainer(net, xpcnn.optim.SGD(net, 0.01), batch_size=4, progress=False, log=lambda m: None)
+    with pytest.raises(xpcnn.presets.SettingsError, match=r"^batch_size: the last batch of an epoch holds 1 image \(9 "
+                       r"training images in batches of 4\), and layer 1 \(BatchNorm2D.*\) sees 1x1 maps"):
+        trainer.fit(train, 1)
+    assert trainer.optimizer.steps == 0
+    trainer = xpcnn.Trainer(net, xpcnn.optim.SGD(net, 0.01), batch_size=3, progress=False, log=lambda m: None)
+    trainer.fit(train, 1)  # three batches of 3
+    assert trainer.optimizer.steps == 3

@@ -29,6 +29,7 @@ from ..diagnostics import machine
 from ..evaluation import check_model_fits, check_same_data
 from ..io.checkpoint import Checkpoint, load_checkpoint
 from ..io.schema import MAX_EPOCHS, MAX_SEED, MAX_SIZE, CheckpointError, Fields, is_int, is_number
+from ..layers import BatchNorm2D
 from ..presets import SettingsError
 from .callbacks import BestCheckpoint, Callback, EarlyStopping, rebuild_recorded, recorded
 from .step import can_record
@@ -124,6 +125,19 @@ def check_fits(trainer: Trainer, train: Dataset, val: Dataset | None, epochs: in
     if trainer.augment.pixels >= min(height, width):
         raise SettingsError("augment", f"shifts of up to {trainer.augment.pixels} pixels would move {height}x{width} "
                             "images out of sight")
+    _check_smallest_batch(trainer, train)
+
+
+def _check_smallest_batch(trainer: Trainer, train: Dataset) -> None:
+    """SettingsError where the smallest batch of an epoch (its last) would leave a batch
+    norm one value per channel, of which it can compute no variance."""
+    smallest = len(train) % trainer.batch_size or min(len(train), trainer.batch_size)
+    for position, layer, shape in trainer.model.shaped_layers((smallest, *train.input_shape)):
+        if isinstance(layer, BatchNorm2D) and smallest * shape[2] * shape[3] < 2:
+            raise SettingsError("batch_size", f"the last batch of an epoch holds 1 image ({len(train):,} training "
+                                f"images in batches of {trainer.batch_size}), and layer {position} ({layer!r}) sees "
+                                f"{shape[2]}x{shape[3]} maps: batch norm needs more than one value per channel; "
+                                "choose a batch size that leaves more than one image for the last batch")
 
 
 def _check_schedule_spans(trainer: Trainer, epochs: int, batches: int) -> None:
