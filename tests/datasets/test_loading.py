@@ -163,6 +163,10 @@ def test_a_folder_of_pictures_records_how_it_was_read_and_refuses_changes(tmp_pa
     Image.fromarray(np.zeros((9, 9, 3), np.uint8)).save(tmp_path / "pics" / "red" / "000.png")
     with pytest.raises(DataNotFound, match="have changed since the run read them"):
         again.load()
+    (tmp_path / "pics" / "red" / "notes.txt").write_text("a stray file")
+    with pytest.raises(DataNotFound, match=r"have changed since the run read them: .*notes.txt: .*; the run reads its "
+                       r"folder as it did: remove the file$"):  # not a hint of on_bad, which a run keeps
+        again.load()
     with pytest.raises(TypeError, match="image_size: options of a folder of pictures"):
         load_dataset("mnist", image_size=8)
     with pytest.raises(ValueError, match="needs data_dir"):

@@ -67,6 +67,15 @@ class FolderError(ValueError):
     """A folder cannot be read as a dataset; one line naming the folder or file and why."""
 
 
+class BadFile(FolderError):
+    """A file in a folder read with on_bad="refuse" is no picture that can be read: `path`
+    and `why`."""
+
+    def __init__(self, path: str, why: str) -> None:
+        super().__init__(f"{path}: {why} {SKIP_HINT}")
+        self.path, self.why = path, why
+
+
 @dataclass(frozen=True, eq=False)
 class FolderData:
     """A folder's pictures: uint8 images (N, C, S, S), int64 labels (N,) indexing
@@ -279,7 +288,7 @@ def _find(folder: str, on_bad: str) -> _Found:
                 found.parts.append(part)
                 found.stats.append((size, mtime))
     if on_bad == "refuse" and found.bad:
-        raise FolderError(f"{found.bad[0][0]}: {found.bad[0][1]} {SKIP_HINT}")
+        raise BadFile(*found.bad[0])
     _check_classes(found, np.asarray(found.labels, np.int64), np.asarray(found.parts), found.bad)
     return found
 
@@ -436,7 +445,7 @@ def _decode_chunk(paths: list[str], start: int, size: int, decoded: np.ndarray, 
 def _refuse_or_report(bad: list[tuple[str, str]], on_bad: str, folder: str, warn: Callable[[str], None]) -> None:
     """Refusing: FolderError naming the first bad entry. Skipping: one summary line."""
     if bad and on_bad == "refuse":
-        raise FolderError(f"{bad[0][0]}: {bad[0][1]} {SKIP_HINT}")
+        raise BadFile(*bad[0])
     if bad:
         named = "; ".join(f"{os.path.relpath(path, folder)} ({reason})" for path, reason in bad[:SKIPPED_SHOWN])
         more = f"; and {len(bad) - SKIPPED_SHOWN} more" if len(bad) > SKIPPED_SHOWN else ""

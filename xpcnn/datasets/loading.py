@@ -20,7 +20,7 @@ import numpy as np
 from .cifar import find_cifar, incomplete_cifar, read_cifar, verify_archive
 from .dataset import Dataset, channel_statistics, check_seed
 from .files import ChecksumError, DownloadError, cache_dir, download_file, find_file, load_verified, search_dirs
-from .folder import load_folder
+from .folder import BadFile, load_folder
 from .sources import DATASETS, FOLDER_IMAGE_SIDE, MNIST, DataFile, DatasetSpec
 
 BUNDLED_FILE = "mnist-subset.npz"
@@ -92,6 +92,10 @@ class Selection:
                 loaded = load_full(DATASETS[self.dataset], download=False, only=[Path(f) for f in self.folders])
         except DataNotFound as exc:
             raise DataNotFound(f"the run's data is gone from {', '.join(self.folders or ())}: {exc}") from None
+        except BadFile as exc:  # the run read its folder without it: the folder changed
+            raise DataNotFound(f"the pictures in {', '.join(self.folders or ())} have changed since the run read "
+                               f"them: {exc.path}: {exc.why}; the run reads its folder as it did: remove "
+                               "the file") from None
         if self.digest is not None and loaded.digest != self.digest:
             raise DataNotFound(f"the pictures in {', '.join(self.folders or ())} have changed since the run read "
                                f"them (digest {loaded.digest[:12]}..., the run's {self.digest[:12]}...)")
