@@ -117,7 +117,9 @@ def _add_train_parser(commands: Any) -> None:
     flag("--lr", type=_positive_float, help=f"peak learning rate ({_by_preset('lr')})")
     flag("--momentum", type=_checked(float, lambda value: 0 <= value < 1, "in [0, 1)"),
          help="SGD momentum (" + ", ".join(f"{name}: {recipe.momentum}" for name, recipe in presets.RECIPES.items()
-                                           if recipe.optimizer == "sgd") + ")")
+                                           if recipe.optimizer == "sgd" and recipe.schedule != "onecycle")
+         + "; refused under the onecycle schedule, which sets it: "
+         + " and ".join(name for name, recipe in presets.RECIPES.items() if recipe.schedule == "onecycle") + ")")
     flag("--nesterov", action=argparse.BooleanOptionalAction, help=f"Nesterov momentum, SGD only "
          f"({_by_preset('nesterov')})")
     flag("--weight-decay", type=_checked(float, lambda value: 0 <= value < math.inf, ">= 0 and finite"),
@@ -155,7 +157,8 @@ def _add_network_flags(parser: argparse.ArgumentParser) -> None:
     flag("--model", choices=PRESET_CHOICES, help=f"{PRESET_HELP} (default: tutorial for the MNIST family, compact "
          "for other data)")
     flag("--width", type=_checked(float, lambda value: 1 / 64 <= value <= 16, "in [1/64, 16]"),
-         help=f"scale the channels of {' and '.join(presets.SCALABLE)} (default: 1; 0.25 trains on a laptop)")
+         help=f"scale the channels of {' and '.join(presets.SCALABLE)} (default: 1; 0.25 trains on a laptop); a "
+         "new run only")
 
 
 def _add_augment_flags(parser: argparse.ArgumentParser) -> None:

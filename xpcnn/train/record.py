@@ -151,9 +151,9 @@ def _check_schedule_spans(trainer: Trainer, epochs: int, batches: int) -> None:
         kind = schedule.config()["type"]
         raise SettingsError("epochs", f"{epochs} epochs of {batches} batch{'es' * (batches != 1)} are {steps:,} "
                             f"steps, but the {kind} schedule ends after {total:,}: the rest would train at its last "
-                            f"learning rate, about 0; plan the run for {epochs} epochs (the recipe's epochs, the "
-                            f"schedule's total), or xpcnn.train.record.extend(trainer, {epochs}, {batches}) to "
-                            "stretch the schedule")
+                            f"learning rate, about 0; make the schedule for {epochs} epochs (a Recipe of "
+                            f"epochs={epochs} for Trainer.for_preset, or a schedule's total of {steps:,}), or "
+                            f"stretch this one with xpcnn.train.record.extend(trainer, {epochs}, {batches})")
 
 
 def check_same_images(trainer: Trainer, train: Dataset) -> str:
