@@ -70,6 +70,18 @@ def test_gzip_only_checksums_refuse_raw_files(tmp_path):
         load_verified(tmp_path / "x", file)
 
 
+@pytest.mark.parametrize("of", ["gzip", "raw"])
+def test_a_data_file_that_is_a_fifo_is_refused_at_once_not_waited_on(tmp_path, of):
+    import os
+
+    from xpcnn.datasets import IDXError
+
+    os.mkfifo(tmp_path / "x")
+    file = DataFile("x", 16, "md5", "0" * 32, of)
+    with pytest.raises(IDXError, match="x: not a regular file"):
+        load_verified(tmp_path / "x", file)
+
+
 # -- downloads against a local server ---------------------------------------------------
 
 

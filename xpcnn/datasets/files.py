@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from ..io.atomic import fsync_dir, why_not_made
-from .idx import GZIP_MAGIC, parse_idx, read_idx_bytes
+from ..io.regular import open_regular
+from .idx import GZIP_MAGIC, IDXError, parse_idx, read_idx_bytes
 from .sources import DataFile, DatasetSpec
 
 GZIP_SLACK = 1 << 20  # a gzip file is never much larger than its content
@@ -53,7 +54,7 @@ def search_dirs(spec: DatasetSpec, data_dir: str | Path | None = None) -> list[P
 def load_verified(path: Path, file: DataFile) -> np.ndarray:
     """Read `path` as the data file `file` describes; ChecksumError or IDXError if it is not."""
     if file.of == "gzip":
-        with open(path, "rb") as handle:
+        with open_regular(path, IDXError) as handle:  # a FIFO would wait for a writer
             raw = handle.read(file.size + GZIP_SLACK)
         if not raw.startswith(GZIP_MAGIC):
             raise ChecksumError(

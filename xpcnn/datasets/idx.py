@@ -21,6 +21,7 @@ from ..io.regular import open_regular
 # Type codes of the IDX format and their big-endian NumPy dtypes.
 IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 MAX_BYTES = 1 << 30  # 1 GiB: far above any MNIST-like file, far below a memory blow-up
+READ_CHUNK = 1 << 24
 MAX_NDIM = 8
 GZIP_MAGIC = b"\x1f\x8b"
 
@@ -67,7 +68,7 @@ def _parse_header(head: bytes, source: object, max_bytes: int) -> tuple[np.dtype
     return dtype, dims, header_length
 
 
-def read_idx_bytes(path: str | Path, max_bytes: int = MAX_BYTES) -> bytes:
+def read_idx_bytes(path: str | Path, max_bytes: int = MAX_BYTES) -> bytearray:
     """The uncompressed content of an IDX file, after checking its header and length."""
     path = Path(path)
     try:
@@ -76,21 +77,26 @@ def read_idx_bytes(path: str | Path, max_bytes: int = MAX_BYTES) -> bytes:
             dtype, dims, header_length = _parse_header(head, path, max_bytes)
             size = math.prod(dims) * dtype.itemsize
             # Read no more than announced (+1 to see trailing data): a gzip bomb stops here.
-            body = head[header_length:] + stream.read(max(0, size + 1 - (len(head) - header_length)))
+            # Grown in place, the content is held once: a header that lies costs what it reads.
+            content = bytearray(head)
+            while len(content) < header_length + size + 1:
+                chunk = stream.read(min(READ_CHUNK, header_length + size + 1 - len(content)))
+                if not chunk:
+                    break
+                content += chunk
     except (OSError, EOFError, zlib.error) as exc:
         if isinstance(exc, FileNotFoundError):
             raise
         raise IDXError(f"{path}: cannot read: {exc}") from None
-    if len(body) < size:
-        raise IDXError(
-            f"{path}: truncated: header announces {size:,} data bytes for shape {dims}, file has {len(body):,}"
-        )
-    if len(body) > size:
+    body = len(content) - header_length
+    if body < size:
+        raise IDXError(f"{path}: truncated: header announces {size:,} data bytes for shape {dims}, file has {body:,}")
+    if body > size:
         raise IDXError(f"{path}: trailing data after the {size:,} bytes announced for shape {dims}")
-    return head[:header_length] + body
+    return content
 
 
-def parse_idx(content: bytes, source: object = "<bytes>", max_bytes: int = MAX_BYTES) -> np.ndarray:
+def parse_idx(content: bytes | bytearray, source: object = "<bytes>", max_bytes: int = MAX_BYTES) -> np.ndarray:
     """A native-endian array from the uncompressed bytes of an IDX file."""
     dtype, dims, header_length = _parse_header(content[: 4 + 4 * MAX_NDIM], source, max_bytes)
     size = math.prod(dims) * dtype.itemsize
