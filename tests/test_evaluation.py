@@ -10,7 +10,7 @@ import pytest
 import xpcnn
 from xpcnn import Trainer, presets
 from xpcnn.datasets import MNIST, Dataset, batches, load_bundled
-from xpcnn.evaluation import classify_files, evaluate, evaluate_checkpoint, predict
+from xpcnn.evaluation import NotFiniteOutputs, classify_files, evaluate, evaluate_checkpoint, predict
 from xpcnn.io.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
 from .helpers import small_net
@@ -176,3 +176,16 @@ def test_one_mean_and_std_serve_every_channel_of_the_network():
     with pytest.raises(ValueError, match=r"predict mean needs one value per channel of the network's images \(3\), "
                                          r"got 2"):
         predict(net, images, mean=[0.5, 0.5], std=0.25)
+
+
+@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")  # NumPy's, on the way to the NaN
+def test_outputs_that_are_not_finite_are_an_error_not_a_score():
+    rng = np.random.default_rng(0)
+    data = Dataset.from_arrays(rng.integers(0, 256, (6, 1, 4, 4), dtype=np.uint8), np.arange(6) % 2)
+    model = xpcnn.Sequential([xpcnn.BatchNorm2D(1), xpcnn.Flatten(), xpcnn.Dense(16, 2, rng=0)])
+    model.data = data.statistics()
+    model.layers[0].buffers["running_var"][...] = -1.0  # sqrt of a negative variance: NaN
+    with pytest.raises(NotFiniteOutputs, match="outputs are not finite .* for image 0: its weights or batch norm"):
+        xpcnn.predict(model, data.images)
+    with pytest.raises(NotFiniteOutputs, match=r"outputs are not finite \(NaN or Inf\) on arrays"):
+        xpcnn.evaluate(model, data)

@@ -5,6 +5,7 @@ and the count of right answers are in xpcnn.metrics."""
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +54,14 @@ def check_model_fits(model: Sequential, dataset: Dataset, what: str = "the data"
     if outputs != (1, classes):
         raise ValueError(f"the network's output is {outputs[1:]} for each image, but {what} ({dataset.spec.name}) "
                          f"has {classes} classes: its last layer needs {classes} outputs")
+
+
+class NotFiniteOutputs(ValueError):
+    """A network computed NaN or Inf for an input (its weights or statistics are broken)."""
+
+
+BROKEN = ("its weights or batch norm statistics make values overflow (xpcnn.diagnostics.anomaly.AnomalyHook names "
+          "the first layer)")
 
 
 def check_same_data(known: dict[str, Any] | None, dataset: Dataset, what: str = "the data") -> None:
@@ -109,6 +118,8 @@ def evaluate(model: Sequential, dataset: Dataset, batch_size: int = 1000,
             total_loss += float(loss_fn.forward(logits, y)) * int(y.shape[0])
             predictions.append(backend.to_numpy(array_namespace(logits).argmax(logits, axis=1)))
     (total_loss,) = comm.sum_numbers(total_loss)
+    if not math.isfinite(total_loss):
+        raise NotFiniteOutputs(f"the network's outputs are not finite (NaN or Inf) on {dataset.spec.name}: {BROKEN}")
     parts = comm.gather(np.concatenate(predictions) if predictions else np.zeros(0, np.int64))
     predicted = np.concatenate(parts)
     counts = confusion_matrix(dataset.labels, predicted, len(dataset.spec.classes))
@@ -143,6 +154,9 @@ def predict(model: Sequential | str | Path, images: np.ndarray, mean: float | Se
         chunk = normalize(images[start : start + batch_size], mean, std)
         x = backend.to_backend(chunk, model.backend, model.device, model.dtype)
         logits = backend.to_numpy(model.forward(x, training=False)).astype(np.float64)
+        if not np.all(np.isfinite(logits)):
+            first = start + int(np.flatnonzero(~np.all(np.isfinite(logits), axis=1))[0])
+            raise NotFiniteOutputs(f"the network's outputs are not finite (NaN or Inf) for image {first}: {BROKEN}")
         shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
         outputs.append(shifted / shifted.sum(axis=1, keepdims=True))
     return np.concatenate(outputs)
