@@ -301,6 +301,27 @@ def test_failures_are_one_line_exit_1(tmp_path):
     assert result.returncode == 1 and "Traceback" in result.stderr
 
 
+def test_a_file_name_that_is_no_utf8_is_printed_escaped(run):
+    tmp, env, _ = run
+    name = os.fsdecode(b"digit-\xff.npy")
+    np.save(tmp / name, np.zeros((28, 28), np.uint8))
+    result = subprocess.run([sys.executable, "-m", "xpcnn", "predict", "run", name], env={**env, "PYTHONIOENCODING":
+                            "utf-8:strict"}, cwd=tmp, capture_output=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(b"digit-\\udcff.npy: ")
+
+
+def test_an_error_without_words_is_still_named(monkeypatch, capsys):
+    cli = importlib.import_module("xpcnn.cli.main")  # the module, not the function xpcnn.cli.main
+
+    def out_of_memory(args):
+        raise MemoryError()
+
+    monkeypatch.setitem(cli.COMMANDS, "info", out_of_memory)
+    assert cli.main(["info"]) == 1
+    assert capsys.readouterr().err == "xpcnn info: error: out of memory\n"
+
+
 def test_refuses_to_overwrite_a_run_and_resumes(run):
     tmp, env, _ = run
     result = xpcnn("train", "--out", "run", "--no-download", env=env, cwd=tmp)

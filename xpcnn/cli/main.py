@@ -249,6 +249,8 @@ def main(argv: list[str] | None = None) -> int:
     from ..train.stops import interrupt_on_terminate
 
     warnings.filterwarnings("ignore", module=r"PIL\.")  # Pillow's notes of what it recovered: we say it in one line
+    for stream in (sys.stdout, sys.stderr):  # a file name that is no UTF-8 is shown escaped, not an error
+        getattr(stream, "reconfigure", lambda **_: None)(errors="backslashreplace")
     with interrupt_on_terminate():  # a batch scheduler's SIGTERM ends any command as Ctrl-C does
         parser = build_parser()
         if launched_rank() == 0:
@@ -290,6 +292,7 @@ def _main(args: argparse.Namespace, report: Any) -> int:
     except Exception as exc:  # one line for people; --debug for the traceback
         if args.debug:
             raise
-        report(f"xpcnn {args.command}: error: {exc}")
+        said = str(exc) or ("out of memory" if isinstance(exc, MemoryError) else type(exc).__name__)  # else blank
+        report(f"xpcnn {args.command}: error: {said}")
         return 1
 
