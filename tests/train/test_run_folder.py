@@ -102,8 +102,10 @@ def test_a_failed_run_removes_only_the_empty_folders_it_made(tmp_path):
 
 def test_resuming_removes_what_killed_writes_left(tmp_path):
     (tmp_path / "checkpoint.npz").write_bytes(b"the saved run")
-    for name in (".checkpoint.npz.k3j2.tmp", ".metrics.jsonl.x1.tmp", ".summary.json.a.tmp"):
+    for name in (".checkpoint.npz.k3j2.tmp", ".metrics.jsonl.x1.tmp", ".summary.json.a.tmp", ".best.npz.q.tmp",
+                 ".curves.png.z.tmp", ".confusion.png.y.tmp"):
         (tmp_path / name).write_bytes(b"half a file")
     (tmp_path / "notes.tmp").write_text("the user's")
+    (tmp_path / ".checkpoint.npz.dir.tmp").mkdir()  # no atomic write made it: left, and no reason to fail
     RunFolder.open(tmp_path, resume=True)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.npz", "notes.tmp"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".checkpoint.npz.dir.tmp", "checkpoint.npz", "notes.tmp"]

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from ..io.schema import CheckpointError
 from ..layers.base import integer, number
 from ..metrics import confusion_matrix
+from .run_folder import BEST_NAME
 
 if TYPE_CHECKING:
     from .trainer import Trainer
@@ -212,7 +213,7 @@ class BestCheckpoint(Watching):
     whole checkpoint, written when an epoch improves on the best, that evaluate, predict
     and export take like the last one."""
 
-    NAME = "best.npz"
+    NAME = BEST_NAME
 
     def on_fit_start(self, trainer: Trainer) -> None:
         super().on_fit_start(trainer)

@@ -4,6 +4,7 @@
     metrics.jsonl                one JSON line per completed epoch
     summary.json                 what was trained on what, and the test result
     curves.png, confusion.png    learning curves and confusion matrix (with matplotlib)
+    best.npz                     the best epoch's checkpoint (train.callbacks.BestCheckpoint)
 
 Every file is written atomically: a reader never sees half of one.
 """
@@ -25,6 +26,8 @@ from . import plots
 CHECKPOINT_NAME = "checkpoint.npz"
 METRICS_NAME = "metrics.jsonl"
 SUMMARY_NAME = "summary.json"
+CURVES_NAME, CONFUSION_NAME = "curves.png", "confusion.png"
+BEST_NAME = "best.npz"
 
 
 class RunFolderError(ValueError):
@@ -98,9 +101,10 @@ class RunFolder:
     def remove_unfinished_writes(self) -> None:
         """Remove the temporary files of writes a kill interrupted (see xpcnn.io.atomic): the
         run they belonged to is over, and the files they were to replace are intact."""
-        for name in (CHECKPOINT_NAME, METRICS_NAME, SUMMARY_NAME):
+        for name in (CHECKPOINT_NAME, METRICS_NAME, SUMMARY_NAME, CURVES_NAME, CONFUSION_NAME, BEST_NAME):
             for leftover in self.path.glob(f".{name}.*.tmp"):
-                leftover.unlink(missing_ok=True)
+                if leftover.is_file() and not leftover.is_symlink():  # what atomic writes make, nothing else
+                    leftover.unlink(missing_ok=True)
 
     def remove_if_empty(self) -> None:
         """Remove the folder if making it made it and nothing was written into it, and the
@@ -132,6 +136,6 @@ class RunFolder:
             log(f"plots skipped: matplotlib is not installed ({install_hint('plot')})")
             return
         accuracy = np.trace(counts) / max(int(counts.sum()), 1)
-        plots.learning_curves(history, self.path / "curves.png", title)
-        plots.confusion(counts, classes, self.path / "confusion.png", f"{title}: test accuracy {accuracy:.2%}")
-        log(f"plots: {self.path / 'curves.png'}, {self.path / 'confusion.png'}")
+        plots.learning_curves(history, self.path / CURVES_NAME, title)
+        plots.confusion(counts, classes, self.path / CONFUSION_NAME, f"{title}: test accuracy {accuracy:.2%}")
+        log(f"plots: {self.path / CURVES_NAME}, {self.path / CONFUSION_NAME}")
