@@ -311,15 +311,16 @@ def test_a_file_name_that_is_no_utf8_is_printed_escaped(run):
     assert result.stdout.startswith(b"digit-\\udcff.npy: ")
 
 
-def test_an_error_without_words_is_still_named(monkeypatch, capsys):
+def test_an_error_without_words_is_still_named(monkeypatch):
     cli = importlib.import_module("xpcnn.cli.main")  # the module, not the function xpcnn.cli.main
 
     def out_of_memory(args):
         raise MemoryError()
 
     monkeypatch.setitem(cli.COMMANDS, "info", out_of_memory)
-    assert cli.main(["info"]) == 1
-    assert capsys.readouterr().err == "xpcnn info: error: out of memory\n"
+    said = []
+    assert cli._main(cli.parse(cli.build_parser(), ["info"]), said.append) == 1
+    assert said == ["xpcnn info: error: out of memory"]
 
 
 def test_refuses_to_overwrite_a_run_and_resumes(run):

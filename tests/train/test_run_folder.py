@@ -109,3 +109,17 @@ def test_resuming_removes_what_killed_writes_left(tmp_path):
     (tmp_path / ".checkpoint.npz.dir.tmp").mkdir()  # no atomic write made it: left, and no reason to fail
     RunFolder.open(tmp_path, resume=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == [".checkpoint.npz.dir.tmp", "checkpoint.npz", "notes.tmp"]
+
+
+def test_a_folder_the_run_could_not_write_is_refused_before_training(tmp_path):
+    (tmp_path / "run" / "metrics.jsonl").mkdir(parents=True)
+    with pytest.raises(RunFolderError, match=r"metrics.jsonl is not a file, and the run writes its metrics.jsonl"):
+        RunFolder.open(tmp_path / "run", resume=False)
+    os.mkfifo(tmp_path / "fifo-run-summary")
+    (tmp_path / "other").mkdir()
+    os.symlink(tmp_path / "fifo-run-summary", tmp_path / "other" / "summary.json")
+    with pytest.raises(RunFolderError, match="summary.json is not a file"):
+        RunFolder(tmp_path / "other").check_usable(new_run=True)
+    if os.path.isdir("/proc/self"):  # Linux: a folder in which no file can be made, even by root
+        with pytest.raises(RunFolderError, match="cannot write into /proc/self"):
+            RunFolder.open("/proc/self", resume=False)

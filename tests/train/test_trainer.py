@@ -234,7 +234,7 @@ def test_a_network_whose_outputs_are_not_the_data_s_classes_is_refused_before_an
     small = small_net()
     five = Dataset.from_arrays(train.images[:8], np.arange(8) % 5)  # its classes counted from its labels
     with pytest.raises(ValueError, match=r"classifies the 10 classes of mnist .* but the validation set has the 5 of "
-                                         r"arrays .*with Dataset.from_arrays\(..., like=train\)\)"):
+                                         r"arrays .*with Dataset.from_arrays\(..., like=train\), or like=model\)"):
         Trainer(small, SGD(small, 0.01), progress=False, log=lambda m: None).fit(train, 1, five)
 
 

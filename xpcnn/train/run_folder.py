@@ -12,6 +12,7 @@ Every file is written atomically: a reader never sees half of one.
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,6 +29,7 @@ METRICS_NAME = "metrics.jsonl"
 SUMMARY_NAME = "summary.json"
 CURVES_NAME, CONFUSION_NAME = "curves.png", "confusion.png"
 BEST_NAME = "best.npz"
+WRITTEN = (CHECKPOINT_NAME, METRICS_NAME, SUMMARY_NAME, CURVES_NAME, CONFUSION_NAME, BEST_NAME)
 
 
 class RunFolderError(ValueError):
@@ -87,6 +89,7 @@ class RunFolder:
             folder._make(exist_ok=True)
         except OSError as exc:
             raise RunFolderError(f"cannot make {folder.path}: {exc.strerror or exc}") from None
+        folder._check_writable()
         return folder
 
     def check_usable(self, new_run: bool) -> None:
@@ -97,11 +100,27 @@ class RunFolder:
         if new_run and self.checkpoint.exists():
             raise RunFolderError(f"{self.path} already holds a run; continue it with Trainer.resume("
                                  f"'{self.checkpoint}'), or choose another run_dir")
+        if self.path.is_dir():
+            self._check_writable()
+
+    def _check_writable(self) -> None:
+        """RunFolderError where the run could not write its files, found before it trains:
+        the folder takes no new file (read-only, /proc), or one of the run's names is held
+        by what is not a file (a folder, a FIFO)."""
+        for name in WRITTEN:
+            path = self.path / name
+            if path.exists() and not path.is_file():
+                raise RunFolderError(f"{path} is not a file, and the run writes its {name} there")
+        try:
+            with tempfile.TemporaryFile(dir=self.path):
+                pass
+        except OSError as exc:
+            raise RunFolderError(f"cannot write into {self.path}: {exc.strerror or exc}") from None
 
     def remove_unfinished_writes(self) -> None:
         """Remove the temporary files of writes a kill interrupted (see xpcnn.io.atomic): the
         run they belonged to is over, and the files they were to replace are intact."""
-        for name in (CHECKPOINT_NAME, METRICS_NAME, SUMMARY_NAME, CURVES_NAME, CONFUSION_NAME, BEST_NAME):
+        for name in WRITTEN:
             for leftover in self.path.glob(f".{name}.*.tmp"):
                 if leftover.is_file() and not leftover.is_symlink():  # what atomic writes make, nothing else
                     leftover.unlink(missing_ok=True)
