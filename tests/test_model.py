@@ -379,3 +379,51 @@ def test_moving_to_a_device_the_backend_cannot_use_says_why_in_one_line():
     if not torch.cuda.is_available():  # the library's own error is a page about its build
         with pytest.raises(backend.BackendUnavailable, match=r"^backend torch on device cuda:0: .* no CUDA device$"):
             presets.build("tutorial").to("torch", "cuda:0")
+
+
+class Scale(xpcnn.Layer):
+    """y = x * gain[c], a layer of one's own whose backward gives `grad(dy, x)` for gain."""
+
+    def __init__(self, channels, grad):
+        super().__init__()
+        self.channels, self.grad = channels, grad
+        self.params = {"gain": xpcnn.init.ones((channels,))}
+
+    def forward(self, x, training=True):
+        xp = self._namespace(x)
+        return self._save_for_backward(training, x, x * xp.reshape(self.params["gain"], (1, self.channels, 1, 1)))
+
+    def backward(self, dy):
+        x = self._saved_for_backward(dy)
+        gradient = self.grad(self._namespace(dy), dy, x)
+        if gradient is not None:
+            self.grads = {"gain": gradient}
+        return dy * self._namespace(dy).reshape(self.params["gain"], (1, self.channels, 1, 1))
+
+
+@pytest.mark.parametrize("grad, message", [
+    (lambda xp, dy, x: xp.sum(dy * x, axis=(0, 2, 3))[:2], r"the gradient of 'gain' is float32 \(2,\), its parameter "
+                                                            r"float32 \(8,\)"),
+    (lambda xp, dy, x: xp.sum(dy * x), r"the gradient of 'gain' is float32 \(\), its parameter float32 \(8,\)"),
+    (lambda xp, dy, x: xp.astype(xp.sum(dy * x, axis=(0, 2, 3)), xp.float64), "is float64 \\(8,\\), its parameter "
+                                                                                "float32"),
+    (lambda xp, dy, x: None, "layer 1 \\(Scale.*\\): its backward set no gradient for 'gain'"),
+])
+def test_a_backward_that_gives_a_parameter_no_gradient_of_its_shape_is_named(grad, message):
+    net = xpcnn.Sequential([xpcnn.Conv2D(1, 8, 3, rng=0), Scale(8, grad), xpcnn.Flatten(), xpcnn.Dense(8, 2, rng=1)])
+    x = np.ones((2, 1, 3, 3), np.float32)
+    with pytest.raises(ValueError, match=message):
+        net.backward(net.forward(x))
+    net.layers[1].grad = lambda xp, dy, x: xp.sum(dy * x, axis=(0, 2, 3))
+    net.backward(net.forward(x))  # right: trains; then a backward that forgets is not given the last gradient
+    net.layers[1].grad = lambda xp, dy, x: None
+    with pytest.raises(ValueError, match="its backward set no gradient for 'gain'"):
+        net.backward(net.forward(x))
+
+
+def test_an_optimizer_refuses_a_gradient_of_another_shape_than_its_parameter():
+    net = xpcnn.Sequential([xpcnn.Flatten(), xpcnn.Dense(4, 3, rng=0)])
+    adam = xpcnn.optim.Adam(net, 0.1)
+    net.layers[1].grads = {"weight": np.zeros((3, 2), np.float32), "bias": np.zeros(3, np.float32)}
+    with pytest.raises(ValueError, match=r"Adam: the gradient of 1.weight has shape \(3, 2\), its parameter \(3, 4\)"):
+        adam.step()

@@ -141,6 +141,9 @@ class Sequential:
         input is data: training never needs its gradient)."""
         # Without a training forward to walk back through, the layers say so.
         steps, self._steps = self._steps or list(enumerate(self.layers)), None
+        layers = self.named_layers()
+        for _, layer in layers:  # a backward that sets no gradient leaves none, not the last one's
+            layer.grads = {}
         with backend.on_device(dy):
             for index, layer in reversed(steps):
                 for hook in self.hooks:
@@ -151,6 +154,7 @@ class Sequential:
                     dy = layer.backward(dy)
                 for hook in self.hooks:
                     hook.after_backward(self._position(index), layer, dy)
+        _check_gradients(layers)
         return dy if input_grad else None
 
     def _named(self, attribute: str) -> dict[str, Any]:
@@ -359,6 +363,21 @@ class Sequential:
                 except (TypeError, ValueError, OverflowError) as exc:
                     raise _bad_config(str(index), entry, exc) from None
         return cls(layers)
+
+
+def _check_gradients(layers: list[tuple[int | str, Layer]]) -> None:
+    """ValueError naming the layer whose backward left a parameter without a gradient of
+    its shape and dtype: a layer of your own would else train wrong (a compiled optimizer
+    update would read past the end of a smaller gradient, a broadcast one would train every
+    value alike)."""
+    for position, layer in layers:
+        for key, param in layer.params.items():
+            grad = layer.grads.get(key)
+            if grad is None:
+                raise ValueError(f"layer {position} ({layer!r}): its backward set no gradient for {key!r}")
+            if tuple(grad.shape) != tuple(param.shape) or grad.dtype != param.dtype:
+                raise ValueError(f"layer {position} ({layer!r}): the gradient of {key!r} is {grad.dtype} "
+                                 f"{tuple(grad.shape)}, its parameter {param.dtype} {tuple(param.shape)}")
 
 
 def _joined(prefix: str, index: int) -> int | str:

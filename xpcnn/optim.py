@@ -217,6 +217,9 @@ class Optimizer:
         for name in params if part is None else part.spans:
             if name not in grads:
                 raise RuntimeError(f"{type(self).__name__}: no gradient for {name}; run backward() before step()")
+            if part is None and tuple(grads[name].shape) != tuple(params[name].shape):  # else a kernel reads past it
+                raise ValueError(f"{type(self).__name__}: the gradient of {name} has shape {tuple(grads[name].shape)}, "
+                                 f"its parameter {tuple(params[name].shape)}")
         if not params:
             self._next_coefficients()
             return
