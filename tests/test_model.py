@@ -427,3 +427,72 @@ def test_an_optimizer_refuses_a_gradient_of_another_shape_than_its_parameter():
     net.layers[1].grads = {"weight": np.zeros((3, 2), np.float32), "bias": np.zeros(3, np.float32)}
     with pytest.raises(ValueError, match=r"Adam: the gradient of 1.weight has shape \(3, 2\), its parameter \(3, 4\)"):
         adam.step()
+
+
+def test_a_registered_layer_of_ones_own_is_rebuilt_and_an_unregistered_one_is_named(tmp_path, monkeypatch):
+    monkeypatch.setattr(xpcnn.model, "BUILDABLE", dict(xpcnn.model.BUILDABLE))  # registrations end with the test
+
+    class OwnGain(xpcnn.Layer):
+        def __init__(self, channels):
+            super().__init__()
+            self.channels = channels
+            self.params = {"gain": xpcnn.init.ones((channels,))}
+
+        @classmethod
+        def array_shapes(cls, arguments):
+            return {"gain": (int(arguments["channels"]),)}
+
+        def config(self):
+            return {"channels": self.channels}
+
+        def forward(self, x, training=True):
+            xp = self._namespace(x)
+            return self._save_for_backward(training, x, x * xp.reshape(self.params["gain"], (1, -1, 1, 1)))
+
+        def backward(self, dy):
+            x, xp = self._saved_for_backward(dy), self._namespace(dy)
+            self.grads = {"gain": xp.sum(dy * x, axis=(0, 2, 3))}
+            return dy * xp.reshape(self.params["gain"], (1, -1, 1, 1))
+
+    net = xpcnn.Sequential([xpcnn.Conv2D(1, 2, 3, rng=0), OwnGain(2), xpcnn.Flatten(), xpcnn.Dense(2, 2, rng=1)])
+    net.layers[1].params["gain"][...] = [2.0, 3.0]
+    with pytest.raises(xpcnn.layers.base.ArchitectureError, match=r"layer 1 \(.*OwnGain\): no layer of this class is "
+                       r"registered under 'OwnGain'.*xpcnn.register_layer"):
+        net.check_rebuildable()
+    with pytest.raises(xpcnn.layers.base.ArchitectureError, match="register_layer"):
+        xpcnn.parity.compare(net, np.ones((2, 1, 3, 3)), np.array([0, 1]), ["numpy", "array_api_strict"])
+    assert xpcnn.register_layer(OwnGain) is OwnGain
+    net.check_rebuildable()
+    xpcnn.save_checkpoint(tmp_path / "own-gain.npz", net)
+    loaded = xpcnn.load_checkpoint(tmp_path / "own-gain.npz", "array_api_strict").model
+    np.testing.assert_array_equal(xpcnn.to_numpy(loaded.params["1.gain"]), [2.0, 3.0])
+    assert xpcnn.parity.compare(net, np.ones((2, 1, 3, 3)), np.array([0, 1]), ["numpy", "array_api_strict"]).passed
+
+    class ReLU(xpcnn.ReLU):  # a name of the library's own: never silently rebuilt as xpcnn's ReLU
+        pass
+
+    with pytest.raises(ValueError, match=r"a layer named ReLU is registered already \(xpcnn.layers"):
+        xpcnn.register_layer(ReLU)
+    with pytest.raises(xpcnn.layers.base.ArchitectureError, match=r"layer 0 \(.*ReLU\): no layer of this class"):
+        xpcnn.Sequential([ReLU()]).check_rebuildable()
+
+
+def test_a_layer_whose_config_or_shapes_do_not_rebuild_it_is_named(monkeypatch):
+    monkeypatch.setattr(xpcnn.model, "BUILDABLE", dict(xpcnn.model.BUILDABLE))
+
+    @xpcnn.register_layer
+    class Undeclared(xpcnn.Layer):
+        def __init__(self, size=3):
+            super().__init__()
+            self.size = size
+            self.params = {"w": xpcnn.init.ones((3,))}
+
+        def config(self):
+            return {"size": self.size}
+
+    with pytest.raises(xpcnn.layers.base.ArchitectureError, match=r"its config\(\) \{'size': np.int64\(3\)\} is no "
+                       "JSON data"):
+        xpcnn.Sequential([Undeclared(np.int64(3))]).check_rebuildable()
+    with pytest.raises(xpcnn.layers.base.ArchitectureError, match=r"its array_shapes declares \{\}, but it holds "
+                       r"\{'w': \(3,\)\}"):
+        xpcnn.Sequential([Undeclared(3)]).check_rebuildable()

@@ -245,3 +245,13 @@ def test_multistep_follows_torch_and_stretches_with_the_run():
         MultiStep([10, 5])
     with pytest.raises(TypeError, match="MultiStep milestones must be a list of steps"):
         MultiStep(10)
+
+
+def test_an_optimizer_of_ones_own_is_named_as_none_a_checkpoint_rebuilds():
+    class Clipped(xpcnn.optim.SGD):
+        pass
+
+    net = xpcnn.Sequential([xpcnn.Flatten(), xpcnn.Dense(4, 2, rng=0)])
+    with pytest.raises(ValueError, match="the optimizer Clipped is none a checkpoint can rebuild"):
+        Clipped(net, 0.1).check_rebuildable()
+    xpcnn.optim.Adam(net, 0.1, schedule=xpcnn.optim.Cosine(10)).check_rebuildable()

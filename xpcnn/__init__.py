@@ -9,6 +9,7 @@ Building blocks
     (the contract a layer keeps is Layer's docstring). Residual(body, shortcut): a skip
     connection, body(x) + shortcut(x). SoftmaxCrossEntropy(label_smoothing=...): the loss.
     Sequential: a network of layers, with hooks (xpcnn.hooks) around every layer.
+    register_layer(cls): a Layer of your own, rebuilt by checkpoints, resumes and parity.
     seed(n): the generator layers built without rng= draw their initial values from.
 
 Training
@@ -66,12 +67,13 @@ from .layers import (
     Tanh,
 )
 from .losses import SoftmaxCrossEntropy
-from .model import Residual, Sequential
+from .model import Residual, Sequential, register_layer
 from .train import Trainer
 
 __all__ = [
     "AvgPool2D", "BatchNorm2D", "Conv2D", "Dense", "Dropout", "Flatten", "GELU", "GlobalAvgPool2D", "Layer",
     "MaxPool2D", "ReLU", "Residual", "Sigmoid", "Tanh", "SoftmaxCrossEntropy", "Sequential", "Trainer", "evaluate",
+    "register_layer",
     "predict",    "load_checkpoint", "save_checkpoint", "available_backends", "to_backend", "to_numpy",
     "gradcheck", "gradcheck_loss", "GradcheckError", "GradcheckResult", "anomaly", "backend", "datasets", "distributed",
     "hooks", "optim", "parity", "presets", "train", "seed", "__version__",

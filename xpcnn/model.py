@@ -3,6 +3,7 @@ connection, which a Sequential holds as one layer."""
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
@@ -321,6 +322,29 @@ class Sequential:
         """The architecture as JSON-ready data; `Sequential.from_config` rebuilds it."""
         return [{"type": type(layer).__name__, "config": layer.config()} for layer in self.layers]
 
+    def check_rebuildable(self) -> None:
+        """ArchitectureError naming the first layer that `from_config(config())` would not
+        give back, as checkpoints and parity rebuild networks: a class of its own that is
+        not registered (register_layer) or shares a registered name, a config that is no
+        JSON data, or arrays that its `array_shapes` does not declare."""
+        for position, layer in self._walk():
+            kind = type(layer)
+            where = f"layer {position} ({kind.__module__}.{kind.__qualname__})"
+            if BUILDABLE.get(kind.__name__) is not kind:
+                raise ArchitectureError(f"{where}: no layer of this class is registered under {kind.__name__!r}, so "
+                                        "no checkpoint or copy could rebuild it; xpcnn.register_layer(its class) does")
+            if layer.branches():
+                continue
+            try:
+                json.dumps(layer.config(), allow_nan=False)
+                declared = kind.planned_shapes(layer.config())
+            except (TypeError, ValueError) as exc:
+                raise ArchitectureError(f"{where}: its config() {layer.config()!r} is no JSON data its constructor "
+                                        f"takes ({exc})"[:400]) from None
+            held = {name: tuple(array.shape) for name, array in {**layer.params, **layer.buffers}.items()}
+            if declared != held:
+                raise ArchitectureError(f"{where}: its array_shapes declares {declared}, but it holds {held}"[:400])
+
     @classmethod
     def planned_arrays(cls, config: Any, max_values: int = MAX_VALUES, depth: int = 0,
                        prefix: str = "") -> dict[str, tuple[str, Shape]]:
@@ -558,3 +582,19 @@ def _branch(layers: Any, what: str) -> Any:
 
 
 BUILDABLE: dict[str, type[Layer]] = {**LAYER_TYPES, "Residual": Residual}  # what a config may name
+
+
+def register_layer(cls: type[Layer]) -> type[Layer]:
+    """Let checkpoints, resumed runs and parity rebuild networks holding layers of `cls`, a
+    Layer of your own, by its class name: its `config()` must be JSON data that its
+    constructor takes back, and its `array_shapes` must give the shapes of its params and
+    buffers (Sequential.check_rebuildable checks both on a network). Returns `cls`, so it
+    serves as a decorator. ValueError where another class has the name."""
+    if not (isinstance(cls, type) and issubclass(cls, Layer)) or cls is Layer:
+        raise TypeError(f"register_layer takes a subclass of xpcnn.Layer, got {cls!r}")
+    taken = BUILDABLE.get(cls.__name__)
+    if taken is not None and taken is not cls:
+        raise ValueError(f"a layer named {cls.__name__} is registered already ({taken.__module__}."
+                         f"{taken.__qualname__}): give {cls.__qualname__} another name")
+    BUILDABLE[cls.__name__] = cls
+    return cls

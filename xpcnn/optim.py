@@ -302,6 +302,20 @@ class Optimizer:
             "schedule": self.schedule.config(),
         }
 
+    def check_rebuildable(self) -> None:
+        """ValueError where `from_config(model, config())` would not give this optimizer and
+        its schedule back, as a checkpoint of a resumed run rebuilds them: a class of one's
+        own is saved as the built-in it derives from, and would be resumed as that."""
+        if OPTIMIZERS.get(type(self).__name__.lower()) is not type(self):
+            raise ValueError(f"the optimizer {type(self).__name__} is none a checkpoint can rebuild "
+                             f"({', '.join(cls.__name__ for cls in OPTIMIZERS.values())}): a resumed run could not "
+                             "continue it; train without a run folder (run_dir=None), or with one of those")
+        kind = self.schedule.config().get("type")
+        if SCHEDULES.get(kind) is not type(self.schedule):
+            raise ValueError(f"the learning-rate schedule {type(self.schedule).__name__} would be saved as {kind!r} "
+                             f"({', '.join(cls.__name__ for cls in SCHEDULES.values())} can be saved): a resumed run "
+                             "would follow another; train without a run folder (run_dir=None), or with one of those")
+
     @classmethod
     def from_config(cls, model: Sequential, config: dict[str, Any]) -> Optimizer:
         """A fresh optimizer (no state, step 0) for `model` from `config()` output."""

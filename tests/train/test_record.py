@@ -150,3 +150,27 @@ def test_a_last_batch_that_leaves_batch_norm_one_value_per_channel_is_refused_be
     trainer = xpcnn.Trainer(net, xpcnn.optim.SGD(net, 0.01), batch_size=3, progress=False, log=lambda m: None)
     trainer.fit(train, 1)  # three batches of 3
     assert trainer.optimizer.steps == 3
+
+
+def test_a_run_whose_checkpoints_could_not_rebuild_it_is_refused_before_any_step(tmp_path):
+    class Halving(xpcnn.optim.Schedule):  # saved as "constant": a resume would train at another rate
+        def __call__(self, step):
+            return 0.5 ** (step // 2)
+
+    class Other(xpcnn.ReLU):
+        pass
+
+    rng = np.random.default_rng(0)
+    train = Dataset.from_arrays(rng.integers(0, 256, (8, 1, 4, 4), dtype=np.uint8), np.arange(8) % 2)
+    for layer, schedule, message in ((xpcnn.ReLU(), Halving(), r"the learning-rate schedule Halving would be saved "
+                                      r"as 'constant' .*run_dir=None"),
+                                     (Other(), None, r"layer 1 \(.*Other\): no layer of this class is registered")):
+        net = xpcnn.Sequential([xpcnn.Flatten(), layer, xpcnn.Dense(16, 2, rng=0)])
+        sgd = xpcnn.optim.SGD(net, 0.1, schedule=schedule)
+        trainer = xpcnn.Trainer(net, sgd, batch_size=4, run_dir=tmp_path / "run", progress=False, log=lambda m: None)
+        with pytest.raises(ValueError, match=message):
+            trainer.fit(train, 1)
+        assert sgd.steps == 0 and not (tmp_path / "run" / "checkpoint.npz").exists()
+        xpcnn.Trainer(net, sgd, batch_size=4, progress=False, log=lambda m: None).fit(train, 1)  # no folder: trains
+        assert sgd.steps == 2
+

@@ -98,7 +98,9 @@ def target_label(target: tuple[str, Any]) -> str:
 
 
 def clone(model: Sequential, backend_name: str, device: Any = None, dtype: str | None = None) -> Sequential:
-    """An independent copy of `model` (weights, buffers, dropout counters) on a backend."""
+    """An independent copy of `model` (weights, buffers, dropout counters) on a backend;
+    ArchitectureError where it holds a layer that cannot be rebuilt (register_layer)."""
+    model.check_rebuildable()  # else a layer of one's own named like a built-in is compared as the built-in
     copy = Sequential.from_config(model.config())
     for name, value in {**model.params, **model.buffers}.items():
         copy.set_array(name, backend.to_numpy(value))

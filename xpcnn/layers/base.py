@@ -40,10 +40,14 @@ class Layer:
     None (a first layer's input is the data).
 
     State. `params` are trained; `buffers` are saved but not trained (running
-    statistics); `array_shapes` declares both, from the constructor's arguments, once;
-    `config()` returns those arguments (JSON); integer state a checkpoint must keep
-    (counters) goes through `extra_state`/`load_extra_state`. Initial values are drawn on
-    the host from a seed (xpcnn.init), so a seed gives the same layer on every backend.
+    statistics, and any constant array, which moves with the network); `array_shapes`
+    declares both, from the constructor's arguments, once; `config()` returns those
+    arguments as JSON data (Python numbers, strings, lists); integer state a checkpoint
+    must keep (counters) goes through `extra_state`/`load_extra_state`. Initial values are
+    drawn on the host from a seed (xpcnn.init), so a seed gives the same layer on every
+    backend. A layer that changes its input's shape says how in `output_shape` (the
+    default keeps it), which fit and summary() read. Checkpoints, resumed runs and parity
+    rebuild a layer of your own once `xpcnn.register_layer(YourLayer)` has named it.
 
     The batch. In data-parallel training each worker or process holds only some rows of
     the batch. A sum over the batch (statistics, their gradients) goes through

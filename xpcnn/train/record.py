@@ -103,10 +103,14 @@ def complete(trainer: Trainer) -> bool:
 
 def check_fits(trainer: Trainer, train: Dataset, val: Dataset | None, epochs: int) -> None:
     """That a run of `epochs` in all fits its data, before the first step: the network
-    classifies the training set and the validation set (of the same classes), the
+    classifies the training set and the validation set (of the same classes), its run
+    folder's checkpoints could rebuild the network and the optimizer, the
     learning-rate schedule spans the run, where the run stands in an epoch is within it,
     and its shifts leave the images in sight."""
     check_model_fits(trainer.model, train, "the training set")
+    if trainer.folder is not None:  # its checkpoints must rebuild the run, as a resume would
+        trainer.model.check_rebuildable()
+        trainer.optimizer.check_rebuildable()
     if val is not None:  # first against the training set: a set of other classes is the set's fault
         if isinstance(val, Dataset):
             check_same_data(train.statistics(), val, "the validation set")
