@@ -496,3 +496,20 @@ def test_a_layer_whose_config_or_shapes_do_not_rebuild_it_is_named(monkeypatch):
     with pytest.raises(xpcnn.layers.base.ArchitectureError, match=r"its array_shapes declares \{\}, but it holds "
                        r"\{'w': \(3,\)\}"):
         xpcnn.Sequential([Undeclared(3)]).check_rebuildable()
+
+
+def test_a_layer_without_a_layer_s_state_is_refused_when_the_network_is_built():
+    class NoSuper(xpcnn.ReLU):
+        def __init__(self):
+            self.scale = 2.0
+
+    class ListParams(xpcnn.ReLU):
+        def __init__(self):
+            super().__init__()
+            self.params = {"w": [1.0, 2.0]}
+
+    with pytest.raises(TypeError, match=r"item 1 \(NoSuper\) has no params or grads or buffers dict: its __init__ "
+                                        r"must call super\(\).__init__\(\) first"):
+        xpcnn.Sequential([xpcnn.Flatten(), NoSuper()])
+    with pytest.raises(TypeError, match=r"item 0 \(ListParams\): params\['w'\] is a list, not an array"):
+        xpcnn.Sequential([ListParams()])

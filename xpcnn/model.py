@@ -37,6 +37,7 @@ class Sequential:
         for index, layer in enumerate(layers):
             if not isinstance(layer, Layer):
                 raise TypeError(f"Sequential: item {index} is {type(layer).__name__}, not a Layer")
+            _check_layer_state(index, layer)
         if not layers:
             raise ValueError("Sequential needs at least one layer")
         self.layers = layers
@@ -387,6 +388,23 @@ class Sequential:
                 except (TypeError, ValueError, OverflowError) as exc:
                     raise _bad_config(str(index), entry, exc) from None
         return cls(layers)
+
+
+def _check_layer_state(index: int, layer: Layer) -> None:
+    """TypeError naming a layer of one's own whose state is not a Layer's: an __init__
+    without super().__init__(), or params and buffers that are not arrays (a list, a
+    float), which would fail deep inside a step or a save."""
+    missing = [name for name in ("params", "grads", "buffers") if not isinstance(getattr(layer, name, None), dict)]
+    if missing:
+        raise TypeError(f"Sequential: item {index} ({type(layer).__name__}) has no {' or '.join(missing)} dict: "
+                        "its __init__ must call super().__init__() first")
+    for kind in ("params", "buffers"):
+        for key, value in getattr(layer, kind).items():
+            try:
+                backend.backend_of(value)
+            except TypeError:
+                raise TypeError(f"Sequential: item {index} ({type(layer).__name__}): {kind}[{key!r}] is a "
+                                f"{type(value).__name__}, not an array (xpcnn.init makes them)") from None
 
 
 def _check_gradients(layers: list[tuple[int | str, Layer]]) -> None:
