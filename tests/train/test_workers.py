@@ -63,6 +63,26 @@ def test_workers_learn_with_the_run_s_label_smoothing(tmp_path, data):
     assert plain.history[0]["train_loss"] < alone.history[0]["train_loss"]  # smoothed targets are never fit exactly
 
 
+def test_workers_train_with_the_trainer_s_own_loss(tmp_path, data):
+    from xpcnn import SoftmaxCrossEntropy
+
+    class Doubled(SoftmaxCrossEntropy):
+        def forward(self, logits, labels):
+            return 2 * super().forward(logits, labels)
+
+        def backward(self):
+            return 2 * super().backward()
+
+    train, _ = data
+    trainers = [float64_trainer(tmp_path / name, workers) for name, workers in (("a", 1), ("b", 2), ("c", 1))]
+    for trainer in trainers[:2]:
+        trainer.loss_fn = Doubled(check_labels=False)
+    for trainer in trainers:
+        trainer.fit(train, 1)
+    assert_same_state(trainers[1], trainers[0], 1e-8)
+    assert trainers[0].history[0]["train_loss"] > 1.5 * trainers[2].history[0]["train_loss"]
+
+
 def test_workers_follow_a_moved_model_and_parameters_of_any_memory_layout(tmp_path, data):
     """The workers share the parameters and optimizer state and update them in parts, so
     both must be where the model is before they start, and a part must be a view of a

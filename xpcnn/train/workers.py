@@ -161,6 +161,7 @@ def _replica(trainer: Trainer, comm: distributed.Communicator) -> Trainer:
                             augment=trainer.augment, progress=False, log=quiet, anomaly=trainer.anomaly, comm=comm,
                             label_smoothing=trainer.label_smoothing)
     replica.epochs, replica.state = trainer.epochs, copy.deepcopy(trainer.state)
+    replica.loss_fn = copy.deepcopy(trainer.loss_fn)  # the trainer's, a loss of one's own too
     return replica
 
 
