@@ -63,3 +63,56 @@ def test_a_network_failing_its_check_is_named_in_one_line():
     assert "\n" not in str(error.value)
     with pytest.raises(TypeError, match="gradcheck x must be an array of the layer's backend, got list"):
         xpcnn.gradcheck(net, [[1.0, 2.0, 3.0]])
+
+
+class Centred(xpcnn.Layer):
+    """y = x - running_mean, the buffer updated from each training batch after it is used:
+    backward is exactly dy, which gradcheck must find though every forward moves the buffer."""
+
+    buffer_names = ("running_mean",)
+
+    def __init__(self):
+        super().__init__()
+        self.buffers = {"running_mean": xpcnn.init.zeros((1,))}
+
+    def forward(self, x, training=True):
+        xp = self._namespace(x)
+        y = x - self.buffers["running_mean"]
+        if training:
+            self.buffers["running_mean"] = 0.5 * self.buffers["running_mean"] + 0.5 * xp.mean(x)
+        return self._save_for_backward(training, None, y)
+
+    def backward(self, dy):
+        self._saved_for_backward(dy)
+        return dy
+
+
+def test_a_forward_that_reads_a_buffer_it_updates_is_checked_on_one_function():
+    layer, x = Centred().to("numpy", dtype="float64"), np.random.default_rng(0).standard_normal((2, 3))
+    assert gradcheck(layer, x).worst < 1e-8
+    np.testing.assert_array_equal(layer.buffers["running_mean"], [0.5 * x.mean()])  # as after one training step
+
+
+class Scaled(xpcnn.Layer):
+    def __init__(self, grad):
+        super().__init__()
+        self.grad = grad
+        self.params = {"gain": xpcnn.init.ones((3,))}
+
+    def forward(self, x, training=True):
+        self._namespace(x)
+        return self._save_for_backward(training, x, x * self.params["gain"])
+
+    def backward(self, dy):
+        x = self._saved_for_backward(dy)
+        self.grads = self.grad(dy * x)
+        return dy * self.params["gain"]
+
+
+@pytest.mark.parametrize("grad, message", [
+    (lambda g: {"gain": g.sum(axis=0)[None]}, r"the gradient of 'gain' has shape \(1, 3\), the array \(3,\)"),
+    (lambda g: {}, "backward set no gradient for 'gain'"),
+])
+def test_a_gradient_of_another_shape_or_none_is_named_not_scored(grad, message):
+    with pytest.raises(GradcheckError, match=message):
+        gradcheck(Scaled(grad).to("numpy", dtype="float64"), np.ones((2, 3)))

@@ -114,6 +114,8 @@ def gradcheck(
     probe = backend.to_backend(probe_host, backend.backend_of(x), device(x), "float64")
     analytic = {"input": backend.to_numpy(layer.backward(probe))}
     analytic.update({name: backend.to_numpy(g) for name, g in layer.grads.items()})
+    _check_shapes(analytic, {"input": x, **layer.params}, _named(layer))
+    as_after_one_step = _state_restorer(layer)  # what the layer is left as: one forward's state
 
     def objective() -> float:
         restore()
@@ -124,6 +126,7 @@ def gradcheck(
     result.errors["input"] = relative_error(analytic["input"], _numeric_gradient(objective, x, eps), floor)
     for name, param in layer.params.items():
         result.errors[name] = relative_error(analytic[name], _numeric_gradient(objective, param, eps), floor)
+    as_after_one_step()
     return _finish(result, tol, _named(layer), raise_on_fail)
 
 
@@ -135,16 +138,37 @@ def _named(layer: Any) -> str:
 
 
 def _state_restorer(layer: Any) -> Callable[[], None]:
-    """A function that puts back the host state of `layer`, or of each layer of a network,
-    as it is now: dropout's counter, so that every forward draws the same mask."""
+    """A function that puts back the state of `layer`, or of each layer of a network, as
+    it is now: dropout's counter, so that every forward draws the same mask, and the
+    buffers, so that a forward that reads one it updates (running statistics) computes
+    the same function each time."""
     parts = list(layer) if isinstance(layer, Sequential) else [layer]
     saved = [part.extra_state() for part in parts]
+    every = [part for _, part in layer.named_layers()] if isinstance(layer, Sequential) else [layer]
+    buffers = [(part, key, _copy(value)) for part in every for key, value in part.buffers.items()]
 
     def restore() -> None:
         for part, state in zip(parts, saved):
             part.load_extra_state(state)
+        for part, key, value in buffers:
+            part.buffers[key] = _copy(value)
 
     return restore
+
+
+def _copy(array: Any) -> Any:
+    return array_namespace(array).asarray(array, copy=True)
+
+
+def _check_shapes(analytic: dict[str, np.ndarray], arrays: dict[str, Any], what: str) -> None:
+    """GradcheckError where backward gave no gradient of an array's shape: a broadcast
+    comparison would report a made-up error."""
+    for name, array in arrays.items():
+        if name not in analytic:
+            raise GradcheckError(f"gradcheck of {what}: backward set no gradient for {name!r}")
+        if analytic[name].shape != tuple(array.shape):
+            raise GradcheckError(f"gradcheck of {what}: the gradient of {name!r} has shape {analytic[name].shape}, "
+                                 f"the array {tuple(array.shape)}")
 
 
 def gradcheck_loss(
