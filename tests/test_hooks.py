@@ -104,3 +104,15 @@ def test_timer_hook_times_a_block_around_the_layers_inside_it(monkeypatch):
     with net.hooked(timer):
         net.forward(np.ones((2, 4), np.float32))
     assert timer.forward == {0: [1.0], "1.body.0": [1.0], "1.body.1": [1.0], 1: [5.0]}
+
+
+
+def test_a_hook_method_named_like_no_point_is_refused():
+    class Typo(LayerHook):
+        def after_foward(self, index, layer, y):
+            pass
+
+    net = xpcnn.Sequential([xpcnn.Flatten(), xpcnn.Dense(4, 2, rng=0)])
+    with pytest.raises(TypeError, match=r"Typo has after_foward, which no network calls \(before_forward"):
+        with net.hooked(Typo()):
+            pass

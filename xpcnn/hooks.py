@@ -28,6 +28,13 @@ from . import backend
 Position = int | str  # a layer's index, or "3.body.0" for a layer inside a block
 
 
+def misnamed_points(obj: Any, base: type, prefixes: tuple[str, ...]) -> list[str]:
+    """Methods of `obj` named like the points `base` is called at (starting with one of
+    `prefixes`) that `base` has not: typos ("on_epoch_ends") that nothing would ever call."""
+    return [name for name in dir(type(obj)) if name.startswith(prefixes) and not hasattr(base, name)
+            and callable(getattr(type(obj), name))]
+
+
 class LayerHook:
     """Called by Sequential around each layer; override what you need (all do nothing).
 

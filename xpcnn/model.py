@@ -12,7 +12,7 @@ from typing import Any
 import array_api_compat
 
 from . import backend, init, weights
-from .hooks import LayerHook
+from .hooks import LayerHook, misnamed_points
 from .layers import LAYER_TYPES, Layer
 from .layers.base import ArchitectureError, Shape
 from .layers.fused import FusedBlock, block_at
@@ -103,6 +103,10 @@ class Sequential:
         for hook in hooks:
             if not isinstance(hook, LayerHook):
                 raise TypeError(f"hooked takes LayerHooks (xpcnn.hooks), got {type(hook).__name__}")
+            misnamed = misnamed_points(hook, LayerHook, ("before_", "after_"))
+            if misnamed:
+                raise TypeError(f"{type(hook).__name__} has {', '.join(misnamed)}, which no network calls "
+                                "(before_forward, after_forward, before_backward, after_backward)")
         self.hooks += hooks
         try:
             with ExitStack() as inner:

@@ -133,7 +133,8 @@ def test_divergence_stops_before_the_weights_change(tmp_path, data):
     message = r"loss is (nan|inf) at step \d+ \(epoch 1, batch \d+\), lr 1e\+30"
     with pytest.raises(TrainingDiverged, match=message) as info:
         trainer.fit(train, 3)
-    assert "--detect-anomaly" in str(info.value)
+    assert "Trainer(anomaly=True), or --detect-anomaly," in str(info.value)
+    assert "batch norm's running statistics, took this batch in" in str(info.value)  # small_net has batch norm
     for value in trainer.model.params.values():
         assert np.all(np.isfinite(value))
 
@@ -144,8 +145,9 @@ def test_a_loss_that_overflows_with_anomaly_checks_on_says_so(data):
     net = xpcnn.Sequential([xpcnn.Flatten(), xpcnn.Dense(28 * 28, 10, rng=0)])
     net.layers[1].params["weight"] *= np.float32(1e37)  # finite logits, beyond what exp takes
     trainer = Trainer(net, SGD(net, 0.1), batch_size=64, anomaly=True, progress=False, log=lambda m: None)
-    with pytest.raises(TrainingDiverged, match="every layer's values were finite: the loss itself overflowed"):
+    with pytest.raises(TrainingDiverged, match="every layer's values were finite: the loss itself overflowed") as info:
         trainer.fit(train, 1)
+    assert "running statistics" not in str(info.value)  # it has none
 
 
 def test_training_on_every_backend(target, data):
@@ -424,3 +426,13 @@ def test_statistics_that_overflow_while_the_loss_stays_finite_end_the_run_before
         assert not (tmp_path / f"False{workers}" / "checkpoint.npz").exists()
     with pytest.raises(NonFiniteError, match=r"running_var of layer 1 \(BatchNorm2D\) after forward: .* Inf"):
         run(anomaly=True)
+
+
+def test_a_callback_method_named_like_no_point_is_refused():
+    class Late(Callback):
+        def on_epoch_ends(self, trainer, row):
+            pass
+
+    net = xpcnn.Sequential([xpcnn.Flatten(), xpcnn.Dense(4, 2, rng=0)])
+    with pytest.raises(TypeError, match=r"callback Late has on_epoch_ends, which no trainer calls \(on_fit_start, "):
+        Trainer(net, SGD(net, 0.1), callbacks=[Late()])

@@ -27,6 +27,7 @@ from .. import backend, distributed, init, presets
 from ..datasets import Augment, Dataset, batches, num_batches
 from ..diagnostics.anomaly import AnomalyHook, NonFiniteError
 from ..evaluation import evaluate
+from ..hooks import misnamed_points
 from ..io.checkpoint import NotFinite, save_checkpoint
 from ..layers.base import integer, number
 from ..losses import SoftmaxCrossEntropy
@@ -301,10 +302,13 @@ class Trainer:
                 loss_sum, correct = self.comm.sum_numbers(loss_value * shard.rows, correct)
                 if not math.isfinite(loss_sum):
                     hint = ("every layer's values were finite: the loss itself overflowed (logits too large)"
-                            if self.anomaly else "--detect-anomaly names the first layer with a NaN/Inf")
+                            if self.anomaly else "Trainer(anomaly=True), or --detect-anomaly, names the first layer "
+                            "with a NaN/Inf")
+                    statistics = " (its buffers, batch norm's running statistics, took this batch in)" * any(
+                        layer.buffers for _, layer in self.model.named_layers())
                     raise TrainingDiverged(f"loss is {loss_sum / shard.total} at {where}, lr "
-                                           f"{self.optimizer.current_lr:g}; the parameters are from the step before "
-                                           f"(batch norm's running statistics took this batch in); {hint}")
+                                           f"{self.optimizer.current_lr:g}; the parameters are from the step before"
+                                           f"{statistics}; {hint}")
         except (TrainingDiverged, NonFiniteError) as exc:
             saved = self.checkpoint_path if self.checkpoint_path and self.checkpoint_path.exists() else None
             where = f"; last good checkpoint: {saved}" if saved else "; no checkpoint was saved before it"
@@ -359,6 +363,11 @@ def _check_parts(model: Any, optimizer: Any, comm: Any, log: Any, callbacks: Any
     if not isinstance(callbacks, (list, tuple)) or not all(isinstance(item, Callback) for item in callbacks):
         raise TypeError(f"Trainer callbacks must be a list of Callbacks (subclasses of xpcnn.train.Callback), got "
                         f"{callbacks!r}"[:200])
+    for callback in callbacks:
+        misnamed = misnamed_points(callback, Callback, ("on_",))
+        if misnamed:
+            raise TypeError(f"Trainer callback {type(callback).__name__} has {', '.join(misnamed)}, which no trainer "
+                            f"calls ({', '.join(name for name in vars(Callback) if name.startswith('on_'))})")
     if cuda_graphs is not None and not isinstance(cuda_graphs, bool):  # 0, 1, numpy's bools: not saved as asked
         raise TypeError(f"Trainer cuda_graphs must be True, False or None, got {cuda_graphs!r}")
     check_graphs(cuda_graphs, first_param(model))
