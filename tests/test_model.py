@@ -267,8 +267,8 @@ def test_blocks_fuse_inside_and_fusion_off_reaches_them():
     alone.fuse = False
     assert not alone[4].body.fuse
     y_fused, y_alone = fused.forward(x), alone.forward(x)
-    assert any(type(step).__name__ == "NormPoolReLU" for _, step in fused[4].body._steps)
-    assert all(type(step).__name__ != "NormPoolReLU" for _, step in alone[4].body._steps)
+    assert any(type(step).__name__ == "NormPoolReLU" for _, step, *_ in fused[4].body._steps)
+    assert all(type(step).__name__ != "NormPoolReLU" for _, step, *_ in alone[4].body._steps)
     np.testing.assert_array_equal(y_fused, y_alone)
     dy = np.ones_like(y_fused)
     np.testing.assert_array_equal(fused.backward(dy), alone.backward(dy))
@@ -513,3 +513,14 @@ def test_a_layer_without_a_layer_s_state_is_refused_when_the_network_is_built():
         xpcnn.Sequential([xpcnn.Flatten(), NoSuper()])
     with pytest.raises(TypeError, match=r"item 0 \(ListParams\): params\['w'\] is a list, not an array"):
         xpcnn.Sequential([ListParams()])
+
+
+def test_a_backward_returning_a_gradient_unlike_its_input_is_named_not_the_layer_below():
+    class Widening(xpcnn.ReLU):
+        def backward(self, dy):
+            return super().backward(dy).astype(np.float64)
+
+    net = xpcnn.Sequential([xpcnn.Conv2D(1, 2, 3, rng=0), Widening(), xpcnn.Flatten(), xpcnn.Dense(2, 2, rng=1)])
+    with pytest.raises(ValueError, match=r"layer 1 \(Widening\(\)\): its backward returned a gradient of float64 "
+                                         r"\(2, 2, 1, 1\) for an input of float32 \(2, 2, 1, 1\)"):
+        net.backward(net.forward(np.ones((2, 1, 3, 3), np.float32)))

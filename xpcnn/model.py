@@ -12,7 +12,7 @@ from typing import Any
 import array_api_compat
 
 from . import backend, init, weights
-from .hooks import LayerHook, misnamed_points
+from .hooks import LayerHook, Position, misnamed_points
 from .layers import LAYER_TYPES, Layer
 from .layers.base import ArchitectureError, Shape
 from .layers.fused import FusedBlock, block_at
@@ -53,7 +53,8 @@ class Sequential:
         self.data: dict[str, Any] | None = None
         self.hooks: list[LayerHook] = []  # see hooked()
         self._fuse = True  # see forward
-        self._steps: list[tuple[int, Any]] | None = None  # what the last training forward ran
+        # What the last training forward ran: (index, step, its input's shape and dtype).
+        self._steps: list[tuple[int, Any, Shape | None, Any]] | None = None
 
     def __iter__(self) -> Iterator[Layer]:
         return iter(self.layers)
@@ -124,17 +125,18 @@ class Sequential:
         the same results, fewer passes over memory on a fast path) run as one step unless
         `fuse` is False or hooks are attached, which see every layer."""
         fusing = self.fuse and not self.hooks
-        steps: list[tuple[int, Any]] = []  # (index of the first layer, what ran): backward's way back
+        steps: list[tuple[int, Any, Shape | None, Any]] = []  # (first layer's index, what ran, input): the way back
         with backend.on_device(x):
             index = 0
             while index < len(self.layers):
                 step: Any = (block_at(self.layers, index, tuple(x.shape)) if fusing else None) or self.layers[index]
                 for hook in self.hooks:
                     hook.before_forward(self._position(index), step, x)
+                taken = (tuple(x.shape), x.dtype)
                 x = step.forward(x, training)
                 for hook in self.hooks:
                     hook.after_forward(self._position(index), step, x)
-                steps.append((index, step))
+                steps.append((index, step, *taken))
                 index += len(step.layers) if isinstance(step, FusedBlock) else 1
         self._steps = steps if training else None  # backward after inference: the layers refuse it
         return x
@@ -146,18 +148,20 @@ class Sequential:
         or None with `input_grad=False`, which lets the first layer skip that work (the
         input is data: training never needs its gradient)."""
         # Without a training forward to walk back through, the layers say so.
-        steps, self._steps = self._steps or list(enumerate(self.layers)), None
+        steps = self._steps or [(index, layer, None, None) for index, layer in enumerate(self.layers)]
+        self._steps = None
         layers = self.named_layers()
         for _, layer in layers:  # a backward that sets no gradient leaves none, not the last one's
             layer.grads = {}
         with backend.on_device(dy):
-            for index, layer in reversed(steps):
+            for index, layer, shape, dtype in reversed(steps):
                 for hook in self.hooks:
                     hook.before_backward(self._position(index), layer, dy)
                 if index == 0 and not input_grad and layer.skips_input_grad:
                     dy = layer.backward(dy, input_grad=False)
                 else:
                     dy = layer.backward(dy)
+                    _check_input_gradient(self._position(index), layer, dy, shape, dtype)
                 for hook in self.hooks:
                     hook.after_backward(self._position(index), layer, dy)
         _check_gradients(layers)
@@ -392,6 +396,14 @@ class Sequential:
                 except (TypeError, ValueError, OverflowError) as exc:
                     raise _bad_config(str(index), entry, exc) from None
         return cls(layers)
+
+
+def _check_input_gradient(position: Position, layer: Any, dx: Any, shape: Shape | None, dtype: Any) -> None:
+    """ValueError naming the layer whose backward returned a gradient of another shape or
+    dtype than its input had, before the layer below would blame itself for it."""
+    if shape is not None and (tuple(dx.shape) != shape or dx.dtype != dtype):
+        raise ValueError(f"layer {position} ({layer!r}): its backward returned a gradient of {dx.dtype} "
+                         f"{tuple(dx.shape)} for an input of {dtype} {shape}")
 
 
 def _check_layer_state(index: int, layer: Layer) -> None:

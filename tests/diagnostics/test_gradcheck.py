@@ -56,7 +56,7 @@ def test_a_network_failing_its_check_is_named_in_one_line():
         def backward(self, dy):  # twice the right gradient
             return 2 * super().backward(dy)
 
-    net = xpcnn.Sequential([xpcnn.Dense(3, 2), Doubling()]).to("numpy", dtype="float64")
+    net = xpcnn.Sequential([xpcnn.Dense(3, 2, rng=0), Doubling()]).to("numpy", dtype="float64")  # not all ReLUs off
     x = np.random.default_rng(0).standard_normal((2, 3))
     with pytest.raises(xpcnn.GradcheckError, match=r"^gradcheck of Sequential\(Dense, Doubling\) failed") as error:
         xpcnn.gradcheck(net, x)

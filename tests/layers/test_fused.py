@@ -185,7 +185,7 @@ def test_a_block_whose_windows_do_not_tile_runs_layer_by_layer():
     net = small_net(rng, 9)
     x = rng.standard_normal((2, 2, 9, 9))
     net.forward(x)
-    assert [type(step).__name__ for _, step in net._steps] == [
+    assert [type(step).__name__ for _, step, *_ in net._steps] == [
         "Conv2D", "BatchNorm2D", "MaxPool2D", "ReLU", "Conv2D", "NormPoolReLU", "Conv2D", "NormReLU", "Flatten",
         "Dense"]
     dx = net.backward(np.ones((2, 5)))
