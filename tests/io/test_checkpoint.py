@@ -494,15 +494,62 @@ def test_a_residual_network_saves_loads_and_resumes_its_counters(tmp_path):
     assert set(restored.state["momentum"]) == set(net.params) and restored.nesterov
 
 
-@pytest.mark.parametrize("member", ["__meta__"])  # an array's header is read and checked before np.load
+def rezip(path, out, change):
+    """Copy the archive `path` to `out`, its (name, bytes) members as `change` returns them."""
+    with zipfile.ZipFile(path) as source:
+        members = [(info.filename, source.read(info)) for info in source.infolist()]
+    with zipfile.ZipFile(out, "w") as copy:
+        for name, data in change(members):
+            copy.writestr(name, data)
+    return out
+
+
+@pytest.mark.parametrize("member", ["__meta__", "param/0.weight"])
 def test_a_member_without_the_npy_magic_is_a_checkpoint_error(saved, tmp_path, member):
     """Found by atheris: np.load returns the raw bytes of a .npy member that lacks NumPy's header."""
-    with zipfile.ZipFile(saved) as source, zipfile.ZipFile(tmp_path / "raw.npz", "w") as copy:
-        for info in source.infolist():
-            data = source.read(info.filename)
-            copy.writestr(info.filename, b"not numpy" + data[6:] if info.filename == f"{member}.npy" else data)
-    with pytest.raises(CheckpointError, match=f"member {member}.npy is not an .npy array"):
-        load_checkpoint(tmp_path / "raw.npz")
+    raw = rezip(saved, tmp_path / "raw.npz", lambda members: [
+        (name, b"not numpy" + data[6:] if name == f"{member}.npy" else data) for name, data in members])
+    with pytest.raises(CheckpointError, match=f"cannot read the header of {member}: .*magic string"):
+        load_checkpoint(raw)
+
+
+def npy_header(shape, descr):
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, {"descr": descr, "fortran_order": False, "shape": shape})
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("length", [2**40, 2**24 + 5])
+def test_a_meta_header_asking_for_more_than_its_data_is_refused_before_allocating(saved, tmp_path, length):
+    meta = np.load(saved)["__meta__"].tobytes()
+    lying = rezip(saved, tmp_path / "lying.npz", lambda members: [
+        (name, npy_header((length,), "|u1") + meta if name == "__meta__.npy" else data) for name, data in members])
+
+    def load():
+        with pytest.raises(CheckpointError, match=r"__meta__ must be a 1-D uint8 array of at most 16,777,216 bytes "
+                                                  rf"and nothing else, got \({length},\) uint8 with"):
+            load_checkpoint(lying)
+
+    assert peak_bytes(load) < 20 << 20
+
+
+@pytest.mark.parametrize("member", ["__meta__.npy", "param/0.bias.npy"])
+def test_bytes_after_a_member_s_data_are_refused(saved, tmp_path, member):
+    """Ignored, they hid from the zip's CRC check, which comes at a member's end."""
+    padded = rezip(saved, tmp_path / "padded.npz", lambda members: [
+        (name, data + b"x" * 1000 if name == member else data) for name, data in members])
+    with pytest.raises(CheckpointError, match=f"{member[:-4]} (must be|holds)"):
+        load_checkpoint(padded)
+
+
+def test_a_member_stored_twice_is_refused(saved, tmp_path):
+    """zipfile reads the last copy of a name, other readers the first: the file is ambiguous."""
+    seven = io.BytesIO()
+    np.save(seven, np.full((8,), 7.0, np.float32))
+    with pytest.warns(UserWarning, match="Duplicate name"):  # zipfile's, as it writes the copy
+        twice = rezip(saved, tmp_path / "twice.npz", lambda members: [*members, ("param/0.bias.npy", seven.getvalue())])
+    with pytest.raises(CheckpointError, match=r"twice.npz: member 'param/0.bias.npy' is stored more than once"):
+        load_checkpoint(twice)
 
 
 def test_a_model_with_nan_or_inf_is_not_written(tmp_path):

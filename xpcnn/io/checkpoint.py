@@ -7,9 +7,10 @@ Saving is atomic (temporary file, fsync, rename): a crash keeps the previous che
 
 Loading trusts nothing: the metadata is checked field by field (io.schema), the
 arrays it declares are compared with what the architecture needs before any is read or
-the network built, members must be stored uncompressed and no larger than declared (so
-loading never needs much more memory than the file's size), and every array must be
-finite.
+the network built, members must be stored uncompressed, named once and exactly the size
+of what their header declares (so loading never needs much more memory than the file's
+size, and reads every member to its end, where its CRC is checked), and every array must
+be finite.
 """
 
 from __future__ import annotations
@@ -213,21 +214,41 @@ ARCHIVE_ERRORS = (ValueError, OSError, EOFError, KeyError, NotImplementedError, 
 ZIP_MAGIC = b"PK\x03\x04"
 
 
-def _member(archive: Any, key: str, path: Path) -> np.ndarray:
-    """One array of the archive; any damage becomes a CheckpointError naming it."""
+def _header(archive: Any, key: str, path: Path) -> tuple[tuple[int, ...], np.dtype, int]:
+    """(shape, dtype, bytes after the header) of member `key`, read before NumPy allocates
+    what its .npy header asks for; any damage becomes a CheckpointError naming it."""
     try:
-        value = archive[key]
+        with archive.zip.open(f"{key}.npy") as member:
+            shape, dtype = read_npy_header(member)
+            return shape, dtype, archive.zip.getinfo(f"{key}.npy").file_size - member.tell()
+    except ARCHIVE_ERRORS as exc:
+        raise CheckpointError(f"{path}: cannot read the header of {key}: {type(exc).__name__}: {exc}"[:300]) from None
+
+
+def _member(archive: Any, key: str, path: Path) -> np.ndarray:
+    """One array of the archive, its header checked (`_header`) and its size found exactly
+    that of its data: NumPy then reads it to its end, where zipfile checks its CRC."""
+    try:
+        return archive[key]
     except ARCHIVE_ERRORS as exc:
         raise CheckpointError(f"{path}: cannot read {key}: {type(exc).__name__}: {exc}"[:300]) from None
-    if not isinstance(value, np.ndarray):  # np.load hands back the raw bytes of a member without .npy's magic
-        raise CheckpointError(f"{path}: member {key}.npy is not an .npy array (no NumPy header)")
-    return value
+
+
+def _check_members(archive: Any, path: Path) -> None:
+    """Every member an .npy array named once: np.load lists another member under its own
+    name (and would read it as a pickle), and a name given twice reads as its last copy."""
+    names = archive.zip.namelist()
+    odd = [name for name in names if not name.endswith(".npy")]
+    if odd:
+        raise CheckpointError(f"{path}: member {odd[0][:100]!r} is not an .npy array; a checkpoint holds arrays only")
+    if len(set(names)) != len(names):
+        twice = next(name for name in names if names.count(name) > 1)
+        raise CheckpointError(f"{path}: member {twice[:100]!r} is stored more than once; a checkpoint holds each "
+                              "array once")
 
 
 def _read_meta(archive: Any, path: Path) -> dict[str, Any]:
-    odd = [name for name in archive.zip.namelist() if not name.endswith(".npy")]
-    if odd:  # np.load lists such a member under its own name, and would read it as a pickle or fail
-        raise CheckpointError(f"{path}: member {odd[0][:100]!r} is not an .npy array; a checkpoint holds arrays only")
+    _check_members(archive, path)
     if META_KEY not in archive.files:
         raise CheckpointError(f"{path}: not an xpcnn checkpoint (no {META_KEY} entry)")
     info = archive.zip.getinfo(f"{META_KEY}.npy")
@@ -235,9 +256,11 @@ def _read_meta(archive: Any, path: Path) -> dict[str, Any]:
         raise CheckpointError(
             f"{path}: {META_KEY} unpacks to {info.file_size:,} bytes, over the limit of {MAX_META_BYTES:,}"
         )
+    shape, dtype, size = _header(archive, META_KEY, path)
+    if dtype != np.uint8 or len(shape) != 1 or shape[0] > MAX_META_BYTES or size != shape[0]:
+        raise CheckpointError(f"{path}: {META_KEY} must be a 1-D uint8 array of at most {MAX_META_BYTES:,} bytes "
+                              f"and nothing else, got {shape} {dtype} with {size:,} bytes of data")
     raw = _member(archive, META_KEY, path)
-    if raw.dtype != np.uint8 or raw.ndim != 1 or raw.size > MAX_META_BYTES:
-        raise CheckpointError(f"{path}: {META_KEY} must be a 1-D uint8 array of at most {MAX_META_BYTES:,} bytes")
     try:
         meta = json.loads(raw.tobytes().decode("utf-8"))
     except RecursionError:  # Python's JSON parser recurses once per level
@@ -362,20 +385,16 @@ def _build(meta: dict[str, Any], arrays: dict[str, np.ndarray], path: Path) -> S
 
 
 def _read_array(archive: Any, key: str, declared: Any, path: Path) -> np.ndarray:
-    """One member, after checking its declared size against the limit, then against itself."""
+    """One member, after checking its .npy header and size against its declaration."""
     shape, dtype = tuple(declared["shape"]), np.dtype(declared["dtype"])
-    # NumPy allocates what the .npy header asks for before reading: check the header first.
-    try:
-        with archive.zip.open(f"{key}.npy") as member:
-            header_shape, header_dtype = read_npy_header(member)
-    except ARCHIVE_ERRORS as exc:
-        raise CheckpointError(f"{path}: cannot read the header of {key}: {type(exc).__name__}: {exc}"[:300]) from None
+    header_shape, header_dtype, size = _header(archive, key, path)
     if header_shape != shape or header_dtype != dtype:
         raise CheckpointError(f"{path}: {key} is stored as {header_shape} {header_dtype}, "
                               f"metadata says {shape} {dtype}")
+    if size != math.prod(shape) * dtype.itemsize:
+        raise CheckpointError(f"{path}: {key} holds {size:,} bytes after its header, its {shape} {dtype} data "
+                              f"take {math.prod(shape) * dtype.itemsize:,}")
     value = _member(archive, key, path)
-    if value.shape != shape or value.dtype != dtype:
-        raise CheckpointError(f"{path}: {key} is {value.shape} {value.dtype}, metadata says {shape} {dtype}")
     if not np.all(np.isfinite(value)):
         raise CheckpointError(f"{path}: {key} holds NaN or Inf values; a usable model has finite weights "
                               "and statistics")
