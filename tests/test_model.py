@@ -3,11 +3,14 @@ seed-shaped network memorising a fixed random batch with plain SGD on every back
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
 import xpcnn
 from xpcnn import backend, presets
+from xpcnn.layers.base import ArchitectureError
 from xpcnn.model import Sequential
 
 from .helpers import seed_net
@@ -242,6 +245,16 @@ def test_a_block_config_round_trips_and_hostile_ones_are_named():
         Sequential.from_config(deep)
     with pytest.raises(ValueError, match=r"layer 0 \(Residual\): bad config: a Residual config holds 'body'"):
         Sequential.from_config([{"type": "Residual", "config": {"trunk": []}}])
+
+
+def test_a_config_of_more_layers_than_the_limit_in_blocks_is_refused_before_any_is_checked():
+    relus = [{"type": "ReLU", "config": {}}] * 9_000
+    Sequential.planned_arrays([{"type": "Residual", "config": {"body": relus}}])
+    wide = [{"type": "Residual", "config": {"body": relus}}] * 40  # 360,040 layers, each chain within the limit
+    start = time.perf_counter()
+    with pytest.raises(ArchitectureError, match="architecture has more than 10,000 layers, blocks' layers included"):
+        Sequential.planned_arrays(wide)
+    assert time.perf_counter() - start < 2  # checking each layer took 20 s
 
 
 def test_hooks_see_the_layers_inside_blocks_by_position():

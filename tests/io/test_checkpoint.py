@@ -241,6 +241,7 @@ def test_archive_member_paths_cannot_escape(tmp_path):
     [{"type": "Residual", "config": {"body": "ReLU"}}],
     [{"type": "Residual", "config": {"body": [{"type": "Residual", "config": {"body": []}}]}}],
     json.loads('[{"type": "Residual", "config": {"body": ' * 200 + '[]' + '}}]' * 200),
+    [{"type": "Residual", "config": {"body": [{"type": "ReLU", "config": {}}] * 10_000}}] * 40,
 ])
 def test_hostile_architectures_are_refused_before_allocating(tmp_path, config):
     path = tmp_path / "c.npz"
@@ -255,6 +256,15 @@ def test_hostile_architectures_are_refused_before_allocating(tmp_path, config):
     with pytest.raises(CheckpointError, match="field architecture"):
         load_checkpoint(path)
     assert time.perf_counter() - start < 5
+
+
+def test_a_deep_network_loads_in_time_linear_in_its_layers(tmp_path):
+    """Each array was set by looking its layer up among all: 280 s for 10,000 layers."""
+    net = xpcnn.Sequential([xpcnn.BatchNorm2D(1) for _ in range(2_000)] + [xpcnn.Flatten(), xpcnn.Dense(4, 2)])
+    save_checkpoint(tmp_path / "deep.npz", net)
+    start = time.perf_counter()
+    loaded = load_checkpoint(tmp_path / "deep.npz")
+    assert time.perf_counter() - start < 5 and len(loaded.model.buffers) == 4_000
 
 
 def test_deeply_nested_json_is_refused(tmp_path):

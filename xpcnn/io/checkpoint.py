@@ -373,9 +373,7 @@ def _build(meta: dict[str, Any], arrays: dict[str, np.ndarray], path: Path) -> S
         model = Sequential.from_config(meta["architecture"])
     except ValueError as exc:
         raise CheckpointError(f"{path}: field architecture: {exc}") from None
-    for key, value in arrays.items():
-        if not key.startswith("optim/"):
-            model.set_array(key.partition("/")[2], value)
+    model.set_arrays({key.partition("/")[2]: value for key, value in arrays.items() if not key.startswith("optim/")})
     for index, state in meta["extra_state"].items():
         try:
             model[int(index)].load_extra_state(state)
