@@ -20,6 +20,7 @@ from .layers.fused import FusedBlock, block_at
 MAX_VALUES = 1 << 29  # parameters of an architecture read from a file: 2 GiB of float32
 MAX_LAYERS = 10_000  # in a config read from a file, blocks' layers included: 150 times resnet20's 63
 MAX_DEPTH = 16  # blocks inside blocks, in a config read from a file: deeper is refused before recursion hurts
+MAX_SEED = 2**63 - 1  # a layer's `rng` in a config: a seed, as a checkpoint's seeds are (io.schema)
 
 
 class Sequential:
@@ -505,6 +506,10 @@ def _layer_type(position: str, entry: Any) -> type[Layer]:
     if not isinstance(args, dict) or not all(isinstance(v, (bool, int, float, str, list)) for v in args.values()):
         raise ArchitectureError(f"layer {position} ({kind}): config must map names to numbers, strings or lists, "
                                 f"got {args!r}"[:300])
+    seed = args.get("rng", 0)  # the constructor takes any seed NumPy does: a list of a million takes a second
+    if type(seed) is not int or not 0 <= seed <= MAX_SEED:
+        raise ArchitectureError(f"layer {position} ({kind}): config rng must be a seed, an integer in [0, 2**63), "
+                                f"got {seed!r}"[:300])
     return BUILDABLE[kind]
 
 

@@ -234,6 +234,8 @@ def test_archive_member_paths_cannot_escape(tmp_path):
     [{"type": "Conv2D", "config": {"in_channels": 2**40, "out_channels": 2**40, "kernel_size": 3}}],
     [{"type": "Conv2D", "config": {"in_channels": -3, "out_channels": 8, "kernel_size": 3}}],
     [{"type": "Dense", "config": {"in_features": 3, "out_features": 2, "rng": {"__class__": "x"}}}],
+    [{"type": "Dense", "config": {"in_features": 3, "out_features": 2, "rng": 10**30}}],
+    [{"type": "Dense", "config": {"in_features": 3, "out_features": 2, "rng": list(range(100_000))}}],
     [{"type": "Dense"}],
     {"not": "a list"},
     [{"type": "Residual", "config": {"body": [{"type": "Dense", "config": {"in_features": 10**9,
@@ -344,9 +346,11 @@ MALFORMED = {
     "extra_state a list": (lambda m: m.update(extra_state=[1]), "field extra_state: expected an object"),
     "data without mean": (edit_trainer(lambda t: t["info"]["data"].pop("mean")), "field trainer.info.data"),
     "std 0": (edit_trainer(lambda t: t["info"]["data"].update(std=0)), r"field trainer.info.data.std: expected a "
-              r"number > 0 per channel \(1\)"),
+              r"number in \[1e-12, 1e\+06\] per channel \(1\)"),
+    "mean 1e308": (edit_trainer(lambda t: t["info"]["data"].update(mean=1e308)), r"field trainer.info.data.mean: "
+                   r"expected a number in \[-1e\+06, 1e\+06\] per channel \(1\), got 1e\+308"),
     "a mean per channel too many": (edit_trainer(lambda t: t["info"]["data"].update(mean=[0.1, 0.2])),
-                                    r"field trainer.info.data.mean: expected a finite number per channel \(1\)"),
+                                    r"field trainer.info.data.mean: expected a number in .* per channel \(1\)"),
     "NaN mean": (edit_trainer(lambda t: t["info"]["data"].update(mean=float("nan"))), "field trainer.info.data.mean"),
     "classes not names": (edit_trainer(lambda t: t["info"]["data"].update(classes=[1, 2])),
                           "field trainer.info.data.classes"),

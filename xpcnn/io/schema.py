@@ -84,6 +84,7 @@ def _check_trainer(fields: Fields, trainer: dict[str, Any]) -> None:
 
 
 MAX_SIDE = 1 << 16  # pixels on a side of an input image
+MAX_STATISTIC = 1e6  # a normalisation's mean and std, at most: predict refuses others (datasets.per_channel)
 
 
 def check_data_statistics(fields: Fields, data: Any) -> None:
@@ -98,11 +99,11 @@ def check_data_statistics(fields: Fields, data: Any) -> None:
     shape = data.get("input_shape", [1, 28, 28])
     fields.require("trainer.info.data.input_shape", shape, isinstance(shape, list) and len(shape) == 3
                    and all(is_int(size, 1, MAX_SIDE) for size in shape), "(channels, height, width)")
-    for key, low in (("mean", -math.inf), ("std", 1e-12)):
+    for key, low in (("mean", -MAX_STATISTIC), ("std", 1e-12)):
         value = data[key]
         values = value if isinstance(value, list) else [value]
         fields.require(f"trainer.info.data.{key}", value, len(values) == shape[0]
-                       and all(is_number(v, low) for v in values),
-                       f"{'a finite number' if low < 0 else 'a number > 0'} per channel ({shape[0]})")
+                       and all(is_number(v, low, MAX_STATISTIC) for v in values),
+                       f"a number in [{low:g}, {MAX_STATISTIC:g}] per channel ({shape[0]})")
     pictures = data.get("pictures", "digits")
     fields.require("trainer.info.data.pictures", pictures, pictures in ("digits", "resize"), "digits or resize")
