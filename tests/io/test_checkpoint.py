@@ -354,6 +354,12 @@ MALFORMED = {
     "NaN mean": (edit_trainer(lambda t: t["info"]["data"].update(mean=float("nan"))), "field trainer.info.data.mean"),
     "classes not names": (edit_trainer(lambda t: t["info"]["data"].update(classes=[1, 2])),
                           "field trainer.info.data.classes"),
+    "a class name with an escape": (edit_trainer(lambda t: t["info"]["data"].update(classes=["a", "\x1b[31mb\nc",
+                                                                                           "d"])),
+                                    r"field trainer.info.data.classes.1: expected a printable name of 1 to 255 "
+                                    r"characters, got '\\x1b\[31mb\\nc'"),
+    "a class name too long": (edit_trainer(lambda t: t["info"]["data"].update(classes=["a", "b", "c" * 256])),
+                              r"field trainer.info.data.classes.2: expected a printable name"),
     "shape of strings": (lambda m: m["arrays"]["param/0.weight"].update(shape=["2"]),
                          r"field arrays.param/0.weight.shape"),
     "int8 array": (lambda m: m["arrays"]["param/0.weight"].update(dtype="int8"), r"field arrays.param/0.weight.dtype"),

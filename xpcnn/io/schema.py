@@ -84,6 +84,7 @@ def _check_trainer(fields: Fields, trainer: dict[str, Any]) -> None:
 
 
 MAX_SIDE = 1 << 16  # pixels on a side of an input image
+MAX_CLASS_NAME = 255  # characters: a folder's name, which a class of pictures has, is at most 255 bytes
 MAX_STATISTIC = 1e6  # a normalisation's mean and std, at most: predict refuses others (datasets.per_channel)
 
 
@@ -94,8 +95,11 @@ def check_data_statistics(fields: Fields, data: Any) -> None:
     data = fields.mapping("trainer.info.data", data, {"name", "mean", "std", "classes"})
     fields.require("trainer.info.data.name", data["name"], isinstance(data["name"], str), "a dataset name")
     classes = data["classes"]
-    fields.require("trainer.info.data.classes", classes, isinstance(classes, list) and 0 < len(classes) <= 100_000
-                   and all(isinstance(name, str) for name in classes), "a list of class names")
+    fields.require("trainer.info.data.classes", classes, isinstance(classes, list) and 0 < len(classes) <= 100_000,
+                   "a list of class names")
+    for number, name in enumerate(classes):  # printed as they are: a line break or escape would forge output
+        fields.require(f"trainer.info.data.classes.{number}", name, isinstance(name, str) and name.isprintable()
+                       and 0 < len(name) <= MAX_CLASS_NAME, f"a printable name of 1 to {MAX_CLASS_NAME} characters")
     shape = data.get("input_shape", [1, 28, 28])
     fields.require("trainer.info.data.input_shape", shape, isinstance(shape, list) and len(shape) == 3
                    and all(is_int(size, 1, MAX_SIDE) for size in shape), "(channels, height, width)")
