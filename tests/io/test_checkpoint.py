@@ -403,6 +403,32 @@ def test_non_finite_arrays_are_refused(tmp_path, key):
         load_checkpoint(rewrite(path, tmp_path / "bad.npz", replace={key: value}))
 
 
+def test_negative_running_variances_are_refused(tmp_path):
+    """Inference takes their square roots: predict printed "nan%"."""
+    save_checkpoint(tmp_path / "run.npz", presets.lenet(0))
+    variances = np.ones(32, np.float32)
+    variances[3] = -2.0
+    bad = rewrite(tmp_path / "run.npz", tmp_path / "bad.npz", replace={"buffer/1.running_var": variances})
+    with pytest.raises(CheckpointError, match=r"bad.npz: buffer/1.running_var: expected variances >= 0, got -2$"):
+        load_checkpoint(bad)
+
+
+def test_a_batch_norm_eps_of_0_in_the_arrays_dtype_is_refused(tmp_path):
+    def tiny_eps(meta):
+        meta["architecture"][1]["config"]["eps"] = 1e-300
+
+    save_checkpoint(tmp_path / "run.npz", presets.lenet(0))
+    bad = rewrite(tmp_path / "run.npz", tmp_path / "bad.npz", meta=tiny_eps)
+    with pytest.raises(CheckpointError, match=r"bad.npz: field architecture: layer 1 \(BatchNorm2D\): expected an eps "
+                                              r"> 0 in float32, got 1e-300"):
+        load_checkpoint(bad)
+    save_checkpoint(tmp_path / "run64.npz", presets.lenet(0).to("numpy", dtype="float64"))
+    fine = rewrite(tmp_path / "run64.npz", tmp_path / "fine.npz", meta=tiny_eps)
+    assert load_checkpoint(fine).model[1].eps == 1e-300
+    with pytest.raises(CheckpointError, match=r"expected an eps > 0 in float32"):
+        load_checkpoint(fine, dtype="float32")
+
+
 def json_paths(value, prefix=()):
     """Every path into a JSON document, outermost first."""
     yield prefix

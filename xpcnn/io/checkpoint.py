@@ -31,6 +31,7 @@ import numpy as np
 from .. import backend
 from .._version import __version__
 from ..datasets import Dataset, Selection
+from ..layers import BatchNorm2D
 from ..model import Sequential
 from ..optim import OPTIMIZERS, Optimizer
 from .atomic import atomic_write_bytes
@@ -357,6 +358,7 @@ def load_checkpoint(
         _check_declared(meta, archive, path)
         arrays = {key: _read_array(archive, key, meta["arrays"][key], path) for key in sorted(meta["arrays"])}
     model = _build(meta, arrays, path)
+    _check_batch_norms(model, dtype, path)
     model.to(backend_name, device, dtype)
     optimizer_arrays = {k.removeprefix("optim/"): v for k, v in arrays.items() if k.startswith("optim/")}
     checkpoint = Checkpoint(model, meta["optimizer"], optimizer_arrays, meta["trainer"], meta, path)
@@ -380,6 +382,23 @@ def _build(meta: dict[str, Any], arrays: dict[str, np.ndarray], path: Path) -> S
         except (ValueError, IndexError, TypeError) as exc:
             raise CheckpointError(f"{path}: field extra_state.{index}: {exc}") from None
     return model
+
+
+def _check_batch_norms(model: Sequential, dtype: str | None, path: Path) -> None:
+    """Batch norms whose running statistics inference can use: variances >= 0 (it takes
+    their square roots) and an eps > 0 in the saved dtype and in `dtype` (an eps that is 0
+    there divides by a variance of 0)."""
+    for position, layer in model.named_layers():
+        if not isinstance(layer, BatchNorm2D):
+            continue
+        variances = layer.buffers["running_var"]
+        if np.any(variances < 0):
+            raise CheckpointError(f"{path}: buffer/{position}.running_var: expected variances >= 0, got "
+                                  f"{variances.min():g}")
+        for kind in {variances.dtype, np.dtype(dtype or variances.dtype)}:
+            if not kind.type(layer.eps) > 0:
+                raise CheckpointError(f"{path}: field architecture: layer {position} (BatchNorm2D): expected an eps "
+                                      f"> 0 in {kind}, got {layer.eps!r} (0 in {kind})")
 
 
 def _read_array(archive: Any, key: str, declared: Any, path: Path) -> np.ndarray:
