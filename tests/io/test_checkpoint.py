@@ -403,6 +403,48 @@ def test_non_finite_arrays_are_refused(tmp_path, key):
         load_checkpoint(rewrite(path, tmp_path / "bad.npz", replace={key: value}))
 
 
+def pooled_net():
+    return xpcnn.Sequential([xpcnn.Conv2D(1, 8, 3, rng=0), xpcnn.GlobalAvgPool2D(), xpcnn.Flatten(),
+                             xpcnn.Dense(8, 10, rng=0)])
+
+
+DIGITS = {"name": "mnist", "mean": 0.13, "std": 0.31, "classes": list("0123456789"), "input_shape": [1, 28, 28]}
+
+
+def test_a_network_whose_activations_for_one_image_are_huge_is_refused_cheaply(tmp_path):
+    """A padding of 20,000 on 28x28 images: 51 GB of activations a picture, from a file of a few KB."""
+    save_checkpoint(tmp_path / "run.npz", pooled_net(), data=DIGITS)
+
+    def pad(meta):
+        meta["architecture"][0]["config"]["padding"] = [20_000] * 4
+
+    bad = rewrite(tmp_path / "run.npz", tmp_path / "bad.npz", meta=pad)
+
+    def load():
+        with pytest.raises(CheckpointError, match=r"bad.npz: field architecture: one 1x28x28 image "
+                                                  r"\(trainer.info.data.input_shape\) makes 12,816,646,218 values in "
+                                                  r"its layers, over the limit of 2,147,483,648"):
+            load_checkpoint(bad)
+
+    assert peak_bytes(load) < 20 << 20
+    padded = pooled_net()
+    padded.layers[0] = xpcnn.Conv2D(1, 8, 3, padding=20_000)
+    with pytest.raises(ValueError, match=r"save_checkpoint data: one \(1, 28, 28\) image makes 12,816,646,218 values"):
+        save_checkpoint(tmp_path / "never.npz", padded, data=DIGITS)
+    assert not (tmp_path / "never.npz").exists()
+
+
+@pytest.mark.parametrize("shape", [[1, 4097, 28], [4096, 4096, 4096]])
+def test_an_input_shape_beyond_the_limits_is_refused(tmp_path, shape):
+    save_checkpoint(tmp_path / "run.npz", pooled_net(), data=DIGITS)
+    bad = rewrite(tmp_path / "run.npz", tmp_path / "bad.npz",
+                  meta=lambda meta: meta["trainer"]["info"]["data"].update(input_shape=shape, mean=[0.1] * shape[0],
+                                                                           std=[0.3] * shape[0]))
+    with pytest.raises(CheckpointError, match=r"field (trainer.info.data.input_shape|architecture: .* makes "
+                                              r"68,719,476,736 values)"):
+        load_checkpoint(bad)
+
+
 def test_negative_running_variances_are_refused(tmp_path):
     """Inference takes their square roots: predict printed "nan%"."""
     save_checkpoint(tmp_path / "run.npz", presets.lenet(0))

@@ -43,6 +43,11 @@ VERSION = 1
 META_KEY = "__meta__"
 MAX_META_BYTES = 1 << 24  # 16 MiB of JSON is far beyond any real architecture and history
 NPY_HEADER_SLACK = 1 << 16  # an .npy member is its header (< 64 KiB) plus the declared data
+# Values one image of a network's input shape makes, the input and every layer's output
+# (blocks' layers too) summed: 8 GiB of float32. Every preset at the largest image size
+# the command line reads (1024x1024) makes under a third of it (resnet20: 0.7e9); a
+# padding of 20,000 on 28x28 images made 13e9, 51 GB a picture, from a tiny file.
+MAX_ACTIVATIONS = 1 << 31
 
 
 
@@ -204,7 +209,35 @@ def _checked_statistics(data: dict[str, Any], model: Sequential) -> dict[str, An
     if outputs != (1, len(data["classes"])):
         raise ValueError(f"save_checkpoint data: {len(data['classes'])} classes for a network whose output is "
                          f"{outputs[1:]}")
+    values = activation_values(model, shape)
+    if values > MAX_ACTIVATIONS:
+        raise ValueError(f"save_checkpoint data: one {shape} image makes {values:,} values in the network's layers, "
+                         f"over the {MAX_ACTIVATIONS:,} a checkpoint may ask for")
     return data
+
+
+def activation_values(model: Sequential, input_shape: tuple[int, ...]) -> int:
+    """The values one image of `input_shape` (C, H, W) makes in `model`: itself and every
+    layer's output, blocks' layers included (Misfit where the network cannot take it)."""
+    return math.prod(input_shape) + sum(math.prod(out) for _, _, out in model.shaped_layers((1, *input_shape)))
+
+
+def _check_activations(model: Sequential, meta: dict[str, Any], path: Path) -> None:
+    """CheckpointError where one image of the recorded input shape makes more than
+    MAX_ACTIVATIONS values (activation_values): using the network would allocate them."""
+    info = meta["trainer"].get("info")
+    data = info.get("data") if isinstance(info, dict) else None
+    if data is None:
+        return
+    shape = tuple(data.get("input_shape", (1, 28, 28)))
+    try:
+        values = activation_values(model, shape)
+    except ValueError:  # a network that does not take its data, named where it is used (data_statistics)
+        values = math.prod(shape)
+    if values > MAX_ACTIVATIONS:
+        raise CheckpointError(f"{path}: field architecture: one {'x'.join(map(str, shape))} image "
+                              f"(trainer.info.data.input_shape) makes {values:,} values in its layers, over the "
+                              f"limit of {MAX_ACTIVATIONS:,}")
 
 
 # What a damaged zip archive or .npy member raises from inside zipfile, zlib and NumPy.
@@ -359,6 +392,7 @@ def load_checkpoint(
         arrays = {key: _read_array(archive, key, meta["arrays"][key], path) for key in sorted(meta["arrays"])}
     model = _build(meta, arrays, path)
     _check_batch_norms(model, dtype, path)
+    _check_activations(model, meta, path)
     model.to(backend_name, device, dtype)
     optimizer_arrays = {k.removeprefix("optim/"): v for k, v in arrays.items() if k.startswith("optim/")}
     checkpoint = Checkpoint(model, meta["optimizer"], optimizer_arrays, meta["trainer"], meta, path)

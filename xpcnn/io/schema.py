@@ -83,7 +83,7 @@ def _check_trainer(fields: Fields, trainer: dict[str, Any]) -> None:
         check_data_statistics(fields, info["data"])
 
 
-MAX_SIDE = 1 << 16  # pixels on a side of an input image
+MAX_SIDE = 4096  # pixels on a side of an input image: the most a folder of pictures is read at (--image-size 1024)
 MAX_CLASS_NAME = 255  # characters: a folder's name, which a class of pictures has, is at most 255 bytes
 MAX_STATISTIC = 1e6  # a normalisation's mean and std, at most: predict refuses others (datasets.per_channel)
 
