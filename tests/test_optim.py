@@ -63,6 +63,19 @@ def test_state_lives_on_the_model_backend(target):
         assert backend.dtype_name(value.dtype) == "float64"
 
 
+def test_state_missing_after_a_step_is_refused():
+    """A step makes all the state its settings use: a resumed optimizer lacking some would
+    restart those from zero, silently."""
+    net = xpcnn.Sequential([xpcnn.Dense(2, 2, rng=0)])
+    saved = {f"exp_avg/{name}": np.zeros_like(param) for name, param in net.params.items()}
+    Adam(net, 0.1).load_state_arrays(saved, 0)  # before the first step: none made yet
+    with pytest.raises(ValueError, match=r"Adam: 3 steps taken, but no state exp_avg_sq/0.weight \(nor 1 more\)"):
+        Adam(net, 0.1).load_state_arrays(saved, 3)
+    SGD(net, 0.1).load_state_arrays({}, 3)  # without momentum, SGD keeps none
+    with pytest.raises(ValueError, match=r"SGD: 3 steps taken, but no state momentum/0.bias; every step keeps it"):
+        SGD(net, 0.1, momentum=0.9).load_state_arrays({"momentum/0.weight": np.zeros((2, 2), np.float32)}, 3)
+
+
 def test_step_without_gradients_is_an_error():
     net = xpcnn.Sequential([xpcnn.Dense(2, 2)])
     with pytest.raises(RuntimeError, match="no gradient for 0.weight"):

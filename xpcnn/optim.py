@@ -335,7 +335,8 @@ class Optimizer:
         return {f"{slot}/{name}": value for slot, store in self.state.items() for name, value in store.items()}
 
     def load_state_arrays(self, arrays: dict[str, Any], steps: int) -> None:
-        """Restore `state_arrays()` output (already on the model's backend) and the step count."""
+        """Restore `state_arrays()` output (already on the model's backend) and the step count;
+        ValueError for an array it does not keep, or after a step, one missing."""
         params = self.model.params
         state: dict[str, dict[str, Any]] = {slot: {} for slot in self.slots}
         for key, value in arrays.items():
@@ -348,6 +349,11 @@ class Optimizer:
                     f"parameter is {tuple(params[name].shape)} {params[name].dtype}"
                 )
             state[slot][name] = value
+        missing = [f"{slot}/{name}" for slot in self._slots_used() for name in params if name not in state[slot]]
+        if steps and missing:  # a step makes every state array its settings use (make_state)
+            raise ValueError(f"{type(self).__name__}: {steps} steps taken, but no state {missing[0]}"
+                             + (f" (nor {len(missing) - 1} more)" if len(missing) > 1 else "")
+                             + "; every step keeps it for every parameter")
         self.state, self.steps = state, steps
 
 

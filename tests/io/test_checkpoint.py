@@ -388,6 +388,20 @@ def test_settings_an_optimizer_does_not_take_are_named_on_resume(tmp_path):
         xpcnn.Trainer.resume(bad)
 
 
+def test_optimizer_state_missing_after_a_step_is_named_on_resume(tmp_path):
+    path = tmp_path / "run.npz"
+    path.write_bytes(small_checkpoint(tmp_path))
+
+    def stepped(meta):
+        meta["optimizer"]["steps"] = 3
+        del meta["arrays"]["optim/momentum/0.bias"]
+
+    bad = rewrite(path, tmp_path / "bad.npz", meta=stepped, drop=["optim/momentum/0.bias"])
+    with pytest.raises(CheckpointError, match=r"bad.npz: field optimizer: SGD: 3 steps taken, but no state "
+                                              r"momentum/0.bias"):
+        xpcnn.Trainer.resume(bad)
+
+
 @pytest.mark.parametrize("key", ["param/0.weight", "buffer/1.running_var", "optim/momentum/9.bias"])
 def test_non_finite_arrays_are_refused(tmp_path, key):
     path = tmp_path / "run.npz"

@@ -52,6 +52,9 @@ MALFORMED = {
     "batch past an epoch's": (lambda t: t.update(train_images=10, batch=5),
                               r"field trainer.batch: expected at most the 3 batches of an epoch of the run's 10 "
                               "images"),
+    "fewer steps than batches": (lambda t: t.update(train_images=8), r"field optimizer.steps: expected at least the "
+                                 r"2 batches the run has trained \(trainer.epoch 1 of 2 batches, trainer.batch 0\), "
+                                 "got 0"),
     "classes not the network's": (lambda t: t["info"]["data"].update(classes=["a", "b"]),
                                   r"field trainer.info.data.classes: 2 class names for a network whose output is"),
     "shifts out of sight": (lambda t: t.update(augment=6), r"field trainer.augment: expected shifts of fewer pixels "

@@ -359,6 +359,12 @@ def _check_agreement(checkpoint: Checkpoint, fields: Fields, saved: Saved) -> No
         batches = num_batches(saved.train_images, saved.batch_size)
         fields.require("trainer.batch", batch, batch <= batches,
                        f"at most the {batches} batches of an epoch of the run's {saved.train_images:,} images")
+        # Each batch trained is an optimizer step; a Trainer may be given an optimizer that
+        # has stepped before, so more steps than batches are not wrong, fewer are.
+        trained = epoch * batches + batch
+        steps = checkpoint.optimizer["steps"]
+        fields.require("optimizer.steps", steps, steps >= trained, f"at least the {trained:,} batches the run has "
+                       f"trained (trainer.epoch {epoch} of {batches} batches, trainer.batch {batch})")
     if saved.data is not None:
         side = min(checkpoint.data_statistics()["input_shape"][1:])  # which checks the classes against the network
         fields.require("trainer.augment", saved.augment.pixels, saved.augment.pixels < side,
