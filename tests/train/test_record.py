@@ -39,6 +39,15 @@ MALFORMED = {
     "no progress": (lambda t: t.pop("epoch"), "has no optimizer or trainer state to resume from"),
     "callback type a list": (lambda t: t["callbacks"][0].update(type=[1]), r"field trainer.callbacks.0.type"),
     "history epoch a string": (lambda t: t["history"][0].update(epoch="one"), r"field trainer.history.0.epoch"),
+    "history accuracy 2": (lambda t: t["history"][0].update(train_accuracy=2.0), r"field trainer.history.0."
+                           r"train_accuracy: expected a number in \[0, 1\], got 2.0"),
+    "history lr a string": (lambda t: t["history"][0].update(lr="x"), r"field trainer.history.0.lr: expected a number"),
+    "history val_loss NaN": (lambda t: t["history"][0].update(val_loss=float("nan"), val_accuracy=0.5),
+                             r"field trainer.history.0.val_loss: expected a number in \[0, inf\], got nan"),
+    "history val_accuracy a list": (lambda t: t["history"][0].update(val_loss=1.0, val_accuracy=[1, 2]),
+                                    r"field trainer.history.0.val_accuracy"),
+    "history val_loss alone": (lambda t: t["history"][0].update(val_loss=1.0), r"field trainer.history.0: expected "
+                               r"val_loss and val_accuracy together, or neither, got \['val_loss'\]"),
     "NaN best": (lambda t: t["callbacks"][0]["state"].update(best=float("nan")), "EarlyStopping: expected state"),
     "label smoothing 1": (lambda t: t.update(label_smoothing=1), r"field trainer.label_smoothing: expected a number "
                           r"in \[0, 1\)"),

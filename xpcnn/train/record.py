@@ -14,6 +14,7 @@ The functions take a Trainer (`restore` makes one); the record's own state is it
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -425,15 +426,32 @@ def _progress(fields: Fields, trainer: dict[str, Any]) -> Progress:
     fields.require("trainer.history", history, isinstance(history, list) and len(history) <= MAX_EPOCHS,
                    "a list of one object per epoch")
     for number, row in enumerate(history):
-        row = fields.mapping(f"trainer.history.{number}", row, {"epoch", "train_loss", "train_accuracy", "seconds"})
-        fields.require(f"trainer.history.{number}.epoch", row["epoch"], is_int(row["epoch"], 1, MAX_EPOCHS),
-                       "an epoch number")
-        for key in ("train_loss", "train_accuracy", "seconds"):
-            fields.require(f"trainer.history.{number}.{key}", row[key], is_number(row[key], 0.0), "a number >= 0")
+        _check_row(fields, f"trainer.history.{number}", row)
     stopped = trainer.get("stopped")  # absent before early stopping existed
     fields.require("trainer.stopped", stopped, stopped is None or isinstance(stopped, str), "a reason or null")
     return Progress(trainer["epoch"], trainer["batch"], float(trainer["loss_sum"]), float(trainer["correct"]),
                     trainer["seen"], float(trainer["seconds"]), list(history), stopped)
+
+
+# What a row of the history may hold (Trainer._end_epoch writes it; plots, summaries and
+# callbacks read it): (lowest, highest, whether null is allowed) for each number.
+ROW_NUMBERS = {"train_loss": (0.0, math.inf, False), "train_accuracy": (0.0, 1.0, False),
+               "seconds": (0.0, math.inf, False), "lr": (0.0, math.inf, False),
+               "images_per_second": (0.0, math.inf, True), "val_loss": (0.0, math.inf, False),
+               "val_accuracy": (0.0, 1.0, False)}
+
+
+def _check_row(fields: Fields, where: str, row: Any) -> None:
+    """One epoch's metrics: its number, its training loss, accuracy and time, and where
+    present its learning rate, speed and validation loss and accuracy (both or neither)."""
+    row = fields.mapping(where, row, {"epoch", "train_loss", "train_accuracy", "seconds"})
+    fields.require(f"{where}.epoch", row["epoch"], is_int(row["epoch"], 1, MAX_EPOCHS), "an epoch number")
+    for key, (low, high, nullable) in ROW_NUMBERS.items():
+        if key in row and not (nullable and row[key] is None):
+            fields.require(f"{where}.{key}", row[key], is_number(row[key], low, high),
+                           f"a number in [{low:g}, {high:g}]")
+    validation = {"val_loss", "val_accuracy"} & set(row)
+    fields.require(where, sorted(validation), len(validation) != 1, "val_loss and val_accuracy together, or neither")
 
 
 def _callbacks(fields: Fields, trainer: dict[str, Any]) -> list[dict[str, Any]]:
