@@ -615,6 +615,15 @@ def test_a_member_without_the_npy_magic_is_a_checkpoint_error(saved, tmp_path, m
         load_checkpoint(raw)
 
 
+def test_a_meta_header_too_long_to_parse_safely_is_named_on_one_line(saved, tmp_path):
+    long = rezip(saved, tmp_path / "long.npz", lambda members: [
+        (name, b"\x93NUMPY\x01\x00" + (60000).to_bytes(2, "little") + b"{" * 60000 if name == "__meta__.npy" else data)
+        for name, data in members])
+    with pytest.raises(CheckpointError, match="cannot read the header of __meta__: ValueError: Header info") as error:
+        load_checkpoint(long)
+    assert "\n" not in str(error.value)
+
+
 def npy_header(shape, descr):
     buffer = io.BytesIO()
     np.lib.format.write_array_header_1_0(buffer, {"descr": descr, "fortran_order": False, "shape": shape})

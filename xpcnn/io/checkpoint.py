@@ -256,7 +256,8 @@ def _header(archive: Any, key: str, path: Path) -> tuple[tuple[int, ...], np.dty
             shape, dtype = read_npy_header(member)
             return shape, dtype, archive.zip.getinfo(f"{key}.npy").file_size - member.tell()
     except ARCHIVE_ERRORS as exc:
-        raise CheckpointError(f"{path}: cannot read the header of {key}: {type(exc).__name__}: {exc}"[:300]) from None
+        raise CheckpointError(f"{path}: cannot read the header of {key}: {type(exc).__name__}: "
+                              f"{' '.join(str(exc).split())}"[:300]) from None  # NumPy's messages span lines
 
 
 def _member(archive: Any, key: str, path: Path) -> np.ndarray:
