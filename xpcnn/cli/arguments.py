@@ -62,6 +62,15 @@ def _by_preset(field: str) -> str:
     return ", ".join(f"{name}: {getattr(recipe, field)}" for name, recipe in presets.RECIPES.items())
 
 
+def _momentum_help() -> str:
+    """--momentum's help: the SGD presets' momentum, and those whose one-cycle schedule sets it."""
+    recipes = presets.RECIPES.items()
+    kept = ", ".join(f"{name}: {recipe.momentum}" for name, recipe in recipes
+                     if recipe.optimizer == "sgd" and recipe.schedule != "onecycle")
+    cycled = " and ".join(name for name, recipe in recipes if recipe.schedule == "onecycle")
+    return f"SGD momentum ({kept}; refused under the onecycle schedule, which sets it: {cycled})"
+
+
 def _presets_with(field: str, value: Any) -> str:
     """Which presets' recipes set `field` to `value`, for help texts: "reflect for cifar"."""
     names = [name for name, recipe in presets.RECIPES.items() if getattr(recipe, field) == value]
@@ -115,11 +124,7 @@ def _add_train_parser(commands: Any) -> None:
     flag("--batch-size", type=_positive_int, help=f"({_by_preset('batch_size')})")
     flag("--optimizer", choices=sorted(OPTIMIZERS), help=f"({_by_preset('optimizer')})")
     flag("--lr", type=_positive_float, help=f"peak learning rate ({_by_preset('lr')})")
-    flag("--momentum", type=_checked(float, lambda value: 0 <= value < 1, "in [0, 1)"),
-         help="SGD momentum (" + ", ".join(f"{name}: {recipe.momentum}" for name, recipe in presets.RECIPES.items()
-                                           if recipe.optimizer == "sgd" and recipe.schedule != "onecycle")
-         + "; refused under the onecycle schedule, which sets it: "
-         + " and ".join(name for name, recipe in presets.RECIPES.items() if recipe.schedule == "onecycle") + ")")
+    flag("--momentum", type=_checked(float, lambda value: 0 <= value < 1, "in [0, 1)"), help=_momentum_help())
     flag("--nesterov", action=argparse.BooleanOptionalAction, help=f"Nesterov momentum, SGD only "
          f"({_by_preset('nesterov')})")
     flag("--weight-decay", type=_checked(float, lambda value: 0 <= value < math.inf, ">= 0 and finite"),
