@@ -215,3 +215,9 @@ def test_one_number_serves_every_channel_and_a_list_must_match_them():
         per_channel([0.1, 0.2], "std", 1e-12, 3)
     with pytest.raises(ValueError, match=r"^std must be in \[1e-12, 1000000.0\], got 0.0$"):
         per_channel(0.0, "std", 1e-12, 1)
+
+
+def test_class_names_that_are_not_printable_are_refused():
+    with pytest.raises(ValueError, match=r"class names must be printable, of at most 255 characters \(they are "
+                                         r"printed\), got 'a\\nb'"):
+        Dataset.from_arrays(np.zeros((2, 4, 4), np.uint8), [0, 1], ["a\nb", "c"])

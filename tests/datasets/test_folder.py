@@ -303,3 +303,11 @@ def test_a_split_of_one_scores_every_picture(tmp_path):
         Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / "root" / name / "only.png")
     data = load_folder(tmp_path / "root", 4, test_split=1.0, cache=False, progress=False)
     assert len(data.test_labels) == 2 and len(data.train_labels) == 0
+
+
+def test_a_class_folder_whose_name_is_not_printable_is_refused(tmp_path):
+    dataset(tmp_path / "pics")
+    os.rename(tmp_path / "pics" / "a", tmp_path / "pics" / "a\x1b[31m\nfake line")
+    with pytest.raises(FolderError, match=r"a class folder's name is its class's name, which is printed: it must be "
+                                          r"printable"):
+        load(tmp_path / "pics")

@@ -274,6 +274,10 @@ def _find(folder: str, on_bad: str) -> _Found:
     else:
         layout = {"": top}
     found.classes = tuple(sorted(layout.get("train", top)))
+    unprintable = next((name for name in found.classes if not name.isprintable()), None)
+    if unprintable is not None:  # a control character in a name the commands print would forge their output
+        raise FolderError(f"{os.path.join(folder, unprintable)!r}: a class folder's name is its class's name, which "
+                          "is printed: it must be printable (rename the folder)")
     if len(found.classes) < 2:
         where = os.path.join(folder, "train") if "train" in layout else folder
         raise FolderError(f"{where}: {len(found.classes)} class folder(s) ({', '.join(found.classes) or 'none'}); "

@@ -7,6 +7,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from ..io.schema import MAX_CLASS_NAME
+
 
 @dataclass(frozen=True)
 class DataFile:
@@ -69,6 +71,10 @@ class DatasetSpec:
             raise TypeError(f"DatasetSpec classes must be a non-empty list of names, got {self.classes!r}"[:200])
         if len(set(classes)) != len(classes):
             raise ValueError(f"DatasetSpec class names must differ, got {list(classes)[:10]}"[:200])
+        if not all(name.isprintable() and len(name) <= MAX_CLASS_NAME for name in classes):
+            odd = next(name for name in classes if not (name.isprintable() and len(name) <= MAX_CLASS_NAME))
+            raise ValueError(f"DatasetSpec class names must be printable, of at most {MAX_CLASS_NAME} characters "
+                             f"(they are printed), got {odd!r}"[:200])
         if self.pictures not in ("digits", "resize"):
             raise ValueError(f"DatasetSpec pictures must be 'digits' or 'resize', got {self.pictures!r}")
         object.__setattr__(self, "mean", mean)
