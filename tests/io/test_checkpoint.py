@@ -681,5 +681,16 @@ def test_a_folder_is_read_as_a_run_folder_or_named_for_what_it_is(tmp_path):
     (tmp_path / "run" / "checkpoint.npz").mkdir()
     with pytest.raises(CheckpointError, match=r"run/checkpoint.npz: a folder, not a checkpoint file$"):
         load_checkpoint(tmp_path / "run" / "checkpoint.npz")
-    with pytest.raises(CheckpointError, match=r"run: a folder without checkpoint.npz"):
-        load_checkpoint(tmp_path / "run")
+    with pytest.raises(CheckpointError, match=r"run/checkpoint.npz: not a checkpoint file \(a folder\)"):
+        load_checkpoint(tmp_path / "run")  # a checkpoint.npz is there, but what it is is named
+    os.mkfifo(tmp_path / "fifo.npz")
+    with pytest.raises(CheckpointError, match=r"fifo.npz: not a checkpoint file \(a special file\)"):
+        load_checkpoint(tmp_path / "fifo.npz")
+    os.symlink(tmp_path / "loop.npz", tmp_path / "loop.npz")
+    with pytest.raises(CheckpointError, match=r"loop.npz: a link to nothing \(its target is missing, or the links "):
+        load_checkpoint(tmp_path / "loop.npz")
+    with pytest.raises(FileNotFoundError, match=r"none.npz: no such checkpoint file"):
+        load_checkpoint(tmp_path / "none.npz")
+    if os.path.isfile("/proc/self/mem"):  # Linux: a file whose reading at 0 fails
+        with pytest.raises(CheckpointError, match=r"^/proc/self/mem: cannot read it: "):
+            load_checkpoint("/proc/self/mem")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
 import struct
 import tokenize
 import zipfile
@@ -369,20 +370,7 @@ def load_checkpoint(
     """
     if not isinstance(path, (str, Path)):
         raise TypeError(f"load_checkpoint path must be a file or folder path, got {type(path).__name__}")
-    path = Path(path)
-    if path.is_dir():  # a run folder
-        if path.name.endswith(".npz"):
-            raise CheckpointError(f"{path}: a folder, not a checkpoint file")
-        if not (path / "checkpoint.npz").is_file():
-            raise CheckpointError(f"{path}: a folder without checkpoint.npz (a run folder holds one)")
-        path = path / "checkpoint.npz"
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such checkpoint file")
-    if not path.is_file():  # a FIFO, a device...
-        raise CheckpointError(f"{path}: not a checkpoint file (a special file)")
-    with open(path, "rb") as handle:
-        if handle.read(4) != ZIP_MAGIC:  # np.load would read any .npy whole, whatever it asks for
-            raise CheckpointError(f"{path}: not a checkpoint archive (.npz files start with {ZIP_MAGIC!r})")
+    path = _checkpoint_file(Path(path))
     try:
         archive = np.load(path, allow_pickle=False)
     except ARCHIVE_ERRORS as exc:
@@ -402,6 +390,32 @@ def load_checkpoint(
     except CheckpointError:
         model.data = None  # a network saved without its data: using it needs them given
     return checkpoint
+
+
+def _checkpoint_file(path: Path) -> Path:
+    """The checkpoint file that `path` names (itself, or a run folder's checkpoint.npz),
+    after checking that it is a regular file starting as a .npz does; FileNotFoundError or
+    CheckpointError saying what it is instead."""
+    if path.is_dir():  # a run folder
+        if path.name.endswith(".npz"):
+            raise CheckpointError(f"{path}: a folder, not a checkpoint file")
+        if not os.path.lexists(path / "checkpoint.npz"):
+            raise CheckpointError(f"{path}: a folder without checkpoint.npz (a run folder holds one)")
+        path = path / "checkpoint.npz"
+    if not path.exists():
+        if path.is_symlink():
+            raise CheckpointError(f"{path}: a link to nothing (its target is missing, or the links loop)")
+        raise FileNotFoundError(f"{path}: no such checkpoint file")
+    if not path.is_file():  # a folder, a FIFO, a device...
+        raise CheckpointError(f"{path}: not a checkpoint file ({'a folder' if path.is_dir() else 'a special file'})")
+    try:
+        with open(path, "rb") as handle:
+            start = handle.read(4)
+    except OSError as exc:  # /proc/self/mem: the file is there, reading it fails
+        raise CheckpointError(f"{path}: cannot read it: {exc.strerror or exc}") from None
+    if start != ZIP_MAGIC:  # np.load would read any .npy whole, whatever it asks for
+        raise CheckpointError(f"{path}: not a checkpoint archive (.npz files start with {ZIP_MAGIC!r})")
+    return path
 
 
 def _build(meta: dict[str, Any], arrays: dict[str, np.ndarray], path: Path) -> Sequential:
