@@ -54,3 +54,18 @@ def test_a_file_where_a_folder_should_be_is_named(tmp_path):
         atomic_write_text(tmp_path / "notes.txt" / "sub" / "a.txt", "x")
     atomic_write_text(tmp_path / "new" / "folders" / "a.txt", "x")  # missing folders are made
     assert (tmp_path / "new" / "folders" / "a.txt").read_text() == "x"
+
+
+def test_a_link_into_a_missing_folder_or_a_loop_is_refused_not_followed_or_replaced(tmp_path):
+    os.symlink(tmp_path / "nowhere" / "model.onnx", tmp_path / "dangling.onnx")
+    with pytest.raises(FileNotFoundError, match=r"dangling.onnx is a link that loops, or into a folder that does not "
+                                                r"exist"):
+        atomic_write_text(tmp_path / "dangling.onnx", "x")
+    assert not (tmp_path / "nowhere").exists()
+    os.symlink(tmp_path / "loop", tmp_path / "loop")
+    with pytest.raises(FileNotFoundError, match="loop is a link that loops"):
+        atomic_write_text(tmp_path / "loop", "x")
+    assert (tmp_path / "loop").is_symlink()
+    os.symlink(tmp_path / "new.txt", tmp_path / "to-new")  # a link to a file not yet there, in a folder that is
+    atomic_write_text(tmp_path / "to-new", "written")
+    assert (tmp_path / "new.txt").read_text() == "written" and (tmp_path / "to-new").is_symlink()

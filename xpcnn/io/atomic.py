@@ -23,9 +23,12 @@ FILE_MODE = 0o666 & ~_umask()
 def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
     """Call `write(handle)` on a temporary file beside `path`, flush and fsync it, then
     rename it over `path` and fsync the folder. On any error the old file is untouched.
-    A link is written through (the file it names is replaced); a folder, device, FIFO or
-    socket is refused, never replaced; missing folders are made."""
-    path = Path(os.path.realpath(path)) if Path(path).is_symlink() else Path(path)
+    A link is written through (the file it names is replaced), into a folder that exists; a
+    folder, device, FIFO or socket is refused, never replaced; missing folders are made."""
+    link = Path(path) if Path(path).is_symlink() else None
+    path = Path(os.path.realpath(path)) if link else Path(path)
+    if link and (path.is_symlink() or not path.parent.is_dir()):  # a loop; folders made where a link points
+        raise FileNotFoundError(f"{link} is a link that loops, or into a folder that does not exist ({path})")
     if path.is_dir():
         raise IsADirectoryError(f"{path} is a folder; name the file to write")
     if path.exists() and not path.is_file():
