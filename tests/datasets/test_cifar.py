@@ -454,3 +454,18 @@ def test_archive_download_is_verified_then_renamed_into_place(tmp_path):
         httpd.server_close()
     assert path == tmp_path / "cache" / name and os.listdir(tmp_path / "cache") == [name]
     assert read_cifar(spec, path, ("test",), layout=layout)["test"][0].shape == (RECORDS, 3, 32, 32)
+
+
+def test_a_bin_file_that_is_a_fifo_is_named_as_such_not_as_missing(tmp_path):
+    import os
+
+    from xpcnn.datasets.loading import load_dataset
+
+    spec, layout, contents, _ = dataset("cifar10")
+    inner = tmp_path / layout.folder
+    inner.mkdir()
+    for name in layout.records:
+        os.mkfifo(inner / name)
+    assert find_cifar(spec, [tmp_path]) == inner
+    with pytest.raises(CIFARError, match="data_batch_1.bin: not a regular file"):
+        load_dataset("cifar10", tmp_path, download=False)

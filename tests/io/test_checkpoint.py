@@ -687,7 +687,7 @@ def test_a_folder_is_read_as_a_run_folder_or_named_for_what_it_is(tmp_path):
     with pytest.raises(CheckpointError, match=r"fifo.npz: not a checkpoint file \(a special file\)"):
         load_checkpoint(tmp_path / "fifo.npz")
     os.symlink(tmp_path / "loop.npz", tmp_path / "loop.npz")
-    with pytest.raises(CheckpointError, match=r"loop.npz: a link to nothing \(its target is missing, or the links "):
+    with pytest.raises(CheckpointError, match=r"loop.npz: is a link to nothing \(its target is missing, or the links "):
         load_checkpoint(tmp_path / "loop.npz")
     with pytest.raises(FileNotFoundError, match=r"none.npz: no such checkpoint file"):
         load_checkpoint(tmp_path / "none.npz")

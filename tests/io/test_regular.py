@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from xpcnn.io.regular import open_regular
+from xpcnn.io.regular import open_regular, why_missing
 
 
 class Refused(ValueError):
@@ -31,3 +31,9 @@ def test_anything_else_is_refused_by_name_at_once(tmp_path):
 def test_a_missing_file_is_an_os_error(tmp_path):
     with pytest.raises(FileNotFoundError):
         open_regular(tmp_path / "missing", Refused)
+
+
+def test_a_path_that_is_not_there_is_told_from_a_link_to_nothing(tmp_path):
+    os.symlink(tmp_path / "loop", tmp_path / "loop")
+    assert why_missing(tmp_path / "loop") == "is a link to nothing (its target is missing, or the links loop)"
+    assert why_missing(tmp_path / "none") == "does not exist"

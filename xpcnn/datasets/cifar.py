@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import os
 import tarfile
 import zlib
 from collections.abc import Sequence
@@ -176,8 +177,9 @@ def incomplete_cifar(spec: DatasetSpec, dirs: Sequence[Path]) -> str | None:
 
 
 def _missing_bins(layout: CIFARLayout, folder: Path) -> list[str]:
-    """The .bin files of `layout` that are not files in `folder`."""
-    return [name for files in layout.parts.values() for name in files if not (folder / name).is_file()]
+    """The .bin files of `layout` that are not in `folder` (whatever is there under the name
+    is read, or refused, by name)."""
+    return [name for files in layout.parts.values() for name in files if not os.path.lexists(folder / name)]
 
 
 def verify_archive(path: str | Path, file: DataFile) -> None:

@@ -41,6 +41,7 @@ import numpy as np
 
 from ..io.atomic import atomic_write
 from ..io.npyheader import read_npy_header
+from ..io.regular import why_missing
 from . import images
 from .files import cache_dir
 from .sources import FOLDER_IMAGE_SIDE
@@ -184,7 +185,7 @@ def _root_folder(root: Any) -> str:
         raise TypeError(f"root must be a folder path, got {type(root).__name__}")
     folder = os.path.abspath(os.fspath(root))
     if not os.path.isdir(folder):
-        what = "is not a folder" if os.path.exists(folder) else "does not exist"
+        what = "is not a folder" if os.path.exists(folder) else why_missing(folder)
         raise FolderError(f"{folder}: {what}; expected a folder of class folders of pictures")
     return folder
 

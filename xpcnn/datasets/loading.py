@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from ..io.regular import why_missing
 from .cifar import find_cifar, incomplete_cifar, read_cifar, verify_archive
 from .dataset import Dataset, channel_statistics, check_seed
 from .files import ChecksumError, DownloadError, cache_dir, download_file, find_file, load_verified, search_dirs
@@ -312,7 +313,7 @@ def load_dataset(name: str = "mnist", data_dir: str | Path | None = None, *, dow
     if data_dir is not None:
         folder = Path(data_dir)
         if not folder.is_dir():
-            what = "is a file, not a folder" if folder.exists() else "does not exist"
+            what = "is a file, not a folder" if folder.exists() else why_missing(folder)
             raise DataNotFound(f"data folder {folder} {what}")
         return load_full(spec, download=False, only=[folder, folder / spec.name], parts=parts)
     dirs = [Path(folder) for folder in prefer] + search_dirs(spec)

@@ -37,6 +37,7 @@ from ..model import Sequential
 from ..optim import OPTIMIZERS, Optimizer
 from .atomic import atomic_write_bytes
 from .npyheader import read_npy_header
+from .regular import why_missing
 from .schema import CheckpointError, Fields, check_data_statistics, check_meta
 
 FORMAT = "xpcnn-checkpoint"
@@ -404,7 +405,7 @@ def _checkpoint_file(path: Path) -> Path:
         path = path / "checkpoint.npz"
     if not path.exists():
         if path.is_symlink():
-            raise CheckpointError(f"{path}: a link to nothing (its target is missing, or the links loop)")
+            raise CheckpointError(f"{path}: {why_missing(path)}")
         raise FileNotFoundError(f"{path}: no such checkpoint file")
     if not path.is_file():  # a folder, a FIFO, a device...
         raise CheckpointError(f"{path}: not a checkpoint file ({'a folder' if path.is_dir() else 'a special file'})")

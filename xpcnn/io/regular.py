@@ -22,3 +22,9 @@ def open_regular(path: str | Path, error: type[Exception]) -> BinaryIO:
         os.close(fd)
         raise error(f"{path}: not a regular file")
     return os.fdopen(fd, "rb")
+
+
+def why_missing(path: str | Path) -> str:
+    """Why `path`, which does not exist, is not there: a link to nothing names itself so."""
+    return "is a link to nothing (its target is missing, or the links loop)" if os.path.islink(path) \
+        else "does not exist"
