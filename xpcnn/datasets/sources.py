@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from ..io.schema import MAX_CLASS_NAME
+MAX_CLASS_NAME = 255  # characters: a folder's name, which a class of pictures has, is at most 255 bytes
 
 
 @dataclass(frozen=True)

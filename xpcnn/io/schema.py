@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from ..datasets.sources import MAX_CLASS_NAME
+
 MAX_EPOCHS = 1_000_000
 MAX_STEPS = 10**12
 MAX_SIZE = 10**9  # images, batch sizes, counters
@@ -84,7 +86,6 @@ def _check_trainer(fields: Fields, trainer: dict[str, Any]) -> None:
 
 
 MAX_SIDE = 4096  # pixels on a side of an input image: the most a folder of pictures is read at (--image-size 1024)
-MAX_CLASS_NAME = 255  # characters: a folder's name, which a class of pictures has, is at most 255 bytes
 MAX_STATISTIC = 1e6  # a normalisation's mean and std, at most: predict refuses others (datasets.per_channel)
 
 
