@@ -486,8 +486,11 @@ def test_a_registered_layer_of_ones_own_is_rebuilt_and_an_unregistered_one_is_na
 
     with pytest.raises(ValueError, match=r"a layer named ReLU is registered already \(xpcnn.layers"):
         xpcnn.register_layer(ReLU)
-    with pytest.raises(xpcnn.layers.base.ArchitectureError, match=r"layer 0 \(.*ReLU\): no layer of this class"):
+    with pytest.raises(xpcnn.layers.base.ArchitectureError, match=r"layer 0 \(.*ReLU\): no layer of this class .*; "
+                       r"rename its class \(a registered layer has the name\)"):
         xpcnn.Sequential([ReLU()]).check_rebuildable()
+    again = type("OwnGain", (OwnGain,), {"__module__": OwnGain.__module__, "__qualname__": OwnGain.__qualname__})
+    assert xpcnn.register_layer(again) is again  # the class defined again, as a notebook's cell does: it replaces
 
 
 def test_a_layer_whose_config_or_shapes_do_not_rebuild_it_is_named(monkeypatch):
@@ -506,8 +509,11 @@ def test_a_layer_whose_config_or_shapes_do_not_rebuild_it_is_named(monkeypatch):
     with pytest.raises(xpcnn.layers.base.ArchitectureError, match=r"its config\(\) \{'size': np.int64\(3\)\} is no "
                        "JSON data"):
         xpcnn.Sequential([Undeclared(np.int64(3))]).check_rebuildable()
-    with pytest.raises(xpcnn.layers.base.ArchitectureError, match=r"its array_shapes declares \{\}, but it holds "
-                       r"\{'w': \(3,\)\}"):
+    with pytest.raises(xpcnn.layers.base.ArchitectureError, match=r"layer 0 \(Undeclared\): config must map names to "
+                       "numbers, strings or lists"):  # what loading refuses, refused here
+        xpcnn.Sequential([Undeclared(None)]).check_rebuildable()
+    with pytest.raises(xpcnn.layers.base.ArchitectureError, match=r"layer 0: its array_shapes declares none for 0.w, "
+                       r"but it holds a param of shape \(3,\)"):
         xpcnn.Sequential([Undeclared(3)]).check_rebuildable()
 
 

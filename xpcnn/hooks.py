@@ -16,6 +16,7 @@ A layer's position is its index in the network, or a string for a layer inside a
 
 from __future__ import annotations
 
+import difflib
 import statistics
 import time
 from collections.abc import Callable
@@ -29,10 +30,12 @@ Position = int | str  # a layer's index, or "3.body.0" for a layer inside a bloc
 
 
 def misnamed_points(obj: Any, base: type, prefixes: tuple[str, ...]) -> list[str]:
-    """Methods of `obj` named like the points `base` is called at (starting with one of
-    `prefixes`) that `base` has not: typos ("on_epoch_ends") that nothing would ever call."""
+    """Methods of `obj` named nearly as a point `base` is called at (starting with one of
+    `prefixes`) that `base` has not: typos ("on_epoch_ends") that nothing would ever call.
+    A name of its own ("on_best") is no typo."""
+    points = [name for name in dir(base) if name.startswith(prefixes)]
     return [name for name in dir(type(obj)) if name.startswith(prefixes) and not hasattr(base, name)
-            and callable(getattr(type(obj), name))]
+            and callable(getattr(type(obj), name)) and difflib.get_close_matches(name, points, 1, cutoff=0.85)]
 
 
 class LayerHook:

@@ -343,24 +343,30 @@ class Sequential:
         """ArchitectureError naming the first layer that `from_config(config())` would not
         give back, as checkpoints and parity rebuild networks: a class of its own that is
         not registered (register_layer) or shares a registered name, a config that is no
-        JSON data, or arrays that its `array_shapes` does not declare."""
+        JSON data or that loading refuses, or arrays that its `array_shapes` does not declare."""
         for position, layer in self._walk():
             kind = type(layer)
             where = f"layer {position} ({kind.__module__}.{kind.__qualname__})"
             if BUILDABLE.get(kind.__name__) is not kind:
+                how = ("rename its class (a registered layer has the name), then xpcnn.register_layer(it)"
+                       if kind.__name__ in BUILDABLE else "xpcnn.register_layer(its class) does")
                 raise ArchitectureError(f"{where}: no layer of this class is registered under {kind.__name__!r}, so "
-                                        "no checkpoint or copy could rebuild it; xpcnn.register_layer(its class) does")
-            if layer.branches():
-                continue
+                                        f"no checkpoint or copy could rebuild it; {how}")
             try:
                 json.dumps(layer.config(), allow_nan=False)
-                declared = kind.planned_shapes(layer.config())
             except (TypeError, ValueError) as exc:
-                raise ArchitectureError(f"{where}: its config() {layer.config()!r} is no JSON data its constructor "
-                                        f"takes ({exc})"[:400]) from None
-            held = {name: tuple(array.shape) for name, array in {**layer.params, **layer.buffers}.items()}
-            if declared != held:
-                raise ArchitectureError(f"{where}: its array_shapes declares {declared}, but it holds {held}"[:400])
+                raise ArchitectureError(f"{where}: its config() {layer.config()!r} is no JSON data ({exc})"[:400]) \
+                    from None
+        planned = Sequential.planned_arrays(json.loads(json.dumps(self.config())))  # what loading checks, as it does
+        held = {**{name: ("param", tuple(a.shape)) for name, a in self.params.items()},
+                **{name: ("buffer", tuple(a.shape)) for name, a in self.buffers.items()}}
+        differing = sorted(name for name in planned.keys() | held.keys() if planned.get(name) != held.get(name))
+        if differing:
+            name = differing[0]
+            declared, holds = (f"a {entry[0]} of shape {entry[1]}" if entry else "none"
+                               for entry in (planned.get(name), held.get(name)))
+            raise ArchitectureError(f"layer {name.rpartition('.')[0]}: its array_shapes declares {declared} for "
+                                    f"{name}, but it holds {holds}")
 
     @classmethod
     def planned_arrays(cls, config: Any, max_values: int = MAX_VALUES, depth: int = 0,
@@ -655,7 +661,8 @@ def register_layer(cls: type[Layer]) -> type[Layer]:
     if not (isinstance(cls, type) and issubclass(cls, Layer)) or cls is Layer:
         raise TypeError(f"register_layer takes a subclass of xpcnn.Layer, got {cls!r}")
     taken = BUILDABLE.get(cls.__name__)
-    if taken is not None and taken is not cls:
+    again = taken is not None and (taken.__module__, taken.__qualname__) == (cls.__module__, cls.__qualname__)
+    if taken is not None and taken is not cls and not again:  # a class defined again (a notebook's cell) replaces
         raise ValueError(f"a layer named {cls.__name__} is registered already ({taken.__module__}."
                          f"{taken.__qualname__}): give {cls.__qualname__} another name")
     BUILDABLE[cls.__name__] = cls

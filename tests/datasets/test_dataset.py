@@ -112,7 +112,9 @@ def test_new_arrays_like_a_loaded_checkpoint_s_model_are_scored_as_its_training_
     loaded = xpcnn.load_checkpoint(tmp_path / "c.npz").model
     new = Dataset.from_arrays(rng.integers(0, 256, (5, 3, 8, 8), dtype=np.uint8), [0, 1, 2, 2, 1], like=loaded)
     assert new.spec.mean == train.spec.mean and new.spec.classes == ("red", "green", "blue")
-    assert xpcnn.evaluate(loaded, new)["accuracy"] >= 0  # not refused as data of another normalisation
+    like_train = Dataset.from_arrays(new.images, new.labels, like=train)
+    scored, as_train = xpcnn.evaluate(loaded, new), xpcnn.evaluate(loaded, like_train)
+    assert scored["loss"] == as_train["loss"] and list(scored["predictions"]) == list(as_train["predictions"])
     with pytest.raises(ValueError, match=r"or like=model\)"):
         xpcnn.evaluate(loaded, Dataset.from_arrays(new.images, new.labels, ["red", "green", "blue"]))
     with pytest.raises(TypeError, match="got a Sequential that does not know its training data"):
@@ -221,3 +223,8 @@ def test_class_names_that_are_not_printable_are_refused():
     with pytest.raises(ValueError, match=r"class names must be printable, of at most 255 characters \(they are "
                                          r"printed\), got 'a\\nb'"):
         Dataset.from_arrays(np.zeros((2, 4, 4), np.uint8), [0, 1], ["a\nb", "c"])
+    for name in ("a\u202eb", "a\x1b[31mb", "a\u2028b", "x" * 256):
+        with pytest.raises(ValueError, match="class names must be printable"):
+            Dataset.from_arrays(np.zeros((2, 4, 4), np.uint8), [0, 1], [name, "c"])
+    names = ["می\u200cخواهم", "\U0001f468\u200d\U0001f469", "New\xa0York"]  # ordinary names, not all isprintable()
+    assert Dataset.from_arrays(np.zeros((3, 4, 4), np.uint8), [0, 1, 2], names).spec.classes == tuple(names)

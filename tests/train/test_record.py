@@ -4,6 +4,7 @@ every field checked, and the settings a resumed run keeps, which the command lin
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -42,8 +43,10 @@ MALFORMED = {
     "history accuracy 2": (lambda t: t["history"][0].update(train_accuracy=2.0), r"field trainer.history.0."
                            r"train_accuracy: expected a number in \[0, 1\], got 2.0"),
     "history lr a string": (lambda t: t["history"][0].update(lr="x"), r"field trainer.history.0.lr: expected a number"),
-    "history val_loss NaN": (lambda t: t["history"][0].update(val_loss=float("nan"), val_accuracy=0.5),
-                             r"field trainer.history.0.val_loss: expected a number in \[0, inf\], got nan"),
+    "history val_loss negative": (lambda t: t["history"][0].update(val_loss=-1.0, val_accuracy=0.5),
+                                  r"field trainer.history.0.val_loss: expected a number >= 0, got -1"),
+    "history train_loss NaN": (lambda t: t["history"][0].update(train_loss=float("nan")),
+                               r"field trainer.history.0.train_loss: expected a number >= 0, got nan"),
     "history val_accuracy a list": (lambda t: t["history"][0].update(val_loss=1.0, val_accuracy=[1, 2]),
                                     r"field trainer.history.0.val_accuracy"),
     "history val_loss alone": (lambda t: t["history"][0].update(val_loss=1.0), r"field trainer.history.0: expected "
@@ -69,6 +72,14 @@ MALFORMED = {
     "shifts out of sight": (lambda t: t.update(augment=6), r"field trainer.augment: expected shifts of fewer pixels "
                             "than the 6-pixel side of the run's images, got 6"),
 }
+
+
+def test_a_nan_validation_loss_that_older_runs_recorded_is_resumed(tmp_path):
+    path = tmp_path / "run.npz"
+    path.write_bytes(small_checkpoint(tmp_path))
+    old = rewrite(path, tmp_path / "old.npz", meta=edit_trainer(
+        lambda t: t["history"][0].update(val_loss=float("nan"), val_accuracy=0.1)))
+    assert math.isnan(record.read(xpcnn.load_checkpoint(old)).progress.history[0]["val_loss"])
 
 
 @pytest.mark.parametrize("case", sorted(MALFORMED))
@@ -186,3 +197,16 @@ def test_a_run_whose_checkpoints_could_not_rebuild_it_is_refused_before_any_step
         xpcnn.Trainer(net, sgd, batch_size=4, progress=False, log=lambda m: None).fit(train, 1)  # no folder: trains
         assert sgd.steps == 2
 
+
+
+def test_a_run_whose_checkpoints_could_not_be_loaded_is_refused_before_any_step(tmp_path):
+    rng = np.random.default_rng(0)
+    train = Dataset.from_arrays(rng.integers(0, 256, (4, 1, 8, 8), dtype=np.uint8), np.arange(4) % 2)
+    net = xpcnn.Sequential([xpcnn.Conv2D(1, 8, 3, padding=20_000, rng=0), xpcnn.GlobalAvgPool2D(), xpcnn.Flatten(),
+                            xpcnn.Dense(8, 2, rng=1)])
+    trainer = xpcnn.Trainer(net, xpcnn.optim.SGD(net, 0.1), batch_size=4, run_dir=tmp_path / "run", progress=False,
+                            log=lambda m: None)
+    with pytest.raises(ValueError, match=r"this run's checkpoints could not be loaded: .*one \(1, 8, 8\) image makes "
+                                         r"12,80.* values"):
+        trainer.fit(train, 1)
+    assert trainer.optimizer.steps == 0

@@ -436,3 +436,20 @@ def test_a_callback_method_named_like_no_point_is_refused():
     net = xpcnn.Sequential([xpcnn.Flatten(), xpcnn.Dense(4, 2, rng=0)])
     with pytest.raises(TypeError, match=r"callback Late has on_epoch_ends, which no trainer calls \(on_fit_start, "):
         Trainer(net, SGD(net, 0.1), callbacks=[Late()])
+
+    class Helped(Callback):
+        def on_best(self, trainer):  # a helper of its own, named like no point: no typo
+            pass
+
+    Trainer(net, SGD(net, 0.1), callbacks=[Helped()])
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # NumPy's, on the way to the overflow
+def test_an_update_that_overflows_at_an_epoch_s_end_is_a_divergence_with_its_step(tmp_path, data):
+    train, test = data
+    net = xpcnn.Sequential([xpcnn.Flatten(), xpcnn.Dense(28 * 28, 10, rng=0)])
+    trainer = Trainer(net, SGD(net, 1e39), batch_size=len(train), run_dir=tmp_path, progress=False,
+                      log=lambda m: None)
+    with pytest.raises(TrainingDiverged, match=r"the outputs on the validation set are not finite after step 1 "
+                                               r"\(epoch 1\), lr 1e\+39: .*; no checkpoint was saved before it"):
+        trainer.fit(train, 2, val=test)

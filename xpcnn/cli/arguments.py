@@ -249,9 +249,9 @@ def parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.N
     return args
 
 
-# Flags of `train` that its checkpoint does not keep: how and where it runs, what it reports.
-NOT_KEPT = ("backend", "device", "workers", "cuda_graphs", "checkpoint_every", "detect_anomaly", "no_progress",
-            "no_plots")
+# Flags of `train` that its checkpoint does not keep: where it runs, what it reports.
+# (The worker threads and CUDA graphs a run used are kept, and a resume takes them.)
+NOT_KEPT = ("backend", "device", "checkpoint_every", "detect_anomaly", "no_progress", "no_plots")
 
 
 def continue_command(args: argparse.Namespace, out: Path) -> str:
@@ -262,8 +262,6 @@ def continue_command(args: argparse.Namespace, out: Path) -> str:
         value, flag = getattr(args, name), "--" + name.replace("_", "-")
         if value is True:
             words.append(flag)
-        elif value is False and name == "cuda_graphs":  # the one False that was given: the other flags' default
-            words.append("--no-cuda-graphs")
         elif value is not None and value is not False and (name, value) != ("backend", DEFAULT_BACKEND):
             words += [flag, str(value)]
     return shlex.join(words)

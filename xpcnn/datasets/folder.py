@@ -44,7 +44,7 @@ from ..io.npyheader import read_npy_header
 from ..io.regular import why_missing
 from . import images
 from .files import cache_dir
-from .sources import FOLDER_IMAGE_SIDE
+from .sources import FOLDER_IMAGE_SIDE, printable_name
 
 EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 CACHE_FORMAT = 1  # raise it when what is cached, or how pictures are decoded, changes
@@ -275,7 +275,7 @@ def _find(folder: str, on_bad: str) -> _Found:
     else:
         layout = {"": top}
     found.classes = tuple(sorted(layout.get("train", top)))
-    unprintable = next((name for name in found.classes if not name.isprintable()), None)
+    unprintable = next((name for name in found.classes if not printable_name(name)), None)
     if unprintable is not None:  # a control character in a name the commands print would forge their output
         raise FolderError(f"{os.path.join(folder, unprintable)!r}: a class folder's name is its class's name, which "
                           "is printed: it must be printable (rename the folder)")

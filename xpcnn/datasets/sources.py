@@ -4,10 +4,23 @@ from __future__ import annotations
 
 import hashlib
 import math
+import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
 MAX_CLASS_NAME = 255  # characters: a folder's name, which a class of pictures has, is at most 255 bytes
+# What a printed name must not hold: control characters and line breaks forge lines and
+# terminal escapes; bidirectional overrides make printed text read other than it is.
+# (Zero-width joiners, no-break spaces and the like belong to ordinary names.)
+UNPRINTABLE_CATEGORIES = {"Cc", "Zl", "Zp"}
+BIDI_CONTROLS = set("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def printable_name(name: str) -> bool:
+    """Whether `name` can be printed as a class's name: 1 to MAX_CLASS_NAME characters,
+    none that would change how the output around it reads."""
+    return 0 < len(name) <= MAX_CLASS_NAME and not any(
+        unicodedata.category(char) in UNPRINTABLE_CATEGORIES or char in BIDI_CONTROLS for char in name)
 
 
 @dataclass(frozen=True)
@@ -71,8 +84,8 @@ class DatasetSpec:
             raise TypeError(f"DatasetSpec classes must be a non-empty list of names, got {self.classes!r}"[:200])
         if len(set(classes)) != len(classes):
             raise ValueError(f"DatasetSpec class names must differ, got {list(classes)[:10]}"[:200])
-        if not all(name.isprintable() and len(name) <= MAX_CLASS_NAME for name in classes):
-            odd = next(name for name in classes if not (name.isprintable() and len(name) <= MAX_CLASS_NAME))
+        odd = next((name for name in classes if not printable_name(name)), None)
+        if odd is not None:
             raise ValueError(f"DatasetSpec class names must be printable, of at most {MAX_CLASS_NAME} characters "
                              f"(they are printed), got {odd!r}"[:200])
         if self.pictures not in ("digits", "resize"):

@@ -102,8 +102,7 @@ def clone(model: Sequential, backend_name: str, device: Any = None, dtype: str |
     ArchitectureError where it holds a layer that cannot be rebuilt (register_layer)."""
     model.check_rebuildable()  # else a layer of one's own named like a built-in is compared as the built-in
     copy = Sequential.from_config(model.config())
-    for name, value in {**model.params, **model.buffers}.items():
-        copy.set_array(name, backend.to_numpy(value))
+    copy.set_arrays({name: backend.to_numpy(value) for name, value in {**model.params, **model.buffers}.items()})
     for mine, theirs in zip(copy, model):
         mine.load_extra_state(theirs.extra_state())
     return copy.to(backend_name, device, dtype or model.dtype)

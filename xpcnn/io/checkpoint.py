@@ -46,9 +46,10 @@ META_KEY = "__meta__"
 MAX_META_BYTES = 1 << 24  # 16 MiB of JSON is far beyond any real architecture and history
 NPY_HEADER_SLACK = 1 << 16  # an .npy member is its header (< 64 KiB) plus the declared data
 # Values one image of a network's input shape makes, the input and every layer's output
-# (blocks' layers too) summed: 8 GiB of float32. Every preset at the largest image size
-# the command line reads (1024x1024) makes under a third of it (resnet20: 0.7e9); a
-# padding of 20,000 on 28x28 images made 13e9, 51 GB a picture, from a tiny file.
+# (blocks' layers too) summed: 8 GiB of float32. Every preset at width 1 and the largest
+# image size the command line reads (1024x1024) makes under a third of it (resnet20:
+# 0.7e9); a padding of 20,000 on 28x28 images made 13e9, 51 GB a picture, from a tiny
+# file. A run that would write more is refused before it trains (check_savable).
 MAX_ACTIVATIONS = 1 << 31
 
 
@@ -216,6 +217,14 @@ def _checked_statistics(data: dict[str, Any], model: Sequential) -> dict[str, An
         raise ValueError(f"save_checkpoint data: one {shape} image makes {values:,} values in the network's layers, "
                          f"over the {MAX_ACTIVATIONS:,} a checkpoint may ask for")
     return data
+
+
+def check_savable(model: Sequential, data: dict[str, Any]) -> None:
+    """ValueError where a checkpoint of `model` trained on data of the statistics `data`
+    (Dataset.statistics) could not be loaded: what load_checkpoint refuses of its network,
+    its data or the values one image makes, found before a run trains for it."""
+    Sequential.planned_arrays(model.config())
+    _checked_statistics(data, model)
 
 
 def activation_values(model: Sequential, input_shape: tuple[int, ...]) -> int:

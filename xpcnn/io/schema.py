@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ..datasets.sources import MAX_CLASS_NAME
+from ..datasets.sources import MAX_CLASS_NAME, printable_name
 
 MAX_EPOCHS = 1_000_000
 MAX_STEPS = 10**12
@@ -85,7 +85,7 @@ def _check_trainer(fields: Fields, trainer: dict[str, Any]) -> None:
         check_data_statistics(fields, info["data"])
 
 
-MAX_SIDE = 4096  # pixels on a side of an input image: the most a folder of pictures is read at (--image-size 1024)
+MAX_SIDE = 1 << 16  # pixels on a side of an input image (what one image costs is MAX_ACTIVATIONS' to bound)
 MAX_STATISTIC = 1e6  # a normalisation's mean and std, at most: predict refuses others (datasets.per_channel)
 
 
@@ -99,11 +99,12 @@ def check_data_statistics(fields: Fields, data: Any) -> None:
     fields.require("trainer.info.data.classes", classes, isinstance(classes, list) and 0 < len(classes) <= 100_000,
                    "a list of class names")
     for number, name in enumerate(classes):  # printed as they are: a line break or escape would forge output
-        fields.require(f"trainer.info.data.classes.{number}", name, isinstance(name, str) and name.isprintable()
-                       and 0 < len(name) <= MAX_CLASS_NAME, f"a printable name of 1 to {MAX_CLASS_NAME} characters")
+        fields.require(f"trainer.info.data.classes.{number}", name, isinstance(name, str) and printable_name(name),
+                       f"a printable name of 1 to {MAX_CLASS_NAME} characters")
     shape = data.get("input_shape", [1, 28, 28])
     fields.require("trainer.info.data.input_shape", shape, isinstance(shape, list) and len(shape) == 3
-                   and all(is_int(size, 1, MAX_SIDE) for size in shape), "(channels, height, width)")
+                   and all(is_int(size, 1, MAX_SIDE) for size in shape),
+                   f"(channels, height, width), each in [1, {MAX_SIDE:,}]")
     for key, low in (("mean", -MAX_STATISTIC), ("std", 1e-12)):
         value = data[key]
         values = value if isinstance(value, list) else [value]

@@ -28,7 +28,7 @@ from ..datasets.batches import PADS
 from ..datasets.loading import FOLDER
 from ..diagnostics import machine
 from ..evaluation import check_model_fits, check_same_data
-from ..io.checkpoint import Checkpoint, load_checkpoint
+from ..io.checkpoint import Checkpoint, check_savable, load_checkpoint
 from ..io.schema import MAX_EPOCHS, MAX_SEED, MAX_SIZE, CheckpointError, Fields, is_int, is_number
 from ..layers import BatchNorm2D
 from ..presets import SettingsError
@@ -112,6 +112,10 @@ def check_fits(trainer: Trainer, train: Dataset, val: Dataset | None, epochs: in
     if trainer.folder is not None:  # its checkpoints must rebuild the run, as a resume would
         trainer.model.check_rebuildable()
         trainer.optimizer.check_rebuildable()
+        try:
+            check_savable(trainer.model, train.statistics())
+        except ValueError as exc:
+            raise ValueError(f"this run's checkpoints could not be loaded: {exc}") from None
     if val is not None:  # first against the training set: a set of other classes is the set's fault
         if isinstance(val, Dataset):
             check_same_data(train.statistics(), val, "the validation set")
@@ -139,10 +143,11 @@ def _check_smallest_batch(trainer: Trainer, train: Dataset) -> None:
     smallest = len(train) % trainer.batch_size or min(len(train), trainer.batch_size)
     for position, layer, shape in trainer.model.shaped_layers((smallest, *train.input_shape)):
         if isinstance(layer, BatchNorm2D) and smallest * shape[2] * shape[3] < 2:
-            raise SettingsError("batch_size", f"the last batch of an epoch holds 1 image ({len(train):,} training "
-                                f"images in batches of {trainer.batch_size}), and layer {position} ({layer!r}) sees "
-                                f"{shape[2]}x{shape[3]} maps: batch norm needs more than one value per channel; "
-                                "choose a batch size that leaves more than one image for the last batch")
+            which = "every batch holds" if trainer.batch_size == 1 else "the last batch of an epoch holds"
+            raise SettingsError("batch_size", f"{which} 1 image ({len(train):,} training images in batches of "
+                                f"{trainer.batch_size}), and layer {position} ({layer!r}) sees {shape[2]}x{shape[3]} "
+                                "maps: batch norm needs more than one value per channel; choose a batch size that "
+                                "puts more than one image in every batch")
 
 
 def _check_schedule_spans(trainer: Trainer, epochs: int, batches: int) -> None:
@@ -447,9 +452,11 @@ def _check_row(fields: Fields, where: str, row: Any) -> None:
     row = fields.mapping(where, row, {"epoch", "train_loss", "train_accuracy", "seconds"})
     fields.require(f"{where}.epoch", row["epoch"], is_int(row["epoch"], 1, MAX_EPOCHS), "an epoch number")
     for key, (low, high, nullable) in ROW_NUMBERS.items():
+        if key == "val_loss" and isinstance(row.get(key), float) and math.isnan(row[key]):
+            continue  # what runs recorded before a network's NaN outputs were refused (NotFiniteOutputs)
         if key in row and not (nullable and row[key] is None):
-            fields.require(f"{where}.{key}", row[key], is_number(row[key], low, high),
-                           f"a number in [{low:g}, {high:g}]")
+            span = f"in [{low:g}, {high:g}]" if high < math.inf else f">= {low:g}"
+            fields.require(f"{where}.{key}", row[key], is_number(row[key], low, high), f"a number {span}")
     validation = {"val_loss", "val_accuracy"} & set(row)
     fields.require(where, sorted(validation), len(validation) != 1, "val_loss and val_accuracy together, or neither")
 

@@ -92,15 +92,16 @@ class RunFolder:
         folder._check_writable()
         return folder
 
-    def check_usable(self, new_run: bool) -> None:
+    def check_usable(self, new_run: bool, writes: bool = True) -> None:
         """RunFolderError where the path is a file, or, for a new run, the folder already
-        holds one (its checkpoint and files would be mixed with this run's)."""
+        holds one (its checkpoint and files would be mixed with this run's), or, for the
+        process that `writes` them, the run's files could not be written."""
         if self.path.exists() and not self.path.is_dir():
             raise RunFolderError(f"{self.path} is a file, not a run folder")
         if new_run and self.checkpoint.exists():
             raise RunFolderError(f"{self.path} already holds a run; continue it with Trainer.resume("
                                  f"'{self.checkpoint}'), or choose another run_dir")
-        if self.path.is_dir():
+        if writes and self.path.is_dir():  # the other processes of a data-parallel run leave no trace
             self._check_writable()
 
     def _check_writable(self) -> None:

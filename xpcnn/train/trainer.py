@@ -26,7 +26,7 @@ import numpy as np
 from .. import backend, distributed, init, presets
 from ..datasets import Augment, Dataset, batches, num_batches
 from ..diagnostics.anomaly import AnomalyHook, NonFiniteError
-from ..evaluation import evaluate
+from ..evaluation import NotFiniteOutputs, evaluate
 from ..hooks import misnamed_points
 from ..io.checkpoint import NotFinite, save_checkpoint
 from ..layers.base import integer, number
@@ -87,7 +87,7 @@ class Trainer:
         self.log = log if self.comm.is_root else quiet
         self.folder = run_dir if isinstance(run_dir, RunFolder) or run_dir is None else RunFolder(run_dir)
         if self.folder is not None:
-            self.folder.check_usable(new_run=False)
+            self.folder.check_usable(new_run=False, writes=self.comm.is_root)
         self.continues_run = False  # a run restored from its checkpoint (Trainer.resume) writes where it was
         self.callbacks: list[Callback] = with_own_callbacks(callbacks, progress and self.comm.is_root,
                                                             self.folder is not None, checkpoint_every)
@@ -310,9 +310,7 @@ class Trainer:
                                            f"{self.optimizer.current_lr:g}; the parameters are from the step before"
                                            f"{statistics}; {hint}")
         except (TrainingDiverged, NonFiniteError) as exc:
-            saved = self.checkpoint_path if self.checkpoint_path and self.checkpoint_path.exists() else None
-            where = f"; last good checkpoint: {saved}" if saved else "; no checkpoint was saved before it"
-            raise type(exc)(f"{exc}{where if self.folder else ''}") from None
+            raise type(exc)(f"{exc}{self._last_good()}") from None
         if self.comm.shares_parameters:
             self.comm.update_together(self.model, self.optimizer)
         else:
@@ -331,7 +329,13 @@ class Trainer:
             "images_per_second": s.seen / s.seconds if s.seconds > 0 else None,
         }
         if val is not None:
-            result = evaluate(self.model, val, comm=self.comm)
+            try:
+                result = evaluate(self.model, val, comm=self.comm)
+            except NotFiniteOutputs:  # the epoch's last update overflowed: the loss was checked before it
+                lr = self.optimizer.current_lr
+                raise TrainingDiverged(f"the outputs on the validation set are not finite after step "
+                                       f"{self.optimizer.steps} (epoch {s.epoch + 1}), lr {lr:g}: the last update "
+                                       f"made the weights overflow{self._last_good()}") from None
             row["val_loss"], row["val_accuracy"] = result["loss"], result["accuracy"]
         s.history.append(row)
         s.epoch, s.batch, s.loss_sum, s.correct, s.seen, s.seconds = s.epoch + 1, 0, 0.0, 0.0, 0, 0.0
@@ -339,6 +343,13 @@ class Trainer:
         self.log(f"epoch {row['epoch']}/{self.epochs}: loss {row['train_loss']:.4f}, accuracy "
                  f"{row['train_accuracy']:.2%}{validation} | {row['seconds']:.1f} s")
         self._notify("on_epoch_end", row)
+
+    def _last_good(self) -> str:
+        """Where the run's last good checkpoint is, for a message that ends it ("" without a folder)."""
+        if not self.folder:
+            return ""
+        saved = self.checkpoint_path if self.checkpoint_path and self.checkpoint_path.exists() else None
+        return f"; last good checkpoint: {saved}" if saved else "; no checkpoint was saved before it"
 
     def _notify(self, event: str, *args: Any) -> None:
         for callback in self.callbacks:
