@@ -130,6 +130,10 @@ MISUSE = {
                 (lambda: xpcnn.presets.build("lenet", -1), ValueError, "seed must be >= 0")],
     "train": [(lambda: xpcnn.train.EarlyStopping(patience=0), ValueError, "EarlyStopping patience must be >= 1"),
               (lambda: xpcnn.train.BestCheckpoint("accuracy"), ValueError, "BestCheckpoint monitor must be one of")],
+    "register_layer": [(lambda: xpcnn.register_layer(int), TypeError, "register_layer takes a subclass of "
+                        "xpcnn.Layer, got <class 'int'>"),
+                       (lambda: xpcnn.register_layer(type("ReLU", (xpcnn.Layer,), {})), ValueError,
+                        "a layer named ReLU is registered already")],
     "seed": [(lambda: xpcnn.seed(1.5), TypeError, "seed must be an integer"),
              (lambda: xpcnn.seed(-1), ValueError, "seed must be >= 0")],
     "__version__": "a string",
