@@ -189,3 +189,14 @@ def test_outputs_that_are_not_finite_are_an_error_not_a_score():
         xpcnn.predict(model, data.images)
     with pytest.raises(NotFiniteOutputs, match=r"outputs are not finite \(NaN or Inf\) on arrays"):
         xpcnn.evaluate(model, data)
+
+
+@pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning")  # NumPy's, on the way to the Inf
+def test_a_file_whose_outputs_are_not_finite_is_named_by_its_path(tmp_path):
+    model = xpcnn.Sequential([xpcnn.Flatten(), xpcnn.Dense(28 * 28, 10, rng=0)])
+    model.layers[1].params["weight"][...] = np.float32(3e38)  # finite weights whose sums overflow
+    save_checkpoint(tmp_path / "big.npz", model, data=load_bundled().train)
+    np.save(tmp_path / "bad.npy", np.zeros((3, 3), np.uint8))  # unreadable: not 28x28
+    np.save(tmp_path / "ink.npy", np.full((28, 28), 255, np.uint8))
+    with pytest.raises(NotFiniteOutputs, match=r"ink.npy: the network's outputs are not finite"):
+        classify_files(tmp_path / "big.npz", [tmp_path / "bad.npy", tmp_path / "ink.npy"])

@@ -57,7 +57,12 @@ def check_model_fits(model: Sequential, dataset: Dataset, what: str = "the data"
 
 
 class NotFiniteOutputs(ValueError):
-    """A network computed NaN or Inf for an input (its weights or statistics are broken)."""
+    """A network computed NaN or Inf for an input (its weights or statistics are broken);
+    `image`: the index of the first such input, where one is named."""
+
+    def __init__(self, message: str, image: int | None = None) -> None:
+        super().__init__(message)
+        self.image = image
 
 
 BROKEN = ("its weights or batch norm statistics make values overflow (xpcnn.diagnostics.anomaly.AnomalyHook names "
@@ -156,7 +161,8 @@ def predict(model: Sequential | str | Path, images: np.ndarray, mean: float | Se
         logits = backend.to_numpy(model.forward(x, training=False)).astype(np.float64)
         if not np.all(np.isfinite(logits)):
             first = start + int(np.flatnonzero(~np.all(np.isfinite(logits), axis=1))[0])
-            raise NotFiniteOutputs(f"the network's outputs are not finite (NaN or Inf) for image {first}: {BROKEN}")
+            raise NotFiniteOutputs(f"the network's outputs are not finite (NaN or Inf) for image {first}: {BROKEN}",
+                                   first)
         shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
         outputs.append(shifted / shifted.sum(axis=1, keepdims=True))
     return np.concatenate(outputs)
@@ -334,7 +340,11 @@ def classify_files(path: str | Path, images: Sequence[str | Path], *, invert: bo
             results[-1].error = str(exc)
     readable = [result for result in results if result.error is None]
     if readable:
-        probabilities = predict(checkpoint.model, np.stack(pixels), data["mean"], data["std"])
+        try:
+            probabilities = predict(checkpoint.model, np.stack(pixels), data["mean"], data["std"])
+        except NotFiniteOutputs as exc:  # named by its file, not by its place among the readable ones
+            raise NotFiniteOutputs(f"{readable[exc.image].image}: the network's outputs are not finite (NaN or Inf): "
+                                   f"{BROKEN}", exc.image) from None
         for result, row in zip(readable, probabilities):
             result.classes = [(data["classes"][k], float(row[k])) for k in np.argsort(row)[::-1][:top]]
     return results

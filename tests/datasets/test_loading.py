@@ -201,3 +201,13 @@ def test_download_finds_files_in_the_dataset_s_subfolder_as_loading_does(tmp_pat
     found = download("mnist", tmp_path)
     assert [downloaded for _, downloaded in found] == [False] * 4
     assert all(path.parent == tmp_path / "mnist" for path, _ in found)
+
+
+@pytest.mark.parametrize("dataset, folders", [("mnist", []), ("mnist", [""]), ("mnist", ["/a"] * 5),
+                                              ("images", ["/a", "/b"])])
+def test_a_selection_names_one_to_four_folders_one_for_pictures(dataset, folders):
+    reader = {"image_size": 8, "channels": 3, "test_split": 0.2, "on_bad": "refuse", "split_seed": 0}
+    recorded = {"dataset": dataset, "folders": folders, "limit": None, "seed": 0, "val_split": 0.0,
+                "reader": reader if dataset == "images" else {}, "digest": None}
+    with pytest.raises(ValueError, match="selection.folders: unusable value"):
+        Selection.from_dict(recorded)

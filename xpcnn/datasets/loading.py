@@ -67,7 +67,8 @@ class Selection:
         folders, limit, seed, split = data["folders"], data["limit"], data["seed"], data["val_split"]
         checks = {
             "dataset": isinstance(data["dataset"], str) and data["dataset"] in (*DATASETS, FOLDER),
-            "folders": folders is None or (isinstance(folders, list) and all(isinstance(f, str) for f in folders)),
+            "folders": folders is None or (isinstance(folders, list) and all(isinstance(f, str) and f for f in folders)
+                                           and 0 < len(folders) <= (1 if data["dataset"] == FOLDER else 4)),
             "limit": limit is None or (type(limit) is int and limit >= 1),
             "seed": type(seed) is int and seed >= 0,
             "val_split": type(split) in (int, float) and 0.0 <= split < 1.0,
