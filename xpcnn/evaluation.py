@@ -26,7 +26,7 @@ from .datasets import (
     load_images,
     normalize,
 )
-from .datasets.dataset import per_channel
+from .datasets.dataset import MAX_STATISTIC, per_channel
 from .datasets.images import ImageError, read_for_model
 from .datasets.loading import FOLDER, DataNotFound
 from .io.checkpoint import load_checkpoint
@@ -151,7 +151,8 @@ def predict(model: Sequential | str | Path, images: np.ndarray, mean: float | Se
                          "std=, or a network that knows its data (model.data; Trainer.fit and load_checkpoint set it)")
     shape = known.get("input_shape")
     channels = shape[0] if shape else model.input_channels()
-    mean, std = per_channel(mean, "predict mean", -1e6, channels), per_channel(std, "predict std", 1e-12, channels)
+    mean = per_channel(mean, "predict mean", -MAX_STATISTIC, channels)
+    std = per_channel(std, "predict std", 1e-12, channels)
     batch_size = integer(batch_size, "batch_size", 1)
     images = _image_batch(np.asarray(images), shape, len(mean))
     outputs = []

@@ -35,14 +35,18 @@ def normalize(images: np.ndarray, mean: float | Sequence[float], std: float | Se
     return x
 
 
+MAX_STATISTIC = 1e6  # a normalisation's mean and std, at most (and the mean at least its negative)
+
+
 def per_channel(value: Any, what: str, low: float, channels: int | None) -> list[float]:
     """A mean or std for each of a network's `channels` (one number serves them all; None:
-    unknown, as many as given), each a number in [low, 1e6]; `what` names it in errors."""
+    unknown, as many as given), each a number in [low, MAX_STATISTIC]; `what` names it in
+    errors."""
     values = list(value) if isinstance(value, (list, tuple, np.ndarray)) else [value] * (channels or 1)
     if channels is not None and len(values) != channels:
         raise ValueError(f"{what} needs one value per channel of the network's images ({channels}), got "
                          f"{len(values)}")
-    return [number(v, what, low, 1e6) for v in values]
+    return [number(v, what, low, MAX_STATISTIC) for v in values]
 
 
 @dataclass(repr=False)

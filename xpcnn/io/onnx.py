@@ -28,7 +28,7 @@ import numpy as np
 
 from .. import backend
 from .._version import __version__
-from ..datasets.dataset import per_channel
+from ..datasets.dataset import MAX_STATISTIC, per_channel
 from ..extras import install_hint
 from ..layers import AvgPool2D, BatchNorm2D, Conv2D, Dense, Dropout, Flatten, Layer, MaxPool2D
 from ..layers.activation import GELU, GELU_CUBIC, GELU_SCALE, ReLU, Sigmoid, Tanh
@@ -160,7 +160,7 @@ def to_onnx(model: Sequential, *, mean: float | Sequence[float] | None = None,
                          "that Trainer.fit or load_checkpoint has told (a graph without them would score wrongly)")
     guess = (model.input_channels() or 1, 28, 28)  # what a network that does not know its data likely takes
     input_shape = tuple(known.get("input_shape", guess) if input_shape is None else input_shape)
-    mean = per_channel(known.get("mean", 0.0) if mean is None else mean, "mean", -1e6, input_shape[0])
+    mean = per_channel(known.get("mean", 0.0) if mean is None else mean, "mean", -MAX_STATISTIC, input_shape[0])
     std = per_channel(known.get("std", 1.0) if std is None else std, "std", 1e-12, input_shape[0])
     classes = known.get("classes") if classes is None else classes
     outputs = model.output_shapes((1, *input_shape))[-1]  # raises, naming the layer, if the shape does not fit

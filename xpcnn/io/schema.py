@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from ..datasets.dataset import MAX_STATISTIC  # what predict takes (per_channel): a checkpoint holds no other
 from ..datasets.sources import MAX_CLASS_NAME, printable_name
 
 MAX_EPOCHS = 1_000_000
@@ -86,7 +87,6 @@ def _check_trainer(fields: Fields, trainer: dict[str, Any]) -> None:
 
 
 MAX_SIDE = 1 << 16  # pixels on a side of an input image (what one image costs is MAX_ACTIVATIONS' to bound)
-MAX_STATISTIC = 1e6  # a normalisation's mean and std, at most: predict refuses others (datasets.per_channel)
 
 
 def check_data_statistics(fields: Fields, data: Any) -> None:
