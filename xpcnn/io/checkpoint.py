@@ -221,9 +221,9 @@ def _checked_statistics(data: dict[str, Any], model: Sequential) -> dict[str, An
 
 def check_savable(model: Sequential, data: dict[str, Any]) -> None:
     """ValueError where a checkpoint of `model` trained on data of the statistics `data`
-    (Dataset.statistics) could not be loaded: what load_checkpoint refuses of its network,
-    its data or the values one image makes, found before a run trains for it."""
-    Sequential.planned_arrays(model.config())
+    (Dataset.statistics) could not be loaded: what load_checkpoint refuses of its data, or
+    of the values one image makes, found before a run trains for it. Its refusals of the
+    network itself are model.check_rebuildable()'s."""
     _checked_statistics(data, model)
 
 

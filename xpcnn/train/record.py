@@ -110,7 +110,7 @@ def check_fits(trainer: Trainer, train: Dataset, val: Dataset | None, epochs: in
     and its shifts leave the images in sight."""
     check_model_fits(trainer.model, train, "the training set")
     if trainer.folder is not None:  # its checkpoints must rebuild the run, as a resume would
-        trainer.model.check_rebuildable()
+        trainer.model.check_rebuildable()  # the architecture, as loading checks it (planned_arrays)
         trainer.optimizer.check_rebuildable()
         try:
             check_savable(trainer.model, train.statistics())
