@@ -85,6 +85,7 @@ class Selection:
         """(train, validation or None, test): the same images again. Reads only the
         recorded folders, never downloads and never falls back to other data;
         DataNotFound names the folder when the files are gone or have changed."""
+        where = ", ".join(self.folders or ())
         try:
             if self.folders is None:
                 loaded = load_bundled()
@@ -93,13 +94,13 @@ class Selection:
             else:
                 loaded = load_full(DATASETS[self.dataset], download=False, only=[Path(f) for f in self.folders])
         except DataNotFound as exc:
-            raise DataNotFound(f"the run's data is gone from {', '.join(self.folders or ())}: {exc}") from None
+            raise DataNotFound(f"the run's data is gone from {where}: {exc}") from None
         except BadFile as exc:  # the run read its folder without it: the folder changed
-            raise DataNotFound(f"the pictures in {', '.join(self.folders or ())} have changed since the run read "
+            raise DataNotFound(f"the pictures in {where} have changed since the run read "
                                f"them: {exc.path}: {exc.why}; the run reads its folder as it did: remove "
                                "the file") from None
         if self.digest is not None and loaded.digest != self.digest:
-            raise DataNotFound(f"the pictures in {', '.join(self.folders or ())} have changed since the run read "
+            raise DataNotFound(f"the pictures in {where} have changed since the run read "
                                f"them (digest {loaded.digest[:12]}..., the run's {self.digest[:12]}...)")
         return loaded.splits(self.limit, self.seed, self.val_split)
 
