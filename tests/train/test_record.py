@@ -94,6 +94,24 @@ def test_a_malformed_record_is_named_where_the_run_is_resumed(tmp_path, case):
     assert str(error.value).startswith(f"{bad}: ")
 
 
+def test_epochs_past_the_end_of_the_runs_own_schedule_are_named_in_the_checkpoint(tmp_path):
+    path = tmp_path / "run.npz"
+    path.write_bytes(small_checkpoint(tmp_path))
+
+    def shorten(meta):  # 8 images in batches of 4: 2 steps an epoch, 1 epoch done, 2 planned
+        meta["trainer"].update(train_images=8)
+        meta["optimizer"].update(steps=2)
+        meta["optimizer"]["config"]["schedule"] = {"type": "cosine", "total": 3, "warmup": 0, "floor": 0.0}
+
+    bad = rewrite(path, tmp_path / "bad.npz", meta=shorten)
+    with pytest.raises(CheckpointError, match=r"field trainer.info.settings.epochs: expected at most the 1 epoch of 2 "
+                       r"batches that its optimizer's cosine schedule spans \(3 steps; past them the learning rate is "
+                       r"about 0\), got 2"):
+        xpcnn.Trainer.resume(bad)
+    floor = rewrite(bad, tmp_path / "floor.npz", meta=lambda m: m["optimizer"]["config"]["schedule"].update(floor=0.1))
+    assert xpcnn.Trainer.resume(floor, progress=False).epochs == 2  # a floor trains on past the end
+
+
 def test_what_a_resume_keeps_is_what_the_command_can_be_given():
     train = build_parser()._subparsers._group_actions[0].choices["train"]
     flags = {action.dest for action in train._actions}

@@ -31,6 +31,7 @@ from ..evaluation import check_model_fits, check_same_data
 from ..io.checkpoint import Checkpoint, check_savable, load_checkpoint
 from ..io.schema import MAX_EPOCHS, MAX_SEED, MAX_SIZE, CheckpointError, Fields, is_int, is_number
 from ..layers import BatchNorm2D
+from ..optim import Schedule
 from ..presets import SettingsError
 from .callbacks import BestCheckpoint, Callback, EarlyStopping, rebuild_recorded, recorded
 from .step import can_record
@@ -156,14 +157,21 @@ def _check_schedule_spans(trainer: Trainer, epochs: int, batches: int) -> None:
     OneCycle): the steps after it would not train. A schedule that holds a learning rate
     (Cosine's floor) may be run past its end."""
     schedule, steps = trainer.optimizer.schedule, epochs * batches
-    total = getattr(schedule, "total", None)
-    if total is not None and steps > total and schedule(total) < 1e-3:
+    total = _ends_before(schedule, steps)
+    if total is not None:
         kind = schedule.config()["type"]
         raise SettingsError("epochs", f"{epochs} epochs of {batches} batch{'es' * (batches != 1)} are {steps:,} "
                             f"steps, but the {kind} schedule ends after {total:,}: the rest would train at its last "
                             f"learning rate, about 0; make the schedule for {epochs} epochs (a Recipe of "
                             f"epochs={epochs} for Trainer.for_preset, or a schedule's total of {steps:,}), or "
                             f"stretch this one with xpcnn.train.record.extend(trainer, {epochs}, {batches})")
+
+
+def _ends_before(schedule: Schedule, steps: int) -> int | None:
+    """The total of `schedule` where `steps` go past it and it ends at a learning rate of
+    about 0 (the steps after would not train); None where they do not."""
+    total = getattr(schedule, "total", None)
+    return total if total is not None and steps > total and schedule(total) < 1e-3 else None
 
 
 def check_same_images(trainer: Trainer, train: Dataset) -> str:
@@ -321,8 +329,9 @@ def restore(trainer_class: type[Trainer], path: str | Path, backend_name: str, d
         raise ValueError(f"the run's {', '.join(sorted(twice))} is restored from {path}: do not pass it again")
     options = {"run_dir": Path(path).parent, "workers": saved.workers, "name": saved.name,
                "cuda_graphs": saved.cuda_graphs if can_record(checkpoint.model) else None, **options, **run}
-    trainer = trainer_class(checkpoint.model, checkpoint.restore_optimizer(), callbacks=[*restored, *callbacks],
-                            **options)
+    optimizer = checkpoint.restore_optimizer()
+    _check_schedule(checkpoint, saved, optimizer.schedule)
+    trainer = trainer_class(checkpoint.model, optimizer, callbacks=[*restored, *callbacks], **options)
     trainer.epochs, trainer.data, trainer.selection = saved.epochs, saved.data, saved.selection
     trainer.state, trainer.data_digest, trainer.train_images = saved.progress, saved.data_digest, saved.train_images
     trainer.continues_run = True
@@ -375,6 +384,21 @@ def _check_agreement(checkpoint: Checkpoint, fields: Fields, saved: Saved) -> No
         side = min(checkpoint.data_statistics()["input_shape"][1:])  # which checks the classes against the network
         fields.require("trainer.augment", saved.augment.pixels, saved.augment.pixels < side,
                        f"shifts of fewer pixels than the {side}-pixel side of the run's images")
+
+
+def _check_schedule(checkpoint: Checkpoint, saved: Saved, schedule: Schedule) -> None:
+    """CheckpointError where the run's epochs go past the end of its learning-rate schedule
+    at about 0 (check_fits refuses such a run before it trains, so none saves one)."""
+    if saved.train_images:  # recorded since 0.2
+        batches = num_batches(saved.train_images, saved.batch_size)
+        total = _ends_before(schedule, saved.epochs * batches)
+        if total is not None:
+            fit = total // batches
+            Fields(checkpoint.path).require(
+                "trainer.info.settings.epochs", saved.epochs, False,
+                f"at most the {fit} epoch{'s' * (fit != 1)} of {batches} batch{'es' * (batches != 1)} that its "
+                f"optimizer's {schedule.config()['type']} schedule spans ({total:,} steps; past them the learning "
+                "rate is about 0)")
 
 
 def _augment(fields: Fields, trainer: dict[str, Any]) -> Augment:
