@@ -439,6 +439,15 @@ def test_softmax_cross_entropy_passes_a_nan_on(place):
     assert np.isnan(place.get(loss)) and np.isnan(place.get(grad)[0]).all() and not np.isnan(place.get(grad)[1]).any()
 
 
+def test_softmax_cross_entropy_of_no_classes_is_the_standard_paths(place):
+    """No kernel reads the first logit of rows that have none (an illegal address on a GPU,
+    which ends the CUDA context): the standard path refuses them, for both."""
+    logits, labels = place.put(np.zeros((2, 0), np.float32)), place.put(np.zeros(2, np.int64))
+    for module in (losses, fast):
+        with pytest.raises(ValueError, match="zero-size"):
+            module.softmax_cross_entropy(logits, labels, 0.0)
+
+
 def nvrtc_unusable_reason() -> str | None:
     try:
         from cupy.cuda import compiler

@@ -532,10 +532,12 @@ def _product(a: Any, b: Any, tile: tuple[int, int]) -> Any:
 @implements(losses.softmax_cross_entropy)
 def softmax_cross_entropy(logits: Any, labels: Any, smoothing: float) -> tuple[Any, Any]:
     """losses.softmax_cross_entropy in one kernel of one block, which also writes the
-    gradient (C order): what it saves."""
+    gradient (C order): what it saves. Logits of no classes take the standard path."""
+    rows, classes = logits.shape
+    if classes == 0:  # the kernel reads each row's first logit: past the end of an empty array on a GPU
+        return losses.softmax_cross_entropy(logits, labels, smoothing)
     if labels.dtype not in (np.int32, np.int64):
         labels = labels.astype(np.int64)
-    rows, classes = logits.shape
     grad, loss = cupy.empty((rows, classes), dtype=logits.dtype), cupy.empty((), dtype=logits.dtype)
     keep, spread = (1 - smoothing, smoothing / classes) if smoothing else (1.0, 0.0)
     strides = (s // logits.itemsize for s in logits.strides)
