@@ -38,7 +38,8 @@ __device__ void block_sum2(double& a, double& b) {
 
 // Stores the block's sums as partial blockIdx.x of channel blockIdx.y; true in the last
 // of the channel's gridDim.x blocks to do so, which then sees every partial (each block's
-// store is fenced before it takes its ticket). That block resets the channel's counter.
+// store is fenced before it takes its ticket, and the last block fences after taking its
+// own, which the PTX memory model asks of a reader). That block resets the channel's counter.
 __device__ bool last_of_channel(double a, double b, double* partials, unsigned* counters) {
   __shared__ bool last;
   if (threadIdx.x == 0) {
@@ -48,7 +49,10 @@ __device__ bool last_of_channel(double a, double b, double* partials, unsigned* 
     __threadfence();
     unsigned ticket = atomicAdd(&counters[blockIdx.y], 1u);
     last = ticket == gridDim.x - 1;
-    if (last) counters[blockIdx.y] = 0;
+    if (last) {
+      counters[blockIdx.y] = 0;
+      __threadfence();
+    }
   }
   __syncthreads();
   return last;
