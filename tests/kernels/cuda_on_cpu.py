@@ -6,8 +6,9 @@ static), with blocks of BLOCK threads, behind a stand-in for the `cupy` module t
 in NumPy. Each launch also checks its arguments against the kernel's parameters (a
 pointer's element type, an int against a long long), which CuPy does not.
 
+    fast = cuda_on_cpu.kernel_module()         # xpcnn.kernels.cupy, CuPy installed or not
     fake = cuda_on_cpu.fake_cupy(tmp_folder)   # compiles once (some seconds)
-    monkeypatch.setattr(xpcnn.kernels.cupy, "cupy", fake)
+    monkeypatch.setattr(fast, "cupy", fake)
 
 The arithmetic is the CPU's (no fused multiply-add: -ffp-contract=off), its exp, tanh and
 log glibc's: element-wise results match NumPy bit for bit where a kernel only adds,
@@ -18,8 +19,10 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import importlib
 import shutil
 import subprocess
+import sys
 import types
 from pathlib import Path
 
@@ -131,6 +134,23 @@ BLOCK = 32  # threads a block here (xpcnn.kernels.cupy.BLOCK is set to it): fewe
 SYNCING = {"statistics", "gradient_sums", "pooled_gradient_sums", "softmax_cross_entropy", "product"}
 
 
+def kernel_module() -> types.ModuleType:
+    """xpcnn.kernels.cupy, imported where CuPy is not installed too (CI), with an empty
+    module standing in for `cupy` while it imports: it uses CuPy only when a kernel runs,
+    and the tests put the stand-in of fake_cupy in its place. The empty module is gone
+    from sys.modules afterwards, so nothing else takes CuPy for installed."""
+    try:
+        return importlib.import_module("xpcnn.kernels.cupy")
+    except ModuleNotFoundError as exc:
+        if exc.name != "cupy":
+            raise
+    sys.modules["cupy"] = types.ModuleType("cupy")
+    try:
+        return importlib.import_module("xpcnn.kernels.cupy")
+    finally:
+        del sys.modules["cupy"]
+
+
 def compilable() -> str | None:
     """Why the kernels cannot run on the CPU here (no g++), or None."""
     return None if shutil.which("g++") else "g++ is not installed"
@@ -146,8 +166,7 @@ def _entries(names: list[str]) -> str:
 @functools.cache
 def library(folder: Path) -> tuple[ctypes.CDLL, dict[str, int]]:
     """The kernels compiled for the CPU in `folder`, and each instance's entry number."""
-    from xpcnn.kernels import cupy as fast  # needs CuPy installed (not a GPU): imported by the tests that run
-
+    fast = kernel_module()
     names = fast._names()
     source = folder / "kernels_on_cpu.cpp"
     defines = "".join(f"#define {name} {value}\n" for name, value in {"BLOCK": BLOCK, **fast.PRODUCT_GEOMETRY}.items())
@@ -213,8 +232,7 @@ def fake_cupy(folder: Path) -> types.SimpleNamespace:
 
     class RawModule:
         def __init__(self, code: str, options: tuple, name_expressions: list[str]) -> None:
-            from xpcnn.kernels import cupy as fast
-
+            fast = kernel_module()
             assert code == fast.SOURCE and options == fast.OPTIONS and name_expressions == fast._names()
 
         def get_function(self, name: str) -> Function:
