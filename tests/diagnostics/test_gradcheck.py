@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 import xpcnn
-from xpcnn import gradcheck
-from xpcnn.diagnostics.gradcheck import GradcheckError
+from xpcnn import gradcheck, gradcheck_loss
+from xpcnn.diagnostics.gradcheck import GradcheckError, GradcheckResult
 
 from ..helpers import GRAD_TOL
 
@@ -116,3 +116,28 @@ class Scaled(xpcnn.Layer):
 def test_a_gradient_of_another_shape_or_none_is_named_not_scored(grad, message):
     with pytest.raises(GradcheckError, match=message):
         gradcheck(Scaled(grad).to("numpy", dtype="float64"), np.ones((2, 3)))
+
+
+class NaNBackward(xpcnn.Tanh):
+    def backward(self, dy):
+        return super().backward(dy) * float("nan")
+
+
+def test_a_backward_returning_nan_fails_instead_of_passing():
+    x = np.random.default_rng(0).standard_normal((2, 3))
+    with pytest.raises(GradcheckError, match="input: NaN or Inf in the backward's gradient"):
+        gradcheck(NaNBackward(), x)
+    assert np.isnan(gradcheck(NaNBackward(), x, raise_on_fail=False).worst)
+
+
+def test_a_loss_whose_gradient_is_inf_fails():
+    class InfLoss(xpcnn.SoftmaxCrossEntropy):
+        def backward(self):
+            return super().backward() * float("inf")
+
+    with pytest.raises(GradcheckError, match="logits: NaN or Inf"):
+        gradcheck_loss(InfLoss(), np.random.default_rng(0).standard_normal((4, 3)), np.array([0, 1, 2, 0]))
+
+
+def test_the_worst_error_is_nan_wherever_one_is():
+    assert np.isnan(GradcheckResult({"input": 1e-9, "weight": float("nan")}).worst)

@@ -36,6 +36,9 @@ class GradcheckResult:
 
     @property
     def worst(self) -> float:
+        """The largest error; NaN where any is (max() would skip a NaN that is not first)."""
+        if any(math.isnan(error) for error in self.errors.values()):
+            return math.nan
         return max(self.errors.values(), default=0.0)
 
     def __str__(self) -> str:
@@ -63,6 +66,11 @@ def _numeric_gradient(objective: Callable[[], float], array: Any, eps: float) ->
 
 
 def _finish(result: GradcheckResult, tol: float, what: str, raise_on_fail: bool) -> GradcheckResult:
+    # A NaN error fails: compared with `> tol` it would pass a backward that returns NaN.
+    broken = [name for name, error in result.errors.items() if not math.isfinite(error)]
+    if raise_on_fail and broken:
+        raise GradcheckError(f"gradcheck of {what} failed: {', '.join(broken)}: NaN or Inf in the backward's gradient "
+                             f"or in the finite differences (is the input finite?) ({result})")
     if raise_on_fail and result.worst > tol:
         raise GradcheckError(
             f"gradcheck of {what} failed: worst relative error {result.worst:.3e} > {tol:.1e} ({result})"
