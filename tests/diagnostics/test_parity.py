@@ -201,3 +201,11 @@ def test_a_batch_beyond_the_images_there_are_is_reported_as_the_batch_used(monke
 def test_an_optimizer_without_training_steps_is_refused_not_ignored():
     with pytest.raises(ValueError, match="optimizer 'adam' is the optimizer of the training steps"):
         parity.check(presets.build("tutorial"), ["numpy", "array_api_strict"], optimizer="adam")
+
+
+def test_the_worst_row_is_a_nan_one_where_there_is_one():
+    rows = [parity.Row("local", 0, "Dense", "output", "torch", 0.0, 0.0, 1e-10),
+            parity.Row("local", 1, "ReLU", "grad input", "torch", float("nan"), float("nan"), 1e-10),
+            parity.Row("local", 2, "Dense", "output", "torch", 1e-12, 1e-12, 1e-10)]
+    worst = parity.ParityReport("numpy", "float64", rows).worst()
+    assert worst.layer == 1 and not worst.passed

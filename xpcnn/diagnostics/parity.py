@@ -159,9 +159,10 @@ class ParityReport:
         return next((row for row in self.rows if not row.passed), None)
 
     def worst(self, view: str = "local") -> Row | None:
-        """The row of `view` with the largest relative difference."""
+        """The row of `view` with the largest relative difference, a NaN one first (by the
+        number alone, max() would pass over a NaN and name a row that agrees)."""
         rows = [row for row in self.rows if row.view == view]
-        return max(rows, key=lambda row: row.max_rel, default=None)
+        return max(rows, key=lambda row: (math.isnan(row.max_rel), row.max_rel), default=None)
 
     def to_dict(self) -> dict[str, Any]:
         first = self.first_failure
