@@ -543,3 +543,31 @@ def test_a_backward_returning_a_gradient_unlike_its_input_is_named_not_the_layer
     with pytest.raises(ValueError, match=r"layer 1 \(Widening\(\)\): its backward returned a gradient of float64 "
                                          r"\(2, 2, 1, 1\) for an input of float32 \(2, 2, 1, 1\)"):
         net.backward(net.forward(np.ones((2, 1, 3, 3), np.float32)))
+
+
+def test_a_backward_of_one_s_own_that_returns_or_sets_no_array_is_named_not_an_attribute_error():
+    class ReturnsNothing(xpcnn.ReLU):
+        def backward(self, dy):
+            super().backward(dy)
+
+    class ListGradient(xpcnn.Layer):
+        def __init__(self):
+            super().__init__()
+            self.params = {"gain": xpcnn.init.ones((2,))}
+
+        def forward(self, x, training=True):
+            return self._save_for_backward(training, x, x * 1.0)
+
+        def backward(self, dy):
+            self._saved_for_backward(dy)
+            self.grads = {"gain": [0.0, 0.0]}
+            return dy
+
+    x = np.ones((2, 1, 3, 3), np.float32)
+    net = xpcnn.Sequential([xpcnn.Conv2D(1, 2, 3, rng=0), ReturnsNothing(), xpcnn.Flatten(), xpcnn.Dense(2, 2, rng=1)])
+    with pytest.raises(TypeError, match=r"layer 1 \(ReturnsNothing\(\)\): its backward returned NoneType, not the "
+                                        r"gradient of its input"):
+        net.backward(net.forward(x))
+    net = xpcnn.Sequential([xpcnn.Conv2D(1, 2, 3, rng=0), ListGradient(), xpcnn.Flatten(), xpcnn.Dense(2, 2, rng=1)])
+    with pytest.raises(TypeError, match=r"layer 1 \(ListGradient\(\)\): the gradient of 'gain' is a list, not an "):
+        net.backward(net.forward(x))

@@ -416,7 +416,11 @@ class Sequential:
 
 def _check_input_gradient(position: Position, layer: Any, dx: Any, shape: Shape | None, dtype: Any) -> None:
     """ValueError naming the layer whose backward returned a gradient of another shape or
-    dtype than its input had, before the layer below would blame itself for it."""
+    dtype than its input had, or no array (a backward of one's own that returns None), before
+    the layer below would blame itself for it."""
+    if not array_api_compat.is_array_api_obj(dx):
+        raise TypeError(f"layer {position} ({layer!r}): its backward returned {type(dx).__name__}, not the gradient "
+                        "of its input (an array of the input's shape)")
     if shape is not None and (tuple(dx.shape) != shape or dx.dtype != dtype):
         raise ValueError(f"layer {position} ({layer!r}): its backward returned a gradient of {dx.dtype} "
                          f"{tuple(dx.shape)} for an input of {dtype} {shape}")
@@ -449,6 +453,9 @@ def _check_gradients(layers: list[tuple[int | str, Layer]]) -> None:
             grad = layer.grads.get(key)
             if grad is None:
                 raise ValueError(f"layer {position} ({layer!r}): its backward set no gradient for {key!r}")
+            if not array_api_compat.is_array_api_obj(grad):
+                raise TypeError(f"layer {position} ({layer!r}): the gradient of {key!r} is a {type(grad).__name__}, "
+                                "not an array")
             if tuple(grad.shape) != tuple(param.shape) or grad.dtype != param.dtype:
                 raise ValueError(f"layer {position} ({layer!r}): the gradient of {key!r} is {grad.dtype} "
                                  f"{tuple(grad.shape)}, its parameter {param.dtype} {tuple(param.shape)}")

@@ -110,8 +110,10 @@ class Scaled(xpcnn.Layer):
 
 
 @pytest.mark.parametrize("grad, message", [
-    (lambda g: {"gain": g.sum(axis=0)[None]}, r"the gradient of 'gain' has shape \(1, 3\), the array \(3,\)"),
+    (lambda g: {"gain": g.sum(axis=0)[None]}, r"the gradient of 'gain' is float64 \(1, 3\), the array float64 \(3,\)"),
     (lambda g: {}, "backward set no gradient for 'gain'"),
+    (lambda g: {"gain": g.sum(axis=0).astype(np.float32)}, r"'gain' is float32 \(3,\), the array float64 \(3,\)"),
+    (lambda g: {"gain": g.sum(axis=0).tolist()}, "the gradient of 'gain' is a list, not an array"),
 ])
 def test_a_gradient_of_another_shape_or_none_is_named_not_scored(grad, message):
     with pytest.raises(GradcheckError, match=message):
@@ -141,3 +143,12 @@ def test_a_loss_whose_gradient_is_inf_fails():
 
 def test_the_worst_error_is_nan_wherever_one_is():
     assert np.isnan(GradcheckResult({"input": 1e-9, "weight": float("nan")}).worst)
+
+
+def test_a_backward_that_returns_no_input_gradient_is_named():
+    class ReturnsNothing(xpcnn.Tanh):
+        def backward(self, dy):
+            super().backward(dy)
+
+    with pytest.raises(GradcheckError, match=r"gradcheck of ReturnsNothing\(\): backward returned no input gradient"):
+        gradcheck(ReturnsNothing(), np.ones((2, 3)))

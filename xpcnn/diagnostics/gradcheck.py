@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from array_api_compat import array_namespace, device
+from array_api_compat import array_namespace, device, is_array_api_obj
 
 from .. import backend
 from ..layers.base import number
@@ -120,9 +120,9 @@ def gradcheck(
     y = layer.forward(x, True)
     probe_host = np.random.default_rng(seed).standard_normal(tuple(y.shape))
     probe = backend.to_backend(probe_host, backend.backend_of(x), device(x), "float64")
-    analytic = {"input": backend.to_numpy(layer.backward(probe))}
-    analytic.update({name: backend.to_numpy(g) for name, g in layer.grads.items()})
-    _check_shapes(analytic, {"input": x, **layer.params}, _named(layer))
+    given = {"input": layer.backward(probe), **layer.grads}
+    _check_gradients(given, {"input": x, **layer.params}, _named(layer))
+    analytic = {name: backend.to_numpy(grad) for name, grad in given.items()}
     as_after_one_step = _state_restorer(layer)  # what the layer is left as: one forward's state
 
     def objective() -> float:
@@ -168,15 +168,21 @@ def _copy(array: Any) -> Any:
     return array_namespace(array).asarray(array, copy=True)
 
 
-def _check_shapes(analytic: dict[str, np.ndarray], arrays: dict[str, Any], what: str) -> None:
-    """GradcheckError where backward gave no gradient of an array's shape: a broadcast
-    comparison would report a made-up error."""
+def _check_gradients(given: dict[str, Any], arrays: dict[str, Any], what: str) -> None:
+    """GradcheckError where backward gave no array of an array's shape and dtype (None, a
+    list, float32 for float64): a broadcast comparison would report a made-up error, and
+    training refuses such a gradient (Sequential.backward)."""
     for name, array in arrays.items():
-        if name not in analytic:
-            raise GradcheckError(f"gradcheck of {what}: backward set no gradient for {name!r}")
-        if analytic[name].shape != tuple(array.shape):
-            raise GradcheckError(f"gradcheck of {what}: the gradient of {name!r} has shape {analytic[name].shape}, "
-                                 f"the array {tuple(array.shape)}")
+        grad = given.get(name)
+        if grad is None:
+            missing = "returned no input gradient" if name == "input" else f"set no gradient for {name!r}"
+            raise GradcheckError(f"gradcheck of {what}: backward {missing}")
+        if not is_array_api_obj(grad):
+            raise GradcheckError(f"gradcheck of {what}: the gradient of {name!r} is a {type(grad).__name__}, "
+                                 "not an array")
+        if tuple(grad.shape) != tuple(array.shape) or grad.dtype != array.dtype:
+            raise GradcheckError(f"gradcheck of {what}: the gradient of {name!r} is {grad.dtype} "
+                                 f"{tuple(grad.shape)}, the array {array.dtype} {tuple(array.shape)}")
 
 
 def gradcheck_loss(
