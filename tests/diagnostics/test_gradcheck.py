@@ -152,3 +152,17 @@ def test_a_backward_that_returns_no_input_gradient_is_named():
 
     with pytest.raises(GradcheckError, match=r"gradcheck of ReturnsNothing\(\): backward returned no input gradient"):
         gradcheck(ReturnsNothing(), np.ones((2, 3)))
+
+
+@pytest.mark.parametrize("arguments, error, message", [
+    ({"eps": 0}, ValueError, r"gradcheck_loss eps must be in \[1e-300, 1.0\], got 0"),
+    ({"tol": "1e-6"}, TypeError, "gradcheck_loss tol must be a finite real number, got .1e-6."),
+    ({"labels": [0, 1, 2, 0]}, TypeError, "gradcheck_loss labels must be an array of the loss's backend, got list"),
+    ({"loss": xpcnn.SoftmaxCrossEntropy}, TypeError, r"takes a loss with forward\(logits, labels\) and backward\(\)"),
+    ({"loss": "cross-entropy"}, TypeError, "takes a loss with forward"),
+])
+def test_gradcheck_loss_refuses_wrong_arguments_naming_them(arguments, error, message):
+    given = {"loss": xpcnn.SoftmaxCrossEntropy(), "logits": np.zeros((4, 3)), "labels": np.array([0, 1, 2, 0]),
+             **arguments}
+    with pytest.raises(error, match=message):
+        gradcheck_loss(given.pop("loss"), given.pop("logits"), given.pop("labels"), **given)

@@ -189,6 +189,14 @@ def gradcheck_loss(
     loss: Any, logits: Any, labels: Any, *, eps: float = 1e-6, tol: float = 1e-6, raise_on_fail: bool = True
 ) -> GradcheckResult:
     """Check d(loss)/d(logits) of a loss with forward(logits, labels) and backward()."""
+    methods = [callable(getattr(loss, name, None)) for name in ("forward", "backward")]
+    if isinstance(loss, type) or not all(methods):
+        raise TypeError("gradcheck_loss takes a loss with forward(logits, labels) and backward() (an instance, such "
+                        f"as SoftmaxCrossEntropy()), got {loss!r}")
+    eps, tol = number(eps, "gradcheck_loss eps", 1e-300, 1.0), number(tol, "gradcheck_loss tol", 0.0, math.inf)
+    for name, value in (("logits", logits), ("labels", labels)):
+        if not is_array_api_obj(value):
+            raise TypeError(f"gradcheck_loss {name} must be an array of the loss's backend, got {type(value).__name__}")
     _require_float64(repr(loss), {"logits": logits})
     xp = array_namespace(logits)
     logits = xp.asarray(logits, copy=True)
