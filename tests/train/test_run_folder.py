@@ -68,6 +68,14 @@ def test_finish_draws_the_plots(tmp_path):
     assert (tmp_path / "curves.png").read_bytes().startswith(b"\x89PNG")
 
 
+def test_finish_before_any_epoch_draws_no_empty_learning_curves(tmp_path):
+    messages = []
+    trainer = Trainer.for_preset("tutorial", train_size=128, run_dir=tmp_path, progress=False, log=messages.append)
+    trainer.finish(load_bundled().test.sample(50, seed=0))
+    assert {path.name for path in tmp_path.iterdir()} == {"summary.json", "confusion.png"}
+    assert f"plots: {tmp_path / 'confusion.png'} (no epoch trained: no learning curves)" in messages
+
+
 def test_without_a_folder_finish_only_evaluates(tmp_path):
     data = load_bundled()
     trainer = Trainer.for_preset("tutorial", train_size=128, progress=False, log=quiet)

@@ -151,11 +151,16 @@ class RunFolder:
 
     def draw_plots(self, history: list[dict[str, Any]], counts: np.ndarray, classes: list[str], title: str,
                    log: Callable[[str], None]) -> None:
-        """curves.png and confusion.png; says so through `log` when matplotlib is missing."""
+        """curves.png and confusion.png; says so through `log` when matplotlib is missing.
+        A model tested before any epoch (finish without fit) has no curves: their axes
+        would be empty under a legend of curves that are not there."""
         if not plots.available():
             log(f"plots skipped: matplotlib is not installed ({install_hint('plot')})")
             return
         accuracy = np.trace(counts) / max(int(counts.sum()), 1)
-        plots.learning_curves(history, self.path / CURVES_NAME, title)
+        if history:
+            plots.learning_curves(history, self.path / CURVES_NAME, title)
         plots.confusion(counts, classes, self.path / CONFUSION_NAME, f"{title}: test accuracy {accuracy:.2%}")
-        log(f"plots: {self.path / CURVES_NAME}, {self.path / CONFUSION_NAME}")
+        drawn = [self.path / CURVES_NAME] if history else []
+        log(f"plots: {', '.join(map(str, [*drawn, self.path / CONFUSION_NAME]))}"
+            f"{'' if history else ' (no epoch trained: no learning curves)'}")
