@@ -207,6 +207,18 @@ def test_early_stopping_watches_accuracies_upwards():
     assert stopping.state_dict() == {"best": 0.7, "best_epoch": 2, "waited": 2}
 
 
+def test_a_patience_of_one_epoch_says_one_epoch():
+    stopping, stops = EarlyStopping(patience=1), []
+
+    class Run:
+        def stop(self, reason):
+            stops.append(reason)
+
+    for epoch, loss in enumerate([0.5, 0.6], start=1):
+        stopping.on_epoch_end(Run(), {"epoch": epoch, "val_loss": loss})
+    assert stops == ["early stopping: val_loss has not improved on 0.5 (epoch 1) for 1 epoch"]
+
+
 def test_the_recorded_callback_is_restored_not_passed_twice(tmp_path, data):
     train, val = data
     make_trainer(tmp_path, [stopper(patience=5)], lr=1e-12).fit(train, 1, val=val)

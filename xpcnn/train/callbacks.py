@@ -205,7 +205,7 @@ class EarlyStopping(Watching):
         self.waited += 1
         if self.waited >= self.patience:
             trainer.stop(f"early stopping: {self.monitor} has not improved on {self.best:.4g} (epoch "
-                         f"{self.best_epoch}) for {self.waited} epochs")
+                         f"{self.best_epoch}) for {self.waited} epoch{'s' if self.waited > 1 else ''}")
 
 
 class BestCheckpoint(Watching):
