@@ -33,3 +33,12 @@ def test_precision_recall_and_f1_of_each_class_and_their_mean():
     table = per_class_table(scores).splitlines()
     assert table[0].split() == ["class", "precision", "recall", "f1", "support"] and table[-1].startswith("mean")
     assert table[1].split() == ["a", "100.00%", "50.00%", "66.67%", "2"]
+
+
+def test_the_table_s_columns_stay_in_line_when_a_rate_is_100_percent():
+    scores = per_class(np.array([[8, 0], [8, 0]]), ["zero", "one"])  # zero: recall 100%, one: nothing found
+    lines = per_class_table(scores).splitlines()
+    assert len({len(line) for line in lines[:-1]}) == 1  # the mean row has no support column
+    for column in ("recall", "f1"):
+        end = lines[0].index(column) + len(column)
+        assert all(line[end - 1] == "%" for line in lines[1:]), (column, lines)

@@ -42,10 +42,11 @@ def per_class(counts: np.ndarray, classes: list[str]) -> dict[str, Any]:
 def per_class_table(scores: dict[str, Any]) -> str:
     """per_class()'s result as a text table, a line per class and one for the mean."""
     width = max([5, *(len(row["class"]) for row in scores["classes"])])
-    lines = [f"{'class':<{width}}  precision  recall      f1  support"]
+    # Rates take 7 characters: "100.00%" would push a narrower column out of line.
+    lines = [f"{'class':<{width}}  precision   recall       f1  support"]
     for row in scores["classes"]:
-        lines.append(f"{row['class']:<{width}}  {row['precision']:9.2%}  {row['recall']:6.2%}  {row['f1']:6.2%}  "
+        lines.append(f"{row['class']:<{width}}  {row['precision']:9.2%}  {row['recall']:7.2%}  {row['f1']:7.2%}  "
                      f"{row['support']:7,}")
     macro = scores["macro"]
-    lines.append(f"{'mean':<{width}}  {macro['precision']:9.2%}  {macro['recall']:6.2%}  {macro['f1']:6.2%}")
+    lines.append(f"{'mean':<{width}}  {macro['precision']:9.2%}  {macro['recall']:7.2%}  {macro['f1']:7.2%}")
     return "\n".join(lines)
