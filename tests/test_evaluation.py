@@ -25,6 +25,11 @@ def test_evaluate_and_predict_agree(test_set):
     net = small_net()
     result = evaluate(net, test_set, batch_size=128)
     assert result["predictions"].shape == (300,) and 0 <= result["accuracy"] <= 1
+    confusion = result["confusion"]  # counts[true, predicted]
+    assert confusion.shape == (10, 10) and confusion.sum() == 300
+    np.testing.assert_array_equal(confusion.sum(axis=1), np.bincount(test_set.labels, minlength=10))
+    np.testing.assert_array_equal(confusion.sum(axis=0), np.bincount(result["predictions"], minlength=10))
+    assert np.trace(confusion) == round(result["accuracy"] * 300)
     probabilities = predict(net, test_set.images[:5], MNIST.mean, MNIST.std)
     assert probabilities.shape == (5, 10)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-6)

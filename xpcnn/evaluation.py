@@ -103,10 +103,11 @@ def _rounded(values: Sequence[float]) -> list[float]:
 def evaluate(model: Sequential, dataset: Dataset, batch_size: int = 1000,
              comm: distributed.Communicator | None = None) -> dict[str, Any]:
     """Over `dataset`, in evaluation mode: {"loss" (the mean), "accuracy", "predictions"
-    (host class indices), "classes" and "macro" (each class's precision, recall, F1 and
-    support, and their means: metrics.per_class)}. With `comm`, each process evaluates its
-    slice of the dataset and all get the whole result. ValueError where the data does not
-    fit the network, or differs from what it was trained on (check_same_data)."""
+    (host class indices), "confusion" (host counts[true, predicted]), "classes" and "macro"
+    (each class's precision, recall, F1 and support, and their means: metrics.per_class)}.
+    With `comm`, each process evaluates its slice of the dataset and all get the whole
+    result. ValueError where the data does not fit the network, or differs from what it
+    was trained on (check_same_data)."""
     check_model_fits(model, dataset)
     check_same_data(model.data, dataset)
     batch_size = integer(batch_size, "batch_size", 1)
@@ -129,7 +130,7 @@ def evaluate(model: Sequential, dataset: Dataset, batch_size: int = 1000,
     predicted = np.concatenate(parts)
     counts = confusion_matrix(dataset.labels, predicted, len(dataset.spec.classes))
     return {"loss": total_loss / len(dataset), "accuracy": float(np.mean(predicted == dataset.labels)),
-            "predictions": predicted, **per_class(counts, list(dataset.spec.classes))}
+            "predictions": predicted, "confusion": counts, **per_class(counts, list(dataset.spec.classes))}
 
 
 def predict(model: Sequential | str | Path, images: np.ndarray, mean: float | Sequence[float] | None = None,
@@ -203,9 +204,10 @@ def evaluate_checkpoint(path: str | Path, dataset: str | None = None, data_dir: 
     `full_test_set`; for a folder of pictures, read again as it was and refused if it
     changed; another folder, `data_dir`, read with the run's options, `on_bad="skip"`
     skipping unreadable pictures and stray files):
-    {"accuracy", "loss", "images", "data", "classes", "macro"}, "data" saying
+    {"accuracy", "loss", "images", "data", "classes", "macro", "confusion"}, "data" saying
     where the images came from, "classes" each class's precision, recall, F1 and support
-    (metrics.per_class). ValueError when the data's classes are not the model's."""
+    (metrics.per_class), "confusion" the counts[true][predicted] as lists. ValueError
+    when the data's classes are not the model's."""
     checkpoint = load_checkpoint(path, backend_name, device)
     trained = checkpoint.data_statistics()
     scored = DATASETS.get(dataset or trained["name"])
@@ -216,7 +218,8 @@ def evaluate_checkpoint(path: str | Path, dataset: str | None = None, data_dir: 
     test, source = _test_split(checkpoint, dataset, data_dir, download, full_test_set, on_bad, log)
     result = evaluate(checkpoint.model, test, batch_size)
     return {"accuracy": result["accuracy"], "loss": result["loss"], "images": len(test), "data": source,
-            "classes": result["classes"], "macro": result["macro"]}
+            "classes": result["classes"], "macro": result["macro"],
+            "confusion": result["confusion"].tolist()}
 
 
 def _test_split(checkpoint: Any, dataset: str | None, data_dir: str | Path | None, download: bool, full: bool,

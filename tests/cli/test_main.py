@@ -284,9 +284,12 @@ def test_evaluate_json_is_json_and_nothing_else(run):
     result = xpcnn("evaluate", "run/checkpoint.npz", "--json", env=env, cwd=tmp)
     report = json.loads(result.stdout)
     assert result.returncode == 0 and "bundled MNIST subset" in report["data"]
-    assert set(report) == {"accuracy", "loss", "images", "data", "classes", "macro"}
+    assert set(report) == {"accuracy", "loss", "images", "data", "classes", "macro", "confusion"}
     assert [row["class"] for row in report["classes"]] == [str(digit) for digit in range(10)]
     assert sum(row["support"] for row in report["classes"]) == report["images"]
+    assert [sum(row) for row in report["confusion"]] == [row["support"] for row in report["classes"]]
+    correct = sum(report["confusion"][k][k] for k in range(10))
+    assert correct == round(report["accuracy"] * report["images"])
 
 
 def test_failures_are_one_line_exit_1(tmp_path):

@@ -35,6 +35,7 @@ def test_a_run_from_python_works_with_the_command(tmp_path):
     summary = json.loads(folder.summary.read_text())
     assert summary["model"] == "lenet" and summary["epochs"] == 1 and summary["test_accuracy"] == result["accuracy"]
     assert summary["settings"]["optimizer"] == "adam" and summary["train_images"] == 640
+    assert summary["test_confusion"] == result["confusion"].tolist() and summary["test_classes"] == result["classes"]
 
     env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"), PYTHONWARNINGS="ignore")
     env.pop("XPCNN_DATA_DIR", None)
@@ -81,7 +82,8 @@ def test_without_a_folder_finish_only_evaluates(tmp_path):
     trainer = Trainer.for_preset("tutorial", train_size=128, progress=False, log=quiet)
     trainer.fit(data.train.sample(128), 1)
     result = trainer.finish(data.test.sample(50))
-    assert set(result) == {"loss", "accuracy", "predictions", "classes", "macro"} and trainer.checkpoint_path is None
+    assert set(result) == {"loss", "accuracy", "predictions", "confusion", "classes", "macro"}
+    assert trainer.checkpoint_path is None
 
 
 def test_new_folders_started_in_the_same_second_are_distinct(tmp_path):

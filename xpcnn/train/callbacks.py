@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING, Any
 
 from ..io.schema import CheckpointError
 from ..layers.base import integer, number
-from ..metrics import confusion_matrix
 from .run_folder import BEST_NAME
 
 if TYPE_CHECKING:
@@ -125,8 +124,8 @@ class RunSummary(Callback):
         folder.write_summary(trainer.summary(result, test))
         if folder.with_plots:
             classes = list(test.spec.classes)
-            counts = confusion_matrix(test.labels, result["predictions"], len(classes))
-            folder.draw_plots(trainer.history, counts, classes, f"{trainer.name} on {test.spec.name}", trainer.log)
+            title = f"{trainer.name} on {test.spec.name}"
+            folder.draw_plots(trainer.history, result["confusion"], classes, title, trainer.log)
 
 
 class Watching(Callback):

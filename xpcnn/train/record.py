@@ -271,13 +271,15 @@ def to_checkpoint(trainer: Trainer) -> dict[str, Any]:
 
 
 def summary(trainer: Trainer, result: dict[str, Any], test: Dataset) -> dict[str, Any]:
-    """summary.json: the run's description with its test result and where it ran."""
+    """summary.json: the run's description with its test result (each class's scores and
+    the confusion counts[true][predicted] too) and where it ran."""
     model = trainer.model
     return {
         "model": trainer.name, "settings": settings(trainer), "data": test.source or test.spec.name,
         "train_images": trainer.train_images, "test_images": len(test),
         "epochs": len(trainer.history), "stopped": trainer.state.stopped,
-        "test_accuracy": result["accuracy"], "test_loss": result["loss"],
+        "test_accuracy": result["accuracy"], "test_loss": result["loss"], "test_classes": result["classes"],
+        "test_macro": result["macro"], "test_confusion": result["confusion"].tolist(),
         "train_seconds": sum(row["seconds"] for row in trainer.history),
         "backend": model.backend, "device": str(model.device), "dtype": model.dtype,
         "processes": trainer.comm.size, "workers": trainer.workers, "fast_paths": machine.fast_paths(model.backend),
