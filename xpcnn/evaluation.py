@@ -206,7 +206,7 @@ def evaluate_checkpoint(path: str | Path, dataset: str | None = None, data_dir: 
     skipping unreadable pictures and stray files):
     {"accuracy", "loss", "images", "data", "classes", "macro", "confusion"}, "data" saying
     where the images came from, "classes" each class's precision, recall, F1 and support
-    (metrics.per_class), "confusion" the counts[true][predicted] as lists. ValueError
+    (metrics.per_class), "confusion" the `counts[true][predicted]` as lists. ValueError
     when the data's classes are not the model's."""
     checkpoint = load_checkpoint(path, backend_name, device)
     trained = checkpoint.data_statistics()

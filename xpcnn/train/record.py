@@ -272,7 +272,7 @@ def to_checkpoint(trainer: Trainer) -> dict[str, Any]:
 
 def summary(trainer: Trainer, result: dict[str, Any], test: Dataset) -> dict[str, Any]:
     """summary.json: the run's description with its test result (each class's scores and
-    the confusion counts[true][predicted] too) and where it ran."""
+    the confusion `counts[true][predicted]` too) and where it ran."""
     model = trainer.model
     return {
         "model": trainer.name, "settings": settings(trainer), "data": test.source or test.spec.name,
