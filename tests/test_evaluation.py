@@ -36,6 +36,15 @@ def test_evaluate_and_predict_agree(test_set):
     np.testing.assert_array_equal(np.argmax(probabilities, axis=1), result["predictions"][:5])
 
 
+def test_predict_says_why_floating_images_are_not_pixels():
+    net, images = small_net(), np.full((2, 1, 28, 28), 0.5)
+    images[1, 0, 3, 3] = np.nan
+    with pytest.raises(TypeError, match=r"floating ones in \[0, 1\]; got float64 with NaN or Inf$"):
+        predict(net, images, MNIST.mean, MNIST.std)
+    with pytest.raises(TypeError, match=r"floating ones in \[0, 1\]; got float64 outside \[0, 1\]$"):
+        predict(net, np.full_like(images, 2.0), MNIST.mean, MNIST.std)
+
+
 @pytest.fixture(scope="module")
 def saved_run(tmp_path_factory):
     folder = tmp_path_factory.mktemp("run")

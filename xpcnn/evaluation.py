@@ -178,8 +178,10 @@ def _image_batch(images: np.ndarray, shape: Sequence[int] | None, channels: int)
             and images.max() <= 1:
         images = np.round(images * 255.0).astype(np.uint8)  # as Dataset.from_arrays takes them
     if images.dtype != np.uint8:
-        raise TypeError(f"predict expects uint8 images, or floating ones in [0, 1]; got {images.dtype}"
-                        f"{' outside [0, 1]' if images.dtype.kind == 'f' else ''}")
+        unlike = ""
+        if images.dtype.kind == "f":
+            unlike = " outside [0, 1]" if np.all(np.isfinite(images)) else " with NaN or Inf"
+        raise TypeError(f"predict expects uint8 images, or floating ones in [0, 1]; got {images.dtype}{unlike}")
     one = tuple(shape) if shape else None
     if one is not None and images.shape in (one, one[1:] if one[0] == 1 else None):
         images = images[None]  # a single image

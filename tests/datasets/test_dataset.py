@@ -26,12 +26,12 @@ def test_dataset_validation_and_split():
 
 
 @pytest.mark.parametrize("labels, message", [
-    (np.array([0, 1.7]), r"labels must be integers \(class indices\), got float64; label 1 is 1.7"),
+    (np.array([0, 1.7]), r"labels must be integers \(class indices\), got float64; the label at index 1 is 1.7"),
     (np.array([0.0, 1.0]), r"labels must be integers \(class indices\), got float64"),
-    (np.array(["0", "1"]), r"labels must be integers \(class indices\), got <U1; label 0 is '0'"),
+    (np.array(["0", "1"]), r"labels must be integers \(class indices\), got <U1; the label at index 0 is '0'"),
     (np.array([True, False]), r"labels must be integers \(class indices\), got bool"),
-    (np.array([0, np.nan]), r"got float64; label 1 is nan"),
-    (np.array([3, -1]), r"labels must be class indices in \[0, 10\); label 1 is -1"),
+    (np.array([0, np.nan]), r"got float64; the label at index 1 is nan"),
+    (np.array([3, -1]), r"labels must be class indices in \[0, 10\); the label at index 1 is -1"),
     ([0, 1], r"labels must be a NumPy array of class indices, got list \(Dataset.from_arrays takes lists too\)"),
 ])
 def test_labels_are_class_indices_and_nothing_is_cast(labels, message):
@@ -51,7 +51,7 @@ def test_a_dataset_prints_in_one_line_and_its_spec_is_checked():
 
 
 def test_dataset_labels_out_of_range_never_reach_the_loss():
-    with pytest.raises(ValueError, match=r"labels must be class indices in \[0, 10\); label 0 is 12"):
+    with pytest.raises(ValueError, match=r"labels must be class indices in \[0, 10\); the label at index 0 is 12"):
         Dataset(np.zeros((1, 28, 28), np.uint8), np.array([12]), MNIST)
 
 
@@ -81,8 +81,8 @@ def test_own_arrays_of_any_shape_come_in_with_their_statistics():
     (np.full((4, 8, 8), np.nan), [0, 1, 0, 1], ValueError, "must be in \\[0, 1\\] and finite"),
     (np.zeros((0, 8, 8), np.uint8), [], ValueError, "no images"),
     (np.zeros((4, 8, 8), np.uint8), [0, 1, 0], ValueError, r"4 images need labels of shape \(4,\)"),
-    (np.zeros((4, 8, 8), np.uint8), [0, 1.5, 0, 1], TypeError, "label 1 is 1.5"),
-    (np.zeros((4, 8, 8), np.uint8), [0, -1, 0, 1], ValueError, "label 1 is -1"),
+    (np.zeros((4, 8, 8), np.uint8), [0, 1.5, 0, 1], TypeError, "the label at index 1 is 1.5"),
+    (np.zeros((4, 8, 8), np.uint8), [0, -1, 0, 1], ValueError, "the label at index 1 is -1"),
 ])
 def test_own_arrays_get_one_clear_error_per_problem(images, labels, kind, message):
     with pytest.raises(kind, match=message):

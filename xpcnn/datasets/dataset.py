@@ -291,12 +291,13 @@ def _class_indices(labels: np.ndarray, classes: int, name: str) -> np.ndarray:
         if np.issubdtype(labels.dtype, np.floating) and labels.size:
             wrong = ~np.isfinite(labels) | (labels != np.round(labels))
             first = int(np.argmax(wrong)) if wrong.any() else None
-            detail = f"; label {first} is {labels[first].item()}" if first is not None else ""
+            detail = f"; the label at index {first} is {labels[first].item()}" if first is not None else ""
         else:
-            detail = f"; label 0 is {labels[0].item()!r}" if labels.size else ""
+            detail = f"; the label at index 0 is {labels[0].item()!r}" if labels.size else ""
         raise TypeError(f"{name}: labels must be integers (class indices), got {labels.dtype}{detail}")
     outside = (labels < 0) | (labels >= classes)
     if outside.any():
         first = int(np.argmax(outside))
-        raise ValueError(f"{name}: labels must be class indices in [0, {classes}); label {first} is {labels[first]}")
+        raise ValueError(f"{name}: labels must be class indices in [0, {classes}); the label at index {first} is "
+                         f"{labels[first]}")
     return labels.astype(np.int64)
