@@ -77,6 +77,24 @@ def test_finish_before_any_epoch_draws_no_empty_learning_curves(tmp_path):
     assert f"plots: {tmp_path / 'confusion.png'} (no epoch trained: no learning curves)" in messages
 
 
+def test_a_new_run_is_not_mixed_with_another_runs_files_but_may_follow_its_own_test(tmp_path):
+    """finish before fit writes a summary and plots and no checkpoint: the same trainer
+    may then train there, another one may not (its files would be mixed with them)."""
+    data = load_bundled()
+    train, test = data.train.sample(128, seed=0), data.test.sample(50, seed=0)
+    first = Trainer.for_preset("tutorial", train_size=128, run_dir=RunFolder(tmp_path, with_plots=False),
+                               progress=False, log=quiet)
+    first.finish(test)
+    other = Trainer.for_preset("tutorial", train_size=128, run_dir=tmp_path, progress=False, log=quiet)
+    with pytest.raises(RunFolderError, match=r"already holds another run's summary.json: a new run's files would be "
+                       "mixed with them; choose another folder, or empty this one"):
+        other.fit(train, 1)
+    with pytest.raises(RunFolderError, match="already holds another run's summary.json"):
+        RunFolder.open(tmp_path, resume=False)
+    first.fit(train, 1)
+    assert (tmp_path / "checkpoint.npz").is_file()
+
+
 def test_without_a_folder_finish_only_evaluates(tmp_path):
     data = load_bundled()
     trainer = Trainer.for_preset("tutorial", train_size=128, progress=False, log=quiet)

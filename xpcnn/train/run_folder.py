@@ -43,6 +43,7 @@ class RunFolder:
     def __init__(self, path: str | Path, with_plots: bool = True) -> None:
         self.path, self.with_plots = Path(path), with_plots
         self._made: list[Path] = []  # the folders making it made, deepest first
+        self._wrote: set[str] = set()  # the run's files written through this object (finish before fit)
 
     def _make(self, exist_ok: bool = False) -> None:
         """mkdir -p, remembering which folders did not exist (remove_if_empty)."""
@@ -83,8 +84,8 @@ class RunFolder:
             raise RunFolderError(f"no checkpoint to resume in {folder.path}")
         if resume:
             folder.remove_unfinished_writes()
-        if not resume and folder.checkpoint.exists():
-            raise RunFolderError(f"{folder.path} already holds a run; resume it, or choose another folder")
+        if not resume:
+            folder._check_new("resume it")
         try:
             folder._make(exist_ok=True)
         except OSError as exc:
@@ -98,11 +99,21 @@ class RunFolder:
         process that `writes` them, the run's files could not be written."""
         if self.path.exists() and not self.path.is_dir():
             raise RunFolderError(f"{self.path} is a file, not a run folder")
-        if new_run and self.checkpoint.exists():
-            raise RunFolderError(f"{self.path} already holds a run; continue it with Trainer.resume("
-                                 f"'{self.checkpoint}'), or choose another run_dir")
+        if new_run:
+            self._check_new(f"continue it with Trainer.resume('{self.checkpoint}')")
         if writes and self.path.is_dir():  # the other processes of a data-parallel run leave no trace
             self._check_writable()
+
+    def _check_new(self, how_to_continue: str) -> None:
+        """RunFolderError where the folder holds another run's files, which a new run's
+        would be mixed with: its checkpoint (then `how_to_continue` it), or what a run
+        writes beside one (a summary and plots of a model tested without training)."""
+        if self.checkpoint.exists():
+            raise RunFolderError(f"{self.path} already holds a run; {how_to_continue}, or choose another folder")
+        held = [name for name in WRITTEN if (self.path / name).is_file() and name not in self._wrote]
+        if held:
+            raise RunFolderError(f"{self.path} already holds another run's {', '.join(held)}: a new run's files would "
+                                 "be mixed with them; choose another folder, or empty this one")
 
     def _check_writable(self) -> None:
         """RunFolderError where the run could not write its files, found before it trains:
@@ -145,9 +156,11 @@ class RunFolder:
 
     def write_metrics(self, history: list[dict[str, Any]]) -> None:
         atomic_write_text(self.path / METRICS_NAME, "".join(json.dumps(row) + "\n" for row in history))
+        self._wrote.add(METRICS_NAME)
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         atomic_write_text(self.summary, json.dumps(summary, indent=2) + "\n")
+        self._wrote.add(SUMMARY_NAME)
 
     def draw_plots(self, history: list[dict[str, Any]], counts: np.ndarray, classes: list[str], title: str,
                    log: Callable[[str], None]) -> None:
@@ -162,5 +175,6 @@ class RunFolder:
             plots.learning_curves(history, self.path / CURVES_NAME, title)
         plots.confusion(counts, classes, self.path / CONFUSION_NAME, f"{title}: test accuracy {accuracy:.2%}")
         drawn = [self.path / CURVES_NAME] if history else []
+        self._wrote.update(path.name for path in (*drawn, self.path / CONFUSION_NAME))
         log(f"plots: {', '.join(map(str, [*drawn, self.path / CONFUSION_NAME]))}"
             f"{'' if history else ' (no epoch trained: no learning curves)'}")
