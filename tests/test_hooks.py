@@ -107,6 +107,23 @@ def test_timer_hook_times_a_block_around_the_layers_inside_it(monkeypatch):
 
 
 
+def test_a_hook_method_that_cannot_take_its_points_arguments_is_refused_where_it_is_given():
+    class Short(LayerHook):
+        def after_forward(self, index, layer):
+            pass
+
+    class Open(LayerHook):  # takes whatever it is given
+        def after_forward(self, *args, **kwargs):
+            pass
+
+    net = xpcnn.Sequential([xpcnn.Flatten(), xpcnn.Dense(4, 2, rng=0)])
+    with pytest.raises(TypeError, match=r"^Short has after_forward\(index, layer\), called with \(index, layer, y\)$"):
+        with net.hooked(Short()):
+            pass
+    with net.hooked(Open()):
+        net.forward(np.ones((2, 4), np.float32))
+
+
 def test_a_hook_method_named_like_no_point_is_refused():
     class Typo(LayerHook):
         def after_foward(self, index, layer, y):

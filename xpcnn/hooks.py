@@ -17,6 +17,7 @@ A layer's position is its index in the network, or a string for a layer inside a
 from __future__ import annotations
 
 import difflib
+import inspect
 import statistics
 import time
 from collections.abc import Callable
@@ -36,6 +37,27 @@ def misnamed_points(obj: Any, base: type, prefixes: tuple[str, ...]) -> list[str
     points = [name for name in dir(base) if name.startswith(prefixes)]
     return [name for name in dir(type(obj)) if name.startswith(prefixes) and not hasattr(base, name)
             and callable(getattr(type(obj), name)) and difflib.get_close_matches(name, points, 1, cutoff=0.85)]
+
+
+def unfit_points(obj: Any, base: type, prefixes: tuple[str, ...]) -> list[str]:
+    """The points of `base` (its methods starting with one of `prefixes`) that `obj`
+    overrides with what cannot take the point's arguments, each as "name(its parameters),
+    called with (the point's)": found where `obj` is given, not deep in a run."""
+    unfit = []
+    for name in dir(base):
+        point = getattr(base, name)
+        if not name.startswith(prefixes) or getattr(type(obj), name, point) is point:
+            continue
+        arguments = list(inspect.signature(point).parameters)[1:]  # self is bound in obj's
+        mine = getattr(obj, name)
+        try:
+            inspect.signature(mine).bind(*arguments)
+        except TypeError:
+            shown = str(inspect.signature(mine)) if callable(mine) else f" = {mine!r}"[:60]
+            unfit.append(f"{name}{shown}, called with ({', '.join(arguments)})")
+        except ValueError:  # no signature to read (a builtin): it is called and says so then
+            continue
+    return unfit
 
 
 class LayerHook:

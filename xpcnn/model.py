@@ -12,7 +12,7 @@ from typing import Any
 import array_api_compat
 
 from . import backend, init, weights
-from .hooks import LayerHook, Position, misnamed_points
+from .hooks import LayerHook, Position, misnamed_points, unfit_points
 from .layers import LAYER_TYPES, Layer
 from .layers.base import ArchitectureError, Shape
 from .layers.fused import FusedBlock, block_at
@@ -109,6 +109,9 @@ class Sequential:
             if misnamed:
                 raise TypeError(f"{type(hook).__name__} has {', '.join(misnamed)}, which no network calls "
                                 "(before_forward, after_forward, before_backward, after_backward)")
+            unfit = unfit_points(hook, LayerHook, ("before_", "after_"))
+            if unfit:
+                raise TypeError(f"{type(hook).__name__} has {'; '.join(unfit)}")
         self.hooks += hooks
         try:
             with ExitStack() as inner:

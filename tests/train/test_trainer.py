@@ -428,6 +428,19 @@ def test_statistics_that_overflow_while_the_loss_stays_finite_end_the_run_before
         run(anomaly=True)
 
 
+def test_a_callback_method_that_cannot_take_its_points_arguments_is_refused_where_it_is_given():
+    class Short(Callback):
+        def on_epoch_end(self, trainer):
+            pass
+
+        on_fit_end = None
+
+    net = xpcnn.Sequential([xpcnn.Flatten(), xpcnn.Dense(4, 2, rng=0)])
+    with pytest.raises(TypeError, match=r"^Trainer callback Short has on_epoch_end\(trainer\), called with \(trainer, "
+                       r"row\); on_fit_end = None, called with \(trainer\)$"):
+        Trainer(net, SGD(net, 0.1), callbacks=[Short()])
+
+
 def test_a_callback_method_named_like_no_point_is_refused():
     class Late(Callback):
         def on_epoch_ends(self, trainer, row):
