@@ -93,7 +93,7 @@ class Layer:
     @classmethod
     def array_shapes(cls, arguments: dict[str, Any]) -> dict[str, Shape]:
         """The shapes of the parameters and buffers of `cls(**arguments)`, by name: the one
-        declaration that `__init__` allocates from and `planned_size` counts. `arguments`
+        declaration that `__init__` allocates from and `planned_shapes` checks. `arguments`
         holds every constructor argument (defaults filled in)."""
         return {}
 
@@ -126,11 +126,6 @@ class Layer:
         """The Sequentials a block runs inside it, by name ({"body": ..., "shortcut": ...});
         a plain layer has none. What walks a network's layers walks into these."""
         return {}
-
-    @classmethod
-    def planned_size(cls, config: dict[str, Any]) -> int:
-        """How many values the parameters and buffers of `cls(**config)` would hold."""
-        return sum(math.prod(shape) for shape in cls.planned_shapes(config).values())
 
     def extra_state(self) -> dict[str, int]:
         """Integer state besides arrays that a checkpoint must keep (e.g. a dropout counter)."""
