@@ -514,6 +514,7 @@ def test_every_field_of_wrong_type_or_range_is_a_checkpoint_error(tmp_path):
         arrays = {key: archive[key] for key in archive.files}
     meta = json.loads(arrays["__meta__"].tobytes())
     wrong = [None, [], {}, "x", -1, 1e30, True, [1, 2]]
+    scored = {"accuracy": 0.5, "loss": 1.0, "classes": [], "macro": {}, "confusion": np.zeros((10, 10), np.int64)}
     bad = tmp_path / "bad.npz"
     for field in list(json_paths(meta))[1:]:
         for value in wrong:
@@ -524,7 +525,7 @@ def test_every_field_of_wrong_type_or_range_is_a_checkpoint_error(tmp_path):
                 load_checkpoint(bad).data_statistics()
                 trainer = xpcnn.Trainer.resume(bad, progress=False, log=lambda m: None)
                 trainer.describe()
-                trainer.summary({"accuracy": 0.5, "loss": 1.0}, small_dataset())
+                trainer.summary(scored, small_dataset())
             except CheckpointError as error:
                 assert str(error).startswith(f"{bad}: "), (field, value, error)
 

@@ -123,7 +123,8 @@ class Trainer:
         return record.describe(self)
 
     def summary(self, result: dict[str, Any], test: Dataset) -> dict[str, Any]:
-        """summary.json: the run's description with its test `result` (see record.summary)."""
+        """summary.json: the run's description with its test `result`, evaluate()'s (see
+        record.summary)."""
         return record.summary(self, result, test)
 
     def choose_workers(self, train: Dataset) -> int:
