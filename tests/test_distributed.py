@@ -58,6 +58,18 @@ def test_launched_as_several_processes_without_mpi4py_says_how_to_install(no_lau
         distributed.world()
 
 
+def test_ending_a_job_whose_mpi_import_was_cut_short_leaves_at_once(no_launcher, monkeypatch):
+    """Ctrl-C during `import mpi4py.MPI` leaves MPI initialised but no module to abort
+    through; a normal exit would wait in MPI_Finalize for the others forever."""
+    exits = []
+    monkeypatch.setattr(os, "_exit", exits.append)
+    monkeypatch.delitem(sys.modules, "mpi4py.MPI", raising=False)
+    distributed.end_job(130)  # one process alone: nothing to end
+    monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "2")
+    distributed.end_job(130)
+    assert exits == [130]
+
+
 def test_one_process_reductions_change_nothing():
     single = distributed.Single()
     a, b = np.arange(3.0), np.ones((2, 2))

@@ -228,9 +228,16 @@ def launched_rank() -> int:
 def end_job(code: int) -> None:
     """In an MPI job of several processes, end all of them now (exit status `code`): what a
     process leaving on its own must do, or the others wait for it forever. Nothing otherwise."""
-    if launched_size() > 1 and "mpi4py.MPI" in sys.modules:
-        sys.stderr.flush()
+    if launched_size() <= 1:
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if "mpi4py.MPI" in sys.modules:
         sys.modules["mpi4py.MPI"].COMM_WORLD.Abort(code)
+    # Without the module, MPI may still be initialised: Ctrl-C during `import mpi4py.MPI`
+    # leaves MPI_Init done and MPI_Finalize registered for exit, where it would wait for the
+    # others forever. Leaving now, without it, makes the launcher end the job.
+    os._exit(code)
 
 
 def world() -> Communicator:
