@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import inspect
+import os
 from pathlib import Path
 
 import numpy as np
@@ -118,3 +119,33 @@ def test_each_registered_fast_path_is_dispatched(name, module, monkeypatch):
     assert backend.fast_paths(name)[0] == module
     calls = calls_of_each_fast_path(name, module, monkeypatch)
     assert all(calls.values()), f"never called: {[name for name, count in calls.items() if not count]}"
+
+
+def test_a_process_that_compiled_kernels_writes_nothing_to_a_terminal_as_it_exits():
+    """numba with colorama installed made colorama reset the terminal at exit: "\\033[0m"
+    after the last line of `--json`, under mpirun, whose processes write to a terminal. As a
+    training step does: the backend imports numba (to see whether it imports) before the
+    kernel module."""
+    import pty
+    import subprocess
+    import sys
+
+    pytest.importorskip("colorama")
+    code = ("import xpcnn.backend, numba; xpcnn.backend.fast_paths('numpy'); numba.njit(lambda x: x + 1)(1); "
+            "print('done')")
+    leader, follower = pty.openpty()
+    env = {key: value for key, value in os.environ.items() if key != "NUMBA_DISABLE_ERROR_MESSAGE_HIGHLIGHTING"}
+    process = subprocess.Popen([sys.executable, "-c", code], stdout=follower, stderr=subprocess.PIPE, env=env)
+    os.close(follower)
+    written = b""
+    while True:
+        try:
+            chunk = os.read(leader, 1024)
+        except OSError:  # the process closed its end
+            break
+        if not chunk:
+            break
+        written += chunk
+    os.close(leader)
+    assert process.wait(timeout=120) == 0, process.stderr.read()
+    assert written.replace(b"\r", b"") == b"done\n"

@@ -310,30 +310,3 @@ def test_batch_norm_and_relu_fused_on_the_compiled_path_train_as_the_layers_alon
     pairs = [(y, alone[0]), (dx, alone[1]), (inferred, alone[3]), *((grads[k], v) for k, v in alone[2].items())]
     for got, want in pairs:
         np.testing.assert_array_equal(got, want)
-
-
-def test_a_process_that_compiled_kernels_writes_nothing_to_a_terminal_as_it_exits():
-    """numba with colorama installed made colorama reset the terminal at exit: "\\033[0m"
-    after the last line of `--json`, under mpirun, whose processes write to a terminal."""
-    import pty
-    import subprocess
-    import sys
-
-    pytest.importorskip("colorama")
-    code = "import xpcnn.kernels.numba, numba; numba.njit(lambda x: x + 1)(1); print('done')"
-    leader, follower = pty.openpty()
-    env = {key: value for key, value in os.environ.items() if key != "NUMBA_DISABLE_ERROR_MESSAGE_HIGHLIGHTING"}
-    process = subprocess.Popen([sys.executable, "-c", code], stdout=follower, stderr=subprocess.PIPE, env=env)
-    os.close(follower)
-    written = b""
-    while True:
-        try:
-            chunk = os.read(leader, 1024)
-        except OSError:  # the process closed its end
-            break
-        if not chunk:
-            break
-        written += chunk
-    os.close(leader)
-    assert process.wait(timeout=120) == 0, process.stderr.read()
-    assert written.replace(b"\r", b"") == b"done\n"

@@ -17,8 +17,16 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
 from collections.abc import Callable
 from typing import Any, TypeVar
+
+# Where colorama is installed, numba colours its messages through it, and colorama resets
+# the terminal as the process exits: under mpirun, whose processes write to a terminal of
+# its own, `--json` output ended in "\033[0m". The kernels have no messages to colour.
+# numba reads this as it is first imported: here, before backend imports it to see whether
+# it imports, ahead of xpcnn.kernels.numba.
+os.environ.setdefault("NUMBA_DISABLE_ERROR_MESSAGE_HIGHLIGHTING", "1")
 
 F = TypeVar("F", bound=Callable[..., Any])
 

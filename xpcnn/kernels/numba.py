@@ -20,11 +20,6 @@ import tempfile
 import warnings
 from typing import Any
 
-# Where colorama is installed, numba colours its messages through it, and colorama resets
-# the terminal as the process exits: under mpirun, whose processes write to a terminal of
-# its own, `--json` output ended in "\033[0m". These kernels have no messages to colour.
-os.environ.setdefault("NUMBA_DISABLE_ERROR_MESSAGE_HIGHLIGHTING", "1")
-
 import numba
 import numpy as np
 from numba.misc.appdirs import AppDirs
