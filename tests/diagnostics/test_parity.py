@@ -209,3 +209,15 @@ def test_the_worst_row_is_a_nan_one_where_there_is_one():
             parity.Row("local", 2, "Dense", "output", "torch", 1e-12, 1e-12, 1e-10)]
     worst = parity.ParityReport("numpy", "float64", rows).worst()
     assert worst.layer == 1 and not worst.passed
+
+
+def test_check_takes_what_the_command_takes_a_preset_name_or_a_checkpoint(tmp_path):
+    """docs/python.md gives check as what `xpcnn parity` runs: its --model, a name or a
+    path, gave AttributeError: 'str' object has no attribute 'data'."""
+    pytest.importorskip("array_api_strict")
+    result = parity.check("tutorial", ["numpy", "array_api_strict"], batch_size=2)
+    assert result.passed and result.model == "tutorial"
+    xpcnn.save_checkpoint(tmp_path / "net.npz", presets.build("tutorial", 3))
+    assert parity.check(tmp_path / "net.npz", ["numpy", "array_api_strict"], batch_size=2).passed
+    with pytest.raises(LookupError, match="'nosuch' is neither a preset"):
+        parity.check("nosuch", ["numpy", "array_api_strict"])

@@ -468,7 +468,7 @@ class ParityCheck:
 
 
 def check(
-    model: Sequential,
+    model: Sequential | str | Path,
     backends: Sequence[str | tuple[str, Any]],
     dtype: str = "float64",
     *,
@@ -481,9 +481,13 @@ def check(
     """`compare` on the first `batch_size` images of the model's own input (see
     parity_data; all of them where there are fewer, and the report says how many) and,
     with `steps`, `trajectory` over that many training batches drawn from `seed`, with
-    `optimizer` (default: sgd)."""
+    `optimizer` (default: sgd). `model` may be what `xpcnn parity --model` takes: a preset's
+    name (built from `seed`), a checkpoint file or a run folder (see model_from)."""
     from ..datasets import batches
 
+    if isinstance(model, (str, Path)):
+        name = str(model) if name == "model" else name
+        model = model_from(str(model), seed)
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
     if optimizer is not None and not steps:
