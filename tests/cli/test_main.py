@@ -840,3 +840,13 @@ def test_cifar_preset_trains_on_a_synthetic_cifar10_archive(tmp_path, monkeypatc
     assert (settings["nesterov"], settings["label_smoothing"], settings["pad"]) == (True, 0.2, "reflect")
     assert main(["evaluate", "run", "--json"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["images"] == 10
+
+
+def test_the_other_processes_of_a_job_print_no_results(tmp_path):
+    """Under `mpirun -n 2 xpcnn evaluate RUN --json` every process printed its result:
+    two JSON documents on stdout, which no reader parses."""
+    env = dict(env_without_data(tmp_path), OMPI_COMM_WORLD_SIZE="2", OMPI_COMM_WORLD_RANK="1")
+    other = xpcnn("info", env=env, cwd=tmp_path)
+    assert other.returncode == 0 and other.stdout == "" and other.stderr == "", other.stderr
+    env["OMPI_COMM_WORLD_RANK"] = "0"
+    assert "backend numpy" in xpcnn("info", env=env, cwd=tmp_path).stdout

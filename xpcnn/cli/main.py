@@ -264,7 +264,8 @@ def main(argv: list[str] | None = None) -> int:
                 args = parse(parser, argv)
         except SystemExit:  # usage error or --help, which the first process prints
             return 0
-        _main(args, quiet)
+        with open(os.devnull, "w") as nowhere, contextlib.redirect_stdout(nowhere):  # results too: `--json` is one
+            _main(args, quiet)
         return 0
 
 
