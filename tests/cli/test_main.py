@@ -850,3 +850,18 @@ def test_the_other_processes_of_a_job_print_no_results(tmp_path):
     assert other.returncode == 0 and other.stdout == "" and other.stderr == "", other.stderr
     env["OMPI_COMM_WORLD_RANK"] = "0"
     assert "backend numpy" in xpcnn("info", env=env, cwd=tmp_path).stdout
+
+
+@pytest.mark.mpi
+@pytest.mark.skipif(not SHARED_MNIST.is_dir(), reason="needs ../shared/data/mnist")
+def test_processes_resuming_a_run_to_other_totals_are_refused(tmp_path):
+    """`--resume --epochs 2` in one process and `--resume` in the other: the first
+    trained while the second, finding the run complete, evaluated it, and the job hung."""
+    from ..test_distributed import mpirun, run, train_args, xpcnn_command
+
+    assert run(xpcnn_command() + train_args(tmp_path / "run", "tutorial")).returncode == 0
+    resume = ["train", "--out", str(tmp_path / "run"), "--resume", "--no-progress", "--no-plots"]
+    job = run(mpirun() + ["-n", "1"] + xpcnn_command() + resume + ["--epochs", "2", ":", "-n", "1"]
+              + xpcnn_command() + resume, timeout=120)
+    assert job.returncode == 1, job.stderr
+    assert "other training data, settings or weights than process 0: epochs 1 against 2" in job.stderr, job.stderr

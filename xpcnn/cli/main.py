@@ -150,6 +150,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         trainer, (train_set, val_set, test_set) = distributed.together(
             comm, lambda: _resume(args, folder.checkpoint, options) if args.resume else _start(args, recipe, options))
+        if comm.size > 1:  # one resumed with --epochs, one not: one would train, the other wait in evaluation
+            distributed.check_same(comm, "training data, settings or weights", {"epochs": trainer.epochs})
         if not record.complete(trainer):
             say(f"training {trainer.describe()}; run folder {out}")
             trainer.fit(train_set, trainer.epochs, val_set)
