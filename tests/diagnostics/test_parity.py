@@ -198,6 +198,15 @@ def test_a_batch_beyond_the_images_there_are_is_reported_as_the_batch_used(monke
     assert result.batch_size == 40 and "batch of 40 bundled MNIST images" in result.to_text()
 
 
+def test_training_steps_beyond_an_epoch_of_images_are_all_taken(monkeypatch):
+    """--steps 8 --batch-size 2000 trained 5 steps, all that one epoch of the bundled images
+    holds, and said nothing of the 3 left out."""
+    small = load_bundled().train.subset(np.arange(40))
+    monkeypatch.setattr("xpcnn.datasets.load_bundled", lambda: type("Bundled", (), {"train": small, "test": small}))
+    result = parity.check(presets.build("tutorial"), ["numpy", "array_api_strict"], batch_size=16, steps=5)
+    assert len(result.trajectory.drift) == 5 and result.passed
+
+
 def test_an_optimizer_without_training_steps_is_refused_not_ignored():
     with pytest.raises(ValueError, match="optimizer 'adam' is the optimizer of the training steps"):
         parity.check(presets.build("tutorial"), ["numpy", "array_api_strict"], optimizer="adam")

@@ -499,8 +499,9 @@ def check(
         name, model.num_params(), int(x.shape[0]), compare(model, x, y, backends, dtype), optimizer=optimizer,
         images=images,
     )
-    if steps:
-        train_batches = list(itertools.islice(batches(train, batch_size, seed=seed), steps))
+    if steps:  # epoch after epoch: 8 steps of 2,000 bundled images are more than one epoch holds
+        epochs = (batches(train, batch_size, seed=seed + epoch) for epoch in itertools.count())
+        train_batches = list(itertools.islice(itertools.chain.from_iterable(epochs), steps))
         result.trajectory = trajectory(model, train_batches, backends, dtype, optimizer)
     return result
 
