@@ -230,3 +230,15 @@ def test_check_takes_what_the_command_takes_a_preset_name_or_a_checkpoint(tmp_pa
     assert parity.check(tmp_path / "net.npz", ["numpy", "array_api_strict"], batch_size=2).passed
     with pytest.raises(LookupError, match="'nosuch' is neither a preset"):
         parity.check("nosuch", ["numpy", "array_api_strict"])
+
+
+def test_the_json_of_a_network_whose_values_overflow_is_json():
+    """Differences of NaN (weights that overflow float32) were written as NaN, which JSON
+    readers refuse: `xpcnn parity --json | jq` failed."""
+    net = presets.build("tutorial")
+    net.load_state_dict({key: value * 1e19 for key, value in net.state_dict().items()})
+    with np.errstate(all="ignore"):
+        result = parity.check(net, ["numpy", "array_api_strict"], "float32", batch_size=2, steps=1)
+    text = json.dumps(result.to_dict())
+    assert json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} in the JSON")) is not None
+    assert any(row["max_rel"] is None for row in result.to_dict()["compare"]["rows"])

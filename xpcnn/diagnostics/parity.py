@@ -124,6 +124,18 @@ def difference(value: Any, reference: Any, source: Any = None) -> tuple[float, f
     return max_abs, (max_abs / scale if scale > 0 else max_abs)
 
 
+def finite_or_none(value: Any) -> Any:
+    """`value` (numbers, lists and dicts of them) with every NaN and infinity replaced by
+    None: json.dumps would write them as NaN and Infinity, which JSON readers refuse."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: finite_or_none(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [finite_or_none(item) for item in value]
+    return value
+
+
 @dataclass
 class Row:
     """One compared quantity: e.g. layer 4 (Conv2D) 'grad weight' on torch vs numpy."""
@@ -165,12 +177,14 @@ class ParityReport:
         return max(rows, key=lambda row: (math.isnan(row.max_rel), row.max_rel), default=None)
 
     def to_dict(self) -> dict[str, Any]:
+        """The report as JSON's types: a NaN or infinite difference (a network whose values
+        overflow) is None, JSON's null, since JSON has no such numbers."""
         first = self.first_failure
-        return {
+        return finite_or_none({
             "reference": self.reference, "dtype": self.dtype, "passed": self.passed,
             "tolerance": TOLERANCES.get(self.dtype), "first_failure": asdict(first) if first else None,
             "rows": [{**asdict(row), "passed": row.passed} for row in self.rows],
-        }
+        })
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
@@ -378,7 +392,8 @@ class TrajectoryReport:
         return all(d <= self.tolerance_per_step * (step + 1) for step, d in enumerate(self.drift))
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "passed": self.passed}
+        """As ParityReport.to_dict: a NaN or infinite loss or drift is None."""
+        return finite_or_none({**asdict(self), "passed": self.passed})
 
     def to_table(self) -> str:
         lines = ["step  " + "  ".join(f"loss {b:>16s}" for b in self.backends) + "  max weight drift  allowed"]
