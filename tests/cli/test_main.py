@@ -865,3 +865,18 @@ def test_processes_resuming_a_run_to_other_totals_are_refused(tmp_path):
               + xpcnn_command() + resume, timeout=120)
     assert job.returncode == 1, job.stderr
     assert "other training data, settings or weights than process 0: epochs 1 against 2" in job.stderr, job.stderr
+
+
+def test_a_network_whose_values_overflow_is_one_line_not_numpys_warnings(tmp_path):
+    from xpcnn.io.checkpoint import save_checkpoint
+    from xpcnn.presets import build
+
+    net = build("tutorial")
+    net.load_state_dict({key: value * 1e19 for key, value in net.state_dict().items()})
+    save_checkpoint(tmp_path / "huge.npz", net, data=load_bundled().train)
+    np.save(tmp_path / "digit.npy", load_bundled().test.images[0])
+    env = env_without_data(tmp_path)
+    del env["PYTHONWARNINGS"]  # warnings as a user sees them
+    result = xpcnn("predict", "huge.npz", "digit.npy", env=env, cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1 and "outputs are not finite" in result.stderr, result.stderr

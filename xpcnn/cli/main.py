@@ -251,6 +251,9 @@ def main(argv: list[str] | None = None) -> int:
     from ..train.stops import interrupt_on_terminate
 
     warnings.filterwarnings("ignore", module=r"PIL\.")  # Pillow's notes of what it recovered: we say it in one line
+    # NumPy's notes of each overflow, with their source lines: the commands say in one line
+    # that a network's outputs are not finite (parity shows where).
+    warnings.filterwarnings("ignore", r"(overflow|invalid value|divide by zero) encountered", RuntimeWarning)
     for stream in (sys.stdout, sys.stderr):  # a file name that is no UTF-8 is shown escaped, not an error
         getattr(stream, "reconfigure", lambda **_: None)(errors="backslashreplace")
     with interrupt_on_terminate():  # a batch scheduler's SIGTERM ends any command as Ctrl-C does
