@@ -864,7 +864,7 @@ def test_processes_resuming_a_run_to_other_totals_are_refused(tmp_path):
     job = run(mpirun() + ["-n", "1"] + xpcnn_command() + resume + ["--epochs", "2", ":", "-n", "1"]
               + xpcnn_command() + resume, timeout=120)
     assert job.returncode == 1, job.stderr
-    assert "other training data, settings or weights than process 0: epochs 1 against 2" in job.stderr, job.stderr
+    assert "process 1 of 2 has other settings than process 0: epochs 1 against 2" in job.stderr, job.stderr
 
 
 def test_a_network_whose_values_overflow_is_one_line_not_numpys_warnings(tmp_path):

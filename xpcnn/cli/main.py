@@ -150,8 +150,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         trainer, (train_set, val_set, test_set) = distributed.together(
             comm, lambda: _resume(args, folder.checkpoint, options) if args.resume else _start(args, recipe, options))
-        if comm.size > 1:  # one resumed with --epochs, one not: one would train, the other wait in evaluation
-            distributed.check_same(comm, "training data, settings or weights", {"epochs": trainer.epochs})
+        distributed.check_same(comm, "settings", {"epochs": trainer.epochs})  # --epochs in one only: a hang
         if not record.complete(trainer):
             say(f"training {trainer.describe()}; run folder {out}")
             trainer.fit(train_set, trainer.epochs, val_set)
@@ -164,11 +163,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         if comm.is_root:
             folder.remove_if_empty()  # a run that never saved leaves no folder behind
         raise
-    if comm.is_root:
-        sample = test_set.selection is not None and test_set.selection.limit is not None
-        print(f"test accuracy {result['accuracy']:.2%} (loss {result['loss']:.4f}) on {len(test_set):,} "
-              f"{'test ' * sample}image{'s' * (len(test_set) != 1)}{' drawn as the run limits them' * sample}; "
-              f"training took {sum(row['seconds'] for row in trainer.history):.1f} s")
+    sample = test_set.selection is not None and test_set.selection.limit is not None  # main prints the first's
+    print(f"test accuracy {result['accuracy']:.2%} (loss {result['loss']:.4f}) on {len(test_set):,} "
+          f"{'test ' * sample}image{'s' * (len(test_set) != 1)}{' drawn as the run limits them' * sample}; "
+          f"training took {sum(row['seconds'] for row in trainer.history):.1f} s")
     return 0
 
 
@@ -251,25 +249,22 @@ def main(argv: list[str] | None = None) -> int:
     from ..train.stops import interrupt_on_terminate
 
     warnings.filterwarnings("ignore", module=r"PIL\.")  # Pillow's notes of what it recovered: we say it in one line
-    # NumPy's notes of each overflow, with their source lines: the commands say in one line
-    # that a network's outputs are not finite (parity shows where).
-    warnings.filterwarnings("ignore", r"(overflow|invalid value|divide by zero) encountered", RuntimeWarning)
+    warnings.filterwarnings("ignore", ".* encountered in ", RuntimeWarning)  # NumPy's overflow notes: one line says it
     for stream in (sys.stdout, sys.stderr):  # a file name that is no UTF-8 is shown escaped, not an error
         getattr(stream, "reconfigure", lambda **_: None)(errors="backslashreplace")
     with interrupt_on_terminate():  # a batch scheduler's SIGTERM ends any command as Ctrl-C does
         parser = build_parser()
         if launched_rank() == 0:
             return _main(parse(parser, argv), _say)
-        # The other processes of a data-parallel job: the first reports usage and errors for
-        # all, and its exit status is the job's; these end with 0, since a non-zero status
-        # would make mpirun kill the first before it has said why. One failing alone says so
-        # itself as it ends the job (see distributed.failing_alone_ends_all).
+        # The other processes of a data-parallel job: the first prints usage, errors and results for all,
+        # and its exit status is the job's; these end with 0 (at a non-zero one, mpirun kills the first
+        # before it has said why). One failing alone says so as it ends the job (failing_alone_ends_all).
         try:
             with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
                 args = parse(parser, argv)
         except SystemExit:  # usage error or --help, which the first process prints
             return 0
-        with open(os.devnull, "w") as nowhere, contextlib.redirect_stdout(nowhere):  # results too: `--json` is one
+        with open(os.devnull, "w") as nowhere, contextlib.redirect_stdout(nowhere):
             _main(args, quiet)
         return 0
 
