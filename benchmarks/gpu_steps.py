@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import sys
 import time
 import traceback
@@ -215,7 +216,8 @@ def summary(out: Path) -> int:
     if (out / "parity.jsonl").exists():
         for line in (out / "parity.jsonl").read_text().splitlines():
             row = json.loads(line)
-            worst = max((r["max_rel"] for r in row["compare"]["rows"] if r["view"] == "local"), default=0.0)
+            local = [r["max_rel"] for r in row["compare"]["rows"] if r["view"] == "local"]
+            worst = math.nan if None in local else max(local, default=0.0)  # None: a NaN or Inf (to_dict)
             verdicts.append(f"| {' vs '.join(row['pair'])} | {row['preset']} | {row['dtype']} | {worst:.1e} | "
                             f"{'PASS' if row['passed'] else 'FAIL'} |")
     page = [f"# GPU check, {time.strftime('%Y-%m-%d')}", ""] + section("Environment", "env.txt")

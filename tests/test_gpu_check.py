@@ -5,6 +5,7 @@ must run when CPU backends stand in for CUDA, so that the first device run is no
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -59,3 +60,12 @@ def test_the_products_step_finds_each_product_of_a_training_step(monkeypatch):
     assert backend.fast_path is fast_path and len(cases) == 11
     assert all(a.ndim == b.ndim == 2 and a.shape[1] == b.shape[0] for a, b in cases)
 
+
+
+def test_the_summary_shows_a_nan_difference_that_parity_wrote_as_null(tmp_path):
+    """parity's to_dict writes a NaN or infinite difference as null: the summary read it as a number."""
+    row = {"pair": ["numpy", "torch"], "preset": "lenet", "dtype": "float32", "passed": False,
+           "compare": {"rows": [{"view": "local", "max_rel": 1e-9}, {"view": "local", "max_rel": None}]}}
+    (tmp_path / "parity.jsonl").write_text(json.dumps(row) + "\n")
+    assert gpu_steps().summary(tmp_path) == 0
+    assert "| numpy vs torch | lenet | float32 | nan | FAIL |" in (tmp_path / "summary.md").read_text()
