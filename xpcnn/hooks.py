@@ -46,7 +46,8 @@ def unfit_points(obj: Any, base: type, prefixes: tuple[str, ...]) -> list[str]:
     unfit = []
     for name in dir(base):
         point = getattr(base, name)
-        if not name.startswith(prefixes) or getattr(type(obj), name, point) is point:
+        own = name in getattr(obj, "__dict__", {})  # set on the object itself (cb.on_fit_end = ...)
+        if not name.startswith(prefixes) or (getattr(type(obj), name, point) is point and not own):
             continue
         arguments = list(inspect.signature(point).parameters)[1:]  # self is bound in obj's
         mine = getattr(obj, name)

@@ -439,6 +439,13 @@ def test_a_callback_method_that_cannot_take_its_points_arguments_is_refused_wher
     with pytest.raises(TypeError, match=r"^Trainer callback Short has on_epoch_end\(trainer\), called with \(trainer, "
                        r"row\); on_fit_end = None, called with \(trainer\)$"):
         Trainer(net, SGD(net, 0.1), callbacks=[Short()])
+    given = Callback()  # the points set on the object itself, not its class
+    given.on_epoch_end, given.on_fit_end = (lambda trainer: None), None
+    with pytest.raises(TypeError, match=r"^Trainer callback Callback has on_epoch_end\(trainer\), called with "
+                       r"\(trainer, row\); on_fit_end = None, called with \(trainer\)$"):
+        Trainer(net, SGD(net, 0.1), callbacks=[given])
+    given.on_epoch_end, given.on_fit_end = (lambda trainer, row: None), (lambda trainer: None)
+    Trainer(net, SGD(net, 0.1), callbacks=[given])
 
 
 def test_a_callback_method_named_like_no_point_is_refused():
