@@ -70,6 +70,22 @@ def test_ending_a_job_whose_mpi_import_was_cut_short_leaves_at_once(no_launcher,
     assert exits == [130]
 
 
+def test_ending_a_job_whose_output_reader_is_gone_still_ends_it(no_launcher, monkeypatch):
+    """Flushing into a closed pipe (`| head`) raised BrokenPipeError before the job was
+    ended: the process left through a traceback and the others waited for it."""
+    class Gone:
+        def flush(self):
+            raise BrokenPipeError(32, "Broken pipe")
+
+    exits = []
+    monkeypatch.setattr(os, "_exit", exits.append)
+    monkeypatch.delitem(sys.modules, "mpi4py.MPI", raising=False)
+    monkeypatch.setattr(sys, "stdout", Gone())
+    monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "2")
+    distributed.end_job(130)
+    assert exits == [130]
+
+
 def test_one_process_reductions_change_nothing():
     single = distributed.Single()
     a, b = np.arange(3.0), np.ones((2, 2))

@@ -230,8 +230,9 @@ def end_job(code: int) -> None:
     process leaving on its own must do, or the others wait for it forever. Nothing otherwise."""
     if launched_size() <= 1:
         return
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a reader gone (| head) must not stop the ending
+            stream.flush()
     if "mpi4py.MPI" in sys.modules:
         sys.modules["mpi4py.MPI"].COMM_WORLD.Abort(code)
     # Without the module, MPI may still be initialised: Ctrl-C during `import mpi4py.MPI`
