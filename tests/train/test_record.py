@@ -104,9 +104,9 @@ def test_epochs_past_the_end_of_the_runs_own_schedule_are_named_in_the_checkpoin
         meta["optimizer"]["config"]["schedule"] = {"type": "cosine", "total": 3, "warmup": 0, "floor": 0.0}
 
     bad = rewrite(path, tmp_path / "bad.npz", meta=shorten)
-    with pytest.raises(CheckpointError, match=r"field trainer.info.settings.epochs: expected at most the 1 epoch of 2 "
-                       r"batches that its optimizer's cosine schedule spans \(3 steps; past them the learning rate is "
-                       r"about 0\), got 2"):
+    with pytest.raises(CheckpointError, match=r"field trainer.info.settings.epochs: expected at most 1 epoch: epochs "
+                       r"of 2 batches must fit in the 3 steps its optimizer's cosine schedule spans \(past its end the "
+                       r"learning rate is about 0\), got 2"):
         xpcnn.Trainer.resume(bad)
     floor = rewrite(bad, tmp_path / "floor.npz", meta=lambda m: m["optimizer"]["config"]["schedule"].update(floor=0.1))
     assert xpcnn.Trainer.resume(floor, progress=False).epochs == 2  # a floor trains on past the end

@@ -398,9 +398,9 @@ def _check_schedule(checkpoint: Checkpoint, saved: Saved, schedule: Schedule) ->
             fit = total // batches
             Fields(checkpoint.path).require(
                 "trainer.info.settings.epochs", saved.epochs, False,
-                f"at most the {fit} epoch{'s' * (fit != 1)} of {batches} batch{'es' * (batches != 1)} that its "
-                f"optimizer's {schedule.config()['type']} schedule spans ({total:,} steps; past them the learning "
-                "rate is about 0)")
+                f"at most {fit} epoch{'s' * (fit != 1)}: epochs of {batches} batch{'es' * (batches != 1)} must fit in "
+                f"the {total:,} step{'s' * (total != 1)} its optimizer's {schedule.config()['type']} schedule spans "
+                "(past its end the learning rate is about 0)")
 
 
 def _augment(fields: Fields, trainer: dict[str, Any]) -> Augment:
