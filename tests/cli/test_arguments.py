@@ -1,6 +1,8 @@
 import shlex
 from pathlib import Path
 
+import pytest
+
 from xpcnn.cli.arguments import build_parser, continue_command, parse
 
 
@@ -17,3 +19,13 @@ def test_the_continue_command_gives_again_every_flag_the_checkpoint_does_not_kee
 
 def test_the_continue_command_of_a_run_with_the_defaults_is_short():
     assert continue_command(parse(build_parser(), ["train"]), Path("r")) == "xpcnn train --out r --resume"
+
+
+def test_a_path_to_write_is_never_a_dash(capsys):
+    """'-' would make a file or folder of that name where standard output was meant."""
+    for argv in (["train", "--out", "-"], ["export", "run", "-"]):
+        with pytest.raises(SystemExit) as refused:
+            parse(build_parser(), argv)
+        assert refused.value.code == 2
+        assert "'-' (standard output) is not one: name the file" in capsys.readouterr().err
+    assert parse(build_parser(), ["export", "run", "./-"]).output == Path("-")  # a file named so, asked for plainly

@@ -48,6 +48,14 @@ def _path(text: str) -> Path:
     return Path(text)
 
 
+def _written(text: str) -> Path:
+    """An argparse type: a path to write, never "-", which would make a file or folder of
+    that name where standard output was meant."""
+    if text == "-":
+        raise argparse.ArgumentTypeError("expected a path to write; '-' (standard output) is not one: name the file")
+    return _path(text)
+
+
 def _folder_name(text: str) -> str:
     """An argparse type: a folder's name as given, never the empty string."""
     return str(_path(text))
@@ -143,7 +151,7 @@ def _add_train_parser(commands: Any) -> None:
          "as RUN/best.npz (needs --val-split)")
     flag("--limit", type=_positive_int, help="use only this many training (and test) images, for quick runs")
     _add_folder_flags(train)
-    flag("--out", type=_path, help="run folder (default: runs/<model>-<time>)")
+    flag("--out", type=_written, help="run folder (default: runs/<model>-<time>)")
     flag("--resume", action="store_true", help="continue the run in --out with its saved settings and data; "
          "--epochs beyond the saved total extends it")
     flag("--checkpoint-every", type=_positive_int, help="also checkpoint every K optimizer steps")
@@ -278,7 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_parity_parser(commands)
     export = _command(commands, "export", help="write a checkpoint's model as ONNX (needs the onnx package)")
     export.add_argument("checkpoint", type=_path)
-    export.add_argument("output", type=_path, help="the .onnx file to write")
+    export.add_argument("output", type=_written, help="the .onnx file to write")
     export.add_argument("--softmax", action="store_true", help="output probabilities instead of logits")
     export.add_argument("--opset", type=_checked(int, lambda value: value >= 17, ">= 17"), default=17,
                         help="ONNX operator set (default: 17)")
