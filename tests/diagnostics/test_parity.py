@@ -216,8 +216,11 @@ def test_the_worst_row_is_a_nan_one_where_there_is_one():
     rows = [parity.Row("local", 0, "Dense", "output", "torch", 0.0, 0.0, 1e-10),
             parity.Row("local", 1, "ReLU", "grad input", "torch", float("nan"), float("nan"), 1e-10),
             parity.Row("local", 2, "Dense", "output", "torch", 1e-12, 1e-12, 1e-10)]
-    worst = parity.ParityReport("numpy", "float64", rows).worst()
+    report = parity.ParityReport("numpy", "float64", rows)
+    worst = report.worst()
     assert worst.layer == 1 and not worst.passed
+    assert report.to_table().endswith("FAIL: first difference at layer 1 (ReLU) grad input on torch: values that are "
+                                      "not finite (NaN or Inf), here or in the reference")
 
 
 def test_check_takes_what_the_command_takes_a_preset_name_or_a_checkpoint(tmp_path):

@@ -220,6 +220,8 @@ def _describe(row: Row | None) -> str:
     if row is None:
         return "-"
     where = "the loss" if row.layer is None else f"layer {row.layer} ({row.name}) {row.quantity}"
+    if math.isnan(row.max_rel):  # no difference to compare: the values overflowed, on one side or both
+        return f"{where} on {row.backend}: values that are not finite (NaN or Inf), here or in the reference"
     return f"{where} on {row.backend}: relative difference {row.max_rel:.2e} > {row.tolerance:.0e}"
 
 
