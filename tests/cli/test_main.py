@@ -854,9 +854,10 @@ def test_the_other_processes_of_a_job_print_no_results(tmp_path):
 
 @pytest.mark.mpi
 @pytest.mark.skipif(not SHARED_MNIST.is_dir(), reason="needs ../shared/data/mnist")
-def test_processes_resuming_a_run_to_other_totals_are_refused(tmp_path):
+def test_processes_resuming_a_run_to_other_totals_or_not_at_all_are_refused(tmp_path):
     """`--resume --epochs 2` in one process and `--resume` in the other: the first
-    trained while the second, finding the run complete, evaluated it, and the job hung."""
+    trained while the second, finding the run complete, evaluated it, and the job hung.
+    `--resume` in one only was named by a difference of data statistics."""
     from ..test_distributed import mpirun, run, train_args, xpcnn_command
 
     assert run(xpcnn_command() + train_args(tmp_path / "run", "tutorial")).returncode == 0
@@ -865,6 +866,11 @@ def test_processes_resuming_a_run_to_other_totals_are_refused(tmp_path):
               + xpcnn_command() + resume, timeout=120)
     assert job.returncode == 1, job.stderr
     assert "process 1 of 2 has other settings than process 0: epochs 1 against 2" in job.stderr, job.stderr
+    fresh = [arg for arg in resume if arg != "--resume"]
+    job = run(mpirun() + ["-n", "1"] + xpcnn_command() + resume + [":", "-n", "1"] + xpcnn_command() + fresh,
+              timeout=120)
+    assert job.returncode == 1, job.stderr
+    assert "process 1 of 2 has other settings than process 0: resume False against True" in job.stderr, job.stderr
 
 
 def test_a_network_whose_values_overflow_is_one_line_not_numpys_warnings(tmp_path):

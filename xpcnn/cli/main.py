@@ -150,7 +150,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         trainer, (train_set, val_set, test_set) = distributed.together(
             comm, lambda: _resume(args, folder.checkpoint, options) if args.resume else _start(args, recipe, options))
-        distributed.check_same(comm, "settings", {"epochs": trainer.epochs})  # --epochs in one only: a hang
+        distributed.check_same(comm, "settings", {"resume": args.resume, "epochs": trainer.epochs})  # else a hang
         if not record.complete(trainer):
             say(f"training {trainer.describe()}; run folder {out}")
             trainer.fit(train_set, trainer.epochs, val_set)
