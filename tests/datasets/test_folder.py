@@ -295,6 +295,14 @@ def test_half_of_the_split_layout_is_refused_never_taken_for_a_class(tmp_path):
         load_folder(tmp_path / "root", 8, cache=False, progress=False)
 
 
+@pytest.mark.parametrize("names", [("Train", "Test"), ("training", "testing"), ("a", "b", "Val")])
+def test_folders_named_like_splits_are_refused_never_taken_for_classes(tmp_path, names):
+    for name in names:
+        dataset(tmp_path / "root", counts=(2, 2), prefix=name)
+    with pytest.raises(FolderError, match=rf"^{tmp_path / 'root' / names[-1]}: named like a split of the data"):
+        load(tmp_path / "root")
+
+
 def test_a_split_of_one_scores_every_picture(tmp_path):
     from PIL import Image
 

@@ -2,7 +2,8 @@
 Keras' image_dataset_from_directory: read safely, decoded once, cached.
 
 Layouts: ROOT/train/<class>/... and ROOT/test/<class>/... (both present: used as given,
-with the same class folders), else ROOT/<class>/..., split by `stratified_split`. Classes
+with the same class folders), else ROOT/<class>/..., split by `stratified_split` (a class
+folder named like a split in another case or spelling, Train/ or val/, is refused). Classes
 are the sorted folder names; a class folder's pictures (.png, .jpg, .jpeg, .bmp, .gif,
 .webp, .tif, .tiff, any case) are found in it and its subfolders, in sorted order. Names
 starting with "." are ignored silently. Symbolic links are followed; a folder reached twice
@@ -46,6 +47,9 @@ from . import images
 from .files import cache_dir
 from .sources import FOLDER_IMAGE_SIDE, printable_name
 
+# Names of a split of the data, in any case: such a folder among class folders (Train/ and Test/, training/...)
+# would be taken for a class, and the model would learn to tell the splits apart.
+SPLIT_NAMES = frozenset({"train", "test", "training", "testing", "val", "valid", "validation"})
 EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 CACHE_FORMAT = 1  # raise it when what is cached, or how pictures are decoded, changes
 MAX_THREADS = 8  # decoding small pictures is bound by Python's own work beyond a few threads
@@ -273,6 +277,7 @@ def _find(folder: str, on_bad: str) -> _Found:
         raise FolderError(f"{folder}: holds {given}/ but no {missing}/: give both ({folder}/train/<class>/ and "
                           f"{folder}/test/<class>/), or class folders alone")
     else:
+        _refuse_split_names(folder, top)
         layout = {"": top}
     found.classes = tuple(sorted(layout.get("train", top)))
     unprintable = next((name for name in found.classes if not printable_name(name)), None)
@@ -296,6 +301,15 @@ def _find(folder: str, on_bad: str) -> _Found:
         raise BadFile(*found.bad[0])
     _check_classes(found, np.asarray(found.labels, np.int64), np.asarray(found.parts), found.bad)
     return found
+
+
+def _refuse_split_names(folder: str, top: dict[str, str]) -> None:
+    """FolderError naming a class folder that is named like a split of the data."""
+    split = next((name for name in top if name.casefold() in SPLIT_NAMES), None)
+    if split is not None:
+        raise FolderError(f"{top[split]}: named like a split of the data, taken for a class it would teach the model "
+                          f"to tell the splits apart; give {folder}/train/<class>/ and {folder}/test/<class>/ (lower "
+                          "case, both), or class folders alone")
 
 
 def _check_classes(found: _Found, labels: np.ndarray, parts: np.ndarray, bad: list[tuple[str, str]]) -> None:
