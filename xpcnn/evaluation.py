@@ -29,6 +29,7 @@ from .datasets import (
 from .datasets.dataset import MAX_STATISTIC, per_channel
 from .datasets.images import ImageError, read_for_model
 from .datasets.loading import FOLDER, DataNotFound
+from .datasets.sources import escaped
 from .io.checkpoint import load_checkpoint
 from .layers.base import integer
 from .losses import SoftmaxCrossEntropy
@@ -318,6 +319,13 @@ class Classified:
             return {"image": str(self.image), "error": self.error}
         return {"image": str(self.image),
                 "classes": [{"class": name, "probability": share} for name, share in self.classes]}
+
+    def to_line(self) -> str:
+        """For people: "IMAGE: class (p %), ...", or the error; control characters in a
+        file's name escaped, so that it stays one line."""
+        if self.error is not None:
+            return escaped(self.error)
+        return escaped(f"{self.image}: " + ", ".join(f"{name} ({share:.1%})" for name, share in self.classes))
 
 
 def classify_files(path: str | Path, images: Sequence[str | Path], *, invert: bool | None = None, top: int = 1,

@@ -314,6 +314,24 @@ def test_a_file_name_that_is_no_utf8_is_printed_escaped(run):
     assert result.stdout.startswith(b"digit-\\udcff.npy: ")
 
 
+def test_a_file_name_with_a_line_break_stays_on_its_one_line(run):
+    tmp, env, _ = run
+    np.save(tmp / "digit\nxpcnn predict: fine.npy", np.zeros((28, 28), np.uint8))
+    (tmp / "notes\nxpcnn predict: fine.png").write_text("not a picture")
+    result = xpcnn("predict", "run", "digit\nxpcnn predict: fine.npy", "notes\nxpcnn predict: fine.png", env=env,
+                   cwd=tmp)
+    assert result.returncode == 1
+    assert result.stdout.startswith("digit\\nxpcnn predict: fine.npy: ") and result.stdout.count("\n") == 1
+    assert result.stderr.startswith("xpcnn predict: error: notes\\nxpcnn predict: fine.png: not a readable image")
+    assert result.stderr.count("\n") == 1
+    pictures = colour_folder(tmp / "pictures", per_class=2)
+    (pictures / "red" / "notes\nfine.png").write_text("not a picture")
+    result = xpcnn("train", "--dataset", "images", "--data-dir", str(pictures), "--out", "never", "--no-progress",
+                   env=env, cwd=tmp)
+    assert result.returncode == 1 and "red/notes\\nfine.png: not a picture" in result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
+
+
 def test_an_error_without_words_is_still_named(monkeypatch):
     cli = importlib.import_module("xpcnn.cli.main")  # the module, not the function xpcnn.cli.main
 

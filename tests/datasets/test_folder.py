@@ -303,6 +303,15 @@ def test_folders_named_like_splits_are_refused_never_taken_for_classes(tmp_path,
         load(tmp_path / "root")
 
 
+def test_a_skipped_file_with_a_line_break_in_its_name_is_named_on_one_line(tmp_path):
+    root = dataset(tmp_path / "root", counts=(2, 2))
+    (root / "a" / "notes\nfine.png").write_text("not a picture")
+    notes = []
+    load(root, on_bad="skip", log=notes.append)
+    assert notes == [f"{root}: skipped 1 file(s) that are not usable pictures: a/notes\\nfine.png (not a picture in "
+                     "a format Pillow reads)"]
+
+
 def test_a_split_of_one_scores_every_picture(tmp_path):
     from PIL import Image
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import backend, presets
+from ..datasets.sources import escaped
 from ..diagnostics import machine
 from ..metrics import per_class_table
 from ..train.workers import quiet
@@ -44,8 +45,7 @@ def _recipe(args: argparse.Namespace) -> presets.Recipe:
     recipe = presets.recipe(_model(args)).replace(
         epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
         momentum=args.momentum, nesterov=args.nesterov, weight_decay=args.weight_decay, schedule=args.schedule,
-        warmup=args.warmup,
-        augment=args.augment, pad=args.pad, flip=args.flip, label_smoothing=args.label_smoothing)
+        warmup=args.warmup, augment=args.augment, pad=args.pad, flip=args.flip, label_smoothing=args.label_smoothing)
     if args.width is not None and _model(args) not in presets.SCALABLE:
         raise UsageError(f"--width scales {' and '.join(presets.SCALABLE)}, not {_model(args)}")
     if args.pad and not recipe.augment:
@@ -195,9 +195,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(result.to_dict()))
         elif result.error is None:
-            print(f"{result.image}: " + ", ".join(f"{name} ({share:.1%})" for name, share in result.classes))
+            print(result.to_line())
         else:
-            print(f"xpcnn predict: error: {result.error}", file=sys.stderr)
+            print(f"xpcnn predict: error: {result.to_line()}", file=sys.stderr)
     return 1 if any(result.error for result in results) else 0
 
 
@@ -293,7 +293,7 @@ def _main(args: argparse.Namespace, report: Any) -> int:
     except Exception as exc:  # one line for people; --debug for the traceback
         if args.debug:
             raise
-        said = str(exc) or ("out of memory" if isinstance(exc, MemoryError) else type(exc).__name__)  # else blank
+        said = escaped(str(exc) or ("out of memory" if isinstance(exc, MemoryError) else type(exc).__name__))
         report(f"xpcnn {args.command}: error: {said}")
         return 1
 

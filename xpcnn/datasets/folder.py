@@ -45,7 +45,7 @@ from ..io.npyheader import read_npy_header
 from ..io.regular import why_missing
 from . import images
 from .files import cache_dir
-from .sources import FOLDER_IMAGE_SIDE, printable_name
+from .sources import FOLDER_IMAGE_SIDE, escaped, printable_name
 
 # Names of a split of the data, in any case: such a folder among class folders (Train/ and Test/, training/...)
 # would be taken for a class, and the model would learn to tell the splits apart.
@@ -468,7 +468,7 @@ def _refuse_or_report(bad: list[tuple[str, str]], on_bad: str, folder: str, warn
     if bad:
         named = "; ".join(f"{os.path.relpath(path, folder)} ({reason})" for path, reason in bad[:SKIPPED_SHOWN])
         more = f"; and {len(bad) - SKIPPED_SHOWN} more" if len(bad) > SKIPPED_SHOWN else ""
-        warn(f"{folder}: skipped {len(bad)} file(s) that are not usable pictures: {named}{more}")
+        warn(escaped(f"{folder}: skipped {len(bad)} file(s) that are not usable pictures: {named}{more}"))
 
 
 def _describer(folder: str, found: _Found, test_split: float, seed: int) -> Callable[[np.ndarray, int, int], str]:

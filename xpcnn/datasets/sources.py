@@ -16,11 +16,21 @@ UNPRINTABLE_CATEGORIES = {"Cc", "Zl", "Zp"}
 BIDI_CONTROLS = set("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 
+def _unprintable(char: str) -> bool:
+    return unicodedata.category(char) in UNPRINTABLE_CATEGORIES or char in BIDI_CONTROLS
+
+
 def printable_name(name: str) -> bool:
     """Whether `name` can be printed as a class's name: 1 to MAX_CLASS_NAME characters,
     none that would change how the output around it reads."""
-    return 0 < len(name) <= MAX_CLASS_NAME and not any(
-        unicodedata.category(char) in UNPRINTABLE_CATEGORIES or char in BIDI_CONTROLS for char in name)
+    return 0 < len(name) <= MAX_CLASS_NAME and not any(map(_unprintable, name))
+
+
+def escaped(text: str) -> str:
+    """`text` with the characters printable_name refuses written as escapes (a line break
+    as \\n): a file may be named with them, and its name must not break or forge the one
+    line that names it."""
+    return "".join(char.encode("unicode_escape").decode("ascii") if _unprintable(char) else char for char in text)
 
 
 @dataclass(frozen=True)
