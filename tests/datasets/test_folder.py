@@ -312,6 +312,15 @@ def test_a_skipped_file_with_a_line_break_in_its_name_is_named_on_one_line(tmp_p
                      "a format Pillow reads)"]
 
 
+def test_the_files_windows_and_macos_make_are_left_out(tmp_path):
+    root = dataset(tmp_path / "root", counts=(2, 2))
+    for name in ("a/Thumbs.db", "a/desktop.ini", "b/Icon\r", "b/.DS_Store", "b/._0.png"):
+        (root / name).write_bytes(b"\0\1 not a picture")
+    picture(root / "__MACOSX" / "a" / "._0.png")
+    data = load(root)
+    assert data.classes == ("a", "b") and len(data.train_labels) + len(data.test_labels) == 4 and not data.files_skipped
+
+
 def test_a_split_of_one_scores_every_picture(tmp_path):
     from PIL import Image
 

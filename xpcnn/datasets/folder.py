@@ -6,7 +6,8 @@ with the same class folders), else ROOT/<class>/..., split by `stratified_split`
 folder named like a split in another case or spelling, Train/ or val/, is refused). Classes
 are the sorted folder names; a class folder's pictures (.png, .jpg, .jpeg, .bmp, .gif,
 .webp, .tif, .tiff, any case) are found in it and its subfolders, in sorted order. Names
-starting with "." are ignored silently. Symbolic links are followed; a folder reached twice
+starting with "." and the files the system makes (Thumbs.db, desktop.ini, __MACOSX...) are ignored
+silently. Symbolic links are followed; a folder reached twice
 (a link loop, or two links to one folder) counts as a bad entry, so a walk always ends.
 
 A bad entry (a file that is not a picture, a picture that cannot be decoded or is over
@@ -50,6 +51,9 @@ from .sources import FOLDER_IMAGE_SIDE, escaped, printable_name
 # Names of a split of the data, in any case: such a folder among class folders (Train/ and Test/, training/...)
 # would be taken for a class, and the model would learn to tell the splits apart.
 SPLIT_NAMES = frozenset({"train", "test", "training", "testing", "val", "valid", "validation"})
+# What Windows and macOS write into folders unasked (thumbnail caches, folder settings and icons, the
+# resource forks of a zip made on a Mac), in any case: left out as names starting with "." are, never refused.
+SYSTEM_NAMES = frozenset({"thumbs.db", "ehthumbs.db", "desktop.ini", "icon\r", "__macosx"})
 EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 CACHE_FORMAT = 1  # raise it when what is cached, or how pictures are decoded, changes
 MAX_THREADS = 8  # decoding small pictures is bound by Python's own work beyond a few threads
@@ -195,10 +199,12 @@ def _root_folder(root: Any) -> str:
 
 
 def _listing(folder: str, bad: list[tuple[str, str]]) -> list[os.DirEntry]:
-    """The entries of `folder` not starting with ".", sorted by name."""
+    """The entries of `folder`, but those starting with "." and SYSTEM_NAMES, sorted by name."""
     try:
         with os.scandir(folder) as entries:
-            return sorted((entry for entry in entries if not entry.name.startswith(".")), key=lambda e: e.name)
+            kept = (entry for entry in entries if not entry.name.startswith(".")
+                    and entry.name.casefold() not in SYSTEM_NAMES)
+            return sorted(kept, key=lambda e: e.name)
     except OSError as exc:
         bad.append((folder, f"cannot list the folder: {exc.strerror or exc}"))
         return []
