@@ -33,3 +33,13 @@ def test_the_confusion_matrix_grows_with_its_classes_and_names_at_most_thirty(tm
     assert bool(written) == (classes <= plots.MAX_WRITTEN)  # counts in the cells only where they fit
     assert named[0].get_size_inches()[1] == pytest.approx(min(5.5 + 0.12 * max(0, classes - 10), 16.0))
     assert all(len(label.get_text()) <= 14 for label in axes.get_xticklabels())
+
+
+def test_a_class_name_in_a_script_the_font_lacks_warns_nothing(tmp_path):
+    pytest.importorskip("matplotlib")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        plots.confusion(np.eye(2, dtype=np.int64), ["猫", "犬"], tmp_path / "confusion.png")
+    assert (tmp_path / "confusion.png").stat().st_size > 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,9 @@ def _figure(width: float, height: float) -> Any:
 
 def _save(figure: Any, path: Path) -> None:
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
+    with warnings.catch_warnings():  # a class named in a script the font lacks (a folder named 猫) gets boxes, not
+        warnings.filterwarnings("ignore", "Glyph .* missing from", UserWarning)  # two lines of warning per glyph
+        figure.savefig(buffer, format="png")
     atomic_write_bytes(path, buffer.getvalue())
 
 
