@@ -65,6 +65,18 @@ def test_dtype_and_device_validation():
     assert backend.devices("numpy") == ["cpu"]
 
 
+def test_a_dtype_of_any_library_names_its_precision():
+    # a dtype object of another library than the target's was refused with the message
+    # "unsupported dtype dtype('float64'); expected float32 or float64"
+    torch = pytest.importorskip("torch")
+    for name in backend.available_backends():
+        xp = backend.namespace(name)
+        for given in (np.float64, np.dtype("float64"), torch.float64, "float64"):
+            assert backend.dtype(xp, given) == xp.float64
+    for wrong in ("float16", torch.bfloat16, np.int32, "torch.float64", None, 3):
+        with pytest.raises(ValueError, match=r"unsupported dtype .*; expected one of float32, float64 \(a name"):
+            backend.float_name(wrong)
+
 
 def test_copy_into_overwrites_in_place_in_the_targets_dtype(target):
     array = backend.to_backend(np.zeros(3), *target, "float32")

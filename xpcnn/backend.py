@@ -272,16 +272,26 @@ def device_dtypes(name: str, spec: Any = None) -> list[str]:
     return [dtype_name for dtype_name in DTYPES if dtype_name in offered]
 
 
+def float_name(spec: Any) -> str:
+    """"float32" or "float64" for a dtype given by that name or as any library's dtype
+    object (np.float64, np.dtype("float64"), torch.float64, array-api-strict's): a dtype
+    names the precision, whichever library it came from. ValueError for anything else."""
+    if isinstance(spec, str):
+        found = spec
+    elif spec is None or isinstance(spec, (bool, int, float)):
+        found = None
+    else:
+        found = dtype_name(spec)
+    if found not in DTYPES:
+        raise ValueError(f"unsupported dtype {spec!r}; expected one of {', '.join(DTYPES)} (a name, or a NumPy, "
+                         "torch or array-api dtype)")
+    return found
+
+
 def dtype(xp: Any, name: Any) -> Any:
-    """The floating dtype of namespace `xp` for "float32"/"float64" (or a dtype of xp)."""
-    if isinstance(name, str):
-        if name not in DTYPES:
-            raise ValueError(f"unsupported dtype {name!r}; expected one of {', '.join(DTYPES)}")
-        return getattr(xp, name)
-    for candidate in DTYPES:
-        if name == getattr(xp, candidate):
-            return name
-    raise ValueError(f"unsupported dtype {name!r}; expected float32 or float64")
+    """The floating dtype of namespace `xp` for "float32"/"float64", or for any library's
+    dtype of those (see float_name)."""
+    return getattr(xp, float_name(name))
 
 
 def dtype_name(dt: Any) -> str:

@@ -87,6 +87,18 @@ def test_trajectory_follows_training_and_can_fail(torch_module, monkeypatch):
     assert not parity.trajectory(presets.build("tutorial"), train_batches, ["numpy", "torch"], "float64", "adam").passed
 
 
+def test_a_dtype_of_any_library_names_the_precision_compared(batch, torch_module):
+    # a NumPy or torch dtype was "unsupported dtype torch.float64; expected one of float64,
+    # float32", and trajectory's dtype=None a KeyError ('sgd', None)
+    model = presets.build("tutorial")
+    x, y = batch
+    report = parity.compare(model, x[:2], y[:2], ["numpy", "torch"], torch_module.float64)
+    assert report.passed and report.dtype == "float64"
+    assert parity.trajectory(model, [(x[:2], y[:2])], ["numpy", "torch"], np.float32).dtype == "float32"
+    with pytest.raises(ValueError, match="unsupported dtype None; expected one of float32, float64"):
+        parity.trajectory(model, [(x[:2], y[:2])], ["numpy", "torch"], None)
+
+
 def test_clone_is_independent():
     model = presets.build("lenet")
     copy = parity.clone(model, "numpy", dtype="float64")

@@ -485,6 +485,18 @@ def test_a_batch_norm_eps_of_0_in_the_arrays_dtype_is_refused(tmp_path):
         load_checkpoint(fine, dtype="float32")
 
 
+def test_the_dtype_to_load_in_may_be_any_librarys_and_is_checked_first(tmp_path):
+    # a torch dtype, or a name that is no dtype, failed in NumPy ("Cannot interpret
+    # 'torch.float64' as a data type"); "int8" was blamed on the batch norm's eps
+    torch = pytest.importorskip("torch")
+    save_checkpoint(tmp_path / "c.npz", presets.lenet(0))
+    assert load_checkpoint(tmp_path / "c.npz", "torch", dtype=torch.float64).model.dtype == "float64"
+    assert load_checkpoint(tmp_path / "c.npz", dtype=np.float64).model.dtype == "float64"
+    for wrong in ("bogus", "int8", "float16"):
+        with pytest.raises(ValueError, match=f"unsupported dtype '{wrong}'; expected one of float32, float64"):
+            load_checkpoint(tmp_path / "c.npz", dtype=wrong)
+
+
 def json_paths(value, prefix=()):
     """Every path into a JSON document, outermost first."""
     yield prefix

@@ -30,6 +30,9 @@ def test_dtype_and_device_and_a_layer_without_counterpart():
     net = xpcnn.Sequential([xpcnn.Flatten(), xpcnn.Dense(4, 2, rng=0)])
     assert to_torch(net)[1].weight.dtype == torch.float32
     assert to_torch(net, dtype="float64")[1].weight.dtype == torch.float64
+    assert to_torch(net, dtype=torch.float64)[1].weight.dtype == torch.float64  # was "attribute name must be string"
+    with pytest.raises(ValueError, match="unsupported dtype 'bogus'"):  # was torch's AttributeError
+        to_torch(net, dtype="bogus")
 
     class Doubled(xpcnn.ReLU):
         pass

@@ -347,8 +347,7 @@ def compare(
     with the first backend's: layer by layer from identical inputs (judged), and end to
     end (shown; its loss judged)."""
     targets = _targets(model, backends, "compare")
-    if dtype not in TOLERANCES:
-        raise ValueError(f"unsupported dtype {dtype!r}; expected one of {', '.join(TOLERANCES)}")
+    dtype = backend.float_name(dtype)
     tol = TOLERANCES[dtype] if tolerance is None else number(tolerance, "compare tolerance", 0.0, math.inf)
     x_host, y_host = backend.to_numpy(x), backend.to_numpy(y)
     layers = model.named_layers()
@@ -422,6 +421,7 @@ def trajectory(
     """Train a copy of `model` on each backend over the same host `batches`, one optimizer
     step each, and follow how far losses and weights drift apart."""
     targets = _targets(model, backends, "trajectory")
+    dtype = backend.float_name(dtype)  # which also keys the tolerances
     batches = _host_batches(batches)
     copies = [clone(model, name, device, dtype) for name, device in targets]
     momentum = 0.9 if optimizer == "sgd" else 0.0

@@ -380,6 +380,7 @@ def load_checkpoint(
     """
     if not isinstance(path, (str, Path)):
         raise TypeError(f"load_checkpoint path must be a file or folder path, got {type(path).__name__}")
+    dtype = None if dtype is None else backend.float_name(dtype)  # before the batch norms' eps is judged in it
     path = _checkpoint_file(Path(path))
     try:
         archive = np.load(path, allow_pickle=False)

@@ -18,7 +18,7 @@ from .. import backend, layers
 from ..model import Residual
 
 
-def to_torch(model: Any, device: str = "cpu", dtype: str | None = None) -> Any:
+def to_torch(model: Any, device: str = "cpu", dtype: Any = None) -> Any:
     """`model` (a Sequential) as a torch nn.Sequential with its weights, buffers and
     batch-norm counters, on `device`, in `dtype` (default: the model's). ValueError
     naming the layer for a layer with no torch counterpart; backend.BackendUnavailable
@@ -28,7 +28,8 @@ def to_torch(model: Any, device: str = "cpu", dtype: str | None = None) -> Any:
     except ImportError:
         raise ImportError("to_torch needs PyTorch: pip install torch") from None
     backend.require("torch", device)  # one line, not torch's about its build
-    module = _sequential(torch.nn, model, "").to(dtype=getattr(torch, dtype or model.dtype))
+    name = model.dtype if dtype is None else backend.float_name(dtype)
+    module = _sequential(torch.nn, model, "").to(dtype=getattr(torch, name))
     module.load_state_dict({key: torch.from_numpy(value) for key, value in model.state_dict().items()})
     return module.to(device=device)
 
