@@ -49,6 +49,14 @@ def test_between_backends_and_dtypes(target):
         np.testing.assert_array_equal(backend.to_numpy(y), np.ones((2, 3)))
 
 
+def test_as_host_takes_any_backends_arrays_and_plain_data():
+    torch = pytest.importorskip("torch")
+    np.testing.assert_array_equal(backend.as_host(torch.ones(2, requires_grad=True)), [1.0, 1.0])
+    np.testing.assert_array_equal(backend.as_host([1, 2]), [1, 2])
+    host = np.zeros(3)
+    assert backend.as_host(host) is host  # no copy of what is host memory already
+
+
 def test_read_only_host_arrays_move():
     host = np.frombuffer(bytes(range(8)), dtype=np.uint8)  # read-only, like IDX data
     for name in backend.available_backends():

@@ -45,6 +45,15 @@ def test_predict_says_why_floating_images_are_not_pixels():
         predict(net, np.full_like(images, 2.0), MNIST.mean, MNIST.std)
 
 
+def test_predict_takes_images_of_any_backend_a_tensor_that_requires_grad_too():
+    # np.asarray of such a tensor raised torch's "Can't call numpy() on Tensor that requires grad"
+    torch = pytest.importorskip("torch")
+    net, images = small_net(), np.random.default_rng(0).random((2, 1, 28, 28), dtype=np.float32)
+    expected = predict(net, images, MNIST.mean, MNIST.std)
+    given = torch.tensor(images, requires_grad=True)
+    np.testing.assert_array_equal(predict(net, given, MNIST.mean, MNIST.std), expected)
+
+
 @pytest.fixture(scope="module")
 def saved_run(tmp_path_factory):
     folder = tmp_path_factory.mktemp("run")

@@ -311,6 +311,17 @@ def to_numpy(x: Any) -> np.ndarray:
     return np.from_dlpack(x)
 
 
+def as_host(value: Any) -> np.ndarray:
+    """`value` as a host NumPy array: an array of any backend copied there (NumPy's own
+    refuses a torch tensor that requires grad, or one on a GPU), other data through
+    np.asarray."""
+    try:
+        backend_of(value)
+    except TypeError:
+        return np.asarray(value)
+    return to_numpy(value)
+
+
 def to_backend(x: Any, name: str, device_spec: Any = None, dtype_spec: Any = None) -> Any:
     """A copy of `x` (any backend, or host data) on backend `name`.
 

@@ -156,7 +156,7 @@ def predict(model: Sequential | str | Path, images: np.ndarray, mean: float | Se
     mean = per_channel(mean, "predict mean", -MAX_STATISTIC, channels)
     std = per_channel(std, "predict std", 1e-12, channels)
     batch_size = integer(batch_size, "batch_size", 1)
-    images = _image_batch(np.asarray(images), shape, len(mean))
+    images = _image_batch(backend.as_host(images), shape, len(mean))
     outputs = []
     for start in range(0, images.shape[0], batch_size):
         chunk = normalize(images[start : start + batch_size], mean, std)

@@ -55,6 +55,14 @@ def test_dataset_labels_out_of_range_never_reach_the_loss():
         Dataset(np.zeros((1, 28, 28), np.uint8), np.array([12]), MNIST)
 
 
+def test_own_arrays_may_be_tensors_that_require_grad():
+    # np.asarray of such a tensor raised torch's "Can't call numpy() on Tensor that requires grad"
+    torch = pytest.importorskip("torch")
+    images = torch.rand(4, 8, 8, requires_grad=True)
+    data = Dataset.from_arrays(images, torch.tensor([1, 2, 3, 0]))
+    np.testing.assert_array_equal(data.images, Dataset.from_arrays(images.detach().numpy(), [1, 2, 3, 0]).images)
+
+
 def test_own_arrays_of_any_shape_come_in_with_their_statistics():
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (40, 3, 12, 10), dtype=np.uint8)

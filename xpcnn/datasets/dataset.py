@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .. import backend
 from ..layers.base import number
 from .sources import DatasetSpec
 
@@ -95,7 +96,7 @@ class Dataset:
         are measured on these images, unless `like` gives them with the classes: the
         training split, when these are its test images, or a trained network (a loaded
         checkpoint's model: its `data`). One clear error per problem."""
-        images, labels = _pixels(images, name), np.asarray(labels) if not isinstance(labels, np.ndarray) else labels
+        images, labels = _pixels(images, name), backend.as_host(labels)
         if images.shape[0] == 0:
             raise ValueError(f"{name}: no images; a dataset needs at least one")
         if like is not None:
@@ -229,7 +230,7 @@ def _spec_of(like: Any, name: str) -> DatasetSpec:
 
 def _pixels(images: Any, name: str) -> np.ndarray:
     """uint8 images as given, or floating ones in [0, 1] rounded to uint8."""
-    array = np.asarray(images) if not isinstance(images, np.ndarray) else images
+    array = backend.as_host(images)
     if array.dtype == np.uint8:
         return _channels_first(array, name)
     if array.dtype.kind != "f":
