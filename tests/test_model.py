@@ -394,6 +394,19 @@ def test_moving_to_a_device_the_backend_cannot_use_says_why_in_one_line():
             presets.build("tutorial").to("torch", "cuda:0")
 
 
+def test_a_network_with_a_layer_moved_alone_says_so_rather_than_where_its_first_layer_is():
+    # it reported the first layer's backend and dtype, and load_state_dict moved the other
+    # layer back there silently
+    net = presets.build("tutorial")
+    net[-1].to("numpy", dtype="float64")
+    with pytest.raises(ValueError, match=r"arrays are not in one place: 0.weight on numpy \(float32, device cpu\); "
+                                         r"6.weight on numpy \(float64, device cpu\); move the whole network"):
+        net.load_state_dict(presets.build("tutorial").state_dict())
+    assert net[-1].params["weight"].dtype == np.float64
+    net.to("numpy", dtype="float64")
+    assert net.dtype == "float64"
+
+
 class Scale(xpcnn.Layer):
     """y = x * gain[c], a layer of one's own whose backward gives `grad(dy, x)` for gain."""
 

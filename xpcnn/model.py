@@ -240,9 +240,21 @@ class Sequential:
             layer.release_work_memory()
 
     def _first_param(self) -> Any:
-        for value in self.params.values():
-            return value
-        raise ValueError("this network has no parameters")
+        """The first parameter, after checking that every array shares its backend, device
+        and dtype: of a layer moved alone, the first one's place was reported, and
+        load_state_dict moved the layer back to it, save_checkpoint wrote a file no load takes."""
+        places: dict[tuple[str, str, str], str] = {}
+        for name, value in {**self.params, **self.buffers}.items():
+            place = (backend.backend_of(value), backend.dtype_name(value.dtype), str(array_api_compat.device(value)))
+            places.setdefault(place, name)
+        if not self.params:
+            raise ValueError("this network has no parameters")
+        if len(places) > 1:
+            shown = "; ".join(f"{name} on {where} ({dtype}, device {device})" for (where, dtype, device), name
+                              in places.items())
+            raise ValueError(f"this network's arrays are not in one place: {shown}; move the whole network with "
+                             ".to(backend, device, dtype)")
+        return next(iter(self.params.values()))
 
     @property
     def backend(self) -> str:

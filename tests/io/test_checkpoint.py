@@ -485,6 +485,14 @@ def test_a_batch_norm_eps_of_0_in_the_arrays_dtype_is_refused(tmp_path):
         load_checkpoint(fine, dtype="float32")
 
 
+def test_a_network_of_two_dtypes_is_refused_before_a_file_no_load_takes_is_written(tmp_path):
+    net = presets.build("tutorial")
+    net[0].to("numpy", dtype="float64")
+    with pytest.raises(ValueError, match=r"arrays are not in one place: 0.weight on numpy \(float64"):
+        save_checkpoint(tmp_path / "c.npz", net)
+    assert not (tmp_path / "c.npz").exists()
+
+
 def test_the_dtype_to_load_in_may_be_any_librarys_and_is_checked_first(tmp_path):
     # a torch dtype, or a name that is no dtype, failed in NumPy ("Cannot interpret
     # 'torch.float64' as a data type"); "int8" was blamed on the batch norm's eps

@@ -154,6 +154,7 @@ def save_checkpoint(path: str | Path, model: Sequential, optimizer: Any = None, 
     if data is not None and not isinstance(data, (Dataset, dict)):
         raise TypeError(f"save_checkpoint data must be a Dataset or its statistics, got {type(data).__name__}")
     trainer = _with_data(trainer, data if data is not None else model.data, model)
+    model.dtype  # noqa: B018  (raises for arrays of several dtypes, which load_checkpoint refuses)
     arrays: dict[str, np.ndarray] = {}
     arrays.update({f"param/{k}": backend.to_numpy(v) for k, v in model.params.items()})
     arrays.update({f"buffer/{k}": backend.to_numpy(v) for k, v in model.buffers.items()})
