@@ -64,6 +64,18 @@ def test_loss_rejects_float_labels_and_bad_shapes(to_target):
         loss_fn.forward(to_target(np.zeros((2, 3)), "float32"), to_target(np.zeros(3, np.int64)))
 
 
+def test_labels_of_another_backend_or_device_than_the_logits_are_named():
+    # array_api_compat's "Multiple namespaces for array inputs: [<module ...>]" came out instead
+    loss, logits = xpcnn.SoftmaxCrossEntropy(), backend.to_backend(np.zeros((2, 3)), "array_api_strict")
+    with pytest.raises(TypeError, match=r"^SoftmaxCrossEntropy: logits and labels must be arrays of one backend, got "
+                                        r"array_api_strict\..* and numpy.ndarray; move the labels"):
+        loss.forward(logits, np.array([0, 1]))
+    elsewhere = backend.to_backend(np.array([0, 1]), "array_api_strict", "device1")
+    with pytest.raises(ValueError, match=r"^SoftmaxCrossEntropy: logits are on device .*CPU_DEVICE.* but labels on "
+                                         r".*device1"):
+        loss.forward(logits, elsewhere)
+
+
 def test_labels_outside_the_classes_are_refused(to_target):
     loss = xpcnn.SoftmaxCrossEntropy()
     logits = to_target(np.zeros((3, 4)), "float32")

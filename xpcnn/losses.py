@@ -31,7 +31,15 @@ class SoftmaxCrossEntropy:
 
     def forward(self, logits: Any, labels: Any) -> Any:
         """logits: (N, K) floating, labels: (N,) integer -> 0-d loss."""
-        xp = array_namespace(logits, labels)
+        try:
+            xp = array_namespace(logits, labels)
+        except TypeError:  # array_api_compat's message lists the namespaces' module paths
+            kinds = " and ".join(f"{type(a).__module__}.{type(a).__name__}" for a in (logits, labels))
+            raise TypeError(f"SoftmaxCrossEntropy: logits and labels must be arrays of one backend, got {kinds}; "
+                            "move the labels with xpcnn.to_backend(labels, backend, device)") from None
+        if device(logits) != device(labels):
+            raise ValueError(f"SoftmaxCrossEntropy: logits are on device {device(logits)} but labels on "
+                             f"{device(labels)}; move the labels with xpcnn.to_backend(labels, backend, device)")
         if logits.ndim != 2 or labels.ndim != 1 or labels.shape[0] != logits.shape[0]:
             raise ValueError(
                 "SoftmaxCrossEntropy: expected logits (N, K) and labels (N,), got "
