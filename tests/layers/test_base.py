@@ -35,6 +35,24 @@ def test_mixing_backends_is_refused():
         xpcnn.Dense(3, 2).forward(torch.zeros((1, 3)))
 
 
+def test_a_layer_moved_alone_is_checked_as_a_network_is():
+    # torch's own "PyTorch is not linked with support for cuda devices" came out of a layer
+    # with arrays, a layer without took any device and dtype, and "meta" held no data
+    torch = pytest.importorskip("torch")
+    for layer in (xpcnn.Dense(3, 2), xpcnn.ReLU()):
+        with pytest.raises(backend.BackendUnavailable, match=r"^backend torch on device meta: device 'meta' not"):
+            layer.to("torch", "meta")
+        with pytest.raises(backend.BackendUnavailable, match=r"^backend numpy on device gpu: "):
+            layer.to("numpy", "gpu")
+        with pytest.raises(ValueError, match=r"^unsupported dtype 'float16'"):
+            layer.to("numpy", dtype="float16")
+    if not torch.cuda.is_available():
+        with pytest.raises(backend.BackendUnavailable, match=r"^backend torch on device cuda: .*no CUDA device"):
+            xpcnn.Dense(3, 2).to("torch", "cuda")
+    dense = xpcnn.Dense(3, 2).to("torch", dtype="float64")
+    assert dense.params["weight"].dtype == torch.float64
+
+
 def test_backward_needs_forward_and_matching_dy(to_target):
     layer = xpcnn.Tanh()
     with pytest.raises(RuntimeError, match="preceding forward"):

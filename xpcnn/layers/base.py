@@ -136,8 +136,14 @@ class Layer:
             raise ValueError(f"{self!r} keeps no extra state, got {sorted(state)}")
 
     def to(self, backend_name: str, device_spec: Any = None, dtype: Any = None) -> Layer:
-        """Move parameters and buffers to a backend/device/dtype (default: keep the dtype)."""
-        backend.namespace(backend_name)  # an unknown or unusable backend is named, also for a layer without arrays
+        """Move parameters and buffers to a backend/device/dtype (default: keep the dtype);
+        backend.BackendUnavailable where the backend cannot use that device, ValueError for
+        a dtype other than float32 or float64, before anything moves, as Sequential.to."""
+        # Also for a layer without arrays, and in one line: a layer moved alone met the
+        # library's own error (torch's about its build), or held data on torch's "meta" device.
+        backend.require(backend_name, device_spec)
+        if dtype is not None:
+            backend.float_name(dtype)
         for store in (self.params, self.buffers):
             for key, value in store.items():
                 target = dtype if dtype is not None else backend.dtype_name(value.dtype)
