@@ -172,13 +172,13 @@ class Layer:
         """The namespace of `x`, after checking it is floating and matches the parameters."""
         try:
             xp = array_namespace(x, *self.params.values())
-        except TypeError as exc:
+        except TypeError:  # array_api_compat's message lists the namespaces' module paths: the types say it
             if not self.params:
                 raise TypeError(f"{self!r}: expected an array, got {type(x).__name__}") from None
             where = sorted({backend.backend_of(p) for p in self.params.values()})
             raise TypeError(
                 f"{self!r}: input is a {type(x).__module__}.{type(x).__name__} but the "
-                f"parameters live on {where}; move the model with .to(...) ({exc})"
+                f"parameters live on {where}; move the model with .to(...)"
             ) from None
         if not xp.isdtype(x.dtype, "real floating"):
             raise TypeError(f"{self!r}: expected a floating-point input, got dtype {x.dtype}")
