@@ -57,6 +57,12 @@ def test_as_host_takes_any_backends_arrays_and_plain_data():
     assert backend.as_host(host) is host  # no copy of what is host memory already
 
 
+def test_a_tensor_moved_leaves_the_autograd_graph():
+    torch = pytest.importorskip("torch")
+    moved = backend.to_backend(torch.ones(2, requires_grad=True), "torch", dtype_spec="float64")
+    assert not moved.requires_grad and moved.dtype == torch.float64
+
+
 def test_read_only_host_arrays_move():
     host = np.frombuffer(bytes(range(8)), dtype=np.uint8)  # read-only, like IDX data
     for name in backend.available_backends():

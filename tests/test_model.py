@@ -394,6 +394,22 @@ def test_moving_to_a_device_the_backend_cannot_use_says_why_in_one_line():
             presets.build("tutorial").to("torch", "cuda:0")
 
 
+def test_an_input_that_requires_grad_keeps_torchs_autograd_out_of_training():
+    # torch recorded every step through it, and the parameters the optimizer updated joined
+    # the graph (requires_grad, not leaves), which grew with every step
+    torch = pytest.importorskip("torch")
+    net = seed_net().to("torch")
+    optimizer, loss = xpcnn.optim.SGD(net, 0.1), xpcnn.SoftmaxCrossEntropy()
+    x = torch.rand(2, 1, 28, 28, requires_grad=True)
+    for _ in range(2):
+        out = net.forward(x)
+        assert not out.requires_grad
+        loss.forward(out, torch.tensor([1, 2]))
+        net.backward(loss.backward().requires_grad_())
+        optimizer.step()
+    assert all(not p.requires_grad and p.is_leaf for p in net.params.values())
+
+
 def test_a_network_with_a_layer_moved_alone_says_so_rather_than_where_its_first_layer_is():
     # it reported the first layer's backend and dtype, and load_state_dict moved the other
     # layer back there silently

@@ -311,6 +311,14 @@ def to_numpy(x: Any) -> np.ndarray:
     return np.from_dlpack(x)
 
 
+def detached(x: Any) -> Any:
+    """`x` outside any autograd graph: a torch tensor that requires grad, detached (sharing
+    its memory); any other array as it is. xpcnn computes its own gradients; through
+    such an input torch would record every step, and the parameters the optimizer updates
+    from its gradients would join the graph, which then grows with every step."""
+    return x.detach() if getattr(x, "requires_grad", False) and backend_of(x) == "torch" else x
+
+
 def as_host(value: Any) -> np.ndarray:
     """`value` as a host NumPy array: an array of any backend copied there (NumPy's own
     refuses a torch tensor that requires grad, or one on a GPU), other data through
@@ -347,7 +355,7 @@ def to_backend(x: Any, name: str, device_spec: Any = None, dtype_spec: Any = Non
         if source is None:  # host data: NumPy keeps Python floats in float64 (torch would make them float32)
             result = np.asarray(x)
         else:
-            result = to_numpy(x) if source != name else x
+            result = to_numpy(x) if source != name else detached(x)
     with dev if name == "cupy" else contextlib.nullcontext():  # see on_device
         result = xp.asarray(result, device=dev, copy=True)
     if dtype_spec is not None:  # already a copy of its own: convert without a second one

@@ -129,6 +129,7 @@ class Sequential:
         the same results, fewer passes over memory on a fast path) run as one step unless
         `fuse` is False or hooks are attached, which see every layer."""
         fusing = self.fuse and not self.hooks
+        x = backend.detached(x)
         steps: list[tuple[int, Any, Shape | None, Any]] = []  # (first layer's index, what ran, input): the way back
         with backend.on_device(x):
             index = 0
@@ -154,6 +155,7 @@ class Sequential:
         # Without a training forward to walk back through, the layers say so.
         steps = self._steps or [(index, layer, None, None) for index, layer in enumerate(self.layers)]
         self._steps = None
+        dy = backend.detached(dy)
         layers = self.named_layers()
         for _, layer in layers:  # a backward that sets no gradient leaves none, not the last one's
             layer.grads = {}
