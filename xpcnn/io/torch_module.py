@@ -28,8 +28,8 @@ def to_torch(model: Any, device: str = "cpu", dtype: Any = None) -> Any:
     except ImportError:
         raise ImportError("to_torch needs PyTorch: pip install torch") from None
     backend.require("torch", device)  # one line, not torch's about its build
-    name = model.dtype if dtype is None else backend.float_name(dtype)
-    module = _sequential(torch.nn, model, "").to(dtype=getattr(torch, name))
+    module = _sequential(torch.nn, model, "")  # first: a layer it cannot rebuild is named before any dtype
+    module = module.to(dtype=getattr(torch, model.dtype if dtype is None else backend.float_name(dtype)))
     module.load_state_dict({key: torch.from_numpy(value) for key, value in model.state_dict().items()})
     return module.to(device=device)
 
