@@ -58,8 +58,8 @@ def load_state_dict(model: Any, state: dict[str, Any], strict: bool = True) -> N
         problems += [f"unexpected {key}" for key in host if key not in own and key not in counters]
     if problems:
         raise ValueError("load_state_dict: " + "; ".join(problems))
+    place = model.backend, model.device, model.dtype  # each asks every array: once, not once a key
+    model.set_arrays({key: backend.to_backend(value, *place) for key, value in host.items() if key in own})
     for key, value in host.items():
-        if key in own:
-            model.set_array(key, backend.to_backend(value, model.backend, model.device, model.dtype))
-        elif key in counters:
+        if key in counters:
             counters[key].load_extra_state({COUNTER: int(value)})
