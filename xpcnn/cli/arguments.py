@@ -52,7 +52,7 @@ def _written(text: str) -> Path:
     """An argparse type: a path to write, never "-", which would make a file or folder of
     that name where standard output was meant."""
     if text == "-":
-        raise argparse.ArgumentTypeError("expected a path to write; '-' (standard output) is not one: name the file")
+        raise argparse.ArgumentTypeError("expected a path to write; '-' (standard output) is not one")
     return _path(text)
 
 
