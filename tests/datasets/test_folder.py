@@ -170,7 +170,7 @@ def bad_folder(tmp_path, what):
     """A two-class folder with one hostile entry in class a; returns (root, its path)."""
     root = dataset(tmp_path / "pictures", counts=(3, 3))
     path = root / "a" / {"corrupt": "corrupt.png", "truncated": "cut.jpg", "text": "text.png", "stray": "README.txt",
-                         "bomb": "bomb.png", "loop": "loop", "fifo": "pipe.png"}[what]
+                         "bomb": "bomb.png", "loop": "loop", "fifo": "pipe.png", "empty": "empty.jpg"}[what]
     good = io.BytesIO()
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(good, "JPEG")
     if what == "corrupt":
@@ -185,6 +185,8 @@ def bad_folder(tmp_path, what):
         path.write_bytes(png_claiming(60_000, 60_000))
     elif what == "loop":
         os.symlink("..", path)  # back to class a: a folder reached twice
+    elif what == "empty":
+        path.write_bytes(b"")
     else:
         os.mkfifo(path)
     return root, path
@@ -193,7 +195,7 @@ def bad_folder(tmp_path, what):
 REASONS = {"corrupt": "not a readable picture", "truncated": "not a readable picture: OSError: image file is truncated",
            "text": "not a picture in a format Pillow reads", "stray": "not a picture: expected .bmp, .gif",
            "bomb": "over the limit of 25,000,000 pixels", "loop": "a folder reached twice",
-           "fifo": "not a regular file"}
+           "fifo": "not a regular file", "empty": "an empty file (0 bytes)"}
 
 
 @pytest.mark.parametrize("what", sorted(REASONS))

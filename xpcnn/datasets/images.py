@@ -10,6 +10,7 @@ refused instead of filling memory.
 
 from __future__ import annotations
 
+import os
 import stat
 import struct
 import tokenize
@@ -213,7 +214,9 @@ def read_photo_rgb(path: str | Path, size: int) -> tuple[np.ndarray, bool]:
         except (image_module.DecompressionBombError, image_module.DecompressionBombWarning) as exc:
             raise ImageError(f"{path}: over the limit of {MAX_PIXELS:,} pixels ({exc})") from None
         except image_module.UnidentifiedImageError:
-            raise ImageError(f"{path}: not a picture in a format Pillow reads") from None
+            empty = os.fstat(handle.fileno()).st_size == 0  # a failed copy or download, more often than not
+            what = "an empty file (0 bytes)" if empty else "not a picture in a format Pillow reads"
+            raise ImageError(f"{path}: {what}") from None
         except PILLOW_ERRORS as exc:
             message = " ".join(str(exc).split())[:200]  # one line, however Pillow worded it
             raise ImageError(f"{path}: not a readable picture: {type(exc).__name__}: {message}") from None
