@@ -259,3 +259,15 @@ def test_the_best_epoch_is_kept_as_best_npz_and_its_record_resumes(tmp_path, dat
     assert [c for c in resumed.callbacks if isinstance(c, BestCheckpoint)][0].best == keeper.best
     with pytest.raises(ValueError, match="BestCheckpoint keeps best.npz in the run folder, but the trainer has none"):
         make_trainer(None, [BestCheckpoint("train_loss")]).fit(train, 1)
+
+
+def test_metrics_a_kill_left_an_epoch_short_are_written_again_when_the_complete_run_is_tested(tmp_path, data):
+    train, test = data
+    trainer = make_trainer(tmp_path)
+    trainer.fit(train, 2)
+    metrics = tmp_path / "metrics.jsonl"
+    full = metrics.read_text()
+    metrics.write_text(full.splitlines(keepends=True)[0])  # killed after the last checkpoint, before this file
+    resumed = Trainer.resume(tmp_path / "checkpoint.npz", progress=False, log=lambda message: None)
+    resumed.finish(test)  # what `xpcnn train --resume` does with a complete run
+    assert metrics.read_text() == full

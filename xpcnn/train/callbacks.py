@@ -86,9 +86,20 @@ class ProgressBar(Callback):
 
 
 class MetricsLog(Callback):
-    """metrics.jsonl in the run folder: one JSON line per completed epoch."""
+    """metrics.jsonl in the run folder: one JSON line per completed epoch, also written
+    once the model is tested."""
 
     def on_epoch_end(self, trainer: Trainer, row: dict[str, Any]) -> None:
+        self._write(trainer)
+
+    def on_test_end(self, trainer: Trainer, result: dict[str, Any], test: Any) -> None:
+        # A kill between the last epoch's checkpoint and this file leaves it an epoch short,
+        # and resuming the complete run only tests it: written again, it matches the checkpoint.
+        if trainer.history:  # a model tested before any epoch has no metrics file to mend
+            self._write(trainer)
+
+    @staticmethod
+    def _write(trainer: Trainer) -> None:
         if trainer.folder is not None and trainer.comm.is_root:
             trainer.folder.write_metrics(trainer.history)
 
