@@ -80,6 +80,18 @@ def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, data, stop_at):
             for row in resumed.history] == strip
 
 
+@pytest.mark.parametrize("stop_at", [4, 10])  # mid-epoch: the fit stops; its last step: the fit ends unchecked
+def test_a_ctrl_c_stops_its_own_fit_only(tmp_path, data, stop_at):
+    train, _ = data
+    trainer = make_trainer(tmp_path, callbacks=[InterruptAt(stop_at)])
+    try:
+        trainer.fit(train, 1)
+    except TrainingInterrupted:
+        pass
+    trainer.fit(train, 2)  # the same trainer, continued in the same process
+    assert (trainer.state.epoch, trainer.optimizer.steps) == (2, 20)
+
+
 class InterruptWhileScoring(Callback):
     """Presses Ctrl-C as the trained network's test result comes in (the plots are next)."""
 

@@ -234,6 +234,9 @@ class Trainer:
         try:
             with distributed.failing_alone_ends_all(self.comm):  # a callback failing in one process ends the job
                 self._notify("on_fit_start")
+            # A Ctrl-C is this fit's: one that ended the last fit, or came after its last step
+            # was checked, would stop this one at its first batch.
+            self._interrupt = False
             with stopping_on_signals(self._request_interrupt):
                 if self.choose_workers(train) > 1:
                     note_useless_workers(self)
