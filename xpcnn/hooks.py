@@ -65,7 +65,7 @@ class LayerHook:
     """Called by Sequential around each layer; override what you need (all do nothing).
 
     `index` is the layer's position: its index in the network, or inside a block
-    (xpcnn.layers.Residual) a path such as "3.body.0", the prefix of its arrays' names;
+    (xpcnn.Residual) a path such as "3.body.0", the prefix of its arrays' names;
     a block is called around the calls of its layers. `dx` is None where the first layer
     skipped its input gradient (`backward(..., input_grad=False)`).
     """

@@ -25,7 +25,7 @@ MAX_SEED = 2**63 - 1  # a layer's `rng` in a config: a seed, as a checkpoint's s
 
 class Sequential:
     """Layers applied in order; parameters named "<index>.<name>" (e.g. "0.weight"), and
-    inside a block (xpcnn.layers.Residual) "<index>.<branch>.<index>.<name>"
+    inside a block (xpcnn.Residual) "<index>.<branch>.<index>.<name>"
     ("3.body.0.weight"), as torch names them.
 
     `fuse` (default True): a forward runs the layers of each block of
@@ -101,7 +101,7 @@ class Sequential:
     @contextmanager
     def hooked(self, *hooks: LayerHook) -> Iterator[Sequential]:
         """Run `hooks` around every layer's forward and backward inside the block, the
-        layers inside blocks (xpcnn.layers.Residual) too, after the block's own call."""
+        layers inside blocks (xpcnn.Residual) too, after the block's own call."""
         for hook in hooks:
             if not isinstance(hook, LayerHook):
                 raise TypeError(f"hooked takes LayerHooks (xpcnn.hooks), got {type(hook).__name__}")
