@@ -103,8 +103,9 @@ def gradcheck(
 
     The layer is reduced to the scalar sum(forward(x) * r) with a fixed random r, whose
     gradient is backward(r). Every forward starts from the host state the layers have now
-    (xpcnn.layers.Layer.extra_state), so dropout draws the same mask each time. Raises
-    GradcheckError past `tol` unless `raise_on_fail` is off.
+    (xpcnn.layers.Layer.extra_state), so dropout draws the same mask each time. `x` and
+    the layer's arrays must be float64 (TypeError otherwise). Raises GradcheckError past
+    `tol` unless `raise_on_fail` is off.
     """
     if not hasattr(layer, "forward") or not hasattr(layer, "params"):
         raise TypeError(f"gradcheck takes a layer or a Sequential, got {type(layer).__name__}")
@@ -188,7 +189,8 @@ def _check_gradients(given: dict[str, Any], arrays: dict[str, Any], what: str) -
 def gradcheck_loss(
     loss: Any, logits: Any, labels: Any, *, eps: float = 1e-6, tol: float = 1e-6, raise_on_fail: bool = True
 ) -> GradcheckResult:
-    """Check d(loss)/d(logits) of a loss with forward(logits, labels) and backward()."""
+    """Check d(loss)/d(logits) of a loss with forward(logits, labels) and backward();
+    `logits` must be float64 (TypeError otherwise)."""
     methods = [callable(getattr(loss, name, None)) for name in ("forward", "backward")]
     if isinstance(loss, type) or not all(methods):
         raise TypeError("gradcheck_loss takes a loss with forward(logits, labels) and backward() (an instance, such "
