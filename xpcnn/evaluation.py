@@ -107,8 +107,8 @@ def evaluate(model: Sequential, dataset: Dataset, batch_size: int = 1000,
     (host class indices), "confusion" (host counts[true, predicted]), "classes" and "macro"
     (each class's precision, recall, F1 and support, and their means: metrics.per_class)}.
     With `comm`, each process evaluates its slice of the dataset and all get the whole
-    result. ValueError where the data does not fit the network, or differs from what it
-    was trained on (check_same_data)."""
+    result. TypeError where `dataset` is no Dataset; ValueError where the data does not fit
+    the network, or differs from what it was trained on (check_same_data)."""
     check_model_fits(model, dataset)
     check_same_data(model.data, dataset)
     batch_size = integer(batch_size, "batch_size", 1)

@@ -127,7 +127,8 @@ class TimerHook(LayerHook):
 
     def medians(self, skip: int = 0) -> list[tuple[Position, str, float, float]]:
         """(index, layer, forward ms, backward ms): medians over the calls after the
-        first `skip` (warm-up), layers in order (a block's time includes its layers')."""
+        first `skip` (warm-up; over all of them where `skip` leaves none), layers in order
+        (a block's time includes its layers')."""
         def median_ms(times: list[float]) -> float:
             kept = times[skip:] or times
             return statistics.median(kept) * 1e3 if kept else 0.0
