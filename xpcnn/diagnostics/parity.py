@@ -517,7 +517,7 @@ def check(
         images=images,
     )
     if steps:  # epoch after epoch: 8 steps of 2,000 bundled images are more than one epoch holds
-        epochs = (batches(train, batch_size, seed=seed + epoch) for epoch in itertools.count())
+        epochs = (batches(train, batch_size, seed=seed, epoch=epoch) for epoch in itertools.count())
         train_batches = list(itertools.islice(itertools.chain.from_iterable(epochs), steps))
         result.trajectory = trajectory(model, train_batches, backends, dtype, optimizer)
     return result
