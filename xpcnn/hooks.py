@@ -30,6 +30,20 @@ from . import backend
 Position = int | str  # a layer's index, or "3.body.0" for a layer inside a block
 
 
+def check_points(obj: Any, base: type, prefixes: tuple[str, ...], named: str, caller: str) -> None:
+    """TypeError, naming `obj` as `named`, where it has a method named nearly as a point of
+    `base` that no `caller` calls (misnamed_points), or one that cannot take a point's
+    arguments (unfit_points): what `base`'s subclasses (hooks, callbacks) are checked for
+    where they are given, not deep in a run."""
+    misnamed = misnamed_points(obj, base, prefixes)
+    if misnamed:
+        points = ", ".join(name for name in vars(base) if name.startswith(prefixes))
+        raise TypeError(f"{named} has {', '.join(misnamed)}, which no {caller} calls ({points})")
+    unfit = unfit_points(obj, base, prefixes)
+    if unfit:
+        raise TypeError(f"{named} has {'; '.join(unfit)}")
+
+
 def misnamed_points(obj: Any, base: type, prefixes: tuple[str, ...]) -> list[str]:
     """Methods of `obj` named nearly as a point `base` is called at (starting with one of
     `prefixes`) that `base` has not: typos ("on_epoch_ends") that nothing would ever call.

@@ -12,7 +12,7 @@ from typing import Any
 import array_api_compat
 
 from . import backend, init, weights
-from .hooks import LayerHook, Position, misnamed_points, unfit_points
+from .hooks import LayerHook, Position, check_points
 from .layers import LAYER_TYPES, Layer
 from .layers.base import ArchitectureError, Shape
 from .layers.fused import FusedBlock, block_at
@@ -105,13 +105,7 @@ class Sequential:
         for hook in hooks:
             if not isinstance(hook, LayerHook):
                 raise TypeError(f"hooked takes LayerHooks (xpcnn.hooks), got {type(hook).__name__}")
-            misnamed = misnamed_points(hook, LayerHook, ("before_", "after_"))
-            if misnamed:
-                raise TypeError(f"{type(hook).__name__} has {', '.join(misnamed)}, which no network calls "
-                                "(before_forward, after_forward, before_backward, after_backward)")
-            unfit = unfit_points(hook, LayerHook, ("before_", "after_"))
-            if unfit:
-                raise TypeError(f"{type(hook).__name__} has {'; '.join(unfit)}")
+            check_points(hook, LayerHook, ("before_", "after_"), type(hook).__name__, "network")
         self.hooks += hooks
         try:
             with ExitStack() as inner:

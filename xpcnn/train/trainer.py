@@ -27,7 +27,7 @@ from .. import backend, distributed, init, presets
 from ..datasets import Augment, Dataset, batches, num_batches
 from ..diagnostics.anomaly import AnomalyHook, NonFiniteError
 from ..evaluation import NotFiniteOutputs, evaluate
-from ..hooks import misnamed_points, unfit_points
+from ..hooks import check_points
 from ..io.checkpoint import NotFinite, save_checkpoint
 from ..layers.base import integer, number
 from ..losses import SoftmaxCrossEntropy
@@ -379,13 +379,7 @@ def _check_parts(model: Any, optimizer: Any, comm: Any, log: Any, callbacks: Any
         raise TypeError(f"Trainer callbacks must be a list of Callbacks (subclasses of xpcnn.train.Callback), got "
                         f"{callbacks!r}"[:200])
     for callback in callbacks:
-        misnamed = misnamed_points(callback, Callback, ("on_",))
-        if misnamed:
-            raise TypeError(f"Trainer callback {type(callback).__name__} has {', '.join(misnamed)}, which no trainer "
-                            f"calls ({', '.join(name for name in vars(Callback) if name.startswith('on_'))})")
-        unfit = unfit_points(callback, Callback, ("on_",))
-        if unfit:
-            raise TypeError(f"Trainer callback {type(callback).__name__} has {'; '.join(unfit)}")
+        check_points(callback, Callback, ("on_",), f"Trainer callback {type(callback).__name__}", "trainer")
     if cuda_graphs is not None and not isinstance(cuda_graphs, bool):  # 0, 1, numpy's bools: not saved as asked
         raise TypeError(f"Trainer cuda_graphs must be True, False or None, got {cuda_graphs!r}")
     check_graphs(cuda_graphs, first_param(model))
