@@ -59,15 +59,14 @@ def check_model_fits(model: Sequential, dataset: Dataset, what: str = "the data"
 
 class NotFiniteOutputs(ValueError):
     """A network computed NaN or Inf for an input (its weights or statistics are broken);
-    `image`: the index of the first such input, where one is named."""
+    `where` names the input ("on the test set", "for image 3"), `image` the index of the
+    first such input, where one is named."""
 
-    def __init__(self, message: str, image: int | None = None) -> None:
-        super().__init__(message)
+    def __init__(self, where: str, image: int | None = None) -> None:
+        super().__init__(f"the network's outputs are not finite (NaN or Inf) {where}: its weights or batch "
+                         "norm statistics make values overflow (xpcnn.diagnostics.anomaly.AnomalyHook names the first "
+                         "layer)")
         self.image = image
-
-
-BROKEN = ("its weights or batch norm statistics make values overflow (xpcnn.diagnostics.anomaly.AnomalyHook names "
-          "the first layer)")
 
 
 def check_same_data(known: dict[str, Any] | None, dataset: Dataset, what: str = "the data") -> None:
@@ -126,7 +125,7 @@ def evaluate(model: Sequential, dataset: Dataset, batch_size: int = 1000,
             predictions.append(backend.to_numpy(array_namespace(logits).argmax(logits, axis=1)))
     (total_loss,) = comm.sum_numbers(total_loss)
     if not math.isfinite(total_loss):
-        raise NotFiniteOutputs(f"the network's outputs are not finite (NaN or Inf) on {dataset.spec.name}: {BROKEN}")
+        raise NotFiniteOutputs(f"on {dataset.spec.name}")
     parts = comm.gather(np.concatenate(predictions) if predictions else np.zeros(0, np.int64))
     predicted = np.concatenate(parts)
     counts = confusion_matrix(dataset.labels, predicted, len(dataset.spec.classes))
@@ -164,8 +163,7 @@ def predict(model: Sequential | str | Path, images: np.ndarray, mean: float | Se
         logits = backend.to_numpy(model.forward(x, training=False)).astype(np.float64)
         if not np.all(np.isfinite(logits)):
             first = start + int(np.flatnonzero(~np.all(np.isfinite(logits), axis=1))[0])
-            raise NotFiniteOutputs(f"the network's outputs are not finite (NaN or Inf) for image {first}: {BROKEN}",
-                                   first)
+            raise NotFiniteOutputs(f"for image {first}", first)
         shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
         outputs.append(shifted / shifted.sum(axis=1, keepdims=True))
     return np.concatenate(outputs)
@@ -357,8 +355,7 @@ def classify_files(path: str | Path, images: Sequence[str | Path], *, invert: bo
         try:
             probabilities = predict(checkpoint.model, np.stack(pixels), data["mean"], data["std"])
         except NotFiniteOutputs as exc:  # named by its file, not by its place among the readable ones
-            raise NotFiniteOutputs(f"{readable[exc.image].image}: the network's outputs are not finite (NaN or Inf): "
-                                   f"{BROKEN}", exc.image) from None
+            raise NotFiniteOutputs(f"for {escaped(str(readable[exc.image].image))}", exc.image) from None
         for result, row in zip(readable, probabilities):
             result.classes = [(data["classes"][k], float(row[k])) for k in np.argsort(row)[::-1][:top]]
     return results
