@@ -2,9 +2,11 @@
 
 The error of a tensor is max|analytic - numeric| / max(max|analytic|, max|numeric|, floor):
 a relative error in the max norm, which stays meaningful where single entries are near 0.
-The floor, 1e-3 * max(1, |objective|), keeps a gradient that is truly zero (a bias
+The floor, 1e-3 * max(1, sum|terms|), keeps a gradient that is truly zero (a bias
 followed by batch norm) from being judged by the rounding noise of the finite
-differences, about 1e-16 * |objective| / eps.
+differences, about 1e-16 * sum|terms| / eps: the objective is a sum of terms (a layer's
+outputs times a random probe), whose rounding grows with their magnitudes, not with
+their sum, which may cancel.
 """
 
 from __future__ import annotations
@@ -126,11 +128,14 @@ def gradcheck(
     analytic = {name: backend.to_numpy(grad) for name, grad in given.items()}
     as_after_one_step = _state_restorer(layer)  # what the layer is left as: one forward's state
 
-    def objective() -> float:
+    def terms() -> Any:
         restore()
-        return float(xp.sum(layer.forward(x, True) * probe))
+        return layer.forward(x, True) * probe
 
-    floor = _FLOOR * max(1.0, abs(objective()))
+    def objective() -> float:
+        return float(xp.sum(terms()))
+
+    floor = _FLOOR * max(1.0, float(xp.sum(xp.abs(terms()))))
     result = GradcheckResult()
     result.errors["input"] = relative_error(analytic["input"], _numeric_gradient(objective, x, eps), floor)
     for name, param in layer.params.items():
