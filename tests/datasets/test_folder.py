@@ -90,7 +90,8 @@ def test_formats_modes_and_sizes(tmp_path):
     root = tmp_path / "pictures"
     for name, mode, fmt in [("l.png", "L", None), ("la.png", "LA", None), ("p.gif", "P", None),
                             ("rgb.jpg", "RGB", None), ("rgba.webp", "RGBA", None), ("cmyk.tiff", "CMYK", None),
-                            ("rgb.BMP", "RGB", "BMP"), ("one.tif", "1", None)]:
+                            ("rgb.BMP", "RGB", "BMP"), ("one.tif", "1", None), ("rgb.jfif", "RGB", "JPEG"),
+                            ("rgb.jpe", "RGB", "JPEG")]:
         picture(root / "a" / name, size=(7, 3), mode=mode, fmt=fmt)
     (root / "b").mkdir()
     Image.fromarray(np.full((9, 4), 65535, np.uint16)).save(root / "b" / "deep.png")  # I;16
@@ -99,7 +100,7 @@ def test_formats_modes_and_sizes(tmp_path):
     palette.save(root / "b" / "clear.png", transparency=0)  # every pixel transparent
     data = load(root, cache=False, test_split=0.5)
     images = np.concatenate([data.train_images, data.test_images])
-    assert images.shape == (10, 3, 4, 4) and np.count_nonzero(images == 255) >= 2 * 3 * 16
+    assert images.shape == (12, 3, 4, 4) and np.count_nonzero(images == 255) >= 2 * 3 * 16
     assert (data.test_labels == 1).sum() == 1 and (data.train_images[data.train_labels == 1] == 255).all()
 
 

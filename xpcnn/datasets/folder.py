@@ -54,7 +54,8 @@ SPLIT_NAMES = frozenset({"train", "test", "training", "testing", "val", "valid",
 # What Windows and macOS write into folders unasked (thumbnail caches, folder settings and icons, the
 # resource forks of a zip made on a Mac), in any case: left out as names starting with "." are, never refused.
 SYSTEM_NAMES = frozenset({"thumbs.db", "ehthumbs.db", "desktop.ini", "icon\r", "__macosx"})
-EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+# JPEG's four names as Pillow registers them (Windows saves web pictures as .jfif).
+EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 CACHE_FORMAT = 1  # raise it when what is cached, or how pictures are decoded, changes
 MAX_THREADS = 8  # decoding small pictures is bound by Python's own work beyond a few threads
 CHUNK = 64  # pictures per task: rare enough hand-overs, fine enough progress
