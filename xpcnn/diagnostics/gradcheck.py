@@ -123,19 +123,16 @@ def gradcheck(
     y = layer.forward(x, True)
     probe_host = np.random.default_rng(seed).standard_normal(tuple(y.shape))
     probe = backend.to_backend(probe_host, backend.backend_of(x), device(x), "float64")
+    floor = _FLOOR * max(1.0, float(xp.sum(xp.abs(y * probe))))  # the summed terms' magnitude
     given = {"input": layer.backward(probe), **layer.grads}
     _check_gradients(given, {"input": x, **layer.params}, _named(layer))
     analytic = {name: backend.to_numpy(grad) for name, grad in given.items()}
     as_after_one_step = _state_restorer(layer)  # what the layer is left as: one forward's state
 
-    def terms() -> Any:
-        restore()
-        return layer.forward(x, True) * probe
-
     def objective() -> float:
-        return float(xp.sum(terms()))
+        restore()
+        return float(xp.sum(layer.forward(x, True) * probe))
 
-    floor = _FLOOR * max(1.0, float(xp.sum(xp.abs(terms()))))
     result = GradcheckResult()
     result.errors["input"] = relative_error(analytic["input"], _numeric_gradient(objective, x, eps), floor)
     for name, param in layer.params.items():
