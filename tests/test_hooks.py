@@ -7,7 +7,7 @@ import pytest
 
 import xpcnn
 from xpcnn import backend
-from xpcnn.hooks import LayerHook, TimerHook, TraceHook
+from xpcnn.hooks import AtPositions, LayerHook, TimerHook, TraceHook
 
 
 def four_layer_net():
@@ -46,6 +46,16 @@ def test_hooks_see_every_layer_in_order_and_the_skipped_input_gradient():
     assert forward[0] == ("before_forward", 0, (2, 1, 8, 8)) and forward[-1] == ("after_forward", 3, (2, 3))
     assert backward[-1] == ("after_backward", 0, None)  # the data's gradient was skipped
     assert net.hooks == []
+
+
+def test_a_hook_at_positions_is_called_at_those_only():
+    recorder = Recorder()
+    hook = AtPositions(recorder, frozenset({"1", "3.body.0"}))
+    for position in (0, 1, "3.body.0", "3.body.1"):
+        hook.before_forward(position, None, np.zeros(2))
+        hook.after_backward(position, None, None)
+    assert recorder.calls == [("before_forward", 1, (2,)), ("after_backward", 1, None),
+                              ("before_forward", "3.body.0", (2,)), ("after_backward", "3.body.0", None)]
 
 
 def test_a_hook_leaves_with_its_block_also_on_an_error():

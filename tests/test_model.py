@@ -274,6 +274,26 @@ def test_hooks_see_the_layers_inside_blocks_by_position():
             net.forward(np.ones((2, 3, 8, 8)))
 
 
+def test_hooks_at_chosen_positions_see_only_those_layers():
+    net = residual_net().to("numpy", dtype="float64")
+    trace = xpcnn.hooks.TraceHook()
+    with net.hooked(trace, at=[-1, "3.body.0"]):
+        y = net.forward(np.random.default_rng(0).standard_normal((2, 3, 8, 8)))
+        net.backward(np.ones_like(y))
+    assert set(trace.outputs) == set(trace.input_grads) == {7, "3.body.0"}
+    assert not net.hooks and not net[3].body.hooks
+    with pytest.raises(ValueError, match=r"hooked at '3.bdy.0': the network has no layer there; its positions are "
+                                         r"0, 1, 2, 3, 3.body.0, .*\.\.\. \(\d+ in all\)"):
+        net.hooked(trace, at="3.bdy.0").__enter__()
+    with pytest.raises(ValueError, match="hooked at 8: the network has no layer there"):
+        net.hooked(trace, at=8).__enter__()
+    with pytest.raises(ValueError, match="hooked at names no position"):
+        net.hooked(trace, at=[]).__enter__()
+    with pytest.raises(TypeError, match="hooked at takes layer positions .* got True"):
+        net.hooked(trace, at=[True]).__enter__()
+    assert not net.hooks
+
+
 def test_blocks_fuse_inside_and_fusion_off_reaches_them():
     x = np.random.default_rng(0).standard_normal((4, 3, 8, 8)).astype(np.float32)
     fused, alone = residual_net(), residual_net()

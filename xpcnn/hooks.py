@@ -97,6 +97,30 @@ class LayerHook:
         pass
 
 
+class AtPositions(LayerHook):
+    """`hook`, called only around the layers at `positions` (as str: "3", "3.body.0"):
+    what Sequential.hooked(..., at=) attaches."""
+
+    def __init__(self, hook: LayerHook, positions: frozenset[str]) -> None:
+        self.hook, self.positions = hook, positions
+
+    def before_forward(self, index: Position, layer: Any, x: Any) -> None:
+        if str(index) in self.positions:
+            self.hook.before_forward(index, layer, x)
+
+    def after_forward(self, index: Position, layer: Any, y: Any) -> None:
+        if str(index) in self.positions:
+            self.hook.after_forward(index, layer, y)
+
+    def before_backward(self, index: Position, layer: Any, dy: Any) -> None:
+        if str(index) in self.positions:
+            self.hook.before_backward(index, layer, dy)
+
+    def after_backward(self, index: Position, layer: Any, dx: Any) -> None:
+        if str(index) in self.positions:
+            self.hook.after_backward(index, layer, dx)
+
+
 def position_key(index: Position) -> tuple[int | str, ...]:
     """Sorts positions in network order: 2 < 3 < "3.body.0" < "3.body.1" < "3.shortcut.0" < 4."""
     return tuple(int(part) if part.isdigit() else part for part in str(index).split("."))

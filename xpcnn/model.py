@@ -12,7 +12,7 @@ from typing import Any
 import array_api_compat
 
 from . import backend, init, weights
-from .hooks import LayerHook, Position, check_points
+from .hooks import AtPositions, LayerHook, Position, check_points
 from .layers import LAYER_TYPES, Layer
 from .layers.base import ArchitectureError, Shape
 from .layers.fused import FusedBlock, block_at
@@ -82,6 +82,25 @@ class Sequential:
     def _position(self, index: int) -> int | str:
         return _joined(self._prefix, index)
 
+    def _positions(self, at: Position | Sequence[Position]) -> frozenset[str]:
+        """The positions `at` names, as str; ValueError naming one this network has not."""
+        wanted = [at] if isinstance(at, (int, str)) else list(at)
+        if not wanted:
+            raise ValueError("hooked at names no position: leave at out to hook every layer")
+        known = [str(position) for position, _ in self._walk(self._prefix)]
+        chosen = set()
+        for position in wanted:
+            if isinstance(position, bool) or not isinstance(position, (int, str)):
+                raise TypeError(f"hooked at takes layer positions (an index, or a str such as '3.body.0'), "
+                                f"got {position!r}")
+            if isinstance(position, int) and -len(self.layers) <= position < 0:
+                position += len(self.layers)
+            if str(position) not in known:
+                shown = ", ".join(known[:12]) + (f"... ({len(known)} in all)" if len(known) > 12 else "")
+                raise ValueError(f"hooked at {position!r}: the network has no layer there; its positions are {shown}")
+            chosen.add(str(position))
+        return frozenset(chosen)
+
     def named_layers(self) -> list[tuple[int | str, Layer]]:
         """Every layer that computes on its own, blocks walked into, by position: an index
         at the top, "3.body.0" inside a block, the prefix of the layer's array names."""
@@ -99,13 +118,18 @@ class Sequential:
                 branch.fuse = value
 
     @contextmanager
-    def hooked(self, *hooks: LayerHook) -> Iterator[Sequential]:
+    def hooked(self, *hooks: LayerHook, at: Position | Sequence[Position] | None = None) -> Iterator[Sequential]:
         """Run `hooks` around every layer's forward and backward inside the block, the
-        layers inside blocks (xpcnn.Residual) too, after the block's own call."""
+        layers inside blocks (xpcnn.Residual) too, after the block's own call; with `at`,
+        only around the layers at those positions (an index, -1 the last, or "3.body.0"
+        inside a block: named_layers' positions, a block's own included)."""
         for hook in hooks:
             if not isinstance(hook, LayerHook):
                 raise TypeError(f"hooked takes LayerHooks (xpcnn.hooks), got {type(hook).__name__}")
             check_points(hook, LayerHook, ("before_", "after_"), type(hook).__name__, "network")
+        if at is not None:
+            positions = self._positions(at)
+            hooks = tuple(AtPositions(hook, positions) for hook in hooks)
         self.hooks += hooks
         try:
             with ExitStack() as inner:
