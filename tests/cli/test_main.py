@@ -860,6 +860,18 @@ def test_cifar_preset_trains_on_a_synthetic_cifar10_archive(tmp_path, monkeypatc
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["images"] == 10
 
 
+def test_the_commands_quieting_of_warnings_ends_with_the_command(capsys):
+    """The CLI silences Pillow's and NumPy's warnings (it says the same in one line); a
+    Python user who calls main() keeps their own filters afterwards."""
+    import warnings
+
+    from xpcnn.cli.main import main
+
+    before = list(warnings.filters)
+    assert main(["info"]) == 0
+    assert warnings.filters == before
+
+
 def test_the_other_processes_of_a_job_print_no_results(tmp_path):
     """Under `mpirun -n 2 xpcnn evaluate RUN --json` every process printed its result:
     two JSON documents on stdout, which no reader parses."""

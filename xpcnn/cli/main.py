@@ -248,11 +248,11 @@ def main(argv: list[str] | None = None) -> int:
     from ..distributed import launched_rank
     from ..train.stops import interrupt_on_terminate
 
-    warnings.filterwarnings("ignore", module=r"PIL\.")  # Pillow's notes of what it recovered: we say it in one line
-    warnings.filterwarnings("ignore", ".* encountered in ", RuntimeWarning)  # NumPy's overflow notes: one line says it
     for stream in (sys.stdout, sys.stderr):  # a file name that is no UTF-8 is shown escaped, not an error
         getattr(stream, "reconfigure", lambda **_: None)(errors="backslashreplace")
-    with interrupt_on_terminate():  # a batch scheduler's SIGTERM ends any command as Ctrl-C does
+    with warnings.catch_warnings(), interrupt_on_terminate():  # SIGTERM (a batch scheduler's) ends it as Ctrl-C does
+        warnings.filterwarnings("ignore", module=r"PIL\.")  # Pillow's notes of what it recovered: we say it in one line
+        warnings.filterwarnings("ignore", ".* encountered in ", RuntimeWarning)  # NumPy's overflow notes: one line
         parser = build_parser()
         if launched_rank() == 0:
             return _main(parse(parser, argv), _say)
