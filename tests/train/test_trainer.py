@@ -80,7 +80,16 @@ def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, data, stop_at):
             for row in resumed.history] == strip
 
 
-@pytest.mark.parametrize("stop_at", [4, 10])  # mid-epoch: the fit stops; its last step: the fit ends unchecked
+def test_ctrl_c_at_the_last_step_stops_before_the_test_and_resume_tests_it(tmp_path, data):
+    train, _ = data
+    trainer = make_trainer(tmp_path, callbacks=[InterruptAt(10)])  # 10 steps an epoch: the last one's end
+    with pytest.raises(TrainingInterrupted, match=r"last step \(epoch 1\), before its test") as info:
+        trainer.fit(train, 1)
+    resumed = Trainer.resume(info.value.checkpoint, progress=False, log=lambda m: None)
+    assert xpcnn.train.record.complete(resumed) and resumed.optimizer.steps == 10
+
+
+@pytest.mark.parametrize("stop_at", [4, 10])  # mid-epoch: the fit stops; its last step: the fit ends after it
 def test_a_ctrl_c_stops_its_own_fit_only(tmp_path, data, stop_at):
     train, _ = data
     trainer = make_trainer(tmp_path, callbacks=[InterruptAt(stop_at)])

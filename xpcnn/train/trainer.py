@@ -243,6 +243,9 @@ class Trainer:
                     fit_in_threads(self, train, epochs, val)
                 else:
                     self.run_epochs(train, epochs, val)
+            if self.comm.any(self._interrupt):  # after the last step's check: the run is whole, the test not begun
+                raise TrainingInterrupted(f"interrupted after the training's last step (epoch {self.state.epoch}), "
+                                          "before its test", self.save())
         finally:
             self.val = None
             with distributed.failing_alone_ends_all(self.comm):
