@@ -197,6 +197,67 @@ def test_deep_and_other_modes(tmp_path):
         assert rgb.shape == (3, 4, 4) and colour == (mode in ("CMYK", "YCbCr")), name
 
 
+D50 = (0.9642, 1.0, 0.8249)  # the ICC's white
+DISPLAY_P3 = ((0.5151, 0.2412, -0.0011), (0.2920, 0.6922, 0.0419), (0.1571, 0.0666, 0.7841))  # colorants, D50
+SRGB = ((0.4361, 0.2225, 0.0139), (0.3851, 0.7169, 0.0971), (0.1431, 0.0606, 0.7141))
+
+
+def matrix_profile(description, colorants, gamma=2.2):
+    """An ICC v2 display profile of three colorants (XYZ, D50) and one gamma curve, as a
+    phone's Display P3 photo embeds (here with a plain gamma for its curve)."""
+    def fixed(*values):
+        return b"".join(struct.pack(">i", round(value * 65536)) for value in values)
+
+    def xyz(values):
+        return b"XYZ " + bytes(4) + fixed(*values)
+
+    curve = b"curv" + bytes(4) + struct.pack(">IH", 1, round(gamma * 256))
+    text = description.encode("ascii") + b"\0"
+    desc = b"desc" + bytes(4) + struct.pack(">I", len(text)) + text + bytes(4 + 4 + 2 + 1 + 67)
+    tags = [(b"desc", desc), (b"wtpt", xyz(D50)), (b"cprt", b"text" + bytes(4) + b"none\0"),
+            *[(name + b"XYZ", xyz(values)) for name, values in zip((b"r", b"g", b"b"), colorants)],
+            *[(name + b"TRC", curve) for name in (b"r", b"g", b"b")]]
+    start, table, data = 128 + 4 + 12 * len(tags), b"", b""
+    for name, body in tags:
+        table += name + struct.pack(">II", start + len(data), len(body))
+        data += body + bytes(-len(body) % 4)
+    header = (struct.pack(">I", start + len(data)) + bytes(4) + struct.pack(">I", 0x02100000) + b"mntrRGB XYZ "
+              + bytes(12) + b"acsp" + bytes(28) + fixed(*D50) + bytes(48))
+    return header + struct.pack(">I", len(tags)) + table + data
+
+
+@pytest.mark.parametrize("name, mode", [("p3.png", "RGB"), ("p3.jpg", "RGB"), ("p3a.png", "RGBA")])
+def test_a_colour_profile_is_converted_to_srgb(tmp_path, name, mode):
+    pytest.importorskip("PIL")
+    from PIL import features
+
+    from xpcnn.datasets.images import read_photo_rgb
+
+    if not features.check("littlecms2"):
+        pytest.skip("Pillow without littlecms")
+    pixels = np.zeros((4, 8, 3), np.uint8)
+    pixels[:, :4], pixels[:, 4:] = (180, 90, 40), (128, 128, 128)  # an orange, a grey
+    options = {"quality": 100, "subsampling": 0} if name.endswith(".jpg") else {}
+    plain, _ = read_photo_rgb(save(tmp_path / f"plain-{name}", pixels, mode, **options), 4)
+    p3, _ = read_photo_rgb(save(tmp_path / name, pixels, mode, icc_profile=matrix_profile("Display P3",
+                                                                                          DISPLAY_P3), **options), 4)
+    orange, grey = p3[:, 1, 1].astype(int), p3[:, 1, 3].astype(int)
+    assert orange[0] > plain[0, 1, 1] + 5 and orange[2] < plain[2, 1, 1] - 5, (orange, plain[:, 1, 1])  # more vivid
+    assert np.abs(grey - plain[:, 1, 3]).max() <= 2, (grey, plain[:, 1, 3])  # the same white: greys stay grey
+
+
+def test_an_srgb_profile_or_one_littlecms_cannot_read_changes_nothing(tmp_path):
+    pytest.importorskip("PIL")
+    from xpcnn.datasets.images import read_photo_rgb
+
+    pixels = np.random.default_rng(0).integers(0, 256, (6, 6, 3), dtype=np.uint8)
+    plain, _ = read_photo_rgb(save(tmp_path / "plain.png", pixels), 6)
+    for name, profile in [("srgb.png", matrix_profile("sRGB IEC61966-2.1", SRGB)), ("broken.png", b"\0" * 300),
+                          ("cut.png", matrix_profile("Display P3", DISPLAY_P3)[:200])]:
+        np.testing.assert_array_equal(read_photo_rgb(save(tmp_path / name, pixels, icc_profile=profile), 6)[0], plain,
+                                      err_msg=name)
+
+
 def test_the_exif_orientation_is_applied(tmp_path):
     from PIL import Image
 

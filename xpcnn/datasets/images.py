@@ -10,6 +10,8 @@ refused instead of filling memory.
 
 from __future__ import annotations
 
+import functools
+import io
 import os
 import stat
 import struct
@@ -187,9 +189,10 @@ def read_photo(path: str | Path, size: int, channels: int | None = None) -> np.n
     The pipeline (read_photo_rgb): only a regular file is opened (a FIFO or a device is
     refused); Pillow reads the header, and a picture over MAX_PIXELS is refused before
     any pixel is decoded (a JPEG at the reduced scale `draft()` decodes it at: 1/2, 1/4 or
-    1/8, never below `size`); the EXIF orientation is applied; the first frame of any mode
-    is brought to RGB or grey (16-bit grey scaled to 8 bits, transparency laid on WHITE);
-    the aspect is kept: the shorter side is scaled to `size` and the middle square cut
+    1/8, never below `size`); the EXIF orientation is applied; colours are brought to sRGB
+    from the colour profile the picture embeds (_in_srgb); the first frame of any mode is
+    brought to RGB or grey (16-bit grey scaled to 8 bits, transparency laid on WHITE); the
+    aspect is kept: the shorter side is scaled to `size` and the middle square cut
     out (as ImageOps.fit), resampled with Pillow's antialiased BILINEAR filter (as
     torchvision and Keras resize). Grey is ITU-R 601 luma as Pillow's "L" conversion
     computes it (photo_channels), so a grey picture and its RGB copy give the same grey.
@@ -270,12 +273,44 @@ def _fit_photo(handle: Any, size: int, image_module: Any, ops: Any) -> np.ndarra
         if width < 1 or height < 1:
             raise ImageError(f"{width}x{height} pixels: no picture")
         ops.exif_transpose(image, in_place=True)
-        flat = _flatten(image, image_module)
+        flat = _flatten(_in_srgb(image), image_module)
     side = min(flat.size)
     left, top = (flat.width - side) / 2, (flat.height - side) / 2
     fitted = flat.resize((size, size), image_module.Resampling.BILINEAR, box=(left, top, left + side, top + side),
                          reducing_gap=REDUCING_GAP)
     return np.asarray(fitted)
+
+
+def _in_srgb(image: Any) -> Any:
+    """`image` (RGB, RGBA or CMYK) converted from the colour profile it embeds to sRGB, as
+    a browser shows it: read as sRGB, a phone's Display P3 photo is dull and a CMYK one's
+    colours are wrong. Without a profile, with an sRGB one, or one that littlecms cannot
+    read (as browsers ignore it), `image` itself."""
+    profile = image.info.get("icc_profile")
+    transform = _srgb_transform(profile, image.mode) if profile and image.mode in ("RGB", "RGBA", "CMYK") else None
+    if transform is None:
+        return image
+    from PIL import ImageCms
+
+    return ImageCms.applyTransform(image, transform)
+
+
+@functools.lru_cache(maxsize=16)  # a folder's pictures share a few profiles; building a transform takes ~1 ms
+def _srgb_transform(profile: bytes, mode: str) -> Any:
+    """A littlecms transform from `profile` in `mode` to sRGB (RGBA kept RGBA), or None
+    where none is needed or possible (see _in_srgb)."""
+    try:
+        from PIL import ImageCms
+    except ImportError:  # a Pillow built without littlecms
+        return None
+    try:
+        source = ImageCms.ImageCmsProfile(io.BytesIO(profile))
+        if mode != "CMYK" and "srgb" in ImageCms.getProfileDescription(source).lower():
+            return None  # already sRGB: transforming it would only round
+        srgb = ImageCms.createProfile("sRGB")
+        return ImageCms.buildTransform(source, srgb, mode, "RGBA" if mode == "RGBA" else "RGB")
+    except (OSError, ImageCms.PyCMSError):
+        return None
 
 
 def _flatten(image: Any, image_module: Any) -> Any:
