@@ -256,6 +256,10 @@ def test_an_srgb_profile_or_one_littlecms_cannot_read_changes_nothing(tmp_path):
                           ("cut.png", matrix_profile("Display P3", DISPLAY_P3)[:200])]:
         np.testing.assert_array_equal(read_photo_rgb(save(tmp_path / name, pixels, icc_profile=profile), 6)[0], plain,
                                       err_msg=name)
+    cmyk, _ = read_photo_rgb(save(tmp_path / "cmyk.tiff", pixels, "CMYK"), 6)
+    rgb_profile = matrix_profile("Display P3", DISPLAY_P3)  # a profile of another colour space than the picture's
+    np.testing.assert_array_equal(read_photo_rgb(save(tmp_path / "p3.tiff", pixels, "CMYK", icc_profile=rgb_profile),
+                                                 6)[0], cmyk)
 
 
 def test_the_exif_orientation_is_applied(tmp_path):
