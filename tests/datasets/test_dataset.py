@@ -236,3 +236,13 @@ def test_class_names_that_are_not_printable_are_refused():
             Dataset.from_arrays(np.zeros((2, 4, 4), np.uint8), [0, 1], [name, "c"])
     names = ["می\u200cخواهم", "\U0001f468\u200d\U0001f469", "New\xa0York"]  # ordinary names, not all isprintable()
     assert Dataset.from_arrays(np.zeros((3, 4, 4), np.uint8), [0, 1, 2], names).spec.classes == tuple(names)
+
+
+def test_datasets_compare_by_value_not_by_numpy_truth():
+    # == raised "The truth value of an array with more than one element is ambiguous"
+    images, labels = np.arange(2 * 16, dtype=np.uint8).reshape(2, 1, 4, 4), np.array([0, 1])
+    data = Dataset.from_arrays(images, labels)
+    assert data == Dataset.from_arrays(images.copy(), labels.copy())
+    assert data != Dataset.from_arrays(images, labels[::-1].copy())
+    assert data != Dataset.from_arrays(images[:, :, :2], labels)
+    assert data != "data" and data != data.subset(np.array([0]))

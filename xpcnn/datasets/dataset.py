@@ -115,6 +115,15 @@ class Dataset:
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
+    def __eq__(self, other: object) -> bool:
+        """The same images and labels (by value), spec, source, selection and part."""
+        # Not the dataclass's: its tuple `==` of arrays raised NumPy's "truth value is ambiguous".
+        if not isinstance(other, Dataset):
+            return NotImplemented
+        return ((self.spec, self.source, self.selection, self.part) == (other.spec, other.source, other.selection,
+                                                                          other.part)
+                and np.array_equal(self.images, other.images) and np.array_equal(self.labels, other.labels))
+
     @property
     def input_shape(self) -> tuple[int, int, int]:
         """(C, H, W) of one image: what a network for this data takes."""
