@@ -620,3 +620,16 @@ def test_a_backward_of_one_s_own_that_returns_or_sets_no_array_is_named_not_an_a
     net = xpcnn.Sequential([xpcnn.Conv2D(1, 2, 3, rng=0), ListGradient(), xpcnn.Flatten(), xpcnn.Dense(2, 2, rng=1)])
     with pytest.raises(TypeError, match=r"layer 1 \(ListGradient\(\)\): the gradient of 'gain' is a list, not an "):
         net.backward(net.forward(x))
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: xpcnn.Sequential([xpcnn.Flatten(), xpcnn.ReLU]), r"item 1 is the class ReLU, not a layer: make one, ReLU"),
+    (lambda: xpcnn.Sequential([xpcnn.Sequential([xpcnn.ReLU()])]),
+     r"item 0 is a Sequential, not a Layer: give its layers, Sequential\(\[\*net.layers, ...\]\)"),
+    (lambda: xpcnn.Sequential(xpcnn.Flatten(), xpcnn.ReLU()),
+     r"Sequential takes one list of layers, got 2 arguments: Sequential\(\[layer, ...\]\)"),
+])
+def test_what_is_given_instead_of_a_list_of_layers_is_named_with_what_to_give(make, message):
+    # a class, a Sequential and torch's Sequential(a, b) were "item 1 is type" and Python's argument count
+    with pytest.raises(TypeError, match=message):
+        make()

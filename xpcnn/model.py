@@ -31,13 +31,16 @@ class Sequential:
     `fuse` (default True): a forward runs the layers of each block of
     xpcnn.layers.fused.FUSIONS as one step (see forward); False runs every layer alone."""
 
-    def __init__(self, layers: Sequence[Layer]) -> None:
+    def __init__(self, layers: Sequence[Layer], *more: Layer) -> None:
+        if more:  # torch's nn.Sequential(a, b) habit: Python's own "takes 2 positional arguments" counts self
+            raise TypeError(f"Sequential takes one list of layers, got {1 + len(more)} arguments: "
+                            "Sequential([layer, ...])")
         if not isinstance(layers, (list, tuple)):
             raise TypeError(f"Sequential takes a list of layers, got {type(layers).__name__}: Sequential([layer, ...])")
         layers = list(layers)
         for index, layer in enumerate(layers):
             if not isinstance(layer, Layer):
-                raise TypeError(f"Sequential: item {index} is {type(layer).__name__}, not a Layer")
+                raise TypeError(f"Sequential: item {index} is {_not_a_layer(layer)}")
             _check_layer_state(index, layer)
         if not layers:
             raise ValueError("Sequential needs at least one layer")
@@ -459,6 +462,15 @@ def _check_input_gradient(position: Position, layer: Any, dx: Any, shape: Shape 
     if shape is not None and (tuple(dx.shape) != shape or dx.dtype != dtype):
         raise ValueError(f"layer {position} ({layer!r}): its backward returned a gradient of {dx.dtype} "
                          f"{tuple(dx.shape)} for an input of {dtype} {shape}")
+
+
+def _not_a_layer(item: Any) -> str:
+    """What `item`, given where a layer belongs, is, and what to give instead."""
+    if isinstance(item, type) and issubclass(item, Layer):
+        return f"the class {item.__name__}, not a layer: make one, {item.__name__}(...)"
+    if isinstance(item, Sequential):
+        return "a Sequential, not a Layer: give its layers, Sequential([*net.layers, ...]), or make it Residual(net)"
+    return f"{type(item).__name__}, not a Layer"
 
 
 def _check_layer_state(index: int, layer: Layer) -> None:
