@@ -115,6 +115,10 @@ def test_training_flops_count_the_products_of_convolutions_and_dense_layers():
     net = xpcnn.Sequential([xpcnn.Conv2D(1, 8, 3), xpcnn.ReLU(), xpcnn.Flatten(), xpcnn.Dense(8 * 26 * 26, 10)])
     forward = 2 * (1 * 3 * 3 * 8 * 26 * 26) + 2 * (8 * 26 * 26 * 10)  # multiply-adds of the two products
     assert net.training_flops((1, 28, 28)) == 3 * forward  # forward, input gradient, weight gradient
+    # summary's shape, batch included, was "expected a 4-D input (N, C, H, W), got shape (1, 1, 1, 28, 28)"
+    with pytest.raises(ValueError, match=r"training_flops takes one image's shape \(C, H, W\), such as \(1, 28, 28\), "
+                                         r"got \(1, 1, 28, 28\)"):
+        net.training_flops((1, 1, 28, 28))
 
 
 def test_a_network_that_knows_its_data_summarises_one_image_of_it():

@@ -335,6 +335,9 @@ class Sequential:
         element-wise rest is small beside them."""
         from .layers import Conv2D, Dense
 
+        if not isinstance(input_shape, (tuple, list)) or len(input_shape) != 3:  # summary's (N, C, H, W), say
+            raise ValueError(f"training_flops takes one image's shape (C, H, W), such as (1, 28, 28), got "
+                             f"{input_shape!r}")
         total = 0.0
         for _, layer, out in self._shaped((1, *input_shape)):
             if isinstance(layer, Conv2D):
