@@ -54,6 +54,20 @@ def test_predict_takes_images_of_any_backend_a_tensor_that_requires_grad_too():
     np.testing.assert_array_equal(predict(net, given, MNIST.mean, MNIST.std), expected)
 
 
+def test_predict_and_evaluate_name_what_they_were_given_instead(test_set):
+    net = small_net()
+    # a Dataset was "got object"; flat images were named by the batch made of them, (1, 1, 3, 784)
+    with pytest.raises(TypeError, match=r"predict takes images \(an array\), got a Dataset: pass its .images, or "
+                                        r"score it with evaluate\(model, dataset\)"):
+        predict(net, test_set, MNIST.mean, MNIST.std)
+    flat = test_set.images[:3].reshape(3, -1)
+    with pytest.raises(ValueError, match=r"predict: the network does not take 1x3x784 images: layer 2 \(MaxPool2D\)"):
+        predict(net, flat, MNIST.mean, MNIST.std)  # read as one grey image 3x784; was MaxPool2D's own error
+    net.data = test_set.statistics()
+    with pytest.raises(ValueError, match=r"predict expects 1x28x28 images .*; got shape \(3, 784\)$"):
+        predict(net, flat)
+
+
 @pytest.fixture(scope="module")
 def saved_run(tmp_path_factory):
     folder = tmp_path_factory.mktemp("run")

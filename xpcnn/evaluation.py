@@ -145,6 +145,9 @@ def predict(model: Sequential | str | Path, images: np.ndarray, mean: float | Se
         model = load_checkpoint(model).model
     if not isinstance(model, Sequential):
         raise TypeError(f"predict takes a Sequential or a checkpoint's path, got {type(model).__name__}")
+    if isinstance(images, Dataset):
+        raise TypeError("predict takes images (an array), got a Dataset: pass its .images, or score it with "
+                        "evaluate(model, dataset)")
     known = model.data or {}
     mean, std = known.get("mean") if mean is None else mean, known.get("std") if std is None else std
     if mean is None or std is None:
@@ -156,6 +159,7 @@ def predict(model: Sequential | str | Path, images: np.ndarray, mean: float | Se
     std = per_channel(std, "predict std", 1e-12, channels)
     batch_size = integer(batch_size, "batch_size", 1)
     images = _image_batch(backend.as_host(images), shape, len(mean))
+    _check_takes(model, images.shape[1:])  # a network that does not know its data: else a layer deep inside says it
     outputs = []
     for start in range(0, images.shape[0], batch_size):
         chunk = normalize(images[start : start + batch_size], mean, std)
@@ -169,10 +173,20 @@ def predict(model: Sequential | str | Path, images: np.ndarray, mean: float | Se
     return np.concatenate(outputs)
 
 
+def _check_takes(model: Sequential, image_shape: Sequence[int]) -> None:
+    """ValueError where the network's layers cannot take images of `image_shape` (C, H, W)."""
+    try:
+        model.output_shapes((1, *image_shape))
+    except ValueError as exc:
+        raise ValueError(f"predict: the network does not take {'x'.join(map(str, image_shape))} images: {exc}") \
+            from None
+
+
 def _image_batch(images: np.ndarray, shape: Sequence[int] | None, channels: int) -> np.ndarray:
     """`images` as a batch (n, C, H, W): one image or many, grey ones without their axis."""
+    given = images.shape  # what the caller passed, not the batch it was made into
     if images.size == 0:
-        raise ValueError(f"predict expects at least one image; got images of shape {images.shape}")
+        raise ValueError(f"predict expects at least one image; got images of shape {given}")
     if images.dtype.kind == "f" and np.all(np.isfinite(images)) and 0 <= images.min() \
             and images.max() <= 1:
         images = np.round(images * 255.0).astype(np.uint8)  # as Dataset.from_arrays takes them
@@ -191,7 +205,7 @@ def _image_batch(images: np.ndarray, shape: Sequence[int] | None, channels: int)
     if images.ndim != 4 or images.shape[1] != channels or (one is not None and images.shape[1:] != one):
         wanted = "x".join(map(str, one)) if one else f"{channels}-channel"
         raise ValueError(f"predict expects {wanted} images (n, C, H, W), or one (C, H, W)"
-                         f"{', grey ones without C' if channels == 1 else ''}; got shape {images.shape}")
+                         f"{', grey ones without C' if channels == 1 else ''}; got shape {given}")
     return images
 
 
