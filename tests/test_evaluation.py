@@ -66,6 +66,8 @@ def test_predict_and_evaluate_name_what_they_were_given_instead(test_set):
     net.data = test_set.statistics()
     with pytest.raises(ValueError, match=r"predict expects 1x28x28 images .*; got shape \(3, 784\)$"):
         predict(net, flat)
+    with pytest.raises(TypeError, match="evaluate takes a Sequential or a checkpoint's path, got list"):
+        evaluate([net], test_set)
 
 
 @pytest.fixture(scope="module")
@@ -140,6 +142,8 @@ def test_your_own_loop_saved_with_its_data_is_evaluated_used_and_exported(tmp_pa
     assert loaded.model.data["classes"] == ["top", "bottom"] and loaded.model.data["input_shape"] == [1, 28, 28]
     np.testing.assert_allclose(predict(loaded.model, images[:4]), predict(net, images[:4], spec.mean, spec.std))
     np.testing.assert_allclose(predict(tmp_path / "mine.npz", images[:4]), predict(loaded.model, images[:4]))
+    # evaluate took no path, as predict does: "'str' object has no attribute 'output_shapes'"
+    assert evaluate(str(tmp_path / "mine.npz"), data)["accuracy"] == evaluate(loaded.model, data)["accuracy"]
     np.save(tmp_path / "one.npy", images[0])
     assert classify_files(tmp_path / "mine.npz", [tmp_path / "one.npy"])[0].classes[0][0] in ("top", "bottom")
     assert "Checkpoint(" in repr(loaded) and "optimizer Adam" in repr(loaded)

@@ -100,14 +100,19 @@ def _rounded(values: Sequence[float]) -> list[float]:
     return [round(float(value), 4) for value in values]
 
 
-def evaluate(model: Sequential, dataset: Dataset, batch_size: int = 1000,
+def evaluate(model: Sequential | str | Path, dataset: Dataset, batch_size: int = 1000,
              comm: distributed.Communicator | None = None) -> dict[str, Any]:
     """Over `dataset`, in evaluation mode: {"loss" (the mean), "accuracy", "predictions"
     (host class indices), "confusion" (host counts[true, predicted]), "classes" and "macro"
     (each class's precision, recall, F1 and support, and their means: metrics.per_class)}.
+    `model` is a network or a checkpoint (a file or a run folder), as for predict.
     With `comm`, each process evaluates its slice of the dataset and all get the whole
-    result. TypeError where `dataset` is no Dataset; ValueError where the data does not fit
-    the network, or differs from what it was trained on (check_same_data)."""
+    result. TypeError where `model` or `dataset` is neither; ValueError where the data does
+    not fit the network, or differs from what it was trained on (check_same_data)."""
+    if isinstance(model, (str, Path)):
+        model = load_checkpoint(model).model
+    if not isinstance(model, Sequential):
+        raise TypeError(f"evaluate takes a Sequential or a checkpoint's path, got {type(model).__name__}")
     check_model_fits(model, dataset)
     check_same_data(model.data, dataset)
     batch_size = integer(batch_size, "batch_size", 1)
