@@ -4,6 +4,7 @@ confusion matrix on the host."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from xpcnn import backend
 from xpcnn.metrics import confusion_matrix, count_correct, per_class, per_class_table
@@ -42,3 +43,28 @@ def test_the_table_s_columns_stay_in_line_when_a_rate_is_100_percent():
     for column in ("recall", "f1"):
         end = lines[0].index(column) + len(column)
         assert all(line[end - 1] == "%" for line in lines[1:]), (column, lines)
+
+
+@pytest.mark.parametrize("labels, predictions, classes, error, message", [
+    # a negative label counted as the last class; the rest failed inside NumPy's indexing
+    ([0, -1], [0, 1], 3, ValueError, r"confusion_matrix labels must be in \[0, 3\); the one at index 1 is -1"),
+    ([0, 1], [0, 3], 3, ValueError, r"confusion_matrix predictions must be in \[0, 3\); the one at index 1 is 3"),
+    ([0, 1, 2], [0, 1], 3, ValueError, "confusion_matrix: 3 labels but 2 predictions"),
+    ([0.0, 1.0], [0, 1], 3, TypeError, r"confusion_matrix labels must be integers \(class indices\), got float64"),
+    ([[0, 1]], [[0, 1]], 3, ValueError, r"confusion_matrix labels must be \(n,\) class indices, got shape \(1, 2\)"),
+    ([0, 1], [0, 1], 2.0, TypeError, "confusion_matrix classes must be an integer, got 2.0"),
+])
+def test_the_confusion_matrix_refuses_what_is_no_class_index(labels, predictions, classes, error, message):
+    with pytest.raises(error, match=message):
+        confusion_matrix(labels, predictions, classes)
+
+
+def test_per_class_needs_a_name_for_each_class_and_the_table_its_result():
+    counts = confusion_matrix(np.array([0, 1, 2]), np.array([0, 1, 1]), 3)
+    with pytest.raises(ValueError, match="per_class: 3 classes in the confusion matrix but 2 names"):
+        per_class(counts, ["a", "b"])  # class c was dropped, silently
+    with pytest.raises(ValueError, match=r"per_class takes a confusion matrix \(K, K\), got shape \(3,\)"):
+        per_class(counts[0], ["a", "b", "c"])
+    with pytest.raises(TypeError, match=r"per_class_table takes what per_class\(\) or evaluate\(\) returns "
+                                        r"\(\"classes\" and \"macro\"\), got a dict of \['accuracy'\]"):
+        per_class_table({"accuracy": 1.0})  # was KeyError: 'classes'

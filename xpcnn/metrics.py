@@ -16,10 +16,34 @@ def count_correct(logits: Any, labels: Any) -> Any:
 
 
 def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, classes: int) -> np.ndarray:
-    """counts[true, predicted] (host integers) of `classes` classes."""
+    """counts[true, predicted] (host integers) of `classes` classes, from `labels` and
+    `predictions` (n,) class indices in [0, classes); TypeError or ValueError naming what
+    is not."""
+    if isinstance(classes, bool) or not isinstance(classes, (int, np.integer)):
+        raise TypeError(f"confusion_matrix classes must be an integer, got {classes!r}")
+    if classes < 1:
+        raise ValueError(f"confusion_matrix classes must be >= 1, got {classes}")
+    labels, predictions = _indices(labels, "labels", classes), _indices(predictions, "predictions", classes)
+    if labels.shape != predictions.shape:
+        raise ValueError(f"confusion_matrix: {labels.shape[0]} labels but {predictions.shape[0]} predictions")
     counts = np.zeros((classes, classes), np.int64)
     np.add.at(counts, (labels, predictions), 1)
     return counts
+
+
+def _indices(values: Any, what: str, classes: int) -> np.ndarray:
+    """`values` as host class indices (n,) in [0, classes): a negative one would count as
+    a class from the end, a float one fail inside NumPy's indexing."""
+    values = np.asarray(values)
+    if values.ndim != 1:
+        raise ValueError(f"confusion_matrix {what} must be (n,) class indices, got shape {values.shape}")
+    if values.dtype.kind not in "iu":
+        raise TypeError(f"confusion_matrix {what} must be integers (class indices), got {values.dtype}")
+    outside = np.flatnonzero((values < 0) | (values >= classes))
+    if outside.size:
+        raise ValueError(f"confusion_matrix {what} must be in [0, {classes}); the one at index {outside[0]} is "
+                         f"{values[outside[0]]}")
+    return values
 
 
 def per_class(counts: np.ndarray, classes: list[str]) -> dict[str, Any]:
@@ -28,6 +52,10 @@ def per_class(counts: np.ndarray, classes: list[str]) -> dict[str, Any]:
     F1 (their harmonic mean) and support (its images), and their unweighted means over the
     classes ("macro"). A class never predicted has precision 0, one never present recall 0."""
     counts = np.asarray(counts, np.float64)
+    if counts.ndim != 2 or counts.shape[0] != counts.shape[1]:
+        raise ValueError(f"per_class takes a confusion matrix (K, K), got shape {counts.shape}")
+    if len(classes) != counts.shape[0]:  # zip would drop the classes beyond the shorter
+        raise ValueError(f"per_class: {counts.shape[0]} classes in the confusion matrix but {len(classes)} names")
     right, predicted, present = np.diag(counts), counts.sum(axis=0), counts.sum(axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
         precision = np.where(predicted > 0, right / predicted, 0.0)
@@ -40,7 +68,12 @@ def per_class(counts: np.ndarray, classes: list[str]) -> dict[str, Any]:
 
 
 def per_class_table(scores: dict[str, Any]) -> str:
-    """per_class()'s result as a text table, a line per class and one for the mean."""
+    """per_class()'s result (or evaluate()'s) as a text table, a line per class and one for
+    the mean."""
+    if not isinstance(scores, dict) or not {"classes", "macro"} <= set(scores):
+        given = f"a dict of {sorted(scores)}" if isinstance(scores, dict) else type(scores).__name__
+        raise TypeError(f'per_class_table takes what per_class() or evaluate() returns ("classes" and "macro"), '
+                        f"got {given}")
     width = max([5, *(len(row["class"]) for row in scores["classes"])])
     # Rates take 7 characters: "100.00%" would push a narrower column out of line.
     lines = [f"{'class':<{width}}  precision   recall       f1  support"]
