@@ -225,7 +225,9 @@ class Sequential:
     def load_state_dict(self, state: dict[str, Any], strict: bool = True) -> None:
         """Take parameters and buffers from `state` (NumPy arrays, or tensors such as torch's
         state_dict()), converted to this network's backend, device and dtype; a shape that
-        differs is named by its key; with `strict`, so is a missing or unexpected key."""
+        differs, values that are not finite real numbers and a batch-norm counter that is no
+        count are named by their key; with `strict`, so is a missing or unexpected key.
+        ValueError, before anything changes."""
         weights.load_state_dict(self, state, strict)
 
     def set_array(self, name: str, value: Any) -> None:

@@ -40,10 +40,32 @@ def _host(key: str, value: Any) -> np.ndarray:
         raise TypeError(f"load_state_dict: {key}: {exc}") from None
 
 
+def _value_problems(host: dict[str, np.ndarray], own: dict[str, Any], counters: dict[str, Any],
+                    dtype: str) -> list[str]:
+    """What of `host` could not be loaded as it is: an array of `own` that is not real
+    numbers, or not finite in `dtype` (the cast would discard an imaginary part, or
+    overflow to Inf, with only a warning), and a counter that is no count."""
+    problems = []
+    for key in [key for key in own if key in host]:
+        value = host[key]
+        if value.dtype.kind not in "fiu":
+            problems.append(f"{key}: {value.dtype} values, not real numbers")
+        else:
+            with np.errstate(over="ignore", invalid="ignore"):
+                if not np.all(np.isfinite(value.astype(dtype))):
+                    problems.append(f"{key}: values that are not finite in {dtype} (NaN, Inf or too large)")
+    for key in [key for key in counters if key in host]:
+        value = host[key]
+        if value.shape != () or value.dtype.kind not in "iu" or int(value) < 0:
+            problems.append(f"{key}: must be a count, one integer >= 0, got {value.dtype} of shape {value.shape}"
+                            f"{f' ({value.item()!r})' if value.size == 1 else ''}")
+    return problems
+
+
 def load_state_dict(model: Any, state: dict[str, Any], strict: bool = True) -> None:
     """Set `model`'s parameters, buffers and counters from `state` (arrays or tensors of
-    any backend), on the model's backend, device and dtype. Nothing is changed when a key
-    or shape does not fit: ValueError lists them."""
+    any backend), on the model's backend, device and dtype. Nothing is changed when a key,
+    shape or value does not fit: ValueError lists them."""
     own = {**model.params, **model.buffers}
     counters = {f"{position}.{COUNTER}": layer for position, layer in model.named_layers()
                 if COUNTER in layer.extra_state()}
@@ -56,6 +78,7 @@ def load_state_dict(model: Any, state: dict[str, Any], strict: bool = True) -> N
     if strict:
         problems += [f"missing {key}" for key in [*own, *counters] if key not in host]
         problems += [f"unexpected {key}" for key in host if key not in own and key not in counters]
+    problems += _value_problems(host, own, counters, model.dtype)
     if problems:
         raise ValueError("load_state_dict: " + "; ".join(problems))
     place = model.backend, model.device, model.dtype  # each asks every array: once, not once a key
