@@ -696,6 +696,15 @@ def test_a_model_with_nan_or_inf_is_not_written(tmp_path):
     assert info.value.key == "param/0.weight" and (tmp_path / "model.npz").read_bytes() == b"the old one"
 
 
+def test_an_optimizer_of_another_network_is_not_saved_as_this_ones(tmp_path):
+    # it was written: its moments (zeros, or another network's) saved as this network's, resumed as such
+    model, other = presets.build("tutorial"), presets.build("tutorial", seed=1)
+    trained_step(other, ("numpy", None))
+    with pytest.raises(ValueError, match="save_checkpoint optimizer must be the model's: it was built for another"):
+        save_checkpoint(tmp_path / "model.npz", model, Adam(other, 1e-3))
+    assert not (tmp_path / "model.npz").exists()
+
+
 def test_a_folder_is_read_as_a_run_folder_or_named_for_what_it_is(tmp_path):
     with pytest.raises(CheckpointError, match=r"run: a folder without checkpoint.npz \(a run folder holds one\)"):
         load_checkpoint((tmp_path / "run").mkdir() or tmp_path / "run")

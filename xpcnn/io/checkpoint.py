@@ -146,11 +146,13 @@ def save_checkpoint(path: str | Path, model: Sequential, optimizer: Any = None, 
     """Write model, optimizer and trainer state to `path` atomically. `data` (the training
     Dataset, or its statistics; default: `model.data`) is what evaluate, predict and
     export read of it: class names, normalisation, input shape. NotFinite, writing
-    nothing, where an array holds NaN or Inf."""
+    nothing, where an array holds NaN or Inf; ValueError for an optimizer of another network."""
     if not isinstance(model, Sequential):
         raise TypeError(f"save_checkpoint model must be a Sequential, got {type(model).__name__}")
     if optimizer is not None and not isinstance(optimizer, Optimizer):
         raise TypeError(f"save_checkpoint optimizer must be an Optimizer or None, got {type(optimizer).__name__}")
+    if optimizer is not None and optimizer.model is not model:  # its state would be saved as this network's
+        raise ValueError("save_checkpoint optimizer must be the model's: it was built for another network")
     if data is not None and not isinstance(data, (Dataset, dict)):
         raise TypeError(f"save_checkpoint data must be a Dataset or its statistics, got {type(data).__name__}")
     trainer = _with_data(trainer, data if data is not None else model.data, model)
