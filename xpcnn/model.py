@@ -679,10 +679,10 @@ class Residual(Layer):
             if where in grouped or layer.extra_state():  # a counter it keeps must be given
                 layer.load_extra_state(grouped.get(where, {}))
 
-    def to(self, backend_name: str, device_spec: Any = None, dtype: Any = None) -> Residual:
-        super().to(backend_name, device_spec, dtype)
+    def to(self, backend_name: str, device: Any = None, dtype: Any = None) -> Residual:
+        super().to(backend_name, device, dtype)
         for branch in self.branches().values():
-            branch.to(backend_name, device_spec, dtype)
+            branch.to(backend_name, device, dtype)
         return self
 
     def release_work_memory(self) -> None:

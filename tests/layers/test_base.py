@@ -52,6 +52,9 @@ def test_a_layer_moved_alone_is_checked_as_a_network_is():
             xpcnn.Dense(3, 2).to("torch", "cuda")
     dense = xpcnn.Dense(3, 2).to("torch", dtype="float64")
     assert dense.params["weight"].dtype == torch.float64
+    # the keyword is Sequential.to's: a layer's was device_spec, "unexpected keyword argument 'device'"
+    for moved in (xpcnn.Dense(3, 2), xpcnn.Residual([xpcnn.ReLU()]), xpcnn.Sequential([xpcnn.ReLU()])):
+        moved.to("torch", device="cpu", dtype="float64")
 
 
 def test_backward_needs_forward_and_matching_dy(to_target):

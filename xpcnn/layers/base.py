@@ -135,19 +135,19 @@ class Layer:
         if state:
             raise ValueError(f"{self!r} keeps no extra state, got {sorted(state)}")
 
-    def to(self, backend_name: str, device_spec: Any = None, dtype: Any = None) -> Layer:
+    def to(self, backend_name: str, device: Any = None, dtype: Any = None) -> Layer:
         """Move parameters and buffers to a backend/device/dtype (default: keep the dtype);
         backend.BackendUnavailable where the backend cannot use that device, ValueError for
         a dtype other than float32 or float64, before anything moves, as Sequential.to."""
         # Also for a layer without arrays, and in one line: a layer moved alone met the
         # library's own error (torch's about its build), or held data on torch's "meta" device.
-        backend.require(backend_name, device_spec)
+        backend.require(backend_name, device)
         if dtype is not None:
             backend.float_name(dtype)
         for store in (self.params, self.buffers):
             for key, value in store.items():
                 target = dtype if dtype is not None else backend.dtype_name(value.dtype)
-                store[key] = backend.to_backend(value, backend_name, device_spec, target)
+                store[key] = backend.to_backend(value, backend_name, device, target)
         self.grads = {}
         self.release_work_memory()
         return self
