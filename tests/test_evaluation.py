@@ -173,8 +173,13 @@ def test_a_network_is_not_scored_on_data_unlike_what_it_learned(tmp_path):
         trainer.finish(Dataset(images, labels, dataclasses.replace(MNIST, classes=tuple("abcdefghij"))))
     assert evaluate(trainer.model, Dataset.from_arrays(images, labels, like=data.train))["accuracy"] > 0.3
     colour = Dataset.from_arrays(np.repeat(images, 3, axis=1), labels, 10)
-    with pytest.raises(ValueError, match=r"the network does not take the 3x28x28 images of the data \(arrays\)"):
+    with pytest.raises(ValueError, match=r"the network was trained on 1x28x28 images, but the images of the data are "
+                                         r"3x28x28"):
         evaluate(trainer.model, colour)
+    # a test set of its own classes was told "its last layer needs 3 outputs", as if the network were wrong
+    with pytest.raises(ValueError, match=r"classifies the 10 classes of mnist .*, but the data has the 3 of arrays "
+                                         r"\(0, 1, 2\) \(a set of your own arrays takes the training set's classes"):
+        evaluate(trainer.model, Dataset.from_arrays(images, labels % 3))
 
 
 def test_save_checkpoint_refuses_data_that_could_never_be_loaded(tmp_path):

@@ -113,8 +113,9 @@ def evaluate(model: Sequential | str | Path, dataset: Dataset, batch_size: int =
         model = load_checkpoint(model).model
     if not isinstance(model, Sequential):
         raise TypeError(f"evaluate takes a Sequential or a checkpoint's path, got {type(model).__name__}")
+    if isinstance(dataset, Dataset):  # first against what it learned: a set of other classes is the set's fault
+        check_same_data(model.data, dataset)
     check_model_fits(model, dataset)
-    check_same_data(model.data, dataset)
     batch_size = integer(batch_size, "batch_size", 1)
     comm = comm or distributed.Single()
     start, stop = distributed.shard_bounds(len(dataset), comm.rank, comm.size)
