@@ -127,6 +127,12 @@ def test_new_arrays_like_a_loaded_checkpoint_s_model_are_scored_as_its_training_
         xpcnn.evaluate(loaded, Dataset.from_arrays(new.images, new.labels, ["red", "green", "blue"]))
     with pytest.raises(TypeError, match="got a Sequential that does not know its training data"):
         Dataset.from_arrays(new.images, new.labels, like=xpcnn.Sequential([xpcnn.Flatten()]))
+    # taken, another size or channel count (then told "the spec has a mean and std for 3")
+    with pytest.raises(ValueError, match=r"images 3x6x6 \(C x H x W\), but the images like's network was trained on "
+                                         r"are 3x8x8"):
+        Dataset.from_arrays(new.images[:, :, :6, :6], new.labels, like=loaded)
+    with pytest.raises(ValueError, match=r"images 1x8x8 \(C x H x W\), but the images of like \(arrays\) are 3x8x8"):
+        Dataset.from_arrays(new.images[:, 0], new.labels, like=train)
 
 
 def test_channel_statistics_are_exact_and_a_constant_channel_stays_finite():

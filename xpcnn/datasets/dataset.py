@@ -102,7 +102,9 @@ class Dataset:
         if like is not None:
             if classes is not None:
                 raise ValueError(f"{name}: give classes or like, not both: like brings the classes of its dataset")
-            return cls(images, labels, _spec_of(like, name), f"{name} ({len(labels):,} images)")
+            spec = _spec_of(like, name)
+            _check_like_shape(images, like, name)
+            return cls(images, labels, spec, f"{name} ({len(labels):,} images)")
         spec = DatasetSpec(name, {}, (), *channel_statistics(images), _class_names(classes, labels, name))
         return cls(images, labels, spec, f"{name} ({len(labels):,} images)")
 
@@ -235,6 +237,17 @@ def _spec_of(like: Any, name: str) -> DatasetSpec:
         raise TypeError(f"{name}: like must be a Dataset or a trained network (a loaded checkpoint's model), "
                         f"got {what}")
     return DatasetSpec.from_statistics(known)
+
+
+def _check_like_shape(images: np.ndarray, like: Any, name: str) -> None:
+    """ValueError where `images` are not of the shape of from_arrays' `like`: its images, or
+    those its network was trained on; no network takes both, and evaluate refuses them."""
+    shape = like.input_shape if isinstance(like, Dataset) else like.data.get("input_shape")
+    if shape is not None and tuple(images.shape[1:]) != tuple(shape):
+        whose = f"the images of like ({like.spec.name})" if isinstance(like, Dataset) else \
+            "the images like's network was trained on"
+        raise ValueError(f"{name}: images {'x'.join(map(str, images.shape[1:]))} (C x H x W), but "
+                         f"{whose} are {'x'.join(map(str, shape))}")
 
 
 def _pixels(images: Any, name: str) -> np.ndarray:
