@@ -20,6 +20,17 @@ def test_cuda_graphs_where_none_can_be_recorded_are_refused_before_any_data_is_r
                   cuda_graphs=True, log=quiet)
 
 
+@pytest.mark.parametrize("options, error, message", [
+    # each was found after the data was read (downloaded, where it could be)
+    ({"recipe": "fast"}, TypeError, r"^recipe must be a Recipe"),
+    ({"out": "runs/x"}, TypeError, r"^Trainer.for_preset\(\) got an unexpected keyword argument 'out'"),
+])
+def test_arguments_for_the_trainer_are_checked_before_any_data_is_read(tmp_path, options, error, message):
+    with pytest.raises(error, match=message):
+        start_run("tutorial", data_dir=tmp_path / "nothing here", download=False, allow_bundled=False, log=quiet,
+                  **options)
+
+
 @pytest.mark.parametrize("model, folder, message", [
     ("cifar", {"image_size": 6}, r"^image_size: preset cifar takes images of at least 8x8 pixels, not 6x6$"),
     ("resnet20", {"image_size": 4, "test_split": 0.3}, r"^test_split: .*given holds train/ and test/, which split"),

@@ -387,6 +387,9 @@ def test_a_preset_s_schedule_is_planned_over_the_data_it_trains_on(data, capsys)
     ("for_preset", {"epochs": 2}, r"^Trainer.for_preset\(\) got an unexpected keyword argument 'epochs'; it takes "
                                   "name"),
     ("for_preset", {"batch_size": 8}, r"^Trainer.for_preset\(\) got an unexpected keyword argument 'batch_size'"),
+    # a recipe's name for the recipe was "'str' object has no attribute 'label_smoothing'"
+    ("for_preset", {"recipe": "fast"}, r"^recipe must be a Recipe \(xpcnn.presets.recipe\(name\), .replace\(...\) to "
+                                       r"change it\) or None, got str$"),
     ("resume", {"backend": "torch"}, r"^Trainer.resume\(\) got an unexpected keyword argument 'backend'; it takes "
                                      r"path, backend_name, device, callbacks and the constructor's batch_size"),
 ])

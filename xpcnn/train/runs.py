@@ -17,7 +17,7 @@ from . import record
 from .callbacks import BestCheckpoint, EarlyStopping
 from .record import SettingsConflict
 from .step import check_graphs
-from .trainer import Trainer, to_stderr
+from .trainer import Trainer, check_preset_options, to_stderr
 
 Splits = tuple[Dataset, Dataset | None, Dataset]  # train, validation (or None), test
 
@@ -37,6 +37,7 @@ def start_run(name: str, recipe: Recipe | None = None, *, dataset: str = "mnist"
     (dataset "images"); `width` scales the preset's channels (resnet20, cifar); `log`
     (default: stderr) takes the notes; `options` are Trainer's."""
     log = log or to_stderr
+    check_preset_options(recipe, options)
     _check_before_reading(name, dataset, data_dir, folder_options or {})
     if options.get("cuda_graphs"):  # refused before any data is read
         check_graphs(True, backend.to_backend(np.zeros(1), backend_name, device))

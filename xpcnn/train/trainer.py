@@ -169,8 +169,8 @@ class Trainer:
         schedule planned over `train_size` training images; what `xpcnn train` runs.
         `options` are the constructor's (workers default to None, chosen at fit as the
         command chooses them; label_smoothing to the recipe's)."""
+        check_preset_options(recipe, options)
         recipe = recipe or presets.recipe(name)
-        _check_options(cls.for_preset, options, fixed={"batch_size", "augment", "name"})  # the recipe's, the preset's
         train_size = integer(train_size, "train_size", 1)
         options.setdefault("workers", None)
         options.setdefault("label_smoothing", recipe.label_smoothing)
@@ -391,6 +391,15 @@ def _check_parts(model: Any, optimizer: Any, comm: Any, log: Any, callbacks: Any
 def to_stderr(message: str) -> None:
     """A trainer's default log: `message` on stderr, where progress goes."""
     print(message, file=sys.stderr, flush=True)
+
+
+def check_preset_options(recipe: Any, options: dict[str, Any]) -> None:
+    """TypeError where Trainer.for_preset could not take `recipe` (a Recipe or None) or
+    `options`: for start_run to say so before it reads any data."""
+    if recipe is not None and not isinstance(recipe, presets.Recipe):
+        raise TypeError(f"recipe must be a Recipe (xpcnn.presets.recipe(name), .replace(...) to change it) or None, "
+                        f"got {type(recipe).__name__}")
+    _check_options(Trainer.for_preset, options, fixed={"batch_size", "augment", "name"})  # the recipe's, the preset's
 
 
 def _check_options(method: Callable[..., Any], options: dict[str, Any], fixed: set[str] = frozenset()) -> None:
