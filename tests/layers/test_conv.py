@@ -20,8 +20,9 @@ from ..helpers import GRAD_TOL, ORACLE_DTYPES, check, seeds, torch_functional
         (xpcnn.Conv2D(3, 4, 3), (2, 1, 8, 8), r"expected input \(N, 3, H, W\).*got shape \(2, 1, 8, 8\)"),
         (xpcnn.Conv2D(1, 4, 5), (2, 1, 4, 8), r"padded H >= 5"),
         (xpcnn.Conv2D(1, 4, 3), (1, 8, 8), r"expected a 4-D input \(N, C, H, W\), got shape \(1, 8, 8\)"),
+        (xpcnn.Conv2D(3, 4, 3), (2, 8, 8, 3), r"\(2, 8, 8, 3\); channels last\? pass x.transpose\(0, 3, 1, 2\)$"),
     ],
-    ids=["channels", "kernel-taller-than-input", "not-4-d"],
+    ids=["channels", "kernel-taller-than-input", "not-4-d", "channels-last"],
 )
 def test_bad_shapes_name_layer_expected_and_actual(target, to_target, layer, shape, message):
     layer.to(*target)

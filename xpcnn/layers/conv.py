@@ -93,9 +93,11 @@ class Conv2D(Layer):
         (kh, kw), (sh, sw) = self.kernel_size, self.stride
         top, bottom, left, right = self.padding
         if c != self.in_channels or h + top + bottom < kh or w + left + right < kw:
+            last = c != self.in_channels and w == self.in_channels  # NHWC, as TensorFlow and pictures hold them
             raise ValueError(
                 f"{self!r}: expected input (N, {self.in_channels}, H, W) with padded H >= {kh} "
                 f"and W >= {kw}, got shape {tuple(input_shape)}"
+                f"{'; channels last? pass x.transpose(0, 3, 1, 2)' if last else ''}"
             )
         return (n, self.out_channels, output_size(h, kh, sh, top + bottom),
                 output_size(w, kw, sw, left + right))
