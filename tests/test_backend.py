@@ -59,8 +59,13 @@ def test_as_host_takes_any_backends_arrays_and_plain_data():
 
 def test_a_tensor_moved_leaves_the_autograd_graph():
     torch = pytest.importorskip("torch")
-    moved = backend.to_backend(torch.ones(2, requires_grad=True), "torch", dtype_spec="float64")
+    moved = backend.to_backend(torch.ones(2, requires_grad=True), "torch", dtype="float64")
     assert not moved.requires_grad and moved.dtype == torch.float64
+
+
+def test_to_backend_takes_the_keywords_of_sequential_to():
+    moved = backend.to_backend([1, 2], "numpy", device="cpu", dtype="float32")
+    assert moved.dtype == np.float32 and moved.tolist() == [1.0, 2.0]
 
 
 def test_read_only_host_arrays_move():

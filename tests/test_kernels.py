@@ -94,7 +94,7 @@ def calls_of_each_fast_path(name: str, module: str, monkeypatch) -> dict[str, in
 
         monkeypatch.setitem(registry, standard, counted)
     net = every_kind_of_layer().to(name)
-    x = backend.to_backend(np.random.default_rng(1).standard_normal((4, 1, 8, 8)), name, dtype_spec="float32")
+    x = backend.to_backend(np.random.default_rng(1).standard_normal((4, 1, 8, 8)), name, dtype="float32")
     loss = xpcnn.SoftmaxCrossEntropy()
     loss.forward(net.forward(x), backend.to_backend(np.array([0, 1, 2, 1]), name))
     net.backward(loss.backward(), input_grad=False)

@@ -86,7 +86,7 @@ class MaskMovedByHand(NoisyCentre):
     def forward(self, x: Any, training: bool = True) -> Any:
         if training:
             original = capture.from_host
-            capture.from_host = lambda draw, like: backend.to_backend(draw(), "numpy", dtype_spec=like.dtype)
+            capture.from_host = lambda draw, like: backend.to_backend(draw(), "numpy", dtype=like.dtype)
             try:
                 return super().forward(x, training)
             finally:

@@ -98,7 +98,7 @@ MISUSE = {
                          "save_checkpoint optimizer must be the model's")],
     "available_backends": "takes no arguments",
     "to_backend": [(lambda: xpcnn.to_backend(np.zeros(2), "nosuch"), ValueError, "unknown backend 'nosuch'"),
-                   (lambda: xpcnn.to_backend(np.zeros(2), "numpy", dtype_spec="float16"), ValueError,
+                   (lambda: xpcnn.to_backend(np.zeros(2), "numpy", dtype="float16"), ValueError,
                     "unsupported dtype 'float16'")],
     "to_numpy": [(lambda: xpcnn.to_numpy("x"), TypeError, "not an array of a supported backend: str")],
     "gradcheck": [(lambda: xpcnn.gradcheck("layer", np.zeros(2)), TypeError, "gradcheck takes a layer"),

@@ -330,13 +330,18 @@ def as_host(value: Any) -> np.ndarray:
     return to_numpy(value)
 
 
-def to_backend(x: Any, name: str, device_spec: Any = None, dtype_spec: Any = None) -> Any:
-    """A copy of `x` (any backend, or host data) on backend `name`.
+def to_backend(x: Any, name: str, device: Any = None, dtype: Any = None) -> Any:
+    """A copy of `x` (any backend, or host data) on backend `name`, on `device` and in
+    `dtype` (None: the backend's default device, and `x`'s dtype).
 
     Tries DLPack first (device to device where the libraries share one), then goes through
     host NumPy. The result never shares memory with `x`, so in-place updates of one cannot
     change the other.
     """
+    return _copied(x, name, device, dtype)  # the keywords are Sequential.to's; they hide device() and dtype() here
+
+
+def _copied(x: Any, name: str, device_spec: Any, dtype_spec: Any) -> Any:
     xp = namespace(name)
     dev = device(name, device_spec)
     try:
