@@ -73,6 +73,8 @@ MISUSE = {
     "Trainer": [(lambda: xpcnn.Trainer(_net(), "adam"), TypeError, "Trainer optimizer must be an Optimizer"),
                 (lambda: xpcnn.Trainer(_net(), xpcnn.optim.Adam(_net())), ValueError, "built for another network"),
                 (lambda: _trainer(batch_size=2.5), TypeError, "batch_size must be an integer, got 2.5"),
+                (lambda: _trainer(anomaly="no"), TypeError, "Trainer anomaly must be True or False, got 'no'"),
+                (lambda: _trainer(progress=1), TypeError, "Trainer progress must be True or False, got 1"),
                 (lambda: _trainer(checkpoint_every=2), ValueError,
                  r"checkpoint_every: checkpoints are written in the run folder, but the trainer has none"),
                 (lambda: _trainer().fit((np.zeros(2), np.zeros(2)), 1), TypeError,
@@ -149,7 +151,7 @@ MISUSE = {
 
 def _trainer(**options):
     net = _net()
-    return xpcnn.Trainer(net, xpcnn.optim.SGD(net, 0.1), progress=False, log=lambda message: None, **options)
+    return xpcnn.Trainer(net, xpcnn.optim.SGD(net, 0.1), **{"progress": False, "log": lambda message: None, **options})
 
 
 def _dataset():

@@ -76,6 +76,9 @@ class Trainer:
                  cuda_graphs: bool | None = None, label_smoothing: float = 0.0) -> None:
         log = to_stderr if log is None else log
         _check_parts(model, optimizer, comm, log, callbacks, cuda_graphs)
+        for flag, value in (("progress", progress), ("anomaly", anomaly)):
+            if not isinstance(value, bool):  # "no" would switch it on
+                raise TypeError(f"Trainer {flag} must be True or False, got {value!r}")
         self.model, self.optimizer, self.name = model, optimizer, name
         self.batch_size, self.seed = integer(batch_size, "batch_size", 1), integer(seed, "seed", 0)
         self.label_smoothing = number(label_smoothing, "Trainer label_smoothing", 0.0, 1.0, high_included=False)
