@@ -255,10 +255,10 @@ def test_a_config_of_more_layers_than_the_limit_in_blocks_is_refused_before_any_
     relus = [{"type": "ReLU", "config": {}}] * 9_000
     Sequential.planned_arrays([{"type": "Residual", "config": {"body": relus}}])
     wide = [{"type": "Residual", "config": {"body": relus}}] * 40  # 360,040 layers, each chain within the limit
-    start = time.perf_counter()
+    start = time.process_time()  # CPU time: the check's cost, however loaded the machine
     with pytest.raises(ArchitectureError, match="architecture has more than 10,000 layers, blocks' layers included"):
         Sequential.planned_arrays(wide)
-    assert time.perf_counter() - start < 2  # checking each layer took 20 s
+    assert time.process_time() - start < 2  # checking each layer took 20 s
 
 
 def test_hooks_see_the_layers_inside_blocks_by_position():

@@ -254,19 +254,19 @@ def test_hostile_architectures_are_refused_before_allocating(tmp_path, config):
     meta["architecture"] = config
     arrays["__meta__"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
     np.savez(path, **arrays)
-    start = time.perf_counter()
+    start = time.process_time()  # CPU time: the check's cost, however loaded the machine
     with pytest.raises(CheckpointError, match="field architecture"):
         load_checkpoint(path)
-    assert time.perf_counter() - start < 5
+    assert time.process_time() - start < 5
 
 
 def test_a_deep_network_loads_in_time_linear_in_its_layers(tmp_path):
     """Each array was set by looking its layer up among all: 280 s for 10,000 layers."""
     net = xpcnn.Sequential([xpcnn.BatchNorm2D(1) for _ in range(2_000)] + [xpcnn.Flatten(), xpcnn.Dense(4, 2)])
     save_checkpoint(tmp_path / "deep.npz", net)
-    start = time.perf_counter()
+    start = time.process_time()
     loaded = load_checkpoint(tmp_path / "deep.npz")
-    assert time.perf_counter() - start < 5 and len(loaded.model.buffers) == 4_000
+    assert time.process_time() - start < 5 and len(loaded.model.buffers) == 4_000
 
 
 def test_deeply_nested_json_is_refused(tmp_path):
@@ -327,13 +327,13 @@ def test_a_huge_architecture_without_its_arrays_is_refused_before_building(saved
 
     path = rewrite(saved, tmp_path / "huge.npz", meta=huge, drop=["param/0.weight", "param/0.bias", "param/4.weight",
                                                                     "param/4.bias", "param/6.weight", "param/6.bias"])
-    start = time.perf_counter()
+    start = time.process_time()
 
     def load():
         with pytest.raises(CheckpointError, match=r"missing param/0.weight"):
             load_checkpoint(path)
 
-    assert peak_bytes(load) < 20 << 20 and time.perf_counter() - start < 5
+    assert peak_bytes(load) < 20 << 20 and time.process_time() - start < 5
 
 
 def edit_trainer(change):
