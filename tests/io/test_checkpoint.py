@@ -724,3 +724,31 @@ def test_a_folder_is_read_as_a_run_folder_or_named_for_what_it_is(tmp_path):
     if os.path.isfile("/proc/self/mem"):  # Linux: a file whose reading at 0 fails
         with pytest.raises(CheckpointError, match=r"^/proc/self/mem: cannot read it: "):
             load_checkpoint("/proc/self/mem")
+
+
+def test_a_0_d_buffer_stored_in_another_shape_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(xpcnn.model, "BUILDABLE", dict(xpcnn.model.BUILDABLE))
+
+    @xpcnn.register_layer
+    class Shift(xpcnn.Layer):  # a scalar buffer: shape (), which is falsy
+        buffer_names = ("shift",)
+
+        def __init__(self):
+            super().__init__()
+            self.buffers = {"shift": xpcnn.init.zeros(())}
+
+        @classmethod
+        def array_shapes(cls, arguments):
+            return {"shift": ()}
+
+        def forward(self, x, training=True):
+            return x + self.buffers["shift"]
+
+    save_checkpoint(tmp_path / "good.npz", xpcnn.Sequential([xpcnn.Flatten(), xpcnn.Dense(4, 2), Shift()]))
+
+    def grow(info):
+        info["arrays"]["buffer/2.shift"]["shape"] = [3]
+
+    with pytest.raises(CheckpointError, match=r"buffer/2.shift: shape \(3,\), architecture needs \(\)"):
+        load_checkpoint(rewrite(tmp_path / "good.npz", tmp_path / "grown.npz", meta=grow,
+                                replace={"buffer/2.shift": np.zeros(3, np.float32)}))

@@ -355,7 +355,8 @@ def _check_declared(meta: dict[str, Any], archive: Any, path: Path) -> None:
     problems = [f"missing {key}" for key in required if key not in declared]
     problems += [f"unexpected {key}" for key in declared if key not in required and key not in optional]
     for key, entry in declared.items():
-        need = required.get(key) or required.get("param/" + key.split("/", 2)[-1])
+        owner = "param/" + key.split("/", 2)[-1] if key.startswith("optim/") else key  # a slot is its param's shape
+        need = required.get(owner)
         if need is not None and tuple(entry["shape"]) != need:
             problems.append(f"{key}: shape {tuple(entry['shape'])}, architecture needs {need}")
     if len({entry["dtype"] for entry in declared.values()}) > 1:
