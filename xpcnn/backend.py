@@ -57,9 +57,8 @@ def unavailable_reason(name: str) -> str | None:
 
 @functools.cache
 def _unavailable(name: str) -> str | None:
-    library = "array_api_strict" if name == "array_api_strict" else name
     try:
-        module = importlib.import_module(library)
+        module = importlib.import_module(name)
         importlib.import_module(_NAMESPACE_MODULES[name])
     except ImportError as exc:
         return f"not installed ({exc})"
