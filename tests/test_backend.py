@@ -24,6 +24,9 @@ def test_available_backends_are_usable():
 def test_unknown_backend_and_unusable_backend():
     with pytest.raises(ValueError, match="unknown backend 'jax'"):
         backend.namespace("jax")
+    with pytest.raises(ValueError) as refused:
+        backend.require("jax")
+    assert backend.device_unusable_reason("jax", "cpu") == str(refused.value)  # the same line, told not raised
     for name in set(backend.BACKENDS) - set(backend.available_backends()):
         with pytest.raises(backend.BackendUnavailable, match=name):
             backend.namespace(name)

@@ -44,9 +44,17 @@ class BackendUnavailable(RuntimeError):
     """A backend was asked for that cannot be used on this machine."""
 
 
+def _unknown(name: Any) -> str | None:
+    """The one line for a `name` that is no backend's; None for a backend's."""
+    if isinstance(name, str) and name in _NAMESPACE_MODULES:
+        return None
+    return f"unknown backend {name!r}; expected one of {', '.join(BACKENDS)}"
+
+
 def _check_name(name: str) -> None:
-    if not isinstance(name, str) or name not in _NAMESPACE_MODULES:
-        raise ValueError(f"unknown backend {name!r}; expected one of {', '.join(BACKENDS)}")
+    message = _unknown(name)
+    if message is not None:
+        raise ValueError(message)
 
 
 def unavailable_reason(name: str) -> str | None:
@@ -220,9 +228,7 @@ def device(name: str, spec: Any = None) -> Any:
 def device_unusable_reason(name: str, spec: Any = None) -> str | None:
     """Why backend `name` cannot run on device `spec` here (None: it can), found by
     placing a small array there: each library reports a missing device its own way."""
-    if name not in BACKENDS:
-        return f"unknown backend {name!r}; expected one of {', '.join(BACKENDS)}"
-    reason = unavailable_reason(name)
+    reason = _unknown(name) or unavailable_reason(name)
     if reason is not None or spec is None:
         return reason
     if name == "torch" and "cuda" in str(spec):
