@@ -161,6 +161,7 @@ def plan_schedule(name: str, total_steps: int, warmup: int = 0) -> Schedule:
     """Schedule `name` planned over a run of `total_steps` optimizer steps: "cosine"
     (with `warmup` linear warm-up steps), "onecycle" (PyTorch's OneCycleLR), "step" (x0.1
     after each third), "multistep" (x0.1 at a half and at three quarters) or "constant"."""
+    _known(SCHEDULES, name, "schedule")
     if name == "cosine":
         return Cosine(total_steps, warmup)
     if name == "step":
@@ -169,17 +170,20 @@ def plan_schedule(name: str, total_steps: int, warmup: int = 0) -> Schedule:
         return OneCycle(total_steps)
     if name == "multistep":
         return MultiStep(sorted({max(1, total_steps // 2), max(1, 3 * total_steps // 4)}))
-    if name == "constant":
-        return Schedule()
-    raise ValueError(f"unknown schedule {name!r}; expected one of {', '.join(SCHEDULES)}")
+    return Schedule()
 
 
 def schedule_from_config(config: dict[str, Any]) -> Schedule:
     """Rebuild a schedule from its `config()`."""
-    kind = config.get("type")
-    if kind not in SCHEDULES:
-        raise ValueError(f"unknown schedule {kind!r}; expected one of {', '.join(SCHEDULES)}")
-    return SCHEDULES[kind](**{k: v for k, v in config.items() if k != "type"})
+    kind = _known(SCHEDULES, config.get("type"), "schedule")
+    return kind(**{k: v for k, v in config.items() if k != "type"})
+
+
+def _known(table: dict[str, Any], name: Any, what: str) -> Any:
+    """table[name]; ValueError naming the unknown `what` and the names there are."""
+    if not isinstance(name, str) or name not in table:
+        raise ValueError(f"unknown {what} {name!r}; expected one of {', '.join(table)}")
+    return table[name]
 
 
 class Optimizer:
@@ -320,13 +324,11 @@ class Optimizer:
     def from_config(cls, model: Sequential, config: dict[str, Any]) -> Optimizer:
         """A fresh optimizer (no state, step 0) for `model` from `config()` output."""
         settings = dict(config)
-        kind = str(settings.pop("type", "")).lower()
-        if kind not in OPTIMIZERS:
-            raise ValueError(f"unknown optimizer {kind!r}; expected one of {', '.join(OPTIMIZERS)}")
+        kind = _known(OPTIMIZERS, str(settings.pop("type", "")).lower(), "optimizer")
         schedule = schedule_from_config(settings.pop("schedule", {"type": "constant"}))
         if "betas" in settings:
             settings["betas"] = tuple(settings["betas"])
-        return OPTIMIZERS[kind](model, schedule=schedule, **settings)
+        return kind(model, schedule=schedule, **settings)
 
     def state_arrays(self) -> dict[str, Any]:
         """Per-parameter state as "slot/param" -> array (for checkpoints), placed like the
@@ -478,8 +480,7 @@ def build(name: str, model: Sequential, lr: float, *, momentum: float = 0.0, wei
           nesterov: bool = False) -> Optimizer:
     """Optimizer `name` ("sgd", "adam", "adamw") for `model`; `momentum` and `nesterov`
     are SGD's only, `betas` Adam's and AdamW's."""
-    if not isinstance(name, str) or name not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {name!r}; expected one of {', '.join(OPTIMIZERS)}")
+    _known(OPTIMIZERS, name, "optimizer")
     if name == "sgd":
         if betas is not None:
             raise ValueError("betas apply to adam and adamw, not sgd")
