@@ -388,6 +388,11 @@ def test_settings_an_optimizer_does_not_take_are_named_on_resume(tmp_path):
         xpcnn.Trainer.resume(bad)
 
 
+def test_restoring_the_optimizer_of_a_model_saved_alone_says_so(saved):
+    with pytest.raises(CheckpointError, match=r"good.npz: holds no optimizer \(a model saved alone"):
+        load_checkpoint(saved).restore_optimizer()
+
+
 def test_optimizer_state_missing_after_a_step_is_named_on_resume(tmp_path):
     path = tmp_path / "run.npz"
     path.write_bytes(small_checkpoint(tmp_path))

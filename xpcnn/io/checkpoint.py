@@ -105,10 +105,14 @@ class Checkpoint:
 
     def restore_optimizer(self) -> Optimizer:
         """The optimizer of the checkpoint with its state and step count, for the model, on
-        its backend and device; CheckpointError naming a setting it does not take."""
+        its backend and device; CheckpointError where it holds none, or naming a setting it
+        does not take."""
+        if self.optimizer is None:
+            raise CheckpointError(f"{self.path}: holds no optimizer (a model saved alone: save_checkpoint(path, model, "
+                                  "optimizer) keeps one)")
         model = self.model
         try:
-            optimizer = Optimizer.from_config(model, (self.optimizer or {})["config"])
+            optimizer = Optimizer.from_config(model, self.optimizer["config"])
             arrays = {k: backend.to_backend(v, model.backend, model.device) for k, v in self.optimizer_arrays.items()}
             optimizer.load_state_arrays(arrays, self.optimizer["steps"])
         except (TypeError, ValueError, KeyError) as exc:  # settings the optimizer does not take
