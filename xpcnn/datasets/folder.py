@@ -127,8 +127,8 @@ def load_folder(root: str | os.PathLike, image_size: int = FOLDER_IMAGE_SIDE, ch
 
     channels: 1 or 3; None: 3 if any picture has colour, else 1 (images.read_photo says
     how a picture is fitted and made grey). test_split, seed: for ROOT/<class>/ only, see
-    stratified_split (0 is refused: evaluating needs a test set; it must be in (0, 1)
-    for either layout). on_bad: "refuse" or "skip" (see the module's docstring).
+    stratified_split (0 is refused: evaluating needs a test set; it must be in (0, 1]
+    for either layout, 1 testing on every picture). on_bad: "refuse" or "skip" (see the module's docstring).
     max_bytes: the most the decoded pictures may take, N * C * image_size**2 (C = 3
     while channels is None), checked before decoding; None: half the memory available
     now (available_memory: the split copies them once). cache: read and write the cache.
