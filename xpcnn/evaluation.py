@@ -234,8 +234,8 @@ def evaluate_checkpoint(path: str | Path, dataset: str | None = None, data_dir: 
     scored = DATASETS.get(dataset or trained["name"])
     if scored is not None and list(scored.classes) != list(trained["classes"]):  # refused before any file is read
         raise ValueError(f"the model classifies {len(trained['classes'])} classes of {trained['name']} "
-                         f"({', '.join(trained['classes'][:4])}...), but {scored.name} has "
-                         f"{len(scored.classes)} ({', '.join(scored.classes[:4])}...): it cannot be scored on them")
+                         f"({_some(trained['classes'])}), but {scored.name} has {len(scored.classes)} "
+                         f"({_some(scored.classes)}): it cannot be scored on them")
     test, source = _test_split(checkpoint, dataset, data_dir, download, full_test_set, on_bad, log)
     result = evaluate(checkpoint.model, test, batch_size)
     return {"accuracy": result["accuracy"], "loss": result["loss"], "images": len(test), "data": source,
