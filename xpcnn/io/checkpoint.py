@@ -38,7 +38,7 @@ from ..optim import OPTIMIZERS, Optimizer
 from .atomic import atomic_write_bytes
 from .npyheader import read_npy_header
 from .regular import why_missing
-from .schema import CheckpointError, Fields, check_data_statistics, check_meta
+from .schema import CheckpointError, Fields, check_data_statistics, check_meta, input_shape
 
 FORMAT = "xpcnn-checkpoint"
 VERSION = 1
@@ -76,7 +76,7 @@ class Checkpoint:
         if not isinstance(data, dict) or not {"name", "mean", "std", "classes"} <= set(data):
             raise CheckpointError(f"{self.path}: no data statistics (dataset, mean, std, classes) in the checkpoint; "
                                   "save_checkpoint(..., data=the training set) or a Trainer's fit writes them")
-        shape = tuple(data.get("input_shape", (1, 28, 28)))  # absent before it was recorded: 28x28 grey digits
+        shape = input_shape(data)
         try:
             outputs = self.model.output_shapes((1, *shape))[-1]
         except ValueError as exc:
@@ -122,9 +122,9 @@ class Checkpoint:
 
 def current_statistics(data: dict[str, Any]) -> dict[str, Any]:
     """Checked data statistics in today's form: older files have a number for the mean
-    and std of their one channel, and lack the input shape (then 28x28 grey) and how
-    pictures are read (then as digits, the only way there was)."""
-    shape = list(data.get("input_shape", [1, 28, 28]))
+    and std of their one channel, and lack the input shape (then 28x28 grey, see
+    input_shape) and how pictures are read (then as digits, the only way there was)."""
+    shape = list(input_shape(data))
     as_list = {key: data[key] if isinstance(data[key], list) else [data[key]] for key in ("mean", "std")}
     return {**data, **as_list, "input_shape": shape, "pictures": data.get("pictures", "digits")}
 
@@ -211,7 +211,7 @@ def _checked_statistics(data: dict[str, Any], model: Sequential) -> dict[str, An
         check_data_statistics(Fields("save_checkpoint data"), data)
     except CheckpointError as exc:
         raise ValueError(str(exc).replace("field trainer.info.data", "field data")) from None
-    shape = tuple(data.get("input_shape", (1, 28, 28)))
+    shape = input_shape(data)
     try:
         outputs = model.output_shapes((1, *shape))[-1]
     except ValueError as exc:
@@ -247,7 +247,7 @@ def _check_activations(model: Sequential, meta: dict[str, Any], path: Path) -> N
     data = info.get("data") if isinstance(info, dict) else None
     if data is None:
         return
-    shape = tuple(data.get("input_shape", (1, 28, 28)))
+    shape = input_shape(data)
     try:
         values = activation_values(model, shape)
     except ValueError:  # a network that does not take its data, named where it is used (data_statistics)

@@ -87,6 +87,14 @@ def _check_trainer(fields: Fields, trainer: dict[str, Any]) -> None:
 
 
 MAX_SIDE = 1 << 16  # pixels on a side of an input image (what one image costs is MAX_ACTIVATIONS' to bound)
+# Data statistics written before the input shape was recorded are of MNIST's 28x28 grey digits: there was no other.
+UNRECORDED_INPUT_SHAPE = (1, 28, 28)
+
+
+def input_shape(data: dict[str, Any]) -> tuple[int, ...]:
+    """The (C, H, W) of the images data statistics describe (UNRECORDED_INPUT_SHAPE where
+    they do not say)."""
+    return tuple(data.get("input_shape", UNRECORDED_INPUT_SHAPE))
 
 
 def check_data_statistics(fields: Fields, data: Any) -> None:
@@ -101,7 +109,7 @@ def check_data_statistics(fields: Fields, data: Any) -> None:
     for number, name in enumerate(classes):  # printed as they are: a line break or escape would forge output
         fields.require(f"trainer.info.data.classes.{number}", name, isinstance(name, str) and printable_name(name),
                        f"a printable name of 1 to {MAX_CLASS_NAME} characters")
-    shape = data.get("input_shape", [1, 28, 28])
+    shape = data.get("input_shape", list(UNRECORDED_INPUT_SHAPE))
     fields.require("trainer.info.data.input_shape", shape, isinstance(shape, list) and len(shape) == 3
                    and all(is_int(size, 1, MAX_SIDE) for size in shape),
                    f"(channels, height, width), each in [1, {MAX_SIDE:,}]")
