@@ -279,8 +279,9 @@ def _header(archive: Any, key: str, path: Path) -> tuple[tuple[int, ...], np.dty
 
 
 def _member(archive: Any, key: str, path: Path) -> np.ndarray:
-    """One array of the archive, its header checked (`_header`) and its size found exactly
-    that of its data: NumPy then reads it to its end, where zipfile checks its CRC."""
+    """One array of the archive, read by NumPy; callers first check its header (`_header`)
+    and that it holds exactly its data, so that NumPy reads it to its end, where zipfile
+    checks its CRC."""
     try:
         return archive[key]
     except ARCHIVE_ERRORS as exc:
