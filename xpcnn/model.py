@@ -13,7 +13,7 @@ import array_api_compat
 
 from . import backend, init, weights
 from .hooks import AtPositions, LayerHook, Position, check_points
-from .layers import LAYER_TYPES, Layer
+from .layers import LAYER_TYPES, Conv2D, Dense, Layer
 from .layers.base import ArchitectureError, Shape
 from .layers.fused import FusedBlock, block_at
 
@@ -335,8 +335,6 @@ class Sequential:
         (C, H, W): the matrix products of convolution and dense layers (inside blocks
         too), forward and both gradients (3x the forward's, 2 per multiply-add); the
         element-wise rest is small beside them."""
-        from .layers import Conv2D, Dense
-
         if not isinstance(input_shape, (tuple, list)) or len(input_shape) != 3:  # summary's (N, C, H, W), say
             raise ValueError(f"training_flops takes one image's shape (C, H, W), such as (1, 28, 28), got "
                              f"{input_shape!r}")
