@@ -26,6 +26,12 @@ def is_int(value: Any, low: int, high: int) -> bool:
     return type(value) is int and low <= value <= high
 
 
+def _is_index(text: str, count: int) -> bool:
+    """Whether `text` is the decimal index of one of `count` items: ASCII digits, and not
+    too many of them, which int() refuses ("²", 5,000 digits)."""
+    return text.isascii() and text.isdigit() and len(text) <= len(str(count)) and int(text) < count
+
+
 def is_number(value: Any, low: float = -math.inf, high: float = math.inf) -> bool:
     return type(value) in (int, float) and math.isfinite(value) and low <= value <= high
 
@@ -64,7 +70,7 @@ def check_meta(meta: dict[str, Any], path: Any) -> None:
         fields.require(f"arrays.{key}.dtype", entry["dtype"], entry["dtype"] in ("float32", "float64"),
                        "float32 or float64")
     for index, state in fields.mapping("extra_state", meta["extra_state"]).items():
-        fields.require(f"extra_state.{index}", index, index.isdigit() and int(index) < len(meta["architecture"]),
+        fields.require(f"extra_state.{index}", index, _is_index(index, len(meta["architecture"])),
                        "the index of a layer")
         for name, value in fields.mapping(f"extra_state.{index}", state).items():
             fields.require(f"extra_state.{index}.{name}", value, is_int(value, 0, MAX_STEPS), "a count >= 0")
