@@ -50,6 +50,12 @@ def test_without_a_launcher_the_world_is_one_process_and_needs_no_mpi(no_launche
     assert isinstance(world, distributed.Single)
 
 
+def test_a_launcher_variable_that_is_no_count_is_passed_over(no_launcher, monkeypatch):
+    monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "²")  # a digit int() refuses
+    monkeypatch.setenv("PMI_SIZE", "3")
+    assert distributed.launched_size() == 3
+
+
 def test_launched_as_several_processes_without_mpi4py_says_how_to_install(no_launcher, monkeypatch):
     monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "2")
     monkeypatch.setitem(sys.modules, "mpi4py", None)

@@ -210,7 +210,7 @@ class Threads(Communicator):
 def _launched(names: tuple[str, ...], default: int) -> int:
     for name in names:
         value = os.environ.get(name, "")
-        if value.isdigit():
+        if value.isdecimal():  # what int() reads: "²" is a digit, not a decimal
             return int(value)
     return default
 
