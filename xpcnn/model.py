@@ -111,6 +111,8 @@ class Sequential:
 
     @property
     def fuse(self) -> bool:
+        """Whether a forward runs each fused block as one step (see forward); setting it
+        sets it inside blocks too."""
         return self._fuse
 
     @fuse.setter
@@ -283,17 +285,22 @@ class Sequential:
 
     @property
     def backend(self) -> str:
+        """The backend name of the network's arrays; ValueError where it has none, or they
+        do not share one backend, device and dtype."""
         return backend.backend_of(self._first_param())
 
     @property
     def dtype(self) -> str:
+        """The dtype name of the network's arrays, "float32" or "float64"; ValueError as backend."""
         return backend.dtype_name(self._first_param().dtype)
 
     @property
     def device(self) -> Any:
+        """The device of the network's arrays, as their library names it; ValueError as backend."""
         return array_api_compat.device(self._first_param())
 
     def num_params(self) -> int:
+        """The number of trained values: the sizes of every parameter, summed."""
         return sum(math.prod(p.shape) for p in self.params.values())
 
     def input_channels(self) -> int | None:

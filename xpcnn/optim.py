@@ -25,6 +25,7 @@ class Schedule:
         return 1.0
 
     def config(self) -> dict[str, Any]:
+        """The schedule as JSON-ready data: `schedule_from_config(config())` rebuilds it."""
         return {"type": "constant"}
 
     def momentum(self, step: int) -> float | None:
@@ -256,6 +257,8 @@ class Optimizer:
         raise NotImplementedError
 
     def zero_grad(self) -> None:
+        """Set every parameter's gradient to zeros (backward overwrites them: only a step
+        taken without a backward needs it)."""
         for _, layer in self.model.named_layers():
             layer.grads = {k: array_namespace(p).zeros_like(p) for k, p in layer.params.items()}
 
