@@ -192,12 +192,18 @@ def test_one_cycle_follows_torch_step_by_step():
 
 
 def test_betas_reach_adam_and_not_sgd():
-    from xpcnn.optim import build
+    from xpcnn.optim import Optimizer, build
 
     net = one_param_model(("numpy", None))
     assert build("adam", net, 0.1, betas=(0.7, 0.9)).betas == (0.7, 0.9)
     with pytest.raises(ValueError, match="betas apply to adam and adamw, not sgd"):
         build("sgd", net, 0.1, betas=(0.7, 0.9))
+    assert build("adamw", net, 0.1, betas=[0.7, 0.9]).betas == (0.7, 0.9)
+    assert Optimizer.from_config(net, {"type": "Adam", "lr": 0.1, "betas": [0.7, 0.9]}).betas == (0.7, 0.9)
+    for made in (lambda: build("adam", net, 0.1, betas=0.9),
+                 lambda: Optimizer.from_config(net, {"type": "Adam", "lr": 0.1, "betas": 0.9})):
+        with pytest.raises(TypeError, match="Adam betas must be a pair of numbers, got 0.9"):  # one check, Adam's
+            made()
 
 
 def test_one_cycle_cycles_adams_beta1_as_torch_does():

@@ -329,8 +329,6 @@ class Optimizer:
         settings = dict(config)
         kind = _known(OPTIMIZERS, str(settings.pop("type", "")).lower(), "optimizer")
         schedule = schedule_from_config(settings.pop("schedule", {"type": "constant"}))
-        if "betas" in settings:
-            settings["betas"] = tuple(settings["betas"])
         return kind(model, schedule=schedule, **settings)
 
     def state_arrays(self) -> dict[str, Any]:
@@ -490,5 +488,5 @@ def build(name: str, model: Sequential, lr: float, *, momentum: float = 0.0, wei
         return SGD(model, lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay, schedule=schedule)
     if momentum or nesterov:
         raise ValueError(f"{'momentum' if momentum else 'nesterov'} applies to sgd only, not {name}")
-    extra = {} if betas is None else {"betas": tuple(betas)}
+    extra = {} if betas is None else {"betas": betas}
     return OPTIMIZERS[name](model, lr, weight_decay=weight_decay, schedule=schedule, **extra)
