@@ -108,7 +108,8 @@ def check_fits(trainer: Trainer, train: Dataset, val: Dataset | None, epochs: in
     classifies the training set and the validation set (of the same classes), its run
     folder's checkpoints could rebuild the network and the optimizer, the
     learning-rate schedule spans the run, where the run stands in an epoch is within it,
-    and its shifts leave the images in sight."""
+    its shifts leave the images in sight, and no batch norm gets a batch of one value
+    per channel."""
     check_model_fits(trainer.model, train, "the training set")
     if trainer.folder is not None:  # its checkpoints must rebuild the run, as a resume would
         trainer.model.check_rebuildable()  # the architecture, as loading checks it (planned_arrays)
