@@ -174,7 +174,7 @@ def test_extending_a_run_stretches_its_schedule_and_reopens_an_early_stop(tmp_pa
     line = record.extend(trainer, 5, 10)
     assert trainer.epochs == 5 and trainer.state.stopped is None and stopping.waited == 0  # patience again
     assert line.startswith("extending the run from 3 to 5 epochs: the cosine schedule now spans 50 steps")
-    with pytest.raises(xpcnn.presets.SettingsError, match="epochs: 4: a run can be extended, not shortened"):
+    with pytest.raises(record.Shortened, match="epochs: 4: a run can be extended, not shortened"):
         record.extend(trainer, 4, 10)
     assert trainer.optimizer.schedule.total == 50
 

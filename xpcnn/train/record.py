@@ -61,6 +61,14 @@ class SettingsConflict(SettingsError):
         self.saved, self.given = saved, given
 
 
+class Shortened(SettingsError):
+    """A run asked to end after `epochs` in all, no more than it was `planned` for."""
+
+    def __init__(self, epochs: int, planned: int) -> None:
+        super().__init__("epochs", f"{epochs}: a run can be extended, not shortened; it was planned for {planned} "
+                                   "epochs")
+
+
 @dataclass
 class Progress:
     """Where a run stands: completed epochs, next batch, sums of the epoch in progress, a
@@ -238,8 +246,7 @@ def extend(trainer: Trainer, epochs: int, steps_per_epoch: int) -> str:
     learning-rate schedule is stretched over the new number of steps. Returns one line
     saying what the learning rate will do."""
     if epochs <= trainer.epochs:
-        raise SettingsError("epochs", f"{epochs}: a run can be extended, not shortened; it was planned for "
-                            f"{trainer.epochs} epochs")
+        raise Shortened(epochs, trainer.epochs)
     optimizer = trainer.optimizer
     old_total, new_total = trainer.epochs * steps_per_epoch, epochs * steps_per_epoch
     optimizer.schedule = optimizer.schedule.replanned(old_total, new_total)

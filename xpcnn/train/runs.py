@@ -15,7 +15,7 @@ from ..datasets.sources import image_side
 from ..presets import SMALLEST_SIDES, Recipe, SettingsError, canonical
 from . import record
 from .callbacks import BestCheckpoint, EarlyStopping
-from .record import SettingsConflict
+from .record import SettingsConflict, Shortened
 from .step import check_graphs
 from .trainer import Trainer, check_preset_options, to_stderr
 
@@ -94,8 +94,7 @@ def resume_run(checkpoint: str | Path, backend_name: str = "numpy", device: Any 
         raise SettingsError("width", f"{width:g} is not the width of the run's network: a resumed run keeps the "
                             "one in its checkpoint")
     if epochs is not None and epochs < trainer.epochs:  # before any data is read
-        raise SettingsError("epochs", f"{epochs}: a run can be extended, not shortened; it was planned for "
-                            f"{trainer.epochs} epochs")
+        raise Shortened(epochs, trainer.epochs)
     data = trainer.selection.load()
     log(f"data: {data[0].source}")
     trainer.choose_workers(data[0])
