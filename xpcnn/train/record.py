@@ -380,8 +380,8 @@ def _check_agreement(checkpoint: Checkpoint, fields: Fields, saved: Saved) -> No
     epoch, batch = saved.progress.epoch, saved.progress.batch
     fields.require("trainer.epoch", epoch, epoch <= saved.epochs,
                    f"at most the run's {saved.epochs} epochs (trainer.info.settings.epochs)")
-    if saved.train_images:  # recorded since 0.2
-        batches = num_batches(saved.train_images, saved.batch_size)
+    batches = _epoch_batches(saved)
+    if batches is not None:
         fields.require("trainer.batch", batch, batch <= batches,
                        f"at most the {batches} batches of an epoch of the run's {saved.train_images:,} images")
         # Each batch trained is an optimizer step; a Trainer may be given an optimizer that
@@ -396,11 +396,17 @@ def _check_agreement(checkpoint: Checkpoint, fields: Fields, saved: Saved) -> No
                        f"shifts of fewer pixels than the {side}-pixel side of the run's images")
 
 
+def _epoch_batches(saved: Saved) -> int | None:
+    """The batches of an epoch of the run; None where it does not record its training
+    images (runs saved before 0.2)."""
+    return num_batches(saved.train_images, saved.batch_size) if saved.train_images else None
+
+
 def _check_schedule(checkpoint: Checkpoint, saved: Saved, schedule: Schedule) -> None:
     """CheckpointError where the run's epochs go past the end of its learning-rate schedule
     at about 0 (check_fits refuses such a run before it trains, so none saves one)."""
-    if saved.train_images:  # recorded since 0.2
-        batches = num_batches(saved.train_images, saved.batch_size)
+    batches = _epoch_batches(saved)
+    if batches is not None:
         total = _ends_before(schedule, saved.epochs * batches)
         if total is not None:
             fit = total // batches
