@@ -315,13 +315,14 @@ class Optimizer:
         own is saved as the built-in it derives from, and would be resumed as that."""
         if OPTIMIZERS.get(type(self).__name__.lower()) is not type(self):
             raise ValueError(f"the optimizer {type(self).__name__} is none a checkpoint can rebuild "
-                             f"({', '.join(cls.__name__ for cls in OPTIMIZERS.values())}): a resumed run could not "
-                             "continue it; train without a run folder (run_dir=None), or with one of those")
+                             f"({', '.join(cls.__name__ for cls in OPTIMIZERS.values())}): no checkpoint of it could "
+                             "be loaded; use one of those, or save none (a Trainer without run_dir)")
         kind = self.schedule.config().get("type")
         if SCHEDULES.get(kind) is not type(self.schedule):
             raise ValueError(f"the learning-rate schedule {type(self.schedule).__name__} would be saved as {kind!r} "
                              f"({', '.join(cls.__name__ for cls in SCHEDULES.values())} can be saved): a resumed run "
-                             "would follow another; train without a run folder (run_dir=None), or with one of those")
+                             "would follow another; use one of those, or save no checkpoint (a Trainer without "
+                             "run_dir)")
 
     @classmethod
     def from_config(cls, model: Sequential, config: dict[str, Any]) -> Optimizer:

@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 import xpcnn
 from xpcnn import backend, presets
 from xpcnn.io.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from xpcnn.layers.base import ArchitectureError
 from xpcnn.optim import SGD, Adam
 from xpcnn.train import record
 
@@ -757,3 +758,23 @@ def test_a_0_d_buffer_stored_in_another_shape_is_refused(tmp_path, monkeypatch):
     with pytest.raises(CheckpointError, match=r"buffer/2.shift: shape \(3,\), architecture needs \(\)"):
         load_checkpoint(rewrite(tmp_path / "good.npz", tmp_path / "grown.npz", meta=grow,
                                 replace={"buffer/2.shift": np.zeros(3, np.float32)}))
+
+
+def test_a_network_or_optimizer_no_load_could_rebuild_is_refused_before_writing(tmp_path):
+    class Gain(xpcnn.layers.Layer):  # a layer of one's own, not registered
+        def forward(self, x, training=True):
+            return x
+
+        def backward(self, dy):
+            return dy
+
+    class MySGD(SGD):
+        pass
+
+    net = xpcnn.Sequential([Gain(), xpcnn.Flatten(), xpcnn.Dense(4, 2)])
+    with pytest.raises(ArchitectureError, match=r"layer 0 \(.*Gain\): no layer of this class is registered"):
+        save_checkpoint(tmp_path / "gain.npz", net)
+    net = xpcnn.Sequential([xpcnn.Flatten(), xpcnn.Dense(4, 2)])
+    with pytest.raises(ValueError, match="the optimizer MySGD is none a checkpoint can rebuild"):
+        save_checkpoint(tmp_path / "mine.npz", net, MySGD(net, 0.1))
+    assert not list(tmp_path.iterdir())

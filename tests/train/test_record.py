@@ -204,7 +204,7 @@ def test_a_run_whose_checkpoints_could_not_rebuild_it_is_refused_before_any_step
     rng = np.random.default_rng(0)
     train = Dataset.from_arrays(rng.integers(0, 256, (8, 1, 4, 4), dtype=np.uint8), np.arange(8) % 2)
     for layer, schedule, message in ((xpcnn.ReLU(), Halving(), r"the learning-rate schedule Halving would be saved "
-                                      r"as 'constant' .*run_dir=None"),
+                                      r"as 'constant' .*a Trainer without run_dir"),
                                      (Other(), None, r"layer 1 \(.*Other\): no layer of this class is registered")):
         net = xpcnn.Sequential([xpcnn.Flatten(), layer, xpcnn.Dense(16, 2, rng=0)])
         sgd = xpcnn.optim.SGD(net, 0.1, schedule=schedule)

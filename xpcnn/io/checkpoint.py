@@ -149,14 +149,18 @@ def save_checkpoint(path: str | Path, model: Sequential, optimizer: Any = None, 
                     *, data: Dataset | dict[str, Any] | None = None) -> None:
     """Write model, optimizer and trainer state to `path` atomically. `data` (the training
     Dataset, or its statistics; default: `model.data`) is what evaluate, predict and
-    export read of it: class names, normalisation, input shape. NotFinite, writing
-    nothing, where an array holds NaN or Inf; ValueError for an optimizer of another network."""
+    export read of it: class names, normalisation, input shape. Writing nothing, NotFinite
+    where an array holds NaN or Inf, ValueError for an optimizer of another network or a
+    network or optimizer no load could rebuild (their check_rebuildable)."""
     if not isinstance(model, Sequential):
         raise TypeError(f"save_checkpoint model must be a Sequential, got {type(model).__name__}")
     if optimizer is not None and not isinstance(optimizer, Optimizer):
         raise TypeError(f"save_checkpoint optimizer must be an Optimizer or None, got {type(optimizer).__name__}")
     if optimizer is not None and optimizer.model is not model:  # its state would be saved as this network's
         raise ValueError("save_checkpoint optimizer must be the model's: it was built for another network")
+    model.check_rebuildable()  # else the file is written, and no load takes it
+    if optimizer is not None:
+        optimizer.check_rebuildable()
     if data is not None and not isinstance(data, (Dataset, dict)):
         raise TypeError(f"save_checkpoint data must be a Dataset or its statistics, got {type(data).__name__}")
     trainer = _with_data(trainer, data if data is not None else model.data, model)
