@@ -130,7 +130,7 @@ def load_folder(root: str | os.PathLike, image_size: int = FOLDER_IMAGE_SIDE, ch
     stratified_split (0 is refused: evaluating needs a test set; it must be in (0, 1]
     for either layout, 1 testing on every picture). on_bad: "refuse" or "skip" (see the module's docstring).
     max_bytes: the most the decoded pictures may take, N * C * image_size**2 (C = 3
-    while channels is None), checked before decoding; None: half the memory available
+    while channels is None), checked before decoding; None: half (MEMORY_SHARE) of the memory available
     now (available_memory: the split copies them once). cache: read and write the cache.
     Notes (skipped files, a damaged cache entry) go to `log`, by default the logger
     "xpcnn"; progress: a bar on stderr while decoding (tqdm, else a line every 5 s).
@@ -362,7 +362,7 @@ def _check_memory(folder: str, count: int, channels: int, size: int, max_bytes: 
         available = available_memory()
         if available is None:
             return
-        limit, why = int(available * MEMORY_SHARE), f"half of the {available:,} bytes available now"
+        limit, why = int(available * MEMORY_SHARE), f"{MEMORY_SHARE:.0%} of the {available:,} bytes available now"
     need = count * channels * size * size
     if need > limit:
         fits = math.isqrt(limit // max(count * channels, 1))

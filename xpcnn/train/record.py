@@ -7,7 +7,9 @@ file as one `xpcnn train` started. This module is the record's one owner: it wri
 (`to_checkpoint`), reads it back checking every field before use (`read`), describes the
 run (`settings`, `describe`, `summary`), says which settings a resumed run keeps
 (`KEPT_ON_RESUME`: given again with another value, they are refused, see `conflicts`)
-and how a run is extended (`extend`).
+and how a run is extended (`extend`); and it checks, before a fit's first step, that the
+fit agrees with the record: its data, schedule and batches (`check_fits`), the same
+images (`check_same_images`), and whether anything is left to train (`complete`).
 
 The functions take a Trainer (`restore` makes one); the record's own state is its `Progress`.
 """
