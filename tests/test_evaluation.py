@@ -157,7 +157,7 @@ def test_a_model_is_not_scored_on_classes_it_does_not_know(tmp_path, monkeypatch
     with pytest.raises(ValueError, match=r"the model classifies 2 classes of mnist \(a, b\), but mnist has 10 "
                        r"\(0, 1, 2, 3\.\.\.\)"):  # "..." only where names are left out
         evaluate_checkpoint(tmp_path / "two.npz", "mnist", download=False)
-    with pytest.raises(ValueError, match=r"the network's output is \(2,\) for each image, but the data \(mnist\)"):
+    with pytest.raises(ValueError, match=r"the data \(mnist\): the network.s output is \(2,\) for each image, but"):
         evaluate(net, load_bundled().test)
 
 
@@ -188,7 +188,7 @@ def test_save_checkpoint_refuses_data_that_could_never_be_loaded(tmp_path):
     with pytest.raises(ValueError, match="save_checkpoint data: field data: expected an object with"):
         save_checkpoint(tmp_path / "a.npz", net, data={"mean": 0.1, "std": 0.3})
     two_classes = Dataset.from_arrays(np.zeros((2, 28, 28), np.uint8), np.array([0, 1]))
-    with pytest.raises(ValueError, match=r"save_checkpoint data: 2 classes for a network whose output is \(10,\)"):
+    with pytest.raises(ValueError, match=r"save_checkpoint data: the network's output is \(10,\) for each image, but"):
         save_checkpoint(tmp_path / "b.npz", net, data=two_classes)
     assert not (tmp_path / "a.npz").exists() and not (tmp_path / "b.npz").exists()
 

@@ -45,16 +45,9 @@ def check_model_fits(model: Sequential, dataset: Dataset, what: str = "the data"
         raise TypeError(f"{what} must be a Dataset (xpcnn.datasets.Dataset), got {type(dataset).__name__}")
     if len(dataset) == 0:
         raise ValueError(f"{what} ({dataset.spec.name}) holds no images")
-    shape = "x".join(map(str, dataset.input_shape))
-    try:
-        outputs = model.output_shapes((1, *dataset.input_shape))[-1]
-    except ValueError as exc:
-        raise ValueError(f"the network does not take the {shape} images of {what} ({dataset.spec.name}): "
-                         f"{exc}") from None
-    classes = len(dataset.spec.classes)
-    if outputs != (1, classes):
-        raise ValueError(f"the network's output is {outputs[1:]} for each image, but {what} ({dataset.spec.name}) "
-                         f"has {classes} classes: its last layer needs {classes} outputs")
+    why = model.classifying_misfit(dataset.input_shape, len(dataset.spec.classes))
+    if why:
+        raise ValueError(f"{what} ({dataset.spec.name}): {why}")
 
 
 class NotFiniteOutputs(ValueError):

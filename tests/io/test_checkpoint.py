@@ -582,8 +582,8 @@ def test_a_member_flagged_encrypted_is_a_checkpoint_error(saved, tmp_path):
 
 
 @pytest.mark.parametrize("classes, kernel, message", [
-    (["a", "b"], 3, r"field trainer.info.data.classes: 2 class names for a network whose output is \(10,\)"),
-    (list("0123456789"), 100, r"field architecture: does not take its 1x28x28 inputs"),
+    (["a", "b"], 3, r"disagree: the network's output is \(10,\) for each image, but there are 2 classes"),
+    (list("0123456789"), 100, r"disagree: the network does not take 1x28x28 images: layer"),
 ])
 def test_a_model_that_cannot_classify_its_data_is_named_when_used(tmp_path, classes, kernel, message):
     path = tmp_path / "run.npz"

@@ -68,7 +68,7 @@ MALFORMED = {
                                  r"2 batches the run has trained \(trainer.epoch 1 of 2 batches, trainer.batch 0\), "
                                  "got 0"),
     "classes not the network's": (lambda t: t["info"]["data"].update(classes=["a", "b"]),
-                                  r"field trainer.info.data.classes: 2 class names for a network whose output is"),
+                                  r"fields architecture and trainer.info.data disagree: the network's output is"),
     "shifts out of sight": (lambda t: t.update(augment=6), r"field trainer.augment: expected shifts of fewer pixels "
                             "than the 6-pixel side of the run's images, got 6"),
 }

@@ -250,8 +250,8 @@ def test_a_network_whose_outputs_are_not_the_data_s_classes_is_refused_before_an
     train, _ = data
     net = xpcnn.Sequential([xpcnn.Flatten(), xpcnn.Dense(784, 12, rng=0)])  # 12 outputs for 10 classes
     trainer = Trainer(net, SGD(net, 0.01), progress=False, log=lambda m: None)
-    with pytest.raises(ValueError, match=r"the network's output is \(12,\) for each image, but the training set "
-                                         r"\(mnist\) has 10 classes: its last layer needs 10 outputs"):
+    with pytest.raises(ValueError, match=r"the training set \(mnist\): the network's output is \(12,\) for each image, "
+                                         r"but there are 10 classes: its last layer needs 10 outputs"):
         trainer.fit(train, 1)
     assert trainer.optimizer.steps == 0
     small = small_net()

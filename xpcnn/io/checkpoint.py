@@ -76,15 +76,9 @@ class Checkpoint:
         if not isinstance(data, dict) or not {"name", "mean", "std", "classes"} <= set(data):
             raise CheckpointError(f"{self.path}: no data statistics (dataset, mean, std, classes) in the checkpoint; "
                                   "save_checkpoint(..., data=the training set) or a Trainer's fit writes them")
-        shape = input_shape(data)
-        try:
-            outputs = self.model.output_shapes((1, *shape))[-1]
-        except ValueError as exc:
-            raise CheckpointError(f"{self.path}: field architecture: does not take its {'x'.join(map(str, shape))} "
-                                  f"inputs: {exc}") from None
-        if outputs != (1, len(data["classes"])):
-            raise CheckpointError(f"{self.path}: field trainer.info.data.classes: {len(data['classes'])} class names "
-                                  f"for a network whose output is {outputs[1:]}")
+        why = self.model.classifying_misfit(input_shape(data), len(data["classes"]))
+        if why:
+            raise CheckpointError(f"{self.path}: fields architecture and trainer.info.data disagree: {why}")
         return current_statistics(data)
 
     def selection(self) -> Selection | None:
@@ -216,13 +210,9 @@ def _checked_statistics(data: dict[str, Any], model: Sequential) -> dict[str, An
     except CheckpointError as exc:
         raise ValueError(str(exc).replace("field trainer.info.data", "field data")) from None
     shape = input_shape(data)
-    try:
-        outputs = model.output_shapes((1, *shape))[-1]
-    except ValueError as exc:
-        raise ValueError(f"save_checkpoint data: the network does not take its {shape} images: {exc}") from None
-    if outputs != (1, len(data["classes"])):
-        raise ValueError(f"save_checkpoint data: {len(data['classes'])} classes for a network whose output is "
-                         f"{outputs[1:]}")
+    why = model.classifying_misfit(shape, len(data["classes"]))
+    if why:
+        raise ValueError(f"save_checkpoint data: {why}")
     values = activation_values(model, shape)
     if values > MAX_ACTIVATIONS:
         raise ValueError(f"save_checkpoint data: one {shape} image makes {values:,} values in the network's layers, "
