@@ -278,6 +278,19 @@ def test_hooks_see_the_layers_inside_blocks_by_position():
             net.forward(np.ones((2, 3, 8, 8)))
 
 
+def test_a_slice_of_a_network_is_a_network_of_the_same_layers():
+    net = residual_net().to("numpy", dtype="float64")
+    x = np.random.default_rng(0).standard_normal((2, 3, 8, 8))
+    head = net[:4]
+    assert isinstance(head, Sequential) and head.layers == net.layers[:4] and head[3] is net[3]
+    y = x
+    for layer in net.layers[:4]:
+        y = layer.forward(y, False)
+    np.testing.assert_allclose(head.forward(x, training=False), y, rtol=1e-12)
+    with pytest.raises(ValueError, match="Sequential needs at least one layer"):
+        net[5:2]  # noqa: B018
+
+
 def test_hooks_at_chosen_positions_see_only_those_layers():
     net = residual_net().to("numpy", dtype="float64")
     trace = xpcnn.hooks.TraceHook()

@@ -66,7 +66,11 @@ class Sequential:
     def __len__(self) -> int:
         return len(self.layers)
 
-    def __getitem__(self, index: int) -> Layer:
+    def __getitem__(self, index: int | slice) -> Any:
+        """The layer at `index`; for a slice, a network of those layers, the same objects
+        (`net[:4].forward(x, training=False)` is what the fourth layer gives the fifth)."""
+        if isinstance(index, slice):
+            return Sequential(self.layers[index])
         return self.layers[index]
 
     def __repr__(self) -> str:
