@@ -155,6 +155,8 @@ class Sequential:
         """The network's output for x. The layers of each fused block (xpcnn.layers.fused:
         the same results, fewer passes over memory on a fast path) run as one step unless
         `fuse` is False or hooks are attached, which see every layer."""
+        if not isinstance(training, bool):  # "no" or None would pick a mode by truth: batch statistics, dropout
+            raise TypeError(f"Sequential.forward training must be True or False, got {training!r}")
         fusing = self.fuse and not self.hooks
         x = backend.detached(x)
         steps: list[tuple[int, Any, Shape | None, Any]] = []  # (first layer's index, what ran, input): the way back
