@@ -97,6 +97,17 @@ def test_own_arrays_get_one_clear_error_per_problem(images, labels, kind, messag
         Dataset.from_arrays(images, np.asarray(labels), 2 if len(labels) else None)
 
 
+@pytest.mark.parametrize("labels", [1, None, "abc"])
+def test_labels_that_are_no_row_are_refused_by_their_shape(labels):
+    """A scalar has no len(): from_arrays counted the labels for its source and raised
+    Python's "len() of unsized object" before the check of their shape."""
+    images = np.zeros((4, 8, 8), np.uint8)
+    data = Dataset.from_arrays(images, [0, 1, 0, 1])
+    for options in ({"classes": 2}, {"like": data}):
+        with pytest.raises(ValueError, match=r"^arrays: 4 images need labels of shape \(4,\), got \(\)$"):
+            Dataset.from_arrays(images, labels, **options)
+
+
 def test_class_names_must_be_a_count_or_distinct_names():
     images, labels = np.zeros((2, 4, 4), np.uint8), np.array([0, 1])
     for classes, kind, message in ((["a", "a"], ValueError, "must differ"), (["a", " "], ValueError, "not be blank"),

@@ -104,9 +104,10 @@ class Dataset:
                 raise ValueError(f"{name}: give classes or like, not both: like brings the classes of its dataset")
             spec = _spec_of(like, name)
             _check_like_shape(images, like, name)
-            return cls(images, labels, spec, f"{name} ({len(labels):,} images)")
-        spec = DatasetSpec(name, {}, (), *channel_statistics(images), _class_names(classes, labels, name))
-        return cls(images, labels, spec, f"{name} ({len(labels):,} images)")
+        else:
+            spec = DatasetSpec(name, {}, (), *channel_statistics(images), _class_names(classes, labels, name))
+        # Counted from the images: labels of another shape (a scalar has no len) are the constructor's to refuse.
+        return cls(images, labels, spec, f"{name} ({images.shape[0]:,} images)")
 
     def __repr__(self) -> str:
         n, c, h, w = self.images.shape
