@@ -98,6 +98,17 @@ def test_presets_take_the_shape_and_classes_of_the_data(name):
         presets.build(name, input_shape=(3, 3, 3))
 
 
+@pytest.mark.parametrize("name", ["tutorial", "lenet", "fast", "compact", "cifar"])
+def test_the_smallest_side_of_a_preset_is_the_smallest_its_layers_take(name):
+    """fast takes 12x12 (5x5 convolution, pooling, 3x3 convolution, pooling: 8, 4, 2, 1)
+    but was said to need 14x14. (resnet20's 4x4 is a floor of its own: its layers take 1x1.)"""
+    side = presets.SMALLEST_SIDES[name]
+    net = presets.build(name, 0, input_shape=(1, side, side))
+    assert net.output_shapes((2, 1, side, side))[-1] == (2, 10)
+    with pytest.raises(ValueError):  # the layers themselves: at the dense layer's size or in a pooling
+        presets.PRESETS[name](0, (1, side - 1, side - 1), 10).output_shapes((2, 1, side - 1, side - 1))
+
+
 def test_compact_takes_any_image_size_with_the_same_weights():
     small, large = presets.build("compact", 0, (3, 8, 8), 5), presets.build("compact", 0, (3, 64, 48), 5)
     for name, value in small.params.items():

@@ -744,7 +744,7 @@ def test_a_run_on_pictures_that_changed_is_not_resumed(pictures, tmp_path):
     (["--dataset", "images", "--data-dir", "nowhere", "--image-size", "4", "--model", "resnet20"],
      r"--augment: shifts of up to 4 pixels \(resnet20's recipe; --augment N sets fewer\) would move 4x4 images"),
     (["--dataset", "images", "--data-dir", "nowhere", "--image-size", "8", "--model", "fast"],
-     r"--image-size: preset fast takes images of at least 14x14 pixels, not 8x8"),
+     r"--image-size: preset fast takes images of at least 12x12 pixels, not 8x8"),
     (["--dataset", "images", "--data-dir", "given", "--test-split", "0.5"],
      r"--test-split: given holds train/ and test/, which split it; a test split is drawn from a folder of class"),
 ])
