@@ -37,6 +37,13 @@ def test_bad_constructor_arguments(kwargs):
         xpcnn.Conv2D(1, 1, **kwargs)
 
 
+@pytest.mark.parametrize("padding", [(1, 2, 3), [], (1, 1, 1, 1, 1)])
+def test_padding_of_another_length_is_refused_naming_every_form(padding):
+    """The message named only "an integer or a pair" (pair's), though four are taken too."""
+    with pytest.raises(ValueError, match=r"^Conv2D padding must be 'valid', 'same', an integer, a pair or four, got"):
+        xpcnn.Conv2D(1, 1, 3, padding=padding)
+
+
 # -- gradients against central finite differences, float64, on every backend ---------------
 # Hypothesis draws the configurations: kernels 1..5, strides 1..3, paddings 0..2,
 # non-square inputs and kernels, odd sizes, batch 1.

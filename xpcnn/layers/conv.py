@@ -23,7 +23,7 @@ def _padding(padding: Any, kernel: tuple[int, int], stride: tuple[int, int]) -> 
         # Like PyTorch: an even kernel puts the extra row/column at the bottom/right.
         (kh, kw) = kernel
         return ((kh - 1) // 2, kh // 2, (kw - 1) // 2, kw // 2)
-    if isinstance(padding, str):
+    if isinstance(padding, str) or (isinstance(padding, (tuple, list)) and len(padding) not in (2, 4)):
         raise ValueError(f"Conv2D padding must be 'valid', 'same', an integer, a pair or four, got {padding!r}")
     if isinstance(padding, (tuple, list)) and len(padding) == 4:
         top, bottom, left, right = (integer(p, "Conv2D padding", 0) for p in padding)
