@@ -123,8 +123,26 @@ def test_planned_shapes_refuse_what_the_constructor_would():
         xpcnn.Dense.planned_shapes({"in_features": 3, "out_features": 2, "color": "red"})
     with pytest.raises(TypeError):
         xpcnn.Dense.planned_shapes({"in_features": 3})
-    with pytest.raises(ValueError, match="negative"):
+    with pytest.raises(ValueError, match=r"^Dense in_features must be >= 1, got -3$"):
         xpcnn.Dense.planned_shapes({"in_features": -3, "out_features": 2})
+
+
+@pytest.mark.parametrize("layer, config, kind, message", [
+    # int() took a string of digits and a float, and said "invalid literal for int()" of other strings
+    (xpcnn.Dense, {"in_features": "a", "out_features": 2}, TypeError,
+     r"^Dense in_features must be an integer, got 'a'$"),
+    (xpcnn.Dense, {"in_features": 3.5, "out_features": 2}, TypeError, r"^Dense in_features must be an integer"),
+    (xpcnn.Conv2D, {"in_channels": "3", "out_channels": 2, "kernel_size": 3}, TypeError,
+     r"^Conv2D in_channels must be an integer, got '3'$"),
+    (xpcnn.Conv2D, {"in_channels": 3, "out_channels": 2, "kernel_size": "x"}, TypeError,
+     r"^Conv2D kernel_size must be an integer, got 'x'$"),  # was "kernel_size ...", no layer named
+    (xpcnn.BatchNorm2D, {"num_features": 0}, ValueError, r"^BatchNorm2D num_features must be >= 1, got 0$"),
+])
+def test_planned_shapes_check_the_arguments_as_the_constructor_words_it(layer, config, kind, message):
+    with pytest.raises(kind, match=message):
+        layer.planned_shapes(config)
+    with pytest.raises(kind, match=message):
+        layer(**config)
 
 
 @pytest.mark.parametrize("build, message", [

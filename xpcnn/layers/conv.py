@@ -70,8 +70,10 @@ class Conv2D(Layer):
 
     @classmethod
     def array_shapes(cls, arguments: dict[str, Any]) -> dict[str, Shape]:
-        o, c = int(arguments["out_channels"]), int(arguments["in_channels"])
-        kh, kw = pair(arguments["kernel_size"], "kernel_size")
+        # Checked as the constructor checks them: a checkpoint's config is planned before it is built.
+        o = integer(arguments["out_channels"], "Conv2D out_channels", 1)
+        c = integer(arguments["in_channels"], "Conv2D in_channels", 1)
+        kh, kw = pair(arguments["kernel_size"], "Conv2D kernel_size")
         shapes = {"weight": (o, c, kh, kw)}
         if arguments["bias"]:
             shapes["bias"] = (o,)

@@ -24,7 +24,9 @@ class Dense(Layer):
 
     @classmethod
     def array_shapes(cls, arguments: dict[str, Any]) -> dict[str, Shape]:
-        n_in, n_out = int(arguments["in_features"]), int(arguments["out_features"])
+        # Checked as the constructor checks them: a checkpoint's config is planned before it is built.
+        n_in = integer(arguments["in_features"], "Dense in_features", 1)
+        n_out = integer(arguments["out_features"], "Dense out_features", 1)
         return {"weight": (n_out, n_in), "bias": (n_out,)}
 
     def config(self) -> dict[str, Any]:

@@ -36,7 +36,8 @@ class BatchNorm2D(Layer):
 
     @classmethod
     def array_shapes(cls, arguments: dict[str, Any]) -> dict[str, Shape]:
-        c = int(arguments["num_features"])
+        # Checked as the constructor checks it: a checkpoint's config is planned before it is built.
+        c = integer(arguments["num_features"], "BatchNorm2D num_features", 1)
         return {"weight": (c,), "bias": (c,), "running_mean": (c,), "running_var": (c,)}
 
     def config(self) -> dict[str, Any]:
