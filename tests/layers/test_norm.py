@@ -59,6 +59,19 @@ def test_training_and_running_stats_match_torch(target, dtype):
     assert rel(backend.to_numpy(layer.forward(xt, training=False)), expected.numpy()) <= tol
 
 
+@pytest.mark.parametrize("state", [{"num_batches_tracked": "3"}, {"num_batches_tracked": -1},
+                                   {"num_batches_tracked": True}, {"num_batches_tracked": 1.0}, {"count": 3}])
+def test_extra_state_is_a_count_of_batches(state):
+    """Like Dropout's counter: a value that is no count was kept, and failed at the next
+    training forward ("can only concatenate str") or counted from -1."""
+    layer = xpcnn.BatchNorm2D(2)
+    with pytest.raises(ValueError, match=r"expected extra state \{'num_batches_tracked': int >= 0\}"):
+        layer.load_extra_state(state)
+    assert layer.batches_tracked == 0
+    layer.load_extra_state({"num_batches_tracked": 5})
+    assert layer.extra_state() == {"num_batches_tracked": 5}
+
+
 def test_training_updates_the_running_statistics_in_place(target, to_target):
     """A training step recorded as a CUDA graph keeps writing the arrays it was recorded
     with: the running statistics must be updated there, not replaced."""

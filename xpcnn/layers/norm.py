@@ -47,9 +47,10 @@ class BatchNorm2D(Layer):
         return {"num_batches_tracked": self.batches_tracked}
 
     def load_extra_state(self, state: dict[str, int]) -> None:
-        if set(state) - {"num_batches_tracked"}:
-            raise ValueError(f"{self!r}: expected extra state {{'num_batches_tracked': int}}, got {state!r}")
-        self.batches_tracked = state.get("num_batches_tracked", 0)
+        count = state.get("num_batches_tracked", 0)  # none: a block's layer that has not counted yet
+        if set(state) - {"num_batches_tracked"} or isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise ValueError(f"{self!r}: expected extra state {{'num_batches_tracked': int >= 0}}, got {state!r}")
+        self.batches_tracked = count
 
     def output_shape(self, input_shape: Shape) -> Shape:
         self._expect_ndim(input_shape, "NCHW")
