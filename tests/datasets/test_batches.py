@@ -37,6 +37,17 @@ def test_batch_order_is_a_function_of_seed_and_epoch():
     assert sorted(epoch_order(10, 1, 2)) == list(range(10))
 
 
+@pytest.mark.parametrize("option, value, kind, message", [
+    ("seed", -1, ValueError, r"^seed must be >= 0, got -1$"),  # was NumPy's "expected non-negative integer"
+    ("epoch", -2, ValueError, r"^epoch must be >= 0, got -2$"),
+    ("start", -1, ValueError, r"^start must be >= 0, got -1$"),  # an empty batch came first, then every one
+    ("seed", 1.5, TypeError, r"^seed must be an integer, got 1.5$"),
+])
+def test_seed_epoch_and_start_are_counts(option, value, kind, message):
+    with pytest.raises(kind, match=message):
+        next(batches(small_dataset(10), 4, **{option: value}))
+
+
 def test_random_crops_with_zeros_are_shifts_and_are_reproducible():
     image = np.zeros((1, 1, 28, 28), np.uint8)
     image[0, 0, 10:18, 12:16] = 255

@@ -117,6 +117,8 @@ def batches(
         raise TypeError(f"batches takes a Dataset (Dataset.from_arrays(images, labels) makes one), got "
                         f"{type(dataset).__name__}")
     batch_size = integer(batch_size, "batch_size", 1)
+    seed, epoch, start = (integer(value, what, 0) for value, what in ((seed, "seed"), (epoch, "epoch"),
+                                                                     (start, "start")))
     augment = Augment.of(augment)
     order = epoch_order(len(dataset), seed, epoch) if shuffle else np.arange(len(dataset))
     for index in range(start, num_batches(len(dataset), batch_size)):
