@@ -145,7 +145,7 @@ def normalise(rows: Any, gamma: Any, beta: Any, count: int, eps: float) -> tuple
 
 def normalise_gradient(dy_rows: Any, saved: Any, gamma: Any, count: int) -> tuple[Any, Any, Any]:
     """dx (C, M) from dy (C, M) and what `normalise` saved, and this process's share of
-    the gradients of gamma and beta (C, 1): the optimizer sums the shares of all."""
+    the gradients of gamma and beta (C, 1): the trainer sums the shares of all."""
     centred, inv_std = saved
     xp = array_namespace(dy_rows)
     grad_bias = xp.sum(dy_rows, axis=1, keepdims=True)
