@@ -252,7 +252,7 @@ def build(name: str, seed: int = 0, input_shape: Shape | None = None, classes: i
     for a shape the preset's layers cannot take."""
     name, seed = canonical(name), integer(seed, "seed", 0)
     classes = integer(classes, "classes", 2, 100_000)
-    width = number(width, "width", 1 / 64, 16.0)
+    width = check_width(name, width)
     shape = DEFAULT_SHAPES[name] if input_shape is None else _shape(input_shape)
     smallest = SMALLEST_SIDES[name]
     if min(shape[1:]) < smallest:
@@ -260,9 +260,16 @@ def build(name: str, seed: int = 0, input_shape: Shape | None = None, classes: i
                          f"{shape[1]}x{shape[2]}")
     if name in SCALABLE:
         return PRESETS[name](seed, shape, classes, width)
-    if width != 1.0:
-        raise SettingsError("width", f"applies to {' and '.join(SCALABLE)}, not {name}")
     return PRESETS[name](seed, shape, classes)
+
+
+def check_width(name: str, width: Any) -> float:
+    """`width` as a float in [1/64, 16] for preset `name` (its canonical name); SettingsError
+    for a width other than 1 where the preset does not scale (see SCALABLE)."""
+    width = number(width, "width", 1 / 64, 16.0)
+    if width != 1.0 and name not in SCALABLE:
+        raise SettingsError("width", f"applies to {' and '.join(SCALABLE)}, not {name}")
+    return width
 
 
 def built_with_width(model: Sequential, name: str, width: float) -> bool:

@@ -838,7 +838,7 @@ def test_resnet20_trains_on_pictures_and_is_evaluated_used_exported_and_resumed(
     refused = xpcnn("train", "--out", "run", "--resume", "--width", "1", env=env, cwd=tmp_path)
     assert refused.returncode == 2 and "--width: 1 is not the width of the run's network" in refused.stderr
     wrong = xpcnn("train", "--model", "lenet", "--width", "2", env=env, cwd=tmp_path)
-    assert wrong.returncode == 2 and "--width scales resnet20 and cifar, not lenet" in wrong.stderr
+    assert wrong.returncode == 2 and "--width: applies to resnet20 and cifar, not lenet" in wrong.stderr
     cycled = xpcnn("train", "--model", "cifar", "--momentum", "0.5", env=env, cwd=tmp_path)
     assert cycled.returncode == 2 and "--momentum: the onecycle schedule cycles SGD's momentum" in cycled.stderr
     nesterov = xpcnn("train", "--model", "resnet20", "--nesterov", "--momentum", "0", env=env, cwd=tmp_path)

@@ -24,6 +24,9 @@ def test_cuda_graphs_where_none_can_be_recorded_are_refused_before_any_data_is_r
     # each was found after the data was read (downloaded, where it could be)
     ({"recipe": "fast"}, TypeError, r"^recipe must be a Recipe"),
     ({"out": "runs/x"}, TypeError, r"^Trainer.for_preset\(\) got an unexpected keyword argument 'out'"),
+    # the command line refused this before reading, in words of its own ("--width scales ..."); Python after
+    ({"width": 2}, SettingsError, r"^width: applies to resnet20 and cifar, not tutorial$"),
+    ({"width": 100}, ValueError, r"^width must be in \[0.015625, 16.0\], got 100$"),
 ])
 def test_arguments_for_the_trainer_are_checked_before_any_data_is_read(tmp_path, options, error, message):
     with pytest.raises(error, match=message):

@@ -38,6 +38,7 @@ def start_run(name: str, recipe: Recipe | None = None, *, dataset: str = "mnist"
     (default: stderr) takes the notes; `options` are Trainer's."""
     log = log or to_stderr
     check_preset_options(recipe, options)
+    presets.check_width(canonical(name), width)
     _check_before_reading(name, dataset, data_dir, folder_options or {})
     if options.get("cuda_graphs"):  # refused before any data is read
         check_graphs(True, backend.to_backend(np.zeros(1), backend_name, device))
