@@ -216,6 +216,7 @@ PRESETS: dict[str, Callable[..., Sequential]] = {"tutorial": tutorial, "lenet": 
 DEFAULT_SHAPES: dict[str, Shape] = {"tutorial": DIGITS, "lenet": DIGITS, "fast": DIGITS, "compact": (3, 32, 32),
                                     "resnet20": (3, 32, 32), "cifar": (3, 32, 32)}
 SCALABLE = ("resnet20", "cifar")  # the presets that take a width
+WIDTHS = (1 / 64, 16.0)  # the widths they take: from a 64th of their channels to 16 times as many
 SMALLEST_SIDES = {"tutorial": 4, "lenet": 4, "fast": 12, "compact": 4, "resnet20": 4, "cifar": 8}  # in pixels
 ALIASES = {"seed": "tutorial"}  # the tutorial preset's first name, kept working
 RECIPES: dict[str, Recipe] = {
@@ -264,9 +265,9 @@ def build(name: str, seed: int = 0, input_shape: Shape | None = None, classes: i
 
 
 def check_width(name: str, width: Any) -> float:
-    """`width` as a float in [1/64, 16] for preset `name` (its canonical name); SettingsError
+    """`width` as a float in WIDTHS for preset `name` (its canonical name); SettingsError
     for a width other than 1 where the preset does not scale (see SCALABLE)."""
-    width = number(width, "width", 1 / 64, 16.0)
+    width = number(width, "width", *WIDTHS)
     if width != 1.0 and name not in SCALABLE:
         raise SettingsError("width", f"applies to {' and '.join(SCALABLE)}, not {name}")
     return width

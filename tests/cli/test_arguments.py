@@ -29,3 +29,17 @@ def test_a_path_to_write_is_never_a_dash(capsys):
         assert refused.value.code == 2
         assert "'-' (standard output) is not one" in capsys.readouterr().err
     assert parse(build_parser(), ["export", "run", "./-"]).output == Path("-")  # a file named so, asked for plainly
+
+
+@pytest.mark.parametrize("command", ["train", "parity"])
+def test_width_takes_what_the_presets_take(command, capsys):
+    """The range was written twice here and once in presets.build."""
+    from xpcnn import presets
+
+    low, high = presets.WIDTHS
+    for width in (low, high):
+        assert parse(build_parser(), [command, "--width", repr(width)]).width == width
+    for width in (low / 2, high * 2):
+        with pytest.raises(SystemExit):
+            parse(build_parser(), [command, "--width", repr(width)])
+        assert "argument --width: must be in [1/64, 16]" in capsys.readouterr().err

@@ -38,6 +38,8 @@ _positive_float = _checked(float, lambda value: 0 < value < math.inf, "> 0 and f
 _count = _checked(int, lambda value: 0 <= value <= MAX_SIZE, f"in [0, {MAX_SIZE:,}]")
 _seed = _checked(int, lambda value: 0 <= value <= MAX_SEED, f"in [0, {MAX_SEED}]")
 _fraction = _checked(float, lambda value: 0.0 <= value < 1.0, "in [0, 1)")
+_width = _checked(float, lambda value: presets.WIDTHS[0] <= value <= presets.WIDTHS[1],
+                  f"in [1/{round(1 / presets.WIDTHS[0])}, {presets.WIDTHS[1]:g}]")
 
 
 def _path(text: str) -> Path:
@@ -169,9 +171,8 @@ def _add_network_flags(parser: argparse.ArgumentParser) -> None:
     flag = parser.add_argument
     flag("--model", choices=PRESET_CHOICES, help=f"{PRESET_HELP} (default: tutorial for the MNIST family, compact "
          "for other data)")
-    flag("--width", type=_checked(float, lambda value: 1 / 64 <= value <= 16, "in [1/64, 16]"),
-         help=f"scale the channels of {' and '.join(presets.SCALABLE)} (default: 1; 0.25 trains on a laptop); a "
-         "new run only")
+    flag("--width", type=_width, help=f"scale the channels of {' and '.join(presets.SCALABLE)} (default: 1; 0.25 "
+         "trains on a laptop); a new run only")
 
 
 def _add_augment_flags(parser: argparse.ArgumentParser) -> None:
@@ -241,8 +242,7 @@ def _add_parity_parser(commands: Any) -> None:
     flag("--optimizer", choices=sorted(OPTIMIZERS), help="optimizer of --steps (default: sgd)")
     flag("--seed", type=_seed, default=0, help="seed of a preset's weights, of random images and of the batches "
          "--steps draws (default: 0)")
-    flag("--width", type=_checked(float, lambda value: 1 / 64 <= value <= 16, "in [1/64, 16]"),
-         help=f"scale the channels of a preset {' or '.join(presets.SCALABLE)} (default: 1)")
+    flag("--width", type=_width, help=f"scale the channels of a preset {' or '.join(presets.SCALABLE)} (default: 1)")
     flag("--json", action="store_true", help="print the report as JSON")
 
 
