@@ -27,6 +27,11 @@ def test_cuda_graphs_where_none_can_be_recorded_are_refused_before_any_data_is_r
     # the command line refused this before reading, in words of its own ("--width scales ..."); Python after
     ({"width": 2}, SettingsError, r"^width: applies to resnet20 and cifar, not tutorial$"),
     ({"width": 100}, ValueError, r"^width must be in \[0.015625, 16.0\], got 100$"),
+    # compared with the data's size first: "'<' not supported between instances of 'int' and 'str'"
+    ({"limit": "50"}, TypeError, r"^limit must be an integer, got '50'$"),
+    ({"limit": 0}, ValueError, r"^limit must be >= 1, got 0$"),
+    ({"val_split": "0.1"}, TypeError, r"^val_split must be a finite real number, got '0.1'$"),  # "__round__"
+    ({"val_split": 1.5}, ValueError, r"^val_split must be in \[0.0, 1.0\), got 1.5$"),  # "leaves none to train on"
 ])
 def test_arguments_for_the_trainer_are_checked_before_any_data_is_read(tmp_path, options, error, message):
     with pytest.raises(error, match=message):

@@ -12,6 +12,7 @@ from .. import backend, presets
 from ..datasets import Dataset, load_dataset, num_batches
 from ..datasets.dataset import held_out_count
 from ..datasets.sources import image_side
+from ..layers.base import integer, number
 from ..presets import SMALLEST_SIDES, Recipe, SettingsError, canonical
 from . import record
 from .callbacks import BestCheckpoint, EarlyStopping
@@ -39,6 +40,8 @@ def start_run(name: str, recipe: Recipe | None = None, *, dataset: str = "mnist"
     log = log or to_stderr
     check_preset_options(recipe, options)
     presets.check_width(canonical(name), width)
+    limit = None if limit is None else integer(limit, "limit", 1)  # before it is compared with the data's size
+    val_split = number(val_split, "val_split", 0.0, 1.0, high_included=False)
     _check_before_reading(name, dataset, data_dir, folder_options or {})
     if options.get("cuda_graphs"):  # refused before any data is read
         check_graphs(True, backend.to_backend(np.zeros(1), backend_name, device))
