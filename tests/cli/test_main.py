@@ -209,6 +209,19 @@ def test_usage_errors_name_the_flag_under_the_commands_usage(tmp_path, args, mes
     assert not (tmp_path / "runs").exists()  # refused before anything was made
 
 
+def test_a_validation_split_of_a_limited_run_is_refused_by_the_library_s_count(tmp_path):
+    """Not by a rule of the command's own, which refused every --limit below 10 with
+    --val-split (9 images split in half are fine) and let a Python user do otherwise."""
+    env = env_without_data(tmp_path)
+    refused = xpcnn("train", "--limit", "5", "--val-split", "0.1", "--no-download", env=env, cwd=tmp_path)
+    assert refused.returncode == 2 and "xpcnn train: error: --val-split: 0.1 of 5 images leaves none to validate " \
+        "on" in refused.stderr, refused.stderr
+    assert not (tmp_path / "runs").exists()
+    taken = xpcnn("train", "--limit", "9", "--val-split", "0.5", "--epochs", "1", "--no-download", "--no-progress",
+                  "--no-plots", "--out", "run", env=env, cwd=tmp_path)
+    assert taken.returncode == 0 and "val loss" in taken.stderr, taken.stderr
+
+
 @pytest.mark.parametrize("args, message", [
     (["train", "--data-dir", "typo"], "data folder typo does not exist"),
     (["train", "--dataset", "mnist", "--no-download"], "mnist: train-images-idx3-ubyte, train-labels-idx1-ubyte, "

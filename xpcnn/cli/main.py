@@ -36,8 +36,6 @@ def _recipe(args: argparse.Namespace) -> presets.Recipe:
     """The preset's recipe, changed by the flags given."""
     from ..datasets.sources import image_side
 
-    if args.val_split and args.limit and args.limit < 10:
-        raise UsageError("--limit is too small to hold out a validation split")
     if args.early_stopping and not args.val_split:
         raise UsageError("--early-stopping watches the validation loss: it needs --val-split")
     if args.keep_best and not args.val_split:
