@@ -7,7 +7,7 @@ import pytest
 
 from xpcnn import presets
 from xpcnn.presets import SettingsError
-from xpcnn.train import record, resume_run, start_run
+from xpcnn.train import default_preset, record, resume_run, start_run
 
 
 def quiet(line: str) -> None:
@@ -58,3 +58,9 @@ def test_a_complete_run_resumed_counts_its_training_images_again(tmp_path):
     trainer.fit(data[0], trainer.epochs)
     again, _ = resume_run(tmp_path / "run" / "checkpoint.npz", log=quiet, progress=False)
     assert record.complete(again) and again.train_images == len(data[0]) == 200
+
+
+def test_the_default_preset_is_tutorial_for_digits_and_compact_for_any_other_data():
+    """What `xpcnn train` picks without --model, which only the command knew."""
+    assert [default_preset(name) for name in ("mnist", "fashion-mnist", "cifar10", "cifar100", "images")] == [
+        "tutorial", "tutorial", "compact", "compact", "compact"]

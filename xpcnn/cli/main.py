@@ -66,11 +66,10 @@ def _start(args: argparse.Namespace, recipe: presets.Recipe, options: dict[str, 
 
 
 def _model(args: argparse.Namespace) -> str:
-    """The preset asked for; by default tutorial for the MNIST family, compact (any image
-    size, colour) for the rest."""
-    from ..datasets.sources import MNIST_FAMILY
+    """The preset asked for, else the dataset's default (train.default_preset)."""
+    from ..train import default_preset
 
-    return args.model or ("tutorial" if (args.dataset or "mnist") in MNIST_FAMILY else "compact")
+    return args.model or default_preset(args.dataset or "mnist")
 
 
 def _folder_options(args: argparse.Namespace) -> dict[str, Any]:

@@ -12,12 +12,12 @@ from .callbacks import (
 )
 from .record import SettingsConflict
 from .run_folder import RunFolder, RunFolderError
-from .runs import resume_run, start_run
+from .runs import default_preset, resume_run, start_run
 from .stops import TrainingDiverged, TrainingInterrupted
 from .trainer import Trainer
 
 __all__ = [
     "Trainer", "Callback", "EarlyStopping", "BestCheckpoint", "ProgressBar", "MetricsLog", "PeriodicCheckpoints",
     "RunSummary", "RunFolder", "RunFolderError", "SettingsConflict", "TrainingDiverged", "TrainingInterrupted",
-    "start_run", "resume_run",
+    "start_run", "resume_run", "default_preset",
 ]

@@ -11,7 +11,7 @@ import numpy as np
 from .. import backend, presets
 from ..datasets import Dataset, load_dataset, num_batches
 from ..datasets.dataset import held_out_count
-from ..datasets.sources import image_side
+from ..datasets.sources import MNIST_FAMILY, image_side
 from ..layers.base import integer, number
 from ..presets import SMALLEST_SIDES, Recipe, SettingsError, canonical
 from . import record
@@ -21,6 +21,12 @@ from .step import check_graphs
 from .trainer import Trainer, check_preset_options, to_stderr
 
 Splits = tuple[Dataset, Dataset | None, Dataset]  # train, validation (or None), test
+
+
+def default_preset(dataset: str) -> str:
+    """The preset `xpcnn train` trains on `dataset` when no --model is given: tutorial for
+    the MNIST family (28x28 grey digits), compact (any image size, grey or colour) else."""
+    return "tutorial" if dataset in MNIST_FAMILY else "compact"
 
 
 def start_run(name: str, recipe: Recipe | None = None, *, dataset: str = "mnist", data_dir: str | Path | None = None,
