@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from xpcnn.datasets import CIFAR10, MNIST, ChecksumError, DataNotFound, load_bundled, load_dataset
-from xpcnn.datasets.loading import BUNDLED_CHECKSUMS, Selection, bundled_path
+from xpcnn.datasets.loading import BUNDLED_CHECKSUMS, Loaded, Selection, bundled_path
 
 from ..helpers import SHARED_MNIST, colour_folder
 
@@ -180,6 +180,16 @@ def test_a_selection_of_a_folder_needs_its_reading_options():
         Selection.from_dict(recorded)
     old = {"dataset": "mnist", "folders": None, "limit": None, "seed": 0, "val_split": 0.0}  # before folders
     assert Selection.from_dict(old) == Selection("mnist")
+
+
+@pytest.mark.parametrize("missing", ["train", "test"])
+def test_splits_of_a_dataset_read_in_part_say_which_part_is_missing(missing):
+    """It raised "'NoneType' object has no attribute 'sample'"."""
+    bundled = load_bundled()
+    kept = "test" if missing == "train" else "train"
+    loaded = Loaded(**{missing: None, kept: getattr(bundled, kept)})
+    with pytest.raises(ValueError, match=rf"^splits needs .*; this mnist was read without its {missing} split"):
+        loaded.splits(100)
 
 
 def test_splits_take_a_numpy_seed_as_an_int_and_refuse_a_bad_one():

@@ -152,9 +152,14 @@ class Loaded:
         """(train, validation or None, test) as `xpcnn train` uses them: at most `limit`
         images of each split drawn from `seed`, then `val_split` of the training images
         held out for validation."""
+        dataset = (self.train or self.test).spec.name  # type: ignore[union-attr]
+        missing = [part for part in ("train", "test") if getattr(self, part) is None]
+        if missing:
+            raise ValueError(f"splits needs the training and the test split; this {dataset} was read without its "
+                             f"{missing[0]} split (load_dataset's parts)")
         if limit is not None:
             limit = _count(limit, "limit")
-        seed = check_seed(seed, (self.train or self.test).spec.name)  # type: ignore[union-attr]
+        seed = check_seed(seed, dataset)
         selection = self.selection(limit, seed, val_split)
         train, test = self.train.sample(limit, seed), self.test.sample(limit, seed + 1)
         val = None
