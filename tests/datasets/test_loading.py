@@ -221,3 +221,12 @@ def test_a_selection_names_one_to_four_folders_one_for_pictures(dataset, folders
                 "reader": reader if dataset == "images" else {}, "digest": None}
     with pytest.raises(ValueError, match="selection.folders: unusable value"):
         Selection.from_dict(recorded)
+
+
+def test_the_reader_options_a_selection_records_are_load_images_own():
+    """FOLDER_OPTIONS held load_images' defaults too, a copy nothing read."""
+    import inspect
+
+    from xpcnn.datasets.loading import FOLDER_OPTIONS, load_images
+
+    assert list(inspect.signature(load_images).parameters)[1:1 + len(FOLDER_OPTIONS)] == list(FOLDER_OPTIONS)

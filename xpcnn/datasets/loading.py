@@ -27,8 +27,8 @@ from .sources import DATASETS, FOLDER_IMAGE_SIDE, MNIST, DataFile, DatasetSpec
 BUNDLED_FILE = "mnist-subset.npz"
 BUNDLED_CHECKSUMS = "mnist-subset.json"
 FOLDER = "images"  # the name of a dataset read from a folder of pictures: load_dataset("images", DIR)
-FOLDER_OPTIONS = {"image_size": FOLDER_IMAGE_SIDE, "channels": None, "test_split": 0.2, "on_bad": "refuse",
-                  "split_seed": 0}
+# The options of load_images that a Selection's reader records, in the order _usable_reader reads them.
+FOLDER_OPTIONS = ("image_size", "channels", "test_split", "on_bad", "split_seed")
 
 
 class DataNotFound(RuntimeError):
