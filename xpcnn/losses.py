@@ -52,7 +52,7 @@ class SoftmaxCrossEntropy:
         n, k = logits.shape
         if n == 0:
             raise ValueError("SoftmaxCrossEntropy: an empty batch (0 rows) has no mean loss")
-        if self.check_labels and n and bool(xp.any((labels < 0) | (labels >= k))):
+        if self.check_labels and bool(xp.any((labels < 0) | (labels >= k))):
             low, high = int(xp.min(labels)), int(xp.max(labels))
             raise ValueError(f"SoftmaxCrossEntropy: labels must be in [0, {k}) for {k} logits, got [{low}, {high}]")
         # Resolved together, so that the gradient reads what this forward saved.
