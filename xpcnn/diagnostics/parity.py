@@ -474,13 +474,12 @@ class ParityCheck:
     def to_text(self) -> str:
         lines = [f"parity of {self.model} ({self.parameters:,} parameters), batch of {self.batch_size} "
                  f"{self.images}, {self.compare.dtype}", self.compare.to_table()]
-        if self.trajectory is not None:
+        if self.trajectory is not None:  # without one, the comparison table's last line gives the verdict
             lines += [
                 f"\ntraining {len(self.trajectory.drift)} steps with {self.optimizer}:",
                 self.trajectory.to_table(),
+                f"both: {'PASS' if self.passed else 'FAIL'}",
             ]
-        if self.trajectory is not None:  # else the table's last line says it
-            lines.append(f"both: {'PASS' if self.passed else 'FAIL'}")
         return "\n".join(lines)
 
 
