@@ -40,6 +40,16 @@ def test_recipe_builds_its_optimizer_with_the_schedule_over_the_whole_run():
     assert isinstance(opt.schedule, optim.Cosine) and opt.schedule.total == 30
 
 
+def test_a_pad_without_shifts_is_refused_as_the_command_refused_it():
+    """Only xpcnn train refused --pad without --augment; a Python recipe dropped it silently."""
+    with pytest.raises(presets.SettingsError, match=r"^pad: says what --augment's shifts bring in at the edges"):
+        presets.recipe("tutorial").replace(pad="reflect")
+    with pytest.raises(presets.SettingsError, match=r"^pad: "):
+        presets.recipe("lenet").replace(augment=0, pad="zero")
+    assert presets.recipe("lenet").replace(pad="reflect").pad == "reflect"  # lenet's recipe shifts by 1 pixel
+    assert presets.recipe("tutorial").replace(augment=2, pad="reflect").pad == "reflect"
+
+
 def test_replace_keeps_unset_fields_and_drops_momentum_for_other_optimizers():
     recipe = presets.recipe("tutorial")
     assert recipe.replace(epochs=None, lr=0.1) == recipe.replace(lr=0.1)

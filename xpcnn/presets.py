@@ -173,7 +173,8 @@ class Recipe:
 
     def replace(self, **changes: Any) -> Recipe:
         """A copy with the given fields changed; None leaves a field as it is. Switching to
-        an optimizer other than SGD drops the momentum, which only SGD has."""
+        an optimizer other than SGD drops the momentum, which only SGD has; a pad needs shifts
+        (augment) to bring it in."""
         changes = {key: value for key, value in changes.items() if value is not None}
         optimizer, schedule = changes.get("optimizer", self.optimizer), changes.get("schedule", self.schedule)
         if optimizer == "sgd":
@@ -189,6 +190,8 @@ class Recipe:
             raise SettingsError("momentum", "the onecycle schedule cycles SGD's momentum between 0.95 and 0.85, "
                                 "as PyTorch's OneCycleLR; choose another --schedule to set it")
         recipe = dataclasses.replace(self, **changes)
+        if "pad" in changes and not recipe.augment:
+            raise SettingsError("pad", "says what --augment's shifts bring in at the edges: give --augment N too")
         if recipe.nesterov and recipe.momentum == 0:
             raise SettingsError("nesterov", "needs a momentum above 0 (--momentum), or turn it off (--no-nesterov)")
         return recipe

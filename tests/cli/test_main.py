@@ -750,7 +750,7 @@ def test_a_run_on_pictures_that_changed_is_not_resumed(pictures, tmp_path):
     (["--dataset", "images", "--data-dir", "nowhere"], "nowhere"),
     (["--dataset", "images", "--data-dir", ".", "--test-split", "0"], "--test-split: .* in \\(0, 1\\)"),
     (["--skip-bad-images"], "--skip-bad-images applies to --dataset images only"),
-    (["--pad", "reflect"], "--pad says what --augment's shifts bring in"),
+    (["--pad", "reflect"], "--pad: says what --augment's shifts bring in"),
     # refused before the folder is read (it does not exist)
     (["--dataset", "images", "--data-dir", "nowhere", "--image-size", "8", "--augment", "8"],
      "--augment: shifts of up to 8 pixels would move 8x8 images out of sight"),

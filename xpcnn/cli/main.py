@@ -44,8 +44,6 @@ def _recipe(args: argparse.Namespace) -> presets.Recipe:
         epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
         momentum=args.momentum, nesterov=args.nesterov, weight_decay=args.weight_decay, schedule=args.schedule,
         warmup=args.warmup, augment=args.augment, pad=args.pad, flip=args.flip, label_smoothing=args.label_smoothing)
-    if args.pad and not recipe.augment:
-        raise UsageError("--pad says what --augment's shifts bring in at the edges: give --augment N too")
     size = image_side(args.dataset or "mnist", args.image_size)
     if size is not None and recipe.augment >= size:
         whose = "" if args.augment is not None else f" ({_model(args)}'s recipe; --augment N sets fewer)"
