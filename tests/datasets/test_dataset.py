@@ -242,6 +242,9 @@ def test_one_number_serves_every_channel_and_a_list_must_match_them():
         per_channel([0.1, 0.2], "std", 1e-12, 3)
     with pytest.raises(ValueError, match=r"^std must be in \[1e-12, 1000000.0\], got 0.0$"):
         per_channel(0.0, "std", 1e-12, 1)
+    # a 0-d array is one number too: it met NumPy's "iteration over a 0-d array"
+    assert per_channel(np.asarray(0.5), "mean", -1e6, 3) == [0.5] * 3
+    assert per_channel(np.asarray([0.5]), "mean", -1e6, 1) == [0.5]
 
 
 def test_class_names_that_are_not_printable_are_refused():

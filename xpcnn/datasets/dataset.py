@@ -43,6 +43,8 @@ def per_channel(value: Any, what: str, low: float, channels: int | None) -> list
     """A mean or std for each of a network's `channels` (one number serves them all; None:
     unknown, as many as given), each a number in [low, MAX_STATISTIC]; `what` names it in
     errors."""
+    if isinstance(value, np.ndarray) and value.ndim == 0:  # one number, as np.asarray(0.5) holds it
+        value = value.item()
     values = list(value) if isinstance(value, (list, tuple, np.ndarray)) else [value] * (channels or 1)
     if channels is not None and len(values) != channels:
         raise ValueError(f"{what} needs one value per channel of the network's images ({channels}), got "
