@@ -182,6 +182,13 @@ def test_a_selection_of_a_folder_needs_its_reading_options():
     assert Selection.from_dict(old) == Selection("mnist")
 
 
+@pytest.mark.parametrize("parts", [("val",), "test", ()])
+def test_parts_name_the_splits_a_dataset_has(tmp_path, parts):
+    """("val",) and "test" met a KeyError ('val', 't'); () read nothing and gave a Loaded without either."""
+    with pytest.raises(ValueError, match=r"^parts must name one or both of train, test, as a list, got "):
+        load_dataset("mnist", tmp_path, parts=parts)
+
+
 @pytest.mark.parametrize("missing", ["train", "test"])
 def test_splits_of_a_dataset_read_in_part_say_which_part_is_missing(missing):
     """It raised "'NoneType' object has no attribute 'sample'"."""

@@ -204,6 +204,8 @@ def load_full(spec: DatasetSpec, data_dir: str | Path | None = None, download: b
               parts: Sequence[str] = ("train", "test")) -> Loaded:
     """The files of `parts` of the full dataset, downloading missing ones into the cache if
     allowed. With `only`, the files are looked for in those folders and nowhere else."""
+    if isinstance(parts, str) or not parts or not all(isinstance(part, str) and part in PARTS for part in parts):
+        raise ValueError(f"parts must name one or both of {', '.join(PARTS)}, as a list, got {parts!r}"[:200])
     dirs = list(only) if only is not None else search_dirs(spec, data_dir)
     if "archive" in spec.files:
         return _load_archive(spec, dirs, download, log, parts)
