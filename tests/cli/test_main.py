@@ -192,7 +192,8 @@ def test_usage_errors_exit_2(tmp_path):
     (["train", "--optimizer", "adam", "--momentum", "0.9"], "--momentum: applies to the sgd optimizer only, not adam"),
     (["parity", "--model", "nosuch"], "--model 'nosuch' is neither a preset"),
     (["parity", "--model", "lenet", "--width", "0.5"], "--width: applies to resnet20 and cifar, not lenet"),
-    (["parity", "--optimizer", "adam"], "--optimizer: it is the optimizer of --steps; give --steps K as well"),
+    (["parity", "--optimizer", "adam"], "--optimizer: it is the optimizer of the training steps: give steps as well "
+                                        "(--steps K)"),
     (["train", "--out", ""], "argument --out: expected a path, got an empty string"),
     (["train", "--data-dir", ""], "argument --data-dir: expected a path, got an empty string"),
     (["train", "--early-stopping", "3"], "--early-stopping watches the validation loss: it needs --val-split"),

@@ -220,7 +220,8 @@ def test_training_steps_beyond_an_epoch_of_images_are_all_taken(monkeypatch):
 
 
 def test_an_optimizer_without_training_steps_is_refused_not_ignored():
-    with pytest.raises(ValueError, match="optimizer 'adam' is the optimizer of the training steps"):
+    """A SettingsError, which xpcnn parity names its flag by: it refused --optimizer in words of its own."""
+    with pytest.raises(presets.SettingsError, match=r"^optimizer: it is the optimizer of the training steps"):
         parity.check(presets.build("tutorial"), ["numpy", "array_api_strict"], optimizer="adam")
 
 

@@ -252,8 +252,6 @@ def parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.N
     args, unknown = parser.parse_known_args(argv)
     if unknown:
         args.refuse(f"unrecognized arguments: {' '.join(unknown)}")
-    if getattr(args, "command", None) == "parity" and args.optimizer and not args.steps:
-        args.refuse("--optimizer: it is the optimizer of --steps; give --steps K as well")
     return args
 
 

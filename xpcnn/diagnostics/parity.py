@@ -497,9 +497,11 @@ def check(
     """`compare` on the first `batch_size` images of the model's own input (see
     parity_data; all of them where there are fewer, and the report says how many) and,
     with `steps`, `trajectory` over that many training batches drawn from `seed`, with
-    `optimizer` (default: sgd). `model` may be what `xpcnn parity --model` takes: a preset's
-    name (built from `seed`), a checkpoint file or a run folder (see model_from)."""
+    `optimizer` (default: sgd; SettingsError without steps). `model` may be what `xpcnn
+    parity --model` takes: a preset's name (built from `seed`), a checkpoint file or a run
+    folder (see model_from)."""
     from ..datasets import batches
+    from ..presets import SettingsError
 
     if isinstance(model, (str, Path)):
         name = str(model) if name == "model" else name
@@ -507,7 +509,7 @@ def check(
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
     if optimizer is not None and not steps:
-        raise ValueError(f"optimizer {optimizer!r} is the optimizer of the training steps: give steps as well")
+        raise SettingsError("optimizer", "it is the optimizer of the training steps: give steps as well (--steps K)")
     optimizer = optimizer or "sgd"
     train, test, images = parity_data(model, batch_size * max(steps, 1), seed)
     x, y = next(batches(test, batch_size, shuffle=False))  # fewer where the data has fewer
