@@ -196,10 +196,12 @@ def test_usage_errors_exit_2(tmp_path):
                                         "(--steps K)"),
     (["train", "--out", ""], "argument --out: expected a path, got an empty string"),
     (["train", "--data-dir", ""], "argument --data-dir: expected a path, got an empty string"),
-    (["train", "--early-stopping", "3"], "--early-stopping watches the validation loss: it needs --val-split"),
+    (["train", "--early-stopping", "3"], "--early-stopping: watches the validation loss: it needs a validation split "
+                                         "(--val-split)"),
     (["train", "--early-stopping", "0"], "argument --early-stopping: must be in [1,"),
     (["train", "--bogus"], "xpcnn train: error: unrecognized arguments: --bogus"),
-    (["train", "--keep-best"], "--keep-best keeps the epoch of the lowest validation loss: it needs --val-split"),
+    (["train", "--keep-best"], "--keep-best: keeps the epoch of the lowest validation loss: it needs a validation "
+                               "split (--val-split)"),
 ])
 def test_usage_errors_name_the_flag_under_the_commands_usage(tmp_path, args, message):
     (tmp_path / "notes.txt").write_text("not a folder")

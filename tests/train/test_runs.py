@@ -32,6 +32,9 @@ def test_cuda_graphs_where_none_can_be_recorded_are_refused_before_any_data_is_r
     ({"limit": 0}, ValueError, r"^limit must be >= 1, got 0$"),
     ({"val_split": "0.1"}, TypeError, r"^val_split must be a finite real number, got '0.1'$"),  # "__round__"
     ({"val_split": 1.5}, ValueError, r"^val_split must be in \[0.0, 1.0\), got 1.5$"),  # "leaves none to train on"
+    # refused at the fit's start, by the callback, where only the command line refused them before reading
+    ({"early_stopping": 3}, SettingsError, r"^early_stopping: watches the validation loss: it needs a validation"),
+    ({"keep_best": True}, SettingsError, r"^keep_best: keeps the epoch of the lowest validation loss: it needs"),
 ])
 def test_arguments_for_the_trainer_are_checked_before_any_data_is_read(tmp_path, options, error, message):
     with pytest.raises(error, match=message):

@@ -36,10 +36,6 @@ def _recipe(args: argparse.Namespace) -> presets.Recipe:
     """The preset's recipe, changed by the flags given."""
     from ..datasets.sources import image_side
 
-    if args.early_stopping and not args.val_split:
-        raise UsageError("--early-stopping watches the validation loss: it needs --val-split")
-    if args.keep_best and not args.val_split:
-        raise UsageError("--keep-best keeps the epoch of the lowest validation loss: it needs --val-split")
     recipe = presets.recipe(_model(args)).replace(
         epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
         momentum=args.momentum, nesterov=args.nesterov, weight_decay=args.weight_decay, schedule=args.schedule,

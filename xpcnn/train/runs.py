@@ -48,6 +48,7 @@ def start_run(name: str, recipe: Recipe | None = None, *, dataset: str = "mnist"
     presets.check_width(canonical(name), width)
     limit = None if limit is None else integer(limit, "limit", 1)  # before it is compared with the data's size
     val_split = number(val_split, "val_split", 0.0, 1.0, high_included=False)
+    _check_watched(val_split, early_stopping, keep_best)
     _check_before_reading(name, dataset, data_dir, folder_options or {})
     if options.get("cuda_graphs"):  # refused before any data is read
         check_graphs(True, backend.to_backend(np.zeros(1), backend_name, device))
@@ -69,6 +70,16 @@ def start_run(name: str, recipe: Recipe | None = None, *, dataset: str = "mnist"
                                  dtype=dtype, width=width, log=log, **options)
     trainer.choose_workers(data[0])
     return trainer, data
+
+
+def _check_watched(val_split: float, early_stopping: int | None, keep_best: bool) -> None:
+    """SettingsError for early stopping or keeping the best epoch without a validation
+    split, whose loss both watch: refused before reading, not at the fit's start."""
+    if early_stopping is not None and not val_split:
+        raise SettingsError("early_stopping", "watches the validation loss: it needs a validation split (--val-split)")
+    if keep_best and not val_split:
+        raise SettingsError("keep_best", "keeps the epoch of the lowest validation loss: it needs a validation split "
+                            "(--val-split)")
 
 
 def _check_before_reading(name: str, dataset: str, data_dir: str | Path | None, folder: dict[str, Any]) -> None:
