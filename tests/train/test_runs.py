@@ -54,6 +54,18 @@ def test_what_a_folder_cannot_give_is_refused_before_it_is_read(tmp_path, model,
         start_run(model, recipe, dataset="images", data_dir=tmp_path / "given", folder_options=folder, log=quiet)
 
 
+@pytest.mark.parametrize("recipe, message", [
+    (None, r"^augment: shifts of up to 4 pixels \(resnet20's recipe; --augment N sets fewer\) would move 4x4 images "
+           r"out of sight$"),
+    (presets.recipe("resnet20").replace(augment=6), r"^augment: shifts of up to 6 pixels would move 4x4 images out "),
+])
+def test_shifts_the_images_cannot_hold_are_refused_before_they_are_read(tmp_path, recipe, message):
+    """Only the command line refused them before reading, in a message of its own; Python at the fit."""
+    with pytest.raises(SettingsError, match=message):
+        start_run("resnet20", recipe, dataset="images", data_dir=tmp_path / "nowhere", folder_options={"image_size": 4},
+                  log=quiet)
+
+
 def test_a_complete_run_resumed_counts_its_training_images_again(tmp_path):
     """Its summary is written again, with the images it trained on, not none."""
     trainer, data = start_run("tutorial", download=False, limit=200, run_dir=tmp_path / "run", progress=False,

@@ -34,18 +34,10 @@ _say = functools.partial(print, file=sys.stderr, flush=True)  # progress and not
 
 def _recipe(args: argparse.Namespace) -> presets.Recipe:
     """The preset's recipe, changed by the flags given."""
-    from ..datasets.sources import image_side
-
-    recipe = presets.recipe(_model(args)).replace(
+    return presets.recipe(_model(args)).replace(
         epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
         momentum=args.momentum, nesterov=args.nesterov, weight_decay=args.weight_decay, schedule=args.schedule,
         warmup=args.warmup, augment=args.augment, pad=args.pad, flip=args.flip, label_smoothing=args.label_smoothing)
-    size = image_side(args.dataset or "mnist", args.image_size)
-    if size is not None and recipe.augment >= size:
-        whose = "" if args.augment is not None else f" ({_model(args)}'s recipe; --augment N sets fewer)"
-        raise UsageError(f"--augment: shifts of up to {recipe.augment} pixels{whose} would move {size}x{size} images "
-                         "out of sight")
-    return recipe
 
 
 def _start(args: argparse.Namespace, recipe: presets.Recipe, options: dict[str, Any]) -> tuple[Any, Any]:

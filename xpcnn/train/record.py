@@ -142,11 +142,16 @@ def check_fits(trainer: Trainer, train: Dataset, val: Dataset | None, epochs: in
     if trainer.state.batch > batches:
         raise ValueError(f"the run stands at batch {trainer.state.batch} of an epoch, but this training set has "
                          f"{batches} batches: it is not the run's data")
-    height, width = train.images.shape[2:]
-    if trainer.augment.pixels >= min(height, width):
-        raise SettingsError("augment", f"shifts of up to {trainer.augment.pixels} pixels would move {height}x{width} "
-                            "images out of sight")
+    check_shifts(trainer.augment.pixels, *train.images.shape[2:])
     _check_smallest_batch(trainer, train)
+
+
+def check_shifts(pixels: int, height: int, width: int, whose: str = "") -> None:
+    """SettingsError where random shifts of up to `pixels` (`whose` says whose they are, or
+    nothing) would move images of `height` x `width` out of sight."""
+    if pixels >= min(height, width):
+        raise SettingsError("augment", f"shifts of up to {pixels} pixels{whose} would move {height}x{width} images out "
+                            "of sight")
 
 
 def _check_smallest_batch(trainer: Trainer, train: Dataset) -> None:

@@ -49,7 +49,7 @@ def start_run(name: str, recipe: Recipe | None = None, *, dataset: str = "mnist"
     limit = None if limit is None else integer(limit, "limit", 1)  # before it is compared with the data's size
     val_split = number(val_split, "val_split", 0.0, 1.0, high_included=False)
     _check_watched(val_split, early_stopping, keep_best)
-    _check_before_reading(name, dataset, data_dir, folder_options or {})
+    _check_before_reading(name, recipe, dataset, data_dir, folder_options or {})
     if options.get("cuda_graphs"):  # refused before any data is read
         check_graphs(True, backend.to_backend(np.zeros(1), backend_name, device))
     if early_stopping is not None:
@@ -82,13 +82,20 @@ def _check_watched(val_split: float, early_stopping: int | None, keep_best: bool
                             "(--val-split)")
 
 
-def _check_before_reading(name: str, dataset: str, data_dir: str | Path | None, folder: dict[str, Any]) -> None:
+def _check_before_reading(name: str, recipe: Recipe | None, dataset: str, data_dir: str | Path | None,
+                          folder: dict[str, Any]) -> None:
     """SettingsError for what the data cannot fit, found before it is read: images smaller
-    than the preset takes, a test split asked of a folder that holds train/ and test/."""
-    side, smallest = image_side(dataset, folder.get("image_size")), SMALLEST_SIDES[canonical(name)]
+    than the preset takes, or than the recipe's shifts, a test split asked of a folder that
+    holds train/ and test/."""
+    name = canonical(name)
+    side, smallest = image_side(dataset, folder.get("image_size")), SMALLEST_SIDES[name]
     if side is not None and side < smallest:
-        raise SettingsError("image_size", f"preset {canonical(name)} takes images of at least {smallest}x{smallest} "
+        raise SettingsError("image_size", f"preset {name} takes images of at least {smallest}x{smallest} "
                             f"pixels, not {side}x{side}")
+    if side is not None:
+        augment = (recipe or presets.recipe(name)).augment
+        own = augment == presets.recipe(name).augment  # the preset's shifts, kept
+        record.check_shifts(augment, side, side, f" ({name}'s recipe; --augment N sets fewer)" if own else "")
     if "test_split" in folder and data_dir is not None and all(Path(data_dir, part).is_dir()
                                                                for part in ("train", "test")):
         raise SettingsError("test_split", f"{data_dir} holds train/ and test/, which split it; a test split is "
