@@ -17,16 +17,18 @@ from ..helpers import GRAD_TOL, ORACLE_DTYPES, check, seeds, torch_functional
 @pytest.mark.parametrize(
     "layer, shape, message",
     [
-        (xpcnn.Conv2D(3, 4, 3), (2, 1, 8, 8), r"expected input \(N, 3, H, W\).*got shape \(2, 1, 8, 8\)"),
-        (xpcnn.Conv2D(1, 4, 5), (2, 1, 4, 8), r"padded H >= 5"),
+        (xpcnn.Conv2D(3, 4, 3), (2, 1, 8, 8), r"expected input \(N, 3, H, W\).*got shape \(2, 1, 8, 8\)$"),
+        (xpcnn.Conv2D(1, 4, 5), (2, 1, 4, 8),
+         r"expected input \(N, 1, H, W\) with padded H >= 5 and W >= 5, got shape \(2, 1, 4, 8\)$"),
         (xpcnn.Conv2D(1, 4, 3), (1, 8, 8), r"expected a 4-D input \(N, C, H, W\), got shape \(1, 8, 8\)"),
-        (xpcnn.Conv2D(3, 4, 3), (2, 8, 8, 3), r"\(2, 8, 8, 3\); channels last\? pass x.transpose\(0, 3, 1, 2\)$"),
+        (xpcnn.Conv2D(3, 4, 3), (2, 8, 8, 3),
+         r"expected input \(N, 3, H, W\).*got shape \(2, 8, 8, 3\); channels last\? pass x.transpose\(0, 3, 1, 2\)$"),
     ],
     ids=["channels", "kernel-taller-than-input", "not-4-d", "channels-last"],
 )
 def test_bad_shapes_name_layer_expected_and_actual(target, to_target, layer, shape, message):
     layer.to(*target)
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ValueError, match=r"^Conv2D\(in_channels=.*\): " + message):
         layer.forward(to_target(np.zeros(shape), "float32"))
 
 

@@ -17,7 +17,9 @@ from ..helpers import GRAD_TOL, ORACLE_DTYPES, ORACLE_TOLERANCE, check, rel, see
 def test_bad_shape_names_layer_expected_and_actual(target, to_target):
     layer = xpcnn.BatchNorm2D(3)
     layer.to(*target)
-    with pytest.raises(ValueError, match=r"expected input \(N, 3, H, W\)"):
+    message = (r"^BatchNorm2D\(num_features=3, .*\): "
+               r"expected input \(N, 3, H, W\), got shape \(2, 4, 5, 5\)$")
+    with pytest.raises(ValueError, match=message):
         layer.forward(to_target(np.zeros((2, 4, 5, 5)), "float32"))
 
 

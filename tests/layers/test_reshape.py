@@ -16,7 +16,9 @@ from ..helpers import GRAD_TOL, seeds
 def test_bad_shape_names_layer_expected_and_actual(target, to_target):
     layer = xpcnn.Flatten()
     layer.to(*target)
-    with pytest.raises(ValueError, match=r"batch axis"):
+    message = (r"^Flatten\(\): "
+               r"expected an input with a batch axis and at least one more, got shape \(5,\)$")
+    with pytest.raises(ValueError, match=message):
         layer.forward(to_target(np.zeros((5,)), "float32"))
 
 
