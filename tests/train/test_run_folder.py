@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -104,10 +105,14 @@ def test_without_a_folder_finish_only_evaluates(tmp_path):
     assert trainer.checkpoint_path is None
 
 
-def test_new_folders_started_in_the_same_second_are_distinct(tmp_path):
+def test_new_folders_started_in_the_same_second_are_distinct(tmp_path, monkeypatch):
+    # The clock held still: the three are started in the same second, however loaded the machine.
+    strftime, second = time.strftime, time.gmtime(86400)
+    monkeypatch.setattr(time, "strftime", lambda format, when=second: strftime(format, when))
     folders = [RunFolder.new("tutorial", tmp_path / "runs") for _ in range(3)]
-    assert len({folder.path for folder in folders}) == 3 and all(folder.path.is_dir() for folder in folders)
-    assert folders[1].path.name == folders[0].path.name + "-2" or folders[0].path.name[-6:] != folders[1].path.name[-6:]
+    assert [folder.path.name for folder in folders] == [
+        "tutorial-19700102-000000", "tutorial-19700102-000000-2", "tutorial-19700102-000000-3"]
+    assert all(folder.path.is_dir() for folder in folders)
 
 
 def test_open_refuses_what_does_not_fit(tmp_path):
