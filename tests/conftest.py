@@ -57,6 +57,15 @@ def target(request):
     return request.param
 
 
+@pytest.fixture
+def bundled_mnist(tmp_path, monkeypatch):
+    """Commands the test starts read no MNIST but the subset inside the package (train
+    without --data-dir, with --no-download): no XPCNN_DATA_DIR, an empty cache. Every
+    machine has it, CI too, which has no ../shared/data/mnist."""
+    monkeypatch.delenv("XPCNN_DATA_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "empty-cache"))
+
+
 @pytest.fixture(scope="session")
 def to_target(target):
     """Move host data to the current target: to_target(array, dtype=None)."""

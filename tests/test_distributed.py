@@ -20,8 +20,6 @@ from hypothesis import strategies as st
 from xpcnn import backend, distributed
 from xpcnn.io.checkpoint import load_checkpoint
 
-from .helpers import SHARED_MNIST
-
 LAUNCHER_VARIABLES = distributed.SIZE_VARIABLES + distributed.RANK_VARIABLES
 
 
@@ -263,8 +261,9 @@ def xpcnn_command() -> list[str]:
 
 
 def train_args(out: Path, model: str, *extra: str) -> list[str]:
-    return ["train", "--model", model, "--limit", "1024", "--epochs", "1", "--batch-size", "128", "--data-dir",
-            str(SHARED_MNIST), "--out", str(out), "--no-progress", "--no-plots", *extra]
+    """A run on the bundled MNIST subset (the test uses the bundled_mnist fixture)."""
+    return ["train", "--model", model, "--limit", "1024", "--epochs", "1", "--batch-size", "128", "--no-download",
+            "--out", str(out), "--no-progress", "--no-plots", *extra]
 
 
 def run(command: list[str], timeout: float = 240) -> subprocess.CompletedProcess:
@@ -285,11 +284,11 @@ def assert_same_weights(one: Path, two: Path, tolerance: float = 2e-4) -> None:
         np.testing.assert_allclose(b[name], a[name], rtol=0, atol=tolerance * scale, err_msg=name)
 
 
-needs_mnist = pytest.mark.skipif(not SHARED_MNIST.is_dir(), reason="needs ../shared/data/mnist")
+bundled_mnist = pytest.mark.usefixtures("bundled_mnist")
 
 
 @pytest.mark.mpi
-@needs_mnist
+@bundled_mnist
 @pytest.mark.parametrize("model", ["lenet", "tutorial"])  # batch norm, dropout and shifts; the plain net
 def test_two_processes_learn_what_one_learns(tmp_path, model):
     launcher = mpirun()
@@ -368,7 +367,7 @@ def resume_alone(run_folder: Path) -> None:
 
 @pytest.mark.mpi
 @needs_proc
-@needs_mnist
+@bundled_mnist
 def test_a_killed_process_ends_the_job_and_the_checkpoint_resumes_with_one(tmp_path):
     stderr = stopped_job(tmp_path, signal.SIGKILL)
     assert "rank 1" in stderr and "Killed" in stderr
@@ -377,7 +376,7 @@ def test_a_killed_process_ends_the_job_and_the_checkpoint_resumes_with_one(tmp_p
 
 @pytest.mark.mpi
 @needs_proc
-@needs_mnist
+@bundled_mnist
 def test_ctrl_c_in_one_process_stops_all_and_one_process_resumes_to_the_same_weights(tmp_path):
     stderr = stopped_job(tmp_path, signal.SIGINT)
     assert stderr.count("interrupted at epoch") == 1 and "--resume" in stderr
@@ -391,7 +390,7 @@ def test_ctrl_c_in_one_process_stops_all_and_one_process_resumes_to_the_same_wei
 
 @pytest.mark.mpi
 @needs_proc
-@needs_mnist
+@bundled_mnist
 def test_ctrl_c_before_training_ends_the_whole_job(tmp_path):
     """A process interrupted while it starts (reading data) leaves no other waiting."""
     env = {key: value for key, value in os.environ.items() if key not in LAUNCHER_VARIABLES}
@@ -404,7 +403,7 @@ def test_ctrl_c_before_training_ends_the_whole_job(tmp_path):
 
 
 @pytest.mark.mpi
-@needs_mnist
+@bundled_mnist
 def test_processes_reading_other_data_are_refused_and_usage_errors_print_once(tmp_path):
     first = train_args(tmp_path / "run", "tutorial")
     other = list(first)
@@ -417,13 +416,12 @@ def test_processes_reading_other_data_are_refused_and_usage_errors_print_once(tm
 
 
 @pytest.mark.mpi
-@needs_mnist
+@bundled_mnist
 def test_a_process_that_cannot_start_ends_the_job_with_its_reason(tmp_path):
     """MPMD: process 1 is given a data folder that does not exist (as on a machine
     without the data); the job ends at once, the first process naming it."""
     good = train_args(tmp_path / "run", "tutorial")
-    bad = list(good)
-    bad[bad.index("--data-dir") + 1] = str(tmp_path / "missing")
+    bad = good + ["--data-dir", str(tmp_path / "missing")]
     job = run(mpirun() + ["-n", "1"] + xpcnn_command() + good + [":", "-n", "1"] + xpcnn_command() + bad, timeout=120)
     assert job.returncode == 1, job.stderr
     assert "xpcnn train: error: process 1 of 2:" in job.stderr and "missing" in job.stderr

@@ -899,7 +899,7 @@ def test_the_other_processes_of_a_job_print_no_results(tmp_path):
 
 
 @pytest.mark.mpi
-@pytest.mark.skipif(not SHARED_MNIST.is_dir(), reason="needs ../shared/data/mnist")
+@pytest.mark.usefixtures("bundled_mnist")
 def test_processes_resuming_a_run_to_other_totals_or_not_at_all_are_refused(tmp_path):
     """`--resume --epochs 2` in one process and `--resume` in the other: the first
     trained while the second, finding the run complete, evaluated it, and the job hung.
