@@ -11,7 +11,6 @@ import struct
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -177,16 +176,24 @@ def test_oversized_download_is_cut_off(tmp_path, server):
 
 
 class _Slow(http.server.BaseHTTPRequestHandler):
+    """Serves `body` in chunks of 4 KiB; with `pause_after` set, stops after that many,
+    sets `paused` and waits for `resume`: a client killed meanwhile is killed in the middle
+    of its download, however slowly it started."""
+
     body = b""
+    pause_after: int | None = None
+    paused, resume = threading.Event(), threading.Event()
 
     def do_GET(self):  # noqa: N802
         self.send_response(200)
         self.send_header("Content-Length", str(len(self.body)))
         self.end_headers()
-        for start in range(0, len(self.body), 4096):  # ~40 chunks: two seconds in all
+        for index, start in enumerate(range(0, len(self.body), 4096)):  # ~40 chunks
+            if index == self.pause_after:
+                self.paused.set()
+                self.resume.wait(120)
             self.wfile.write(self.body[start : start + 4096])
             self.wfile.flush()
-            time.sleep(0.05)
 
     def log_message(self, *args):
         pass
@@ -216,13 +223,21 @@ def test_sigkill_during_download_never_leaves_a_valid_looking_file(tmp_path):
         url = f"http://127.0.0.1:{httpd.server_address[1]}/"
         folder = tmp_path / "cache"
         file = DataFile("t10k-images-idx3-ubyte", len(content), "sha256", hashlib.sha256(content).hexdigest())
-        for delay in (0.1, 0.3, 0.6):
+        for killed, pause_after in enumerate((1, 20, 38), start=1):  # chunks sent when the client is killed
+            _Slow.pause_after = pause_after
+            _Slow.paused.clear()
+            _Slow.resume.clear()
             process = subprocess.Popen([sys.executable, "-c", DOWNLOADER, url, str(file.size), file.digest,
                                         str(folder)])
-            time.sleep(delay)
-            process.send_signal(signal.SIGKILL)
-            process.wait()
+            try:
+                assert _Slow.paused.wait(120), "the download never reached the server"
+                process.send_signal(signal.SIGKILL)
+                process.wait()
+            finally:
+                _Slow.resume.set()
             assert find_file(file, [folder]) is None  # only .part files, never the real name
+            assert len(list(folder.glob("*.part"))) == killed  # each killed in the middle of its download
+        _Slow.pause_after = None
         path = download_file(file, [url], folder, tries=1)
         assert load_verified(path, file).shape == (200, 28, 28)
     finally:
