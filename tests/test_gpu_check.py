@@ -9,7 +9,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -27,13 +26,15 @@ def gpu_steps():
 
 
 @pytest.mark.skipif(backend.unavailable_reason("cupy") is None, reason="a CUDA device is here")
-def test_without_cuda_the_check_stops_within_seconds_saying_why(tmp_path):
-    started = time.perf_counter()
+def test_without_cuda_the_check_stops_after_the_preflight_saying_why(tmp_path):
+    # What it did, not how long it took: on a loaded machine a wall-clock bound fails, not the check.
     result = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh")], cwd=ROOT, capture_output=True,
                             text=True, env={**os.environ, "OUT": str(tmp_path)}, timeout=120)
-    assert result.returncode == 3 and time.perf_counter() - started < 60
+    assert result.returncode == 3, result.stderr
     assert "no usable CUDA device here" in result.stderr and "CuPy cannot compute" in result.stderr
     assert "PROBLEM:" in (tmp_path / "env.txt").read_text()
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["env.txt"]  # no step ran after it
+    assert "gpu_check: kernels" not in result.stderr
 
 
 def test_the_steps_run_with_cpu_backends_standing_in(tmp_path, monkeypatch):
