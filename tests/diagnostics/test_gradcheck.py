@@ -38,6 +38,21 @@ def test_gradcheck_catches_a_wrong_backward(target, to_target):
     assert gradcheck(WrongTanh(), x, raise_on_fail=False).worst > 1e-4
 
 
+def test_gradcheck_catches_a_wrong_parameter_gradient(target, to_target):
+    class WrongWeight(xpcnn.Dense):  # the input's and the bias's gradients right, the weight's 0.1 % off
+        def backward(self, dy, input_grad=True):
+            dx = super().backward(dy, input_grad)
+            self.grads["weight"] = self.grads["weight"] * 1.001
+            return dx
+
+    rng = np.random.default_rng(0)
+    x = to_target(rng.standard_normal((4, 5)), "float64")
+    with pytest.raises(GradcheckError, match=r"failed: worst relative error .*weight: "):
+        gradcheck(WrongWeight(5, 3, rng=rng).to(target[0], target[1], "float64"), x, tol=GRAD_TOL)
+    errors = gradcheck(WrongWeight(5, 3, rng=rng).to(target[0], target[1], "float64"), x, raise_on_fail=False).errors
+    assert errors["weight"] > 1e-4 and errors["input"] <= GRAD_TOL and errors["bias"] <= GRAD_TOL, errors
+
+
 def test_a_gradient_that_is_truly_zero_is_judged_against_the_rounding_of_the_terms():
     # A bias before batch norm changes nothing: its finite differences are rounding noise of
     # the summed terms, which cancel in the objective; scaled by the objective alone they
