@@ -158,6 +158,20 @@ def test_a_backward_returning_nan_fails_instead_of_passing():
     assert np.isnan(gradcheck(NaNBackward(), x, raise_on_fail=False).worst)
 
 
+def test_gradcheck_loss_catches_a_wrong_gradient(target, to_target):
+    class OffLoss(xpcnn.SoftmaxCrossEntropy):  # 0.1 % off: finite, and wrong
+        def backward(self):
+            return super().backward() * 1.001
+
+    rng = np.random.default_rng(0)
+    logits, labels = to_target(rng.standard_normal((4, 3)), "float64"), to_target(np.array([0, 1, 2, 0]))
+    with pytest.raises(GradcheckError, match=r"^gradcheck of SoftmaxCrossEntropy\(\) failed: worst relative error "
+                                             r".* \(logits: "):
+        gradcheck_loss(OffLoss(), logits, labels, tol=GRAD_TOL)
+    assert gradcheck_loss(OffLoss(), logits, labels, raise_on_fail=False).worst > 1e-4
+    assert gradcheck_loss(xpcnn.SoftmaxCrossEntropy(), logits, labels).worst <= GRAD_TOL
+
+
 def test_a_loss_whose_gradient_is_inf_fails():
     class InfLoss(xpcnn.SoftmaxCrossEntropy):
         def backward(self):
