@@ -96,9 +96,13 @@ def test_load_state_dict_names_what_does_not_fit():
                                          r"missing 0.bias; unexpected 9.weight"):
         ours.load_state_dict(state)
     before = ours.state_dict()["4.weight"].copy()
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"^load_state_dict: 4.weight: shape \(128, 10\), this network needs "
+                                         r"\(128, 1352\)$"):  # the missing and the unexpected key are let be
         ours.load_state_dict(state, strict=False)  # a wrong shape is refused even then, changing nothing
     np.testing.assert_array_equal(ours.state_dict()["4.weight"], before)
+    state["4.weight"] = np.full((128, 1352), 0.5, np.float32)
+    ours.load_state_dict(state, strict=False)  # the rest fits: loaded, 0.bias kept, 9.weight passed over
+    assert np.all(ours.state_dict()["4.weight"] == 0.5) and "9.weight" not in ours.state_dict()
     with pytest.raises(TypeError, match=r"load_state_dict: 0.weight: not an array of a supported backend: list"):
         ours.load_state_dict({**ours.state_dict(), "0.weight": [[1.0]]})
 
