@@ -145,15 +145,15 @@ def test_hooks_around_a_backward_alone_see_a_fused_block_as_one_layer():
     assert net[1].grads and set(net[1].grads) == {"weight", "bias"}
 
 
-def test_inference_and_moving_the_model_leave_the_fused_steps_as_they_should(to_target):
+def test_inference_and_moving_the_model_leave_the_fused_steps_as_they_should(target, to_target):
     rng = np.random.default_rng(4)
-    net = small_net(rng)
-    x = rng.standard_normal((2, 2, 8, 8))
+    net = small_net(rng).to(target[0], target[1], "float64")
+    x = to_target(rng.standard_normal((2, 2, 8, 8)), "float64")
     net.forward(x)
     net.forward(x, training=False)  # drops what the training forward saved: its gradient is another batch's
     assert net._steps is None
     with pytest.raises(RuntimeError, match="needs a preceding forward"):
-        net.backward(np.ones((2, 5)))
+        net.backward(to_target(np.ones((2, 5)), "float64"))
     net.forward(x)
     net.to("numpy", None, "float32")  # moving drops it, as the layers drop theirs
     assert net._steps is None
