@@ -57,6 +57,16 @@ def target(request):
     return request.param
 
 
+@pytest.fixture(autouse=True, scope="session")
+def private_cache(tmp_path_factory):
+    """Every test, and every command it starts, caches in a folder of the session's (decoded
+    folders of pictures, downloads): none writes into the user's ~/.cache/xpcnn."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
+    yield
+    patch.undo()
+
+
 @pytest.fixture
 def bundled_mnist(tmp_path, monkeypatch):
     """Commands the test starts read no MNIST but the subset inside the package (train
