@@ -79,3 +79,18 @@ def test_the_default_preset_is_tutorial_for_digits_and_compact_for_any_other_dat
     """What `xpcnn train` picks without --model, which only the command knew."""
     assert [default_preset(name) for name in ("mnist", "fashion-mnist", "cifar10", "cifar100", "images")] == [
         "tutorial", "tutorial", "compact", "compact", "compact"]
+
+
+def test_a_folders_test_split_is_drawn_from_the_runs_seed_as_the_command_draws_it(tmp_path):
+    pytest.importorskip("PIL")
+    from xpcnn.datasets import load_dataset
+
+    from ..helpers import colour_folder
+
+    root = colour_folder(tmp_path / "pictures", per_class=10)
+    _, (train, _, test) = start_run("compact", dataset="images", data_dir=root, seed=3, log=quiet, progress=False)
+    expected = load_dataset("images", root, split_seed=3, log=quiet).test
+    assert test.digest() == expected.digest() != load_dataset("images", root, log=quiet).test.digest()
+    _, (_, _, given) = start_run("compact", dataset="images", data_dir=root, seed=3, folder_options={"split_seed": 0},
+                                 log=quiet, progress=False)
+    assert given.digest() != test.digest()

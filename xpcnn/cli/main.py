@@ -71,7 +71,7 @@ def _folder_options(args: argparse.Namespace) -> dict[str, Any]:
         return {}
     if args.data_dir is None:
         raise UsageError("--dataset images reads the folder of pictures --data-dir: give it")
-    return {**given, "split_seed": args.seed or 0, "progress": not args.no_progress}
+    return {**given, "progress": not args.no_progress}
 
 
 def _resume(args: argparse.Namespace, checkpoint: Path, options: dict[str, Any]) -> tuple[Any, Any]:

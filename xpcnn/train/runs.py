@@ -11,6 +11,7 @@ import numpy as np
 from .. import backend, presets
 from ..datasets import Dataset, load_dataset, num_batches
 from ..datasets.dataset import held_out_count
+from ..datasets.loading import FOLDER
 from ..datasets.sources import MNIST_FAMILY, image_side
 from ..layers.base import integer, number
 from ..presets import SMALLEST_SIDES, Recipe, SettingsError, canonical
@@ -41,9 +42,12 @@ def start_run(name: str, recipe: Recipe | None = None, *, dataset: str = "mnist"
     (default: the preset's) and the data's image shape and classes; `early_stopping` adds
     EarlyStopping(patience=early_stopping) and `keep_best` BestCheckpoint(), both on the
     validation loss. `folder_options` go to load_dataset for a folder of pictures
-    (dataset "images"); `width` scales the preset's channels (resnet20, cifar); `log`
-    (default: stderr) takes the notes; `options` are Trainer's."""
+    (dataset "images"; its test split is drawn from `seed` unless split_seed is given);
+    `width` scales the preset's channels (resnet20, cifar); `log` (default: stderr) takes
+    the notes; `options` are Trainer's."""
     log = log or to_stderr
+    if dataset == FOLDER:  # one seed makes the run, its test split included
+        folder_options = {"split_seed": seed, **(folder_options or {})}
     check_preset_options(recipe, options)
     presets.check_width(canonical(name), width)
     limit = None if limit is None else integer(limit, "limit", 1)  # before it is compared with the data's size
