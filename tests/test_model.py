@@ -312,7 +312,12 @@ def test_hooks_at_chosen_positions_see_only_those_layers():
         net.hooked(trace, at=[]).__enter__()
     with pytest.raises(TypeError, match="hooked at takes layer positions .* got True"):
         net.hooked(trace, at=[True]).__enter__()
+    for wrong in [1.5, b"3", {"3": 1}, np.float64(3)]:  # neither iterated (b"3" is 51) nor "not iterable"
+        with pytest.raises(TypeError, match=r"hooked at takes layer positions .* got "):
+            net.hooked(trace, at=wrong).__enter__()
     assert not net.hooks
+    with net.hooked(trace, at=np.int64(7)):  # an index from NumPy, as from argmax
+        pass
 
 
 def test_blocks_fuse_inside_and_fusion_off_reaches_them():

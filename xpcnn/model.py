@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import operator
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from typing import Any
@@ -91,12 +92,16 @@ class Sequential:
 
     def _positions(self, at: Position | Sequence[Position]) -> frozenset[str]:
         """The positions `at` names, as str; ValueError naming one this network has not."""
-        wanted = [at] if isinstance(at, (int, str)) else list(at)
+        # Only a list, tuple or set names several: bytes, a dict or a float would be iterated or fail
+        # with Python's "not iterable"; a NumPy integer (an argmax) is an index.
+        wanted = list(at) if isinstance(at, (list, tuple, set, frozenset, range)) else [at]
         if not wanted:
             raise ValueError("hooked at names no position: leave at out to hook every layer")
         known = [str(position) for position, _ in self._walk(self._prefix)]
         chosen = set()
         for position in wanted:
+            if not isinstance(position, (bool, str)) and hasattr(position, "__index__"):
+                position = operator.index(position)  # np.int64(2) is 2
             if isinstance(position, bool) or not isinstance(position, (int, str)):
                 raise TypeError(f"hooked at takes layer positions (an index, or a str such as '3.body.0'), "
                                 f"got {position!r}")
