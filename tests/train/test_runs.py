@@ -45,6 +45,8 @@ def test_arguments_for_the_trainer_are_checked_before_any_data_is_read(tmp_path,
 @pytest.mark.parametrize("model, folder, message", [
     ("cifar", {"image_size": 6}, r"^image_size: preset cifar takes images of at least 8x8 pixels, not 6x6$"),
     ("resnet20", {"image_size": 4, "test_split": 0.3}, r"^test_split: .*given holds train/ and test/, which split"),
+    # read, it left no picture to train on: "train_size must be >= 1, got 0"
+    ("compact", {"test_split": 1.0}, r"^test_split: 1.0 holds every picture out for testing, leaving none to train"),
 ])
 def test_what_a_folder_cannot_give_is_refused_before_it_is_read(tmp_path, model, folder, message):
     for part in ("train", "test"):

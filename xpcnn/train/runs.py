@@ -89,8 +89,8 @@ def _check_watched(val_split: float, early_stopping: int | None, keep_best: bool
 def _check_before_reading(name: str, recipe: Recipe | None, dataset: str, data_dir: str | Path | None,
                           folder: dict[str, Any]) -> None:
     """SettingsError for what the data cannot fit, found before it is read: images smaller
-    than the preset takes, or than the recipe's shifts, a test split asked of a folder that
-    holds train/ and test/."""
+    than the preset takes, or than the recipe's shifts, a test split of 1 (no picture left
+    to train on), a test split asked of a folder that holds train/ and test/."""
     name = canonical(name)
     side, smallest = image_side(dataset, folder.get("image_size")), SMALLEST_SIDES[name]
     if side is not None and side < smallest:
@@ -100,6 +100,10 @@ def _check_before_reading(name: str, recipe: Recipe | None, dataset: str, data_d
         augment = (recipe or presets.recipe(name)).augment
         own = augment == presets.recipe(name).augment  # the preset's shifts, kept
         record.check_shifts(augment, side, side, f" ({name}'s recipe; --augment N sets fewer)" if own else "")
+    split = folder.get("test_split")
+    if isinstance(split, (int, float)) and not isinstance(split, bool) and split >= 1:  # else "train_size must be >= 1"
+        raise SettingsError("test_split", f"{split} holds every picture out for testing, leaving none to train on "
+                            "(a test split of 1 is for scoring a model on a folder); give a fraction in (0, 1)")
     if "test_split" in folder and data_dir is not None and all(Path(data_dir, part).is_dir()
                                                                for part in ("train", "test")):
         raise SettingsError("test_split", f"{data_dir} holds train/ and test/, which split it; a test split is "
