@@ -69,7 +69,8 @@ class Sequential:
 
     def __getitem__(self, index: int | slice) -> Any:
         """The layer at `index`; for a slice, a network of those layers, the same objects
-        (`net[:4].forward(x, training=False)` is what the fourth layer gives the fifth)."""
+        (`net[:4].forward(x, training=False)` is what the fourth layer gives the fifth;
+        `net[:4].to(...)` moves those layers of `net` too)."""
         if isinstance(index, slice):
             return Sequential(self.layers[index])
         return self.layers[index]
