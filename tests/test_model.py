@@ -24,7 +24,8 @@ def test_sequential_names_summary_and_config():
     assert "(1, 8, 26, 26)" in table and "(1, 10)" in table and f"{net.num_params():,} parameters" in table
     rebuilt = Sequential.from_config(net.config())
     assert rebuilt.config() == net.config()
-    with pytest.raises(ValueError, match="unknown layer type 'Evil'"):
+    with pytest.raises(ValueError, match=r"unknown layer type .Evil.; a class of your own is known once "
+                                         r"xpcnn.register_layer\(it\) has run; known: "):
         Sequential.from_config([{"type": "Evil", "config": {}}])
     with pytest.raises(ValueError, match=r"expected input \(N, 1352\)"):
         net.summary((1, 1, 30, 30))

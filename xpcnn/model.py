@@ -597,8 +597,8 @@ def _layer_type(position: str, entry: Any) -> type[Layer]:
         raise ArchitectureError(f"layer {position}: expected {{'type': ..., 'config': {{...}}}}, got {entry!r}"[:300])
     kind, args = entry["type"], entry["config"]
     if not isinstance(kind, str) or kind not in BUILDABLE:
-        raise ArchitectureError(f"layer {position}: unknown layer type {kind!r}; known: "
-                                f"{', '.join(BUILDABLE)}"[:300])
+        raise ArchitectureError(f"layer {position}: unknown layer type {kind!r}"[:200] + "; a class of your own is "
+                                f"known once xpcnn.register_layer(it) has run; known: {', '.join(BUILDABLE)}"[:300])
     if not isinstance(args, dict) or not all(isinstance(v, (bool, int, float, str, list)) for v in args.values()):
         raise ArchitectureError(f"layer {position} ({kind}): config must map names to numbers, strings or lists, "
                                 f"got {args!r}"[:300])
