@@ -15,7 +15,7 @@ import array_api_compat
 from . import backend, init, weights
 from .hooks import AtPositions, LayerHook, Position, check_points
 from .layers import LAYER_TYPES, Conv2D, Dense, Layer
-from .layers.base import ArchitectureError, Shape
+from .layers.base import ArchitectureError, Shape, flag
 from .layers.fused import FusedBlock, block_at
 
 MAX_VALUES = 1 << 29  # parameters of an architecture read from a file: 2 GiB of float32
@@ -161,8 +161,7 @@ class Sequential:
         """The network's output for x. The layers of each fused block (xpcnn.layers.fused:
         the same results, fewer passes over memory on a fast path) run as one step unless
         `fuse` is False or hooks are attached, which see every layer."""
-        if not isinstance(training, bool):  # "no" or None would pick a mode by truth: batch statistics, dropout
-            raise TypeError(f"Sequential.forward training must be True or False, got {training!r}")
+        flag(training, "Sequential.forward training")  # "no" would train: batch statistics, dropout
         fusing = self.fuse and not self.hooks
         x = backend.detached(x)
         steps: list[tuple[int, Any, Shape | None, Any]] = []  # (first layer's index, what ran, input): the way back

@@ -14,7 +14,7 @@ from array_api_compat import array_namespace, device
 
 from . import backend, capture
 from .distributed import Part, part_of
-from .layers.base import integer, number
+from .layers.base import flag, integer, number
 from .model import Sequential
 
 
@@ -370,8 +370,7 @@ class SGD(Optimizer):
                  weight_decay: float = 0.0, schedule: Schedule | None = None) -> None:
         super().__init__(model, lr, weight_decay, schedule)
         momentum = number(momentum, "SGD momentum", 0.0, 1.0, high_included=False)
-        if not isinstance(nesterov, bool):
-            raise TypeError(f"SGD nesterov must be True or False, got {nesterov!r}")
+        flag(nesterov, "SGD nesterov")
         if nesterov and momentum == 0.0:
             raise ValueError("SGD with nesterov needs momentum > 0, got 0")
         self.momentum, self.nesterov = momentum, nesterov

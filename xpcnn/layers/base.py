@@ -254,6 +254,14 @@ def integer(value: Any, what: str, minimum: int | None = None, maximum: int | No
     return value
 
 
+def flag(value: Any, what: str) -> bool:
+    """`value`, which must be True or False (a truthy "no" would switch a thing on); `what`
+    names it in errors."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{what} must be True or False, got {value!r}")
+    return value
+
+
 def number(value: Any, what: str, low: float, high: float, high_included: bool = True,
            low_included: bool = True) -> float:
     """`value` as a float in [low, high] (an end left out where `*_included` is False);

@@ -8,7 +8,7 @@ from typing import Any
 from array_api_compat import device
 
 from .. import backend, init
-from .base import Layer, Shape, integer, pair
+from .base import Layer, Shape, flag, integer, pair
 from .product import matmul
 from .windows import Padding, channel_rows, col2im, from_channel_rows, im2col, output_size, to_nchw
 
@@ -59,9 +59,7 @@ class Conv2D(Layer):
             if min(value) < 1:
                 raise ValueError(f"Conv2D {what} must be >= 1, got {given!r}")
         self.padding = _padding(padding, self.kernel_size, self.stride)
-        if not isinstance(bias, bool):
-            raise TypeError(f"Conv2D bias must be True or False, got {bias!r}")
-        self.bias = bias
+        self.bias = flag(bias, "Conv2D bias")
         shapes = self.array_shapes(self.config())
         fan_in = math.prod(shapes["weight"][1:])
         self.params = {"weight": init.kaiming_normal(shapes["weight"], fan_in, init.host_rng(rng))}

@@ -29,7 +29,7 @@ from ..diagnostics.anomaly import AnomalyHook, NonFiniteError
 from ..evaluation import NotFiniteOutputs, evaluate
 from ..hooks import check_points
 from ..io.checkpoint import NotFinite, save_checkpoint
-from ..layers.base import integer, number
+from ..layers.base import flag, integer, number
 from ..losses import SoftmaxCrossEntropy
 from ..model import Sequential
 from ..optim import Optimizer
@@ -76,9 +76,8 @@ class Trainer:
                  cuda_graphs: bool | None = None, label_smoothing: float = 0.0) -> None:
         log = to_stderr if log is None else log
         _check_parts(model, optimizer, comm, log, callbacks, cuda_graphs)
-        for flag, value in (("progress", progress), ("anomaly", anomaly)):
-            if not isinstance(value, bool):  # "no" would switch it on
-                raise TypeError(f"Trainer {flag} must be True or False, got {value!r}")
+        flag(progress, "Trainer progress")  # "no" would switch it on
+        flag(anomaly, "Trainer anomaly")
         self.model, self.optimizer, self.name = model, optimizer, name
         self.batch_size, self.seed = integer(batch_size, "batch_size", 1), integer(seed, "seed", 0)
         self.label_smoothing = number(label_smoothing, "Trainer label_smoothing", 0.0, 1.0, high_included=False)
