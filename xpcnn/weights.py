@@ -78,10 +78,10 @@ def load_state_dict(model: Any, state: dict[str, Any], strict: bool = True) -> N
     if strict:
         problems += [f"missing {key}" for key in [*own, *counters] if key not in host]
         problems += [f"unexpected {key}" for key in host if key not in own and key not in counters]
-    problems += _value_problems(host, own, counters, model.dtype)
+    place = model.backend, model.device, model.dtype  # each asks every array: once, not once a key
+    problems += _value_problems(host, own, counters, place[2])
     if problems:
         raise ValueError("load_state_dict: " + "; ".join(problems))
-    place = model.backend, model.device, model.dtype  # each asks every array: once, not once a key
     model.set_arrays({key: backend.to_backend(value, *place) for key, value in host.items() if key in own})
     for key, value in host.items():
         if key in counters:
