@@ -158,7 +158,9 @@ def predict(model: Sequential | str | Path, images: np.ndarray, mean: float | Se
     std = per_channel(std, "predict std", 1e-12, channels)
     batch_size = integer(batch_size, "batch_size", 1)
     images = _image_batch(backend.as_host(images), shape, len(mean))
-    _check_takes(model, images.shape[1:])  # a network that does not know its data: else a layer deep inside says it
+    why = model.classifying_misfit(images.shape[1:], None)  # unknown data: else a layer deep inside says it
+    if why:
+        raise ValueError(f"predict: {why}")
     outputs = []
     for start in range(0, images.shape[0], batch_size):
         chunk = normalize(images[start : start + batch_size], mean, std)
@@ -170,15 +172,6 @@ def predict(model: Sequential | str | Path, images: np.ndarray, mean: float | Se
         shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
         outputs.append(shifted / shifted.sum(axis=1, keepdims=True))
     return np.concatenate(outputs)
-
-
-def _check_takes(model: Sequential, image_shape: Sequence[int]) -> None:
-    """ValueError where the network's layers cannot take images of `image_shape` (C, H, W)."""
-    try:
-        model.output_shapes((1, *image_shape))
-    except ValueError as exc:
-        raise ValueError(f"predict: the network does not take {'x'.join(map(str, image_shape))} images: {exc}") \
-            from None
 
 
 def _image_batch(images: np.ndarray, shape: Sequence[int] | None, channels: int) -> np.ndarray:

@@ -332,16 +332,17 @@ class Sequential:
             shapes.append(shape)
         return shapes
 
-    def classifying_misfit(self, input_shape: Shape, classes: int) -> str | None:
+    def classifying_misfit(self, input_shape: Shape, classes: int | None) -> str | None:
         """Why the network cannot classify images of `input_shape` (C, H, W) into `classes`
-        classes (a layer that cannot take them, or another number of outputs); None where
-        it can. Training, evaluation and checkpoints check it, each naming its data."""
+        classes (a layer that cannot take them, or another number of outputs; for None, only
+        the first); None where it can. Training, evaluation, predict and checkpoints check
+        it, each naming its data."""
         shape = "x".join(map(str, input_shape))
         try:
             outputs = self.output_shapes((1, *input_shape))[-1]
         except ValueError as exc:
             return f"the network does not take {shape} images: {exc}"
-        if outputs != (1, classes):
+        if classes is not None and outputs != (1, classes):
             return (f"the network's output is {outputs[1:]} for each image, but there are {classes} classes: its "
                     f"last layer needs {classes} outputs")
         return None
