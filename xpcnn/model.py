@@ -263,8 +263,8 @@ class Sequential:
 
     def to(self, backend_name: str, device: Any = None, dtype: Any = None) -> Sequential:
         """Move every layer to a backend, device and dtype (default: keep the dtype);
-        backend.BackendUnavailable, saying why, where the backend cannot use that device."""
-        backend.require(backend_name, device)  # one line, not the library's page about its build
+        backend.BackendUnavailable, saying why, where the backend cannot use that device
+        (Layer.to checks it, so the first layer refuses before anything moves)."""
         self._steps = None  # what a fused block saved stays behind, as the layers' caches do
         for layer in self.layers:
             layer.to(backend_name, device, dtype)
