@@ -46,7 +46,7 @@ from ..io.npyheader import read_npy_header
 from ..io.regular import why_missing
 from . import images
 from .files import cache_dir
-from .sources import FOLDER_IMAGE_SIDE, escaped, printable_name
+from .sources import FOLDER_IMAGE_SIDE, MAX_IMAGE_SIDE, escaped, printable_name
 
 # Names of a split of the data, in any case: such a folder among class folders (Train/ and Test/, training/...)
 # would be taken for a class, and the model would learn to tell the splits apart.
@@ -173,8 +173,8 @@ def _check_arguments(image_size: Any, channels: Any, test_split: Any, seed: Any,
     def integer(value: Any) -> bool:
         return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
-    if not integer(image_size) or image_size < 1:
-        raise ValueError(f"image_size must be an integer >= 1, got {image_size!r}")
+    if not integer(image_size) or not 1 <= image_size <= MAX_IMAGE_SIDE:
+        raise ValueError(f"image_size must be an integer in [1, {MAX_IMAGE_SIDE}], got {image_size!r}")
     if channels is not None and (not integer(channels) or channels not in (1, 3)):
         raise ValueError(f"channels must be 1, 3 or None, got {channels!r}")
     if isinstance(test_split, bool) or not isinstance(test_split, numbers.Real) or not 0 < test_split <= 1:

@@ -22,7 +22,7 @@ from .cifar import find_cifar, incomplete_cifar, read_cifar, verify_archive
 from .dataset import Dataset, channel_statistics, check_seed
 from .files import ChecksumError, DownloadError, cache_dir, download_file, find_file, load_verified, search_dirs
 from .folder import BadFile, load_folder
-from .sources import DATASETS, FOLDER_IMAGE_SIDE, MNIST, DataFile, DatasetSpec
+from .sources import DATASETS, FOLDER_IMAGE_SIDE, MAX_IMAGE_SIDE, MNIST, DataFile, DatasetSpec
 
 BUNDLED_FILE = "mnist-subset.npz"
 BUNDLED_CHECKSUMS = "mnist-subset.json"
@@ -113,8 +113,8 @@ def _usable_reader(reader: Any, folder: bool) -> bool:
     if not folder:
         return not reader
     size, channels, split, bad, seed = (reader.get(key) for key in FOLDER_OPTIONS)
-    return (set(reader) == set(FOLDER_OPTIONS) and type(size) is int and 1 <= size <= 4096 and channels in (1, 3)
-            and type(split) in (int, float) and 0 < split < 1 and bad in ("refuse", "skip")
+    return (set(reader) == set(FOLDER_OPTIONS) and type(size) is int and 1 <= size <= MAX_IMAGE_SIDE
+            and channels in (1, 3) and type(split) in (int, float) and 0 < split < 1 and bad in ("refuse", "skip")
             and type(seed) is int and seed >= 0)
 
 

@@ -209,6 +209,7 @@ DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in (MNIST, FASHION_
 MNIST_FAMILY = ("mnist", "fashion-mnist")  # IDX files of 28x28 grey images
 IMAGE_SIDES = {"mnist": 28, "fashion-mnist": 28, "cifar10": 32, "cifar100": 32}  # each one's square images
 FOLDER_IMAGE_SIDE = 32  # a folder of pictures is scaled to this by default (--image-size)
+MAX_IMAGE_SIDE = 4096  # the largest side a folder's pictures are scaled to: what a run's record reads back
 
 
 def image_side(dataset: str, image_size: int | None = None) -> int | None:
