@@ -3,6 +3,7 @@ its fallback, full MNIST from XPCNN_DATA_DIR, corrupt files, the record of a sel
 
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
@@ -145,6 +146,16 @@ def test_cifar10_comes_through_load_dataset_and_is_read_again_from_where_it_was(
     (tmp_path / "elsewhere").mkdir()
     with pytest.raises(DataNotFound, match="cifar-10-binary.tar.gz \\(or its extracted folder\\) not found"):
         load_dataset("cifar10", tmp_path / "elsewhere")
+
+
+def test_a_folder_read_with_numpy_numbers_records_python_numbers(tmp_path):
+    pytest.importorskip("PIL")
+    colour_folder(tmp_path / "pics", per_class=4)
+    loaded = load_dataset("images", tmp_path / "pics", image_size=np.int64(8), test_split=np.float64(0.25),
+                          split_seed=np.int64(3), log=lambda message: None)
+    reader = loaded.train.selection.reader
+    assert [type(reader[key]) for key in ("image_size", "test_split", "split_seed")] == [int, float, int]
+    assert json.loads(json.dumps(loaded.train.selection.to_dict())) == loaded.train.selection.to_dict()  # a record
 
 
 def test_a_folder_of_pictures_records_how_it_was_read_and_refuses_changes(tmp_path):

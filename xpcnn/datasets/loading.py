@@ -259,8 +259,9 @@ def load_images(folder: str | Path, image_size: int = FOLDER_IMAGE_SIDE, channel
     if read.from_cache:
         log(f"pictures read from the cache (decoded before; {cache_dir() / 'folders'})")
     spec = DatasetSpec(FOLDER, {}, (), *channel_statistics(read.train_images), read.classes, pictures="resize")
-    reader = {"image_size": image_size, "channels": int(read.train_images.shape[1]), "test_split": test_split,
-              "on_bad": on_bad, "split_seed": split_seed}
+    # Python's numbers, which the run's record (JSON) keeps: load_folder took NumPy's too
+    reader = {"image_size": int(image_size), "channels": int(read.train_images.shape[1]),
+              "test_split": float(test_split), "on_bad": on_bad, "split_seed": int(split_seed)}
     train = Dataset(read.train_images, read.train_labels, spec, read.source)
     test = Dataset(read.test_images, read.test_labels, spec, read.source)
     return Loaded(train, test, (str(Path(folder).resolve()),), reader, read.digest)
