@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 
 import numpy as np
 import pytest
@@ -31,6 +33,13 @@ def test_recipes_are_the_documented_defaults():
         3, 64, "sgd", 0.01, 0.9)
     assert (lenet.epochs, lenet.batch_size, lenet.optimizer, lenet.lr, lenet.augment) == (5, 64, "adam", 2e-3, 1)
     assert tutorial.schedule == lenet.schedule == "cosine"
+
+
+def test_a_recipe_keeps_numpy_numbers_as_python_numbers_a_record_takes():
+    recipe = presets.recipe("lenet").replace(epochs=np.int64(2), augment=np.int32(3), lr=np.float32(0.5),
+                                             flip=np.True_)
+    assert json.loads(json.dumps(dataclasses.asdict(recipe))) == dataclasses.asdict(recipe)
+    assert (recipe.epochs, recipe.augment, recipe.lr, recipe.flip) == (2, 3, 0.5, True)
 
 
 def test_recipe_builds_its_optimizer_with_the_schedule_over_the_whole_run():

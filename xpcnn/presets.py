@@ -19,6 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from . import init, optim
 from .layers import BatchNorm2D, Conv2D, Dense, Dropout, Flatten, GlobalAvgPool2D, Layer, MaxPool2D, ReLU
 from .layers.activation import GELU
@@ -170,6 +172,13 @@ class Recipe:
     betas: tuple[float, float] | None = None  # Adam's, when not its defaults
     nesterov: bool = False  # SGD only
     label_smoothing: float = 0.0  # of the loss's targets (SoftmaxCrossEntropy)
+
+    def __post_init__(self) -> None:
+        # NumPy's numbers as Python's: a run's record (JSON) keeps the recipe's fields
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, np.generic):
+                object.__setattr__(self, field.name, value.item())
 
     def replace(self, **changes: Any) -> Recipe:
         """A copy with the given fields changed; None leaves a field as it is. Switching to

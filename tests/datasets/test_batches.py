@@ -93,3 +93,5 @@ def test_augment_is_checked_and_reads_as_words():
                       (dict(flip="yes"), TypeError)):
         with pytest.raises(kind, match="augment"):
             Augment(**bad)
+    numpy_made = Augment(np.int64(2), flip=np.True_)  # kept as Python's, which a run's record (JSON) takes
+    assert (type(numpy_made.pixels), type(numpy_made.flip)) == (int, bool) and numpy_made == Augment(2, flip=True)

@@ -46,6 +46,8 @@ class Augment:
             raise ValueError(f"augment pad must be one of {', '.join(PADS)}, got {self.pad!r}")
         if not isinstance(self.flip, (bool, np.bool_)):
             raise TypeError(f"augment flip must be True or False, got {self.flip!r}")
+        object.__setattr__(self, "pixels", int(self.pixels))  # Python's, which a run's record (JSON) keeps
+        object.__setattr__(self, "flip", bool(self.flip))
 
     @classmethod
     def of(cls, value: int | Augment) -> Augment:
