@@ -225,6 +225,17 @@ def test_an_optimizer_without_training_steps_is_refused_not_ignored():
         parity.check(presets.build("tutorial"), ["numpy", "array_api_strict"], optimizer="adam")
 
 
+@pytest.mark.parametrize("options, kind, message", [
+    ({"steps": 1.5}, TypeError, r"^steps must be an integer, got 1.5$"),
+    ({"steps": -1}, ValueError, r"^steps must be >= 0, got -1$"),
+    ({"batch_size": 0}, ValueError, r"^batch_size must be >= 1, got 0$"),
+    ({"seed": "3"}, TypeError, r"^seed must be an integer, got '3'$"),
+])
+def test_counts_that_are_no_counts_are_refused_before_any_work(options, kind, message):
+    with pytest.raises(kind, match=message):
+        parity.check("tutorial", ["numpy", "array_api_strict"], **options)
+
+
 def test_the_worst_row_is_a_nan_one_where_there_is_one():
     rows = [parity.Row("local", 0, "Dense", "output", "torch", 0.0, 0.0, 1e-10),
             parity.Row("local", 1, "ReLU", "grad input", "torch", float("nan"), float("nan"), 1e-10),

@@ -41,7 +41,7 @@ import numpy as np
 
 from .. import backend, optim
 from ..hooks import TraceHook
-from ..layers.base import number
+from ..layers.base import integer, number
 from ..losses import SoftmaxCrossEntropy
 from ..model import Sequential
 
@@ -503,11 +503,10 @@ def check(
     from ..datasets import batches
     from ..presets import SettingsError
 
+    steps, batch_size, seed = integer(steps, "steps", 0), integer(batch_size, "batch_size", 1), integer(seed, "seed", 0)
     if isinstance(model, (str, Path)):
         name = str(model) if name == "model" else name
         model = model_from(str(model), seed)
-    if steps < 0:
-        raise ValueError(f"steps must be >= 0, got {steps}")
     if optimizer is not None and not steps:
         raise SettingsError("optimizer", "it is the optimizer of the training steps: give steps as well (--steps K)")
     optimizer = optimizer or "sgd"
