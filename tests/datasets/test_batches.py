@@ -42,8 +42,11 @@ def test_batch_order_is_a_function_of_seed_and_epoch():
     ("epoch", -2, ValueError, r"^epoch must be >= 0, got -2$"),
     ("start", -1, ValueError, r"^start must be >= 0, got -1$"),  # an empty batch came first, then every one
     ("seed", 1.5, TypeError, r"^seed must be an integer, got 1.5$"),
+    ("shard", (2, 2), ValueError, r"^shard rank must be below the size, 2, got 2$"),  # gave empty batches
+    ("shard", (0, 0), ValueError, r"^shard size must be >= 1, got 0$"),  # ZeroDivisionError
+    ("shard", 2, TypeError, r"^shard must be a pair \(rank, size\), got 2$"),
 ])
-def test_seed_epoch_and_start_are_counts(option, value, kind, message):
+def test_seed_epoch_start_and_shard_are_counts(option, value, kind, message):
     with pytest.raises(kind, match=message):
         next(batches(small_dataset(10), 4, **{option: value}))
 

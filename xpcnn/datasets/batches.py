@@ -95,6 +95,16 @@ def random_crops(images: np.ndarray, pixels: int, pad: str, rng: np.random.Gener
     return cropped
 
 
+def _checked_shard(shard: Any) -> tuple[int, int]:
+    """`shard` as (rank, size) of Python ints, 0 <= rank < size."""
+    if not isinstance(shard, (tuple, list)) or len(shard) != 2:
+        raise TypeError(f"shard must be a pair (rank, size), got {shard!r}")
+    rank, size = integer(shard[0], "shard rank", 0), integer(shard[1], "shard size", 1)
+    if rank >= size:
+        raise ValueError(f"shard rank must be below the size, {size}, got {rank}")
+    return rank, size
+
+
 def batches(
     dataset: Dataset,
     batch_size: int,
@@ -121,7 +131,7 @@ def batches(
     batch_size = integer(batch_size, "batch_size", 1)
     seed, epoch, start = (integer(value, what, 0) for value, what in ((seed, "seed"), (epoch, "epoch"),
                                                                      (start, "start")))
-    augment = Augment.of(augment)
+    augment, shard = Augment.of(augment), _checked_shard(shard)
     order = epoch_order(len(dataset), seed, epoch) if shuffle else np.arange(len(dataset))
     for index in range(start, num_batches(len(dataset), batch_size)):
         picked = order[index * batch_size : (index + 1) * batch_size]
