@@ -163,7 +163,7 @@ def predict(model: Sequential | str | Path, images: np.ndarray, mean: float | Se
         raise ValueError(f"predict: {why}")
     outputs = []
     for start in range(0, images.shape[0], batch_size):
-        chunk = normalize(images[start : start + batch_size], mean, std)
+        chunk = normalize(images[start : start + batch_size], mean, std, model.dtype)
         x = backend.to_backend(chunk, model.backend, model.device, model.dtype)
         logits = backend.to_numpy(model.forward(x, training=False)).astype(np.float64)
         if not np.all(np.isfinite(logits)):

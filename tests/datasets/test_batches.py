@@ -51,6 +51,14 @@ def test_seed_epoch_start_and_shard_are_counts(option, value, kind, message):
         next(batches(small_dataset(10), 4, **{option: value}))
 
 
+def test_batches_are_normalised_in_the_dtype_asked_for():
+    data = small_dataset(8)
+    for dtype in ("float32", "float64"):
+        (x, _), = batches(data, 8, shuffle=False, dtype=dtype)
+        np.testing.assert_array_equal(x, data.normalize(data.images, dtype))  # computed in it, not widened
+        assert x.dtype == np.dtype(dtype)
+
+
 def test_random_crops_with_zeros_are_shifts_and_are_reproducible():
     image = np.zeros((1, 1, 28, 28), np.uint8)
     image[0, 0, 10:18, 12:16] = 255

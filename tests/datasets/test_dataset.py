@@ -165,6 +165,18 @@ def test_normalize_takes_a_mean_and_std_per_channel_and_grey_images_without_thei
         normalize(images, 0.5, 0.5)
 
 
+def test_normalize_in_float64_rounds_once_to_float64():
+    """A float64 network read inputs computed in float32 and then widened: errors of 1e-7."""
+    images = np.arange(256, dtype=np.uint8).reshape(1, 1, 16, 16)
+    exact = (images.astype(np.float64) / 255 - MNIST.mean) / MNIST.std
+    wide = normalize(images, MNIST.mean, MNIST.std, "float64")
+    assert wide.dtype == np.float64 and np.max(np.abs(wide - exact)) < 1e-15
+    assert np.max(np.abs(normalize(images, MNIST.mean, MNIST.std) - exact)) > 1e-8  # float32's rounding
+    assert normalize(images, MNIST.mean, MNIST.std, np.float64).dtype == np.float64
+    with pytest.raises(ValueError, match="unsupported dtype 'int8'"):
+        normalize(images, MNIST.mean, MNIST.std, "int8")
+
+
 def test_the_digest_follows_images_labels_and_classes():
     data = small_dataset(10)
     same = Dataset(data.images.copy(), data.labels.copy(), MNIST)

@@ -141,7 +141,7 @@ def batches(
         else:
             raw = dataset.images[picked[lo:hi]]
         picked = picked[lo:hi]
-        images = dataset.normalize(raw)
+        images = dataset.normalize(raw, "float32" if dtype is None else dtype)  # None: to_backend keeps float32
         yield (
             backend.to_backend(images, backend_name, device, dtype),
             backend.to_backend(dataset.labels[picked], backend_name, device),

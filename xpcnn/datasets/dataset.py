@@ -19,18 +19,22 @@ if TYPE_CHECKING:
     from .loading import Selection
 
 
-def normalize(images: np.ndarray, mean: float | Sequence[float], std: float | Sequence[float]) -> np.ndarray:
-    """uint8 images (n, C, H, W), or grey (n, H, W), -> float32 (n, C, H, W), scaled to
-    [0, 1] then standardised per channel with the training set's `mean` and `std` (a
-    number each for grey images): what a network trained by xpcnn expects."""
+def normalize(images: np.ndarray, mean: float | Sequence[float], std: float | Sequence[float],
+              dtype: Any = "float32") -> np.ndarray:
+    """uint8 images (n, C, H, W), or grey (n, H, W), -> (n, C, H, W) in `dtype` ("float32"
+    or "float64", or such a dtype of any library), scaled to [0, 1] then standardised per
+    channel with the training set's `mean` and `std` (a number each for grey images): what
+    a network trained by xpcnn expects. Computed in `dtype`, so a float64 network reads
+    inputs rounded once, to float64."""
     if images.ndim == 3:
         images = images[:, None]
-    mean, std = (np.asarray(value, np.float32).reshape(1, -1, 1, 1) for value in (mean, std))
+    host = np.dtype(backend.float_name(dtype))
+    mean, std = (np.asarray(value, host).reshape(1, -1, 1, 1) for value in (mean, std))
     if mean.shape[1] != images.shape[1] or std.shape[1] != images.shape[1]:
         raise ValueError(f"{images.shape[1]}-channel images need a mean and std per channel, got "
                          f"{mean.size} and {std.size}")
-    x = images.astype(np.float32)
-    x /= np.float32(255.0)  # in place, the same roundings as (x / 255 - mean) / std, without its temporaries
+    x = images.astype(host)
+    x /= host.type(255.0)  # in place, the same roundings as (x / 255 - mean) / std, without its temporaries
     x -= mean
     x /= std
     return x
@@ -151,9 +155,9 @@ class Dataset:
         content.update(np.ascontiguousarray(self.labels))
         return content.hexdigest()
 
-    def normalize(self, images: np.ndarray) -> np.ndarray:
+    def normalize(self, images: np.ndarray, dtype: Any = "float32") -> np.ndarray:
         """`normalize` with this dataset's statistics."""
-        return normalize(images, self.spec.mean, self.spec.std)
+        return normalize(images, self.spec.mean, self.spec.std, dtype)
 
     def subset(self, indices: np.ndarray) -> Dataset:
         """The images at `indices`; no selection: it cannot be read again as such."""

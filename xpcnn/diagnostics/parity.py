@@ -511,13 +511,13 @@ def check(
         raise SettingsError("optimizer", "it is the optimizer of the training steps: give steps as well (--steps K)")
     optimizer = optimizer or "sgd"
     train, test, images = parity_data(model, batch_size * max(steps, 1), seed)
-    x, y = next(batches(test, batch_size, shuffle=False))  # fewer where the data has fewer
+    x, y = next(batches(test, batch_size, shuffle=False, dtype=dtype))  # fewer where the data has fewer
     result = ParityCheck(
         name, model.num_params(), int(x.shape[0]), compare(model, x, y, backends, dtype), optimizer=optimizer,
         images=images,
     )
     if steps:  # epoch after epoch: 8 steps of 2,000 bundled images are more than one epoch holds
-        epochs = (batches(train, batch_size, seed=seed, epoch=epoch) for epoch in itertools.count())
+        epochs = (batches(train, batch_size, seed=seed, epoch=epoch, dtype=dtype) for epoch in itertools.count())
         train_batches = list(itertools.islice(itertools.chain.from_iterable(epochs), steps))
         result.trajectory = trajectory(model, train_batches, backends, dtype, optimizer)
     return result
