@@ -878,6 +878,34 @@ def test_cifar_preset_trains_on_a_synthetic_cifar10_archive(tmp_path, monkeypatc
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["images"] == 10
 
 
+def test_a_ctrl_c_between_the_fit_and_its_test_says_how_to_continue(tmp_path, monkeypatch, capsys):
+    """It said "xpcnn: interrupted" alone, while the run's checkpoint was whole."""
+    from xpcnn.cli.main import main
+    from xpcnn.train import Trainer
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("XPCNN_DATA_DIR", str(tmp_path))  # no full MNIST: the bundled subset
+    test = Trainer.finish
+
+    def ctrl_c(trainer, *data):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "finish", ctrl_c)
+    flags = ["--no-download", "--limit", "128", "--epochs", "1", "--no-progress", "--no-plots"]
+    assert main(["train", *flags, "--out", "run"]) == 130
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith(f"interrupted; the run continues from its checkpoint {Path('run', 'checkpoint.npz')}; "
+                           "continue with: xpcnn train --out run --resume"), line
+    monkeypatch.setattr(Trainer, "finish", test)
+    assert main(shlex.split(line.split("continue with: ")[1])[1:]) == 0
+    assert "test accuracy" in capsys.readouterr().out
+    monkeypatch.setattr(Trainer, "finish", ctrl_c)  # a run that never saved says only that it was interrupted
+    monkeypatch.setattr(Trainer, "fit", ctrl_c)
+    assert main(["train", *flags, "--out", "never"]) == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "xpcnn: interrupted"
+    assert not (tmp_path / "never").exists()
+
+
 def test_the_commands_quieting_of_warnings_ends_with_the_command(capsys):
     """The CLI silences Pillow's and NumPy's warnings (it says the same in one line); a
     Python user who calls main() keeps their own filters afterwards."""

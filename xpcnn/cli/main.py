@@ -128,6 +128,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                "cuda_graphs": args.cuda_graphs}  # None: where the backend records them unasked
     if comm.size > 1:
         say(f"data-parallel over {comm.size} processes ({comm.kind}): each takes its share of every batch")
+    trainer = None
     try:
         trainer, (train_set, val_set, test_set) = distributed.together(
             comm, lambda: _resume(args, folder.checkpoint, options) if args.resume else _start(args, recipe, options))
@@ -137,10 +138,14 @@ def cmd_train(args: argparse.Namespace) -> int:
             trainer.fit(train_set, trainer.epochs, val_set)
         result = trainer.finish(test_set)
     except TrainingInterrupted as stop:
-        anywhere = " (under mpirun with any number of processes, or without)" if comm.size > 1 else ""
-        say(f"{stop}; checkpoint saved to {stop.checkpoint}; continue with: {continue_command(args, out)}{anywhere}")
-        return 130
-    except BaseException:
+        return _continue_line(say, f"{stop}; checkpoint saved to {stop.checkpoint}", args, out, comm)
+    except BaseException as exc:
+        if isinstance(exc, KeyboardInterrupt) and trainer is not None and folder.checkpoint.exists():
+            # a Ctrl-C outside the steps (between the fit and its test, say): the last checkpoint continues
+            code = _continue_line(say, f"interrupted; the run continues from its checkpoint {folder.checkpoint}",
+                                  args, out, comm)
+            distributed.end_job(code)  # the other processes of a data-parallel job would wait for this one
+            return code
         if comm.is_root:
             folder.remove_if_empty()  # a run that never saved leaves no folder behind
         raise
@@ -149,6 +154,13 @@ def cmd_train(args: argparse.Namespace) -> int:
           f"{'test ' * sample}image{'s' * (len(test_set) != 1)}{' drawn as the run limits them' * sample}; "
           f"training took {sum(row['seconds'] for row in trainer.history):.1f} s")
     return 0
+
+
+def _continue_line(say: Any, what: str, args: argparse.Namespace, out: Path, comm: Any) -> int:
+    """Say `what` stopped the run and the command that continues it; the exit status."""
+    anywhere = " (under mpirun with any number of processes, or without)" if comm.size > 1 else ""
+    say(f"{what}; continue with: {continue_command(args, out)}{anywhere}")
+    return 130
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
