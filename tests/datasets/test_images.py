@@ -205,24 +205,41 @@ SRGB = ((0.4361, 0.2225, 0.0139), (0.3851, 0.7169, 0.0971), (0.1431, 0.0606, 0.7
 def matrix_profile(description, colorants, gamma=2.2):
     """An ICC v2 display profile of three colorants (XYZ, D50) and one gamma curve, as a
     phone's Display P3 photo embeds (here with a plain gamma for its curve)."""
-    def fixed(*values):
-        return b"".join(struct.pack(">i", round(value * 65536)) for value in values)
-
     def xyz(values):
         return b"XYZ " + bytes(4) + fixed(*values)
 
-    curve = b"curv" + bytes(4) + struct.pack(">IH", 1, round(gamma * 256))
+    curve = gamma_curve(gamma)
+    tags = [*[(name + b"XYZ", xyz(values)) for name, values in zip((b"r", b"g", b"b"), colorants)],
+            *[(name + b"TRC", curve) for name in (b"r", b"g", b"b")]]
+    return icc_profile(b"RGB ", description, tags)
+
+
+def grey_profile(description, gamma):
+    """An ICC v2 grey display profile of one gamma curve, as grey scans embed."""
+    return icc_profile(b"GRAY", description, [(b"kTRC", gamma_curve(gamma))])
+
+
+def gamma_curve(gamma):
+    return b"curv" + bytes(4) + struct.pack(">IH", 1, round(gamma * 256))
+
+
+def fixed(*values):
+    return b"".join(struct.pack(">i", round(value * 65536)) for value in values)
+
+
+def icc_profile(space, description, tags):
+    """The bytes of an ICC v2 display profile of colour `space` with its description, the D50
+    white point and `tags` (name, body) besides."""
     text = description.encode("ascii") + b"\0"
     desc = b"desc" + bytes(4) + struct.pack(">I", len(text)) + text + bytes(4 + 4 + 2 + 1 + 67)
-    tags = [(b"desc", desc), (b"wtpt", xyz(D50)), (b"cprt", b"text" + bytes(4) + b"none\0"),
-            *[(name + b"XYZ", xyz(values)) for name, values in zip((b"r", b"g", b"b"), colorants)],
-            *[(name + b"TRC", curve) for name in (b"r", b"g", b"b")]]
+    tags = [(b"desc", desc), (b"wtpt", b"XYZ " + bytes(4) + fixed(*D50)), (b"cprt", b"text" + bytes(4) + b"none\0"),
+            *tags]
     start, table, data = 128 + 4 + 12 * len(tags), b"", b""
     for name, body in tags:
         table += name + struct.pack(">II", start + len(data), len(body))
         data += body + bytes(-len(body) % 4)
-    header = (struct.pack(">I", start + len(data)) + bytes(4) + struct.pack(">I", 0x02100000) + b"mntrRGB XYZ "
-              + bytes(12) + b"acsp" + bytes(28) + fixed(*D50) + bytes(48))
+    header = (struct.pack(">I", start + len(data)) + bytes(4) + struct.pack(">I", 0x02100000) + b"mntr" + space
+              + b"XYZ " + bytes(12) + b"acsp" + bytes(28) + fixed(*D50) + bytes(48))
     return header + struct.pack(">I", len(tags)) + table + data
 
 
@@ -260,6 +277,29 @@ def test_an_srgb_profile_or_one_littlecms_cannot_read_changes_nothing(tmp_path):
     rgb_profile = matrix_profile("Display P3", DISPLAY_P3)  # a profile of another colour space than the picture's
     np.testing.assert_array_equal(read_photo_rgb(save(tmp_path / "p3.tiff", pixels, "CMYK", icc_profile=rgb_profile),
                                                  6)[0], cmyk)
+
+
+def test_a_palette_or_grey_picture_s_profile_is_converted_too(tmp_path):
+    """They were taken as sRGB whatever profile they embed."""
+    pytest.importorskip("PIL")
+    from PIL import Image, features
+
+    from xpcnn.datasets.images import read_photo_rgb
+
+    if not features.check("littlecms2"):
+        pytest.skip("Pillow without littlecms")
+    pixels = np.zeros((4, 8, 3), np.uint8)
+    pixels[:, :4], pixels[:, 4:] = (180, 90, 40), (20, 160, 220)
+    p3 = matrix_profile("Display P3", DISPLAY_P3)
+    palette = Image.fromarray(pixels).convert("P", palette=Image.Palette.ADAPTIVE, colors=2)
+    palette.save(tmp_path / "p3-palette.png", icc_profile=p3)
+    as_rgb = save(tmp_path / "p3.png", np.asarray(palette.convert("RGB")), icc_profile=p3)
+    np.testing.assert_array_equal(read_photo_rgb(tmp_path / "p3-palette.png", 4)[0], read_photo_rgb(as_rgb, 4)[0])
+    grey = np.full((4, 4), 128, np.uint8)
+    linear, colour = read_photo_rgb(save(tmp_path / "linear.png", grey, icc_profile=grey_profile("Linear", 1.0)), 4)
+    assert not colour and np.all(np.abs(linear.astype(int) - 188) <= 2), linear[:, 0, 0]  # sRGB of linear 0.5
+    np.testing.assert_array_equal(read_photo_rgb(save(tmp_path / "rgb-profile.png", grey, icc_profile=p3), 4)[0],
+                                  read_photo_rgb(save(tmp_path / "plain.png", grey), 4)[0])  # another colour space
 
 
 def test_the_exif_orientation_is_applied(tmp_path):

@@ -56,7 +56,7 @@ SPLIT_NAMES = frozenset({"train", "test", "training", "testing", "val", "valid",
 SYSTEM_NAMES = frozenset({"thumbs.db", "ehthumbs.db", "desktop.ini", "icon\r", "__macosx"})
 # JPEG's four names as Pillow registers them (Windows saves web pictures as .jfif).
 EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
-CACHE_FORMAT = 2  # raise it when what is cached, or how pictures are decoded, changes
+CACHE_FORMAT = 3  # raise it when what is cached, or how pictures are decoded, changes
 MAX_THREADS = 8  # decoding small pictures is bound by Python's own work beyond a few threads
 CHUNK = 64  # pictures per task: rare enough hand-overs, fine enough progress
 MEMORY_SHARE = 0.5  # of the available memory: splitting copies the decoded pictures once

@@ -282,12 +282,16 @@ def _fit_photo(handle: Any, size: int, image_module: Any, ops: Any) -> np.ndarra
 
 
 def _in_srgb(image: Any) -> Any:
-    """`image` (RGB, RGBA or CMYK) converted from the colour profile it embeds to sRGB, as
-    a browser shows it: read as sRGB, a phone's Display P3 photo is dull and a CMYK one's
-    colours are wrong. Without a profile, with an sRGB one, or one that littlecms cannot
-    read (as browsers ignore it), `image` itself."""
+    """`image` converted from the colour profile it embeds to sRGB, as a browser shows it:
+    read as sRGB, a phone's Display P3 photo is dull and a CMYK one's colours are wrong (a
+    palette's colours and an 8-bit grey picture's tones are in the profile's space too; grey
+    comes out as RGB of equal channels). Without a profile, with an sRGB one, or one that
+    littlecms cannot read or that is of another colour space (as browsers ignore it), `image`
+    itself, a palette as RGB or RGBA."""
     profile = image.info.get("icc_profile")
-    transform = _srgb_transform(profile, image.mode) if profile and image.mode in ("RGB", "RGBA", "CMYK") else None
+    if profile and image.mode in ("P", "PA"):
+        image = image.convert("RGBA" if image.mode == "PA" or "transparency" in image.info else "RGB")
+    transform = _srgb_transform(profile, image.mode) if profile and image.mode in ("RGB", "RGBA", "CMYK", "L") else None
     if transform is None:
         return image
     from PIL import ImageCms
@@ -305,7 +309,7 @@ def _srgb_transform(profile: bytes, mode: str) -> Any:
         return None
     try:
         source = ImageCms.ImageCmsProfile(io.BytesIO(profile))
-        if mode != "CMYK" and "srgb" in ImageCms.getProfileDescription(source).lower():
+        if mode in ("RGB", "RGBA") and "srgb" in ImageCms.getProfileDescription(source).lower():
             return None  # already sRGB: transforming it would only round
         srgb = ImageCms.createProfile("sRGB")
         return ImageCms.buildTransform(source, srgb, mode, "RGBA" if mode == "RGBA" else "RGB")
