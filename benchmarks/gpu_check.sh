@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # GPU check: run THERE (the GPU machine), from the repository root, with .whl/ carried
-# (benchmarks/gpu_prepare.sh makes it here). See docs/gpu.md, "The GPU check". Writes at most 12
-# files under $OUT (default gpu-results/) within about 8 minutes:
+# (benchmarks/gpu_prepare.sh makes it here). See docs/gpu.md, "The GPU check". Within about 8
+# minutes its steps write these files in a folder of their own, and after each step it packs them into
+# $OUT (default gpu-results/) as summary.md, env.txt and results.tar.gz (all of them), since a device
+# run brings back at most 8 files of its $OUT:
 #   env.txt        GPU, libraries, DLPack round trip (the preflight)
 #   pytest-kernels.txt  CuPy's CUDA kernels (tests/kernels/test_cupy.py) against CuPy's standard path,
 #                  first: every later step runs through them
@@ -17,6 +19,8 @@
 # Without a usable CUDA device it stops after the preflight, within seconds, exit 3.
 set -u
 OUT=${OUT:-gpu-results}
+WORK=$(mktemp -d)  # where the steps write; pack brings it to $OUT
+trap 'rm -rf "$WORK"' EXIT
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 PYTHONWARNINGS=ignore XPCNN_REQUIRE_GPU=1
 if ls .whl/*.whl >/dev/null 2>&1; then
@@ -34,22 +38,23 @@ step() {  # step NAME SECONDS COMMAND...: run with a time-out that never passes 
   echo "gpu_check: $name (up to $limit s)" >&2
   timeout "$limit" "$@"
   echo "gpu_check: $name exit $?" >&2
+  python3 benchmarks/gpu_steps.py pack "$WORK" "$OUT"
 }
 
-python3 benchmarks/gpu_steps.py preflight "$OUT" || exit 3
+python3 benchmarks/gpu_steps.py preflight "$WORK" || { cp "$WORK/env.txt" "$OUT/"; exit 3; }
+python3 benchmarks/gpu_steps.py pack "$WORK" "$OUT"
 # A fresh machine compiles CuPy's own kernels for the reference path as well as ours: minutes, at worst.
 step kernels 150 sh -c "python3 -m pytest -q -m gpu -p no:cacheprovider tests/kernels/test_cupy.py \
-  >'$OUT/pytest-kernels.txt' 2>&1"
+  >'$WORK/pytest-kernels.txt' 2>&1"
 # Then the tests of steps recorded as CUDA graphs (new on CuPy), before the slower steps.
 step graphs 90 sh -c "python3 -m pytest -q -m gpu -p no:cacheprovider tests/train/test_step.py tests/test_backend.py \
-  >'$OUT/pytest-graphs.txt' 2>&1"
-step parity 150 python3 benchmarks/gpu_steps.py parity "$OUT"
-step train 90 python3 benchmarks/gpu_steps.py train "$OUT"
-step bench 120 sh -c "python3 benchmarks/bench.py --gpu --repeats 3 >'$OUT/bench.md' 2>&1"
-step products 40 python3 benchmarks/gpu_steps.py products "$OUT"
+  >'$WORK/pytest-graphs.txt' 2>&1"
+step parity 150 python3 benchmarks/gpu_steps.py parity "$WORK"
+step train 90 python3 benchmarks/gpu_steps.py train "$WORK"
+step bench 120 sh -c "python3 benchmarks/bench.py --gpu --repeats 3 >'$WORK/bench.md' 2>&1"
+step products 40 python3 benchmarks/gpu_steps.py products "$WORK"
 step pytest 120 sh -c "python3 -m pytest -q -m gpu -p no:cacheprovider --ignore=tests/kernels/test_cupy.py \
-  --ignore=tests/train/test_step.py --ignore=tests/test_backend.py tests >'$OUT/pytest-gpu.txt' 2>&1"
+  --ignore=tests/train/test_step.py --ignore=tests/test_backend.py tests >'$WORK/pytest-gpu.txt' 2>&1"
 # Last, with whatever time is left: the residual presets' throughput (minutes on a GPU's first compile).
-step residual 120 sh -c "python3 benchmarks/bench.py --gpu --presets resnet20,cifar --repeats 2 >'$OUT/bench-residual.md' 2>&1"
-python3 benchmarks/gpu_steps.py summary "$OUT"
-echo "gpu_check: done in $SECONDS s: $(ls "$OUT")" >&2
+step residual 120 sh -c "python3 benchmarks/bench.py --gpu --presets resnet20,cifar --repeats 2 >'$WORK/bench-residual.md' 2>&1"
+echo "gpu_check: done in $SECONDS s: $(ls "$WORK" | tr '\n' ' ')in $OUT/results.tar.gz" >&2

@@ -6,6 +6,8 @@ its results under OUT:
     python benchmarks/gpu_steps.py train OUT       one epoch of lenet on cupy and on torch:cuda
     python benchmarks/gpu_steps.py products OUT    CuPy's product kernel (recorded steps) against cuBLAS
     python benchmarks/gpu_steps.py summary OUT     OUT/summary.md from the files the others wrote
+    python benchmarks/gpu_steps.py pack WORK OUT   WORK's summary, its env.txt and all its files as one
+                                                   archive, into OUT: what a device run brings back
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ from __future__ import annotations
 import functools
 import json
 import math
+import shutil
 import sys
+import tarfile
 import time
 import traceback
 from pathlib import Path
@@ -21,6 +25,10 @@ from pathlib import Path
 # What is compared and trained on; tests/test_gpu_check.py runs the steps with CPU stand-ins.
 PAIRS = [("numpy", "cupy"), ("numpy", "torch:cuda"), ("cupy", "torch:cuda")]
 GPU_BACKENDS = [("cupy", None), ("torch", "cuda")]
+# A device run brings back at most 8 files of its $OUT, and leaves out the rest: the check
+# writes 11, so they are packed (pack) into ARCHIVE beside summary.md and env.txt.
+FILES_BACK = 8
+ARCHIVE = "results.tar.gz"
 
 
 def preflight(out: Path) -> int:
@@ -234,15 +242,33 @@ def summary(out: Path) -> int:
     return 0
 
 
-STEPS = {"preflight": preflight, "parity": parity, "train": train, "products": products, "summary": summary}
+def pack(work: Path, out: Path) -> int:
+    """The results so far, written under `work` by the other steps, into `out` as three
+    files: summary.md, env.txt and ARCHIVE with every file of `work` (gpu_check.sh packs
+    after each step, so that a check cut short still brings back what it had)."""
+    summary(work)
+    for name in ("summary.md", "env.txt"):
+        if (work / name).exists():
+            shutil.copyfile(work / name, out / name)
+    partial = out / f"{ARCHIVE}.part"  # replaced whole: never half an archive, if the run is killed as it writes
+    with tarfile.open(partial, "w:gz") as archive:
+        for path in sorted(work.iterdir()):
+            archive.add(path, arcname=path.name)
+    partial.replace(out / ARCHIVE)
+    return 0
+
+
+STEPS = {"preflight": preflight, "parity": parity, "train": train, "products": products, "summary": summary,
+         "pack": pack}
 
 if __name__ == "__main__":
-    if len(sys.argv) != 3 or sys.argv[1] not in STEPS:
-        sys.exit(f"usage: python {sys.argv[0]} {{{','.join(STEPS)}}} OUT")
-    folder = Path(sys.argv[2])
-    folder.mkdir(parents=True, exist_ok=True)
+    name, folders = (sys.argv[1:2] or [""])[0], [Path(arg) for arg in sys.argv[2:]]
+    if name not in STEPS or len(folders) != (2 if name == "pack" else 1):
+        sys.exit(f"usage: python {sys.argv[0]} {{{','.join(STEPS)}}} OUT (pack: WORK OUT)")
+    for folder in folders:
+        folder.mkdir(parents=True, exist_ok=True)
     try:
-        sys.exit(STEPS[sys.argv[1]](folder))
+        sys.exit(STEPS[name](*folders))
     except Exception:  # noqa: BLE001  (the check goes on with the next step; the trace is the finding)
         traceback.print_exc()
         sys.exit(1)

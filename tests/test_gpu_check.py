@@ -7,8 +7,10 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -49,6 +51,30 @@ def test_the_steps_run_with_cpu_backends_standing_in(tmp_path, monkeypatch):
     assert steps.summary(tmp_path) == 0
     page = (tmp_path / "summary.md").read_text()
     assert "| numpy vs torch | lenet | float64 |" in page and "(no train.txt" in page and "3 passed" in page
+
+
+def test_the_results_come_back_in_fewer_files_than_a_device_run_brings_back(tmp_path):
+    """A device run brings back at most 8 files of $OUT, and the check writes 11: gpu_check.sh
+    packs them after every step, so that a check cut short also brings back what it had."""
+    steps, work, out = gpu_steps(), tmp_path / "work", tmp_path / "out"
+    script = (ROOT / "benchmarks" / "gpu_check.sh").read_text()
+    written = sorted(set(re.findall(r"\$WORK/([\w.-]+)", script)) | {"env.txt", "parity.txt", "parity.jsonl",
+                                                                     "train.txt", "products.md"})
+    assert len(written) == 10
+    work.mkdir()
+    out.mkdir()
+    for name in written:
+        (work / name).write_text(f"{name}: 3 passed\n")
+    row = {"pair": ["numpy", "cupy"], "preset": "lenet", "dtype": "float32", "passed": True, "compare": {"rows": []}}
+    (work / "parity.jsonl").write_text(json.dumps(row) + "\n")
+    assert steps.pack(work, out) == 0
+    assert sorted(path.name for path in out.iterdir()) == sorted(["summary.md", "env.txt", steps.ARCHIVE])
+    assert len(list(out.iterdir())) <= steps.FILES_BACK
+    with tarfile.open(out / steps.ARCHIVE) as archive:
+        assert sorted(archive.getnames()) == sorted([*written, "summary.md"])
+    assert "pytest-kernels.txt: 3 passed" in (out / "summary.md").read_text()
+    step = script[script.index("step() {"):script.index("\n}\n", script.index("step() {"))]
+    assert 'gpu_steps.py pack "$WORK" "$OUT"' in step  # after every step
 
 
 def test_the_products_step_finds_each_product_of_a_training_step(monkeypatch):
