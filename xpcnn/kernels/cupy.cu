@@ -481,6 +481,9 @@ __global__ void product(const T* a, long long m, long long k, long long am, long
                 "a thread sums 4 x 4 of a tile");
   constexpr unsigned THREAD_ROWS = ROWS / 4, THREAD_COLS = COLS / 4;  // the threads' layout over the tile
   __shared__ T as[DEPTH][ROWS + 1], bs[DEPTH][COLS + 1];  // +1: threads reading down a column hit other banks
+  // ptxas refuses more static shared memory than 48 KiB, but only as it makes a GPU's code
+  // (CuPy's -arch=sm_90 on an H100): NVRTC's PTX and the CPU build would take it.
+  static_assert(sizeof(as) + sizeof(bs) <= 48 * 1024, "a block's tiles fit in 48 KiB of shared memory");
   unsigned t = threadIdx.x, tx = t % THREAD_COLS, ty = t / THREAD_COLS;
   long long row_tiles = (m + ROWS - 1) / ROWS, share = blockIdx.y / row_tiles;
   long long row0 = (long long)(blockIdx.y % row_tiles) * ROWS, col0 = (long long)blockIdx.x * COLS;
