@@ -87,6 +87,8 @@ def parity(out: Path) -> int:
                     took = time.perf_counter() - started
                     text.write(f"== {' vs '.join(pair)}, {preset}, {dtype} ({took:.1f} s)\n{result.to_text()}\n\n")
                     lines.write(json.dumps({"pair": pair, "preset": preset, "dtype": dtype, **result.to_dict()}) + "\n")
+                    for done in (text, lines):  # whole: a step cut by its time-out keeps what it finished
+                        done.flush()
                     passed = passed and result.passed
     return 0 if passed else 1
 
@@ -211,23 +213,29 @@ def products(out: Path) -> int:
     return 0
 
 
+def _verdict(line: str) -> str:
+    """A row of the summary's parity table from a line of parity.jsonl."""
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError:
+        return "| (a line cut short: the step was stopped as it wrote) | | | | |"
+    local = [r["max_rel"] for r in row["compare"]["rows"] if r["view"] == "local"]
+    worst = math.nan if None in local else max(local, default=0.0)  # None: a NaN or Inf (to_dict)
+    return (f"| {' vs '.join(row['pair'])} | {row['preset']} | {row['dtype']} | {worst:.1e} | "
+            f"{'PASS' if row['passed'] else 'FAIL'} |")
+
+
 def summary(out: Path) -> int:
     """One markdown page from the files of the other steps (missing ones said so)."""
     def section(title: str, name: str, lines: int | None = None) -> list[str]:
         path = out / name
         if not path.exists():
             return [f"## {title}", "", f"(no {name}: the step did not run or was cut by the deadline)", ""]
-        text = path.read_text().splitlines()
+        text = path.read_text(errors="replace").splitlines()  # a step killed as it wrote may end mid-character
         return [f"## {title}", "", "```", *(text[-lines:] if lines else text), "```", ""]
 
-    verdicts = []
-    if (out / "parity.jsonl").exists():
-        for line in (out / "parity.jsonl").read_text().splitlines():
-            row = json.loads(line)
-            local = [r["max_rel"] for r in row["compare"]["rows"] if r["view"] == "local"]
-            worst = math.nan if None in local else max(local, default=0.0)  # None: a NaN or Inf (to_dict)
-            verdicts.append(f"| {' vs '.join(row['pair'])} | {row['preset']} | {row['dtype']} | {worst:.1e} | "
-                            f"{'PASS' if row['passed'] else 'FAIL'} |")
+    parity = out / "parity.jsonl"
+    verdicts = [_verdict(line) for line in (parity.read_text().splitlines() if parity.exists() else [])]
     page = [f"# GPU check, {time.strftime('%Y-%m-%d')}", ""] + section("Environment", "env.txt")
     page += section("CuPy's kernels (tests/kernels/test_cupy.py, gpu-marked)", "pytest-kernels.txt", lines=25)
     page += section("Recorded steps (tests/train/test_step.py, tests/test_backend.py, gpu-marked)", "pytest-graphs.txt",
@@ -246,15 +254,17 @@ def pack(work: Path, out: Path) -> int:
     """The results so far, written under `work` by the other steps, into `out` as three
     files: summary.md, env.txt and ARCHIVE with every file of `work` (gpu_check.sh packs
     after each step, so that a check cut short still brings back what it had)."""
-    summary(work)
-    for name in ("summary.md", "env.txt"):
-        if (work / name).exists():
-            shutil.copyfile(work / name, out / name)
-    partial = out / f"{ARCHIVE}.part"  # replaced whole: never half an archive, if the run is killed as it writes
-    with tarfile.open(partial, "w:gz") as archive:
-        for path in sorted(work.iterdir()):
-            archive.add(path, arcname=path.name)
-    partial.replace(out / ARCHIVE)
+    try:
+        summary(work)
+    finally:  # the files themselves, also where the summary of them fails
+        for name in ("summary.md", "env.txt"):
+            if (work / name).exists():
+                shutil.copyfile(work / name, out / name)
+        partial = out / f"{ARCHIVE}.part"  # replaced whole: never half an archive, if the run is killed as it writes
+        with tarfile.open(partial, "w:gz") as archive:
+            for path in sorted(work.iterdir()):
+                archive.add(path, arcname=path.name)
+        partial.replace(out / ARCHIVE)
     return 0
 
 

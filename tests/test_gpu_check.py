@@ -77,6 +77,20 @@ def test_the_results_come_back_in_fewer_files_than_a_device_run_brings_back(tmp_
     assert 'gpu_steps.py pack "$WORK" "$OUT"' in step  # after every step
 
 
+def test_a_step_cut_as_it_wrote_is_summarised_and_packed(tmp_path):
+    """A time-out can end a step in the middle of a line of parity.jsonl or of a character."""
+    steps, work, out = gpu_steps(), tmp_path / "work", tmp_path / "out"
+    work.mkdir()
+    out.mkdir()
+    (work / "parity.jsonl").write_text('{"pair": ["numpy", "cu')
+    (work / "pytest-gpu.txt").write_bytes("12 passed \u2192".encode()[:-1])
+    assert steps.pack(work, out) == 0
+    page = (out / "summary.md").read_text()
+    assert "a line cut short" in page and "12 passed" in page
+    with tarfile.open(out / steps.ARCHIVE) as archive:
+        assert sorted(archive.getnames()) == ["parity.jsonl", "pytest-gpu.txt", "summary.md"]
+
+
 def test_the_products_step_finds_each_product_of_a_training_step(monkeypatch):
     """lenet: 4 forward, 7 backward (no input gradient for the data), each its own shape;
     on the standard path, as on CuPy (NumPy's fast path writes one of them in place)."""
