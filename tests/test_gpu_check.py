@@ -91,6 +91,21 @@ def test_a_step_cut_as_it_wrote_is_summarised_and_packed(tmp_path):
         assert sorted(archive.getnames()) == ["parity.jsonl", "pytest-gpu.txt", "summary.md"]
 
 
+def test_a_training_run_that_fails_leaves_the_others_their_lines(tmp_path, monkeypatch):
+    steps = gpu_steps()
+
+    def row(name, device, graphs):
+        if name == "cupy":
+            raise RuntimeError("no recording")
+        return f"{name} {graphs}: test accuracy 95%"
+
+    monkeypatch.setattr(steps, "_train_row", row)
+    assert steps.train(tmp_path) == 1
+    lines = (tmp_path / "train.txt").read_text().splitlines()
+    assert len(lines) == 4 and all("failed: RuntimeError('no recording')" in line for line in lines[:2])
+    assert lines[2:] == ["torch True: test accuracy 95%", "torch False: test accuracy 95%"]
+
+
 def test_the_products_step_finds_each_product_of_a_training_step(monkeypatch):
     """lenet: 4 forward, 7 backward (no input gradient for the data), each its own shape;
     on the standard path, as on CuPy (NumPy's fast path writes one of them in place)."""
