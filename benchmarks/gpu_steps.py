@@ -72,25 +72,36 @@ def preflight(out: Path) -> int:
 
 
 def parity(out: Path) -> int:
-    """Layer by layer, both presets, float32 and float64, plus a 5-step trajectory."""
-    from xpcnn import presets
-    from xpcnn.diagnostics import parity as check
-
+    """Layer by layer, both presets, float32 and float64, plus a 5-step trajectory; a
+    configuration that fails says why in both files, and the next runs."""
     passed = True
     with open(out / "parity.txt", "w") as text, open(out / "parity.jsonl", "w") as lines:
         for pair in PAIRS:
             for preset in ("tutorial", "lenet"):
                 for dtype in ("float32", "float64"):
-                    started = time.perf_counter()
-                    result = check.check(presets.build(preset), check.usable_targets(",".join(pair)), dtype,
-                                         steps=5, name=preset)
-                    took = time.perf_counter() - started
-                    text.write(f"== {' vs '.join(pair)}, {preset}, {dtype} ({took:.1f} s)\n{result.to_text()}\n\n")
-                    lines.write(json.dumps({"pair": pair, "preset": preset, "dtype": dtype, **result.to_dict()}) + "\n")
+                    report, row = _parity_of(pair, preset, dtype)
+                    text.write(report)
+                    lines.write(json.dumps(row) + "\n")
                     for done in (text, lines):  # whole: a step cut by its time-out keeps what it finished
                         done.flush()
-                    passed = passed and result.passed
+                    passed = passed and row["passed"]
     return 0 if passed else 1
+
+
+def _parity_of(pair: tuple[str, str], preset: str, dtype: str) -> tuple[str, dict]:
+    """parity's text and JSON row for one pair of backends, preset and dtype."""
+    from xpcnn import presets
+    from xpcnn.diagnostics import parity as check
+
+    started, title = time.perf_counter(), f"{' vs '.join(pair)}, {preset}, {dtype}"
+    row = {"pair": pair, "preset": preset, "dtype": dtype}
+    try:
+        result = check.check(presets.build(preset), check.usable_targets(",".join(pair)), dtype, steps=5,
+                             name=preset)
+    except Exception as exc:  # noqa: BLE001  (the other configurations still tell something)
+        return f"== {title}: failed\n{traceback.format_exc()}\n", {**row, "passed": False, "error": repr(exc)}
+    report = f"== {title} ({time.perf_counter() - started:.1f} s)\n{result.to_text()}\n\n"
+    return report, {**row, **result.to_dict()}
 
 
 def train(out: Path) -> int:
@@ -231,6 +242,8 @@ def _verdict(line: str) -> str:
         row = json.loads(line)
     except json.JSONDecodeError:
         return "| (a line cut short: the step was stopped as it wrote) | | | | |"
+    if "error" in row:
+        return f"| {' vs '.join(row['pair'])} | {row['preset']} | {row['dtype']} | {row['error']} | FAIL |"
     local = [r["max_rel"] for r in row["compare"]["rows"] if r["view"] == "local"]
     worst = math.nan if None in local else max(local, default=0.0)  # None: a NaN or Inf (to_dict)
     return (f"| {' vs '.join(row['pair'])} | {row['preset']} | {row['dtype']} | {worst:.1e} | "

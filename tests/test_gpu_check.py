@@ -91,6 +91,18 @@ def test_a_step_cut_as_it_wrote_is_summarised_and_packed(tmp_path):
         assert sorted(archive.getnames()) == ["parity.jsonl", "pytest-gpu.txt", "summary.md"]
 
 
+def test_a_parity_configuration_that_fails_leaves_the_others_theirs(tmp_path, monkeypatch):
+    pytest.importorskip("torch")
+    steps = gpu_steps()
+    monkeypatch.setattr(steps, "PAIRS", [("numpy", "no-such-backend"), ("numpy", "torch")])
+    assert steps.parity(tmp_path) == 1
+    assert (tmp_path / "parity.txt").read_text().count("PASS") >= 4
+    assert steps.summary(tmp_path) == 0
+    page = (tmp_path / "summary.md").read_text()
+    assert page.count("| numpy vs no-such-backend |") == 4 and page.count("| FAIL |") == 4
+    assert "| numpy vs torch | lenet | float64 |" in page
+
+
 def test_a_training_run_that_fails_leaves_the_others_their_lines(tmp_path, monkeypatch):
     steps = gpu_steps()
 
