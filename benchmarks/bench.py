@@ -521,6 +521,10 @@ def main() -> None:
     breakdowns, kernels = {}, {}
     for preset in args.presets.split(","):
         report(preset_rows(preset, args, setup, peak, rng, breakdowns, kernels))
+        if preset in kernels:  # at once too: a run cut short by a time-out keeps the measure
+            counts = "; ".join(f"{name} {count[0]} ({count[1]} launch calls)" if isinstance(count, tuple) else
+                               f"{name} {count}" for name, count in kernels[preset].items())
+            print(f"kernels per {preset} training step, batch {KERNELS_BATCH}: {counts}", file=sys.stderr, flush=True)
     rest = [
         "",
         f"Matmul peak (float32, 2048^3 `xp.matmul`, best of 5): {peak / 1e9:,.1f} GFLOP/s. Share of peak = "

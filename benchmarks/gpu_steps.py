@@ -29,6 +29,7 @@ GPU_BACKENDS = [("cupy", None), ("torch", "cuda")]
 # writes 11, so they are packed (pack) into ARCHIVE beside summary.md and env.txt.
 FILES_BACK = 8
 ARCHIVE = "results.tar.gz"
+KERNELS_FAILED = "kernels-failed.txt"  # the preflight's mark: xpcnn's CUDA kernels did not compile
 
 
 def preflight(out: Path) -> int:
@@ -62,6 +63,8 @@ def preflight(out: Path) -> int:
         facts.append(f"DLPack cupy -> torch -> cupy: {back.get().tolist()}")
     except Exception as exc:  # noqa: BLE001
         problems.append(f"torch on CUDA (or DLPack with CuPy) does not work: {exc!r}")
+    if not problems:
+        facts.append(compile_kernels(out))
     (out / "env.txt").write_text("\n".join(facts + [f"PROBLEM: {p}" for p in problems]) + "\n")
     if problems:
         print("gpu_check: no usable CUDA device here, stopping before the checks:\n  " + "\n  ".join(problems),
@@ -69,6 +72,23 @@ def preflight(out: Path) -> int:
         return 3
     print("\n".join(facts))
     return 0
+
+
+def compile_kernels(out: Path) -> str:
+    """Compile xpcnn's CUDA kernels once, up front, and say how long it took. Where they do
+    not compile, say why and leave KERNELS_FAILED in `out`: gpu_check.sh then skips their
+    tests and runs the rest on CuPy's standard path (XPCNN_CUPY=0), where each test and
+    step would fail on the same error after seconds of compiling."""
+    start = time.perf_counter()
+    try:
+        from xpcnn.kernels import cupy as kernels
+
+        names = kernels._names()
+        kernels._module().get_function(names[0])  # one NVRTC program: every instance compiles at the first lookup
+    except Exception as exc:  # noqa: BLE001  (the compiler's error is the finding)
+        (out / KERNELS_FAILED).write_text(f"{exc!r}\n")
+        return f"PROBLEM (the check goes on without them): xpcnn's CUDA kernels do not compile: {exc!r}"
+    return f"xpcnn's CUDA kernels: {len(names)} instances compiled in {time.perf_counter() - start:.1f} s"
 
 
 def parity(out: Path) -> int:

@@ -11,6 +11,7 @@ import re
 import subprocess
 import sys
 import tarfile
+import types
 from pathlib import Path
 
 import pytest
@@ -60,7 +61,7 @@ def test_the_results_come_back_in_fewer_files_than_a_device_run_brings_back(tmp_
     script = (ROOT / "benchmarks" / "gpu_check.sh").read_text()
     written = sorted(set(re.findall(r"\$WORK/([\w.-]+)", script)) | {"env.txt", "parity.txt", "parity.jsonl",
                                                                      "train.txt", "products.md"})
-    assert len(written) == 10
+    assert len(written) == 11  # with the preflight's mark of kernels that did not compile
     work.mkdir()
     out.mkdir()
     for name in written:
@@ -75,6 +76,28 @@ def test_the_results_come_back_in_fewer_files_than_a_device_run_brings_back(tmp_
     assert "pytest-kernels.txt: 3 passed" in (out / "summary.md").read_text()
     step = script[script.index("step() {"):script.index("\n}\n", script.index("step() {"))]
     assert 'gpu_steps.py pack "$WORK" "$OUT"' in step  # after every step
+
+
+def test_the_preflight_compiles_the_kernels_once_or_says_why_they_do_not(tmp_path, monkeypatch):
+    """A kernel that does not compile would fail every test and step after seconds of
+    compiling each: the preflight finds it once, and the check goes on without them."""
+    from .kernels import cuda_on_cpu
+
+    steps, fast, looked_up = gpu_steps(), cuda_on_cpu.kernel_module(), []
+    monkeypatch.setattr(fast, "_module", lambda: types.SimpleNamespace(get_function=looked_up.append))
+    said = steps.compile_kernels(tmp_path)
+    assert re.fullmatch(r"xpcnn's CUDA kernels: \d+ instances compiled in [\d.]+ s", said), said
+    assert looked_up == fast._names()[:1] and not (tmp_path / steps.KERNELS_FAILED).exists()
+
+    def broken():
+        raise RuntimeError("ptxas error: Entry function uses too much shared data")
+
+    monkeypatch.setattr(fast, "_module", broken)
+    said = steps.compile_kernels(tmp_path)
+    assert said.startswith("PROBLEM (the check goes on without them)") and "too much shared data" in said
+    assert "too much shared data" in (tmp_path / steps.KERNELS_FAILED).read_text()
+    script = (ROOT / "benchmarks" / "gpu_check.sh").read_text()
+    assert f'if [ -e "$WORK/{steps.KERNELS_FAILED}" ]' in script and "export XPCNN_CUPY=0" in script
 
 
 def test_a_step_cut_as_it_wrote_is_summarised_and_packed(tmp_path):
