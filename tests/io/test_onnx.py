@@ -138,3 +138,15 @@ def test_a_checkpoint_exports_as_its_network_does_and_a_colour_network_takes_its
     colour = xpcnn.Sequential([xpcnn.Conv2D(3, 4, 3), xpcnn.GlobalAvgPool2D(), xpcnn.Dense(4, 2)])
     exported = onnx.load(xonnx.export(colour, tmp_path / "c.onnx", mean=[0.5] * 3, std=[0.25] * 3))
     assert json.loads({p.key: p.value for p in exported.metadata_props}["input_shape"]) == [3, 28, 28]
+
+
+def test_the_checkpoint_being_exported_is_never_written_over(tmp_path):
+    from xpcnn.io.checkpoint import save_checkpoint
+
+    save_checkpoint(tmp_path / "checkpoint.npz", presets.build("tutorial"), data=load_bundled().train)
+    before = (tmp_path / "checkpoint.npz").read_bytes()
+    for export in (xonnx.export, xonnx.export_checkpoint):
+        for source in (tmp_path, tmp_path / "checkpoint.npz"):
+            with pytest.raises(FileExistsError, match="is the checkpoint being exported"):
+                export(source, tmp_path / "checkpoint.npz")
+    assert (tmp_path / "checkpoint.npz").read_bytes() == before

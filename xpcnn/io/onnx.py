@@ -20,6 +20,7 @@ architecture are in the model's metadata. Weights are exported in float32. Needs
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -228,12 +229,21 @@ def export(model: Sequential | str | Path, path: str | Path, **options: Any) -> 
     if isinstance(model, (str, Path)):
         from .checkpoint import load_checkpoint
 
-        model = load_checkpoint(model).model  # which knows its data
+        saved = load_checkpoint(model)
+        _not_the_checkpoint(saved.path, path)
+        model = saved.model  # which knows its data
     if not isinstance(model, Sequential):
         raise TypeError(f"export takes a Sequential or a checkpoint's path, got {type(model).__name__}")
     proto = to_onnx(model, **options)
     atomic_write_bytes(path, proto.SerializeToString())
     return Path(path)
+
+
+def _not_the_checkpoint(checkpoint: Path | None, path: str | Path) -> None:
+    """FileExistsError where `path` is the checkpoint file being exported: the graph would
+    replace the run's only copy of its weights."""
+    if checkpoint is not None and os.path.exists(path) and os.path.samefile(checkpoint, path):
+        raise FileExistsError(f"{path} is the checkpoint being exported; name another file for the ONNX graph")
 
 
 def export_checkpoint(checkpoint: str | Path, path: str | Path, **options: Any) -> tuple[Path, list[int]]:
@@ -243,6 +253,7 @@ def export_checkpoint(checkpoint: str | Path, path: str | Path, **options: Any) 
     from .checkpoint import load_checkpoint
 
     saved = load_checkpoint(checkpoint)
+    _not_the_checkpoint(saved.path, path)
     data = saved.data_statistics()  # a CheckpointError where the file lacks them
     return export(saved.model, path, **options), data["input_shape"]  # with them: the model knows its data
 
