@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from xpcnn import presets
+from xpcnn.backend import BackendUnavailable
 from xpcnn.presets import SettingsError
 from xpcnn.train import default_preset, record, resume_run, start_run
 
@@ -35,6 +36,10 @@ def test_cuda_graphs_where_none_can_be_recorded_are_refused_before_any_data_is_r
     # refused at the fit's start, by the callback, where only the command line refused them before reading
     ({"early_stopping": 3}, SettingsError, r"^early_stopping: watches the validation loss: it needs a validation"),
     ({"keep_best": True}, SettingsError, r"^keep_best: keeps the epoch of the lowest validation loss: it needs"),
+    # where the network would run: the command line refused these before reading, Python after
+    ({"backend_name": "jax"}, ValueError, r"^unknown backend 'jax'"),
+    ({"device": "cuda:7"}, BackendUnavailable, r"^backend numpy on device cuda:7: "),
+    ({"dtype": "float16"}, ValueError, r"^unsupported dtype 'float16'"),
 ])
 def test_arguments_for_the_trainer_are_checked_before_any_data_is_read(tmp_path, options, error, message):
     with pytest.raises(error, match=message):

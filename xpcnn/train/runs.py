@@ -54,6 +54,8 @@ def start_run(name: str, recipe: Recipe | None = None, *, dataset: str = "mnist"
     val_split = number(val_split, "val_split", 0.0, 1.0, high_included=False)
     _check_watched(val_split, early_stopping, keep_best)
     _check_before_reading(name, recipe, dataset, data_dir, folder_options or {})
+    backend.require(backend_name, device)  # where the network would run, as xpcnn train checks it first
+    backend.float_name(dtype)
     if options.get("cuda_graphs"):  # refused before any data is read
         check_graphs(True, backend.to_backend(np.zeros(1), backend_name, device))
     if early_stopping is not None:
