@@ -42,8 +42,18 @@ def test_bad_constructor_arguments(kwargs):
 @pytest.mark.parametrize("padding", [(1, 2, 3), [], (1, 1, 1, 1, 1)])
 def test_padding_of_another_length_is_refused_naming_every_form(padding):
     """The message named only "an integer or a pair" (pair's), though four are taken too."""
-    with pytest.raises(ValueError, match=r"^Conv2D padding must be 'valid', 'same', an integer, a pair or four, got"):
+    with pytest.raises(ValueError, match=r"^Conv2D padding must be 'valid', 'same', an integer, a pair \(h, w\) or "
+                                         r"four \(top, bottom, left, right\), got"):
         xpcnn.Conv2D(1, 1, 3, padding=padding)
+
+
+def test_four_paddings_are_top_bottom_left_right_as_the_docstring_says():
+    """Not torch.nn.functional.pad's (left, right, top, bottom): the docstring says which."""
+    conv = xpcnn.Conv2D(1, 1, 1, padding=(1, 0, 0, 2), bias=False)
+    conv.params["weight"] = np.ones((1, 1, 1, 1), np.float32)
+    y = conv.forward(np.ones((1, 1, 2, 3), np.float32), training=False)
+    assert y.shape == (1, 1, 3, 5)
+    assert y[0, 0].tolist() == [[0] * 5, [1, 1, 1, 0, 0], [1, 1, 1, 0, 0]]
 
 
 # -- gradients against central finite differences, float64, on every backend ---------------

@@ -24,7 +24,8 @@ def _padding(padding: Any, kernel: tuple[int, int], stride: tuple[int, int]) -> 
         (kh, kw) = kernel
         return ((kh - 1) // 2, kh // 2, (kw - 1) // 2, kw // 2)
     if isinstance(padding, str) or (isinstance(padding, (tuple, list)) and len(padding) not in (2, 4)):
-        raise ValueError(f"Conv2D padding must be 'valid', 'same', an integer, a pair or four, got {padding!r}")
+        raise ValueError(f"Conv2D padding must be 'valid', 'same', an integer, a pair (h, w) or four "
+                         f"(top, bottom, left, right), got {padding!r}")
     if isinstance(padding, (tuple, list)) and len(padding) == 4:
         top, bottom, left, right = (integer(p, "Conv2D padding", 0) for p in padding)
         return (top, bottom, left, right)
@@ -37,6 +38,10 @@ def _padding(padding: Any, kernel: tuple[int, int], stride: tuple[int, int]) -> 
 class Conv2D(Layer):
     """y[n, o] = sum_c x[n, c] (*) weight[o, c] + bias[o]; weight (O, C, kh, kw), bias (O,).
 
+    `kernel_size`, `stride`: an integer or a pair (h, w). `padding`: an integer, a pair
+    (h, w), four (top, bottom, left, right; torch.nn.functional.pad takes left and right
+    first), "valid" (none) or "same" (stride 1; an even kernel pads one more at the bottom
+    and right, as PyTorch does).
     `bias=False` drops the bias: right before batch norm it is cancelled exactly anyway."""
 
     def __init__(
