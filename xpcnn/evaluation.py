@@ -289,8 +289,10 @@ def _folder_again(selection: Selection | None, data_dir: str | Path | None, chec
     if data_dir is None:  # the run's own folder (_test_split checked it has one)
         train, _, test = dataclasses.replace(selection, limit=None, val_split=0.0).load()
         return Loaded(train, test)
-    shape = checkpoint.data_statistics()["input_shape"]
-    options = {"image_size": shape[1], "channels": shape[0], **(selection.reader if selection else {})}
+    data = checkpoint.data_statistics()  # a model of digits reads the folder's pictures as digits, as predict does
+    options = {"image_size": data["input_shape"][1], "channels": data["input_shape"][0],
+               "pictures": data["pictures"] if data["input_shape"][0] == 1 else "resize",
+               **(selection.reader if selection else {})}
     # Another folder is scored whole (its test/ where it has train/ and test/): it was never trained on.
     options.update(test_split=1.0, split_seed=0, **({"on_bad": on_bad} if on_bad else {}))
     return _as_trained(load_images(data_dir, **options), checkpoint)

@@ -534,6 +534,7 @@ def short_run(tmp_path_factory):
     (["--early-stopping", "2"], "--early-stopping: 2 differs from the run, which had none"),
     (["--image-size", "16"], "--image-size: 16 differs from the run, which had none (it applies to --dataset images "
                              "only; this run read mnist)"),
+    (["--digits"], "--digits: True differs from the run, which had none (it applies to --dataset images only"),
 ])
 def test_resume_refuses_flags_that_change_the_run(short_run, flags, message):
     tmp, env = short_run
@@ -734,6 +735,27 @@ def test_an_interrupted_picture_run_resumes_to_the_same_weights(pictures, backen
         np.testing.assert_array_equal(final_weights(tmp_path / "run")[name], value, err_msg=name)
 
 
+def test_a_folder_of_digit_pictures_trains_as_digits_and_resumes_so(tmp_path, monkeypatch):
+    """--digits reads each picture as predict reads a digit, and the model says so."""
+    from PIL import Image
+
+    from xpcnn.cli.main import main
+
+    test = load_bundled().test
+    for label in range(10):
+        (tmp_path / "digits" / str(label)).mkdir(parents=True)
+        for index, image in enumerate(test.images[test.labels == label][:6]):  # dark ink on paper
+            Image.fromarray(255 - image.reshape(28, 28)).resize((40, 40)).save(tmp_path / "digits" / str(label) /
+                                                                             f"{index}.png")
+    monkeypatch.chdir(tmp_path)
+    flags = ["--dataset", "images", "--data-dir", "digits", "--digits", "--image-size", "28", "--no-progress",
+             "--no-plots"]
+    assert main(["train", *flags, "--epochs", "1", "--out", "run"]) == 0
+    saved = load_checkpoint(tmp_path / "run")
+    assert saved.data_statistics()["pictures"] == "digits" and saved.selection().reader["pictures"] == "digits"
+    assert main(["train", "--out", "run", "--resume", "--digits", "--epochs", "2", "--no-progress"]) == 0
+
+
 def test_a_run_on_pictures_that_changed_is_not_resumed(pictures, tmp_path):
     from PIL import Image
 
@@ -755,6 +777,9 @@ def test_a_run_on_pictures_that_changed_is_not_resumed(pictures, tmp_path):
     (["--dataset", "images", "--data-dir", "nowhere"], "nowhere"),
     (["--dataset", "images", "--data-dir", ".", "--test-split", "0"], "--test-split: .* in \\(0, 1\\)"),
     (["--skip-bad-images"], "--skip-bad-images applies to --dataset images only"),
+    (["--digits"], "--digits applies to --dataset images only"),
+    (["--dataset", "images", "--data-dir", "nowhere", "--digits", "--channels", "3"],
+     r"--channels: pictures of digits \(--digits\) are grey: 1, or leave it out"),
     (["--pad", "reflect"], "--pad: says what --augment's shifts bring in"),
     # refused before the folder is read (it does not exist)
     (["--dataset", "images", "--data-dir", "nowhere", "--image-size", "8", "--augment", "8"],

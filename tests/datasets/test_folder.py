@@ -112,6 +112,28 @@ def test_channels_one_when_every_picture_is_grey(tmp_path):
     assert load(root, cache=False, channels=1).train_images.shape[1] == 1
 
 
+def test_pictures_of_digits_are_read_in_mnist_s_form(tmp_path):
+    """As predict reads a digit (images.read_image): dark ink on paper made light ink on
+    black, centred by mass; cached apart from the same folder read as photos."""
+    from PIL import Image
+
+    from xpcnn.datasets.images import read_image
+
+    for label in "ab":
+        for index in range(3):
+            paper = np.full((30, 24), 230, np.uint8)
+            paper[5 + index:20 + index, 8:12 if label == "a" else 16] = 20  # a stroke: dark ink
+            (tmp_path / "digits" / label).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(paper).save(tmp_path / "digits" / label / f"{index}.png")
+    data = load(tmp_path / "digits", image_size=28, pictures="digits", test_split=0.34)
+    images = np.concatenate([data.train_images, data.test_images])
+    assert images.shape == (6, 1, 28, 28) and images[:, 0, 0, 0].max() == 0 and images.max() > 200
+    expected = {read_image(path, None, (28, 28)).tobytes() for path in sorted((tmp_path / "digits").rglob("*.png"))}
+    assert {image[0].tobytes() for image in images} == expected
+    photos = load(tmp_path / "digits", image_size=28, test_split=0.34)
+    assert not photos.from_cache and photos.train_images[:, 0, 0, 0].min() > 200  # light paper, as it is
+
+
 def test_the_threads_change_nothing(tmp_path, monkeypatch):
     root = dataset(tmp_path, counts=(40, 30))
     monkeypatch.setattr(folder_module, "CHUNK", 3)
@@ -259,6 +281,8 @@ def test_a_dataset_over_the_memory_limit_is_refused_before_decoding(tmp_path):
     ({"on_bad": "ignore"}, r"on_bad must be 'refuse' or 'skip', got 'ignore'"),
     ({"seed": -1}, r"seed must be an integer >= 0"),
     ({"max_bytes": 0}, r"max_bytes must be an integer >= 1 or None"),
+    ({"pictures": "photos"}, r"pictures must be one of 'resize', 'digits', got 'photos'"),
+    ({"pictures": "digits", "channels": 3}, r"pictures of digits are grey: channels must be 1 or None, got 3"),
 ])
 def test_wrong_arguments_are_refused_in_one_line(tmp_path, options, message):
     with pytest.raises(ValueError, match=message):

@@ -166,7 +166,8 @@ def test_a_folder_of_pictures_records_how_it_was_read_and_refuses_changes(tmp_pa
     loaded = load_dataset("images", tmp_path / "pics", image_size=8, log=lambda message: None)
     selection = loaded.train.selection
     assert selection.dataset == "images" and selection.reader == {"image_size": 8, "channels": 3, "test_split": 0.2,
-                                                                  "on_bad": "refuse", "split_seed": 0}
+                                                                  "on_bad": "refuse", "split_seed": 0,
+                                                                  "pictures": "resize"}
     assert loaded.train.input_shape == (3, 8, 8) and loaded.train.spec.classes == ("blue", "green", "red")
     again = Selection.from_dict(selection.to_dict())
     assert again == selection
@@ -191,6 +192,13 @@ def test_a_selection_of_a_folder_needs_its_reading_options():
         Selection.from_dict(recorded)
     old = {"dataset": "mnist", "folders": None, "limit": None, "seed": 0, "val_split": 0.0}  # before folders
     assert Selection.from_dict(old) == Selection("mnist")
+    photos = {"image_size": 8, "channels": 3, "test_split": 0.2, "on_bad": "refuse", "split_seed": 0}  # no pictures:
+    assert Selection.from_dict({**recorded, "reader": photos}).reader == photos  # recorded before folders of digits
+    for pictures, channels in (("digits", 3), ("photos", 3)):
+        with pytest.raises(ValueError, match="selection.reader: unusable value"):
+            Selection.from_dict({**recorded, "reader": {**photos, "channels": channels, "pictures": pictures}})
+    digits = {**photos, "channels": 1, "pictures": "digits"}
+    assert Selection.from_dict({**recorded, "reader": digits}).reader == digits
 
 
 @pytest.mark.parametrize("parts", [("val",), "test", ()])

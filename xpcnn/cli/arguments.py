@@ -198,6 +198,8 @@ def _add_folder_flags(parser: argparse.ArgumentParser) -> None:
          "testing (default: 0.2)")
     flag("--skip-bad-images", action="store_const", const=True, help="with --dataset images: skip pictures that "
          "cannot be read and stray files, listing them (default: refuse them, naming the first)")
+    flag("--digits", action="store_const", const=True, help="with --dataset images: pictures of digits, each "
+         "brought into MNIST's form (grey, light ink on black, centred by mass) as predict reads one (default: photos)")
 
 
 def _add_use_parsers(commands: Any) -> None:

@@ -61,9 +61,9 @@ def _model(args: argparse.Namespace) -> str:
 def _folder_options(args: argparse.Namespace) -> dict[str, Any]:
     """How to read a folder of pictures (--dataset images); its flags are refused elsewhere."""
     flags = {"image_size": "--image-size", "channels": "--channels", "test_split": "--test-split",
-             "on_bad": "--skip-bad-images"}
+             "on_bad": "--skip-bad-images", "pictures": "--digits"}
     given = {"image_size": args.image_size, "channels": args.channels, "test_split": args.test_split,
-             "on_bad": "skip" if args.skip_bad_images else None}
+             "on_bad": "skip" if args.skip_bad_images else None, "pictures": "digits" if args.digits else None}
     given = {key: value for key, value in given.items() if value is not None}
     if args.dataset != "images":
         if given:
@@ -71,6 +71,8 @@ def _folder_options(args: argparse.Namespace) -> dict[str, Any]:
         return {}
     if args.data_dir is None:
         raise UsageError("--dataset images reads the folder of pictures --data-dir: give it")
+    if args.digits and args.channels == 3:
+        raise UsageError("--channels: pictures of digits (--digits) are grey: 1, or leave it out")
     return {**given, "progress": not args.no_progress}
 
 

@@ -46,7 +46,7 @@ from ..io.npyheader import read_npy_header
 from ..io.regular import why_missing
 from . import images
 from .files import cache_dir
-from .sources import FOLDER_IMAGE_SIDE, MAX_IMAGE_SIDE, escaped, printable_name
+from .sources import FOLDER_IMAGE_SIDE, MAX_IMAGE_SIDE, PICTURES, escaped, printable_name
 
 # Names of a split of the data, in any case: such a folder among class folders (Train/ and Test/, training/...)
 # would be taken for a class, and the model would learn to tell the splits apart.
@@ -122,11 +122,13 @@ class _Found:
 def load_folder(root: str | os.PathLike, image_size: int = FOLDER_IMAGE_SIDE, channels: int | None = None,
                 test_split: float = 0.2, seed: int = 0, on_bad: str = "refuse", cache: bool = True,
                 log: Callable[[str], None] | None = None, progress: bool = True,
-                max_bytes: int | None = None) -> FolderData:
+                max_bytes: int | None = None, pictures: str = "resize") -> FolderData:
     """The pictures under `root` as a dataset of uint8 (N, C, image_size, image_size).
 
     channels: 1 or 3; None: 3 if any picture has colour, else 1 (images.read_photo says
-    how a picture is fitted and made grey). test_split, seed: for ROOT/<class>/ only, see
+    how a picture is fitted and made grey). pictures: "resize", photos fitted so; "digits",
+    each brought into MNIST's form as images.read_image does (grey, light ink on black,
+    centred by mass; channels 1 or None). test_split, seed: for ROOT/<class>/ only, see
     stratified_split (0 is refused: evaluating needs a test set; it must be in (0, 1]
     for either layout, 1 testing on every picture). on_bad: "refuse" or "skip" (see the module's docstring).
     max_bytes: the most the decoded pictures may take, N * C * image_size**2 (C = 3
@@ -135,12 +137,13 @@ def load_folder(root: str | os.PathLike, image_size: int = FOLDER_IMAGE_SIDE, ch
     Notes (skipped files, a damaged cache entry) go to `log`, by default the logger
     "xpcnn"; progress: a bar on stderr while decoding (tqdm, else a line every 5 s).
     Errors: FolderError in one line; ImportError without Pillow."""
-    _check_arguments(image_size, channels, test_split, seed, on_bad, max_bytes)
+    _check_arguments(image_size, channels, test_split, seed, on_bad, max_bytes, pictures)
     image_size, channels, test_split, seed = int(image_size), channels and int(channels), float(test_split), int(seed)
+    channels = 1 if pictures == "digits" else channels
     note = log or logging.getLogger("xpcnn").info
     warn = log or logging.getLogger("xpcnn").warning
     pillow, folder = images.pillow_version(), _root_folder(root)
-    settings = [folder, image_size, channels, test_split, seed, on_bad]
+    settings = [folder, image_size, channels, test_split, seed, on_bad, pictures]
     found = _find(folder, on_bad)
     _check_memory(folder, len(found.paths), channels or 3, image_size, max_bytes)
     entry = cache_dir() / "folders" / f"{_sha256(json.dumps(settings))[:40]}.npz"  # one per folder and settings
@@ -151,7 +154,8 @@ def load_folder(root: str | os.PathLike, image_size: int = FOLDER_IMAGE_SIDE, ch
         if cached is not None:
             _refuse_or_report(cached.files_skipped, on_bad, folder, warn)  # said again: they are still there
             return cached
-    decoded, colour, failed = _decode(found.paths, image_size, channels or 3, on_bad == "refuse", progress, note)
+    decoded, colour, failed = _decode(found.paths, _reader(pictures, image_size, channels or 3),
+                                      (channels or 3, image_size, image_size), on_bad == "refuse", progress, note)
     bad = found.bad + [(found.paths[index], reason) for index, reason in failed]
     _refuse_or_report(bad, on_bad, folder, warn)
     kept = np.delete(np.arange(len(found.paths)), [index for index, _ in failed])
@@ -168,7 +172,7 @@ def load_folder(root: str | os.PathLike, image_size: int = FOLDER_IMAGE_SIDE, ch
 
 
 def _check_arguments(image_size: Any, channels: Any, test_split: Any, seed: Any, on_bad: Any,
-                     max_bytes: Any) -> None:
+                     max_bytes: Any, pictures: Any) -> None:
     """One line naming the first argument of load_folder that is not usable."""
     def integer(value: Any) -> bool:
         return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
@@ -186,6 +190,10 @@ def _check_arguments(image_size: Any, channels: Any, test_split: Any, seed: Any,
         raise ValueError(f"on_bad must be 'refuse' or 'skip', got {on_bad!r}")
     if max_bytes is not None and (not integer(max_bytes) or max_bytes < 1):
         raise ValueError(f"max_bytes must be an integer >= 1 or None, got {max_bytes!r}")
+    if pictures not in PICTURES:
+        raise ValueError(f"pictures must be one of {', '.join(map(repr, PICTURES))}, got {pictures!r}")
+    if pictures == "digits" and channels not in (None, 1):
+        raise ValueError(f"pictures of digits are grey: channels must be 1 or None, got {channels!r}")
 
 
 def _root_folder(root: Any) -> str:
@@ -427,19 +435,35 @@ class _Progress:
             self.bar.close()
 
 
-def _decode(paths: list[str], size: int, channels: int, refuse: bool, progress: bool,
+Reader = Callable[[str], tuple[np.ndarray, bool]]  # a picture's path -> (uint8 (C, H, W), whether it has colour)
+
+
+def _reader(pictures: str, size: int, channels: int) -> Reader:
+    """How load_folder reads each picture: a photo fitted to `size` (images.read_photo_rgb)
+    in `channels`, or a digit in MNIST's form (images.read_image), `size` square."""
+    def photo(path: str) -> tuple[np.ndarray, bool]:
+        rgb, colour = images.read_photo_rgb(path, size)
+        return images.photo_channels(rgb, channels), colour
+
+    def digit(path: str) -> tuple[np.ndarray, bool]:
+        return images.read_image(path, None, (size, size))[None], False
+
+    return digit if pictures == "digits" else photo
+
+
+def _decode(paths: list[str], read: Reader, shape: tuple[int, int, int], refuse: bool, progress: bool,
             log: Callable[[str], None]) -> tuple[np.ndarray, np.ndarray, list[tuple[int, str]]]:
-    """(pictures uint8 (N, channels, size, size) in file order, whether each has colour,
-    (index, reason) of each that could not be decoded, in order) with a pool of threads (Pillow
-    decodes without holding the GIL). Refusing, decoding stops after the first bad one."""
-    decoded = np.zeros((len(paths), channels, size, size), np.uint8)
+    """(pictures uint8 (N, *shape) in file order as `read` reads them, whether each has
+    colour, (index, reason) of each that could not be decoded, in order) with a pool of threads
+    (Pillow decodes without holding the GIL). Refusing, decoding stops after the first bad one."""
+    decoded = np.zeros((len(paths), *shape), np.uint8)
     colour = np.zeros(len(paths), bool)
     first_bad = [len(paths)]
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     bar = _Progress(len(paths), progress, log)
     pool = ThreadPoolExecutor(max(1, min(MAX_THREADS, cores)))
     try:
-        tasks = {pool.submit(_decode_chunk, paths, start, size, decoded, colour, first_bad if refuse else None):
+        tasks = {pool.submit(_decode_chunk, paths, start, read, decoded, colour, first_bad if refuse else None):
                  min(CHUNK, len(paths) - start) for start in range(0, len(paths), CHUNK)}
         for task in as_completed(tasks):
             bar.update(tasks[task])
@@ -450,7 +474,7 @@ def _decode(paths: list[str], size: int, channels: int, refuse: bool, progress: 
     return decoded, colour, failed
 
 
-def _decode_chunk(paths: list[str], start: int, size: int, decoded: np.ndarray, colour: np.ndarray,
+def _decode_chunk(paths: list[str], start: int, read: Reader, decoded: np.ndarray, colour: np.ndarray,
                   first_bad: list[int] | None) -> list[tuple[int, str]]:
     """Decode paths[start:start + CHUNK] into their rows; (index, reason) of failures."""
     failed = []
@@ -458,13 +482,11 @@ def _decode_chunk(paths: list[str], start: int, size: int, decoded: np.ndarray, 
         if first_bad is not None and index > first_bad[0]:
             break  # an earlier picture is refused already: the rest need no decoding
         try:
-            rgb, colour[index] = images.read_photo_rgb(paths[index], size)
+            decoded[index], colour[index] = read(paths[index])
         except images.ImageError as exc:
             failed.append((index, str(exc).removeprefix(f"{paths[index]}: ")))
             if first_bad is not None:
                 first_bad[0] = min(first_bad[0], index)
-            continue
-        decoded[index] = images.photo_channels(rgb, decoded.shape[1])
     return failed
 
 

@@ -22,13 +22,13 @@ from .cifar import find_cifar, incomplete_cifar, read_cifar, verify_archive
 from .dataset import Dataset, channel_statistics, check_seed
 from .files import ChecksumError, DownloadError, cache_dir, download_file, find_file, load_verified, search_dirs
 from .folder import BadFile, load_folder
-from .sources import DATASETS, FOLDER_IMAGE_SIDE, MAX_IMAGE_SIDE, MNIST, DataFile, DatasetSpec
+from .sources import DATASETS, FOLDER_IMAGE_SIDE, MAX_IMAGE_SIDE, MNIST, PICTURES, DataFile, DatasetSpec
 
 BUNDLED_FILE = "mnist-subset.npz"
 BUNDLED_CHECKSUMS = "mnist-subset.json"
 FOLDER = "images"  # the name of a dataset read from a folder of pictures: load_dataset("images", DIR)
 # The options of load_images that a Selection's reader records, in the order _usable_reader reads them.
-FOLDER_OPTIONS = ("image_size", "channels", "test_split", "on_bad", "split_seed")
+FOLDER_OPTIONS = ("image_size", "channels", "test_split", "on_bad", "split_seed", "pictures")
 
 
 class DataNotFound(RuntimeError):
@@ -112,10 +112,11 @@ def _usable_reader(reader: Any, folder: bool) -> bool:
         return False
     if not folder:
         return not reader
-    size, channels, split, bad, seed = (reader.get(key) for key in FOLDER_OPTIONS)
+    reader = {"pictures": "resize", **reader}  # recorded since folders of digits; photos before
+    size, channels, split, bad, seed, pictures = (reader.get(key) for key in FOLDER_OPTIONS)
     return (set(reader) == set(FOLDER_OPTIONS) and type(size) is int and 1 <= size <= MAX_IMAGE_SIDE
             and channels in (1, 3) and type(split) in (int, float) and 0 < split < 1 and bad in ("refuse", "skip")
-            and type(seed) is int and seed >= 0)
+            and type(seed) is int and seed >= 0 and pictures in PICTURES and (pictures == "resize" or channels == 1))
 
 
 @dataclass
@@ -247,21 +248,24 @@ def _load_archive(spec: DatasetSpec, dirs: Sequence[Path], download: bool, log: 
 
 
 def load_images(folder: str | Path, image_size: int = FOLDER_IMAGE_SIDE, channels: int | None = None,
-                test_split: float = 0.2, on_bad: str = "refuse", split_seed: int = 0, *,
+                test_split: float = 0.2, on_bad: str = "refuse", split_seed: int = 0, pictures: str = "resize", *,
                 log: Callable[[str], None] | None = None, progress: bool = False) -> Loaded:
     """A folder of pictures as a dataset (see datasets.folder.load_folder: FOLDER/train/
     <class>/... and FOLDER/test/<class>/..., or FOLDER/<class>/... with `test_split` held
     out from `split_seed`), each picture brought to `image_size` pixels square and
-    `channels` (default: 3 when any picture has colour, else 1). The mean and std of each
-    channel are measured on the training split; decoded pictures are cached."""
+    `channels` (default: 3 when any picture has colour, else 1); `pictures="digits"` brings
+    each into MNIST's form instead (grey, light ink on black, centred by mass), as `predict`
+    reads a digit. The mean and std of each channel are measured on the training split;
+    decoded pictures are cached."""
     log = log or logging.getLogger("xpcnn").info
-    read = load_folder(folder, image_size, channels, test_split, split_seed, on_bad, log=log, progress=progress)
+    read = load_folder(folder, image_size, channels, test_split, split_seed, on_bad, log=log, progress=progress,
+                       pictures=pictures)
     if read.from_cache:
         log(f"pictures read from the cache (decoded before; {cache_dir() / 'folders'})")
-    spec = DatasetSpec(FOLDER, {}, (), *channel_statistics(read.train_images), read.classes, pictures="resize")
+    spec = DatasetSpec(FOLDER, {}, (), *channel_statistics(read.train_images), read.classes, pictures=pictures)
     # Python's numbers, which the run's record (JSON) keeps: load_folder took NumPy's too
     reader = {"image_size": int(image_size), "channels": int(read.train_images.shape[1]),
-              "test_split": float(test_split), "on_bad": on_bad, "split_seed": int(split_seed)}
+              "test_split": float(test_split), "on_bad": on_bad, "split_seed": int(split_seed), "pictures": pictures}
     train = Dataset(read.train_images, read.train_labels, spec, read.source)
     test = Dataset(read.test_images, read.test_labels, spec, read.source)
     return Loaded(train, test, (str(Path(folder).resolve()),), reader, read.digest)

@@ -8,6 +8,7 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
+PICTURES = ("resize", "digits")  # how pictures are brought to a network's images: photos fitted, or MNIST's form
 MAX_CLASS_NAME = 255  # characters: a folder's name, which a class of pictures has, is at most 255 bytes
 # What a printed name must not hold: control characters and line breaks forge lines and
 # terminal escapes; bidirectional overrides make printed text read other than it is.
@@ -98,7 +99,7 @@ class DatasetSpec:
         if odd is not None:
             raise ValueError(f"DatasetSpec class names must be printable, of at most {MAX_CLASS_NAME} characters "
                              f"(they are printed), got {odd!r}"[:200])
-        if self.pictures not in ("digits", "resize"):
+        if self.pictures not in PICTURES:
             raise ValueError(f"DatasetSpec pictures must be 'digits' or 'resize', got {self.pictures!r}")
         object.__setattr__(self, "mean", mean)
         object.__setattr__(self, "std", std)

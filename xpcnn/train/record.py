@@ -46,9 +46,9 @@ if TYPE_CHECKING:
 KEPT_ON_RESUME = ("model", "dtype", "seed", "batch_size", "optimizer", "lr", "momentum", "nesterov", "weight_decay",
                   "schedule", "warmup", "augment", "pad", "flip", "label_smoothing", "early_stopping", "keep_best",
                   "dataset", "data_dir", "limit", "val_split", "image_size", "channels", "test_split",
-                  "skip_bad_images")
+                  "skip_bad_images", "digits")
 FOLDER_SETTINGS = {"image_size": "image_size", "channels": "channels", "test_split": "test_split",
-                   "skip_bad_images": "on_bad"}  # flags of a folder of pictures: the options it was read with
+                   "skip_bad_images": "on_bad", "digits": "pictures"}  # flags of a folder: the options it was read with
 MAX_WORKERS = 4096
 MAX_AUGMENT = 1000  # pixels of random shifts: far beyond any image's size
 
@@ -241,6 +241,7 @@ def conflicts(trainer: Trainer, **given: Any) -> list[tuple[Any, ...]]:
         if key in FOLDER_SETTINGS:
             mine = (data.get("reader") or {}).get(FOLDER_SETTINGS[key])
             mine = mine == "skip" if key == "skip_bad_images" and mine is not None else mine
+            mine = mine == "digits" if key == "digits" else mine  # recorded since folders of digits: else photos
         else:
             mine = data.get(key) if key in ("dataset", "limit", "val_split") else saved[key]
         if value != mine:
