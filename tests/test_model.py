@@ -294,6 +294,12 @@ def test_a_slice_of_a_network_is_a_network_of_the_same_layers():
     np.testing.assert_allclose(head.forward(x, training=False), y, rtol=1e-12)
     with pytest.raises(ValueError, match="Sequential needs at least one layer"):
         net[5:2]  # noqa: B018
+    count = len(net.layers)
+    with pytest.raises(IndexError, match=rf"^layer 99 of a network of {count} layers \(0 to {count - 1}, or -1 back"):
+        net[99]  # noqa: B018  (Python's "list index out of range" named neither)
+    with pytest.raises(TypeError, match=r"^a network's layers are indexed by an integer or a slice, got '3'$"):
+        net["3"]  # noqa: B018
+    assert net[np.int64(1)] is net.layers[1]
 
 
 def test_hooks_at_chosen_positions_see_only_those_layers():

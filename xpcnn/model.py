@@ -73,7 +73,13 @@ class Sequential:
         `net[:4].to(...)` moves those layers of `net` too)."""
         if isinstance(index, slice):
             return Sequential(self.layers[index])
-        return self.layers[index]
+        try:
+            return self.layers[index]
+        except IndexError:
+            raise IndexError(f"layer {index} of a network of {len(self.layers)} layers (0 to "
+                             f"{len(self.layers) - 1}, or -1 back to -{len(self.layers)})") from None
+        except TypeError:
+            raise TypeError(f"a network's layers are indexed by an integer or a slice, got {index!r}") from None
 
     def __repr__(self) -> str:
         inner = "".join(f"\n  ({i}) {layer!r}" for i, layer in enumerate(self.layers))
