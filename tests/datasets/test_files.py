@@ -157,9 +157,13 @@ def test_download_failure_lists_attempts_and_leaves_no_file(tmp_path, server):
     file = spec.files["test_labels"]
     handler.routes[f"/bad/{file.name}.gz"] = gzip.compress(contents[file.name] + b"extra")
     with pytest.raises(DownloadError) as info:
-        download_file(file, [f"{url}/bad/", f"{url}/none/"], tmp_path / "cache", tries=1, backoff=0)
+        download_file(file, [f"{url}/bad/", f"{url}/none/"], tmp_path / "cache" / "mnist", tries=1, backoff=0)
     assert "trailing data" in str(info.value) and "404" in str(info.value)
-    assert list((tmp_path / "cache").iterdir()) == []
+    assert not (tmp_path / "cache").exists()  # the folders it made for the file, gone with it
+    (tmp_path / "mine").mkdir()
+    with pytest.raises(DownloadError):
+        download_file(file, [f"{url}/none/"], tmp_path / "mine", tries=1, backoff=0)
+    assert list((tmp_path / "mine").iterdir()) == []  # a folder that was there stays
 
 
 def test_oversized_download_is_cut_off(tmp_path, server):
@@ -169,7 +173,7 @@ def test_oversized_download_is_cut_off(tmp_path, server):
     handler.routes[f"/huge/{file.name}.gz"] = bytes(file.size + (1 << 20) + 10)
     with pytest.raises(DownloadError, match="refusing the rest"):
         download_file(file, [f"{url}/huge/"], tmp_path / "cache", tries=1, backoff=0)
-    assert list((tmp_path / "cache").iterdir()) == []
+    assert not (tmp_path / "cache").exists()  # nor a part of the file in the folder made for it
 
 
 # -- SIGKILL during a download ----------------------------------------------------------

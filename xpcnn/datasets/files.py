@@ -9,6 +9,7 @@ an interrupted or corrupted download never leaves a file that looks valid.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import os
 import socket
@@ -135,7 +136,9 @@ def download_file(
 ) -> Path:
     """Download `file` (as file.served_as) into `folder` from the first mirror that
     delivers a copy `verify(path, file)` accepts (raising a ValueError, e.g. ChecksumError,
-    where it does not), trying each mirror `tries` times; returns the final path."""
+    where it does not), trying each mirror `tries` times; returns the final path. Folders
+    it made for a file it could not download are removed again."""
+    made = [place for place in (folder, *folder.parents) if not place.exists()]  # deepest first
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:  # e.g. a home folder that is not writable: nowhere to download to
@@ -163,6 +166,9 @@ def download_file(
                     break  # another try at this mirror would fail the same way
                 if attempt < tries:
                     time.sleep(backoff * attempt)
+    for place in made:
+        with contextlib.suppress(OSError):  # one that holds something now is another's: kept
+            place.rmdir()
     raise DownloadError(f"could not download {file.name}: {_failures(failures)}")
 
 
