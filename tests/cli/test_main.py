@@ -903,6 +903,19 @@ def test_cifar_preset_trains_on_a_synthetic_cifar10_archive(tmp_path, monkeypatc
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["images"] == 10
 
 
+def test_main_says_its_errors_on_the_stderr_a_caller_set(tmp_path):
+    """It wrote to the stderr of the moment xpcnn.cli.main was imported."""
+    import contextlib
+    import io
+
+    from xpcnn.cli.main import main
+
+    said = io.StringIO()
+    with contextlib.redirect_stderr(said):
+        assert main(["evaluate", str(tmp_path / "nowhere")]) == 1
+    assert said.getvalue().startswith("xpcnn evaluate: error: ") and "nowhere" in said.getvalue()
+
+
 def test_a_ctrl_c_between_the_fit_and_its_test_says_how_to_continue(tmp_path, monkeypatch, capsys):
     """It said "xpcnn: interrupted" alone, while the run's checkpoint was whole."""
     from xpcnn.cli.main import main

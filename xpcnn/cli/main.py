@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import functools
 import io
 import json
 import os
@@ -29,7 +28,9 @@ class UsageError(Exception):
     """Arguments that parse but do not fit together (exit status 2)."""
 
 
-_say = functools.partial(print, file=sys.stderr, flush=True)  # progress and notes; results go to stdout
+def _say(message: str) -> None:
+    """Progress and notes, on the stderr of the moment (a caller's redirection too); results go to stdout."""
+    print(message, file=sys.stderr, flush=True)
 
 
 def _recipe(args: argparse.Namespace) -> presets.Recipe:
