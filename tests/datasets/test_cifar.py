@@ -446,7 +446,7 @@ def test_archive_download_is_verified_then_renamed_into_place(tmp_path):
         with pytest.raises(DownloadError, match="refusing the rest.*md5 is"):
             download_file(spec.files["archive"], [f"{url}/huge/", f"{url}/bad/"], tmp_path / "cache", tries=1,
                           backoff=0, verify=verify_archive)
-        assert list((tmp_path / "cache").iterdir()) == []
+        assert not (tmp_path / "cache").exists()  # nor a part of the archive in the folder made for it
         path = download_file(spec.files["archive"], [f"{url}/bad/", f"{url}/good/"], tmp_path / "cache", tries=1,
                              backoff=0, verify=verify_archive)
     finally:
