@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -43,3 +46,16 @@ def test_a_class_name_in_a_script_the_font_lacks_warns_nothing(tmp_path):
         warnings.simplefilter("error")
         plots.confusion(np.eye(2, dtype=np.int64), ["猫", "犬"], tmp_path / "confusion.png")
     assert (tmp_path / "confusion.png").stat().st_size > 0
+
+
+def test_drawing_leaves_the_scripts_matplotlib_backend_as_it_was(tmp_path):
+    """A run folder's plots in a notebook or script that plots too: its backend was switched to Agg."""
+    pytest.importorskip("matplotlib")
+    code = ("import matplotlib; matplotlib.use('svg'); import matplotlib.pyplot; import numpy as np; "
+            "from xpcnn.train import plots; "
+            f"plots.confusion(np.eye(2, dtype=int), ['a', 'b'], {str(tmp_path / 'c.png')!r}); "
+            f"plots.learning_curves([{{'epoch': 1, 'train_loss': 0.5, 'train_accuracy': 0.9}}], "
+            f"{str(tmp_path / 'l.png')!r}); print(matplotlib.get_backend())")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "svg"
+    assert (tmp_path / "c.png").read_bytes()[:4] == (tmp_path / "l.png").read_bytes()[:4] == b"\x89PNG"

@@ -21,9 +21,8 @@ def available() -> bool:
 
 
 def _figure(width: float, height: float) -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only: never needs a display
+    """A Figure of its own, outside pyplot: it draws into a file without a display, and
+    leaves the backend of a script's or notebook's own plots as it was."""
     from matplotlib.figure import Figure
 
     return Figure(figsize=(width, height), dpi=100, layout="constrained")
