@@ -150,3 +150,20 @@ def test_the_checkpoint_being_exported_is_never_written_over(tmp_path):
             with pytest.raises(FileExistsError, match="is the checkpoint being exported"):
                 export(source, tmp_path / "checkpoint.npz")
     assert (tmp_path / "checkpoint.npz").read_bytes() == before
+
+
+@pytest.mark.parametrize("options, error, message", [
+    ({"softmax": "no"}, TypeError, "to_onnx softmax must be True or False, got 'no'"),
+    ({"input_shape": "1x28x28"}, TypeError, r"to_onnx input_shape must be \(C, H, W\), got '1x28x28'"),
+    ({"input_shape": (28, 28)}, TypeError, r"to_onnx input_shape must be \(C, H, W\), got \(28, 28\)"),
+    ({"input_shape": (1, 28.0, 28)}, TypeError, r"to_onnx input_shape \(C, H, W\) must be an integer, got 28.0"),
+    ({"input_shape": (1, -28, 28)}, ValueError, r"to_onnx input_shape \(C, H, W\) must be >= 1, got -28"),
+    ({"classes": "0123456789"}, TypeError, "to_onnx classes must be a list of class names"),
+    ({"classes": list(range(10))}, TypeError, "to_onnx classes must be a list of class names"),
+])
+def test_options_that_would_export_wrongly_or_fail_inside_onnx_are_named(tmp_path, options, error, message):
+    with pytest.raises(error, match=message):
+        xonnx.export(presets.build("tutorial"), tmp_path / "net.onnx", mean=0.1, std=0.3, **options)
+    assert not (tmp_path / "net.onnx").exists()
+    with pytest.raises(TypeError, match="to_onnx takes a Sequential, got Dense"):
+        xonnx.to_onnx(xpcnn.Dense(2, 2), mean=0.1, std=0.3)

@@ -33,7 +33,7 @@ from ..datasets.dataset import MAX_STATISTIC, per_channel
 from ..extras import install_hint
 from ..layers import AvgPool2D, BatchNorm2D, Conv2D, Dense, Dropout, Flatten, Layer, MaxPool2D
 from ..layers.activation import GELU, GELU_CUBIC, GELU_SCALE, ReLU, Sigmoid, Tanh
-from ..layers.base import integer
+from ..layers.base import flag, integer
 from ..layers.pool import GlobalAvgPool2D
 from ..model import Residual, Sequential
 from ..presets import SettingsError
@@ -151,9 +151,11 @@ def to_onnx(model: Sequential, *, mean: float | Sequence[float] | None = None,
     normalisation (a number, or one per channel), class names and input shape (C, H, W)
     default to what the network was trained on (`model.data`); a network that does not
     know it needs `mean` and `std` given (class names default to numbers, the input shape
-    to 28x28 images of the channels its first layer takes)."""
+    to 28x28 images of the channels its first layer takes). TypeError or ValueError
+    naming an option it cannot take."""
     onnx = _onnx()
     opset = _checked_opset(onnx, opset)
+    _check_options(model, softmax, input_shape, classes)
     known = model.data or {}
     if not known and (mean is None or std is None):
         raise ValueError("the network does not know the data it was trained on (model.data): pass the mean= and "
@@ -181,6 +183,24 @@ def to_onnx(model: Sequential, *, mean: float | Sequence[float] | None = None,
         "normalization": json.dumps({"mean": mean, "std": std, "applied": "inside the graph"}),
         "input_shape": json.dumps(list(input_shape)),
         "architecture": json.dumps(model.config()), "producer": f"xpcnn {__version__}"})
+
+
+def _check_options(model: Any, softmax: Any, input_shape: Any, classes: Any) -> None:
+    """TypeError or ValueError naming what to_onnx cannot take: a model that is no
+    Sequential, a softmax that is no bool (a truthy "no" would switch it on), an input
+    shape that is not (C, H, W) integers >= 1, class names that are not a list of strings
+    (one string would be a class per character)."""
+    if not isinstance(model, Sequential):
+        raise TypeError(f"to_onnx takes a Sequential, got {type(model).__name__}")
+    flag(softmax, "to_onnx softmax")
+    if input_shape is not None:
+        if isinstance(input_shape, str) or not isinstance(input_shape, Sequence) or len(input_shape) != 3:
+            raise TypeError(f"to_onnx input_shape must be (C, H, W), got {input_shape!r}")
+        for value in input_shape:
+            integer(value, "to_onnx input_shape (C, H, W)", 1)
+    if classes is not None and (isinstance(classes, str) or not isinstance(classes, Sequence)
+                                or not all(isinstance(name, str) for name in classes)):
+        raise TypeError(f"to_onnx classes must be a list of class names (strings), got {classes!r}"[:200])
 
 
 def _checked_opset(onnx: Any, opset: Any) -> int:
