@@ -69,3 +69,12 @@ def test_a_link_into_a_missing_folder_or_a_loop_is_refused_not_followed_or_repla
     os.symlink(tmp_path / "new.txt", tmp_path / "to-new")  # a link to a file not yet there, in a folder that is
     atomic_write_text(tmp_path / "to-new", "written")
     assert (tmp_path / "new.txt").read_text() == "written" and (tmp_path / "to-new").is_symlink()
+
+
+def test_a_replaced_file_keeps_its_mode(tmp_path):
+    """A checkpoint made private (chmod 600) became readable by everyone at the next save."""
+    path = tmp_path / "checkpoint.npz"
+    atomic_write_text(path, "old")
+    path.chmod(0o600)
+    atomic_write_text(path, "new")
+    assert path.read_text() == "new" and path.stat().st_mode & 0o777 == 0o600

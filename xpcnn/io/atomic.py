@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +24,8 @@ FILE_MODE = 0o666 & ~_umask()
 def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
     """Call `write(handle)` on a temporary file beside `path`, flush and fsync it, then
     rename it over `path` and fsync the folder. On any error the old file is untouched.
+    The new file keeps the mode of the one it replaces (a private checkpoint stays
+    private), else gets FILE_MODE.
     A link is written through (the file it names is replaced), into a folder that exists; a
     folder, device, FIFO or socket is refused, never replaced; missing folders are made."""
     link = Path(path) if Path(path).is_symlink() else None
@@ -41,7 +44,7 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
         error.errno = exc.errno
         raise error from None
     try:
-        os.fchmod(fd, FILE_MODE)
+        os.fchmod(fd, _mode_of(path))
         with os.fdopen(fd, "wb") as handle:
             write(handle)
             handle.flush()
@@ -51,6 +54,14 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
         Path(temporary).unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+def _mode_of(path: Path) -> int:
+    """The permission bits of the file at `path`; FILE_MODE where there is none."""
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except FileNotFoundError:
+        return FILE_MODE
 
 
 def why_not_made(folder: Path, exc: OSError) -> str:
