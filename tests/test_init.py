@@ -80,3 +80,18 @@ def test_the_seed_is_an_integer():
     for bad, error in ((1.5, TypeError), ("3", TypeError), (True, TypeError), (-1, ValueError)):
         with pytest.raises(error, match="seed must be"):
             xpcnn.seed(bad)
+
+
+@pytest.mark.parametrize("bad, error, message", [
+    (True, TypeError, r"^Dense rng must be an integer seed or a numpy.random.Generator, got True$"),  # was seed 1
+    (1.5, TypeError, r"^Dense rng must be an integer seed or a numpy.random.Generator, got 1.5$"),
+    ("7", TypeError, r"^Dense rng must be an integer seed or a numpy.random.Generator, got '7'$"),
+    (-1, ValueError, r"^Dense rng must be >= 0, got -1$"),  # was NumPy's "expected non-negative integer"
+])
+def test_a_layer_s_generator_is_a_seed_or_a_generator_and_the_error_names_the_layer(bad, error, message):
+    with pytest.raises(error, match=message):
+        xpcnn.Dense(2, 2, rng=bad)
+    with pytest.raises(error, match=message.replace("Dense", "Conv2D")):
+        xpcnn.Conv2D(1, 2, 3, rng=bad)
+    np.testing.assert_array_equal(xpcnn.Dense(2, 2, rng=np.int64(3)).params["weight"],
+                                  xpcnn.Dense(2, 2, rng=np.random.default_rng(3)).params["weight"])

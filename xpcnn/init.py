@@ -23,19 +23,27 @@ _library = [np.random.default_rng(0)]  # the generator of layers given none (a l
 def seed(value: int) -> None:
     """Seed the generator that layers built without `rng=` (and Dropout without `seed=`)
     draw from: the same seed, the same network, on every backend."""
+    _library[0] = np.random.default_rng(_checked_seed(value, "seed"))
+
+
+def _checked_seed(value: object, what: str, kinds: str = "an integer") -> int:
+    """`value` as a seed, an integer >= 0 (not a bool: True would seed with 1); TypeError
+    (saying it must be `kinds`) or ValueError naming `what` otherwise."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"seed must be an integer, got {value!r}")
+        raise TypeError(f"{what} must be {kinds}, got {value!r}")
     if value < 0:
-        raise ValueError(f"seed must be >= 0, got {value}")
-    _library[0] = np.random.default_rng(int(value))
+        raise ValueError(f"{what} must be >= 0, got {value}")
+    return int(value)
 
 
-def host_rng(seed: int | np.random.Generator | None) -> np.random.Generator:
-    """A NumPy Generator: the given one, a new one seeded with `seed`, or for None the
-    library's own (see `seed`), which every layer given none advances."""
+def host_rng(seed: int | np.random.Generator | None, what: str = "rng") -> np.random.Generator:
+    """A NumPy Generator: the given one, a new one seeded with `seed` (an integer >= 0,
+    else TypeError or ValueError naming `what`), or for None the library's own (see
+    `seed`), which every layer given none advances."""
     if isinstance(seed, np.random.Generator):
         return seed
-    return _library[0] if seed is None else np.random.default_rng(seed)
+    return _library[0] if seed is None else np.random.default_rng(
+        _checked_seed(seed, what, "an integer seed or a numpy.random.Generator"))
 
 
 @contextlib.contextmanager

@@ -67,7 +67,7 @@ class Conv2D(Layer):
         self.bias = flag(bias, "Conv2D bias")
         shapes = self.array_shapes(self.config())
         fan_in = math.prod(shapes["weight"][1:])
-        self.params = {"weight": init.kaiming_normal(shapes["weight"], fan_in, init.host_rng(rng))}
+        self.params = {"weight": init.kaiming_normal(shapes["weight"], fan_in, init.host_rng(rng, "Conv2D rng"))}
         if bias:
             self.params["bias"] = init.zeros(shapes["bias"])
 

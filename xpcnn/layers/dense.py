@@ -18,7 +18,7 @@ class Dense(Layer):
         self.out_features = integer(out_features, "Dense out_features", 1)
         shapes = self.array_shapes(self.config())
         self.params = {
-            "weight": init.kaiming_normal(shapes["weight"], in_features, init.host_rng(rng)),
+            "weight": init.kaiming_normal(shapes["weight"], in_features, init.host_rng(rng, "Dense rng")),
             "bias": init.zeros(shapes["bias"]),
         }
 
