@@ -14,7 +14,7 @@ from xpcnn.optim import Adam, OneCycle
 from xpcnn.presets import SettingsError
 from xpcnn.train import Trainer, step
 
-from ..helpers import record_graphs_on_cpu
+from ..helpers import _device_values, _put_back, record_graphs_on_cpu
 
 
 @pytest.fixture(scope="module")
@@ -22,14 +22,17 @@ def data():
     return load_bundled().train.subset(np.arange(300))
 
 
-def train_lenet(target, data, graphs, epochs=3, monkeypatch=None, label_smoothing=0.0):
+def train_lenet(target, data, graphs, epochs=3, monkeypatch=None, label_smoothing=0.0, prepare=None):
     """lenet (batch norm, dropout) in float64 on 300 images in batches of 128: the last
     batch (44) is another shape, recorded in the second epoch and replayed in the third.
-    With `monkeypatch`, the steps are recorded on the CPU stand-in (tests/helpers.py)."""
+    With `monkeypatch`, the steps are recorded on the CPU stand-in (tests/helpers.py);
+    `prepare(net, optimizer)` runs before the trainer is made."""
     net = presets.build("lenet").to(*target, "float64")
     optimizer = Adam(net, 1e-3, schedule=OneCycle(total=epochs * 3))
     if monkeypatch is not None:
         record_graphs_on_cpu(monkeypatch, net, optimizer)
+    if prepare is not None:
+        prepare(net, optimizer)
     notes = []
     trainer = Trainer(net, optimizer, batch_size=128, seed=3, progress=False, log=notes.append, cuda_graphs=graphs,
                       label_smoothing=label_smoothing)
@@ -112,18 +115,38 @@ def test_cuda_graphs_must_be_a_bool_or_none_as_a_checkpoint_records_it(value):
         Trainer(net, Adam(net), progress=False, cuda_graphs=value)
 
 
-def test_a_recording_the_library_refuses_leaves_training_to_direct_steps(monkeypatch, data):
-    def refusing(like, work):
-        raise RuntimeError("operation not permitted when stream is capturing")
+@pytest.mark.parametrize("refused, late", [("compute", False), ("compute", True), ("update", True)],
+                         ids=["at-once", "compute-after-its-host-work", "update-after-its-host-work"])
+def test_a_recording_the_library_refuses_leaves_training_to_direct_steps(monkeypatch, data, refused, late):
+    """A recording refused at once, or (late) as CuPy refuses cuBLAS: after the half's
+    host work has advanced the dropout and batch-norm counters (compute) or the
+    optimizer's steps (update, the compute half recorded on the CPU stand-in); the direct
+    steps after it find them as they were, since its device work never ran."""
+    def refuse(net, optimizer):
+        stand_in = backend.record_graph
 
+        def refusing(like, work):
+            if refused == "update" and not calls:
+                calls.append(like)
+                return stand_in(like, work)
+            if late:
+                before = _device_values(net, optimizer)
+                work()
+                _put_back(before)
+            raise RuntimeError("operation not permitted when stream is capturing")
+
+        monkeypatch.setattr(backend, "record_graph", refusing)
+
+    calls = []
     monkeypatch.setattr(backend, "can_record_graphs", lambda like: True)
-    monkeypatch.setattr(backend, "record_graph", refusing)
-    refused, notes = train_lenet(("numpy", None), data, graphs=True, epochs=2)
+    trainer, notes = train_lenet(("numpy", None), data, graphs=True, epochs=2, prepare=refuse,
+                                 monkeypatch=monkeypatch if refused == "update" else None)
     monkeypatch.undo()
     direct, _ = train_lenet(("numpy", None), data, graphs=False, epochs=2)
-    assert refused.graph_shapes == 0
+    assert trainer.graph_shapes == (refused == "update")
     assert notes == ["note: training without CUDA graphs: recording a step failed (RuntimeError: operation not "
                      "permitted when stream is capturing)"]
     for name, value in direct.model.state_dict().items():
-        np.testing.assert_array_equal(refused.model.state_dict()[name], value, err_msg=name)
-    assert [layer.extra_state() for layer in refused.model] == [layer.extra_state() for layer in direct.model]
+        np.testing.assert_array_equal(trainer.model.state_dict()[name], value, err_msg=name)
+    assert trainer.optimizer.steps == direct.optimizer.steps
+    assert [layer.extra_state() for layer in trainer.model] == [layer.extra_state() for layer in direct.model]
