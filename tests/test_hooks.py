@@ -7,7 +7,7 @@ import pytest
 
 import xpcnn
 from xpcnn import backend
-from xpcnn.hooks import AtPositions, LayerHook, TimerHook, TraceHook
+from xpcnn.hooks import AtPositions, LayerHook, TimerHook, TraceHook, position_key
 
 
 def four_layer_net():
@@ -143,3 +143,10 @@ def test_a_hook_method_named_like_no_point_is_refused():
     with pytest.raises(TypeError, match=r"Typo has after_foward, which no network calls \(before_forward"):
         with net.hooked(Typo()):
             pass
+
+
+def test_positions_sort_in_network_order_past_nine():
+    """As numbers, not strings: "10" sorts after "2", "3.body.10" after "3.body.2"."""
+    positions = [10, "3.shortcut.0", 2, "3.body.10", 3, "3.body.2", "3.body.1.body.0", "3.body.1"]
+    assert sorted(positions, key=position_key) == [2, 3, "3.body.1", "3.body.1.body.0", "3.body.2", "3.body.10",
+                                                   "3.shortcut.0", 10]
