@@ -18,9 +18,12 @@ xonnx = pytest.importorskip("xpcnn.io.onnx")
 
 
 def every_layer_type() -> xpcnn.Sequential:
+    """Every exported layer type, each with settings other than its defaults (batch norm's
+    eps and momentum too: an export that dropped one would compute as the default does)."""
     rng = np.random.default_rng(4)
     return xpcnn.Sequential([
-        xpcnn.Conv2D(1, 6, (3, 4), padding=(0, 2, 1, 1), rng=rng), xpcnn.BatchNorm2D(6), xpcnn.Tanh(),
+        xpcnn.Conv2D(1, 6, (3, 4), padding=(0, 2, 1, 1), rng=rng), xpcnn.BatchNorm2D(6, eps=0.5, momentum=0.3),
+        xpcnn.Tanh(),
         xpcnn.MaxPool2D(3, 2), xpcnn.Conv2D(6, 8, 3, stride=2, padding=1, bias=False, rng=rng), xpcnn.Sigmoid(),
         xpcnn.AvgPool2D(2), xpcnn.Flatten(), xpcnn.Dropout(0.5), xpcnn.Dense(8 * 3 * 3, 16, rng=rng), xpcnn.ReLU(),
         xpcnn.Dense(16, 10, rng=rng),
