@@ -310,6 +310,18 @@ def test_trainer_parts_are_named_when_they_are_wrong():
         xpcnn.Sequential(xpcnn.Flatten())
 
 
+@pytest.mark.parametrize("setting, value, message", [
+    ("seed", 2**64 - 5, r"^seed must be at most 9223372036854775807, got 18446744073709551611$"),
+    ("batch_size", 10**9 + 1, r"^batch_size must be at most 1000000000, got 1000000001$"),
+    ("workers", 4097, r"^workers must be at most 4096, got 4097$"),
+])
+def test_a_setting_its_checkpoint_could_not_record_is_refused_before_the_run(setting, value, message):
+    """A 64-bit seed trained and saved, and then the run could not be resumed."""
+    net = presets.build("tutorial")
+    with pytest.raises(ValueError, match=message):
+        Trainer(net, SGD(net, 0.1), progress=False, **{setting: value})
+
+
 def test_augmentation_of_pictures_is_recorded_and_resumed(tmp_path):
     from xpcnn.datasets import Augment
 

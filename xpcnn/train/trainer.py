@@ -29,6 +29,7 @@ from ..diagnostics.anomaly import AnomalyHook, NonFiniteError
 from ..evaluation import NotFiniteOutputs, evaluate
 from ..hooks import check_points
 from ..io.checkpoint import NotFinite, save_checkpoint
+from ..io.schema import MAX_SEED, MAX_SIZE
 from ..layers.base import flag, integer, number
 from ..losses import SoftmaxCrossEntropy
 from ..model import Sequential
@@ -79,11 +80,12 @@ class Trainer:
         flag(progress, "Trainer progress")  # "no" would switch it on
         flag(anomaly, "Trainer anomaly")
         self.model, self.optimizer, self.name = model, optimizer, name
-        self.batch_size, self.seed = integer(batch_size, "batch_size", 1), integer(seed, "seed", 0)
+        # At most what a checkpoint records (record.read): a run must be resumable.
+        self.batch_size, self.seed = integer(batch_size, "batch_size", 1, MAX_SIZE), integer(seed, "seed", 0, MAX_SEED)
         self.label_smoothing = number(label_smoothing, "Trainer label_smoothing", 0.0, 1.0, high_included=False)
         self.augment = Augment.of(augment if isinstance(augment, Augment) else integer(augment, "augment", 0,
                                                                                           MAX_AUGMENT))
-        self.workers = None if workers is None else integer(workers, "workers", 1)
+        self.workers = None if workers is None else integer(workers, "workers", 1, record.MAX_WORKERS)
         self.comm = comm or distributed.Single()  # the first member writes files and reports
         self.anomaly, self.cuda_graphs = anomaly, cuda_graphs
         self.log = log if self.comm.is_root else quiet
