@@ -310,15 +310,16 @@ def test_trainer_parts_are_named_when_they_are_wrong():
         xpcnn.Sequential(xpcnn.Flatten())
 
 
-@pytest.mark.parametrize("setting, value, message", [
-    ("seed", 2**64 - 5, r"^seed must be at most 9223372036854775807, got 18446744073709551611$"),
-    ("batch_size", 10**9 + 1, r"^batch_size must be at most 1000000000, got 1000000001$"),
-    ("workers", 4097, r"^workers must be at most 4096, got 4097$"),
+@pytest.mark.parametrize("setting, value, error, message", [
+    ("seed", 2**64 - 5, ValueError, r"^seed must be at most 9223372036854775807, got 18446744073709551611$"),
+    ("batch_size", 10**9 + 1, ValueError, r"^batch_size must be at most 1000000000, got 1000000001$"),
+    ("workers", 4097, ValueError, r"^workers must be at most 4096, got 4097$"),
+    ("name", None, TypeError, r"^Trainer name must be a string, got None$"),
 ])
-def test_a_setting_its_checkpoint_could_not_record_is_refused_before_the_run(setting, value, message):
-    """A 64-bit seed trained and saved, and then the run could not be resumed."""
+def test_a_setting_its_checkpoint_could_not_record_is_refused_before_the_run(setting, value, error, message):
+    """A 64-bit seed (or a name None) trained and saved, and then the run could not be resumed."""
     net = presets.build("tutorial")
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(error, match=message):
         Trainer(net, SGD(net, 0.1), progress=False, **{setting: value})
 
 

@@ -79,6 +79,8 @@ class Trainer:
         _check_parts(model, optimizer, comm, log, callbacks, cuda_graphs)
         flag(progress, "Trainer progress")  # "no" would switch it on
         flag(anomaly, "Trainer anomaly")
+        if not isinstance(name, str):  # the run record's name of the model (record.read refuses another)
+            raise TypeError(f"Trainer name must be a string, got {name!r}")
         self.model, self.optimizer, self.name = model, optimizer, name
         # At most what a checkpoint records (record.read): a run must be resumable.
         self.batch_size, self.seed = integer(batch_size, "batch_size", 1, MAX_SIZE), integer(seed, "seed", 0, MAX_SEED)
