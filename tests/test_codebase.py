@@ -21,7 +21,8 @@ MAX_CLI_MODULE_LINES = 300
 # of lower rank, or of its own rank within its own package. The longest matching prefix
 # gives a module's rank.
 RANKS = {
-    "xpcnn._version": 0, "xpcnn.extras": 0, "xpcnn.kernels": 0,  # the kernel registry (xpcnn/kernels/__init__.py)
+    "xpcnn._version": 0, "xpcnn.checks": 0, "xpcnn.extras": 0,
+    "xpcnn.kernels": 0,  # the kernel registry (xpcnn/kernels/__init__.py)
     "xpcnn.backend": 1,
     "xpcnn.capture": 2, "xpcnn.distributed": 2, "xpcnn.init": 2,
     "xpcnn.layers": 3, "xpcnn.losses": 3, "xpcnn.hooks": 3, "xpcnn.metrics": 3, "xpcnn.weights": 3,

@@ -12,8 +12,9 @@ import pytest
 
 import xpcnn
 from xpcnn import backend, capture, distributed
+from xpcnn.checks import integer
 from xpcnn.datasets import load_bundled
-from xpcnn.layers.base import Shape, integer
+from xpcnn.layers.base import Shape
 from xpcnn.optim import SGD
 
 from .helpers import record_graphs_on_cpu

@@ -15,6 +15,7 @@ import numpy as np
 from array_api_compat import array_namespace
 
 from . import backend, distributed
+from .checks import integer
 from .datasets import (
     DATASETS,
     Dataset,
@@ -31,7 +32,6 @@ from .datasets.images import ImageError, read_for_model
 from .datasets.loading import FOLDER, DataNotFound
 from .datasets.sources import escaped
 from .io.checkpoint import load_checkpoint
-from .layers.base import integer
 from .losses import SoftmaxCrossEntropy
 from .metrics import confusion_matrix, per_class
 from .model import Sequential

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import math
-import numbers
 from typing import Any
 
 from array_api_compat import array_namespace, device
 
 from . import backend
+from .checks import flag, number
 
 
 class SoftmaxCrossEntropy:
@@ -23,10 +22,9 @@ class SoftmaxCrossEntropy:
     """
 
     def __init__(self, check_labels: bool = True, label_smoothing: float = 0.0) -> None:
-        if not isinstance(check_labels, bool):
-            raise TypeError(f"SoftmaxCrossEntropy check_labels must be True or False, got {check_labels!r}")
-        self.check_labels = check_labels
-        self.label_smoothing = _smoothing(label_smoothing)
+        self.check_labels = flag(check_labels, "SoftmaxCrossEntropy check_labels")
+        self.label_smoothing = number(label_smoothing, "SoftmaxCrossEntropy label_smoothing", 0.0, 1.0,
+                                      high_included=False)
         self._cache: Any = None
 
     def forward(self, logits: Any, labels: Any) -> Any:
@@ -73,17 +71,6 @@ class SoftmaxCrossEntropy:
         shown = [*(["check_labels=False"] if not self.check_labels else []),
                  *([f"label_smoothing={self.label_smoothing!r}"] if self.label_smoothing else [])]
         return f"SoftmaxCrossEntropy({', '.join(shown)})"
-
-
-def _smoothing(value: Any) -> float:
-    """`value` as a float in [0, 1), the errors worded as layers.base.number words them
-    (which this module, beside the layers, does not import)."""
-    what = "SoftmaxCrossEntropy label_smoothing"
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{what} must be a finite real number, got {value!r}")
-    if not (math.isfinite(value) and 0.0 <= value < 1.0):
-        raise ValueError(f"{what} must be in [0.0, 1.0), got {value}")
-    return float(value)
 
 
 def softmax_cross_entropy(logits: Any, labels: Any, smoothing: float) -> tuple[Any, Any]:

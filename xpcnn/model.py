@@ -13,9 +13,10 @@ from typing import Any
 import array_api_compat
 
 from . import backend, init, weights
+from .checks import flag
 from .hooks import AtPositions, LayerHook, Position, check_points
 from .layers import LAYER_TYPES, Conv2D, Dense, Layer
-from .layers.base import ArchitectureError, Shape, flag
+from .layers.base import ArchitectureError, Shape
 from .layers.fused import FusedBlock, block_at
 
 MAX_VALUES = 1 << 29  # parameters of an architecture read from a file: 2 GiB of float32

@@ -13,8 +13,8 @@ from typing import Any
 from array_api_compat import array_namespace, device
 
 from . import backend, capture
+from .checks import flag, integer, number
 from .distributed import Part, part_of
-from .layers.base import flag, integer, number
 from .model import Sequential
 
 

@@ -22,9 +22,9 @@ from typing import Any
 import numpy as np
 
 from . import init, optim
+from .checks import integer, number
 from .layers import BatchNorm2D, Conv2D, Dense, Dropout, Flatten, GlobalAvgPool2D, Layer, MaxPool2D, ReLU
 from .layers.activation import GELU
-from .layers.base import integer, number
 from .model import Residual, Sequential
 
 Shape = tuple[int, int, int]  # (C, H, W) of one input image

@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 
 from .. import backend
+from ..checks import integer
 from ..distributed import shard_bounds
-from ..layers.base import integer
 from .dataset import Dataset
 
 

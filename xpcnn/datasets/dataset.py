@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .. import backend
-from ..layers.base import number
+from ..checks import number
 from .sources import DatasetSpec
 
 if TYPE_CHECKING:

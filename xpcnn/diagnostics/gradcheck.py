@@ -20,7 +20,7 @@ import numpy as np
 from array_api_compat import array_namespace, device, is_array_api_obj
 
 from .. import backend
-from ..layers.base import number
+from ..checks import number
 from ..model import Sequential
 
 _FLOOR = 1e-3

@@ -40,8 +40,8 @@ from typing import Any
 import numpy as np
 
 from .. import backend, optim
+from ..checks import integer, number
 from ..hooks import TraceHook
-from ..layers.base import integer, number
 from ..losses import SoftmaxCrossEntropy
 from ..model import Sequential
 

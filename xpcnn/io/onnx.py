@@ -29,11 +29,11 @@ import numpy as np
 
 from .. import backend
 from .._version import __version__
+from ..checks import flag, integer
 from ..datasets.dataset import MAX_STATISTIC, per_channel
 from ..extras import install_hint
 from ..layers import AvgPool2D, BatchNorm2D, Conv2D, Dense, Dropout, Flatten, Layer, MaxPool2D
 from ..layers.activation import GELU, GELU_CUBIC, GELU_SCALE, ReLU, Sigmoid, Tanh
-from ..layers.base import flag, integer
 from ..layers.pool import GlobalAvgPool2D
 from ..model import Residual, Sequential
 from ..presets import SettingsError

@@ -8,7 +8,8 @@ from typing import Any
 from array_api_compat import device
 
 from .. import backend, init
-from .base import Layer, Shape, flag, integer, pair
+from ..checks import flag, integer
+from .base import Layer, Shape, pair
 from .product import matmul
 from .windows import Padding, channel_rows, col2im, from_channel_rows, im2col, output_size, to_nchw
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from .. import backend, init
-from .base import Layer, Shape, integer
+from ..checks import integer
+from .base import Layer, Shape
 from .product import matmul
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from .. import backend, capture, init
-from .base import Layer, integer, number
+from ..checks import integer, number
+from .base import Layer
 
 
 class Dropout(Layer):

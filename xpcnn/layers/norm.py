@@ -7,7 +7,8 @@ from typing import Any
 from array_api_compat import array_namespace
 
 from .. import backend, capture, distributed, init
-from .base import Layer, Shape, integer, number
+from ..checks import integer, number
+from .base import Layer, Shape
 from .windows import channel_rows, from_channel_rows
 
 

@@ -23,8 +23,8 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from ..checks import integer, number
 from ..io.schema import CheckpointError
-from ..layers.base import integer, number
 from .run_folder import BEST_NAME
 
 if TYPE_CHECKING:

@@ -9,11 +9,11 @@ from typing import Any
 import numpy as np
 
 from .. import backend, presets
+from ..checks import integer, number
 from ..datasets import Dataset, load_dataset, num_batches
 from ..datasets.dataset import held_out_count
 from ..datasets.loading import FOLDER
 from ..datasets.sources import MNIST_FAMILY, image_side
-from ..layers.base import integer, number
 from ..presets import SMALLEST_SIDES, Recipe, SettingsError, canonical
 from . import record
 from .callbacks import BestCheckpoint, EarlyStopping

@@ -24,13 +24,13 @@ from typing import Any
 import numpy as np
 
 from .. import backend, distributed, init, presets
+from ..checks import flag, integer, number
 from ..datasets import Augment, Dataset, batches, num_batches
 from ..diagnostics.anomaly import AnomalyHook, NonFiniteError
 from ..evaluation import NotFiniteOutputs, evaluate
 from ..hooks import check_points
 from ..io.checkpoint import NotFinite, save_checkpoint
 from ..io.schema import MAX_SEED, MAX_SIZE
-from ..layers.base import flag, integer, number
 from ..losses import SoftmaxCrossEntropy
 from ..model import Sequential
 from ..optim import Optimizer
