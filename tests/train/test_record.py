@@ -176,7 +176,9 @@ def test_extending_a_run_stretches_its_schedule_and_reopens_an_early_stop(tmp_pa
     assert line.startswith("extending the run from 3 to 5 epochs: the cosine schedule now spans 50 steps")
     with pytest.raises(record.Shortened, match="epochs: 4: a run can be extended, not shortened"):
         record.extend(trainer, 4, 10)
-    assert trainer.optimizer.schedule.total == 50
+    with pytest.raises(ValueError, match=r"^epochs must be at most 1000000, got 1000001$"):  # no checkpoint holds more
+        record.extend(trainer, 10**6 + 1, 10)
+    assert trainer.optimizer.schedule.total == 50 and trainer.epochs == 5
 
 
 def test_a_last_batch_that_leaves_batch_norm_one_value_per_channel_is_refused_before_any_step():

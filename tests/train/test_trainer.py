@@ -19,7 +19,7 @@ from xpcnn.optim import SGD, Adam, Cosine
 from xpcnn.presets import SettingsError
 from xpcnn.train import Callback, Trainer, TrainingDiverged, TrainingInterrupted
 
-from ..helpers import small_net
+from ..helpers import small_dataset, small_net
 
 
 @pytest.fixture(scope="module")
@@ -321,6 +321,14 @@ def test_a_setting_its_checkpoint_could_not_record_is_refused_before_the_run(set
     net = presets.build("tutorial")
     with pytest.raises(error, match=message):
         Trainer(net, SGD(net, 0.1), progress=False, **{setting: value})
+
+
+def test_more_epochs_than_a_checkpoint_records_are_refused_before_the_run():
+    net = presets.build("tutorial")
+    trainer = Trainer(net, SGD(net, 0.1), progress=False)
+    with pytest.raises(ValueError, match=r"^epochs must be at most 1000000, got 1000001$"):
+        trainer.fit(small_dataset(8), 10**6 + 1)
+    assert trainer.state.epoch == 0 and trainer.epochs == 0
 
 
 def test_augmentation_of_pictures_is_recorded_and_resumed(tmp_path):

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import presets
 from .._version import __version__
+from ..checks import integer
 from ..datasets import Augment, Dataset, Selection, num_batches
 from ..datasets.batches import PADS
 from ..datasets.loading import FOLDER
@@ -253,6 +254,7 @@ def extend(trainer: Trainer, epochs: int, steps_per_epoch: int) -> str:
     """Continue the run to `epochs` in total, beyond what it was planned for: the
     learning-rate schedule is stretched over the new number of steps. Returns one line
     saying what the learning rate will do."""
+    epochs = integer(epochs, "epochs", 1, MAX_EPOCHS)  # at most what a checkpoint records: the run resumes
     if epochs <= trainer.epochs:
         raise Shortened(epochs, trainer.epochs)
     optimizer = trainer.optimizer

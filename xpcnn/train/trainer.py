@@ -30,7 +30,7 @@ from ..diagnostics.anomaly import AnomalyHook, NonFiniteError
 from ..evaluation import NotFiniteOutputs, evaluate
 from ..hooks import check_points
 from ..io.checkpoint import NotFinite, save_checkpoint
-from ..io.schema import MAX_SEED, MAX_SIZE
+from ..io.schema import MAX_EPOCHS, MAX_SEED, MAX_SIZE
 from ..losses import SoftmaxCrossEntropy
 from ..model import Sequential
 from ..optim import Optimizer
@@ -216,7 +216,8 @@ class Trainer:
     def fit(self, train: Dataset, epochs: int, val: Dataset | None = None) -> list[dict[str, Any]]:
         """Train until `epochs` epochs are complete (counting those already done) or a
         callback stops the run; returns the history."""
-        total = max(self.epochs, integer(epochs, "epochs", 0))  # the run's total: planned, or asked for
+        # the run's total, planned or asked for; at most what a checkpoint records, so that the run resumes
+        total = max(self.epochs, integer(epochs, "epochs", 0, MAX_EPOCHS))
         record.check_fits(self, train, val, total)
         self.epochs = total
         check_shards(self, len(train))
