@@ -9,7 +9,7 @@ import pytest
 
 import xpcnn
 from xpcnn import Trainer, presets
-from xpcnn.datasets import MNIST, Dataset, batches, load_bundled
+from xpcnn.datasets import MNIST, Dataset, batches, load_bundled, normalize
 from xpcnn.evaluation import NotFiniteOutputs, classify_files, evaluate, evaluate_checkpoint, predict
 from xpcnn.io.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
@@ -34,6 +34,15 @@ def test_evaluate_and_predict_agree(test_set):
     assert probabilities.shape == (5, 10)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-6)
     np.testing.assert_array_equal(np.argmax(probabilities, axis=1), result["predictions"][:5])
+
+
+def test_a_float64_network_predicts_from_inputs_normalised_in_float64(test_set):
+    """It read inputs normalised in float32 and widened: errors of 1e-7 in every input."""
+    net, images = small_net().to("numpy", dtype="float64"), test_set.images[:5]
+    logits = net.forward(normalize(images, MNIST.mean, MNIST.std, "float64"), training=False)
+    expected = np.exp(logits - logits.max(axis=1, keepdims=True))
+    np.testing.assert_array_equal(predict(net, images, MNIST.mean, MNIST.std),
+                                  expected / expected.sum(axis=1, keepdims=True))
 
 
 def test_predict_says_why_floating_images_are_not_pixels():

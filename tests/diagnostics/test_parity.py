@@ -219,6 +219,20 @@ def test_training_steps_beyond_an_epoch_of_images_are_all_taken(monkeypatch):
     assert len(result.trajectory.drift) == 5 and result.passed
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_the_batches_compared_are_normalised_in_the_dtype_compared(monkeypatch, dtype):
+    """A float64 check compared inputs normalised in float32 and widened (errors of 1e-7)."""
+    data, seen = load_bundled(), []
+    monkeypatch.setattr(parity, "compare", lambda model, x, *rest: seen.append(x) or parity.ParityReport("", dtype))
+    monkeypatch.setattr(parity, "trajectory", lambda model, steps, *rest: seen.extend(x for x, _ in steps))
+    parity.check(presets.build("tutorial"), ["numpy", "array_api_strict"], dtype, batch_size=4, steps=1)
+    expected = [next(batches(data.test, 4, shuffle=False, dtype=dtype))[0],
+                next(batches(data.train, 4, seed=0, dtype=dtype))[0]]
+    for x, wanted in zip(seen, expected, strict=True):
+        assert x.dtype == np.dtype(dtype)
+        np.testing.assert_array_equal(x, wanted)
+
+
 def test_an_optimizer_without_training_steps_is_refused_not_ignored():
     """A SettingsError, which xpcnn parity names its flag by: it refused --optimizer in words of its own."""
     with pytest.raises(presets.SettingsError, match=r"^optimizer: it is the optimizer of the training steps"):
