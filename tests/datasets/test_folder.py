@@ -130,8 +130,10 @@ def test_pictures_of_digits_are_read_in_mnist_s_form(tmp_path):
     assert images.shape == (6, 1, 28, 28) and images[:, 0, 0, 0].max() == 0 and images.max() > 200
     expected = {read_image(path, None, (28, 28)).tobytes() for path in sorted((tmp_path / "digits").rglob("*.png"))}
     assert {image[0].tobytes() for image in images} == expected
+    assert "6 pictures of 2 classes, 28x28 grey digits (" in data.source  # that --digits took, where it is said
     photos = load(tmp_path / "digits", image_size=28, test_split=0.34)
     assert not photos.from_cache and photos.train_images[:, 0, 0, 0].min() > 200  # light paper, as it is
+    assert "28x28 grey (" in photos.source
 
 
 def test_the_threads_change_nothing(tmp_path, monkeypatch):

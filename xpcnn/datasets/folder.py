@@ -148,7 +148,7 @@ def load_folder(root: str | os.PathLike, image_size: int = FOLDER_IMAGE_SIDE, ch
     _check_memory(folder, len(found.paths), channels or 3, image_size, max_bytes)
     entry = cache_dir() / "folders" / f"{_sha256(json.dumps(settings))[:40]}.npz"  # one per folder and settings
     key = _content_key([CACHE_FORMAT, pillow, *settings], found)
-    describe = _describer(folder, found, test_split, seed)
+    describe = _describer(folder, found, test_split, seed, pictures)
     if cache and entry.is_file():
         cached = _read_cache(entry, key, channels, image_size, describe, warn)
         if cached is not None:
@@ -500,13 +500,15 @@ def _refuse_or_report(bad: list[tuple[str, str]], on_bad: str, folder: str, warn
         warn(escaped(f"{folder}: skipped {len(bad)} file(s) that are not usable pictures: {named}{more}"))
 
 
-def _describer(folder: str, found: _Found, test_split: float, seed: int) -> Callable[[np.ndarray, int, int], str]:
-    """A function of (train images, test count, skipped count) giving the one-line source."""
+def _describer(folder: str, found: _Found, test_split: float, seed: int,
+               pictures: str) -> Callable[[np.ndarray, int, int], str]:
+    """A function of (train images, test count, skipped count) giving the one-line source,
+    which says "digits" where the pictures were read as digits (they are grey either way)."""
     how = "train/ and test/ as given" if any(found.parts) else f"test_split {test_split}, seed {seed}"
 
     def describe(train_images: np.ndarray, tests: int, skipped: int) -> str:
         count, (colours, size) = len(train_images) + tests, train_images.shape[1:3]
-        kind = "RGB" if colours == 3 else "grey"
+        kind = "RGB" if colours == 3 else "grey digits" if pictures == "digits" else "grey"
         note = f", {skipped} file(s) skipped" if skipped else ""
         return (f"folder {folder}: {count:,} pictures of {len(found.classes)} classes, {size}x{size} {kind} "
                 f"({len(train_images):,} train, {tests:,} test: {how}){note}")
