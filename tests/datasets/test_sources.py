@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from xpcnn.datasets.sources import DATASETS, FOLDER_IMAGE_SIDE, IMAGE_SIDES, image_side
+import pytest
+
+from xpcnn.datasets.sources import DATASETS, FOLDER_IMAGE_SIDE, IMAGE_SIDES, MNIST, PICTURES, DatasetSpec, image_side
 
 
 def test_the_side_of_the_images_is_known_before_they_are_read():
@@ -17,3 +19,9 @@ def test_escaped_writes_what_would_break_a_line_as_escapes():
 
     assert escaped("cat\nxpcnn: fine\r\x1b[31m\u202e.png") == "cat\\nxpcnn: fine\\r\\x1b[31m\\u202e.png"
     assert escaped("my cats/ünï 猫.jpg") == "my cats/ünï 猫.jpg"
+
+
+def test_a_spec_reads_its_pictures_in_one_of_the_known_ways():
+    assert PICTURES == ("resize", "digits")  # the names runs record: a checkpoint holds them
+    with pytest.raises(ValueError, match=r"^DatasetSpec pictures must be one of 'resize', 'digits', got 'photos'$"):
+        DatasetSpec("mine", {}, (), MNIST.mean, MNIST.std, MNIST.classes, pictures="photos")

@@ -21,3 +21,12 @@ def test_extra_state_of_no_layer_s_index_names_the_field(tmp_path, index):
     meta["extra_state"][index] = {}
     with pytest.raises(CheckpointError, match=r"run.npz: field extra_state\.\S+: expected the index of a layer"):
         check_meta(meta, "run.npz")
+
+
+def test_a_way_of_reading_pictures_no_version_knows_names_the_field(tmp_path):
+    (tmp_path / "run.npz").write_bytes(small_checkpoint(tmp_path))
+    with np.load(tmp_path / "run.npz") as archive:
+        meta = json.loads(archive["__meta__"].tobytes())
+    meta["trainer"]["info"]["data"]["pictures"] = "photos"
+    with pytest.raises(CheckpointError, match=r"run.npz: field trainer.info.data.pictures: expected resize or digits"):
+        check_meta(meta, "run.npz")

@@ -100,7 +100,8 @@ class DatasetSpec:
             raise ValueError(f"DatasetSpec class names must be printable, of at most {MAX_CLASS_NAME} characters "
                              f"(they are printed), got {odd!r}"[:200])
         if self.pictures not in PICTURES:
-            raise ValueError(f"DatasetSpec pictures must be 'digits' or 'resize', got {self.pictures!r}")
+            raise ValueError(f"DatasetSpec pictures must be one of {', '.join(map(repr, PICTURES))}, "
+                             f"got {self.pictures!r}")
         object.__setattr__(self, "mean", mean)
         object.__setattr__(self, "std", std)
         object.__setattr__(self, "classes", classes)

@@ -10,7 +10,7 @@ import math
 from typing import Any
 
 from ..datasets.dataset import MAX_STATISTIC  # what predict takes (per_channel): a checkpoint holds no other
-from ..datasets.sources import MAX_CLASS_NAME, printable_name
+from ..datasets.sources import MAX_CLASS_NAME, PICTURES, printable_name
 
 MAX_EPOCHS = 1_000_000
 MAX_STEPS = 10**12
@@ -126,4 +126,4 @@ def check_data_statistics(fields: Fields, data: Any) -> None:
                        and all(is_number(v, low, MAX_STATISTIC) for v in values),
                        f"a number in [{low:g}, {MAX_STATISTIC:g}] per channel ({shape[0]})")
     pictures = data.get("pictures", "digits")
-    fields.require("trainer.info.data.pictures", pictures, pictures in ("digits", "resize"), "digits or resize")
+    fields.require("trainer.info.data.pictures", pictures, pictures in PICTURES, " or ".join(PICTURES))
