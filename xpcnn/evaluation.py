@@ -209,7 +209,8 @@ def evaluate_checkpoint(path: str | Path, dataset: str | None = None, data_dir: 
     evaluate` prints them, on the test split of `dataset` (default: the one it was trained
     on, and then the test images its run scored: a --limit run's sample, unless
     `full_test_set`; for a folder of pictures, read again as it was and refused if it
-    changed; another folder, `data_dir`, read with the run's options, `on_bad="skip"`
+    changed; another folder, `data_dir`, read with the run's options, as digits for an
+    MNIST-family model, `on_bad="skip"`
     skipping unreadable pictures and stray files):
     {"accuracy", "loss", "images", "data", "classes", "macro", "confusion"}, "data" saying
     where the images came from, "classes" each class's precision, recall, F1 and support
@@ -285,11 +286,13 @@ def _registered_test(selection: Selection | None, name: str, data_dir: str | Pat
 def _folder_again(selection: Selection | None, data_dir: str | Path | None, checkpoint: Any,
                   on_bad: str | None) -> Loaded:
     """A folder of pictures read as the run read it: the run's own (refused if its pictures
-    changed: Selection.load), or `data_dir` with the run's options (`on_bad` given: that)."""
+    changed: Selection.load), or `data_dir` with the run's options (`on_bad` given: that),
+    as digits for a model of digits without them (the MNIST family), as predict reads one."""
     if data_dir is None:  # the run's own folder (_test_split checked it has one)
         train, _, test = dataclasses.replace(selection, limit=None, val_split=0.0).load()
         return Loaded(train, test)
-    data = checkpoint.data_statistics()  # a model of digits reads the folder's pictures as digits, as predict does
+    data = checkpoint.data_statistics()
+    # one channel, as read_for_model: a checkpoint older than photos records "digits" whatever it took
     options = {"image_size": data["input_shape"][1], "channels": data["input_shape"][0],
                "pictures": data["pictures"] if data["input_shape"][0] == 1 else "resize",
                **(selection.reader if selection else {})}
