@@ -353,6 +353,27 @@ def test_unusable_photos_are_refused_in_one_line(tmp_path):
         read_photo(tmp_path / "cut.png", 0)
 
 
+def test_a_large_jpeg_of_a_digit_is_decoded_at_a_reduced_scale_as_a_photo_is(tmp_path):
+    """Read as a digit at full size it was refused (5200x5000 is over the limit), where a
+    photo was read; and an empty file is named as one, as a photo's is."""
+    from PIL import Image
+
+    from xpcnn.datasets.images import DIGIT_DRAFT
+
+    paper = Image.new("L", (5200, 5000), 235)
+    paper.paste(20, (2400, 1500, 2800, 3500))  # a "1": a dark stroke, 400 x 2000 pixels
+    paper.save(tmp_path / "big.jpg", quality=90)
+    digit = read_image(tmp_path / "big.jpg")
+    assert digit.shape == (28, 28) and digit[:, 13:15].max() > 200 and digit[:, :8].max() < 30  # light in the middle
+    small = paper.resize((5200 // 8, 5000 // 8), Image.Resampling.BOX)  # what 1/8 scale decodes, near enough
+    small.save(tmp_path / "small.png")
+    assert np.abs(digit.astype(int) - read_image(tmp_path / "small.png")).max() <= 40
+    assert DIGIT_DRAFT * 28 <= 5000 // 8
+    (tmp_path / "empty.png").write_bytes(b"")
+    with pytest.raises(ImageError, match=r"empty.png: an empty file \(0 bytes\)$"):
+        read_image(tmp_path / "empty.png")
+
+
 def test_photos_need_pillow(tmp_path, monkeypatch):
     import sys
 

@@ -27,6 +27,9 @@ from ..io.npyheader import read_npy_header
 from ..io.regular import open_regular
 from . import digits
 
+# A JPEG digit is decoded at no less than this many times the side it is brought to: a
+# digit a tenth of a large photo's width keeps more pixels than its box needs.
+DIGIT_DRAFT = 8
 MAX_PIXELS = 25_000_000  # 5000 x 5000: any photo of a digit, nothing that exhausts memory
 SIZE = (28, 28)
 
@@ -85,7 +88,7 @@ def read_image(path: str | Path, invert: bool | None = None, size: tuple[int, in
         pixels = _read_npy(path, [tuple(size), (1, *size)]).reshape(size)
         return 255 - pixels if invert else pixels
     try:
-        return digits.mnist_form(_read_picture(path), invert, size)
+        return digits.mnist_form(_read_picture(path, DIGIT_DRAFT * max(size)), invert, size)
     except digits.BlankImage as exc:
         hint = {True: " (inverted as --invert asked: is it dark ink on light paper?)",
                 False: " (not inverted, as --no-invert asked: is it light ink on dark?)"}.get(invert, "")
@@ -119,9 +122,10 @@ def _read_npy(path: Path, shapes: list[tuple[int, ...]]) -> np.ndarray:
     )
 
 
-def _read_picture(path: Path) -> np.ndarray:
-    """The picture, turned as its EXIF orientation says, as grey levels (H, W) in [0, 1],
-    transparency laid on a background."""
+def _read_picture(path: Path, smallest: int) -> np.ndarray:
+    """The picture, turned as its EXIF orientation says, in sRGB (_in_srgb), as grey levels
+    (H, W) in [0, 1], transparency laid on a background. A JPEG is decoded at the reduced
+    scale draft() gives (1/2, 1/4 or 1/8), no smaller than `smallest` a side, as photos are."""
     try:
         from PIL import Image, ImageOps, UnidentifiedImageError
     except ImportError:
@@ -130,16 +134,19 @@ def _read_picture(path: Path) -> np.ndarray:
         ) from None
     try:
         with Image.open(path) as image:  # reads the header only
+            image.draft(image.mode, (smallest, smallest))
             width, height = image.size
             if width * height > MAX_PIXELS:
                 raise ImageError(f"{path}: {width}x{height} pixels, over the limit of {MAX_PIXELS:,}")
             ImageOps.exif_transpose(image, in_place=True)  # a phone's photo stored sideways, upright
-            return _grey(image)
+            return _grey(_in_srgb(image))
     except ImageError:
         raise
     except Image.DecompressionBombError as exc:  # Pillow's own, stricter-than-ours-for-huge check at open
         raise ImageError(f"{path}: over the limit of {MAX_PIXELS:,} pixels ({exc})") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        if path.stat().st_size == 0:  # a failed copy or download, more often than not
+            raise ImageError(f"{path}: an empty file (0 bytes)") from None
         raise ImageError(f"{path}: not a readable image: {exc}") from None
 
 
