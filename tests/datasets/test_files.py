@@ -166,6 +166,20 @@ def test_download_failure_lists_attempts_and_leaves_no_file(tmp_path, server):
     assert list((tmp_path / "mine").iterdir()) == []  # a folder that was there stays
 
 
+def test_a_download_interrupted_leaves_no_folder_of_its_making(tmp_path, monkeypatch):
+    from xpcnn.datasets import files
+
+    spec, _ = tiny_spec(tmp_path)
+
+    def ctrl_c(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(files, "_fetch", ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        download_file(spec.files["test_labels"], ["http://127.0.0.1:9/"], tmp_path / "new" / "mnist", tries=1)
+    assert not (tmp_path / "new").exists()
+
+
 def test_oversized_download_is_cut_off(tmp_path, server):
     url, handler = server
     spec, contents = tiny_spec(tmp_path)

@@ -137,13 +137,24 @@ def download_file(
     """Download `file` (as file.served_as) into `folder` from the first mirror that
     delivers a copy `verify(path, file)` accepts (raising a ValueError, e.g. ChecksumError,
     where it does not), trying each mirror `tries` times; returns the final path. Folders
-    it made for a file it could not download are removed again."""
+    it made for a file it did not download (a failure, a Ctrl-C) are removed again."""
     made = [place for place in (folder, *folder.parents) if not place.exists()]  # deepest first
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:  # e.g. a home folder that is not writable: nowhere to download to
         raise DownloadError(f"cannot make the download folder {folder} ({why_not_made(folder, exc)}); "
                             "--data-dir, XPCNN_DATA_DIR or XDG_CACHE_HOME can name another") from None
+    try:
+        return _from_mirrors(file, mirrors, folder, verify, tries, timeout, backoff, log)
+    finally:
+        for place in made:
+            with contextlib.suppress(OSError):  # one that holds the file, or anything, is kept
+                place.rmdir()
+
+
+def _from_mirrors(file: DataFile, mirrors: Sequence[str], folder: Path, verify: Callable[[Path, DataFile], object],
+                  tries: int, timeout: float, backoff: float, log: Callable[[str], None]) -> Path:
+    """download_file's work, into `folder`, which exists."""
     target = folder / file.served_as
     failures = []
     for mirror in mirrors:
@@ -166,9 +177,6 @@ def download_file(
                     break  # another try at this mirror would fail the same way
                 if attempt < tries:
                     time.sleep(backoff * attempt)
-    for place in made:
-        with contextlib.suppress(OSError):  # one that holds something now is another's: kept
-            place.rmdir()
     raise DownloadError(f"could not download {file.name}: {_failures(failures)}")
 
 
