@@ -134,14 +134,9 @@ def _read_picture(path: Path, smallest: int) -> np.ndarray:
         ) from None
     try:
         with Image.open(path) as image:  # reads the header only
-            image.draft(image.mode, (smallest, smallest))
-            width, height = image.size
-            if width * height > MAX_PIXELS:
-                raise ImageError(f"{path}: {width}x{height} pixels, over the limit of {MAX_PIXELS:,}")
-            ImageOps.exif_transpose(image, in_place=True)  # a phone's photo stored sideways, upright
-            return _grey(_in_srgb(image))
-    except ImageError:
-        raise
+            return _grey(_upright_in_srgb(image, smallest, ImageOps))
+    except ImageError as exc:
+        raise ImageError(f"{path}: {exc}") from None
     except Image.DecompressionBombError as exc:  # Pillow's own, stricter-than-ours-for-huge check at open
         raise ImageError(f"{path}: over the limit of {MAX_PIXELS:,} pixels ({exc})") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
@@ -273,19 +268,27 @@ def _open_regular(path: str | Path) -> Any:
 def _fit_photo(handle: Any, size: int, image_module: Any, ops: Any) -> np.ndarray:
     """The picture in `handle` as uint8 (size, size) grey or (size, size, 3) RGB."""
     with image_module.open(handle) as image:  # reads the header only
-        image.draft(image.mode, (size, size))  # JPEG: decode at 1/2, 1/4 or 1/8 scale, still >= size
-        width, height = image.size
-        if width * height > MAX_PIXELS:
-            raise ImageError(f"{width}x{height} pixels, over the limit of {MAX_PIXELS:,}")
-        if width < 1 or height < 1:
-            raise ImageError(f"{width}x{height} pixels: no picture")
-        ops.exif_transpose(image, in_place=True)
-        flat = _flatten(_in_srgb(image), image_module)
+        flat = _flatten(_upright_in_srgb(image, size, ops), image_module)
     side = min(flat.size)
     left, top = (flat.width - side) / 2, (flat.height - side) / 2
     fitted = flat.resize((size, size), image_module.Resampling.BILINEAR, box=(left, top, left + side, top + side),
                          reducing_gap=REDUCING_GAP)
     return np.asarray(fitted)
+
+
+def _upright_in_srgb(image: Any, smallest: int, ops: Any) -> Any:
+    """`image`, opened with its header read, decoded no smaller than `smallest` a side (a
+    JPEG at the 1/2, 1/4 or 1/8 scale draft() gives) within MAX_PIXELS, turned as its EXIF
+    orientation says (a phone's photo stored sideways) and in sRGB (_in_srgb); ImageError
+    without the path otherwise."""
+    image.draft(image.mode, (smallest, smallest))
+    width, height = image.size
+    if width * height > MAX_PIXELS:
+        raise ImageError(f"{width}x{height} pixels, over the limit of {MAX_PIXELS:,}")
+    if width < 1 or height < 1:
+        raise ImageError(f"{width}x{height} pixels: no picture")
+    ops.exif_transpose(image, in_place=True)
+    return _in_srgb(image)
 
 
 def _in_srgb(image: Any) -> Any:
