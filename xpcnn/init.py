@@ -16,6 +16,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from . import distributed
+from .checks import integer
 
 _library = [np.random.default_rng(0)]  # the generator of layers given none (a list: using() swaps it)
 
@@ -31,9 +32,7 @@ def _checked_seed(value: object, what: str, kinds: str = "an integer") -> int:
     (saying it must be `kinds`) or ValueError naming `what` otherwise."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{what} must be {kinds}, got {value!r}")
-    if value < 0:
-        raise ValueError(f"{what} must be >= 0, got {value}")
-    return int(value)
+    return integer(value, what, 0)
 
 
 def host_rng(seed: int | np.random.Generator | None, what: str = "rng") -> np.random.Generator:
