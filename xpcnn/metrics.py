@@ -8,6 +8,8 @@ from typing import Any
 import numpy as np
 from array_api_compat import array_namespace
 
+from .checks import integer
+
 
 def count_correct(logits: Any, labels: Any) -> Any:
     """Number of rows whose arg-max equals the label, as a 0-d float array on the device."""
@@ -19,10 +21,7 @@ def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, classes: int) 
     """counts[true, predicted] (host integers) of `classes` classes, from `labels` and
     `predictions` (n,) class indices in [0, classes); TypeError or ValueError naming what
     is not."""
-    if isinstance(classes, bool) or not isinstance(classes, (int, np.integer)):
-        raise TypeError(f"confusion_matrix classes must be an integer, got {classes!r}")
-    if classes < 1:
-        raise ValueError(f"confusion_matrix classes must be >= 1, got {classes}")
+    classes = integer(classes, "confusion_matrix classes", 1)
     labels, predictions = _indices(labels, "labels", classes), _indices(predictions, "predictions", classes)
     if labels.shape != predictions.shape:
         raise ValueError(f"confusion_matrix: {labels.shape[0]} labels but {predictions.shape[0]} predictions")
