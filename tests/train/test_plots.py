@@ -17,14 +17,14 @@ from xpcnn.train import plots
 def test_the_confusion_matrix_grows_with_its_classes_and_names_at_most_thirty(tmp_path, classes, monkeypatch):
     pytest.importorskip("matplotlib")
     named = []
-    original = plots._figure
+    original = plots.new_figure
 
     def watched(width, height):
         figure = original(width, height)
         named.append(figure)
         return figure
 
-    monkeypatch.setattr(plots, "_figure", watched)
+    monkeypatch.setattr(plots, "new_figure", watched)
     rng = np.random.default_rng(0)
     labels = rng.integers(0, classes, 3000)
     counts = confusion_matrix(labels, np.where(rng.random(3000) < 0.8, labels, rng.integers(0, classes, 3000)), classes)

@@ -2,43 +2,19 @@
 
 from __future__ import annotations
 
-import io
-import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..io.atomic import atomic_write_bytes
+from ..io.figures import available, new_figure, save_png
 
-
-def available() -> bool:
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def _figure(width: float, height: float) -> Any:
-    """A Figure of its own, outside pyplot: it draws into a file without a display, and
-    leaves the backend of a script's or notebook's own plots as it was."""
-    from matplotlib.figure import Figure
-
-    return Figure(figsize=(width, height), dpi=100, layout="constrained")
-
-
-def _save(figure: Any, path: Path) -> None:
-    buffer = io.BytesIO()
-    with warnings.catch_warnings():  # a class named in a script the font lacks (a folder named 猫) gets boxes, not
-        warnings.filterwarnings("ignore", "Glyph .* missing from", UserWarning)  # two lines of warning per glyph
-        figure.savefig(buffer, format="png")
-    atomic_write_bytes(path, buffer.getvalue())
+__all__ = ["available", "confusion", "learning_curves"]
 
 
 def learning_curves(history: list[dict[str, Any]], path: str | Path, title: str = "") -> None:
     """Loss and accuracy per epoch, training and (if present) validation."""
-    figure = _figure(9, 3.5)
+    figure = new_figure(9, 3.5)
     loss_axes, accuracy_axes = figure.subplots(1, 2)
     epochs = [row["epoch"] for row in history]
     for split, style in (("train", "o-"), ("val", "s--")):
@@ -53,7 +29,7 @@ def learning_curves(history: list[dict[str, Any]], path: str | Path, title: str 
         axes.xaxis.get_major_locator().set_params(integer=True)
     if title:
         figure.suptitle(title)
-    _save(figure, Path(path))
+    save_png(figure, Path(path))
 
 
 MAX_WRITTEN = 20  # classes up to which each cell's count is written in it
@@ -67,7 +43,7 @@ def confusion(counts: np.ndarray, classes: list[str], path: str | Path, title: s
     k-th class is named (long names shortened)."""
     n = len(classes)
     side = min(5.5 + 0.12 * max(0, n - 10), 16.0)
-    figure = _figure(side + 1.0, side)
+    figure = new_figure(side + 1.0, side)
     axes = figure.subplots()
     rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
     image = axes.imshow(rates, cmap="Blues", vmin=0, vmax=1)
@@ -85,4 +61,4 @@ def confusion(counts: np.ndarray, classes: list[str], path: str | Path, title: s
                 axes.text(j, i, str(value), ha="center", va="center", fontsize=7,
                           color="white" if rates[i, j] > 0.5 else "black")
     figure.colorbar(image, ax=axes, label="share of true class")
-    _save(figure, Path(path))
+    save_png(figure, Path(path))
