@@ -140,45 +140,64 @@ def predict(model: Sequential | str | Path, images: np.ndarray, mean: float | Se
     checkpoint (a file or a run folder); the images are normalised as its training data
     was (`model.data`, which Trainer.fit and load_checkpoint set) unless `mean` and `std`
     (a number for every channel, or one per channel) are given."""
+    model, images, mean, std = prepared(model, images, mean, std, "predict")
+    batch_size = integer(batch_size, "batch_size", 1)
+    outputs = []
+    for start in range(0, images.shape[0], batch_size):
+        chunk = normalize(images[start : start + batch_size], mean, std, model.dtype)
+        try:
+            outputs.append(probabilities(model, chunk))
+        except NotFiniteOutputs as exc:
+            raise NotFiniteOutputs(f"for image {start + exc.image}", start + exc.image) from None
+    return np.concatenate(outputs)
+
+
+def prepared(model: Sequential | str | Path, images: np.ndarray, mean: float | Sequence[float] | None,
+             std: float | Sequence[float] | None, what: str) -> tuple[Sequential, np.ndarray, tuple, tuple]:
+    """The network (loaded where `model` is a path), `images` as a uint8 batch (n, C, H, W)
+    it takes, and the mean and std to normalise them with (the training data's where not
+    given), after the checks predict makes; `what` names the caller in messages."""
     if isinstance(model, (str, Path)):
         model = load_checkpoint(model).model
     if not isinstance(model, Sequential):
-        raise TypeError(f"predict takes a Sequential or a checkpoint's path, got {type(model).__name__}")
+        raise TypeError(f"{what} takes a Sequential or a checkpoint's path, got {type(model).__name__}")
     if isinstance(images, Dataset):
-        raise TypeError("predict takes images (an array), got a Dataset: pass its .images, or score it with "
+        raise TypeError(f"{what} takes images (an array), got a Dataset: pass its .images, or score it with "
                         "evaluate(model, dataset)")
     known = model.data or {}
     mean, std = known.get("mean") if mean is None else mean, known.get("std") if std is None else std
     if mean is None or std is None:
-        raise ValueError("predict needs the mean and std of the images the network was trained on: pass mean= and "
+        raise ValueError(f"{what} needs the mean and std of the images the network was trained on: pass mean= and "
                          "std=, or a network that knows its data (model.data; Trainer.fit and load_checkpoint set it)")
     shape = known.get("input_shape")
     channels = shape[0] if shape else model.input_channels()
-    mean = per_channel(mean, "predict mean", -MAX_STATISTIC, channels)
-    std = per_channel(std, "predict std", 1e-12, channels)
-    batch_size = integer(batch_size, "batch_size", 1)
-    images = _image_batch(backend.as_host(images), shape, len(mean))
+    mean = per_channel(mean, f"{what} mean", -MAX_STATISTIC, channels)
+    std = per_channel(std, f"{what} std", 1e-12, channels)
+    images = _image_batch(backend.as_host(images), shape, len(mean), what)
     why = model.classifying_misfit(images.shape[1:], None)  # unknown data: else a layer deep inside says it
     if why:
-        raise ValueError(f"predict: {why}")
-    outputs = []
-    for start in range(0, images.shape[0], batch_size):
-        chunk = normalize(images[start : start + batch_size], mean, std, model.dtype)
-        x = backend.to_backend(chunk, model.backend, model.device, model.dtype)
-        logits = backend.to_numpy(model.forward(x, training=False)).astype(np.float64)
-        if not np.all(np.isfinite(logits)):
-            first = start + int(np.flatnonzero(~np.all(np.isfinite(logits), axis=1))[0])
-            raise NotFiniteOutputs(f"for image {first}", first)
-        shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-        outputs.append(shifted / shifted.sum(axis=1, keepdims=True))
-    return np.concatenate(outputs)
+        raise ValueError(f"{what}: {why}")
+    return model, images, mean, std
 
 
-def _image_batch(images: np.ndarray, shape: Sequence[int] | None, channels: int) -> np.ndarray:
+def probabilities(model: Sequential, x: np.ndarray) -> np.ndarray:
+    """Class probabilities (n, K), float64 on the host, of the normalised inputs `x` (n, C,
+    H, W) on the host; NotFiniteOutputs naming the first input (its index in `x`) whose
+    outputs are NaN or Inf."""
+    logits = model.forward(backend.to_backend(x, model.backend, model.device, model.dtype), training=False)
+    logits = backend.to_numpy(logits).astype(np.float64)
+    if not np.all(np.isfinite(logits)):
+        first = int(np.flatnonzero(~np.all(np.isfinite(logits), axis=1))[0])
+        raise NotFiniteOutputs(f"for image {first}", first)
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+def _image_batch(images: np.ndarray, shape: Sequence[int] | None, channels: int, what: str) -> np.ndarray:
     """`images` as a batch (n, C, H, W): one image or many, grey ones without their axis."""
     given = images.shape  # what the caller passed, not the batch it was made into
     if images.size == 0:
-        raise ValueError(f"predict expects at least one image; got images of shape {given}")
+        raise ValueError(f"{what} expects at least one image; got images of shape {given}")
     if images.dtype.kind == "f" and np.all(np.isfinite(images)) and 0 <= images.min() \
             and images.max() <= 1:
         images = np.round(images * 255.0).astype(np.uint8)  # as Dataset.from_arrays takes them
@@ -186,7 +205,7 @@ def _image_batch(images: np.ndarray, shape: Sequence[int] | None, channels: int)
         unlike = ""
         if images.dtype.kind == "f":
             unlike = " outside [0, 1]" if np.all(np.isfinite(images)) else " with NaN or Inf"
-        raise TypeError(f"predict expects uint8 images, or floating ones in [0, 1]; got {images.dtype}{unlike}")
+        raise TypeError(f"{what} expects uint8 images, or floating ones in [0, 1]; got {images.dtype}{unlike}")
     one = tuple(shape) if shape else None
     if one is not None and images.shape in (one, one[1:] if one[0] == 1 else None):
         images = images[None]  # a single image
@@ -196,7 +215,7 @@ def _image_batch(images: np.ndarray, shape: Sequence[int] | None, channels: int)
         images = images[:, None]
     if images.ndim != 4 or images.shape[1] != channels or (one is not None and images.shape[1:] != one):
         wanted = "x".join(map(str, one)) if one else f"{channels}-channel"
-        raise ValueError(f"predict expects {wanted} images (n, C, H, W), or one (C, H, W)"
+        raise ValueError(f"{what} expects {wanted} images (n, C, H, W), or one (C, H, W)"
                          f"{', grey ones without C' if channels == 1 else ''}; got shape {given}")
     return images
 
