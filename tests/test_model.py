@@ -325,6 +325,9 @@ def test_hooks_at_chosen_positions_see_only_those_layers():
     assert not net.hooks
     with net.hooked(trace, at=np.int64(7)):  # an index from NumPy, as from argmax
         pass
+    assert net.positions([7, "3.body.0", -1, np.int64(2)]) == ["7", "3.body.0", "2"]  # as given, once each
+    with pytest.raises(ValueError, match="feature maps at 9: the network has no layer there"):
+        net.positions(9, "feature maps at")
 
 
 def test_blocks_fuse_inside_and_fusion_off_reaches_them():

@@ -98,28 +98,31 @@ class Sequential:
     def _position(self, index: int) -> int | str:
         return _joined(self._prefix, index)
 
-    def _positions(self, at: Position | Sequence[Position]) -> frozenset[str]:
-        """The positions `at` names, as str; ValueError naming one this network has not."""
+    def positions(self, at: Position | Sequence[Position], what: str = "hooked at") -> list[str]:
+        """The positions `at` names (an index, -1 the last, or "3.body.0" inside a block, or
+        a list of them), as str, in the order given; ValueError naming one this network has
+        not (`what` begins the message)."""
         # Only a list, tuple or set names several: bytes, a dict or a float would be iterated or fail
         # with Python's "not iterable"; a NumPy integer (an argmax) is an index.
         wanted = list(at) if isinstance(at, (list, tuple, set, frozenset, range)) else [at]
         if not wanted:
-            raise ValueError("hooked at names no position: leave at out to hook every layer")
+            raise ValueError(f"{what} names no position: leave it out for every layer")
         known = [str(position) for position, _ in self._walk(self._prefix)]
-        chosen = set()
+        chosen: list[str] = []
         for position in wanted:
             if not isinstance(position, (bool, str)) and hasattr(position, "__index__"):
                 position = operator.index(position)  # np.int64(2) is 2
             if isinstance(position, bool) or not isinstance(position, (int, str)):
-                raise TypeError(f"hooked at takes layer positions (an index, or a str such as '3.body.0'), "
+                raise TypeError(f"{what} takes layer positions (an index, or a str such as '3.body.0'), "
                                 f"got {position!r}")
             if isinstance(position, int) and -len(self.layers) <= position < 0:
                 position += len(self.layers)
             if str(position) not in known:
                 shown = ", ".join(known[:12]) + (f"... ({len(known)} in all)" if len(known) > 12 else "")
-                raise ValueError(f"hooked at {position!r}: the network has no layer there; its positions are {shown}")
-            chosen.add(str(position))
-        return frozenset(chosen)
+                raise ValueError(f"{what} {position!r}: the network has no layer there; its positions are {shown}")
+            if str(position) not in chosen:
+                chosen.append(str(position))
+        return chosen
 
     def named_layers(self) -> list[tuple[int | str, Layer]]:
         """Every layer that computes on its own, blocks walked into, by position: an index
@@ -150,7 +153,7 @@ class Sequential:
                 raise TypeError(f"hooked takes LayerHooks (xpcnn.hooks), got {type(hook).__name__}")
             check_points(hook, LayerHook, ("before_", "after_"), type(hook).__name__, "network")
         if at is not None:
-            positions = self._positions(at)
+            positions = frozenset(self.positions(at))
             hooks = tuple(AtPositions(hook, positions) for hook in hooks)
         self.hooks += hooks
         try:
