@@ -829,7 +829,7 @@ def test_a_run_without_label_smoothing_refuses_it_on_resume(short_run):
 
 def test_label_smoothing_defaults_to_the_recipe_s():
     from xpcnn.cli.arguments import build_parser, parse
-    from xpcnn.cli.main import _recipe
+    from xpcnn.cli.training import _recipe
 
     def recipe(*flags):
         return _recipe(parse(build_parser(), ["train", *flags]))
@@ -841,7 +841,7 @@ def test_label_smoothing_defaults_to_the_recipe_s():
 
 def test_flips_and_padding_default_to_the_recipe_s_and_can_be_turned_off():
     from xpcnn.cli.arguments import build_parser, parse
-    from xpcnn.cli.main import _recipe
+    from xpcnn.cli.training import _recipe
 
     def recipe(*flags):
         return _recipe(parse(build_parser(), ["train", *flags]))

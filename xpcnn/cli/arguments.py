@@ -10,58 +10,15 @@ from __future__ import annotations
 import argparse
 import math
 import shlex
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from .. import backend, datasets, presets
 from .._version import __version__
 from ..datasets.batches import PADS
-from ..io.schema import MAX_EPOCHS, MAX_SEED, MAX_SIZE
+from ..io.schema import MAX_EPOCHS
 from ..train.record import MAX_AUGMENT
-
-
-def _checked(convert: Callable[[str], Any], accept: Callable[[Any], bool], expected: str) -> Callable[[str], Any]:
-    """An argparse type: `convert`, then refuse values that `accept` rejects."""
-    def parse(text: str) -> Any:
-        value = convert(text)
-        if not accept(value):
-            raise argparse.ArgumentTypeError(f"must be {expected}, got {value}")
-        return value
-
-    parse.__name__ = convert.__name__  # argparse says "invalid float value: 'abc'"
-    return parse
-
-
-_positive_int = _checked(int, lambda value: 1 <= value <= MAX_SIZE, f"in [1, {MAX_SIZE:,}]")
-_positive_float = _checked(float, lambda value: 0 < value < math.inf, "> 0 and finite")
-_count = _checked(int, lambda value: 0 <= value <= MAX_SIZE, f"in [0, {MAX_SIZE:,}]")
-_seed = _checked(int, lambda value: 0 <= value <= MAX_SEED, f"in [0, {MAX_SEED}]")
-_fraction = _checked(float, lambda value: 0.0 <= value < 1.0, "in [0, 1)")
-_width = _checked(float, lambda value: presets.WIDTHS[0] <= value <= presets.WIDTHS[1],
-                  f"in [1/{round(1 / presets.WIDTHS[0])}, {presets.WIDTHS[1]:g}]")
-
-
-def _path(text: str) -> Path:
-    """An argparse type: a path, never the empty string (which would mean the current
-    folder without saying so)."""
-    if not text:
-        raise argparse.ArgumentTypeError("expected a path, got an empty string")
-    return Path(text)
-
-
-def _written(text: str) -> Path:
-    """An argparse type: a path to write, never "-", which would make a file or folder of
-    that name where standard output was meant."""
-    if text == "-":
-        raise argparse.ArgumentTypeError("expected a path to write; '-' (standard output) is not one")
-    return _path(text)
-
-
-def _folder_name(text: str) -> str:
-    """An argparse type: a folder's name as given, never the empty string."""
-    return str(_path(text))
-
+from . import values
 
 PRESET_CHOICES = sorted(presets.PRESETS) + sorted(presets.ALIASES)
 PRESET_HELP = f"preset: {', '.join(presets.PRESETS)} ({', '.join(f'{a} = {n}' for a, n in presets.ALIASES.items())})"
@@ -111,7 +68,7 @@ def _add_data_flags(parser: argparse.ArgumentParser, default: str, without: str)
 
     parser.add_argument("--dataset", choices=sorted([*DATASETS, FOLDER]), help=f"dataset (default: {default}); "
                         f"{FOLDER}: the folder of pictures --data-dir, a subfolder per class")
-    parser.add_argument("--data-dir", type=_folder_name,
+    parser.add_argument("--data-dir", type=values.folder_name,
                         help="folder with the dataset's files, or with --dataset images the pictures (else "
                         "$XPCNN_DATA_DIR, then the cache)")
     parser.add_argument("--no-download", action="store_true", help=f"never download ({without})")
@@ -128,37 +85,37 @@ def _add_train_parser(commands: Any) -> None:
     flag("--dtype", choices=backend.DTYPES, help="(default: float32)")
     flag(
         "--epochs",
-        type=_checked(int, lambda value: 1 <= value <= MAX_EPOCHS, f"in [1, {MAX_EPOCHS:,}]"),
+        type=values.checked(int, lambda value: 1 <= value <= MAX_EPOCHS, f"in [1, {MAX_EPOCHS:,}]"),
         help=f"total epochs ({_by_preset('epochs')})",
     )
-    flag("--batch-size", type=_positive_int, help=f"({_by_preset('batch_size')})")
+    flag("--batch-size", type=values.positive_int, help=f"({_by_preset('batch_size')})")
     flag("--optimizer", choices=sorted(OPTIMIZERS), help=f"({_by_preset('optimizer')})")
-    flag("--lr", type=_positive_float, help=f"peak learning rate ({_by_preset('lr')})")
-    flag("--momentum", type=_checked(float, lambda value: 0 <= value < 1, "in [0, 1)"), help=_momentum_help())
+    flag("--lr", type=values.positive_float, help=f"peak learning rate ({_by_preset('lr')})")
+    flag("--momentum", type=values.checked(float, lambda value: 0 <= value < 1, "in [0, 1)"), help=_momentum_help())
     flag("--nesterov", action=argparse.BooleanOptionalAction, help=f"Nesterov momentum, SGD only "
          f"({_by_preset('nesterov')})")
-    flag("--weight-decay", type=_checked(float, lambda value: 0 <= value < math.inf, ">= 0 and finite"),
+    flag("--weight-decay", type=values.checked(float, lambda value: 0 <= value < math.inf, ">= 0 and finite"),
          help=f"({_by_preset('weight_decay')})")
     flag("--schedule", choices=sorted(SCHEDULES), help=f"learning-rate schedule ({_by_preset('schedule')})")
-    flag("--warmup", type=_count, help="warm-up steps of the cosine schedule (default: 0)")
-    flag("--label-smoothing", type=_fraction, metavar="EPS", help="train towards 1 - EPS on the label, EPS spread "
-         f"over all classes; evaluation's loss stays plain ({_by_preset('label_smoothing')})")
+    flag("--warmup", type=values.count, help="warm-up steps of the cosine schedule (default: 0)")
+    flag("--label-smoothing", type=values.fraction, metavar="EPS", help="train towards 1 - EPS on the label, EPS "
+         f"spread over all classes; evaluation's loss stays plain ({_by_preset('label_smoothing')})")
     _add_augment_flags(train)
-    flag("--seed", type=_seed, help="seed of weights, batch order and dropout (default: 0)")
+    flag("--seed", type=values.seed, help="seed of weights, batch order and dropout (default: 0)")
     _add_data_flags(train, "mnist", "without --data-dir or --dataset: the bundled MNIST subset")
-    flag("--val-split", type=_fraction, help="fraction of the training set held out for validation (default: 0)")
-    flag("--early-stopping", type=_positive_int, metavar="PATIENCE", help="end the run once the validation loss has "
-         "not improved for PATIENCE epochs (needs --val-split)")
+    flag("--val-split", type=values.fraction, help="fraction of the training set held out for validation (default: 0)")
+    flag("--early-stopping", type=values.positive_int, metavar="PATIENCE", help="end the run once the validation loss "
+         "has not improved for PATIENCE epochs (needs --val-split)")
     flag("--keep-best", action="store_const", const=True, help="also keep the epoch of the lowest validation loss "
          "as RUN/best.npz (needs --val-split)")
-    flag("--limit", type=_positive_int, help="use only this many training (and test) images, for quick runs")
+    flag("--limit", type=values.positive_int, help="use only this many training (and test) images, for quick runs")
     _add_folder_flags(train)
-    flag("--out", type=_written, help="run folder (default: runs/<model>-<time>)")
+    flag("--out", type=values.written_path, help="run folder (default: runs/<model>-<time>)")
     flag("--resume", action="store_true", help="continue the run in --out with its saved settings and data; "
          "--epochs beyond the saved total extends it")
-    flag("--checkpoint-every", type=_positive_int, help="also checkpoint every K optimizer steps")
+    flag("--checkpoint-every", type=values.positive_int, help="also checkpoint every K optimizer steps")
     flag("--no-progress", action="store_true", help="no progress bar")
-    flag("--workers", type=_positive_int, help="threads sharing each batch, each with a replica of the model "
+    flag("--workers", type=values.positive_int, help="threads sharing each batch, each with a replica of the model "
          "(default: 2 on NumPy for steps of 1 GFLOP or more, with two cores and threadpoolctl; else 1; "
          "1 under mpirun)")
     flag("--detect-anomaly", action="store_true", help="check every layer for NaN/Inf and name the first (slower)")
@@ -171,13 +128,13 @@ def _add_network_flags(parser: argparse.ArgumentParser) -> None:
     flag = parser.add_argument
     flag("--model", choices=PRESET_CHOICES, help=f"{PRESET_HELP} (default: tutorial for the MNIST family, compact "
          "for other data)")
-    flag("--width", type=_width, help=f"scale the channels of {' and '.join(presets.SCALABLE)} (default: 1; 0.25 "
+    flag("--width", type=values.width, help=f"scale the channels of {' and '.join(presets.SCALABLE)} (default: 1; 0.25 "
          "trains on a laptop); a new run only")
 
 
 def _add_augment_flags(parser: argparse.ArgumentParser) -> None:
     flag = parser.add_argument
-    flag("--augment", type=_checked(int, lambda value: 0 <= value <= MAX_AUGMENT, f"in [0, {MAX_AUGMENT}]"),
+    flag("--augment", type=values.checked(int, lambda value: 0 <= value <= MAX_AUGMENT, f"in [0, {MAX_AUGMENT}]"),
          help=f"shift training images by up to N pixels (below the image side): crop them at random out of themselves "
          f"padded by N ({_by_preset('augment')})")
     flag("--pad", choices=PADS, help="what the shifts bring in at the edges: zeros, or the image mirrored "
@@ -188,12 +145,12 @@ def _add_augment_flags(parser: argparse.ArgumentParser) -> None:
 
 def _add_folder_flags(parser: argparse.ArgumentParser) -> None:
     flag = parser.add_argument
-    flag("--image-size", type=_checked(int, lambda value: 4 <= value <= 1024, "in [4, 1024]"),
+    flag("--image-size", type=values.checked(int, lambda value: 4 <= value <= 1024, "in [4, 1024]"),
          help="with --dataset images: each picture's shorter side scaled to N pixels and the middle NxN cut out "
          "(default: 32)")
     flag("--channels", type=int, choices=(1, 3), help="with --dataset images: 1 grey, 3 colour (default: 3 when "
          "any picture has colour)")
-    flag("--test-split", type=_checked(float, lambda value: 0.0 < value < 1.0, "in (0, 1)"),
+    flag("--test-split", type=values.checked(float, lambda value: 0.0 < value < 1.0, "in (0, 1)"),
          help="with --dataset images and no train/ and test/ subfolders: the fraction of each class held out for "
          "testing (default: 0.2)")
     flag("--skip-bad-images", action="store_const", const=True, help="with --dataset images: skip pictures that "
@@ -204,10 +161,10 @@ def _add_folder_flags(parser: argparse.ArgumentParser) -> None:
 
 def _add_use_parsers(commands: Any) -> None:
     evaluate = _command(commands, "evaluate", help="test accuracy of a checkpoint")
-    evaluate.add_argument("checkpoint", type=_path)
+    evaluate.add_argument("checkpoint", type=values.a_path)
     _add_backend_flags(evaluate)
     _add_data_flags(evaluate, "the one the model was trained on", "data not found is an error")
-    evaluate.add_argument("--batch-size", type=_positive_int, default=1000,
+    evaluate.add_argument("--batch-size", type=values.positive_int, default=1000,
                           help="images a forward pass (default: 1000)")
     evaluate.add_argument("--full-test-set", action="store_true", help="score every test image, not only the "
                           "sample a --limit run scored")
@@ -216,12 +173,13 @@ def _add_use_parsers(commands: Any) -> None:
                           "pictures: skip pictures that cannot be read and stray files (default: as the run did)")
 
     predict = _command(commands, "predict", help="classify images (PNG/JPEG with Pillow, or .npy)")
-    predict.add_argument("checkpoint", type=_path)
-    predict.add_argument("images", nargs="+", type=_path, metavar="IMAGE")
+    predict.add_argument("checkpoint", type=values.a_path)
+    predict.add_argument("images", nargs="+", type=values.a_path, metavar="IMAGE")
     _add_backend_flags(predict)
     predict.add_argument("--invert", action=argparse.BooleanOptionalAction, help="digit models: dark ink on light "
                          "paper: invert (--invert) or not (--no-invert); default: decided from each picture's border")
-    predict.add_argument("--top", type=_positive_int, default=1, help="show the K most likely classes (default: 1)")
+    predict.add_argument("--top", type=values.positive_int, default=1,
+                         help="show the K most likely classes (default: 1)")
     predict.add_argument("--json", action="store_true", help="one JSON object per image: its classes with their "
                          "probabilities, or its error")
 
@@ -238,13 +196,15 @@ def _add_parity_parser(commands: Any) -> None:
     flag("--model", default="tutorial", help=f"{PRESET_HELP}, or a checkpoint file or run folder (default: tutorial)")
     flag("--dtype", default="float64", choices=backend.DTYPES, help="(default: float64, where rounding hides "
          "least)")
-    flag("--batch-size", type=_positive_int, default=32, help="images to use: bundled MNIST's test images for digit "
-         "models (2,000 at most), else random ones of the model's shape (default: 32)")
-    flag("--steps", type=_count, default=0, help="also train K steps on each backend, follow the drift (default: 0)")
+    flag("--batch-size", type=values.positive_int, default=32, help="images to use: bundled MNIST's test images for "
+         "digit models (2,000 at most), else random ones of the model's shape (default: 32)")
+    flag("--steps", type=values.count, default=0, help="also train K steps on each backend, follow the drift "
+         "(default: 0)")
     flag("--optimizer", choices=sorted(OPTIMIZERS), help="optimizer of --steps (default: sgd)")
-    flag("--seed", type=_seed, default=0, help="seed of a preset's weights, of random images and of the batches "
+    flag("--seed", type=values.seed, default=0, help="seed of a preset's weights, of random images and of the batches "
          "--steps draws (default: 0)")
-    flag("--width", type=_width, help=f"scale the channels of a preset {' or '.join(presets.SCALABLE)} (default: 1)")
+    flag("--width", type=values.width,
+         help=f"scale the channels of a preset {' or '.join(presets.SCALABLE)} (default: 1)")
     flag("--json", action="store_true", help="print the report as JSON")
 
 
@@ -285,15 +245,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_use_parsers(commands)
     _add_parity_parser(commands)
     export = _command(commands, "export", help="write a checkpoint's model as ONNX (needs the onnx package)")
-    export.add_argument("checkpoint", type=_path)
-    export.add_argument("output", type=_written, help="the .onnx file to write")
+    export.add_argument("checkpoint", type=values.a_path)
+    export.add_argument("output", type=values.written_path, help="the .onnx file to write")
     export.add_argument("--softmax", action="store_true", help="output probabilities instead of logits")
-    export.add_argument("--opset", type=_checked(int, lambda value: value >= 17, ">= 17"), default=17,
+    export.add_argument("--opset", type=values.checked(int, lambda value: value >= 17, ">= 17"), default=17,
                         help="ONNX operator set (default: 17)")
     _command(commands, "info", help="version, usable backends, devices, BLAS")
     download = _command(commands, "download", help="download and verify a dataset into the cache")
     download.add_argument("dataset", nargs="?", default="mnist", choices=sorted(datasets.DATASETS),
                           help="(default: mnist)")
-    download.add_argument("--data-dir", type=_folder_name, default=None,
+    download.add_argument("--data-dir", type=values.folder_name, default=None,
                           help="download into this folder instead of the cache")
     return parser
