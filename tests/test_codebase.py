@@ -34,7 +34,7 @@ RANKS = {
     "xpcnn.io": 9,
     "xpcnn.diagnostics": 10,
     "xpcnn.evaluation": 11,
-    "xpcnn.train": 12,
+    "xpcnn.explain": 12, "xpcnn.train": 12,
     "xpcnn.cli": 13,
     "xpcnn": 14,  # the package's own __init__ and __main__
 }

@@ -27,7 +27,9 @@ Using a trained network
     evaluate, predict; load_checkpoint, save_checkpoint (arrays plus JSON, any backend);
     xpcnn.evaluation.evaluate_checkpoint and classify_files (what `xpcnn evaluate` and
     `xpcnn predict` run); xpcnn.io.onnx.export; Sequential.state_dict / load_state_dict
-    (weights by PyTorch's names).
+    (weights by PyTorch's names). xpcnn.explain: what a network sees in an image (its
+    first filters, feature maps, occlusion: where its answer comes from), as arrays or
+    pictures (explain_files, what `xpcnn explain` runs).
 
 Backends and correctness
     available_backends(), to_backend(x, name), to_numpy(x) (xpcnn.backend); gradcheck,
@@ -43,7 +45,7 @@ Example
     (2, 10)
 """
 
-from . import backend, datasets, distributed, hooks, optim, presets, train
+from . import backend, datasets, distributed, explain, hooks, optim, presets, train
 from ._version import __version__
 from .backend import available_backends, to_backend, to_numpy
 from .diagnostics import anomaly, parity
@@ -76,5 +78,5 @@ __all__ = [
     "register_layer",
     "predict",    "load_checkpoint", "save_checkpoint", "available_backends", "to_backend", "to_numpy",
     "gradcheck", "gradcheck_loss", "GradcheckError", "GradcheckResult", "anomaly", "backend", "datasets", "distributed",
-    "hooks", "optim", "parity", "presets", "train", "seed", "__version__",
+    "explain", "hooks", "optim", "parity", "presets", "train", "seed", "__version__",
 ]

@@ -160,6 +160,39 @@ def test_predict_reports_a_bad_image_and_still_reads_the_others(good_model, tmp_
     assert "pipe.png: not a regular file" in errors[1] and "missing.png: cannot read" in errors[2]
 
 
+def test_explain_draws_each_image_and_says_where(good_model, tmp_path):
+    pytest.importorskip("matplotlib")
+    env = env_without_data(tmp_path)
+    test = load_bundled().test
+    np.save(tmp_path / "digit.npy", test.images[0])
+    result = xpcnn("explain", str(good_model), "digit.npy", "missing.png", "--out", "seen", env=env, cwd=tmp_path)
+    assert result.returncode == 1  # one image could not be read; the other is drawn
+    filters, drawn = result.stdout.splitlines()
+    assert filters == "filters: seen/filters.png" and drawn.startswith(f"digit.npy: {test.labels[0]} (")
+    assert drawn.endswith(" -> seen/digit.png") and drawn.count("%") == 3
+    assert result.stderr.strip() == "xpcnn explain: error: missing.png: cannot read: No such file or directory"
+    assert (tmp_path / "seen" / "digit.png").read_bytes()[:4] == b"\x89PNG"
+    result = xpcnn("explain", str(good_model), "digit.npy", "--class", "3", "--at", "0,2", "--top", "1", "--json",
+                   env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    line = json.loads(result.stdout)
+    assert line["target"] == "3" and len(line["classes"]) == 1 and line["picture"] == "explained/digit.png"
+    assert line["filters"] == "explained/filters.png"
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--class", "cat"], "--class: 'cat' is not one of the model's classes (0, 1, 2, 3, 4, 5, 6, 7, 8, 9)"),
+    (["--at", "4"], "--at: feature maps at 4: the layer's output is (128,) for an image, not a feature map (C, H, W)"),
+    (["--at", "3,,7"], "argument --at: expected layer positions such as 3,7 or 3.body.2, got '3,,7'"),
+])
+def test_explain_settings_that_do_not_fit_are_usage_errors(good_model, tmp_path, flags, message):
+    pytest.importorskip("matplotlib")
+    np.save(tmp_path / "digit.npy", load_bundled().test.images[0])
+    result = xpcnn("explain", str(good_model), "digit.npy", *flags, env=env_without_data(tmp_path), cwd=tmp_path)
+    assert result.returncode == 2 and result.stderr.splitlines()[-1] == f"xpcnn explain: error: {message}"
+    assert not (tmp_path / "explained").exists()
+
+
 @pytest.mark.parametrize("fraction, left", [("0.999", "train"), ("0.0001", "validate")])
 def test_a_split_that_leaves_nothing_to_train_or_validate_on_is_refused(tmp_path, fraction, left):
     result = xpcnn("train", "--val-split", fraction, "--limit", "500", "--no-download", env=env_without_data(tmp_path),

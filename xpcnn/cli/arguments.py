@@ -184,6 +184,24 @@ def _add_use_parsers(commands: Any) -> None:
                          "probabilities, or its error")
 
 
+def _add_explain_parser(commands: Any) -> None:
+    explain = _command(commands, "explain", help="draw what a model sees in images: its first filters, where each "
+                       "answer comes from (occlusion) and feature maps (needs matplotlib)")
+    explain.add_argument("checkpoint", type=values.a_path)
+    explain.add_argument("images", nargs="+", type=values.a_path, metavar="IMAGE")
+    explain.add_argument("--out", type=values.written_path, default=Path("explained"),
+                         help="the folder the pictures go into (default: explained)")
+    explain.add_argument("--class", dest="target", metavar="NAME", help="the class whose probability the occlusion "
+                         "map follows (default: each image's most likely)")
+    explain.add_argument("--at", type=values.positions, help="comma-separated layer positions whose feature maps to "
+                         "draw, e.g. 3,7 or 3.body.2 (default: the first activation and the last at each size)")
+    _add_backend_flags(explain)
+    explain.add_argument("--invert", action=argparse.BooleanOptionalAction, help="as predict's")
+    explain.add_argument("--top", type=values.positive_int, default=3, help="the K most likely classes (default: 3)")
+    explain.add_argument("--json", action="store_true", help="one JSON object per image: its classes, the class "
+                         "followed and its picture, or its error")
+
+
 def _add_parity_parser(commands: Any) -> None:
     from ..optim import OPTIMIZERS
 
@@ -243,6 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_train_parser(commands)
     _add_use_parsers(commands)
+    _add_explain_parser(commands)
     _add_parity_parser(commands)
     export = _command(commands, "export", help="write a checkpoint's model as ONNX (needs the onnx package)")
     export.add_argument("checkpoint", type=values.a_path)

@@ -56,6 +56,23 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 1 if any(result.error for result in results) else 0
 
 
+def cmd_explain(args: argparse.Namespace) -> int:
+    from ..explain import explain_files
+
+    written = explain_files(args.checkpoint, args.images, args.out, target=args.target, at=args.at, top=args.top,
+                            invert=args.invert, backend_name=args.backend, device=args.device)
+    if written.filters and not args.json:
+        print(f"filters: {escaped(str(written.filters))}")
+    for result in written.images:  # as predict: the pictures on stdout, an error on stderr (with --json: stdout)
+        if args.json:
+            print(json.dumps({**result.to_dict(), "filters": written.filters and str(written.filters)}))
+        elif result.error is None:
+            print(result.to_line())
+        else:
+            print(f"xpcnn explain: error: {result.to_line()}", file=sys.stderr)
+    return 1 if any(result.error for result in written.images) else 0
+
+
 def cmd_parity(args: argparse.Namespace) -> int:
     from ..diagnostics import parity
 
@@ -95,7 +112,8 @@ def cmd_download(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "parity": cmd_parity,
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "explain": cmd_explain,
+            "parity": cmd_parity,
             "export": cmd_export, "info": cmd_info, "download": cmd_download}
 
 

@@ -54,3 +54,11 @@ def folder_name(text: str) -> str:
     """An argparse type: a folder's name as given, never the empty string."""
     return str(a_path(text))
 
+
+def positions(text: str) -> list[int | str]:
+    """Layer positions, comma-separated: "3,7" or "3.body.2" (Sequential.hooked checks that
+    the network has them)."""
+    named = [part.strip() for part in text.split(",")]
+    if not all(named):
+        raise argparse.ArgumentTypeError(f"expected layer positions such as 3,7 or 3.body.2, got {text!r}")
+    return [int(part) if part.lstrip("-").isdigit() else part for part in named]

@@ -1,0 +1,140 @@
+"""What `xpcnn explain` runs: image files explained by a saved model, as pictures in a
+folder (needs matplotlib)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..checks import integer
+from ..datasets.images import ImageError, read_for_model
+from ..datasets.sources import escaped
+from ..evaluation import Classified, NotFiniteOutputs
+from ..extras import install_hint
+from ..hooks import Position
+from ..io.checkpoint import load_checkpoint
+from ..io.figures import available
+from ..model import Sequential
+from ..presets import SettingsError
+from . import drawing
+from .maps import feature_maps, first_filters, mapped_positions, occlusion
+
+FILTERS_NAME = "filters.png"
+
+
+@dataclass
+class Explained(Classified):
+    """One image file explained: its classes (Classified's), the class followed by the
+    occlusion map (`target`), and the picture drawn (`picture`); or why it could not be."""
+
+    target: str | None = None
+    picture: Path | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Classified's, with "target" and "picture" for an image explained."""
+        if self.error is not None:
+            return super().to_dict()
+        return {**super().to_dict(), "target": self.target, "picture": str(self.picture)}
+
+    def to_line(self) -> str:
+        """"IMAGE: class (p %), ... -> PICTURE", or the error."""
+        if self.error is not None:
+            return super().to_line()
+        return f"{super().to_line()} -> {escaped(str(self.picture))}"
+
+
+@dataclass
+class Explanations:
+    """What explain_files wrote: the first convolution's filters (None for a network
+    without one), and each image's explanation, in the order given."""
+
+    filters: Path | None
+    images: list[Explained]
+
+
+def explain_files(path: str | Path, images: Sequence[str | Path], out: str | Path = "explained", *,
+                  target: str | None = None, at: Position | Sequence[Position] | None = None, top: int = 3,
+                  invert: bool | None = None, backend_name: str = "numpy", device: Any = None) -> Explanations:
+    """Each image file read as classify_files reads it, explained by the saved model in a
+    picture `out`/NAME.png (xpcnn.explain.drawing.explanation): its `top` classes, the
+    occlusion map of class `target` (a class name; default: the most likely) and the
+    feature maps at `at` (default: xpcnn.explain.maps.stages); and the network's first
+    filters in `out`/filters.png. A file that cannot be read gets its error."""
+    if isinstance(images, (str, bytes, Path)) or not hasattr(images, "__iter__"):
+        raise TypeError(f"explain_files takes a list of image files, got {type(images).__name__}")
+    images = list(images)
+    top = integer(top, "explain_files top", 1)
+    if not available():
+        raise ImportError(f"explaining draws pictures with matplotlib: {install_hint('plot')}")
+    checkpoint = load_checkpoint(path, backend_name, device)
+    model, data = checkpoint.model, checkpoint.data_statistics()
+    if target is not None and target not in data["classes"]:
+        shown = ", ".join(data["classes"][:12]) + ("..." if len(data["classes"]) > 12 else "")
+        raise SettingsError("class", f"{target!r} is not one of the model's classes ({shown})")
+    try:
+        at = None if at is None else mapped_positions(model, at, data["input_shape"])
+    except ValueError as exc:
+        raise SettingsError("at", str(exc)) from None
+    folder = _folder(out)
+    filters = _draw_filters(model, folder / FILTERS_NAME)
+    taken: set[str] = {FILTERS_NAME}
+    results = [Explained(Path(image)) for image in images]
+    for result in results:
+        try:
+            pixels = read_for_model(result.image, tuple(data["input_shape"]), data["pictures"], invert)
+        except ImageError as exc:
+            result.error = str(exc)
+            continue
+        result.picture = folder / _unique(result.image.stem, taken)
+        _explain(result, pixels, model, data, target, at, top)
+    return Explanations(filters, results)
+
+
+def _explain(result: Explained, pixels: np.ndarray, model: Sequential, data: dict[str, Any], target: str | None,
+             at: Position | Sequence[Position] | None, top: int) -> None:
+    """Draw `result.picture` for the image `pixels` (uint8 (C, H, W)), and fill in `result`."""
+    classes, statistics = data["classes"], {"mean": data["mean"], "std": data["std"]}
+    try:
+        occluded = occlusion(model, pixels, None if target is None else classes.index(target), **statistics)
+    except NotFiniteOutputs:
+        raise NotFiniteOutputs(f"for {escaped(str(result.image))}") from None
+    maps = feature_maps(model, pixels, at, **statistics)
+    layers = {str(position): type(layer).__name__ for position, layer, _ in model.shaped_layers((1, *pixels.shape))}
+    result.classes = [(classes[k], float(occluded.probabilities[k])) for k in
+                      occluded.probabilities.argsort()[::-1][:top]]
+    result.target = classes[occluded.target]
+    drawing.explanation(result.picture, pixels, classes, occluded, maps, layers, escaped(str(result.image)), top)
+
+
+def _folder(out: str | Path) -> Path:
+    """`out`, made if it does not exist; ValueError where it is something else than a folder."""
+    folder = Path(out)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"{folder}: the pictures go into a folder, and this is a file")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _draw_filters(model: Sequential, path: Path) -> Path | None:
+    """The first convolution's filters drawn at `path`; None (and nothing drawn) without one."""
+    try:
+        position, weights = first_filters(model)
+    except ValueError:
+        return None
+    drawing.filters(weights, path, f"layer {position} (Conv2D)")
+    return path
+
+
+def _unique(stem: str, taken: set[str]) -> str:
+    """STEM.png, or STEM-2.png and so on where an earlier image of the same name (in
+    another folder) took it; `taken` gains the name."""
+    name, count = f"{stem}.png", 1
+    while name in taken:
+        count += 1
+        name = f"{stem}-{count}.png"
+    taken.add(name)
+    return name
