@@ -151,6 +151,7 @@ def test_resnet20_is_he_et_al_s_cifar_network():
     assert net.num_params() == 272_474  # 0.27 M, with two projection shortcuts (option B)
     blocks = [layer for layer in net if isinstance(layer, xpcnn.Residual)]
     assert len(blocks) == 9 and sum(block.shortcut is not None for block in blocks) == 2
+    assert sum(p.size for name, p in net.params.items() if ".shortcut." in name) == 2_752  # what option B adds
     assert net.output_shapes((2, 3, 32, 32))[-1] == (2, 10)
     shaped = net.shaped_layers((1, 3, 32, 32))
     assert [shape[1:] for _, layer, shape in shaped if isinstance(layer, xpcnn.Residual)] == [

@@ -78,8 +78,8 @@ def resnet20(seed: int = 0, input_shape: Shape = (3, 32, 32), classes: int = 10,
     layer: 0.27 M parameters at width 1. A basic block is conv 3x3 -> batch norm -> ReLU ->
     conv 3x3 -> batch norm, plus its input, then ReLU. Where a block changes shape its
     shortcut is a 1x1 convolution with stride 2 and batch norm (the paper's option B;
-    its CIFAR nets used option A, zero-padded identity, which has no weights: B adds 0.01 M
-    parameters and exports as plain ONNX). `width` scales every channel count."""
+    its CIFAR nets used option A, zero-padded identity, which has no weights: B adds 2,752
+    parameters, 1 %, and exports as plain ONNX). `width` scales every channel count."""
     host, c = init.host_rng(seed), input_shape[0]
     widths = [_scaled(16, width), _scaled(32, width), _scaled(64, width)]
     layers: list[Layer] = [Conv2D(c, widths[0], 3, padding=1, bias=False, rng=host), BatchNorm2D(widths[0]), ReLU()]
