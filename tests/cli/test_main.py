@@ -567,7 +567,10 @@ def short_run(tmp_path_factory):
     (["--early-stopping", "2"], "--early-stopping: 2 differs from the run, which had none"),
     (["--image-size", "16"], "--image-size: 16 differs from the run, which had none (it applies to --dataset images "
                              "only; this run read mnist)"),
-    (["--digits"], "--digits: True differs from the run, which had none (it applies to --dataset images only"),
+    (["--digits"], "--digits: the run began without it (it applies to --dataset images only; this run read mnist); "
+                   "resume without it, or start a new run"),
+    (["--keep-best"], "--keep-best: the run began without it; resume without it, or start a new run"),
+    (["--flip"], "--flip: the run began without it; resume without it, or start a new run"),
 ])
 def test_resume_refuses_flags_that_change_the_run(short_run, flags, message):
     tmp, env = short_run

@@ -122,6 +122,23 @@ def test_what_a_resume_keeps_is_what_the_command_can_be_given():
     assert set(record.KEPT_ON_RESUME) <= set(record.settings(trainer)) | selection_keys
 
 
+@pytest.mark.parametrize("given, message", [
+    ({"digits": True}, "digits: the run began without it; resume without it, or start a new run"),
+    ({"skip_bad_images": True}, "skip_bad_images: the run began without it; resume without it, or start a new run"),
+    ({"flip": False}, "flip: the run began with it; resume without turning it off, or start a new run"),
+    ({"lr": 0.5}, "lr: 0.5 differs from the run's saved 0.1; a resumed run continues as it was started"),
+])
+def test_a_switch_that_differs_on_resume_is_named_as_a_switch(given, message):
+    net = xpcnn.presets.build("tutorial")
+    trainer = xpcnn.Trainer(net, xpcnn.optim.build("sgd", net, 0.1), augment=xpcnn.datasets.Augment(1, flip=True),
+                            progress=False)
+    reader = {"image_size": 28, "channels": 1, "test_split": 0.2, "on_bad": "refuse", "split_seed": 0,
+              "pictures": "resize"}
+    trainer.selection = xpcnn.datasets.Selection("images", ("/pictures",), reader=reader)
+    with pytest.raises(record.SettingsConflict, match=f"^{message}"):
+        raise record.SettingsConflict(*record.conflicts(trainer, **given)[0])
+
+
 def test_the_record_reads_back_what_it_wrote(tmp_path):
     path = tmp_path / "run.npz"
     path.write_bytes(small_checkpoint(tmp_path))

@@ -58,9 +58,15 @@ class SettingsConflict(SettingsError):
     """A resumed run was given a setting that differs from its saved one."""
 
     def __init__(self, field: str, saved: Any, given: Any, why: str = "") -> None:
-        run = "the run, which had none" if saved is None else f"the run's saved {saved}"
-        super().__init__(field, f"{given} differs from {run}{why}; a resumed run continues as it was started (start "
-                                "a new run to change it)")
+        # A switch (--digits, --flip) is said to be on or off, not "True differs from the run's saved False".
+        if isinstance(given, bool) and isinstance(saved, (bool, type(None))):
+            had = "with it; resume without turning it off" if saved else f"without it{why}; resume without it"
+            message = f"the run began {had}, or start a new run"
+        else:
+            run = "the run, which had none" if saved is None else f"the run's saved {saved}"
+            message = (f"{given} differs from {run}{why}; a resumed run continues as it was started (start a new run "
+                       "to change it)")
+        super().__init__(field, message)
         self.saved, self.given = saved, given
 
 
