@@ -323,6 +323,41 @@ def test_a_setting_its_checkpoint_could_not_record_is_refused_before_the_run(set
         Trainer(net, SGD(net, 0.1), progress=False, **{setting: value})
 
 
+@pytest.mark.parametrize("options, error, message", [
+    ({"workers": 0}, ValueError, r"^workers must be >= 1, got 0$"),
+    ({"progress": "no"}, TypeError, r"^Trainer progress must be True or False"),
+    ({"label_smoothing": 1.0}, ValueError, r"^Trainer label_smoothing must be in \[0.0, 1.0\), got 1.0$"),
+    ({"checkpoint_every": 5}, ValueError, r"^checkpoint_every: checkpoints are written in the run folder"),
+    ({"cuda_graphs": 1}, TypeError, r"^Trainer cuda_graphs must be True, False or None, got 1$"),
+])
+def test_a_preset_s_refused_option_seeds_and_builds_nothing(monkeypatch, options, error, message):
+    """xpcnn.seed's generator was seeded, and the network built, before the constructor refused an option."""
+    library = seeded_library()
+    state = library.bit_generator.state
+    built = []
+    monkeypatch.setattr(presets, "build", lambda *args, build=presets.build: built.append(args) or build(*args))
+    with pytest.raises(error, match=message):
+        Trainer.for_preset("tutorial", **options)
+    assert built == []
+    assert xpcnn.init.host_rng(None) is library and library.bit_generator.state == state
+
+
+def test_a_preset_s_refused_width_seeds_nothing():
+    library = seeded_library()
+    state = library.bit_generator.state
+    with pytest.raises(SettingsError, match=r"^width: applies to resnet20 and cifar, not tutorial$"):
+        Trainer.for_preset("tutorial", width=0.5)
+    assert xpcnn.init.host_rng(None) is library and library.bit_generator.state == state
+    Trainer.for_preset("tutorial", seed=3, progress=False)  # for layers built after it without a generator
+    assert xpcnn.init.host_rng(None).bit_generator.state == np.random.default_rng(3).bit_generator.state
+
+
+def seeded_library():
+    """The library's generator (xpcnn.seed's), seeded now."""
+    xpcnn.seed(7)
+    return xpcnn.init.host_rng(None)
+
+
 def test_more_epochs_than_a_checkpoint_records_are_refused_before_the_run():
     net = presets.build("tutorial")
     trainer = Trainer(net, SGD(net, 0.1), progress=False)

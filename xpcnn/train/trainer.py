@@ -19,6 +19,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -75,28 +76,20 @@ class Trainer:
                  log: Callable[[str], None] | None = None, anomaly: bool = False,
                  comm: distributed.Communicator | None = None, workers: int | None = 1,
                  cuda_graphs: bool | None = None, label_smoothing: float = 0.0) -> None:
-        log = to_stderr if log is None else log
-        _check_parts(model, optimizer, comm, log, callbacks, cuda_graphs)
-        flag(progress, "Trainer progress")  # "no" would switch it on
-        flag(anomaly, "Trainer anomaly")
-        if not isinstance(name, str):  # the run record's name of the model (record.read refuses another)
-            raise TypeError(f"Trainer name must be a string, got {name!r}")
+        _check_parts(model, optimizer)
+        given = _checked_settings({"batch_size": batch_size, "seed": seed, "augment": augment, "run_dir": run_dir,
+                                  "name": name, "checkpoint_every": checkpoint_every, "progress": progress,
+                                  "callbacks": callbacks, "log": log, "anomaly": anomaly, "comm": comm,
+                                  "workers": workers, "cuda_graphs": cuda_graphs, "label_smoothing": label_smoothing})
+        check_graphs(cuda_graphs, first_param(model))
         self.model, self.optimizer, self.name = model, optimizer, name
-        # At most what a checkpoint records (record.read): a run must be resumable.
-        self.batch_size, self.seed = integer(batch_size, "batch_size", 1, MAX_SIZE), integer(seed, "seed", 0, MAX_SEED)
-        self.label_smoothing = number(label_smoothing, "Trainer label_smoothing", 0.0, 1.0, high_included=False)
-        self.augment = Augment.of(augment if isinstance(augment, Augment) else integer(augment, "augment", 0,
-                                                                                          MAX_AUGMENT))
-        self.workers = None if workers is None else integer(workers, "workers", 1, record.MAX_WORKERS)
-        self.comm = comm or distributed.Single()  # the first member writes files and reports
         self.anomaly, self.cuda_graphs = anomaly, cuda_graphs
-        self.log = log if self.comm.is_root else quiet
-        self.folder = run_dir if isinstance(run_dir, RunFolder) or run_dir is None else RunFolder(run_dir)
-        if self.folder is not None:
-            self.folder.check_usable(new_run=False, writes=self.comm.is_root)
+        self.batch_size, self.seed, self.augment = given["batch_size"], given["seed"], given["augment"]
+        self.label_smoothing, self.workers, self.comm = given["label_smoothing"], given["workers"], given["comm"]
+        self.log = given["log"] if self.comm.is_root else quiet  # the first member writes files and reports
+        self.folder: RunFolder | None = given["folder"]
+        self.callbacks: list[Callback] = given["callbacks"]
         self.continues_run = False  # a run restored from its checkpoint (Trainer.resume) writes where it was
-        self.callbacks: list[Callback] = with_own_callbacks(callbacks, progress and self.comm.is_root,
-                                                            self.folder is not None, checkpoint_every)
         self.loss_fn = SoftmaxCrossEntropy(check_labels=False,  # Dataset checked the labels on the host
                                            label_smoothing=self.label_smoothing)
         self.epochs = 0  # the run's total (see fit)
@@ -178,14 +171,16 @@ class Trainer:
         check_preset_options(recipe, options)
         recipe = recipe or presets.recipe(name)
         train_size = integer(train_size, "train_size", 1)
-        options.setdefault("workers", None)
-        options.setdefault("label_smoothing", recipe.label_smoothing)
-        init.seed(seed)  # for any layer of the script built after it without its own generator
+        options = {"workers": None, "label_smoothing": recipe.label_smoothing, **options, "seed": seed,
+                   "batch_size": recipe.batch_size, "augment": Augment(recipe.augment, recipe.pad, recipe.flip),
+                   "name": presets.canonical(name)}
+        _checked_settings(options)  # before anything is seeded or built: a refused call changes nothing
         model = presets.build(name, seed, input_shape, classes, width).to(backend_name, device, dtype)
         optimizer = recipe.build_optimizer(model, num_batches(train_size, recipe.batch_size))
-        augment = Augment(recipe.augment, recipe.pad, recipe.flip)
-        trainer = cls(model, optimizer, batch_size=recipe.batch_size, seed=seed, augment=augment,
-                      name=presets.canonical(name), **options)
+        trainer = cls(model, optimizer, **options)
+        # For any layer of the script built after it without its own generator; last, so that a refused call
+        # leaves it as it was (the preset's layers draw from a generator of their own).
+        init.seed(seed)
         trainer.epochs, trainer.planned_batches = recipe.epochs, num_batches(train_size, recipe.batch_size)
         return trainer
 
@@ -373,16 +368,54 @@ class Trainer:
         self._interrupt = True
 
 
-def _check_parts(model: Any, optimizer: Any, comm: Any, log: Any, callbacks: Any, cuda_graphs: Any) -> None:
-    """TypeError naming the first of a Trainer's parts that is not of its kind."""
+def _check_parts(model: Any, optimizer: Any) -> None:
+    """TypeError naming the network or optimizer that is not of its kind; ValueError for
+    an optimizer of another network."""
     kinds = [("model", model, Sequential, "a Sequential"),
-             ("optimizer", optimizer, Optimizer, "an Optimizer (xpcnn.optim)"),
-             ("comm", comm, (distributed.Communicator, type(None)), "a distributed.Communicator or None")]
+             ("optimizer", optimizer, Optimizer, "an Optimizer (xpcnn.optim)")]
     for what, value, kind, expected in kinds:
         if not isinstance(value, kind):
             raise TypeError(f"Trainer {what} must be {expected}, got {type(value).__name__}")
     if optimizer.model is not model:
         raise ValueError("Trainer optimizer must be the model's: it was built for another network")
+
+
+def _checked_settings(options: dict[str, Any]) -> dict[str, Any]:
+    """The Trainer constructor's keywords `options` (those not given at their defaults)
+    checked, as what a Trainer keeps of them (a comm, a log, a RunFolder, the callbacks
+    with its own): every check of the constructor that needs no network, so that
+    Trainer.for_preset refuses an option before it seeds or builds anything."""
+    bound = inspect.signature(Trainer.__init__).bind_partial(**options)
+    bound.apply_defaults()
+    given = SimpleNamespace(**bound.arguments)
+    log = to_stderr if given.log is None else given.log
+    _check_kinds(given.comm, log, given.callbacks, given.cuda_graphs)
+    flag(given.progress, "Trainer progress")  # "no" would switch it on
+    flag(given.anomaly, "Trainer anomaly")
+    if not isinstance(given.name, str):  # the run record's name of the model (record.read refuses another)
+        raise TypeError(f"Trainer name must be a string, got {given.name!r}")
+    augment = given.augment if isinstance(given.augment, Augment) else integer(given.augment, "augment", 0, MAX_AUGMENT)
+    kept = {  # at most what a checkpoint records (record.read): a run must be resumable
+        "batch_size": integer(given.batch_size, "batch_size", 1, MAX_SIZE),
+        "seed": integer(given.seed, "seed", 0, MAX_SEED),
+        "label_smoothing": number(given.label_smoothing, "Trainer label_smoothing", 0.0, 1.0, high_included=False),
+        "augment": Augment.of(augment),
+        "workers": None if given.workers is None else integer(given.workers, "workers", 1, record.MAX_WORKERS),
+        "comm": given.comm or distributed.Single(), "log": log}
+    run_dir = given.run_dir
+    folder = run_dir if isinstance(run_dir, RunFolder) or run_dir is None else RunFolder(run_dir)
+    if folder is not None:
+        folder.check_usable(new_run=False, writes=kept["comm"].is_root)
+    callbacks = with_own_callbacks(given.callbacks, given.progress and kept["comm"].is_root, folder is not None,
+                                   given.checkpoint_every)
+    return {**kept, "folder": folder, "callbacks": callbacks}
+
+
+def _check_kinds(comm: Any, log: Any, callbacks: Any, cuda_graphs: Any) -> None:
+    """TypeError naming the first of a Trainer's comm, log, callbacks and cuda_graphs that
+    is not of its kind."""
+    if not isinstance(comm, (distributed.Communicator, type(None))):
+        raise TypeError(f"Trainer comm must be a distributed.Communicator or None, got {type(comm).__name__}")
     if not callable(log):
         raise TypeError(f"Trainer log must be a function of one line, got {log!r}")
     if not isinstance(callbacks, (list, tuple)) or not all(isinstance(item, Callback) for item in callbacks):
@@ -392,7 +425,6 @@ def _check_parts(model: Any, optimizer: Any, comm: Any, log: Any, callbacks: Any
         check_points(callback, Callback, ("on_",), f"Trainer callback {type(callback).__name__}", "trainer")
     if cuda_graphs is not None and not isinstance(cuda_graphs, bool):  # 0, 1, numpy's bools: not saved as asked
         raise TypeError(f"Trainer cuda_graphs must be True, False or None, got {cuda_graphs!r}")
-    check_graphs(cuda_graphs, first_param(model))
 
 
 def to_stderr(message: str) -> None:
