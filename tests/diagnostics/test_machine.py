@@ -69,6 +69,19 @@ def test_two_workers_by_default_on_numpy_for_big_enough_steps_with_two_cores_and
     assert machine.default_workers("numpy", big) == 1
 
 
+@pytest.mark.parametrize("cores, limits, line", [
+    (1, False, "  training on numpy: 1 worker thread (one usable core)"),  # threadpoolctl would not make it 2
+    (1, True, "  training on numpy: 1 worker thread (one usable core)"),
+    (2, False, "  training on numpy: 1 worker thread (pip install threadpoolctl (in xpcnn's clone: pip install "
+               "'.[threads]') lets steps of 1 GFLOP or more use 2)"),
+    (2, True, "  training on numpy: 2 worker threads for steps of 1 GFLOP or more"),
+])
+def test_info_says_why_numpy_trains_with_one_worker(monkeypatch, cores, limits, line):
+    monkeypatch.setattr(machine, "usable_cores", lambda: cores)
+    monkeypatch.setattr(machine, "can_limit_blas", lambda: limits)
+    assert any(said.startswith(line) for said in machine.report()), machine.report()
+
+
 def test_blas_threads_are_limited_inside_the_block_only():
     pytest.importorskip("threadpoolctl")
     from threadpoolctl import threadpool_info

@@ -136,6 +136,8 @@ def _backend_lines(name: str) -> list[str]:
         if default_workers(name, WORKER_STEP_FLOPS) > 1:
             lines.append(f"  training on {name}: 2 worker threads for steps of {WORKER_STEP_FLOPS / 1e9:g} GFLOP or "
                          "more (every preset but tutorial, at its own batch and image size), 1 below")
+        elif usable_cores() < 2:  # a second worker would have no core of its own, whatever is installed
+            lines.append(f"  training on {name}: 1 worker thread (one usable core)")
         else:
             lines.append(f"  training on {name}: 1 worker thread" + ("" if can_limit_blas() else
                          f" ({install_hint('threads')} lets steps of 1 GFLOP or more use 2)"))
