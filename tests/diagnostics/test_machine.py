@@ -69,6 +69,26 @@ def test_two_workers_by_default_on_numpy_for_big_enough_steps_with_two_cores_and
     assert machine.default_workers("numpy", big) == 1
 
 
+def test_usable_cores_are_the_affinity_s_else_the_machine_s(monkeypatch):
+    """The process's affinity (taskset and containers give it fewer cores than the machine
+    has), else the machine's count, else 1; where the affinity is every core, as on most
+    machines, counting the wrong one would pass unseen."""
+    monkeypatch.setattr(machine.os, "cpu_count", lambda: 8)
+    monkeypatch.setattr(machine.os, "sched_getaffinity", lambda pid: {0, 3}, raising=False)
+    assert machine.usable_cores() == 2
+    assert machine.cpu().endswith(", 8 cores (2 usable by this process)")
+
+    def refused(pid):
+        raise OSError("not permitted")
+
+    monkeypatch.setattr(machine.os, "sched_getaffinity", refused)
+    assert machine.usable_cores() == 8
+    monkeypatch.delattr(machine.os, "sched_getaffinity")  # not on Linux
+    assert machine.usable_cores() == 8 and machine.cpu().endswith(", 8 cores")
+    monkeypatch.setattr(machine.os, "cpu_count", lambda: None)  # undetermined
+    assert machine.usable_cores() == 1
+
+
 @pytest.mark.parametrize("cores, limits, line", [
     (1, False, "  training on numpy: 1 worker thread (one usable core)"),  # threadpoolctl would not make it 2
     (1, True, "  training on numpy: 1 worker thread (one usable core)"),
