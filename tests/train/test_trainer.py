@@ -315,6 +315,9 @@ def test_trainer_parts_are_named_when_they_are_wrong():
     ("batch_size", 10**9 + 1, ValueError, r"^batch_size must be at most 1000000000, got 1000000001$"),
     ("workers", 4097, ValueError, r"^workers must be at most 4096, got 4097$"),
     ("name", None, TypeError, r"^Trainer name must be a string, got None$"),
+    ("callbacks", [xpcnn.train.EarlyStopping(patience=2) for _ in range(17)], ValueError,
+     r"^Trainer callbacks: a checkpoint records at most 16 EarlyStopping and BestCheckpoint callbacks, got 17; the "
+     "run could not be resumed$"),
 ])
 def test_a_setting_its_checkpoint_could_not_record_is_refused_before_the_run(setting, value, error, message):
     """A 64-bit seed (or a name None) trained and saved, and then the run could not be resumed."""
@@ -356,6 +359,14 @@ def seeded_library():
     """The library's generator (xpcnn.seed's), seeded now."""
     xpcnn.seed(7)
     return xpcnn.init.host_rng(None)
+
+
+def test_as_many_recorded_callbacks_as_a_checkpoint_records_resume(tmp_path):
+    net = small_net()
+    stops = [xpcnn.train.EarlyStopping(patience=2) for _ in range(16)]
+    Trainer(net, SGD(net, 0.1), progress=False, callbacks=stops).save(tmp_path / "run.npz")
+    resumed = Trainer.resume(tmp_path / "run.npz", progress=False)
+    assert len(xpcnn.train.callbacks.recorded(resumed.callbacks)) == 16
 
 
 def test_more_epochs_than_a_checkpoint_records_are_refused_before_the_run():

@@ -51,6 +51,7 @@ KEPT_ON_RESUME = ("model", "dtype", "seed", "batch_size", "optimizer", "lr", "mo
 FOLDER_SETTINGS = {"image_size": "image_size", "channels": "channels", "test_split": "test_split",
                    "skip_bad_images": "on_bad", "digits": "pictures"}  # flags of a folder: the options it was read with
 MAX_WORKERS = 4096
+MAX_CALLBACKS = 16  # recorded ones (callbacks.RECORDED): early stopping and the best epoch's copy, a few of each
 MAX_AUGMENT = 1000  # pixels of random shifts: far beyond any image's size
 
 
@@ -521,8 +522,8 @@ def _callbacks(fields: Fields, trainer: dict[str, Any]) -> list[dict[str, Any]]:
     """The recorded callbacks' types, settings and state (their classes check the values
     when they are rebuilt); none before callbacks were recorded."""
     kept = trainer.get("callbacks", [])
-    fields.require("trainer.callbacks", kept, isinstance(kept, list) and len(kept) <= 16,
-                   "a list of at most 16 callbacks")
+    fields.require("trainer.callbacks", kept, isinstance(kept, list) and len(kept) <= MAX_CALLBACKS,
+                   f"a list of at most {MAX_CALLBACKS} callbacks")
     for number, entry in enumerate(kept):
         entry = fields.mapping(f"trainer.callbacks.{number}", entry, {"type", "config", "state"})
         fields.require(f"trainer.callbacks.{number}.type", entry["type"], isinstance(entry["type"], str), "a name")

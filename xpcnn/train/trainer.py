@@ -37,7 +37,7 @@ from ..model import Sequential
 from ..optim import Optimizer
 from ..presets import Recipe
 from . import record
-from .callbacks import Callback, with_own_callbacks
+from .callbacks import RECORDED, Callback, recorded, with_own_callbacks
 from .record import MAX_AUGMENT, Progress
 from .run_folder import RunFolder
 from .step import TrainingStep, check_graphs, first_param, use_graphs
@@ -390,6 +390,10 @@ def _checked_settings(options: dict[str, Any]) -> dict[str, Any]:
     given = SimpleNamespace(**bound.arguments)
     log = to_stderr if given.log is None else given.log
     _check_kinds(given.comm, log, given.callbacks, given.cuda_graphs)
+    saved = len(recorded(given.callbacks))
+    if saved > record.MAX_CALLBACKS:  # record.read refuses more: the run could not be resumed
+        raise ValueError(f"Trainer callbacks: a checkpoint records at most {record.MAX_CALLBACKS} "
+                         f"{' and '.join(RECORDED)} callbacks, got {saved}; the run could not be resumed")
     flag(given.progress, "Trainer progress")  # "no" would switch it on
     flag(given.anomaly, "Trainer anomaly")
     if not isinstance(given.name, str):  # the run record's name of the model (record.read refuses another)
