@@ -8,6 +8,8 @@ import numbers
 import operator
 from typing import Any
 
+import numpy as np
+
 
 def integer(value: Any, what: str, minimum: int | None = None, maximum: int | None = None) -> int:
     """`value` as a Python int: any integer type (NumPy's too), never a bool or a float;
@@ -23,11 +25,11 @@ def integer(value: Any, what: str, minimum: int | None = None, maximum: int | No
 
 
 def flag(value: Any, what: str) -> bool:
-    """`value`, which must be True or False (a truthy "no" would switch a thing on); `what`
-    names it in errors."""
-    if not isinstance(value, bool):
+    """`value` as a Python bool: True or False, NumPy's too (a truthy "no" or 1 would
+    switch a thing on); `what` names it in errors."""
+    if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{what} must be True or False, got {value!r}")
-    return value
+    return bool(value)  # NumPy's is no JSON, and a checkpoint records some of these (SGD nesterov, Conv2D bias)
 
 
 def number(value: Any, what: str, low: float, high: float, high_included: bool = True,

@@ -171,7 +171,7 @@ class Sequential:
         """The network's output for x. The layers of each fused block (xpcnn.layers.fused:
         the same results, fewer passes over memory on a fast path) run as one step unless
         `fuse` is False or hooks are attached, which see every layer."""
-        flag(training, "Sequential.forward training")  # "no" would train: batch statistics, dropout
+        training = flag(training, "Sequential.forward training")  # "no" would train: batch statistics, dropout
         fusing = self.fuse and not self.hooks
         x = backend.detached(x)
         steps: list[tuple[int, Any, Shape | None, Any]] = []  # (first layer's index, what ran, input): the way back

@@ -370,7 +370,7 @@ class SGD(Optimizer):
                  weight_decay: float = 0.0, schedule: Schedule | None = None) -> None:
         super().__init__(model, lr, weight_decay, schedule)
         momentum = number(momentum, "SGD momentum", 0.0, 1.0, high_included=False)
-        flag(nesterov, "SGD nesterov")
+        nesterov = flag(nesterov, "SGD nesterov")
         if nesterov and momentum == 0.0:
             raise ValueError("SGD with nesterov needs momentum > 0, got 0")
         self.momentum, self.nesterov = momentum, nesterov

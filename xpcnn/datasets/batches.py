@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from .. import backend
-from ..checks import integer
+from ..checks import flag, integer
 from ..distributed import shard_bounds
 from .dataset import Dataset
 
@@ -44,10 +44,8 @@ class Augment:
             raise ValueError(f"augment pixels must be an integer >= 0, got {self.pixels!r}")
         if self.pad not in PADS:
             raise ValueError(f"augment pad must be one of {', '.join(PADS)}, got {self.pad!r}")
-        if not isinstance(self.flip, (bool, np.bool_)):
-            raise TypeError(f"augment flip must be True or False, got {self.flip!r}")
         object.__setattr__(self, "pixels", int(self.pixels))  # Python's, which a run's record (JSON) keeps
-        object.__setattr__(self, "flip", bool(self.flip))
+        object.__setattr__(self, "flip", flag(self.flip, "augment flip"))
 
     @classmethod
     def of(cls, value: int | Augment) -> Augment:

@@ -83,7 +83,7 @@ class Trainer:
                                   "workers": workers, "cuda_graphs": cuda_graphs, "label_smoothing": label_smoothing})
         check_graphs(cuda_graphs, first_param(model))
         self.model, self.optimizer, self.name = model, optimizer, name
-        self.anomaly, self.cuda_graphs = anomaly, cuda_graphs
+        self.anomaly, self.cuda_graphs = given["anomaly"], cuda_graphs
         self.batch_size, self.seed, self.augment = given["batch_size"], given["seed"], given["augment"]
         self.label_smoothing, self.workers, self.comm = given["label_smoothing"], given["workers"], given["comm"]
         self.log = given["log"] if self.comm.is_root else quiet  # the first member writes files and reports
@@ -394,23 +394,24 @@ def _checked_settings(options: dict[str, Any]) -> dict[str, Any]:
     if saved > record.MAX_CALLBACKS:  # record.read refuses more: the run could not be resumed
         raise ValueError(f"Trainer callbacks: a checkpoint records at most {record.MAX_CALLBACKS} "
                          f"{' and '.join(RECORDED)} callbacks, got {saved}; the run could not be resumed")
-    flag(given.progress, "Trainer progress")  # "no" would switch it on
-    flag(given.anomaly, "Trainer anomaly")
+    progress = flag(given.progress, "Trainer progress")  # "no" would switch it on
+    anomaly = flag(given.anomaly, "Trainer anomaly")
     if not isinstance(given.name, str):  # the run record's name of the model (record.read refuses another)
         raise TypeError(f"Trainer name must be a string, got {given.name!r}")
     augment = given.augment if isinstance(given.augment, Augment) else integer(given.augment, "augment", 0, MAX_AUGMENT)
-    kept = {  # at most what a checkpoint records (record.read): a run must be resumable
+    kept = {
+        # at most what a checkpoint records (record.read): a run must be resumable
         "batch_size": integer(given.batch_size, "batch_size", 1, MAX_SIZE),
         "seed": integer(given.seed, "seed", 0, MAX_SEED),
         "label_smoothing": number(given.label_smoothing, "Trainer label_smoothing", 0.0, 1.0, high_included=False),
         "augment": Augment.of(augment),
         "workers": None if given.workers is None else integer(given.workers, "workers", 1, record.MAX_WORKERS),
-        "comm": given.comm or distributed.Single(), "log": log}
+        "comm": given.comm or distributed.Single(), "log": log, "anomaly": anomaly}
     run_dir = given.run_dir
     folder = run_dir if isinstance(run_dir, RunFolder) or run_dir is None else RunFolder(run_dir)
     if folder is not None:
         folder.check_usable(new_run=False, writes=kept["comm"].is_root)
-    callbacks = with_own_callbacks(given.callbacks, given.progress and kept["comm"].is_root, folder is not None,
+    callbacks = with_own_callbacks(given.callbacks, progress and kept["comm"].is_root, folder is not None,
                                    given.checkpoint_every)
     return {**kept, "folder": folder, "callbacks": callbacks}
 
