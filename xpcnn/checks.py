@@ -32,6 +32,14 @@ def flag(value: Any, what: str) -> bool:
     return bool(value)  # NumPy's is no JSON, and a checkpoint records some of these (SGD nesterov, Conv2D bias)
 
 
+def optional_flag(value: Any, what: str) -> bool | None:
+    """`value` as a Python bool or None: True, False (NumPy's too) or None, for "decide for
+    me"; `what` names it in errors."""
+    if value is not None and not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{what} must be True, False or None, got {value!r}")
+    return None if value is None else bool(value)
+
+
 def number(value: Any, what: str, low: float, high: float, high_included: bool = True,
            low_included: bool = True) -> float:
     """`value` as a float in [low, high] (an end left out where `*_included` is False);

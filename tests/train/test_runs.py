@@ -40,6 +40,10 @@ def test_cuda_graphs_where_none_can_be_recorded_are_refused_before_any_data_is_r
     ({"backend_name": "jax"}, ValueError, r"^unknown backend 'jax'"),
     ({"device": "cuda:7"}, BackendUnavailable, r"^backend numpy on device cuda:7: "),
     ({"dtype": "float16"}, ValueError, r"^unsupported dtype 'float16'"),
+    # the Trainer's own options: refused after the data was read
+    ({"workers": 0}, ValueError, r"^workers must be >= 1, got 0$"),
+    ({"progress": "no"}, TypeError, r"^Trainer progress must be True or False, got 'no'$"),
+    ({"checkpoint_every": -1}, ValueError, r"checkpoint_every must be >= 1"),
 ])
 def test_arguments_for_the_trainer_are_checked_before_any_data_is_read(tmp_path, options, error, message):
     with pytest.raises(error, match=message):

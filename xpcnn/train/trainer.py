@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from .. import backend, distributed, init, presets
-from ..checks import flag, integer, number
+from ..checks import flag, integer, number, optional_flag
 from ..datasets import Augment, Dataset, batches, num_batches
 from ..diagnostics.anomaly import AnomalyHook, NonFiniteError
 from ..evaluation import NotFiniteOutputs, evaluate
@@ -81,9 +81,9 @@ class Trainer:
                                   "name": name, "checkpoint_every": checkpoint_every, "progress": progress,
                                   "callbacks": callbacks, "log": log, "anomaly": anomaly, "comm": comm,
                                   "workers": workers, "cuda_graphs": cuda_graphs, "label_smoothing": label_smoothing})
-        check_graphs(cuda_graphs, first_param(model))
+        check_graphs(given["cuda_graphs"], first_param(model))
         self.model, self.optimizer, self.name = model, optimizer, name
-        self.anomaly, self.cuda_graphs = given["anomaly"], cuda_graphs
+        self.anomaly, self.cuda_graphs = given["anomaly"], given["cuda_graphs"]
         self.batch_size, self.seed, self.augment = given["batch_size"], given["seed"], given["augment"]
         self.label_smoothing, self.workers, self.comm = given["label_smoothing"], given["workers"], given["comm"]
         self.log = given["log"] if self.comm.is_root else quiet  # the first member writes files and reports
@@ -389,7 +389,7 @@ def _checked_settings(options: dict[str, Any]) -> dict[str, Any]:
     bound.apply_defaults()
     given = SimpleNamespace(**bound.arguments)
     log = to_stderr if given.log is None else given.log
-    _check_kinds(given.comm, log, given.callbacks, given.cuda_graphs)
+    _check_kinds(given.comm, log, given.callbacks)
     saved = len(recorded(given.callbacks))
     if saved > record.MAX_CALLBACKS:  # record.read refuses more: the run could not be resumed
         raise ValueError(f"Trainer callbacks: a checkpoint records at most {record.MAX_CALLBACKS} "
@@ -406,7 +406,8 @@ def _checked_settings(options: dict[str, Any]) -> dict[str, Any]:
         "label_smoothing": number(given.label_smoothing, "Trainer label_smoothing", 0.0, 1.0, high_included=False),
         "augment": Augment.of(augment),
         "workers": None if given.workers is None else integer(given.workers, "workers", 1, record.MAX_WORKERS),
-        "comm": given.comm or distributed.Single(), "log": log, "anomaly": anomaly}
+        "comm": given.comm or distributed.Single(), "log": log, "anomaly": anomaly,
+        "cuda_graphs": optional_flag(given.cuda_graphs, "Trainer cuda_graphs")}  # 0 or 1 would not be saved as asked
     run_dir = given.run_dir
     folder = run_dir if isinstance(run_dir, RunFolder) or run_dir is None else RunFolder(run_dir)
     if folder is not None:
@@ -416,9 +417,9 @@ def _checked_settings(options: dict[str, Any]) -> dict[str, Any]:
     return {**kept, "folder": folder, "callbacks": callbacks}
 
 
-def _check_kinds(comm: Any, log: Any, callbacks: Any, cuda_graphs: Any) -> None:
-    """TypeError naming the first of a Trainer's comm, log, callbacks and cuda_graphs that
-    is not of its kind."""
+def _check_kinds(comm: Any, log: Any, callbacks: Any) -> None:
+    """TypeError naming the first of a Trainer's comm, log and callbacks that is not of
+    its kind."""
     if not isinstance(comm, (distributed.Communicator, type(None))):
         raise TypeError(f"Trainer comm must be a distributed.Communicator or None, got {type(comm).__name__}")
     if not callable(log):
@@ -428,8 +429,6 @@ def _check_kinds(comm: Any, log: Any, callbacks: Any, cuda_graphs: Any) -> None:
                         f"{callbacks!r}"[:200])
     for callback in callbacks:
         check_points(callback, Callback, ("on_",), f"Trainer callback {type(callback).__name__}", "trainer")
-    if cuda_graphs is not None and not isinstance(cuda_graphs, bool):  # 0, 1, numpy's bools: not saved as asked
-        raise TypeError(f"Trainer cuda_graphs must be True, False or None, got {cuda_graphs!r}")
 
 
 def to_stderr(message: str) -> None:
@@ -438,12 +437,14 @@ def to_stderr(message: str) -> None:
 
 
 def check_preset_options(recipe: Any, options: dict[str, Any]) -> None:
-    """TypeError where Trainer.for_preset could not take `recipe` (a Recipe or None) or
-    `options`: for start_run to say so before it reads any data."""
+    """TypeError or ValueError where Trainer.for_preset could not take `recipe` (a Recipe or
+    None) or `options` (their names and values): for start_run to say so before it reads
+    any data."""
     if recipe is not None and not isinstance(recipe, presets.Recipe):
         raise TypeError(f"recipe must be a Recipe (xpcnn.presets.recipe(name), .replace(...) to change it) or None, "
                         f"got {type(recipe).__name__}")
     _check_options(Trainer.for_preset, options, fixed={"batch_size", "augment", "name"})  # the recipe's, the preset's
+    _checked_settings(options)  # their values too: workers=0 was refused only after the data was read
 
 
 def _check_options(method: Callable[..., Any], options: dict[str, Any], fixed: set[str] = frozenset()) -> None:
