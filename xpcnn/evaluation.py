@@ -15,7 +15,7 @@ import numpy as np
 from array_api_compat import array_namespace
 
 from . import backend, distributed
-from .checks import integer
+from .checks import integer, optional_flag
 from .datasets import (
     DATASETS,
     Dataset,
@@ -356,6 +356,23 @@ class Classified:
         return escaped(f"{self.image}: " + ", ".join(f"{name} ({share:.1%})" for name, share in self.classes))
 
 
+def opened_for_files(path: str | Path, images: Sequence[str | Path], invert: Any, top: Any, backend_name: str,
+                     device: Any, what: str) -> tuple[list[str | Path], bool | None, int, Any, dict[str, Any]]:
+    """What `what` (classify_files, explain_files) checks first: `images` (a list of files),
+    `invert` and `top`; then the saved model at `path` (a Checkpoint) and its data
+    statistics, and that `invert` fits it (SettingsError for a model of photos)."""
+    if isinstance(images, (str, bytes, Path)) or not hasattr(images, "__iter__"):
+        raise TypeError(f"{what} takes a list of image files, got {type(images).__name__}")
+    images = list(images)  # a glob's generator, an array of names
+    invert = optional_flag(invert, f"{what} invert")
+    top = integer(top, f"{what} top", 1)
+    checkpoint = load_checkpoint(path, backend_name, device)
+    data = checkpoint.data_statistics()
+    if invert is not None and not (data["pictures"] == "digits" and data["input_shape"][0] == 1):
+        raise SettingsError("invert", f"is for pictures of digits; this model was trained on photos ({data['name']})")
+    return images, invert, top, checkpoint, data
+
+
 def classify_files(path: str | Path, images: Sequence[str | Path], *, invert: bool | None = None, top: int = 1,
                    backend_name: str = "numpy", device: Any = None) -> list[Classified]:
     """Each image file (a picture or .npy) classified by the saved model, read as its
@@ -363,16 +380,8 @@ def classify_files(path: str | Path, images: Sequence[str | Path], *, invert: bo
     fitted to the image size); a file that cannot be read gets its error, and the others
     still run. `invert` (digits only) forces dark ink on light paper to be inverted or not;
     `top` classes are given each."""
-    if isinstance(images, (str, bytes, Path)) or not hasattr(images, "__iter__"):
-        raise TypeError(f"classify_files takes a list of image files, got {type(images).__name__}")
-    images = list(images)  # a glob's generator, an array of names
-    if invert is not None and not isinstance(invert, bool):
-        raise TypeError(f"classify_files invert must be True, False or None, got {invert!r}")
-    top = integer(top, "classify_files top", 1)
-    checkpoint = load_checkpoint(path, backend_name, device)
-    data = checkpoint.data_statistics()
-    if invert is not None and not (data["pictures"] == "digits" and data["input_shape"][0] == 1):
-        raise SettingsError("invert", f"is for pictures of digits; this model was trained on photos ({data['name']})")
+    images, invert, top, checkpoint, data = opened_for_files(path, images, invert, top, backend_name, device,
+                                                             "classify_files")
     results, pixels = [], []
     for image in images:
         results.append(Classified(Path(image)))

@@ -79,6 +79,10 @@ def test_refuses_a_file_as_its_folder_and_a_missing_matplotlib(saved, tmp_path, 
         explain_files(run, [run / "digit0.npy"], run / "checkpoint.npz")
     with pytest.raises(TypeError, match="takes a list of image files, got PosixPath"):
         explain_files(run, run / "digit0.npy", tmp_path)
+    with pytest.raises(TypeError, match="explain_files target must be a class name"):
+        explain_files(run, [run / "digit0.npy"], tmp_path / "out", target=3)
+    with pytest.raises(TypeError, match="explain_files invert must be True, False or None, got 'yes'"):
+        explain_files(run, [run / "digit0.npy"], tmp_path / "out", invert="yes")
     monkeypatch.setattr(files, "available", lambda: False)
     with pytest.raises(ImportError, match=r"matplotlib: pip install matplotlib pillow"):
         explain_files(run, [run / "digit0.npy"], tmp_path / "out")

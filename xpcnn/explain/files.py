@@ -10,13 +10,11 @@ from typing import Any
 
 import numpy as np
 
-from ..checks import integer
 from ..datasets.images import ImageError, read_for_model
 from ..datasets.sources import escaped
-from ..evaluation import Classified, NotFiniteOutputs
+from ..evaluation import Classified, NotFiniteOutputs, opened_for_files
 from ..extras import install_hint
 from ..hooks import Position
-from ..io.checkpoint import load_checkpoint
 from ..io.figures import available
 from ..model import Sequential
 from ..presets import SettingsError
@@ -64,14 +62,13 @@ def explain_files(path: str | Path, images: Sequence[str | Path], out: str | Pat
     occlusion map of class `target` (a class name; default: the most likely) and the
     feature maps at `at` (default: xpcnn.explain.maps.stages); and the network's first
     filters in `out`/filters.png. A file that cannot be read gets its error."""
-    if isinstance(images, (str, bytes, Path)) or not hasattr(images, "__iter__"):
-        raise TypeError(f"explain_files takes a list of image files, got {type(images).__name__}")
-    images = list(images)
-    top = integer(top, "explain_files top", 1)
     if not available():
         raise ImportError(f"explaining draws pictures with matplotlib: {install_hint('plot')}")
-    checkpoint = load_checkpoint(path, backend_name, device)
-    model, data = checkpoint.model, checkpoint.data_statistics()
+    images, invert, top, checkpoint, data = opened_for_files(path, images, invert, top, backend_name, device,
+                                                             "explain_files")
+    model = checkpoint.model
+    if target is not None and not isinstance(target, str):
+        raise TypeError(f"explain_files target must be a class name (a str), got {target!r}")
     if target is not None and target not in data["classes"]:
         shown = ", ".join(data["classes"][:12]) + ("..." if len(data["classes"]) > 12 else "")
         raise SettingsError("class", f"{target!r} is not one of the model's classes ({shown})")
