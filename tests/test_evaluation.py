@@ -34,6 +34,8 @@ def test_evaluate_and_predict_agree(test_set):
     assert probabilities.shape == (5, 10)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-6)
     np.testing.assert_array_equal(np.argmax(probabilities, axis=1), result["predictions"][:5])
+    np.testing.assert_allclose(result["confidences"][:5], probabilities.max(axis=1), rtol=1e-5)
+    assert result["confidences"].shape == (300,) and result["confidences"].dtype == np.float64
 
 
 def test_a_float64_network_predicts_from_inputs_normalised_in_float64(test_set):

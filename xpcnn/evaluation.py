@@ -96,8 +96,9 @@ def _rounded(values: Sequence[float]) -> list[float]:
 def evaluate(model: Sequential | str | Path, dataset: Dataset, batch_size: int = 1000,
              comm: distributed.Communicator | None = None) -> dict[str, Any]:
     """Over `dataset`, in evaluation mode: {"loss" (the mean), "accuracy", "predictions"
-    (host class indices), "confusion" (host counts[true, predicted]), "classes" and "macro"
-    (each class's precision, recall, F1 and support, and their means: metrics.per_class)}.
+    (host class indices), "confidences" (each prediction's probability), "confusion" (host
+    counts[true, predicted]), "classes" and "macro" (each class's precision, recall, F1
+    and support, and their means: metrics.per_class)}.
     `model` is a network or a checkpoint (a file or a run folder), as for predict.
     With `comm`, each process evaluates its slice of the dataset and all get the whole
     result. TypeError where `model` or `dataset` is neither; ValueError where the data does
@@ -113,7 +114,7 @@ def evaluate(model: Sequential | str | Path, dataset: Dataset, batch_size: int =
     comm = comm or distributed.Single()
     start, stop = distributed.shard_bounds(len(dataset), comm.rank, comm.size)
     loss_fn = SoftmaxCrossEntropy(check_labels=False)  # Dataset checked the labels on the host
-    total_loss, predictions = 0.0, []
+    total_loss, predictions, confidences = 0.0, [], []
     for x, y in batches(
         dataset.subset(np.arange(start, stop)) if comm.size > 1 else dataset, batch_size, shuffle=False,
         backend_name=model.backend, device=model.device, dtype=model.dtype,
@@ -121,15 +122,20 @@ def evaluate(model: Sequential | str | Path, dataset: Dataset, batch_size: int =
         logits = model.forward(x, training=False)
         with backend.on_device(logits):
             total_loss += float(loss_fn.forward(logits, y)) * int(y.shape[0])
-            predictions.append(backend.to_numpy(array_namespace(logits).argmax(logits, axis=1)))
+            xp = array_namespace(logits)
+            predictions.append(backend.to_numpy(xp.argmax(logits, axis=1)))
+            # the most likely class's probability, 1 / sum(exp(logits - max)): its exp is 1
+            confidences.append(backend.to_numpy(1.0 / xp.sum(xp.exp(logits - xp.max(logits, axis=1, keepdims=True)),
+                                                              axis=1)))
     (total_loss,) = comm.sum_numbers(total_loss)
     if not math.isfinite(total_loss):
         raise NotFiniteOutputs(f"on {dataset.spec.name}")
-    parts = comm.gather(np.concatenate(predictions) if predictions else np.zeros(0, np.int64))
-    predicted = np.concatenate(parts)
+    predicted = np.concatenate(comm.gather(np.concatenate(predictions) if predictions else np.zeros(0, np.int64)))
+    confidence = np.concatenate(comm.gather(np.concatenate(confidences) if confidences else np.zeros(0)))
     counts = confusion_matrix(dataset.labels, predicted, len(dataset.spec.classes))
     return {"loss": total_loss / len(dataset), "accuracy": float(np.mean(predicted == dataset.labels)),
-            "predictions": predicted, "confusion": counts, **per_class(counts, list(dataset.spec.classes))}
+            "predictions": predicted, "confidences": confidence.astype(np.float64), "confusion": counts,
+            **per_class(counts, list(dataset.spec.classes))}
 
 
 def predict(model: Sequential | str | Path, images: np.ndarray, mean: float | Sequence[float] | None = None,

@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 
+from xpcnn.io.figures import shortened
 from xpcnn.metrics import confusion_matrix
 from xpcnn.train import plots
 
@@ -59,3 +60,26 @@ def test_drawing_leaves_the_scripts_matplotlib_backend_as_it_was(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "svg"
     assert (tmp_path / "c.png").read_bytes()[:4] == (tmp_path / "l.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_mistakes_shown_are_the_most_confident_wrong_ones_24_at_most(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    drawn = []
+    original = plots.new_figure
+    monkeypatch.setattr(plots, "new_figure", lambda width, height: drawn.append(original(width, height)) or drawn[-1])
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, 100)
+    predicted = np.where(np.arange(100) % 3 == 0, (labels + 1) % 3, labels)  # 34 wrong
+    confidences = rng.random(100)
+    images = rng.integers(0, 256, (100, 3, 8, 8), dtype=np.uint8)
+    classes = ["cat", "dog", "a class with a rather long name"]
+    assert plots.mistakes(images, labels, predicted, confidences, classes, tmp_path / "m.png") == plots.MAX_MISTAKES
+    wrong = np.flatnonzero(predicted != labels)
+    expected = wrong[np.argsort(-confidences[wrong])][:plots.MAX_MISTAKES]
+    titles = [ax.get_title() for ax in drawn[0].axes if ax.images]
+    assert titles == [f"{shortened(classes[labels[k]], 12)} → {shortened(classes[predicted[k]], 12)}\n"
+                      f"{confidences[k]:.0%}" for k in expected]
+    assert "the 24 most confident of 34 mistakes" in drawn[0]._suptitle.get_text()
+    assert (tmp_path / "m.png").read_bytes()[:4] == b"\x89PNG"
+    assert plots.mistakes(images, labels, labels, confidences, classes, tmp_path / "none.png") == 0
+    assert not (tmp_path / "none.png").exists()

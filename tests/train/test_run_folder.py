@@ -64,18 +64,34 @@ def test_finish_draws_the_plots(tmp_path):
                                  log=messages.append)
     trainer.fit(train, 1)
     trainer.finish(test)
-    assert {"checkpoint.npz", "metrics.jsonl", "summary.json", "curves.png", "confusion.png"} <= {
+    assert {"checkpoint.npz", "metrics.jsonl", "summary.json", "curves.png", "confusion.png", "mistakes.png"} <= {
         path.name for path in tmp_path.iterdir()}
-    assert any(message.startswith("plots: ") for message in messages)
+    assert f"plots: {tmp_path / 'curves.png'}, {tmp_path / 'confusion.png'}, {tmp_path / 'mistakes.png'}" in messages
     assert (tmp_path / "curves.png").read_bytes().startswith(b"\x89PNG")
+    assert (tmp_path / "mistakes.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_a_test_without_mistakes_draws_none_and_leaves_no_earlier_test_s(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    test = load_bundled().test.sample(40, seed=0)
+    folder = RunFolder(tmp_path)
+    (tmp_path / "mistakes.png").write_bytes(b"an earlier test's")
+    result = {"confusion": np.eye(10, dtype=np.int64), "accuracy": 1.0, "predictions": test.labels,
+              "confidences": np.ones(40)}
+    messages = []
+    folder.draw_plots([], result, test, "right", messages.append)
+    assert not (tmp_path / "mistakes.png").exists()
+    assert messages == [f"plots: {tmp_path / 'confusion.png'} (no epoch trained: no learning curves; no test image "
+                        "wrong)"]
 
 
 def test_finish_before_any_epoch_draws_no_empty_learning_curves(tmp_path):
     messages = []
     trainer = Trainer.for_preset("tutorial", train_size=128, run_dir=tmp_path, progress=False, log=messages.append)
     trainer.finish(load_bundled().test.sample(50, seed=0))
-    assert {path.name for path in tmp_path.iterdir()} == {"summary.json", "confusion.png"}
-    assert f"plots: {tmp_path / 'confusion.png'} (no epoch trained: no learning curves)" in messages
+    assert {path.name for path in tmp_path.iterdir()} == {"summary.json", "confusion.png", "mistakes.png"}
+    assert f"plots: {tmp_path / 'confusion.png'}, {tmp_path / 'mistakes.png'} (no epoch trained: no learning " \
+        "curves)" in messages
 
 
 def test_a_new_run_is_not_mixed_with_another_runs_files_but_may_follow_its_own_test(tmp_path):
@@ -101,7 +117,7 @@ def test_without_a_folder_finish_only_evaluates(tmp_path):
     trainer = Trainer.for_preset("tutorial", train_size=128, progress=False, log=quiet)
     trainer.fit(data.train.sample(128), 1)
     result = trainer.finish(data.test.sample(50))
-    assert set(result) == {"loss", "accuracy", "predictions", "confusion", "classes", "macro"}
+    assert set(result) == {"loss", "accuracy", "predictions", "confidences", "confusion", "classes", "macro"}
     assert trainer.checkpoint_path is None
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from ..io.figures import new_figure, save_png
+from ..io.figures import new_figure, save_png, shortened
 from .maps import Occlusion
 
 MAX_FILTERS = 64  # filters drawn at most: the first ones
@@ -81,7 +81,7 @@ def _show_occlusion(figure: Any, axes: Any, pixels: np.ndarray, occluded: Occlus
 
 def _show_classes(axes: Any, probabilities: np.ndarray, classes: list[str], top: int) -> None:
     order = np.argsort(probabilities)[::-1][:top]
-    names = [classes[k] if len(classes[k]) <= 14 else f"{classes[k][:6]}…{classes[k][-7:]}" for k in order]
+    names = [shortened(classes[k]) for k in order]
     axes.barh(range(len(order)), probabilities[order] * 100, color="tab:blue")
     axes.set_yticks(range(len(order)), names, fontsize=8)
     axes.invert_yaxis()

@@ -36,3 +36,12 @@ def save_png(figure: Any, path: Path) -> None:
         warnings.filterwarnings("ignore", "Glyph .* missing from", UserWarning)  # two lines of warning per glyph
         figure.savefig(buffer, format="png")
     atomic_write_bytes(path, buffer.getvalue())
+
+
+def shortened(name: str, most: int = 14) -> str:
+    """A class name as a figure's label: whole up to `most` characters, else its start and
+    its end around an ellipsis, `most` characters in all."""
+    if len(name) <= most:
+        return name
+    start = (most - 1) // 2
+    return f"{name[:start]}…{name[start + 1 - most:]}"

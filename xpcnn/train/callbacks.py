@@ -126,7 +126,7 @@ class PeriodicCheckpoints(Callback):
 
 class RunSummary(Callback):
     """summary.json in the run folder once the model is tested and, where the folder asks
-    for them and matplotlib is installed, curves.png and confusion.png."""
+    for them and matplotlib is installed, curves.png, confusion.png and mistakes.png."""
 
     def on_test_end(self, trainer: Trainer, result: dict[str, Any], test: Any) -> None:
         folder = trainer.folder
@@ -134,9 +134,7 @@ class RunSummary(Callback):
             return
         folder.write_summary(trainer.summary(result, test))
         if folder.with_plots:
-            classes = list(test.spec.classes)
-            title = f"{trainer.name} on {test.spec.name}"
-            folder.draw_plots(trainer.history, result["confusion"], classes, title, trainer.log)
+            folder.draw_plots(trainer.history, result, test, f"{trainer.name} on {test.spec.name}", trainer.log)
 
 
 class Watching(Callback):

@@ -1,4 +1,5 @@
-"""PNG plots of a run: learning curves and the confusion matrix (needs matplotlib)."""
+"""PNG plots of a run: learning curves, the confusion matrix and the most confident
+mistakes (needs matplotlib)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from ..io.figures import available, new_figure, save_png
+from ..io.figures import available, new_figure, save_png, shortened
 
-__all__ = ["available", "confusion", "learning_curves"]
+__all__ = ["available", "confusion", "learning_curves", "mistakes"]
 
 
 def learning_curves(history: list[dict[str, Any]], path: str | Path, title: str = "") -> None:
@@ -49,7 +50,7 @@ def confusion(counts: np.ndarray, classes: list[str], path: str | Path, title: s
     image = axes.imshow(rates, cmap="Blues", vmin=0, vmax=1)
     step = -(-n // MAX_LABELS)
     ticks = list(range(0, n, step))
-    names = [classes[k] if len(classes[k]) <= 14 else f"{classes[k][:6]}…{classes[k][-7:]}" for k in ticks]
+    names = [shortened(classes[k]) for k in ticks]
     size = 8 if n <= MAX_LABELS else 6
     slanted = max(map(len, names)) > 2
     axes.set_xticks(ticks, names, rotation=45 if slanted else 0, ha="right" if slanted else "center", fontsize=size)
@@ -62,3 +63,36 @@ def confusion(counts: np.ndarray, classes: list[str], path: str | Path, title: s
                           color="white" if rates[i, j] > 0.5 else "black")
     figure.colorbar(image, ax=axes, label="share of true class")
     save_png(figure, Path(path))
+
+
+MAX_MISTAKES = 24  # test images shown at most: the most confidently wrong
+
+
+def mistakes(images: np.ndarray, labels: np.ndarray, predicted: np.ndarray, confidences: np.ndarray,
+             classes: list[str], path: str | Path, title: str = "") -> int:
+    """The test images (uint8 (n, C, H, W)) the network got most confidently wrong, each
+    under its true class, the class given and that class's probability; the number drawn
+    (none drawn, and no file written, where every image was right)."""
+    wrong = np.flatnonzero(predicted != labels)
+    shown = wrong[np.argsort(-confidences[wrong], kind="stable")][:MAX_MISTAKES]
+    if not shown.size:
+        return 0
+    columns = min(len(shown), 8)
+    rows = -(-len(shown) // columns)
+    figure = new_figure(1.0 + 1.4 * columns, 0.9 + 1.6 * rows)
+    for ax, k in zip(np.ravel(figure.subplots(rows, columns, squeeze=False)), [*shown, *[None] * columns]):
+        ax.set_axis_off()
+        if k is None:
+            continue
+        picture = images[k]
+        if picture.shape[0] == 3:
+            ax.imshow(np.transpose(picture, (1, 2, 0)))
+        else:
+            ax.imshow(picture.mean(axis=0), cmap="gray", vmin=0, vmax=255)
+        given = f"{shortened(classes[labels[k]], 12)} → {shortened(classes[predicted[k]], 12)}"
+        ax.set_title(f"{given}\n{confidences[k]:.0%}", fontsize=7)
+    figure.suptitle(f"{title or 'test images'}: the {len(shown)} most confident of {len(wrong):,} mistakes "
+                    "(true → given, its probability)", fontsize=9)
+    save_png(figure, Path(path))
+    return len(shown)
+

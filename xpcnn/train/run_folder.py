@@ -4,6 +4,7 @@
     metrics.jsonl                one JSON line per completed epoch
     summary.json                 what was trained on what, and the test result
     curves.png, confusion.png    learning curves and confusion matrix (with matplotlib)
+    mistakes.png                 the test images most confidently misclassified (with matplotlib)
     best.npz                     the best epoch's checkpoint (train.callbacks.BestCheckpoint)
 
 Every file is written atomically: a reader never sees half of one.
@@ -18,8 +19,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ..extras import install_hint
 from ..io.atomic import atomic_write_text
 from . import plots
@@ -27,9 +26,9 @@ from . import plots
 CHECKPOINT_NAME = "checkpoint.npz"
 METRICS_NAME = "metrics.jsonl"
 SUMMARY_NAME = "summary.json"
-CURVES_NAME, CONFUSION_NAME = "curves.png", "confusion.png"
+CURVES_NAME, CONFUSION_NAME, MISTAKES_NAME = "curves.png", "confusion.png", "mistakes.png"
 BEST_NAME = "best.npz"
-WRITTEN = (CHECKPOINT_NAME, METRICS_NAME, SUMMARY_NAME, CURVES_NAME, CONFUSION_NAME, BEST_NAME)
+WRITTEN = (CHECKPOINT_NAME, METRICS_NAME, SUMMARY_NAME, CURVES_NAME, CONFUSION_NAME, MISTAKES_NAME, BEST_NAME)
 
 
 class RunFolderError(ValueError):
@@ -162,19 +161,25 @@ class RunFolder:
         atomic_write_text(self.summary, json.dumps(summary, indent=2) + "\n")
         self._wrote.add(SUMMARY_NAME)
 
-    def draw_plots(self, history: list[dict[str, Any]], counts: np.ndarray, classes: list[str], title: str,
+    def draw_plots(self, history: list[dict[str, Any]], result: dict[str, Any], test: Any, title: str,
                    log: Callable[[str], None]) -> None:
-        """curves.png and confusion.png; says so through `log` when matplotlib is missing.
-        A model tested before any epoch (finish without fit) has no curves: their axes
-        would be empty under a legend of curves that are not there."""
+        """curves.png, confusion.png and mistakes.png, from the `history` of epochs and the
+        test `result` (evaluate's) on `test` (a Dataset); says so through `log` when
+        matplotlib is missing. A model tested before any epoch (finish without fit) has no
+        curves: their axes would be empty under a legend of curves that are not there."""
         if not plots.available():
             log(f"plots skipped: matplotlib is not installed ({install_hint('plot')})")
             return
-        accuracy = np.trace(counts) / max(int(counts.sum()), 1)
+        classes, counts = list(test.spec.classes), result["confusion"]
         if history:
             plots.learning_curves(history, self.path / CURVES_NAME, title)
-        plots.confusion(counts, classes, self.path / CONFUSION_NAME, f"{title}: test accuracy {accuracy:.2%}")
-        drawn = [self.path / CURVES_NAME] if history else []
-        self._wrote.update(path.name for path in (*drawn, self.path / CONFUSION_NAME))
-        log(f"plots: {', '.join(map(str, [*drawn, self.path / CONFUSION_NAME]))}"
-            f"{'' if history else ' (no epoch trained: no learning curves)'}")
+        plots.confusion(counts, classes, self.path / CONFUSION_NAME, f"{title}: test accuracy {result['accuracy']:.2%}")
+        wrong = plots.mistakes(test.images, test.labels, result["predictions"], result["confidences"], classes,
+                               self.path / MISTAKES_NAME, title)
+        if not wrong:  # an earlier test's mistakes, where none is wrong now
+            (self.path / MISTAKES_NAME).unlink(missing_ok=True)
+        drawn = [CURVES_NAME] * bool(history) + [CONFUSION_NAME] + [MISTAKES_NAME] * bool(wrong)
+        self._wrote.update(drawn)
+        notes = ["no epoch trained: no learning curves"] * (not history) + ["no test image wrong"] * (not wrong)
+        shown = ", ".join(str(self.path / name) for name in drawn)
+        log(f"plots: {shown}" + (f" ({'; '.join(notes)})" if notes else ""))
