@@ -1,8 +1,10 @@
 """Finding, verifying and downloading dataset files.
 
-Files are looked for in the `--data-dir` folder, then `$XPCNN_DATA_DIR`, then the per-user
-cache (`$XDG_CACHE_HOME/xpcnn` or `~/.cache/xpcnn`), each folder either holding the files
-or a sub-folder named after the dataset. A file counts only once its checksum matches.
+Without a `--data-dir` folder, files are looked for in `$XPCNN_DATA_DIR`, then the per-user
+cache (`$XDG_CACHE_HOME/xpcnn` or `~/.cache/xpcnn`), and missing ones are downloaded into
+the cache; with one, in that folder only, and loading downloads nothing (`xpcnn download
+--data-dir` fills it). Each folder either holds the files or a sub-folder named after the
+dataset. A file counts only once its checksum matches.
 Downloads go to a temporary file in the cache, are verified, then renamed into place, so
 an interrupted or corrupted download never leaves a file that looks valid.
 """
