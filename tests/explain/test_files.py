@@ -60,6 +60,26 @@ def test_a_named_class_is_followed(saved, tmp_path):
     assert written.images[0].target == "3" and written.images[0].classes[0][0] == str(test.labels[0])
 
 
+def test_no_picture_is_written_over_an_image_explained(saved, tmp_path):
+    """--out the images' own folder: seven.png's picture is seven-2.png, not seven.png, and
+    an image named filters.png keeps its bytes (the filters go to filters-2.png); nor is a
+    link to an image in another folder written through."""
+    from PIL import Image
+
+    run, test = saved
+    for name, k in (("seven.png", 0), ("filters.png", 1)):
+        Image.fromarray(255 - test.images[k, 0]).save(tmp_path / name)
+    (tmp_path / "elsewhere").mkdir()
+    Image.fromarray(255 - test.images[2, 0]).save(tmp_path / "elsewhere" / "two.png")
+    (tmp_path / "two.png").symlink_to(tmp_path / "elsewhere" / "two.png")
+    images = [tmp_path / "seven.png", tmp_path / "filters.png", tmp_path / "elsewhere" / "two.png"]
+    before = [image.read_bytes() for image in images]
+    written = explain_files(run, images, tmp_path, top=1)
+    assert [image.read_bytes() for image in images] == before
+    assert written.filters == tmp_path / "filters-2.png"
+    assert [result.picture.name for result in written.images] == ["seven-2.png", "filters-3.png", "two-2.png"]
+
+
 @pytest.mark.parametrize("options, message", [
     ({"target": "cat"}, r"'cat' is not one of the model's classes \(0, 1, 2"),
     ({"at": 4}, r"feature maps at 4: the layer's output is \(128,\)"),

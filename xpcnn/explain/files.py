@@ -3,6 +3,7 @@ folder (needs matplotlib)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,7 @@ from ..presets import SettingsError
 from . import drawing
 from .maps import feature_maps, first_filters, mapped_positions, occlusion
 
-FILTERS_NAME = "filters.png"
+FILTERS_NAME = "filters.png"  # unless an image explained has this name in the folder
 
 
 @dataclass
@@ -77,8 +78,9 @@ def explain_files(path: str | Path, images: Sequence[str | Path], out: str | Pat
     except ValueError as exc:
         raise SettingsError("at", str(exc)) from None
     folder = _folder(out)
-    filters = _draw_filters(model, folder / FILTERS_NAME)
-    taken: set[str] = {FILTERS_NAME}
+    inputs = _identities(images)  # no picture is written over an image given, --out being its folder
+    taken: set[str] = set()
+    filters = _draw_filters(model, folder / _unique(Path(FILTERS_NAME).stem, taken, folder, inputs))
     results = [Explained(Path(image)) for image in images]
     for result in results:
         try:
@@ -86,7 +88,7 @@ def explain_files(path: str | Path, images: Sequence[str | Path], out: str | Pat
         except ImageError as exc:
             result.error = str(exc)
             continue
-        result.picture = folder / _unique(result.image.stem, taken)
+        result.picture = folder / _unique(result.image.stem, taken, folder, inputs)
         _explain(result, pixels, model, data, target, at, top)
     return Explanations(filters, results)
 
@@ -126,12 +128,27 @@ def _draw_filters(model: Sequential, path: Path) -> Path | None:
     return path
 
 
-def _unique(stem: str, taken: set[str]) -> str:
-    """STEM.png, or STEM-2.png and so on where an earlier image of the same name (in
-    another folder) took it; `taken` gains the name."""
+def _unique(stem: str, taken: set[str], folder: Path, inputs: set[tuple[int, int]]) -> str:
+    """STEM.png, or STEM-2.png and so on where an earlier picture took the name (an image
+    of the same name in another folder), or where it is one of the images explained
+    (`inputs`, by _identities), lying in `folder`; `taken` gains the name."""
     name, count = f"{stem}.png", 1
-    while name in taken:
+    while name in taken or _identity(folder / name) in inputs:
         count += 1
         name = f"{stem}-{count}.png"
     taken.add(name)
     return name
+
+
+def _identities(images: Sequence[str | Path]) -> set[tuple[int, int]]:
+    """The files `images` name, as (device, inode): the same file under another name (a
+    link, another case on a case-insensitive disk) is found too."""
+    return {found for found in map(_identity, images) if found is not None}
+
+
+def _identity(path: str | Path) -> tuple[int, int] | None:
+    try:
+        status = os.stat(path)
+    except (OSError, ValueError):  # missing; a name with a NUL
+        return None
+    return status.st_dev, status.st_ino
