@@ -193,6 +193,18 @@ def test_explain_settings_that_do_not_fit_are_usage_errors(good_model, tmp_path,
     assert not (tmp_path / "explained").exists()
 
 
+@pytest.mark.parametrize("out, message", [
+    ("digit.npy", "--out: digit.npy: the pictures go into a folder, and this is a file"),
+    ("digit.npy/seen", "--out: cannot write pictures into digit.npy/seen: digit.npy is a file, not a folder"),
+])
+def test_explain_an_out_that_cannot_be_a_folder_is_a_usage_error(good_model, tmp_path, out, message):
+    pytest.importorskip("matplotlib")
+    np.save(tmp_path / "digit.npy", load_bundled().test.images[0])
+    result = xpcnn("explain", str(good_model), "digit.npy", "--out", out, env=env_without_data(tmp_path), cwd=tmp_path)
+    assert result.returncode == 2 and result.stderr.splitlines()[-1] == f"xpcnn explain: error: {message}"
+    assert not result.stdout and {path.name for path in tmp_path.iterdir()} <= {"cache", "digit.npy"}
+
+
 @pytest.mark.parametrize("fraction, left", [("0.999", "train"), ("0.0001", "validate")])
 def test_a_split_that_leaves_nothing_to_train_or_validate_on_is_refused(tmp_path, fraction, left):
     result = xpcnn("train", "--val-split", fraction, "--limit", "500", "--no-download", env=env_without_data(tmp_path),

@@ -4,6 +4,7 @@ folder (needs matplotlib)."""
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ from ..datasets.sources import escaped
 from ..evaluation import Classified, NotFiniteOutputs, opened_for_files
 from ..extras import install_hint
 from ..hooks import Position
+from ..io.atomic import why_not_made
 from ..io.figures import available
 from ..model import Sequential
 from ..presets import SettingsError
@@ -110,11 +112,17 @@ def _explain(result: Explained, pixels: np.ndarray, model: Sequential, data: dic
 
 
 def _folder(out: str | Path) -> Path:
-    """`out`, made if it does not exist; ValueError where it is something else than a folder."""
+    """`out`, made if it does not exist; SettingsError ("out", a usage error for `xpcnn
+    explain`) where it is something else than a folder, or no file can be written into it."""
     folder = Path(out)
     if folder.exists() and not folder.is_dir():
-        raise ValueError(f"{folder}: the pictures go into a folder, and this is a file")
-    folder.mkdir(parents=True, exist_ok=True)
+        raise SettingsError("out", f"{folder}: the pictures go into a folder, and this is a file")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise SettingsError("out", f"cannot write pictures into {folder}: {why_not_made(folder, exc)}") from None
     return folder
 
 
