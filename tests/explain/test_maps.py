@@ -32,6 +32,17 @@ def test_the_first_filters_are_the_first_convolutions_own_weights_copied():
         first_filters(xpcnn.Sequential([xpcnn.Flatten(), xpcnn.Dense(4, 2)]))
 
 
+def test_the_first_filters_of_a_checkpoint_by_its_path_as_occlusion_takes_it(tmp_path):
+    net = seed_net()
+    xpcnn.save_checkpoint(tmp_path / "net.npz", net, xpcnn.optim.SGD(net, 0.01))
+    for path in (tmp_path / "net.npz", str(tmp_path / "net.npz")):
+        position, weights = first_filters(path)
+        assert position == 0
+        np.testing.assert_array_equal(weights, net[0].params["weight"])
+    with pytest.raises(TypeError, match="first_filters takes a Sequential or a checkpoint's path, got NoneType"):
+        first_filters(None)
+
+
 @pytest.mark.parametrize("name, shape, expected", [
     ("tutorial", (1, 28, 28), [2]),  # the one activation of feature maps
     ("lenet", (1, 28, 28), [3, 7]),  # 14x14, then 7x7
@@ -70,8 +81,10 @@ def test_feature_maps_refuse_what_is_no_feature_map_or_no_layer_or_more_than_one
         feature_maps(net, digit(), at=4, **GREY)
     with pytest.raises(ValueError, match="feature maps at 9: the network has no layer there; its positions are 0, 1"):
         feature_maps(net, digit(), at=[1, 9], **GREY)
-    with pytest.raises(ValueError, match="looks at one image"):
+    with pytest.raises(ValueError, match=r"looks at one image \(C, H, W\), got 2 images"):
         feature_maps(net, np.stack([digit(), digit(1)]), **GREY)
+    with pytest.raises(ValueError, match=r"occlusion looks at one image \(C, H, W\), got 3 images"):
+        occlusion(net, np.zeros((3, 28, 28), np.uint8), **GREY)  # grey: three images, not three channels
     with pytest.raises(ValueError, match="needs the mean and std"):
         feature_maps(net, digit())
     assert mapped_positions(net, -5, (1, 28, 28)) == ["2"]  # -1 the last, as Sequential.hooked takes them

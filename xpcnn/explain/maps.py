@@ -20,6 +20,7 @@ from ..checks import integer
 from ..datasets import normalize
 from ..evaluation import prepared, probabilities
 from ..hooks import LayerHook, Position
+from ..io.checkpoint import load_checkpoint
 from ..layers import GELU, Conv2D, ReLU, Sigmoid, Tanh
 from ..model import Sequential
 
@@ -27,9 +28,14 @@ ACTIVATIONS = (ReLU, GELU, Tanh, Sigmoid)
 MAX_PATCHES = 32  # occlusion patches along a side at most: at most 1,024 forwards of the image
 
 
-def first_filters(model: Sequential) -> tuple[Position, np.ndarray]:
-    """The position of the network's first Conv2D and its weights (O, I, kh, kw) on the
+def first_filters(model: Sequential | str | Path) -> tuple[Position, np.ndarray]:
+    """The position of the network's first Conv2D (of a checkpoint's where `model` is a
+    path, as feature_maps and occlusion take it) and its weights (O, I, kh, kw) on the
     host; ValueError where it has none."""
+    if isinstance(model, (str, Path)):
+        model = load_checkpoint(model).model
+    if not isinstance(model, Sequential):
+        raise TypeError(f"first_filters takes a Sequential or a checkpoint's path, got {type(model).__name__}")
     for position, layer in model.named_layers():
         if isinstance(layer, Conv2D):
             return position, np.array(backend.to_numpy(layer.params["weight"]))
@@ -145,4 +151,4 @@ def _starts(side: int, patch: int, stride: int) -> list[int]:
 
 def _one_image(images: np.ndarray, what: str) -> None:
     if images.shape[0] != 1:
-        raise ValueError(f"{what} looks at one image (C, H, W), got {images.shape[0]}")
+        raise ValueError(f"{what} looks at one image (C, H, W), got {images.shape[0]} images")
