@@ -80,6 +80,15 @@ def test_no_picture_is_written_over_an_image_explained(saved, tmp_path):
     assert [result.picture.name for result in written.images] == ["seven-2.png", "filters-3.png", "two-2.png"]
 
 
+def test_an_image_whose_name_is_as_long_as_a_name_may_be_is_explained(saved, tmp_path):
+    run, test = saved
+    image = tmp_path / f"{'d' * 251}.npy"  # 255 bytes: its picture's name too, not its temporary file's
+    np.save(image, test.images[0, 0])
+    written = explain_files(run, [image], tmp_path / "out")
+    assert written.images[0].picture == tmp_path / "out" / f"{'d' * 251}.png"
+    assert written.images[0].picture.read_bytes()[:4] == b"\x89PNG"
+
+
 @pytest.mark.parametrize("options, message", [
     ({"target": "cat"}, r"'cat' is not one of the model's classes \(0, 1, 2"),
     ({"at": 4}, r"feature maps at 4: the layer's output is \(128,\)"),

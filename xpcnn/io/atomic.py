@@ -19,6 +19,7 @@ def _umask() -> int:
 # mkstemp creates files readable by their owner only; a written file should get the mode
 # any new file gets (0o666 less the umask), read once at import, while single-threaded.
 FILE_MODE = 0o666 & ~_umask()
+MAX_NAME = 255  # bytes of a file's name, on most file systems
 
 
 def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
@@ -38,7 +39,7 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
         raise FileExistsError(f"{path} is not a regular file (a device, FIFO or socket); name a file to write")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=_temporary_prefix(path.name), suffix=".tmp")
     except OSError as exc:  # named by the file asked for, not the temporary one beside it
         error = type(exc)(f"cannot write {path}: {why_not_made(path.parent, exc)}")
         error.errno = exc.errno
@@ -54,6 +55,14 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
         Path(temporary).unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+def _temporary_prefix(name: str) -> str:
+    """.NAME. to begin the temporary file's name, NAME cut where needed so that its name
+    (with mkstemp's 8 characters and .tmp) is within the 255 bytes a file's name may have."""
+    while len(os.fsencode(name)) > MAX_NAME - 14:
+        name = name[:-1]
+    return f".{name}."
 
 
 def _mode_of(path: Path) -> int:
