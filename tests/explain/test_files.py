@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -78,6 +80,15 @@ def test_no_picture_is_written_over_an_image_explained(saved, tmp_path):
     assert [image.read_bytes() for image in images] == before
     assert written.filters == tmp_path / "filters-2.png"
     assert [result.picture.name for result in written.images] == ["seven-2.png", "filters-3.png", "two-2.png"]
+
+
+def test_a_name_held_by_a_folder_or_a_fifo_is_passed_over_not_the_rest_of_the_images(saved, tmp_path):
+    run, _ = saved
+    (tmp_path / "digit0.png").mkdir()
+    os.mkfifo(tmp_path / "filters.png")
+    written = explain_files(run, [run / "digit0.npy", run / "digit1.npy"], tmp_path, top=1)
+    assert written.filters == tmp_path / "filters-2.png"
+    assert [result.picture.name for result in written.images] == ["digit0-2.png", "digit1.png"]
 
 
 def test_an_image_whose_name_is_as_long_as_a_name_may_be_is_explained(saved, tmp_path):

@@ -138,14 +138,19 @@ def _draw_filters(model: Sequential, path: Path) -> Path | None:
 
 def _unique(stem: str, taken: set[str], folder: Path, inputs: set[tuple[int, int]]) -> str:
     """STEM.png, or STEM-2.png and so on where an earlier picture took the name (an image
-    of the same name in another folder), or where it is one of the images explained
-    (`inputs`, by _identities), lying in `folder`; `taken` gains the name."""
+    of the same name in another folder), or where in `folder` it is one of the images
+    explained (`inputs`, by _identities) or no file (a folder, a FIFO); `taken` gains the name."""
     name, count = f"{stem}.png", 1
-    while name in taken or _identity(folder / name) in inputs:
+    while name in taken or _identity(folder / name) in inputs or _held(folder / name):
         count += 1
         name = f"{stem}-{count}.png"
     taken.add(name)
     return name
+
+
+def _held(path: Path) -> bool:
+    """Whether something that is no regular file is at `path`, which a picture cannot replace."""
+    return os.path.lexists(path) and not path.is_file()
 
 
 def _identities(images: Sequence[str | Path]) -> set[tuple[int, int]]:
