@@ -60,3 +60,16 @@ def test_an_explanation_without_feature_maps_is_drawn_too(tmp_path, figures):
     occluded = Occlusion(0, np.array([1.0, 0.0]), np.zeros((8, 8)), 2, 1)  # nothing falls: no division by zero
     drawing.explanation(tmp_path / "flat.png", np.zeros((1, 8, 8), np.uint8), ["a", "b"], occluded, {}, {})
     assert (tmp_path / "flat.png").stat().st_size > 0
+
+
+def test_a_long_class_name_is_cut_in_the_occlusion_title_as_in_the_bars(tmp_path, figures):
+    """A class folder's name may have 255 characters: the title over the map would run
+    into the image's title beside it."""
+    name = "big round circle with a very long class name indeed"
+    occluded = Occlusion(1, np.array([0.3, 0.7]), np.zeros((8, 8)), 2, 1)
+    drawing.explanation(tmp_path / "long.png", np.zeros((3, 8, 8), np.uint8), ["a", name], occluded, {}, {})
+    titles = [ax.get_title() for ax in figures[0].axes if "fall of p(" in ax.get_title()]
+    assert titles == ["hiding a 2x2 patch:\nfall of p(big round cir…ss name indeed)"]
+    bars = [label.get_text() for ax in figures[0].axes if ax.get_title() == "most likely classes"
+            for label in ax.get_yticklabels()]
+    assert bars == ["big ro… indeed", "a"]
