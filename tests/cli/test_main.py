@@ -193,6 +193,17 @@ def test_explain_settings_that_do_not_fit_are_usage_errors(good_model, tmp_path,
     assert not (tmp_path / "explained").exists()
 
 
+def test_explain_with_no_image_it_can_read_writes_nothing(good_model, tmp_path):
+    pytest.importorskip("matplotlib")
+    (tmp_path / "empty.png").write_bytes(b"")
+    result = xpcnn("explain", str(good_model), "missing.png", "empty.png", env=env_without_data(tmp_path),
+                   cwd=tmp_path)
+    assert result.returncode == 1 and not result.stdout  # no "filters: explained/filters.png"
+    assert result.stderr.splitlines() == ["xpcnn explain: error: missing.png: cannot read: No such file or directory",
+                                          "xpcnn explain: error: empty.png: an empty file (0 bytes)"]
+    assert not (tmp_path / "explained").exists()
+
+
 @pytest.mark.parametrize("out, message", [
     ("digit.npy", "--out: digit.npy: the pictures go into a folder, and this is a file"),
     ("digit.npy/seen", "--out: cannot write pictures into digit.npy/seen: digit.npy is a file, not a folder"),

@@ -51,7 +51,8 @@ class Explained(Classified):
 @dataclass
 class Explanations:
     """What explain_files wrote: the first convolution's filters (None for a network
-    without one), and each image's explanation, in the order given."""
+    without one, or where no image could be read: then nothing is written), and each
+    image's explanation, in the order given."""
 
     filters: Path | None
     images: list[Explained]
@@ -70,29 +71,45 @@ def explain_files(path: str | Path, images: Sequence[str | Path], out: str | Pat
     images, invert, top, checkpoint, data = opened_for_files(path, images, invert, top, backend_name, device,
                                                              "explain_files")
     model = checkpoint.model
+    at = _checked_choices(model, data, target, at)
+    results = [Explained(Path(image)) for image in images]
+    read = [_read(result, data, invert) for result in results]  # all of them before anything is written
+    if results and all(pixels is None for pixels in read):  # nothing to explain: no folder, no filters
+        return Explanations(None, results)
+    folder = _folder(out)
+    inputs = _identities(images)  # no picture is written over an image given, --out being its folder
+    taken: set[str] = set()
+    filters = _draw_filters(model, folder / _unique(Path(FILTERS_NAME).stem, taken, folder, inputs))
+    for result, pixels in zip(results, read):
+        if pixels is not None:
+            result.picture = folder / _unique(result.image.stem, taken, folder, inputs)
+            _explain(result, pixels, model, data, target, at, top)
+    return Explanations(filters, results)
+
+
+def _checked_choices(model: Sequential, data: dict[str, Any], target: Any,
+                     at: Position | Sequence[Position] | None) -> list[str] | None:
+    """The positions `at` names (None for the default), after checking that `target` and
+    `at` fit the model and its `data` (TypeError, or SettingsError naming the one that does
+    not)."""
     if target is not None and not isinstance(target, str):
         raise TypeError(f"explain_files target must be a class name (a str), got {target!r}")
     if target is not None and target not in data["classes"]:
         shown = ", ".join(data["classes"][:12]) + ("..." if len(data["classes"]) > 12 else "")
         raise SettingsError("class", f"{target!r} is not one of the model's classes ({shown})")
     try:
-        at = None if at is None else mapped_positions(model, at, data["input_shape"])
+        return None if at is None else mapped_positions(model, at, data["input_shape"])
     except ValueError as exc:
         raise SettingsError("at", str(exc)) from None
-    folder = _folder(out)
-    inputs = _identities(images)  # no picture is written over an image given, --out being its folder
-    taken: set[str] = set()
-    filters = _draw_filters(model, folder / _unique(Path(FILTERS_NAME).stem, taken, folder, inputs))
-    results = [Explained(Path(image)) for image in images]
-    for result in results:
-        try:
-            pixels = read_for_model(result.image, tuple(data["input_shape"]), data["pictures"], invert)
-        except ImageError as exc:
-            result.error = str(exc)
-            continue
-        result.picture = folder / _unique(result.image.stem, taken, folder, inputs)
-        _explain(result, pixels, model, data, target, at, top)
-    return Explanations(filters, results)
+
+
+def _read(result: Explained, data: dict[str, Any], invert: bool | None) -> np.ndarray | None:
+    """The image of `result` as the model takes it; None, and `result.error` said, where it cannot be read."""
+    try:
+        return read_for_model(result.image, tuple(data["input_shape"]), data["pictures"], invert)
+    except ImageError as exc:
+        result.error = str(exc)
+        return None
 
 
 def _explain(result: Explained, pixels: np.ndarray, model: Sequential, data: dict[str, Any], target: str | None,
