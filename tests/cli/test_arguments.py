@@ -43,3 +43,9 @@ def test_width_takes_what_the_presets_take(command, capsys):
         with pytest.raises(SystemExit):
             parse(build_parser(), [command, "--width", repr(width)])
         assert "argument --width: must be in [1/64, 16]" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text, positions", [("3,7", [3, 7]), ("-1", [-1]), (" 3 , 3.body.2", [3, "3.body.2"]),
+                                             ("٣", ["٣"])])  # an Arabic-Indic three is a name, no index
+def test_positions_are_indices_or_names_of_layers_inside_blocks(text, positions):
+    assert parse(build_parser(), ["explain", "run", "one.png", "--at", text]).at == positions

@@ -61,4 +61,4 @@ def positions(text: str) -> list[int | str]:
     named = [part.strip() for part in text.split(",")]
     if not all(named):
         raise argparse.ArgumentTypeError(f"expected layer positions such as 3,7 or 3.body.2, got {text!r}")
-    return [int(part) if part.lstrip("-").isdigit() else part for part in named]
+    return [int(part) if part.lstrip("-").isascii() and part.lstrip("-").isdigit() else part for part in named]

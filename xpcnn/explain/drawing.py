@@ -75,7 +75,9 @@ def _show_occlusion(figure: Any, axes: Any, pixels: np.ndarray, occluded: Occlus
     reach = max(float(np.abs(occluded.drop).max()), 1e-6)
     shown = axes.imshow(occluded.drop, cmap="RdBu_r", vmin=-reach, vmax=reach, alpha=0.6)
     axes.set_axis_off()
-    axes.set_title(f"hiding a {occluded.patch}x{occluded.patch} patch:\nfall of p({shortened(name, 28)})", fontsize=9)
+    p = occluded.probabilities[occluded.target]  # shown here too: a class followed may be outside the top ones
+    axes.set_title(f"hiding a {occluded.patch}x{occluded.patch} patch:\nfall of p({shortened(name, 28)}) = {p:.1%}",
+                   fontsize=9)
     figure.colorbar(shown, ax=axes, shrink=0.8)
 
 
