@@ -49,7 +49,8 @@ def explanation(path: str | Path, pixels: np.ndarray, classes: list[str], occlud
     class followed (red) or raises it (blue), its `top` classes, and a row of feature
     maps for each layer of `maps` (named by `layers`, position to description)."""
     figure = new_figure(10.0, 3.0 + 1.35 * len(maps))
-    upper, lower = figure.subfigures(2, 1, height_ratios=[3.0, 1.35 * max(len(maps), 1)])
+    # without feature maps (a network of dense layers), the top row is the whole figure, not 3 of 4.35 parts
+    upper, lower = figure.subfigures(2, 1, height_ratios=[3.0, 1.35 * len(maps)]) if maps else (figure, None)
     image_axes, occluded_axes, classes_axes = upper.subplots(1, 3, width_ratios=[1, 1.25, 1.2])
     _show_image(image_axes, pixels)
     image_axes.set_title("the image, as the network reads it", fontsize=9)
