@@ -81,3 +81,14 @@ def test_a_long_class_name_is_cut_in_the_occlusion_title_as_in_the_bars(tmp_path
     bars = [label.get_text() for ax in figures[0].axes if ax.get_title() == "most likely classes"
             for label in ax.get_yticklabels()]
     assert bars == ["big ro… indeed", "a"]
+
+
+def test_at_most_ten_classes_are_drawn_as_bars_whatever_top_asks(tmp_path, figures):
+    """100 bars in a row of three pictures could not be read (xpcnn explain --top 100)."""
+    probabilities = np.arange(1, 101) / np.arange(1, 101).sum()
+    occluded = Occlusion(99, probabilities, np.zeros((8, 8)), 2, 1)
+    classes = [f"class {k}" for k in range(100)]
+    drawing.explanation(tmp_path / "many.png", np.zeros((3, 8, 8), np.uint8), classes, occluded, {}, {}, top=100)
+    bars = [label.get_text() for ax in figures[0].axes if ax.get_title() == "most likely classes"
+            for label in ax.get_yticklabels()]
+    assert bars == [f"class {k}" for k in range(99, 89, -1)]

@@ -14,6 +14,7 @@ from .maps import Occlusion
 
 MAX_FILTERS = 64  # filters drawn at most: the first ones
 MAPS_A_ROW = 8  # feature maps drawn for each layer: its most active channels
+MAX_BARS = 10  # classes drawn at most, whatever `top` asks: more bars than this could not be read
 
 
 def filters(weights: np.ndarray, path: str | Path, title: str = "") -> None:
@@ -46,8 +47,9 @@ def filters(weights: np.ndarray, path: str | Path, title: str = "") -> None:
 def explanation(path: str | Path, pixels: np.ndarray, classes: list[str], occluded: Occlusion,
                 maps: dict[str, np.ndarray], layers: dict[str, str], title: str = "", top: int = 5) -> None:
     """One image (uint8 (C, H, W)): itself, where hiding it lowers the probability of the
-    class followed (red) or raises it (blue), its `top` classes, and a row of feature
-    maps for each layer of `maps` (named by `layers`, position to description)."""
+    class followed (red) or raises it (blue), its `top` classes (MAX_BARS at most), and a
+    row of feature maps for each layer of `maps` (named by `layers`, position to
+    description)."""
     figure = new_figure(10.0, 3.0 + 1.35 * len(maps))
     # without feature maps (a network of dense layers), the top row is the whole figure, not 3 of 4.35 parts
     upper, lower = figure.subfigures(2, 1, height_ratios=[3.0, 1.35 * len(maps)]) if maps else (figure, None)
@@ -83,7 +85,7 @@ def _show_occlusion(figure: Any, axes: Any, pixels: np.ndarray, occluded: Occlus
 
 
 def _show_classes(axes: Any, probabilities: np.ndarray, classes: list[str], top: int) -> None:
-    order = np.argsort(probabilities)[::-1][:top]
+    order = np.argsort(probabilities)[::-1][:min(top, MAX_BARS)]
     names = [shortened(classes[k]) for k in order]
     axes.barh(range(len(order)), probabilities[order] * 100, color="tab:blue")
     axes.set_yticks(range(len(order)), names, fontsize=8)
