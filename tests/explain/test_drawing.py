@@ -49,7 +49,7 @@ def test_an_explanation_shows_the_image_the_occlusion_the_classes_and_a_row_of_m
     axes = figures[0].axes
     drawn = [ax for ax in axes if ax.images]
     assert len(drawn) == 2 + 4 + drawing.MAPS_A_ROW  # the image, the occlusion, 4 maps, then 8 of 12
-    assert any("fall of p(a very long class name) = 70.0%" in ax.get_title() for ax in axes)
+    assert any("fall of p(a very long class name) from 70.0%" in ax.get_title() for ax in axes)
     labels = [ax.get_ylabel() for ax in axes if ax.get_ylabel().startswith(("2 ", "5.body.2 "))]
     assert labels == ["2 ReLU\n4x16x16", "5.body.2 ReLU\n12x8x8"]
     active = np.argsort(maps["5.body.2"].mean(axis=(1, 2)))[::-1][:drawing.MAPS_A_ROW]
@@ -59,7 +59,7 @@ def test_an_explanation_shows_the_image_the_occlusion_the_classes_and_a_row_of_m
 def test_a_class_followed_outside_the_top_ones_has_its_probability_in_the_title(tmp_path, figures):
     occluded = Occlusion(0, np.array([0.02, 0.5, 0.48]), np.zeros((8, 8)), 2, 1)
     drawing.explanation(tmp_path / "one.png", np.zeros((1, 8, 8), np.uint8), ["a", "b", "c"], occluded, {}, {}, top=2)
-    assert any(ax.get_title().endswith("fall of p(a) = 2.0%") for ax in figures[0].axes)
+    assert any(ax.get_title().endswith("fall of p(a) from 2.0%") for ax in figures[0].axes)
 
 
 def test_an_explanation_without_feature_maps_is_drawn_too(tmp_path, figures):
@@ -77,7 +77,7 @@ def test_a_long_class_name_is_cut_in_the_occlusion_title_as_in_the_bars(tmp_path
     occluded = Occlusion(1, np.array([0.3, 0.7]), np.zeros((8, 8)), 2, 1)
     drawing.explanation(tmp_path / "long.png", np.zeros((3, 8, 8), np.uint8), ["a", name], occluded, {}, {})
     titles = [ax.get_title() for ax in figures[0].axes if "fall of p(" in ax.get_title()]
-    assert titles == ["hiding a 2x2 patch:\nfall of p(big round cir…ss name indeed) = 70.0%"]
+    assert titles == ["hiding a 2x2 patch:\nfall of p(big round cir…ss name indeed) from 70.0%"]
     bars = [label.get_text() for ax in figures[0].axes if ax.get_title() == "most likely classes"
             for label in ax.get_yticklabels()]
     assert bars == ["big ro… indeed", "a"]

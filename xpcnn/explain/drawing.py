@@ -79,7 +79,7 @@ def _show_occlusion(figure: Any, axes: Any, pixels: np.ndarray, occluded: Occlus
     shown = axes.imshow(occluded.drop, cmap="RdBu_r", vmin=-reach, vmax=reach, alpha=0.6)
     axes.set_axis_off()
     p = occluded.probabilities[occluded.target]  # shown here too: a class followed may be outside the top ones
-    axes.set_title(f"hiding a {occluded.patch}x{occluded.patch} patch:\nfall of p({shortened(name, 28)}) = {p:.1%}",
+    axes.set_title(f"hiding a {occluded.patch}x{occluded.patch} patch:\nfall of p({shortened(name, 28)}) from {p:.1%}",
                    fontsize=9)
     figure.colorbar(shown, ax=axes, shrink=0.8)
 
