@@ -93,6 +93,16 @@ def _rounded(values: Sequence[float]) -> list[float]:
     return [round(float(value), 4) for value in values]
 
 
+def network_of(model: Sequential | str | Path, what: str) -> Sequential:
+    """`model` itself, or the network saved at it (a checkpoint file or a run folder);
+    TypeError for anything else, `what` naming the caller."""
+    if isinstance(model, (str, Path)):
+        model = load_checkpoint(model).model
+    if not isinstance(model, Sequential):
+        raise TypeError(f"{what} takes a Sequential or a checkpoint's path, got {type(model).__name__}")
+    return model
+
+
 def evaluate(model: Sequential | str | Path, dataset: Dataset, batch_size: int = 1000,
              comm: distributed.Communicator | None = None) -> dict[str, Any]:
     """Over `dataset`, in evaluation mode: {"loss" (the mean), "accuracy", "predictions"
@@ -103,10 +113,7 @@ def evaluate(model: Sequential | str | Path, dataset: Dataset, batch_size: int =
     With `comm`, each process evaluates its slice of the dataset and all get the whole
     result. TypeError where `model` or `dataset` is neither; ValueError where the data does
     not fit the network, or differs from what it was trained on (check_same_data)."""
-    if isinstance(model, (str, Path)):
-        model = load_checkpoint(model).model
-    if not isinstance(model, Sequential):
-        raise TypeError(f"evaluate takes a Sequential or a checkpoint's path, got {type(model).__name__}")
+    model = network_of(model, "evaluate")
     if isinstance(dataset, Dataset):  # first against what it learned: a set of other classes is the set's fault
         check_same_data(model.data, dataset)
     check_model_fits(model, dataset)
@@ -163,10 +170,7 @@ def prepared(model: Sequential | str | Path, images: np.ndarray, mean: float | S
     """The network (loaded where `model` is a path), `images` as a uint8 batch (n, C, H, W)
     it takes, and the mean and std to normalise them with (the training data's where not
     given), after the checks predict makes; `what` names the caller in messages."""
-    if isinstance(model, (str, Path)):
-        model = load_checkpoint(model).model
-    if not isinstance(model, Sequential):
-        raise TypeError(f"{what} takes a Sequential or a checkpoint's path, got {type(model).__name__}")
+    model = network_of(model, what)
     if isinstance(images, Dataset):
         raise TypeError(f"{what} takes images (an array), got a Dataset: pass its .images, or score it with "
                         "evaluate(model, dataset)")

@@ -18,9 +18,8 @@ import numpy as np
 from .. import backend
 from ..checks import integer
 from ..datasets import normalize
-from ..evaluation import prepared, probabilities
+from ..evaluation import network_of, prepared, probabilities
 from ..hooks import LayerHook, Position
-from ..io.checkpoint import load_checkpoint
 from ..layers import GELU, Conv2D, ReLU, Sigmoid, Tanh
 from ..model import Sequential
 
@@ -32,11 +31,7 @@ def first_filters(model: Sequential | str | Path) -> tuple[Position, np.ndarray]
     """The position of the network's first Conv2D (of a checkpoint's where `model` is a
     path, as feature_maps and occlusion take it) and its weights (O, I, kh, kw) on the
     host; ValueError where it has none."""
-    if isinstance(model, (str, Path)):
-        model = load_checkpoint(model).model
-    if not isinstance(model, Sequential):
-        raise TypeError(f"first_filters takes a Sequential or a checkpoint's path, got {type(model).__name__}")
-    for position, layer in model.named_layers():
+    for position, layer in network_of(model, "first_filters").named_layers():
         if isinstance(layer, Conv2D):
             return position, np.array(backend.to_numpy(layer.params["weight"]))
     raise ValueError("the network has no Conv2D layer, so no filters to show")
