@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from xpcnn.io import figures
@@ -35,3 +36,11 @@ def test_drawing_leaves_the_scripts_matplotlib_backend_as_it_was(tmp_path):
             "print(matplotlib.get_backend())")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "svg" and (tmp_path / "f.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("channels, ndim", [(1, 2), (3, 3), (2, 2)])
+def test_an_image_is_shown_in_colour_with_three_channels_else_grey(channels, ndim):
+    pytest.importorskip("matplotlib")
+    axes = figures.new_figure(1, 1).subplots()
+    figures.show_image(axes, np.full((channels, 4, 5), 7, np.uint8))
+    assert axes.images[0].get_array().shape == (4, 5, 3)[:ndim] and not axes.axison

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from ..io.figures import new_figure, save_png, shortened
+from ..io.figures import new_figure, save_png, shortened, show_image
 from .maps import Occlusion
 
 MAX_FILTERS = 64  # filters drawn at most: the first ones
@@ -54,7 +54,7 @@ def explanation(path: str | Path, pixels: np.ndarray, classes: list[str], occlud
     # without feature maps (a network of dense layers), the top row is the whole figure, not 3 of 4.35 parts
     upper, lower = figure.subfigures(2, 1, height_ratios=[3.0, 1.35 * len(maps)]) if maps else (figure, None)
     image_axes, occluded_axes, classes_axes = upper.subplots(1, 3, width_ratios=[1, 1.25, 1.2])
-    _show_image(image_axes, pixels)
+    show_image(image_axes, pixels)
     image_axes.set_title("the image, as the network reads it", fontsize=9)
     _show_occlusion(upper, occluded_axes, pixels, occluded, classes[occluded.target])
     _show_classes(classes_axes, occluded.probabilities, classes, top)
@@ -63,14 +63,6 @@ def explanation(path: str | Path, pixels: np.ndarray, classes: list[str], occlud
     if title:
         figure.suptitle(title)
     save_png(figure, Path(path))
-
-
-def _show_image(axes: Any, pixels: np.ndarray) -> None:
-    if pixels.shape[0] == 3:
-        axes.imshow(np.transpose(pixels, (1, 2, 0)))
-    else:
-        axes.imshow(pixels.mean(axis=0), cmap="gray", vmin=0, vmax=255)
-    axes.set_axis_off()
 
 
 def _show_occlusion(figure: Any, axes: Any, pixels: np.ndarray, occluded: Occlusion, name: str) -> None:

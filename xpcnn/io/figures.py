@@ -38,6 +38,16 @@ def save_png(figure: Any, path: Path) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
+def show_image(axes: Any, pixels: Any) -> None:
+    """A uint8 image (C, H, W) in `axes`, without ticks: in colour with 3 channels, else
+    grey (the mean of its channels)."""
+    if pixels.shape[0] == 3:
+        axes.imshow(pixels.transpose(1, 2, 0))
+    else:
+        axes.imshow(pixels.mean(axis=0), cmap="gray", vmin=0, vmax=255)
+    axes.set_axis_off()
+
+
 def shortened(name: str, most: int = 14) -> str:
     """A class name as a figure's label: whole up to `most` characters, else its start and
     its end around an ellipsis, `most` characters in all."""

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from ..io.figures import available, new_figure, save_png, shortened
+from ..io.figures import available, new_figure, save_png, shortened, show_image
 
 __all__ = ["available", "confusion", "learning_curves", "mistakes"]
 
@@ -84,15 +84,10 @@ def mistakes(images: np.ndarray, labels: np.ndarray, predicted: np.ndarray, conf
         ax.set_axis_off()
         if k is None:
             continue
-        picture = images[k]
-        if picture.shape[0] == 3:
-            ax.imshow(np.transpose(picture, (1, 2, 0)))
-        else:
-            ax.imshow(picture.mean(axis=0), cmap="gray", vmin=0, vmax=255)
+        show_image(ax, images[k])
         given = f"{shortened(classes[labels[k]], 12)} → {shortened(classes[predicted[k]], 12)}"
         ax.set_title(f"{given}\n{confidences[k]:.0%}", fontsize=7)
     figure.suptitle(f"{title or 'test images'}: the {len(shown)} most confident of {len(wrong):,} mistakes "
                     "(true → given, its probability)", fontsize=9)
     save_png(figure, Path(path))
     return len(shown)
-
