@@ -113,8 +113,7 @@ def cmd_download(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "explain": cmd_explain,
-            "parity": cmd_parity,
-            "export": cmd_export, "info": cmd_info, "download": cmd_download}
+            "parity": cmd_parity, "export": cmd_export, "info": cmd_info, "download": cmd_download}
 
 
 def main(argv: list[str] | None = None) -> int:

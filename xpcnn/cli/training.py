@@ -67,13 +67,13 @@ def _resume(args: argparse.Namespace, checkpoint: Path, options: dict[str, Any])
     options = {key: value for key, value in options.items() if key not in unset}
     trainer, data = resume_run(checkpoint, args.backend, args.device, epochs=args.epochs, expected=given,
                                width=args.width, **options)
-    state, say = trainer.state, options["log"]
+    state, report = trainer.state, options["log"]
     if complete(trainer):
         done = f"{trainer.epochs} epoch{'s' * (trainer.epochs != 1)}"
         ended = f"stopped after epoch {state.epoch}: {state.stopped}" if state.stopped else done
-        say(f"the run in {checkpoint.parent} is complete ({ended}): evaluating it again on {trainer.model.backend}")
+        report(f"the run in {checkpoint.parent} is complete ({ended}): evaluating it again on {trainer.model.backend}")
     else:
-        say(f"resuming {checkpoint.parent} at epoch {state.epoch + 1}, batch {state.batch}")
+        report(f"resuming {checkpoint.parent} at epoch {state.epoch + 1}, batch {state.batch}")
     return trainer, data
 
 
@@ -125,7 +125,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         return _continue_line(report, f"{stop}; checkpoint saved to {stop.checkpoint}", args, out, comm)
     except BaseException as exc:
         if isinstance(exc, KeyboardInterrupt) and trainer is not None and folder.checkpoint.exists():
-            # a Ctrl-C outside the steps (between the fit and its test, report): the last checkpoint continues
+            # a Ctrl-C outside the steps (between the fit and its test, say): the last checkpoint continues
             code = _continue_line(report, f"interrupted; the run continues from its checkpoint {folder.checkpoint}",
                                   args, out, comm)
             distributed.end_job(code)  # the other processes of a data-parallel job would wait for this one
@@ -140,8 +140,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _continue_line(say: Any, what: str, args: argparse.Namespace, out: Path, comm: Any) -> int:
+def _continue_line(report: Any, what: str, args: argparse.Namespace, out: Path, comm: Any) -> int:
     """Say `what` stopped the run and the command that continues it; the exit status."""
     anywhere = " (under mpirun with any number of processes, or without)" if comm.size > 1 else ""
-    say(f"{what}; continue with: {continue_command(args, out)}{anywhere}")
+    report(f"{what}; continue with: {continue_command(args, out)}{anywhere}")
     return 130
