@@ -47,6 +47,16 @@ def test_a_float64_network_predicts_from_inputs_normalised_in_float64(test_set):
                                   expected / expected.sum(axis=1, keepdims=True))
 
 
+def test_one_colour_image_is_taken_by_a_network_that_does_not_know_its_data():
+    """(3, 8, 8) was refused as 'expects 3-channel images': only a network with model.data
+    knew the shape of one image (occlusion and feature_maps take one image only)."""
+    net = xpcnn.Sequential([xpcnn.Conv2D(3, 2, 3, rng=0), xpcnn.Flatten(), xpcnn.Dense(72, 4, rng=1)])
+    images = np.random.default_rng(0).integers(0, 256, (2, 3, 8, 8), dtype=np.uint8)
+    np.testing.assert_allclose(predict(net, images[1], 0.5, 0.25), predict(net, images, 0.5, 0.25)[1:], rtol=1e-6)
+    with pytest.raises(ValueError, match=r"expects 3-channel images .*; got shape \(4, 8, 8\)"):
+        predict(net, np.zeros((4, 8, 8), np.uint8), 0.5, 0.25)
+
+
 def test_predict_says_why_floating_images_are_not_pixels():
     net, images = small_net(), np.full((2, 1, 28, 28), 0.5)
     images[1, 0, 3, 3] = np.nan

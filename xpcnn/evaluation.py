@@ -221,6 +221,8 @@ def _image_batch(images: np.ndarray, shape: Sequence[int] | None, channels: int,
         images = images[None]  # a single image
     elif images.ndim == 2 and channels == 1:
         images = images[None]
+    elif images.ndim == 3 and channels > 1:  # one image (C, H, W): only grey ones come many without C
+        images = images[None]
     if images.ndim == 3 and channels == 1:
         images = images[:, None]
     if images.ndim != 4 or images.shape[1] != channels or (one is not None and images.shape[1:] != one):
