@@ -370,9 +370,10 @@ class Classified:
 
 def opened_for_files(path: str | Path, images: Sequence[str | Path], invert: Any, top: Any, backend_name: str,
                      device: Any, what: str) -> tuple[list[str | Path], bool | None, int, Any, dict[str, Any]]:
-    """What `what` (classify_files, explain_files) checks first: `images` (a list of files),
-    `invert` and `top`; then the saved model at `path` (a Checkpoint) and its data
-    statistics, and that `invert` fits it (SettingsError for a model of photos)."""
+    """`images` as a list, `invert` and `top` checked, the saved model at `path` (a
+    Checkpoint) and its data statistics, after checking that `invert` fits it
+    (SettingsError for a model of photos): what `what` (classify_files, explain_files)
+    checks first."""
     if isinstance(images, (str, bytes, Path)) or not hasattr(images, "__iter__"):
         raise TypeError(f"{what} takes a list of image files, got {type(images).__name__}")
     images = list(images)  # a glob's generator, an array of names

@@ -100,8 +100,8 @@ class Sequential:
 
     def positions(self, at: Position | Sequence[Position], what: str = "hooked at") -> list[str]:
         """The positions `at` names (an index, -1 the last, or "3.body.0" inside a block, or
-        a list of them), as str, in the order given; ValueError naming one this network has
-        not (`what` begins the message)."""
+        a list of them), as str, in the order given, each once; TypeError for what is no
+        position, ValueError naming one this network has not (`what` begins the messages)."""
         # Only a list, tuple or set names several: bytes, a dict or a float would be iterated or fail
         # with Python's "not iterable"; a NumPy integer (an argmax) is an index.
         wanted = list(at) if isinstance(at, (list, tuple, set, frozenset, range)) else [at]

@@ -111,7 +111,8 @@ def occlusion(model: Sequential | str | Path, image: np.ndarray, target: int | N
     the training images' mean colour (0 once normalised), and follow the probability of
     class `target` (default: the most likely). Defaults: a patch of a seventh of the
     image's side, moved by half of it (a small patch on a large image: by up to a whole
-    patch, so that there are at most MAX_PATCHES positions along a side where it can)."""
+    patch, so that there are at most MAX_PATCHES positions along a side where it can).
+    The hidden copies run `batch_size` a forward."""
     model, images, mean, std = prepared(model, image, mean, std, "occlusion")
     _one_image(images, "occlusion")
     batch_size = integer(batch_size, "occlusion batch_size", 1)
