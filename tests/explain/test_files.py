@@ -156,10 +156,10 @@ def test_a_network_without_convolutions_has_no_filters_but_its_images_are_explai
         net.backward(loss.backward())
         optimizer.step()
     xpcnn.save_checkpoint(tmp_path / "mine.npz", net, optimizer, data=data)
-    np.save(tmp_path / "one.npy", images[0])
-    written = explain_files(tmp_path / "mine.npz", [tmp_path / "one.npy"], tmp_path / "out")
-    assert written.filters is None and not (tmp_path / "out" / files.FILTERS_NAME).exists()
-    assert written.images[0].picture.exists()
+    np.save(tmp_path / "filters.npy", images[0])
+    written = explain_files(tmp_path / "mine.npz", [tmp_path / "filters.npy"], tmp_path / "out")
+    assert written.filters is None
+    assert written.images[0].picture == tmp_path / "out" / "filters.png"  # a name no filters took (filters-2.png)
 
 
 def test_the_answer_of_a_trained_network_rests_on_the_ink_not_on_the_paper(saved):

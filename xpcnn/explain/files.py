@@ -79,7 +79,7 @@ def explain_files(path: str | Path, images: Sequence[str | Path], out: str | Pat
     folder = _folder(out)
     inputs = _identities(images)  # no picture is written over an image given, --out being its folder
     taken: set[str] = set()
-    filters = _draw_filters(model, folder / _unique(Path(FILTERS_NAME).stem, taken, folder, inputs))
+    filters = _draw_filters(model, folder, taken, inputs)
     for result, pixels in zip(results, read):
         if pixels is not None:
             result.picture = folder / _unique(result.image.stem, taken, folder, inputs)
@@ -143,12 +143,14 @@ def _folder(out: str | Path) -> Path:
     return folder
 
 
-def _draw_filters(model: Sequential, path: Path) -> Path | None:
-    """The first convolution's filters drawn at `path`; None (and nothing drawn) without one."""
+def _draw_filters(model: Sequential, folder: Path, taken: set[str], inputs: set[tuple[int, int]]) -> Path | None:
+    """The first convolution's filters drawn in `folder` as filters.png (or another name:
+    _unique); None, and no name taken, without one."""
     try:
         position, weights = first_filters(model)
     except ValueError:
         return None
+    path = folder / _unique(Path(FILTERS_NAME).stem, taken, folder, inputs)
     drawing.filters(weights, path, f"layer {position} (Conv2D)")
     return path
 
