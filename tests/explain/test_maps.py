@@ -72,7 +72,7 @@ def test_feature_maps_are_what_the_layers_before_them_compute():
             np.testing.assert_allclose(maps[str(k)], x[0], rtol=1e-6, atol=1e-6)
     kept = maps["3"].copy()
     feature_maps(net, digit(1), at=3, **GREY)
-    np.testing.assert_array_equal(maps["3"], kept)  # a copy, not a layer's reused array
+    np.testing.assert_array_equal(maps["3"], kept)  # each call's maps are its own
 
 
 def test_feature_maps_refuse_what_is_no_feature_map_or_no_layer_or_more_than_one_image():

@@ -59,7 +59,7 @@ class _Kept(LayerHook):
         self.maps: dict[str, np.ndarray] = {}
 
     def after_forward(self, index: Position, layer: Any, y: Any) -> None:
-        self.maps[str(index)] = np.array(backend.to_numpy(y)[0])  # a copy: layers reuse their output arrays
+        self.maps[str(index)] = np.array(backend.to_numpy(y)[0])  # the caller's own, not an array of the forward
 
 
 def feature_maps(model: Sequential | str | Path, image: np.ndarray, at: Position | Sequence[Position] | None = None,
