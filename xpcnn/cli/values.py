@@ -56,7 +56,7 @@ def folder_name(text: str) -> str:
 
 
 def positions(text: str) -> list[int | str]:
-    """Layer positions, comma-separated: "3,7" or "3.body.2" (Sequential.hooked checks that
+    """Layer positions, comma-separated: "3,7" or "3.body.2" (Sequential.positions checks that
     the network has them)."""
     named = [part.strip() for part in text.split(",")]
     if not all(named):
