@@ -129,7 +129,7 @@ def test_refuses_a_file_as_its_folder_and_a_missing_matplotlib(saved, tmp_path, 
     assert not (tmp_path / "out").exists()
 
 
-def test_invert_is_refused_for_a_photo_model_before_anything_is_written_as_predict_refuses_it(saved, tmp_path):
+def test_invert_is_refused_for_a_photo_model_before_anything_is_written_as_predict_refuses_it(tmp_path):
     rng = np.random.default_rng(0)
     photos = Dataset.from_arrays(rng.integers(0, 256, (8, 3, 8, 8), dtype=np.uint8), [0, 1] * 4, ["a", "b"])
     net = xpcnn.Sequential([xpcnn.Conv2D(3, 2, 3, rng=0), xpcnn.Flatten(), xpcnn.Dense(72, 2, rng=1)])
@@ -137,10 +137,6 @@ def test_invert_is_refused_for_a_photo_model_before_anything_is_written_as_predi
     np.save(tmp_path / "one.npy", photos.images[0])
     with pytest.raises(SettingsError, match=r"invert: is for pictures of digits; this model was trained on photos"):
         explain_files(tmp_path / "photos.npz", [tmp_path / "one.npy"], tmp_path / "out", invert=True)
-    assert not (tmp_path / "out").exists()
-    run, _ = saved
-    with pytest.raises(TypeError, match="explain_files invert must be True, False or None, got 'yes'"):
-        explain_files(run, [run / "digit0.npy"], tmp_path / "out", invert="yes")
     assert not (tmp_path / "out").exists()
 
 

@@ -87,6 +87,8 @@ def test_feature_maps_refuse_what_is_no_feature_map_or_no_layer_or_more_than_one
         occlusion(net, np.zeros((3, 28, 28), np.uint8), **GREY)  # grey: three images, not three channels
     with pytest.raises(ValueError, match="needs the mean and std"):
         feature_maps(net, digit())
+    with pytest.raises(ValueError, match=r"feature maps at names no position: leave it out for the default ones"):
+        feature_maps(net, digit(), at=[], **GREY)
     assert mapped_positions(net, -5, (1, 28, 28)) == ["2"]  # -1 the last, as Sequential.hooked takes them
 
 

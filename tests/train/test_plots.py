@@ -78,7 +78,7 @@ def test_the_mistakes_shown_are_the_most_confident_wrong_ones_24_at_most(tmp_pat
     expected = wrong[np.argsort(-confidences[wrong])][:plots.MAX_MISTAKES]
     titles = [ax.get_title() for ax in drawn[0].axes if ax.images]
     assert titles == [f"{shortened(classes[labels[k]], 12)} → {shortened(classes[predicted[k]], 12)}\n"
-                      f"{confidences[k]:.0%}" for k in expected]
+                      f"{confidences[k]:.1%}" for k in expected]
     assert "the 24 most confident of 34 mistakes" in drawn[0]._suptitle.get_text()
     assert (tmp_path / "m.png").read_bytes()[:4] == b"\x89PNG"
     assert plots.mistakes(images, labels, labels, confidences, classes, tmp_path / "none.png") == 0

@@ -86,7 +86,7 @@ def mistakes(images: np.ndarray, labels: np.ndarray, predicted: np.ndarray, conf
             continue
         show_image(ax, images[k])
         given = f"{shortened(classes[labels[k]], 12)} → {shortened(classes[predicted[k]], 12)}"
-        ax.set_title(f"{given}\n{confidences[k]:.0%}", fontsize=7)
+        ax.set_title(f"{given}\n{confidences[k]:.1%}", fontsize=7)  # the most confident are 99.x %, not "100%"
     figure.suptitle(f"{title or 'test images'}: the {len(shown)} most confident of {len(wrong):,} mistakes "
                     "(true → given, its probability)", fontsize=9)
     save_png(figure, Path(path))
