@@ -51,8 +51,9 @@ class Explained(Classified):
 @dataclass
 class Explanations:
     """What explain_files wrote: the first convolution's filters (None for a network
-    without one, or where no image could be read: then nothing is written), and each
-    image's explanation, in the order given."""
+    without one, or where images were given and none could be read: then nothing is
+    written; given no image, the filters alone), and each image's explanation, in the
+    order given."""
 
     filters: Path | None
     images: list[Explained]
