@@ -11,7 +11,6 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -19,7 +18,7 @@ from .. import backend
 from ..checks import integer
 from ..datasets import normalize
 from ..evaluation import network_of, prepared, probabilities
-from ..hooks import LayerHook, Position
+from ..hooks import Position, TraceHook
 from ..layers import GELU, Conv2D, ReLU, Sigmoid, Tanh
 from ..model import Sequential
 
@@ -52,16 +51,6 @@ def stages(model: Sequential, input_shape: Sequence[int]) -> list[Position]:
     return sorted({chosen[0][0], *ends})
 
 
-class _Kept(LayerHook):
-    """Keeps a copy of the first image's output of each layer it is called after."""
-
-    def __init__(self) -> None:
-        self.maps: dict[str, np.ndarray] = {}
-
-    def after_forward(self, index: Position, layer: Any, y: Any) -> None:
-        self.maps[str(index)] = np.array(backend.to_numpy(y)[0])  # the caller's own, not an array of the forward
-
-
 def feature_maps(model: Sequential | str | Path, image: np.ndarray, at: Position | Sequence[Position] | None = None,
                  mean: float | Sequence[float] | None = None,
                  std: float | Sequence[float] | None = None) -> dict[str, np.ndarray]:
@@ -70,12 +59,13 @@ def feature_maps(model: Sequential | str | Path, image: np.ndarray, at: Position
     model, images, mean, std = prepared(model, image, mean, std, "feature_maps")
     _one_image(images, "feature_maps")
     positions = stages(model, images.shape[1:]) if at is None else mapped_positions(model, at, images.shape[1:])
-    kept = _Kept()
     if not positions:  # a network without feature maps
         return {}
-    with model.hooked(kept, at=positions):
+    trace = TraceHook()
+    with model.hooked(trace, at=positions):
         probabilities(model, normalize(images, mean, std, model.dtype))
-    return kept.maps
+    # the caller's own copies, not views of the forward's arrays
+    return {str(position): np.array(output[0]) for position, output in trace.outputs.items()}
 
 
 def mapped_positions(model: Sequential, at: Position | Sequence[Position], input_shape: Sequence[int]) -> list[str]:
