@@ -98,15 +98,17 @@ class Sequential:
     def _position(self, index: int) -> int | str:
         return _joined(self._prefix, index)
 
-    def positions(self, at: Position | Sequence[Position], what: str = "hooked at") -> list[str]:
+    def positions(self, at: Position | Sequence[Position], what: str = "hooked at",
+                  without: str = "every layer") -> list[str]:
         """The positions `at` names (an index, -1 the last, or "3.body.0" inside a block, or
         a list of them), as str, in the order given, each once; TypeError for what is no
-        position, ValueError naming one this network has not (`what` begins the messages)."""
+        position, ValueError naming one this network has not (`what` begins the messages;
+        `without` says what leaving `at` out gives, for an empty list)."""
         # Only a list, tuple or set names several: bytes, a dict or a float would be iterated or fail
         # with Python's "not iterable"; a NumPy integer (an argmax) is an index.
         wanted = list(at) if isinstance(at, (list, tuple, set, frozenset, range)) else [at]
         if not wanted:
-            raise ValueError(f"{what} names no position: leave it out for every layer")
+            raise ValueError(f"{what} names no position: leave it out for {without}")
         known = [str(position) for position, _ in self._walk(self._prefix)]
         chosen: list[str] = []
         for position in wanted:

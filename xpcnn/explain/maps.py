@@ -72,10 +72,8 @@ def mapped_positions(model: Sequential, at: Position | Sequence[Position], input
     """The positions `at` names (an index, -1 the last, or "3.body.2" inside a block; or a
     list of them), as str, after checking that each layer's output is a feature map for
     images of `input_shape` (C, H, W); ValueError naming the first that is not."""
-    if isinstance(at, (list, tuple)) and not at:  # Sequential.positions would hint at every layer
-        raise ValueError("feature maps at names no position: leave it out for the default ones (stages)")
     shapes = {str(position): shape for position, _, shape in model.shaped_layers((1, *input_shape))}
-    named = model.positions(at, "feature maps at")
+    named = model.positions(at, "feature maps at", "the default ones (stages)")
     for position in named:
         if len(shapes[position]) != 4:
             raise ValueError(f"feature maps at {position}: the layer's output is {shapes[position][1:]} for an "
