@@ -26,8 +26,7 @@ def filters(weights: np.ndarray, path: str | Path, title: str = "") -> None:
     columns = min(count, 8)
     rows = math.ceil(count / columns)
     figure = new_figure(1.0 + 1.1 * columns, 0.8 + 1.1 * rows)
-    axes = np.atleast_1d(figure.subplots(rows, columns, squeeze=False)).ravel()
-    for k, ax in enumerate(axes):
+    for k, ax in enumerate(figure.subplots(rows, columns, squeeze=False).ravel()):
         ax.set_axis_off()
         if k >= count:
             continue

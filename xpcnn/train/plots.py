@@ -80,10 +80,11 @@ def mistakes(images: np.ndarray, labels: np.ndarray, predicted: np.ndarray, conf
     columns = min(len(shown), 8)
     rows = -(-len(shown) // columns)
     figure = new_figure(1.0 + 1.4 * columns, 0.9 + 1.6 * rows)
-    for ax, k in zip(np.ravel(figure.subplots(rows, columns, squeeze=False)), [*shown, *[None] * columns]):
+    for place, ax in enumerate(figure.subplots(rows, columns, squeeze=False).ravel()):
         ax.set_axis_off()
-        if k is None:
+        if place >= len(shown):  # the last row's empty cells
             continue
+        k = shown[place]
         show_image(ax, images[k])
         given = f"{shortened(classes[labels[k]], 12)} → {shortened(classes[predicted[k]], 12)}"
         ax.set_title(f"{given}\n{confidences[k]:.1%}", fontsize=7)  # the most confident are 99.x %, not "100%"
