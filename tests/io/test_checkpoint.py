@@ -778,3 +778,27 @@ def test_a_network_or_optimizer_no_load_could_rebuild_is_refused_before_writing(
     with pytest.raises(ValueError, match="the optimizer MySGD is none a checkpoint can rebuild"):
         save_checkpoint(tmp_path / "mine.npz", net, MySGD(net, 0.1))
     assert not list(tmp_path.iterdir())
+
+
+def test_the_weights_an_epoch_began_with_are_kept_beside_the_network_and_checked(tmp_path):
+    """A checkpoint saved partway through an epoch holds the weights it began with
+    ("start/<name>", xpcnn.train.layer_stats), each of its parameter's shape."""
+    net = presets.tutorial(0)
+    began = np.asarray(net.params["0.weight"]) * 2
+    path = tmp_path / "run.npz"
+    save_checkpoint(path, net, start={"0.weight": began})
+    loaded = load_checkpoint(path)
+    assert set(loaded.start_arrays) == {"0.weight"} and np.array_equal(loaded.start_arrays["0.weight"], began)
+    assert np.array_equal(loaded.model.params["0.weight"], net.params["0.weight"])  # not the network's own
+
+    def declare(name, shape):
+        return lambda meta: meta["arrays"].update({name: {"shape": list(shape), "dtype": "float32"}})
+
+    wrong = rewrite(path, tmp_path / "wrong.npz", meta=declare("start/0.weight", [1]),
+                    replace={"start/0.weight": np.zeros(1, np.float32)})
+    with pytest.raises(CheckpointError, match=r"start/0.weight: shape \(1,\), architecture needs \(8, 1, 3, 3\)"):
+        load_checkpoint(wrong)
+    unknown = rewrite(path, tmp_path / "unknown.npz", meta=declare("start/9.weight", [1]),
+                      replace={"start/9.weight": np.zeros(1, np.float32)})
+    with pytest.raises(CheckpointError, match=r"unexpected start/9.weight"):
+        load_checkpoint(unknown)

@@ -1,5 +1,5 @@
 """PNG plots of a run (xpcnn/train/plots.py): a confusion matrix stays readable from 2 to
-100 classes."""
+100 classes; how each layer learned is drawn from the rows that have it."""
 
 from __future__ import annotations
 
@@ -83,3 +83,14 @@ def test_the_mistakes_shown_are_the_most_confident_wrong_ones_24_at_most(tmp_pat
     assert (tmp_path / "m.png").read_bytes()[:4] == b"\x89PNG"
     assert plots.mistakes(images, labels, labels, confidences, classes, tmp_path / "none.png") == 0
     assert not (tmp_path / "none.png").exists()
+
+
+def test_how_each_layer_learned_is_drawn_from_the_rows_that_have_it(tmp_path):
+    rows = [{"epoch": 1, "layers": {"change": {"0": None, "4": 0.2}, "dead": {"2": 0.0}}},  # None: a resumed epoch
+            {"epoch": 2, "layers": {"change": {"0": 0.1, "4": 0.05}, "dead": {"2": 0.25}}}]
+    assert plots.layer_learning(rows, tmp_path / "layers.png", "a title", {"0": "Conv2D", "4": "Dense"})
+    assert (tmp_path / "layers.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    many = [{"epoch": 1, "layers": {"change": {str(k): 0.1 for k in range(30)}, "dead": {}}}]  # no ReLU at all
+    assert plots.layer_learning(many, tmp_path / "many.png")
+    assert not plots.layer_learning([{"epoch": 1}], tmp_path / "old.png")  # a run recorded before the measures
+    assert not (tmp_path / "old.png").exists()

@@ -51,6 +51,20 @@ MALFORMED = {
                                     r"field trainer.history.0.val_accuracy"),
     "history val_loss alone": (lambda t: t["history"][0].update(val_loss=1.0), r"field trainer.history.0: expected "
                                r"val_loss and val_accuracy together, or neither, got \['val_loss'\]"),
+    "history layers a list": (lambda t: t["history"][0].update(layers=[]), r"field trainer.history.0.layers: "
+                              "expected an object"),
+    "layers without dead": (lambda t: t["history"][0].update(layers={"change": {}}), r"field trainer.history.0."
+                            "layers: expected an object with change, dead"),
+    "dead share 2": (lambda t: t["history"][0].update(layers={"change": {}, "dead": {"1": 2.0}}),
+                     r"field trainer.history.0.layers.dead.1: expected a number in \[0, 1\], got 2.0"),
+    "dead share null": (lambda t: t["history"][0].update(layers={"change": {}, "dead": {"1": None}}),
+                        r"field trainer.history.0.layers.dead.1: expected a number in \[0, 1\], got None"),
+    "negative change": (lambda t: t["history"][0].update(layers={"change": {"0": -1}, "dead": {}}),
+                        r"field trainer.history.0.layers.change.0: expected a number >= 0 or null, got -1"),
+    "65 layers": (lambda t: t["history"][0].update(layers={"change": {str(k): 0.1 for k in range(65)}, "dead": {}}),
+                  r"field trainer.history.0.layers.change: expected at most 64 layers, got '65 layers'"),
+    "a position of 201 characters": (lambda t: t["history"][0].update(layers={"change": {}, "dead": {"x" * 201: 0}}),
+                                     r"field trainer.history.0.layers.dead: expected layer positions, got 'xxx"),
     "NaN best": (lambda t: t["callbacks"][0]["state"].update(best=float("nan")), "EarlyStopping: expected state"),
     "label smoothing 1": (lambda t: t.update(label_smoothing=1), r"field trainer.label_smoothing: expected a number "
                           r"in \[0, 1\)"),

@@ -64,11 +64,10 @@ def test_finish_draws_the_plots(tmp_path):
                                  log=messages.append)
     trainer.fit(train, 1)
     trainer.finish(test)
-    assert {"checkpoint.npz", "metrics.jsonl", "summary.json", "curves.png", "confusion.png", "mistakes.png"} <= {
-        path.name for path in tmp_path.iterdir()}
-    assert f"plots: {tmp_path / 'curves.png'}, {tmp_path / 'confusion.png'}, {tmp_path / 'mistakes.png'}" in messages
-    assert (tmp_path / "curves.png").read_bytes().startswith(b"\x89PNG")
-    assert (tmp_path / "mistakes.png").read_bytes().startswith(b"\x89PNG")
+    drawn = ["curves.png", "layers.png", "confusion.png", "mistakes.png"]
+    assert {"checkpoint.npz", "metrics.jsonl", "summary.json", *drawn} <= {path.name for path in tmp_path.iterdir()}
+    assert "plots: " + ", ".join(str(tmp_path / name) for name in drawn) in messages
+    assert all((tmp_path / name).read_bytes().startswith(b"\x89PNG") for name in drawn)
 
 
 def test_a_test_without_mistakes_draws_none_and_leaves_no_earlier_test_s(tmp_path, monkeypatch):

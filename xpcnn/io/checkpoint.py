@@ -1,8 +1,10 @@
 """Checkpoints: arrays plus JSON in one .npz file, no pickle, loadable on any backend.
 
-Members: "__meta__" (UTF-8 JSON as uint8), "param/<name>", "buffer/<name>" and
-"optim/<slot>/<name>". The JSON holds the architecture, each array's shape and dtype,
-layer extra state (dropout counters), optimizer settings and the trainer's state.
+Members: "__meta__" (UTF-8 JSON as uint8), "param/<name>", "buffer/<name>",
+"optim/<slot>/<name>" and, saved partway through an epoch, "start/<name>" (a weight as the
+epoch began: xpcnn.train.layer_stats measures how far it moves). The JSON holds the
+architecture, each array's shape and dtype, layer extra state (dropout counters),
+optimizer settings and the trainer's state.
 Saving is atomic (temporary file, fsync, rename): a crash keeps the previous checkpoint.
 
 Loading trusts nothing: the metadata is checked field by field (io.schema), the
@@ -43,6 +45,7 @@ from .schema import CheckpointError, Fields, check_data_statistics, check_meta, 
 FORMAT = "xpcnn-checkpoint"
 VERSION = 1
 META_KEY = "__meta__"
+HELD_BY_PARAMS = ("optim/", "start/")  # members of a parameter's shape, kept beside it: not the network's own
 MAX_META_BYTES = 1 << 24  # 16 MiB of JSON is far beyond any real architecture and history
 NPY_HEADER_SLACK = 1 << 16  # an .npy member is its header (< 64 KiB) plus the declared data
 # Values one image of a network's input shape makes, the input and every layer's output
@@ -65,6 +68,7 @@ class Checkpoint:
     trainer: dict[str, Any] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
+    start_arrays: dict[str, np.ndarray] = field(default_factory=dict)  # weights as the epoch began, by param name
 
     def data_statistics(self) -> dict[str, Any]:
         """What the model was trained on: dataset name, normalisation mean and std per
@@ -140,10 +144,12 @@ def _check_finite(path: str | Path, arrays: dict[str, np.ndarray]) -> None:
 
 
 def save_checkpoint(path: str | Path, model: Sequential, optimizer: Any = None, trainer: dict[str, Any] | None = None,
-                    *, data: Dataset | dict[str, Any] | None = None) -> None:
+                    *, data: Dataset | dict[str, Any] | None = None, start: dict[str, Any] | None = None) -> None:
     """Write model, optimizer and trainer state to `path` atomically. `data` (the training
     Dataset, or its statistics; default: `model.data`) is what evaluate, predict and
-    export read of it: class names, normalisation, input shape. Writing nothing, NotFinite
+    export read of it: class names, normalisation, input shape. `start` holds parameters
+    by name as the epoch in progress began (a Trainer's, saved partway through one).
+    Writing nothing, NotFinite
     where an array holds NaN or Inf, ValueError for an optimizer of another network or a
     network or optimizer no load could rebuild (their check_rebuildable)."""
     if not isinstance(model, Sequential):
@@ -162,6 +168,7 @@ def save_checkpoint(path: str | Path, model: Sequential, optimizer: Any = None, 
     arrays: dict[str, np.ndarray] = {}
     arrays.update({f"param/{k}": backend.to_numpy(v) for k, v in model.params.items()})
     arrays.update({f"buffer/{k}": backend.to_numpy(v) for k, v in model.buffers.items()})
+    arrays.update({f"start/{k}": backend.to_numpy(v) for k, v in (start or {}).items()})
     optimizer_meta = None
     if optimizer is not None:
         arrays.update({f"optim/{k}": backend.to_numpy(v) for k, v in optimizer.state_arrays().items()})
@@ -327,20 +334,21 @@ def _read_meta(archive: Any, path: Path) -> dict[str, Any]:
 
 def _expected_arrays(meta: dict[str, Any], path: Path) -> tuple[dict[str, tuple[int, ...]], set[str]]:
     """(the arrays the architecture needs, by member name, with their shapes; the names of
-    optimizer state arrays it may also hold), computed from the metadata alone."""
+    optimizer state arrays and epoch-start weights it may also hold), computed from the
+    metadata alone."""
     try:
         planned = Sequential.planned_arrays(meta["architecture"])
     except ValueError as exc:
         raise CheckpointError(f"{path}: field architecture: {exc}") from None
     required = {f"{kind}/{name}": shape for name, (kind, shape) in planned.items()}
+    params = [name for name, (role, _) in planned.items() if role == "param"]
     optional: set[str] = set()
     if meta["optimizer"] is not None:
         kind = str(meta["optimizer"]["config"]["type"]).lower()
         if kind not in OPTIMIZERS:
             raise CheckpointError(f"{path}: field optimizer.config.type: unknown optimizer {kind!r}")
-        params = [name for name, (role, _) in planned.items() if role == "param"]
         optional = {f"optim/{slot}/{name}" for slot in OPTIMIZERS[kind].slots for name in params}
-    return required, optional
+    return required, optional | {f"start/{name}" for name in params}
 
 
 def _check_declared(meta: dict[str, Any], archive: Any, path: Path) -> None:
@@ -354,7 +362,7 @@ def _check_declared(meta: dict[str, Any], archive: Any, path: Path) -> None:
     problems = [f"missing {key}" for key in required if key not in declared]
     problems += [f"unexpected {key}" for key in declared if key not in required and key not in optional]
     for key, entry in declared.items():
-        owner = "param/" + key.split("/", 2)[-1] if key.startswith("optim/") else key  # a slot is its param's shape
+        owner = "param/" + key.split("/", 2)[-1] if key.startswith(HELD_BY_PARAMS) else key  # a param's shape
         need = required.get(owner)
         if need is not None and tuple(entry["shape"]) != need:
             problems.append(f"{key}: shape {tuple(entry['shape'])}, architecture needs {need}")
@@ -398,7 +406,8 @@ def load_checkpoint(
     _check_activations(model, meta, path)
     model.to(backend_name, device, dtype)
     optimizer_arrays = {k.removeprefix("optim/"): v for k, v in arrays.items() if k.startswith("optim/")}
-    checkpoint = Checkpoint(model, meta["optimizer"], optimizer_arrays, meta["trainer"], meta, path)
+    start_arrays = {k.removeprefix("start/"): v for k, v in arrays.items() if k.startswith("start/")}
+    checkpoint = Checkpoint(model, meta["optimizer"], optimizer_arrays, meta["trainer"], meta, path, start_arrays)
     try:
         model.data = checkpoint.data_statistics()
     except CheckpointError:
@@ -438,7 +447,8 @@ def _build(meta: dict[str, Any], arrays: dict[str, np.ndarray], path: Path) -> S
         model = Sequential.from_config(meta["architecture"])
     except ValueError as exc:
         raise CheckpointError(f"{path}: field architecture: {exc}") from None
-    model.set_arrays({key.partition("/")[2]: value for key, value in arrays.items() if not key.startswith("optim/")})
+    model.set_arrays({key.partition("/")[2]: value for key, value in arrays.items()
+                      if not key.startswith(HELD_BY_PARAMS)})
     for index, state in meta["extra_state"].items():
         try:
             model[int(index)].load_extra_state(state)

@@ -126,7 +126,8 @@ class PeriodicCheckpoints(Callback):
 
 class RunSummary(Callback):
     """summary.json in the run folder once the model is tested and, where the folder asks
-    for them and matplotlib is installed, curves.png, confusion.png and mistakes.png."""
+    for them and matplotlib is installed, curves.png, layers.png, confusion.png and
+    mistakes.png."""
 
     def on_test_end(self, trainer: Trainer, result: dict[str, Any], test: Any) -> None:
         folder = trainer.folder
@@ -134,7 +135,8 @@ class RunSummary(Callback):
             return
         folder.write_summary(trainer.summary(result, test))
         if folder.with_plots:
-            folder.draw_plots(trainer.history, result, test, f"{trainer.name} on {test.spec.name}", trainer.log)
+            kinds = {str(position): type(layer).__name__ for position, layer in trainer.model.named_layers()}
+            folder.draw_plots(trainer.history, result, test, f"{trainer.name} on {test.spec.name}", trainer.log, kinds)
 
 
 class Watching(Callback):

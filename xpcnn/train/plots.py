@@ -1,5 +1,5 @@
-"""PNG plots of a run: learning curves, the confusion matrix and the most confident
-mistakes (needs matplotlib)."""
+"""PNG plots of a run: learning curves, how each layer learned, the confusion matrix and
+the most confident mistakes (needs matplotlib)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 
 from ..io.figures import available, new_figure, save_png, shortened, show_image
 
-__all__ = ["available", "confusion", "learning_curves", "mistakes"]
+__all__ = ["available", "confusion", "layer_learning", "learning_curves", "mistakes"]
 
 
 def learning_curves(history: list[dict[str, Any]], path: str | Path, title: str = "") -> None:
@@ -31,6 +31,45 @@ def learning_curves(history: list[dict[str, Any]], path: str | Path, title: str 
     if title:
         figure.suptitle(title)
     save_png(figure, Path(path))
+
+
+MAX_NAMED = 10  # layers up to which each line is named in the legend: beyond, the first and the last
+
+
+def layer_learning(history: list[dict[str, Any]], path: str | Path, title: str = "",
+                   kinds: dict[str, str] | None = None) -> bool:
+    """How each layer learned per epoch, from the rows' "layers" (xpcnn.train.layer_stats):
+    how far each Conv2D and Dense layer's weights moved, and the share of each ReLU's units
+    that are dead, one line a layer, darker to lighter from the input to the output, named
+    by position and by `kinds` (the layers' types by position, where given). False,
+    and no file written, where no row has them (a run recorded before they were)."""
+    from matplotlib import colormaps
+
+    rows = [row for row in history if "layers" in row]
+    if not rows:
+        return False
+    figure = new_figure(10, 3.8)
+    change_axes, dead_axes = figure.subplots(1, 2)
+    for axes, kind, scale in ((change_axes, "change", 1), (dead_axes, "dead", 100)):
+        positions = list(dict.fromkeys(position for row in rows for position in row["layers"][kind]))
+        for k, position in enumerate(positions):
+            values = [row["layers"][kind].get(position) for row in rows]  # None: not measured (a resumed epoch)
+            named = len(positions) <= MAX_NAMED or k in (0, len(positions) - 1)
+            axes.plot([row["epoch"] for row in rows], [np.nan if v is None else scale * v for v in values], "o-",
+                      markersize=3, color=colormaps["viridis"](0.9 * k / max(1, len(positions) - 1)),
+                      label=f"{position} {(kinds or {}).get(position, '')}".strip() if named else None)
+        if positions:
+            axes.legend(title="layer", fontsize=7, title_fontsize=7)
+        axes.grid(alpha=0.3)
+        axes.xaxis.get_major_locator().set_params(integer=True)
+    change_axes.set(xlabel="epoch", ylabel="||W_end - W_start|| / ||W_start||", yscale="log",
+                    title="how far each layer's weights moved in the epoch")
+    dead_axes.set(xlabel="epoch", ylabel="dead units (%)", ylim=(-3, 103),
+                  title="ReLU units that no probe image switches on")
+    if title:
+        figure.suptitle(title)
+    save_png(figure, Path(path))
+    return True
 
 
 MAX_WRITTEN = 20  # classes up to which each cell's count is written in it

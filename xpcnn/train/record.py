@@ -37,6 +37,7 @@ from ..layers import BatchNorm2D
 from ..optim import Schedule
 from ..presets import SettingsError
 from .callbacks import BestCheckpoint, Callback, EarlyStopping, rebuild_recorded, recorded
+from .layer_stats import MAX_POSITION, MAX_WATCHED
 from .step import can_record
 
 if TYPE_CHECKING:
@@ -361,6 +362,7 @@ def restore(trainer_class: type[Trainer], path: str | Path, backend_name: str, d
     trainer = trainer_class(checkpoint.model, optimizer, callbacks=[*restored, *callbacks], **options)
     trainer.epochs, trainer.data, trainer.selection = saved.epochs, saved.data, saved.selection
     trainer.state, trainer.data_digest, trainer.train_images = saved.progress, saved.data_digest, saved.train_images
+    trainer.epoch_start = checkpoint.start_arrays or None  # saved partway through an epoch
     trainer.continues_run = True
     return trainer
 
@@ -516,6 +518,23 @@ def _check_row(fields: Fields, where: str, row: Any) -> None:
             fields.require(f"{where}.{key}", row[key], is_number(row[key], low, high), f"a number {span}")
     validation = {"val_loss", "val_accuracy"} & set(row)
     fields.require(where, sorted(validation), len(validation) != 1, "val_loss and val_accuracy together, or neither")
+    if "layers" in row:  # absent from runs recorded before layer_stats
+        _check_layer_stats(fields, f"{where}.layers", row["layers"])
+
+
+def _check_layer_stats(fields: Fields, where: str, stats: Any) -> None:
+    """How each layer learned in an epoch (xpcnn.train.layer_stats): a share by layer
+    position for each kind, a change null where unknown, a dead share in [0, 1]."""
+    stats = fields.mapping(where, stats, {"change", "dead"})
+    kinds = {"change": (math.inf, "a number >= 0 or null"), "dead": (1.0, "a number in [0, 1]")}
+    for kind, (high, expected) in kinds.items():
+        shares = fields.mapping(f"{where}.{kind}", stats[kind])
+        fields.require(f"{where}.{kind}", f"{len(shares)} layers", len(shares) <= MAX_WATCHED,
+                       f"at most {MAX_WATCHED} layers")
+        for position, share in shares.items():
+            fields.require(f"{where}.{kind}", position, len(position) <= MAX_POSITION, "layer positions")
+            fields.require(f"{where}.{kind}.{position}", share,
+                           (kind == "change" and share is None) or is_number(share, 0.0, high), expected)
 
 
 def _callbacks(fields: Fields, trainer: dict[str, Any]) -> list[dict[str, Any]]:

@@ -26,9 +26,11 @@ from . import plots
 CHECKPOINT_NAME = "checkpoint.npz"
 METRICS_NAME = "metrics.jsonl"
 SUMMARY_NAME = "summary.json"
-CURVES_NAME, CONFUSION_NAME, MISTAKES_NAME = "curves.png", "confusion.png", "mistakes.png"
+CURVES_NAME, LAYERS_NAME = "curves.png", "layers.png"
+CONFUSION_NAME, MISTAKES_NAME = "confusion.png", "mistakes.png"
 BEST_NAME = "best.npz"
-WRITTEN = (CHECKPOINT_NAME, METRICS_NAME, SUMMARY_NAME, CURVES_NAME, CONFUSION_NAME, MISTAKES_NAME, BEST_NAME)
+WRITTEN = (CHECKPOINT_NAME, METRICS_NAME, SUMMARY_NAME, CURVES_NAME, LAYERS_NAME, CONFUSION_NAME, MISTAKES_NAME,
+           BEST_NAME)
 
 
 class RunFolderError(ValueError):
@@ -162,23 +164,26 @@ class RunFolder:
         self._wrote.add(SUMMARY_NAME)
 
     def draw_plots(self, history: list[dict[str, Any]], result: dict[str, Any], test: Any, title: str,
-                   log: Callable[[str], None]) -> None:
-        """curves.png, confusion.png and mistakes.png, from the `history` of epochs and the
-        test `result` (evaluate's) on `test` (a Dataset); says so through `log` when
-        matplotlib is missing. A model tested before any epoch (finish without fit) has no
-        curves: their axes would be empty under a legend of curves that are not there."""
+                   log: Callable[[str], None], kinds: dict[str, str] | None = None) -> None:
+        """curves.png, layers.png, confusion.png and mistakes.png, from the `history` of
+        epochs and the test `result` (evaluate's) on `test` (a Dataset); says so through
+        `log` when matplotlib is missing; `kinds` names the layers' types by position. A
+        model tested before any epoch (finish without fit) has no curves: their axes would
+        be empty under a legend of curves that are not there."""
         if not plots.available():
             log(f"plots skipped: matplotlib is not installed ({install_hint('plot')})")
             return
         classes, counts = list(test.spec.classes), result["confusion"]
         if history:
             plots.learning_curves(history, self.path / CURVES_NAME, title)
+        layers = plots.layer_learning(history, self.path / LAYERS_NAME, title, kinds)
         plots.confusion(counts, classes, self.path / CONFUSION_NAME, f"{title}: test accuracy {result['accuracy']:.2%}")
         wrong = plots.mistakes(test.images, test.labels, result["predictions"], result["confidences"], classes,
                                self.path / MISTAKES_NAME, title)
         if not wrong:  # an earlier test's mistakes, where none is wrong now
             (self.path / MISTAKES_NAME).unlink(missing_ok=True)
-        drawn = [CURVES_NAME] * bool(history) + [CONFUSION_NAME] + [MISTAKES_NAME] * bool(wrong)
+        drawn = [CURVES_NAME] * bool(history) + [LAYERS_NAME] * layers + [CONFUSION_NAME]
+        drawn += [MISTAKES_NAME] * bool(wrong)
         self._wrote.update(drawn)
         notes = ["no epoch trained: no learning curves"] * (not history) + ["no test image wrong"] * (not wrong)
         shown = ", ".join(str(self.path / name) for name in drawn)

@@ -38,6 +38,7 @@ from ..optim import Optimizer
 from ..presets import Recipe
 from . import record
 from .callbacks import RECORDED, Callback, recorded, with_own_callbacks
+from .layer_stats import LayerStats
 from .record import MAX_AUGMENT, Progress
 from .run_folder import RunFolder
 from .step import TrainingStep, check_graphs, first_param, use_graphs
@@ -102,6 +103,7 @@ class Trainer:
         self.val: Dataset | None = None  # the validation set of the fit in progress
         self.graph_shapes = 0  # batch shapes whose steps the last fit replayed as CUDA graphs
         self._steps: TrainingStep | None = None  # the steps of the fit in progress
+        self.epoch_start: dict[str, np.ndarray] | None = None  # the watched weights as the epoch began (LayerStats)
         self._interrupt = False
 
     @property
@@ -149,7 +151,8 @@ class Trainer:
         path = self.checkpoint_path if path is None else Path(path)
         if path is not None and self.comm.is_root:
             try:
-                save_checkpoint(path, self.model, self.optimizer, record.to_checkpoint(self))
+                save_checkpoint(path, self.model, self.optimizer, record.to_checkpoint(self),
+                                start=self.epoch_start if self.state.batch else None)
             except NotFinite as exc:  # overflowed weights or statistics that the loss did not show
                 kept = f"the last good checkpoint {path} is kept" if path.exists() else "no checkpoint was saved"
                 # Not TrainingDiverged, which every member raises together: only the writer sees
@@ -263,12 +266,13 @@ class Trainer:
         self._steps = TrainingStep(self.model, self.optimizer, self.loss_fn, graphs=graphs, log=self.log)
         if self._steps.graphs:
             self.log("training steps are recorded as CUDA graphs and replayed (cuda_graphs=False runs them directly)")
+        stats = LayerStats(self.model, train)
         # Non-finite values are caught by the loss check of each step; NumPy's overflow
         # warnings on the way there would only repeat it less clearly.
         try:
             with np.errstate(all="ignore"), distributed.failing_alone_ends_all(self.comm, STOPS):
                 while self.state.epoch < epochs and not self._stopped():
-                    self._run_epoch(train, val)
+                    self._run_epoch(train, val, stats)
         finally:  # the recordings hold GPU memory: not beyond the fit
             self.graph_shapes, self._steps = self._steps.recorded_shapes, None
 
@@ -280,9 +284,11 @@ class Trainer:
             self.state.stopped = self.comm.broadcast(self.state.stopped)
         return self.state.stopped is not None and self.state.batch == 0
 
-    def _run_epoch(self, train: Dataset, val: Dataset | None) -> None:
+    def _run_epoch(self, train: Dataset, val: Dataset | None, stats: LayerStats) -> None:
         s, model = self.state, self.model
         self._notify("on_epoch_start", num_batches(len(train), self.batch_size))
+        if s.batch == 0 and self.comm.is_root:  # else the epoch is resumed, with the checkpoint's
+            self.epoch_start = stats.weights()
         mark = time.perf_counter()
         for x, y in batches(train, self.batch_size, seed=self.seed, epoch=s.epoch, start=s.batch,
                             augment=self.augment, backend_name=model.backend, device=model.device, dtype=model.dtype,
@@ -296,7 +302,7 @@ class Trainer:
             self._notify("on_step_end")
             mark = time.perf_counter()  # what the callbacks took (a checkpoint) is not training time
         s.seconds += time.perf_counter() - mark
-        self._end_epoch(val)
+        self._end_epoch(val, stats)
 
     def _step(self, x: Any, y: Any, shard: distributed.Shard) -> None:
         s, steps = self.state, self._steps
@@ -330,7 +336,7 @@ class Trainer:
         s.seen += shard.total
         s.batch += 1
 
-    def _end_epoch(self, val: Dataset | None) -> None:
+    def _end_epoch(self, val: Dataset | None, stats: LayerStats) -> None:
         s = self.state
         row: dict[str, Any] = {
             "epoch": s.epoch + 1, "train_loss": s.loss_sum / max(s.seen, 1),
@@ -346,6 +352,10 @@ class Trainer:
                                        f"{self.optimizer.steps} (epoch {s.epoch + 1}), lr {lr:g}: the last update "
                                        f"made the weights overflow{self._last_good()}") from None
             row["val_loss"], row["val_accuracy"] = result["loss"], result["accuracy"]
+        # How each layer learns (xpcnn.train.layer_stats), from the first member: the others
+        # share or copy its weights, and wait here while it reads them.
+        row["layers"] = self.comm.broadcast(stats.measure(self.epoch_start) if self.comm.is_root else None)
+        self.epoch_start = None
         s.history.append(row)
         s.epoch, s.batch, s.loss_sum, s.correct, s.seen, s.seconds = s.epoch + 1, 0, 0.0, 0.0, 0, 0.0
         validation = f" | val loss {row['val_loss']:.4f}, accuracy {row['val_accuracy']:.2%}" if val is not None else ""
