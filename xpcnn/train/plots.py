@@ -60,6 +60,9 @@ def layer_learning(history: list[dict[str, Any]], path: str | Path, title: str =
                       label=f"{position} {(kinds or {}).get(position, '')}".strip() if named else None)
         if positions:
             axes.legend(title="layer", fontsize=7, title_fontsize=7)
+        else:  # a network of GELUs, say: an empty frame would look like a failure to draw
+            axes.text(0.5, 0.5, f"no {'Conv2D or Dense' if kind == 'change' else 'ReLU'} layer", ha="center",
+                      va="center", transform=axes.transAxes, color="gray")
         axes.grid(alpha=0.3)
         axes.xaxis.get_major_locator().set_params(integer=True)
     change_axes.set(xlabel="epoch", ylabel="||W_end - W_start|| / ||W_start||", yscale="log",
