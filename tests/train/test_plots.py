@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -94,3 +95,16 @@ def test_how_each_layer_learned_is_drawn_from_the_rows_that_have_it(tmp_path):
     assert plots.layer_learning(many, tmp_path / "many.png")
     assert not plots.layer_learning([{"epoch": 1}], tmp_path / "old.png")  # a run recorded before the measures
     assert not (tmp_path / "old.png").exists()
+
+
+def test_a_layer_whose_weights_did_not_move_is_drawn_at_zero_not_left_out(tmp_path):
+    """A Dense layer fed by ReLUs that are all dead gets no gradient: its change is 0, which
+    a log scale leaves out (with a warning where every change is 0)."""
+    pytest.importorskip("matplotlib")
+    assert plots.change_scale([0.1, 0.02]) == {"value": "log"}
+    assert plots.change_scale([0.0, 0.1, 0.02, None]) == {"value": "symlog", "linthresh": 0.02}
+    assert plots.change_scale([0.0, None]) == {"value": "symlog", "linthresh": 1e-3}
+    rows = [{"epoch": 1, "layers": {"change": {"0": 0.0}, "dead": {"1": 1.0}}}]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert plots.layer_learning(rows, tmp_path / "stopped.png")

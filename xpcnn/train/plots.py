@@ -36,6 +36,16 @@ def learning_curves(history: list[dict[str, Any]], path: str | Path, title: str 
 MAX_NAMED = 10  # layers up to which each line is named in the legend: beyond, the first and the last
 
 
+def change_scale(changes: list[float | None]) -> dict[str, Any]:
+    """The scale of the change axis (matplotlib's set_yscale arguments) for `changes`: log,
+    or where a layer did not move at all (0, which a log scale leaves out) symlog, linear
+    below the smallest change that is not 0."""
+    known = [change for change in changes if change is not None]
+    if all(change > 0 for change in known):
+        return {"value": "log"}
+    return {"value": "symlog", "linthresh": min((change for change in known if change > 0), default=1e-3)}
+
+
 def layer_learning(history: list[dict[str, Any]], path: str | Path, title: str = "",
                    kinds: dict[str, str] | None = None) -> bool:
     """How each layer learned per epoch, from the rows' "layers" (xpcnn.train.layer_stats):
@@ -65,7 +75,8 @@ def layer_learning(history: list[dict[str, Any]], path: str | Path, title: str =
                       va="center", transform=axes.transAxes, color="gray")
         axes.grid(alpha=0.3)
         axes.xaxis.get_major_locator().set_params(integer=True)
-    change_axes.set(xlabel="epoch", ylabel="||W_end - W_start|| / ||W_start||", yscale="log",
+    change_axes.set_yscale(**change_scale([change for row in rows for change in row["layers"]["change"].values()]))
+    change_axes.set(xlabel="epoch", ylabel="||W_end - W_start|| / ||W_start||",
                     title="how far each layer's weights moved in the epoch")
     dead_axes.set(xlabel="epoch", ylabel="dead units (%)", ylim=(-3, 103),
                   title="ReLU units that no probe image switches on")
