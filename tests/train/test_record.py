@@ -64,7 +64,8 @@ MALFORMED = {
     "65 layers": (lambda t: t["history"][0].update(layers={"change": {str(k): 0.1 for k in range(65)}, "dead": {}}),
                   r"field trainer.history.0.layers.change: expected at most 64 layers, got '65 layers'"),
     "a position of 201 characters": (lambda t: t["history"][0].update(layers={"change": {}, "dead": {"x" * 201: 0}}),
-                                     r"field trainer.history.0.layers.dead: expected layer positions, got 'xxx"),
+                                     r"field trainer.history.0.layers.dead: expected a layer position of at most 200 "
+                                     "characters, got 'xxx"),
     "NaN best": (lambda t: t["callbacks"][0]["state"].update(best=float("nan")), "EarlyStopping: expected state"),
     "label smoothing 1": (lambda t: t.update(label_smoothing=1), r"field trainer.label_smoothing: expected a number "
                           r"in \[0, 1\)"),

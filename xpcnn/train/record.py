@@ -532,7 +532,8 @@ def _check_layer_stats(fields: Fields, where: str, stats: Any) -> None:
         fields.require(f"{where}.{kind}", f"{len(shares)} layers", len(shares) <= MAX_WATCHED,
                        f"at most {MAX_WATCHED} layers")
         for position, share in shares.items():
-            fields.require(f"{where}.{kind}", position, len(position) <= MAX_POSITION, "layer positions")
+            fields.require(f"{where}.{kind}", position, len(position) <= MAX_POSITION,
+                           f"a layer position of at most {MAX_POSITION} characters")
             fields.require(f"{where}.{kind}.{position}", share,
                            (kind == "change" and share is None) or is_number(share, 0.0, high), expected)
 
