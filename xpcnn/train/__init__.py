@@ -1,5 +1,6 @@
-"""Training: the loop (Trainer), its callbacks, the run record and folder it keeps, worker
-threads, and what `xpcnn train` starts and continues (start_run, resume_run)."""
+"""Training: the loop (Trainer), its callbacks, how each layer learns (LayerStats), the run
+record and folder it keeps, worker threads, and what `xpcnn train` starts and continues
+(start_run, resume_run)."""
 
 from .callbacks import (
     BestCheckpoint,
@@ -10,6 +11,7 @@ from .callbacks import (
     ProgressBar,
     RunSummary,
 )
+from .layer_stats import LayerStats
 from .record import SettingsConflict
 from .run_folder import RunFolder, RunFolderError
 from .runs import default_preset, resume_run, start_run
@@ -19,5 +21,5 @@ from .trainer import Trainer
 __all__ = [
     "Trainer", "Callback", "EarlyStopping", "BestCheckpoint", "ProgressBar", "MetricsLog", "PeriodicCheckpoints",
     "RunSummary", "RunFolder", "RunFolderError", "SettingsConflict", "TrainingDiverged", "TrainingInterrupted",
-    "start_run", "resume_run", "default_preset",
+    "start_run", "resume_run", "default_preset", "LayerStats",
 ]
