@@ -802,3 +802,15 @@ def test_the_weights_an_epoch_began_with_are_kept_beside_the_network_and_checked
                       replace={"start/9.weight": np.zeros(1, np.float32)})
     with pytest.raises(CheckpointError, match=r"unexpected start/9.weight"):
         load_checkpoint(unknown)
+
+
+def test_the_weights_an_epoch_began_with_are_saved_as_their_parameters_or_refused(tmp_path):
+    net = presets.tutorial(0)  # float32
+    path = tmp_path / "run.npz"
+    save_checkpoint(path, net, start={"0.weight": np.asarray(net.params["0.weight"], np.float64)})
+    assert load_checkpoint(path).start_arrays["0.weight"].dtype == np.float32  # one dtype: the file loads
+    with pytest.raises(ValueError, match=r"save_checkpoint start: '9.weight' is no parameter of the network"):
+        save_checkpoint(tmp_path / "other.npz", net, start={"9.weight": np.zeros(3)})
+    with pytest.raises(ValueError, match=r"save_checkpoint start: '0.weight' is \(3,\), not \(8, 1, 3, 3\)"):
+        save_checkpoint(tmp_path / "other.npz", net, start={"0.weight": np.zeros(3)})
+    assert not (tmp_path / "other.npz").exists()

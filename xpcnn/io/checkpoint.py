@@ -168,7 +168,7 @@ def save_checkpoint(path: str | Path, model: Sequential, optimizer: Any = None, 
     arrays: dict[str, np.ndarray] = {}
     arrays.update({f"param/{k}": backend.to_numpy(v) for k, v in model.params.items()})
     arrays.update({f"buffer/{k}": backend.to_numpy(v) for k, v in model.buffers.items()})
-    arrays.update({f"start/{k}": backend.to_numpy(v) for k, v in (start or {}).items()})
+    arrays.update(_start_arrays(start or {}, arrays))
     optimizer_meta = None
     if optimizer is not None:
         arrays.update({f"optim/{k}": backend.to_numpy(v) for k, v in optimizer.state_arrays().items()})
@@ -188,6 +188,21 @@ def save_checkpoint(path: str | Path, model: Sequential, optimizer: Any = None, 
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     atomic_write_bytes(path, buffer.getvalue())
+
+
+def _start_arrays(start: dict[str, Any], arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """`start` as members "start/<name>", each in its parameter's shape and dtype (a file of
+    two dtypes, which load_checkpoint refuses, is never written); ValueError naming one that
+    is not the network's parameter or not of its shape."""
+    members = {}
+    for name, value in start.items():
+        param = arrays.get(f"param/{name}")
+        value = np.asarray(backend.to_numpy(value))
+        if param is None or value.shape != param.shape:
+            expected = "no parameter of the network" if param is None else f"{value.shape}, not {param.shape}"
+            raise ValueError(f"save_checkpoint start: {name!r} is {expected}")
+        members[f"start/{name}"] = value.astype(param.dtype, copy=False)
+    return members
 
 
 def _with_data(trainer: dict[str, Any] | None, data: Dataset | dict[str, Any] | None,
