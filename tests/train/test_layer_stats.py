@@ -127,3 +127,14 @@ def test_an_epoch_resumed_without_its_starting_weights_has_no_change(tmp_path, t
     first, second = (row["layers"] for row in resumed.history)
     assert first["change"] == {"0": None, "6": None} and set(first["dead"]) == {"3"}
     assert all(value > 0 for value in second["change"].values())
+
+
+def test_a_network_or_training_set_it_cannot_measure_is_refused_in_one_line(train):
+    with pytest.raises(TypeError, match="LayerStats takes a Sequential, got list"):
+        LayerStats([xpcnn.ReLU()], train)
+    with pytest.raises(TypeError, match=r"LayerStats train must be a Dataset \(xpcnn.datasets.Dataset\), got NoneType"):
+        LayerStats(small_net(), None)
+    with pytest.raises(ValueError, match=r"LayerStats train \(.*\) holds no images"):
+        LayerStats(small_net(), train.subset(np.arange(0)))
+    with pytest.raises(ValueError, match=r"LayerStats train \(.*\): "):
+        LayerStats(xpcnn.Sequential([xpcnn.Flatten(), xpcnn.Dense(3 * 28 * 28, 10)]), train)

@@ -25,6 +25,7 @@ from array_api_compat import array_namespace
 
 from .. import backend
 from ..datasets import Dataset, batches
+from ..evaluation import check_model_fits
 from ..hooks import LayerHook, Position
 from ..layers import Conv2D, Dense, ReLU
 from ..model import Sequential
@@ -36,9 +37,13 @@ MAX_POSITION = 200  # characters of a layer's position ("3.body.0") in a checkpo
 
 
 class LayerStats:
-    """The measures of `model` (module docstring), its probe the first images of `train`."""
+    """The measures of `model` (module docstring), its probe the first images of `train`.
+    TypeError or ValueError where `model` is no Sequential or `train` no Dataset it takes."""
 
     def __init__(self, model: Sequential, train: Dataset) -> None:
+        if not isinstance(model, Sequential):
+            raise TypeError(f"LayerStats takes a Sequential, got {type(model).__name__}")
+        check_model_fits(model, train, "LayerStats train")
         named = model.named_layers()
         self.model = model
         self.weighted = spread([str(position) for position, layer in named if isinstance(layer, (Conv2D, Dense))])
