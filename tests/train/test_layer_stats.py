@@ -138,3 +138,9 @@ def test_a_network_or_training_set_it_cannot_measure_is_refused_in_one_line(trai
         LayerStats(small_net(), train.subset(np.arange(0)))
     with pytest.raises(ValueError, match=r"LayerStats train \(.*\): "):
         LayerStats(xpcnn.Sequential([xpcnn.Flatten(), xpcnn.Dense(3 * 28 * 28, 10)]), train)
+
+
+def test_a_starting_weight_of_another_shape_is_refused_not_broadcast(train):
+    net = small_net()
+    with pytest.raises(ValueError, match=r"LayerStats.measure start: 0.weight has shape \(1,\), the network's \("):
+        LayerStats(net, train).measure({"0.weight": np.ones(1, np.float32)})

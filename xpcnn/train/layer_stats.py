@@ -59,13 +59,16 @@ class LayerStats:
     def measure(self, start: dict[str, np.ndarray] | None) -> dict[str, dict[str, float | None]]:
         """{"change": {position: share or None}, "dead": {position: share}} (module
         docstring), the change from the weights the epoch began with (`start`, as weights()
-        gave them; None where unknown)."""
+        gave them; None where unknown). ValueError for a `start` weight of another shape."""
         return {"change": self._changes(start or {}), "dead": self._dead_shares()}
 
     def _changes(self, start: dict[str, np.ndarray]) -> dict[str, float | None]:
         changes: dict[str, float | None] = {}
         for position, now in self.weights().items():
             began = start.get(position)
+            if began is not None and np.shape(began) != now.shape:  # would broadcast: a wrong change, silently
+                raise ValueError(f"LayerStats.measure start: {position} has shape {np.shape(began)}, the network's "
+                                 f"{now.shape}")
             size = 0.0 if began is None else float(np.linalg.norm(began.astype(np.float64)))
             change = float(np.linalg.norm(now.astype(np.float64) - began)) / size if size > 0 else math.nan
             changes[position.removesuffix(".weight")] = change if math.isfinite(change) else None
