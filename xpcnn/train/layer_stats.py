@@ -64,14 +64,14 @@ class LayerStats:
 
     def _changes(self, start: dict[str, np.ndarray]) -> dict[str, float | None]:
         changes: dict[str, float | None] = {}
-        for position, now in self.weights().items():
-            began = start.get(position)
+        for name, now in self.weights().items():
+            began = start.get(name)
             if began is not None and np.shape(began) != now.shape:  # would broadcast: a wrong change, silently
-                raise ValueError(f"LayerStats.measure start: {position} has shape {np.shape(began)}, the network's "
+                raise ValueError(f"LayerStats.measure start: {name} has shape {np.shape(began)}, the network's "
                                  f"{now.shape}")
             size = 0.0 if began is None else float(np.linalg.norm(began.astype(np.float64)))
             change = float(np.linalg.norm(now.astype(np.float64) - began)) / size if size > 0 else math.nan
-            changes[position.removesuffix(".weight")] = change if math.isfinite(change) else None
+            changes[name.removesuffix(".weight")] = change if math.isfinite(change) else None
         return changes
 
     def _dead_shares(self) -> dict[str, float]:
