@@ -2,10 +2,10 @@
 of the history as row["layers"]:
 
 - "change": for each Conv2D and Dense layer, by position, how far its weights moved over
-  the epoch relative to their size, ||W_end - W_start|| / ||W_start||. Layers that learn
-  move by a small steady share (around 1e-3 a step, so 0.01 to 1 an epoch); a layer at 0
-  has stopped, one near or above 1 is being rewritten each epoch. None where it is not
-  known: weights that began the epoch at 0, or an epoch resumed without its first weights.
+  the epoch relative to their size, ||W_end - W_start|| / ||W_start||. A layer that learns
+  moves by a share that falls with the learning rate; one at 0 has stopped, one near or
+  above 1 is being rewritten each epoch. None where it is not known: weights that began
+  the epoch at 0, or an epoch resumed without its first weights.
 - "dead": for each ReLU, by position, the share of its units (channels of a feature map,
   features of a vector) that no image of a fixed probe switches on. A dead unit passes no
   gradient back, so the weights that feed it stop learning.
