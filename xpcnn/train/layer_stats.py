@@ -10,9 +10,11 @@ of the history as row["layers"]:
   features of a vector) that no image of a fixed probe switches on. A dead unit passes no
   gradient back, so the weights that feed it stop learning.
 
-The probe is the first training images (at most PROBE_IMAGES, fewer for large images),
-run through the network in evaluation mode: no weight, running statistic or random draw
-changes, so the run is the same with and without the measures.
+A network of more than MAX_WATCHED Conv2D and Dense layers together, or of more than
+MAX_WATCHED ReLUs, has that many of them measured, spread evenly from the first to the
+last. The probe is the first training images (at most PROBE_IMAGES, fewer for large
+images), run through the network in evaluation mode: no weight, running statistic or
+random draw changes, so the run is the same with and without the measures.
 """
 
 from __future__ import annotations
