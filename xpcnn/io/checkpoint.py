@@ -60,7 +60,8 @@ MAX_ACTIVATIONS = 1 << 31
 @dataclass
 class Checkpoint:
     """A loaded checkpoint: the model (on the requested backend), the optimizer's settings,
-    step count and state arrays (host), and the trainer's JSON state."""
+    step count and state arrays (host), the trainer's JSON state, and the weights an epoch
+    in progress began with (host; saved partway through one, else empty)."""
 
     model: Sequential
     optimizer: dict[str, Any] | None = None
@@ -149,9 +150,9 @@ def save_checkpoint(path: str | Path, model: Sequential, optimizer: Any = None, 
     Dataset, or its statistics; default: `model.data`) is what evaluate, predict and
     export read of it: class names, normalisation, input shape. `start` holds parameters
     by name as the epoch in progress began (a Trainer's, saved partway through one).
-    Writing nothing, NotFinite
-    where an array holds NaN or Inf, ValueError for an optimizer of another network or a
-    network or optimizer no load could rebuild (their check_rebuildable)."""
+    Writing nothing, NotFinite where an array holds NaN or Inf, ValueError for an
+    optimizer of another network, a network or optimizer no load could rebuild (their
+    check_rebuildable), or a `start` array that is no parameter's or of another shape."""
     if not isinstance(model, Sequential):
         raise TypeError(f"save_checkpoint model must be a Sequential, got {type(model).__name__}")
     if optimizer is not None and not isinstance(optimizer, Optimizer):
