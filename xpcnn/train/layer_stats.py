@@ -39,8 +39,9 @@ MAX_POSITION = 200  # characters of a layer's position ("3.body.0") in a checkpo
 
 
 class LayerStats:
-    """The measures of `model` (module docstring), its probe the first images of `train`.
-    TypeError or ValueError where `model` is no Sequential or `train` no Dataset it takes."""
+    """How each layer of `model` learns (see xpcnn.train.layer_stats), its probe the first
+    images of `train`. TypeError or ValueError where `model` is no Sequential or `train`
+    no Dataset it takes."""
 
     def __init__(self, model: Sequential, train: Dataset) -> None:
         if not isinstance(model, Sequential):
@@ -59,9 +60,10 @@ class LayerStats:
                 for position in self.weighted}
 
     def measure(self, start: dict[str, np.ndarray] | None) -> dict[str, dict[str, float | None]]:
-        """{"change": {position: share or None}, "dead": {position: share}} (module
-        docstring), the change from the weights the epoch began with (`start`, as weights()
-        gave them; None where unknown). ValueError for a `start` weight of another shape."""
+        """{"change": {position: share or None}, "dead": {position: share}} (see
+        xpcnn.train.layer_stats), the change from the weights the epoch began with (`start`,
+        as weights() gave them; None where unknown). ValueError for a `start` weight of
+        another shape."""
         return {"change": self._changes(start or {}), "dead": self._dead_shares()}
 
     def _changes(self, start: dict[str, np.ndarray]) -> dict[str, float | None]:
