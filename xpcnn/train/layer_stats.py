@@ -35,7 +35,6 @@ from ..model import Sequential
 PROBE_IMAGES = 256  # the first training images, at most
 PROBE_VALUES = 1 << 22  # input values of the probe at most: 16 MiB in float32, 27 colour images of 224x224
 MAX_WATCHED = 64  # layers of each kind at most, spread over the depth: a row stays small in the checkpoint
-MAX_POSITION = 200  # characters of a layer's position ("3.body.0") in a checkpoint's history
 
 
 class LayerStats:

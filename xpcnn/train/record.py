@@ -37,7 +37,7 @@ from ..layers import BatchNorm2D
 from ..optim import Schedule
 from ..presets import SettingsError
 from .callbacks import BestCheckpoint, Callback, EarlyStopping, rebuild_recorded, recorded
-from .layer_stats import MAX_POSITION, MAX_WATCHED
+from .layer_stats import MAX_WATCHED
 from .step import can_record
 
 if TYPE_CHECKING:
@@ -54,6 +54,7 @@ FOLDER_SETTINGS = {"image_size": "image_size", "channels": "channels", "test_spl
 MAX_WORKERS = 4096
 MAX_CALLBACKS = 16  # recorded ones (callbacks.RECORDED): early stopping and the best epoch's copy, a few of each
 MAX_AUGMENT = 1000  # pixels of random shifts: far beyond any image's size
+MAX_POSITION = 200  # characters of a layer's position ("3.body.0") in a row's "layers"
 
 
 class SettingsConflict(SettingsError):
