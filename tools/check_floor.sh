@@ -8,9 +8,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 floors=$(python3 -c '
-import tomllib
+import sys, tomllib  # Python 3.11, as CI has
 with open("pyproject.toml", "rb") as handle:
-    print(" ".join(d.split(";")[0].replace(">=", "==") for d in tomllib.load(handle)["project"]["dependencies"]))')
+    needs = [d.split(";")[0].strip() for d in tomllib.load(handle)["project"]["dependencies"]]
+unchecked = [d for d in needs if ">=" not in d or "," in d]
+if unchecked:
+    sys.exit(f"check_floor: {unchecked[0]} is no single floor (NAME>=VERSION) this script can install")
+print(" ".join(d.replace(">=", "==") for d in needs))')
 echo "check_floor: $floors"
 python3 -m venv .floor-venv
 # shellcheck disable=SC1091
