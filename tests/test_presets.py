@@ -193,3 +193,20 @@ def test_recipe_settings_that_would_be_dropped_silently_are_refused():
     assert cifar.replace(schedule="cosine", momentum=0.0, nesterov=False).nesterov is False
     with pytest.raises(ValueError, match=r"epochs: the onecycle schedule needs 2 optimizer steps or more; 1 epoch"):
         cifar.replace(epochs=1).build_optimizer(presets.build("cifar", width=0.125), steps_per_epoch=1)
+
+
+def test_lenet_warms_up_over_100_steps_or_a_tenth_of_a_shorter_run():
+    recipe, net = presets.recipe("lenet"), presets.build("lenet")
+    assert recipe.build_optimizer(net, steps_per_epoch=938).schedule.warmup == 100  # full MNIST: 4,690 steps
+    assert recipe.build_optimizer(net, steps_per_epoch=40).schedule.warmup == 20  # 200 steps
+    assert recipe.replace(epochs=1).build_optimizer(net, steps_per_epoch=8).schedule.warmup == 0  # 8 steps: none
+
+
+def test_a_warmup_given_is_taken_as_it_is_and_another_schedule_drops_the_recipe_s():
+    recipe, net = presets.recipe("lenet"), presets.build("lenet")
+    assert recipe.replace(warmup=0).build_optimizer(net, steps_per_epoch=938).schedule.warmup == 0
+    assert recipe.replace(warmup=300).build_optimizer(net, steps_per_epoch=100).schedule.warmup == 300  # not 50
+    with pytest.raises(ValueError, match=r"warmup: 100 steps must be fewer than the run's 50 steps"):
+        recipe.replace(warmup=100, epochs=1).build_optimizer(net, steps_per_epoch=50)
+    assert recipe.replace(schedule="onecycle").warmup == 0
+    assert recipe.replace(schedule="step").build_optimizer(net, steps_per_epoch=10).schedule.config()["type"] == "step"

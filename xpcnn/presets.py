@@ -166,6 +166,7 @@ class Recipe:
     weight_decay: float = 0.0
     schedule: str = "cosine"  # a name of optim.SCHEDULES
     warmup: int = 0  # linear warm-up steps of the cosine schedule
+    warmup_fits: bool = False  # the recipe's own warm-up: at most a tenth of a run's steps (a given one is exact)
     augment: int = 0  # random shifts (crops of the padded image) of up to this many pixels
     pad: str = "zero"  # what the shifts bring in: zeros, or the image reflected at its edges
     flip: bool = False  # mirror half the images left to right
@@ -195,6 +196,10 @@ class Recipe:
             changes["momentum"], changes["nesterov"] = 0.0, False
         if changes.get("warmup") and schedule != "cosine":
             raise SettingsError("warmup", f"applies to the cosine schedule only, not {schedule}")
+        if "warmup" in changes:
+            changes["warmup_fits"] = False  # the number given, as it is
+        elif schedule != "cosine":
+            changes["warmup"], changes["warmup_fits"] = 0, False  # the recipe's warm-up, gone with its schedule
         if "momentum" in changes and optimizer == "sgd" and schedule == "onecycle":
             raise SettingsError("momentum", "the onecycle schedule cycles SGD's momentum between 0.95 and 0.85, "
                                 "as PyTorch's OneCycleLR; choose another --schedule to set it")
@@ -209,15 +214,17 @@ class Recipe:
         return self.epochs * steps_per_epoch
 
     def build_optimizer(self, model: Sequential, steps_per_epoch: int) -> optim.Optimizer:
-        """The recipe's optimizer for `model`, its schedule planned over the whole run."""
+        """The recipe's optimizer for `model`, its schedule planned over the whole run (the
+        recipe's own warm-up shortened to a tenth of a short run: see warmup_fits)."""
         total = self.total_steps(steps_per_epoch)
-        if self.schedule == "cosine" and not 0 <= self.warmup < total:
-            raise SettingsError("warmup", f"{self.warmup} steps must be fewer than the run's {total} steps")
+        warmup = min(self.warmup, total // 10) if self.warmup_fits else self.warmup
+        if self.schedule == "cosine" and not 0 <= warmup < total:
+            raise SettingsError("warmup", f"{warmup} steps must be fewer than the run's {total} steps")
         if self.schedule == "onecycle" and total < 2:
             raise SettingsError("epochs", f"the onecycle schedule needs 2 optimizer steps or more; {self.epochs} "
                                 f"epoch(s) of {steps_per_epoch} batch(es) of {self.batch_size} make {total}: more "
                                 "epochs, or a smaller batch size")
-        schedule = optim.plan_schedule(self.schedule, total, self.warmup)
+        schedule = optim.plan_schedule(self.schedule, total, warmup)
         return optim.build(self.optimizer, model, self.lr, momentum=self.momentum,
                            weight_decay=self.weight_decay, schedule=schedule, betas=self.betas,
                            nesterov=self.nesterov)
@@ -233,7 +240,9 @@ SMALLEST_SIDES = {"tutorial": 4, "lenet": 4, "fast": 12, "compact": 4, "resnet20
 ALIASES = {"seed": "tutorial"}  # the tutorial preset's first name, kept working
 RECIPES: dict[str, Recipe] = {
     "tutorial": Recipe(epochs=3, batch_size=64, optimizer="sgd", lr=0.01, momentum=0.9),
-    "lenet": Recipe(epochs=5, batch_size=64, optimizer="adam", lr=2e-3, augment=1),
+    # Adam at its full rate from the first step kills most of the dense layer's ReLU units:
+    # a warm-up keeps about twice as many (benchmarks/results/lenet-warmup-20261208.md).
+    "lenet": Recipe(epochs=5, batch_size=64, optimizer="adam", lr=2e-3, warmup=100, warmup_fits=True, augment=1),
     "fast": Recipe(epochs=1, batch_size=256, optimizer="adam", lr=1e-2, schedule="onecycle", betas=(0.7, 0.9)),
     "compact": Recipe(epochs=10, batch_size=64, optimizer="adam", lr=2e-3),
     # He et al.: SGD 0.1, momentum 0.9, weight decay 1e-4, batch 128, x0.1 at 32k and 48k of

@@ -97,7 +97,8 @@ def _add_train_parser(commands: Any) -> None:
     flag("--weight-decay", type=values.checked(float, lambda value: 0 <= value < math.inf, ">= 0 and finite"),
          help=f"({_by_preset('weight_decay')})")
     flag("--schedule", choices=sorted(SCHEDULES), help=f"learning-rate schedule ({_by_preset('schedule')})")
-    flag("--warmup", type=values.count, help="warm-up steps of the cosine schedule (default: 0)")
+    flag("--warmup", type=values.count, help="linear warm-up steps of the cosine schedule (lenet: 100, at most a "
+         "tenth of the run; the others: 0)")
     flag("--label-smoothing", type=values.fraction, metavar="EPS", help="train towards 1 - EPS on the label, EPS "
          f"spread over all classes; evaluation's loss stays plain ({_by_preset('label_smoothing')})")
     _add_augment_flags(train)
