@@ -66,6 +66,10 @@ MALFORMED = {
     "a position of 201 characters": (lambda t: t["history"][0].update(layers={"change": {}, "dead": {"x" * 201: 0}}),
                                      r"field trainer.history.0.layers.dead: expected a layer position of at most 200 "
                                      "characters, got 'xxx"),
+    "layers of a layer the network lacks": (lambda t: t["history"][0].update(layers={"change": {"3": 0.1},
+                                                                                   "dead": {"9": 0.5}}),
+                                            r"field trainer.history.0.layers.dead: expected positions of the "
+                                            "network's layers, got '9'"),
     "NaN best": (lambda t: t["callbacks"][0]["state"].update(best=float("nan")), "EarlyStopping: expected state"),
     "label smoothing 1": (lambda t: t.update(label_smoothing=1), r"field trainer.label_smoothing: expected a number "
                           r"in \[0, 1\)"),

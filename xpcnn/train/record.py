@@ -396,7 +396,9 @@ def read(checkpoint: Checkpoint) -> Saved:
 def _check_agreement(checkpoint: Checkpoint, fields: Fields, saved: Saved) -> None:
     """CheckpointError naming the field where fields that are each well formed contradict
     each other or the network: a run does not stand past its epochs or its epoch's
-    batches, its class names are the network's outputs, its shifts leave images in sight."""
+    batches, its class names are the network's outputs, its shifts leave images in sight,
+    its rows measure the network's layers."""
+    _check_layer_positions(checkpoint, fields, saved.progress.history)
     epoch, batch = saved.progress.epoch, saved.progress.batch
     fields.require("trainer.epoch", epoch, epoch <= saved.epochs,
                    f"at most the run's {saved.epochs} epochs (trainer.info.settings.epochs)")
@@ -414,6 +416,17 @@ def _check_agreement(checkpoint: Checkpoint, fields: Fields, saved: Saved) -> No
         side = min(checkpoint.data_statistics()["input_shape"][1:])  # which checks the classes against the network
         fields.require("trainer.augment", saved.augment.pixels, saved.augment.pixels < side,
                        f"shifts of fewer pixels than the {side}-pixel side of the run's images")
+
+
+def _check_layer_positions(checkpoint: Checkpoint, fields: Fields, history: list[dict[str, Any]]) -> None:
+    """Each position a row's "layers" measures is one of the network's (a damaged row would
+    be drawn as a layer that is not there)."""
+    known = {str(position) for position, _ in checkpoint.model.named_layers()}
+    for number, row in enumerate(history):
+        for kind, shares in row.get("layers", {}).items():
+            unknown = sorted(set(shares) - known)
+            fields.require(f"trainer.history.{number}.layers.{kind}", unknown[0] if unknown else None, not unknown,
+                           "positions of the network's layers")
 
 
 def _epoch_batches(saved: Saved) -> int | None:
