@@ -222,8 +222,10 @@ def test_splits_take_a_numpy_seed_as_an_int_and_refuse_a_bad_one():
     loaded = load_bundled()
     train, _, _ = loaded.splits(limit=100, seed=np.int64(1))
     assert type(train.selection.seed) is int and train.selection.seed == 1
-    with pytest.raises(ValueError, match="a seed must be an integer >= 0"):
+    with pytest.raises(TypeError, match="a seed must be an integer >= 0"):
         loaded.splits(limit=100, seed=None)
+    with pytest.raises(ValueError, match="a seed must be an integer >= 0"):
+        loaded.splits(limit=100, seed=-1)
 
 
 @pytest.mark.skipif(not SHARED_MNIST.is_dir(), reason="the shared MNIST files are not here")

@@ -214,8 +214,11 @@ def held_out_count(count: int, fraction: float) -> int:
 
 
 def check_seed(seed: Any, name: str) -> int:
-    """`seed` as an int >= 0; ValueError naming it otherwise."""
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+    """`seed` as an int >= 0: TypeError naming `name` for another type (a float or a
+    bool would seed something the caller did not mean), ValueError for a negative one."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"{name}: a seed must be an integer >= 0, got {seed!r}")
+    if seed < 0:
         raise ValueError(f"{name}: a seed must be an integer >= 0, got {seed!r}")
     return int(seed)
 
