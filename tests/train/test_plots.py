@@ -97,6 +97,33 @@ def test_how_each_layer_learned_is_drawn_from_the_rows_that_have_it(tmp_path):
     assert not (tmp_path / "old.png").exists()
 
 
+def test_a_deep_network_is_drawn_as_heat_maps_a_named_row_a_layer_from_the_input(tmp_path, monkeypatch):
+    """resnet20 has 22 Conv2D and Dense layers: 22 lines, coloured alike, could not be told
+    apart, so past MAX_LINES each layer is a row named by position and type."""
+    pytest.importorskip("matplotlib")
+    drawn = []
+    original = plots.new_figure
+    monkeypatch.setattr(plots, "new_figure", lambda width, height: drawn.append(original(width, height)) or drawn[-1])
+    count = plots.MAX_LINES + 1
+    changes = [{str(k): 0.1 / epoch for k in range(count)} for epoch in (1, 2, 3)]
+    changes[0]["3"], changes[1]["5"] = None, 0.0  # not measured (a resumed epoch), did not move
+    rows = [{"epoch": epoch, "layers": {"change": change, "dead": {"1": 0.5}}}
+            for epoch, change in zip((1, 2, 3), changes)]
+    kinds = {str(k): "Conv2D" for k in range(count)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert plots.layer_learning(rows, tmp_path / "deep.png", "", kinds)
+    change_axes, dead_axes = drawn[0].axes[:2]
+    assert [label.get_text() for label in change_axes.get_yticklabels()] == [f"{k} Conv2D" for k in range(count)]
+    assert change_axes.get_ylim() == (count - 0.5, -0.5)  # the first layer at the top
+    grid = change_axes.collections[0].get_array()  # (layers, epochs), masked where not measured
+    assert grid.shape == (count, 3) and grid.mask[3, 0] and not grid.mask.sum() - 1
+    assert 0 < grid[5, 1] < change_axes.collections[0].norm.vmin  # drawn in the colour under the scale
+    assert dead_axes.collections[0].get_array()[0, 0] == 50
+    assert plots.layer_learning(rows[:1], tmp_path / "one.png")  # one epoch: one column
+    assert drawn[-1].axes[0].get_legend() is None
+
+
 def test_a_layer_whose_weights_did_not_move_is_drawn_at_zero_not_left_out(tmp_path):
     """A Dense layer fed by ReLUs that are all dead gets no gradient: its change is 0, which
     a log scale leaves out (with a warning where every change is 0)."""

@@ -33,7 +33,10 @@ def learning_curves(history: list[dict[str, Any]], path: str | Path, title: str 
     save_png(figure, Path(path))
 
 
-MAX_NAMED = 10  # layers up to which each line is named in the legend: beyond, the first and the last
+MAX_LINES = 10  # layers up to which each is a named line; a deeper network is drawn as a heat map, a row a layer
+TITLES = {"change": "how far each layer's weights moved in the epoch",
+          "dead": "ReLU units that no probe image switches on"}
+LABELS = {"change": "||W_end - W_start|| / ||W_start||", "dead": "dead units (%)"}
 
 
 def change_scale(changes: list[float | None]) -> dict[str, Any]:
@@ -50,40 +53,82 @@ def layer_learning(history: list[dict[str, Any]], path: str | Path, title: str =
                    kinds: dict[str, str] | None = None) -> bool:
     """How each layer learned per epoch, from the rows' "layers" (xpcnn.train.layer_stats):
     how far each Conv2D and Dense layer's weights moved, and the share of each ReLU's units
-    that are dead, one line a layer, darker to lighter from the input to the output, named
-    by position and by `kinds` (the layers' types by position, where given). False,
+    that are dead, named by position and by `kinds` (the layers' types by position, where
+    given). Up to MAX_LINES layers of a kind, a line a layer, darker to lighter from the
+    input to the output; more (resnet20's 22), a heat map with a row a layer, in order. False,
     and no file written, where no row has them (a run recorded before they were)."""
-    from matplotlib import colormaps
-
     rows = [row for row in history if "layers" in row]
     if not rows:
         return False
-    figure = new_figure(10, 3.8)
-    change_axes, dead_axes = figure.subplots(1, 2)
-    for axes, kind, scale in ((change_axes, "change", 1), (dead_axes, "dead", 100)):
-        positions = list(dict.fromkeys(position for row in rows for position in row["layers"][kind]))
-        for k, position in enumerate(positions):
-            values = [row["layers"][kind].get(position) for row in rows]  # None: not measured (a resumed epoch)
-            named = len(positions) <= MAX_NAMED or k in (0, len(positions) - 1)
-            axes.plot([row["epoch"] for row in rows], [np.nan if v is None else scale * v for v in values], "o-",
-                      markersize=3, color=colormaps["viridis"](0.9 * k / max(1, len(positions) - 1)),
-                      label=f"{position} {(kinds or {}).get(position, '')}".strip() if named else None)
-        if positions:
-            axes.legend(title="layer", fontsize=7, title_fontsize=7)
-        else:  # a network of GELUs, say: an empty frame would look like a failure to draw
+    measures = {kind: _measured(rows, kind) for kind in ("change", "dead")}
+    deepest = max(len(values) for values in measures.values())
+    figure = new_figure(11 if deepest > MAX_LINES else 10, max(3.8, 1.4 + 0.17 * deepest))
+    epochs = [row["epoch"] for row in rows]
+    for axes, (kind, values) in zip(figure.subplots(1, 2), measures.items()):
+        names = {position: f"{position} {(kinds or {}).get(position, '')}".strip() for position in values}
+        if not values:  # a network of GELUs, say: an empty frame would look like a failure to draw
             axes.text(0.5, 0.5, f"no {'Conv2D or Dense' if kind == 'change' else 'ReLU'} layer", ha="center",
                       va="center", transform=axes.transAxes, color="gray")
-        axes.grid(alpha=0.3)
+        elif deepest > MAX_LINES:
+            _heat_map(figure, axes, epochs, values, names, kind)
+        else:
+            _lines(axes, epochs, values, names, kind)
+        axes.set(xlabel="epoch", title=TITLES[kind])
         axes.xaxis.get_major_locator().set_params(integer=True)
-    change_axes.set_yscale(**change_scale([change for row in rows for change in row["layers"]["change"].values()]))
-    change_axes.set(xlabel="epoch", ylabel="||W_end - W_start|| / ||W_start||",
-                    title="how far each layer's weights moved in the epoch")
-    dead_axes.set(xlabel="epoch", ylabel="dead units (%)", ylim=(-3, 103),
-                  title="ReLU units that no probe image switches on")
     if title:
         figure.suptitle(title)
     save_png(figure, Path(path))
     return True
+
+
+def _measured(rows: list[dict[str, Any]], kind: str) -> dict[str, list[float]]:
+    """{position: one value per row}, positions in the order measured (from the input),
+    NaN where a row has none (a resumed epoch whose start was not kept); dead as %."""
+    positions = dict.fromkeys(position for row in rows for position in row["layers"][kind])
+    scale = 100 if kind == "dead" else 1
+    return {position: [np.nan if (value := row["layers"][kind].get(position)) is None else scale * value
+                       for row in rows] for position in positions}
+
+
+def _lines(axes: Any, epochs: list[int], values: dict[str, list[float]], names: dict[str, str], kind: str) -> None:
+    """A line a layer, coloured from the input (dark) to the output (light)."""
+    from matplotlib import colormaps
+
+    for k, (position, series) in enumerate(values.items()):
+        axes.plot(epochs, series, "o-", markersize=3, label=names[position],
+                  color=colormaps["viridis"](0.9 * k / max(1, len(values) - 1)))
+    axes.legend(title="layer", fontsize=7, title_fontsize=7)
+    axes.grid(alpha=0.3)
+    axes.set(ylabel=LABELS[kind])
+    if kind == "change":
+        axes.set_yscale(**change_scale([v for series in values.values() for v in series if not np.isnan(v)]))
+    else:
+        axes.set(ylim=(-3, 103))
+
+
+def _heat_map(figure: Any, axes: Any, epochs: list[int], values: dict[str, list[float]], names: dict[str, str],
+              kind: str) -> None:
+    """A row a layer, from the input at the top, a column an epoch; white where not measured.
+    Changes on a log scale, those of 0 (a layer that did not move) in the colour below it."""
+    from matplotlib import colormaps
+    from matplotlib.colors import LogNorm, Normalize
+
+    grid = np.array(list(values.values()), dtype=float)  # (layers, epochs)
+    edges = [epoch - 0.5 for epoch in epochs] + [epochs[-1] + 0.5]
+    if kind == "change":
+        moved = grid[grid > 0]
+        low, high = (moved.min(), moved.max()) if moved.size else (1e-3, 1.0)
+        norm, cmap, extend = LogNorm(low, max(high, low * 1.01)), colormaps["viridis"].with_extremes(
+            bad="white", under="black"), "min" if (grid == 0).any() else "neither"
+        grid = np.where(grid == 0, low / 10, grid)  # drawn in the colour under the scale, not left out
+    else:
+        norm, cmap, extend = Normalize(0, 100), colormaps["Reds"].with_extremes(bad="white"), "neither"
+    mesh = axes.pcolormesh(edges, np.arange(len(values) + 1) - 0.5, np.ma.masked_invalid(grid), norm=norm,
+                           cmap=cmap)
+    axes.set_yticks(range(len(values)), list(names.values()), fontsize=6)
+    axes.set_ylim(len(values) - 0.5, -0.5)  # the input's layer at the top
+    label = LABELS[kind] + (" (black: did not move)" if extend == "min" else "")
+    figure.colorbar(mesh, ax=axes, label=label, extend=extend)
 
 
 MAX_WRITTEN = 20  # classes up to which each cell's count is written in it
