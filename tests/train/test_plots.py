@@ -135,3 +135,22 @@ def test_a_layer_whose_weights_did_not_move_is_drawn_at_zero_not_left_out(tmp_pa
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert plots.layer_learning(rows, tmp_path / "stopped.png")
+
+
+def test_the_range_test_is_drawn_against_a_log_rate_with_its_suggestion_marked(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    from xpcnn.train.lr_range import LRRange
+
+    drawn = []
+    original = plots.new_figure
+    monkeypatch.setattr(plots, "new_figure", lambda width, height: drawn.append(original(width, height)) or drawn[-1])
+    lrs = list(np.geomspace(1e-5, 1.0, 6))
+    found = LRRange(lrs, [2.3, 2.2, 1.0, 0.5, 3.0, np.inf], [2.25, 1.8, 1.2, 1.5, 1.75, np.nan], suggested=lrs[2],
+                    diverged=True)
+    plots.lr_range(found, tmp_path / "lr.png", "a title")
+    axes = drawn[0].axes[0]
+    assert axes.get_xscale() == "log" and axes.get_title() == "a title"
+    assert [line.get_label() for line in axes.lines] == ["batch loss", "smoothed", f"suggested: {lrs[2]:.2g}"]
+    assert axes.get_ylim()[1] == pytest.approx(2 * 2.25)  # the diverged tail is cut off, not squashing the curve
+    plots.lr_range(LRRange(lrs[:2], [2.3, 2.4], [2.3, 2.35], suggested=None, diverged=False), tmp_path / "none.png")
+    assert len(drawn[1].axes[0].lines) == 2 and (tmp_path / "none.png").read_bytes()[:4] == b"\x89PNG"

@@ -115,14 +115,22 @@ def _add_train_parser(commands: Any) -> None:
     flag("--resume", action="store_true", help="continue the run in --out with its saved settings and data; "
          "--epochs beyond the saved total extends it")
     flag("--checkpoint-every", type=values.positive_int, help="also checkpoint every K optimizer steps")
-    flag("--no-progress", action="store_true", help="no progress bar")
     flag("--workers", type=values.positive_int, help="threads sharing each batch, each with a replica of the model "
          "(default: 2 on NumPy for steps of 1 GFLOP or more, with two cores and threadpoolctl; else 1; "
          "1 under mpirun)")
     flag("--detect-anomaly", action="store_true", help="check every layer for NaN/Inf and name the first (slower)")
     flag("--cuda-graphs", action=argparse.BooleanOptionalAction, help="replay each training step as recorded CUDA "
          "graphs, faster on a GPU (default: on torch with CUDA, not CuPy; refused on NumPy); a resume keeps the run's")
+    _add_output_flags(train)
+
+
+def _add_output_flags(parser: argparse.ArgumentParser) -> None:
+    flag = parser.add_argument
+    flag("--no-progress", action="store_true", help="no progress bar")
     flag("--no-plots", action="store_true", help="do not draw PNG plots")
+    flag("--find-lr", action="store_true", help="instead of training, run the learning-rate range test on the run's "
+         "network, recipe and data: up to 100 steps, the rate rising from 1e-7 to 10; print the suggested --lr and "
+         "write RUN/lr-range.json and lr-range.png")
 
 
 def _add_network_flags(parser: argparse.ArgumentParser) -> None:

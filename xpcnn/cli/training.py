@@ -104,7 +104,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     machine.keep_freed_memory()  # this process only trains: faster steps (see there)
     report = say if comm.is_root else quiet  # the first process reports for all
     recipe = None if args.resume else _recipe(args)  # checked before anything is made
+    if args.find_lr and (args.resume or comm.size > 1):
+        raise UsageError("--find-lr tests a new run's rates in one process: not with --resume"
+                         f"{', nor under mpirun' * (comm.size > 1)}")
+    if args.find_lr and args.lr is not None:
+        raise UsageError("--lr: --find-lr tries the rates from 1e-07 to 10 and suggests one: leave --lr out")
     folder = _open_folder(args, comm)
+    if args.find_lr:
+        return _find_lr(args, recipe, folder)
     out = folder.path
     options = {"run_dir": folder, "checkpoint_every": args.checkpoint_every, "progress": not args.no_progress,
                "anomaly": args.detect_anomaly, "comm": comm, "log": report,
@@ -137,6 +144,32 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"test accuracy {result['accuracy']:.2%} (loss {result['loss']:.4f}) on {len(test_set):,} "
           f"{'test ' * sample}image{'s' * (len(test_set) != 1)}{' drawn as the run limits them' * sample}; "
           f"training took {sum(row['seconds'] for row in trainer.history):.1f} s")
+    return 0
+
+
+def _find_lr(args: argparse.Namespace, recipe: presets.Recipe, folder: Any) -> int:
+    """The learning-rate range test of the run the flags describe, written into its folder."""
+    from ..train import find_lr
+    from ..train.lr_range import END, START, STEPS
+
+    try:
+        trainer, (train_set, _, _) = _start(args, recipe, {"progress": False, "log": say, "workers": 1})
+        say(f"learning-rate range test of {trainer.name} on {trainer.model.backend}, "
+            f"{trainer.optimizer.config()['type']} with batch {trainer.batch_size}: up to {STEPS} steps, the rate "
+            f"rising from {START:g} to {END:g}")
+        found = find_lr(trainer, train_set)
+        written = found.write(folder.path, f"{trainer.name} on {train_set.spec.name}: batch {trainer.batch_size}",
+                              plot=not args.no_plots)
+    except BaseException:
+        folder.remove_if_empty()  # a test that wrote nothing leaves no folder behind
+        raise
+    say(f"wrote {', '.join(map(str, written))}")
+    steps = f"{len(found.lrs)} steps from {found.lrs[0]:.2g} to {found.lrs[-1]:.2g}" + ", where the loss diverged" \
+        * found.diverged
+    if found.suggested is None:
+        print(f"no rate to suggest: the loss fell at no rate of the test ({steps})")
+    else:
+        print(f"suggested --lr {found.suggested:.2g}, where the smoothed loss was lowest ({steps})")
     return 0
 
 

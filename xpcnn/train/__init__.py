@@ -1,6 +1,6 @@
-"""Training: the loop (Trainer), its callbacks, how each layer learns (LayerStats), the run
-record and folder it keeps, worker threads, and what `xpcnn train` starts and continues
-(start_run, resume_run)."""
+"""Training: the loop (Trainer), its callbacks, how each layer learns (LayerStats), the
+learning-rate range test (find_lr), the run record and folder it keeps, worker threads,
+and what `xpcnn train` starts and continues (start_run, resume_run)."""
 
 from .callbacks import (
     BestCheckpoint,
@@ -12,6 +12,7 @@ from .callbacks import (
     RunSummary,
 )
 from .layer_stats import LayerStats
+from .lr_range import LRRange, find_lr
 from .record import SettingsConflict
 from .run_folder import RunFolder, RunFolderError
 from .runs import default_preset, resume_run, start_run
@@ -21,5 +22,5 @@ from .trainer import Trainer
 __all__ = [
     "Trainer", "Callback", "EarlyStopping", "BestCheckpoint", "ProgressBar", "MetricsLog", "PeriodicCheckpoints",
     "RunSummary", "RunFolder", "RunFolderError", "SettingsConflict", "TrainingDiverged", "TrainingInterrupted",
-    "start_run", "resume_run", "default_preset", "LayerStats",
+    "start_run", "resume_run", "default_preset", "LayerStats", "find_lr", "LRRange",
 ]

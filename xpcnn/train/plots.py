@@ -1,5 +1,5 @@
 """PNG plots of a run: learning curves, how each layer learned, the confusion matrix and
-the most confident mistakes (needs matplotlib)."""
+the most confident mistakes; the learning-rate range test (needs matplotlib)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 
 from ..io.figures import available, new_figure, save_png, shortened, show_image
 
-__all__ = ["available", "confusion", "layer_learning", "learning_curves", "mistakes"]
+__all__ = ["available", "confusion", "layer_learning", "learning_curves", "lr_range", "mistakes"]
 
 
 def learning_curves(history: list[dict[str, Any]], path: str | Path, title: str = "") -> None:
@@ -129,6 +129,27 @@ def _heat_map(figure: Any, axes: Any, epochs: list[int], values: dict[str, list[
     axes.set_ylim(len(values) - 0.5, -0.5)  # the input's layer at the top
     label = LABELS[kind] + (" (black: did not move)" if extend == "min" else "")
     figure.colorbar(mesh, ax=axes, label=label, extend=extend)
+
+
+def lr_range(found: Any, path: str | Path, title: str = "") -> None:
+    """The learning-rate range test's loss against the rate (log scale), each batch's and
+    smoothed, the suggested rate (the lowest smoothed loss's) marked; `found` is
+    xpcnn.train.lr_range.LRRange."""
+    figure = new_figure(7, 4)
+    axes = figure.subplots()
+    axes.plot(found.lrs, found.losses, color="lightgray", linewidth=1, label="batch loss")
+    axes.plot(found.lrs, found.smoothed, color="tab:blue", label="smoothed")
+    finite = [value for value in found.smoothed if np.isfinite(value)]
+    if finite:  # the diverged tail would squash the curve: up to twice the start's loss
+        low, high = min(finite), max(finite[0], min(finite)) * 2
+        axes.set_ylim(low - 0.05 * (high - low), high)
+    if found.suggested is not None:
+        axes.axvline(found.suggested, color="tab:red", linestyle="--", label=f"suggested: {found.suggested:.2g}")
+    axes.set(xscale="log", xlabel="learning rate", ylabel="training loss",
+             title=title or "learning-rate range test")
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8)
+    save_png(figure, Path(path))
 
 
 MAX_WRITTEN = 20  # classes up to which each cell's count is written in it

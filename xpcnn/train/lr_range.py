@@ -1,0 +1,150 @@
+"""The learning-rate range test (Smith 2017, "Cyclical Learning Rates for Training Neural
+Networks", section 3.3): a copy of a trainer's network takes `steps` optimizer steps with
+the learning rate rising exponentially from `start` to `end`, and the loss of each batch
+is recorded. The loss stays flat while the rate is too small to learn, falls once it is
+large enough, and rises when it is too large. The rate where the smoothed loss was lowest
+is the suggested peak rate of a run with a decaying schedule (Smith's "maximum learning
+rate"). On the presets it came out near their tuned rates, and trained the bundled MNIST
+subset as well as a third or a tenth of it did, or better
+(benchmarks/results/lr-range-20261208.md).
+
+    result = find_lr(trainer, train)  # the trainer's network and optimizer are untouched
+    print(result.suggested)
+
+Only the copy trains: the same optimizer (its settings, fresh state), batch size, seed,
+shifts and label smoothing as the trainer, the batches its first epochs would draw.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .. import backend
+from ..checks import integer, number
+from ..datasets import Dataset, batches, num_batches
+from ..evaluation import check_model_fits
+from ..io.atomic import atomic_write_text
+from ..optim import Schedule
+from . import plots
+from .step import TrainingStep
+from .trainer import Trainer
+from .workers import quiet
+
+DIVERGED = 4.0  # the test stops where the recent loss is this many times its lowest (fastai's bound)
+START, END, STEPS = 1e-7, 10.0, 100  # the test's defaults: 8 decades, 100 steps (a step raises the rate 1.2 times)
+MAX_STEPS = 100_000
+DATA_NAME, PLOT_NAME = "lr-range.json", "lr-range.png"  # what `write` writes, beside a run's files
+
+
+class Rising(Schedule):
+    """The rate multiplier of the test: start/end at step 0, rising exponentially to 1 at
+    step `steps - 1`."""
+
+    def __init__(self, ratio: float, steps: int) -> None:
+        self.ratio, self.steps = ratio, steps
+
+    def __call__(self, step: int) -> float:
+        return self.ratio ** (1 - min(step, self.steps - 1) / max(1, self.steps - 1))
+
+    def config(self) -> dict[str, Any]:
+        return {"type": "rising", "ratio": self.ratio, "steps": self.steps}
+
+
+@dataclass(frozen=True)
+class LRRange:
+    """What the range test measured: each step's rate and batch loss (mean over the
+    batch), the loss smoothed; the suggested peak rate, where the smoothed loss was lowest
+    (None where no rate made it fall: its lowest came at the first step); whether the test
+    stopped early because the loss diverged."""
+
+    lrs: list[float]
+    losses: list[float]
+    smoothed: list[float]
+    suggested: float | None
+    diverged: bool
+
+    def to_json(self) -> dict[str, Any]:
+        """The fields as JSON-ready data: a loss that is not finite (the diverged end) as None."""
+        def finite(values: list[float]) -> list[float | None]:
+            return [value if math.isfinite(value) else None for value in values]
+
+        return {"lrs": self.lrs, "losses": finite(self.losses), "smoothed": finite(self.smoothed),
+                "suggested": self.suggested, "diverged": self.diverged}
+
+    def write(self, folder: str | Path, title: str = "", plot: bool = True) -> list[Path]:
+        """Write lr-range.json (`to_json`) into `folder`, and with `plot` and matplotlib
+        lr-range.png (xpcnn.train.plots.lr_range); the paths written."""
+        folder = Path(folder)
+        atomic_write_text(folder / DATA_NAME, json.dumps(self.to_json(), indent=1) + "\n")
+        if not (plot and plots.available()):
+            return [folder / DATA_NAME]
+        plots.lr_range(self, folder / PLOT_NAME, title)
+        return [folder / DATA_NAME, folder / PLOT_NAME]
+
+
+def find_lr(trainer: Trainer, train: Dataset, *, start: float = START, end: float = END,
+            steps: int = STEPS) -> LRRange:
+    """Run the range test (see xpcnn.train.lr_range) on a copy of `trainer`'s network and
+    optimizer with `train`'s batches, from rate `start` to `end` over at most `steps`
+    steps; the trainer is left as it was. TypeError or ValueError for a range or step
+    count that cannot be, or images the network does not take."""
+    start = number(start, "find_lr start", 0.0, math.inf, low_included=False)
+    end = number(end, "find_lr end", start, math.inf, low_included=False)
+    steps = integer(steps, "find_lr steps", 2, MAX_STEPS)
+    if not isinstance(trainer, Trainer):
+        raise TypeError(f"find_lr trainer must be a Trainer, got {type(trainer).__name__}")
+    check_model_fits(trainer.model, train, "find_lr train")
+    model, optimizer = copy.deepcopy((trainer.model, trainer.optimizer))  # the optimizer keeps the copied model
+    optimizer.state, optimizer.steps = {slot: {} for slot in optimizer.slots}, 0
+    optimizer.lr, optimizer.schedule = end, Rising(start / end, steps)
+    step = TrainingStep(model, optimizer, copy.deepcopy(trainer.loss_fn), graphs=False, log=quiet)
+    lrs: list[float] = []
+    losses = Smoothed(steps)
+    for epoch in range(math.ceil(steps / num_batches(len(train), trainer.batch_size))):
+        for x, y in batches(train, trainer.batch_size, seed=trainer.seed, epoch=epoch, augment=trainer.augment,
+                            backend_name=model.backend, device=model.device, dtype=model.dtype):
+            lrs.append(optimizer.current_lr)
+            losses.add(float(backend.to_numpy(step.compute(x, y))[0]))
+            if len(lrs) == steps or losses.diverged():
+                return losses.result(lrs)
+            step.update()
+    return losses.result(lrs)  # not reached: the epochs hold `steps` batches
+
+
+class Smoothed:
+    """Batch losses and their averages over a few steps (a batch's loss is noisy): while
+    the test runs, over the last ones, to see it diverge; once it is done, over those on
+    both sides (`result`), which follow the curve without lagging it."""
+
+    def __init__(self, steps: int) -> None:
+        self.losses: list[float] = []
+        self.half = max(1, steps // 40)  # steps on each side: the rate rises 2.5 times over 5 of 100 steps
+        self._lowest = math.inf
+
+    def add(self, loss: float) -> None:
+        self.losses.append(loss)
+
+    def diverged(self) -> bool:
+        """Whether the last loss is not finite, or the average of the last ones DIVERGED
+        times their lowest so far."""
+        recent = self.losses[-self.half - 1:]
+        average = sum(recent) / len(recent)
+        if not math.isfinite(average):
+            return True
+        self._lowest = min(self._lowest, average)
+        return average > DIVERGED * self._lowest
+
+    def result(self, lrs: list[float]) -> LRRange:
+        """What the test found at the rates `lrs`, one a loss."""
+        h, losses = self.half, self.losses
+        windows = [losses[max(0, k - h):k + h + 1] for k in range(len(losses))]
+        smoothed = [sum(window) / len(window) for window in windows]
+        finite = [k for k, value in enumerate(smoothed) if math.isfinite(value)]
+        best = min(finite, key=lambda k: smoothed[k], default=0)
+        fell = best > 0  # else no rate made the loss fall below the first steps'
+        return LRRange(lrs, losses, smoothed, suggested=lrs[best] if fell else None, diverged=self.diverged())
