@@ -367,3 +367,12 @@ def test_a_class_folder_whose_name_is_not_printable_is_refused(tmp_path):
     with pytest.raises(FolderError, match=r"a class folder's name is its class's name, which is printed: it must be "
                                           r"printable"):
         load(tmp_path / "pics")
+
+
+def test_a_class_folder_whose_name_is_no_utf8_is_refused(tmp_path):
+    """Its name, a lone surrogate in Python, could be neither drawn in the run's plots (which
+    failed after training) nor printed."""
+    dataset(tmp_path / "pics")
+    os.rename(tmp_path / "pics" / "a", os.fsencode(tmp_path / "pics") + b"/caf\xe9")
+    with pytest.raises(FolderError, match=r"caf\\udce9'?: a class folder's name is its class's name"):
+        load(tmp_path / "pics")

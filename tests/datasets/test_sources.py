@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from xpcnn.datasets.sources import DATASETS, FOLDER_IMAGE_SIDE, IMAGE_SIDES, MNIST, PICTURES, DatasetSpec, image_side
@@ -19,6 +21,7 @@ def test_escaped_writes_what_would_break_a_line_as_escapes():
 
     assert escaped("cat\nxpcnn: fine\r\x1b[31m\u202e.png") == "cat\\nxpcnn: fine\\r\\x1b[31m\\u202e.png"
     assert escaped("my cats/ünï 猫.jpg") == "my cats/ünï 猫.jpg"
+    assert escaped(os.fsdecode(b"caf\xe9.png")) == "caf\\udce9.png"  # a name that is no UTF-8: drawable, encodable
 
 
 def test_a_spec_reads_its_pictures_in_one_of_the_known_ways():

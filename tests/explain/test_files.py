@@ -56,6 +56,17 @@ def test_each_image_gets_a_picture_and_the_classes_predict_gives(saved, tmp_path
     assert written.images[1].to_dict() == {"image": str(tmp_path / "notes.png"), "error": written.images[1].error}
 
 
+def test_an_image_whose_name_is_no_utf8_is_drawn_with_its_name_escaped(saved, tmp_path):
+    """Matplotlib cannot draw a lone surrogate (what such a byte is in Python): the title
+    failed, and with it the whole command."""
+    run, test = saved
+    image = os.fsdecode(os.fsencode(tmp_path) + b"/caf\xe9.npy")
+    np.save(image, test.images[0, 0])
+    written = explain_files(run, [image], tmp_path / "out", top=1)
+    assert written.images[0].error is None and written.images[0].picture.read_bytes()[:4] == b"\x89PNG"
+    assert "caf\\udce9.npy: " in written.images[0].to_line()
+
+
 def test_a_named_class_is_followed(saved, tmp_path):
     run, test = saved
     written = explain_files(run, [run / "digit0.npy"], tmp_path, target="3", top=1)

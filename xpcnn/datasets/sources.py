@@ -11,9 +11,10 @@ from typing import Any
 PICTURES = ("resize", "digits")  # how pictures are brought to a network's images: photos fitted, or MNIST's form
 MAX_CLASS_NAME = 255  # characters: a folder's name, which a class of pictures has, is at most 255 bytes
 # What a printed name must not hold: control characters and line breaks forge lines and
-# terminal escapes; bidirectional overrides make printed text read other than it is.
+# terminal escapes; bidirectional overrides make printed text read other than it is; a
+# lone surrogate (the byte of a file name that is no UTF-8) cannot be drawn or encoded.
 # (Zero-width joiners, no-break spaces and the like belong to ordinary names.)
-UNPRINTABLE_CATEGORIES = {"Cc", "Zl", "Zp"}
+UNPRINTABLE_CATEGORIES = {"Cc", "Cs", "Zl", "Zp"}
 BIDI_CONTROLS = set("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 
