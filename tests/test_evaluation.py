@@ -156,6 +156,22 @@ def test_a_folder_of_digit_pictures_is_scored_as_predict_reads_each(saved_run, t
     assert result["images"] == 20 and result["accuracy"] == np.mean(np.equal(labels, named)) > 0.5
 
 
+def test_another_folder_of_train_and_test_is_scored_on_its_test_pictures_alone(saved_run, tmp_path):
+    """Its train/ was decoded too, and a file there that is no picture failed the evaluation."""
+    pytest.importorskip("PIL")
+    from PIL import Image
+
+    test = load_bundled().test
+    for part, count in (("train", 3), ("test", 2)):
+        for label in range(10):
+            (tmp_path / "digits" / part / str(label)).mkdir(parents=True)
+            for k, image in enumerate(test.images[test.labels == label][:count]):
+                Image.fromarray(255 - image.reshape(28, 28)).save(tmp_path / "digits" / part / str(label) / f"{k}.png")
+    (tmp_path / "digits" / "train" / "3" / "notes.png").write_text("not a picture")
+    result = evaluate_checkpoint(saved_run.checkpoint_path, "images", tmp_path / "digits")
+    assert result["images"] == 20 and "digits/test: 20 pictures" in result["data"]
+
+
 def test_a_checkpoint_saved_before_training_says_what_it_lacks(tmp_path):
     path = tmp_path / "untrained.npz"
     save_checkpoint(path, presets.build("tutorial"))

@@ -329,6 +329,8 @@ def _folder_again(selection: Selection | None, data_dir: str | Path | None, chec
                **(selection.reader if selection else {})}
     # Another folder is scored whole (its test/ where it has train/ and test/): it was never trained on.
     options.update(test_split=1.0, split_seed=0, **({"on_bad": on_bad} if on_bad else {}))
+    if (Path(data_dir) / "train").is_dir() and (Path(data_dir) / "test").is_dir():
+        data_dir = Path(data_dir) / "test"  # its train/, never scored, is neither decoded nor refused for a bad file
     return _as_trained(load_images(data_dir, **options), checkpoint)
 
 
