@@ -36,6 +36,18 @@ def test_precision_recall_and_f1_of_each_class_and_their_mean():
     assert table[1].split() == ["a", "100.00%", "50.00%", "66.67%", "2"]
 
 
+def test_the_mean_leaves_out_a_class_with_no_image_and_no_prediction_as_scikit_learn_does():
+    """A folder's class of one picture is only trained on: every test image right must not
+    read as a mean of 75 %."""
+    counts = confusion_matrix(np.array([0, 1, 2, 2]), np.array([0, 1, 2, 2]), 4)  # class 3: no image, no prediction
+    scores = per_class(counts, ["a", "b", "c", "d"])
+    assert scores["macro"] == {"precision": 1.0, "recall": 1.0, "f1": 1.0}
+    assert scores["classes"][3] == {"class": "d", "precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
+    predicted_only = per_class(confusion_matrix(np.array([0, 0]), np.array([0, 1]), 3), ["a", "b", "c"])
+    assert predicted_only["macro"]["precision"] == 0.5  # b, predicted but absent, counts: a wrong answer named it
+    assert per_class(np.zeros((2, 2)), ["a", "b"])["macro"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0}
+
+
 def test_the_table_s_columns_stay_in_line_when_a_rate_is_100_percent():
     scores = per_class(np.array([[8, 0], [8, 0]]), ["zero", "one"])  # zero: recall 100%, one: nothing found
     lines = per_class_table(scores).splitlines()

@@ -48,8 +48,10 @@ def _indices(values: Any, what: str, classes: int) -> np.ndarray:
 def per_class(counts: np.ndarray, classes: list[str]) -> dict[str, Any]:
     """From a confusion matrix counts[true, predicted]: each class's precision (of the
     images predicted as it, how many are it), recall (of its images, how many were found),
-    F1 (their harmonic mean) and support (its images), and their unweighted means over the
-    classes ("macro"). A class never predicted has precision 0, one never present recall 0."""
+    F1 (their harmonic mean) and support (its images), and their unweighted means ("macro")
+    over the classes the matrix has images of or predictions of, as scikit-learn's report
+    takes them: a class with neither (a folder's class with no test picture) has nothing to
+    score. A class never predicted has precision 0, one never present recall 0."""
     counts = np.asarray(counts, np.float64)
     if counts.ndim != 2 or counts.shape[0] != counts.shape[1]:
         raise ValueError(f"per_class takes a confusion matrix (K, K), got shape {counts.shape}")
@@ -62,7 +64,10 @@ def per_class(counts: np.ndarray, classes: list[str]) -> dict[str, Any]:
         f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
     rows = [{"class": name, "precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
             for name, p, r, f, s in zip(classes, precision, recall, f1, present)]
-    macro = {"precision": float(precision.mean()), "recall": float(recall.mean()), "f1": float(f1.mean())}
+    seen = (present > 0) | (predicted > 0)
+    seen = seen if seen.any() else np.ones_like(seen)  # an empty matrix: the means of zeros, 0
+    macro = {"precision": float(precision[seen].mean()), "recall": float(recall[seen].mean()),
+             "f1": float(f1[seen].mean())}
     return {"classes": rows, "macro": macro}
 
 
