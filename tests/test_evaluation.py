@@ -10,10 +10,11 @@ import pytest
 import xpcnn
 from xpcnn import Trainer, presets
 from xpcnn.datasets import MNIST, Dataset, batches, load_bundled, normalize
+from xpcnn.datasets.folder import FolderError
 from xpcnn.evaluation import NotFiniteOutputs, classify_files, evaluate, evaluate_checkpoint, predict
 from xpcnn.io.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
-from .helpers import small_net
+from .helpers import colour_folder, small_net
 
 
 @pytest.fixture(scope="module")
@@ -170,6 +171,32 @@ def test_another_folder_of_train_and_test_is_scored_on_its_test_pictures_alone(s
     (tmp_path / "digits" / "train" / "3" / "notes.png").write_text("not a picture")
     result = evaluate_checkpoint(saved_run.checkpoint_path, "images", tmp_path / "digits")
     assert result["images"] == 20 and "digits/test: 20 pictures" in result["data"]
+
+
+def test_the_run_s_own_folder_moved_is_scored_on_its_test_split_not_whole(tmp_path):
+    """Scored whole as another folder, a moved folder's training pictures inflated the
+    score; the run's own folder, gone, did not say that --data-dir names where it is now."""
+    pytest.importorskip("PIL")
+    from xpcnn.train import start_run
+
+    colour_folder(tmp_path / "photos", per_class=10)
+    trainer, (train, _, test) = start_run("compact", dataset="images", data_dir=tmp_path / "photos",
+                                          folder_options={"image_size": 16, "progress": False},
+                                          run_dir=tmp_path / "run", progress=False, log=lambda message: None)
+    trainer.fit(train, 1)
+    before = evaluate_checkpoint(tmp_path / "run")
+    (tmp_path / "photos").rename(tmp_path / "moved")
+    with pytest.raises(FolderError, match=r"photos: does not exist.*; if it moved, --data-dir \(data_dir=\) names"):
+        evaluate_checkpoint(tmp_path / "run")
+    notes = []
+    after = evaluate_checkpoint(tmp_path / "run", data_dir=tmp_path / "moved", log=notes.append)
+    assert after["images"] == before["images"] == len(test) < 0.5 * len(train)
+    np.testing.assert_array_equal(after["confusion"], before["confusion"])
+    assert any("holds the pictures the run read from" in note for note in notes)
+    for picture in sorted((tmp_path / "moved" / "red").iterdir())[:1]:
+        picture.unlink()  # no longer the run's pictures: another folder, scored whole
+    whole = evaluate_checkpoint(tmp_path / "run", data_dir=tmp_path / "moved")
+    assert whole["images"] == len(train) + len(test) - 1
 
 
 def test_a_checkpoint_saved_before_training_says_what_it_lacks(tmp_path):

@@ -28,6 +28,7 @@ from .datasets import (
     normalize,
 )
 from .datasets.dataset import MAX_STATISTIC, per_channel
+from .datasets.folder import FolderError
 from .datasets.images import ImageError, read_for_model
 from .datasets.loading import FOLDER, DataNotFound
 from .datasets.sources import escaped
@@ -278,7 +279,7 @@ def _test_split(checkpoint: Any, dataset: str | None, data_dir: str | Path | Non
     if not same:
         log(f"note: the model was trained on {trained_on}, evaluating on {dataset}")
     if folder:
-        loaded = _folder_again(selection if same else None, data_dir, checkpoint, on_bad)
+        loaded = _folder_again(selection if same else None, data_dir, checkpoint, on_bad, log)
     elif trained_on not in DATASETS and same:
         raise ValueError(f"the model was trained on data given from Python ({trained_on}), which cannot be read "
                          "again here: score it with xpcnn.evaluate(model, dataset), or name --dataset and --data-dir")
@@ -315,13 +316,20 @@ def _registered_test(selection: Selection | None, name: str, data_dir: str | Pat
 
 
 def _folder_again(selection: Selection | None, data_dir: str | Path | None, checkpoint: Any,
-                  on_bad: str | None) -> Loaded:
+                  on_bad: str | None, log: Callable[[str], None]) -> Loaded:
     """A folder of pictures read as the run read it: the run's own (refused if its pictures
-    changed: Selection.load), or `data_dir` with the run's options (`on_bad` given: that),
-    as digits for a model of digits without them (the MNIST family), as predict reads one."""
+    changed: Selection.load; found by its digest where it was moved), or `data_dir` with
+    the run's options (`on_bad` given: that), as digits for a model of digits without them
+    (the MNIST family), as predict reads one."""
     if data_dir is None:  # the run's own folder (_test_split checked it has one)
-        train, _, test = dataclasses.replace(selection, limit=None, val_split=0.0).load()
+        try:
+            train, _, test = dataclasses.replace(selection, limit=None, val_split=0.0).load()
+        except (DataNotFound, FolderError) as exc:
+            raise type(exc)(f"{exc}; if it moved, --data-dir (data_dir=) names where it is now") from None
         return Loaded(train, test)
+    moved = _moved_here(selection, data_dir, log)
+    if moved is not None:
+        return moved
     data = checkpoint.data_statistics()
     # one channel, as read_for_model: a checkpoint older than photos records "digits" whatever it took
     options = {"image_size": data["input_shape"][1], "channels": data["input_shape"][0],
@@ -332,6 +340,21 @@ def _folder_again(selection: Selection | None, data_dir: str | Path | None, chec
     if (Path(data_dir) / "train").is_dir() and (Path(data_dir) / "test").is_dir():
         data_dir = Path(data_dir) / "test"  # its train/, never scored, is neither decoded nor refused for a bad file
     return _as_trained(load_images(data_dir, **options), checkpoint)
+
+
+def _moved_here(selection: Selection | None, data_dir: str | Path, log: Callable[[str], None]) -> Loaded | None:
+    """The run's own folder of class folders, moved or copied to `data_dir` (the same
+    pictures read as the run read them: the same digest), split as the run split it: scored
+    whole, its training pictures would inflate the score. None for another folder."""
+    if selection is None or selection.digest is None or (Path(data_dir) / "train").is_dir():
+        return None  # a folder of train/ and test/ is scored on test/, which no run trained on
+    try:
+        train, _, test = dataclasses.replace(selection, folders=(str(data_dir),), limit=None, val_split=0.0).load()
+    except (DataNotFound, FolderError):  # other pictures, or some the run's reading refuses: read as another's
+        return None
+    log(f"note: {data_dir} holds the pictures the run read from {selection.folders[0]}: scoring the test split "
+        "the run held out of them")
+    return Loaded(train, test)
 
 
 def _as_trained(loaded: Loaded, checkpoint: Any) -> Loaded:
