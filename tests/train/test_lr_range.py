@@ -107,6 +107,7 @@ def test_the_suggestion_is_the_rate_of_the_lowest_loss_averaged_over_its_neighbo
     (lambda t, d: find_lr(t, d, start=1e-3, end=1e-3), ValueError, "find_lr end must be > 0.001"),
     (lambda t, d: find_lr(t, d, steps=1), ValueError, "find_lr steps must be >= 2"),
     (lambda t, d: find_lr(t, d, steps=2.5), TypeError, "find_lr steps must be an integer"),
+    (lambda t, d: find_lr(t, d, progress="yes"), TypeError, "find_lr progress must be True or False"),
     (lambda t, d: find_lr(t.model, d), TypeError, "find_lr trainer must be a Trainer, got Sequential"),
     (lambda t, d: find_lr(t, d.images), TypeError, "find_lr train must be a Dataset"),
     (lambda t, d: find_lr(t, load_bundled().train.subset(np.arange(0))), ValueError, "holds no images"),

@@ -157,7 +157,7 @@ def _find_lr(args: argparse.Namespace, recipe: presets.Recipe, folder: Any) -> i
         say(f"learning-rate range test of {trainer.name} on {trainer.model.backend}, "
             f"{trainer.optimizer.config()['type']} with batch {trainer.batch_size}: up to {STEPS} steps, the rate "
             f"rising from {START:g} to {END:g}")
-        found = find_lr(trainer, train_set)
+        found = find_lr(trainer, train_set, progress=not args.no_progress)
         written = found.write(folder.path, f"{trainer.name} on {train_set.spec.name}: batch {trainer.batch_size}",
                               plot=not args.no_plots)
     except BaseException:

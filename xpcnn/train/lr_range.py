@@ -17,6 +17,7 @@ shifts and label smoothing as the trainer, the batches its first epochs would dr
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -24,8 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .. import backend
-from ..checks import integer, number
+from ..checks import flag, integer, number
 from ..datasets import Dataset, batches, num_batches
 from ..evaluation import check_model_fits
 from ..io.atomic import atomic_write_text
@@ -87,33 +90,56 @@ class LRRange:
         return [folder / DATA_NAME, folder / PLOT_NAME]
 
 
-def find_lr(trainer: Trainer, train: Dataset, *, start: float = START, end: float = END,
-            steps: int = STEPS) -> LRRange:
+def find_lr(trainer: Trainer, train: Dataset, *, start: float = START, end: float = END, steps: int = STEPS,
+            progress: bool = False) -> LRRange:
     """Run the range test (see xpcnn.train.lr_range) on a copy of `trainer`'s network and
     optimizer with `train`'s batches, from rate `start` to `end` over at most `steps`
-    steps; the trainer is left as it was. TypeError or ValueError for a range or step
-    count that cannot be, or images the network does not take."""
+    steps (`progress`: a bar on stderr, with tqdm); the trainer is left as it was.
+    TypeError or ValueError for a range or step count that cannot be, or images the
+    network does not take."""
     start = number(start, "find_lr start", 0.0, math.inf, low_included=False)
     end = number(end, "find_lr end", start, math.inf, low_included=False)
     steps = integer(steps, "find_lr steps", 2, MAX_STEPS)
+    progress = flag(progress, "find_lr progress")
     if not isinstance(trainer, Trainer):
         raise TypeError(f"find_lr trainer must be a Trainer, got {type(trainer).__name__}")
     check_model_fits(trainer.model, train, "find_lr train")
+    step = _copied_step(trainer, start, end, steps)
+    model, optimizer = step.model, step.optimizer
+    lrs: list[float] = []
+    losses = Smoothed(steps)
+    bar = progress_bar(steps, "learning-rate range test") if progress else None
+    # The overflows on the way to a loss that is not finite are what the test looks for: no warnings.
+    with np.errstate(all="ignore"), contextlib.closing(bar) if bar else contextlib.nullcontext():
+        for epoch in range(math.ceil(steps / num_batches(len(train), trainer.batch_size))):
+            for x, y in batches(train, trainer.batch_size, seed=trainer.seed, epoch=epoch, augment=trainer.augment,
+                                backend_name=model.backend, device=model.device, dtype=model.dtype):
+                lrs.append(optimizer.current_lr)
+                losses.add(float(backend.to_numpy(step.compute(x, y))[0]))
+                if bar:
+                    bar.update(1)
+                if len(lrs) == steps or losses.diverged():
+                    return losses.result(lrs)
+                step.update()
+    return losses.result(lrs)  # not reached: the epochs hold `steps` batches
+
+
+def _copied_step(trainer: Trainer, start: float, end: float, steps: int) -> TrainingStep:
+    """The training step of copies of the trainer's network, loss and optimizer (its
+    settings, fresh state), the rate rising from `start` to `end` over `steps` steps."""
     model, optimizer = copy.deepcopy((trainer.model, trainer.optimizer))  # the optimizer keeps the copied model
     optimizer.state, optimizer.steps = {slot: {} for slot in optimizer.slots}, 0
     optimizer.lr, optimizer.schedule = end, Rising(start / end, steps)
-    step = TrainingStep(model, optimizer, copy.deepcopy(trainer.loss_fn), graphs=False, log=quiet)
-    lrs: list[float] = []
-    losses = Smoothed(steps)
-    for epoch in range(math.ceil(steps / num_batches(len(train), trainer.batch_size))):
-        for x, y in batches(train, trainer.batch_size, seed=trainer.seed, epoch=epoch, augment=trainer.augment,
-                            backend_name=model.backend, device=model.device, dtype=model.dtype):
-            lrs.append(optimizer.current_lr)
-            losses.add(float(backend.to_numpy(step.compute(x, y))[0]))
-            if len(lrs) == steps or losses.diverged():
-                return losses.result(lrs)
-            step.update()
-    return losses.result(lrs)  # not reached: the epochs hold `steps` batches
+    return TrainingStep(model, optimizer, copy.deepcopy(trainer.loss_fn), graphs=False, log=quiet)
+
+
+def progress_bar(total: int, what: str) -> Any:
+    """A tqdm bar of `total` steps on stderr; None without tqdm (the `progress` extra)."""
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, desc=what, unit="step", leave=False, dynamic_ncols=True)
 
 
 class Smoothed:
