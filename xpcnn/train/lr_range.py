@@ -4,9 +4,8 @@ the learning rate rising exponentially from `start` to `end`, and the loss of ea
 is recorded. The loss stays flat while the rate is too small to learn, falls once it is
 large enough, and rises when it is too large. The rate where the smoothed loss was lowest
 is the suggested peak rate of a run with a decaying schedule (Smith's "maximum learning
-rate"). On the presets it came out near their tuned rates, and trained the bundled MNIST
-subset as well as a third or a tenth of it did, or better
-(benchmarks/results/lr-range-20261208.md).
+rate"). On the presets it came out at 0.6-7.4 times their tuned rates, and trained
+better than a third or a tenth of it (benchmarks/results/lr-range-20261208.md).
 
     result = find_lr(trainer, train)  # the trainer's network and optimizer are untouched
     print(result.suggested)
