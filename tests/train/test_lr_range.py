@@ -14,7 +14,7 @@ import pytest
 from xpcnn import backend
 from xpcnn.datasets import batches, load_bundled
 from xpcnn.optim import SGD, Adam
-from xpcnn.train import LRRange, Trainer, find_lr
+from xpcnn.train import LRRange, Trainer, find_lr, plots
 from xpcnn.train.lr_range import DATA_NAME, DIVERGED, PLOT_NAME, Smoothed
 
 from ..helpers import small_net
@@ -85,6 +85,21 @@ def test_the_test_stops_where_the_loss_diverges_and_its_json_holds_no_nan(train,
     assert data["lrs"] == found.lrs and data["suggested"] == found.suggested and data["diverged"]
     assert [None if value is None else value for value in data["losses"]] == [
         value if math.isfinite(value) else None for value in found.losses]
+
+
+def a_result():
+    return LRRange([1e-3, 1e-2, 1e-1], [2.3, 1.0, 9.0], [1.65, 4.1, 5.0], suggested=1e-3, diverged=False)
+
+
+@pytest.mark.parametrize("matplotlib", [True, False])
+def test_a_test_written_undrawn_removes_the_plot_of_an_earlier_one_it_would_contradict(tmp_path, monkeypatch,
+                                                                                        matplotlib):
+    monkeypatch.setattr(plots, "available", lambda: True)
+    monkeypatch.setattr(plots, "lr_range", lambda found, path, title: path.write_bytes(b"an earlier test's plot"))
+    a_result().write(tmp_path)
+    monkeypatch.setattr(plots, "available", lambda: matplotlib)
+    assert a_result().write(tmp_path, plot=False if matplotlib else True) == [tmp_path / DATA_NAME]
+    assert sorted(path.name for path in tmp_path.iterdir()) == [DATA_NAME]
 
 
 def test_the_suggestion_is_the_rate_of_the_lowest_loss_averaged_over_its_neighbours():

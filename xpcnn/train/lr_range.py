@@ -80,10 +80,12 @@ class LRRange:
 
     def write(self, folder: str | Path, title: str = "", plot: bool = True) -> list[Path]:
         """Write lr-range.json (`to_json`) into `folder`, and with `plot` and matplotlib
-        lr-range.png (xpcnn.train.plots.lr_range); the paths written."""
+        lr-range.png (xpcnn.train.plots.lr_range), else remove an earlier test's; the
+        paths written."""
         folder = Path(folder)
         atomic_write_text(folder / DATA_NAME, json.dumps(self.to_json(), indent=1) + "\n")
         if not (plot and plots.available()):
+            (folder / PLOT_NAME).unlink(missing_ok=True)  # an earlier test's plot would contradict this data
             return [folder / DATA_NAME]
         plots.lr_range(self, folder / PLOT_NAME, title)
         return [folder / DATA_NAME, folder / PLOT_NAME]
