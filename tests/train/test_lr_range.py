@@ -102,6 +102,20 @@ def test_a_test_written_undrawn_removes_the_plot_of_an_earlier_one_it_would_cont
     assert sorted(path.name for path in tmp_path.iterdir()) == [DATA_NAME]
 
 
+@pytest.mark.parametrize("stop", [KeyboardInterrupt, MemoryError])
+def test_a_write_stopped_while_drawing_leaves_neither_file(tmp_path, monkeypatch, stop):
+    def interrupted(found, path, title):
+        raise stop()
+
+    monkeypatch.setattr(plots, "available", lambda: True)
+    monkeypatch.setattr(plots, "lr_range", lambda found, path, title: path.write_bytes(b"an earlier test's plot"))
+    a_result().write(tmp_path)
+    monkeypatch.setattr(plots, "lr_range", interrupted)
+    with pytest.raises(stop):
+        a_result().write(tmp_path)
+    assert list(tmp_path.iterdir()) == []  # so that xpcnn train --find-lr removes the folder it made
+
+
 def test_the_suggestion_is_the_rate_of_the_lowest_loss_averaged_over_its_neighbours():
     losses = Smoothed(steps=100)  # two steps on each side
     for loss in [3.0, 3.1, 2.9, 2.0, 1.0, 0.2, 1.1, 0.9, 1.0, 2.0, 5.0]:

@@ -81,14 +81,20 @@ class LRRange:
     def write(self, folder: str | Path, title: str = "", plot: bool = True) -> list[Path]:
         """Write lr-range.json (`to_json`) into `folder`, and with `plot` and matplotlib
         lr-range.png (xpcnn.train.plots.lr_range), else remove an earlier test's; the
-        paths written."""
-        folder = Path(folder)
-        atomic_write_text(folder / DATA_NAME, json.dumps(self.to_json(), indent=1) + "\n")
-        if not (plot and plots.available()):
-            (folder / PLOT_NAME).unlink(missing_ok=True)  # an earlier test's plot would contradict this data
-            return [folder / DATA_NAME]
-        plots.lr_range(self, folder / PLOT_NAME, title)
-        return [folder / DATA_NAME, folder / PLOT_NAME]
+        paths written. Stopped while drawing (Ctrl-C, an error), it removes both files."""
+        data, picture = Path(folder) / DATA_NAME, Path(folder) / PLOT_NAME
+        drawn = plot and plots.available()
+        atomic_write_text(data, json.dumps(self.to_json(), indent=1) + "\n")
+        try:
+            if drawn:
+                plots.lr_range(self, picture, title)
+            else:
+                picture.unlink(missing_ok=True)  # an earlier test's plot would contradict this data
+        except BaseException:  # Ctrl-C too: the data without its plot, or with an earlier one, is half a test
+            data.unlink(missing_ok=True)
+            picture.unlink(missing_ok=True)
+            raise
+        return [data, picture] if drawn else [data]
 
 
 def find_lr(trainer: Trainer, train: Dataset, *, start: float = START, end: float = END, steps: int = STEPS,
