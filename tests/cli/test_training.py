@@ -3,6 +3,7 @@ range test (--find-lr); training, resuming and their errors are in test_main.py.
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import json
 
@@ -35,3 +36,15 @@ def test_find_lr_with_a_flag_it_cannot_take_is_a_usage_error_that_makes_nothing(
     result = xpcnn("train", "--find-lr", "--no-download", *flags, env=env_without_data(tmp_path), cwd=tmp_path)
     assert result.returncode == 2 and message in result.stderr, result.stderr
     assert not (tmp_path / "runs").exists() and not (tmp_path / "run").exists()  # refused before a folder was made
+
+
+@pytest.mark.parametrize("resume, processes, refused", [
+    (True, 1, "not with --resume"), (False, 2, "not under mpirun (2 processes)"), (True, 3, "not with --resume")])
+def test_find_lr_refused_names_what_was_given(resume, processes, refused):
+    """Under mpirun without --resume, the refusal named --resume too: a flag not given."""
+    from xpcnn.cli.output import UsageError
+    from xpcnn.cli.training import _check_find_lr
+
+    with pytest.raises(UsageError) as error:
+        _check_find_lr(argparse.Namespace(resume=resume, lr=None), processes)
+    assert str(error.value) == f"--find-lr tests a new run's rates in one process: {refused}"

@@ -104,11 +104,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     machine.keep_freed_memory()  # this process only trains: faster steps (see there)
     report = say if comm.is_root else quiet  # the first process reports for all
     recipe = None if args.resume else _recipe(args)  # checked before anything is made
-    if args.find_lr and (args.resume or comm.size > 1):
-        raise UsageError("--find-lr tests a new run's rates in one process: not with --resume"
-                         f"{', nor under mpirun' * (comm.size > 1)}")
-    if args.find_lr and args.lr is not None:
-        raise UsageError("--lr: --find-lr tries the rates from 1e-07 to 10 and suggests one: leave --lr out")
+    if args.find_lr:
+        _check_find_lr(args, comm.size)
     folder = _open_folder(args, comm)
     if args.find_lr:
         return _find_lr(args, recipe, folder)
@@ -145,6 +142,15 @@ def cmd_train(args: argparse.Namespace) -> int:
           f"{'test ' * sample}image{'s' * (len(test_set) != 1)}{' drawn as the run limits them' * sample}; "
           f"training took {sum(row['seconds'] for row in trainer.history):.1f} s")
     return 0
+
+
+def _check_find_lr(args: argparse.Namespace, processes: int) -> None:
+    """Refuse what --find-lr cannot take, naming what was given."""
+    if args.resume or processes > 1:
+        raise UsageError("--find-lr tests a new run's rates in one process: not "
+                         f"{'with --resume' if args.resume else f'under mpirun ({processes} processes)'}")
+    if args.lr is not None:
+        raise UsageError("--lr: --find-lr tries the rates from 1e-07 to 10 and suggests one: leave --lr out")
 
 
 def _find_lr(args: argparse.Namespace, recipe: presets.Recipe, folder: Any) -> int:
