@@ -48,3 +48,17 @@ def test_find_lr_refused_names_what_was_given(resume, processes, refused):
     with pytest.raises(UsageError) as error:
         _check_find_lr(argparse.Namespace(resume=resume, lr=None), processes)
     assert str(error.value) == f"--find-lr tests a new run's rates in one process: {refused}"
+
+
+def test_find_lr_without_matplotlib_says_the_plot_is_skipped(tmp_path, monkeypatch, capsys):
+    """Without matplotlib the test wrote lr-range.json alone and said nothing of the plot."""
+    from xpcnn.cli.main import main
+    from xpcnn.train import plots
+
+    monkeypatch.setattr(plots, "available", lambda: False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("XPCNN_DATA_DIR", raising=False)
+    out = tmp_path / "lr"
+    assert main(["train", "--find-lr", "--no-download", "--limit", "200", "--out", str(out), "--no-progress"]) == 0
+    assert "plot skipped: matplotlib is not installed" in capsys.readouterr().err
+    assert [path.name for path in out.iterdir()] == ["lr-range.json"]

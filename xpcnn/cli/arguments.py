@@ -130,7 +130,7 @@ def _add_output_flags(parser: argparse.ArgumentParser) -> None:
     flag("--no-plots", action="store_true", help="do not draw PNG plots")
     flag("--find-lr", action="store_true", help="instead of training, run the learning-rate range test on the run's "
          "network, recipe and data: up to 100 steps, the rate rising from 1e-7 to 10; print the suggested --lr and "
-         "write RUN/lr-range.json and lr-range.png")
+         "write RUN/lr-range.json and, with matplotlib, lr-range.png")
 
 
 def _add_network_flags(parser: argparse.ArgumentParser) -> None:

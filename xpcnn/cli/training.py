@@ -155,7 +155,8 @@ def _check_find_lr(args: argparse.Namespace, processes: int) -> None:
 
 def _find_lr(args: argparse.Namespace, recipe: presets.Recipe, folder: Any) -> int:
     """The learning-rate range test of the run the flags describe, written into its folder."""
-    from ..train import find_lr
+    from ..extras import install_hint
+    from ..train import find_lr, plots
     from ..train.lr_range import END, START, STEPS
 
     try:
@@ -170,6 +171,8 @@ def _find_lr(args: argparse.Namespace, recipe: presets.Recipe, folder: Any) -> i
         folder.remove_if_empty()  # a test that wrote nothing leaves no folder behind
         raise
     say(f"wrote {', '.join(map(str, written))}")
+    if not args.no_plots and not plots.available():  # as a run's plots are: said, not silently left out
+        say(f"plot skipped: matplotlib is not installed ({install_hint('plot')})")
     steps = f"{len(found.lrs)} steps from {found.lrs[0]:.2g} to {found.lrs[-1]:.2g}" + ", where the loss diverged" \
         * found.diverged
     if found.suggested is None:
