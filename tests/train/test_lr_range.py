@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -114,6 +115,20 @@ def test_a_write_stopped_while_drawing_leaves_neither_file(tmp_path, monkeypatch
     with pytest.raises(stop):
         a_result().write(tmp_path)
     assert list(tmp_path.iterdir()) == []  # so that xpcnn train --find-lr removes the folder it made
+
+
+@pytest.mark.parametrize("args, message", [
+    ((None,), "LRRange.write folder must be a path (str or Path), got None"),
+    ((".", 3), "LRRange.write title must be a str, got 3"),
+    ((".", "a title", "yes"), "LRRange.write plot must be True or False, got 'yes'"),
+])
+def test_a_write_given_no_folder_title_or_flag_is_one_clear_error_that_writes_nothing(tmp_path, monkeypatch, args,
+                                                                                      message):
+    """A title of 3 or plot="yes" was taken as it came, and a folder of None failed in pathlib's words."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(TypeError, match=re.escape(message)):
+        a_result().write(*args)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_the_suggestion_is_the_rate_of_the_lowest_loss_averaged_over_its_neighbours():

@@ -20,6 +20,7 @@ import contextlib
 import copy
 import json
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -81,9 +82,15 @@ class LRRange:
     def write(self, folder: str | Path, title: str = "", plot: bool = True) -> list[Path]:
         """Write lr-range.json (`to_json`) into `folder`, and with `plot` and matplotlib
         lr-range.png (xpcnn.train.plots.lr_range), else remove an earlier test's; the
-        paths written. Stopped while drawing (Ctrl-C, an error), it removes both files."""
+        paths written. Stopped while drawing (Ctrl-C, an error), it removes both files.
+        TypeError for a folder that is no path, a title that is no str or a plot flag
+        that is not True or False."""
+        if not isinstance(folder, (str, os.PathLike)):
+            raise TypeError(f"LRRange.write folder must be a path (str or Path), got {folder!r}")
+        if not isinstance(title, str):
+            raise TypeError(f"LRRange.write title must be a str, got {title!r}")
+        drawn = flag(plot, "LRRange.write plot") and plots.available()
         data, picture = Path(folder) / DATA_NAME, Path(folder) / PLOT_NAME
-        drawn = plot and plots.available()
         atomic_write_text(data, json.dumps(self.to_json(), indent=1) + "\n")
         try:
             if drawn:
