@@ -149,6 +149,8 @@ def test_the_suggestion_is_the_rate_of_the_lowest_loss_averaged_over_its_neighbo
 @pytest.mark.parametrize("call, error, message", [
     (lambda t, d: find_lr(t, d, start=0.0), ValueError, "find_lr start must be > 0"),
     (lambda t, d: find_lr(t, d, start=1e-3, end=1e-3), ValueError, "find_lr end must be > 0.001"),
+    (lambda t, d: find_lr(t, d, start=1e-200, end=1e200), ValueError,  # its rates came out 0.0, then 1e200
+     r"find_lr end must be less than 1e\+300 times start \(1e-200\), got 1e\+200"),
     (lambda t, d: find_lr(t, d, steps=1), ValueError, "find_lr steps must be >= 2"),
     (lambda t, d: find_lr(t, d, steps=2.5), TypeError, "find_lr steps must be an integer"),
     (lambda t, d: find_lr(t, d, progress="yes"), TypeError, "find_lr progress must be True or False"),

@@ -41,6 +41,7 @@ from .workers import quiet
 DIVERGED = 4.0  # the test stops where the recent loss is this many times its lowest (fastai's bound)
 START, END, STEPS = 1e-7, 10.0, 100  # the test's defaults: 8 decades, 100 steps (a step raises the rate 1.2 times)
 MAX_STEPS = 100_000
+MAX_RATIO = 1e300  # end / start at most: the rate's multiplier start/end stays a normal float
 DATA_NAME, PLOT_NAME = "lr-range.json", "lr-range.png"  # what `write` writes, beside a run's files
 
 
@@ -113,6 +114,8 @@ def find_lr(trainer: Trainer, train: Dataset, *, start: float = START, end: floa
     network does not take."""
     start = number(start, "find_lr start", 0.0, math.inf, low_included=False)
     end = number(end, "find_lr end", start, math.inf, low_included=False)
+    if end / start >= MAX_RATIO:  # each rate is `end` times a multiplier down to start/end, which would round to 0
+        raise ValueError(f"find_lr end must be less than {MAX_RATIO:g} times start ({start:g}), got {end:g}")
     steps = integer(steps, "find_lr steps", 2, MAX_STEPS)
     progress = flag(progress, "find_lr progress")
     if not isinstance(trainer, Trainer):
