@@ -31,7 +31,7 @@ def test_recipes_are_the_documented_defaults():
     tutorial, lenet = presets.recipe("tutorial"), presets.recipe("lenet")
     assert (tutorial.epochs, tutorial.batch_size, tutorial.optimizer, tutorial.lr, tutorial.momentum) == (
         3, 64, "sgd", 0.01, 0.9)
-    assert (lenet.epochs, lenet.batch_size, lenet.optimizer, lenet.lr, lenet.augment) == (5, 64, "adam", 2e-3, 1)
+    assert (lenet.epochs, lenet.batch_size, lenet.optimizer, lenet.lr, lenet.augment) == (5, 64, "adam", 1e-2, 1)
     assert tutorial.schedule == lenet.schedule == "cosine"
 
 

@@ -242,7 +242,7 @@ RECIPES: dict[str, Recipe] = {
     "tutorial": Recipe(epochs=3, batch_size=64, optimizer="sgd", lr=0.01, momentum=0.9),
     # Adam at its full rate from the first step kills most of the dense layer's ReLU units:
     # a warm-up keeps about twice as many (benchmarks/results/lenet-warmup-20261208.md).
-    "lenet": Recipe(epochs=5, batch_size=64, optimizer="adam", lr=2e-3, warmup=100, warmup_fits=True, augment=1),
+    "lenet": Recipe(epochs=5, batch_size=64, optimizer="adam", lr=1e-2, warmup=100, warmup_fits=True, augment=1),
     "fast": Recipe(epochs=1, batch_size=256, optimizer="adam", lr=1e-2, schedule="onecycle", betas=(0.7, 0.9)),
     "compact": Recipe(epochs=10, batch_size=64, optimizer="adam", lr=2e-3),
     # He et al.: SGD 0.1, momentum 0.9, weight decay 1e-4, batch 128, x0.1 at 32k and 48k of
