@@ -146,6 +146,27 @@ def test_the_suggestion_is_the_rate_of_the_lowest_loss_averaged_over_its_neighbo
     assert none.suggested is None and none.diverged  # the loss fell at no rate
 
 
+def test_noise_is_not_taken_for_divergence_small_batches_averaged_over_32_images():
+    """Batches of 1 image stopped after 24 steps, 'diverged', on losses that only scattered
+    (0.11 once, then 4.9): the lowest of 3 single images is luck."""
+    rng = np.random.default_rng(0)
+    noise = list(rng.uniform(0.1, 5.0, 200))  # no trend at all
+    single, batches_of_64 = Smoothed(steps=100, batch_size=1), Smoothed(steps=100, batch_size=64)
+    assert single.recent == 32 and batches_of_64.recent == 3
+    stopped = {}
+    for losses in (single, batches_of_64):
+        for k, loss in enumerate(noise):
+            losses.add(loss)
+            if losses.diverged():
+                stopped[losses.recent] = k
+                break
+    assert 32 not in stopped and stopped[3] < 100  # the same scatter, in 64-image batches, would be divergence
+    lucky_start = Smoothed(steps=100, batch_size=64)
+    for loss in (0.1, 3.0, 3.0, 3.0):  # a partial window's average (0.1 alone) is no lowest to diverge from
+        lucky_start.add(loss)
+        assert not lucky_start.diverged()
+
+
 @pytest.mark.parametrize("call, error, message", [
     (lambda t, d: find_lr(t, d, start=0.0), ValueError, "find_lr start must be > 0"),
     (lambda t, d: find_lr(t, d, start=1e-3, end=1e-3), ValueError, "find_lr end must be > 0.001"),

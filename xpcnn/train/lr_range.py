@@ -39,6 +39,7 @@ from .trainer import Trainer
 from .workers import quiet
 
 DIVERGED = 4.0  # the test stops where the recent loss is this many times its lowest (fastai's bound)
+NOISE_IMAGES = 32  # the divergence check averages the losses of this many images at least
 START, END, STEPS = 1e-7, 10.0, 100  # the test's defaults: 8 decades, 100 steps (a step raises the rate 1.2 times)
 MAX_STEPS = 100_000
 MAX_RATIO = 1e300  # end / start at most: the rate's multiplier start/end stays a normal float
@@ -124,7 +125,7 @@ def find_lr(trainer: Trainer, train: Dataset, *, start: float = START, end: floa
     step = _copied_step(trainer, start, end, steps)
     model, optimizer = step.model, step.optimizer
     lrs: list[float] = []
-    losses = Smoothed(steps)
+    losses = Smoothed(steps, trainer.batch_size)
     bar = progress_bar(steps, "learning-rate range test") if progress else None
     # The overflows on the way to a loss that is not finite are what the test looks for: no warnings.
     with np.errstate(all="ignore"), contextlib.closing(bar) if bar else contextlib.nullcontext():
@@ -164,21 +165,25 @@ class Smoothed:
     the test runs, over the last ones, to see it diverge; once it is done, over those on
     both sides (`result`), which follow the curve without lagging it."""
 
-    def __init__(self, steps: int) -> None:
+    def __init__(self, steps: int, batch_size: int = NOISE_IMAGES) -> None:
         self.losses: list[float] = []
         self.half = max(1, steps // 40)  # steps on each side: the rate rises 2.5 times over 5 of 100 steps
+        # The divergence check's window: the last 3 steps, or enough small batches for NOISE_IMAGES images
+        # (single images' losses run from 0.1 to 5 at one rate: their lowest would look like a minimum).
+        self.recent = max(self.half + 1, math.ceil(NOISE_IMAGES / batch_size))
         self._lowest = math.inf
 
     def add(self, loss: float) -> None:
         self.losses.append(loss)
 
     def diverged(self) -> bool:
-        """Whether the last loss is not finite, or the average of the last ones DIVERGED
-        times their lowest so far."""
-        recent = self.losses[-self.half - 1:]
-        average = sum(recent) / len(recent)
-        if not math.isfinite(average):
+        """Whether the last loss is not finite, or the average of the last `recent` losses
+        is DIVERGED times the lowest such average so far (none before `recent` steps)."""
+        if not math.isfinite(self.losses[-1]):
             return True
+        if len(self.losses) < self.recent:  # a partial window's average is a lucky batch or two
+            return False
+        average = sum(self.losses[-self.recent:]) / self.recent
         self._lowest = min(self._lowest, average)
         return average > DIVERGED * self._lowest
 
