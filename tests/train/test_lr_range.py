@@ -157,14 +157,14 @@ def test_noise_is_not_taken_for_divergence_small_batches_averaged_over_32_images
     for losses in (single, batches_of_64):
         for k, loss in enumerate(noise):
             losses.add(loss)
-            if losses.diverged():
+            if losses.diverged:
                 stopped[losses.recent] = k
                 break
     assert 32 not in stopped and stopped[3] < 100  # the same scatter, in 64-image batches, would be divergence
     lucky_start = Smoothed(steps=100, batch_size=64)
     for loss in (0.1, 3.0, 3.0, 3.0):  # a partial window's average (0.1 alone) is no lowest to diverge from
         lucky_start.add(loss)
-        assert not lucky_start.diverged()
+        assert not lucky_start.diverged
 
 
 @pytest.mark.parametrize("call, error, message", [

@@ -136,7 +136,7 @@ def find_lr(trainer: Trainer, train: Dataset, *, start: float = START, end: floa
                 losses.add(float(backend.to_numpy(step.compute(x, y))[0]))
                 if bar:
                     bar.update(1)
-                if len(lrs) == steps or losses.diverged():
+                if len(lrs) == steps or losses.diverged:
                     return losses.result(lrs)
                 step.update()
     return losses.result(lrs)  # not reached: the epochs hold `steps` batches
@@ -172,20 +172,19 @@ class Smoothed:
         # (single images' losses run from 0.1 to 5 at one rate: their lowest would look like a minimum).
         self.recent = max(self.half + 1, math.ceil(NOISE_IMAGES / batch_size))
         self._lowest = math.inf
+        self.diverged = False  # whether the last loss is not finite, or far above the lowest (see `add`)
 
     def add(self, loss: float) -> None:
+        """Record a batch's loss; `diverged` says whether it is not finite, or the average of
+        the last `recent` losses is DIVERGED times the lowest such average so far (none
+        before `recent` steps: a partial window's average is a lucky batch or two)."""
         self.losses.append(loss)
-
-    def diverged(self) -> bool:
-        """Whether the last loss is not finite, or the average of the last `recent` losses
-        is DIVERGED times the lowest such average so far (none before `recent` steps)."""
-        if not math.isfinite(self.losses[-1]):
-            return True
-        if len(self.losses) < self.recent:  # a partial window's average is a lucky batch or two
-            return False
-        average = sum(self.losses[-self.recent:]) / self.recent
-        self._lowest = min(self._lowest, average)
-        return average > DIVERGED * self._lowest
+        if not math.isfinite(loss):
+            self.diverged = True
+        elif len(self.losses) >= self.recent:
+            average = sum(self.losses[-self.recent:]) / self.recent
+            self._lowest = min(self._lowest, average)
+            self.diverged = average > DIVERGED * self._lowest
 
     def result(self, lrs: list[float]) -> LRRange:
         """What the test found at the rates `lrs`, one a loss."""
@@ -195,4 +194,4 @@ class Smoothed:
         finite = [k for k, value in enumerate(smoothed) if math.isfinite(value)]
         best = min(finite, key=lambda k: smoothed[k], default=0)
         fell = best > 0  # else no rate made the loss fall below the first steps'
-        return LRRange(lrs, losses, smoothed, suggested=lrs[best] if fell else None, diverged=self.diverged())
+        return LRRange(lrs, losses, smoothed, suggested=lrs[best] if fell else None, diverged=self.diverged)
