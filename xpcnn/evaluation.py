@@ -323,10 +323,9 @@ def _folder_again(selection: Selection | None, data_dir: str | Path | None, chec
     (the MNIST family), as predict reads one."""
     if data_dir is None:  # the run's own folder (_test_split checked it has one)
         try:
-            train, _, test = dataclasses.replace(selection, limit=None, val_split=0.0).load()
+            return _as_the_run_read(selection, selection.folders)
         except (DataNotFound, FolderError) as exc:
             raise type(exc)(f"{exc}; if it moved, --data-dir (data_dir=) names where it is now") from None
-        return Loaded(train, test)
     moved = _moved_here(selection, data_dir, log)
     if moved is not None:
         return moved
@@ -349,11 +348,18 @@ def _moved_here(selection: Selection | None, data_dir: str | Path, log: Callable
     if selection is None or selection.digest is None or (Path(data_dir) / "train").is_dir():
         return None  # a folder of train/ and test/ is scored on test/, which no run trained on
     try:
-        train, _, test = dataclasses.replace(selection, folders=(str(data_dir),), limit=None, val_split=0.0).load()
+        loaded = _as_the_run_read(selection, (str(data_dir),))
     except (DataNotFound, FolderError):  # other pictures, or some the run's reading refuses: read as another's
         return None
     log(f"note: {data_dir} holds the pictures the run read from {selection.folders[0]}: scoring the test split "
         "the run held out of them")
+    return loaded
+
+
+def _as_the_run_read(selection: Selection, folders: tuple[str, ...] | None) -> Loaded:
+    """The run's pictures read from `folders` as the run read them, whole: its training
+    split and the test split it held out (Selection.load: refused where they changed)."""
+    train, _, test = dataclasses.replace(selection, folders=folders, limit=None, val_split=0.0).load()
     return Loaded(train, test)
 
 
