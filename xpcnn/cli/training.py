@@ -146,11 +146,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _check_find_lr(args: argparse.Namespace, processes: int) -> None:
     """Refuse what --find-lr cannot take, naming what was given."""
+    from ..train.lr_range import END, START
+
     if args.resume or processes > 1:
         raise UsageError("--find-lr tests a new run's rates in one process: not "
                          f"{'with --resume' if args.resume else f'under mpirun ({processes} processes)'}")
     if args.lr is not None:
-        raise UsageError("--lr: --find-lr tries the rates from 1e-07 to 10 and suggests one: leave --lr out")
+        raise UsageError(f"--lr: --find-lr tries the rates from {START:g} to {END:g} and suggests one: leave --lr out")
 
 
 def _find_lr(args: argparse.Namespace, recipe: presets.Recipe, folder: Any) -> int:

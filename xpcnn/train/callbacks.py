@@ -53,6 +53,16 @@ class Callback:
         """After `trainer.finish(test)` evaluated the model: `result` is evaluate()'s."""
 
 
+def progress_bar(total: int, what: str, unit: str, done: int = 0) -> Any:
+    """A tqdm bar on stderr of `total` units, `done` of them done, that leaves no line
+    behind; None without tqdm (the `progress` extra)."""
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, initial=done, unit=unit, desc=what, leave=False, dynamic_ncols=True)
+
+
 class ProgressBar(Callback):
     """A progress bar per epoch, with the running loss and accuracy (needs tqdm: the
     `progress` extra; without it, nothing)."""
@@ -61,12 +71,8 @@ class ProgressBar(Callback):
         self._bar: Any = None
 
     def on_epoch_start(self, trainer: Trainer, batches: int) -> None:
-        try:
-            from tqdm.auto import tqdm
-        except ImportError:
-            return
-        self._bar = tqdm(total=batches, initial=trainer.state.batch, unit="batch", leave=False, dynamic_ncols=True,
-                         desc=f"epoch {trainer.state.epoch + 1}/{trainer.epochs}")
+        self._bar = progress_bar(batches, f"epoch {trainer.state.epoch + 1}/{trainer.epochs}", "batch",
+                                 trainer.state.batch)
 
     def on_step_end(self, trainer: Trainer) -> None:
         if self._bar is not None:

@@ -34,6 +34,7 @@ from ..evaluation import check_model_fits
 from ..io.atomic import atomic_write_text
 from ..optim import Schedule
 from . import plots
+from .callbacks import progress_bar
 from .step import TrainingStep
 from .trainer import Trainer
 from .workers import quiet
@@ -126,7 +127,7 @@ def find_lr(trainer: Trainer, train: Dataset, *, start: float = START, end: floa
     model, optimizer = step.model, step.optimizer
     lrs: list[float] = []
     losses = Smoothed(steps, trainer.batch_size)
-    bar = progress_bar(steps, "learning-rate range test") if progress else None
+    bar = progress_bar(steps, "learning-rate range test", "step") if progress else None
     # The overflows on the way to a loss that is not finite are what the test looks for: no warnings.
     with np.errstate(all="ignore"), contextlib.closing(bar) if bar else contextlib.nullcontext():
         for epoch in range(math.ceil(steps / num_batches(len(train), trainer.batch_size))):
@@ -149,15 +150,6 @@ def _copied_step(trainer: Trainer, start: float, end: float, steps: int) -> Trai
     optimizer.state, optimizer.steps = {slot: {} for slot in optimizer.slots}, 0
     optimizer.lr, optimizer.schedule = end, Rising(start / end, steps)
     return TrainingStep(model, optimizer, copy.deepcopy(trainer.loss_fn), graphs=False, log=quiet)
-
-
-def progress_bar(total: int, what: str) -> Any:
-    """A tqdm bar of `total` steps on stderr; None without tqdm (the `progress` extra)."""
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        return None
-    return tqdm(total=total, desc=what, unit="step", leave=False, dynamic_ncols=True)
 
 
 class Smoothed:
